@@ -1,0 +1,205 @@
+//! The service-level error: what went wrong, in the vocabulary of the API contract (spec §1.2).
+//!
+//! Domain code (jobs on the storage actors, the AuthActor) returns `ServiceError`; it knows
+//! nothing about HTTP. `crate::http::error` is the one place that maps it to a status code and
+//! the JSON envelope.
+
+use serde_json::{json, Map, Value};
+
+/// The error codes of spec §1.2 that this server produces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    InvalidArgument,
+    InvalidUri,
+    Unauthenticated,
+    PermissionDenied,
+    NotFound,
+    AlreadyExists,
+    Conflict,
+    FailedPrecondition,
+    ResourceExhausted,
+    PayloadTooLarge,
+    MethodNotAllowed,
+    DeadlineExceeded,
+    Unavailable,
+    Unimplemented,
+    Internal,
+}
+
+impl ErrorCode {
+    /// The wire spelling of the code.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::InvalidArgument => "INVALID_ARGUMENT",
+            ErrorCode::InvalidUri => "INVALID_URI",
+            ErrorCode::Unauthenticated => "UNAUTHENTICATED",
+            ErrorCode::PermissionDenied => "PERMISSION_DENIED",
+            ErrorCode::NotFound => "NOT_FOUND",
+            ErrorCode::AlreadyExists => "ALREADY_EXISTS",
+            ErrorCode::Conflict => "CONFLICT",
+            ErrorCode::FailedPrecondition => "FAILED_PRECONDITION",
+            // Body-size rejections share the size/rate-limit code, with HTTP 413.
+            ErrorCode::ResourceExhausted | ErrorCode::PayloadTooLarge => "RESOURCE_EXHAUSTED",
+            ErrorCode::MethodNotAllowed => "INVALID_ARGUMENT",
+            ErrorCode::DeadlineExceeded => "DEADLINE_EXCEEDED",
+            ErrorCode::Unavailable => "UNAVAILABLE",
+            ErrorCode::Unimplemented => "UNIMPLEMENTED",
+            ErrorCode::Internal => "INTERNAL",
+        }
+    }
+}
+
+/// A failure reported to the client: code, human message, optional `details` object.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{code:?}: {message}")]
+pub struct ServiceError {
+    pub code: ErrorCode,
+    pub message: String,
+    pub details: Option<Value>,
+    /// Seconds the client should wait before retrying (sent as `Retry-After`).
+    pub retry_after: Option<u32>,
+}
+
+pub type ServiceResult<T> = Result<T, ServiceError>;
+
+impl ServiceError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        ServiceError {
+            code,
+            message: message.into(),
+            details: None,
+            retry_after: None,
+        }
+    }
+
+    /// Attach a `details` object.
+    pub fn with_details(mut self, details: Value) -> Self {
+        self.details = Some(details);
+        self
+    }
+
+    /// Add one key to the `details` object, creating it if needed.
+    pub fn detail(mut self, key: &str, value: impl Into<Value>) -> Self {
+        let mut map = match self.details.take() {
+            Some(Value::Object(m)) => m,
+            _ => Map::new(),
+        };
+        map.insert(key.to_string(), value.into());
+        self.details = Some(Value::Object(map));
+        self
+    }
+
+    pub fn invalid_argument(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::InvalidArgument, message)
+    }
+
+    /// A validation failure in the pydantic-like shape clients expect (spec §1.3).
+    pub fn validation(loc: &[&str], message: &str, kind: &str) -> Self {
+        let loc_joined = loc.join(".");
+        Self::invalid_argument(format!(
+            "Invalid request parameters: {loc_joined}: {message}"
+        ))
+        .with_details(json!({
+            "validation_errors": [{"loc": loc, "message": message, "type": kind}]
+        }))
+    }
+
+    pub fn invalid_uri(uri: &str, reason: impl Into<String>) -> Self {
+        let reason = reason.into();
+        Self::new(
+            ErrorCode::InvalidUri,
+            format!("Invalid URI: {uri} ({reason})"),
+        )
+        .with_details(json!({"uri": uri, "reason": reason}))
+    }
+
+    pub fn unauthenticated(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Unauthenticated, message)
+    }
+
+    pub fn permission_denied(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::PermissionDenied, message)
+    }
+
+    /// 404 with the `{type, resource}` details the SDKs read.
+    pub fn not_found(kind: &str, resource: &str, message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::NotFound, message)
+            .with_details(json!({"type": kind, "resource": resource}))
+    }
+
+    pub fn already_exists(kind: &str, resource: &str, message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::AlreadyExists, message)
+            .with_details(json!({"resource": resource, "type": kind}))
+    }
+
+    pub fn conflict(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Conflict, message)
+    }
+
+    pub fn failed_precondition(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::FailedPrecondition, message)
+    }
+
+    /// 503 naming the failing service; clients may retry after `retry_after` seconds.
+    pub fn unavailable(service: &str, reason: impl Into<String>) -> Self {
+        let reason = reason.into();
+        Self::new(
+            ErrorCode::Unavailable,
+            format!("Service unavailable: {service}: {reason}"),
+        )
+        .with_details(json!({"service": service, "reason": reason}))
+    }
+
+    pub fn unimplemented(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Unimplemented, message)
+    }
+
+    /// 500 with the fixed public message; the cause goes to the log, not the client.
+    pub fn internal(cause: impl std::fmt::Display) -> Self {
+        tracing::error!(cause = %cause, "internal error");
+        Self::new(ErrorCode::Internal, "Internal server error")
+    }
+
+    pub fn retry_after(mut self, seconds: u32) -> Self {
+        self.retry_after = Some(seconds);
+        self
+    }
+}
+
+impl From<crate::storage::StorageError> for ServiceError {
+    /// A fallback for storage failures a domain rule did not translate itself.
+    fn from(err: crate::storage::StorageError) -> Self {
+        use crate::storage::StorageError as E;
+        match err {
+            E::NotFound(path) => {
+                ServiceError::not_found("resource", "", format!("Resource not found: {path}"))
+            }
+            E::AlreadyExists(path) => ServiceError::conflict(format!("already exists: {path}")),
+            E::Conflict(_) | E::Busy(_) => {
+                ServiceError::conflict("The resource was changed concurrently. Please retry.")
+                    .detail("retryable", true)
+            }
+            E::Unavailable(reason) => ServiceError::unavailable("storage", reason).retry_after(1),
+            E::ReadOnly(reason) => ServiceError::unavailable("storage", reason).retry_after(5),
+            E::InvalidPath(reason) => ServiceError::invalid_argument(reason),
+            other => ServiceError::internal(other),
+        }
+    }
+}
+
+impl From<crate::actors::PoolError> for ServiceError {
+    fn from(err: crate::actors::PoolError) -> Self {
+        use crate::actors::PoolError as E;
+        match err {
+            E::Overloaded { pool } => ServiceError::unavailable(
+                pool,
+                format!("the {pool} pool is at capacity; retry shortly"),
+            )
+            .retry_after(1),
+            E::Panicked { .. } => ServiceError::internal(err),
+            E::Stopped { pool } => {
+                ServiceError::unavailable(pool, "the server is shutting down").retry_after(1)
+            }
+        }
+    }
+}

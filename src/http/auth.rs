@@ -1,0 +1,187 @@
+//! The auth extractor: every protected route names its role rule in its signature, so a route
+//! cannot forget its check (`Caller<RootOnly>`, `Caller<DataAccess>`, …).
+
+use std::future::Future;
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::time::Duration;
+
+use actix_web::{dev::Payload, web, FromRequest, HttpRequest};
+
+use crate::error::ServiceError;
+use crate::identity::{validate_id, AuthMode, IdKind, Identity, Role};
+
+use super::AppState;
+
+/// How long a request waits for the AuthActor before answering 503.
+const AUTH_DEADLINE: Duration = Duration::from_secs(10);
+
+/// A role rule of spec §2.1.
+pub trait Rule: 'static {
+    fn check(identity: &Identity, mode: AuthMode) -> Result<(), ServiceError>;
+}
+
+/// Any authenticated caller, ROOT included.
+pub struct AnyRole;
+/// ROOT only (account management).
+pub struct RootOnly;
+/// ROOT, or an ADMIN (the account check is the handler's: it knows the path's account).
+pub struct RootOrAdmin;
+/// Tenant data (fs, content, search, sessions): ADMIN and USER; ROOT only in dev mode.
+pub struct DataAccess;
+
+const ADMIN_NEEDS_API_KEY: &str =
+    "Admin API requires api_key mode with root_api_key configured. Dev mode has no key registry.";
+
+impl Rule for AnyRole {
+    fn check(_: &Identity, _: AuthMode) -> Result<(), ServiceError> {
+        Ok(())
+    }
+}
+
+impl Rule for RootOnly {
+    fn check(identity: &Identity, mode: AuthMode) -> Result<(), ServiceError> {
+        if mode == AuthMode::Dev {
+            return Err(ServiceError::permission_denied(ADMIN_NEEDS_API_KEY));
+        }
+        match identity.role {
+            Role::Root => Ok(()),
+            _ => Err(ServiceError::permission_denied("Requires role: root")),
+        }
+    }
+}
+
+impl Rule for RootOrAdmin {
+    fn check(identity: &Identity, mode: AuthMode) -> Result<(), ServiceError> {
+        if mode == AuthMode::Dev {
+            return Err(ServiceError::permission_denied(ADMIN_NEEDS_API_KEY));
+        }
+        match identity.role {
+            Role::Root | Role::Admin => Ok(()),
+            Role::User => Err(ServiceError::permission_denied(
+                "Requires role: root, admin",
+            )),
+        }
+    }
+}
+
+impl Rule for DataAccess {
+    fn check(identity: &Identity, mode: AuthMode) -> Result<(), ServiceError> {
+        if identity.role == Role::Root && mode == AuthMode::ApiKey {
+            return Err(ServiceError::permission_denied(
+                "ROOT API keys cannot access tenant-scoped data APIs in api_key mode. Use a \
+                 user/admin API key for data access, or trusted mode for upstream identity \
+                 assertion.",
+            )
+            .with_details(serde_json::json!({})));
+        }
+        Ok(())
+    }
+}
+
+/// The authenticated caller of a request, admitted by rule `R`.
+pub struct Caller<R: Rule = AnyRole> {
+    pub identity: Identity,
+    _rule: PhantomData<R>,
+}
+
+impl<R: Rule> Caller<R> {
+    pub fn account(&self) -> &str {
+        &self.identity.account
+    }
+    pub fn user(&self) -> &str {
+        &self.identity.user
+    }
+    pub fn role(&self) -> Role {
+        self.identity.role
+    }
+}
+
+/// The presented key: `X-API-Key` if non-empty, else `Authorization: Bearer <key>`.
+pub fn presented_key(req: &HttpRequest) -> Option<String> {
+    let header = |name: &str| {
+        req.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+    };
+    if let Some(k) = header("x-api-key") {
+        return Some(k.to_string());
+    }
+    header("authorization")
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .filter(|k| !k.is_empty())
+        .map(str::to_string)
+}
+
+fn identity_header(req: &HttpRequest, name: &str) -> Option<String> {
+    req.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .map(str::to_string)
+}
+
+/// The dev-mode identity: ROOT in the account/user named by headers (default `default`).
+fn dev_identity(req: &HttpRequest) -> Result<Identity, ServiceError> {
+    let account = identity_header(req, "x-openviking-account").unwrap_or_else(|| "default".into());
+    let user = identity_header(req, "x-openviking-user").unwrap_or_else(|| "default".into());
+    validate_id(IdKind::Account, &account)?;
+    validate_id(IdKind::User, &user)?;
+    Ok(Identity {
+        role: Role::Root,
+        account,
+        user,
+    })
+}
+
+/// `X-OpenViking-Actor-Peer` is validated and otherwise ignored (spec §13.9).
+fn check_actor_peer(req: &HttpRequest) -> Result<(), ServiceError> {
+    if let Some(peer) = identity_header(req, "x-openviking-actor-peer") {
+        if peer.contains('/') || peer.contains('\\') {
+            return Err(ServiceError::invalid_argument(
+                "actor_peer_id must not contain path separators.",
+            ));
+        }
+        validate_id(IdKind::Peer, &peer)?;
+    }
+    Ok(())
+}
+
+/// Resolve the caller of `req` (no role check).
+pub async fn resolve(state: &AppState, req: &HttpRequest) -> Result<Identity, ServiceError> {
+    match state.mode {
+        AuthMode::Dev => dev_identity(req),
+        AuthMode::ApiKey => {
+            let key = presented_key(req).ok_or_else(|| {
+                ServiceError::unauthenticated("Missing API Key when resolving identity.")
+            })?;
+            state.resolve_key(key, AUTH_DEADLINE).await
+        }
+    }
+}
+
+impl<R: Rule> FromRequest for Caller<R> {
+    type Error = ServiceError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, ServiceError>>>>;
+
+    fn from_request(req: &HttpRequest, _payload: &mut Payload) -> Self::Future {
+        let req = req.clone();
+        Box::pin(async move {
+            let state = req
+                .app_data::<web::Data<AppState>>()
+                .ok_or_else(|| ServiceError::internal("application state missing"))?
+                .clone();
+            let identity = resolve(&state, &req).await?;
+            R::check(&identity, state.mode)?;
+            check_actor_peer(&req)?;
+            Ok(Caller {
+                identity,
+                _rule: PhantomData,
+            })
+        })
+    }
+}

@@ -1,0 +1,257 @@
+//! Body and query extractors whose failures use the API envelope (spec §1.3).
+
+use std::future::Future;
+use std::pin::Pin;
+
+use actix_web::error::PayloadError;
+use actix_web::web::Bytes;
+use actix_web::{dev::Payload, FromRequest, HttpRequest};
+use serde::de::DeserializeOwned;
+use serde::Deserializer;
+use serde_json::json;
+
+use crate::error::{ErrorCode, ServiceError};
+
+/// A JSON body that must be present.
+pub struct ApiJson<T>(pub T);
+
+/// A JSON body that may be absent or empty (then `T::default()`).
+pub struct OptionalJson<T>(pub T);
+
+/// The raw body, within the configured size limit.
+pub struct RawBody(pub Bytes);
+
+/// Query parameters.
+pub struct ApiQuery<T>(pub T);
+
+type LocalFuture<T> = Pin<Box<dyn Future<Output = Result<T, ServiceError>>>>;
+
+fn body_bytes(req: &HttpRequest, payload: &mut Payload) -> LocalFuture<Bytes> {
+    let fut = Bytes::from_request(req, payload);
+    Box::pin(async move { fut.await.map_err(payload_error) })
+}
+
+fn payload_error(err: actix_web::Error) -> ServiceError {
+    match err.as_error::<PayloadError>() {
+        Some(PayloadError::Overflow) => ServiceError::new(
+            ErrorCode::PayloadTooLarge,
+            "Request body exceeds server.max_body_bytes",
+        ),
+        _ => ServiceError::invalid_argument(format!("Could not read the request body: {err}")),
+    }
+}
+
+impl<T: DeserializeOwned + 'static> FromRequest for ApiJson<T> {
+    type Error = ServiceError;
+    type Future = LocalFuture<Self>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let bytes = body_bytes(req, payload);
+        Box::pin(async move {
+            let bytes = bytes.await?;
+            if bytes.iter().all(u8::is_ascii_whitespace) {
+                return Err(ServiceError::validation(
+                    &["body"],
+                    "Field required",
+                    "missing",
+                ));
+            }
+            parse_json(&bytes).map(ApiJson)
+        })
+    }
+}
+
+impl<T: DeserializeOwned + Default + 'static> FromRequest for OptionalJson<T> {
+    type Error = ServiceError;
+    type Future = LocalFuture<Self>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let bytes = body_bytes(req, payload);
+        Box::pin(async move {
+            let bytes = bytes.await?;
+            if bytes.iter().all(u8::is_ascii_whitespace) {
+                return Ok(OptionalJson(T::default()));
+            }
+            // `null` is an empty body too.
+            if bytes.trim_ascii() == b"null" {
+                return Ok(OptionalJson(T::default()));
+            }
+            parse_json(&bytes).map(OptionalJson)
+        })
+    }
+}
+
+impl FromRequest for RawBody {
+    type Error = ServiceError;
+    type Future = LocalFuture<Self>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let bytes = body_bytes(req, payload);
+        Box::pin(async move { bytes.await.map(RawBody) })
+    }
+}
+
+impl<T: DeserializeOwned> FromRequest for ApiQuery<T> {
+    type Error = ServiceError;
+    type Future = std::future::Ready<Result<Self, ServiceError>>;
+
+    fn from_request(req: &HttpRequest, _payload: &mut Payload) -> Self::Future {
+        std::future::ready(parse_query(req.query_string()).map(ApiQuery))
+    }
+}
+
+/// Deserialize a JSON body, reporting the first problem with its location.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ServiceError> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if inner.is_syntax() || inner.is_eof() {
+            return ServiceError::validation(
+                &["body"],
+                &format!("JSON decode error: {inner}"),
+                "json_invalid",
+            );
+        }
+        describe("body", &path, &inner.to_string())
+    })?;
+    de.end().map_err(|e| {
+        ServiceError::validation(
+            &["body"],
+            &format!("JSON decode error: {e}"),
+            "json_invalid",
+        )
+    })?;
+    Ok(value)
+}
+
+/// Deserialize a query string.
+pub fn parse_query<T: DeserializeOwned>(query: &str) -> Result<T, ServiceError> {
+    let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        describe("query", &path, &e.into_inner().to_string())
+    })
+}
+
+/// Turn a serde message into the pydantic-like `{loc, message, type}` entry.
+fn describe(origin: &str, path: &str, raw: &str) -> ServiceError {
+    let msg = raw.split(" at line ").next().unwrap_or(raw).to_string();
+    let mut loc: Vec<String> = vec![origin.to_string()];
+    loc.extend(
+        path.split('.')
+            .filter(|s| !s.is_empty() && *s != "?")
+            .map(str::to_string),
+    );
+    let field = |m: &str, prefix: &str| {
+        m.strip_prefix(prefix)
+            .and_then(|rest| rest.split('`').next())
+            .map(str::to_string)
+    };
+    let (message, kind) = if let Some(f) = field(&msg, "missing field `") {
+        loc.push(f);
+        ("Field required".to_string(), "missing")
+    } else if let Some(f) = field(&msg, "unknown field `") {
+        loc.push(f);
+        (
+            "Extra inputs are not permitted".to_string(),
+            "extra_forbidden",
+        )
+    } else if msg.starts_with("invalid type") {
+        (msg.clone(), "type_error")
+    } else {
+        (msg.clone(), "value_error")
+    };
+    let loc_refs: Vec<&str> = loc.iter().map(String::as_str).collect();
+    ServiceError::validation(&loc_refs, &message, kind)
+}
+
+/// Query and body booleans: `true|false|1|0|yes|no|on|off`, any case (spec §0).
+pub fn flexible_bool<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    struct V;
+    impl serde::de::Visitor<'_> for V {
+        type Value = bool;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a boolean")
+        }
+        fn visit_bool<E>(self, v: bool) -> Result<bool, E> {
+            Ok(v)
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<bool, E> {
+            match v.to_ascii_lowercase().as_str() {
+                "true" | "1" | "yes" | "on" => Ok(true),
+                "false" | "0" | "no" | "off" => Ok(false),
+                _ => Err(E::custom("Input should be a valid boolean")),
+            }
+        }
+        fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<bool, E> {
+            match v {
+                0 => Ok(false),
+                1 => Ok(true),
+                _ => Err(E::custom("Input should be a valid boolean")),
+            }
+        }
+    }
+    d.deserialize_any(V)
+}
+
+/// `flexible_bool` for optional fields.
+pub fn flexible_bool_opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
+    flexible_bool(d).map(Some)
+}
+
+/// A details object listing one validation error (for hand-written checks).
+pub fn validation_details(loc: &[&str], message: &str, kind: &str) -> serde_json::Value {
+    json!({"validation_errors": [{"loc": loc, "message": message, "type": kind}]})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Debug, Deserialize)]
+    #[allow(dead_code)]
+    struct Body {
+        role: String,
+        n: Option<u32>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    struct Q {
+        #[serde(default, deserialize_with = "flexible_bool")]
+        recursive: bool,
+        limit: Option<i64>,
+    }
+
+    #[test]
+    fn json_errors_are_located() {
+        let e = parse_json::<Body>(br#"{"n": 1}"#).unwrap_err();
+        assert_eq!(
+            e.message,
+            "Invalid request parameters: body.role: Field required"
+        );
+        let e = parse_json::<Body>(br#"{"role": 5}"#).unwrap_err();
+        assert!(e
+            .message
+            .starts_with("Invalid request parameters: body.role: invalid type"));
+        let e = parse_json::<Body>(b"{not json").unwrap_err();
+        assert_eq!(
+            e.details.unwrap()["validation_errors"][0]["type"],
+            "json_invalid"
+        );
+        assert!(parse_json::<Body>(br#"{"role": "x"} trailing"#).is_err());
+    }
+
+    #[test]
+    fn query_bools_and_ints() {
+        let q: Q = parse_query("recursive=YES&limit=5").unwrap();
+        assert!(q.recursive);
+        assert_eq!(q.limit, Some(5));
+        let q: Q = parse_query("recursive=off").unwrap();
+        assert!(!q.recursive);
+        let e = parse_query::<Q>("recursive=maybe").unwrap_err();
+        assert!(e.message.contains("query.recursive"), "{}", e.message);
+        assert!(parse_query::<Q>("limit=abc").is_err());
+    }
+}

@@ -1,0 +1,89 @@
+//! Per-request plumbing: request id, start time for the envelope's `time`, the access log line,
+//! and envelopes for framework answers (405) that would otherwise have an empty body.
+
+use std::time::Instant;
+
+use actix_web::body::{BoxBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::http::StatusCode;
+use actix_web::middleware::Next;
+use actix_web::{HttpMessage, HttpResponse};
+use tracing::Instrument;
+
+use crate::error::{ErrorCode, ServiceError};
+
+use super::envelope::REQUEST_START;
+use super::error::error_body;
+
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const PROCESS_TIME: HeaderName = HeaderName::from_static("x-process-time");
+
+/// The request id of the current request (in request extensions).
+#[derive(Clone, Debug)]
+pub struct RequestId(pub String);
+
+/// Echo a well-formed, single `X-Request-ID`, else mint a UUID4 (spec §1.1).
+fn pick_request_id(req: &ServiceRequest) -> String {
+    let mut values = req.headers().get_all(&REQUEST_ID);
+    if let (Some(v), None) = (values.next(), values.next()) {
+        if let Ok(s) = v.to_str() {
+            let ok_char = |c: char| c.is_ascii_alphanumeric() || "._:/-".contains(c);
+            if (1..=128).contains(&s.len()) && s.chars().all(ok_char) {
+                return s.to_string();
+            }
+        }
+    }
+    uuid::Uuid::new_v4().to_string()
+}
+
+pub async fn request_context(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    let start = Instant::now();
+    let request_id = pick_request_id(&req);
+    req.extensions_mut().insert(RequestId(request_id.clone()));
+    let method = req.method().clone();
+    let path = req.path().to_string();
+    let span = tracing::info_span!("request", request_id = %request_id);
+    let outcome = REQUEST_START
+        .scope(start, async {
+            let res = next.call(req).await?;
+            Ok::<_, actix_web::Error>(envelope_framework_errors(res.map_into_boxed_body()))
+        })
+        .instrument(span.clone())
+        .await;
+    let mut res = match outcome {
+        Ok(res) => res,
+        Err(err) => return Err(err),
+    };
+    let elapsed = start.elapsed();
+    let headers = res.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        headers.insert(REQUEST_ID, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&format!("{:.6}", elapsed.as_secs_f64())) {
+        headers.insert(PROCESS_TIME, v);
+    }
+    let _entered = span.enter();
+    tracing::info!(
+        target: "longship::access",
+        %method,
+        path = %path,
+        status = res.status().as_u16(),
+        latency_ms = elapsed.as_secs_f64() * 1000.0,
+        "request"
+    );
+    Ok(res)
+}
+
+/// Give a routing-level 405 the error envelope.
+fn envelope_framework_errors(res: ServiceResponse<BoxBody>) -> ServiceResponse<BoxBody> {
+    if res.status() != StatusCode::METHOD_NOT_ALLOWED {
+        return res;
+    }
+    let err = ServiceError::new(ErrorCode::MethodNotAllowed, "Method Not Allowed");
+    res.map_body(|_, _| BoxBody::new(()))
+        .into_response(HttpResponse::MethodNotAllowed().json(error_body(&err)))
+}

@@ -1,0 +1,85 @@
+//! HTTP: routes, extractors, the envelope and the error mapping. No I/O happens here; handlers
+//! extract and validate, send a message to an actor or pool, and map the reply.
+
+pub mod admin;
+pub mod auth;
+pub mod content;
+pub mod envelope;
+pub mod error;
+pub mod extract;
+pub mod fs;
+pub mod middleware;
+pub mod search;
+pub mod sessions;
+pub mod system;
+pub mod tasks;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::Addr;
+use actix_web::{web, HttpResponse};
+use serde_json::Value;
+
+use crate::actors::auth::{AuthActor, AuthStatus, ResolveKey};
+use crate::actors::health::HealthMonitor;
+use crate::actors::Pools;
+use crate::config::Settings;
+use crate::error::ServiceError;
+use crate::identity::{AuthMode, Identity};
+
+/// Everything handlers share, built once before `HttpServer::new`.
+#[derive(Clone)]
+pub struct AppState {
+    pub pools: Pools,
+    pub auth: Addr<AuthActor>,
+    pub mode: AuthMode,
+    pub settings: Arc<Settings>,
+    pub health: HealthMonitor,
+    pub workers: usize,
+}
+
+impl AppState {
+    /// Ask the AuthActor who `key` belongs to, waiting at most `deadline`.
+    pub async fn resolve_key(
+        &self,
+        key: String,
+        deadline: Duration,
+    ) -> Result<Identity, ServiceError> {
+        match tokio::time::timeout(deadline, self.auth.send(ResolveKey { key })).await {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(mailbox)) => {
+                Err(ServiceError::unavailable("auth", mailbox.to_string()).retry_after(1))
+            }
+            Err(_) => Err(
+                ServiceError::unavailable("auth", "identity resolution timed out").retry_after(1),
+            ),
+        }
+    }
+
+    /// The AuthActor's counters for observers.
+    pub async fn auth_status(&self) -> Result<Value, String> {
+        match tokio::time::timeout(Duration::from_secs(1), self.auth.send(AuthStatus)).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err("auth actor did not answer within 1 s".into()),
+        }
+    }
+}
+
+/// Register every route; used by the server and by tests alike.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    system::configure(cfg);
+    admin::configure(cfg);
+    fs::configure(cfg);
+    content::configure(cfg);
+    search::configure(cfg);
+    sessions::configure(cfg);
+    tasks::configure(cfg);
+}
+
+/// Unknown routes.
+pub async fn not_found() -> HttpResponse {
+    use actix_web::ResponseError;
+    ServiceError::new(crate::error::ErrorCode::NotFound, "Not Found").error_response()
+}

@@ -1,0 +1,5 @@
+//! Routes of the search API.
+
+use actix_web::web;
+
+pub fn configure(_cfg: &mut web::ServiceConfig) {}

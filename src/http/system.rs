@@ -1,0 +1,189 @@
+//! System endpoints (spec §11, §13.1, §13.15).
+
+use std::time::Duration;
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::error::ServiceError;
+
+use super::auth::{presented_key, AnyRole, Caller};
+use super::envelope::{ApiOk, ApiResult};
+use super::extract::ApiQuery;
+use super::AppState;
+
+/// `/health` waits at most this long for the AuthActor before leaving identity out.
+const HEALTH_AUTH_DEADLINE: Duration = Duration::from_millis(200);
+/// `/ready` waits at most this long for the storage probe.
+const READY_PROBE_DEADLINE: Duration = Duration::from_secs(3);
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(web::resource("/health").route(web::get().to(health)))
+        .service(web::resource("/ready").route(web::get().to(ready)))
+        .service(web::resource("/api/v1/system/status").route(web::get().to(status)))
+        .service(web::resource("/api/v1/observer/system").route(web::get().to(observer)));
+}
+
+/// Liveness: never touches storage; touches the AuthActor only when a key is presented, and
+/// then under a short deadline (spec §13.15).
+async fn health(state: web::Data<AppState>, req: HttpRequest) -> HttpResponse {
+    let mut body = json!({
+        "status": "ok",
+        "healthy": true,
+        "version": env!("CARGO_PKG_VERSION"),
+        "auth_mode": state.mode.as_str(),
+    });
+    if let Some(key) = presented_key(&req) {
+        if state.mode == crate::identity::AuthMode::ApiKey {
+            if let Ok(id) = state.resolve_key(key, HEALTH_AUTH_DEADLINE).await {
+                body["account_id"] = id.account.into();
+                body["user_id"] = id.user.into();
+                body["role"] = id.role.as_str().into();
+            }
+        }
+    }
+    HttpResponse::Ok().json(body)
+}
+
+/// Readiness: a fresh storage probe through the pool, bounded by a deadline.
+async fn ready(state: web::Data<AppState>) -> HttpResponse {
+    let probe = state.health.probe(&state.pools, READY_PROBE_DEADLINE).await;
+    let filesystem = match &probe {
+        Ok(()) => "ok".to_string(),
+        Err(e) => format!("error: {e}"),
+    };
+    let key_manager = match state.mode {
+        crate::identity::AuthMode::Dev => "not_configured",
+        crate::identity::AuthMode::ApiKey => "ok",
+    };
+    let ok = probe.is_ok();
+    let body = json!({
+        "status": if ok { "ready" } else { "not_ready" },
+        "checks": {
+            "agfs": {"status": if ok { "ok" } else { "error" }, "checks": {"filesystem": filesystem}},
+            "vectordb": "not_configured",
+            "api_key_manager": key_manager,
+            "embedding": "not_configured",
+            "ollama": "not_configured",
+        }
+    });
+    let status = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    HttpResponse::build(status).json(body)
+}
+
+async fn status(caller: Caller<AnyRole>) -> ApiResult {
+    Ok(ApiOk::new(
+        json!({"initialized": true, "user": caller.user()}),
+    ))
+}
+
+#[derive(Deserialize)]
+struct ObserverQuery {
+    format: Option<String>,
+}
+
+/// Component health in the upstream observer shape; no storage I/O (reads the last probe).
+async fn observer(
+    state: web::Data<AppState>,
+    _caller: Caller<AnyRole>,
+    ApiQuery(q): ApiQuery<ObserverQuery>,
+) -> ApiResult {
+    let as_table = match q.format.as_deref() {
+        None | Some("table") => true,
+        Some("json") => false,
+        Some(other) => {
+            return Err(ServiceError::validation(
+                &["query", "format"],
+                &format!("Input should be 'table' or 'json', got {other:?}"),
+                "literal_error",
+            ))
+        }
+    };
+    let storage = state.health.snapshot();
+    let storage_pool = state.pools.storage().snapshot();
+    let commit_pool = state.pools.commit().snapshot();
+    let auth = state.auth_status().await;
+    let components = [
+        (
+            "storage",
+            storage.ok,
+            json!({
+                "backend": storage.backend,
+                "location": storage.location,
+                "reachable": storage.ok,
+                "error": storage.error,
+                "checked_at": storage.checked_at,
+            }),
+        ),
+        (
+            "pools",
+            true,
+            json!({
+                "http_workers": state.workers,
+                "storage": storage_pool,
+                "commit": commit_pool,
+            }),
+        ),
+        (
+            "auth",
+            auth.is_ok(),
+            auth.unwrap_or_else(|e| json!({"error": e})),
+        ),
+    ];
+    let mut map = serde_json::Map::new();
+    let mut errors = Vec::new();
+    for (name, healthy, status) in components {
+        if !healthy {
+            errors.push(format!("{name} has errors"));
+        }
+        let status = if as_table {
+            render_table(&status)
+        } else {
+            status
+        };
+        map.insert(
+            name.to_string(),
+            json!({"name": name, "is_healthy": healthy, "has_errors": !healthy, "status": status}),
+        );
+    }
+    Ok(ApiOk::new(json!({
+        "is_healthy": errors.is_empty(),
+        "errors": errors,
+        "components": map,
+    })))
+}
+
+/// A two-column text table of a flattened JSON object.
+fn render_table(value: &Value) -> Value {
+    fn flatten(prefix: &str, v: &Value, out: &mut Vec<(String, String)>) {
+        match v {
+            Value::Object(m) => {
+                for (k, v) in m {
+                    let key = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
+                    flatten(&key, v, out);
+                }
+            }
+            Value::String(s) => out.push((prefix.to_string(), s.clone())),
+            other => out.push((prefix.to_string(), other.to_string())),
+        }
+    }
+    let mut rows = Vec::new();
+    flatten("", value, &mut rows);
+    let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+    let text = rows
+        .iter()
+        .map(|(k, v)| format!("{k:<width$}  {v}"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    Value::String(text)
+}

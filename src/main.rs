@@ -1,0 +1,35 @@
+use clap::Parser;
+
+use longship::cli::{Cli, Command};
+use longship::config::Settings;
+
+/// Exit code for anything that stops the server before it serves.
+const EXIT_STARTUP: i32 = 2;
+
+fn main() {
+    let cli = Cli::parse();
+    let (args, print_only) = match &cli.command {
+        Command::Serve(args) => (args, false),
+        Command::Config(args) => (args, true),
+    };
+    let settings = match Settings::load(args.config.as_deref(), &args.overrides()) {
+        Ok(s) => s,
+        Err(e) => fail(&e),
+    };
+    if print_only {
+        match settings.to_masked_toml() {
+            Ok(text) => print!("{text}"),
+            Err(e) => fail(&e),
+        }
+        return;
+    }
+    longship::telemetry::init(&settings.logging);
+    if let Err(e) = longship::startup::run(settings) {
+        fail(&e);
+    }
+}
+
+fn fail(err: &dyn std::fmt::Display) -> ! {
+    eprintln!("longship: {err}");
+    std::process::exit(EXIT_STARTUP);
+}

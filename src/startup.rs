@@ -1,0 +1,137 @@
+//! Process startup and ordered shutdown.
+//!
+//! Order: storage backend → storage and commit pools (SyncArbiter) → AuthActor on its own
+//! Arbiter → bind → serve. On SIGTERM/SIGINT: the HTTP server stops accepting and drains
+//! in-flight requests, then accepted storage/commit work is drained, then the process exits.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use actix_web::{middleware::from_fn, web, App, HttpServer};
+
+use crate::actors::auth::AuthActor;
+use crate::actors::health::HealthMonitor;
+use crate::actors::pool::{PoolSpec, Pools};
+use crate::config::{Settings, StorageBackendKind};
+use crate::http::{self, AppState};
+use crate::storage::{local::LocalStorage, Storage};
+
+/// Failures that stop the server before it serves anything (exit code 2).
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("cannot open storage: {0}")]
+    Storage(#[from] crate::storage::StorageError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Unsupported(String),
+    #[error("server error: {0}")]
+    Serve(std::io::Error),
+}
+
+/// Open the configured storage backend.
+pub fn open_storage(settings: &Settings) -> Result<Arc<dyn Storage>, StartupError> {
+    match settings.storage.backend {
+        StorageBackendKind::Local => Ok(Arc::new(LocalStorage::open(&settings.storage.data_dir)?)),
+        StorageBackendKind::S3 => Err(StartupError::Unsupported(
+            "storage.backend = \"s3\" is not available in this build".into(),
+        )),
+    }
+}
+
+/// Run the server until it is told to stop.
+pub fn run(settings: Settings) -> Result<(), StartupError> {
+    let settings = Arc::new(settings);
+    let backend = open_storage(&settings)?;
+    let system = actix_rt::System::new();
+    system.block_on(serve(settings, backend))
+}
+
+async fn serve(settings: Arc<Settings>, backend: Arc<dyn Storage>) -> Result<(), StartupError> {
+    let pools = Pools::start(
+        backend.clone(),
+        PoolSpec {
+            name: "storage",
+            threads: settings.pools.storage_threads,
+            capacity: settings.pools.storage_queue_limit,
+            nice: settings.pools.thread_nice,
+        },
+        PoolSpec {
+            name: "commit",
+            threads: settings.pools.commit_threads,
+            capacity: settings.pools.commit_queue_limit,
+            nice: settings.pools.thread_nice,
+        },
+    );
+    let mode = settings.auth_mode();
+    let auth_arbiter = Arbiter::new();
+    let auth = {
+        let root_key = settings.auth.root_api_key.clone();
+        let pools = pools.clone();
+        AuthActor::start_in_arbiter(&auth_arbiter.handle(), move |_| {
+            AuthActor::new(root_key, pools)
+        })
+    };
+    let health = HealthMonitor::new(backend.kind(), backend.describe());
+    health.spawn_periodic(pools.clone(), Duration::from_secs(5));
+
+    let workers = settings.workers();
+    let state = AppState {
+        pools: pools.clone(),
+        auth,
+        mode,
+        settings: settings.clone(),
+        health,
+        workers,
+    };
+    let max_body = settings.server.max_body_bytes;
+    let app_state = web::Data::new(state);
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(app_state.clone())
+            .app_data(web::PayloadConfig::new(max_body))
+            .wrap(from_fn(http::middleware::request_context))
+            .configure(http::configure)
+            .default_service(web::to(http::not_found))
+    })
+    .workers(workers)
+    .shutdown_timeout(settings.server.shutdown_timeout_secs);
+    let addr = format!("{}:{}", settings.server.host, settings.server.port);
+    let server = server
+        .bind((settings.server.host.as_str(), settings.server.port))
+        .map_err(|source| StartupError::Bind {
+            addr: addr.clone(),
+            source,
+        })?;
+    for bound in server.addrs() {
+        tracing::info!(address = %bound, "listening");
+    }
+    tracing::info!(
+        auth_mode = mode.as_str(),
+        http_workers = workers,
+        storage_threads = settings.pools.storage_threads,
+        commit_threads = settings.pools.commit_threads,
+        storage_backend = backend.kind(),
+        storage_root = %backend.describe(),
+        version = env!("CARGO_PKG_VERSION"),
+        "longship started"
+    );
+
+    let result = server.run().await;
+    tracing::info!("HTTP server stopped; draining storage and commit work");
+    let drained = pools
+        .drain(Duration::from_secs(settings.server.shutdown_timeout_secs))
+        .await;
+    if drained {
+        tracing::info!("all accepted work finished");
+    } else {
+        tracing::warn!("shutdown deadline reached with work still running");
+    }
+    auth_arbiter.stop();
+    tracing::info!("shutdown complete");
+    result.map_err(StartupError::Serve)
+}

@@ -1,0 +1,575 @@
+//! The local-directory backend: `/local` is `<data_dir>/viking`, laid out as spec §4.1.
+//!
+//! Crash safety: a write goes to a temporary file in the target's directory, is fsynced, renamed
+//! over the target and the directory is fsynced, so a reader sees the old or the new file and a
+//! crash never leaves a torn one. Cross-process safety: every mutation of a file holds an
+//! advisory `flock` on one of [`WRITE_STRIPES`] lock files under `<data_dir>/.longship/locks`,
+//! which makes compare-and-swap and append atomic between instances sharing the directory.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+
+use super::{
+    DirEntry, EntryKind, LockGuard, Meta, Storage, StorageError, StorageResult, StorePath, Version,
+};
+
+/// Prefix of temporary files; never listed, so a crash mid-write leaves nothing visible.
+const TEMP_PREFIX: &str = ".longship-tmp-";
+/// Number of lock files that file mutations are striped over.
+const WRITE_STRIPES: u64 = 1024;
+
+pub struct LocalStorage {
+    root: PathBuf,
+    locks: PathBuf,
+}
+
+struct FileLock {
+    _file: File,
+}
+
+impl LockGuard for FileLock {}
+
+impl LocalStorage {
+    /// Open (creating if needed) the storage under `data_dir`.
+    pub fn open(data_dir: &Path) -> StorageResult<Self> {
+        let root = data_dir.join("viking");
+        let locks = data_dir.join(".longship").join("locks");
+        fs::create_dir_all(&root)?;
+        fs::create_dir_all(&locks)?;
+        Ok(LocalStorage { root, locks })
+    }
+
+    fn full(&self, path: &StorePath) -> PathBuf {
+        let mut p = self.root.clone();
+        for seg in path.segments() {
+            p.push(seg);
+        }
+        p
+    }
+
+    fn lock_file(&self, name: &str) -> io::Result<File> {
+        OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(self.locks.join(name))
+    }
+
+    /// Exclusive lock on the stripe that guards `path`; held for one mutation only.
+    fn stripe_lock(&self, path: &StorePath) -> StorageResult<File> {
+        let digest = Sha256::digest(path.as_str().as_bytes());
+        let mut first = [0u8; 8];
+        first.copy_from_slice(&digest[..8]);
+        let stripe = u64::from_le_bytes(first) % WRITE_STRIPES;
+        let file = self.lock_file(&format!("w-{stripe:04}.lock"))?;
+        file.lock()?;
+        Ok(file)
+    }
+
+    /// Create `dir` and missing parents, fsyncing each parent that gained an entry.
+    fn create_dirs(&self, dir: &Path) -> StorageResult<()> {
+        if dir.is_dir() {
+            return Ok(());
+        }
+        if let Some(parent) = dir.parent() {
+            if parent != self.root && parent.starts_with(&self.root) {
+                self.create_dirs(parent)?;
+            }
+        }
+        match fs::create_dir(dir) {
+            Ok(()) => {
+                if let Some(parent) = dir.parent() {
+                    sync_dir(parent)?;
+                }
+                Ok(())
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                if dir.is_dir() {
+                    Ok(())
+                } else {
+                    Err(StorageError::NotADirectory(dir.display().to_string()))
+                }
+            }
+            Err(e) => Err(map_io(e, dir)),
+        }
+    }
+
+    /// temp file → fsync → rename → fsync directory.
+    fn replace_file(&self, target: &Path, data: &[u8]) -> StorageResult<Version> {
+        let dir = target
+            .parent()
+            .ok_or_else(|| StorageError::InvalidPath("cannot write the root".into()))?;
+        self.create_dirs(dir)?;
+        if target.is_dir() {
+            return Err(StorageError::IsADirectory(target.display().to_string()));
+        }
+        let tmp = dir.join(format!("{TEMP_PREFIX}{}", uuid::Uuid::new_v4().simple()));
+        let result = (|| {
+            let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+            f.write_all(data)?;
+            f.sync_all()?;
+            let meta = f.metadata()?;
+            fs::rename(&tmp, target)?;
+            sync_dir(dir)?;
+            Ok::<_, io::Error>(version_of(&meta))
+        })();
+        if result.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        result.map_err(|e| map_io(e, target))
+    }
+
+    fn current_version(target: &Path) -> StorageResult<Option<Version>> {
+        match fs::symlink_metadata(target) {
+            Ok(m) if m.is_dir() => Err(StorageError::IsADirectory(target.display().to_string())),
+            Ok(m) => Ok(Some(version_of(&m))),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(map_io(e, target)),
+        }
+    }
+}
+
+impl Storage for LocalStorage {
+    fn kind(&self) -> &'static str {
+        "local"
+    }
+
+    fn describe(&self) -> String {
+        self.root.display().to_string()
+    }
+
+    fn read_versioned(&self, path: &StorePath) -> StorageResult<(Vec<u8>, Version)> {
+        let full = self.full(path);
+        let mut f = File::open(&full).map_err(|e| map_io(e, &full))?;
+        // The version comes from the open descriptor, so it names exactly the bytes read.
+        let meta = f.metadata().map_err(|e| map_io(e, &full))?;
+        if meta.is_dir() {
+            return Err(StorageError::IsADirectory(path.to_string()));
+        }
+        let mut data = Vec::with_capacity(meta.len() as usize);
+        f.read_to_end(&mut data).map_err(|e| map_io(e, &full))?;
+        Ok((data, version_of(&meta)))
+    }
+
+    fn read_range(&self, path: &StorePath, offset: u64, len: u64) -> StorageResult<Vec<u8>> {
+        let full = self.full(path);
+        let mut f = File::open(&full).map_err(|e| map_io(e, &full))?;
+        let meta = f.metadata().map_err(|e| map_io(e, &full))?;
+        if meta.is_dir() {
+            return Err(StorageError::IsADirectory(path.to_string()));
+        }
+        let want = len.min(meta.len().saturating_sub(offset));
+        f.seek(SeekFrom::Start(offset))
+            .map_err(|e| map_io(e, &full))?;
+        let mut data = Vec::with_capacity(want as usize);
+        f.take(want)
+            .read_to_end(&mut data)
+            .map_err(|e| map_io(e, &full))?;
+        Ok(data)
+    }
+
+    fn write(&self, path: &StorePath, data: &[u8]) -> StorageResult<Version> {
+        if path.is_root() {
+            return Err(StorageError::InvalidPath("cannot write the root".into()));
+        }
+        let _lock = self.stripe_lock(path)?;
+        self.replace_file(&self.full(path), data)
+    }
+
+    fn write_if(
+        &self,
+        path: &StorePath,
+        data: &[u8],
+        expected: Option<&Version>,
+    ) -> StorageResult<Version> {
+        if path.is_root() {
+            return Err(StorageError::InvalidPath("cannot write the root".into()));
+        }
+        let _lock = self.stripe_lock(path)?;
+        let full = self.full(path);
+        let current = Self::current_version(&full)?;
+        if current.as_ref() != expected {
+            return Err(StorageError::Conflict(path.to_string()));
+        }
+        self.replace_file(&full, data)
+    }
+
+    fn append(&self, path: &StorePath, data: &[u8]) -> StorageResult<Version> {
+        if path.is_root() {
+            return Err(StorageError::InvalidPath("cannot write the root".into()));
+        }
+        let _lock = self.stripe_lock(path)?;
+        let full = self.full(path);
+        if let Some(dir) = full.parent() {
+            self.create_dirs(dir)?;
+        }
+        let existed = full.exists();
+        let result = (|| {
+            let mut f = OpenOptions::new().append(true).create(true).open(&full)?;
+            f.write_all(data)?;
+            f.sync_data()?;
+            if !existed {
+                if let Some(dir) = full.parent() {
+                    sync_dir(dir)?;
+                }
+            }
+            Ok::<_, io::Error>(version_of(&f.metadata()?))
+        })();
+        result.map_err(|e| map_io(e, &full))
+    }
+
+    fn stat(&self, path: &StorePath) -> StorageResult<Option<Meta>> {
+        let full = self.full(path);
+        match fs::symlink_metadata(&full) {
+            Ok(m) if m.file_type().is_symlink() => Ok(None),
+            Ok(m) => Ok(Some(meta_of(&m))),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => Ok(None),
+            Err(e) => Err(map_io(e, &full)),
+        }
+    }
+
+    fn list(&self, dir: &StorePath) -> StorageResult<Vec<DirEntry>> {
+        let full = self.full(dir);
+        let reader = fs::read_dir(&full).map_err(|e| map_io(e, &full))?;
+        let mut out = Vec::new();
+        for entry in reader {
+            let entry = entry.map_err(|e| map_io(e, &full))?;
+            let Ok(name) = entry.file_name().into_string() else {
+                continue; // names that are not UTF-8 cannot be addressed by a URI
+            };
+            if name.starts_with(TEMP_PREFIX) {
+                continue;
+            }
+            let meta = match entry.metadata() {
+                Ok(m) => m,
+                // Removed between readdir and stat: simply not there any more.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(map_io(e, &full)),
+            };
+            if meta.file_type().is_symlink() {
+                continue; // never follow links out of the storage root
+            }
+            out.push(DirEntry {
+                name,
+                meta: meta_of(&meta),
+            });
+        }
+        Ok(out)
+    }
+
+    fn mkdir(&self, path: &StorePath) -> StorageResult<()> {
+        let full = self.full(path);
+        if full.exists() && !full.is_dir() {
+            return Err(StorageError::NotADirectory(path.to_string()));
+        }
+        self.create_dirs(&full)
+    }
+
+    fn remove(&self, path: &StorePath, recursive: bool) -> StorageResult<()> {
+        if path.is_root() {
+            return Err(StorageError::InvalidPath("cannot remove the root".into()));
+        }
+        let full = self.full(path);
+        let meta = fs::symlink_metadata(&full).map_err(|e| map_io(e, &full))?;
+        let result = if meta.is_dir() {
+            if recursive {
+                fs::remove_dir_all(&full)
+            } else {
+                fs::remove_dir(&full)
+            }
+        } else {
+            let _lock = self.stripe_lock(path)?;
+            fs::remove_file(&full)
+        };
+        result.map_err(|e| map_io(e, &full))?;
+        if let Some(parent) = full.parent() {
+            sync_dir(parent).map_err(|e| map_io(e, parent))?;
+        }
+        Ok(())
+    }
+
+    fn rename(&self, from: &StorePath, to: &StorePath) -> StorageResult<()> {
+        if from.is_root() || to.is_root() {
+            return Err(StorageError::InvalidPath("cannot move the root".into()));
+        }
+        let (src, dst) = (self.full(from), self.full(to));
+        if fs::symlink_metadata(&src).is_err() {
+            return Err(StorageError::NotFound(from.to_string()));
+        }
+        let dst_dir = dst
+            .parent()
+            .ok_or_else(|| StorageError::InvalidPath("cannot move onto the root".into()))?;
+        self.create_dirs(dst_dir)?;
+        rename_noreplace(&src, &dst).map_err(|e| match e.raw_os_error() {
+            Some(libc::EEXIST) | Some(libc::ENOTEMPTY) => {
+                StorageError::AlreadyExists(to.to_string())
+            }
+            _ => map_io(e, &dst),
+        })?;
+        sync_dir(dst_dir).map_err(|e| map_io(e, dst_dir))?;
+        if let Some(src_dir) = src.parent() {
+            if src_dir != dst_dir {
+                sync_dir(src_dir).map_err(|e| map_io(e, src_dir))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn lock(&self, name: &str, timeout: Duration) -> StorageResult<Box<dyn LockGuard>> {
+        let digest = hex::encode(&Sha256::digest(name.as_bytes())[..16]);
+        let file = self.lock_file(&format!("n-{digest}.lock"))?;
+        let deadline = Instant::now() + timeout;
+        let mut pause = Duration::from_millis(1);
+        loop {
+            match file.try_lock() {
+                Ok(()) => return Ok(Box::new(FileLock { _file: file })),
+                Err(fs::TryLockError::WouldBlock) => {
+                    if Instant::now() >= deadline {
+                        return Err(StorageError::Busy(name.to_string()));
+                    }
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_millis(25));
+                }
+                Err(fs::TryLockError::Error(e)) => return Err(e.into()),
+            }
+        }
+    }
+
+    fn probe(&self) -> StorageResult<()> {
+        if !self.root.is_dir() {
+            return Err(StorageError::Unavailable(format!(
+                "storage root {} is missing",
+                self.root.display()
+            )));
+        }
+        let probe = self.root.join(format!(
+            "{TEMP_PREFIX}probe-{}",
+            uuid::Uuid::new_v4().simple()
+        ));
+        let result = (|| {
+            let mut f = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&probe)?;
+            f.write_all(b"probe")?;
+            f.sync_all()?;
+            fs::remove_file(&probe)
+        })();
+        result.map_err(|e| map_io(e, &self.root))
+    }
+}
+
+fn version_of(meta: &fs::Metadata) -> Version {
+    Version(format!(
+        "{:x}-{:x}.{:x}-{:x}",
+        meta.ino(),
+        meta.mtime(),
+        meta.mtime_nsec(),
+        meta.len()
+    ))
+}
+
+fn meta_of(meta: &fs::Metadata) -> Meta {
+    let is_dir = meta.is_dir();
+    Meta {
+        kind: if is_dir {
+            EntryKind::Dir
+        } else {
+            EntryKind::File
+        },
+        size: meta.len(),
+        modified: meta.modified().unwrap_or(std::time::UNIX_EPOCH),
+        version: if is_dir { None } else { Some(version_of(meta)) },
+    }
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// `rename(2)` that refuses to replace an existing target (Linux `renameat2`), falling back to
+/// check-then-rename on file systems without `RENAME_NOREPLACE`.
+fn rename_noreplace(src: &Path, dst: &Path) -> io::Result<()> {
+    let c_src = std::ffi::CString::new(src.as_os_str().as_bytes())?;
+    let c_dst = std::ffi::CString::new(dst.as_os_str().as_bytes())?;
+    // SAFETY: both pointers are valid NUL-terminated strings for the duration of the call.
+    let rc = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            c_src.as_ptr(),
+            libc::AT_FDCWD,
+            c_dst.as_ptr(),
+            libc::RENAME_NOREPLACE,
+        )
+    };
+    if rc == 0 {
+        return Ok(());
+    }
+    let err = io::Error::last_os_error();
+    if err.raw_os_error() == Some(libc::EINVAL) || err.raw_os_error() == Some(libc::ENOSYS) {
+        if dst.exists() {
+            return Err(io::Error::from_raw_os_error(libc::EEXIST));
+        }
+        return fs::rename(src, dst);
+    }
+    Err(err)
+}
+
+fn map_io(err: io::Error, path: &Path) -> StorageError {
+    let shown = path.display().to_string();
+    match err.raw_os_error() {
+        Some(libc::ENOENT) => StorageError::NotFound(shown),
+        Some(libc::ENOTDIR) => StorageError::NotADirectory(shown),
+        Some(libc::EISDIR) => StorageError::IsADirectory(shown),
+        Some(libc::ENOTEMPTY) => StorageError::NotEmpty(shown),
+        Some(libc::EEXIST) => StorageError::AlreadyExists(shown),
+        Some(libc::EROFS) => StorageError::ReadOnly(shown),
+        Some(libc::ENOSPC) => {
+            StorageError::Unavailable(format!("no space left on device: {shown}"))
+        }
+        Some(libc::EIO) => StorageError::Unavailable(format!("I/O error on {shown}")),
+        _ => StorageError::Io(err),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> (tempfile::TempDir, LocalStorage) {
+        let dir = tempfile::tempdir().unwrap();
+        let s = LocalStorage::open(dir.path()).unwrap();
+        (dir, s)
+    }
+
+    fn p(s: &str) -> StorePath {
+        StorePath::parse(s).unwrap()
+    }
+
+    #[test]
+    fn write_read_list_remove() {
+        let (_d, s) = store();
+        s.write(&p("a/b/c.txt"), b"hello").unwrap();
+        assert_eq!(s.read(&p("a/b/c.txt")).unwrap(), b"hello");
+        assert_eq!(s.read_range(&p("a/b/c.txt"), 1, 3).unwrap(), b"ell");
+        assert_eq!(s.read_range(&p("a/b/c.txt"), 4, 10).unwrap(), b"o");
+        let names: Vec<_> = s
+            .list(&p("a"))
+            .unwrap()
+            .into_iter()
+            .map(|e| e.name)
+            .collect();
+        assert_eq!(names, vec!["b"]);
+        assert!(s.stat(&p("a/b")).unwrap().unwrap().is_dir());
+        assert!(s.stat(&p("a/nope")).unwrap().is_none());
+        assert!(s.stat(&p("a/b/c.txt/x")).unwrap().is_none());
+        assert!(matches!(
+            s.remove(&p("a"), false),
+            Err(StorageError::NotEmpty(_))
+        ));
+        s.remove(&p("a"), true).unwrap();
+        assert!(s.stat(&p("a")).unwrap().is_none());
+        assert!(matches!(
+            s.remove(&p("a"), true),
+            Err(StorageError::NotFound(_))
+        ));
+    }
+
+    #[test]
+    fn compare_and_swap() {
+        let (_d, s) = store();
+        let path = p("_system/accounts.json");
+        let v1 = s.write_if(&path, b"one", None).unwrap();
+        assert!(matches!(
+            s.write_if(&path, b"x", None),
+            Err(StorageError::Conflict(_))
+        ));
+        let (_, seen) = s.read_versioned(&path).unwrap();
+        assert_eq!(seen, v1);
+        let v2 = s.write_if(&path, b"two", Some(&v1)).unwrap();
+        assert_ne!(v1, v2);
+        assert!(matches!(
+            s.write_if(&path, b"three", Some(&v1)),
+            Err(StorageError::Conflict(_))
+        ));
+        assert_eq!(s.read(&path).unwrap(), b"two");
+    }
+
+    #[test]
+    fn concurrent_cas_increments_lose_nothing() {
+        let (_d, s) = store();
+        let s = std::sync::Arc::new(s);
+        let path = p("counter");
+        s.write(&path, b"0").unwrap();
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let s = s.clone();
+                let path = path.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..50 {
+                        loop {
+                            let (data, v) = s.read_versioned(&path).unwrap();
+                            let n: u64 = String::from_utf8(data).unwrap().parse().unwrap();
+                            if s.write_if(&path, (n + 1).to_string().as_bytes(), Some(&v))
+                                .is_ok()
+                            {
+                                break;
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(s.read(&path).unwrap(), b"200");
+    }
+
+    #[test]
+    fn append_and_rename_noreplace() {
+        let (_d, s) = store();
+        s.append(&p("log/x.jsonl"), b"a\n").unwrap();
+        s.append(&p("log/x.jsonl"), b"b\n").unwrap();
+        assert_eq!(s.read(&p("log/x.jsonl")).unwrap(), b"a\nb\n");
+        s.write(&p("y.md"), b"y").unwrap();
+        assert!(matches!(
+            s.rename(&p("log/x.jsonl"), &p("y.md")),
+            Err(StorageError::AlreadyExists(_))
+        ));
+        s.rename(&p("log"), &p("moved/log")).unwrap();
+        assert_eq!(s.read(&p("moved/log/x.jsonl")).unwrap(), b"a\nb\n");
+        assert!(matches!(
+            s.rename(&p("nope"), &p("z")),
+            Err(StorageError::NotFound(_))
+        ));
+    }
+
+    #[test]
+    fn named_lock_excludes_and_times_out() {
+        let (_d, s) = store();
+        let held = s.lock("session:a", Duration::from_secs(1)).unwrap();
+        assert!(matches!(
+            s.lock("session:a", Duration::from_millis(30)),
+            Err(StorageError::Busy(_))
+        ));
+        let _other = s.lock("session:b", Duration::from_millis(30)).unwrap();
+        drop(held);
+        s.lock("session:a", Duration::from_millis(30)).unwrap();
+    }
+
+    #[test]
+    fn temp_files_are_invisible_and_probe_works() {
+        let (d, s) = store();
+        fs::write(d.path().join("viking").join(".longship-tmp-crash"), b"torn").unwrap();
+        assert!(s.list(&StorePath::root()).unwrap().is_empty());
+        s.probe().unwrap();
+    }
+}

@@ -1,0 +1,144 @@
+//! Blocking storage backends behind one trait, and the domain logic that runs on them.
+//!
+//! Everything here is synchronous and may block: it is only ever called from the SyncArbiter
+//! storage and commit actors (`crate::actors::pool`), never from an HTTP worker or the AuthActor.
+//!
+//! Paths are [`StorePath`]s: `/`-separated, relative to the virtual mount `/local` of spec §4.1
+//! (so `_system/accounts.json`, `acme/user/bob/memories/x.md`). Nothing above the trait may
+//! assume a local directory; the local backend maps `/local` to `<data_dir>/viking`.
+
+pub mod local;
+mod path;
+
+pub use path::StorePath;
+
+use std::time::{Duration, SystemTime};
+
+/// Failures of a storage backend.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("not found: {0}")]
+    NotFound(String),
+    #[error("already exists: {0}")]
+    AlreadyExists(String),
+    #[error("not a directory: {0}")]
+    NotADirectory(String),
+    #[error("is a directory: {0}")]
+    IsADirectory(String),
+    #[error("directory not empty: {0}")]
+    NotEmpty(String),
+    /// A compare-and-swap write lost: the object changed since it was read.
+    #[error("changed concurrently: {0}")]
+    Conflict(String),
+    /// A named lock could not be taken within its deadline.
+    #[error("busy: {0}")]
+    Busy(String),
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+    #[error("storage is read-only: {0}")]
+    ReadOnly(String),
+    #[error("invalid storage path: {0}")]
+    InvalidPath(String),
+    #[error("storage I/O error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+pub type StorageResult<T> = Result<T, StorageError>;
+
+/// An opaque token naming one stored version of an object (an ETag on S3; inode, mtime and
+/// length on local disk). Compare-and-swap writes succeed only if the version is unchanged.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Version(pub String);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntryKind {
+    File,
+    Dir,
+}
+
+/// What `stat` and `list` report about one object.
+#[derive(Debug, Clone)]
+pub struct Meta {
+    pub kind: EntryKind,
+    /// Bytes for files; the backend's own value for directories (4096 on most local disks).
+    pub size: u64,
+    pub modified: SystemTime,
+    /// The version of a file; `None` for directories.
+    pub version: Option<Version>,
+}
+
+impl Meta {
+    pub fn is_dir(&self) -> bool {
+        self.kind == EntryKind::Dir
+    }
+}
+
+/// One child of a listed directory.
+#[derive(Debug, Clone)]
+pub struct DirEntry {
+    pub name: String,
+    pub meta: Meta,
+}
+
+/// Held while a named cross-instance lock is taken; dropping it releases the lock.
+pub trait LockGuard: Send {}
+
+/// A blocking storage backend (spec §4): a file-system view of local disk or an object store.
+///
+/// Every write is atomic: readers see the old or the new content, never a torn file, and a
+/// write that returned `Ok` survives a crash of the process.
+pub trait Storage: Send + Sync + 'static {
+    /// A short name for logs and `/ready` (`local`, `s3`).
+    fn kind(&self) -> &'static str;
+
+    /// A human-readable location (directory or bucket/prefix) for startup logs.
+    fn describe(&self) -> String;
+
+    /// The whole content of a file.
+    fn read(&self, path: &StorePath) -> StorageResult<Vec<u8>> {
+        self.read_versioned(path).map(|(data, _)| data)
+    }
+
+    /// The content of a file with the version it had, for a later [`Storage::write_if`].
+    fn read_versioned(&self, path: &StorePath) -> StorageResult<(Vec<u8>, Version)>;
+
+    /// Up to `len` bytes starting at `offset` (fewer at the end of the file).
+    fn read_range(&self, path: &StorePath, offset: u64, len: u64) -> StorageResult<Vec<u8>>;
+
+    /// Atomically create or replace a file, creating missing parent directories.
+    fn write(&self, path: &StorePath, data: &[u8]) -> StorageResult<Version>;
+
+    /// Compare-and-swap: write only if the file is still at `expected` (`None`: only if it does
+    /// not exist). Loses with [`StorageError::Conflict`] otherwise.
+    fn write_if(
+        &self,
+        path: &StorePath,
+        data: &[u8],
+        expected: Option<&Version>,
+    ) -> StorageResult<Version>;
+
+    /// Append to a file (creating it), atomically with respect to every other write of it.
+    fn append(&self, path: &StorePath, data: &[u8]) -> StorageResult<Version>;
+
+    /// Metadata of a file or directory; `Ok(None)` if nothing is there.
+    fn stat(&self, path: &StorePath) -> StorageResult<Option<Meta>>;
+
+    /// Direct children of a directory, in no particular order. Internal temporary names are
+    /// never returned. Errors with `NotFound` / `NotADirectory`.
+    fn list(&self, dir: &StorePath) -> StorageResult<Vec<DirEntry>>;
+
+    /// Create a directory and its missing parents; Ok if it already exists.
+    fn mkdir(&self, path: &StorePath) -> StorageResult<()>;
+
+    /// Remove a file, or a directory (only if empty unless `recursive`). Missing → `NotFound`.
+    fn remove(&self, path: &StorePath, recursive: bool) -> StorageResult<()>;
+
+    /// Move a file or directory tree; fails with `AlreadyExists` if `to` exists.
+    fn rename(&self, from: &StorePath, to: &StorePath) -> StorageResult<()>;
+
+    /// Take a named cross-instance lock, waiting at most `timeout` (then `Busy`).
+    fn lock(&self, name: &str, timeout: Duration) -> StorageResult<Box<dyn LockGuard>>;
+
+    /// A cheap end-to-end check that the store answers and accepts writes (for `/ready`).
+    fn probe(&self) -> StorageResult<()>;
+}

@@ -1,0 +1,4 @@
+//! Integration tests: every test starts the real binary (one test binary to save link time).
+
+mod harness;
+mod system;
