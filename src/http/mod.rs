@@ -37,6 +37,8 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     pub health: HealthMonitor,
     pub workers: usize,
+    /// Where registry operations announce their changes (the AuthActor).
+    pub registry_sink: Arc<dyn crate::storage::registry::RegistrySink>,
 }
 
 impl AppState {
