@@ -8,7 +8,10 @@
 //! assume a local directory; the local backend maps `/local` to `<data_dir>/viking`.
 
 pub mod local;
+pub mod okf;
 mod path;
+pub mod scaffold;
+pub mod tasks;
 
 pub use path::StorePath;
 
