@@ -286,7 +286,9 @@ fn check_segment(uri: &str, seg: &str) -> ServiceResult<()> {
     // Decode repeatedly (bounded) so `%2e%2e`, `%252e%252e`, `%00` are caught however nested.
     let mut decoded = seg.to_string();
     for _ in 0..3 {
-        let next = percent_decode_str(&decoded).decode_utf8_lossy().into_owned();
+        let next = percent_decode_str(&decoded)
+            .decode_utf8_lossy()
+            .into_owned();
         if next == decoded {
             break;
         }
@@ -308,7 +310,8 @@ fn check_segment(uri: &str, seg: &str) -> ServiceResult<()> {
 /// `.`, `..`, a backslash, or a drive prefix such as `C:`.
 fn is_unsafe_plain(seg: &str) -> bool {
     let mut chars = seg.chars();
-    let drive = matches!((chars.next(), chars.next()), (Some(c), Some(':')) if c.is_ascii_alphabetic());
+    let drive =
+        matches!((chars.next(), chars.next()), (Some(c), Some(':')) if c.is_ascii_alphabetic());
     seg == "." || seg == ".." || seg.contains('\\') || drive
 }
 
@@ -441,16 +444,29 @@ mod tests {
         assert_eq!(u.store_path().as_str(), "acme/resources/docs");
         assert_eq!(ok("viking://", &a).uri(), "viking://");
         assert_eq!(ok("viking://", &a).store_path().as_str(), "acme");
-        assert_eq!(ok("viking:///resources//a", &a).uri(), "viking://resources/a");
+        assert_eq!(
+            ok("viking:///resources//a", &a).uri(),
+            "viking://resources/a"
+        );
         let e = parse("", &a).unwrap_err();
         assert_eq!(e.code, ErrorCode::InvalidUri);
         assert_eq!(e.details.unwrap()["reason"], "uri must not be empty");
         let e = parse("/resources", &a).unwrap_err();
-        assert_eq!(e.message, "Invalid URI: /resources (URI must start with 'viking://')");
-        for bad in ["viking://temp", "viking://queue/x", "viking://upload", "viking://_system"] {
+        assert_eq!(
+            e.message,
+            "Invalid URI: /resources (URI must start with 'viking://')"
+        );
+        for bad in [
+            "viking://temp",
+            "viking://queue/x",
+            "viking://upload",
+            "viking://_system",
+        ] {
             let e = parse(bad, &a).unwrap_err();
             assert_eq!(e.code, ErrorCode::InvalidUri, "{bad}");
-            assert!(e.message.contains("Must be one of: agent, resources, session, user"));
+            assert!(e
+                .message
+                .contains("Must be one of: agent, resources, session, user"));
         }
         assert_eq!(code("viking://system", &a), ErrorCode::InvalidUri);
         assert_eq!(code("viking://nope", &a), ErrorCode::InvalidUri);
@@ -465,15 +481,24 @@ mod tests {
         assert_eq!(u.uri(), "viking://user/alice/x/y");
         assert_eq!(u.store_path().as_str(), "acme/user/alice/x/y");
         // `~` only counts as the first segment.
-        assert_eq!(ok("viking://resources/~/x", &a).uri(), "viking://resources/~/x");
+        assert_eq!(
+            ok("viking://resources/~/x", &a).uri(),
+            "viking://resources/~/x"
+        );
         // ROOT expands too (§13.6), with the request's user.
-        assert_eq!(ok("viking://~", &who(Role::Root, "bob")).uri(), "viking://user/bob");
+        assert_eq!(
+            ok("viking://~", &who(Role::Root, "bob")).uri(),
+            "viking://user/bob"
+        );
     }
 
     #[test]
     fn alias_session() {
         let a = alice();
-        assert_eq!(ok("viking://session", &a).uri(), "viking://user/alice/sessions");
+        assert_eq!(
+            ok("viking://session", &a).uri(),
+            "viking://user/alice/sessions"
+        );
         assert_eq!(
             ok("viking://session/s1/messages.jsonl", &a).uri(),
             "viking://user/alice/sessions/s1/messages.jsonl"
@@ -494,7 +519,10 @@ mod tests {
         }
         // …unless the caller's id literally is that word.
         let m = who(Role::User, "memories");
-        assert_eq!(ok("viking://user/memories/x", &m).uri(), "viking://user/memories/x");
+        assert_eq!(
+            ok("viking://user/memories/x", &m).uri(),
+            "viking://user/memories/x"
+        );
     }
 
     #[test]
@@ -535,7 +563,10 @@ mod tests {
         ] {
             let e = parse(bad, &a).unwrap_err();
             assert_eq!(e.code, ErrorCode::PermissionDenied, "{bad:?}: {e:?}");
-            assert!(e.message.starts_with("Unsafe URI traversal segment"), "{bad}");
+            assert!(
+                e.message.starts_with("Unsafe URI traversal segment"),
+                "{bad}"
+            );
         }
         for bad in [
             "viking://resources/a\0b".to_string(),
@@ -547,7 +578,11 @@ mod tests {
             assert_eq!(code(&bad, &a), ErrorCode::InvalidUri, "{bad:?}");
         }
         // Ordinary names that merely contain dots or percent signs are fine.
-        for fine in ["viking://resources/a..b", "viking://resources/.hidden", "viking://resources/100%"] {
+        for fine in [
+            "viking://resources/a..b",
+            "viking://resources/.hidden",
+            "viking://resources/100%",
+        ] {
             ok(fine, &a);
         }
         ok(&format!("viking://resources/{}", "x".repeat(255)), &a);
@@ -566,7 +601,11 @@ mod tests {
             assert!(!allowed("viking://", &id, Access::Delete));
         }
         assert!(!allowed("viking://", &alice(), Access::Write));
-        assert!(allowed("viking://", &who(Role::Admin, "alice"), Access::Write));
+        assert!(allowed(
+            "viking://",
+            &who(Role::Admin, "alice"),
+            Access::Write
+        ));
     }
 
     #[test]
@@ -579,11 +618,23 @@ mod tests {
             assert!(allowed("viking://resources", &id, Access::Read));
             assert!(allowed("viking://resources", &id, Access::Write));
         }
-        let e = authorize(&ok("viking://resources", &alice()), &alice(), Access::Delete)
-            .unwrap_err();
+        let e = authorize(
+            &ok("viking://resources", &alice()),
+            &alice(),
+            Access::Delete,
+        )
+        .unwrap_err();
         assert_eq!(e.message, NAMESPACE_ROOT);
-        assert!(!allowed("viking://resources", &who(Role::Admin, "a"), Access::Delete));
-        assert!(allowed("viking://resources", &who(Role::Root, "a"), Access::Delete));
+        assert!(!allowed(
+            "viking://resources",
+            &who(Role::Admin, "a"),
+            Access::Delete
+        ));
+        assert!(allowed(
+            "viking://resources",
+            &who(Role::Root, "a"),
+            Access::Delete
+        ));
     }
 
     #[test]
@@ -592,7 +643,9 @@ mod tests {
             let id = who(role, "alice");
             assert!(allowed("viking://user", &id, Access::Read));
             let e = authorize(&ok("viking://user", &id), &id, Access::Write).unwrap_err();
-            assert!(e.message.starts_with("Writing viking://user is not supported"));
+            assert!(e
+                .message
+                .starts_with("Writing viking://user is not supported"));
             assert!(!allowed("viking://user", &id, Access::Delete));
         }
         let dir = ok("viking://user", &alice());
@@ -618,14 +671,26 @@ mod tests {
                 )
             );
             // ADMIN has no extra data privileges.
-            assert!(!allowed("viking://user/bob/x", &who(Role::Admin, "alice"), access));
-            assert!(allowed("viking://user/bob/x", &who(Role::Root, "alice"), access));
+            assert!(!allowed(
+                "viking://user/bob/x",
+                &who(Role::Admin, "alice"),
+                access
+            ));
+            assert!(allowed(
+                "viking://user/bob/x",
+                &who(Role::Root, "alice"),
+                access
+            ));
         }
         assert!(allowed("viking://user/alice", &a, Access::Read));
         assert!(allowed("viking://user/alice", &a, Access::Write));
         let e = authorize(&ok("viking://~", &a), &a, Access::Delete).unwrap_err();
         assert_eq!(e.message, NAMESPACE_ROOT);
-        assert!(allowed("viking://user/alice", &who(Role::Root, "x"), Access::Delete));
+        assert!(allowed(
+            "viking://user/alice",
+            &who(Role::Root, "x"),
+            Access::Delete
+        ));
     }
 
     #[test]
@@ -639,7 +704,9 @@ mod tests {
             assert!(allowed("viking://agent", &id, Access::Read));
             assert!(allowed("viking://agent", &id, Access::Write));
             let e = authorize(&ok("viking://agent", &id), &id, Access::Delete).unwrap_err();
-            assert!(e.message.starts_with("Deleting viking://agent root is not supported"));
+            assert!(e
+                .message
+                .starts_with("Deleting viking://agent root is not supported"));
         }
     }
 
@@ -665,7 +732,12 @@ mod tests {
         let res = ok("viking://resources", &a);
         assert!(child_visible(&res, "_system", &a));
         assert!(child_visible(&res, ".abstract.md", &a));
-        for internal in [".path.ovlock", ".exact.ovlock.1", ".redirect.json", ".sync_log.json"] {
+        for internal in [
+            ".path.ovlock",
+            ".exact.ovlock.1",
+            ".redirect.json",
+            ".sync_log.json",
+        ] {
             assert!(!child_visible(&res, internal, &a));
         }
     }
