@@ -1,5 +1,8 @@
 //! Integration tests: every test starts the real binary (one test binary to save link time).
 
+mod fs;
+mod fs_content;
+mod fs_search;
 mod harness;
 mod metrics;
 mod system;
