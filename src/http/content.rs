@@ -2,15 +2,18 @@
 //! C5 write.
 
 use std::convert::Infallible;
+use std::marker::PhantomData;
 
 use actix_web::body::SizedStream;
 use actix_web::http::header;
 use actix_web::web::Bytes;
 use actix_web::{web, HttpResponse};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::actors::{BlockingJob, JobContext};
 use crate::error::ServiceError;
 use crate::storage::fs::read::{DownloadJob, ReadJob, Sidecar, SidecarJob};
 use crate::storage::fs::write::{self, WriteJob, WriteMode};
@@ -18,7 +21,7 @@ use crate::storage::uri::{self, Access};
 
 use super::auth::{Caller, DataAccess};
 use super::envelope::{elapsed_secs, ApiOk, ApiResult};
-use super::extract::{flexible_bool, ApiJson, ApiQuery};
+use super::extract::{flexible_bool, parse_json, ApiQuery, RawBody};
 use super::fs::resolve;
 use super::AppState;
 
@@ -66,14 +69,71 @@ async fn read(
         offset: usize::try_from(offset).unwrap_or(usize::MAX),
         limit,
     };
-    let encoded = Bytes::from(state.pools.storage().run(job).await??);
+    Ok(encoded_ok(state.pools.storage().run(job).await??))
+}
+
+/// The success envelope around a `result` that a job already encoded as JSON. Large results
+/// (a 100 MB file, an unlimited grep) are serialized on the pool, never on an HTTP worker, and
+/// sent as three chunks without another copy.
+pub(super) fn encoded_ok(result: Vec<u8>) -> HttpResponse {
+    encoded_ok_with(result, &[])
+}
+
+/// [`encoded_ok`] with extra top-level keys (`has_more`).
+pub(super) fn encoded_ok_with(result: Vec<u8>, top: &[(&str, Value)]) -> HttpResponse {
+    let encoded = Bytes::from(result);
     let head = Bytes::from_static(br#"{"status":"ok","result":"#);
-    let tail = Bytes::from(format!(r#","time":{}}}"#, elapsed_secs()));
+    let mut tail = String::new();
+    for (k, v) in top {
+        tail.push_str(&format!(",{}:{v}", Value::from(*k)));
+    }
+    tail.push_str(&format!(r#","time":{}}}"#, elapsed_secs()));
+    let tail = Bytes::from(tail);
     let len = (head.len() + encoded.len() + tail.len()) as u64;
     let chunks = futures_util::stream::iter([head, encoded, tail].map(Ok::<_, Infallible>));
-    Ok(HttpResponse::Ok()
+    HttpResponse::Ok()
         .content_type("application/json")
-        .body(SizedStream::new(len, chunks)))
+        .body(SizedStream::new(len, chunks))
+}
+
+/// Bodies above this size are decoded on the storage pool: serde on a 100 MB JSON body takes
+/// long enough to stall every connection of the HTTP worker that would run it.
+const INLINE_DECODE_LIMIT: usize = 256 * 1024;
+
+/// Decode a large JSON request body on a pool thread.
+struct DecodeBody<T> {
+    body: Bytes,
+    _into: PhantomData<fn() -> T>,
+}
+
+impl<T: DeserializeOwned + Send + 'static> BlockingJob for DecodeBody<T> {
+    type Output = Result<T, ServiceError>;
+
+    fn run(self, _ctx: &JobContext<'_>) -> Self::Output {
+        parse_json(&self.body)
+    }
+}
+
+/// A required JSON body, decoded inline when small and on the storage pool when large.
+async fn decode_body<T: DeserializeOwned + Send + 'static>(
+    state: &AppState,
+    body: Bytes,
+) -> Result<T, ServiceError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(ServiceError::validation(
+            &["body"],
+            "Field required",
+            "missing",
+        ));
+    }
+    if body.len() <= INLINE_DECODE_LIMIT {
+        return parse_json(&body);
+    }
+    let job = DecodeBody {
+        body,
+        _into: PhantomData,
+    };
+    state.pools.storage().run(job).await?
 }
 
 async fn sidecar(
@@ -194,8 +254,9 @@ fn one_of(field: &str, value: Option<&str>, allowed: &[&str]) -> Result<(), Serv
 async fn write(
     state: web::Data<AppState>,
     caller: Caller<DataAccess>,
-    ApiJson(body): ApiJson<WriteBody>,
+    RawBody(raw): RawBody,
 ) -> ApiResult {
+    let body: WriteBody = decode_body(&state, raw).await?;
     let mode = WriteMode::parse(&body.mode).ok_or_else(|| {
         ServiceError::invalid_argument(format!("unsupported write mode: {}", body.mode))
     })?;

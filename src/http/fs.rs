@@ -3,7 +3,7 @@
 //! Handlers parse and authorize every URI (pure, non-blocking) and submit one job to the
 //! storage pool; nothing here touches storage.
 
-use actix_web::{web, HttpRequest};
+use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 
 use crate::error::ServiceError;
@@ -16,6 +16,7 @@ use crate::storage::fs::stat::StatJob;
 use crate::storage::uri::{self, Access, VikingUri};
 
 use super::auth::{Caller, DataAccess};
+use super::content::encoded_ok_with;
 use super::envelope::{ApiOk, ApiResult};
 use super::extract::{flexible_bool, flexible_bool_opt, ApiJson, ApiQuery};
 use super::AppState;
@@ -136,8 +137,8 @@ impl ListQuery {
     }
 }
 
-fn page_response(page: crate::storage::fs::listing::Page) -> ApiOk {
-    ApiOk::new(page.items).top("has_more", page.has_more)
+fn page_response(page: crate::storage::fs::listing::Page) -> HttpResponse {
+    encoded_ok_with(page.items, &[("has_more", page.has_more.into())])
 }
 
 /// F1.
@@ -146,7 +147,7 @@ async fn ls(
     caller: Caller<DataAccess>,
     req: HttpRequest,
     ApiQuery(q): ApiQuery<ListQuery>,
-) -> ApiResult {
+) -> Result<HttpResponse, ServiceError> {
     let uri = resolve(&caller, &q.uri, Access::Read)?;
     let page = q.page(&req)?;
     let sort_by = match q.sort_by.as_deref() {
@@ -189,7 +190,7 @@ async fn tree(
     caller: Caller<DataAccess>,
     req: HttpRequest,
     ApiQuery(q): ApiQuery<ListQuery>,
-) -> ApiResult {
+) -> Result<HttpResponse, ServiceError> {
     let uri = resolve(&caller, &q.uri, Access::Read)?;
     let job = TreeJob {
         who: caller.identity.clone(),

@@ -1,7 +1,7 @@
 //! Routes of the search API (spec §8): S1 grep, S2 glob. Semantic search routes are out of
 //! scope and answer 501.
 
-use actix_web::web;
+use actix_web::{web, HttpResponse};
 use globset::GlobBuilder;
 use regex::RegexBuilder;
 use serde::Deserialize;
@@ -13,7 +13,8 @@ use crate::storage::fs::grep::GrepJob;
 use crate::storage::uri::{self, Access};
 
 use super::auth::{Caller, DataAccess};
-use super::envelope::{ApiOk, ApiResult};
+use super::content::encoded_ok;
+use super::envelope::ApiResult;
 use super::extract::{flexible_bool, ApiJson};
 use super::fs::resolve;
 use super::AppState;
@@ -80,7 +81,7 @@ async fn grep(
     state: web::Data<AppState>,
     caller: Caller<DataAccess>,
     ApiJson(body): ApiJson<GrepBody>,
-) -> ApiResult {
+) -> Result<HttpResponse, ServiceError> {
     let uri = resolve(&caller, &body.uri, Access::Read)?;
     let exclude = match body.exclude_uri.as_deref() {
         Some(raw) if !raw.trim().is_empty() => Some(uri::parse(raw, &caller.identity)?),
@@ -117,7 +118,7 @@ async fn grep(
         before_context,
         after_context,
     };
-    Ok(ApiOk::new(state.pools.storage().run(job).await??))
+    Ok(encoded_ok(state.pools.storage().run(job).await??))
 }
 
 fn root_uri() -> String {
@@ -138,7 +139,7 @@ async fn glob(
     state: web::Data<AppState>,
     caller: Caller<DataAccess>,
     ApiJson(body): ApiJson<GlobBody>,
-) -> ApiResult {
+) -> Result<HttpResponse, ServiceError> {
     if body.pattern.trim().is_empty() {
         return Err(ServiceError::invalid_argument(
             "Search query or image_url must not be empty.",
@@ -164,5 +165,5 @@ async fn glob(
         node_limit: limit(body.node_limit),
         render,
     };
-    Ok(ApiOk::new(state.pools.storage().run(job).await??))
+    Ok(encoded_ok(state.pools.storage().run(job).await??))
 }

@@ -12,7 +12,7 @@ use super::entry::{render, Render};
 use super::walk::{Flow, Order, Walker};
 use super::{dir_not_found, not_a_directory, stat};
 use crate::actors::{BlockingJob, JobContext};
-use crate::error::ServiceResult;
+use crate::error::{ServiceError, ServiceResult};
 use crate::identity::Identity;
 use crate::storage::uri::{child_visible, VikingUri};
 
@@ -26,6 +26,8 @@ pub struct GlobJob {
     /// `extra_fields` given: stat-like objects instead of URI strings.
     pub render: Option<Render>,
 }
+
+const EMPTY: &[u8] = br#"{"matches":[],"count":0}"#;
 
 const META_CHARS: [char; 7] = ['*', '?', '[', ']', '{', '}', '\\'];
 
@@ -48,14 +50,15 @@ pub fn depth_bound(pattern: &str) -> Option<usize> {
 }
 
 impl BlockingJob for GlobJob {
-    type Output = ServiceResult<Value>;
+    /// The result, JSON-encoded here: an unlimited glob can answer megabytes.
+    type Output = ServiceResult<Vec<u8>>;
 
     fn run(self, ctx: &JobContext<'_>) -> Self::Output {
         let base = &self.uri;
         match stat(ctx.storage, base)? {
             Some(m) if m.is_dir() => {}
             Some(_) => return Err(not_a_directory(base)),
-            None if base.is_root() => return Ok(json!({"matches": [], "count": 0})),
+            None if base.is_root() => return Ok(EMPTY.to_vec()),
             None => return Err(dir_not_found(base)),
         }
         let mut matches: Vec<Value> = Vec::new();
@@ -65,17 +68,17 @@ impl BlockingJob for GlobJob {
         let prefix = literal_prefix(&self.pattern);
         for comp in &prefix {
             if !child_visible(&start, comp, &self.who) {
-                return Ok(json!({"matches": [], "count": 0}));
+                return Ok(EMPTY.to_vec());
             }
             match start.child(comp) {
                 Ok(next) => start = next,
-                Err(_) => return Ok(json!({"matches": [], "count": 0})),
+                Err(_) => return Ok(EMPTY.to_vec()),
             }
         }
         if start != *base {
             match stat(ctx.storage, &start)? {
                 Some(m) if m.is_dir() => {}
-                _ => return Ok(json!({"matches": [], "count": 0})),
+                _ => return Ok(EMPTY.to_vec()),
             }
         }
         let walker = Walker {
@@ -104,7 +107,7 @@ impl BlockingJob for GlobJob {
             })?;
         }
         let n = matches.len();
-        Ok(json!({"matches": matches, "count": n}))
+        serde_json::to_vec(&json!({"matches": matches, "count": n})).map_err(ServiceError::internal)
     }
 }
 

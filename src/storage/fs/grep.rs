@@ -10,7 +10,7 @@ use serde_json::{json, Map, Value};
 use super::walk::{Flow, Order, Walker};
 use super::{file_not_found, lossy_string, stat, StorageFail};
 use crate::actors::{BlockingJob, JobContext};
-use crate::error::ServiceResult;
+use crate::error::{ServiceError, ServiceResult};
 use crate::identity::Identity;
 use crate::storage::uri::VikingUri;
 use crate::storage::StorageError;
@@ -86,7 +86,8 @@ impl GrepJob {
 }
 
 impl BlockingJob for GrepJob {
-    type Output = ServiceResult<Value>;
+    /// The result, JSON-encoded here: an unlimited grep can answer megabytes.
+    type Output = ServiceResult<Vec<u8>>;
 
     fn run(self, ctx: &JobContext<'_>) -> Self::Output {
         let meta = if self.uri.has_internal_segment() {
@@ -132,11 +133,12 @@ impl BlockingJob for GrepJob {
             })?;
         }
         let n = hits.matches.len();
-        Ok(json!({
+        let result = json!({
             "matches": hits.matches,
             "count": n,
             "match_count": n,
             "files_scanned": hits.files_scanned,
-        }))
+        });
+        serde_json::to_vec(&result).map_err(ServiceError::internal)
     }
 }

@@ -11,7 +11,7 @@ use super::entry::{render, Render};
 use super::walk::{caseless, Ended, Flow, Order, Walker};
 use super::{dir_not_found, not_a_directory, stat};
 use crate::actors::{BlockingJob, JobContext};
-use crate::error::ServiceResult;
+use crate::error::{ServiceError, ServiceResult};
 use crate::identity::Identity;
 use crate::storage::uri::VikingUri;
 use crate::storage::DirEntry;
@@ -23,11 +23,18 @@ pub enum SortBy {
     Mtime,
 }
 
-/// One page of entries.
+/// One page of entries, JSON-encoded on the pool (a client may ask for a very large page).
 #[derive(Debug)]
 pub struct Page {
-    pub items: Vec<Value>,
+    pub items: Vec<u8>,
     pub has_more: bool,
+}
+
+fn page(items: &[Value], has_more: bool) -> ServiceResult<Page> {
+    Ok(Page {
+        items: serde_json::to_vec(items).map_err(ServiceError::internal)?,
+        has_more,
+    })
 }
 
 /// Paging and filtering shared by ls and tree.
@@ -95,10 +102,7 @@ impl BlockingJob for LsJob {
 
     fn run(self, ctx: &JobContext<'_>) -> Self::Output {
         if !check_dir(ctx, &self.uri)? {
-            return Ok(Page {
-                items: Vec::new(),
-                has_more: false,
-            });
+            return page(&[], false);
         }
         let walker = Walker {
             who: &self.who,
@@ -128,7 +132,7 @@ impl BlockingJob for LsJob {
                 render(ctx.storage, &uri, &e.meta, None, &self.page.render)
             });
         }
-        Ok(Page { items, has_more })
+        page(&items, has_more)
     }
 }
 
@@ -136,13 +140,11 @@ impl BlockingJob for TreeJob {
     type Output = ServiceResult<Page>;
 
     fn run(self, ctx: &JobContext<'_>) -> Self::Output {
-        let mut page = Page {
-            items: Vec::new(),
-            has_more: false,
-        };
         if !check_dir(ctx, &self.uri)? {
-            return Ok(page);
+            return page(&[], false);
         }
+        let mut items: Vec<Value> = Vec::new();
+        let mut has_more = false;
         let walker = Walker {
             who: &self.who,
             show_hidden_files: self.page.show_all_hidden,
@@ -155,14 +157,14 @@ impl BlockingJob for TreeJob {
             if self.directories_only && !meta.is_dir() {
                 return Ok(Flow::Continue);
             }
-            if page.items.len() == self.page.node_limit {
-                page.has_more = true;
+            if items.len() == self.page.node_limit {
+                has_more = true;
                 return Ok(Flow::Stop);
             }
             seen += 1;
             if seen > self.page.offset {
                 let rel = uri.rel_to(&self.uri).unwrap_or_default();
-                page.items.push(if self.page.simple {
+                items.push(if self.page.simple {
                     Value::String(uri.uri())
                 } else {
                     render(ctx.storage, uri, meta, Some(&rel), &self.page.render)
@@ -173,6 +175,6 @@ impl BlockingJob for TreeJob {
         if ended == Ended::Abandoned {
             tracing::debug!(uri = %self.uri, "tree abandoned by the client");
         }
-        Ok(page)
+        page(&items, has_more)
     }
 }
