@@ -2,6 +2,7 @@
 
 mod fs;
 mod fs_content;
+mod fs_safety;
 mod fs_search;
 mod harness;
 mod metrics;
