@@ -237,7 +237,9 @@ fn ready_reports_storage_failure_and_recovers() {
     let r = s.get("/ready", None);
     assert_eq!(r.status, 503, "{:?}", r.body);
     assert_eq!(r.body["status"], "not_ready");
-    let fs_check = r.body["checks"]["agfs"]["checks"]["filesystem"].as_str().unwrap();
+    let fs_check = r.body["checks"]["agfs"]["checks"]["filesystem"]
+        .as_str()
+        .unwrap();
     assert!(fs_check.starts_with("error: "), "{fs_check}");
     // Liveness never depends on storage.
     assert_eq!(s.get("/health", None).status, 200);
