@@ -9,6 +9,7 @@
 
 pub mod local;
 mod path;
+pub mod sessions;
 
 pub use path::StorePath;
 

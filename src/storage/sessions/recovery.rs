@@ -1,0 +1,147 @@
+//! Finishing or undoing a commit that a crash (kill -9, power loss) interrupted.
+//!
+//! A commit writes, in order: the session meta's `pending_commit` marker → the archive's
+//! Phase 1 record (`status: pending`) → the archive's `messages.jsonl` → the live
+//! `messages.jsonl` without the archived messages (**the point of no return**) → the session
+//! meta → `status: ready` → Phase 2 and `.done` → the task → the marker cleared.
+//!
+//! So an archive without `.done`/`.failed.json` is resolved by asking one question: does the
+//! live file still start with the first archived message?
+//! * yes, or no Phase 1 record → the live file still holds every message: the archive is
+//!   marked failed and its copy of the messages removed (nothing is duplicated);
+//! * no → the live file was rewritten, so the archive's copy is complete: the commit is rolled
+//!   forward (meta, Phase 2, `.done`) and its task completed.
+//!
+//! Repair runs under the session lock: before every mutation, on reads when the lock is free,
+//! and inside commit for any non-terminal archive it finds.
+
+use serde_json::Value;
+
+use crate::error::ServiceResult;
+use crate::storage::{Storage, StorageError};
+
+use super::archive::{self, ArchiveMeta, State};
+use super::meta::SessionMeta;
+use super::{deps, live, time, SessionRef};
+
+/// What happened to an interrupted archive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    AlreadyTerminal,
+    RolledBack,
+    RolledForward,
+    Removed,
+}
+
+/// Resolve the commit named by the meta's marker, then clear it. Caller holds the lock.
+pub fn repair(storage: &dyn Storage, s: &SessionRef, meta: &mut SessionMeta) -> ServiceResult<()> {
+    let Some(pending) = meta.internal.pending_commit.clone() else {
+        return Ok(());
+    };
+    tracing::warn!(session = %s.uri(), archive = %pending.archive, "repairing an interrupted commit");
+    let outcome = resolve(
+        storage,
+        s,
+        meta,
+        &pending.archive,
+        pending.task_id.as_deref(),
+    )?;
+    tracing::info!(session = %s.uri(), archive = %pending.archive, ?outcome, "interrupted commit repaired");
+    // `resolve` may have reloaded and saved the meta; clear the marker on the current copy.
+    meta.internal.pending_commit = None;
+    meta.save(storage, s)
+}
+
+/// Resolve every non-terminal archive of the session (defensive sweep inside commit).
+pub fn sweep(storage: &dyn Storage, s: &SessionRef, meta: &mut SessionMeta) -> ServiceResult<()> {
+    for (_, name) in archive::list(storage, s)? {
+        let dir = s.archive(&name)?;
+        if !matches!(archive::state(storage, &dir)?, State::Pending) {
+            continue;
+        }
+        // A boundary in the middle of being written has no record: that also resolves here.
+        let task = ArchiveMeta::load(storage, &dir)?.and_then(|m| m.phase1.task_id);
+        let outcome = resolve(storage, s, meta, &name, task.as_deref())?;
+        tracing::warn!(session = %s.uri(), archive = %name, ?outcome, "resolved a stray archive");
+    }
+    Ok(())
+}
+
+/// Bring one archive to a terminal state. `meta` is updated (and saved) when rolling forward.
+pub fn resolve(
+    storage: &dyn Storage,
+    s: &SessionRef,
+    meta: &mut SessionMeta,
+    name: &str,
+    task_id: Option<&str>,
+) -> ServiceResult<Outcome> {
+    let dir = s.archive(name)?;
+    match archive::state(storage, &dir)? {
+        State::Done(_) => {
+            if let Some(id) = task_id {
+                deps::task_complete(storage, s, id, archive::task_result(s, name))?;
+            }
+            return Ok(Outcome::AlreadyTerminal);
+        }
+        State::Failed(f) => {
+            if let Some(id) = task_id {
+                let err = f
+                    .get("error")
+                    .and_then(Value::as_str)
+                    .unwrap_or("commit failed");
+                deps::task_fail(storage, s, id, err)?;
+            }
+            return Ok(Outcome::AlreadyTerminal);
+        }
+        State::Pending => {}
+    }
+    let Some(mut record) = ArchiveMeta::load(storage, &dir)? else {
+        // Nothing was archived yet (the record is the first write): remove the empty shell.
+        match storage.remove(&dir, true) {
+            Ok(()) | Err(StorageError::NotFound(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+        if let Some(id) = task_id {
+            deps::task_fail(
+                storage,
+                s,
+                id,
+                "commit interrupted by a server restart before archiving",
+            )?;
+        }
+        return Ok(Outcome::Removed);
+    };
+    let first_archived = record.phase1.archived_message_ids.first().cloned();
+    let live_first = live::first_id(storage, &s.live()?)?;
+    let live_rewritten =
+        record.phase1.status == "ready" || first_archived.is_none() || live_first != first_archived;
+    if !live_rewritten {
+        match storage.remove(&dir.join(archive::MESSAGES)?, false) {
+            Ok(()) | Err(StorageError::NotFound(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let why = "commit interrupted by a server restart; the messages stay live";
+        archive::mark_failed(storage, &dir, "phase1", why)?;
+        if let Some(id) = task_id {
+            deps::task_fail(storage, s, id, why)?;
+        }
+        return Ok(Outcome::RolledBack);
+    }
+    // Roll forward: the live file no longer holds the archived messages, so the archive's
+    // copy is complete (it was written first). Finish Phase 1's bookkeeping, then Phase 2.
+    if record.phase1.status != "ready" {
+        let n = archive::number(name).unwrap_or(0);
+        meta.commit_count = meta.commit_count.max(n);
+        meta.last_commit_at = time::meta_now();
+        meta.updated_at = meta.last_commit_at.clone();
+        live::reconcile(storage, s, meta, true)?;
+        meta.save(storage, s)?;
+        record.phase1.status = "ready".into();
+        record.save(storage, &dir)?;
+    }
+    let result = archive::phase2(storage, s, record)?;
+    if let Some(id) = task_id {
+        deps::task_complete(storage, s, id, result)?;
+    }
+    Ok(Outcome::RolledForward)
+}
