@@ -335,27 +335,67 @@ pub fn commit(storage: &dyn Storage, s: &SessionRef, o: &CommitOptions) -> Servi
     let highest = archive::list(storage, s)?.last().map_or(0, |(n, _)| *n);
     let n = meta.commit_count.max(highest) + 1;
     let name = archive::name(n);
-    let dir = s.archive(&name)?;
     let task_id = deps::task_create(storage, s)?;
     meta.internal.pending_commit = Some(PendingCommit {
         archive: name.clone(),
         task_id: Some(task_id.clone()),
     });
     meta.save(storage, s)?;
-
-    let ids =
-        |r: std::ops::Range<usize>| msgs[r].iter().map(|m| m.id.to_string()).collect::<Vec<_>>();
+    let record = record(&name, &task_id, &msgs, spans.len(), &cut, o, wm);
+    drop(msgs);
     let split_byte = spans.get(cut.at).map_or(complete, |sp| sp.start);
-    let mut record = ArchiveMeta {
+    let live_part = Live {
+        archived: &bytes[..split_byte],
+        retained: &bytes[split_byte..complete],
+        retained_count: (spans.len() - cut.at) as u64,
+        retained_tokens: cut.retained_tokens,
+    };
+    if let Err(e) = archive_and_finish(storage, s, &mut meta, record, &live_part, n) {
+        // Undo or finish what was written, now rather than on the next touch; if even that
+        // fails the marker stays and the next mutation retries.
+        tracing::error!(session = %s.uri(), archive = %name, error = %e.message, "commit failed");
+        if let Ok(Some(mut current)) = super::meta::SessionMeta::load(storage, s) {
+            if let Err(again) = recovery::repair(storage, s, &mut current) {
+                tracing::error!(session = %s.uri(), error = %again.message, "repair after a failed commit failed");
+            }
+        }
+        return Err(e);
+    }
+
+    let mut out = json!({
+        "session_id": s.sid, "status": "accepted", "task_id": task_id,
+        "archive_uri": s.archive_uri(&name), "archived": true,
+        "effective_enable_working_memory": wm, "trace_id": "",
+        "estimated_active_tokens": cut.retained_tokens, "budget_exceeded": cut.budget_exceeded,
+    });
+    if o.reset_context {
+        reset_boundary(storage, s, &mut meta)?;
+        out["reset_context"] = true.into();
+    }
+    Ok(out)
+}
+
+/// The Phase 1 record of a new archive.
+fn record(
+    name: &str,
+    task_id: &str,
+    msgs: &[live::LightMsg<'_>],
+    total: usize,
+    cut: &Split,
+    o: &CommitOptions,
+    wm: bool,
+) -> ArchiveMeta {
+    let ids = |r: std::ops::Range<usize>| msgs[r].iter().map(|m| m.id.to_string()).collect();
+    ArchiveMeta {
         phase1: Phase1 {
             version: 1,
             status: "pending".into(),
             created_at: time::iso_now(),
-            archive_id: name.clone(),
-            task_id: Some(task_id.clone()),
+            archive_id: name.to_string(),
+            task_id: Some(task_id.to_string()),
             archived_message_ids: ids(0..cut.at),
-            retained_message_ids: ids(cut.at..spans.len()),
-            original_message_count: spans.len() as u64,
+            retained_message_ids: ids(cut.at..total),
+            original_message_count: total as u64,
             turn_count: msgs[..cut.at].iter().filter(|m| m.starts_turn()).count() as u64,
             keep_recent_count: o.keep_recent_count,
             retention_mode: o.turn_budget.then(|| "turn_budget".to_string()),
@@ -365,17 +405,65 @@ pub fn commit(storage: &dyn Storage, s: &SessionRef, o: &CommitOptions) -> Servi
             enable_working_memory: wm,
         },
         extra: Map::new(),
-    };
-    drop(msgs);
+    }
+}
+
+/// The live file cut in two.
+struct Live<'a> {
+    archived: &'a [u8],
+    retained: &'a [u8],
+    retained_count: u64,
+    retained_tokens: u64,
+}
+
+/// Test hook standing in for a process crash at a named step: the commit stops dead there,
+/// exactly as after kill -9 (nothing after it runs, the lock is released).
+#[cfg(test)]
+pub mod crash {
+    use std::cell::RefCell;
+
+    thread_local! {
+        pub static AT: RefCell<Option<&'static str>> = const { RefCell::new(None) };
+    }
+
+    pub fn point(name: &'static str) {
+        if AT.with(|a| *a.borrow() == Some(name)) {
+            panic!("simulated crash at {name}");
+        }
+    }
+}
+
+#[cfg(not(test))]
+mod crash {
+    #[inline(always)]
+    pub fn point(_name: &'static str) {}
+}
+
+/// Phase 1 writes in crash-safe order, then Phase 2 and the task; clears the marker.
+fn archive_and_finish(
+    storage: &dyn Storage,
+    s: &SessionRef,
+    meta: &mut SessionMeta,
+    mut record: ArchiveMeta,
+    live_part: &Live<'_>,
+    n: u64,
+) -> ServiceResult<()> {
+    let name = record.phase1.archive_id.clone();
+    let task_id = record.phase1.task_id.clone().unwrap_or_default();
+    let dir = s.archive(&name)?;
+    crash::point("before_record");
     record.save(storage, &dir)?;
-    storage.write(&dir.join(archive::MESSAGES)?, &bytes[..split_byte])?;
+    crash::point("after_record");
+    storage.write(&dir.join(archive::MESSAGES)?, live_part.archived)?;
+    crash::point("after_archive_messages");
     // The point of no return: after this write the archive owns the archived messages.
-    storage.write(&s.live()?, &bytes[split_byte..complete])?;
+    storage.write(&s.live()?, live_part.retained)?;
+    crash::point("after_live_rewrite");
 
     let now = time::meta_now();
-    meta.message_count = (spans.len() - cut.at) as u64;
-    meta.internal.live_bytes = (complete - split_byte) as u64;
-    meta.internal.live_tokens = cut.retained_tokens;
+    meta.message_count = live_part.retained_count;
+    meta.internal.live_bytes = live_part.retained.len() as u64;
+    meta.internal.live_tokens = live_part.retained_tokens;
     meta.pending_tokens = 0;
     meta.commit_count = n;
     meta.last_commit_at = now.clone();
@@ -393,30 +481,16 @@ pub fn commit(storage: &dyn Storage, s: &SessionRef, o: &CommitOptions) -> Servi
     )?;
     record.phase1.status = "ready".into();
     record.save(storage, &dir)?;
+    crash::point("after_ready");
 
     // Phase 2 (model-free, inline).
     deps::task_running(storage, s, &task_id)?;
-    match archive::phase2(storage, s, record) {
-        Ok(result) => deps::task_complete(storage, s, &task_id, result)?,
-        Err(e) => {
-            archive::mark_failed(storage, &dir, "phase2", &e.message)?;
-            deps::task_fail(storage, s, &task_id, &e.message)?;
-        }
-    }
+    let result = archive::phase2(storage, s, record)?;
+    crash::point("after_done");
+    deps::task_complete(storage, s, &task_id, result)?;
+    crash::point("after_task");
     meta.internal.pending_commit = None;
-    meta.save(storage, s)?;
-
-    let mut out = json!({
-        "session_id": s.sid, "status": "accepted", "task_id": task_id,
-        "archive_uri": s.archive_uri(&name), "archived": true,
-        "effective_enable_working_memory": wm, "trace_id": "",
-        "estimated_active_tokens": cut.retained_tokens, "budget_exceeded": cut.budget_exceeded,
-    });
-    if o.reset_context {
-        reset_boundary(storage, s, &mut meta)?;
-        out["reset_context"] = true.into();
-    }
-    Ok(out)
+    meta.save(storage, s)
 }
 
 #[cfg(test)]

@@ -219,40 +219,44 @@ pub struct AddMessages {
 impl BlockingJob for AddMessages {
     type Output = ServiceResult<Value>;
     fn run(self, ctx: &JobContext<'_>) -> Self::Output {
-        let s = &self.session;
-        let storage = ctx.storage;
-        let _lock = s.lock(storage)?;
-        let mut meta = match load_for_update(storage, s)? {
-            Some(m) => m,
-            None => create_locked(storage, s, &CreateOptions::default())?,
-        };
-        let n = self.messages.len() as u64;
-        if n > 0 {
-            let bytes = live::to_lines(&self.messages)?;
-            let added_tokens: u64 = self
-                .messages
-                .iter()
-                .map(super::tokens::estimate_message)
-                .sum();
-            storage.append(&s.live()?, &bytes)?;
-            let now = time::meta_now();
-            meta.message_count += n;
-            meta.total_message_count += n;
-            meta.internal.live_bytes += bytes.len() as u64;
-            meta.internal.live_tokens += added_tokens;
-            meta.pending_tokens = live::pending_tokens(storage, s, &meta)?;
-            meta.last_message_at = now.clone();
-            meta.updated_at = now;
-            meta.save(storage, s)?;
-        }
-        let mut out = json!({
-            "session_id": s.sid,
-            "message_count": meta.message_count,
-        });
-        if self.batch {
-            out["added"] = n.into();
-        }
-        out["pending_tokens"] = meta.pending_tokens.into();
-        Ok(out)
+        add(ctx.storage, &self.session, &self.messages, self.batch)
     }
+}
+
+/// Append messages under the session lock (the SE5/SE6 result).
+pub fn add(
+    storage: &dyn Storage,
+    s: &SessionRef,
+    messages: &[Value],
+    batch: bool,
+) -> ServiceResult<Value> {
+    let _lock = s.lock(storage)?;
+    let mut meta = match load_for_update(storage, s)? {
+        Some(m) => m,
+        None => create_locked(storage, s, &CreateOptions::default())?,
+    };
+    let n = messages.len() as u64;
+    if n > 0 {
+        let bytes = live::to_lines(messages)?;
+        let added_tokens: u64 = messages.iter().map(super::tokens::estimate_message).sum();
+        storage.append(&s.live()?, &bytes)?;
+        let now = time::meta_now();
+        meta.message_count += n;
+        meta.total_message_count += n;
+        meta.internal.live_bytes += bytes.len() as u64;
+        meta.internal.live_tokens += added_tokens;
+        meta.pending_tokens = live::pending_tokens(storage, s, &meta)?;
+        meta.last_message_at = now.clone();
+        meta.updated_at = now;
+        meta.save(storage, s)?;
+    }
+    let mut out = json!({
+        "session_id": s.sid,
+        "message_count": meta.message_count,
+    });
+    if batch {
+        out["added"] = n.into();
+    }
+    out["pending_tokens"] = meta.pending_tokens.into();
+    Ok(out)
 }

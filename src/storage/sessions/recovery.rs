@@ -139,9 +139,170 @@ pub fn resolve(
         record.phase1.status = "ready".into();
         record.save(storage, &dir)?;
     }
-    let result = archive::phase2(storage, s, record)?;
-    if let Some(id) = task_id {
-        deps::task_complete(storage, s, id, result)?;
+    match archive::phase2(storage, s, record) {
+        Ok(result) => {
+            if let Some(id) = task_id {
+                deps::task_complete(storage, s, id, result)?;
+            }
+            Ok(Outcome::RolledForward)
+        }
+        Err(e) => {
+            // A failed archive must not block later commits: record it and move on.
+            archive::mark_failed(storage, &dir, "phase2", &e.message)?;
+            if let Some(id) = task_id {
+                deps::task_fail(storage, s, id, &e.message)?;
+            }
+            Ok(Outcome::RolledBack)
+        }
     }
-    Ok(Outcome::RolledForward)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::storage::local::LocalStorage;
+    use crate::storage::sessions::commit::{self, crash, CommitOptions};
+    use crate::storage::sessions::{message, ops};
+    use crate::storage::tasks::{self, TaskOwner, TaskStatus};
+
+    fn session_with(st: &LocalStorage, n: usize) -> (SessionRef, Vec<String>) {
+        let s = SessionRef::new("acme", "bob", "s1");
+        let mut ids = Vec::new();
+        for i in 0..n {
+            let role = if i % 2 == 0 { "user" } else { "assistant" };
+            let msgs = message::parse(
+                &json!({"role": role, "content": format!("m{i}")}),
+                &["body".into()],
+                "bob",
+            )
+            .unwrap();
+            ids.extend(msgs.iter().map(|m| m["id"].as_str().unwrap().to_string()));
+            ops::add(st, &s, &msgs, false).unwrap();
+        }
+        (s, ids)
+    }
+
+    /// Every message is live or in a completed archive, exactly once; nothing is pending.
+    fn assert_consistent(st: &LocalStorage, s: &SessionRef, expect: &[String]) -> SessionMeta {
+        let meta = SessionMeta::load(st, s).unwrap().unwrap();
+        assert!(meta.internal.pending_commit.is_none(), "marker left behind");
+        let live = live::read_messages(st, &s.live().unwrap()).unwrap();
+        assert_eq!(meta.message_count, live.len() as u64);
+        let mut seen: Vec<String> = Vec::new();
+        for (_, name) in archive::list(st, s).unwrap() {
+            let dir = s.archive(&name).unwrap();
+            match archive::state(st, &dir).unwrap() {
+                State::Pending => panic!("{name} left pending"),
+                State::Failed(_) => assert!(
+                    st.stat(&dir.join(archive::MESSAGES).unwrap())
+                        .unwrap()
+                        .is_none(),
+                    "failed archive keeps a copy"
+                ),
+                State::Done(_) => {
+                    for m in live::read_messages(st, &dir.join(archive::MESSAGES).unwrap()).unwrap()
+                    {
+                        seen.push(m["id"].as_str().unwrap().to_string());
+                    }
+                }
+            }
+        }
+        seen.extend(live.iter().map(|m| m["id"].as_str().unwrap().to_string()));
+        assert_eq!(seen.len(), expect.len(), "lost or duplicated messages");
+        assert_eq!(
+            seen.iter().collect::<HashSet<_>>(),
+            expect.iter().collect::<HashSet<_>>()
+        );
+        meta
+    }
+
+    fn task_status(st: &LocalStorage) -> Option<TaskStatus> {
+        let owner = TaskOwner::user("acme", "bob");
+        tasks::list_owner(st, &owner)
+            .unwrap()
+            .first()
+            .map(|t| t.status)
+    }
+
+    #[test]
+    fn every_crash_point_repairs_to_a_consistent_session() {
+        let cases = [
+            ("before_record", Outcome::Removed),
+            ("after_record", Outcome::RolledBack),
+            ("after_archive_messages", Outcome::RolledBack),
+            ("after_live_rewrite", Outcome::RolledForward),
+            ("after_ready", Outcome::RolledForward),
+            ("after_done", Outcome::AlreadyTerminal),
+            ("after_task", Outcome::AlreadyTerminal),
+        ];
+        for (point, expected) in cases {
+            let dir = tempfile::tempdir().unwrap();
+            let st = LocalStorage::open(dir.path()).unwrap();
+            let (s, ids) = session_with(&st, 7);
+            let o = CommitOptions {
+                keep_recent_count: 2,
+                ..CommitOptions::default()
+            };
+            crash::AT.with(|a| *a.borrow_mut() = Some(point));
+            let crashed = std::panic::catch_unwind(|| commit::commit(&st, &s, &o));
+            crash::AT.with(|a| *a.borrow_mut() = None);
+            assert!(crashed.is_err(), "{point}: no crash");
+
+            let mut meta = SessionMeta::load(&st, &s).unwrap().unwrap();
+            let pending = meta.internal.pending_commit.clone().expect("marker");
+            let _lock = s.lock(&st).unwrap();
+            let outcome = resolve(
+                &st,
+                &s,
+                &mut meta,
+                &pending.archive,
+                pending.task_id.as_deref(),
+            )
+            .unwrap();
+            assert_eq!(outcome, expected, "{point}");
+            meta.internal.pending_commit = None;
+            meta.save(&st, &s).unwrap();
+            drop(_lock);
+            let meta = assert_consistent(&st, &s, &ids);
+            let (want_live, want_task) = match expected {
+                Outcome::Removed | Outcome::RolledBack => (7, TaskStatus::Failed),
+                _ => (2, TaskStatus::Completed),
+            };
+            assert_eq!(meta.message_count, want_live, "{point}");
+            assert_eq!(task_status(&st), Some(want_task), "{point}");
+
+            // The session keeps working: the next commit archives what is live.
+            let out = commit::commit(&st, &s, &CommitOptions::default()).unwrap();
+            assert_eq!(out["status"], "accepted", "{point}");
+            assert_consistent(&st, &s, &ids);
+        }
+    }
+
+    #[test]
+    fn next_mutation_repairs_through_the_marker() {
+        let dir = tempfile::tempdir().unwrap();
+        let st = LocalStorage::open(dir.path()).unwrap();
+        let (s, mut ids) = session_with(&st, 5);
+        crash::AT.with(|a| *a.borrow_mut() = Some("after_live_rewrite"));
+        let crashed =
+            std::panic::catch_unwind(|| commit::commit(&st, &s, &CommitOptions::default()));
+        crash::AT.with(|a| *a.borrow_mut() = None);
+        assert!(crashed.is_err());
+        let msgs = message::parse(
+            &json!({"role": "user", "content": "after"}),
+            &["body".into()],
+            "bob",
+        )
+        .unwrap();
+        ids.push(msgs[0]["id"].as_str().unwrap().to_string());
+        let out = ops::add(&st, &s, &msgs, false).unwrap();
+        assert_eq!(out["message_count"], 1);
+        let meta = assert_consistent(&st, &s, &ids);
+        assert_eq!(meta.commit_count, 1);
+        assert_eq!(meta.total_message_count, 6);
+    }
 }
