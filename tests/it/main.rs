@@ -2,5 +2,6 @@
 
 mod harness;
 mod metrics;
+mod sessions;
 mod system;
 mod tasks;
