@@ -3,5 +3,6 @@
 mod harness;
 mod metrics;
 mod sessions;
+mod sessions_durability;
 mod system;
 mod tasks;

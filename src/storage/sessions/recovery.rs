@@ -8,7 +8,8 @@
 //! So an archive without `.done`/`.failed.json` is resolved by asking one question: does the
 //! live file still start with the first archived message?
 //! * yes, or no Phase 1 record → the live file still holds every message: the archive is
-//!   marked failed and its copy of the messages removed (nothing is duplicated);
+//!   marked failed and its copy of the messages removed (nothing is duplicated), and the task
+//!   fails;
 //! * no → the live file was rewritten, so the archive's copy is complete: the commit is rolled
 //!   forward (meta, Phase 2, `.done`) and its task completed.
 //!
@@ -30,7 +31,8 @@ pub enum Outcome {
     AlreadyTerminal,
     RolledBack,
     RolledForward,
-    Removed,
+    /// The commit stopped before its archive directory existed.
+    NeverStarted,
 }
 
 /// Resolve the commit named by the meta's marker, then clear it. Caller holds the lock.
@@ -96,20 +98,16 @@ pub fn resolve(
         State::Pending => {}
     }
     let Some(mut record) = ArchiveMeta::load(storage, &dir)? else {
-        // Nothing was archived yet (the record is the first write): remove the empty shell.
-        match storage.remove(&dir, true) {
-            Ok(()) | Err(StorageError::NotFound(_)) => {}
-            Err(e) => return Err(e.into()),
-        }
+        // Nothing was archived yet (the record is the first write), so every message is live.
+        let why = "commit interrupted by a server restart before archiving; the messages stay live";
         if let Some(id) = task_id {
-            deps::task_fail(
-                storage,
-                s,
-                id,
-                "commit interrupted by a server restart before archiving",
-            )?;
+            deps::task_fail(storage, s, id, why)?;
         }
-        return Ok(Outcome::Removed);
+        if storage.stat(&dir)?.is_none() {
+            return Ok(Outcome::NeverStarted);
+        }
+        archive::mark_failed(storage, &dir, "phase1", why)?;
+        return Ok(Outcome::RolledBack);
     };
     let first_archived = record.phase1.archived_message_ids.first().cloned();
     let live_first = live::first_id(storage, &s.live()?)?;
@@ -231,7 +229,7 @@ mod tests {
     #[test]
     fn every_crash_point_repairs_to_a_consistent_session() {
         let cases = [
-            ("before_record", Outcome::Removed),
+            ("before_record", Outcome::NeverStarted),
             ("after_record", Outcome::RolledBack),
             ("after_archive_messages", Outcome::RolledBack),
             ("after_live_rewrite", Outcome::RolledForward),
@@ -269,7 +267,7 @@ mod tests {
             drop(_lock);
             let meta = assert_consistent(&st, &s, &ids);
             let (want_live, want_task) = match expected {
-                Outcome::Removed | Outcome::RolledBack => (7, TaskStatus::Failed),
+                Outcome::NeverStarted | Outcome::RolledBack => (7, TaskStatus::Failed),
                 _ => (2, TaskStatus::Completed),
             };
             assert_eq!(meta.message_count, want_live, "{point}");
