@@ -2,10 +2,13 @@
 //! one job to a pool: reads and message writes to the storage pool, commits to the commit pool
 //! (full → 503 + Retry-After at once).
 
+use std::time::{Duration, Instant};
+
 use actix_web::web;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
+use crate::actors::pool::BlockingJob;
 use crate::error::ServiceError;
 use crate::storage::sessions::archive::GetArchive;
 use crate::storage::sessions::commit::{self, CommitSession};
@@ -14,7 +17,7 @@ use crate::storage::sessions::message::{self, MAX_BATCH};
 use crate::storage::sessions::ops::{
     AddMessages, CreateOptions, CreateSession, DeleteSession, GetSession, ListSessions,
 };
-use crate::storage::sessions::{id, policy, SessionRef};
+use crate::storage::sessions::{id, is_busy, policy, SessionRef, LOCK_TIMEOUT};
 
 use super::auth::{Caller, DataAccess};
 use super::envelope::{ApiOk, ApiResult};
@@ -44,6 +47,26 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route(web::get().to(get_archive)),
     )
     .service(web::resource(format!("{BASE}/{{sid}}/context")).route(web::get().to(get_context)));
+}
+
+/// Run a session job on the storage pool. A job that finds the session locked (a commit or
+/// another write holds it) gives its thread back at once; the wait happens here, without a
+/// thread, until the lock frees or the session lock timeout passes.
+async fn run_session_job<J>(state: &AppState, job: J) -> Result<Value, ServiceError>
+where
+    J: BlockingJob<Output = Result<Value, ServiceError>> + Clone,
+{
+    let deadline = Instant::now() + LOCK_TIMEOUT;
+    let mut pause = Duration::from_millis(5);
+    loop {
+        match state.pools.storage().run(job.clone()).await? {
+            Err(e) if is_busy(&e) && Instant::now() + pause < deadline => {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_millis(100));
+            }
+            other => return other,
+        }
+    }
 }
 
 /// The session addressed by the (percent-decoded) `{sid}` segment, validated (spec §13.8).
@@ -80,11 +103,7 @@ async fn create(
             "events",
         )?,
     };
-    let out = state
-        .pools
-        .storage()
-        .run(CreateSession { session, options })
-        .await??;
+    let out = run_session_job(&state, CreateSession { session, options }).await?;
     Ok(ApiOk::new(out))
 }
 
@@ -115,7 +134,7 @@ async fn get(
         session,
         auto_create: q.auto_create,
     };
-    Ok(ApiOk::new(state.pools.storage().run(job).await??))
+    Ok(ApiOk::new(run_session_job(&state, job).await?))
 }
 
 /// SE4.
@@ -126,11 +145,7 @@ async fn delete(
 ) -> ApiResult {
     let session = session_of(&caller, &path)?;
     Ok(ApiOk::new(
-        state
-            .pools
-            .storage()
-            .run(DeleteSession { session })
-            .await??,
+        run_session_job(&state, DeleteSession { session }).await?,
     ))
 }
 
@@ -148,7 +163,7 @@ async fn add_message(
         messages,
         batch: false,
     };
-    Ok(ApiOk::new(state.pools.storage().run(job).await??))
+    Ok(ApiOk::new(run_session_job(&state, job).await?))
 }
 
 /// SE6.
@@ -196,7 +211,7 @@ async fn add_batch(
         messages,
         batch: true,
     };
-    Ok(ApiOk::new(state.pools.storage().run(job).await??))
+    Ok(ApiOk::new(run_session_job(&state, job).await?))
 }
 
 /// SE7: on the commit pool; accepted work finishes even if the client goes away.

@@ -25,17 +25,34 @@ pub mod uri;
 
 use std::time::Duration;
 
-use crate::error::ServiceResult;
+use crate::error::{ServiceError, ServiceResult};
 
-use super::{LockGuard, Storage, StorePath};
+use super::{LockGuard, Storage, StorageError, StorePath};
 
 /// How long a mutation waits for another one on the same session (a commit of a very large
 /// session holds the lock for about a second) before answering 409 retryable.
 pub const LOCK_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// A shorter wait used by reads that only want to repair an interrupted commit: if the lock is
-/// held, a commit is running right now and there is nothing to repair.
-pub const REPAIR_LOCK_TIMEOUT: Duration = Duration::from_millis(50);
+/// Reads that only want to repair an interrupted commit try the lock once: if it is held, a
+/// commit is running right now and there is nothing to repair.
+pub const REPAIR_LOCK_TIMEOUT: Duration = Duration::ZERO;
+
+/// Storage-pool jobs wait only this long for the session lock, then give their thread back
+/// (answering "busy"); the HTTP side waits asynchronously and retries, so a long commit never
+/// pins storage threads that other requests need.
+pub const BRIEF_LOCK_WAIT: Duration = Duration::from_millis(20);
+
+/// `conflict_type` of the "session busy" answer.
+pub const BUSY: &str = "session_busy";
+
+/// True for the retryable "another mutation holds this session" error.
+pub fn is_busy(err: &ServiceError) -> bool {
+    err.details
+        .as_ref()
+        .and_then(|d| d.get("conflict_type"))
+        .and_then(serde_json::Value::as_str)
+        == Some(BUSY)
+}
 
 /// One session of one user: the names of everything it stores (spec §9.1).
 #[derive(Debug, Clone)]
@@ -97,13 +114,27 @@ impl SessionRef {
         self.lock_within(storage, LOCK_TIMEOUT)
     }
 
+    /// The lock for a storage-pool job: a short wait, then "busy" (see [`BRIEF_LOCK_WAIT`]).
+    pub fn lock_briefly(&self, storage: &dyn Storage) -> ServiceResult<Box<dyn LockGuard>> {
+        self.lock_within(storage, BRIEF_LOCK_WAIT)
+    }
+
     pub fn lock_within(
         &self,
         storage: &dyn Storage,
         timeout: Duration,
     ) -> ServiceResult<Box<dyn LockGuard>> {
         let name = format!("session:{}/{}/{}", self.account, self.user, self.sid);
-        Ok(storage.lock(&name, timeout)?)
+        storage.lock(&name, timeout).map_err(|e| match e {
+            StorageError::Busy(_) => ServiceError::conflict(format!(
+                "Session {} is busy with another update; retry shortly",
+                self.sid
+            ))
+            .with_details(serde_json::json!({
+                "resource": self.sid, "conflict_type": BUSY, "retryable": true
+            })),
+            other => other.into(),
+        })
     }
 
     pub fn user_json(&self) -> serde_json::Value {

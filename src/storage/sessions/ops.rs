@@ -99,6 +99,7 @@ fn summary(s: &SessionRef, meta: &SessionMeta) -> Value {
 }
 
 /// SE1: create a session; an existing id → 409.
+#[derive(Clone)]
 pub struct CreateSession {
     pub session: SessionRef,
     pub options: CreateOptions,
@@ -108,7 +109,7 @@ impl BlockingJob for CreateSession {
     type Output = ServiceResult<Value>;
     fn run(self, ctx: &JobContext<'_>) -> Self::Output {
         let s = &self.session;
-        let _lock = s.lock(ctx.storage)?;
+        let _lock = s.lock_briefly(ctx.storage)?;
         if load(ctx.storage, s)?.is_some() {
             return Err(ServiceError::already_exists(
                 "session",
@@ -159,6 +160,7 @@ impl BlockingJob for ListSessions {
 }
 
 /// SE3: session meta with live counters; `auto_create` creates a missing session.
+#[derive(Clone)]
 pub struct GetSession {
     pub session: SessionRef,
     pub auto_create: bool,
@@ -171,7 +173,7 @@ impl BlockingJob for GetSession {
         let meta = match load_for_read(ctx.storage, s)? {
             Some(m) => m,
             None if self.auto_create => {
-                let _lock = s.lock(ctx.storage)?;
+                let _lock = s.lock_briefly(ctx.storage)?;
                 match load_for_update(ctx.storage, s)? {
                     Some(m) => m,
                     None => create_locked(ctx.storage, s, &CreateOptions::default())?,
@@ -184,6 +186,7 @@ impl BlockingJob for GetSession {
 }
 
 /// SE4: delete the session and its history.
+#[derive(Clone)]
 pub struct DeleteSession {
     pub session: SessionRef,
 }
@@ -192,7 +195,7 @@ impl BlockingJob for DeleteSession {
     type Output = ServiceResult<Value>;
     fn run(self, ctx: &JobContext<'_>) -> Self::Output {
         let s = &self.session;
-        let _lock = s.lock(ctx.storage)?;
+        let _lock = s.lock_briefly(ctx.storage)?;
         if load(ctx.storage, s)?.is_none() {
             return Err(ServiceError::not_found(
                 "session",
@@ -209,6 +212,7 @@ impl BlockingJob for DeleteSession {
 }
 
 /// SE5/SE6: append already-validated messages, creating the session if needed.
+#[derive(Clone)]
 pub struct AddMessages {
     pub session: SessionRef,
     pub messages: Vec<Value>,
@@ -230,7 +234,7 @@ pub fn add(
     messages: &[Value],
     batch: bool,
 ) -> ServiceResult<Value> {
-    let _lock = s.lock(storage)?;
+    let _lock = s.lock_briefly(storage)?;
     let mut meta = match load_for_update(storage, s)? {
         Some(m) => m,
         None => create_locked(storage, s, &CreateOptions::default())?,
