@@ -444,10 +444,11 @@ fn commit_archives_context_and_tasks() {
     // T2 by resource; T3 on a finished commit is refused.
     let r = c.get("/api/v1/tasks?task_type=session_commit&resource_id=c1");
     assert_eq!(ok(&r).as_array().unwrap().len(), 1);
-    assert!(
-        c.post(&format!("/api/v1/tasks/{task_id}/cancel"), json!({}))
-            .status
-            >= 400
+    // (Dev-mode callers are ROOT, who may not cancel; a USER gets 412 for a finished commit.)
+    err(
+        &c.post(&format!("/api/v1/tasks/{task_id}/cancel"), json!({})),
+        403,
+        "PERMISSION_DENIED",
     );
     // (Dev mode callers are ROOT, who may read any task; per-user visibility is T1's own test.)
 
