@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use actix_web::web;
+use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
@@ -13,15 +13,14 @@ use crate::error::ServiceError;
 use crate::storage::sessions::archive::GetArchive;
 use crate::storage::sessions::commit::{self, CommitSession};
 use crate::storage::sessions::context::GetContext;
-use crate::storage::sessions::message::{self, MAX_BATCH};
 use crate::storage::sessions::ops::{
     AddMessages, CreateOptions, CreateSession, DeleteSession, GetSession, ListSessions,
 };
 use crate::storage::sessions::{id, is_busy, policy, SessionRef, LOCK_TIMEOUT};
 
 use super::auth::{Caller, DataAccess};
-use super::envelope::{ApiOk, ApiResult};
-use super::extract::{ApiJson, ApiQuery, OptionalJson};
+use super::envelope::{elapsed_secs, ApiOk, ApiResult};
+use super::extract::{ApiQuery, OptionalJson, RawBody};
 use super::AppState;
 
 const BASE: &str = "/api/v1/sessions";
@@ -67,6 +66,18 @@ where
             other => return other,
         }
     }
+}
+
+/// The success envelope around a result the pool already serialized (spec §1.1), so a
+/// multi-megabyte archive or context never costs an HTTP worker a serialization pass.
+fn raw_ok(result: Vec<u8>) -> HttpResponse {
+    let mut body = Vec::with_capacity(result.len() + 48);
+    body.extend_from_slice(br#"{"status":"ok","result":"#);
+    body.extend_from_slice(&result);
+    body.extend_from_slice(format!(r#","time":{}}}"#, elapsed_secs()).as_bytes());
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .body(body)
 }
 
 /// The session addressed by the (percent-decoded) `{sid}` segment, validated (spec §13.8).
@@ -149,18 +160,17 @@ async fn delete(
     ))
 }
 
-/// SE5.
+/// SE5 (decoded and validated on the pool, see `AddMessages`).
 async fn add_message(
     state: web::Data<AppState>,
     caller: Caller<DataAccess>,
     path: web::Path<String>,
-    ApiJson(body): ApiJson<Value>,
+    RawBody(body): RawBody,
 ) -> ApiResult {
     let session = session_of(&caller, &path)?;
-    let messages = message::parse(&body, &["body".to_string()], caller.user())?;
     let job = AddMessages {
         session,
-        messages,
+        body,
         batch: false,
     };
     Ok(ApiOk::new(run_session_job(&state, job).await?))
@@ -171,44 +181,12 @@ async fn add_batch(
     state: web::Data<AppState>,
     caller: Caller<DataAccess>,
     path: web::Path<String>,
-    ApiJson(body): ApiJson<Value>,
+    RawBody(body): RawBody,
 ) -> ApiResult {
     let session = session_of(&caller, &path)?;
-    let items = match body.get("messages") {
-        Some(Value::Array(items)) => items,
-        None | Some(Value::Null) => {
-            return Err(ServiceError::validation(
-                &["body", "messages"],
-                "Field required",
-                "missing",
-            ))
-        }
-        Some(_) => {
-            return Err(ServiceError::validation(
-                &["body", "messages"],
-                "Input should be a valid list",
-                "list_type",
-            ))
-        }
-    };
-    if items.len() > MAX_BATCH {
-        return Err(ServiceError::validation(
-            &["body", "messages"],
-            &format!(
-                "List should have at most {MAX_BATCH} items after validation, not {}",
-                items.len()
-            ),
-            "too_long",
-        ));
-    }
-    let mut messages = Vec::with_capacity(items.len());
-    for (i, item) in items.iter().enumerate() {
-        let loc = ["body".to_string(), "messages".to_string(), i.to_string()];
-        messages.extend(message::parse(item, &loc, caller.user())?);
-    }
     let job = AddMessages {
         session,
-        messages,
+        body,
         batch: true,
     };
     Ok(ApiOk::new(run_session_job(&state, job).await?))
@@ -232,14 +210,14 @@ async fn get_archive(
     state: web::Data<AppState>,
     caller: Caller<DataAccess>,
     path: web::Path<(String, String)>,
-) -> ApiResult {
+) -> Result<HttpResponse, ServiceError> {
     let (sid, archive_id) = path.into_inner();
     let session = session_of(&caller, &sid)?;
     let job = GetArchive {
         session,
         archive_id,
     };
-    Ok(ApiOk::new(state.pools.storage().run(job).await??))
+    Ok(raw_ok(state.pools.storage().run(job).await??))
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -253,7 +231,7 @@ async fn get_context(
     caller: Caller<DataAccess>,
     path: web::Path<String>,
     ApiQuery(q): ApiQuery<ContextQuery>,
-) -> ApiResult {
+) -> Result<HttpResponse, ServiceError> {
     let session = session_of(&caller, &path)?;
     let budget = q.token_budget.unwrap_or(128_000);
     if budget < 0 {
@@ -266,5 +244,5 @@ async fn get_context(
         session,
         token_budget: budget as u64,
     };
-    Ok(ApiOk::new(state.pools.storage().run(job).await??))
+    Ok(raw_ok(state.pools.storage().run(job).await??))
 }

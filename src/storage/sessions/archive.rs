@@ -261,7 +261,8 @@ pub struct GetArchive {
 }
 
 impl BlockingJob for GetArchive {
-    type Output = ServiceResult<Value>;
+    /// Serialized here, on the pool: a large result never occupies an HTTP worker.
+    type Output = ServiceResult<Vec<u8>>;
     fn run(self, ctx: &JobContext<'_>) -> Self::Output {
         let s = &self.session;
         let storage = ctx.storage;
@@ -306,12 +307,13 @@ impl BlockingJob for GetArchive {
             return Err(missing());
         }
         let messages = live::read_messages(storage, &msgs_path)?;
-        Ok(json!({
+        serde_json::to_vec(&json!({
             "archive_id": self.archive_id,
             "abstract": abstract_,
             "overview": overview,
             "messages": messages,
         }))
+        .map_err(ServiceError::internal)
     }
 }
 

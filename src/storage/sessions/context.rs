@@ -17,7 +17,8 @@ pub struct GetContext {
 }
 
 impl BlockingJob for GetContext {
-    type Output = ServiceResult<Value>;
+    /// Serialized here, on the pool: a large result never occupies an HTTP worker.
+    type Output = ServiceResult<Vec<u8>>;
     fn run(self, ctx: &JobContext<'_>) -> Self::Output {
         let s = &self.session;
         let storage = ctx.storage;
@@ -80,7 +81,7 @@ impl BlockingJob for GetContext {
             _ => (String::new(), 0),
         };
         let included = 0;
-        Ok(json!({
+        serde_json::to_vec(&json!({
             "latest_archive_overview": overview,
             "pre_archive_abstracts": [],
             "messages": messages,
@@ -94,5 +95,6 @@ impl BlockingJob for GetContext {
                 "archiveTokens": archive_tokens,
             }
         }))
+        .map_err(ServiceError::internal)
     }
 }

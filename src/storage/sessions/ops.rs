@@ -7,7 +7,7 @@ use crate::error::{ServiceError, ServiceResult};
 use crate::storage::{EntryKind, Storage};
 
 use super::meta::SessionMeta;
-use super::{deps, live, policy, recovery, time, SessionRef, REPAIR_LOCK_TIMEOUT};
+use super::{deps, live, message, policy, recovery, time, SessionRef, REPAIR_LOCK_TIMEOUT};
 
 /// What SE1 (or an auto-create) stores beside the defaults.
 #[derive(Debug, Clone, Default)]
@@ -211,20 +211,74 @@ impl BlockingJob for DeleteSession {
     }
 }
 
-/// SE5/SE6: append already-validated messages, creating the session if needed.
+/// SE5/SE6: decode, validate and append messages, creating the session if needed.
+///
+/// The body is decoded here, on the pool, not on an HTTP worker: a 1 MiB batch costs a few
+/// milliseconds of parsing, which on a worker's event loop would delay every other request
+/// multiplexed onto it (`/health` included).
 #[derive(Clone)]
 pub struct AddMessages {
     pub session: SessionRef,
-    pub messages: Vec<Value>,
-    /// SE6 answers with `added` too.
+    pub body: bytes::Bytes,
+    /// SE6 (`{messages: [...]}`, answers with `added` too) or SE5 (one message).
     pub batch: bool,
 }
 
 impl BlockingJob for AddMessages {
     type Output = ServiceResult<Value>;
     fn run(self, ctx: &JobContext<'_>) -> Self::Output {
-        add(ctx.storage, &self.session, &self.messages, self.batch)
+        let messages = decode_messages(&self.body, self.batch, &self.session.user)?;
+        add(ctx.storage, &self.session, &messages, self.batch)
     }
+}
+
+/// The stored messages of an SE5 or SE6 body, with spec §1.3 validation errors.
+pub fn decode_messages(body: &[u8], batch: bool, user: &str) -> ServiceResult<Vec<Value>> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(ServiceError::validation(
+            &["body"],
+            "Field required",
+            "missing",
+        ));
+    }
+    let value: Value = crate::http::extract::parse_json(body)?;
+    if !batch {
+        return message::parse(&value, &["body".to_string()], user);
+    }
+    let items = match value.get("messages") {
+        Some(Value::Array(items)) => items,
+        None | Some(Value::Null) => {
+            return Err(ServiceError::validation(
+                &["body", "messages"],
+                "Field required",
+                "missing",
+            ))
+        }
+        Some(_) => {
+            return Err(ServiceError::validation(
+                &["body", "messages"],
+                "Input should be a valid list",
+                "list_type",
+            ))
+        }
+    };
+    if items.len() > message::MAX_BATCH {
+        return Err(ServiceError::validation(
+            &["body", "messages"],
+            &format!(
+                "List should have at most {} items after validation, not {}",
+                message::MAX_BATCH,
+                items.len()
+            ),
+            "too_long",
+        ));
+    }
+    let mut out = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        let loc = ["body".to_string(), "messages".to_string(), i.to_string()];
+        out.extend(message::parse(item, &loc, user)?);
+    }
+    Ok(out)
 }
 
 /// Append messages under the session lock (the SE5/SE6 result).
