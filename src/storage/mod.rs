@@ -14,6 +14,7 @@ pub mod okf;
 mod path;
 pub mod registry;
 pub mod scaffold;
+pub mod sessions;
 pub mod tasks;
 pub mod uri;
 

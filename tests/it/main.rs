@@ -7,5 +7,7 @@ mod fs_safety;
 mod fs_search;
 mod harness;
 mod metrics;
+mod sessions;
+mod sessions_durability;
 mod system;
 mod tasks;
