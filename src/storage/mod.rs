@@ -9,6 +9,7 @@
 
 pub mod local;
 mod path;
+pub mod s3;
 
 pub use path::StorePath;
 

@@ -1,4 +1,6 @@
 //! Integration tests: every test starts the real binary (one test binary to save link time).
 
 mod harness;
+mod seaweed;
+mod storage_backends;
 mod system;
