@@ -70,8 +70,42 @@ pub fn available() -> Option<PathBuf> {
 pub fn shared() -> Option<&'static SeaweedFs> {
     static SHARED: OnceLock<Option<SeaweedFs>> = OnceLock::new();
     SHARED
-        .get_or_init(|| available().map(|bin| SeaweedFs::start_with(&bin)))
+        .get_or_init(|| {
+            let bin = available()?;
+            remove_stale_shared_dirs();
+            Some(SeaweedFs::start_with(
+                &bin,
+                &shared_dir_prefix(std::process::id()),
+            ))
+        })
         .as_ref()
+}
+
+/// The shared instance is never dropped (statics are not), so its temp directory carries the
+/// test process id and a later run removes it once that process is gone.
+fn shared_dir_prefix(pid: u32) -> String {
+    format!("longship-seaweed-shared-{pid}-")
+}
+
+fn remove_stale_shared_dirs() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(rest) = name.strip_prefix("longship-seaweed-shared-") else {
+            continue;
+        };
+        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<i32>().ok()) else {
+            continue;
+        };
+        // SAFETY: signal 0 only checks whether the process exists.
+        let alive = unsafe { libc::kill(pid, 0) } == 0
+            || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+        if !alive {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
 }
 
 /// Ports of one instance.
@@ -121,14 +155,14 @@ pub struct SeaweedFs {
 impl SeaweedFs {
     /// A private instance (panics if `weed` is missing; call [`available`] first).
     pub fn start() -> Option<SeaweedFs> {
-        available().map(|bin| SeaweedFs::start_with(&bin))
+        available().map(|bin| SeaweedFs::start_with(&bin, "longship-seaweed-"))
     }
 
-    fn start_with(bin: &Path) -> SeaweedFs {
+    fn start_with(bin: &Path, dir_prefix: &str) -> SeaweedFs {
         let mut last_log = String::new();
         for _attempt in 0..3 {
             let dir = tempfile::Builder::new()
-                .prefix("longship-seaweed-")
+                .prefix(dir_prefix)
                 .tempdir()
                 .expect("temp dir");
             let ports = Ports::pick();
@@ -181,6 +215,8 @@ impl SeaweedFs {
             .arg(format!("-master.port={}", p.master))
             .arg(format!("-master.port.grpc={}", p.master_grpc))
             .arg("-master.volumeSizeLimitMB=64")
+            // A single master: elect itself at once, also when restarted after an outage.
+            .arg("-master.electionTimeout=500ms")
             .arg(format!("-volume.port={}", p.volume))
             .arg(format!("-volume.port.grpc={}", p.volume_grpc))
             .arg("-volume.max=0")
@@ -288,6 +324,16 @@ impl SeaweedFs {
 impl Drop for SeaweedFs {
     fn drop(&mut self) {
         self.stop();
+        // weed leaves a unix socket per gRPC port in /tmp.
+        let p = self.ports;
+        for (kind, port) in [
+            ("master", p.master_grpc),
+            ("volume", p.volume_grpc),
+            ("filer", p.filer_grpc),
+            ("s3", p.s3_grpc),
+        ] {
+            let _ = std::fs::remove_file(format!("/tmp/seaweedfs-{kind}-grpc-{port}.sock"));
+        }
     }
 }
 
