@@ -29,6 +29,8 @@ pub enum StartupError {
     },
     #[error("{0}")]
     Unsupported(String),
+    #[error(transparent)]
+    Metrics(#[from] crate::http::metrics::MetricsError),
     #[error("server error: {0}")]
     Serve(std::io::Error),
 }
@@ -85,6 +87,7 @@ async fn serve(settings: Arc<Settings>, backend: Arc<dyn Storage>) -> Result<(),
         settings: settings.clone(),
         health,
         workers,
+        metrics: Arc::new(crate::http::metrics::Metrics::new()?),
     };
     let max_body = settings.server.max_body_bytes;
     let app_state = web::Data::new(state);

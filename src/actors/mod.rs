@@ -4,5 +4,6 @@
 pub mod auth;
 pub mod health;
 pub mod pool;
+pub mod tasks;
 
 pub use pool::{BlockingJob, JobContext, Pool, PoolError, Pools};

@@ -8,6 +8,7 @@ pub mod envelope;
 pub mod error;
 pub mod extract;
 pub mod fs;
+pub mod metrics;
 pub mod middleware;
 pub mod search;
 pub mod sessions;
@@ -37,6 +38,7 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     pub health: HealthMonitor,
     pub workers: usize,
+    pub metrics: Arc<metrics::Metrics>,
 }
 
 impl AppState {
@@ -70,6 +72,7 @@ impl AppState {
 /// Register every route; used by the server and by tests alike.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     system::configure(cfg);
+    metrics::configure(cfg);
     admin::configure(cfg);
     fs::configure(cfg);
     content::configure(cfg);

@@ -1,5 +1,82 @@
-//! Routes of the tasks API.
+//! Routes of the tasks API (spec §10, T1–T3).
 
 use actix_web::web;
+use serde::Deserialize;
 
-pub fn configure(_cfg: &mut web::ServiceConfig) {}
+use crate::actors::tasks::{CancelTask, GetTask, ListTasks};
+use crate::error::ServiceError;
+use crate::identity::Role;
+
+use super::auth::{AnyRole, Caller};
+use super::envelope::{ApiOk, ApiResult};
+use super::extract::ApiQuery;
+use super::AppState;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(web::resource("/api/v1/tasks").route(web::get().to(list)))
+        .service(web::resource("/api/v1/tasks/{task_id}").route(web::get().to(get)))
+        .service(web::resource("/api/v1/tasks/{task_id}/cancel").route(web::post().to(cancel)));
+}
+
+async fn get(
+    state: web::Data<AppState>,
+    caller: Caller<AnyRole>,
+    path: web::Path<String>,
+) -> ApiResult {
+    let job = GetTask {
+        caller: caller.identity,
+        task_id: path.into_inner(),
+    };
+    let task = state.pools.storage().run(job).await??;
+    Ok(ApiOk::new(task.to_api()))
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    task_type: Option<String>,
+    status: Option<String>,
+    resource_id: Option<String>,
+    limit: Option<i64>,
+}
+
+async fn list(
+    state: web::Data<AppState>,
+    caller: Caller<AnyRole>,
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> ApiResult {
+    let limit = q.limit.unwrap_or(50);
+    if !(1..=200).contains(&limit) {
+        return Err(ServiceError::validation(
+            &["query", "limit"],
+            "Input should be between 1 and 200",
+            "value_error",
+        ));
+    }
+    let job = ListTasks {
+        caller: caller.identity,
+        task_type: q.task_type,
+        status: q.status,
+        resource_id: q.resource_id,
+        limit: limit as usize,
+    };
+    let tasks = state.pools.storage().run(job).await??;
+    Ok(ApiOk::new(
+        tasks.iter().map(|t| t.to_api()).collect::<Vec<_>>(),
+    ))
+}
+
+async fn cancel(
+    state: web::Data<AppState>,
+    caller: Caller<AnyRole>,
+    path: web::Path<String>,
+) -> ApiResult {
+    if caller.role() == Role::Root {
+        return Err(ServiceError::permission_denied("ROOT may not cancel tasks"));
+    }
+    let job = CancelTask {
+        caller: caller.identity,
+        task_id: path.into_inner(),
+    };
+    let task = state.pools.storage().run(job).await??;
+    Ok(ApiOk::new(task.to_api()))
+}

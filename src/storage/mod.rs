@@ -8,8 +8,11 @@
 //! assume a local directory; the local backend maps `/local` to `<data_dir>/viking`.
 
 pub mod local;
+pub mod okf;
 mod path;
 pub mod s3;
+pub mod scaffold;
+pub mod tasks;
 
 pub use path::StorePath;
 
