@@ -115,6 +115,21 @@ impl Storage {
     pub fn local(&self, rel: &str) -> PathBuf {
         self.dir.path().join("viking").join(rel)
     }
+    /// The backend itself, opened directly in the test process: read, plant or inspect
+    /// `/local` files the same way on both backends (`st.store().read(&StorePath::parse(
+    /// "_system/accounts.json")?)`), instead of going through [`Storage::local`].
+    pub fn store(&self) -> std::sync::Arc<dyn longship::storage::Storage> {
+        match (&self.s3_prefix, crate::seaweed::shared()) {
+            (Some(prefix), Some(sw)) => std::sync::Arc::new(
+                longship::storage::s3::S3Storage::open(&sw.settings(prefix))
+                    .expect("open the S3 backend"),
+            ),
+            _ => std::sync::Arc::new(
+                longship::storage::local::LocalStorage::open(self.path())
+                    .expect("open the local backend"),
+            ),
+        }
+    }
     /// Environment that points a server at this storage (empty on the local backend).
     pub fn server_env(&self) -> Vec<(String, String)> {
         match (&self.s3_prefix, crate::seaweed::shared()) {
