@@ -130,6 +130,37 @@ impl Storage {
             ),
         }
     }
+    /// `/local/<rel>` read through the backend; `None` if it is not a file.
+    pub fn read(&self, rel: &str) -> Option<Vec<u8>> {
+        let path = longship::storage::StorePath::parse(rel).expect("valid store path");
+        self.store().read(&path).ok()
+    }
+    /// `/local/<rel>` as text; panics if it is missing or not UTF-8.
+    pub fn read_string(&self, rel: &str) -> String {
+        let data = self.read(rel).unwrap_or_else(|| panic!("/local/{rel} is not a file"));
+        String::from_utf8(data).expect("utf-8 file")
+    }
+    /// True if a file or directory is at `/local/<rel>`.
+    pub fn exists(&self, rel: &str) -> bool {
+        let path = longship::storage::StorePath::parse(rel).expect("valid store path");
+        self.store().stat(&path).expect("stat through the backend").is_some()
+    }
+    /// Plant a file at `/local/<rel>` (parents created), as another writer would.
+    pub fn write(&self, rel: &str, data: &[u8]) {
+        let path = longship::storage::StorePath::parse(rel).expect("valid store path");
+        self.store().write(&path, data).expect("write through the backend");
+    }
+    /// Sorted names in the directory `/local/<rel>` (empty if it is missing).
+    pub fn list(&self, rel: &str) -> Vec<String> {
+        let path = longship::storage::StorePath::parse(rel).expect("valid store path");
+        let mut names: Vec<String> = self
+            .store()
+            .list(&path)
+            .map(|entries| entries.into_iter().map(|e| e.name).collect())
+            .unwrap_or_default();
+        names.sort();
+        names
+    }
     /// Environment that points a server at this storage (empty on the local backend).
     pub fn server_env(&self) -> Vec<(String, String)> {
         match (&self.s3_prefix, crate::seaweed::shared()) {
