@@ -17,7 +17,8 @@ use crate::actors::pool::{PoolSpec, Pools};
 use crate::config::{Settings, StorageBackendKind};
 use crate::http::{self, AppState};
 use crate::identity::AuthMode;
-use crate::storage::{local::LocalStorage, Storage};
+
+use crate::storage::{local::LocalStorage, s3::S3Storage, Storage};
 
 /// Failures that stop the server before it serves anything (exit code 2).
 #[derive(Debug, thiserror::Error)]
@@ -43,9 +44,7 @@ pub enum StartupError {
 pub fn open_storage(settings: &Settings) -> Result<Arc<dyn Storage>, StartupError> {
     match settings.storage.backend {
         StorageBackendKind::Local => Ok(Arc::new(LocalStorage::open(&settings.storage.data_dir)?)),
-        StorageBackendKind::S3 => Err(StartupError::Unsupported(
-            "storage.backend = \"s3\" is not available in this build".into(),
-        )),
+        StorageBackendKind::S3 => Ok(Arc::new(S3Storage::open(&settings.storage.s3)?)),
     }
 }
 
