@@ -2,5 +2,6 @@
 
 mod admin;
 mod harness;
+mod multi_instance;
 mod system;
 mod tasks;

@@ -221,6 +221,16 @@ impl AuthActor {
     }
 
     fn apply_outcome(&mut self, out: CheckOutcome, seq: u64, ctx: &mut Context<Self>) {
+        tracing::debug!(
+            generation = out.generation,
+            marker_read = out.marker_read,
+            files = out.files_read,
+            reload = ?out.reload.as_ref().map(|r| match r {
+                Reload::Full(v) => format!("full {}", v.len()),
+                Reload::Partial(v) => format!("partial {:?}", v.iter().map(|(id, s)| (id, s.as_ref().map(|s| s.deletion.is_some()))).collect::<Vec<_>>()),
+            }),
+            "registry check applied"
+        );
         if out.marker_read {
             self.counters.marker_reads += 1;
         }

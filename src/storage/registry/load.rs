@@ -10,6 +10,20 @@ use super::generation::{self, Delta};
 use super::model::{AccountsFile, Deletion, UsersFile};
 use super::store::{read_accounts, read_users, users_path};
 
+/// accounts.json for a reload. It exists from the first api_key-mode start on, so a missing
+/// file means storage trouble (an unmounted volume, a wrong directory), never "no accounts":
+/// treating it as empty would revoke every key at once.
+fn read_accounts_for_reload(storage: &dyn Storage) -> ServiceResult<AccountsFile> {
+    let (file, version) = read_accounts(storage)?;
+    if version.is_none() {
+        return Err(crate::error::ServiceError::unavailable(
+            "storage",
+            "the account registry (_system/accounts.json) is missing",
+        ));
+    }
+    Ok(file)
+}
+
 /// One account as stored: its deletion mark and its users file with the version read.
 #[derive(Debug, Clone)]
 pub struct AccountSnapshot {
@@ -72,7 +86,7 @@ fn snapshot(
 /// least as new as the generation returned).
 pub fn load_all(storage: &dyn Storage) -> ServiceResult<CheckOutcome> {
     let (marker, marker_version) = generation::read(storage)?;
-    let (accounts, _) = read_accounts(storage)?;
+    let accounts = read_accounts_for_reload(storage)?;
     let mut files_read = 1;
     let mut out = Vec::with_capacity(accounts.accounts.len());
     for id in accounts.accounts.keys() {
@@ -94,7 +108,7 @@ pub fn load_accounts(
     storage: &dyn Storage,
     ids: &BTreeSet<String>,
 ) -> ServiceResult<(AccountStates, u64)> {
-    let (accounts, _) = read_accounts(storage)?;
+    let accounts = read_accounts_for_reload(storage)?;
     let mut files_read = 1;
     let mut out = Vec::with_capacity(ids.len());
     for id in ids {
