@@ -485,3 +485,51 @@ fn storage_outage_keeps_known_keys_and_answers_503_for_unknown() {
     assert_eq!(s.get("/ready", None).status, 200);
     assert_eq!(whoami(&s, &alice).as_deref(), Some("alice"));
 }
+
+/// Replace `account`'s users.json the way a writer does (temp + rename), without announcing it.
+fn edit_users_unannounced(st: &Storage, account: &str, edit: impl FnOnce(&mut Value)) {
+    let path = st.local(&format!("{account}/_system/users.json"));
+    let mut doc: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    edit(&mut doc);
+    let tmp = path.with_extension("edit");
+    std::fs::write(&tmp, serde_json::to_vec_pretty(&doc).unwrap()).unwrap();
+    std::fs::rename(&tmp, &path).unwrap();
+}
+
+/// A writer killed between its registry write and its marker bump: a new user is still found
+/// on its first request (account probe), and a restart of any instance announces a full
+/// resync that makes every instance converge on the unannounced revocation.
+#[test]
+fn unannounced_changes_are_found_by_probes_and_restart_resync() {
+    let st = Storage::new();
+    let opts = Opts::default().env("LONGSHIP_AUTH__REFRESH_INTERVAL_MS", "200");
+    let mut a = Server::start(&st, opts.clone());
+    let b = Server::start(&st, opts);
+    let alice = create_account(&a, "acme", "alice");
+    let bob = register(&a, &alice, "acme", "bob", "user");
+    assert_eq!(whoami(&b, &bob).as_deref(), Some("bob"));
+
+    let eve = longship::storage::keys::new_key("acme", "eve", Some("e"));
+    edit_users_unannounced(&st, "acme", |d| {
+        d["users"]["eve"] = json!({"role": "user", "key": eve});
+    });
+    assert_eq!(whoami(&b, &eve).as_deref(), Some("eve"));
+
+    let bob2 = longship::storage::keys::new_key("acme", "bob", Some("b2"));
+    edit_users_unannounced(&st, "acme", |d| {
+        d["users"]["bob"]["key"] = json!(bob2);
+    });
+    // Unannounced: the marker did not move, so B keeps its view (the documented gap)...
+    let settle = Instant::now();
+    while settle.elapsed() < Duration::from_millis(400) {
+        assert_eq!(whoami(&b, &bob).as_deref(), Some("bob"));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // ...until an instance restarts (startup announces a full resync).
+    a.restart();
+    let took = until_rejected(&b, &bob, Instant::now(), Duration::from_secs(3));
+    assert!(took <= Duration::from_millis(700), "{took:?}");
+    assert_eq!(whoami(&b, &bob2).as_deref(), Some("bob"));
+    assert_eq!(whoami(&a, &bob2).as_deref(), Some("bob"));
+    assert_eq!(whoami(&a, &bob), None);
+}
