@@ -31,6 +31,8 @@ pub enum StartupError {
     },
     #[error("{0}")]
     Unsupported(String),
+    #[error(transparent)]
+    Metrics(#[from] crate::http::metrics::MetricsError),
     #[error("cannot load the account registry: {0}")]
     Registry(String),
     #[error("server error: {0}")]
@@ -124,6 +126,7 @@ async fn serve(settings: Arc<Settings>, backend: Arc<dyn Storage>) -> Result<(),
         settings: settings.clone(),
         health,
         workers,
+        metrics: Arc::new(crate::http::metrics::Metrics::new()?),
         registry_sink: Arc::new(ActorSink::new(auth.clone())),
     };
     let max_body = settings.server.max_body_bytes;

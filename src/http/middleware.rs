@@ -66,6 +66,18 @@ pub async fn request_context(
     if let Ok(v) = HeaderValue::from_str(&format!("{:.6}", elapsed.as_secs_f64())) {
         headers.insert(PROCESS_TIME, v);
     }
+    let route = res.request().match_pattern();
+    if let Some(state) = res
+        .request()
+        .app_data::<actix_web::web::Data<super::AppState>>()
+    {
+        state.metrics.observe(
+            method.as_str(),
+            route.as_deref().unwrap_or("unmatched"),
+            res.status().as_u16(),
+            elapsed.as_secs_f64(),
+        );
+    }
     let _entered = span.enter();
     tracing::info!(
         target: "longship::access",

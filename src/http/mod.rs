@@ -8,6 +8,7 @@ pub mod envelope;
 pub mod error;
 pub mod extract;
 pub mod fs;
+pub mod metrics;
 pub mod middleware;
 pub mod search;
 pub mod sessions;
@@ -37,6 +38,7 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     pub health: HealthMonitor,
     pub workers: usize,
+    pub metrics: Arc<metrics::Metrics>,
     /// Where registry operations announce their changes (the AuthActor).
     pub registry_sink: Arc<dyn crate::storage::registry::RegistrySink>,
 }
@@ -72,6 +74,7 @@ impl AppState {
 /// Register every route; used by the server and by tests alike.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     system::configure(cfg);
+    metrics::configure(cfg);
     admin::configure(cfg);
     fs::configure(cfg);
     content::configure(cfg);

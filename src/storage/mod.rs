@@ -8,12 +8,14 @@
 //! assume a local directory; the local backend maps `/local` to `<data_dir>/viking`.
 
 pub mod keys;
+pub mod fs;
 pub mod local;
 pub mod okf;
 mod path;
 pub mod registry;
 pub mod scaffold;
 pub mod tasks;
+pub mod uri;
 
 pub use path::StorePath;
 

@@ -222,3 +222,30 @@ fn sigterm_exits_cleanly() {
     assert_eq!(s.sigterm(Duration::from_secs(20)), Some(0));
     assert!(s.log_text().contains("shutdown complete"));
 }
+
+#[test]
+fn ready_reports_storage_failure_and_recovers() {
+    if std::env::var("IT_STORAGE_BACKEND").as_deref() == Ok("s3") {
+        return; // breaks the local directory on purpose; the S3 suite has its own outage test
+    }
+    let st = Storage::new();
+    let s = Server::start(&st, Opts::default());
+    assert_eq!(s.get("/ready", None).status, 200);
+    let root = st.path().join("viking");
+    let aside = st.path().join("viking-aside");
+    std::fs::rename(&root, &aside).unwrap();
+    let r = s.get("/ready", None);
+    assert_eq!(r.status, 503, "{:?}", r.body);
+    assert_eq!(r.body["status"], "not_ready");
+    let fs_check = r.body["checks"]["agfs"]["checks"]["filesystem"]
+        .as_str()
+        .unwrap();
+    assert!(fs_check.starts_with("error: "), "{fs_check}");
+    // Liveness never depends on storage.
+    assert_eq!(s.get("/health", None).status, 200);
+    let o = s.get("/api/v1/observer/system?format=json", Some(ROOT_KEY));
+    assert_eq!(o.result()["is_healthy"], false);
+    assert_eq!(o.result()["errors"][0], "storage has errors");
+    std::fs::rename(&aside, &root).unwrap();
+    assert_eq!(s.get("/ready", None).status, 200);
+}

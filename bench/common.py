@@ -1,0 +1,116 @@
+"""Shared helpers for Longship benchmarks: start release binaries, drive wrk, percentiles."""
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = os.environ.get("LONGSHIP_BIN", os.path.join(ROOT, "target", "release", "longship"))
+ROOT_KEY = "bench-root-key"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """One release `longship serve` process over `data_dir`."""
+
+    def __init__(self, data_dir, root_key=ROOT_KEY, args=(), env=None):
+        self.data_dir = data_dir
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        cmd = [BIN, "serve", "--port", str(self.port), "--data-dir", data_dir, *args]
+        if root_key:
+            cmd += ["--root-api-key", root_key]
+        full_env = {k: v for k, v in os.environ.items() if not k.startswith("LONGSHIP_")}
+        full_env.update(env or {})
+        full_env.setdefault("RUST_LOG", "warn")
+        self.log = open(os.path.join(data_dir, f"server-{self.port}.log"), "wb")
+        self.started = time.perf_counter()
+        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=self.log, env=full_env)
+        self.first_ok = wait_health(self.url, self.started)
+
+    def rss_kib(self):
+        with open(f"/proc/{self.proc.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+        return 0
+
+    def stop(self):
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self.log.close()
+
+
+def wait_health(url, started, timeout=20.0):
+    """Seconds from `started` until /health first answers 200."""
+    deadline = time.perf_counter() + timeout
+    while time.perf_counter() < deadline:
+        try:
+            with urllib.request.urlopen(url + "/health", timeout=1) as r:
+                if r.status == 200:
+                    return time.perf_counter() - started
+        except (OSError, urllib.error.URLError):
+            time.sleep(0.001)
+    raise RuntimeError(f"{url} did not become healthy")
+
+
+def call(url, method="GET", key=None, body=None, timeout=60):
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, method=method)
+    if key:
+        req.add_header("X-API-Key", key)
+    if data is not None:
+        req.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, json.loads(r.read() or b"null")
+    except urllib.error.HTTPError as e:
+        raw = e.read()
+        try:
+            return e.code, json.loads(raw)
+        except ValueError:
+            return e.code, raw
+
+
+def wrk(url, seconds=10, connections=32, threads=2, headers=None):
+    """Run wrk; returns {'rps', 'p50_ms', 'p99_ms', 'errors'}."""
+    if not shutil.which("wrk"):
+        raise RuntimeError("wrk not installed (apt-get install wrk)")
+    cmd = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", url]
+    for k, v in (headers or {}).items():
+        cmd += ["-H", f"{k}: {v}"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    lat = {}
+    for pct, val, unit in re.findall(r"^\s+(\d+)%\s+([\d.]+)(us|ms|s)\s*$", out, re.M):
+        scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+        lat[int(pct)] = float(val) * scale
+    errs = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    return {"rps": rps, "p50_ms": lat.get(50), "p99_ms": lat.get(99),
+            "errors": int(errs.group(1)) if errs else 0, "raw": out}
+
+
+def percentile(values, p):
+    if not values:
+        return float("nan")
+    s = sorted(values)
+    k = min(len(s) - 1, max(0, int(round(p / 100.0 * (len(s) - 1)))))
+    return s[k]
+
+
+def temp_dir():
+    return tempfile.mkdtemp(prefix="longship-bench-")
