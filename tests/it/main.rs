@@ -12,5 +12,6 @@ mod seaweed;
 mod sessions;
 mod sessions_durability;
 mod storage_backends;
+mod multi_instance;
 mod system;
 mod tasks;
