@@ -37,6 +37,10 @@ fn payload_error(err: actix_web::Error) -> ServiceError {
             ErrorCode::PayloadTooLarge,
             "Request body exceeds server.max_body_bytes",
         ),
+        Some(PayloadError::Incomplete(_)) => ServiceError::invalid_argument(
+            "The request body ended before its declared length (Content-Length or chunked \
+             encoding) was complete",
+        ),
         _ => ServiceError::invalid_argument(format!("Could not read the request body: {err}")),
     }
 }
@@ -101,7 +105,23 @@ impl<T: DeserializeOwned> FromRequest for ApiQuery<T> {
 }
 
 /// Deserialize a JSON body, reporting the first problem with its location.
+///
+/// Every request body of the API is a JSON object. serde would otherwise accept a JSON array
+/// for a struct (fields by position), so `["acme", "alice"]` must be refused here, before
+/// any field is read.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ServiceError> {
+    match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'{') => {}
+        // Not even the start of a JSON value: report it as the decode error it is.
+        Some(b'[' | b'"' | b'-' | b'0'..=b'9' | b't' | b'f' | b'n') => {
+            return Err(ServiceError::validation(
+                &["body"],
+                "Input should be a valid dictionary",
+                "dict_type",
+            ))
+        }
+        _ => {}
+    }
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
@@ -148,11 +168,19 @@ fn describe(origin: &str, path: &str, raw: &str) -> ServiceError {
             .and_then(|rest| rest.split('`').next())
             .map(str::to_string)
     };
+    // The path names the map being read: it stops before a missing field but already ends
+    // with an unknown key (`{"x": 1}` → path `x`), so that key is named once.
+    let path_names_key = path
+        .rsplit('.')
+        .next()
+        .is_some_and(|s| !s.is_empty() && s != "?");
     let (message, kind) = if let Some(f) = field(&msg, "missing field `") {
         loc.push(f);
         ("Field required".to_string(), "missing")
     } else if let Some(f) = field(&msg, "unknown field `") {
-        loc.push(f);
+        if !path_names_key {
+            loc.push(f);
+        }
         (
             "Extra inputs are not permitted".to_string(),
             "extra_forbidden",
@@ -241,6 +269,42 @@ mod tests {
             "json_invalid"
         );
         assert!(parse_json::<Body>(br#"{"role": "x"} trailing"#).is_err());
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Strict {
+        role: String,
+    }
+
+    #[test]
+    fn arrays_and_scalars_are_not_objects() {
+        for body in [
+            &br#"["x", 1]"#[..],
+            b"[]",
+            b"\"x\"",
+            b"null",
+            b"5",
+            b" true",
+        ] {
+            let e = parse_json::<Body>(body).unwrap_err();
+            let d = e.details.unwrap();
+            assert_eq!(d["validation_errors"][0]["type"], "dict_type", "{body:?}");
+            assert_eq!(
+                d["validation_errors"][0]["loc"],
+                json!(["body"]),
+                "{body:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_field_is_named_once() {
+        let e = parse_json::<Strict>(br#"{"role": "x", "extra": 1}"#).unwrap_err();
+        let d = e.details.unwrap();
+        assert_eq!(d["validation_errors"][0]["loc"], json!(["body", "extra"]));
+        assert_eq!(d["validation_errors"][0]["type"], "extra_forbidden");
     }
 
     #[test]
