@@ -110,6 +110,18 @@ impl<T: DeserializeOwned> FromRequest for ApiQuery<T> {
 /// for a struct (fields by position), so `["acme", "alice"]` must be refused here, before
 /// any field is read.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ServiceError> {
+    // serde_json checks UTF-8 only in strings it keeps: invalid bytes inside an ignored
+    // (unknown) field would otherwise pass, and the request would run as if they were absent.
+    if let Err(e) = std::str::from_utf8(bytes) {
+        return Err(ServiceError::validation(
+            &["body"],
+            &format!(
+                "JSON decode error: invalid UTF-8 at byte {}",
+                e.valid_up_to()
+            ),
+            "json_invalid",
+        ));
+    }
     match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
         Some(b'{') => {}
         // Not even the start of a JSON value: report it as the decode error it is.
@@ -297,6 +309,15 @@ mod tests {
                 "{body:?}"
             );
         }
+    }
+
+    #[test]
+    fn invalid_utf8_in_an_ignored_field_is_refused() {
+        let e = parse_json::<Body>(b"{\"role\": \"x\", \"other\": \"\xff\"}").unwrap_err();
+        assert_eq!(
+            e.details.unwrap()["validation_errors"][0]["type"],
+            "json_invalid"
+        );
     }
 
     #[test]
