@@ -197,6 +197,9 @@ fn describe(origin: &str, path: &str, raw: &str) -> ServiceError {
             "Extra inputs are not permitted".to_string(),
             "extra_forbidden",
         )
+    } else if let Some(f) = field(&msg, "duplicate field `") {
+        loc.push(f);
+        ("Field given more than once".to_string(), "value_error")
     } else if msg.starts_with("invalid type") {
         (msg.clone(), "type_error")
     } else {

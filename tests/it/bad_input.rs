@@ -827,6 +827,26 @@ fn field_cases() -> Vec<(&'static str, &'static str, Value, Expect)> {
     ] {
         out.push((route, field, bad, e));
     }
+    // Deeper than the filesystem allows (ENAMETOOLONG on the local backend).
+    let deep = format!("viking://resources/{}", "a/".repeat(3000));
+    for (route, field) in [
+        ("F4 mkdir", "uri"),
+        ("F6 mv", "to_uri"),
+        ("C5 write", "uri"),
+        ("S1 grep", "uri"),
+        ("S2 glob", "uri"),
+    ] {
+        let uri = if route == "C5 write" {
+            format!("{deep}x.md")
+        } else {
+            deep.clone()
+        };
+        out.push((route, field, json!(uri), Expect::Any4xx));
+    }
+    let too_many: Vec<Value> = (0..101)
+        .map(|_| json!({"role": "user", "content": "x"}))
+        .collect();
+    out.push(("SE6 batch", "messages", Value::Array(too_many), any400));
     // The content/write body forbids unknown keys.
     out.push(("C5 write", "zzz", json!(1), xf));
     out
@@ -872,6 +892,8 @@ fn bad_segments() -> Vec<(&'static str, String)> {
         ("invalid UTF-8", "%FF%FE".into()),
         ("space", "a%20b".into()),
         ("backslash", "a%5Cb".into()),
+        // Well-formed ids that name nothing.
+        ("unknown id", "ghost".into()),
     ]
 }
 
@@ -1100,6 +1122,12 @@ fn bad_input_sweep_every_route() {
         ] {
             cases.push(q(route, &format!("{path}?{bad}"), u, Expect::Any4xx));
         }
+        cases.push(q(
+            route,
+            &format!("{path}?uri=viking://resources/{}", "a/".repeat(3000)),
+            u,
+            Expect::Any4xx,
+        ));
         let long = "a".repeat(10 * 1024);
         cases.push(q(
             route,
@@ -1107,6 +1135,15 @@ fn bad_input_sweep_every_route() {
             u,
             Expect::Any4xx,
         ));
+    }
+    for (route, path) in [
+        (
+            "F1 ls duplicate uri",
+            "/api/v1/fs/ls?uri=viking://resources&uri=viking://user",
+        ),
+        ("T2 duplicate limit", "/api/v1/tasks?limit=1&limit=2"),
+    ] {
+        cases.push(q(route, path, u, v));
     }
     for bad in ["offset=-1", "offset=x", "limit=x", "limit=1.5", "raw=maybe"] {
         cases.push(q(
@@ -1193,6 +1230,10 @@ fn bad_input_sweep_every_route() {
         "?uri=viking://resources/docs/%00",
         "?uri=viking://user/alice&recursive=true",
         "?uri=viking://resources/docs/a.md/..&recursive=true",
+        &format!(
+            "?uri=viking://resources/{}&recursive=true",
+            "a/".repeat(3000)
+        ),
     ] {
         cases.push(Case::new(
             format!("F5 rm: DELETE /api/v1/fs{bad}"),
@@ -1308,6 +1349,11 @@ fn bad_input_sweep_every_route() {
             ),
         ];
         for (method, path, key, body) in routes {
+            // A well-formed unknown session id is created by these routes (spec SE3, SE5).
+            if what == "unknown id" && (path.contains("auto_create") || path.contains("/messages"))
+            {
+                continue;
+            }
             cases.push(Case::new(
                 format!("{method} {} ({what})", &path[..path.len().min(100)]),
                 request(method, &path, Some(key), &[], body),
@@ -1683,4 +1729,69 @@ fn bad_input_dev_mode_identity_headers() {
         check(&format!("dev mode {name}"), &r, Expect::Status(400));
     }
     assert_healthy(&s, "dev-mode identity headers");
+}
+
+/// Requests the HTTP/1 parser itself refuses never reach the application, so they cannot carry
+/// the envelope; they must still get a 4xx answer (not a hang or a reset) and change nothing.
+#[test]
+fn bad_input_protocol_level_rejections() {
+    let st = Storage::new();
+    let s = Server::start(&st, Opts::default());
+    let before = snapshot(st.path());
+    let base = "X-API-Key: it-root-key\r\nConnection: close\r\n";
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        (
+            "negative Content-Length",
+            format!("POST /api/v1/admin/accounts HTTP/1.1\r\nHost: x\r\n{base}Content-Length: -5\r\n\r\n{{}}")
+                .into_bytes(),
+        ),
+        (
+            "two different Content-Lengths",
+            format!("POST /api/v1/admin/accounts HTTP/1.1\r\nHost: x\r\n{base}Content-Length: 2\r\nContent-Length: 3\r\n\r\n{{}}")
+                .into_bytes(),
+        ),
+        (
+            "raw NUL in the request target",
+            format!("GET /api/v1/tasks/a\0b HTTP/1.1\r\nHost: x\r\n{base}\r\n").into_bytes(),
+        ),
+        (
+            "raw non-ASCII in the request target",
+            [
+                &b"GET /api/v1/tasks/\xc3\xa9\xff HTTP/1.1\r\nHost: x\r\n"[..],
+                base.as_bytes(),
+                b"\r\n",
+            ]
+            .concat(),
+        ),
+        (
+            "100 KB request target",
+            format!(
+                "GET /api/v1/tasks/{} HTTP/1.1\r\nHost: x\r\n{base}\r\n",
+                "a".repeat(100 * 1024)
+            )
+            .into_bytes(),
+        ),
+        (
+            "200 headers",
+            format!(
+                "GET /api/v1/system/status HTTP/1.1\r\nHost: x\r\n{base}{}\r\n",
+                (0..200).map(|i| format!("X-H{i}: v\r\n")).collect::<String>()
+            )
+            .into_bytes(),
+        ),
+        ("not HTTP at all", b"\x16\x03\x01\x00\xa5garbage\r\n\r\n".to_vec()),
+    ];
+    for (name, bytes) in &cases {
+        let r = exchange(s.port, bytes, false)
+            .unwrap_or_else(|e| panic!("{name}: no HTTP answer: {e}"));
+        assert!(
+            (400..500).contains(&r.status),
+            "{name}: status {} is not 4xx",
+            r.status
+        );
+    }
+    assert_healthy(&s, "protocol-level rejections");
+    if !st.is_s3() {
+        assert_unchanged(&before, st.path(), "protocol-level rejections");
+    }
 }
