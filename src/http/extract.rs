@@ -158,7 +158,21 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ServiceError> 
 }
 
 /// Deserialize a query string.
+///
+/// Percent-escapes must decode to UTF-8: the lossy decoding underneath would turn `%FF` into
+/// U+FFFD, so `uri=viking://resources/%FF.md` would name (and could delete) a real file
+/// called `\u{FFFD}.md` that the client never mentioned.
 pub fn parse_query<T: DeserializeOwned>(query: &str) -> Result<T, ServiceError> {
+    if let Err(e) = percent_encoding::percent_decode_str(query).decode_utf8() {
+        return Err(ServiceError::validation(
+            &["query"],
+            &format!(
+                "Query string percent-escapes are not valid UTF-8 (byte {})",
+                e.valid_up_to()
+            ),
+            "string_unicode",
+        ));
+    }
     let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
@@ -341,5 +355,11 @@ mod tests {
         let e = parse_query::<Q>("recursive=maybe").unwrap_err();
         assert!(e.message.contains("query.recursive"), "{}", e.message);
         assert!(parse_query::<Q>("limit=abc").is_err());
+        let e = parse_query::<Q>("limit=5&x=%FF").unwrap_err();
+        assert_eq!(
+            e.details.unwrap()["validation_errors"][0]["type"],
+            "string_unicode"
+        );
+        assert!(parse_query::<Q>("limit=5&x=%C3%A9").is_ok());
     }
 }
