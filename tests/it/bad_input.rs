@@ -382,6 +382,15 @@ fn setup(s: &Server) -> World {
             json!({"uri": "viking://resources/docs/a.md", "content": "hello\nworld\n"}),
         ),
     );
+    // A real file whose name is U+FFFD: a lossily decoded `%FF` must not reach it.
+    ok(
+        "write U+FFFD",
+        s.post(
+            "/api/v1/content/write",
+            Some(&user),
+            json!({"uri": "viking://resources/docs/\u{FFFD}.md", "content": "keep me"}),
+        ),
+    );
     ok(
         "session",
         s.post("/api/v1/sessions", Some(&user), json!({"session_id": "s1"})),
@@ -1116,6 +1125,7 @@ fn bad_input_sweep_every_route() {
             "uri=viking://temp/x",
             "uri=/etc/passwd",
             "uri=%FF%FE",
+            "uri=viking://resources/docs/%FF.md",
             "uri=viking://resources/a%5Cb",
             "uri=viking://user/alice/x",
             "uri=viking://resources/C:",
@@ -1230,6 +1240,8 @@ fn bad_input_sweep_every_route() {
         "?uri=viking://resources/docs/%00",
         "?uri=viking://user/alice&recursive=true",
         "?uri=viking://resources/docs/a.md/..&recursive=true",
+        "?uri=viking://resources/docs/%FF.md",
+        "?uri=viking://resources/docs/%EF%BF.md",
         &format!(
             "?uri=viking://resources/{}&recursive=true",
             "a/".repeat(3000)
