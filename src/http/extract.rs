@@ -37,7 +37,10 @@ fn payload_error(err: actix_web::Error) -> ServiceError {
             ErrorCode::PayloadTooLarge,
             "Request body exceeds server.max_body_bytes",
         ),
-        Some(PayloadError::Incomplete(_)) => ServiceError::invalid_argument(
+        Some(PayloadError::Incomplete(Some(e))) => {
+            ServiceError::invalid_argument(format!("Could not decode the request body: {e}"))
+        }
+        Some(PayloadError::Incomplete(None)) => ServiceError::invalid_argument(
             "The request body ended before its declared length (Content-Length or chunked \
              encoding) was complete",
         ),
