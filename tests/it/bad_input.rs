@@ -39,6 +39,29 @@ const SPEC_CODES: &[&str] = &[
 
 const MAX_BODY: usize = 65536;
 
+/// gzip of `{"pad": "aaaa…"}` with 10 MB of `a`, built once.
+static GZIP_BOMB: std::sync::LazyLock<Vec<u8>> = std::sync::LazyLock::new(|| {
+    // Compressed with the `gzip` CLI: no deflate encoder is among the dev-dependencies.
+    let mut json = br#"{"pad": ""#.to_vec();
+    json.extend(std::iter::repeat_n(b'a', 10_000_000));
+    json.extend_from_slice(br#""}"#);
+    let mut child = std::process::Command::new("gzip")
+        .arg("-c")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("the gzip CLI");
+    let mut stdin = child.stdin.take().expect("gzip stdin");
+    let writer = std::thread::spawn(move || stdin.write_all(&json));
+    let out = child.wait_with_output().expect("gzip output");
+    writer.join().expect("gzip writer").expect("write to gzip");
+    assert!(
+        out.status.success() && out.stdout.len() < 100_000,
+        "gzip failed"
+    );
+    out.stdout
+});
+
 /// One HTTP exchange as seen on the wire.
 #[derive(Debug)]
 struct Raw {
@@ -1036,6 +1059,37 @@ fn bad_input_sweep_every_route() {
             format!("{name}: Content-Length 3, whole body sent"),
             long,
             Expect::Validation,
+        ));
+        // Content-Encoding: gzip that is not gzip, and a gzip bomb (10 MB of JSON in ~10 KB):
+        // the limit applies to the decoded body.
+        let mut not_gzip = request(
+            method,
+            path,
+            Some(key),
+            &[("Content-Encoding", b"gzip")],
+            None,
+        );
+        not_gzip.truncate(not_gzip.len() - 2);
+        not_gzip.extend_from_slice(b"Content-Length: 7\r\n\r\nnotgzip");
+        cases.push(Case::new(
+            format!("{name}: Content-Encoding gzip, body not gzip"),
+            not_gzip,
+            Expect::Status(400),
+        ));
+        let mut bomb = request(
+            method,
+            path,
+            Some(key),
+            &[("Content-Encoding", b"gzip")],
+            None,
+        );
+        bomb.truncate(bomb.len() - 2);
+        bomb.extend_from_slice(format!("Content-Length: {}\r\n\r\n", GZIP_BOMB.len()).as_bytes());
+        bomb.extend_from_slice(&GZIP_BOMB);
+        cases.push(Case::new(
+            format!("{name}: gzip bomb"),
+            bomb,
+            Expect::Status(413),
         ));
         // A malformed chunked encoding.
         let bad_chunks = format!(
