@@ -1617,7 +1617,7 @@ fn bad_input_sweep_every_route() {
     ];
     let mut cases = Vec::new();
     for (path, allowed, query) in known {
-        for method in ["GET", "POST", "PUT", "DELETE", "PATCH"] {
+        for method in ["GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "FOO"] {
             if allowed.contains(&method) {
                 continue;
             }
