@@ -435,6 +435,11 @@ fn map_io(err: io::Error, path: &Path) -> StorageError {
             StorageError::Unavailable(format!("no space left on device: {shown}"))
         }
         Some(libc::EIO) => StorageError::Unavailable(format!("I/O error on {shown}")),
+        // A request path deeper than the filesystem allows is bad input (400), not a server
+        // failure; the reason leaves the on-disk location out because it reaches the client.
+        Some(libc::ENAMETOOLONG) => {
+            StorageError::InvalidPath("path too long for the local filesystem".into())
+        }
         _ => StorageError::Io(err),
     }
 }
