@@ -8,6 +8,7 @@ use std::io::Read;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -88,6 +89,71 @@ pub struct Storage {
     pub dir: tempfile::TempDir,
     /// `Some(prefix)` when the servers use the S3 backend.
     pub s3_prefix: Option<String>,
+    store: OnceLock<Arc<dyn longship::storage::Storage>>,
+}
+
+/// A path under `/local` read live through the backend (every call asks the store again).
+#[derive(Clone)]
+pub struct StoreView {
+    store: Arc<dyn longship::storage::Storage>,
+    pub path: longship::storage::StorePath,
+}
+
+impl StoreView {
+    pub fn join(&self, rel: &str) -> StoreView {
+        StoreView {
+            store: self.store.clone(),
+            path: self.path.join_path(rel).expect("valid store path"),
+        }
+    }
+    pub fn exists(&self) -> bool {
+        self.store
+            .stat(&self.path)
+            .expect("stat through the backend")
+            .is_some()
+    }
+    pub fn is_dir(&self) -> bool {
+        self.store
+            .stat(&self.path)
+            .expect("stat through the backend")
+            .is_some_and(|m| m.is_dir())
+    }
+    pub fn read(&self) -> Result<Vec<u8>, longship::storage::StorageError> {
+        self.store.read(&self.path)
+    }
+    pub fn read_to_string(&self) -> Result<String, longship::storage::StorageError> {
+        let data = self.read()?;
+        String::from_utf8(data)
+            .map_err(|e| longship::storage::StorageError::InvalidPath(e.to_string()))
+    }
+    /// Size of the file, `None` if it is missing.
+    pub fn len(&self) -> Option<u64> {
+        self.store
+            .stat(&self.path)
+            .expect("stat through the backend")
+            .filter(|m| !m.is_dir())
+            .map(|m| m.size)
+    }
+    /// Sorted names of the directory's entries (empty if it is missing or not a directory).
+    pub fn names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .store
+            .list(&self.path)
+            .map(|entries| entries.into_iter().map(|e| e.name).collect())
+            .unwrap_or_default();
+        names.sort();
+        names
+    }
+    pub fn write(&self, data: &[u8]) {
+        self.store
+            .write(&self.path, data)
+            .expect("write through the backend");
+    }
+    pub fn remove(&self, recursive: bool) {
+        self.store
+            .remove(&self.path, recursive)
+            .expect("remove through the backend");
+    }
 }
 
 impl Storage {
@@ -101,6 +167,7 @@ impl Storage {
         Storage {
             dir: tempfile::tempdir().expect("temp dir"),
             s3_prefix,
+            store: OnceLock::new(),
         }
     }
     pub fn path(&self) -> &Path {
@@ -109,57 +176,58 @@ impl Storage {
     pub fn is_s3(&self) -> bool {
         self.s3_prefix.is_some()
     }
-    /// The on-disk path of `/local/<rel>`. LOCAL BACKEND ONLY: on S3 nothing is on disk, so a
-    /// test that inspects or plants files this way must skip its disk checks when
-    /// [`Storage::is_s3`] (or read through the API instead).
+    /// The on-disk path of `/local/<rel>`. LOCAL BACKEND ONLY: on S3 nothing is on disk. Use
+    /// [`Storage::at`] (a live view through the backend) to inspect or plant files in a test
+    /// that runs on both backends; keep `local` for tests that break the directory on purpose,
+    /// and skip those when [`Storage::is_s3`].
     pub fn local(&self, rel: &str) -> PathBuf {
         self.dir.path().join("viking").join(rel)
     }
-    /// The backend itself, opened directly in the test process: read, plant or inspect
-    /// `/local` files the same way on both backends (`st.store().read(&StorePath::parse(
-    /// "_system/accounts.json")?)`), instead of going through [`Storage::local`].
-    pub fn store(&self) -> std::sync::Arc<dyn longship::storage::Storage> {
-        match (&self.s3_prefix, crate::seaweed::shared()) {
-            (Some(prefix), Some(sw)) => std::sync::Arc::new(
-                longship::storage::s3::S3Storage::open(&sw.settings(prefix))
-                    .expect("open the S3 backend"),
-            ),
-            _ => std::sync::Arc::new(
-                longship::storage::local::LocalStorage::open(self.path())
-                    .expect("open the local backend"),
-            ),
+    /// The backend itself, opened directly in the test process (once per `Storage`), so tests
+    /// can read, plant or inspect `/local` files the same way on both backends.
+    pub fn store(&self) -> Arc<dyn longship::storage::Storage> {
+        self.store
+            .get_or_init(|| match (&self.s3_prefix, crate::seaweed::shared()) {
+                (Some(prefix), Some(sw)) => Arc::new(
+                    longship::storage::s3::S3Storage::open(&sw.settings(prefix))
+                        .expect("open the S3 backend"),
+                ),
+                _ => Arc::new(
+                    longship::storage::local::LocalStorage::open(self.path())
+                        .expect("open the local backend"),
+                ),
+            })
+            .clone()
+    }
+    /// A live view of `/local/<rel>` through the backend: the backend-neutral replacement for
+    /// `st.local(rel)` (`.join`, `.exists()`, `.read_to_string()`, `.len()`, `.names()`).
+    pub fn at(&self, rel: &str) -> StoreView {
+        StoreView {
+            store: self.store(),
+            path: longship::storage::StorePath::parse(rel).expect("valid store path"),
         }
     }
     /// `/local/<rel>` read through the backend; `None` if it is not a file.
     pub fn read(&self, rel: &str) -> Option<Vec<u8>> {
-        let path = longship::storage::StorePath::parse(rel).expect("valid store path");
-        self.store().read(&path).ok()
+        self.at(rel).read().ok()
     }
     /// `/local/<rel>` as text; panics if it is missing or not UTF-8.
     pub fn read_string(&self, rel: &str) -> String {
-        let data = self.read(rel).unwrap_or_else(|| panic!("/local/{rel} is not a file"));
-        String::from_utf8(data).expect("utf-8 file")
+        self.at(rel)
+            .read_to_string()
+            .unwrap_or_else(|e| panic!("/local/{rel}: {e}"))
     }
     /// True if a file or directory is at `/local/<rel>`.
     pub fn exists(&self, rel: &str) -> bool {
-        let path = longship::storage::StorePath::parse(rel).expect("valid store path");
-        self.store().stat(&path).expect("stat through the backend").is_some()
+        self.at(rel).exists()
     }
     /// Plant a file at `/local/<rel>` (parents created), as another writer would.
     pub fn write(&self, rel: &str, data: &[u8]) {
-        let path = longship::storage::StorePath::parse(rel).expect("valid store path");
-        self.store().write(&path, data).expect("write through the backend");
+        self.at(rel).write(data)
     }
     /// Sorted names in the directory `/local/<rel>` (empty if it is missing).
     pub fn list(&self, rel: &str) -> Vec<String> {
-        let path = longship::storage::StorePath::parse(rel).expect("valid store path");
-        let mut names: Vec<String> = self
-            .store()
-            .list(&path)
-            .map(|entries| entries.into_iter().map(|e| e.name).collect())
-            .unwrap_or_default();
-        names.sort();
-        names
+        self.at(rel).names()
     }
     /// Environment that points a server at this storage (empty on the local backend).
     pub fn server_env(&self) -> Vec<(String, String)> {
