@@ -97,6 +97,8 @@ pub struct Storage {
 pub struct StoreView {
     store: Arc<dyn longship::storage::Storage>,
     pub path: longship::storage::StorePath,
+    /// `<data_dir>/viking` on the local backend, where [`StoreView::seed`] writes directly.
+    local_root: Option<PathBuf>,
 }
 
 impl StoreView {
@@ -104,6 +106,7 @@ impl StoreView {
         StoreView {
             store: self.store.clone(),
             path: self.path.join_path(rel).expect("valid store path"),
+            local_root: self.local_root.clone(),
         }
     }
     pub fn exists(&self) -> bool {
@@ -117,6 +120,18 @@ impl StoreView {
             .stat(&self.path)
             .expect("stat through the backend")
             .is_some_and(|m| m.is_dir())
+    }
+    pub fn is_file(&self) -> bool {
+        self.store
+            .stat(&self.path)
+            .expect("stat through the backend")
+            .is_some_and(|m| !m.is_dir())
+    }
+    /// mkdir -p through the backend.
+    pub fn create_dir_all(&self) {
+        self.store
+            .mkdir(&self.path)
+            .expect("mkdir through the backend");
     }
     pub fn read(&self) -> Result<Vec<u8>, longship::storage::StorageError> {
         self.store.read(&self.path)
@@ -144,10 +159,62 @@ impl StoreView {
         names.sort();
         names
     }
-    pub fn write(&self, data: &[u8]) {
+    pub fn write(&self, data: impl AsRef<[u8]>) {
         self.store
-            .write(&self.path, data)
+            .write(&self.path, data.as_ref())
             .expect("write through the backend");
+    }
+    /// Write many files under this directory at once (`(relative name, content)`): plain
+    /// unsynced files on local disk (test data needs no fsync), from a few threads on S3
+    /// (one request at a time would be slow).
+    pub fn seed(&self, files: Vec<(String, Vec<u8>)>) {
+        if let Some(root) = &self.local_root {
+            let dir = root.join(self.path.as_str());
+            for (name, data) in &files {
+                let file = dir.join(name);
+                if let Some(parent) = file.parent() {
+                    std::fs::create_dir_all(parent).expect("seed dir");
+                }
+                std::fs::write(&file, data).expect("seed file");
+            }
+            return;
+        }
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        std::thread::scope(|scope| {
+            for _ in 0..8 {
+                scope.spawn(|| loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some((name, data)) = files.get(i) else {
+                        return;
+                    };
+                    self.join(name).write(data);
+                });
+            }
+        });
+    }
+    /// Content hash of every file and directory under this one (relative path → sha256 of
+    /// the content; directories as `name/` → ""), to prove that nothing changed.
+    pub fn digest(&self) -> std::collections::BTreeMap<String, String> {
+        use sha2::Digest as _;
+        fn walk(view: &StoreView, rel: &str, out: &mut std::collections::BTreeMap<String, String>) {
+            let Ok(entries) = view.store.list(&view.path) else {
+                return;
+            };
+            for e in entries {
+                let child = view.join(&e.name);
+                let child_rel = format!("{rel}{}", e.name);
+                if e.meta.is_dir() {
+                    out.insert(format!("{child_rel}/"), String::new());
+                    walk(&child, &format!("{child_rel}/"), out);
+                } else {
+                    let data = child.read().unwrap_or_default();
+                    out.insert(child_rel, hex::encode(sha2::Sha256::digest(&data)));
+                }
+            }
+        }
+        let mut out = std::collections::BTreeMap::new();
+        walk(self, "", &mut out);
+        out
     }
     pub fn remove(&self, recursive: bool) {
         self.store
@@ -205,6 +272,7 @@ impl Storage {
         StoreView {
             store: self.store(),
             path: longship::storage::StorePath::parse(rel).expect("valid store path"),
+            local_root: (!self.is_s3()).then(|| self.path().join("viking")),
         }
     }
     /// `/local/<rel>` read through the backend; `None` if it is not a file.
