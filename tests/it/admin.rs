@@ -1,12 +1,10 @@
 //! Admin API (spec §3) and identity (spec §1.4, §2) against the real binary.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
 
-use crate::harness::{Opts, Resp, Server, Storage, ROOT_KEY};
+use crate::harness::{Opts, Resp, Server, Storage, StoreView, ROOT_KEY};
 
 pub const ACCOUNTS: &str = "/api/v1/admin/accounts";
 
@@ -49,32 +47,10 @@ pub fn auth_status(s: &Server) -> Value {
     r.result()["components"]["auth"]["status"].clone()
 }
 
-/// Content hash of every file under `dir` (path → sha256), to prove nothing changed.
-pub fn tree_digest(dir: &Path) -> BTreeMap<String, String> {
-    fn walk(base: &Path, dir: &Path, out: &mut BTreeMap<String, String>) {
-        let Ok(entries) = std::fs::read_dir(dir) else {
-            return;
-        };
-        for e in entries.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                out.insert(
-                    format!("{}/", p.strip_prefix(base).unwrap().display()),
-                    String::new(),
-                );
-                walk(base, &p, out);
-            } else {
-                let data = std::fs::read(&p).unwrap_or_default();
-                out.insert(
-                    p.strip_prefix(base).unwrap().display().to_string(),
-                    hex::encode(Sha256::digest(&data)),
-                );
-            }
-        }
-    }
-    let mut out = BTreeMap::new();
-    walk(dir, dir, &mut out);
-    out
+/// Content hash of every file under `dir` (path → sha256), to prove nothing changed. Read
+/// through the backend, so it works on local disk and on S3 alike.
+pub fn tree_digest(dir: &StoreView) -> BTreeMap<String, String> {
+    dir.digest()
 }
 
 fn err(r: &Resp) -> (&str, &str) {
@@ -85,7 +61,10 @@ fn err(r: &Resp) -> (&str, &str) {
 }
 
 fn users_json(st: &Storage, account: &str) -> Value {
-    let raw = std::fs::read(st.local(&format!("{account}/_system/users.json"))).unwrap();
+    let raw = st
+        .at(&format!("{account}/_system/users.json"))
+        .read()
+        .unwrap();
     serde_json::from_slice(&raw).unwrap()
 }
 
@@ -94,8 +73,8 @@ fn accounts_create_list_get_delete() {
     let st = Storage::new();
     let s = Server::start(&st, Opts::default());
     // Startup created the registry with `default` and its scaffolding.
-    assert!(st.local("_system/accounts.json").is_file());
-    assert!(st.local("default/user/default/memories").is_dir());
+    assert!(st.at("_system/accounts.json").is_file());
+    assert!(st.at("default/user/default/memories").is_dir());
 
     let r = s.post(
         ACCOUNTS,
@@ -108,19 +87,17 @@ fn accounts_create_list_get_delete() {
     let alice = r.result()["user_key"].as_str().unwrap().to_string();
     assert!(alice.starts_with("YWNtZQ.YWxpY2U."), "{alice}");
     assert_eq!(whoami(&s, &alice).as_deref(), Some("alice"));
-    assert!(st.local("acme/resources/.abstract.md").is_file());
-    assert!(st.local("acme/agent/skills").is_dir());
-    assert!(st.local("acme/user/alice/sessions").is_dir());
-    assert!(st
-        .local("acme/user/alice/settings/user_config.json")
-        .is_file());
-    let groups = std::fs::read_to_string(st.local("acme/_system/groups.json")).unwrap();
+    assert!(st.at("acme/resources/.abstract.md").is_file());
+    assert!(st.at("acme/agent/skills").is_dir());
+    assert!(st.at("acme/user/alice/sessions").is_dir());
+    assert!(st.at("acme/user/alice/settings/user_config.json").is_file());
+    let groups = st.at("acme/_system/groups.json").read_to_string().unwrap();
     assert_eq!(
         serde_json::from_str::<Value>(&groups).unwrap(),
         json!({"groups": {}})
     );
     // Pretty-printed with 2 spaces, as upstream writes it.
-    let accounts_text = std::fs::read_to_string(st.local("_system/accounts.json")).unwrap();
+    let accounts_text = st.at("_system/accounts.json").read_to_string().unwrap();
     assert!(
         accounts_text.starts_with("{\n  \"accounts\": {\n    \"default\""),
         "{accounts_text}"
@@ -216,7 +193,7 @@ fn accounts_create_list_get_delete() {
     assert_eq!(del.result()["status"], "deleting");
     let task_id = del.result()["task_id"].as_str().unwrap();
     assert_eq!(whoami(&s, &alice), None);
-    assert!(!st.local("acme").exists());
+    assert!(!st.at("acme").exists());
     let task = s.get(&format!("/api/v1/tasks/{task_id}"), Some(ROOT_KEY));
     assert_eq!(task.status, 200, "{:?}", task.body);
     assert_eq!(task.result()["status"], "completed");
@@ -248,7 +225,7 @@ fn bad_input_leaves_storage_unchanged() {
     let s = Server::start(&st, Opts::default());
     let admin = create_account(&s, "acme", "alice");
     register(&s, &admin, "acme", "bob", "user");
-    let before = tree_digest(&st.path().join("viking"));
+    let before = tree_digest(&st.at(""));
     let long = "a".repeat(256);
     let cases: Vec<(&str, String, Option<Value>, u16, &str)> = vec![
         (
@@ -447,7 +424,7 @@ fn bad_input_leaves_storage_unchanged() {
         b"{not json",
     );
     assert_eq!(malformed.status, 400);
-    assert_eq!(tree_digest(&st.path().join("viking")), before);
+    assert_eq!(tree_digest(&st.at("")), before);
 }
 
 #[test]
@@ -459,7 +436,7 @@ fn users_register_list_get_role_key_remove() {
     let carol = register(&s, ROOT_KEY, "acme", "carol", "admin");
     register(&s, &alice, "acme", "bobby", "user");
     assert_eq!(whoami(&s, &bob).as_deref(), Some("bob"));
-    assert!(st.local("acme/user/bob/memories/.overview.md").is_file());
+    assert!(st.at("acme/user/bob/memories/.overview.md").is_file());
 
     let users = |q: &str| -> Value {
         let r = s.get(&format!("{ACCOUNTS}/acme/users{q}"), Some(&alice));
@@ -566,7 +543,7 @@ fn users_register_list_get_role_key_remove() {
     assert_eq!(whoami(&s, &bob3).as_deref(), Some("bob"));
 
     // A6: revoked at once, data gone, task pollable by the calling ADMIN.
-    std::fs::write(st.local("acme/user/bobby/memories/note.md"), "hi").unwrap();
+    st.at("acme/user/bobby/memories/note.md").write("hi");
     let bobby_key = s.post(
         &format!("{ACCOUNTS}/acme/users/bobby/key"),
         Some(&alice),
@@ -580,7 +557,7 @@ fn users_register_list_get_role_key_remove() {
     assert_eq!(r.result()["user_id"], "bobby");
     let task_id = r.result()["task_id"].as_str().unwrap().to_string();
     assert_eq!(whoami(&s, &bobby_key), None);
-    assert!(!st.local("acme/user/bobby").exists());
+    assert!(!st.at("acme/user/bobby").exists());
     assert!(users_json(&st, "acme")["users"].get("bobby").is_none());
     let t = s.get(&format!("/api/v1/tasks/{task_id}"), Some(&alice));
     assert_eq!(t.status, 200, "{:?}", t.body);
@@ -734,7 +711,7 @@ fn dev_mode_refuses_admin_api() {
         s.get(&format!("{ACCOUNTS}/default/users"), None).status,
         403
     );
-    assert!(!st.local("_system/accounts.json").exists());
+    assert!(!st.at("_system/accounts.json").exists());
 }
 
 #[test]
@@ -795,11 +772,11 @@ fn hashed_mode_end_to_end_and_migration() {
     let stored = users_json(&st, "acme")["users"]["bob"].clone();
     assert!(stored["key"].as_str().unwrap().starts_with("$argon2id$"));
     assert_eq!(stored["key_prefix"], &bob[..8]);
-    assert!(
-        !std::fs::read_to_string(st.local("acme/_system/users.json"))
-            .unwrap()
-            .contains(&bob)
-    );
+    assert!(!st
+        .at("acme/_system/users.json")
+        .read_to_string()
+        .unwrap()
+        .contains(&bob));
     let before = auth_status(&s)["counters"].clone();
     assert_eq!(whoami(&s, &bob).as_deref(), Some("bob"));
     for _ in 0..20 {
@@ -842,19 +819,14 @@ fn persistence_across_restart_and_openviking_data_dirs() {
     let legacy = "0123456789abcdef".repeat(4);
     let hashed_key = "YWNtZQ.ZGF2ZQ.c2VjcmV0";
     let phc = longship::storage::keys::hash(hashed_key).unwrap();
-    std::fs::create_dir_all(st.local("_system")).unwrap();
-    std::fs::create_dir_all(st.local("acme/_system")).unwrap();
-    std::fs::write(
-        st.local("_system/accounts.json"),
+    st.at("_system/accounts.json").write(
         serde_json::to_vec_pretty(&json!({"accounts": {
             "default": {"created_at": "2026-02-12T10:00:00.123456+00:00"},
             "acme": {"created_at": "2026-02-13T08:00:00.000001+00:00", "tier": "gold"}
         }, "schema": 2}))
         .unwrap(),
-    )
-    .unwrap();
-    std::fs::write(
-        st.local("acme/_system/users.json"),
+    );
+    st.at("acme/_system/users.json").write(
         serde_json::to_vec_pretty(&json!({"users": {
             "bob": {"role": "admin", "key": new_fmt},
             "carl": {"role": "user", "key": legacy, "nickname": "c"},
@@ -862,8 +834,7 @@ fn persistence_across_restart_and_openviking_data_dirs() {
             "erin": {"role": "user", "key": ""}
         }}))
         .unwrap(),
-    )
-    .unwrap();
+    );
     let mut s = Server::start(&st, Opts::default());
     assert_eq!(whoami(&s, new_fmt).as_deref(), Some("bob"));
     assert_eq!(whoami(&s, &legacy).as_deref(), Some("carl"));
@@ -881,7 +852,7 @@ fn persistence_across_restart_and_openviking_data_dirs() {
     }
     // Unknown fields and order survived our rewrites.
     let accounts: Value =
-        serde_json::from_slice(&std::fs::read(st.local("_system/accounts.json")).unwrap()).unwrap();
+        serde_json::from_slice(&st.at("_system/accounts.json").read().unwrap()).unwrap();
     assert_eq!(accounts["schema"], 2);
     assert_eq!(accounts["accounts"]["acme"]["tier"], "gold");
     let u = users_json(&st, "acme");
@@ -903,12 +874,12 @@ fn deletion_in_progress_answers_412() {
     let alice = create_account(&s, "acme", "alice");
     let bob = register(&s, &alice, "acme", "bob", "user");
     // Another instance is mid-way through deleting the account (its mark is on disk).
-    let path = st.local("_system/accounts.json");
-    let mut accounts: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let path = st.at("_system/accounts.json");
+    let mut accounts: Value = serde_json::from_slice(&path.read().unwrap()).unwrap();
     let task = "11111111-2222-4333-8444-555555555555";
     accounts["accounts"]["acme"]["deletion"] =
         json!({"task_id": task, "owner_account_id": "_system", "owner_user_id": "root"});
-    std::fs::write(&path, serde_json::to_vec_pretty(&accounts).unwrap()).unwrap();
+    path.write(serde_json::to_vec_pretty(&accounts).unwrap());
     assert_eq!(
         whoami(&s, &bob).as_deref(),
         Some("bob"),
@@ -956,8 +927,9 @@ fn deletion_in_progress_answers_412() {
 
 /// Bump the registry generation marker for `account`, as another instance would after a write.
 pub fn announce(st: &Storage, account: &str) {
-    let path = st.local("_system/registry_generation.json");
-    let mut m: Value = std::fs::read(&path)
+    let path = st.at("_system/registry_generation.json");
+    let mut m: Value = path
+        .read()
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
         .unwrap_or_else(|| json!({"generation": 0, "log": []}));
@@ -967,9 +939,8 @@ pub fn announce(st: &Storage, account: &str) {
         .as_array_mut()
         .unwrap()
         .push(json!({"generation": g, "accounts": [account]}));
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, serde_json::to_vec_pretty(&m).unwrap()).unwrap();
-    std::fs::rename(&tmp, &path).unwrap();
+    // A whole-file replace is atomic on both backends.
+    path.write(serde_json::to_vec_pretty(&m).unwrap());
 }
 
 /// An instance died in the middle of removing a user (deletion mark and pending task on disk,

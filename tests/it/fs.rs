@@ -241,9 +241,9 @@ fn ls_root_and_user_namespace() {
     Dev::new(&s, "acme", "bob").put_file("viking://~/note.md", "b");
     ok(&c.mkdir("viking://agent/skills", None));
     // Names outside the scopes never show at the account root.
-    std::fs::create_dir_all(st.local("acme/_system")).unwrap();
-    std::fs::create_dir_all(st.local("acme/system")).unwrap();
-    std::fs::write(st.local("acme/stray.md"), "x").unwrap();
+    st.at("acme/_system").create_dir_all();
+    st.at("acme/system").create_dir_all();
+    st.at("acme/stray.md").write("x");
     let r = c.ls("viking://", "&output=original");
     assert_eq!(names(ok(&r), "name"), ["agent", "resources", "user"]);
     // Dev mode is ROOT: every user of the account is listed.
@@ -254,7 +254,7 @@ fn ls_root_and_user_namespace() {
     let r = c.ls("viking://~", "&simple=true");
     assert_eq!(ok(&r), &json!(["viking://user/alice/note.md"]));
     // Storage-internal names are never listed.
-    std::fs::write(st.local("acme/resources/.path.ovlock"), "").unwrap();
+    st.at("acme/resources/.path.ovlock").write("");
     let r = c.ls("viking://resources", "&show_all_hidden=true&simple=true");
     assert_eq!(ok(&r), &json!(["viking://resources/a.md"]));
 }
@@ -262,11 +262,11 @@ fn ls_root_and_user_namespace() {
 #[test]
 fn ls_large_directory_is_paged() {
     let st = Storage::new();
-    let dir = st.local("acme/resources/big");
-    std::fs::create_dir_all(&dir).unwrap();
-    for i in 0..20_000 {
-        std::fs::write(dir.join(format!("f{i:05}.md")), "").unwrap();
-    }
+    st.at("acme/resources/big").seed(
+        (0..20_000)
+            .map(|i| (format!("f{i:05}.md"), Vec::new()))
+            .collect(),
+    );
     let s = Server::start(&st, Opts::dev());
     let c = Dev::new(&s, "acme", "alice");
     let r = c.ls(
@@ -414,13 +414,15 @@ fn mkdir_rows() {
         Some("  API docs directory \n"),
     );
     assert_eq!(ok(&r), &json!({"uri": "viking://resources/new-project"}));
-    let text =
-        std::fs::read_to_string(st.local("acme/resources/new-project/.abstract.md")).unwrap();
+    let text = st
+        .at("acme/resources/new-project/.abstract.md")
+        .read_to_string()
+        .unwrap();
     assert_eq!(
         text,
         "---\ndirectory: viking://resources/new-project/\ngenerated_by:\n  component: FSService\n  trigger: mkdir\nfreshness:\n  total_entries: 0\n  sampled_entries: 0\n  unsampled_entries: 0\n  pending_child_changes: 0\n---\n\nAPI docs directory\n"
     );
-    assert!(!st.local("acme/resources/new-project/.overview.md").exists());
+    assert!(!st.at("acme/resources/new-project/.overview.md").exists());
     // mkdir -p; without a description the abstract is "# <name>".
     ok(&c.mkdir("viking://resources/a/b/c", None));
     let r = c.get(&format!(
@@ -483,7 +485,7 @@ fn rm_rows() {
         ok(&r),
         &json!({"uri": "viking://resources/one.md", "estimated_deleted_count": 1})
     );
-    assert!(!st.local("acme/resources/one.md").exists());
+    assert!(!st.at("acme/resources/one.md").exists());
     // Missing target: idempotent success.
     let r = c.rm("viking://resources/one.md", false);
     assert_eq!(ok(&r)["estimated_deleted_count"], 0);
@@ -510,7 +512,7 @@ fn rm_rows() {
 
     let r = c.rm("viking://resources/old/", true);
     assert_eq!(ok(&r)["estimated_deleted_count"], 4);
-    assert!(!st.local("acme/resources/old").exists());
+    assert!(!st.at("acme/resources/old").exists());
     // wait is accepted, timeout ignored.
     ok(&c.delete(&format!(
         "/api/v1/fs?uri={}&recursive=true&wait=true&timeout=3",
@@ -546,14 +548,14 @@ fn mv_rows() {
         &json!({"from": "viking://resources/a.md", "to": "viking://resources/dir/a2.md"})
     );
     assert_eq!(
-        std::fs::read_to_string(st.local("acme/resources/dir/a2.md")).unwrap(),
+        st.at("acme/resources/dir/a2.md").read_to_string().unwrap(),
         "a"
     );
     // A directory moves with its sidecars.
     ok(&c.mkdir("viking://~/resources", None));
     ok(&c.mv("viking://resources/dir2", "viking://~/resources/dir2"));
     assert!(st
-        .local("acme/user/alice/resources/dir2/.abstract.md")
+        .at("acme/user/alice/resources/dir2/.abstract.md")
         .exists());
 
     let e = err(
@@ -621,14 +623,8 @@ fn mv_rows() {
         "CONFLICT",
     );
     assert_eq!(e["details"]["resource"], "viking://resources/c.md");
-    assert_eq!(
-        std::fs::read_to_string(st.local("acme/resources/c.md")).unwrap(),
-        "c"
-    );
-    assert_eq!(
-        std::fs::read_to_string(st.local("acme/resources/b.md")).unwrap(),
-        "b"
-    );
+    assert_eq!(st.at("acme/resources/c.md").read_to_string().unwrap(), "c");
+    assert_eq!(st.at("acme/resources/b.md").read_to_string().unwrap(), "b");
     ok(&c.mkdir("viking://resources/d1", None));
     ok(&c.mkdir("viking://resources/d2", None));
     err(

@@ -143,6 +143,17 @@ fn probes(c: &Client, uri: &str, with_writes: bool) -> Vec<(String, Resp)> {
     out
 }
 
+/// Content hash of everything the servers can reach: on local disk the whole data dir (a
+/// file planted beside `viking/` included), on S3 everything under the storage's prefix (keys
+/// are the prefix plus a validated path, so nothing outside it is addressable).
+fn digest_all(st: &Storage) -> BTreeMap<String, String> {
+    if st.is_s3() {
+        st.at("").digest()
+    } else {
+        digest(st.path())
+    }
+}
+
 /// Content hash of every file and directory under `dir`, to prove nothing changed.
 fn digest(dir: &Path) -> BTreeMap<String, String> {
     fn walk(base: &Path, dir: &Path, out: &mut BTreeMap<String, String>) {
@@ -229,7 +240,7 @@ fn traversal_corpus_is_rejected_everywhere() {
     c.write("viking://resources/secret.md", "acme secret");
     Client::dev(&s, "other", "eve").write("viking://resources/secret.md", "OTHER-SECRET");
     std::fs::write(st.path().join("outside.md"), "outside").unwrap();
-    let before = digest(st.path());
+    let before = digest_all(&st);
 
     for uri in corpus() {
         for (op, r) in probes(&c, &uri, true) {
@@ -288,7 +299,7 @@ fn traversal_corpus_is_rejected_everywhere() {
         );
     }
     assert_eq!(
-        digest(st.path()),
+        digest_all(&st),
         before,
         "a rejected request changed storage"
     );
@@ -301,7 +312,7 @@ fn accounts_are_isolated_in_dev_mode() {
     let acme = Client::dev(&s, "acme", "alice");
     acme.write("viking://resources/acme-only/secret.md", "ACME-SECRET");
     acme.write("viking://~/private.md", "ALICE-PRIVATE");
-    let acme_before = digest(&st.local("acme"));
+    let acme_before = st.at("acme").digest();
     let other = Client::dev(&s, "globex", "dave");
     other.write("viking://resources/mine.md", "mine");
     for uri in [
@@ -331,7 +342,7 @@ fn accounts_are_isolated_in_dev_mode() {
             "{raw}"
         );
     }
-    assert_eq!(digest(&st.local("acme")), acme_before);
+    assert_eq!(st.at("acme").digest(), acme_before);
 }
 
 /// A1 as ROOT; returns the admin's key.
@@ -401,7 +412,7 @@ fn isolation_matrix_two_accounts_two_users_each() {
 
     for (account, user, key) in &tenants {
         let me = Client::keyed(&s, key.clone());
-        let before = digest(st.path());
+        let before = digest_all(&st);
         for (v_account, v_user, _) in &tenants {
             if v_user == user {
                 continue;
@@ -447,7 +458,7 @@ fn isolation_matrix_two_accounts_two_users_each() {
             }
         }
         assert_eq!(
-            digest(st.path()),
+            digest_all(&st),
             before,
             "{user}'s forbidden requests changed storage"
         );

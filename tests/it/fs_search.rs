@@ -251,16 +251,14 @@ fn glob_rows() {
 #[test]
 fn health_stays_fast_during_unlimited_greps() {
     let st = Storage::new();
-    // 3,000 files of ~4 KiB, written directly to disk.
+    // 3,000 files of ~4 KiB, written directly to storage.
     let line = "lorem ipsum dolor sit amet consectetur adipiscing elit sed do eiusmod tempor\n";
     let body = line.repeat(52);
-    for d in 0..30 {
-        let dir = st.local(&format!("acme/resources/corpus/d{d:02}"));
-        std::fs::create_dir_all(&dir).unwrap();
-        for f in 0..100 {
-            std::fs::write(dir.join(format!("f{f:03}.md")), &body).unwrap();
-        }
-    }
+    let files = (0..30)
+        .flat_map(|d| (0..100).map(move |f| format!("d{d:02}/f{f:03}.md")))
+        .map(|name| (name, body.clone().into_bytes()))
+        .collect();
+    st.at("acme/resources/corpus").seed(files);
     let s = Server::start(&st, Opts::dev());
     let stop = std::sync::atomic::AtomicBool::new(false);
     let mut samples: Vec<Duration> = Vec::new();

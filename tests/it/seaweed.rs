@@ -16,7 +16,7 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use longship::config::S3Settings;
@@ -67,18 +67,18 @@ pub fn available() -> Option<PathBuf> {
 }
 
 /// The instance shared by the whole test process, started on first use.
-pub fn shared() -> Option<&'static SeaweedFs> {
-    static SHARED: OnceLock<Option<SeaweedFs>> = OnceLock::new();
+pub fn shared() -> Option<Arc<SeaweedFs>> {
+    static SHARED: OnceLock<Option<Arc<SeaweedFs>>> = OnceLock::new();
     SHARED
         .get_or_init(|| {
             let bin = available()?;
             remove_stale_shared_dirs();
-            Some(SeaweedFs::start_with(
+            Some(Arc::new(SeaweedFs::start_with(
                 &bin,
                 &shared_dir_prefix(std::process::id()),
-            ))
+            )))
         })
-        .as_ref()
+        .clone()
 }
 
 /// The shared instance is never dropped (statics are not), so its temp directory carries the

@@ -78,9 +78,9 @@ fn create_list_get_delete() {
         r.result()["memory_extraction_config"],
         json!({"events": {"tags": []}})
     );
-    assert!(st.local("acme/user/alice/memories/.abstract.md").exists());
+    assert!(st.at("acme/user/alice/memories/.abstract.md").exists());
     assert!(st
-        .local(&format!("acme/user/alice/sessions/{gen}/messages.jsonl"))
+        .at(&format!("acme/user/alice/sessions/{gen}/messages.jsonl"))
         .exists());
 
     let r = c.post(
@@ -197,7 +197,7 @@ fn create_list_get_delete() {
         ok(&c.delete("/api/v1/sessions/s1")),
         &json!({"session_id": "s1"})
     );
-    assert!(!st.local("acme/user/alice/sessions/s1").exists());
+    assert!(!st.at("acme/user/alice/sessions/s1").exists());
     let r = c.delete("/api/v1/sessions/s1");
     err(&r, 404, "NOT_FOUND");
     assert_eq!(r.body["error"]["message"], "Session not found: s1");
@@ -253,8 +253,7 @@ fn add_messages_and_batches() {
     );
 
     // The stored lines are exactly what spec §9.1 says.
-    let text =
-        std::fs::read_to_string(st.local("acme/user/alice/sessions/m1/messages.jsonl")).unwrap();
+    let text = st.read_string("acme/user/alice/sessions/m1/messages.jsonl");
     let lines: Vec<Value> = text
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
@@ -461,10 +460,10 @@ fn commit_archives_context_and_tasks() {
     assert_eq!(m["keep_recent_count"], 1);
     assert_eq!(m["pending_tokens"], 0);
     assert!(!m["last_commit_at"].as_str().unwrap().is_empty());
-    let dir = st.local("acme/user/alice/sessions/c1/history/archive_001");
+    let dir = st.at("acme/user/alice/sessions/c1/history/archive_001");
     assert!(dir.join(".done").exists() && dir.join(".meta.json").exists());
     let rec: Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join(".meta.json")).unwrap()).unwrap();
+        serde_json::from_str(&dir.join(".meta.json").read_to_string().unwrap()).unwrap();
     assert_eq!(rec["phase1"]["status"], "ready");
     assert_eq!(
         rec["phase1"]["archived_message_ids"]
@@ -473,9 +472,7 @@ fn commit_archives_context_and_tasks() {
             .len(),
         3
     );
-    assert!(st
-        .local("acme/user/alice/sessions/c1/.overview.md")
-        .exists());
+    assert!(st.at("acme/user/alice/sessions/c1/.overview.md").exists());
 
     // SE8: working memory off → empty overview/abstract.
     let r = c.get("/api/v1/sessions/c1/archives/archive_001");
@@ -536,10 +533,8 @@ fn commit_archives_context_and_tasks() {
         "# Session Summary\n\n**Overview**: 0 turns, 1 messages"
     );
     assert_eq!(a["abstract"], "0 turns, 1 messages");
-    let overview_file = std::fs::read_to_string(
-        st.local("acme/user/alice/sessions/c1/history/archive_002/.overview.md"),
-    )
-    .unwrap();
+    let overview_file =
+        st.read_string("acme/user/alice/sessions/c1/history/archive_002/.overview.md");
     assert!(overview_file
         .starts_with("---\ndirectory: viking://user/alice/sessions/c1/history/archive_002/\n"));
 
@@ -593,8 +588,8 @@ fn commit_archives_context_and_tasks() {
         res["archive_uri"],
         "viking://user/alice/sessions/c1/history/archive_003"
     );
-    let boundary = st.local("acme/user/alice/sessions/c1/history/archive_004/.done");
-    let done: Value = serde_json::from_str(&std::fs::read_to_string(boundary).unwrap()).unwrap();
+    let boundary = st.at("acme/user/alice/sessions/c1/history/archive_004/.done");
+    let done: Value = serde_json::from_str(&boundary.read_to_string().unwrap()).unwrap();
     assert_eq!(
         done,
         json!({"context_reset": true, "enable_working_memory": false})
@@ -615,7 +610,7 @@ fn commit_archives_context_and_tasks() {
     assert_eq!(ok(&r)["status"], "skipped");
     assert_eq!(r.result()["reset_context"], true);
     assert!(!st
-        .local("acme/user/alice/sessions/c1/history/archive_005")
+        .at("acme/user/alice/sessions/c1/history/archive_005")
         .exists());
 }
 

@@ -3,12 +3,11 @@
 //! pool. Message accounting is exact: every message sent is live or archived exactly once.
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::harness::{Opts, Server, Storage};
+use crate::harness::{Opts, Server, Storage, StoreView};
 use crate::sessions::Dev;
 
 /// Add `n` messages in batches of 100; returns their texts.
@@ -34,8 +33,8 @@ fn fill(c: &Dev, sid: &str, n: usize, tag: &str) -> Vec<String> {
     texts
 }
 
-fn read_lines(path: &Path) -> Vec<Value> {
-    match std::fs::read_to_string(path) {
+fn read_lines(path: &StoreView) -> Vec<Value> {
+    match path.read_to_string() {
         Ok(t) => t
             .lines()
             .filter(|l| !l.is_empty())
@@ -47,7 +46,7 @@ fn read_lines(path: &Path) -> Vec<Value> {
 
 /// Texts of every message the session holds (live + completed archives) with their counts,
 /// and the archives' terminal states. Panics on a pending (half-visible) archive.
-fn account(session_dir: &Path) -> (HashMap<String, usize>, Vec<(String, &'static str)>) {
+fn account(session_dir: &StoreView) -> (HashMap<String, usize>, Vec<(String, &'static str)>) {
     let mut seen: HashMap<String, usize> = HashMap::new();
     let mut ids: HashMap<String, usize> = HashMap::new();
     let mut states = Vec::new();
@@ -59,15 +58,7 @@ fn account(session_dir: &Path) -> (HashMap<String, usize>, Vec<(String, &'static
             .or_default() += 1;
     };
     let history = session_dir.join("history");
-    let mut names: Vec<String> = std::fs::read_dir(&history)
-        .map(|rd| {
-            rd.filter_map(|e| e.ok())
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default();
-    names.sort();
-    for name in names {
+    for name in history.names() {
         let dir = history.join(&name);
         if dir.join(".done").exists() {
             for m in read_lines(&dir.join("messages.jsonl")) {
@@ -104,9 +95,14 @@ fn assert_exactly_once(seen: &HashMap<String, usize>, sent: &[String]) {
     assert_eq!(seen.len(), sent.len());
 }
 
-fn meta_on_disk(session_dir: &Path) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(session_dir.join(".meta.json")).expect("meta"))
-        .expect("meta json")
+fn meta_on_disk(session_dir: &StoreView) -> Value {
+    serde_json::from_str(
+        &session_dir
+            .join(".meta.json")
+            .read_to_string()
+            .expect("meta"),
+    )
+    .expect("meta json")
 }
 
 fn commit_tasks(c: &Dev, sid: &str) -> Vec<Value> {
@@ -221,7 +217,7 @@ fn two_instances_racing_adds_and_commits_lose_nothing() {
     });
     let sent = sent.into_inner().expect("lock");
     assert_eq!(sent.len(), 400);
-    let dir = st.local("acme/user/alice/sessions/race");
+    let dir = st.at("acme/user/alice/sessions/race");
     let (seen, states) = account(&dir);
     assert_exactly_once(&seen, &sent);
     let accepted = commits.load(std::sync::atomic::Ordering::Relaxed);
@@ -255,14 +251,14 @@ fn kill9_mid_commit_leaves_a_consistent_session() {
         let st = Storage::new();
         let mut s = Server::start(&st, Opts::dev());
         let sent = fill(&Dev::new(&s), sid, 20_000, sid);
-        let dir = st.local(&format!("acme/user/alice/sessions/{sid}"));
+        let dir = st.at(&format!("acme/user/alice/sessions/{sid}"));
         let archive = dir.join("history").join("archive_001");
         let live_file = dir.join("messages.jsonl");
-        let full_size = std::fs::metadata(&live_file).map(|m| m.len()).unwrap_or(0);
+        let full_size = live_file.len().unwrap_or(0);
         let reached = || match point {
             "archive dir" => archive.exists(),
             "archive copy" => archive.join("messages.jsonl").exists(),
-            _ => std::fs::metadata(&live_file).map_or(full_size, |m| m.len()) < full_size,
+            _ => live_file.len().unwrap_or(full_size) < full_size,
         };
         let client = commit_async(s.port, sid, Duration::from_secs(60));
         eventually(
@@ -345,7 +341,7 @@ fn commit_completes_after_the_client_disconnects() {
         task["result"]["archive_uri"],
         "viking://user/alice/sessions/dc/history/archive_001"
     );
-    let dir = st.local("acme/user/alice/sessions/dc");
+    let dir = st.at("acme/user/alice/sessions/dc");
     let (seen, states) = account(&dir);
     assert_exactly_once(&seen, &sent);
     assert_eq!(states, [("archive_001".to_string(), "done")]);
@@ -365,7 +361,7 @@ fn sigterm_lets_a_running_commit_finish() {
     assert_eq!(code, Some(0), "server did not exit cleanly");
     // The client got its answer: the request drained, the commit finished.
     assert_eq!(client.join().expect("client thread"), Ok(200));
-    let dir = st.local("acme/user/alice/sessions/term");
+    let dir = st.at("acme/user/alice/sessions/term");
     // Finished before exit: nothing left for a repair to do.
     assert!(meta_on_disk(&dir)["_longship"]
         .get("pending_commit")

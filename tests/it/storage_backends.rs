@@ -621,3 +621,70 @@ fn s3_outage_loses_nothing_and_recovers_without_reopening() {
     s.write_if(&p("acked/one.json"), b"{\"n\":2}", Some(&v))
         .unwrap();
 }
+
+/// A lock held by a process that was killed -9 on this machine is taken over at once, long
+/// before its lease would expire (as `flock` is released by the kernel on local disk).
+#[test]
+fn s3_lease_of_a_killed_holder_is_taken_over_at_once() {
+    let Some(sw) = seaweed::shared() else { return };
+    let prefix = format!("killed-{}", uuid::Uuid::new_v4().simple());
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--ignored", "--exact", "--nocapture"])
+        .arg("storage_backends::lock_holder_child_process")
+        .env("LOCK_CHILD_ENDPOINT", &sw.endpoint)
+        .env("LOCK_CHILD_PREFIX", &prefix)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait (bounded by the child's own 60 s) for the child to say it holds the lock.
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("LOCKED") {
+        line.clear();
+        let n = std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+        assert!(n > 0, "child exited before taking the lock");
+    }
+    let mut settings = sw.settings(&prefix);
+    settings.lock_lease_ms = 60_000;
+    let me = S3Storage::open(&settings).unwrap();
+    assert!(matches!(
+        me.lock("shared", Duration::from_millis(200)),
+        Err(StorageError::Busy(_))
+    ));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let started = Instant::now();
+    me.lock("shared", Duration::from_secs(5)).unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+/// Child-process half of the test above: takes the lock, says so, and waits to be killed.
+#[test]
+#[ignore = "child process of s3_lease_of_a_killed_holder_is_taken_over_at_once"]
+fn lock_holder_child_process() {
+    let (Ok(endpoint), Ok(prefix)) = (
+        std::env::var("LOCK_CHILD_ENDPOINT"),
+        std::env::var("LOCK_CHILD_PREFIX"),
+    ) else {
+        panic!("run only by s3_lease_of_a_killed_holder_is_taken_over_at_once");
+    };
+    let settings = S3Settings {
+        endpoint: Some(endpoint),
+        bucket: seaweed::BUCKET.into(),
+        prefix,
+        allow_http: true,
+        access_key_id: Some(seaweed::ACCESS_KEY.into()),
+        secret_access_key: Some(seaweed::SECRET_KEY.into()),
+        lock_lease_ms: 60_000,
+        ..S3Settings::default()
+    };
+    let s = S3Storage::open(&settings).unwrap();
+    let _held = s.lock("shared", Duration::from_secs(5)).unwrap();
+    println!("LOCKED");
+    std::thread::sleep(Duration::from_secs(60));
+}

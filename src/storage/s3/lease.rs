@@ -7,7 +7,11 @@
 //! third of its lifetime from a task on the backend runtime, and releasing deletes it.
 //!
 //! Expiry compares the writer's clock with the reader's: hosts sharing a bucket need clocks
-//! closer than the lease lifetime (`storage.s3.lock_lease_ms`, 30 s by default).
+//! closer than the lease lifetime (`storage.s3.lock_lease_ms`, 15 s by default). A lease also
+//! names its holding process; a contender on the same machine (same kernel boot and pid
+//! namespace) whose holder is gone takes the lease over at once, so a kill -9 and restart on
+//! one host frees the lock as fast as `flock` does on local disk. Across hosts only expiry can
+//! tell.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -28,6 +32,62 @@ struct LeaseBody {
     owner: String,
     /// Milliseconds since the Unix epoch after which the lease is free.
     expires_ms: u64,
+    /// The holding process, so a contender on the same machine can tell at once that the
+    /// holder died (a kill -9 and restart must not wait out the lease, as with `flock`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    holder: Option<Holder>,
+}
+
+/// Names one process on one machine: a pid means something only within its pid namespace
+/// on one kernel boot, and the start time tells a reused pid apart.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Holder {
+    boot_id: String,
+    pid_ns: String,
+    pid: u32,
+    start_ticks: u64,
+}
+
+/// This process as a [`Holder`]; `None` where `/proc` does not tell (then only expiry frees
+/// a lease).
+fn this_process() -> Option<Holder> {
+    static ME: std::sync::OnceLock<Option<Holder>> = std::sync::OnceLock::new();
+    ME.get_or_init(|| {
+        let pid = std::process::id();
+        Some(Holder {
+            boot_id: std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+                .ok()?
+                .trim()
+                .to_string(),
+            pid_ns: std::fs::read_link("/proc/self/ns/pid")
+                .ok()?
+                .to_string_lossy()
+                .into_owned(),
+            pid,
+            start_ticks: start_ticks(pid)?,
+        })
+    })
+    .clone()
+}
+
+/// Field 22 of `/proc/<pid>/stat` (start time in clock ticks after boot). The command name
+/// (field 2) may hold spaces and parentheses, so fields are counted after its last `)`.
+fn start_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// True only when the holder certainly no longer runs: it lived in our pid namespace on this
+/// boot, and its pid is gone or belongs to a later process.
+fn holder_is_dead(holder: &Holder) -> bool {
+    let Some(me) = this_process() else {
+        return false;
+    };
+    if me.boot_id != holder.boot_id || me.pid_ns != holder.pid_ns {
+        return false;
+    }
+    start_ticks(holder.pid) != Some(holder.start_ticks)
 }
 
 /// Held while the lease is ours; dropping it stops renewal and deletes the lease.
@@ -55,6 +115,7 @@ fn body(name: &str, owner: &str, lease: Duration) -> Bytes {
         name: name.to_string(),
         owner: owner.to_string(),
         expires_ms: now_ms() + lease.as_millis() as u64,
+        holder: this_process(),
     };
     // Serializing a struct of strings and an integer cannot fail.
     Bytes::from(serde_json::to_vec(&body).unwrap_or_default())
@@ -122,9 +183,14 @@ async fn take_over_if_expired(
         .map_err(|e| inner.internal_err(e, &format!("lock {name}")))?;
     // An unreadable lease (torn by a foreign writer) counts as expired rather than blocking
     // the lock forever.
-    let expired =
-        serde_json::from_slice::<LeaseBody>(&data).map_or(true, |held| held.expires_ms <= now_ms());
-    if !expired {
+    let (expired, dead) = match serde_json::from_slice::<LeaseBody>(&data) {
+        Ok(held) => (
+            held.expires_ms <= now_ms(),
+            held.holder.as_ref().is_some_and(holder_is_dead),
+        ),
+        Err(_) => (true, false),
+    };
+    if !expired && !dead {
         return Ok(None);
     }
     let mode = PutMode::Update(UpdateVersion {
@@ -136,7 +202,12 @@ async fn take_over_if_expired(
         .await
     {
         Ok(v) => {
-            tracing::warn!(lock = name, "took over an expired lock lease");
+            let why = if dead {
+                "its holder died"
+            } else {
+                "it expired"
+            };
+            tracing::warn!(lock = name, "took over a lock lease: {why}");
             Ok(Some(v.0))
         }
         Err(StorageError::Conflict(_)) => Ok(None),
@@ -238,5 +309,42 @@ impl Drop for Lease {
         } else {
             self.runtime.block_on(release);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn this_process_is_alive_and_a_gone_pid_is_dead() {
+        let me = this_process().expect("/proc is readable on Linux");
+        assert!(!holder_is_dead(&me));
+        let reused = Holder {
+            start_ticks: me.start_ticks + 1,
+            ..me.clone()
+        };
+        assert!(
+            holder_is_dead(&reused),
+            "same pid, later start: another process"
+        );
+        let mut child = std::process::Command::new("true")
+            .spawn()
+            .expect("spawn true");
+        let gone = Holder {
+            pid: child.id(),
+            start_ticks: start_ticks(child.id()).unwrap_or(0),
+            ..me.clone()
+        };
+        child.wait().expect("reap");
+        assert!(holder_is_dead(&gone));
+        let elsewhere = Holder {
+            boot_id: "another-machine".into(),
+            ..gone
+        };
+        assert!(
+            !holder_is_dead(&elsewhere),
+            "another machine: only expiry can tell"
+        );
     }
 }
