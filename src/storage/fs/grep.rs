@@ -54,9 +54,32 @@ impl GrepJob {
         };
         hits.files_scanned += 1;
         let text = lossy_string(bytes);
-        let with_context = self.before_context > 0 || self.after_context > 0;
-        let lines: Vec<&str> = text.split('\n').collect();
         let shown = uri.uri();
+        let hit = |i: usize, line: &str| {
+            let mut m = Map::new();
+            m.insert("uri".into(), shown.clone().into());
+            m.insert("line".into(), (i + 1).into());
+            m.insert("content".into(), line.into());
+            m
+        };
+        if self.before_context == 0 && self.after_context == 0 {
+            for (i, line) in text.split('\n').enumerate() {
+                if hits.full() {
+                    break;
+                }
+                if self.regex.is_match(line) {
+                    hits.matches.push(Value::Object(hit(i, line)));
+                }
+            }
+            return Ok(());
+        }
+        // Context needs random access to neighbouring lines.
+        let lines: Vec<&str> = text.split('\n').collect();
+        let around = |from: usize, to: usize| -> Value {
+            (from..to)
+                .map(|j| json!({"line": j + 1, "content": lines[j]}))
+                .collect()
+        };
         for (i, line) in lines.iter().enumerate() {
             if hits.full() {
                 break;
@@ -64,21 +87,11 @@ impl GrepJob {
             if !self.regex.is_match(line) {
                 continue;
             }
-            let mut m = Map::new();
-            m.insert("uri".into(), shown.clone().into());
-            m.insert("line".into(), (i + 1).into());
-            m.insert("content".into(), (*line).into());
-            if with_context {
-                let ctx_lines = |from: usize, to: usize| -> Value {
-                    (from..to)
-                        .map(|j| json!({"line": j + 1, "content": lines[j]}))
-                        .collect()
-                };
-                let from = i.saturating_sub(self.before_context);
-                let to = (i + 1 + self.after_context).min(lines.len());
-                m.insert("before_context".into(), ctx_lines(from, i));
-                m.insert("after_context".into(), ctx_lines(i + 1, to));
-            }
+            let mut m = hit(i, line);
+            let from = i.saturating_sub(self.before_context);
+            let to = (i + 1 + self.after_context).min(lines.len());
+            m.insert("before_context".into(), around(from, i));
+            m.insert("after_context".into(), around(i + 1, to));
             hits.matches.push(Value::Object(m));
         }
         Ok(())
