@@ -5,7 +5,7 @@
 //! gone; the pool runs it at a lower CPU priority than the HTTP workers.
 
 use regex::Regex;
-use serde_json::{json, Map, Value};
+use serde::Serialize;
 
 use super::walk::{Flow, Order, Walker};
 use super::{file_not_found, lossy_string, stat, StorageFail};
@@ -27,15 +27,44 @@ pub struct GrepJob {
     pub after_context: usize,
 }
 
+/// One neighbouring line of a match.
+#[derive(Serialize)]
+struct Around<'a> {
+    line: usize,
+    content: &'a str,
+}
+
+/// One match, serialized straight into the answer (an unlimited grep can produce hundreds of
+/// thousands; no intermediate JSON tree is built for them).
+#[derive(Serialize)]
+struct Match<'a> {
+    uri: &'a str,
+    line: usize,
+    content: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    before_context: Option<Vec<Around<'a>>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    after_context: Option<Vec<Around<'a>>>,
+}
+
+/// The `matches` array being written, with its counters.
 struct Hits {
-    matches: Vec<Value>,
+    json: Vec<u8>,
+    count: usize,
     files_scanned: u64,
     limit: Option<usize>,
 }
 
 impl Hits {
     fn full(&self) -> bool {
-        self.limit.is_some_and(|l| self.matches.len() >= l)
+        self.limit.is_some_and(|l| self.count >= l)
+    }
+
+    fn push(&mut self, m: &Match<'_>) -> ServiceResult<()> {
+        self.json.push(if self.count == 0 { b'[' } else { b',' });
+        serde_json::to_writer(&mut self.json, m).map_err(ServiceError::internal)?;
+        self.count += 1;
+        Ok(())
     }
 }
 
@@ -55,29 +84,31 @@ impl GrepJob {
         hits.files_scanned += 1;
         let text = lossy_string(bytes);
         let shown = uri.uri();
-        let hit = |i: usize, line: &str| {
-            let mut m = Map::new();
-            m.insert("uri".into(), shown.clone().into());
-            m.insert("line".into(), (i + 1).into());
-            m.insert("content".into(), line.into());
-            m
-        };
         if self.before_context == 0 && self.after_context == 0 {
             for (i, line) in text.split('\n').enumerate() {
                 if hits.full() {
                     break;
                 }
                 if self.regex.is_match(line) {
-                    hits.matches.push(Value::Object(hit(i, line)));
+                    hits.push(&Match {
+                        uri: &shown,
+                        line: i + 1,
+                        content: line,
+                        before_context: None,
+                        after_context: None,
+                    })?;
                 }
             }
             return Ok(());
         }
         // Context needs random access to neighbouring lines.
         let lines: Vec<&str> = text.split('\n').collect();
-        let around = |from: usize, to: usize| -> Value {
+        let around = |from: usize, to: usize| -> Vec<Around<'_>> {
             (from..to)
-                .map(|j| json!({"line": j + 1, "content": lines[j]}))
+                .map(|j| Around {
+                    line: j + 1,
+                    content: lines[j],
+                })
                 .collect()
         };
         for (i, line) in lines.iter().enumerate() {
@@ -87,12 +118,14 @@ impl GrepJob {
             if !self.regex.is_match(line) {
                 continue;
             }
-            let mut m = hit(i, line);
-            let from = i.saturating_sub(self.before_context);
             let to = (i + 1 + self.after_context).min(lines.len());
-            m.insert("before_context".into(), around(from, i));
-            m.insert("after_context".into(), around(i + 1, to));
-            hits.matches.push(Value::Object(m));
+            hits.push(&Match {
+                uri: &shown,
+                line: i + 1,
+                content: line,
+                before_context: Some(around(i.saturating_sub(self.before_context), i)),
+                after_context: Some(around(i + 1, to)),
+            })?;
         }
         Ok(())
     }
@@ -110,7 +143,8 @@ impl BlockingJob for GrepJob {
         };
         let meta = meta.ok_or_else(|| file_not_found(&self.uri))?;
         let mut hits = Hits {
-            matches: Vec::new(),
+            json: br#"{"matches":"#.to_vec(),
+            count: 0,
             files_scanned: 0,
             limit: self.node_limit,
         };
@@ -145,13 +179,17 @@ impl BlockingJob for GrepJob {
                 })
             })?;
         }
-        let n = hits.matches.len();
-        let result = json!({
-            "matches": hits.matches,
-            "count": n,
-            "match_count": n,
-            "files_scanned": hits.files_scanned,
-        });
-        serde_json::to_vec(&result).map_err(ServiceError::internal)
+        let Hits {
+            mut json,
+            count,
+            files_scanned,
+            ..
+        } = hits;
+        json.extend_from_slice(if count == 0 { b"[]" } else { b"]" });
+        json.extend_from_slice(
+            format!(r#","count":{count},"match_count":{count},"files_scanned":{files_scanned}}}"#)
+                .as_bytes(),
+        );
+        Ok(json)
     }
 }
