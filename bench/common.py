@@ -32,6 +32,7 @@ class Server:
         if root_key:
             cmd += ["--root-api-key", root_key]
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("LONGSHIP_")}
+        full_env.update(storage_env(data_dir))
         full_env.update(env or {})
         full_env.setdefault("RUST_LOG", "warn")
         self.log = open(os.path.join(data_dir, f"server-{self.port}.log"), "wb")
@@ -53,6 +54,18 @@ class Server:
         except subprocess.TimeoutExpired:
             self.proc.kill()
         self.log.close()
+
+
+def storage_env(data_dir):
+    """Backend settings for a server over `data_dir`. bench/s3_bench.py sets BENCH_STORAGE_ENV
+    (a JSON object of LONGSHIP_STORAGE__* / AWS_* variables) to rerun a benchmark on S3; the
+    data dir's name becomes the key prefix, so servers sharing a data dir share the data."""
+    raw = os.environ.get("BENCH_STORAGE_ENV")
+    if not raw:
+        return {}
+    env = json.loads(raw)
+    env["LONGSHIP_STORAGE__S3__PREFIX"] = os.path.basename(os.path.normpath(data_dir))
+    return env
 
 
 def wait_health(url, started, timeout=20.0):

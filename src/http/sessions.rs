@@ -1,5 +1,248 @@
-//! Routes of the sessions API.
+//! Routes of the sessions API (spec §9, SE1–SE9). Handlers validate input (no I/O) and hand
+//! one job to a pool: reads and message writes to the storage pool, commits to the commit pool
+//! (full → 503 + Retry-After at once).
 
-use actix_web::web;
+use std::time::{Duration, Instant};
 
-pub fn configure(_cfg: &mut web::ServiceConfig) {}
+use actix_web::{web, HttpResponse};
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use crate::actors::pool::BlockingJob;
+use crate::error::ServiceError;
+use crate::storage::sessions::archive::GetArchive;
+use crate::storage::sessions::commit::{self, CommitSession};
+use crate::storage::sessions::context::GetContext;
+use crate::storage::sessions::ops::{
+    AddMessages, CreateOptions, CreateSession, DeleteSession, GetSession, ListSessions,
+};
+use crate::storage::sessions::{id, is_busy, policy, SessionRef, LOCK_TIMEOUT};
+
+use super::auth::{Caller, DataAccess};
+use super::envelope::{elapsed_secs, ApiOk, ApiResult};
+use super::extract::{ApiQuery, OptionalJson, RawBody};
+use super::AppState;
+
+const BASE: &str = "/api/v1/sessions";
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::resource(BASE)
+            .route(web::post().to(create))
+            .route(web::get().to(list)),
+    )
+    .service(
+        web::resource(format!("{BASE}/{{sid}}"))
+            .route(web::get().to(get))
+            .route(web::delete().to(delete)),
+    )
+    .service(web::resource(format!("{BASE}/{{sid}}/messages")).route(web::post().to(add_message)))
+    .service(
+        web::resource(format!("{BASE}/{{sid}}/messages/batch")).route(web::post().to(add_batch)),
+    )
+    .service(web::resource(format!("{BASE}/{{sid}}/commit")).route(web::post().to(commit_session)))
+    .service(
+        web::resource(format!("{BASE}/{{sid}}/archives/{{archive_id}}"))
+            .route(web::get().to(get_archive)),
+    )
+    .service(web::resource(format!("{BASE}/{{sid}}/context")).route(web::get().to(get_context)));
+}
+
+/// Run a session job on the storage pool. A job that finds the session locked (a commit or
+/// another write holds it) gives its thread back at once; the wait happens here, without a
+/// thread, until the lock frees or the session lock timeout passes.
+async fn run_session_job<J>(state: &AppState, job: J) -> Result<Value, ServiceError>
+where
+    J: BlockingJob<Output = Result<Value, ServiceError>> + Clone,
+{
+    let deadline = Instant::now() + LOCK_TIMEOUT;
+    let mut pause = Duration::from_millis(5);
+    loop {
+        match state.pools.storage().run(job.clone()).await? {
+            Err(e) if is_busy(&e) && Instant::now() + pause < deadline => {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_millis(100));
+            }
+            other => return other,
+        }
+    }
+}
+
+/// The success envelope around a result the pool already serialized (spec §1.1), so a
+/// multi-megabyte archive or context never costs an HTTP worker a serialization pass.
+fn raw_ok(result: Vec<u8>) -> HttpResponse {
+    let mut body = Vec::with_capacity(result.len() + 48);
+    body.extend_from_slice(br#"{"status":"ok","result":"#);
+    body.extend_from_slice(&result);
+    body.extend_from_slice(format!(r#","time":{}}}"#, elapsed_secs()).as_bytes());
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .body(body)
+}
+
+/// The session addressed by the (percent-decoded) `{sid}` segment, validated (spec §13.8).
+fn session_of(caller: &Caller<DataAccess>, sid: &str) -> Result<SessionRef, ServiceError> {
+    id::validate(sid)?;
+    Ok(SessionRef::new(caller.account(), caller.user(), sid))
+}
+
+/// SE1.
+async fn create(
+    state: web::Data<AppState>,
+    caller: Caller<DataAccess>,
+    OptionalJson(body): OptionalJson<Map<String, Value>>,
+) -> ApiResult {
+    let sid = match body.get("session_id") {
+        None | Some(Value::Null) => id::generate(),
+        Some(Value::String(s)) if s.is_empty() => id::generate(),
+        Some(Value::String(s)) => s.clone(),
+        Some(_) => {
+            return Err(ServiceError::validation(
+                &["body", "session_id"],
+                "Input should be a valid string",
+                "string_type",
+            ))
+        }
+    };
+    let session = session_of(&caller, &sid)?;
+    let options = CreateOptions {
+        memory_policy: policy::memory(body.get("memory_policy"))?,
+        auto_commit_policy: policy::auto_commit(body.get("auto_commit_policy"))?,
+        event_tags: policy::extraction_tags(
+            body.get("memory_extraction_config"),
+            "memory_extraction_config",
+            "events",
+        )?,
+    };
+    let out = run_session_job(&state, CreateSession { session, options }).await?;
+    Ok(ApiOk::new(out))
+}
+
+/// SE2.
+async fn list(state: web::Data<AppState>, caller: Caller<DataAccess>) -> ApiResult {
+    let job = ListSessions {
+        account: caller.account().to_string(),
+        user: caller.user().to_string(),
+    };
+    Ok(ApiOk::new(state.pools.storage().run(job).await??))
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct GetQuery {
+    #[serde(default, deserialize_with = "super::extract::flexible_bool")]
+    auto_create: bool,
+}
+
+/// SE3.
+async fn get(
+    state: web::Data<AppState>,
+    caller: Caller<DataAccess>,
+    path: web::Path<String>,
+    ApiQuery(q): ApiQuery<GetQuery>,
+) -> ApiResult {
+    let session = session_of(&caller, &path)?;
+    let job = GetSession {
+        session,
+        auto_create: q.auto_create,
+    };
+    Ok(ApiOk::new(run_session_job(&state, job).await?))
+}
+
+/// SE4.
+async fn delete(
+    state: web::Data<AppState>,
+    caller: Caller<DataAccess>,
+    path: web::Path<String>,
+) -> ApiResult {
+    let session = session_of(&caller, &path)?;
+    Ok(ApiOk::new(
+        run_session_job(&state, DeleteSession { session }).await?,
+    ))
+}
+
+/// SE5 (decoded and validated on the pool, see `AddMessages`).
+async fn add_message(
+    state: web::Data<AppState>,
+    caller: Caller<DataAccess>,
+    path: web::Path<String>,
+    RawBody(body): RawBody,
+) -> ApiResult {
+    let session = session_of(&caller, &path)?;
+    let job = AddMessages {
+        session,
+        body,
+        batch: false,
+    };
+    Ok(ApiOk::new(run_session_job(&state, job).await?))
+}
+
+/// SE6.
+async fn add_batch(
+    state: web::Data<AppState>,
+    caller: Caller<DataAccess>,
+    path: web::Path<String>,
+    RawBody(body): RawBody,
+) -> ApiResult {
+    let session = session_of(&caller, &path)?;
+    let job = AddMessages {
+        session,
+        body,
+        batch: true,
+    };
+    Ok(ApiOk::new(run_session_job(&state, job).await?))
+}
+
+/// SE7: on the commit pool; accepted work finishes even if the client goes away.
+async fn commit_session(
+    state: web::Data<AppState>,
+    caller: Caller<DataAccess>,
+    path: web::Path<String>,
+    OptionalJson(body): OptionalJson<Map<String, Value>>,
+) -> ApiResult {
+    let session = session_of(&caller, &path)?;
+    let options = commit::parse_options(&body)?;
+    let job = CommitSession { session, options };
+    Ok(ApiOk::new(state.pools.commit().run(job).await??))
+}
+
+/// SE8.
+async fn get_archive(
+    state: web::Data<AppState>,
+    caller: Caller<DataAccess>,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ServiceError> {
+    let (sid, archive_id) = path.into_inner();
+    let session = session_of(&caller, &sid)?;
+    let job = GetArchive {
+        session,
+        archive_id,
+    };
+    Ok(raw_ok(state.pools.storage().run(job).await??))
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct ContextQuery {
+    token_budget: Option<i64>,
+}
+
+/// SE9.
+async fn get_context(
+    state: web::Data<AppState>,
+    caller: Caller<DataAccess>,
+    path: web::Path<String>,
+    ApiQuery(q): ApiQuery<ContextQuery>,
+) -> Result<HttpResponse, ServiceError> {
+    let session = session_of(&caller, &path)?;
+    let budget = q.token_budget.unwrap_or(128_000);
+    if budget < 0 {
+        return Err(ServiceError::invalid_argument(
+            "token_budget must be greater than or equal to 0",
+        )
+        .with_details(serde_json::json!({"field": "token_budget", "value": budget})));
+    }
+    let job = GetContext {
+        session,
+        token_budget: budget as u64,
+    };
+    Ok(raw_ok(state.pools.storage().run(job).await??))
+}

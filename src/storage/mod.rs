@@ -8,10 +8,14 @@
 //! assume a local directory; the local backend maps `/local` to `<data_dir>/viking`.
 
 pub mod fs;
+pub mod keys;
 pub mod local;
 pub mod okf;
 mod path;
+pub mod registry;
+pub mod s3;
 pub mod scaffold;
+pub mod sessions;
 pub mod tasks;
 pub mod uri;
 

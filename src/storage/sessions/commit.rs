@@ -1,0 +1,536 @@
+//! SE7: commit — Phase 1 (archive live messages) and Phase 2 (summaries, `.done`, task), run
+//! as one job on the commit pool under the session lock.
+//!
+//! The live file is never re-serialised: the archived messages are a byte prefix of it and the
+//! retained ones its suffix, so a 50k-message commit costs one read, one light parse for ids,
+//! and two writes. Write order and crash handling: see [`super::recovery`].
+
+use serde_json::{json, Map, Value};
+
+use crate::actors::pool::{BlockingJob, JobContext};
+use crate::error::{ServiceError, ServiceResult};
+use crate::storage::Storage;
+
+use super::archive::{self, ArchiveMeta, Phase1};
+use super::live::{self, Span, YIELD_EVERY};
+use super::meta::{PendingCommit, SessionMeta};
+use super::{deps, ops, policy, recovery, time, tokens, SessionRef};
+
+/// Defaults of turn_budget retention (spec SE7 step 3).
+const DEFAULT_TURNS: u64 = 3;
+const DEFAULT_TURN_BUDGET: u64 = 12_000;
+const MAX_COUNT: i64 = 10_000;
+
+/// A validated SE7 body.
+#[derive(Debug, Clone, Default)]
+pub struct CommitOptions {
+    pub keep_recent_count: u64,
+    pub turn_budget: bool,
+    pub keep_recent_turn_count: Option<u64>,
+    pub retained_message_token_budget: Option<u64>,
+    pub min_raw_tail_steps: Option<u64>,
+    pub enable_working_memory: Option<bool>,
+    pub reset_context: bool,
+    pub event_tags: Option<Vec<String>>,
+}
+
+fn invalid(field: &str, message: &str, kind: &str) -> ServiceError {
+    if field.is_empty() {
+        ServiceError::validation(&["body"], message, kind)
+    } else {
+        ServiceError::validation(&["body", field], message, kind)
+    }
+}
+
+fn int_field(
+    body: &Map<String, Value>,
+    field: &str,
+    min: i64,
+    max: Option<i64>,
+) -> Result<Option<u64>, ServiceError> {
+    let v = match body.get(field) {
+        None | Some(Value::Null) => return Ok(None),
+        Some(v) => v,
+    };
+    let Some(n) = v.as_i64() else {
+        return Err(invalid(
+            field,
+            "Input should be a valid integer",
+            "int_type",
+        ));
+    };
+    if n < min {
+        return Err(invalid(
+            field,
+            &format!("Input should be greater than or equal to {min}"),
+            "greater_than_equal",
+        ));
+    }
+    if let Some(max) = max {
+        if n > max {
+            return Err(invalid(
+                field,
+                &format!("Input should be less than or equal to {max}"),
+                "less_than_equal",
+            ));
+        }
+    }
+    Ok(Some(n as u64))
+}
+
+fn strict_bool(body: &Map<String, Value>, field: &str) -> Result<Option<bool>, ServiceError> {
+    match body.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(*b)),
+        Some(_) => Err(invalid(
+            field,
+            "Input should be a valid boolean",
+            "bool_type",
+        )),
+    }
+}
+
+/// Validate a commit body (spec SE7); unknown top-level fields are ignored.
+pub fn parse_options(body: &Map<String, Value>) -> Result<CommitOptions, ServiceError> {
+    let keep_recent_count = int_field(body, "keep_recent_count", 0, Some(MAX_COUNT))?.unwrap_or(0);
+    let turn_budget = match body.get("retention_mode") {
+        None | Some(Value::Null) => false,
+        Some(Value::String(m)) if m == "turn_budget" => true,
+        Some(_) => {
+            return Err(invalid(
+                "retention_mode",
+                "Input should be 'turn_budget'",
+                "literal_error",
+            ))
+        }
+    };
+    let keep_recent_turn_count = int_field(body, "keep_recent_turn_count", 0, Some(MAX_COUNT))?;
+    let min_raw_tail_steps = int_field(body, "min_raw_tail_steps", 0, Some(MAX_COUNT))?;
+    let retained_message_token_budget = int_field(body, "retained_message_token_budget", 1, None)?;
+    if !turn_budget
+        && (keep_recent_turn_count.is_some()
+            || min_raw_tail_steps.is_some()
+            || retained_message_token_budget.is_some())
+    {
+        return Err(invalid(
+            "",
+            "Value error, keep_recent_turn_count, retained_message_token_budget and min_raw_tail_steps require retention_mode='turn_budget'",
+            "value_error",
+        ));
+    }
+    let enable_working_memory = strict_bool(body, "enable_working_memory")?;
+    let reset_context = strict_bool(body, "reset_context")?.unwrap_or(false);
+    if reset_context && (keep_recent_count != 0 || turn_budget) {
+        return Err(invalid(
+            "",
+            "Value error, reset_context requires keep_recent_count=0 and no retention_mode",
+            "value_error",
+        ));
+    }
+    let event_tags = policy::extraction_tags(
+        body.get("extraction_metadata"),
+        "extraction_metadata",
+        "event",
+    )?;
+    Ok(CommitOptions {
+        keep_recent_count,
+        turn_budget,
+        keep_recent_turn_count,
+        retained_message_token_budget,
+        min_raw_tail_steps,
+        enable_working_memory,
+        reset_context,
+        event_tags,
+    })
+}
+
+/// SE7 on the commit pool.
+pub struct CommitSession {
+    pub session: SessionRef,
+    pub options: CommitOptions,
+}
+
+impl BlockingJob for CommitSession {
+    type Output = ServiceResult<Value>;
+    fn run(self, ctx: &JobContext<'_>) -> Self::Output {
+        commit(ctx.storage, &self.session, &self.options)
+    }
+}
+
+/// How the live messages split: `[..at)` archived, `[at..)` retained.
+struct Split {
+    at: usize,
+    retained_tokens: u64,
+    budget_exceeded: bool,
+}
+
+fn split(
+    bytes: &[u8],
+    spans: &[Span],
+    msgs: &[live::LightMsg<'_>],
+    o: &CommitOptions,
+) -> ServiceResult<Split> {
+    let tokens_of = |range: std::ops::Range<usize>| -> ServiceResult<u64> {
+        let mut sum = 0;
+        for (n, i) in range.enumerate() {
+            sum += tokens::estimate_message(&live::full(&bytes[spans[i].start..spans[i].end])?);
+            if n % YIELD_EVERY == YIELD_EVERY - 1 {
+                std::thread::yield_now();
+            }
+        }
+        Ok(sum)
+    };
+    let len = spans.len();
+    if !o.turn_budget {
+        let at = len.saturating_sub(o.keep_recent_count as usize);
+        return Ok(Split {
+            at,
+            retained_tokens: tokens_of(at..len)?,
+            budget_exceeded: false,
+        });
+    }
+    // turn_budget: turns start at user-query messages; keep the newest N turns, then evict the
+    // oldest kept turns while over budget, never the newest one.
+    let starts: Vec<usize> = (0..len).filter(|&i| msgs[i].starts_turn()).collect();
+    let turns = o.keep_recent_turn_count.unwrap_or(DEFAULT_TURNS) as usize;
+    let budget = o
+        .retained_message_token_budget
+        .unwrap_or(DEFAULT_TURN_BUDGET);
+    if turns == 0 || starts.is_empty() {
+        // No user turn at all is "one turn" (the newest), kept whole.
+        let at = if turns == 0 { len } else { 0 };
+        let t = tokens_of(at..len)?;
+        return Ok(Split {
+            at,
+            retained_tokens: t,
+            budget_exceeded: t > budget,
+        });
+    }
+    let first_kept = starts.len().saturating_sub(turns);
+    let mut boundaries: Vec<usize> = starts[first_kept..].to_vec();
+    if first_kept == 0 {
+        // Messages before the first user query belong to the oldest turn.
+        boundaries[0] = 0;
+    }
+    let mut turn_tokens = Vec::with_capacity(boundaries.len());
+    for (i, &b) in boundaries.iter().enumerate() {
+        let end = boundaries.get(i + 1).copied().unwrap_or(len);
+        turn_tokens.push(tokens_of(b..end)?);
+    }
+    let mut total: u64 = turn_tokens.iter().sum();
+    let mut k = 0;
+    while k + 1 < boundaries.len() && total > budget {
+        total -= turn_tokens[k];
+        k += 1;
+    }
+    Ok(Split {
+        at: boundaries[k],
+        retained_tokens: total,
+        budget_exceeded: total > budget,
+    })
+}
+
+fn skipped(s: &SessionRef, wm: bool, reason: &str) -> Value {
+    json!({
+        "session_id": s.sid, "status": "skipped", "task_id": null, "archive_uri": null,
+        "archived": false, "effective_enable_working_memory": wm, "reason": reason, "trace_id": "",
+    })
+}
+
+/// Remember the retention settings of this commit (spec SE7 step 2/5).
+fn remember(meta: &mut SessionMeta, o: &CommitOptions) {
+    meta.keep_recent_count = o.keep_recent_count;
+    meta.retention_mode = if o.turn_budget {
+        "turn_budget".into()
+    } else {
+        String::new()
+    };
+    meta.keep_recent_turn_count = o.keep_recent_turn_count.unwrap_or(0);
+    meta.retained_message_token_budget = o.retained_message_token_budget.unwrap_or(0);
+    meta.min_raw_tail_steps = o.min_raw_tail_steps.unwrap_or(1);
+}
+
+/// Append a context-reset boundary unless the newest archive already is one; returns whether
+/// one was written (spec SE7 step 6).
+fn reset_boundary(
+    storage: &dyn Storage,
+    s: &SessionRef,
+    meta: &mut SessionMeta,
+) -> ServiceResult<()> {
+    let archives = archive::list(storage, s)?;
+    if let Some((_, newest)) = archives.last() {
+        if let archive::State::Done(done) = archive::state(storage, &s.archive(newest)?)? {
+            if archive::is_reset_boundary(&done) {
+                return Ok(());
+            }
+        }
+    }
+    let n = archives
+        .last()
+        .map_or(0, |(n, _)| *n)
+        .max(meta.commit_count)
+        + 1;
+    let name = archive::name(n);
+    let done = json!({"context_reset": true, "enable_working_memory": false});
+    storage.write(
+        &s.archive(&name)?.join(archive::DONE)?,
+        done.to_string().as_bytes(),
+    )?;
+    meta.commit_count = n;
+    meta.updated_at = time::meta_now();
+    meta.save(storage, s)
+}
+
+/// Phase 1 and Phase 2 of one commit; the session lock is held throughout.
+pub fn commit(storage: &dyn Storage, s: &SessionRef, o: &CommitOptions) -> ServiceResult<Value> {
+    let _lock = s.lock(storage)?;
+    let Some(mut meta) = ops::load_for_update(storage, s)? else {
+        return Err(ServiceError::not_found(
+            "session",
+            &s.sid,
+            format!("Session {} not found", s.sid),
+        ));
+    };
+    recovery::sweep(storage, s, &mut meta)?;
+    let wm = o
+        .enable_working_memory
+        .unwrap_or_else(|| policy::working_memory_enabled(&meta.memory_policy));
+    remember(&mut meta, o);
+    if let Some(tags) = &o.event_tags {
+        meta.extra
+            .insert("last_commit_event_tags".into(), json!(tags));
+    }
+
+    let bytes = live::read_all(storage, &s.live()?)?;
+    let (spans, complete) = live::lines(&bytes);
+    if spans.is_empty() {
+        meta.updated_at = time::meta_now();
+        meta.save(storage, s)?;
+        let mut out = skipped(s, wm, "no_messages");
+        if o.reset_context {
+            reset_boundary(storage, s, &mut meta)?;
+            out["reset_context"] = true.into();
+        }
+        return Ok(out);
+    }
+    let mut msgs = Vec::with_capacity(spans.len());
+    for (i, sp) in spans.iter().enumerate() {
+        msgs.push(live::light(&bytes[sp.start..sp.end])?);
+        if i % YIELD_EVERY == YIELD_EVERY - 1 {
+            std::thread::yield_now();
+        }
+    }
+    let cut = split(&bytes, &spans, &msgs, o)?;
+    if cut.at == 0 {
+        meta.pending_tokens = live::pending_tokens(storage, s, &meta)?;
+        meta.updated_at = time::meta_now();
+        meta.save(storage, s)?;
+        let mut out = skipped(s, wm, "all_within_keep_window");
+        out["estimated_active_tokens"] = cut.retained_tokens.into();
+        out["budget_exceeded"] = cut.budget_exceeded.into();
+        return Ok(out);
+    }
+
+    // Phase 1.
+    let highest = archive::list(storage, s)?.last().map_or(0, |(n, _)| *n);
+    let n = meta.commit_count.max(highest) + 1;
+    let name = archive::name(n);
+    let task_id = deps::task_create(storage, s)?;
+    meta.internal.pending_commit = Some(PendingCommit {
+        archive: name.clone(),
+        task_id: Some(task_id.clone()),
+    });
+    meta.save(storage, s)?;
+    let record = record(&name, &task_id, &msgs, spans.len(), &cut, o, wm);
+    drop(msgs);
+    let split_byte = spans.get(cut.at).map_or(complete, |sp| sp.start);
+    let live_part = Live {
+        archived: &bytes[..split_byte],
+        retained: &bytes[split_byte..complete],
+        retained_count: (spans.len() - cut.at) as u64,
+        retained_tokens: cut.retained_tokens,
+    };
+    if let Err(e) = archive_and_finish(storage, s, &mut meta, record, &live_part, n) {
+        // Undo or finish what was written, now rather than on the next touch; if even that
+        // fails the marker stays and the next mutation retries.
+        tracing::error!(session = %s.uri(), archive = %name, error = %e.message, "commit failed");
+        if let Ok(Some(mut current)) = super::meta::SessionMeta::load(storage, s) {
+            if let Err(again) = recovery::repair(storage, s, &mut current) {
+                tracing::error!(session = %s.uri(), error = %again.message, "repair after a failed commit failed");
+            }
+        }
+        return Err(e);
+    }
+
+    let mut out = json!({
+        "session_id": s.sid, "status": "accepted", "task_id": task_id,
+        "archive_uri": s.archive_uri(&name), "archived": true,
+        "effective_enable_working_memory": wm, "trace_id": "",
+        "estimated_active_tokens": cut.retained_tokens, "budget_exceeded": cut.budget_exceeded,
+    });
+    if o.reset_context {
+        reset_boundary(storage, s, &mut meta)?;
+        out["reset_context"] = true.into();
+    }
+    Ok(out)
+}
+
+/// The Phase 1 record of a new archive.
+fn record(
+    name: &str,
+    task_id: &str,
+    msgs: &[live::LightMsg<'_>],
+    total: usize,
+    cut: &Split,
+    o: &CommitOptions,
+    wm: bool,
+) -> ArchiveMeta {
+    let ids = |r: std::ops::Range<usize>| msgs[r].iter().map(|m| m.id.to_string()).collect();
+    ArchiveMeta {
+        phase1: Phase1 {
+            version: 1,
+            status: "pending".into(),
+            created_at: time::iso_now(),
+            archive_id: name.to_string(),
+            task_id: Some(task_id.to_string()),
+            archived_message_ids: ids(0..cut.at),
+            retained_message_ids: ids(cut.at..total),
+            original_message_count: total as u64,
+            turn_count: msgs[..cut.at].iter().filter(|m| m.starts_turn()).count() as u64,
+            keep_recent_count: o.keep_recent_count,
+            retention_mode: o.turn_budget.then(|| "turn_budget".to_string()),
+            keep_recent_turn_count: o.keep_recent_turn_count,
+            retained_message_token_budget: o.retained_message_token_budget,
+            min_raw_tail_steps: o.min_raw_tail_steps,
+            enable_working_memory: wm,
+        },
+        extra: Map::new(),
+    }
+}
+
+/// The live file cut in two.
+struct Live<'a> {
+    archived: &'a [u8],
+    retained: &'a [u8],
+    retained_count: u64,
+    retained_tokens: u64,
+}
+
+/// Test hook standing in for a process crash at a named step: the commit stops dead there,
+/// exactly as after kill -9 (nothing after it runs, the lock is released).
+#[cfg(test)]
+pub mod crash {
+    use std::cell::RefCell;
+
+    thread_local! {
+        pub static AT: RefCell<Option<&'static str>> = const { RefCell::new(None) };
+    }
+
+    pub fn point(name: &'static str) {
+        if AT.with(|a| *a.borrow() == Some(name)) {
+            panic!("simulated crash at {name}");
+        }
+    }
+}
+
+#[cfg(not(test))]
+mod crash {
+    #[inline(always)]
+    pub fn point(_name: &'static str) {}
+}
+
+/// Phase 1 writes in crash-safe order, then Phase 2 and the task; clears the marker.
+fn archive_and_finish(
+    storage: &dyn Storage,
+    s: &SessionRef,
+    meta: &mut SessionMeta,
+    mut record: ArchiveMeta,
+    live_part: &Live<'_>,
+    n: u64,
+) -> ServiceResult<()> {
+    let name = record.phase1.archive_id.clone();
+    let task_id = record.phase1.task_id.clone().unwrap_or_default();
+    let dir = s.archive(&name)?;
+    crash::point("before_record");
+    record.save(storage, &dir)?;
+    crash::point("after_record");
+    storage.write(&dir.join(archive::MESSAGES)?, live_part.archived)?;
+    crash::point("after_archive_messages");
+    // The point of no return: after this write the archive owns the archived messages.
+    storage.write(&s.live()?, live_part.retained)?;
+    crash::point("after_live_rewrite");
+
+    let now = time::meta_now();
+    meta.message_count = live_part.retained_count;
+    meta.internal.live_bytes = live_part.retained.len() as u64;
+    meta.internal.live_tokens = live_part.retained_tokens;
+    meta.pending_tokens = 0;
+    meta.commit_count = n;
+    meta.last_commit_at = now.clone();
+    meta.updated_at = now;
+    meta.save(storage, s)?;
+    let archived = record.phase1.archived_message_ids.len() as u64;
+    let turns = record.phase1.turn_count;
+    storage.write(
+        &s.dir()?.join(archive::OVERVIEW)?,
+        deps::okf_render(&s.uri(), &archive::overview_body(turns, archived)).as_bytes(),
+    )?;
+    storage.write(
+        &s.dir()?.join(archive::ABSTRACT)?,
+        deps::okf_render(&s.uri(), &archive::abstract_body(turns, archived)).as_bytes(),
+    )?;
+    record.phase1.status = "ready".into();
+    record.save(storage, &dir)?;
+    crash::point("after_ready");
+
+    // Phase 2 (model-free, inline).
+    deps::task_running(storage, s, &task_id)?;
+    let result = archive::phase2(storage, s, record)?;
+    crash::point("after_done");
+    deps::task_complete(storage, s, &task_id, result)?;
+    crash::point("after_task");
+    meta.internal.pending_commit = None;
+    meta.save(storage, s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(v: Value) -> Map<String, Value> {
+        v.as_object().cloned().unwrap_or_default()
+    }
+
+    #[test]
+    fn validates_bodies() {
+        let o = parse_options(&Map::new()).unwrap();
+        assert_eq!(o.keep_recent_count, 0);
+        assert!(!o.reset_context);
+        assert!(parse_options(&body(json!({"keep_recent_count": 10001}))).is_err());
+        assert!(parse_options(&body(json!({"keep_recent_count": -1}))).is_err());
+        assert!(parse_options(&body(json!({"retention_mode": "other"}))).is_err());
+        assert!(parse_options(&body(json!({"keep_recent_turn_count": 2}))).is_err());
+        assert!(parse_options(&body(
+            json!({"retention_mode": "turn_budget", "keep_recent_turn_count": 2})
+        ))
+        .is_ok());
+        assert!(parse_options(&body(
+            json!({"retention_mode": "turn_budget", "retained_message_token_budget": 0})
+        ))
+        .is_err());
+        assert!(parse_options(&body(json!({"enable_working_memory": "yes"}))).is_err());
+        let e = parse_options(&body(
+            json!({"reset_context": true, "keep_recent_count": 1}),
+        ))
+        .unwrap_err();
+        assert!(e
+            .message
+            .contains("reset_context requires keep_recent_count=0"));
+        assert!(parse_options(&body(
+            json!({"extraction_metadata": {"event": {"tags": ["a=b"]}}})
+        ))
+        .is_ok());
+        assert!(parse_options(&body(json!({"extraction_metadata": {"other": 1}}))).is_err());
+        assert!(parse_options(&body(json!({"unknown_top": 1}))).is_ok());
+    }
+}

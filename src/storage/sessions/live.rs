@@ -1,0 +1,292 @@
+//! The JSON-lines files of a session: live `messages.jsonl` and archived copies.
+//!
+//! Large sessions (50k messages, tens of MB) are handled without quadratic work: messages are
+//! appended with the backend's `append`, counters live in the meta (checked against the file
+//! size), and only the bytes a step needs are parsed — ids and roles with a borrowed "light"
+//! parse, full JSON only where tokens or content are needed.
+
+use std::borrow::Cow;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::error::{ServiceError, ServiceResult};
+use crate::storage::{Storage, StorageError, StorePath};
+
+use super::meta::SessionMeta;
+use super::{tokens, SessionRef};
+
+/// Long loops give the CPU away this often so HTTP workers are never starved on small machines.
+pub const YIELD_EVERY: usize = 512;
+
+/// What a commit needs to know about a message, borrowed from the file's bytes.
+#[derive(Debug, Deserialize)]
+pub struct LightMsg<'a> {
+    #[serde(borrow, default)]
+    pub id: Cow<'a, str>,
+    #[serde(borrow, default)]
+    pub role: Cow<'a, str>,
+    #[serde(borrow, default)]
+    pub message_kind: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub parts: Vec<LightPart<'a>>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct LightPart<'a> {
+    #[serde(borrow, rename = "type", default)]
+    pub kind: Cow<'a, str>,
+}
+
+impl LightMsg<'_> {
+    /// A user message that only carries tool parts back to the model.
+    pub fn is_tool_transport(&self) -> bool {
+        self.message_kind.as_deref() == Some("tool_transport")
+            || (!self.parts.is_empty() && self.parts.iter().all(|p| p.kind == "tool"))
+    }
+
+    /// A turn starts at each user-query message (spec SE7 step 3).
+    pub fn starts_turn(&self) -> bool {
+        match self.message_kind.as_deref() {
+            Some("user_query") => true,
+            Some("tool_transport") => false,
+            _ => self.role == "user" && !self.is_tool_transport(),
+        }
+    }
+}
+
+/// One complete line: byte range without its `\n`.
+#[derive(Debug, Clone, Copy)]
+pub struct Span {
+    pub start: usize,
+    pub end: usize,
+}
+
+/// Complete lines of a JSON-lines buffer, and the length they cover. Bytes after the last
+/// `\n` are a torn append (a crash mid-write) and are not a message.
+pub fn lines(bytes: &[u8]) -> (Vec<Span>, usize) {
+    let mut out = Vec::new();
+    let mut start = 0;
+    for (i, b) in bytes.iter().enumerate() {
+        if *b == b'\n' {
+            if i > start {
+                out.push(Span { start, end: i });
+            }
+            start = i + 1;
+        }
+    }
+    (out, start)
+}
+
+pub fn light(line: &[u8]) -> ServiceResult<LightMsg<'_>> {
+    serde_json::from_slice(line)
+        .map_err(|e| ServiceError::internal(format!("corrupt message line: {e}")))
+}
+
+pub fn full(line: &[u8]) -> ServiceResult<Value> {
+    serde_json::from_slice(line)
+        .map_err(|e| ServiceError::internal(format!("corrupt message line: {e}")))
+}
+
+/// Read a whole JSON-lines file; a missing file is empty.
+pub fn read_all(storage: &dyn Storage, path: &StorePath) -> ServiceResult<Vec<u8>> {
+    match storage.read(path) {
+        Ok(b) => Ok(b),
+        Err(StorageError::NotFound(_)) => Ok(Vec::new()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Every complete message of a file, parsed.
+pub fn read_messages(storage: &dyn Storage, path: &StorePath) -> ServiceResult<Vec<Value>> {
+    let bytes = read_all(storage, path)?;
+    let (spans, _) = lines(&bytes);
+    let mut out = Vec::with_capacity(spans.len());
+    for (i, sp) in spans.iter().enumerate() {
+        out.push(full(&bytes[sp.start..sp.end])?);
+        if i % YIELD_EVERY == YIELD_EVERY - 1 {
+            std::thread::yield_now();
+        }
+    }
+    Ok(out)
+}
+
+/// Size of a file, 0 when absent.
+pub fn size(storage: &dyn Storage, path: &StorePath) -> ServiceResult<u64> {
+    Ok(storage.stat(path)?.map(|m| m.size).unwrap_or(0))
+}
+
+/// The id of the first message in the live file, reading only its first line.
+pub fn first_id(storage: &dyn Storage, path: &StorePath) -> ServiceResult<Option<String>> {
+    let mut buf = Vec::new();
+    let mut offset = 0u64;
+    loop {
+        let chunk = match storage.read_range(path, offset, 64 * 1024) {
+            Ok(c) => c,
+            Err(StorageError::NotFound(_)) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        if chunk.is_empty() {
+            return Ok(None);
+        }
+        offset += chunk.len() as u64;
+        buf.extend_from_slice(&chunk);
+        if let Some(nl) = buf.iter().position(|b| *b == b'\n') {
+            return Ok(Some(light(&buf[..nl])?.id.into_owned()));
+        }
+    }
+}
+
+/// Estimated tokens of the last `k` complete messages of a file of `size` bytes, reading only
+/// its tail.
+pub fn tail_tokens(
+    storage: &dyn Storage,
+    path: &StorePath,
+    size: u64,
+    k: u64,
+) -> ServiceResult<u64> {
+    if k == 0 || size == 0 {
+        return Ok(0);
+    }
+    const CHUNK: u64 = 256 * 1024;
+    let mut tail: Vec<u8> = Vec::new();
+    let mut from = size;
+    loop {
+        // k complete lines need k+1 newlines before them, unless the file starts there.
+        let newlines = tail.iter().filter(|b| **b == b'\n').count() as u64;
+        if newlines > k || from == 0 {
+            break;
+        }
+        let start = from.saturating_sub(CHUNK);
+        let mut chunk = storage.read_range(path, start, from - start)?;
+        chunk.extend_from_slice(&tail);
+        tail = chunk;
+        from = start;
+    }
+    // Drop a torn last line, then the partial first line unless the file starts here.
+    let complete = tail.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+    let tail = &tail[..complete];
+    let (spans, _) = lines(tail);
+    let skip_first = from > 0;
+    let usable: Vec<&Span> = spans.iter().skip(usize::from(skip_first)).collect();
+    let take = usable.len().saturating_sub(k as usize);
+    let mut sum = 0;
+    for sp in &usable[take..] {
+        sum += tokens::estimate_message(&full(&tail[sp.start..sp.end])?);
+    }
+    Ok(sum)
+}
+
+/// `pending_tokens` (spec §9.1): tokens of live messages the next commit would archive under
+/// the remembered `keep_recent_count`.
+pub fn pending_tokens(
+    storage: &dyn Storage,
+    s: &SessionRef,
+    meta: &SessionMeta,
+) -> ServiceResult<u64> {
+    let k = meta.keep_recent_count;
+    if k == 0 {
+        return Ok(meta.internal.live_tokens);
+    }
+    if meta.message_count <= k {
+        return Ok(0);
+    }
+    let kept = tail_tokens(storage, &s.live()?, meta.internal.live_bytes, k)?;
+    Ok(meta.internal.live_tokens.saturating_sub(kept))
+}
+
+/// Make the meta's counters agree with the live file. Cheap when they already do (one stat);
+/// otherwise the file is scanned once. With `repair` (caller holds the session lock) a torn
+/// trailing line is cut off the file and the caller should save the meta when this returns
+/// true.
+pub fn reconcile(
+    storage: &dyn Storage,
+    s: &SessionRef,
+    meta: &mut SessionMeta,
+    repair: bool,
+) -> ServiceResult<bool> {
+    let path = s.live()?;
+    let on_disk = size(storage, &path)?;
+    if on_disk == meta.internal.live_bytes {
+        return Ok(false);
+    }
+    let bytes = read_all(storage, &path)?;
+    let (spans, complete) = lines(&bytes);
+    if repair && complete < bytes.len() {
+        tracing::warn!(session = %s.uri(), torn = bytes.len() - complete, "cutting a torn message line");
+        storage.write(&path, &bytes[..complete])?;
+    }
+    let mut live_tokens = 0;
+    for (i, sp) in spans.iter().enumerate() {
+        live_tokens += tokens::estimate_message(&full(&bytes[sp.start..sp.end])?);
+        if i % YIELD_EVERY == YIELD_EVERY - 1 {
+            std::thread::yield_now();
+        }
+    }
+    let count = spans.len() as u64;
+    // Messages that reached the file without their meta update still count as added.
+    if count > meta.message_count {
+        meta.total_message_count += count - meta.message_count;
+    }
+    meta.message_count = count;
+    meta.internal.live_tokens = live_tokens;
+    meta.internal.live_bytes = if repair { complete as u64 } else { on_disk };
+    meta.pending_tokens = pending_tokens(storage, s, meta)?;
+    Ok(true)
+}
+
+/// Serialize messages as JSON lines.
+pub fn to_lines(messages: &[Value]) -> ServiceResult<Vec<u8>> {
+    let mut out = Vec::new();
+    for m in messages {
+        serde_json::to_writer(&mut out, m).map_err(ServiceError::internal)?;
+        out.push(b'\n');
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::local::LocalStorage;
+    use serde_json::json;
+
+    #[test]
+    fn lines_and_light_parse() {
+        let data = b"{\"id\":\"a\",\"role\":\"user\",\"parts\":[{\"type\":\"text\",\"text\":\"x\"}]}\n{\"id\":\"b\",\"role\":\"user\",\"parts\":[{\"type\":\"tool\"}]}\n{\"id\":\"c\"";
+        let (spans, complete) = lines(data);
+        assert_eq!(spans.len(), 2);
+        assert!(complete < data.len());
+        let a = light(&data[spans[0].start..spans[0].end]).unwrap();
+        assert!(a.starts_turn());
+        let b = light(&data[spans[1].start..spans[1].end]).unwrap();
+        assert!(!b.starts_turn());
+    }
+
+    #[test]
+    fn tail_tokens_reads_only_what_it_needs() {
+        let dir = tempfile::tempdir().unwrap();
+        let st = LocalStorage::open(dir.path()).unwrap();
+        let p = StorePath::parse("a/m.jsonl").unwrap();
+        let msgs: Vec<Value> = (0..2000)
+            .map(|i| json!({"id": format!("m{i}"), "role": "user", "parts": [{"type": "text", "text": "x".repeat(i % 50 + 4)}]}))
+            .collect();
+        let bytes = to_lines(&msgs).unwrap();
+        st.write(&p, &bytes).unwrap();
+        let size = bytes.len() as u64;
+        for k in [1u64, 3, 700, 1999, 2000, 5000] {
+            let expect: u64 = msgs
+                .iter()
+                .rev()
+                .take(k as usize)
+                .map(tokens::estimate_message)
+                .sum();
+            assert_eq!(tail_tokens(&st, &p, size, k).unwrap(), expect, "k={k}");
+        }
+        assert_eq!(first_id(&st, &p).unwrap().as_deref(), Some("m0"));
+        assert_eq!(
+            first_id(&st, &StorePath::parse("a/none").unwrap()).unwrap(),
+            None
+        );
+    }
+}
