@@ -366,7 +366,6 @@ fn assert_no_leak(raw: &[u8], echo: &str, forbidden: &[&str], context: &str) {
 }
 
 #[test]
-#[ignore = "needs the admin API (branch auth); passes against a local merge of it — un-ignore once it is on main"]
 fn isolation_matrix_two_accounts_two_users_each() {
     let st = Storage::new();
     let s = Server::start(&st, Opts::default());
