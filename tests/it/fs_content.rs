@@ -3,7 +3,7 @@
 
 use serde_json::json;
 
-use crate::fs::{err, ok, q, Dev};
+use crate::fs::{err, ok, plant, q, Dev};
 use crate::harness::{Opts, Server, Storage};
 
 #[test]
@@ -33,7 +33,7 @@ fn read_rows() {
     assert!(r.body["time"].is_number());
     assert_eq!(r.header("content-type"), Some("application/json"));
     // Invalid UTF-8 is decoded lossily.
-    std::fs::write(st.local("acme/resources/bin.md"), b"ok\xff\xfe").unwrap();
+    plant(&st, "acme/resources/bin.md", b"ok\xff\xfe");
     assert_eq!(
         ok(&c.read("viking://resources/bin.md", "")),
         "ok\u{fffd}\u{fffd}"
@@ -96,11 +96,11 @@ fn abstract_and_overview_rows() {
         "# viking://resources/d\n\n[Directory overview is not ready]"
     );
     // A legacy sidecar without front matter is returned as-is (trailing newlines stripped).
-    std::fs::write(
-        st.local("acme/resources/d/.overview.md"),
-        "# Legacy\n\nbody\n\n",
-    )
-    .unwrap();
+    plant(
+        &st,
+        "acme/resources/d/.overview.md",
+        b"# Legacy\n\nbody\n\n",
+    );
     assert_eq!(
         ok(&get("overview", "viking://resources/d")),
         "# Legacy\n\nbody"
@@ -130,8 +130,7 @@ fn download_rows() {
     let s = Server::start(&st, Opts::dev());
     let c = Dev::new(&s, "acme", "alice");
     let bytes: Vec<u8> = (0..=255u8).cycle().take(70_000).collect();
-    std::fs::create_dir_all(st.local("acme/resources/bin")).unwrap();
-    std::fs::write(st.local("acme/resources/bin/my file ü.bin"), &bytes).unwrap();
+    plant(&st, "acme/resources/bin/my file ü.bin", &bytes);
     let r = c.get(&format!(
         "/api/v1/content/download?uri={}",
         q("viking://resources/bin/my file ü.bin")
@@ -203,9 +202,9 @@ fn write_rows() {
     // Whitespace segments are renamed and the result reports the stored name.
     let r = c.write("viking://resources/my dir/my notes.md", "x");
     assert_eq!(ok(&r)["uri"], "viking://resources/my_dir/my_notes.md");
-    assert!(st.local("acme/resources/my_dir/my_notes.md").exists());
+    assert!(st.exists("acme/resources/my_dir/my_notes.md"));
     // An existing file of any extension may be rewritten; new ones need a text extension.
-    std::fs::write(st.local("acme/resources/blob.bin"), "old").unwrap();
+    plant(&st, "acme/resources/blob.bin", b"old");
     ok(&c.write("viking://resources/blob.bin", "new"));
     let e = err(
         &c.write("viking://resources/new.bin", "x"),
@@ -297,20 +296,18 @@ fn write_edits_sidecars_keeping_front_matter() {
     let s = Server::start(&st, Opts::dev());
     let c = Dev::new(&s, "acme", "alice");
     ok(&c.mkdir("viking://resources/d", Some("old")));
-    let path = st.local("acme/resources/d/.abstract.md");
-    let before = std::fs::read_to_string(&path).unwrap();
+    let path = "acme/resources/d/.abstract.md";
+    let before = st.read_string(path);
     let front_end = before.find("---\n\n").unwrap() + 5;
     ok(&c.write("viking://resources/d/.abstract.md", "new body"));
-    let after = std::fs::read_to_string(&path).unwrap();
+    let after = st.read_string(path);
     assert_eq!(after, format!("{}new body\n", &before[..front_end]));
     // The same front matter with a new body is fine; different metadata is not.
     ok(&c.write(
         "viking://resources/d/.abstract.md",
         &format!("{}third\n", &before[..front_end]),
     ));
-    assert!(std::fs::read_to_string(&path)
-        .unwrap()
-        .ends_with("\n\nthird\n"));
+    assert!(st.read_string(path).ends_with("\n\nthird\n"));
     let forged = before.replace("trigger: mkdir", "trigger: forged");
     err(
         &c.write("viking://resources/d/.abstract.md", &forged),
@@ -338,7 +335,7 @@ fn concurrent_writers_on_two_instances_never_tear() {
                 let c = Dev::new(server, "acme", "alice");
                 for _ in 0..20 {
                     c.put_file("viking://resources/r.md", content);
-                    let seen = std::fs::read_to_string(st.local("acme/resources/r.md")).unwrap();
+                    let seen = st.read_string("acme/resources/r.md");
                     assert!(
                         seen == *big_a || seen == *big_b,
                         "torn file of {} bytes",
@@ -348,7 +345,7 @@ fn concurrent_writers_on_two_instances_never_tear() {
             });
         }
     });
-    let last = std::fs::read_to_string(st.local("acme/resources/r.md")).unwrap();
+    let last = st.read_string("acme/resources/r.md");
     assert!(last == *big_a || last == *big_b);
 
     // Appends from both instances: every record present and whole.
@@ -364,7 +361,7 @@ fn concurrent_writers_on_two_instances_never_tear() {
             });
         }
     });
-    let log = std::fs::read_to_string(st.local("acme/resources/log.md")).unwrap();
+    let log = st.read_string("acme/resources/log.md");
     let lines: Vec<&str> = log.lines().collect();
     assert_eq!(lines.len(), 80);
     for tag in ['a', 'b'] {
@@ -411,12 +408,12 @@ fn hundred_megabyte_write_read_download() {
     let r = s.raw("POST", "/api/v1/content/write", &headers, &body);
     drop(body);
     assert_eq!(ok(&r)["written_bytes"], len);
-    assert_eq!(
-        std::fs::metadata(st.local("acme/resources/big.md"))
-            .unwrap()
-            .len(),
-        len as u64
-    );
+    let stored = st
+        .store()
+        .stat(&longship::storage::StorePath::parse("acme/resources/big.md").unwrap())
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.size, len as u64);
 
     let r = c.get(&format!(
         "/api/v1/content/download?uri={}",
@@ -437,7 +434,10 @@ fn hundred_megabyte_write_read_download() {
     // buffer and the decoded string (~318 MiB measured). Reads hold the file and its JSON form;
     // downloads only the file. A regression to an extra copy anywhere crosses this bound.
     let peak = peak_rss_mib(s.pid());
-    assert!(peak < 370, "peak RSS {peak} MiB");
+    // The bound is for the local backend; an object store client may buffer on its own.
+    if !st.is_s3() {
+        assert!(peak < 370, "peak RSS {peak} MiB");
+    }
 
     // Beyond max_body_bytes: 413 in the envelope.
     let small = Server::start(

@@ -10,6 +10,7 @@ use sha2::{Digest, Sha256};
 
 use crate::fs::q;
 use crate::harness::{Opts, Resp, Server, Storage, ROOT_KEY};
+use longship::storage::StorePath;
 
 /// Who sends a request: a key (api_key mode) or dev-mode identity headers.
 struct Client<'a> {
@@ -143,8 +144,28 @@ fn probes(c: &Client, uri: &str, with_writes: bool) -> Vec<(String, Resp)> {
     out
 }
 
-/// Content hash of every file and directory under `dir`, to prove nothing changed.
-fn digest(dir: &Path) -> BTreeMap<String, String> {
+/// Content hash of every file and directory under `/local/<rel>` (on local disk with `rel`
+/// empty: the whole data directory, so files outside the mount count too), to prove nothing
+/// changed.
+fn digest(st: &Storage, rel: &str) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    if st.is_s3() {
+        let store = st.store();
+        let mut stack = vec![StorePath::parse(rel).expect("store path")];
+        while let Some(dir) = stack.pop() {
+            for e in store.list(&dir).unwrap_or_default() {
+                let p = dir.join(&e.name).expect("child path");
+                if e.meta.is_dir() {
+                    out.insert(format!("{}/", p.as_str()), String::new());
+                    stack.push(p);
+                } else {
+                    let data = store.read(&p).unwrap_or_default();
+                    out.insert(p.as_str().to_string(), hex::encode(Sha256::digest(&data)));
+                }
+            }
+        }
+        return out;
+    }
     fn walk(base: &Path, dir: &Path, out: &mut BTreeMap<String, String>) {
         let Ok(entries) = std::fs::read_dir(dir) else {
             return;
@@ -164,8 +185,12 @@ fn digest(dir: &Path) -> BTreeMap<String, String> {
             }
         }
     }
-    let mut out = BTreeMap::new();
-    walk(dir, dir, &mut out);
+    let base = if rel.is_empty() {
+        st.path().to_path_buf()
+    } else {
+        st.local(rel)
+    };
+    walk(&base, &base, &mut out);
     out
 }
 
@@ -228,8 +253,9 @@ fn traversal_corpus_is_rejected_everywhere() {
     c.write("viking://resources/mine.md", "mine");
     c.write("viking://resources/secret.md", "acme secret");
     Client::dev(&s, "other", "eve").write("viking://resources/secret.md", "OTHER-SECRET");
+    // A file outside the /local mount (local disk only; an S3 store has no outside).
     std::fs::write(st.path().join("outside.md"), "outside").unwrap();
-    let before = digest(st.path());
+    let before = digest(&st, "");
 
     for uri in corpus() {
         for (op, r) in probes(&c, &uri, true) {
@@ -288,7 +314,7 @@ fn traversal_corpus_is_rejected_everywhere() {
         );
     }
     assert_eq!(
-        digest(st.path()),
+        digest(&st, ""),
         before,
         "a rejected request changed storage"
     );
@@ -301,7 +327,7 @@ fn accounts_are_isolated_in_dev_mode() {
     let acme = Client::dev(&s, "acme", "alice");
     acme.write("viking://resources/acme-only/secret.md", "ACME-SECRET");
     acme.write("viking://~/private.md", "ALICE-PRIVATE");
-    let acme_before = digest(&st.local("acme"));
+    let acme_before = digest(&st, "acme");
     let other = Client::dev(&s, "globex", "dave");
     other.write("viking://resources/mine.md", "mine");
     for uri in [
@@ -331,7 +357,7 @@ fn accounts_are_isolated_in_dev_mode() {
             "{raw}"
         );
     }
-    assert_eq!(digest(&st.local("acme")), acme_before);
+    assert_eq!(digest(&st, "acme"), acme_before);
 }
 
 /// A1 as ROOT; returns the admin's key.
@@ -400,7 +426,7 @@ fn isolation_matrix_two_accounts_two_users_each() {
 
     for (account, user, key) in &tenants {
         let me = Client::keyed(&s, key.clone());
-        let before = digest(st.path());
+        let before = digest(&st, "");
         for (v_account, v_user, _) in &tenants {
             if v_user == user {
                 continue;
@@ -446,7 +472,7 @@ fn isolation_matrix_two_accounts_two_users_each() {
             }
         }
         assert_eq!(
-            digest(st.path()),
+            digest(&st, ""),
             before,
             "{user}'s forbidden requests changed storage"
         );

@@ -255,10 +255,9 @@ fn health_stays_fast_during_unlimited_greps() {
     let line = "lorem ipsum dolor sit amet consectetur adipiscing elit sed do eiusmod tempor\n";
     let body = line.repeat(52);
     for d in 0..30 {
-        let dir = st.local(&format!("acme/resources/corpus/d{d:02}"));
-        std::fs::create_dir_all(&dir).unwrap();
         for f in 0..100 {
-            std::fs::write(dir.join(format!("f{f:03}.md")), &body).unwrap();
+            let rel = format!("acme/resources/corpus/d{d:02}/f{f:03}.md");
+            crate::fs::plant(&st, &rel, body.as_bytes());
         }
     }
     let s = Server::start(&st, Opts::dev());
