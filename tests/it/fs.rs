@@ -560,9 +560,7 @@ fn mv_rows() {
     // A directory moves with its sidecars.
     ok(&c.mkdir("viking://~/resources", None));
     ok(&c.mv("viking://resources/dir2", "viking://~/resources/dir2"));
-    assert!(st
-        .local("acme/user/alice/resources/dir2/.abstract.md")
-        .exists());
+    assert!(st.exists("acme/user/alice/resources/dir2/.abstract.md"));
 
     let e = err(
         &c.mv("viking://resources/nope.md", "viking://resources/n.md"),
