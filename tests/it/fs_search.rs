@@ -226,6 +226,12 @@ fn glob_rows() {
         400,
         "INVALID_ARGUMENT",
     );
+    let long = "a".repeat(5000);
+    err(
+        &glob(&c, json!({"pattern": long, "uri": "viking://resources"})),
+        400,
+        "INVALID_ARGUMENT",
+    );
     let e = err(
         &glob(
             &c,

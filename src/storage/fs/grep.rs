@@ -1,10 +1,10 @@
 //! S1 grep: a regex over the lines of one file or of every visible file of a subtree.
 //!
-//! The regex is compiled by the handler with a size limit (a pathological pattern is a 400
-//! there, never a hang here). The walk stops at `node_limit` matches and when the client has
+//! The regex is compiled here, on the pool, before any storage access, with a size limit: a
+//! pathological pattern is a 400, never a hang, and never CPU spent on an HTTP worker. The walk stops at `node_limit` matches and when the client has
 //! gone; the pool runs it at a lower CPU priority than the HTTP workers.
 
-use regex::Regex;
+use regex::{Regex, RegexBuilder};
 use serde::Serialize;
 
 use super::walk::{Flow, Order, Walker};
@@ -18,13 +18,33 @@ use crate::storage::StorageError;
 pub struct GrepJob {
     pub who: Identity,
     pub uri: VikingUri,
-    pub regex: Regex,
+    pub pattern: String,
+    pub case_insensitive: bool,
     /// `None` = unlimited.
     pub node_limit: Option<usize>,
     pub level_limit: usize,
     pub exclude: Option<VikingUri>,
     pub before_context: usize,
     pub after_context: usize,
+}
+
+/// Compiled-program budget of a grep regex: generous for real patterns, and a pattern such as
+/// `(a{1000}){1000}` fails to compile (400) instead of eating memory and CPU.
+const REGEX_SIZE_LIMIT: usize = 1 << 20;
+/// Lazy-DFA cache per search; larger patterns fall back to slower but bounded engines.
+const REGEX_DFA_LIMIT: usize = 4 << 20;
+
+/// Compile a grep pattern (Rust `regex` syntax, unanchored) within the size limits.
+pub fn compile(pattern: &str, case_insensitive: bool, uri: &VikingUri) -> ServiceResult<Regex> {
+    RegexBuilder::new(pattern)
+        .case_insensitive(case_insensitive)
+        .size_limit(REGEX_SIZE_LIMIT)
+        .dfa_size_limit(REGEX_DFA_LIMIT)
+        .build()
+        .map_err(|e| {
+            ServiceError::invalid_argument(format!("invalid operation: Invalid regex pattern: {e}"))
+                .detail("resource", uri.uri())
+        })
 }
 
 /// One neighbouring line of a match.
@@ -71,6 +91,7 @@ impl Hits {
 impl GrepJob {
     fn grep_file(
         &self,
+        regex: &Regex,
         ctx: &JobContext<'_>,
         uri: &VikingUri,
         hits: &mut Hits,
@@ -89,7 +110,7 @@ impl GrepJob {
                 if hits.full() {
                     break;
                 }
-                if self.regex.is_match(line) {
+                if regex.is_match(line) {
                     hits.push(&Match {
                         uri: &shown,
                         line: i + 1,
@@ -115,7 +136,7 @@ impl GrepJob {
             if hits.full() {
                 break;
             }
-            if !self.regex.is_match(line) {
+            if !regex.is_match(line) {
                 continue;
             }
             let to = (i + 1 + self.after_context).min(lines.len());
@@ -136,6 +157,7 @@ impl BlockingJob for GrepJob {
     type Output = ServiceResult<Vec<u8>>;
 
     fn run(self, ctx: &JobContext<'_>) -> Self::Output {
+        let regex = compile(&self.pattern, self.case_insensitive, &self.uri)?;
         let meta = if self.uri.has_internal_segment() {
             None
         } else {
@@ -155,7 +177,7 @@ impl BlockingJob for GrepJob {
         if excluded || hits.full() {
             // nothing to scan
         } else if !meta.is_dir() {
-            self.grep_file(ctx, &self.uri, &mut hits)?;
+            self.grep_file(&regex, ctx, &self.uri, &mut hits)?;
         } else {
             let walker = Walker {
                 who: &self.who,
@@ -171,7 +193,7 @@ impl BlockingJob for GrepJob {
                 if ctx.is_abandoned() {
                     return Ok(Flow::Stop);
                 }
-                self.grep_file(ctx, uri, &mut hits)?;
+                self.grep_file(&regex, ctx, uri, &mut hits)?;
                 Ok(if hits.full() {
                     Flow::Stop
                 } else {
