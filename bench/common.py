@@ -39,6 +39,7 @@ class Server:
         self.started = time.perf_counter()
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=self.log, env=full_env)
         self.first_ok = wait_health(self.url, self.started)
+        wait_ready(self.url)
 
     def rss_kib(self):
         with open(f"/proc/{self.proc.pid}/status") as f:
@@ -79,6 +80,17 @@ def wait_health(url, started, timeout=20.0):
         except (OSError, urllib.error.URLError):
             time.sleep(0.001)
     raise RuntimeError(f"{url} did not become healthy")
+
+
+def wait_ready(url, timeout=30.0):
+    """Wait until /ready is past `initializing` (the registry loads after the port opens)."""
+    deadline = time.perf_counter() + timeout
+    while time.perf_counter() < deadline:
+        status, body = call(url + "/ready")
+        if not (isinstance(body, dict) and body.get("reason") == "initializing"):
+            return
+        time.sleep(0.01)
+    raise RuntimeError(f"{url} stayed initializing")
 
 
 def call(url, method="GET", key=None, body=None, timeout=60):

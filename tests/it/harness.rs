@@ -267,13 +267,24 @@ impl Server {
                 .timeout(Duration::from_millis(500))
                 .call()
             {
-                if r.status() == 200 {
+                if r.status() == 200 && self.past_initializing() {
                     return true;
                 }
             }
             std::thread::sleep(Duration::from_millis(20));
         }
         false
+    }
+
+    /// `/health` answers at once; the registry loads in the background and `/ready` says
+    /// `initializing` until it is in memory.
+    fn past_initializing(&self) -> bool {
+        let r = to_resp(
+            ureq::get(&self.url("/ready"))
+                .timeout(Duration::from_secs(5))
+                .call(),
+        );
+        r.body["reason"] != "initializing"
     }
 
     pub fn url(&self, path: &str) -> String {

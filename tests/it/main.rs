@@ -7,6 +7,7 @@ mod fs_safety;
 mod fs_search;
 mod harness;
 mod metrics;
+mod multi_instance;
 mod s3;
 mod seaweed;
 mod sessions;
