@@ -659,3 +659,26 @@ fn turn_budget_commit_keeps_newest_turns() {
         .unwrap()
         .contains("\n…\n"));
 }
+
+#[test]
+fn api_key_mode_refuses_root_and_anonymous_callers() {
+    let st = Storage::new();
+    let s = Server::start(&st, Opts::default());
+    let r = s.post(
+        "/api/v1/sessions",
+        Some(crate::harness::ROOT_KEY),
+        json!({}),
+    );
+    err(&r, 403, "PERMISSION_DENIED");
+    assert!(r.body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("ROOT API keys cannot access tenant-scoped data APIs"));
+    err(&s.get("/api/v1/sessions", None), 401, "UNAUTHENTICATED");
+    err(
+        &s.post("/api/v1/sessions/x/commit", Some("bogus"), json!({})),
+        401,
+        "UNAUTHENTICATED",
+    );
+    assert!(!st.local("default/user/default/sessions/x").exists());
+}

@@ -153,7 +153,26 @@ pub struct CommitSession {
 impl BlockingJob for CommitSession {
     type Output = ServiceResult<Value>;
     fn run(self, ctx: &JobContext<'_>) -> Self::Output {
+        yield_to_everything_else();
         commit(ctx.storage, &self.session, &self.options)
+    }
+}
+
+/// Niceness of a thread running a commit: the lowest, below the storage pool's threads, so on a
+/// small machine a commit of tens of megabytes takes only the CPU that HTTP workers and short
+/// storage jobs leave over (commit latency is the one thing allowed to grow under load).
+const COMMIT_NICE: i32 = 19;
+
+/// Lower the calling commit-pool thread to [`COMMIT_NICE`]; threads of this pool only ever run
+/// long work, so the setting simply stays.
+fn yield_to_everything_else() {
+    // SAFETY: plain syscalls on the calling thread's own id.
+    let rc = unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        libc::setpriority(libc::PRIO_PROCESS, tid, COMMIT_NICE)
+    };
+    if rc != 0 {
+        tracing::debug!("could not lower the commit thread's priority");
     }
 }
 
