@@ -10,11 +10,13 @@ use std::time::Duration;
 use actix::prelude::*;
 use actix_web::{middleware::from_fn, web, App, HttpServer};
 
-use crate::actors::auth::AuthActor;
+use crate::actors::auth::sink::ActorSink;
+use crate::actors::auth::{AuthActor, AuthConfig, InitialLoad};
 use crate::actors::health::HealthMonitor;
 use crate::actors::pool::{PoolSpec, Pools};
 use crate::config::{Settings, StorageBackendKind};
 use crate::http::{self, AppState};
+use crate::identity::AuthMode;
 use crate::storage::{local::LocalStorage, Storage};
 
 /// Failures that stop the server before it serves anything (exit code 2).
@@ -31,6 +33,8 @@ pub enum StartupError {
     Unsupported(String),
     #[error(transparent)]
     Metrics(#[from] crate::http::metrics::MetricsError),
+    #[error("cannot load the account registry: {0}")]
+    Registry(String),
     #[error("server error: {0}")]
     Serve(std::io::Error),
 }
@@ -43,6 +47,32 @@ pub fn open_storage(settings: &Settings) -> Result<Arc<dyn Storage>, StartupErro
             "storage.backend = \"s3\" is not available in this build".into(),
         )),
     }
+}
+
+/// Api_key mode: create/scaffold/migrate the registry, then load it into the AuthActor, all
+/// before the first request is served (so no request sees an empty map).
+async fn load_registry(
+    pools: &Pools,
+    auth: &actix::Addr<AuthActor>,
+    hashing: bool,
+) -> Result<(), StartupError> {
+    use crate::actors::auth::jobs::Bootstrap;
+    let registry = |e: String| StartupError::Registry(e);
+    let report = pools
+        .storage()
+        .run(Bootstrap { hashing })
+        .await
+        .map_err(|e| registry(e.to_string()))?
+        .map_err(|e| registry(e.message))?;
+    tracing::info!(
+        created = report.created_registry,
+        migrated_keys = report.migrated_keys,
+        "account registry ready"
+    );
+    auth.send(InitialLoad)
+        .await
+        .map_err(|e| registry(e.to_string()))?
+        .map_err(|e| registry(e.message))
 }
 
 /// Run the server until it is told to stop.
@@ -72,24 +102,32 @@ async fn serve(settings: Arc<Settings>, backend: Arc<dyn Storage>) -> Result<(),
     let mode = settings.auth_mode();
     let auth_arbiter = Arbiter::new();
     let auth = {
-        let root_key = settings.auth.root_api_key.clone();
+        let config = AuthConfig {
+            root_key: settings.auth.root_api_key.clone(),
+            refresh_interval: Duration::from_millis(settings.auth.refresh_interval_ms),
+        };
         let pools = pools.clone();
         AuthActor::start_in_arbiter(&auth_arbiter.handle(), move |_| {
-            AuthActor::new(root_key, pools)
+            AuthActor::new(config, pools)
         })
     };
+    if mode == AuthMode::ApiKey {
+        load_registry(&pools, &auth, settings.auth.api_key_hashing).await?;
+    }
     let health = HealthMonitor::new(backend.kind(), backend.describe());
     health.spawn_periodic(pools.clone(), Duration::from_secs(5));
 
     let workers = settings.workers();
+    let auth_for_state = auth.clone();
     let state = AppState {
         pools: pools.clone(),
-        auth,
+        auth: auth_for_state,
         mode,
         settings: settings.clone(),
         health,
         workers,
         metrics: Arc::new(crate::http::metrics::Metrics::new()?),
+        registry_sink: Arc::new(ActorSink::new(auth.clone())),
     };
     let max_body = settings.server.max_body_bytes;
     let app_state = web::Data::new(state);

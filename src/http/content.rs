@@ -1,5 +1,300 @@
-//! Routes of the content API.
+//! Routes of the content API (spec §7): C1 read, C2 abstract, C3 overview, C4 download,
+//! C5 write.
 
-use actix_web::web;
+use std::convert::Infallible;
+use std::marker::PhantomData;
 
-pub fn configure(_cfg: &mut web::ServiceConfig) {}
+use actix_web::body::SizedStream;
+use actix_web::http::header;
+use actix_web::web::Bytes;
+use actix_web::{web, HttpResponse};
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::actors::{BlockingJob, JobContext};
+use crate::error::ServiceError;
+use crate::storage::fs::read::{DownloadJob, ReadJob, Sidecar, SidecarJob};
+use crate::storage::fs::write::{self, WriteJob, WriteMode};
+use crate::storage::uri::{self, Access};
+
+use super::auth::{Caller, DataAccess};
+use super::envelope::{elapsed_secs, ApiOk, ApiResult};
+use super::extract::{flexible_bool, parse_json, ApiQuery, RawBody};
+use super::fs::resolve;
+use super::AppState;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(web::resource("/api/v1/content/read").route(web::get().to(read)))
+        .service(web::resource("/api/v1/content/abstract").route(web::get().to(abstract_)))
+        .service(web::resource("/api/v1/content/overview").route(web::get().to(overview)))
+        .service(web::resource("/api/v1/content/download").route(web::get().to(download)))
+        .service(web::resource("/api/v1/content/write").route(web::post().to(write)));
+}
+
+#[derive(Deserialize)]
+struct ReadQuery {
+    uri: String,
+    offset: Option<i64>,
+    limit: Option<i64>,
+    /// Memory files carry no reserved trailer on this server, so raw and cooked reads agree.
+    #[serde(default, deserialize_with = "flexible_bool")]
+    #[allow(dead_code)]
+    raw: bool,
+}
+
+/// C1. The result is already JSON-encoded by the job; the envelope is sent around it as three
+/// chunks so a large file is never copied again here.
+async fn read(
+    state: web::Data<AppState>,
+    caller: Caller<DataAccess>,
+    ApiQuery(q): ApiQuery<ReadQuery>,
+) -> Result<HttpResponse, ServiceError> {
+    let uri = resolve(&caller, &q.uri, Access::Read)?;
+    let offset = q.offset.unwrap_or(0);
+    if offset < 0 {
+        return Err(ServiceError::validation(
+            &["query", "offset"],
+            "Input should be greater than or equal to 0",
+            "greater_than_equal",
+        ));
+    }
+    let limit = match q.limit.unwrap_or(-1) {
+        l if l < 0 => None,
+        l => Some(usize::try_from(l).unwrap_or(usize::MAX)),
+    };
+    let job = ReadJob {
+        uri,
+        offset: usize::try_from(offset).unwrap_or(usize::MAX),
+        limit,
+    };
+    Ok(encoded_ok(state.pools.storage().run(job).await??))
+}
+
+/// The success envelope around a `result` that a job already encoded as JSON. Large results
+/// (a 100 MB file, an unlimited grep) are serialized on the pool, never on an HTTP worker, and
+/// sent as three chunks without another copy.
+pub(super) fn encoded_ok(result: Vec<u8>) -> HttpResponse {
+    encoded_ok_with(result, &[])
+}
+
+/// [`encoded_ok`] with extra top-level keys (`has_more`).
+pub(super) fn encoded_ok_with(result: Vec<u8>, top: &[(&str, Value)]) -> HttpResponse {
+    let encoded = Bytes::from(result);
+    let head = Bytes::from_static(br#"{"status":"ok","result":"#);
+    let mut tail = String::new();
+    for (k, v) in top {
+        tail.push_str(&format!(",{}:{v}", Value::from(*k)));
+    }
+    tail.push_str(&format!(r#","time":{}}}"#, elapsed_secs()));
+    let tail = Bytes::from(tail);
+    let len = (head.len() + encoded.len() + tail.len()) as u64;
+    let chunks = futures_util::stream::iter([head, encoded, tail].map(Ok::<_, Infallible>));
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .body(SizedStream::new(len, chunks))
+}
+
+/// Bodies above this size are decoded on the storage pool: serde on a 100 MB JSON body takes
+/// long enough to stall every connection of the HTTP worker that would run it.
+const INLINE_DECODE_LIMIT: usize = 256 * 1024;
+
+/// Decode a large JSON request body on a pool thread.
+struct DecodeBody<T> {
+    body: Bytes,
+    _into: PhantomData<fn() -> T>,
+}
+
+impl<T: DeserializeOwned + Send + 'static> BlockingJob for DecodeBody<T> {
+    type Output = Result<T, ServiceError>;
+
+    fn run(self, _ctx: &JobContext<'_>) -> Self::Output {
+        parse_json(&self.body)
+    }
+}
+
+/// A required JSON body, decoded inline when small and on the storage pool when large.
+async fn decode_body<T: DeserializeOwned + Send + 'static>(
+    state: &AppState,
+    body: Bytes,
+) -> Result<T, ServiceError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(ServiceError::validation(
+            &["body"],
+            "Field required",
+            "missing",
+        ));
+    }
+    if body.len() <= INLINE_DECODE_LIMIT {
+        return parse_json(&body);
+    }
+    let job = DecodeBody {
+        body,
+        _into: PhantomData,
+    };
+    state.pools.storage().run(job).await?
+}
+
+async fn sidecar(
+    state: web::Data<AppState>,
+    caller: Caller<DataAccess>,
+    raw: &str,
+    which: Sidecar,
+) -> ApiResult {
+    let uri = resolve(&caller, raw, Access::Read)?;
+    Ok(ApiOk::new(
+        state
+            .pools
+            .storage()
+            .run(SidecarJob { uri, which })
+            .await??,
+    ))
+}
+
+#[derive(Deserialize)]
+struct UriQuery {
+    uri: Option<String>,
+}
+
+/// C2.
+async fn abstract_(
+    state: web::Data<AppState>,
+    caller: Caller<DataAccess>,
+    ApiQuery(q): ApiQuery<UriQuery>,
+) -> ApiResult {
+    sidecar(state, caller, &required_uri(q.uri)?, Sidecar::Abstract).await
+}
+
+/// C3.
+async fn overview(
+    state: web::Data<AppState>,
+    caller: Caller<DataAccess>,
+    ApiQuery(q): ApiQuery<UriQuery>,
+) -> ApiResult {
+    sidecar(state, caller, &required_uri(q.uri)?, Sidecar::Overview).await
+}
+
+fn required_uri(uri: Option<String>) -> Result<String, ServiceError> {
+    uri.ok_or_else(|| ServiceError::invalid_argument("uri is required"))
+}
+
+/// RFC 5987 `attr-char`s stay literal in `filename*`.
+const FILENAME: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~')
+    .remove(b'!')
+    .remove(b'$')
+    .remove(b'&')
+    .remove(b'+')
+    .remove(b'^')
+    .remove(b'`')
+    .remove(b'|');
+
+/// C4: the raw bytes; the job's one buffer becomes the body without a copy.
+async fn download(
+    state: web::Data<AppState>,
+    caller: Caller<DataAccess>,
+    ApiQuery(q): ApiQuery<UriQuery>,
+) -> Result<HttpResponse, ServiceError> {
+    let uri = resolve(&caller, &required_uri(q.uri)?, Access::Read)?;
+    let name = utf8_percent_encode(uri.name(), FILENAME).to_string();
+    let bytes = state.pools.storage().run(DownloadJob { uri }).await??;
+    Ok(HttpResponse::Ok()
+        .content_type("application/octet-stream")
+        .insert_header((
+            header::CONTENT_DISPOSITION,
+            format!("attachment; filename*=UTF-8''{name}"),
+        ))
+        .body(Bytes::from(bytes)))
+}
+
+fn default_mode() -> String {
+    "replace".into()
+}
+
+/// The C5 body; unknown fields are rejected (`extra_forbidden`, spec §1.3).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)] // accepted-and-ignored fields are kept to document the contract
+struct WriteBody {
+    uri: String,
+    content: String,
+    #[serde(default = "default_mode")]
+    mode: String,
+    #[serde(default, deserialize_with = "flexible_bool")]
+    wait: bool,
+    /// Gone in 0.5.2 but still sent by older clients; ignored (§13.14).
+    timeout: Option<Value>,
+    telemetry: Option<Value>,
+    processing_mode: Option<String>,
+    tags: Option<Vec<String>>,
+    tag_mode: Option<String>,
+    acl: Option<Value>,
+    edit_source: Option<String>,
+}
+
+fn one_of(field: &str, value: Option<&str>, allowed: &[&str]) -> Result<(), ServiceError> {
+    match value {
+        Some(v) if !allowed.contains(&v) => {
+            let list: Vec<String> = allowed.iter().map(|a| format!("'{a}'")).collect();
+            Err(ServiceError::validation(
+                &["body", field],
+                &format!("Input should be {}", list.join(" or ")),
+                "literal_error",
+            ))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// C5.
+async fn write(
+    state: web::Data<AppState>,
+    caller: Caller<DataAccess>,
+    RawBody(raw): RawBody,
+) -> ApiResult {
+    let body: WriteBody = decode_body(&state, raw).await?;
+    let mode = WriteMode::parse(&body.mode).ok_or_else(|| {
+        ServiceError::invalid_argument(format!("unsupported write mode: {}", body.mode))
+    })?;
+    one_of(
+        "processing_mode",
+        body.processing_mode.as_deref(),
+        &["semantic_and_vectors", "vectors_only"],
+    )?;
+    one_of(
+        "tag_mode",
+        body.tag_mode.as_deref(),
+        &["replace", "append", "clear"],
+    )?;
+    one_of(
+        "edit_source",
+        body.edit_source.as_deref(),
+        &["manual", "agent", "compile"],
+    )?;
+    match &body.telemetry {
+        None | Some(Value::Bool(_)) => {}
+        Some(Value::Object(m)) if m.iter().all(|(k, v)| k == "summary" && v.is_boolean()) => {}
+        Some(_) => {
+            return Err(ServiceError::validation(
+                &["body", "telemetry"],
+                "Input should be a valid boolean or {\"summary\": bool}",
+                "type_error",
+            ))
+        }
+    }
+    write::preflight(&body.uri)?;
+    let parsed = uri::parse(&body.uri, &caller.identity)?;
+    let target = write::renamed(&parsed, caller.account())?;
+    uri::authorize(&target, &caller.identity, Access::Write)?;
+    write::check_target(&target)?;
+    let job = WriteJob {
+        uri: target,
+        content: body.content,
+        mode,
+    };
+    Ok(ApiOk::new(state.pools.storage().run(job).await??))
+}

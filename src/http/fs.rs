@@ -1,5 +1,325 @@
-//! Routes of the fs API.
+//! Routes of the fs API (spec §6): F1 ls, F2 tree, F3 stat, F4 mkdir, F5 rm, F6 mv.
+//!
+//! Handlers parse and authorize every URI (pure, non-blocking) and submit one job to the
+//! storage pool; nothing here touches storage.
 
-use actix_web::web;
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::Deserialize;
 
-pub fn configure(_cfg: &mut web::ServiceConfig) {}
+use crate::error::ServiceError;
+use crate::storage::fs::entry::{Output, Render};
+use crate::storage::fs::listing::{LsJob, PageOpts, SortBy, TreeJob};
+use crate::storage::fs::mkdir::MkdirJob;
+use crate::storage::fs::mv::MvJob;
+use crate::storage::fs::rm::RmJob;
+use crate::storage::fs::stat::StatJob;
+use crate::storage::uri::{self, Access, VikingUri};
+
+use super::auth::{Caller, DataAccess};
+use super::content::encoded_ok_with;
+use super::envelope::{ApiOk, ApiResult};
+use super::extract::{flexible_bool, flexible_bool_opt, ApiJson, ApiQuery};
+use super::AppState;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(web::resource("/api/v1/fs/ls").route(web::get().to(ls)))
+        .service(web::resource("/api/v1/fs/tree").route(web::get().to(tree)))
+        .service(web::resource("/api/v1/fs/stat").route(web::get().to(stat)))
+        .service(web::resource("/api/v1/fs/mkdir").route(web::post().to(mkdir)))
+        .service(web::resource("/api/v1/fs/mv").route(web::post().to(mv)))
+        .service(web::resource("/api/v1/fs").route(web::delete().to(rm)));
+}
+
+/// Parse `raw` for the caller and check `access` (spec §5).
+pub fn resolve(
+    caller: &Caller<DataAccess>,
+    raw: &str,
+    access: Access,
+) -> Result<VikingUri, ServiceError> {
+    let uri = uri::parse(raw, &caller.identity)?;
+    uri::authorize(&uri, &caller.identity, access)?;
+    Ok(uri)
+}
+
+/// Query parameters shared by F1 and F2.
+#[derive(Deserialize)]
+struct ListQuery {
+    uri: String,
+    #[serde(default, deserialize_with = "flexible_bool")]
+    simple: bool,
+    #[serde(default, deserialize_with = "flexible_bool")]
+    recursive: bool,
+    output: Option<String>,
+    abs_limit: Option<i64>,
+    #[serde(default, deserialize_with = "flexible_bool")]
+    show_all_hidden: bool,
+    node_limit: Option<i64>,
+    limit: Option<i64>,
+    sort_by: Option<String>,
+    sort_order: Option<String>,
+    offset: Option<i64>,
+    #[serde(default, deserialize_with = "flexible_bool_opt")]
+    include_abstract: Option<bool>,
+    #[serde(default, deserialize_with = "flexible_bool")]
+    include_overview: bool,
+    overview_limit: Option<i64>,
+    level_limit: Option<i64>,
+    #[serde(default, deserialize_with = "flexible_bool")]
+    directories_only: bool,
+}
+
+fn literal_error(field: &str, allowed: &str, got: &str) -> ServiceError {
+    ServiceError::validation(
+        &["query", field],
+        &format!("Input should be {allowed}, got {got:?}"),
+        "literal_error",
+    )
+}
+
+fn at_least(
+    field: &str,
+    value: Option<i64>,
+    min: i64,
+    default: i64,
+) -> Result<usize, ServiceError> {
+    let v = value.unwrap_or(default);
+    if v < min {
+        return Err(ServiceError::validation(
+            &["query", field],
+            &format!("Input should be greater than or equal to {min}"),
+            "greater_than_equal",
+        ));
+    }
+    Ok(usize::try_from(v).unwrap_or(usize::MAX))
+}
+
+/// `extra_fields` may repeat (`?extra_fields=a&extra_fields=b`) or be comma-separated, which
+/// the struct deserializer cannot express; read it from the raw query.
+fn extra_fields(req: &HttpRequest) -> Vec<String> {
+    form_urlencoded::parse(req.query_string().as_bytes())
+        .filter(|(k, _)| k == "extra_fields")
+        .flat_map(|(_, v)| {
+            v.split(',')
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+impl ListQuery {
+    fn page(&self, req: &HttpRequest) -> Result<PageOpts, ServiceError> {
+        let output = match self.output.as_deref() {
+            None | Some("agent") => Output::Agent,
+            Some("original") => Output::Original,
+            Some(other) => return Err(literal_error("output", "'original' or 'agent'", other)),
+        };
+        let mut render = Render::new(output);
+        render.abs_limit = at_least("abs_limit", self.abs_limit, 0, 256)?;
+        if let Some(a) = self.include_abstract {
+            render.include_abstract = a;
+        }
+        render.include_overview = self.include_overview;
+        render.overview_limit = at_least("overview_limit", self.overview_limit, 1, 4000)?;
+        render.locked = extra_fields(req).iter().any(|f| f == "locked");
+        // `limit` (≥ 1) wins over `node_limit` when given.
+        let node_limit = match self.limit {
+            Some(l) => at_least("limit", Some(l), 1, 1000)?,
+            None => at_least("node_limit", self.node_limit, 1, 1000)?,
+        };
+        Ok(PageOpts {
+            render,
+            show_all_hidden: self.show_all_hidden,
+            node_limit,
+            offset: at_least("offset", self.offset, 0, 0)?,
+            simple: self.simple,
+        })
+    }
+}
+
+fn page_response(page: crate::storage::fs::listing::Page) -> HttpResponse {
+    encoded_ok_with(page.items, &[("has_more", page.has_more.into())])
+}
+
+/// F1.
+async fn ls(
+    state: web::Data<AppState>,
+    caller: Caller<DataAccess>,
+    req: HttpRequest,
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> Result<HttpResponse, ServiceError> {
+    let uri = resolve(&caller, &q.uri, Access::Read)?;
+    let page = q.page(&req)?;
+    let sort_by = match q.sort_by.as_deref() {
+        None => None,
+        Some("name") => Some(SortBy::Name),
+        Some("mtime") => Some(SortBy::Mtime),
+        Some(other) => return Err(literal_error("sort_by", "'name' or 'mtime'", other)),
+    };
+    let descending = match q.sort_order.as_deref() {
+        None | Some("asc") => false,
+        Some("desc") => true,
+        Some(other) => return Err(literal_error("sort_order", "'asc' or 'desc'", other)),
+    };
+    let pool = state.pools.storage();
+    let result = if q.recursive {
+        let job = TreeJob {
+            who: caller.identity.clone(),
+            uri,
+            page,
+            level_limit: 3,
+            directories_only: false,
+        };
+        pool.run(job).await??
+    } else {
+        let job = LsJob {
+            who: caller.identity.clone(),
+            uri,
+            page,
+            sort_by,
+            descending,
+        };
+        pool.run(job).await??
+    };
+    Ok(page_response(result))
+}
+
+/// F2.
+async fn tree(
+    state: web::Data<AppState>,
+    caller: Caller<DataAccess>,
+    req: HttpRequest,
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> Result<HttpResponse, ServiceError> {
+    let uri = resolve(&caller, &q.uri, Access::Read)?;
+    let job = TreeJob {
+        who: caller.identity.clone(),
+        uri,
+        page: q.page(&req)?,
+        level_limit: at_least("level_limit", q.level_limit, 1, 3)?,
+        directories_only: q.directories_only,
+    };
+    Ok(page_response(state.pools.storage().run(job).await??))
+}
+
+#[derive(Deserialize)]
+struct UriQuery {
+    uri: String,
+}
+
+/// F3.
+async fn stat(
+    state: web::Data<AppState>,
+    caller: Caller<DataAccess>,
+    ApiQuery(q): ApiQuery<UriQuery>,
+) -> ApiResult {
+    let uri = resolve(&caller, &q.uri, Access::Read)?;
+    Ok(ApiOk::new(
+        state.pools.storage().run(StatJob { uri }).await??,
+    ))
+}
+
+#[derive(Deserialize)]
+struct MkdirBody {
+    uri: String,
+    description: Option<String>,
+    /// Accepted and ignored: ACLs are out of scope (§12).
+    #[serde(default)]
+    #[allow(dead_code)]
+    acl: Option<serde_json::Value>,
+}
+
+fn internal_name(uri: &VikingUri) -> ServiceError {
+    ServiceError::invalid_argument(format!(
+        "cannot create storage internal name: {}",
+        uri.uri()
+    ))
+}
+
+/// F4.
+async fn mkdir(
+    state: web::Data<AppState>,
+    caller: Caller<DataAccess>,
+    ApiJson(body): ApiJson<MkdirBody>,
+) -> ApiResult {
+    let uri = resolve(&caller, &body.uri, Access::Write)?;
+    if uri.has_internal_segment() {
+        return Err(internal_name(&uri));
+    }
+    let job = MkdirJob {
+        uri,
+        description: body.description,
+    };
+    Ok(ApiOk::new(state.pools.storage().run(job).await??))
+}
+
+#[derive(Deserialize)]
+struct RmQuery {
+    uri: String,
+    #[serde(default, deserialize_with = "flexible_bool")]
+    recursive: bool,
+    /// Accepted: a model-free server has no background work to wait for.
+    #[serde(default, deserialize_with = "flexible_bool")]
+    #[allow(dead_code)]
+    wait: bool,
+}
+
+/// F5.
+async fn rm(
+    state: web::Data<AppState>,
+    caller: Caller<DataAccess>,
+    ApiQuery(q): ApiQuery<RmQuery>,
+) -> ApiResult {
+    let uri = resolve(&caller, &q.uri, Access::Delete)?;
+    if uri.has_internal_segment() {
+        return Err(ServiceError::invalid_argument(format!(
+            "cannot remove storage internal name: {}",
+            uri.uri()
+        )));
+    }
+    let job = RmJob {
+        uri,
+        recursive: q.recursive,
+    };
+    Ok(ApiOk::new(state.pools.storage().run(job).await??))
+}
+
+#[derive(Deserialize)]
+struct MvBody {
+    from_uri: String,
+    to_uri: String,
+}
+
+/// F6.
+async fn mv(
+    state: web::Data<AppState>,
+    caller: Caller<DataAccess>,
+    ApiJson(body): ApiJson<MvBody>,
+) -> ApiResult {
+    let from = resolve(&caller, &body.from_uri, Access::Delete)?;
+    let to = resolve(&caller, &body.to_uri, Access::Write)?;
+    if from.has_internal_segment() {
+        let shown = from.uri();
+        return Err(ServiceError::not_found(
+            "resource",
+            &shown,
+            format!("Resource not found: {shown}"),
+        ));
+    }
+    if to.has_internal_segment() {
+        return Err(internal_name(&to));
+    }
+    if from == to {
+        return Err(ServiceError::invalid_argument(
+            "mv source and target must be different",
+        ));
+    }
+    if from.starts_with(&to) || to.starts_with(&from) {
+        return Err(ServiceError::invalid_argument(
+            "mv source and target subtrees must not overlap",
+        ));
+    }
+    Ok(ApiOk::new(
+        state.pools.storage().run(MvJob { from, to }).await??,
+    ))
+}

@@ -39,6 +39,8 @@ pub struct AppState {
     pub health: HealthMonitor,
     pub workers: usize,
     pub metrics: Arc<metrics::Metrics>,
+    /// Where registry operations announce their changes (the AuthActor).
+    pub registry_sink: Arc<dyn crate::storage::registry::RegistrySink>,
 }
 
 impl AppState {

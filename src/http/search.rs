@@ -1,5 +1,169 @@
-//! Routes of the search API.
+//! Routes of the search API (spec §8): S1 grep, S2 glob. Semantic search routes are out of
+//! scope and answer 501.
 
-use actix_web::web;
+use actix_web::{web, HttpResponse};
+use globset::GlobBuilder;
+use regex::RegexBuilder;
+use serde::Deserialize;
 
-pub fn configure(_cfg: &mut web::ServiceConfig) {}
+use crate::error::ServiceError;
+use crate::storage::fs::entry::{Output, Render};
+use crate::storage::fs::glob::GlobJob;
+use crate::storage::fs::grep::GrepJob;
+use crate::storage::uri::{self, Access};
+
+use super::auth::{Caller, DataAccess};
+use super::content::encoded_ok;
+use super::envelope::ApiResult;
+use super::extract::{flexible_bool, ApiJson};
+use super::fs::resolve;
+use super::AppState;
+
+/// Compiled-program budget of a grep regex: generous for real patterns, and a pattern such as
+/// `(a{1000}){1000}` fails to compile (400) instead of eating memory and CPU.
+const REGEX_SIZE_LIMIT: usize = 1 << 20;
+/// Lazy-DFA cache per search; larger patterns fall back to slower but bounded engines.
+const REGEX_DFA_LIMIT: usize = 4 << 20;
+/// Directory levels grep descends when `level_limit` is absent.
+const DEFAULT_GREP_LEVELS: i64 = 10;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(web::resource("/api/v1/search/grep").route(web::post().to(grep)))
+        .service(web::resource("/api/v1/search/glob").route(web::post().to(glob)));
+    for path in [
+        "/api/v1/search/find",
+        "/api/v1/search/search",
+        "/api/v1/search/recall",
+    ] {
+        cfg.service(web::resource(path).route(web::post().to(semantic)));
+    }
+}
+
+async fn semantic(_caller: Caller<DataAccess>) -> ApiResult {
+    Err(ServiceError::unimplemented(
+        "Semantic search needs an embedding model, which this server does not provide.",
+    ))
+}
+
+/// `null`, 0 or negative = unlimited.
+fn limit(v: Option<i64>) -> Option<usize> {
+    v.filter(|n| *n > 0)
+        .map(|n| usize::try_from(n).unwrap_or(usize::MAX))
+}
+
+fn non_negative(field: &str, v: Option<i64>) -> Result<usize, ServiceError> {
+    match v {
+        None => Ok(0),
+        Some(n) if n >= 0 => Ok(usize::try_from(n).unwrap_or(usize::MAX)),
+        Some(_) => Err(ServiceError::validation(
+            &["body", field],
+            "Input should be greater than or equal to 0",
+            "greater_than_equal",
+        )),
+    }
+}
+
+#[derive(Deserialize)]
+struct GrepBody {
+    uri: String,
+    pattern: String,
+    #[serde(default, deserialize_with = "flexible_bool")]
+    case_insensitive: bool,
+    node_limit: Option<i64>,
+    level_limit: Option<i64>,
+    exclude_uri: Option<String>,
+    before_context: Option<i64>,
+    after_context: Option<i64>,
+}
+
+/// S1.
+async fn grep(
+    state: web::Data<AppState>,
+    caller: Caller<DataAccess>,
+    ApiJson(body): ApiJson<GrepBody>,
+) -> Result<HttpResponse, ServiceError> {
+    let uri = resolve(&caller, &body.uri, Access::Read)?;
+    let exclude = match body.exclude_uri.as_deref() {
+        Some(raw) if !raw.trim().is_empty() => Some(uri::parse(raw, &caller.identity)?),
+        _ => None,
+    };
+    let before_context = non_negative("before_context", body.before_context)?;
+    let after_context = non_negative("after_context", body.after_context)?;
+    let level_limit = match body.level_limit.unwrap_or(DEFAULT_GREP_LEVELS) {
+        n if n < 1 => {
+            return Err(ServiceError::validation(
+                &["body", "level_limit"],
+                "Input should be greater than or equal to 1",
+                "greater_than_equal",
+            ))
+        }
+        n => usize::try_from(n).unwrap_or(usize::MAX),
+    };
+    let regex = RegexBuilder::new(&body.pattern)
+        .case_insensitive(body.case_insensitive)
+        .size_limit(REGEX_SIZE_LIMIT)
+        .dfa_size_limit(REGEX_DFA_LIMIT)
+        .build()
+        .map_err(|e| {
+            ServiceError::invalid_argument(format!("invalid operation: Invalid regex pattern: {e}"))
+                .detail("resource", uri.uri())
+        })?;
+    let job = GrepJob {
+        who: caller.identity.clone(),
+        uri,
+        regex,
+        node_limit: limit(body.node_limit),
+        level_limit,
+        exclude,
+        before_context,
+        after_context,
+    };
+    Ok(encoded_ok(state.pools.storage().run(job).await??))
+}
+
+fn root_uri() -> String {
+    uri::SCHEME.to_string()
+}
+
+#[derive(Deserialize)]
+struct GlobBody {
+    pattern: String,
+    #[serde(default = "root_uri")]
+    uri: String,
+    node_limit: Option<i64>,
+    extra_fields: Option<Vec<String>>,
+}
+
+/// S2.
+async fn glob(
+    state: web::Data<AppState>,
+    caller: Caller<DataAccess>,
+    ApiJson(body): ApiJson<GlobBody>,
+) -> Result<HttpResponse, ServiceError> {
+    if body.pattern.trim().is_empty() {
+        return Err(ServiceError::invalid_argument(
+            "Search query or image_url must not be empty.",
+        ));
+    }
+    let uri = resolve(&caller, &body.uri, Access::Read)?;
+    let matcher = GlobBuilder::new(&body.pattern)
+        .literal_separator(true)
+        .build()
+        .map_err(|e| ServiceError::invalid_argument(format!("Invalid glob pattern: {e}")))?
+        .compile_matcher();
+    let render = body.extra_fields.map(|fields| {
+        let mut r = Render::new(Output::Original);
+        r.include_abstract = false;
+        r.locked = fields.iter().any(|f| f == "locked");
+        r
+    });
+    let job = GlobJob {
+        who: caller.identity.clone(),
+        uri,
+        pattern: body.pattern,
+        matcher,
+        node_limit: limit(body.node_limit),
+        render,
+    };
+    Ok(encoded_ok(state.pools.storage().run(job).await??))
+}

@@ -7,12 +7,16 @@
 //! (so `_system/accounts.json`, `acme/user/bob/memories/x.md`). Nothing above the trait may
 //! assume a local directory; the local backend maps `/local` to `<data_dir>/viking`.
 
+pub mod keys;
+pub mod fs;
 pub mod local;
 pub mod okf;
 mod path;
+pub mod registry;
 pub mod scaffold;
 pub mod sessions;
 pub mod tasks;
+pub mod uri;
 
 pub use path::StorePath;
 

@@ -1,0 +1,93 @@
+//! Storage-pool jobs the AuthActor delegates to (it never does I/O or Argon2 itself).
+
+use std::collections::BTreeSet;
+
+use crate::actors::{BlockingJob, JobContext};
+use crate::error::ServiceResult;
+use crate::storage::keys;
+use crate::storage::registry::load::{self, AccountStates, CheckOutcome, ProbeOutcome};
+use crate::storage::Version;
+
+use super::index::HashCandidate;
+
+/// Everything: the marker, accounts.json and every users.json.
+pub struct LoadAll;
+
+impl BlockingJob for LoadAll {
+    type Output = ServiceResult<CheckOutcome>;
+
+    fn run(self, ctx: &JobContext<'_>) -> Self::Output {
+        load::load_all(ctx.storage)
+    }
+}
+
+/// The freshness check: stat the generation marker; re-read what changed since `loaded`.
+pub struct CheckMarker {
+    pub loaded: u64,
+    pub known_version: Option<Version>,
+}
+
+impl BlockingJob for CheckMarker {
+    type Output = ServiceResult<CheckOutcome>;
+
+    fn run(self, ctx: &JobContext<'_>) -> Self::Output {
+        load::check(ctx.storage, self.loaded, self.known_version.as_ref())
+    }
+}
+
+/// Stat one account's users.json; re-read the account if it moved.
+pub struct ProbeAccount {
+    pub account: String,
+    pub known_version: Option<Version>,
+}
+
+impl BlockingJob for ProbeAccount {
+    type Output = ServiceResult<ProbeOutcome>;
+
+    fn run(self, ctx: &JobContext<'_>) -> Self::Output {
+        load::probe_account(ctx.storage, &self.account, self.known_version.as_ref())
+    }
+}
+
+/// Re-read some accounts (those changed locally while a reload was in flight).
+pub struct LoadAccounts {
+    pub ids: BTreeSet<String>,
+}
+
+impl BlockingJob for LoadAccounts {
+    type Output = ServiceResult<(AccountStates, u64)>;
+
+    fn run(self, ctx: &JobContext<'_>) -> Self::Output {
+        load::load_accounts(ctx.storage, &self.ids)
+    }
+}
+
+/// Argon2id verification of a presented key against candidate hashes (tens of ms each, which
+/// is why it runs here and not on the actor's thread or an HTTP worker).
+pub struct VerifyArgon {
+    pub key: String,
+    pub candidates: Vec<HashCandidate>,
+}
+
+impl BlockingJob for VerifyArgon {
+    type Output = Option<HashCandidate>;
+
+    fn run(self, _ctx: &JobContext<'_>) -> Self::Output {
+        self.candidates
+            .into_iter()
+            .find(|c| keys::verify_hash(&c.phc, &self.key))
+    }
+}
+
+/// Startup: create/scaffold the registry and migrate plaintext keys when hashing is on.
+pub struct Bootstrap {
+    pub hashing: bool,
+}
+
+impl BlockingJob for Bootstrap {
+    type Output = ServiceResult<crate::storage::registry::bootstrap::Report>;
+
+    fn run(self, ctx: &JobContext<'_>) -> Self::Output {
+        crate::storage::registry::bootstrap::run(ctx.storage, self.hashing)
+    }
+}

@@ -1,0 +1,467 @@
+//! The AuthActor: the one owner of the in-memory account/user map, resolving API keys.
+//!
+//! It runs on its own Arbiter and never does I/O or Argon2 itself: loads, freshness checks,
+//! probes and hash verifications are jobs on the storage pool whose results come back as
+//! actor futures. Concurrent requests that need the same check share it (see [`gate`]).
+//!
+//! Freshness (README "Multi-instance consistency"):
+//! * every request is answered from a map whose last freshness check started no longer than
+//!   `auth.refresh_interval_ms` ago (0: a check that started after the request arrived);
+//! * a miss on a key naming a known account probes that account's users.json (at most one
+//!   probe per account per [`PROBE_SPACING_MAX`]); a miss naming an unknown account waits for
+//!   the next marker check (at most one per refresh interval);
+//! * local writes are applied at once through [`ApplyChange`].
+
+pub mod admin_jobs;
+mod gate;
+pub mod index;
+pub mod jobs;
+mod resolve;
+pub mod sink;
+
+use std::collections::{BTreeSet, HashMap};
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use serde_json::json;
+use tokio::sync::oneshot;
+
+use crate::error::{ServiceError, ServiceResult};
+use crate::identity::Identity;
+use crate::storage::registry::load::{AccountSnapshot, CheckOutcome, ProbeOutcome, Reload};
+use crate::storage::Version;
+
+use super::{BlockingJob, PoolError, Pools};
+use gate::{Gate, Next};
+use index::KeyIndex;
+
+/// Longest gap between two probes of one account's users.json on behalf of misses.
+pub const PROBE_SPACING_MAX: Duration = Duration::from_millis(100);
+/// Longest gap between two miss-driven marker checks (a miss waits at most about this long).
+const MARKER_SPACING_MAX: Duration = Duration::from_secs(2);
+/// Argon2 verifications running at once; beyond it a request gets 503 (each costs ~64 MiB
+/// and tens of ms of a pool thread, so a flood of wrong keys must not queue without bound).
+const MAX_ARGON_IN_FLIGHT: usize = 4;
+
+/// Settings the actor needs.
+#[derive(Debug, Clone)]
+pub struct AuthConfig {
+    pub root_key: Option<String>,
+    pub refresh_interval: Duration,
+}
+
+/// Counters exposed through [`AuthStatus`] (observer `components.auth.status`).
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct Counters {
+    pub resolves: u64,
+    /// Freshness checks run (each one stat of the generation marker).
+    pub freshness_checks: u64,
+    /// Checks that found the marker moved and read it.
+    pub marker_reads: u64,
+    /// Reloads triggered by a changed generation (partial or full).
+    pub reloads: u64,
+    pub full_reloads: u64,
+    /// Registry files (accounts.json, users.json) re-read after startup.
+    pub files_reread: u64,
+    /// Per-account users.json probes on behalf of misses.
+    pub probes: u64,
+    pub probe_reloads: u64,
+    pub check_failures: u64,
+    /// Hashed keys answered from the verification cache / needing Argon2.
+    pub cache_hits: u64,
+    pub cache_misses: u64,
+    pub argon_verifications: u64,
+    pub argon_busy_rejections: u64,
+    pub local_applies: u64,
+}
+
+pub struct AuthActor {
+    root_key: Option<String>,
+    pools: Pools,
+    interval: Duration,
+    index: KeyIndex,
+    marker: Gate,
+    probes: HashMap<String, Gate>,
+    probe_spacing: Duration,
+    loaded_generation: u64,
+    marker_version: Option<Version>,
+    /// Local writes: a sequence number per changed account. A load that started before the
+    /// write may carry older data for that account, so its result is not applied there.
+    local_seq: u64,
+    local_touch: HashMap<String, u64>,
+    loads_in_flight: usize,
+    storage_error: Option<String>,
+    argon_pending: HashMap<[u8; 32], Vec<oneshot::Sender<Option<Identity>>>>,
+    counters: Counters,
+    loaded: bool,
+}
+
+impl AuthActor {
+    pub fn new(config: AuthConfig, pools: Pools) -> Self {
+        AuthActor {
+            root_key: config.root_key,
+            pools,
+            interval: config.refresh_interval,
+            index: KeyIndex::default(),
+            marker: Gate::new(config.refresh_interval.min(MARKER_SPACING_MAX)),
+            probes: HashMap::new(),
+            probe_spacing: config.refresh_interval.min(PROBE_SPACING_MAX),
+            loaded_generation: 0,
+            marker_version: None,
+            local_seq: 0,
+            local_touch: HashMap::new(),
+            loads_in_flight: 0,
+            storage_error: None,
+            argon_pending: HashMap::new(),
+            counters: Counters::default(),
+            loaded: false,
+        }
+    }
+
+    /// Submit `job` and call `done` on the actor with its flattened result.
+    fn spawn_job<J, T>(
+        &mut self,
+        ctx: &mut Context<Self>,
+        job: J,
+        done: impl FnOnce(&mut Self, Result<T, String>, &mut Context<Self>) + 'static,
+    ) where
+        J: BlockingJob<Output = ServiceResult<T>>,
+        T: Send + 'static,
+    {
+        let flatten =
+            |r: Result<Result<ServiceResult<T>, PoolError>, oneshot::error::RecvError>| match r {
+                Ok(Ok(Ok(v))) => Ok(v),
+                Ok(Ok(Err(e))) => Err(e.message),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(_) => Err("storage pool stopped".to_string()),
+            };
+        match self.pools.storage().submit(job) {
+            Ok(rx) => {
+                ctx.spawn(
+                    actix::fut::wrap_future::<_, Self>(rx)
+                        .map(move |r, act, ctx| done(act, flatten(r), ctx)),
+                );
+            }
+            Err(e) => done(self, Err(e.to_string()), ctx),
+        }
+    }
+
+    fn begin_load(&mut self) -> u64 {
+        self.loads_in_flight += 1;
+        self.local_seq
+    }
+
+    /// Accounts written locally after a load that started at `seq`.
+    fn touched_since(&self, seq: u64) -> Vec<String> {
+        self.local_touch
+            .iter()
+            .filter(|(_, s)| **s > seq)
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
+    fn end_load(&mut self) {
+        self.loads_in_flight = self.loads_in_flight.saturating_sub(1);
+        if self.loads_in_flight == 0 {
+            // No load that could predate a local write is still running.
+            self.local_touch.clear();
+        }
+    }
+
+    /// Start the next marker check if one is wanted and allowed.
+    fn pump_marker(&mut self, ctx: &mut Context<Self>) {
+        match self.marker.poll(Instant::now()) {
+            Next::Idle => {}
+            Next::WakeAfter(delay) => {
+                if !self.marker.timer_armed {
+                    self.marker.timer_armed = true;
+                    ctx.run_later(delay, |act, ctx| {
+                        act.marker.timer_armed = false;
+                        act.pump_marker(ctx);
+                    });
+                }
+            }
+            Next::Start(started) => {
+                self.counters.freshness_checks += 1;
+                let seq = self.begin_load();
+                let job = jobs::CheckMarker {
+                    loaded: self.loaded_generation,
+                    known_version: self.marker_version.clone(),
+                };
+                self.spawn_job(ctx, job, move |act, result, ctx| {
+                    act.on_marker_done(started, seq, result, ctx)
+                });
+            }
+        }
+    }
+
+    fn on_marker_done(
+        &mut self,
+        started: Instant,
+        seq: u64,
+        result: Result<CheckOutcome, String>,
+        ctx: &mut Context<Self>,
+    ) {
+        let outcome = match result {
+            Ok(out) => {
+                self.storage_error = None;
+                self.apply_outcome(out, seq, ctx);
+                Ok(())
+            }
+            Err(e) => {
+                self.counters.check_failures += 1;
+                tracing::warn!(error = %e, "registry freshness check failed");
+                self.storage_error = Some(e.clone());
+                Err(e)
+            }
+        };
+        self.end_load();
+        self.marker.finish(started, outcome);
+        self.pump_marker(ctx);
+    }
+
+    fn apply_outcome(&mut self, out: CheckOutcome, seq: u64, ctx: &mut Context<Self>) {
+        if out.marker_read {
+            self.counters.marker_reads += 1;
+        }
+        self.counters.files_reread += out.files_read;
+        let touched = self.touched_since(seq);
+        let mut redo = BTreeSet::new();
+        match out.reload {
+            None => {}
+            Some(Reload::Full(snapshots)) => {
+                self.counters.reloads += 1;
+                self.counters.full_reloads += 1;
+                self.index.replace_all(snapshots, &touched);
+                redo.extend(touched);
+            }
+            Some(Reload::Partial(list)) => {
+                self.counters.reloads += 1;
+                for (id, snap) in list {
+                    if touched.contains(&id) {
+                        redo.insert(id);
+                    } else {
+                        self.index.replace_account(&id, snap);
+                    }
+                }
+            }
+        }
+        self.loaded_generation = out.generation;
+        self.marker_version = out.marker_version;
+        if !redo.is_empty() {
+            self.reload_accounts(redo, ctx);
+        }
+    }
+
+    /// Re-read accounts whose reload was skipped because a local write overtook it.
+    fn reload_accounts(&mut self, ids: BTreeSet<String>, ctx: &mut Context<Self>) {
+        let seq = self.begin_load();
+        self.spawn_job(ctx, jobs::LoadAccounts { ids }, move |act, result, ctx| {
+            if let Ok((list, files)) = result {
+                act.counters.files_reread += files;
+                let touched = act.touched_since(seq);
+                let mut redo = BTreeSet::new();
+                for (id, snap) in list {
+                    if touched.contains(&id) {
+                        redo.insert(id);
+                    } else {
+                        act.index.replace_account(&id, snap);
+                    }
+                }
+                act.end_load();
+                if !redo.is_empty() {
+                    act.reload_accounts(redo, ctx);
+                }
+            } else {
+                act.end_load();
+            }
+        });
+    }
+
+    fn pump_probe(&mut self, account: &str, ctx: &mut Context<Self>) {
+        let Some(gate) = self.probes.get_mut(account) else {
+            return;
+        };
+        match gate.poll(Instant::now()) {
+            Next::Idle => {}
+            Next::WakeAfter(delay) => {
+                if !gate.timer_armed {
+                    gate.timer_armed = true;
+                    let id = account.to_string();
+                    ctx.run_later(delay, move |act, ctx| {
+                        if let Some(g) = act.probes.get_mut(&id) {
+                            g.timer_armed = false;
+                        }
+                        act.pump_probe(&id, ctx);
+                    });
+                }
+            }
+            Next::Start(started) => {
+                self.counters.probes += 1;
+                let seq = self.begin_load();
+                let job = jobs::ProbeAccount {
+                    account: account.to_string(),
+                    known_version: self
+                        .index
+                        .account(account)
+                        .and_then(|a| a.users_version.clone()),
+                };
+                let id = account.to_string();
+                self.spawn_job(ctx, job, move |act, result, ctx| {
+                    act.on_probe_done(&id, started, seq, result, ctx)
+                });
+            }
+        }
+    }
+
+    fn on_probe_done(
+        &mut self,
+        account: &str,
+        started: Instant,
+        seq: u64,
+        result: Result<ProbeOutcome, String>,
+        ctx: &mut Context<Self>,
+    ) {
+        let outcome = match result {
+            Ok(ProbeOutcome::Unchanged) => Ok(()),
+            Ok(ProbeOutcome::Changed {
+                account: id,
+                snapshot,
+                files_read,
+            }) => {
+                self.counters.probe_reloads += 1;
+                self.counters.files_reread += files_read;
+                if self.touched_since(seq).contains(&id) {
+                    self.reload_accounts(BTreeSet::from([id]), ctx);
+                } else {
+                    self.index.replace_account(&id, snapshot.map(|b| *b));
+                }
+                Ok(())
+            }
+            Err(e) => {
+                self.counters.check_failures += 1;
+                self.storage_error = Some(e.clone());
+                Err(e)
+            }
+        };
+        self.end_load();
+        if let Some(gate) = self.probes.get_mut(account) {
+            gate.finish(started, outcome);
+        }
+        self.pump_probe(account, ctx);
+    }
+
+    /// Apply a local registry write (and drop probe gates of accounts that are gone).
+    fn apply_local(&mut self, generation: u64, account: &str, snapshot: Option<AccountSnapshot>) {
+        self.counters.local_applies += 1;
+        self.local_seq += 1;
+        self.local_touch.insert(account.to_string(), self.local_seq);
+        if snapshot.is_none() {
+            self.probes.remove(account);
+        }
+        self.index.replace_account(account, snapshot);
+        // Our own bump directly follows what we loaded: nothing else changed in between.
+        if self.loaded_generation + 1 == generation {
+            self.loaded_generation = generation;
+        }
+    }
+
+    fn status(&self) -> serde_json::Value {
+        json!({
+            "root_key_configured": self.root_key.is_some(),
+            "loaded": self.loaded,
+            "refresh_interval_ms": self.interval.as_millis() as u64,
+            "generation": self.loaded_generation,
+            "accounts": self.index.account_count(),
+            "users": self.index.user_count(),
+            "storage_ok": self.storage_error.is_none(),
+            "storage_error": self.storage_error,
+            "check_in_flight": self.marker.in_flight(),
+            "counters": self.counters,
+        })
+    }
+}
+
+impl Actor for AuthActor {
+    type Context = Context<Self>;
+}
+
+/// Resolve a presented API key to an identity (spec §2.4).
+#[derive(Message)]
+#[rtype(result = "ServiceResult<Identity>")]
+pub struct ResolveKey {
+    pub key: String,
+}
+
+/// Load the whole registry (startup, before serving).
+#[derive(Message)]
+#[rtype(result = "ServiceResult<()>")]
+pub struct InitialLoad;
+
+impl Handler<InitialLoad> for AuthActor {
+    type Result = ResponseActFuture<Self, ServiceResult<()>>;
+
+    fn handle(&mut self, _msg: InitialLoad, _ctx: &mut Self::Context) -> Self::Result {
+        let job = self.pools.storage().submit(jobs::LoadAll);
+        let fut = async move {
+            match job {
+                Ok(rx) => match rx.await {
+                    Ok(Ok(result)) => result,
+                    Ok(Err(e)) => Err(e.into()),
+                    Err(_) => Err(ServiceError::unavailable("storage", "pool stopped")),
+                },
+                Err(e) => Err(e.into()),
+            }
+        };
+        Box::pin(fut.into_actor(self).map(|result, act, _ctx| {
+            let out = result?;
+            if let Some(Reload::Full(snapshots)) = out.reload {
+                act.index.replace_all(snapshots, &[]);
+            }
+            act.loaded_generation = out.generation;
+            act.marker_version = out.marker_version;
+            act.loaded = true;
+            tracing::info!(
+                accounts = act.index.account_count(),
+                users = act.index.user_count(),
+                generation = act.loaded_generation,
+                "registry loaded"
+            );
+            Ok(())
+        }))
+    }
+}
+
+/// A registry change made by this process: apply it at once. `ack` is answered when applied.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ApplyChange {
+    pub generation: u64,
+    pub account: String,
+    pub snapshot: Option<AccountSnapshot>,
+    pub ack: Option<std::sync::mpsc::SyncSender<()>>,
+}
+
+impl Handler<ApplyChange> for AuthActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: ApplyChange, _ctx: &mut Self::Context) {
+        self.apply_local(msg.generation, &msg.account, msg.snapshot);
+        if let Some(ack) = msg.ack {
+            let _ = ack.try_send(());
+        }
+    }
+}
+
+/// Counters and state for observers and metrics.
+#[derive(Message)]
+#[rtype(result = "serde_json::Value")]
+pub struct AuthStatus;
+
+impl Handler<AuthStatus> for AuthActor {
+    type Result = MessageResult<AuthStatus>;
+
+    fn handle(&mut self, _msg: AuthStatus, _ctx: &mut Self::Context) -> Self::Result {
+        MessageResult(self.status())
+    }
+}

@@ -1,0 +1,128 @@
+//! S2 glob: globset matching over paths relative to the start directory.
+//!
+//! The walk visits names in byte order, so pre-order yields matches already sorted
+//! component-wise and the first `node_limit` matches are the answer: it stops there. Literal
+//! leading components of the pattern are descended directly, and a pattern without `**` bounds
+//! the walk's depth, so `docs/*.md` never walks the rest of the tree.
+
+use globset::GlobMatcher;
+use serde_json::{json, Value};
+
+use super::entry::{render, Render};
+use super::walk::{Flow, Order, Walker};
+use super::{dir_not_found, not_a_directory, stat};
+use crate::actors::{BlockingJob, JobContext};
+use crate::error::{ServiceError, ServiceResult};
+use crate::identity::Identity;
+use crate::storage::uri::{child_visible, VikingUri};
+
+pub struct GlobJob {
+    pub who: Identity,
+    pub uri: VikingUri,
+    pub pattern: String,
+    pub matcher: GlobMatcher,
+    /// `None` = unlimited.
+    pub node_limit: Option<usize>,
+    /// `extra_fields` given: stat-like objects instead of URI strings.
+    pub render: Option<Render>,
+}
+
+const EMPTY: &[u8] = br#"{"matches":[],"count":0}"#;
+
+const META_CHARS: [char; 7] = ['*', '?', '[', ']', '{', '}', '\\'];
+
+/// The pattern's leading literal directory components (never its last component).
+pub fn literal_prefix(pattern: &str) -> Vec<&str> {
+    let comps: Vec<&str> = pattern.split('/').collect();
+    comps[..comps.len().saturating_sub(1)]
+        .iter()
+        .take_while(|c| !c.is_empty() && !c.contains(META_CHARS))
+        .copied()
+        .collect()
+}
+
+/// The deepest level a match can sit at, if the pattern bounds it.
+pub fn depth_bound(pattern: &str) -> Option<usize> {
+    if pattern.contains("**") || pattern.contains(['[', '{', '\\']) {
+        return None;
+    }
+    Some(pattern.split('/').count())
+}
+
+impl BlockingJob for GlobJob {
+    /// The result, JSON-encoded here: an unlimited glob can answer megabytes.
+    type Output = ServiceResult<Vec<u8>>;
+
+    fn run(self, ctx: &JobContext<'_>) -> Self::Output {
+        let base = &self.uri;
+        match stat(ctx.storage, base)? {
+            Some(m) if m.is_dir() => {}
+            Some(_) => return Err(not_a_directory(base)),
+            None if base.is_root() => return Ok(EMPTY.to_vec()),
+            None => return Err(dir_not_found(base)),
+        }
+        let mut matches: Vec<Value> = Vec::new();
+        let limit = self.node_limit;
+        // Descend the literal prefix directly; each step obeys the same visibility rules.
+        let mut start = base.clone();
+        let prefix = literal_prefix(&self.pattern);
+        for comp in &prefix {
+            if !child_visible(&start, comp, &self.who) {
+                return Ok(EMPTY.to_vec());
+            }
+            match start.child(comp) {
+                Ok(next) => start = next,
+                Err(_) => return Ok(EMPTY.to_vec()),
+            }
+        }
+        if start != *base {
+            match stat(ctx.storage, &start)? {
+                Some(m) if m.is_dir() => {}
+                _ => return Ok(EMPTY.to_vec()),
+            }
+        }
+        let walker = Walker {
+            who: &self.who,
+            show_hidden_files: false,
+            max_depth: depth_bound(&self.pattern)
+                .map(|d| d - prefix.len())
+                .unwrap_or(usize::MAX),
+            order: Order::ByName,
+            exclude: None,
+        };
+        if limit != Some(0) {
+            walker.run(ctx, &start, |uri, meta, _| {
+                let rel = uri.rel_to(base).unwrap_or_default();
+                if self.matcher.is_match(&rel) {
+                    matches.push(match &self.render {
+                        Some(r) => render(ctx.storage, uri, meta, None, r),
+                        None if meta.is_dir() => Value::String(format!("{}/", uri.uri())),
+                        None => Value::String(uri.uri()),
+                    });
+                    if limit.is_some_and(|l| matches.len() >= l) {
+                        return Ok(Flow::Stop);
+                    }
+                }
+                Ok(Flow::Continue)
+            })?;
+        }
+        let n = matches.len();
+        serde_json::to_vec(&json!({"matches": matches, "count": n})).map_err(ServiceError::internal)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_and_depth() {
+        assert_eq!(literal_prefix("docs/api/*.md"), vec!["docs", "api"]);
+        assert_eq!(literal_prefix("**/*.md"), Vec::<&str>::new());
+        assert_eq!(literal_prefix("a.md"), Vec::<&str>::new());
+        assert_eq!(literal_prefix("a/b*/c"), vec!["a"]);
+        assert_eq!(depth_bound("docs/*.md"), Some(2));
+        assert_eq!(depth_bound("**/*.md"), None);
+        assert_eq!(depth_bound("{a,b/c}"), None);
+    }
+}

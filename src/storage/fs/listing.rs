@@ -1,0 +1,180 @@
+//! F1 ls and F2 tree: bounded pages of a directory or subtree.
+//!
+//! A page holds at most `node_limit` entries after skipping `offset`; `has_more` reports
+//! whether further visible entries exist. ls partially sorts (only the first offset+limit
+//! entries are ordered) and renders only the page, so a 100k-entry directory costs one
+//! listing and a page of sidecar reads; tree stops walking as soon as the page is full.
+
+use serde_json::Value;
+
+use super::entry::{render, Render};
+use super::walk::{caseless, Ended, Flow, Order, Walker};
+use super::{dir_not_found, not_a_directory, stat};
+use crate::actors::{BlockingJob, JobContext};
+use crate::error::{ServiceError, ServiceResult};
+use crate::identity::Identity;
+use crate::storage::uri::VikingUri;
+use crate::storage::DirEntry;
+
+/// `sort_by` of F1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SortBy {
+    Name,
+    Mtime,
+}
+
+/// One page of entries, JSON-encoded on the pool (a client may ask for a very large page).
+#[derive(Debug)]
+pub struct Page {
+    pub items: Vec<u8>,
+    pub has_more: bool,
+}
+
+fn page(items: &[Value], has_more: bool) -> ServiceResult<Page> {
+    Ok(Page {
+        items: serde_json::to_vec(items).map_err(ServiceError::internal)?,
+        has_more,
+    })
+}
+
+/// Paging and filtering shared by ls and tree.
+#[derive(Debug, Clone)]
+pub struct PageOpts {
+    pub render: Render,
+    pub show_all_hidden: bool,
+    pub node_limit: usize,
+    pub offset: usize,
+    /// `simple=true`: URI strings instead of objects.
+    pub simple: bool,
+}
+
+/// F1 (non-recursive) ls of one directory.
+pub struct LsJob {
+    pub who: Identity,
+    pub uri: VikingUri,
+    pub page: PageOpts,
+    pub sort_by: Option<SortBy>,
+    pub descending: bool,
+}
+
+/// F2 tree (and F1 with `recursive=true`).
+pub struct TreeJob {
+    pub who: Identity,
+    pub uri: VikingUri,
+    pub page: PageOpts,
+    pub level_limit: usize,
+    pub directories_only: bool,
+}
+
+/// The start of a listing must be an existing directory. A fresh account has no root
+/// directory yet; its `viking://` lists as empty.
+fn check_dir(ctx: &JobContext<'_>, uri: &VikingUri) -> ServiceResult<bool> {
+    match stat(ctx.storage, uri)? {
+        Some(m) if m.is_dir() => Ok(true),
+        Some(_) => Err(not_a_directory(uri)),
+        None if uri.is_root() => Ok(false),
+        None => Err(dir_not_found(uri)),
+    }
+}
+
+impl LsJob {
+    fn order(&self, a: &DirEntry, b: &DirEntry) -> std::cmp::Ordering {
+        let dirs_first = b.meta.is_dir().cmp(&a.meta.is_dir());
+        let within = match self.sort_by {
+            Some(SortBy::Mtime) => a
+                .meta
+                .modified
+                .cmp(&b.meta.modified)
+                .then_with(|| caseless(&a.name, &b.name)),
+            _ => caseless(&a.name, &b.name).then_with(|| a.name.cmp(&b.name)),
+        };
+        let within = if self.descending {
+            within.reverse()
+        } else {
+            within
+        };
+        dirs_first.then(within)
+    }
+}
+
+impl BlockingJob for LsJob {
+    type Output = ServiceResult<Page>;
+
+    fn run(self, ctx: &JobContext<'_>) -> Self::Output {
+        if !check_dir(ctx, &self.uri)? {
+            return page(&[], false);
+        }
+        let walker = Walker {
+            who: &self.who,
+            show_hidden_files: self.page.show_all_hidden,
+            max_depth: 1,
+            order: Order::DirsFirst,
+            exclude: None,
+        };
+        let mut entries = walker.children(ctx, &self.uri)?;
+        let end = self.page.offset.saturating_add(self.page.node_limit);
+        let has_more = entries.len() > end;
+        // Order only what the page needs: O(n) selection, then sort the prefix.
+        if has_more {
+            entries.select_nth_unstable_by(end, |a, b| self.order(a, b));
+            entries.truncate(end);
+        }
+        entries.sort_by(|a, b| self.order(a, b));
+        let mut items = Vec::with_capacity(entries.len().saturating_sub(self.page.offset));
+        for e in entries.iter().skip(self.page.offset) {
+            let uri = match self.uri.child(&e.name) {
+                Ok(u) => u,
+                Err(_) => continue,
+            };
+            items.push(if self.page.simple {
+                Value::String(uri.uri())
+            } else {
+                render(ctx.storage, &uri, &e.meta, None, &self.page.render)
+            });
+        }
+        page(&items, has_more)
+    }
+}
+
+impl BlockingJob for TreeJob {
+    type Output = ServiceResult<Page>;
+
+    fn run(self, ctx: &JobContext<'_>) -> Self::Output {
+        if !check_dir(ctx, &self.uri)? {
+            return page(&[], false);
+        }
+        let mut items: Vec<Value> = Vec::new();
+        let mut has_more = false;
+        let walker = Walker {
+            who: &self.who,
+            show_hidden_files: self.page.show_all_hidden,
+            max_depth: self.level_limit,
+            order: Order::DirsFirst,
+            exclude: None,
+        };
+        let mut seen = 0usize;
+        let ended = walker.run(ctx, &self.uri, |uri, meta, _depth| {
+            if self.directories_only && !meta.is_dir() {
+                return Ok(Flow::Continue);
+            }
+            if items.len() == self.page.node_limit {
+                has_more = true;
+                return Ok(Flow::Stop);
+            }
+            seen += 1;
+            if seen > self.page.offset {
+                let rel = uri.rel_to(&self.uri).unwrap_or_default();
+                items.push(if self.page.simple {
+                    Value::String(uri.uri())
+                } else {
+                    render(ctx.storage, uri, meta, Some(&rel), &self.page.render)
+                });
+            }
+            Ok(Flow::Continue)
+        })?;
+        if ended == Ended::Abandoned {
+            tracing::debug!(uri = %self.uri, "tree abandoned by the client");
+        }
+        page(&items, has_more)
+    }
+}

@@ -1,0 +1,148 @@
+//! C1 read, C2/C3 abstract/overview, C4 download.
+//!
+//! Large files: read serializes the selected text straight to its JSON string form inside the
+//! job, so the handler never holds a second decoded copy; download hands the file's one buffer
+//! to the response as `Bytes` without copying.
+
+use super::entry::{sidecar_text, ABSTRACT_FILE, OVERVIEW_FILE};
+use super::{dir_not_found, file_not_found, is_a_directory, lossy_string, stat, StorageFail};
+use crate::actors::{BlockingJob, JobContext};
+use crate::error::{ServiceError, ServiceResult};
+use crate::storage::uri::VikingUri;
+use crate::storage::StorageError;
+
+/// Read a whole file, translating "missing" and "is a directory" (the latter worded by `dir_message`).
+fn read_file(
+    ctx: &JobContext<'_>,
+    uri: &VikingUri,
+    dir_message: impl Fn(&str) -> String,
+) -> ServiceResult<Vec<u8>> {
+    if uri.has_internal_segment() {
+        return Err(file_not_found(uri));
+    }
+    match ctx.storage.read(uri.store_path()) {
+        Ok(bytes) => Ok(bytes),
+        Err(StorageError::NotFound(_)) | Err(StorageError::NotADirectory(_)) => {
+            Err(file_not_found(uri))
+        }
+        Err(StorageError::IsADirectory(_)) => Err(is_a_directory(uri, dir_message(&uri.uri()))),
+        Err(e) => Err(StorageFail(uri).map(e)),
+    }
+}
+
+/// C1: lines `[offset, offset+limit)` of a file as text, already JSON-encoded.
+pub struct ReadJob {
+    pub uri: VikingUri,
+    pub offset: usize,
+    /// `None` = to the end.
+    pub limit: Option<usize>,
+}
+
+impl BlockingJob for ReadJob {
+    /// The result as a JSON string literal (quotes and escapes included).
+    type Output = ServiceResult<Vec<u8>>;
+
+    fn run(self, ctx: &JobContext<'_>) -> Self::Output {
+        let bytes = read_file(ctx, &self.uri, |u| {
+            format!("Directory URI is not readable as a file: {u}. List it first, then read a file URI.")
+        })?;
+        let text = lossy_string(bytes);
+        let selected = select_lines(&text, self.offset, self.limit);
+        serde_json::to_vec(selected).map_err(ServiceError::internal)
+    }
+}
+
+/// Lines `[offset, offset+limit)`, each with its terminator, as one slice of `text`.
+pub fn select_lines(text: &str, offset: usize, limit: Option<usize>) -> &str {
+    if offset == 0 && limit.is_none() {
+        return text;
+    }
+    let mut start = text.len();
+    let mut end = text.len();
+    let mut pos = 0usize;
+    for (i, line) in text.split_inclusive('\n').enumerate() {
+        if i == offset {
+            start = pos;
+        }
+        if let Some(l) = limit {
+            if i == offset.saturating_add(l) {
+                end = pos;
+                break;
+            }
+        }
+        pos += line.len();
+    }
+    if start > end {
+        return "";
+    }
+    &text[start..end]
+}
+
+/// Which directory sidecar C2/C3 read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sidecar {
+    Abstract,
+    Overview,
+}
+
+/// C2/C3: a directory's abstract or overview body (a file URI uses its parent directory).
+pub struct SidecarJob {
+    pub uri: VikingUri,
+    pub which: Sidecar,
+}
+
+impl BlockingJob for SidecarJob {
+    type Output = ServiceResult<String>;
+
+    fn run(self, ctx: &JobContext<'_>) -> Self::Output {
+        let meta = if self.uri.has_internal_segment() {
+            None
+        } else {
+            stat(ctx.storage, &self.uri)?
+        };
+        let meta = meta.ok_or_else(|| dir_not_found(&self.uri))?;
+        let dir = if meta.is_dir() {
+            self.uri.clone()
+        } else {
+            self.uri.parent().ok_or_else(|| dir_not_found(&self.uri))?
+        };
+        let file = match self.which {
+            Sidecar::Abstract => ABSTRACT_FILE,
+            Sidecar::Overview => OVERVIEW_FILE,
+        };
+        Ok(sidecar_text(ctx.storage, &dir, file))
+    }
+}
+
+/// C4: the raw bytes of a file and its name.
+pub struct DownloadJob {
+    pub uri: VikingUri,
+}
+
+impl BlockingJob for DownloadJob {
+    type Output = ServiceResult<Vec<u8>>;
+
+    fn run(self, ctx: &JobContext<'_>) -> Self::Output {
+        read_file(ctx, &self.uri, |u| {
+            format!("Cannot read directory as file: {u}")
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::select_lines;
+
+    #[test]
+    fn line_windows_keep_terminators() {
+        let t = "a\nb\r\nc\nd";
+        assert_eq!(select_lines(t, 0, None), t);
+        assert_eq!(select_lines(t, 1, None), "b\r\nc\nd");
+        assert_eq!(select_lines(t, 1, Some(2)), "b\r\nc\n");
+        assert_eq!(select_lines(t, 3, Some(5)), "d");
+        assert_eq!(select_lines(t, 4, None), "");
+        assert_eq!(select_lines(t, 9, Some(1)), "");
+        assert_eq!(select_lines(t, 0, Some(0)), "");
+        assert_eq!(select_lines("", 0, Some(3)), "");
+    }
+}

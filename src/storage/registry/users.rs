@@ -1,0 +1,325 @@
+//! User operations: A4 register, A5/A5b list/get, A6 remove, A7 set role, A8 regenerate key
+//! (spec §3, §13.3, §13.4).
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::error::{ServiceError, ServiceResult};
+use crate::storage::keys;
+use crate::storage::tasks::{self, TaskOwner};
+use crate::storage::{scaffold, Storage, StorageError, StorePath};
+
+use super::accounts::{pending_deletion, write_user_config, Pending};
+use super::load::AccountSnapshot;
+use super::model::{AccountEntry, Deletion, UserEntry, UsersFile};
+use super::store::{self, groups_path, read_accounts, read_users, Edit};
+use super::{
+    account_deleting, account_not_found, stored_key, user_deleting, user_not_found, OpCtx,
+};
+
+const DELETE_LOCK_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The account's entry, if it exists and is not being deleted (404 / 412 otherwise).
+fn active_account(storage: &dyn Storage, account: &str) -> ServiceResult<AccountEntry> {
+    let (file, _) = read_accounts(storage)?;
+    let entry = file
+        .accounts
+        .get(account)
+        .cloned()
+        .ok_or_else(|| account_not_found(account))?;
+    if let Some(d) = &entry.deletion {
+        return Err(account_deleting(&d.task_id));
+    }
+    Ok(entry)
+}
+
+fn announce_users(
+    cx: &OpCtx<'_>,
+    account: &str,
+    users: UsersFile,
+    users_version: Option<crate::storage::Version>,
+) -> ServiceResult<u64> {
+    cx.announce(
+        account,
+        Some(AccountSnapshot {
+            id: account.to_string(),
+            deletion: None,
+            users,
+            users_version,
+        }),
+    )
+}
+
+/// A4. The user's directories are created before the registry entry, so the key never works
+/// for a user whose space is missing.
+pub fn register(
+    cx: &OpCtx<'_>,
+    account: &str,
+    user: &str,
+    role: &str,
+    seed: Option<&str>,
+    user_config: Option<&Value>,
+) -> ServiceResult<String> {
+    active_account(cx.storage, account)?;
+    let exists =
+        || ServiceError::already_exists("user", user, format!("User already exists: {user}"));
+    if read_users(cx.storage, account)?.0.users.contains_key(user) {
+        return Err(exists());
+    }
+    let user_key = keys::new_key(account, user, seed);
+    let (key, key_prefix) = stored_key(&user_key, cx.hashing)?;
+    scaffold::init_user(cx.storage, account, user)?;
+    if let Some(config) = user_config {
+        write_user_config(cx.storage, account, user, config)?;
+    }
+    let (_, users, version) = store::update_users(cx.storage, account, |f| {
+        if f.users.contains_key(user) {
+            return Err(exists());
+        }
+        f.users.insert(
+            user.to_string(),
+            UserEntry {
+                role: role.to_string(),
+                key: key.clone(),
+                key_prefix: key_prefix.clone(),
+                ..UserEntry::default()
+            },
+        );
+        Ok(Edit::Write(()))
+    })?;
+    announce_users(cx, account, users, version)?;
+    Ok(user_key)
+}
+
+/// A5: the users file of an existing account, fresh from storage.
+pub fn list(storage: &dyn Storage, account: &str) -> ServiceResult<UsersFile> {
+    let (file, _) = read_accounts(storage)?;
+    if !file.accounts.contains_key(account) {
+        return Err(account_not_found(account));
+    }
+    Ok(read_users(storage, account)?.0)
+}
+
+/// A5b: one user (pending deletions included).
+pub fn get(storage: &dyn Storage, account: &str, user: &str) -> ServiceResult<UserEntry> {
+    list(storage, account)?
+        .users
+        .shift_remove(user)
+        .ok_or_else(|| user_not_found(user))
+}
+
+/// A7: promote to admin.
+pub fn set_role(cx: &OpCtx<'_>, account: &str, user: &str, role: &str) -> ServiceResult<()> {
+    active_account(cx.storage, account)?;
+    let (changed, users, version) = store::update_users(cx.storage, account, |f| {
+        let entry = f.users.get_mut(user).ok_or_else(|| user_not_found(user))?;
+        if let Some(d) = &entry.deletion {
+            return Err(user_deleting(&d.task_id));
+        }
+        if entry.role == role {
+            return Ok(Edit::Keep(false));
+        }
+        entry.role = role.to_string();
+        Ok(Edit::Write(true))
+    })?;
+    if changed {
+        announce_users(cx, account, users, version)?;
+    }
+    Ok(())
+}
+
+/// A8: a new key; the old one stops working at once.
+pub fn regenerate(
+    cx: &OpCtx<'_>,
+    account: &str,
+    user: &str,
+    seed: Option<&str>,
+) -> ServiceResult<String> {
+    active_account(cx.storage, account)?;
+    // Existence first, so a 404 costs no Argon2 hash.
+    let current = read_users(cx.storage, account)?.0;
+    let entry = current
+        .users
+        .get(user)
+        .ok_or_else(|| user_not_found(user))?;
+    if let Some(d) = &entry.deletion {
+        return Err(user_deleting(&d.task_id));
+    }
+    let user_key = keys::new_key(account, user, seed);
+    let (key, key_prefix) = stored_key(&user_key, cx.hashing)?;
+    let (_, users, version) = store::update_users(cx.storage, account, |f| {
+        let entry = f.users.get_mut(user).ok_or_else(|| user_not_found(user))?;
+        if let Some(d) = &entry.deletion {
+            return Err(user_deleting(&d.task_id));
+        }
+        entry.key = key.clone();
+        entry.key_prefix = key_prefix.clone();
+        Ok(Edit::Write(()))
+    })?;
+    announce_users(cx, account, users, version)?;
+    Ok(user_key)
+}
+
+fn last_admin() -> ServiceError {
+    ServiceError::failed_precondition("Cannot delete the last active account admin")
+        .with_details(json!({}))
+}
+
+/// True if removing `user` would leave the account without an active admin.
+fn is_last_admin(f: &UsersFile, user: &str) -> bool {
+    let Some(target) = f.users.get(user) else {
+        return false;
+    };
+    target.is_admin()
+        && target.deletion.is_none()
+        && !f
+            .users
+            .iter()
+            .any(|(id, e)| id != user && e.is_admin() && e.deletion.is_none())
+}
+
+/// The answer of A6 / A3: the task, and whether the cleanup already finished.
+#[derive(Debug, Clone)]
+pub struct Removal {
+    pub task_id: String,
+    pub deleted: bool,
+}
+
+/// A6: revoke (persisted and in memory), delete the user's data, drop the entry. The task
+/// records the outcome of the cleanup.
+pub fn remove(
+    cx: &OpCtx<'_>,
+    account: &str,
+    user: &str,
+    owner: TaskOwner,
+) -> ServiceResult<Removal> {
+    active_account(cx.storage, account)?;
+    let current = read_users(cx.storage, account)?.0;
+    let entry = current
+        .users
+        .get(user)
+        .ok_or_else(|| user_not_found(user))?;
+    let lock_name = format!("registry-delete-user-{account}-{user}");
+    let (task_id, owner, _guard) =
+        match pending_deletion(cx.storage, entry.deletion.as_ref(), &lock_name)? {
+            Pending::Running(task_id) => {
+                return Ok(Removal {
+                    task_id,
+                    deleted: false,
+                })
+            }
+            Pending::Orphaned(task_id, guard) => {
+                let owner = entry
+                    .deletion
+                    .as_ref()
+                    .map(super::accounts::deletion_owner)
+                    .unwrap_or(owner);
+                (task_id, owner, guard)
+            }
+            Pending::None => {
+                if is_last_admin(&current, user) {
+                    return Err(last_admin());
+                }
+                let guard = store::lock(cx.storage, &lock_name, DELETE_LOCK_TIMEOUT)?;
+                let resource = format!("{account}/{user}");
+                let task = tasks::create(cx.storage, &owner, "user_delete", Some(&resource))?;
+                (task.task_id, owner, guard)
+            }
+        };
+    let mark = Deletion {
+        task_id: task_id.clone(),
+        owner_account_id: owner.account.clone(),
+        owner_user_id: owner.user.clone(),
+        ..Deletion::default()
+    };
+    let revoked = store::update_users(cx.storage, account, |f| {
+        if is_last_admin(f, user) {
+            return Err(last_admin());
+        }
+        let e = f.users.get_mut(user).ok_or_else(|| user_not_found(user))?;
+        e.key = String::new();
+        e.key_prefix = None;
+        e.deletion = Some(mark.clone());
+        Ok(Edit::Write(()))
+    });
+    let (_, users, version) = match revoked {
+        Ok(done) => done,
+        Err(e) => {
+            let _ = tasks::fail(cx.storage, &owner, &task_id, &e.message);
+            return Err(e);
+        }
+    };
+    announce_users(cx, account, users, version)?;
+    let deleted = match finish_remove(cx, account, user, &owner, &task_id) {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::warn!(account, user, error = %e.message, "user deletion failed");
+            let _ = tasks::fail(cx.storage, &owner, &task_id, &e.message);
+            false
+        }
+    };
+    Ok(Removal { task_id, deleted })
+}
+
+fn remove_tree(storage: &dyn Storage, path: &StorePath) -> ServiceResult<()> {
+    match storage.remove(path, true) {
+        Ok(()) | Err(StorageError::NotFound(_)) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn finish_remove(
+    cx: &OpCtx<'_>,
+    account: &str,
+    user: &str,
+    owner: &TaskOwner,
+    task_id: &str,
+) -> ServiceResult<()> {
+    tasks::mark_running(cx.storage, owner, task_id)?;
+    let account_root = StorePath::root().join(account)?;
+    remove_tree(cx.storage, &account_root.join("user")?.join(user)?)?;
+    remove_tree(cx.storage, &TaskOwner::user(account, user).dir()?)?;
+    let (_, users, version) = store::update_users(cx.storage, account, |f| {
+        let ours = f
+            .users
+            .get(user)
+            .and_then(|e| e.deletion.as_ref())
+            .is_some_and(|d| d.task_id == task_id);
+        if !ours {
+            return Ok(Edit::Keep(()));
+        }
+        f.users.shift_remove(user);
+        Ok(Edit::Write(()))
+    })?;
+    prune_groups(cx.storage, account, user)?;
+    announce_users(cx, account, users, version)?;
+    tasks::complete(cx.storage, owner, task_id, json!({"deleted": true}))?;
+    Ok(())
+}
+
+/// Drop `user` from every group of `groups.json` (kept as found otherwise).
+fn prune_groups(storage: &dyn Storage, account: &str, user: &str) -> ServiceResult<()> {
+    let path = groups_path(account)?;
+    if storage.stat(&path)?.is_none() {
+        return Ok(());
+    }
+    store::update_doc(storage, &path, |doc: &mut Value| {
+        let mut changed = false;
+        if let Some(groups) = doc.get_mut("groups").and_then(Value::as_object_mut) {
+            for group in groups.values_mut() {
+                if let Some(members) = group.get_mut("members").and_then(Value::as_array_mut) {
+                    let before = members.len();
+                    members.retain(|m| m.as_str() != Some(user));
+                    changed |= members.len() != before;
+                }
+            }
+        }
+        Ok(if changed {
+            Edit::Write(())
+        } else {
+            Edit::Keep(())
+        })
+    })?;
+    Ok(())
+}
