@@ -7,8 +7,8 @@
 //! (so `_system/accounts.json`, `acme/user/bob/memories/x.md`). Nothing above the trait may
 //! assume a local directory; the local backend maps `/local` to `<data_dir>/viking`.
 
-pub mod keys;
 pub mod fs;
+pub mod keys;
 pub mod local;
 pub mod okf;
 mod path;

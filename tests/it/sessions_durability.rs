@@ -408,9 +408,17 @@ fn a_full_commit_pool_answers_503_at_once_and_health_stays_fast() {
     assert_eq!(s.get("/health", None).status, 200);
     assert!(t0.elapsed() < Duration::from_secs(1));
     assert_eq!(client.join().expect("client thread"), Ok(200));
-    // Once the pool has room again, the refused commit goes through.
-    assert_eq!(
-        c.post("/api/v1/sessions/small/commit", json!({})).result()["status"],
-        "accepted"
+    // Once the pool has room again (its permit is returned just after the answer), the
+    // refused commit goes through.
+    let mut last = Value::Null;
+    eventually(
+        "the commit pool to take work again",
+        Duration::from_secs(10),
+        || {
+            let r = c.post("/api/v1/sessions/small/commit", json!({}));
+            last = r.result().clone();
+            r.status != 503
+        },
     );
+    assert_eq!(last["status"], "accepted");
 }

@@ -240,7 +240,7 @@ mod tests {
             let msgs = message::parse(
                 &json!({"role": role, "content": format!("m{i}")}),
                 &["body".into()],
-                "bob",
+                &s.identity(),
             )
             .unwrap();
             ids.extend(msgs.iter().map(|m| m["id"].as_str().unwrap().to_string()));
@@ -375,7 +375,7 @@ mod tests {
         let msgs = message::parse(
             &json!({"role": "user", "content": "after"}),
             &["body".into()],
-            "bob",
+            &s.identity(),
         )
         .unwrap();
         ids.push(msgs[0]["id"].as_str().unwrap().to_string());
