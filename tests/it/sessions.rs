@@ -682,3 +682,60 @@ fn api_key_mode_refuses_root_and_anonymous_callers() {
     );
     assert!(!st.local("default/user/default/sessions/x").exists());
 }
+
+#[test]
+fn user_keys_own_their_sessions_and_commit_tasks_across_instances() {
+    use crate::admin::{create_account, register};
+    let st = Storage::new();
+    let a = Server::start(&st, Opts::default());
+    let b = Server::start(&st, Opts::default());
+    let alice = create_account(&a, "acme", "alice");
+    let bob = register(&a, &alice, "acme", "bob", "user");
+
+    let r = a.post("/api/v1/sessions", Some(&bob), json!({"session_id": "k1"}));
+    assert_eq!(ok(&r)["uri"], "viking://user/bob/sessions/k1");
+    let r = a.post(
+        "/api/v1/sessions/k1/messages",
+        Some(&bob),
+        json!({"role": "user", "content": "Hello there"}),
+    );
+    assert_eq!(ok(&r)["message_count"], 1);
+    // Sessions belong to their user: alice (an ADMIN of the same account) has no "k1".
+    err(
+        &b.get("/api/v1/sessions/k1", Some(&alice)),
+        404,
+        "NOT_FOUND",
+    );
+    let r = a.post("/api/v1/sessions/k1/commit", Some(&bob), json!({}));
+    let task_id = ok(&r)["task_id"].as_str().unwrap().to_string();
+
+    // T1 from the other instance: the task is persisted and complete.
+    let t = b.get(&format!("/api/v1/tasks/{task_id}"), Some(&bob));
+    assert_eq!(ok(&t)["status"], "completed");
+    assert_eq!(t.result()["resource_id"], "k1");
+    // Only its owner sees it.
+    err(
+        &b.get(&format!("/api/v1/tasks/{task_id}"), Some(&alice)),
+        404,
+        "NOT_FOUND",
+    );
+    // T2 on the other instance; T3 of a finished commit → 412.
+    let l = b.get("/api/v1/tasks?task_type=session_commit", Some(&bob));
+    assert_eq!(ok(&l).as_array().unwrap().len(), 1);
+    err(
+        &b.post(
+            &format!("/api/v1/tasks/{task_id}/cancel"),
+            Some(&bob),
+            json!({}),
+        ),
+        412,
+        "FAILED_PRECONDITION",
+    );
+    // The archive and the emptied live file are seen by B too.
+    let ar = b.get("/api/v1/sessions/k1/archives/archive_001", Some(&bob));
+    assert_eq!(ok(&ar)["messages"][0]["parts"][0]["text"], "Hello there");
+    assert_eq!(
+        ok(&b.get("/api/v1/sessions/k1", Some(&bob)))["message_count"],
+        0
+    );
+}
