@@ -17,6 +17,7 @@ equivalents (named in the report): 1 MiB batch adds to another session, SE3 of a
 SE9 context of a 2,000-message session, and dev mode (identity headers) instead of keys.
 
 Prints a Markdown section for bench/REPORT.md. Usage: python3 sessions_bench.py [idle-seconds]
+(SESSIONS_BENCH_COMMIT_THREADS=2,1,4 chooses the rows.)
 """
 import http.client
 import json
@@ -115,6 +116,29 @@ def run_probes(port, headers, targets, seconds=None, until=None):
     for p in procs:
         p.join(timeout=10)
     return [[s for s in r if window[0] <= s[0] <= window[1]] for r in results]
+
+
+def cpu_seconds_busy():
+    """Busy CPU seconds of the whole machine so far (all cores)."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    idle = fields[3] + fields[4]
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds_of(pid):
+    """utime + stime of one process (all its threads)."""
+    with open(f"/proc/{pid}/stat") as f:
+        parts = f.read().rsplit(")", 1)[1].split()
+    return (int(parts[11]) + int(parts[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def own_cpu_seconds():
+    """This bench's CPU: its own threads plus reaped children (the probe processes)."""
+    import resource
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 def loadavg():
@@ -270,7 +294,15 @@ def scenario(commit_threads):
             for t in bg:
                 t.join()
 
+        busy0, srv0, own0, t0 = cpu_seconds_busy(), cpu_seconds_of(s.proc.pid), own_cpu_seconds(), time.perf_counter()
         loaded = run_probes(s.port, headers, targets, until=load)
+        elapsed = time.perf_counter() - t0
+        busy = cpu_seconds_busy() - busy0
+        server_cpu = cpu_seconds_of(s.proc.pid) - srv0
+        bench_cpu = own_cpu_seconds() - own0
+        cores = os.cpu_count() or 1
+        cpu = {"server": server_cpu / (elapsed * cores), "bench": bench_cpu / (elapsed * cores),
+               "other": max(0.0, busy - server_cpu - bench_cpu) / (elapsed * cores)}
         archived = 0
         for i in range(SESSIONS * ROUNDS):
             st, body = api.call("GET", f"/api/v1/sessions/big{i}")
@@ -281,7 +313,7 @@ def scenario(commit_threads):
                 "commit_wall": counters["commit_wall"], "archived": archived, "ok_commits": ok_commits,
                 "commit_each": sorted(t for _, _, t in commit_results), "writes": counters["writes"],
                 "write_errors": counters["write_errors"], "work": counters["work"], "work_errors": counters["work_errors"],
-                "prefill_s": prefill_s, "notes": notes, "loadavg": (load_before, loadavg())}
+                "prefill_s": prefill_s, "notes": notes, "loadavg": (load_before, loadavg()), "cpu": cpu}
     finally:
         s.stop()
         shutil.rmtree(d, ignore_errors=True)
@@ -292,7 +324,8 @@ def fmt(st):
 
 
 def main():
-    results = [scenario(t) for t in (2, 1, 4)]
+    rows = os.environ.get("SESSIONS_BENCH_COMMIT_THREADS", "2,1,4")
+    results = [scenario(int(t)) for t in rows.split(",")]
     notes = dict(results[0]["notes"])
     for r in results[1:]:
         notes.update({k: v for k, v in r["notes"].items() if k.startswith("prefill")})
@@ -306,15 +339,16 @@ def main():
     for k, v in notes.items():
         print(f"- {k}: {v}")
     print()
-    print("| commit threads | phase | GET /health | small read | commits: total wall s (each s); accepted | messages archived/s | 1 MiB writes | back-to-back ops |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| commit threads | phase | GET /health | small read | commits: total wall s (each s); accepted | messages archived/s | 1 MiB writes | back-to-back ops | CPU share: server / bench clients / other processes |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in results:
-        print(f"| {r['threads']} | idle (loadavg {r['loadavg'][0]:.1f}) | {fmt(r['idle'][0])} | {fmt(r['idle'][1])} | — | — | — | — |")
+        print(f"| {r['threads']} | idle (loadavg {r['loadavg'][0]:.1f}) | {fmt(r['idle'][0])} | {fmt(r['idle'][1])} | — | — | — | — | — |")
         each = f"{min(r['commit_each']):.2f}–{max(r['commit_each']):.2f}" if r["commit_each"] else "-"
         rate = r["archived"] / r["commit_wall"] if r["commit_wall"] else 0
         print(f"| {r['threads']} | 4 commits + load (loadavg after {r['loadavg'][1]:.1f}) | {fmt(r['load'][0])} | {fmt(r['load'][1])} | "
               f"{r['commit_wall']:.2f} ({each}); {r['ok_commits']}/{SESSIONS * ROUNDS} | {rate:,.0f} | "
-              f"{r['writes']} ({r['write_errors']} failed) | {r['work']} ({r['work_errors']} failed) |")
+              f"{r['writes']} ({r['write_errors']} failed) | {r['work']} ({r['work_errors']} failed) | "
+              f"{r['cpu']['server']:.0%} / {r['cpu']['bench']:.0%} / {r['cpu']['other']:.0%} |")
     print()
     worst_h99 = max(r["load"][0]["p99"] for r in results)
     worst_hmax = max(r["load"][0]["max"] for r in results)
@@ -326,9 +360,10 @@ def main():
     print(f"| small read p99 < 50 ms | {worst_r99:.2f} ms | {'met' if worst_r99 < 50 else 'MISSED'} |")
     print("| OpenViking 0.5.2, same kind of load | /health p99 875 ms, small read p99 4.7 s | — |")
     print()
-    print("The 1-minute load average is printed per row: this 2-core machine is shared, and other "
-          "processes (compilers, other servers) running at the same time inflate every latency column, "
-          "idle rows included.\n")
+    print("The 1-minute load average and, for load rows, the machine's CPU split (share of all cores used "
+          "by the server, by this bench's own clients and probes, and by every other process) are "
+          "printed per row: this 2-core machine is shared, and other processes (compilers, other "
+          "servers) running at the same time inflate every latency column, idle rows included.\n")
 
 
 if __name__ == "__main__":
