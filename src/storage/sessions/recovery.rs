@@ -346,6 +346,45 @@ mod tests {
     }
 
     #[test]
+    fn appends_without_their_meta_update_are_counted_and_torn_lines_cut() {
+        let dir = tempfile::tempdir().unwrap();
+        let st = LocalStorage::open(dir.path()).unwrap();
+        let (s, mut ids) = session_with(&st, 3);
+        // A crash after an append but before the meta rewrite, then a crash mid-append.
+        let orphan = message::parse(
+            &json!({"role": "user", "content": "orphan"}),
+            &["body".into()],
+            &s.identity(),
+        )
+        .unwrap();
+        ids.push(orphan[0]["id"].as_str().unwrap().to_string());
+        st.append(&s.live().unwrap(), &live::to_lines(&orphan).unwrap())
+            .unwrap();
+        st.append(&s.live().unwrap(), b"{\"id\":\"msg_torn")
+            .unwrap();
+        // Reads see the orphan but not the torn line, and change nothing.
+        let mut m = ops::load_for_read(&st, &s).unwrap().unwrap();
+        assert_eq!(m.message_count, 4);
+        assert!(!live::reconcile(&st, &s, &mut m, false).unwrap());
+        // The next write repairs the file and the counters.
+        let next = message::parse(
+            &json!({"role": "user", "content": "next"}),
+            &["body".into()],
+            &s.identity(),
+        )
+        .unwrap();
+        ids.push(next[0]["id"].as_str().unwrap().to_string());
+        let out = ops::add(&st, &s, &next, false).unwrap();
+        assert_eq!(out["message_count"], 5);
+        let meta = assert_consistent(&st, &s, &ids);
+        assert_eq!(meta.total_message_count, 5);
+        let text = String::from_utf8(st.read(&s.live().unwrap()).unwrap()).unwrap();
+        assert!(!text.contains("msg_torn") && text.ends_with('\n'));
+        assert_eq!(meta.internal.live_bytes, text.len() as u64);
+        assert_eq!(meta.pending_tokens, meta.internal.live_tokens);
+    }
+
+    #[test]
     fn startup_sweep_repairs_untouched_sessions() {
         let dir = tempfile::tempdir().unwrap();
         let st = LocalStorage::open(dir.path()).unwrap();
