@@ -270,8 +270,12 @@ def scenario(commit_threads):
 
         commit_results = []
 
+        parts = os.environ.get("SESSIONS_BENCH_LOAD", "commits,writes,work").split(",")
+        notes["load parts"] = ", ".join(parts)
+
         def load():
-            bg = [threading.Thread(target=writer), threading.Thread(target=worker)]
+            bg = ([threading.Thread(target=writer)] if "writes" in parts else []) + \
+                 ([threading.Thread(target=worker)] if "work" in parts else [])
             for t in bg:
                 t.start()
 
@@ -282,7 +286,7 @@ def scenario(commit_threads):
                 commit_results.append((st, (body or {}).get("result", {}), time.perf_counter() - t))
 
             counters["commit_wall"] = 0.0
-            for rnd in range(ROUNDS):
+            for rnd in range(ROUNDS if "commits" in parts else 0):
                 start = time.perf_counter()
                 cs = [threading.Thread(target=one, args=(rnd * SESSIONS + i,)) for i in range(SESSIONS)]
                 for t in cs:
@@ -290,6 +294,8 @@ def scenario(commit_threads):
                 for t in cs:
                     t.join()
                 counters["commit_wall"] += time.perf_counter() - start
+            if "commits" not in parts:
+                time.sleep(10)
             done.set()
             for t in bg:
                 t.join()
@@ -324,6 +330,12 @@ def fmt(st):
 
 
 def main():
+    # On a machine shared with other work, SESSIONS_BENCH_NICE=-5 runs the whole bench (server,
+    # clients, probes) ahead of the other tenants' processes, approximating a dedicated box; the
+    # server's pool threads still set their own absolute niceness (10, commits 19).
+    bench_nice = int(os.environ.get("SESSIONS_BENCH_NICE", "0"))
+    if bench_nice:
+        os.nice(bench_nice)
     rows = os.environ.get("SESSIONS_BENCH_COMMIT_THREADS", "2,1,4")
     results = [scenario(int(t)) for t in rows.split(",")]
     notes = dict(results[0]["notes"])
@@ -338,6 +350,8 @@ def main():
           f"Idle rows: {IDLE_SECONDS} s without load.\n")
     for k, v in notes.items():
         print(f"- {k}: {v}")
+    print(f"- bench process niceness: {os.nice(0)} "
+          f"({'ahead of other tenants, see SESSIONS_BENCH_NICE' if os.nice(0) < 0 else 'same as other processes'})")
     print()
     print("| commit threads | phase | GET /health | small read | commits: total wall s (each s); accepted | messages archived/s | 1 MiB writes | back-to-back ops | CPU share: server / bench clients / other processes |")
     print("|---|---|---|---|---|---|---|---|---|")

@@ -197,7 +197,9 @@ impl BlockingJob for DeleteSession {
     fn run(self, ctx: &JobContext<'_>) -> Self::Output {
         let s = &self.session;
         let _lock = s.lock_briefly(ctx.storage)?;
-        if load(ctx.storage, s)?.is_none() {
+        // Through the repair path, so an interrupted commit's task is settled before its
+        // session disappears.
+        if load_for_update(ctx.storage, s)?.is_none() {
             return Err(ServiceError::not_found(
                 "session",
                 &s.sid,
