@@ -3,7 +3,9 @@
 //! A commit writes, in order: the session meta's `pending_commit` marker → the archive's
 //! Phase 1 record (`status: pending`) → the archive's `messages.jsonl` → the live
 //! `messages.jsonl` without the archived messages (**the point of no return**) → the session
-//! meta → `status: ready` → Phase 2 and `.done` → the task → the marker cleared.
+//! meta → `status: ready` → Phase 2 and `.done` → the task → the marker cleared. When every
+//! live message is archived, the live file is instead moved into the archive (the move is the
+//! point of no return) and an empty one written.
 //!
 //! So an archive without `.done`/`.failed.json` is resolved by asking one question: does the
 //! live file still start with the first archived message?
@@ -302,12 +304,25 @@ mod tests {
             ("after_done", Outcome::AlreadyTerminal),
             ("after_task", Outcome::AlreadyTerminal),
         ];
-        for (point, expected) in cases {
+        // keep_recent_count 2 copies the archived prefix; 0 moves the whole live file, which
+        // makes "after_archive_messages" already past the point of no return.
+        let moved = [
+            ("before_record", Outcome::NeverStarted),
+            ("after_record", Outcome::RolledBack),
+            ("after_archive_messages", Outcome::RolledForward),
+            ("after_live_rewrite", Outcome::RolledForward),
+            ("after_done", Outcome::AlreadyTerminal),
+        ];
+        let all = cases
+            .iter()
+            .map(|c| (2u64, *c))
+            .chain(moved.iter().map(|c| (0u64, *c)));
+        for (keep, (point, expected)) in all {
             let dir = tempfile::tempdir().unwrap();
             let st = LocalStorage::open(dir.path()).unwrap();
-            let (s, ids) = session_with(&st, 7);
+            let (s, mut ids) = session_with(&st, 7);
             let o = CommitOptions {
-                keep_recent_count: 2,
+                keep_recent_count: keep,
                 ..CommitOptions::default()
             };
             crash::AT.with(|a| *a.borrow_mut() = Some(point));
@@ -333,15 +348,24 @@ mod tests {
             let meta = assert_consistent(&st, &s, &ids);
             let (want_live, want_task) = match expected {
                 Outcome::NeverStarted | Outcome::RolledBack => (7, TaskStatus::Failed),
-                _ => (2, TaskStatus::Completed),
+                _ => (keep, TaskStatus::Completed),
             };
             assert_eq!(meta.message_count, want_live, "{point}");
             assert_eq!(task_status(&st), Some(want_task), "{point}");
 
-            // The session keeps working: the next commit archives what is live.
+            // The session keeps working: a new message, and the next commit archives all.
+            let more = message::parse(
+                &json!({"role": "user", "content": "more"}),
+                &["body".into()],
+                &s.identity(),
+            )
+            .unwrap();
+            ids.push(more[0]["id"].as_str().unwrap().to_string());
+            ops::add(&st, &s, &more, false).unwrap();
             let out = commit::commit(&st, &s, &CommitOptions::default()).unwrap();
             assert_eq!(out["status"], "accepted", "{point}");
-            assert_consistent(&st, &s, &ids);
+            let meta = assert_consistent(&st, &s, &ids);
+            assert_eq!(meta.message_count, 0, "{point}");
         }
     }
 
