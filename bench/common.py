@@ -32,12 +32,14 @@ class Server:
         if root_key:
             cmd += ["--root-api-key", root_key]
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("LONGSHIP_")}
+        full_env.update(storage_env(data_dir))
         full_env.update(env or {})
         full_env.setdefault("RUST_LOG", "warn")
         self.log = open(os.path.join(data_dir, f"server-{self.port}.log"), "wb")
         self.started = time.perf_counter()
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=self.log, env=full_env)
         self.first_ok = wait_health(self.url, self.started)
+        wait_ready(self.url)
 
     def rss_kib(self):
         with open(f"/proc/{self.proc.pid}/status") as f:
@@ -55,6 +57,18 @@ class Server:
         self.log.close()
 
 
+def storage_env(data_dir):
+    """Backend settings for a server over `data_dir`. bench/s3_bench.py sets BENCH_STORAGE_ENV
+    (a JSON object of LONGSHIP_STORAGE__* / AWS_* variables) to rerun a benchmark on S3; the
+    data dir's name becomes the key prefix, so servers sharing a data dir share the data."""
+    raw = os.environ.get("BENCH_STORAGE_ENV")
+    if not raw:
+        return {}
+    env = json.loads(raw)
+    env["LONGSHIP_STORAGE__S3__PREFIX"] = os.path.basename(os.path.normpath(data_dir))
+    return env
+
+
 def wait_health(url, started, timeout=20.0):
     """Seconds from `started` until /health first answers 200."""
     deadline = time.perf_counter() + timeout
@@ -66,6 +80,17 @@ def wait_health(url, started, timeout=20.0):
         except (OSError, urllib.error.URLError):
             time.sleep(0.001)
     raise RuntimeError(f"{url} did not become healthy")
+
+
+def wait_ready(url, timeout=30.0):
+    """Wait until /ready is past `initializing` (the registry loads after the port opens)."""
+    deadline = time.perf_counter() + timeout
+    while time.perf_counter() < deadline:
+        status, body = call(url + "/ready")
+        if not (isinstance(body, dict) and body.get("reason") == "initializing"):
+            return
+        time.sleep(0.01)
+    raise RuntimeError(f"{url} stayed initializing")
 
 
 def call(url, method="GET", key=None, body=None, timeout=60):

@@ -56,6 +56,8 @@ pub struct StorageSettings {
     pub backend: StorageBackendKind,
     /// Root of the local backend; `/local` is `<data_dir>/viking`.
     pub data_dir: PathBuf,
+    /// The S3 backend (used when `backend = "s3"`).
+    pub s3: S3Settings,
 }
 
 impl Default for StorageSettings {
@@ -63,7 +65,84 @@ impl Default for StorageSettings {
         StorageSettings {
             backend: StorageBackendKind::Local,
             data_dir: PathBuf::from("./data"),
+            s3: S3Settings::default(),
         }
+    }
+}
+
+/// An S3-compatible object store holding `/local` under `s3://<bucket>/<prefix>/`.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct S3Settings {
+    /// Endpoint URL of an S3-compatible store (`http://127.0.0.1:8333`); absent = AWS S3.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    pub bucket: String,
+    pub region: String,
+    /// Key prefix inside the bucket (no leading or trailing `/`); empty = the bucket root.
+    pub prefix: String,
+    /// Path-style URLs (`<endpoint>/<bucket>/<key>`), which most self-hosted stores need.
+    pub path_style: bool,
+    /// Allow a plain `http://` endpoint.
+    pub allow_http: bool,
+    /// Credentials; absent = the standard `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub access_key_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret_access_key: Option<String>,
+    /// Retries of a failed idempotent request (reads, listings, deletes, plain writes) before
+    /// the call reports the store unavailable.
+    pub max_retries: usize,
+    /// Longest time in milliseconds spent retrying one request.
+    pub retry_timeout_ms: u64,
+    /// Timeout in milliseconds of one HTTP request to the store.
+    pub request_timeout_ms: u64,
+    /// Timeout in milliseconds of opening a connection to the store.
+    pub connect_timeout_ms: u64,
+    /// Lifetime in milliseconds of a cross-instance lock lease; the holder renews it at a
+    /// third of this, so a crashed holder blocks others for at most this long.
+    pub lock_lease_ms: u64,
+}
+
+impl Default for S3Settings {
+    fn default() -> Self {
+        S3Settings {
+            endpoint: None,
+            bucket: String::new(),
+            region: "us-east-1".into(),
+            prefix: String::new(),
+            path_style: true,
+            allow_http: false,
+            access_key_id: None,
+            secret_access_key: None,
+            max_retries: 3,
+            retry_timeout_ms: 10_000,
+            request_timeout_ms: 30_000,
+            connect_timeout_ms: 2_000,
+            lock_lease_ms: 30_000,
+        }
+    }
+}
+
+/// Hand-written so that secrets never reach a log line through `{:?}`.
+impl std::fmt::Debug for S3Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let masked = |v: &Option<String>| v.as_ref().map(|_| "********");
+        f.debug_struct("S3Settings")
+            .field("endpoint", &self.endpoint)
+            .field("bucket", &self.bucket)
+            .field("region", &self.region)
+            .field("prefix", &self.prefix)
+            .field("path_style", &self.path_style)
+            .field("allow_http", &self.allow_http)
+            .field("access_key_id", &self.access_key_id)
+            .field("secret_access_key", &masked(&self.secret_access_key))
+            .field("max_retries", &self.max_retries)
+            .field("retry_timeout_ms", &self.retry_timeout_ms)
+            .field("request_timeout_ms", &self.request_timeout_ms)
+            .field("connect_timeout_ms", &self.connect_timeout_ms)
+            .field("lock_lease_ms", &self.lock_lease_ms)
+            .finish()
     }
 }
 
@@ -141,6 +220,47 @@ impl Default for LoggingSettings {
             format: LogFormat::Text,
             level: "info".into(),
         }
+    }
+}
+
+impl S3Settings {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        if self.bucket.trim().is_empty() {
+            return bad("storage.backend = \"s3\" requires storage.s3.bucket".into());
+        }
+        if self.prefix.starts_with('/') || self.prefix.ends_with('/') || self.prefix.contains("//")
+        {
+            return bad(format!(
+                "storage.s3.prefix {:?} must not start or end with '/' or contain '//'",
+                self.prefix
+            ));
+        }
+        if let Some(endpoint) = &self.endpoint {
+            let lower = endpoint.to_ascii_lowercase();
+            if lower.starts_with("http://") && !self.allow_http {
+                return bad(format!(
+                    "storage.s3.endpoint {endpoint} is plain http; set storage.s3.allow_http = true"
+                ));
+            }
+            if !lower.starts_with("http://") && !lower.starts_with("https://") {
+                return bad(format!(
+                    "storage.s3.endpoint {endpoint} must start with http:// or https://"
+                ));
+            }
+        }
+        if self.access_key_id.is_some() != self.secret_access_key.is_some() {
+            return bad(
+                "storage.s3.access_key_id and storage.s3.secret_access_key go together".into(),
+            );
+        }
+        if self.request_timeout_ms == 0 || self.connect_timeout_ms == 0 {
+            return bad("storage.s3 timeouts must be at least 1 ms".into());
+        }
+        if self.lock_lease_ms < 300 {
+            return bad("storage.s3.lock_lease_ms must be at least 300".into());
+        }
+        Ok(())
     }
 }
 
@@ -246,6 +366,9 @@ impl Settings {
         if !(0..=19).contains(&self.pools.thread_nice) {
             return bad("pools.thread_nice must be between 0 and 19".into());
         }
+        if self.storage.backend == StorageBackendKind::S3 {
+            self.storage.s3.validate()?;
+        }
         if self.server.max_body_bytes < 1024 {
             return bad("server.max_body_bytes must be at least 1024".into());
         }
@@ -303,6 +426,9 @@ impl Settings {
         if shown.auth.root_api_key.is_some() {
             shown.auth.root_api_key = Some("********".into());
         }
+        if shown.storage.s3.secret_access_key.is_some() {
+            shown.storage.s3.secret_access_key = Some("********".into());
+        }
         toml::to_string_pretty(&shown).map_err(|e| ConfigError::Invalid(e.to_string()))
     }
 }
@@ -340,8 +466,31 @@ mod tests {
     fn masks_secrets() {
         let mut s = Settings::default();
         s.auth.root_api_key = Some("super-secret".into());
+        s.storage.s3.access_key_id = Some("AKIDVISIBLE".into());
+        s.storage.s3.secret_access_key = Some("s3-secret-value".into());
         let shown = s.to_masked_toml().unwrap();
         assert!(!shown.contains("super-secret"));
+        assert!(!shown.contains("s3-secret-value"));
+        assert!(shown.contains("AKIDVISIBLE"), "the key id is not secret");
         assert!(shown.contains("********"));
+        assert!(!format!("{s:?}").contains("s3-secret-value"));
+    }
+
+    #[test]
+    fn s3_settings_are_validated_only_for_the_s3_backend() {
+        let mut s = Settings::default();
+        s.storage.s3.prefix = "/bad/".into();
+        assert!(s.validate().is_ok(), "ignored while the backend is local");
+        s.storage.backend = StorageBackendKind::S3;
+        assert!(s.validate().is_err(), "no bucket, bad prefix");
+        s.storage.s3.bucket = "longship".into();
+        s.storage.s3.prefix = "team/a".into();
+        assert!(s.validate().is_ok());
+        s.storage.s3.endpoint = Some("http://127.0.0.1:8333".into());
+        assert!(s.validate().is_err(), "plain http needs allow_http");
+        s.storage.s3.allow_http = true;
+        assert!(s.validate().is_ok());
+        s.storage.s3.access_key_id = Some("id".into());
+        assert!(s.validate().is_err(), "key id without secret");
     }
 }

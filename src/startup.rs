@@ -1,10 +1,13 @@
 //! Process startup and ordered shutdown.
 //!
 //! Order: storage backend → storage and commit pools (SyncArbiter) → AuthActor on its own
-//! Arbiter → bind → serve. On SIGTERM/SIGINT: the HTTP server stops accepting and drains
+//! Arbiter → bind → serve, with the account registry loaded in the background: `/health`
+//! answers from the first moment, while `/ready` says `initializing` and keyed requests get 503
+//! until the registry is in memory (a failed load stops the server). On SIGTERM/SIGINT: the HTTP server stops accepting and drains
 //! in-flight requests, then accepted storage/commit work is drained, then the process exits.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -17,9 +20,10 @@ use crate::actors::pool::{PoolSpec, Pools};
 use crate::config::{Settings, StorageBackendKind};
 use crate::http::{self, AppState};
 use crate::identity::AuthMode;
-use crate::storage::{local::LocalStorage, Storage};
 
-/// Failures that stop the server before it serves anything (exit code 2).
+use crate::storage::{local::LocalStorage, s3::S3Storage, Storage};
+
+/// Failures that stop the server (exit code 2); all but `Registry` happen before it serves.
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
     #[error("cannot open storage: {0}")]
@@ -43,14 +47,12 @@ pub enum StartupError {
 pub fn open_storage(settings: &Settings) -> Result<Arc<dyn Storage>, StartupError> {
     match settings.storage.backend {
         StorageBackendKind::Local => Ok(Arc::new(LocalStorage::open(&settings.storage.data_dir)?)),
-        StorageBackendKind::S3 => Err(StartupError::Unsupported(
-            "storage.backend = \"s3\" is not available in this build".into(),
-        )),
+        StorageBackendKind::S3 => Ok(Arc::new(S3Storage::open(&settings.storage.s3)?)),
     }
 }
 
-/// Api_key mode: create/scaffold/migrate the registry, then load it into the AuthActor, all
-/// before the first request is served (so no request sees an empty map).
+/// Api_key mode: create/scaffold/migrate the registry, then load it into the AuthActor. Keyed
+/// requests are held off (503) until this finishes, so none sees an empty map.
 async fn load_registry(
     pools: &Pools,
     auth: &actix::Addr<AuthActor>,
@@ -111,9 +113,7 @@ async fn serve(settings: Arc<Settings>, backend: Arc<dyn Storage>) -> Result<(),
             AuthActor::new(config, pools)
         })
     };
-    if mode == AuthMode::ApiKey {
-        load_registry(&pools, &auth, settings.auth.api_key_hashing).await?;
-    }
+    let registry_loaded = Arc::new(AtomicBool::new(mode == AuthMode::Dev));
     let health = HealthMonitor::new(backend.kind(), backend.describe());
     health.spawn_periodic(pools.clone(), Duration::from_secs(5));
 
@@ -128,6 +128,7 @@ async fn serve(settings: Arc<Settings>, backend: Arc<dyn Storage>) -> Result<(),
         workers,
         metrics: Arc::new(crate::http::metrics::Metrics::new()?),
         registry_sink: Arc::new(ActorSink::new(auth.clone())),
+        registry_loaded: registry_loaded.clone(),
     };
     let max_body = settings.server.max_body_bytes;
     let app_state = web::Data::new(state);
@@ -162,7 +163,25 @@ async fn serve(settings: Arc<Settings>, backend: Arc<dyn Storage>) -> Result<(),
         "longship started"
     );
 
-    let result = server.run().await;
+    let server = server.run();
+    let load_failure: Arc<Mutex<Option<StartupError>>> = Arc::default();
+    if mode == AuthMode::ApiKey {
+        let (pools, auth, handle) = (pools.clone(), auth.clone(), server.handle());
+        let (hashing, failure) = (settings.auth.api_key_hashing, load_failure.clone());
+        actix_rt::spawn(async move {
+            match load_registry(&pools, &auth, hashing).await {
+                Ok(()) => registry_loaded.store(true, Ordering::Release),
+                Err(e) => {
+                    tracing::error!(error = %e, "stopping: the account registry did not load");
+                    if let Ok(mut slot) = failure.lock() {
+                        *slot = Some(e);
+                    }
+                    handle.stop(false).await;
+                }
+            }
+        });
+    }
+    let result = server.await;
     tracing::info!("HTTP server stopped; draining storage and commit work");
     let drained = pools
         .drain(Duration::from_secs(settings.server.shutdown_timeout_secs))
@@ -174,5 +193,8 @@ async fn serve(settings: Arc<Settings>, backend: Arc<dyn Storage>) -> Result<(),
     }
     auth_arbiter.stop();
     tracing::info!("shutdown complete");
+    if let Some(failure) = load_failure.lock().ok().and_then(|mut slot| slot.take()) {
+        return Err(failure);
+    }
     result.map_err(StartupError::Serve)
 }

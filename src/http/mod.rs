@@ -41,6 +41,8 @@ pub struct AppState {
     pub metrics: Arc<metrics::Metrics>,
     /// Where registry operations announce their changes (the AuthActor).
     pub registry_sink: Arc<dyn crate::storage::registry::RegistrySink>,
+    /// False while the account registry is still loading at startup (api_key mode).
+    pub registry_loaded: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl AppState {
@@ -50,6 +52,12 @@ impl AppState {
         key: String,
         deadline: Duration,
     ) -> Result<Identity, ServiceError> {
+        if !self.is_initialized() {
+            return Err(
+                ServiceError::unavailable("auth", "the account registry is still loading")
+                    .retry_after(1),
+            );
+        }
         match tokio::time::timeout(deadline, self.auth.send(ResolveKey { key })).await {
             Ok(Ok(answer)) => answer,
             Ok(Err(mailbox)) => {
@@ -59,6 +67,12 @@ impl AppState {
                 ServiceError::unavailable("auth", "identity resolution timed out").retry_after(1),
             ),
         }
+    }
+
+    /// True once startup work (the registry load) has finished.
+    pub fn is_initialized(&self) -> bool {
+        self.registry_loaded
+            .load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// The AuthActor's counters for observers.

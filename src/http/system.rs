@@ -49,6 +49,10 @@ async fn health(state: web::Data<AppState>, req: HttpRequest) -> HttpResponse {
 
 /// Readiness: a fresh storage probe through the pool, bounded by a deadline.
 async fn ready(state: web::Data<AppState>) -> HttpResponse {
+    if !state.is_initialized() {
+        return HttpResponse::ServiceUnavailable()
+            .json(json!({"status": "not_ready", "reason": "initializing"}));
+    }
     let probe = state.health.probe(&state.pools, READY_PROBE_DEADLINE).await;
     let filesystem = match &probe {
         Ok(()) => "ok".to_string(),

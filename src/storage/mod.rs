@@ -13,6 +13,7 @@ pub mod local;
 pub mod okf;
 mod path;
 pub mod registry;
+pub mod s3;
 pub mod scaffold;
 pub mod sessions;
 pub mod tasks;

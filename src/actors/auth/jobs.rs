@@ -91,3 +91,16 @@ impl BlockingJob for Bootstrap {
         crate::storage::registry::bootstrap::run(ctx.storage, self.hashing)
     }
 }
+
+/// The periodic sweep for unannounced registry changes.
+pub struct Sweep {
+    pub known: Vec<load::KnownAccount>,
+}
+
+impl BlockingJob for Sweep {
+    type Output = ServiceResult<(AccountStates, u64)>;
+
+    fn run(self, ctx: &JobContext<'_>) -> Self::Output {
+        load::sweep(ctx.storage, &self.known)
+    }
+}

@@ -13,14 +13,15 @@
 //! * local writes are applied at once through [`ApplyChange`].
 
 pub mod admin_jobs;
+mod freshness;
 mod gate;
 pub mod index;
 pub mod jobs;
 mod resolve;
 pub mod sink;
 
-use std::collections::{BTreeSet, HashMap};
-use std::time::{Duration, Instant};
+use std::collections::HashMap;
+use std::time::Duration;
 
 use actix::prelude::*;
 use serde_json::json;
@@ -28,17 +29,20 @@ use tokio::sync::oneshot;
 
 use crate::error::{ServiceError, ServiceResult};
 use crate::identity::Identity;
-use crate::storage::registry::load::{AccountSnapshot, CheckOutcome, ProbeOutcome, Reload};
+use crate::storage::registry::load::{AccountSnapshot, Reload};
 use crate::storage::Version;
 
 use super::{BlockingJob, PoolError, Pools};
-use gate::{Gate, Next};
+use gate::Gate;
 use index::KeyIndex;
 
 /// Longest gap between two probes of one account's users.json on behalf of misses.
 pub const PROBE_SPACING_MAX: Duration = Duration::from_millis(100);
 /// Longest gap between two miss-driven marker checks (a miss waits at most about this long).
 const MARKER_SPACING_MAX: Duration = Duration::from_secs(2);
+/// How often the sweep looks for registry changes whose announcement was lost (a writer
+/// killed between its registry write and its marker bump, and never retried).
+const SWEEP_EVERY: Duration = Duration::from_secs(30);
 /// Argon2 verifications running at once; beyond it a request gets 503 (each costs ~64 MiB
 /// and tens of ms of a pool thread, so a flood of wrong keys must not queue without bound).
 const MAX_ARGON_IN_FLIGHT: usize = 4;
@@ -73,6 +77,8 @@ pub struct Counters {
     pub argon_verifications: u64,
     pub argon_busy_rejections: u64,
     pub local_applies: u64,
+    pub sweeps: u64,
+    pub sweep_reloads: u64,
 }
 
 pub struct AuthActor {
@@ -94,6 +100,9 @@ pub struct AuthActor {
     argon_pending: HashMap<[u8; 32], Vec<oneshot::Sender<Option<Identity>>>>,
     counters: Counters,
     loaded: bool,
+    /// Bumped on every change of the map; a sweep that saw it move discards its result.
+    map_epoch: u64,
+    sweeping: bool,
 }
 
 impl AuthActor {
@@ -115,6 +124,8 @@ impl AuthActor {
             argon_pending: HashMap::new(),
             counters: Counters::default(),
             loaded: false,
+            map_epoch: 0,
+            sweeping: false,
         }
     }
 
@@ -146,226 +157,6 @@ impl AuthActor {
         }
     }
 
-    fn begin_load(&mut self) -> u64 {
-        self.loads_in_flight += 1;
-        self.local_seq
-    }
-
-    /// Accounts written locally after a load that started at `seq`.
-    fn touched_since(&self, seq: u64) -> Vec<String> {
-        self.local_touch
-            .iter()
-            .filter(|(_, s)| **s > seq)
-            .map(|(id, _)| id.clone())
-            .collect()
-    }
-
-    fn end_load(&mut self) {
-        self.loads_in_flight = self.loads_in_flight.saturating_sub(1);
-        if self.loads_in_flight == 0 {
-            // No load that could predate a local write is still running.
-            self.local_touch.clear();
-        }
-    }
-
-    /// Start the next marker check if one is wanted and allowed.
-    fn pump_marker(&mut self, ctx: &mut Context<Self>) {
-        match self.marker.poll(Instant::now()) {
-            Next::Idle => {}
-            Next::WakeAfter(delay) => {
-                if !self.marker.timer_armed {
-                    self.marker.timer_armed = true;
-                    ctx.run_later(delay, |act, ctx| {
-                        act.marker.timer_armed = false;
-                        act.pump_marker(ctx);
-                    });
-                }
-            }
-            Next::Start(started) => {
-                self.counters.freshness_checks += 1;
-                let seq = self.begin_load();
-                let job = jobs::CheckMarker {
-                    loaded: self.loaded_generation,
-                    known_version: self.marker_version.clone(),
-                };
-                self.spawn_job(ctx, job, move |act, result, ctx| {
-                    act.on_marker_done(started, seq, result, ctx)
-                });
-            }
-        }
-    }
-
-    fn on_marker_done(
-        &mut self,
-        started: Instant,
-        seq: u64,
-        result: Result<CheckOutcome, String>,
-        ctx: &mut Context<Self>,
-    ) {
-        let outcome = match result {
-            Ok(out) => {
-                self.storage_error = None;
-                self.apply_outcome(out, seq, ctx);
-                Ok(())
-            }
-            Err(e) => {
-                self.counters.check_failures += 1;
-                tracing::warn!(error = %e, "registry freshness check failed");
-                self.storage_error = Some(e.clone());
-                Err(e)
-            }
-        };
-        self.end_load();
-        self.marker.finish(started, outcome);
-        self.pump_marker(ctx);
-    }
-
-    fn apply_outcome(&mut self, out: CheckOutcome, seq: u64, ctx: &mut Context<Self>) {
-        if out.marker_read {
-            self.counters.marker_reads += 1;
-        }
-        self.counters.files_reread += out.files_read;
-        let touched = self.touched_since(seq);
-        let mut redo = BTreeSet::new();
-        match out.reload {
-            None => {}
-            Some(Reload::Full(snapshots)) => {
-                self.counters.reloads += 1;
-                self.counters.full_reloads += 1;
-                self.index.replace_all(snapshots, &touched);
-                redo.extend(touched);
-            }
-            Some(Reload::Partial(list)) => {
-                self.counters.reloads += 1;
-                for (id, snap) in list {
-                    if touched.contains(&id) {
-                        redo.insert(id);
-                    } else {
-                        self.index.replace_account(&id, snap);
-                    }
-                }
-            }
-        }
-        self.loaded_generation = out.generation;
-        self.marker_version = out.marker_version;
-        if !redo.is_empty() {
-            self.reload_accounts(redo, ctx);
-        }
-    }
-
-    /// Re-read accounts whose reload was skipped because a local write overtook it.
-    fn reload_accounts(&mut self, ids: BTreeSet<String>, ctx: &mut Context<Self>) {
-        let seq = self.begin_load();
-        self.spawn_job(ctx, jobs::LoadAccounts { ids }, move |act, result, ctx| {
-            if let Ok((list, files)) = result {
-                act.counters.files_reread += files;
-                let touched = act.touched_since(seq);
-                let mut redo = BTreeSet::new();
-                for (id, snap) in list {
-                    if touched.contains(&id) {
-                        redo.insert(id);
-                    } else {
-                        act.index.replace_account(&id, snap);
-                    }
-                }
-                act.end_load();
-                if !redo.is_empty() {
-                    act.reload_accounts(redo, ctx);
-                }
-            } else {
-                act.end_load();
-            }
-        });
-    }
-
-    fn pump_probe(&mut self, account: &str, ctx: &mut Context<Self>) {
-        let Some(gate) = self.probes.get_mut(account) else {
-            return;
-        };
-        match gate.poll(Instant::now()) {
-            Next::Idle => {}
-            Next::WakeAfter(delay) => {
-                if !gate.timer_armed {
-                    gate.timer_armed = true;
-                    let id = account.to_string();
-                    ctx.run_later(delay, move |act, ctx| {
-                        if let Some(g) = act.probes.get_mut(&id) {
-                            g.timer_armed = false;
-                        }
-                        act.pump_probe(&id, ctx);
-                    });
-                }
-            }
-            Next::Start(started) => {
-                self.counters.probes += 1;
-                let seq = self.begin_load();
-                let job = jobs::ProbeAccount {
-                    account: account.to_string(),
-                    known_version: self
-                        .index
-                        .account(account)
-                        .and_then(|a| a.users_version.clone()),
-                };
-                let id = account.to_string();
-                self.spawn_job(ctx, job, move |act, result, ctx| {
-                    act.on_probe_done(&id, started, seq, result, ctx)
-                });
-            }
-        }
-    }
-
-    fn on_probe_done(
-        &mut self,
-        account: &str,
-        started: Instant,
-        seq: u64,
-        result: Result<ProbeOutcome, String>,
-        ctx: &mut Context<Self>,
-    ) {
-        let outcome = match result {
-            Ok(ProbeOutcome::Unchanged) => Ok(()),
-            Ok(ProbeOutcome::Changed {
-                account: id,
-                snapshot,
-                files_read,
-            }) => {
-                self.counters.probe_reloads += 1;
-                self.counters.files_reread += files_read;
-                if self.touched_since(seq).contains(&id) {
-                    self.reload_accounts(BTreeSet::from([id]), ctx);
-                } else {
-                    self.index.replace_account(&id, snapshot.map(|b| *b));
-                }
-                Ok(())
-            }
-            Err(e) => {
-                self.counters.check_failures += 1;
-                self.storage_error = Some(e.clone());
-                Err(e)
-            }
-        };
-        self.end_load();
-        if let Some(gate) = self.probes.get_mut(account) {
-            gate.finish(started, outcome);
-        }
-        self.pump_probe(account, ctx);
-    }
-
-    /// Apply a local registry write (and drop probe gates of accounts that are gone).
-    fn apply_local(&mut self, generation: u64, account: &str, snapshot: Option<AccountSnapshot>) {
-        self.counters.local_applies += 1;
-        self.local_seq += 1;
-        self.local_touch.insert(account.to_string(), self.local_seq);
-        if snapshot.is_none() {
-            self.probes.remove(account);
-        }
-        self.index.replace_account(account, snapshot);
-        // Our own bump directly follows what we loaded: nothing else changed in between.
-        if self.loaded_generation + 1 == generation {
-            self.loaded_generation = generation;
-        }
-    }
-
     fn status(&self) -> serde_json::Value {
         json!({
             "root_key_configured": self.root_key.is_some(),
@@ -384,6 +175,10 @@ impl AuthActor {
 
 impl Actor for AuthActor {
     type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.run_interval(SWEEP_EVERY, |act, ctx| act.sweep(ctx));
+    }
 }
 
 /// Resolve a presented API key to an identity (spec §2.4).
@@ -417,6 +212,7 @@ impl Handler<InitialLoad> for AuthActor {
             let out = result?;
             if let Some(Reload::Full(snapshots)) = out.reload {
                 act.index.replace_all(snapshots, &[]);
+                act.map_epoch += 1;
             }
             act.loaded_generation = out.generation;
             act.marker_version = out.marker_version;

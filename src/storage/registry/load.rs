@@ -10,6 +10,20 @@ use super::generation::{self, Delta};
 use super::model::{AccountsFile, Deletion, UsersFile};
 use super::store::{read_accounts, read_users, users_path};
 
+/// accounts.json for a reload. It exists from the first api_key-mode start on, so a missing
+/// file means storage trouble (an unmounted volume, a wrong directory), never "no accounts":
+/// treating it as empty would revoke every key at once.
+fn read_accounts_for_reload(storage: &dyn Storage) -> ServiceResult<AccountsFile> {
+    let (file, version) = read_accounts(storage)?;
+    if version.is_none() {
+        return Err(crate::error::ServiceError::unavailable(
+            "storage",
+            "the account registry (_system/accounts.json) is missing",
+        ));
+    }
+    Ok(file)
+}
+
 /// One account as stored: its deletion mark and its users file with the version read.
 #[derive(Debug, Clone)]
 pub struct AccountSnapshot {
@@ -72,7 +86,7 @@ fn snapshot(
 /// least as new as the generation returned).
 pub fn load_all(storage: &dyn Storage) -> ServiceResult<CheckOutcome> {
     let (marker, marker_version) = generation::read(storage)?;
-    let (accounts, _) = read_accounts(storage)?;
+    let accounts = read_accounts_for_reload(storage)?;
     let mut files_read = 1;
     let mut out = Vec::with_capacity(accounts.accounts.len());
     for id in accounts.accounts.keys() {
@@ -94,7 +108,7 @@ pub fn load_accounts(
     storage: &dyn Storage,
     ids: &BTreeSet<String>,
 ) -> ServiceResult<(AccountStates, u64)> {
-    let (accounts, _) = read_accounts(storage)?;
+    let accounts = read_accounts_for_reload(storage)?;
     let mut files_read = 1;
     let mut out = Vec::with_capacity(ids.len());
     for id in ids {
@@ -180,4 +194,121 @@ pub fn probe_account(
         snapshot,
         files_read,
     })
+}
+
+/// What the actor believes about one account, for [`sweep`].
+#[derive(Debug, Clone)]
+pub struct KnownAccount {
+    pub id: String,
+    pub deleting: bool,
+    pub users_version: Option<Version>,
+}
+
+/// The slow safety net behind the generation marker: find registry changes that were written
+/// but never announced (a writer died between its registry write and its marker bump). Reads
+/// accounts.json once and stats every known users.json; re-reads only what differs.
+pub fn sweep(storage: &dyn Storage, known: &[KnownAccount]) -> ServiceResult<(AccountStates, u64)> {
+    let accounts = read_accounts_for_reload(storage)?;
+    let mut changed = BTreeSet::new();
+    for k in known {
+        match accounts.accounts.get(&k.id) {
+            None => {
+                changed.insert(k.id.clone());
+            }
+            Some(entry) if entry.deletion.is_some() != k.deleting => {
+                changed.insert(k.id.clone());
+            }
+            Some(_) => {
+                let version = storage.stat(&users_path(&k.id)?)?.and_then(|m| m.version);
+                if version != k.users_version {
+                    changed.insert(k.id.clone());
+                }
+            }
+        }
+    }
+    for id in accounts.accounts.keys() {
+        if !known.iter().any(|k| &k.id == id) && users_path(id).is_ok() {
+            changed.insert(id.clone());
+        }
+    }
+    if changed.is_empty() {
+        return Ok((Vec::new(), 1));
+    }
+    let (states, files) = load_accounts(storage, &changed)?;
+    Ok((states, files + 1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::local::LocalStorage;
+    use crate::storage::registry::model::{AccountEntry, UserEntry};
+    use crate::storage::registry::store::{update_accounts, update_users, Edit};
+
+    fn add_account(s: &LocalStorage, id: &str) {
+        update_accounts(s, |f| {
+            f.accounts.insert(id.into(), AccountEntry::default());
+            Ok(Edit::Write(()))
+        })
+        .unwrap();
+        add_user(s, id, "u");
+    }
+
+    fn add_user(s: &LocalStorage, account: &str, user: &str) {
+        update_users(s, account, |f| {
+            f.users.insert(user.into(), UserEntry::default());
+            Ok(Edit::Write(()))
+        })
+        .unwrap();
+    }
+
+    fn known(out: &CheckOutcome) -> Vec<KnownAccount> {
+        match &out.reload {
+            Some(Reload::Full(all)) => all
+                .iter()
+                .map(|a| KnownAccount {
+                    id: a.id.clone(),
+                    deleting: a.deletion.is_some(),
+                    users_version: a.users_version.clone(),
+                })
+                .collect(),
+            _ => panic!("expected a full load"),
+        }
+    }
+
+    #[test]
+    fn sweep_finds_only_unannounced_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = LocalStorage::open(dir.path()).unwrap();
+        for id in ["a", "b", "c"] {
+            add_account(&s, id);
+        }
+        let k = known(&load_all(&s).unwrap());
+        let (changed, files) = sweep(&s, &k).unwrap();
+        assert!(changed.is_empty());
+        assert_eq!(files, 1);
+        // Written but never announced: a user in b, a new account d, a deletion mark on c.
+        add_user(&s, "b", "v");
+        add_account(&s, "d");
+        update_accounts(&s, |f| {
+            f.accounts["c"].deletion = Some(Default::default());
+            Ok(Edit::Write(()))
+        })
+        .unwrap();
+        let (changed, _) = sweep(&s, &k).unwrap();
+        let ids: Vec<&str> = changed.iter().map(|(id, _)| id.as_str()).collect();
+        assert_eq!(ids, ["b", "c", "d"]);
+        let b = changed[0].1.as_ref().unwrap();
+        assert_eq!(b.users.users.len(), 2);
+        assert!(changed[1].1.as_ref().unwrap().deletion.is_some());
+    }
+
+    #[test]
+    fn a_missing_registry_is_an_error_not_an_empty_map() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = LocalStorage::open(dir.path()).unwrap();
+        assert!(load_all(&s).is_err());
+        add_account(&s, "a");
+        assert!(load_all(&s).is_ok());
+    }
 }

@@ -44,9 +44,19 @@ pub struct OpCtx<'a> {
 impl OpCtx<'_> {
     /// Bump the marker for `account` and hand its new state to the sink.
     pub fn announce(&self, account: &str, snapshot: Option<AccountSnapshot>) -> ServiceResult<u64> {
-        let generation = generation::bump(self.storage, &[account], false)?;
-        self.sink.publish(generation, account, snapshot);
-        Ok(generation)
+        match generation::bump(self.storage, &[account], false) {
+            Ok(generation) => {
+                self.sink.publish(generation, account, snapshot);
+                Ok(generation)
+            }
+            Err(e) => {
+                // The registry write is durable; only the announcement failed. This process
+                // still applies it (generation 0 = "not a known generation"), so its memory
+                // agrees with storage; peers find it through probes or the sweep.
+                self.sink.publish(0, account, snapshot);
+                Err(e)
+            }
+        }
     }
 }
 

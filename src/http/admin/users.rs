@@ -1,216 +1,31 @@
-//! Routes of the admin API (spec §3, §13.3, §13.4, §13.8). Handlers check the caller's rule
-//! (in the extractor type) and ADMIN's own account, validate every id and body field, and only
-//! then hand one job to the storage pool: bad input never touches storage.
+//! User routes of the admin API: A4 register, A5/A5b list/get, A6 remove, A7 role, A8 key.
 
 use actix_web::http::StatusCode;
 use actix_web::web;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::actors::auth::admin_jobs::{self as jobs, Registry};
-use crate::actors::BlockingJob;
-use crate::error::{ServiceError, ServiceResult};
+use crate::actors::auth::admin_jobs as jobs;
+use crate::error::ServiceError;
 use crate::identity::{validate_id, validate_new_id, IdKind, Role};
 use crate::storage::registry::model::UserEntry;
 use crate::storage::registry::query::Paging;
-use crate::storage::registry::{account_not_found, user_not_found};
 use crate::storage::tasks::TaskOwner;
 
-use super::auth::{Caller, RootOnly, RootOrAdmin, Rule};
-use super::envelope::{ApiOk, ApiResult};
-use super::extract::{ApiJson, ApiQuery, OptionalJson};
-use super::AppState;
-
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    let base = "/api/v1/admin/accounts";
-    cfg.service(
-        web::resource(base)
-            .route(web::post().to(create_account))
-            .route(web::get().to(list_accounts)),
-    )
-    .service(
-        web::resource(format!("{base}/{{account_id}}"))
-            .route(web::get().to(get_account))
-            .route(web::delete().to(delete_account)),
-    )
-    .service(
-        web::resource(format!("{base}/{{account_id}}/users"))
-            .route(web::post().to(register_user))
-            .route(web::get().to(list_users)),
-    )
-    .service(
-        web::resource(format!("{base}/{{account_id}}/users/{{user_id}}"))
-            .route(web::get().to(get_user))
-            .route(web::delete().to(remove_user)),
-    )
-    .service(
-        web::resource(format!("{base}/{{account_id}}/users/{{user_id}}/role"))
-            .route(web::put().to(set_role)),
-    )
-    .service(
-        web::resource(format!("{base}/{{account_id}}/users/{{user_id}}/key"))
-            .route(web::post().to(regenerate_key)),
-    );
-}
-
-async fn run<J: BlockingJob<Output = ServiceResult<T>>, T: Send + 'static>(
-    state: &AppState,
-    job: J,
-) -> ServiceResult<T> {
-    state.pools.storage().run(job).await?
-}
-
-fn registry(state: &AppState) -> Registry {
-    Registry {
-        sink: state.registry_sink.clone(),
-        hashing: state.settings.auth.api_key_hashing,
-    }
-}
-
-/// ADMIN manages only its own account (spec §2.1).
-fn own_account<R: Rule>(caller: &Caller<R>, account: &str) -> ServiceResult<()> {
-    if caller.role() == Role::Admin && caller.account() != account {
-        return Err(ServiceError::permission_denied(format!(
-            "ADMIN can only manage account: {}",
-            caller.account()
-        )));
-    }
-    Ok(())
-}
-
-/// A path id that cannot be valid names nothing: 404 without touching storage.
-fn path_account(account: &str) -> ServiceResult<()> {
-    validate_id(IdKind::Account, account).map_err(|_| account_not_found(account))
-}
-
-fn path_user(user: &str) -> ServiceResult<()> {
-    validate_id(IdKind::User, user).map_err(|_| user_not_found(user))
-}
-
-fn check_seed(seed: &Option<String>) -> ServiceResult<()> {
-    if seed.as_deref() == Some("") {
-        return Err(
-            ServiceError::invalid_argument("seed must not be empty").with_details(json!({}))
-        );
-    }
-    Ok(())
-}
-
-fn check_user_config(config: &Option<Value>) -> ServiceResult<()> {
-    match config {
-        None | Some(Value::Null) | Some(Value::Object(_)) => Ok(()),
-        Some(_) => Err(ServiceError::validation(
-            &["body", "user_config"],
-            "Input should be a valid dictionary",
-            "dict_type",
-        )),
-    }
-}
-
-fn non_null(config: Option<Value>) -> Option<Value> {
-    config.filter(|v| !v.is_null())
-}
-
-#[derive(Deserialize)]
-struct CreateAccountBody {
-    account_id: String,
-    admin_user_id: String,
-    #[serde(default)]
-    seed: Option<String>,
-    #[serde(default)]
-    user_config: Option<Value>,
-}
-
-/// A1.
-async fn create_account(
-    state: web::Data<AppState>,
-    _caller: Caller<RootOnly>,
-    ApiJson(body): ApiJson<CreateAccountBody>,
-) -> ApiResult {
-    validate_new_id(IdKind::Account, &body.account_id)?;
-    validate_new_id(IdKind::User, &body.admin_user_id)?;
-    check_seed(&body.seed)?;
-    check_user_config(&body.user_config)?;
-    let created = run(
-        &state,
-        jobs::CreateAccount {
-            registry: registry(&state),
-            account: body.account_id.clone(),
-            admin: body.admin_user_id.clone(),
-            seed: body.seed,
-            user_config: non_null(body.user_config),
-        },
-    )
-    .await?;
-    Ok(ApiOk::new(json!({
-        "account_id": body.account_id,
-        "admin_user_id": body.admin_user_id,
-        "user_key": created.user_key,
-    })))
-}
-
-#[derive(Deserialize)]
-struct ListQuery {
-    name: Option<String>,
-    query: Option<String>,
-    limit: Option<i64>,
-    page: Option<i64>,
-}
-
-/// A2.
-async fn list_accounts(
-    state: web::Data<AppState>,
-    _caller: Caller<RootOnly>,
-    ApiQuery(q): ApiQuery<ListQuery>,
-) -> ApiResult {
-    let paging = Paging::new(q.name, q.query, q.limit, q.page)?;
-    let all = run(&state, jobs::ListAccounts).await?;
-    let (page, _) = paging.apply(all, |a| a.account_id.as_str());
-    Ok(ApiOk::new(page))
-}
-
-/// A2b.
-async fn get_account(
-    state: web::Data<AppState>,
-    _caller: Caller<RootOnly>,
-    path: web::Path<String>,
-) -> ApiResult {
-    let account = path.into_inner();
-    path_account(&account)?;
-    let summary = run(&state, jobs::GetAccount { account }).await?;
-    Ok(ApiOk::new(summary))
-}
-
-/// A3: 202 with the deletion task (already finished when the cleanup ran synchronously).
-async fn delete_account(
-    state: web::Data<AppState>,
-    _caller: Caller<RootOnly>,
-    path: web::Path<String>,
-) -> ApiResult {
-    let account = path.into_inner();
-    path_account(&account)?;
-    let removal = run(
-        &state,
-        jobs::DeleteAccount {
-            registry: registry(&state),
-            account: account.clone(),
-        },
-    )
-    .await?;
-    Ok(ApiOk::new(json!({
-        "account_id": account,
-        "status": "deleting",
-        "task_id": removal.task_id,
-    }))
-    .status(StatusCode::ACCEPTED))
-}
+use super::{
+    check_seed, check_user_config, non_null, own_account, path_account, path_user, registry, run,
+};
+use crate::http::auth::{Caller, RootOrAdmin};
+use crate::http::envelope::{ApiOk, ApiResult};
+use crate::http::extract::{ApiJson, ApiQuery, OptionalJson};
+use crate::http::AppState;
 
 fn default_role() -> String {
     "user".into()
 }
 
 #[derive(Deserialize)]
-struct RegisterBody {
+pub(super) struct RegisterBody {
     user_id: String,
     #[serde(default = "default_role")]
     role: String,
@@ -221,7 +36,7 @@ struct RegisterBody {
 }
 
 /// A4, in the spec's order: cross-account 403, ROOT role 403, bad role 400, bad ids 400.
-async fn register_user(
+pub(super) async fn register_user(
     state: web::Data<AppState>,
     caller: Caller<RootOrAdmin>,
     path: web::Path<String>,
@@ -268,7 +83,7 @@ fn default_true() -> bool {
 }
 
 #[derive(Deserialize)]
-struct ListUsersQuery {
+pub(super) struct ListUsersQuery {
     name: Option<String>,
     query: Option<String>,
     role: Option<String>,
@@ -297,7 +112,7 @@ fn user_entry(id: &str, entry: &UserEntry, credentials: bool) -> Value {
 }
 
 /// A5: users without a pending deletion, filtered, then paged.
-async fn list_users(
+pub(super) async fn list_users(
     state: web::Data<AppState>,
     caller: Caller<RootOrAdmin>,
     path: web::Path<String>,
@@ -338,7 +153,7 @@ async fn list_users(
 }
 
 /// A5b: role only, never key material.
-async fn get_user(
+pub(super) async fn get_user(
     state: web::Data<AppState>,
     caller: Caller<RootOrAdmin>,
     path: web::Path<(String, String)>,
@@ -360,7 +175,7 @@ async fn get_user(
 
 /// A6: 202 with the deletion task; the task belongs to the system when ROOT or the user
 /// itself asks, else to the calling ADMIN, so the caller can poll it.
-async fn remove_user(
+pub(super) async fn remove_user(
     state: web::Data<AppState>,
     caller: Caller<RootOrAdmin>,
     path: web::Path<(String, String)>,
@@ -396,12 +211,12 @@ async fn remove_user(
 }
 
 #[derive(Deserialize)]
-struct RoleBody {
+pub(super) struct RoleBody {
     role: String,
 }
 
 /// A7: promotion only; the role is checked before existence.
-async fn set_role(
+pub(super) async fn set_role(
     state: web::Data<AppState>,
     caller: Caller<RootOrAdmin>,
     path: web::Path<(String, String)>,
@@ -433,13 +248,13 @@ async fn set_role(
 }
 
 #[derive(Deserialize, Default)]
-struct KeyBody {
+pub(super) struct KeyBody {
     #[serde(default)]
     seed: Option<String>,
 }
 
 /// A8.
-async fn regenerate_key(
+pub(super) async fn regenerate_key(
     state: web::Data<AppState>,
     caller: Caller<RootOrAdmin>,
     path: web::Path<(String, String)>,
