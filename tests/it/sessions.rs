@@ -78,7 +78,7 @@ fn create_list_get_delete() {
         r.result()["memory_extraction_config"],
         json!({"events": {"tags": []}})
     );
-    assert!(st.local("acme/user/alice/memories/.abstract.md").exists());
+    assert!(st.exists("acme/user/alice/memories/.abstract.md"));
     assert!(st
         .local(&format!("acme/user/alice/sessions/{gen}/messages.jsonl"))
         .exists());
@@ -197,7 +197,7 @@ fn create_list_get_delete() {
         ok(&c.delete("/api/v1/sessions/s1")),
         &json!({"session_id": "s1"})
     );
-    assert!(!st.local("acme/user/alice/sessions/s1").exists());
+    assert!(!st.exists("acme/user/alice/sessions/s1"));
     let r = c.delete("/api/v1/sessions/s1");
     err(&r, 404, "NOT_FOUND");
     assert_eq!(r.body["error"]["message"], "Session not found: s1");
@@ -253,8 +253,7 @@ fn add_messages_and_batches() {
     );
 
     // The stored lines are exactly what spec §9.1 says.
-    let text =
-        std::fs::read_to_string(st.local("acme/user/alice/sessions/m1/messages.jsonl")).unwrap();
+    let text = st.read_string("acme/user/alice/sessions/m1/messages.jsonl");
     let lines: Vec<Value> = text
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
@@ -461,10 +460,9 @@ fn commit_archives_context_and_tasks() {
     assert_eq!(m["keep_recent_count"], 1);
     assert_eq!(m["pending_tokens"], 0);
     assert!(!m["last_commit_at"].as_str().unwrap().is_empty());
-    let dir = st.local("acme/user/alice/sessions/c1/history/archive_001");
-    assert!(dir.join(".done").exists() && dir.join(".meta.json").exists());
-    let rec: Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join(".meta.json")).unwrap()).unwrap();
+    let dir = "acme/user/alice/sessions/c1/history/archive_001";
+    assert!(st.exists(&format!("{dir}/.done")));
+    let rec: Value = serde_json::from_str(&st.read_string(&format!("{dir}/.meta.json"))).unwrap();
     assert_eq!(rec["phase1"]["status"], "ready");
     assert_eq!(
         rec["phase1"]["archived_message_ids"]
@@ -536,10 +534,8 @@ fn commit_archives_context_and_tasks() {
         "# Session Summary\n\n**Overview**: 0 turns, 1 messages"
     );
     assert_eq!(a["abstract"], "0 turns, 1 messages");
-    let overview_file = std::fs::read_to_string(
-        st.local("acme/user/alice/sessions/c1/history/archive_002/.overview.md"),
-    )
-    .unwrap();
+    let overview_file =
+        st.read_string("acme/user/alice/sessions/c1/history/archive_002/.overview.md");
     assert!(overview_file
         .starts_with("---\ndirectory: viking://user/alice/sessions/c1/history/archive_002/\n"));
 
@@ -593,8 +589,10 @@ fn commit_archives_context_and_tasks() {
         res["archive_uri"],
         "viking://user/alice/sessions/c1/history/archive_003"
     );
-    let boundary = st.local("acme/user/alice/sessions/c1/history/archive_004/.done");
-    let done: Value = serde_json::from_str(&std::fs::read_to_string(boundary).unwrap()).unwrap();
+    let done: Value = serde_json::from_str(
+        &st.read_string("acme/user/alice/sessions/c1/history/archive_004/.done"),
+    )
+    .unwrap();
     assert_eq!(
         done,
         json!({"context_reset": true, "enable_working_memory": false})
@@ -614,9 +612,7 @@ fn commit_archives_context_and_tasks() {
     let r = c.post("/api/v1/sessions/c1/commit", json!({"reset_context": true}));
     assert_eq!(ok(&r)["status"], "skipped");
     assert_eq!(r.result()["reset_context"], true);
-    assert!(!st
-        .local("acme/user/alice/sessions/c1/history/archive_005")
-        .exists());
+    assert!(!st.exists("acme/user/alice/sessions/c1/history/archive_005"));
 }
 
 #[test]
@@ -680,7 +676,7 @@ fn api_key_mode_refuses_root_and_anonymous_callers() {
         401,
         "UNAUTHENTICATED",
     );
-    assert!(!st.local("default/user/default/sessions/x").exists());
+    assert!(!st.exists("default/user/default/sessions/x"));
 }
 
 #[test]

@@ -3,10 +3,11 @@
 //! pool. Message accounting is exact: every message sent is live or archived exactly once.
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
+
+use longship::storage::StorePath;
 
 use crate::harness::{Opts, Server, Storage};
 use crate::sessions::Dev;
@@ -34,20 +35,22 @@ fn fill(c: &Dev, sid: &str, n: usize, tag: &str) -> Vec<String> {
     texts
 }
 
-fn read_lines(path: &Path) -> Vec<Value> {
-    match std::fs::read_to_string(path) {
-        Ok(t) => t
+/// The messages of a JSON-lines file at `/local/<rel>` (none when it is missing).
+fn read_lines(st: &Storage, rel: &str) -> Vec<Value> {
+    match st.read(rel) {
+        Some(bytes) => String::from_utf8_lossy(&bytes)
             .lines()
             .filter(|l| !l.is_empty())
             .map(|l| serde_json::from_str(l).expect("message line"))
             .collect(),
-        Err(_) => Vec::new(),
+        None => Vec::new(),
     }
 }
 
-/// Texts of every message the session holds (live + completed archives) with their counts,
-/// and the archives' terminal states. Panics on a pending (half-visible) archive.
-fn account(session_dir: &Path) -> (HashMap<String, usize>, Vec<(String, &'static str)>) {
+/// Texts of every message the session at `/local/<dir>` holds (live + completed archives)
+/// with their counts, and the archives' terminal states. Panics on a pending (half-visible)
+/// archive. Reads through the backend, so it works on local disk and S3 alike.
+fn account(st: &Storage, dir: &str) -> (HashMap<String, usize>, Vec<(String, &'static str)>) {
     let mut seen: HashMap<String, usize> = HashMap::new();
     let mut ids: HashMap<String, usize> = HashMap::new();
     let mut states = Vec::new();
@@ -58,25 +61,16 @@ fn account(session_dir: &Path) -> (HashMap<String, usize>, Vec<(String, &'static
         *ids.entry(m["id"].as_str().unwrap_or("").to_string())
             .or_default() += 1;
     };
-    let history = session_dir.join("history");
-    let mut names: Vec<String> = std::fs::read_dir(&history)
-        .map(|rd| {
-            rd.filter_map(|e| e.ok())
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default();
-    names.sort();
-    for name in names {
-        let dir = history.join(&name);
-        if dir.join(".done").exists() {
-            for m in read_lines(&dir.join("messages.jsonl")) {
+    for name in st.list(&format!("{dir}/history")) {
+        let archive = format!("{dir}/history/{name}");
+        if st.exists(&format!("{archive}/.done")) {
+            for m in read_lines(st, &format!("{archive}/messages.jsonl")) {
                 add(&m);
             }
             states.push((name, "done"));
-        } else if dir.join(".failed.json").exists() {
+        } else if st.exists(&format!("{archive}/.failed.json")) {
             assert!(
-                !dir.join("messages.jsonl").exists(),
+                !st.exists(&format!("{archive}/messages.jsonl")),
                 "{name}: a failed archive keeps a copy of live messages"
             );
             states.push((name, "failed"));
@@ -84,7 +78,7 @@ fn account(session_dir: &Path) -> (HashMap<String, usize>, Vec<(String, &'static
             panic!("{name} is neither completed nor failed");
         }
     }
-    for m in read_lines(&session_dir.join("messages.jsonl")) {
+    for m in read_lines(st, &format!("{dir}/messages.jsonl")) {
         add(&m);
     }
     assert!(ids.values().all(|&n| n == 1), "a message id appears twice");
@@ -104,9 +98,8 @@ fn assert_exactly_once(seen: &HashMap<String, usize>, sent: &[String]) {
     assert_eq!(seen.len(), sent.len());
 }
 
-fn meta_on_disk(session_dir: &Path) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(session_dir.join(".meta.json")).expect("meta"))
-        .expect("meta json")
+fn meta_on_disk(st: &Storage, dir: &str) -> Value {
+    serde_json::from_str(&st.read_string(&format!("{dir}/.meta.json"))).expect("meta json")
 }
 
 fn commit_tasks(c: &Dev, sid: &str) -> Vec<Value> {
@@ -230,8 +223,8 @@ fn two_instances_racing_adds_and_commits_lose_nothing() {
     });
     let sent = sent.into_inner().expect("lock");
     assert_eq!(sent.len(), 400);
-    let dir = st.local("acme/user/alice/sessions/race");
-    let (seen, states) = account(&dir);
+    let dir = "acme/user/alice/sessions/race".to_string();
+    let (seen, states) = account(&st, &dir);
     assert_exactly_once(&seen, &sent);
     let accepted = commits.load(std::sync::atomic::Ordering::Relaxed);
     assert!(accepted > 0);
@@ -242,7 +235,7 @@ fn two_instances_racing_adds_and_commits_lose_nothing() {
         let m = Dev::new(s).get("/api/v1/sessions/race");
         assert_eq!(m.result()["total_message_count"], 400);
         assert_eq!(m.result()["commit_count"].as_u64(), Some(accepted as u64));
-        let live = read_lines(&dir.join("messages.jsonl")).len() as u64;
+        let live = read_lines(&st, &format!("{dir}/messages.jsonl")).len() as u64;
         assert_eq!(m.result()["message_count"].as_u64(), Some(live));
     }
     // Every commit task is complete, visible from either instance.
@@ -264,14 +257,16 @@ fn kill9_mid_commit_leaves_a_consistent_session() {
         let st = Storage::new();
         let mut s = Server::start(&st, Opts::dev());
         let sent = fill(&Dev::new(&s), sid, 20_000, sid);
-        let dir = st.local(&format!("acme/user/alice/sessions/{sid}"));
-        let archive = dir.join("history").join("archive_001");
-        let live_file = dir.join("messages.jsonl");
-        let full_size = std::fs::metadata(&live_file).map(|m| m.len()).unwrap_or(0);
+        let dir = format!("acme/user/alice/sessions/{sid}");
+        // One backend handle for the polling loop (works on local disk and S3 alike).
+        let store = st.store();
+        let path = |rel: &str| StorePath::parse(&format!("{dir}/{rel}")).expect("store path");
+        let size_of = |rel: &str| store.stat(&path(rel)).ok().flatten().map(|m| m.size);
+        let full_size = size_of("messages.jsonl").unwrap_or(0);
         let reached = || match point {
-            "archive dir" => archive.exists(),
-            "archive copy" => archive.join("messages.jsonl").exists(),
-            _ => std::fs::metadata(&live_file).map_or(full_size, |m| m.len()) < full_size,
+            "archive dir" => size_of("history/archive_001").is_some(),
+            "archive copy" => size_of("history/archive_001/messages.jsonl").is_some(),
+            _ => size_of("messages.jsonl").is_some_and(|n| n < full_size),
         };
         let client = commit_async(s.port, sid, Duration::from_secs(60));
         eventually(
@@ -281,7 +276,7 @@ fn kill9_mid_commit_leaves_a_consistent_session() {
         );
         s.kill9();
         let _ = client.join();
-        let before = if archive.join(".done").exists() {
+        let before = if size_of("history/archive_001/.done").is_some() {
             "done"
         } else {
             "unfinished"
@@ -291,16 +286,16 @@ fn kill9_mid_commit_leaves_a_consistent_session() {
         // The next touch of the session repairs it.
         let m = c.get(&format!("/api/v1/sessions/{sid}"));
         assert_eq!(m.status, 200);
-        let (seen, states) = account(&dir);
+        let (seen, states) = account(&st, &dir);
         eprintln!(
             "{sid}: kill -9 at '{point}' landed with the archive {before}; repaired to {states:?}"
         );
         assert_exactly_once(&seen, &sent);
         assert!(states.len() <= 1);
-        assert!(meta_on_disk(&dir)["_longship"]
+        assert!(meta_on_disk(&st, &dir)["_longship"]
             .get("pending_commit")
             .is_none());
-        let live = read_lines(&dir.join("messages.jsonl")).len() as u64;
+        let live = read_lines(&st, &format!("{dir}/messages.jsonl")).len() as u64;
         assert_eq!(m.result()["message_count"].as_u64(), Some(live));
         assert_eq!(m.result()["total_message_count"], 20_000);
         let tasks = commit_tasks(&c, sid);
@@ -316,10 +311,10 @@ fn kill9_mid_commit_leaves_a_consistent_session() {
         // And the session goes on: the next commit archives whatever is live.
         let r = c.post(&format!("/api/v1/sessions/{sid}/commit"), json!({}));
         assert_eq!(r.status, 200);
-        let (seen, states) = account(&dir);
+        let (seen, states) = account(&st, &dir);
         assert_exactly_once(&seen, &sent);
         assert!(states.iter().any(|(_, st)| *st == "done"));
-        assert!(read_lines(&dir.join("messages.jsonl")).is_empty());
+        assert!(read_lines(&st, &format!("{dir}/messages.jsonl")).is_empty());
     }
 }
 
@@ -361,8 +356,8 @@ fn commit_completes_after_the_client_disconnects() {
         task["result"]["archive_uri"],
         "viking://user/alice/sessions/dc/history/archive_001"
     );
-    let dir = st.local("acme/user/alice/sessions/dc");
-    let (seen, states) = account(&dir);
+    let dir = "acme/user/alice/sessions/dc".to_string();
+    let (seen, states) = account(&st, &dir);
     assert_exactly_once(&seen, &sent);
     assert_eq!(states, [("archive_001".to_string(), "done")]);
     assert_eq!(c.get("/api/v1/sessions/dc").result()["message_count"], 1);
@@ -381,12 +376,12 @@ fn sigterm_lets_a_running_commit_finish() {
     assert_eq!(code, Some(0), "server did not exit cleanly");
     // The client got its answer: the request drained, the commit finished.
     assert_eq!(client.join().expect("client thread"), Ok(200));
-    let dir = st.local("acme/user/alice/sessions/term");
+    let dir = "acme/user/alice/sessions/term".to_string();
     // Finished before exit: nothing left for a repair to do.
-    assert!(meta_on_disk(&dir)["_longship"]
+    assert!(meta_on_disk(&st, &dir)["_longship"]
         .get("pending_commit")
         .is_none());
-    let (seen, states) = account(&dir);
+    let (seen, states) = account(&st, &dir);
     assert_exactly_once(&seen, &sent);
     assert_eq!(states, [("archive_001".to_string(), "done")]);
     let s2 = Server::start(&st, Opts::dev());
