@@ -79,9 +79,7 @@ fn create_list_get_delete() {
         json!({"events": {"tags": []}})
     );
     assert!(st.exists("acme/user/alice/memories/.abstract.md"));
-    assert!(st
-        .local(&format!("acme/user/alice/sessions/{gen}/messages.jsonl"))
-        .exists());
+    assert!(st.exists(&format!("acme/user/alice/sessions/{gen}/messages.jsonl")));
 
     let r = c.post(
         "/api/v1/sessions",
@@ -471,9 +469,7 @@ fn commit_archives_context_and_tasks() {
             .len(),
         3
     );
-    assert!(st
-        .local("acme/user/alice/sessions/c1/.overview.md")
-        .exists());
+    assert!(st.exists("acme/user/alice/sessions/c1/.overview.md"));
 
     // SE8: working memory off → empty overview/abstract.
     let r = c.get("/api/v1/sessions/c1/archives/archive_001");

@@ -283,9 +283,21 @@ fn kill9_mid_commit_leaves_a_consistent_session() {
         };
         s.restart();
         let c = Dev::new(&s);
-        // The next touch of the session repairs it.
-        let m = c.get(&format!("/api/v1/sessions/{sid}"));
-        assert_eq!(m.status, 200);
+        // The next touch of the session repairs it — at once on local disk, where the dead
+        // process's lock died with it; on S3 once the dead holder's lease expires (30 s).
+        let deadline = Instant::now() + Duration::from_secs(90);
+        let m = loop {
+            let m = c.get(&format!("/api/v1/sessions/{sid}"));
+            assert_eq!(m.status, 200);
+            let repaired = meta_on_disk(&st, &dir)["_longship"]
+                .get("pending_commit")
+                .is_none();
+            if repaired {
+                break m;
+            }
+            assert!(Instant::now() < deadline, "the session was never repaired");
+            std::thread::sleep(Duration::from_millis(100));
+        };
         let (seen, states) = account(&st, &dir);
         eprintln!(
             "{sid}: kill -9 at '{point}' landed with the archive {before}; repaired to {states:?}"
