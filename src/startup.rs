@@ -77,6 +77,19 @@ async fn load_registry(
         .map_err(|e| registry(e.message))
 }
 
+/// Repair, in the background on the commit pool, every session commit a crash interrupted, so
+/// their tasks reach a terminal state even if nobody touches those sessions again.
+fn spawn_session_repair(pools: Pools) {
+    use crate::storage::sessions::recovery::SweepInterrupted;
+    actix_rt::spawn(async move {
+        match pools.commit().run(SweepInterrupted).await {
+            Ok(Ok(repaired)) => tracing::debug!(repaired, "session repair sweep finished"),
+            Ok(Err(e)) => tracing::warn!(error = %e.message, "session repair sweep failed"),
+            Err(e) => tracing::warn!(error = %e, "session repair sweep not run"),
+        }
+    });
+}
+
 /// Run the server until it is told to stop.
 pub fn run(settings: Settings) -> Result<(), StartupError> {
     let settings = Arc::new(settings);
@@ -164,6 +177,7 @@ async fn serve(settings: Arc<Settings>, backend: Arc<dyn Storage>) -> Result<(),
     );
 
     let server = server.run();
+    spawn_session_repair(pools.clone());
     let load_failure: Arc<Mutex<Option<StartupError>>> = Arc::default();
     if mode == AuthMode::ApiKey {
         let (pools, auth, handle) = (pools.clone(), auth.clone(), server.handle());

@@ -274,12 +274,15 @@ fn one_of(field: &str, value: Option<&str>, allowed: &[&str]) -> Result<(), Serv
 }
 
 /// Collect a request body into one buffer sized from `Content-Length`, so a 100 MB body is
-/// never re-allocated (and transiently doubled) while it arrives. The body limit still holds.
+/// never re-allocated (and transiently doubled) while it arrives. A `Content-Encoding` body is
+/// decompressed as the framework's own extractors do, and the limit applies to the decoded
+/// bytes (a gzip bomb is a 413, not an allocation).
 async fn collect_body(
     state: &AppState,
     req: &HttpRequest,
-    mut payload: web::Payload,
+    payload: web::Payload,
 ) -> Result<Bytes, ServiceError> {
+    let mut payload = actix_web::dev::Decompress::from_headers(payload.into_inner(), req.headers());
     let limit = state.settings.server.max_body_bytes;
     let too_large = || {
         ServiceError::new(
