@@ -18,6 +18,9 @@ const AUTH_DEADLINE: Duration = Duration::from_secs(10);
 
 /// A role rule of spec §2.1.
 pub trait Rule: 'static {
+    /// Whether `X-OpenViking-Actor-Peer` is validated (spec §1.5: session routes ignore it).
+    const VALIDATES_ACTOR_PEER: bool = true;
+
     fn check(identity: &Identity, mode: AuthMode) -> Result<(), ServiceError>;
 }
 
@@ -76,6 +79,17 @@ impl Rule for DataAccess {
             .with_details(serde_json::json!({})));
         }
         Ok(())
+    }
+}
+
+/// Sessions: the same callers as [`DataAccess`]; the actor-peer header is ignored there.
+pub struct SessionAccess;
+
+impl Rule for SessionAccess {
+    const VALIDATES_ACTOR_PEER: bool = false;
+
+    fn check(identity: &Identity, mode: AuthMode) -> Result<(), ServiceError> {
+        DataAccess::check(identity, mode)
     }
 }
 
@@ -178,7 +192,9 @@ impl<R: Rule> FromRequest for Caller<R> {
                 .clone();
             let identity = resolve(&state, &req).await?;
             R::check(&identity, state.mode)?;
-            check_actor_peer(&req)?;
+            if R::VALIDATES_ACTOR_PEER {
+                check_actor_peer(&req)?;
+            }
             Ok(Caller {
                 identity,
                 _rule: PhantomData,

@@ -18,7 +18,7 @@ use crate::storage::sessions::ops::{
 };
 use crate::storage::sessions::{id, is_busy, policy, SessionRef, LOCK_TIMEOUT};
 
-use super::auth::{Caller, DataAccess};
+use super::auth::{Caller, SessionAccess};
 use super::envelope::{elapsed_secs, ApiOk, ApiResult};
 use super::extract::{ApiQuery, OptionalJson, RawBody};
 use super::AppState;
@@ -81,7 +81,7 @@ fn raw_ok(result: Vec<u8>) -> HttpResponse {
 }
 
 /// The session addressed by the (percent-decoded) `{sid}` segment, validated (spec §13.8).
-fn session_of(caller: &Caller<DataAccess>, sid: &str) -> Result<SessionRef, ServiceError> {
+fn session_of(caller: &Caller<SessionAccess>, sid: &str) -> Result<SessionRef, ServiceError> {
     id::validate(sid)?;
     Ok(SessionRef::new(caller.account(), caller.user(), sid))
 }
@@ -89,7 +89,7 @@ fn session_of(caller: &Caller<DataAccess>, sid: &str) -> Result<SessionRef, Serv
 /// SE1.
 async fn create(
     state: web::Data<AppState>,
-    caller: Caller<DataAccess>,
+    caller: Caller<SessionAccess>,
     OptionalJson(body): OptionalJson<Map<String, Value>>,
 ) -> ApiResult {
     let sid = match body.get("session_id") {
@@ -119,7 +119,7 @@ async fn create(
 }
 
 /// SE2.
-async fn list(state: web::Data<AppState>, caller: Caller<DataAccess>) -> ApiResult {
+async fn list(state: web::Data<AppState>, caller: Caller<SessionAccess>) -> ApiResult {
     let job = ListSessions {
         account: caller.account().to_string(),
         user: caller.user().to_string(),
@@ -136,7 +136,7 @@ struct GetQuery {
 /// SE3.
 async fn get(
     state: web::Data<AppState>,
-    caller: Caller<DataAccess>,
+    caller: Caller<SessionAccess>,
     path: web::Path<String>,
     ApiQuery(q): ApiQuery<GetQuery>,
 ) -> ApiResult {
@@ -151,7 +151,7 @@ async fn get(
 /// SE4.
 async fn delete(
     state: web::Data<AppState>,
-    caller: Caller<DataAccess>,
+    caller: Caller<SessionAccess>,
     path: web::Path<String>,
 ) -> ApiResult {
     let session = session_of(&caller, &path)?;
@@ -163,7 +163,7 @@ async fn delete(
 /// SE5 (decoded and validated on the pool, see `AddMessages`).
 async fn add_message(
     state: web::Data<AppState>,
-    caller: Caller<DataAccess>,
+    caller: Caller<SessionAccess>,
     path: web::Path<String>,
     RawBody(body): RawBody,
 ) -> ApiResult {
@@ -179,7 +179,7 @@ async fn add_message(
 /// SE6.
 async fn add_batch(
     state: web::Data<AppState>,
-    caller: Caller<DataAccess>,
+    caller: Caller<SessionAccess>,
     path: web::Path<String>,
     RawBody(body): RawBody,
 ) -> ApiResult {
@@ -195,7 +195,7 @@ async fn add_batch(
 /// SE7: on the commit pool; accepted work finishes even if the client goes away.
 async fn commit_session(
     state: web::Data<AppState>,
-    caller: Caller<DataAccess>,
+    caller: Caller<SessionAccess>,
     path: web::Path<String>,
     OptionalJson(body): OptionalJson<Map<String, Value>>,
 ) -> ApiResult {
@@ -208,7 +208,7 @@ async fn commit_session(
 /// SE8.
 async fn get_archive(
     state: web::Data<AppState>,
-    caller: Caller<DataAccess>,
+    caller: Caller<SessionAccess>,
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ServiceError> {
     let (sid, archive_id) = path.into_inner();
@@ -228,7 +228,7 @@ struct ContextQuery {
 /// SE9.
 async fn get_context(
     state: web::Data<AppState>,
-    caller: Caller<DataAccess>,
+    caller: Caller<SessionAccess>,
     path: web::Path<String>,
     ApiQuery(q): ApiQuery<ContextQuery>,
 ) -> Result<HttpResponse, ServiceError> {

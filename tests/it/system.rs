@@ -244,3 +244,14 @@ fn ready_reports_storage_failure_and_recovers() {
     st.bring_back();
     assert_eq!(s.get("/ready", None).status, 200);
 }
+
+#[test]
+fn actor_peer_header_is_validated_on_data_routes_and_ignored_on_sessions() {
+    let st = Storage::new();
+    let s = Server::start(&st, Opts::dev());
+    let bad = [("X-OpenViking-Actor-Peer", "a/b")];
+    let r = s.raw("GET", "/api/v1/fs/ls?uri=viking://resources", &bad, b"");
+    assert_eq!(r.status, 400, "{:?}", r.body);
+    let r = s.raw("GET", "/api/v1/sessions", &bad, b"");
+    assert_eq!(r.status, 200, "{:?}", r.body);
+}
