@@ -171,10 +171,15 @@ impl From<crate::storage::StorageError> for ServiceError {
     fn from(err: crate::storage::StorageError) -> Self {
         use crate::storage::StorageError as E;
         match err {
+            // Storage paths name the disk layout; they go to the log, never to the client.
             E::NotFound(path) => {
-                ServiceError::not_found("resource", "", format!("Resource not found: {path}"))
+                tracing::debug!(%path, "storage: not found");
+                ServiceError::not_found("resource", "", "Resource not found")
             }
-            E::AlreadyExists(path) => ServiceError::conflict(format!("already exists: {path}")),
+            E::AlreadyExists(path) => {
+                tracing::debug!(%path, "storage: already exists");
+                ServiceError::conflict("Resource already exists")
+            }
             E::Conflict(_) | E::Busy(_) => {
                 ServiceError::conflict("The resource was changed concurrently. Please retry.")
                     .detail("retryable", true)

@@ -110,7 +110,10 @@ impl<J: BlockingJob> Handler<Exec<J>> for BlockingActor {
 
     fn handle(&mut self, msg: Exec<J>, _ctx: &mut Self::Context) {
         let Exec {
-            job, reply, span, ..
+            job,
+            reply,
+            span,
+            _permit: permit,
         } = msg;
         self.stats.queued.fetch_sub(1, Ordering::Relaxed);
         self.stats.running.fetch_add(1, Ordering::Relaxed);
@@ -133,6 +136,9 @@ impl<J: BlockingJob> Handler<Exec<J>> for BlockingActor {
                 message,
             }
         });
+        // Free the slot before answering: a client that got its answer and immediately sends
+        // the next job must find the pool with room.
+        drop(permit);
         // The receiver may be gone (client disconnected); the work is done regardless.
         let _ = reply.send(answer);
     }

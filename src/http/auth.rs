@@ -116,13 +116,14 @@ pub fn presented_key(req: &HttpRequest) -> Option<String> {
         .map(str::to_string)
 }
 
+/// An identity header, trimmed; empty → absent. A value with bytes outside visible ASCII is
+/// kept (lossily decoded) rather than dropped, so the §2.2 check answers 400 for it instead of
+/// the request silently running as `default` or without its peer.
 fn identity_header(req: &HttpRequest, name: &str) -> Option<String> {
     req.headers()
         .get(name)
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).trim().to_string())
         .filter(|v| !v.is_empty())
-        .map(str::to_string)
 }
 
 /// The dev-mode identity: ROOT in the account/user named by headers (default `default`).

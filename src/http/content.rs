@@ -6,22 +6,23 @@ use std::marker::PhantomData;
 
 use actix_web::body::SizedStream;
 use actix_web::http::header;
-use actix_web::web::Bytes;
-use actix_web::{web, HttpResponse};
+use actix_web::web::{Bytes, BytesMut};
+use actix_web::{web, HttpRequest, HttpResponse};
+use futures_util::StreamExt;
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::Value;
 
 use crate::actors::{BlockingJob, JobContext};
-use crate::error::ServiceError;
+use crate::error::{ErrorCode, ServiceError};
 use crate::storage::fs::read::{DownloadJob, ReadJob, Sidecar, SidecarJob};
 use crate::storage::fs::write::{self, WriteJob, WriteMode};
 use crate::storage::uri::{self, Access};
 
 use super::auth::{Caller, DataAccess};
 use super::envelope::{elapsed_secs, ApiOk, ApiResult};
-use super::extract::{flexible_bool, parse_json, ApiQuery, RawBody};
+use super::extract::{flexible_bool, parse_json, ApiQuery};
 use super::fs::resolve;
 use super::AppState;
 
@@ -90,10 +91,30 @@ pub(super) fn encoded_ok_with(result: Vec<u8>, top: &[(&str, Value)]) -> HttpRes
     tail.push_str(&format!(r#","time":{}}}"#, elapsed_secs()));
     let tail = Bytes::from(tail);
     let len = (head.len() + encoded.len() + tail.len()) as u64;
-    let chunks = futures_util::stream::iter([head, encoded, tail].map(Ok::<_, Infallible>));
+    let chunks = std::iter::once(head)
+        .chain(slices(encoded))
+        .chain(std::iter::once(tail));
     HttpResponse::Ok()
         .content_type("application/json")
-        .body(SizedStream::new(len, chunks))
+        .body(SizedStream::new(
+            len,
+            futures_util::stream::iter(chunks.map(Ok::<_, Infallible>)),
+        ))
+}
+
+/// Size of the pieces a large body is sent in.
+const SEND_CHUNK: usize = 64 * 1024;
+
+/// Zero-copy 64 KiB views of `body`. The HTTP/1 encoder copies each chunk it is given into
+/// its write buffer in one go; handing it a 100 MB chunk would mean a second 100 MB copy and a
+/// worker busy with one memcpy while its other connections wait. Small pieces keep the buffer
+/// small and let the worker interleave connections under backpressure.
+fn slices(body: Bytes) -> impl Iterator<Item = Bytes> {
+    let len = body.len();
+    (0..len.div_ceil(SEND_CHUNK)).map(move |i| {
+        let start = i * SEND_CHUNK;
+        body.slice(start..(start + SEND_CHUNK).min(len))
+    })
 }
 
 /// Bodies above this size are decoded on the storage pool: serde on a 100 MB JSON body takes
@@ -193,7 +214,7 @@ const FILENAME: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'`')
     .remove(b'|');
 
-/// C4: the raw bytes; the job's one buffer becomes the body without a copy.
+/// C4: the raw bytes; the job's one buffer is sent in zero-copy slices.
 async fn download(
     state: web::Data<AppState>,
     caller: Caller<DataAccess>,
@@ -201,14 +222,16 @@ async fn download(
 ) -> Result<HttpResponse, ServiceError> {
     let uri = resolve(&caller, &required_uri(q.uri)?, Access::Read)?;
     let name = utf8_percent_encode(uri.name(), FILENAME).to_string();
-    let bytes = state.pools.storage().run(DownloadJob { uri }).await??;
+    let bytes = Bytes::from(state.pools.storage().run(DownloadJob { uri }).await??);
+    let len = bytes.len() as u64;
+    let chunks = futures_util::stream::iter(slices(bytes).map(Ok::<_, Infallible>));
     Ok(HttpResponse::Ok()
         .content_type("application/octet-stream")
         .insert_header((
             header::CONTENT_DISPOSITION,
             format!("attachment; filename*=UTF-8''{name}"),
         ))
-        .body(Bytes::from(bytes)))
+        .body(SizedStream::new(len, chunks)))
 }
 
 fn default_mode() -> String {
@@ -250,12 +273,49 @@ fn one_of(field: &str, value: Option<&str>, allowed: &[&str]) -> Result<(), Serv
     }
 }
 
+/// Collect a request body into one buffer sized from `Content-Length`, so a 100 MB body is
+/// never re-allocated (and transiently doubled) while it arrives. The body limit still holds.
+async fn collect_body(
+    state: &AppState,
+    req: &HttpRequest,
+    mut payload: web::Payload,
+) -> Result<Bytes, ServiceError> {
+    let limit = state.settings.server.max_body_bytes;
+    let too_large = || {
+        ServiceError::new(
+            ErrorCode::PayloadTooLarge,
+            "Request body exceeds server.max_body_bytes",
+        )
+    };
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(too_large());
+    }
+    let mut buf = BytesMut::with_capacity(declared.unwrap_or(8192));
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|e| {
+            ServiceError::invalid_argument(format!("Could not read the request body: {e}"))
+        })?;
+        if buf.len() + chunk.len() > limit {
+            return Err(too_large());
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(buf.freeze())
+}
+
 /// C5.
 async fn write(
     state: web::Data<AppState>,
     caller: Caller<DataAccess>,
-    RawBody(raw): RawBody,
+    req: HttpRequest,
+    payload: web::Payload,
 ) -> ApiResult {
+    let raw = collect_body(&state, &req, payload).await?;
     let body: WriteBody = decode_body(&state, raw).await?;
     let mode = WriteMode::parse(&body.mode).ok_or_else(|| {
         ServiceError::invalid_argument(format!("unsupported write mode: {}", body.mode))

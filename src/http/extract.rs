@@ -37,6 +37,13 @@ fn payload_error(err: actix_web::Error) -> ServiceError {
             ErrorCode::PayloadTooLarge,
             "Request body exceeds server.max_body_bytes",
         ),
+        Some(PayloadError::Incomplete(Some(e))) => {
+            ServiceError::invalid_argument(format!("Could not decode the request body: {e}"))
+        }
+        Some(PayloadError::Incomplete(None)) => ServiceError::invalid_argument(
+            "The request body ended before its declared length (Content-Length or chunked \
+             encoding) was complete",
+        ),
         _ => ServiceError::invalid_argument(format!("Could not read the request body: {err}")),
     }
 }
@@ -101,7 +108,35 @@ impl<T: DeserializeOwned> FromRequest for ApiQuery<T> {
 }
 
 /// Deserialize a JSON body, reporting the first problem with its location.
+///
+/// Every request body of the API is a JSON object. serde would otherwise accept a JSON array
+/// for a struct (fields by position), so `["acme", "alice"]` must be refused here, before
+/// any field is read.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ServiceError> {
+    // serde_json checks UTF-8 only in strings it keeps: invalid bytes inside an ignored
+    // (unknown) field would otherwise pass, and the request would run as if they were absent.
+    if let Err(e) = std::str::from_utf8(bytes) {
+        return Err(ServiceError::validation(
+            &["body"],
+            &format!(
+                "JSON decode error: invalid UTF-8 at byte {}",
+                e.valid_up_to()
+            ),
+            "json_invalid",
+        ));
+    }
+    match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'{') => {}
+        // Not even the start of a JSON value: report it as the decode error it is.
+        Some(b'[' | b'"' | b'-' | b'0'..=b'9' | b't' | b'f' | b'n') => {
+            return Err(ServiceError::validation(
+                &["body"],
+                "Input should be a valid dictionary",
+                "dict_type",
+            ))
+        }
+        _ => {}
+    }
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
@@ -126,7 +161,21 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ServiceError> 
 }
 
 /// Deserialize a query string.
+///
+/// Percent-escapes must decode to UTF-8: the lossy decoding underneath would turn `%FF` into
+/// U+FFFD, so `uri=viking://resources/%FF.md` would name (and could delete) a real file
+/// called `\u{FFFD}.md` that the client never mentioned.
 pub fn parse_query<T: DeserializeOwned>(query: &str) -> Result<T, ServiceError> {
+    if let Err(e) = percent_encoding::percent_decode_str(query).decode_utf8() {
+        return Err(ServiceError::validation(
+            &["query"],
+            &format!(
+                "Query string percent-escapes are not valid UTF-8 (byte {})",
+                e.valid_up_to()
+            ),
+            "string_unicode",
+        ));
+    }
     let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
@@ -148,15 +197,26 @@ fn describe(origin: &str, path: &str, raw: &str) -> ServiceError {
             .and_then(|rest| rest.split('`').next())
             .map(str::to_string)
     };
+    // The path names the map being read: it stops before a missing field but already ends
+    // with an unknown key (`{"x": 1}` → path `x`), so that key is named once.
+    let path_names_key = path
+        .rsplit('.')
+        .next()
+        .is_some_and(|s| !s.is_empty() && s != "?");
     let (message, kind) = if let Some(f) = field(&msg, "missing field `") {
         loc.push(f);
         ("Field required".to_string(), "missing")
     } else if let Some(f) = field(&msg, "unknown field `") {
-        loc.push(f);
+        if !path_names_key {
+            loc.push(f);
+        }
         (
             "Extra inputs are not permitted".to_string(),
             "extra_forbidden",
         )
+    } else if let Some(f) = field(&msg, "duplicate field `") {
+        loc.push(f);
+        ("Field given more than once".to_string(), "value_error")
     } else if msg.starts_with("invalid type") {
         (msg.clone(), "type_error")
     } else {
@@ -243,6 +303,51 @@ mod tests {
         assert!(parse_json::<Body>(br#"{"role": "x"} trailing"#).is_err());
     }
 
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Strict {
+        role: String,
+    }
+
+    #[test]
+    fn arrays_and_scalars_are_not_objects() {
+        for body in [
+            &br#"["x", 1]"#[..],
+            b"[]",
+            b"\"x\"",
+            b"null",
+            b"5",
+            b" true",
+        ] {
+            let e = parse_json::<Body>(body).unwrap_err();
+            let d = e.details.unwrap();
+            assert_eq!(d["validation_errors"][0]["type"], "dict_type", "{body:?}");
+            assert_eq!(
+                d["validation_errors"][0]["loc"],
+                json!(["body"]),
+                "{body:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn invalid_utf8_in_an_ignored_field_is_refused() {
+        let e = parse_json::<Body>(b"{\"role\": \"x\", \"other\": \"\xff\"}").unwrap_err();
+        assert_eq!(
+            e.details.unwrap()["validation_errors"][0]["type"],
+            "json_invalid"
+        );
+    }
+
+    #[test]
+    fn unknown_field_is_named_once() {
+        let e = parse_json::<Strict>(br#"{"role": "x", "extra": 1}"#).unwrap_err();
+        let d = e.details.unwrap();
+        assert_eq!(d["validation_errors"][0]["loc"], json!(["body", "extra"]));
+        assert_eq!(d["validation_errors"][0]["type"], "extra_forbidden");
+    }
+
     #[test]
     fn query_bools_and_ints() {
         let q: Q = parse_query("recursive=YES&limit=5").unwrap();
@@ -253,5 +358,11 @@ mod tests {
         let e = parse_query::<Q>("recursive=maybe").unwrap_err();
         assert!(e.message.contains("query.recursive"), "{}", e.message);
         assert!(parse_query::<Q>("limit=abc").is_err());
+        let e = parse_query::<Q>("limit=5&x=%FF").unwrap_err();
+        assert_eq!(
+            e.details.unwrap()["validation_errors"][0]["type"],
+            "string_unicode"
+        );
+        assert!(parse_query::<Q>("limit=5&x=%C3%A9").is_ok());
     }
 }

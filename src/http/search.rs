@@ -2,8 +2,6 @@
 //! scope and answer 501.
 
 use actix_web::{web, HttpResponse};
-use globset::GlobBuilder;
-use regex::RegexBuilder;
 use serde::Deserialize;
 
 use crate::error::ServiceError;
@@ -19,11 +17,8 @@ use super::extract::{flexible_bool, ApiJson};
 use super::fs::resolve;
 use super::AppState;
 
-/// Compiled-program budget of a grep regex: generous for real patterns, and a pattern such as
-/// `(a{1000}){1000}` fails to compile (400) instead of eating memory and CPU.
-const REGEX_SIZE_LIMIT: usize = 1 << 20;
-/// Lazy-DFA cache per search; larger patterns fall back to slower but bounded engines.
-const REGEX_DFA_LIMIT: usize = 4 << 20;
+/// Longest glob pattern accepted (globset turns a pattern into a regex; nothing real is longer).
+const MAX_GLOB_PATTERN: usize = 4096;
 /// Directory levels grep descends when `level_limit` is absent.
 const DEFAULT_GREP_LEVELS: i64 = 10;
 
@@ -99,19 +94,11 @@ async fn grep(
         }
         n => usize::try_from(n).unwrap_or(usize::MAX),
     };
-    let regex = RegexBuilder::new(&body.pattern)
-        .case_insensitive(body.case_insensitive)
-        .size_limit(REGEX_SIZE_LIMIT)
-        .dfa_size_limit(REGEX_DFA_LIMIT)
-        .build()
-        .map_err(|e| {
-            ServiceError::invalid_argument(format!("invalid operation: Invalid regex pattern: {e}"))
-                .detail("resource", uri.uri())
-        })?;
     let job = GrepJob {
         who: caller.identity.clone(),
         uri,
-        regex,
+        pattern: body.pattern,
+        case_insensitive: body.case_insensitive,
         node_limit: limit(body.node_limit),
         level_limit,
         exclude,
@@ -146,11 +133,11 @@ async fn glob(
         ));
     }
     let uri = resolve(&caller, &body.uri, Access::Read)?;
-    let matcher = GlobBuilder::new(&body.pattern)
-        .literal_separator(true)
-        .build()
-        .map_err(|e| ServiceError::invalid_argument(format!("Invalid glob pattern: {e}")))?
-        .compile_matcher();
+    if body.pattern.len() > MAX_GLOB_PATTERN {
+        return Err(ServiceError::invalid_argument(format!(
+            "Invalid glob pattern: longer than {MAX_GLOB_PATTERN} bytes"
+        )));
+    }
     let render = body.extra_fields.map(|fields| {
         let mut r = Render::new(Output::Original);
         r.include_abstract = false;
@@ -161,7 +148,6 @@ async fn glob(
         who: caller.identity.clone(),
         uri,
         pattern: body.pattern,
-        matcher,
         node_limit: limit(body.node_limit),
         render,
     };

@@ -344,10 +344,10 @@ impl Storage for LocalStorage {
 
     fn probe(&self) -> StorageResult<()> {
         if !self.root.is_dir() {
-            return Err(StorageError::Unavailable(format!(
-                "storage root {} is missing",
-                self.root.display()
-            )));
+            tracing::error!(root = %self.root.display(), "storage root is missing");
+            return Err(StorageError::Unavailable(
+                "local storage root is missing".into(),
+            ));
         }
         let probe = self.root.join(format!(
             "{TEMP_PREFIX}probe-{}",
@@ -430,11 +430,25 @@ fn map_io(err: io::Error, path: &Path) -> StorageError {
         Some(libc::EISDIR) => StorageError::IsADirectory(shown),
         Some(libc::ENOTEMPTY) => StorageError::NotEmpty(shown),
         Some(libc::EEXIST) => StorageError::AlreadyExists(shown),
-        Some(libc::EROFS) => StorageError::ReadOnly(shown),
-        Some(libc::ENOSPC) => {
-            StorageError::Unavailable(format!("no space left on device: {shown}"))
+        // These reasons reach clients (503) and /ready: they name the failure, never the disk
+        // location, which goes to the log instead.
+        Some(libc::EROFS) => {
+            tracing::error!(path = %shown, "storage is read-only");
+            StorageError::ReadOnly("local storage is mounted read-only".into())
         }
-        Some(libc::EIO) => StorageError::Unavailable(format!("I/O error on {shown}")),
+        Some(libc::ENOSPC) => {
+            tracing::error!(path = %shown, "no space left on device");
+            StorageError::Unavailable("local storage: no space left on device".into())
+        }
+        Some(libc::EIO) => {
+            tracing::error!(path = %shown, "I/O error");
+            StorageError::Unavailable("local storage: I/O error".into())
+        }
+        // A request path deeper than the filesystem allows is bad input (400), not a server
+        // failure; the reason leaves the on-disk location out because it reaches the client.
+        Some(libc::ENAMETOOLONG) => {
+            StorageError::InvalidPath("path too long for the local filesystem".into())
+        }
         _ => StorageError::Io(err),
     }
 }

@@ -280,6 +280,14 @@ fn check_segment(uri: &str, seg: &str) -> ServiceResult<()> {
             format!("path segment longer than {MAX_SEGMENT_BYTES} bytes"),
         ));
     }
+    // The whole URI is trimmed before parsing, so a segment with edge whitespace could not
+    // round-trip through its own canonical form (`…/a /` would come back as `…/a`).
+    if seg.starts_with(char::is_whitespace) || seg.ends_with(char::is_whitespace) {
+        return Err(ServiceError::invalid_uri(
+            uri,
+            "path segments must not start or end with whitespace",
+        ));
+    }
     if is_unsafe_plain(seg) {
         return Err(unsafe_segment(uri, seg));
     }

@@ -3,7 +3,7 @@
 
 use serde_json::json;
 
-use crate::fs::{err, ok, q, Dev};
+use crate::fs::{err, ok, plant, q, Dev};
 use crate::harness::{Opts, Server, Storage};
 
 #[test]
@@ -33,7 +33,7 @@ fn read_rows() {
     assert!(r.body["time"].is_number());
     assert_eq!(r.header("content-type"), Some("application/json"));
     // Invalid UTF-8 is decoded lossily.
-    st.at("acme/resources/bin.md").write(b"ok\xff\xfe");
+    plant(&st, "acme/resources/bin.md", b"ok\xff\xfe");
     assert_eq!(
         ok(&c.read("viking://resources/bin.md", "")),
         "ok\u{fffd}\u{fffd}"
@@ -96,8 +96,11 @@ fn abstract_and_overview_rows() {
         "# viking://resources/d\n\n[Directory overview is not ready]"
     );
     // A legacy sidecar without front matter is returned as-is (trailing newlines stripped).
-    st.at("acme/resources/d/.overview.md")
-        .write("# Legacy\n\nbody\n\n");
+    plant(
+        &st,
+        "acme/resources/d/.overview.md",
+        b"# Legacy\n\nbody\n\n",
+    );
     assert_eq!(
         ok(&get("overview", "viking://resources/d")),
         "# Legacy\n\nbody"
@@ -127,8 +130,7 @@ fn download_rows() {
     let s = Server::start(&st, Opts::dev());
     let c = Dev::new(&s, "acme", "alice");
     let bytes: Vec<u8> = (0..=255u8).cycle().take(70_000).collect();
-    st.at("acme/resources/bin").create_dir_all();
-    st.at("acme/resources/bin/my file ü.bin").write(&bytes);
+    plant(&st, "acme/resources/bin/my file ü.bin", &bytes);
     let r = c.get(&format!(
         "/api/v1/content/download?uri={}",
         q("viking://resources/bin/my file ü.bin")
@@ -200,9 +202,9 @@ fn write_rows() {
     // Whitespace segments are renamed and the result reports the stored name.
     let r = c.write("viking://resources/my dir/my notes.md", "x");
     assert_eq!(ok(&r)["uri"], "viking://resources/my_dir/my_notes.md");
-    assert!(st.at("acme/resources/my_dir/my_notes.md").exists());
+    assert!(st.exists("acme/resources/my_dir/my_notes.md"));
     // An existing file of any extension may be rewritten; new ones need a text extension.
-    st.at("acme/resources/blob.bin").write("old");
+    plant(&st, "acme/resources/blob.bin", b"old");
     ok(&c.write("viking://resources/blob.bin", "new"));
     let e = err(
         &c.write("viking://resources/new.bin", "x"),
@@ -294,18 +296,18 @@ fn write_edits_sidecars_keeping_front_matter() {
     let s = Server::start(&st, Opts::dev());
     let c = Dev::new(&s, "acme", "alice");
     ok(&c.mkdir("viking://resources/d", Some("old")));
-    let path = st.at("acme/resources/d/.abstract.md");
-    let before = path.read_to_string().unwrap();
+    let path = "acme/resources/d/.abstract.md";
+    let before = st.read_string(path);
     let front_end = before.find("---\n\n").unwrap() + 5;
     ok(&c.write("viking://resources/d/.abstract.md", "new body"));
-    let after = path.read_to_string().unwrap();
+    let after = st.read_string(path);
     assert_eq!(after, format!("{}new body\n", &before[..front_end]));
     // The same front matter with a new body is fine; different metadata is not.
     ok(&c.write(
         "viking://resources/d/.abstract.md",
         &format!("{}third\n", &before[..front_end]),
     ));
-    assert!(path.read_to_string().unwrap().ends_with("\n\nthird\n"));
+    assert!(st.read_string(path).ends_with("\n\nthird\n"));
     let forged = before.replace("trigger: mkdir", "trigger: forged");
     err(
         &c.write("viking://resources/d/.abstract.md", &forged),
@@ -333,7 +335,7 @@ fn concurrent_writers_on_two_instances_never_tear() {
                 let c = Dev::new(server, "acme", "alice");
                 for _ in 0..20 {
                     c.put_file("viking://resources/r.md", content);
-                    let seen = st.at("acme/resources/r.md").read_to_string().unwrap();
+                    let seen = st.read_string("acme/resources/r.md");
                     assert!(
                         seen == *big_a || seen == *big_b,
                         "torn file of {} bytes",
@@ -343,7 +345,7 @@ fn concurrent_writers_on_two_instances_never_tear() {
             });
         }
     });
-    let last = st.at("acme/resources/r.md").read_to_string().unwrap();
+    let last = st.read_string("acme/resources/r.md");
     assert!(last == *big_a || last == *big_b);
 
     // Appends from both instances: every record present and whole.
@@ -359,7 +361,7 @@ fn concurrent_writers_on_two_instances_never_tear() {
             });
         }
     });
-    let log = st.at("acme/resources/log.md").read_to_string().unwrap();
+    let log = st.read_string("acme/resources/log.md");
     let lines: Vec<&str> = log.lines().collect();
     assert_eq!(lines.len(), 80);
     for tag in ['a', 'b'] {
@@ -406,7 +408,12 @@ fn hundred_megabyte_write_read_download() {
     let r = s.raw("POST", "/api/v1/content/write", &headers, &body);
     drop(body);
     assert_eq!(ok(&r)["written_bytes"], len);
-    assert_eq!(st.at("acme/resources/big.md").len().unwrap(), len as u64);
+    let stored = st
+        .store()
+        .stat(&longship::storage::StorePath::parse("acme/resources/big.md").unwrap())
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.size, len as u64);
 
     let r = c.get(&format!(
         "/api/v1/content/download?uri={}",
@@ -423,10 +430,14 @@ fn hundred_megabyte_write_read_download() {
     let r = c.read("viking://resources/big.md", "&offset=1000&limit=2");
     assert_eq!(ok(&r), &json!(line.repeat(2)));
 
-    // One 100 MB body plus its decoded copy while writing, the file plus its JSON form while
-    // reading: well under four copies at any time.
+    // The worst moment is decoding the write body: the wire bytes, serde_json's unescape
+    // buffer and the decoded string (~318 MiB measured). Reads hold the file and its JSON form;
+    // downloads only the file. A regression to an extra copy anywhere crosses this bound.
     let peak = peak_rss_mib(s.pid());
-    assert!(peak < 420, "peak RSS {peak} MiB");
+    // The bound is for the local backend; an object store client may buffer on its own.
+    if !st.is_s3() {
+        assert!(peak < 370, "peak RSS {peak} MiB");
+    }
 
     // Beyond max_body_bytes: 413 in the envelope.
     let small = Server::start(

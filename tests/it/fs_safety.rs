@@ -10,6 +10,7 @@ use sha2::{Digest, Sha256};
 
 use crate::fs::q;
 use crate::harness::{Opts, Resp, Server, Storage, ROOT_KEY};
+use longship::storage::StorePath;
 
 /// Who sends a request: a key (api_key mode) or dev-mode identity headers.
 struct Client<'a> {
@@ -143,19 +144,28 @@ fn probes(c: &Client, uri: &str, with_writes: bool) -> Vec<(String, Resp)> {
     out
 }
 
-/// Content hash of everything the servers can reach: on local disk the whole data dir (a
-/// file planted beside `viking/` included), on S3 everything under the storage's prefix (keys
-/// are the prefix plus a validated path, so nothing outside it is addressable).
-fn digest_all(st: &Storage) -> BTreeMap<String, String> {
+/// Content hash of every file and directory under `/local/<rel>` (on local disk with `rel`
+/// empty: the whole data directory, so files outside the mount count too), to prove nothing
+/// changed.
+fn digest(st: &Storage, rel: &str) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
     if st.is_s3() {
-        st.at("").digest()
-    } else {
-        digest(st.path())
+        let store = st.store();
+        let mut stack = vec![StorePath::parse(rel).expect("store path")];
+        while let Some(dir) = stack.pop() {
+            for e in store.list(&dir).unwrap_or_default() {
+                let p = dir.join(&e.name).expect("child path");
+                if e.meta.is_dir() {
+                    out.insert(format!("{}/", p.as_str()), String::new());
+                    stack.push(p);
+                } else {
+                    let data = store.read(&p).unwrap_or_default();
+                    out.insert(p.as_str().to_string(), hex::encode(Sha256::digest(&data)));
+                }
+            }
+        }
+        return out;
     }
-}
-
-/// Content hash of every file and directory under `dir`, to prove nothing changed.
-fn digest(dir: &Path) -> BTreeMap<String, String> {
     fn walk(base: &Path, dir: &Path, out: &mut BTreeMap<String, String>) {
         let Ok(entries) = std::fs::read_dir(dir) else {
             return;
@@ -175,8 +185,12 @@ fn digest(dir: &Path) -> BTreeMap<String, String> {
             }
         }
     }
-    let mut out = BTreeMap::new();
-    walk(dir, dir, &mut out);
+    let base = if rel.is_empty() {
+        st.path().to_path_buf()
+    } else {
+        st.local(rel)
+    };
+    walk(&base, &base, &mut out);
     out
 }
 
@@ -239,8 +253,9 @@ fn traversal_corpus_is_rejected_everywhere() {
     c.write("viking://resources/mine.md", "mine");
     c.write("viking://resources/secret.md", "acme secret");
     Client::dev(&s, "other", "eve").write("viking://resources/secret.md", "OTHER-SECRET");
+    // A file outside the /local mount (local disk only; an S3 store has no outside).
     std::fs::write(st.path().join("outside.md"), "outside").unwrap();
-    let before = digest_all(&st);
+    let before = digest(&st, "");
 
     for uri in corpus() {
         for (op, r) in probes(&c, &uri, true) {
@@ -299,7 +314,7 @@ fn traversal_corpus_is_rejected_everywhere() {
         );
     }
     assert_eq!(
-        digest_all(&st),
+        digest(&st, ""),
         before,
         "a rejected request changed storage"
     );
@@ -312,7 +327,7 @@ fn accounts_are_isolated_in_dev_mode() {
     let acme = Client::dev(&s, "acme", "alice");
     acme.write("viking://resources/acme-only/secret.md", "ACME-SECRET");
     acme.write("viking://~/private.md", "ALICE-PRIVATE");
-    let acme_before = st.at("acme").digest();
+    let acme_before = digest(&st, "acme");
     let other = Client::dev(&s, "globex", "dave");
     other.write("viking://resources/mine.md", "mine");
     for uri in [
@@ -342,7 +357,7 @@ fn accounts_are_isolated_in_dev_mode() {
             "{raw}"
         );
     }
-    assert_eq!(st.at("acme").digest(), acme_before);
+    assert_eq!(digest(&st, "acme"), acme_before);
 }
 
 /// A1 as ROOT; returns the admin's key.
@@ -377,7 +392,6 @@ fn assert_no_leak(raw: &[u8], echo: &str, forbidden: &[&str], context: &str) {
 }
 
 #[test]
-#[ignore = "needs the admin API (branch auth); passes against a local merge of it — un-ignore once it is on main"]
 fn isolation_matrix_two_accounts_two_users_each() {
     let st = Storage::new();
     let s = Server::start(&st, Opts::default());
@@ -412,7 +426,7 @@ fn isolation_matrix_two_accounts_two_users_each() {
 
     for (account, user, key) in &tenants {
         let me = Client::keyed(&s, key.clone());
-        let before = digest_all(&st);
+        let before = digest(&st, "");
         for (v_account, v_user, _) in &tenants {
             if v_user == user {
                 continue;
@@ -458,7 +472,7 @@ fn isolation_matrix_two_accounts_two_users_each() {
             }
         }
         assert_eq!(
-            digest_all(&st),
+            digest(&st, ""),
             before,
             "{user}'s forbidden requests changed storage"
         );

@@ -226,6 +226,12 @@ fn glob_rows() {
         400,
         "INVALID_ARGUMENT",
     );
+    let long = "a".repeat(5000);
+    err(
+        &glob(&c, json!({"pattern": long, "uri": "viking://resources"})),
+        400,
+        "INVALID_ARGUMENT",
+    );
     let e = err(
         &glob(
             &c,
@@ -251,14 +257,15 @@ fn glob_rows() {
 #[test]
 fn health_stays_fast_during_unlimited_greps() {
     let st = Storage::new();
-    // 3,000 files of ~4 KiB, written directly to storage.
+    // 3,000 files of ~4 KiB, written directly to disk.
     let line = "lorem ipsum dolor sit amet consectetur adipiscing elit sed do eiusmod tempor\n";
     let body = line.repeat(52);
-    let files = (0..30)
-        .flat_map(|d| (0..100).map(move |f| format!("d{d:02}/f{f:03}.md")))
-        .map(|name| (name, body.clone().into_bytes()))
-        .collect();
-    st.at("acme/resources/corpus").seed(files);
+    for d in 0..30 {
+        for f in 0..100 {
+            let rel = format!("acme/resources/corpus/d{d:02}/f{f:03}.md");
+            crate::fs::plant(&st, &rel, body.as_bytes());
+        }
+    }
     let s = Server::start(&st, Opts::dev());
     let stop = std::sync::atomic::AtomicBool::new(false);
     let mut samples: Vec<Duration> = Vec::new();

@@ -1,6 +1,7 @@
 //! Integration tests: every test starts the real binary (one test binary to save link time).
 
 mod admin;
+mod bad_input;
 mod fs;
 mod fs_content;
 mod fs_safety;

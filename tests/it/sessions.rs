@@ -78,10 +78,8 @@ fn create_list_get_delete() {
         r.result()["memory_extraction_config"],
         json!({"events": {"tags": []}})
     );
-    assert!(st.at("acme/user/alice/memories/.abstract.md").exists());
-    assert!(st
-        .at(&format!("acme/user/alice/sessions/{gen}/messages.jsonl"))
-        .exists());
+    assert!(st.exists("acme/user/alice/memories/.abstract.md"));
+    assert!(st.exists(&format!("acme/user/alice/sessions/{gen}/messages.jsonl")));
 
     let r = c.post(
         "/api/v1/sessions",
@@ -197,7 +195,7 @@ fn create_list_get_delete() {
         ok(&c.delete("/api/v1/sessions/s1")),
         &json!({"session_id": "s1"})
     );
-    assert!(!st.at("acme/user/alice/sessions/s1").exists());
+    assert!(!st.exists("acme/user/alice/sessions/s1"));
     let r = c.delete("/api/v1/sessions/s1");
     err(&r, 404, "NOT_FOUND");
     assert_eq!(r.body["error"]["message"], "Session not found: s1");
@@ -460,10 +458,9 @@ fn commit_archives_context_and_tasks() {
     assert_eq!(m["keep_recent_count"], 1);
     assert_eq!(m["pending_tokens"], 0);
     assert!(!m["last_commit_at"].as_str().unwrap().is_empty());
-    let dir = st.at("acme/user/alice/sessions/c1/history/archive_001");
-    assert!(dir.join(".done").exists() && dir.join(".meta.json").exists());
-    let rec: Value =
-        serde_json::from_str(&dir.join(".meta.json").read_to_string().unwrap()).unwrap();
+    let dir = "acme/user/alice/sessions/c1/history/archive_001";
+    assert!(st.exists(&format!("{dir}/.done")));
+    let rec: Value = serde_json::from_str(&st.read_string(&format!("{dir}/.meta.json"))).unwrap();
     assert_eq!(rec["phase1"]["status"], "ready");
     assert_eq!(
         rec["phase1"]["archived_message_ids"]
@@ -472,7 +469,7 @@ fn commit_archives_context_and_tasks() {
             .len(),
         3
     );
-    assert!(st.at("acme/user/alice/sessions/c1/.overview.md").exists());
+    assert!(st.exists("acme/user/alice/sessions/c1/.overview.md"));
 
     // SE8: working memory off → empty overview/abstract.
     let r = c.get("/api/v1/sessions/c1/archives/archive_001");
@@ -588,8 +585,10 @@ fn commit_archives_context_and_tasks() {
         res["archive_uri"],
         "viking://user/alice/sessions/c1/history/archive_003"
     );
-    let boundary = st.at("acme/user/alice/sessions/c1/history/archive_004/.done");
-    let done: Value = serde_json::from_str(&boundary.read_to_string().unwrap()).unwrap();
+    let done: Value = serde_json::from_str(
+        &st.read_string("acme/user/alice/sessions/c1/history/archive_004/.done"),
+    )
+    .unwrap();
     assert_eq!(
         done,
         json!({"context_reset": true, "enable_working_memory": false})
@@ -609,9 +608,7 @@ fn commit_archives_context_and_tasks() {
     let r = c.post("/api/v1/sessions/c1/commit", json!({"reset_context": true}));
     assert_eq!(ok(&r)["status"], "skipped");
     assert_eq!(r.result()["reset_context"], true);
-    assert!(!st
-        .at("acme/user/alice/sessions/c1/history/archive_005")
-        .exists());
+    assert!(!st.exists("acme/user/alice/sessions/c1/history/archive_005"));
 }
 
 #[test]
@@ -653,4 +650,84 @@ fn turn_budget_commit_keeps_newest_turns() {
         .as_str()
         .unwrap()
         .contains("\n…\n"));
+}
+
+#[test]
+fn api_key_mode_refuses_root_and_anonymous_callers() {
+    let st = Storage::new();
+    let s = Server::start(&st, Opts::default());
+    let r = s.post(
+        "/api/v1/sessions",
+        Some(crate::harness::ROOT_KEY),
+        json!({}),
+    );
+    err(&r, 403, "PERMISSION_DENIED");
+    assert!(r.body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("ROOT API keys cannot access tenant-scoped data APIs"));
+    err(&s.get("/api/v1/sessions", None), 401, "UNAUTHENTICATED");
+    err(
+        &s.post("/api/v1/sessions/x/commit", Some("bogus"), json!({})),
+        401,
+        "UNAUTHENTICATED",
+    );
+    assert!(!st.exists("default/user/default/sessions/x"));
+}
+
+#[test]
+fn user_keys_own_their_sessions_and_commit_tasks_across_instances() {
+    use crate::admin::{create_account, register};
+    let st = Storage::new();
+    let a = Server::start(&st, Opts::default());
+    let b = Server::start(&st, Opts::default());
+    let alice = create_account(&a, "acme", "alice");
+    let bob = register(&a, &alice, "acme", "bob", "user");
+
+    let r = a.post("/api/v1/sessions", Some(&bob), json!({"session_id": "k1"}));
+    assert_eq!(ok(&r)["uri"], "viking://user/bob/sessions/k1");
+    let r = a.post(
+        "/api/v1/sessions/k1/messages",
+        Some(&bob),
+        json!({"role": "user", "content": "Hello there"}),
+    );
+    assert_eq!(ok(&r)["message_count"], 1);
+    // Sessions belong to their user: alice (an ADMIN of the same account) has no "k1".
+    err(
+        &b.get("/api/v1/sessions/k1", Some(&alice)),
+        404,
+        "NOT_FOUND",
+    );
+    let r = a.post("/api/v1/sessions/k1/commit", Some(&bob), json!({}));
+    let task_id = ok(&r)["task_id"].as_str().unwrap().to_string();
+
+    // T1 from the other instance: the task is persisted and complete.
+    let t = b.get(&format!("/api/v1/tasks/{task_id}"), Some(&bob));
+    assert_eq!(ok(&t)["status"], "completed");
+    assert_eq!(t.result()["resource_id"], "k1");
+    // Only its owner sees it.
+    err(
+        &b.get(&format!("/api/v1/tasks/{task_id}"), Some(&alice)),
+        404,
+        "NOT_FOUND",
+    );
+    // T2 on the other instance; T3 of a finished commit → 412.
+    let l = b.get("/api/v1/tasks?task_type=session_commit", Some(&bob));
+    assert_eq!(ok(&l).as_array().unwrap().len(), 1);
+    err(
+        &b.post(
+            &format!("/api/v1/tasks/{task_id}/cancel"),
+            Some(&bob),
+            json!({}),
+        ),
+        412,
+        "FAILED_PRECONDITION",
+    );
+    // The archive and the emptied live file are seen by B too.
+    let ar = b.get("/api/v1/sessions/k1/archives/archive_001", Some(&bob));
+    assert_eq!(ok(&ar)["messages"][0]["parts"][0]["text"], "Hello there");
+    assert_eq!(
+        ok(&b.get("/api/v1/sessions/k1", Some(&bob)))["message_count"],
+        0
+    );
 }

@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::harness::{Opts, Server, Storage, StoreView};
+use longship::storage::StorePath;
+
+use crate::harness::{Opts, Server, Storage};
 use crate::sessions::Dev;
 
 /// Add `n` messages in batches of 100; returns their texts.
@@ -33,20 +35,22 @@ fn fill(c: &Dev, sid: &str, n: usize, tag: &str) -> Vec<String> {
     texts
 }
 
-fn read_lines(path: &StoreView) -> Vec<Value> {
-    match path.read_to_string() {
-        Ok(t) => t
+/// The messages of a JSON-lines file at `/local/<rel>` (none when it is missing).
+fn read_lines(st: &Storage, rel: &str) -> Vec<Value> {
+    match st.read(rel) {
+        Some(bytes) => String::from_utf8_lossy(&bytes)
             .lines()
             .filter(|l| !l.is_empty())
             .map(|l| serde_json::from_str(l).expect("message line"))
             .collect(),
-        Err(_) => Vec::new(),
+        None => Vec::new(),
     }
 }
 
-/// Texts of every message the session holds (live + completed archives) with their counts,
-/// and the archives' terminal states. Panics on a pending (half-visible) archive.
-fn account(session_dir: &StoreView) -> (HashMap<String, usize>, Vec<(String, &'static str)>) {
+/// Texts of every message the session at `/local/<dir>` holds (live + completed archives)
+/// with their counts, and the archives' terminal states. Panics on a pending (half-visible)
+/// archive. Reads through the backend, so it works on local disk and S3 alike.
+fn account(st: &Storage, dir: &str) -> (HashMap<String, usize>, Vec<(String, &'static str)>) {
     let mut seen: HashMap<String, usize> = HashMap::new();
     let mut ids: HashMap<String, usize> = HashMap::new();
     let mut states = Vec::new();
@@ -57,17 +61,16 @@ fn account(session_dir: &StoreView) -> (HashMap<String, usize>, Vec<(String, &'s
         *ids.entry(m["id"].as_str().unwrap_or("").to_string())
             .or_default() += 1;
     };
-    let history = session_dir.join("history");
-    for name in history.names() {
-        let dir = history.join(&name);
-        if dir.join(".done").exists() {
-            for m in read_lines(&dir.join("messages.jsonl")) {
+    for name in st.list(&format!("{dir}/history")) {
+        let archive = format!("{dir}/history/{name}");
+        if st.exists(&format!("{archive}/.done")) {
+            for m in read_lines(st, &format!("{archive}/messages.jsonl")) {
                 add(&m);
             }
             states.push((name, "done"));
-        } else if dir.join(".failed.json").exists() {
+        } else if st.exists(&format!("{archive}/.failed.json")) {
             assert!(
-                !dir.join("messages.jsonl").exists(),
+                !st.exists(&format!("{archive}/messages.jsonl")),
                 "{name}: a failed archive keeps a copy of live messages"
             );
             states.push((name, "failed"));
@@ -75,7 +78,7 @@ fn account(session_dir: &StoreView) -> (HashMap<String, usize>, Vec<(String, &'s
             panic!("{name} is neither completed nor failed");
         }
     }
-    for m in read_lines(&session_dir.join("messages.jsonl")) {
+    for m in read_lines(st, &format!("{dir}/messages.jsonl")) {
         add(&m);
     }
     assert!(ids.values().all(|&n| n == 1), "a message id appears twice");
@@ -95,14 +98,8 @@ fn assert_exactly_once(seen: &HashMap<String, usize>, sent: &[String]) {
     assert_eq!(seen.len(), sent.len());
 }
 
-fn meta_on_disk(session_dir: &StoreView) -> Value {
-    serde_json::from_str(
-        &session_dir
-            .join(".meta.json")
-            .read_to_string()
-            .expect("meta"),
-    )
-    .expect("meta json")
+fn meta_on_disk(st: &Storage, dir: &str) -> Value {
+    serde_json::from_str(&st.read_string(&format!("{dir}/.meta.json"))).expect("meta json")
 }
 
 fn commit_tasks(c: &Dev, sid: &str) -> Vec<Value> {
@@ -138,13 +135,22 @@ fn commit_async(
     sid: &str,
     timeout: Duration,
 ) -> std::thread::JoinHandle<Result<u16, String>> {
+    commit_async_with(port, sid, timeout, json!({}))
+}
+
+fn commit_async_with(
+    port: u16,
+    sid: &str,
+    timeout: Duration,
+    body: Value,
+) -> std::thread::JoinHandle<Result<u16, String>> {
     let url = format!("http://127.0.0.1:{port}/api/v1/sessions/{sid}/commit");
     std::thread::spawn(move || {
         let r = ureq::post(&url)
             .timeout(timeout)
             .set("X-OpenViking-Account", "acme")
             .set("X-OpenViking-User", "alice")
-            .send_json(json!({}));
+            .send_json(body);
         match r {
             Ok(resp) => Ok(resp.status()),
             Err(ureq::Error::Status(code, _)) => Ok(code),
@@ -217,8 +223,8 @@ fn two_instances_racing_adds_and_commits_lose_nothing() {
     });
     let sent = sent.into_inner().expect("lock");
     assert_eq!(sent.len(), 400);
-    let dir = st.at("acme/user/alice/sessions/race");
-    let (seen, states) = account(&dir);
+    let dir = "acme/user/alice/sessions/race".to_string();
+    let (seen, states) = account(&st, &dir);
     assert_exactly_once(&seen, &sent);
     let accepted = commits.load(std::sync::atomic::Ordering::Relaxed);
     assert!(accepted > 0);
@@ -229,7 +235,7 @@ fn two_instances_racing_adds_and_commits_lose_nothing() {
         let m = Dev::new(s).get("/api/v1/sessions/race");
         assert_eq!(m.result()["total_message_count"], 400);
         assert_eq!(m.result()["commit_count"].as_u64(), Some(accepted as u64));
-        let live = read_lines(&dir.join("messages.jsonl")).len() as u64;
+        let live = read_lines(&st, &format!("{dir}/messages.jsonl")).len() as u64;
         assert_eq!(m.result()["message_count"].as_u64(), Some(live));
     }
     // Every commit task is complete, visible from either instance.
@@ -251,14 +257,16 @@ fn kill9_mid_commit_leaves_a_consistent_session() {
         let st = Storage::new();
         let mut s = Server::start(&st, Opts::dev());
         let sent = fill(&Dev::new(&s), sid, 20_000, sid);
-        let dir = st.at(&format!("acme/user/alice/sessions/{sid}"));
-        let archive = dir.join("history").join("archive_001");
-        let live_file = dir.join("messages.jsonl");
-        let full_size = live_file.len().unwrap_or(0);
+        let dir = format!("acme/user/alice/sessions/{sid}");
+        // One backend handle for the polling loop (works on local disk and S3 alike).
+        let store = st.store();
+        let path = |rel: &str| StorePath::parse(&format!("{dir}/{rel}")).expect("store path");
+        let size_of = |rel: &str| store.stat(&path(rel)).ok().flatten().map(|m| m.size);
+        let full_size = size_of("messages.jsonl").unwrap_or(0);
         let reached = || match point {
-            "archive dir" => archive.exists(),
-            "archive copy" => archive.join("messages.jsonl").exists(),
-            _ => live_file.len().unwrap_or(full_size) < full_size,
+            "archive dir" => size_of("history/archive_001").is_some(),
+            "archive copy" => size_of("history/archive_001/messages.jsonl").is_some(),
+            _ => size_of("messages.jsonl").is_some_and(|n| n < full_size),
         };
         let client = commit_async(s.port, sid, Duration::from_secs(60));
         eventually(
@@ -268,26 +276,38 @@ fn kill9_mid_commit_leaves_a_consistent_session() {
         );
         s.kill9();
         let _ = client.join();
-        let before = if archive.join(".done").exists() {
+        let before = if size_of("history/archive_001/.done").is_some() {
             "done"
         } else {
             "unfinished"
         };
         s.restart();
         let c = Dev::new(&s);
-        // The next touch of the session repairs it.
-        let m = c.get(&format!("/api/v1/sessions/{sid}"));
-        assert_eq!(m.status, 200);
-        let (seen, states) = account(&dir);
+        // The next touch of the session repairs it — at once on local disk, where the dead
+        // process's lock died with it; on S3 once the dead holder's lease expires (30 s).
+        let deadline = Instant::now() + Duration::from_secs(90);
+        let m = loop {
+            let m = c.get(&format!("/api/v1/sessions/{sid}"));
+            assert_eq!(m.status, 200);
+            let repaired = meta_on_disk(&st, &dir)["_longship"]
+                .get("pending_commit")
+                .is_none();
+            if repaired {
+                break m;
+            }
+            assert!(Instant::now() < deadline, "the session was never repaired");
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        let (seen, states) = account(&st, &dir);
         eprintln!(
             "{sid}: kill -9 at '{point}' landed with the archive {before}; repaired to {states:?}"
         );
         assert_exactly_once(&seen, &sent);
         assert!(states.len() <= 1);
-        assert!(meta_on_disk(&dir)["_longship"]
+        assert!(meta_on_disk(&st, &dir)["_longship"]
             .get("pending_commit")
             .is_none());
-        let live = read_lines(&dir.join("messages.jsonl")).len() as u64;
+        let live = read_lines(&st, &format!("{dir}/messages.jsonl")).len() as u64;
         assert_eq!(m.result()["message_count"].as_u64(), Some(live));
         assert_eq!(m.result()["total_message_count"], 20_000);
         let tasks = commit_tasks(&c, sid);
@@ -303,10 +323,10 @@ fn kill9_mid_commit_leaves_a_consistent_session() {
         // And the session goes on: the next commit archives whatever is live.
         let r = c.post(&format!("/api/v1/sessions/{sid}/commit"), json!({}));
         assert_eq!(r.status, 200);
-        let (seen, states) = account(&dir);
+        let (seen, states) = account(&st, &dir);
         assert_exactly_once(&seen, &sent);
         assert!(states.iter().any(|(_, st)| *st == "done"));
-        assert!(read_lines(&dir.join("messages.jsonl")).is_empty());
+        assert!(read_lines(&st, &format!("{dir}/messages.jsonl")).is_empty());
     }
 }
 
@@ -317,9 +337,16 @@ fn commit_completes_after_the_client_disconnects() {
     let c = Dev::new(&s);
     let sent = fill(&c, "dc", 20_000, "dc");
     // The client gives up long before the commit of 20k messages can finish.
-    let outcome = commit_async(s.port, "dc", Duration::from_millis(30))
-        .join()
-        .expect("client thread");
+    // keep_recent_count 1 takes the copying path (the slower one), so the answer cannot come
+    // back before the client hangs up.
+    let outcome = commit_async_with(
+        s.port,
+        "dc",
+        Duration::from_millis(30),
+        json!({"keep_recent_count": 1}),
+    )
+    .join()
+    .expect("client thread");
     assert!(
         outcome.is_err(),
         "the commit answered within 30 ms ({outcome:?}); nothing was disconnected"
@@ -341,11 +368,11 @@ fn commit_completes_after_the_client_disconnects() {
         task["result"]["archive_uri"],
         "viking://user/alice/sessions/dc/history/archive_001"
     );
-    let dir = st.at("acme/user/alice/sessions/dc");
-    let (seen, states) = account(&dir);
+    let dir = "acme/user/alice/sessions/dc".to_string();
+    let (seen, states) = account(&st, &dir);
     assert_exactly_once(&seen, &sent);
     assert_eq!(states, [("archive_001".to_string(), "done")]);
-    assert_eq!(c.get("/api/v1/sessions/dc").result()["message_count"], 0);
+    assert_eq!(c.get("/api/v1/sessions/dc").result()["message_count"], 1);
 }
 
 #[test]
@@ -361,12 +388,12 @@ fn sigterm_lets_a_running_commit_finish() {
     assert_eq!(code, Some(0), "server did not exit cleanly");
     // The client got its answer: the request drained, the commit finished.
     assert_eq!(client.join().expect("client thread"), Ok(200));
-    let dir = st.at("acme/user/alice/sessions/term");
+    let dir = "acme/user/alice/sessions/term".to_string();
     // Finished before exit: nothing left for a repair to do.
-    assert!(meta_on_disk(&dir)["_longship"]
+    assert!(meta_on_disk(&st, &dir)["_longship"]
         .get("pending_commit")
         .is_none());
-    let (seen, states) = account(&dir);
+    let (seen, states) = account(&st, &dir);
     assert_exactly_once(&seen, &sent);
     assert_eq!(states, [("archive_001".to_string(), "done")]);
     let s2 = Server::start(&st, Opts::dev());
@@ -404,9 +431,17 @@ fn a_full_commit_pool_answers_503_at_once_and_health_stays_fast() {
     assert_eq!(s.get("/health", None).status, 200);
     assert!(t0.elapsed() < Duration::from_secs(1));
     assert_eq!(client.join().expect("client thread"), Ok(200));
-    // Once the pool has room again, the refused commit goes through.
-    assert_eq!(
-        c.post("/api/v1/sessions/small/commit", json!({})).result()["status"],
-        "accepted"
+    // Once the pool has room again (its permit is returned just after the answer), the
+    // refused commit goes through.
+    let mut last = Value::Null;
+    eventually(
+        "the commit pool to take work again",
+        Duration::from_secs(10),
+        || {
+            let r = c.post("/api/v1/sessions/small/commit", json!({}));
+            last = r.result().clone();
+            r.status != 503
+        },
     );
+    assert_eq!(last["status"], "accepted");
 }

@@ -5,7 +5,7 @@
 //! leading components of the pattern are descended directly, and a pattern without `**` bounds
 //! the walk's depth, so `docs/*.md` never walks the rest of the tree.
 
-use globset::GlobMatcher;
+use globset::{GlobBuilder, GlobMatcher};
 use serde_json::{json, Value};
 
 use super::entry::{render, Render};
@@ -20,11 +20,19 @@ pub struct GlobJob {
     pub who: Identity,
     pub uri: VikingUri,
     pub pattern: String,
-    pub matcher: GlobMatcher,
     /// `None` = unlimited.
     pub node_limit: Option<usize>,
     /// `extra_fields` given: stat-like objects instead of URI strings.
     pub render: Option<Render>,
+}
+
+/// Compile a glob with `/` as a literal separator (`*` stays inside one component).
+pub fn compile(pattern: &str) -> ServiceResult<GlobMatcher> {
+    GlobBuilder::new(pattern)
+        .literal_separator(true)
+        .build()
+        .map(|g| g.compile_matcher())
+        .map_err(|e| ServiceError::invalid_argument(format!("Invalid glob pattern: {e}")))
 }
 
 const EMPTY: &[u8] = br#"{"matches":[],"count":0}"#;
@@ -54,6 +62,7 @@ impl BlockingJob for GlobJob {
     type Output = ServiceResult<Vec<u8>>;
 
     fn run(self, ctx: &JobContext<'_>) -> Self::Output {
+        let matcher = compile(&self.pattern)?;
         let base = &self.uri;
         match stat(ctx.storage, base)? {
             Some(m) if m.is_dir() => {}
@@ -93,7 +102,7 @@ impl BlockingJob for GlobJob {
         if limit != Some(0) {
             walker.run(ctx, &start, |uri, meta, _| {
                 let rel = uri.rel_to(base).unwrap_or_default();
-                if self.matcher.is_match(&rel) {
+                if matcher.is_match(&rel) {
                     matches.push(match &self.render {
                         Some(r) => render(ctx.storage, uri, meta, None, r),
                         None if meta.is_dir() => Value::String(format!("{}/", uri.uri())),

@@ -1,11 +1,11 @@
 //! S1 grep: a regex over the lines of one file or of every visible file of a subtree.
 //!
-//! The regex is compiled by the handler with a size limit (a pathological pattern is a 400
-//! there, never a hang here). The walk stops at `node_limit` matches and when the client has
+//! The regex is compiled here, on the pool, before any storage access, with a size limit: a
+//! pathological pattern is a 400, never a hang, and never CPU spent on an HTTP worker. The walk stops at `node_limit` matches and when the client has
 //! gone; the pool runs it at a lower CPU priority than the HTTP workers.
 
-use regex::Regex;
-use serde_json::{json, Map, Value};
+use regex::{Regex, RegexBuilder};
+use serde::Serialize;
 
 use super::walk::{Flow, Order, Walker};
 use super::{file_not_found, lossy_string, stat, StorageFail};
@@ -18,7 +18,8 @@ use crate::storage::StorageError;
 pub struct GrepJob {
     pub who: Identity,
     pub uri: VikingUri,
-    pub regex: Regex,
+    pub pattern: String,
+    pub case_insensitive: bool,
     /// `None` = unlimited.
     pub node_limit: Option<usize>,
     pub level_limit: usize,
@@ -27,21 +28,70 @@ pub struct GrepJob {
     pub after_context: usize,
 }
 
+/// Compiled-program budget of a grep regex: generous for real patterns, and a pattern such as
+/// `(a{1000}){1000}` fails to compile (400) instead of eating memory and CPU.
+const REGEX_SIZE_LIMIT: usize = 1 << 20;
+/// Lazy-DFA cache per search; larger patterns fall back to slower but bounded engines.
+const REGEX_DFA_LIMIT: usize = 4 << 20;
+
+/// Compile a grep pattern (Rust `regex` syntax, unanchored) within the size limits.
+pub fn compile(pattern: &str, case_insensitive: bool, uri: &VikingUri) -> ServiceResult<Regex> {
+    RegexBuilder::new(pattern)
+        .case_insensitive(case_insensitive)
+        .size_limit(REGEX_SIZE_LIMIT)
+        .dfa_size_limit(REGEX_DFA_LIMIT)
+        .build()
+        .map_err(|e| {
+            ServiceError::invalid_argument(format!("invalid operation: Invalid regex pattern: {e}"))
+                .detail("resource", uri.uri())
+        })
+}
+
+/// One neighbouring line of a match.
+#[derive(Serialize)]
+struct Around<'a> {
+    line: usize,
+    content: &'a str,
+}
+
+/// One match, serialized straight into the answer (an unlimited grep can produce hundreds of
+/// thousands; no intermediate JSON tree is built for them).
+#[derive(Serialize)]
+struct Match<'a> {
+    uri: &'a str,
+    line: usize,
+    content: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    before_context: Option<Vec<Around<'a>>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    after_context: Option<Vec<Around<'a>>>,
+}
+
+/// The `matches` array being written, with its counters.
 struct Hits {
-    matches: Vec<Value>,
+    json: Vec<u8>,
+    count: usize,
     files_scanned: u64,
     limit: Option<usize>,
 }
 
 impl Hits {
     fn full(&self) -> bool {
-        self.limit.is_some_and(|l| self.matches.len() >= l)
+        self.limit.is_some_and(|l| self.count >= l)
+    }
+
+    fn push(&mut self, m: &Match<'_>) -> ServiceResult<()> {
+        self.json.push(if self.count == 0 { b'[' } else { b',' });
+        serde_json::to_writer(&mut self.json, m).map_err(ServiceError::internal)?;
+        self.count += 1;
+        Ok(())
     }
 }
 
 impl GrepJob {
     fn grep_file(
         &self,
+        regex: &Regex,
         ctx: &JobContext<'_>,
         uri: &VikingUri,
         hits: &mut Hits,
@@ -54,32 +104,49 @@ impl GrepJob {
         };
         hits.files_scanned += 1;
         let text = lossy_string(bytes);
-        let with_context = self.before_context > 0 || self.after_context > 0;
-        let lines: Vec<&str> = text.split('\n').collect();
         let shown = uri.uri();
+        if self.before_context == 0 && self.after_context == 0 {
+            for (i, line) in text.split('\n').enumerate() {
+                if hits.full() {
+                    break;
+                }
+                if regex.is_match(line) {
+                    hits.push(&Match {
+                        uri: &shown,
+                        line: i + 1,
+                        content: line,
+                        before_context: None,
+                        after_context: None,
+                    })?;
+                }
+            }
+            return Ok(());
+        }
+        // Context needs random access to neighbouring lines.
+        let lines: Vec<&str> = text.split('\n').collect();
+        let around = |from: usize, to: usize| -> Vec<Around<'_>> {
+            (from..to)
+                .map(|j| Around {
+                    line: j + 1,
+                    content: lines[j],
+                })
+                .collect()
+        };
         for (i, line) in lines.iter().enumerate() {
             if hits.full() {
                 break;
             }
-            if !self.regex.is_match(line) {
+            if !regex.is_match(line) {
                 continue;
             }
-            let mut m = Map::new();
-            m.insert("uri".into(), shown.clone().into());
-            m.insert("line".into(), (i + 1).into());
-            m.insert("content".into(), (*line).into());
-            if with_context {
-                let ctx_lines = |from: usize, to: usize| -> Value {
-                    (from..to)
-                        .map(|j| json!({"line": j + 1, "content": lines[j]}))
-                        .collect()
-                };
-                let from = i.saturating_sub(self.before_context);
-                let to = (i + 1 + self.after_context).min(lines.len());
-                m.insert("before_context".into(), ctx_lines(from, i));
-                m.insert("after_context".into(), ctx_lines(i + 1, to));
-            }
-            hits.matches.push(Value::Object(m));
+            let to = (i + 1 + self.after_context).min(lines.len());
+            hits.push(&Match {
+                uri: &shown,
+                line: i + 1,
+                content: line,
+                before_context: Some(around(i.saturating_sub(self.before_context), i)),
+                after_context: Some(around(i + 1, to)),
+            })?;
         }
         Ok(())
     }
@@ -90,6 +157,7 @@ impl BlockingJob for GrepJob {
     type Output = ServiceResult<Vec<u8>>;
 
     fn run(self, ctx: &JobContext<'_>) -> Self::Output {
+        let regex = compile(&self.pattern, self.case_insensitive, &self.uri)?;
         let meta = if self.uri.has_internal_segment() {
             None
         } else {
@@ -97,7 +165,8 @@ impl BlockingJob for GrepJob {
         };
         let meta = meta.ok_or_else(|| file_not_found(&self.uri))?;
         let mut hits = Hits {
-            matches: Vec::new(),
+            json: br#"{"matches":"#.to_vec(),
+            count: 0,
             files_scanned: 0,
             limit: self.node_limit,
         };
@@ -108,7 +177,7 @@ impl BlockingJob for GrepJob {
         if excluded || hits.full() {
             // nothing to scan
         } else if !meta.is_dir() {
-            self.grep_file(ctx, &self.uri, &mut hits)?;
+            self.grep_file(&regex, ctx, &self.uri, &mut hits)?;
         } else {
             let walker = Walker {
                 who: &self.who,
@@ -124,7 +193,7 @@ impl BlockingJob for GrepJob {
                 if ctx.is_abandoned() {
                     return Ok(Flow::Stop);
                 }
-                self.grep_file(ctx, uri, &mut hits)?;
+                self.grep_file(&regex, ctx, uri, &mut hits)?;
                 Ok(if hits.full() {
                     Flow::Stop
                 } else {
@@ -132,13 +201,17 @@ impl BlockingJob for GrepJob {
                 })
             })?;
         }
-        let n = hits.matches.len();
-        let result = json!({
-            "matches": hits.matches,
-            "count": n,
-            "match_count": n,
-            "files_scanned": hits.files_scanned,
-        });
-        serde_json::to_vec(&result).map_err(ServiceError::internal)
+        let Hits {
+            mut json,
+            count,
+            files_scanned,
+            ..
+        } = hits;
+        json.extend_from_slice(if count == 0 { b"[]" } else { b"]" });
+        json.extend_from_slice(
+            format!(r#","count":{count},"match_count":{count},"files_scanned":{files_scanned}}}"#)
+                .as_bytes(),
+        );
+        Ok(json)
     }
 }

@@ -114,7 +114,7 @@ impl Walker<'_> {
                 continue;
             };
             visited += 1;
-            // Checking the oneshot is cheap; every 64 entries keeps it off the hot path.
+            // The client may be gone: checked every 64 entries (cheap, but not free).
             if visited.is_multiple_of(64) && ctx.is_abandoned() {
                 return Ok(Ended::Abandoned);
             }

@@ -206,8 +206,13 @@ impl BlockingJob for WriteJob {
             }
             let ext = name.rsplit_once('.').map(|(_, e)| e).unwrap_or("");
             if !NEW_FILE_EXTENSIONS.contains(&ext.to_ascii_lowercase().as_str()) {
+                let shown_ext = if ext.is_empty() {
+                    String::new()
+                } else {
+                    format!(".{ext}")
+                };
                 return Err(ServiceError::invalid_argument(format!(
-                    "creating a new file does not allow extension '.{ext}': {shown}"
+                    "creating a new file does not allow extension '{shown_ext}': {shown}"
                 )));
             }
         }

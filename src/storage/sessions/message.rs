@@ -7,7 +7,7 @@
 use serde_json::{Map, Value};
 
 use crate::error::ServiceError;
-use crate::identity::{validate_id, IdKind};
+use crate::identity::{validate_id, IdKind, Identity};
 
 use super::{id, time, uri};
 
@@ -53,7 +53,7 @@ fn opt_string(
 }
 
 /// Validate one client message and turn it into the stored message(s).
-pub fn parse(input: &Value, loc: &[String], user: &str) -> Result<Vec<Value>, ServiceError> {
+pub fn parse(input: &Value, loc: &[String], who: &Identity) -> Result<Vec<Value>, ServiceError> {
     let Some(obj) = input.as_object() else {
         return Err(invalid(
             loc.to_vec(),
@@ -92,7 +92,7 @@ pub fn parse(input: &Value, loc: &[String], user: &str) -> Result<Vec<Value>, Se
             items
                 .iter()
                 .enumerate()
-                .map(|(i, p)| part(p, &at(&ploc, &i.to_string()), user))
+                .map(|(i, p)| part(p, &at(&ploc, &i.to_string()), who))
                 .collect::<Result<_, _>>()?
         }
         (None, Some(text)) => vec![serde_json::json!({"type": "text", "text": text})],
@@ -168,7 +168,7 @@ pub fn parse(input: &Value, loc: &[String], user: &str) -> Result<Vec<Value>, Se
 }
 
 /// Normalise one part.
-fn part(input: &Value, loc: &[String], user: &str) -> Result<Value, ServiceError> {
+fn part(input: &Value, loc: &[String], who: &Identity) -> Result<Value, ServiceError> {
     let Some(obj) = input.as_object() else {
         return Err(invalid(
             loc.to_vec(),
@@ -200,7 +200,7 @@ fn part(input: &Value, loc: &[String], user: &str) -> Result<Value, ServiceError
             let u = if u.is_empty() {
                 u
             } else {
-                uri::canonical(&u, user)?
+                uri::canonical(&u, who)?
             };
             out.insert("uri".into(), u.into());
             out.insert("context_type".into(), ctype.into());
@@ -226,7 +226,7 @@ fn part(input: &Value, loc: &[String], user: &str) -> Result<Value, ServiceError
                 ));
             }
             let url = if url.trim_start().starts_with("viking://") {
-                uri::canonical(&url, user)?
+                uri::canonical(&url, who)?
             } else {
                 url
             };
@@ -254,7 +254,7 @@ fn part(input: &Value, loc: &[String], user: &str) -> Result<Value, ServiceError
                     v = "pending".into();
                 }
                 if (key == "tool_uri" || key == "skill_uri") && !v.is_empty() {
-                    v = uri::canonical(&v, user)?;
+                    v = uri::canonical(&v, who)?;
                 }
                 if !v.is_empty() {
                     out.insert(key.into(), v.into());
@@ -276,9 +276,7 @@ fn part(input: &Value, loc: &[String], user: &str) -> Result<Value, ServiceError
                     continue;
                 }
                 let v = match (k.as_str(), v) {
-                    ("tool_output_storage_uri", Value::String(u)) => {
-                        uri::canonical(u, user)?.into()
-                    }
+                    ("tool_output_storage_uri", Value::String(u)) => uri::canonical(u, who)?.into(),
                     _ => v.clone(),
                 };
                 out.insert(k.clone(), v);
@@ -310,6 +308,14 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    fn bob() -> Identity {
+        Identity {
+            role: crate::identity::Role::User,
+            account: "acme".into(),
+            user: "bob".into(),
+        }
+    }
+
     fn loc() -> Vec<String> {
         vec!["body".to_string()]
     }
@@ -319,7 +325,7 @@ mod tests {
         let m = parse(
             &json!({"role": "user", "content": "hi", "peer_id": " p1 "}),
             &loc(),
-            "bob",
+            &bob(),
         )
         .unwrap();
         assert_eq!(m.len(), 1);
@@ -328,7 +334,7 @@ mod tests {
         assert!(m[0]["id"].as_str().unwrap().starts_with("msg_"));
         assert!(m[0].get("turn_id").is_none());
         // parts win over content
-        let m = parse(&json!({"role": "assistant", "content": "x", "parts": [{"type": "context", "uri": "viking://~/m"}]}), &loc(), "bob").unwrap();
+        let m = parse(&json!({"role": "assistant", "content": "x", "parts": [{"type": "context", "uri": "viking://~/m"}]}), &loc(), &bob()).unwrap();
         assert_eq!(
             m[0]["parts"][0],
             json!({"type": "context", "uri": "viking://user/bob/m", "context_type": "memory", "abstract": ""})
@@ -336,7 +342,7 @@ mod tests {
         let m = parse(
             &json!({"role": "user", "parts": [{"type": "weird", "a": 1}]}),
             &loc(),
-            "bob",
+            &bob(),
         )
         .unwrap();
         assert_eq!(m[0]["parts"][0]["type"], "text");
@@ -349,7 +355,7 @@ mod tests {
                 {"type": "tool", "tool_id": "a", "tool_output": "", "duration_ms": 3},
                 {"type": "tool", "tool_id": "b", "tool_status": "completed"}]}),
             &loc(),
-            "bob",
+            &bob(),
         )
         .unwrap();
         assert_eq!(m.len(), 2);
@@ -364,32 +370,32 @@ mod tests {
 
     #[test]
     fn rejections() {
-        let e = parse(&json!({"content": "x"}), &loc(), "b").unwrap_err();
+        let e = parse(&json!({"content": "x"}), &loc(), &bob()).unwrap_err();
         assert_eq!(
             e.message,
             "Invalid request parameters: body.role: Field required"
         );
-        let e = parse(&json!({"role": "user"}), &loc(), "b").unwrap_err();
+        let e = parse(&json!({"role": "user"}), &loc(), &bob()).unwrap_err();
         assert!(e
             .message
             .contains("Either 'content' or 'parts' must be provided"));
-        assert!(parse(&json!({"role": "user", "content": 5}), &loc(), "b").is_err());
+        assert!(parse(&json!({"role": "user", "content": 5}), &loc(), &bob()).is_err());
         assert!(parse(
             &json!({"role": "user", "content": "x", "message_kind": "nope"}),
             &loc(),
-            "b"
+            &bob()
         )
         .is_err());
         assert!(parse(
             &json!({"role": "user", "content": "x", "peer_id": "a/b"}),
             &loc(),
-            "b"
+            &bob()
         )
         .is_err());
         let e = parse(
             &json!({"role": "user", "parts": [{"type": "image_url", "image_url": {"url": ""}}]}),
             &loc(),
-            "b",
+            &bob(),
         )
         .unwrap_err();
         assert!(e

@@ -137,6 +137,15 @@ impl SessionRef {
         })
     }
 
+    /// The session's owner as a (USER-role) identity, for URI aliases in message parts.
+    pub fn identity(&self) -> crate::identity::Identity {
+        crate::identity::Identity {
+            role: crate::identity::Role::User,
+            account: self.account.clone(),
+            user: self.user.clone(),
+        }
+    }
+
     pub fn user_json(&self) -> serde_json::Value {
         serde_json::json!({"account_id": self.account, "user_id": self.user})
     }

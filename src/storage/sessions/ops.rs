@@ -4,6 +4,7 @@ use serde_json::{json, Value};
 
 use crate::actors::pool::{BlockingJob, JobContext};
 use crate::error::{ServiceError, ServiceResult};
+use crate::identity::Identity;
 use crate::storage::{EntryKind, Storage};
 
 use super::meta::SessionMeta;
@@ -196,7 +197,9 @@ impl BlockingJob for DeleteSession {
     fn run(self, ctx: &JobContext<'_>) -> Self::Output {
         let s = &self.session;
         let _lock = s.lock_briefly(ctx.storage)?;
-        if load(ctx.storage, s)?.is_none() {
+        // Through the repair path, so an interrupted commit's task is settled before its
+        // session disappears.
+        if load_for_update(ctx.storage, s)?.is_none() {
             return Err(ServiceError::not_found(
                 "session",
                 &s.sid,
@@ -227,13 +230,13 @@ pub struct AddMessages {
 impl BlockingJob for AddMessages {
     type Output = ServiceResult<Value>;
     fn run(self, ctx: &JobContext<'_>) -> Self::Output {
-        let messages = decode_messages(&self.body, self.batch, &self.session.user)?;
+        let messages = decode_messages(&self.body, self.batch, &self.session.identity())?;
         add(ctx.storage, &self.session, &messages, self.batch)
     }
 }
 
 /// The stored messages of an SE5 or SE6 body, with spec §1.3 validation errors.
-pub fn decode_messages(body: &[u8], batch: bool, user: &str) -> ServiceResult<Vec<Value>> {
+pub fn decode_messages(body: &[u8], batch: bool, who: &Identity) -> ServiceResult<Vec<Value>> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(ServiceError::validation(
             &["body"],
@@ -243,7 +246,7 @@ pub fn decode_messages(body: &[u8], batch: bool, user: &str) -> ServiceResult<Ve
     }
     let value: Value = crate::http::extract::parse_json(body)?;
     if !batch {
-        return message::parse(&value, &["body".to_string()], user);
+        return message::parse(&value, &["body".to_string()], who);
     }
     let items = match value.get("messages") {
         Some(Value::Array(items)) => items,
@@ -276,7 +279,7 @@ pub fn decode_messages(body: &[u8], batch: bool, user: &str) -> ServiceResult<Ve
     let mut out = Vec::with_capacity(items.len());
     for (i, item) in items.iter().enumerate() {
         let loc = ["body".to_string(), "messages".to_string(), i.to_string()];
-        out.extend(message::parse(item, &loc, user)?);
+        out.extend(message::parse(item, &loc, who)?);
     }
     Ok(out)
 }

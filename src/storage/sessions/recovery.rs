@@ -3,7 +3,9 @@
 //! A commit writes, in order: the session meta's `pending_commit` marker → the archive's
 //! Phase 1 record (`status: pending`) → the archive's `messages.jsonl` → the live
 //! `messages.jsonl` without the archived messages (**the point of no return**) → the session
-//! meta → `status: ready` → Phase 2 and `.done` → the task → the marker cleared.
+//! meta → `status: ready` → Phase 2 and `.done` → the task → the marker cleared. When every
+//! live message is archived, the live file is instead moved into the archive (the move is the
+//! point of no return) and an empty one written.
 //!
 //! So an archive without `.done`/`.failed.json` is resolved by asking one question: does the
 //! live file still start with the first archived message?
@@ -240,7 +242,7 @@ mod tests {
             let msgs = message::parse(
                 &json!({"role": role, "content": format!("m{i}")}),
                 &["body".into()],
-                "bob",
+                &s.identity(),
             )
             .unwrap();
             ids.extend(msgs.iter().map(|m| m["id"].as_str().unwrap().to_string()));
@@ -302,12 +304,25 @@ mod tests {
             ("after_done", Outcome::AlreadyTerminal),
             ("after_task", Outcome::AlreadyTerminal),
         ];
-        for (point, expected) in cases {
+        // keep_recent_count 2 copies the archived prefix; 0 moves the whole live file, which
+        // makes "after_archive_messages" already past the point of no return.
+        let moved = [
+            ("before_record", Outcome::NeverStarted),
+            ("after_record", Outcome::RolledBack),
+            ("after_archive_messages", Outcome::RolledForward),
+            ("after_live_rewrite", Outcome::RolledForward),
+            ("after_done", Outcome::AlreadyTerminal),
+        ];
+        let all = cases
+            .iter()
+            .map(|c| (2u64, *c))
+            .chain(moved.iter().map(|c| (0u64, *c)));
+        for (keep, (point, expected)) in all {
             let dir = tempfile::tempdir().unwrap();
             let st = LocalStorage::open(dir.path()).unwrap();
-            let (s, ids) = session_with(&st, 7);
+            let (s, mut ids) = session_with(&st, 7);
             let o = CommitOptions {
-                keep_recent_count: 2,
+                keep_recent_count: keep,
                 ..CommitOptions::default()
             };
             crash::AT.with(|a| *a.borrow_mut() = Some(point));
@@ -333,16 +348,64 @@ mod tests {
             let meta = assert_consistent(&st, &s, &ids);
             let (want_live, want_task) = match expected {
                 Outcome::NeverStarted | Outcome::RolledBack => (7, TaskStatus::Failed),
-                _ => (2, TaskStatus::Completed),
+                _ => (keep, TaskStatus::Completed),
             };
             assert_eq!(meta.message_count, want_live, "{point}");
             assert_eq!(task_status(&st), Some(want_task), "{point}");
 
-            // The session keeps working: the next commit archives what is live.
+            // The session keeps working: a new message, and the next commit archives all.
+            let more = message::parse(
+                &json!({"role": "user", "content": "more"}),
+                &["body".into()],
+                &s.identity(),
+            )
+            .unwrap();
+            ids.push(more[0]["id"].as_str().unwrap().to_string());
+            ops::add(&st, &s, &more, false).unwrap();
             let out = commit::commit(&st, &s, &CommitOptions::default()).unwrap();
             assert_eq!(out["status"], "accepted", "{point}");
-            assert_consistent(&st, &s, &ids);
+            let meta = assert_consistent(&st, &s, &ids);
+            assert_eq!(meta.message_count, 0, "{point}");
         }
+    }
+
+    #[test]
+    fn appends_without_their_meta_update_are_counted_and_torn_lines_cut() {
+        let dir = tempfile::tempdir().unwrap();
+        let st = LocalStorage::open(dir.path()).unwrap();
+        let (s, mut ids) = session_with(&st, 3);
+        // A crash after an append but before the meta rewrite, then a crash mid-append.
+        let orphan = message::parse(
+            &json!({"role": "user", "content": "orphan"}),
+            &["body".into()],
+            &s.identity(),
+        )
+        .unwrap();
+        ids.push(orphan[0]["id"].as_str().unwrap().to_string());
+        st.append(&s.live().unwrap(), &live::to_lines(&orphan).unwrap())
+            .unwrap();
+        st.append(&s.live().unwrap(), b"{\"id\":\"msg_torn")
+            .unwrap();
+        // Reads see the orphan but not the torn line, and change nothing.
+        let mut m = ops::load_for_read(&st, &s).unwrap().unwrap();
+        assert_eq!(m.message_count, 4);
+        assert!(!live::reconcile(&st, &s, &mut m, false).unwrap());
+        // The next write repairs the file and the counters.
+        let next = message::parse(
+            &json!({"role": "user", "content": "next"}),
+            &["body".into()],
+            &s.identity(),
+        )
+        .unwrap();
+        ids.push(next[0]["id"].as_str().unwrap().to_string());
+        let out = ops::add(&st, &s, &next, false).unwrap();
+        assert_eq!(out["message_count"], 5);
+        let meta = assert_consistent(&st, &s, &ids);
+        assert_eq!(meta.total_message_count, 5);
+        let text = String::from_utf8(st.read(&s.live().unwrap()).unwrap()).unwrap();
+        assert!(!text.contains("msg_torn") && text.ends_with('\n'));
+        assert_eq!(meta.internal.live_bytes, text.len() as u64);
+        assert_eq!(meta.pending_tokens, meta.internal.live_tokens);
     }
 
     #[test]
@@ -375,7 +438,7 @@ mod tests {
         let msgs = message::parse(
             &json!({"role": "user", "content": "after"}),
             &["body".into()],
-            "bob",
+            &s.identity(),
         )
         .unwrap();
         ids.push(msgs[0]["id"].as_str().unwrap().to_string());
