@@ -957,9 +957,7 @@ fn orphaned_user_deletion_is_resumed_with_the_same_task() {
     let bob = register(&s, &alice, "acme", "bob", "user");
     let task = "22222222-3333-4444-8555-666666666666";
     let now = 1_770_000_000.0;
-    std::fs::create_dir_all(st.local("_system/tasks/root")).unwrap();
-    std::fs::write(
-        st.local(&format!("_system/tasks/root/{task}.json")),
+    st.at(&format!("_system/tasks/root/{task}.json")).write(
         serde_json::to_vec(&json!({
             "task_id": task, "task_type": "user_delete", "status": "running",
             "created_at": now, "updated_at": now, "resource_id": "acme/bob",
@@ -967,14 +965,13 @@ fn orphaned_user_deletion_is_resumed_with_the_same_task() {
             "execution_events": {"items": []}
         }))
         .unwrap(),
-    )
-    .unwrap();
-    let path = st.local("acme/_system/users.json");
-    let mut users: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    );
+    let path = st.at("acme/_system/users.json");
+    let mut users: Value = serde_json::from_slice(&path.read().unwrap()).unwrap();
     users["users"]["bob"]["key"] = json!("");
     users["users"]["bob"]["deletion"] =
         json!({"task_id": task, "owner_account_id": "_system", "owner_user_id": "root"});
-    std::fs::write(&path, serde_json::to_vec_pretty(&users).unwrap()).unwrap();
+    path.write(serde_json::to_vec_pretty(&users).unwrap());
     announce(&st, "acme");
     assert_eq!(whoami(&s, &bob), None);
     // A5 leaves pending deletions out; A5b still shows the user.
@@ -1000,7 +997,7 @@ fn orphaned_user_deletion_is_resumed_with_the_same_task() {
     assert_eq!(r.status, 202, "{:?}", r.body);
     assert_eq!(r.result()["task_id"], task);
     assert_eq!(r.result()["deleted"], true);
-    assert!(!st.local("acme/user/bob").exists());
+    assert!(!st.at("acme/user/bob").exists());
     assert!(users_json(&st, "acme")["users"].get("bob").is_none());
     let t = s.get(&format!("/api/v1/tasks/{task}"), Some(ROOT_KEY));
     assert_eq!(t.result()["status"], "completed", "{:?}", t.body);

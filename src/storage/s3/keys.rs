@@ -92,9 +92,20 @@ impl Keys {
     }
 }
 
+/// Longest object key S3 accepts, in UTF-8 bytes.
+pub const MAX_KEY_BYTES: usize = 1024;
+
 /// `Path::parse` keeps the key byte for byte (no percent-encoding), and rejects only what
-/// [`StorePath`] already rejects (empty, `.`/`..`, control characters).
+/// [`StorePath`] already rejects (empty, `.`/`..`, control characters). Keys longer than S3
+/// allows are refused here, before any request (as ENAMETOOLONG is on local disk), so a very
+/// deep path costs nothing and answers 400.
 fn parse(raw: &str) -> StorageResult<Path> {
+    if raw.len() > MAX_KEY_BYTES {
+        return Err(StorageError::InvalidPath(format!(
+            "path too long for the object store ({} bytes with the prefix; the limit is {MAX_KEY_BYTES})",
+            raw.len()
+        )));
+    }
     Path::parse(raw).map_err(|e| StorageError::InvalidPath(format!("{raw:?}: {e}")))
 }
 
@@ -133,6 +144,19 @@ mod tests {
             ".longship-dir"
         );
         assert!(bare.file(&StorePath::root()).is_err());
+    }
+
+    #[test]
+    fn keys_longer_than_s3_allows_are_invalid_paths() {
+        let k = Keys::new("pre").unwrap();
+        let deep = p(&vec!["a"; 600].join("/")); // 1199 bytes
+        assert!(matches!(k.file(&deep), Err(StorageError::InvalidPath(_))));
+        let fits = p(&vec!["a"; 505].join("/")); // 1009 + "pre/" = 1013 bytes
+        assert!(k.file(&fits).is_ok());
+        assert!(
+            matches!(k.marker(&fits), Err(StorageError::InvalidPath(_))),
+            "the marker adds /.longship-dir"
+        );
     }
 
     #[test]

@@ -43,7 +43,19 @@ const APPEND_DEADLINE: Duration = Duration::from_secs(30);
 
 pub struct S3Storage {
     inner: Arc<Inner>,
-    runtime: tokio::runtime::Runtime,
+    handle: tokio::runtime::Handle,
+    /// Owned only to shut it down on drop (see `Drop`); work goes through `handle`.
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl Drop for S3Storage {
+    /// The last reference may go away on an async thread (an actix worker at shutdown), where
+    /// dropping a runtime normally would panic; `shutdown_background` is allowed anywhere.
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
 }
 
 /// What async work needs; shared with lease-renewal tasks.
@@ -109,7 +121,8 @@ impl S3Storage {
                 location,
                 lease: Duration::from_millis(settings.lock_lease_ms),
             }),
-            runtime,
+            handle: runtime.handle().clone(),
+            runtime: Some(runtime),
         })
     }
 
@@ -123,7 +136,7 @@ impl S3Storage {
                     .into(),
             ));
         }
-        self.runtime.block_on(fut)
+        self.handle.block_on(fut)
     }
 }
 
@@ -739,7 +752,7 @@ impl Storage for S3Storage {
     fn lock(&self, name: &str, timeout: Duration) -> StorageResult<Box<dyn LockGuard>> {
         let guard = self.block_on(lease::acquire(
             self.inner.clone(),
-            self.runtime.handle().clone(),
+            self.handle.clone(),
             name,
             timeout,
         ))?;
