@@ -173,7 +173,7 @@ impl Default for PoolSettings {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthSettings {
     /// Absent: dev mode (loopback only). Present: api_key mode.
@@ -186,6 +186,21 @@ pub struct AuthSettings {
     pub api_key_hashing: bool,
     /// Longest time another instance's revocation can go unnoticed; 0 = check every request.
     pub refresh_interval_ms: u64,
+}
+
+/// Never prints the root key.
+impl std::fmt::Debug for AuthSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthSettings")
+            .field(
+                "root_api_key",
+                &self.root_api_key.as_ref().map(|_| "********"),
+            )
+            .field("mode", &self.mode)
+            .field("api_key_hashing", &self.api_key_hashing)
+            .field("refresh_interval_ms", &self.refresh_interval_ms)
+            .finish()
+    }
 }
 
 impl Default for AuthSettings {
@@ -469,6 +484,7 @@ mod tests {
         s.storage.s3.access_key_id = Some("AKIDVISIBLE".into());
         s.storage.s3.secret_access_key = Some("s3-secret-value".into());
         let shown = s.to_masked_toml().unwrap();
+        assert!(!format!("{s:?}").contains("super-secret"));
         assert!(!shown.contains("super-secret"));
         assert!(!shown.contains("s3-secret-value"));
         assert!(shown.contains("AKIDVISIBLE"), "the key id is not secret");

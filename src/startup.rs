@@ -18,6 +18,7 @@ use crate::actors::auth::{AuthActor, AuthConfig, InitialLoad};
 use crate::actors::health::HealthMonitor;
 use crate::actors::pool::{PoolSpec, Pools};
 use crate::config::{Settings, StorageBackendKind};
+use crate::error::{ErrorCode, ServiceError};
 use crate::http::{self, AppState};
 use crate::identity::AuthMode;
 
@@ -57,15 +58,9 @@ async fn load_registry(
     pools: &Pools,
     auth: &actix::Addr<AuthActor>,
     hashing: bool,
-) -> Result<(), StartupError> {
+) -> Result<(), ServiceError> {
     use crate::actors::auth::jobs::Bootstrap;
-    let registry = |e: String| StartupError::Registry(e);
-    let report = pools
-        .storage()
-        .run(Bootstrap { hashing })
-        .await
-        .map_err(|e| registry(e.to_string()))?
-        .map_err(|e| registry(e.message))?;
+    let report = pools.storage().run(Bootstrap { hashing }).await??;
     tracing::info!(
         created = report.created_registry,
         migrated_keys = report.migrated_keys,
@@ -73,8 +68,29 @@ async fn load_registry(
     );
     auth.send(InitialLoad)
         .await
-        .map_err(|e| registry(e.to_string()))?
-        .map_err(|e| registry(e.message))
+        .map_err(|e| ServiceError::unavailable("auth", e.to_string()))?
+}
+
+/// Load the registry, waiting out storage outages (the store may come up after us: `/ready`
+/// says `initializing` meanwhile). Any other failure — an unreadable registry — is returned.
+async fn load_registry_until_storage_answers(
+    pools: &Pools,
+    auth: &actix::Addr<AuthActor>,
+    hashing: bool,
+) -> Result<(), StartupError> {
+    let mut pause = Duration::from_millis(250);
+    loop {
+        match load_registry(pools, auth, hashing).await {
+            Ok(()) => return Ok(()),
+            Err(e) if e.code == ErrorCode::Unavailable => {
+                tracing::warn!(error = %e.message, retry_in_ms = pause.as_millis() as u64,
+                    "storage unavailable while loading the account registry; retrying");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(10));
+            }
+            Err(e) => return Err(StartupError::Registry(e.message)),
+        }
+    }
 }
 
 /// Repair, in the background on the commit pool, every session commit a crash interrupted, so
@@ -183,7 +199,7 @@ async fn serve(settings: Arc<Settings>, backend: Arc<dyn Storage>) -> Result<(),
         let (pools, auth, handle) = (pools.clone(), auth.clone(), server.handle());
         let (hashing, failure) = (settings.auth.api_key_hashing, load_failure.clone());
         actix_rt::spawn(async move {
-            match load_registry(&pools, &auth, hashing).await {
+            match load_registry_until_storage_answers(&pools, &auth, hashing).await {
                 Ok(()) => registry_loaded.store(true, Ordering::Release),
                 Err(e) => {
                     tracing::error!(error = %e, "stopping: the account registry did not load");
