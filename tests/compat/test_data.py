@@ -4,6 +4,7 @@ import time
 import pytest
 from openviking_sdk.errors import (
     ConflictError,
+    FailedPreconditionError,
     InvalidArgumentError,
     InvalidURIError,
     NotFoundError,
@@ -32,8 +33,14 @@ def test_fs_and_content(tenant):
     assert entries[0]["uri"] == "viking://resources/compat-docs/a.md"
     assert bob.ls("viking://resources/compat-docs", simple=True) == ["viking://resources/compat-docs/a.md"]
     page = bob.ls_page("viking://resources/compat-docs", node_limit=1)
-    assert page is not None
+    assert [e["name"] for e in page["result"]] == ["a.md"] and page["has_more"] is False
     assert bob.abstract("viking://resources/compat-docs") == "Compat docs"
+    assert bob.overview("viking://resources/compat-docs") == (
+        "# viking://resources/compat-docs\n\n[Directory overview is not ready]"
+    )
+    assert bob.read_raw("viking://resources/compat-docs/a.md", offset=3) == "tail\n"
+    tpage = bob.tree_page("viking://resources", node_limit=1)
+    assert len(tpage["result"]) == 1 and tpage["has_more"] is True
 
     tree = bob.tree("viking://resources")
     rels = {e["rel_path"] for e in tree}
@@ -95,6 +102,11 @@ def test_sessions_commit_and_tasks(tenant):
     assert [m["parts"][0]["text"] for m in archive["messages"]] == ["Hello there", "Hi"]
     ctx = bob.get_session_context("compat-s1")
     assert [m["parts"][0]["text"] for m in ctx["messages"]] == ["Keep me"]
+    # Commits run to completion once accepted: cancelling a finished task is refused (412).
+    with pytest.raises(FailedPreconditionError):
+        bob.cancel_task(task_id)
+    auto = bob.get_session("compat-auto", auto_create=True)
+    assert auto["session_id"] == "compat-auto" and auto["message_count"] == 0
     skipped = bob.commit_session("compat-s1", keep_recent_count=5)
     assert skipped["status"] == "skipped" and skipped["task_id"] is None
 

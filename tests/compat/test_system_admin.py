@@ -54,6 +54,9 @@ def test_account_lifecycle(root):
 
     user = root.admin_register_user("acct-a", "carol", role="user")
     assert user["user_key"].startswith(b64u("acct-a") + ".")
+    assert [u["user_id"] for u in root.admin_list_users("acct-a", name="car*")] == ["carol"]
+    assert [u["user_id"] for u in root.admin_list_users("acct-a", role="admin")] == ["admin1"]
+    assert [u["user_id"] for u in root.admin_list_users("acct-a", limit=1, page=2)] == ["carol"]
     users = root.admin_list_users("acct-a")
     assert {u["user_id"]: u["role"] for u in users} == {"admin1": "admin", "carol": "user"}
     assert all("api_key" not in u for u in users)
