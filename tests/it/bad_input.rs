@@ -211,6 +211,10 @@ enum Expect {
     Validation,
     /// 400 validation error of this `type` (e.g. `extra_forbidden`).
     ValidationType(&'static str),
+    /// This status, or the connection closed without an answer: a transfer-encoding error is
+    /// detected by actix's HTTP/1 dispatcher, which may abort the connection before the
+    /// handler's 400 is flushed (protocol level, like the parser's own bare rejections).
+    StatusOrClosed(u16),
 }
 
 struct Case {
@@ -288,7 +292,7 @@ fn check(case: &str, r: &Raw, expect: Expect) {
     };
     match expect {
         Expect::Any4xx => {}
-        Expect::Status(s) => assert_eq!(r.status, s, "{case}: {shown}"),
+        Expect::Status(s) | Expect::StatusOrClosed(s) => assert_eq!(r.status, s, "{case}: {shown}"),
         Expect::Validation => validation(None),
         Expect::ValidationType(kind) => validation(Some(kind)),
     }
@@ -296,8 +300,11 @@ fn check(case: &str, r: &Raw, expect: Expect) {
 
 /// Run a case and check it.
 fn run_case(port: u16, case: &Case) {
-    let r = exchange(port, &case.bytes, case.half_close)
-        .unwrap_or_else(|e| panic!("{}: no response: {e}", case.name));
+    let r = match (exchange(port, &case.bytes, case.half_close), case.expect) {
+        (Ok(r), _) => r,
+        (Err(_), Expect::StatusOrClosed(_)) => return,
+        (Err(e), _) => panic!("{}: no response: {e}", case.name),
+    };
     check(&case.name, &r, case.expect);
 }
 
@@ -1108,7 +1115,7 @@ fn bad_input_sweep_every_route() {
         cases.push(Case::new(
             format!("{name}: malformed chunk size"),
             bad_chunks,
-            Expect::Status(400),
+            Expect::StatusOrClosed(400),
         ));
         for c in &cases {
             run_case(port, c);

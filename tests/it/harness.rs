@@ -378,10 +378,24 @@ impl Server {
     }
 
     pub fn start_on(data_dir: &Path, opts: Opts) -> Server {
+        Self::start_waiting(data_dir, opts, true)
+    }
+
+    /// Start and wait for `/health` only, not for the registry load (`/ready` may still say
+    /// `initializing`).
+    pub fn start_live(storage: &Storage, opts: Opts) -> Server {
+        let mut opts = opts;
+        let mut env = storage.server_env();
+        env.append(&mut opts.env);
+        opts.env = env;
+        Self::start_waiting(storage.path(), opts, false)
+    }
+
+    fn start_waiting(data_dir: &Path, opts: Opts, until_initialized: bool) -> Server {
         for _attempt in 0..5 {
             let port = free_port();
             let mut server = Server::spawn(data_dir, port, opts.clone());
-            if server.wait_healthy(Duration::from_secs(20)) {
+            if server.wait_healthy(Duration::from_secs(20), until_initialized) {
                 return server;
             }
             let log = server.log_text();
@@ -430,7 +444,7 @@ impl Server {
         }
     }
 
-    fn wait_healthy(&mut self, within: Duration) -> bool {
+    fn wait_healthy(&mut self, within: Duration, until_initialized: bool) -> bool {
         let deadline = Instant::now() + within;
         while Instant::now() < deadline {
             if let Some(child) = self.child.as_mut() {
@@ -442,7 +456,7 @@ impl Server {
                 .timeout(Duration::from_millis(500))
                 .call()
             {
-                if r.status() == 200 && self.past_initializing() {
+                if r.status() == 200 && (!until_initialized || self.past_initializing()) {
                     return true;
                 }
             }

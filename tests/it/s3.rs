@@ -153,3 +153,33 @@ fn s3_settings_from_env_are_shown_masked_and_validated() {
         assert!(err.contains("storage.s3"), "{err}");
     }
 }
+
+#[test]
+fn s3_api_key_server_started_during_an_outage_serves_health_and_loads_when_the_store_returns() {
+    let Some(sw) = SeaweedFs::start() else { return };
+    let st = Storage::new();
+    let prefix = format!("late-{}", uuid::Uuid::new_v4().simple());
+    sw.stop();
+    let opts = opts_for(&sw, &prefix)
+        .env("LONGSHIP_STORAGE__S3__REQUEST_TIMEOUT_MS", "1000")
+        .env("LONGSHIP_STORAGE__S3__MAX_RETRIES", "0");
+    let s = Server::start_live(&st, opts);
+    // Alive and honest: live, not ready, keyed requests refused with 503 (never a 401).
+    assert_eq!(s.get("/health", None).status, 200);
+    let r = s.get("/ready", None);
+    assert_eq!(r.status, 503, "{:?}", r.body);
+    assert_eq!(r.body["reason"], "initializing");
+    let r = s.get("/api/v1/system/status", Some(ROOT_KEY));
+    assert_eq!(r.status, 503, "{:?}", r.body);
+    assert!(r.header("Retry-After").is_some());
+
+    sw.resume();
+    let r = ready_becomes(&s, 200, Duration::from_secs(60));
+    assert_eq!(r.status, 200, "loads once the store is back: {:?}", r.body);
+    let created = s.post(
+        "/api/v1/admin/accounts",
+        Some(ROOT_KEY),
+        serde_json::json!({"account_id": "late", "admin_user_id": "alice"}),
+    );
+    assert_eq!(created.status, 200, "{:?}", created.body);
+}
