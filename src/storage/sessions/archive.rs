@@ -267,11 +267,7 @@ impl BlockingJob for GetArchive {
         let s = &self.session;
         let storage = ctx.storage;
         if ops::load_for_read(storage, s)?.is_none() {
-            return Err(ServiceError::not_found(
-                "session",
-                &s.sid,
-                format!("Session {} not found", s.sid),
-            ));
+            return Err(ops::not_found(s));
         }
         let missing = || {
             ServiceError::not_found(

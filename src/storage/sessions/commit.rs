@@ -304,11 +304,7 @@ fn reset_boundary(
 pub fn commit(storage: &dyn Storage, s: &SessionRef, o: &CommitOptions) -> ServiceResult<Value> {
     let _lock = s.lock(storage)?;
     let Some(mut meta) = ops::load_for_update(storage, s)? else {
-        return Err(ServiceError::not_found(
-            "session",
-            &s.sid,
-            format!("Session {} not found", s.sid),
-        ));
+        return Err(ops::not_found(s));
     };
     recovery::sweep(storage, s, &mut meta)?;
     let wm = o

@@ -23,11 +23,7 @@ impl BlockingJob for GetContext {
         let s = &self.session;
         let storage = ctx.storage;
         if ops::load_for_read(storage, s)?.is_none() {
-            return Err(ServiceError::not_found(
-                "session",
-                &s.sid,
-                format!("Session {} not found", s.sid),
-            ));
+            return Err(ops::not_found(s));
         }
         // Live first, archives second: a commit running meanwhile writes the archive's copy
         // before it shrinks the live file, so this order never misses a message (duplicates

@@ -18,7 +18,8 @@ pub struct CreateOptions {
     pub event_tags: Option<Vec<String>>,
 }
 
-fn not_found(s: &SessionRef) -> ServiceError {
+/// 404 for a missing session (spec SE3 wording).
+pub fn not_found(s: &SessionRef) -> ServiceError {
     ServiceError::not_found("session", &s.sid, format!("Session {} not found", s.sid))
 }
 
