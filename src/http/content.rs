@@ -2,7 +2,6 @@
 //! C5 write.
 
 use std::convert::Infallible;
-use std::marker::PhantomData;
 
 use actix_web::body::SizedStream;
 use actix_web::http::header;
@@ -14,7 +13,6 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::actors::{BlockingJob, JobContext};
 use crate::error::{ErrorCode, ServiceError};
 use crate::storage::fs::read::{DownloadJob, ReadJob, Sidecar, SidecarJob};
 use crate::storage::fs::write::{self, WriteJob, WriteMode};
@@ -22,7 +20,7 @@ use crate::storage::uri::{self, Access};
 
 use super::auth::{Caller, DataAccess};
 use super::envelope::{elapsed_secs, ApiOk, ApiResult};
-use super::extract::{flexible_bool, parse_json, ApiQuery};
+use super::extract::{decode_json, flexible_bool, ApiQuery};
 use super::fs::resolve;
 use super::AppState;
 
@@ -117,24 +115,6 @@ fn slices(body: Bytes) -> impl Iterator<Item = Bytes> {
     })
 }
 
-/// Bodies above this size are decoded on the storage pool: serde on a 100 MB JSON body takes
-/// long enough to stall every connection of the HTTP worker that would run it.
-const INLINE_DECODE_LIMIT: usize = 256 * 1024;
-
-/// Decode a large JSON request body on a pool thread.
-struct DecodeBody<T> {
-    body: Bytes,
-    _into: PhantomData<fn() -> T>,
-}
-
-impl<T: DeserializeOwned + Send + 'static> BlockingJob for DecodeBody<T> {
-    type Output = Result<T, ServiceError>;
-
-    fn run(self, _ctx: &JobContext<'_>) -> Self::Output {
-        parse_json(&self.body)
-    }
-}
-
 /// A required JSON body, decoded inline when small and on the storage pool when large.
 async fn decode_body<T: DeserializeOwned + Send + 'static>(
     state: &AppState,
@@ -147,14 +127,7 @@ async fn decode_body<T: DeserializeOwned + Send + 'static>(
             "missing",
         ));
     }
-    if body.len() <= INLINE_DECODE_LIMIT {
-        return parse_json(&body);
-    }
-    let job = DecodeBody {
-        body,
-        _into: PhantomData,
-    };
-    state.pools.storage().run(job).await?
+    decode_json(Some(state), body).await
 }
 
 async fn sidecar(
@@ -301,6 +274,9 @@ async fn collect_body(
     let mut buf = BytesMut::with_capacity(declared.unwrap_or(8192));
     while let Some(chunk) = payload.next().await {
         let chunk = chunk.map_err(|e| {
+            if super::admission::is_exhausted(&e) {
+                return super::admission::exhausted();
+            }
             ServiceError::invalid_argument(format!("Could not read the request body: {e}"))
         })?;
         if buf.len() + chunk.len() > limit {

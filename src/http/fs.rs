@@ -229,6 +229,15 @@ struct MkdirBody {
     acl: Option<serde_json::Value>,
 }
 
+/// 400 for a change of a session's own files through fs (the sessions API owns them).
+fn session_file(uri: &VikingUri) -> ServiceError {
+    let shown = uri.uri();
+    ServiceError::invalid_argument(format!(
+        "session files are managed by the sessions API and cannot be changed through fs: {shown}"
+    ))
+    .with_details(serde_json::json!({"resource": shown}))
+}
+
 fn internal_name(uri: &VikingUri) -> ServiceError {
     ServiceError::invalid_argument(format!(
         "cannot create storage internal name: {}",
@@ -245,6 +254,9 @@ async fn mkdir(
     let uri = resolve(&caller, &body.uri, Access::Write)?;
     if uri.has_internal_segment() {
         return Err(internal_name(&uri));
+    }
+    if uri.is_session_file() {
+        return Err(session_file(&uri));
     }
     let job = MkdirJob {
         uri,
@@ -277,6 +289,9 @@ async fn rm(
             uri.uri()
         )));
     }
+    if uri.is_session_file() {
+        return Err(session_file(&uri));
+    }
     let job = RmJob {
         uri,
         recursive: q.recursive,
@@ -308,6 +323,14 @@ async fn mv(
     }
     if to.has_internal_segment() {
         return Err(internal_name(&to));
+    }
+    for uri in [&from, &to] {
+        if uri.is_session_file() {
+            return Err(session_file(uri));
+        }
+    }
+    if to.is_session_dir() {
+        return Err(session_file(&to));
     }
     if from == to {
         return Err(ServiceError::invalid_argument(

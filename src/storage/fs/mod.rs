@@ -75,9 +75,8 @@ impl StorageFail<'_> {
                     "resource": shown, "uri": shown, "conflict_type": "path_busy", "retryable": true
                 }))
             }
-            StorageError::Unavailable(reason) | StorageError::ReadOnly(reason) => {
-                tracing::warn!(%reason, "storage unavailable");
-                ServiceError::unavailable("storage", "storage backend failure").retry_after(1)
+            StorageError::Unavailable(_) | StorageError::ReadOnly(_) => {
+                crate::error::storage_failure(&err)
             }
             StorageError::InvalidPath(reason) => {
                 tracing::warn!(%reason, "invalid storage path");

@@ -198,14 +198,25 @@ impl BlockingJob for DeleteSession {
     fn run(self, ctx: &JobContext<'_>) -> Self::Output {
         let s = &self.session;
         let _lock = s.lock_briefly(ctx.storage)?;
+        let missing =
+            || ServiceError::not_found("session", &s.sid, format!("Session not found: {}", s.sid));
         // Through the repair path, so an interrupted commit's task is settled before its
-        // session disappears.
-        if load_for_update(ctx.storage, s)?.is_none() {
-            return Err(ServiceError::not_found(
-                "session",
-                &s.sid,
-                format!("Session not found: {}", s.sid),
-            ));
+        // session disappears. A session whose files are damaged cannot be repaired, but it
+        // can still be deleted: that is the way out the damaged answer points to.
+        match load_for_update(ctx.storage, s) {
+            Ok(Some(_)) => {}
+            Ok(None) => return Err(missing()),
+            Err(e) if e.code == crate::error::ErrorCode::Unavailable || super::is_busy(&e) => {
+                return Err(e)
+            }
+            Err(e) => {
+                tracing::warn!(session = %s.uri(), error = %e.message,
+                    "deleting a session that could not be loaded");
+                match ctx.storage.stat(&s.dir()?)? {
+                    Some(m) if m.is_dir() => {}
+                    _ => return Err(missing()),
+                }
+            }
         }
         match ctx.storage.remove(&s.dir()?, true) {
             Ok(()) | Err(crate::storage::StorageError::NotFound(_)) => {}
