@@ -1,4 +1,5 @@
-//! Routes of the fs API (spec §6): F1 ls, F2 tree, F3 stat, F4 mkdir, F5 rm, F6 mv.
+//! Routes of the fs API (spec §6): F1 ls, F2 tree, F3 stat, F4 mkdir, F5 rm, F6 mv, and R7 cp
+//! (RETRIEVAL.md).
 //!
 //! Handlers parse and authorize every URI (pure, non-blocking) and submit one job to the
 //! storage pool; nothing here touches storage.
@@ -7,6 +8,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 
 use crate::error::ServiceError;
+use crate::storage::fs::cp::CopyFiles;
 use crate::storage::fs::entry::{Output, Render};
 use crate::storage::fs::listing::{LsJob, PageOpts, SortBy, TreeJob};
 use crate::storage::fs::mkdir::MkdirJob;
@@ -27,6 +29,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(web::resource("/api/v1/fs/stat").route(web::get().to(stat)))
         .service(web::resource("/api/v1/fs/mkdir").route(web::post().to(mkdir)))
         .service(web::resource("/api/v1/fs/mv").route(web::post().to(mv)))
+        .service(web::resource("/api/v1/fs/cp").route(web::post().to(cp)))
         .service(web::resource("/api/v1/fs").route(web::delete().to(rm)));
 }
 
@@ -345,4 +348,52 @@ async fn mv(
     Ok(ApiOk::new(
         state.pools.storage().run(MvJob { from, to }).await??,
     ))
+}
+
+#[derive(Deserialize)]
+struct CpBody {
+    from_uri: String,
+    to_uri: String,
+    #[serde(default, deserialize_with = "flexible_bool")]
+    recursive: bool,
+}
+
+/// R7: the mv rules (§13.5) with read rights on the source instead of delete rights.
+async fn cp(
+    state: web::Data<AppState>,
+    caller: Caller<DataAccess>,
+    ApiJson(body): ApiJson<CpBody>,
+) -> ApiResult {
+    let from = resolve(&caller, &body.from_uri, Access::Read)?;
+    let to = resolve(&caller, &body.to_uri, Access::Write)?;
+    if from.has_internal_segment() {
+        let shown = from.uri();
+        return Err(ServiceError::not_found(
+            "resource",
+            &shown,
+            format!("Resource not found: {shown}"),
+        ));
+    }
+    if to.has_internal_segment() {
+        return Err(internal_name(&to));
+    }
+    if to.is_session_file() || to.is_session_dir() {
+        return Err(session_file(&to));
+    }
+    if from == to {
+        return Err(ServiceError::invalid_argument(
+            "cp source and target must be different",
+        ));
+    }
+    if from.starts_with(&to) || to.starts_with(&from) {
+        return Err(ServiceError::invalid_argument(
+            "cp source and target subtrees must not overlap",
+        ));
+    }
+    let job = CopyFiles {
+        from,
+        to,
+        recursive: body.recursive,
+    };
+    Ok(ApiOk::new(state.pools.storage().run(job).await??))
 }

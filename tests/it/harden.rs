@@ -402,3 +402,91 @@ fn write_with_dot_dot_is_invalid_argument() {
         );
     }
 }
+
+/// Defect 5: during a storage outage every path (auth, admin, sessions, tasks, readiness)
+/// answers with the service and the kind of failure, never a path, key, URL or bucket, and
+/// never a doubled prefix.
+#[test]
+fn storage_outage_errors_name_the_service_not_the_backend() {
+    use base64::Engine as _;
+    let st = Storage::private();
+    let s = Server::start(&st, Opts::default());
+    let key = crate::admin::create_account(&s, "acme", "alice");
+    let r = s.post("/api/v1/sessions", Some(&key), json!({"session_id": "s1"}));
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    // Everything that names the store or its layout.
+    let mut secrets: Vec<String> = vec![
+        st.path().display().to_string(),
+        "/local".into(),
+        "acme/".into(),
+        "_system".into(),
+        "users.json".into(),
+        "http://".into(),
+        "retry".into(),
+    ];
+    for (k, v) in st.server_env() {
+        if k.ends_with("ENDPOINT") || k.ends_with("BUCKET") || k.ends_with("PREFIX") {
+            secrets.push(v);
+        }
+    }
+    st.take_down();
+    let b64 = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
+    let fake = format!("{}.{}.{}", b64("acme"), b64("mallory"), "k".repeat(43));
+    let root = Some(crate::harness::ROOT_KEY);
+    let answers = [
+        ("fake key", s.get("/api/v1/system/status", Some(&fake))),
+        ("list accounts", s.get("/api/v1/admin/accounts", root)),
+        (
+            "list users",
+            s.get("/api/v1/admin/accounts/acme/users", root),
+        ),
+        (
+            "add user",
+            s.post(
+                "/api/v1/admin/accounts/acme/users",
+                root,
+                json!({"user_id": "bob", "role": "user"}),
+            ),
+        ),
+        ("get session", s.get("/api/v1/sessions/s1", Some(&key))),
+        (
+            "add message",
+            s.post(
+                "/api/v1/sessions/s1/messages",
+                Some(&key),
+                json!({"role": "user", "content": "x"}),
+            ),
+        ),
+        ("list tasks", s.get("/api/v1/tasks", Some(&key))),
+        (
+            "ls",
+            s.get("/api/v1/fs/ls?uri=viking://resources", Some(&key)),
+        ),
+        ("ready", s.get("/ready", None)),
+    ];
+    let mut unavailable = 0;
+    for (what, r) in &answers {
+        assert!(r.status < 500 || r.status == 503, "{what}: {:?}", r.body);
+        let text = String::from_utf8_lossy(&r.raw);
+        for secret in &secrets {
+            assert!(
+                !text.contains(secret.as_str()),
+                "{what} reveals {secret:?}: {text}"
+            );
+        }
+        assert_eq!(
+            text.matches("Service unavailable").count(),
+            usize::from(r.status == 503 && *what != "ready"),
+            "{what}: {text}"
+        );
+        if r.status == 503 && *what != "ready" {
+            unavailable += 1;
+            assert_eq!(r.body["error"]["details"]["service"], "storage", "{what}");
+            assert!(r.header("retry-after").is_some(), "{what}");
+        }
+    }
+    if st.is_s3() {
+        assert!(unavailable >= 4, "{answers:?}");
+    }
+    st.bring_back();
+}

@@ -5,6 +5,7 @@
 //! safe path inside the caller's account. Errors name URIs, never storage paths: a backend
 //! message may contain the data directory or an account name, so [`StorageFail`] replaces it.
 
+pub mod cp;
 pub mod entry;
 pub mod glob;
 pub mod grep;
