@@ -5,16 +5,14 @@ use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 
 use crate::error::ServiceError;
+use crate::jobs::fs::{GlobFiles, GrepFiles};
 use crate::storage::fs::entry::{Output, Render};
-use crate::storage::fs::glob::GlobJob;
-use crate::storage::fs::grep::GrepJob;
+use crate::storage::fs::grep::GrepQuery;
 use crate::storage::uri::{self, Access};
 
-use super::auth::{Caller, DataAccess};
-use super::content::encoded_ok;
-use super::envelope::ApiResult;
+use super::auth::{resolve_uri, Caller, DataAccess};
+use super::envelope::{encoded_ok, ApiResult};
 use super::extract::{flexible_bool, ApiJson};
-use super::fs::resolve;
 use super::AppState;
 
 /// Longest glob pattern accepted (globset turns a pattern into a regex; nothing real is longer).
@@ -78,7 +76,7 @@ async fn grep(
     ApiJson(body): ApiJson<GrepBody>,
 ) -> Result<HttpResponse, ServiceError> {
     crate::storage::fs::grep::check_pattern_size(&body.pattern)?;
-    let uri = resolve(&caller, &body.uri, Access::Read)?;
+    let uri = resolve_uri(&caller, &body.uri, Access::Read)?;
     let exclude = match body.exclude_uri.as_deref() {
         Some(raw) if !raw.trim().is_empty() => Some(uri::parse(raw, &caller.identity)?),
         _ => None,
@@ -95,16 +93,18 @@ async fn grep(
         }
         n => usize::try_from(n).unwrap_or(usize::MAX),
     };
-    let job = GrepJob {
+    let job = GrepFiles {
         who: caller.identity.clone(),
         uri,
-        pattern: body.pattern,
-        case_insensitive: body.case_insensitive,
-        node_limit: limit(body.node_limit),
-        level_limit,
-        exclude,
-        before_context,
-        after_context,
+        query: GrepQuery {
+            pattern: body.pattern,
+            case_insensitive: body.case_insensitive,
+            node_limit: limit(body.node_limit),
+            level_limit,
+            exclude,
+            before_context,
+            after_context,
+        },
     };
     Ok(encoded_ok(state.pools.storage().run(job).await??))
 }
@@ -138,14 +138,14 @@ async fn glob(
             "Invalid glob pattern: longer than {MAX_GLOB_PATTERN} bytes"
         )));
     }
-    let uri = resolve(&caller, &body.uri, Access::Read)?;
+    let uri = resolve_uri(&caller, &body.uri, Access::Read)?;
     let render = body.extra_fields.map(|fields| {
         let mut r = Render::new(Output::Original);
         r.include_abstract = false;
         r.locked = fields.iter().any(|f| f == "locked");
         r
     });
-    let job = GlobJob {
+    let job = GlobFiles {
         who: caller.identity.clone(),
         uri,
         pattern: body.pattern,

@@ -7,17 +7,9 @@
 use serde_json::{json, Value};
 
 use super::{dir_not_found, not_a_directory, stat, StorageFail};
-use crate::actors::{BlockingJob, JobContext};
 use crate::error::{ServiceError, ServiceResult};
 use crate::storage::uri::{is_internal_name, VikingUri};
 use crate::storage::{Storage, StorageError};
-
-/// Copy `from` to `to`; the handler has checked rights, identity and overlap.
-pub struct CopyFiles {
-    pub from: VikingUri,
-    pub to: VikingUri,
-    pub recursive: bool,
-}
 
 fn exists_conflict(to: &VikingUri) -> ServiceError {
     let shown = to.uri();
@@ -71,15 +63,19 @@ fn copy_tree(storage: &dyn Storage, from: &VikingUri, to: &VikingUri) -> Service
     Ok(copied)
 }
 
-impl BlockingJob for CopyFiles {
-    type Output = ServiceResult<Value>;
-
-    fn run(self, ctx: &JobContext<'_>) -> Self::Output {
-        let (from, to) = (&self.from, &self.to);
-        let Some(src) = stat(ctx.storage, from)? else {
+/// Copy `from` to `to` (`recursive` for a directory); the caller has checked rights, identity
+/// and overlap.
+pub fn copy_entry(
+    storage: &dyn Storage,
+    from: &VikingUri,
+    to: &VikingUri,
+    recursive: bool,
+) -> ServiceResult<Value> {
+    {
+        let Some(src) = stat(storage, from)? else {
             return Err(source_missing(from));
         };
-        if src.is_dir() && !self.recursive {
+        if src.is_dir() && !recursive {
             let shown = from.uri();
             return Err(ServiceError::invalid_argument(format!(
                 "Cannot copy directory without recursive: {shown}"
@@ -87,13 +83,13 @@ impl BlockingJob for CopyFiles {
             .with_details(json!({"resource": shown, "expected_flag": "recursive"})));
         }
         if let Some(parent) = to.parent() {
-            match stat(ctx.storage, &parent)? {
+            match stat(storage, &parent)? {
                 None => return Err(dir_not_found(&parent)),
                 Some(m) if !m.is_dir() => return Err(not_a_directory(&parent)),
                 Some(_) => {}
             }
         }
-        if let Some(dst) = stat(ctx.storage, to)? {
+        if let Some(dst) = stat(storage, to)? {
             if dst.is_dir() != src.is_dir() {
                 return Err(ServiceError::invalid_argument(format!(
                     "transfer source and target types differ: {}",
@@ -103,14 +99,14 @@ impl BlockingJob for CopyFiles {
             return Err(exists_conflict(to));
         }
         let copied = if src.is_dir() {
-            copy_tree(ctx.storage, from, to)?
+            copy_tree(storage, from, to)?
         } else {
-            copy_file(ctx.storage, from, to)?
+            copy_file(storage, from, to)?
         };
         Ok(json!({
             "from": from.uri(),
             "to": to.uri(),
-            "recursive": self.recursive,
+            "recursive": recursive,
             "copied_files": copied,
         }))
     }
