@@ -490,3 +490,103 @@ fn storage_outage_errors_name_the_service_not_the_backend() {
     }
     st.bring_back();
 }
+
+/// Defect 11 (cp): `POST /api/v1/fs/cp` under the mv rules: 409 on an existing target, 400
+/// for a directory without `recursive`, tenant checks, and a whole copy of every file.
+#[test]
+fn fs_cp_copies_under_the_mv_rules() {
+    let st = Storage::new();
+    let s = Server::start(&st, Opts::default());
+    let key = crate::admin::create_account(&s, "acme", "alice");
+    let post = |_: &Server, path: &str, body: &Value| s.post(path, Some(&key), body.clone());
+    let call = |_: &Server, _m: &str, path: &str, _b: Option<&[u8]>| s.get(path, Some(&key));
+    for (uri, content) in [
+        ("viking://resources/src/a.md", "alpha"),
+        ("viking://resources/src/sub/b.md", "beta"),
+        ("viking://resources/other.md", "other"),
+    ] {
+        let r = post(
+            &s,
+            "/api/v1/content/write",
+            &json!({"uri": uri, "content": content}),
+        );
+        assert_eq!(r.status, 200, "{:?}", r.body);
+    }
+    let cp = |from: &str, to: &str, recursive: bool| {
+        post(
+            &s,
+            "/api/v1/fs/cp",
+            &json!({"from_uri": from, "to_uri": to, "recursive": recursive}),
+        )
+    };
+    let r = cp(
+        "viking://resources/src/a.md",
+        "viking://resources/a2.md",
+        false,
+    );
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(r.result()["from"], "viking://resources/src/a.md");
+    assert_eq!(r.result()["to"], "viking://resources/a2.md");
+    assert_eq!(r.result()["recursive"], false);
+    let read = |uri: &str| call(&s, "GET", &format!("/api/v1/content/read?uri={uri}"), None);
+    assert_eq!(read("viking://resources/a2.md").result(), "alpha");
+    assert_eq!(read("viking://resources/src/a.md").result(), "alpha");
+    // Never overwritten, never merged.
+    let r = cp(
+        "viking://resources/src/a.md",
+        "viking://resources/other.md",
+        false,
+    );
+    assert_eq!(r.status, 409, "{:?}", r.body);
+    assert_eq!(read("viking://resources/other.md").result(), "other");
+    let r = cp("viking://resources/src", "viking://resources/dst", false);
+    assert_eq!(r.status, 400, "{:?}", r.body);
+    let r = cp("viking://resources/src", "viking://resources/dst", true);
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(read("viking://resources/dst/sub/b.md").result(), "beta");
+    assert_eq!(
+        st.at("acme/resources/dst").digest(),
+        st.at("acme/resources/src").digest()
+    );
+    let r = cp("viking://resources/src", "viking://resources/dst", true);
+    assert_eq!(r.status, 409, "{:?}", r.body);
+    let r = cp(
+        "viking://resources/src",
+        "viking://resources/src/sub/x",
+        true,
+    );
+    assert_eq!(r.status, 400, "{:?}", r.body);
+    let r = cp(
+        "viking://resources/nope.md",
+        "viking://resources/n.md",
+        false,
+    );
+    assert_eq!(r.status, 404, "{:?}", r.body);
+    let r = cp(
+        "viking://resources/src/a.md",
+        "viking://resources/no/dir/a.md",
+        false,
+    );
+    assert_eq!(r.status, 404, "{:?}", r.body);
+    // Tenant checks: another user's space is neither source nor target; another account's
+    // data cannot be named at all.
+    let r = cp(
+        "viking://user/bob/memories/x.md",
+        "viking://resources/x.md",
+        false,
+    );
+    assert_eq!(r.status, 403, "{:?}", r.body);
+    let r = cp(
+        "viking://resources/src/a.md",
+        "viking://user/bob/a.md",
+        false,
+    );
+    assert_eq!(r.status, 403, "{:?}", r.body);
+    let r = cp(
+        "viking://resources/src/a.md",
+        "viking://session/s1/messages.jsonl",
+        false,
+    );
+    assert_eq!(r.status, 400, "{:?}", r.body);
+    assert!(!st.exists("other/resources/a.md"));
+}
