@@ -11,7 +11,8 @@ use serde::de::DeserializeOwned;
 use crate::error::{ErrorCode, ServiceError};
 
 pub use crate::decode::{
-    flexible_bool, flexible_bool_opt, parse_json, parse_query, validation_details,
+    flexible_bool, flexible_bool_opt, int_in_range, parse_json, parse_query, parse_required_json,
+    validation_details,
 };
 
 /// A JSON body that must be present.
@@ -56,17 +57,7 @@ impl<T: DeserializeOwned + 'static> FromRequest for ApiJson<T> {
 
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
         let bytes = body_bytes(req, payload);
-        Box::pin(async move {
-            let bytes = bytes.await?;
-            if bytes.iter().all(u8::is_ascii_whitespace) {
-                return Err(ServiceError::validation(
-                    &["body"],
-                    "Field required",
-                    "missing",
-                ));
-            }
-            parse_json(&bytes).map(ApiJson)
-        })
+        Box::pin(async move { parse_required_json(&bytes.await?).map(ApiJson) })
     }
 }
 
