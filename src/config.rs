@@ -27,7 +27,8 @@ pub struct ServerSettings {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub workers: Option<usize>,
     pub max_body_bytes: usize,
-    /// Seconds to finish in-flight requests and accepted storage/commit work on SIGTERM.
+    /// On SIGTERM/SIGINT: seconds from the signal to finish in-flight requests and then accepted
+    /// storage/commit work (one deadline for both).
     pub shutdown_timeout_secs: u64,
 }
 
