@@ -30,7 +30,8 @@ pub struct ServerSettings {
     /// Request-body bytes all requests together may hold; past it new bodies get 503 +
     /// `Retry-After` before they are read. At least `max_body_bytes`.
     pub max_inflight_body_bytes: usize,
-    /// Seconds to finish in-flight requests and accepted storage/commit work on SIGTERM.
+    /// On SIGTERM/SIGINT: seconds from the signal to finish in-flight requests and then accepted
+    /// storage/commit work (one deadline for both).
     pub shutdown_timeout_secs: u64,
 }
 

@@ -21,7 +21,7 @@ use crate::storage::uri::{self, Access};
 
 use super::auth::{resolve_uri, Caller, DataAccess};
 use super::envelope::{encoded_ok, slices, ApiOk, ApiResult};
-use super::extract::{decode_json, flexible_bool, ApiQuery};
+use super::extract::{decode_json, flexible_bool, int_in_range, ApiQuery};
 use super::AppState;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -51,23 +51,12 @@ async fn read(
     ApiQuery(q): ApiQuery<ReadQuery>,
 ) -> Result<HttpResponse, ServiceError> {
     let uri = resolve_uri(&caller, &q.uri, Access::Read)?;
-    let offset = q.offset.unwrap_or(0);
-    if offset < 0 {
-        return Err(ServiceError::validation(
-            &["query", "offset"],
-            "Input should be greater than or equal to 0",
-            "greater_than_equal",
-        ));
-    }
+    let offset = int_in_range(&["query", "offset"], q.offset.unwrap_or(0), 0, None)?;
     let limit = match q.limit.unwrap_or(-1) {
         l if l < 0 => None,
         l => Some(usize::try_from(l).unwrap_or(usize::MAX)),
     };
-    let job = ReadFile {
-        uri,
-        offset: usize::try_from(offset).unwrap_or(usize::MAX),
-        limit,
-    };
+    let job = ReadFile { uri, offset, limit };
     Ok(encoded_ok(state.pools.storage().run(job).await??))
 }
 

@@ -11,7 +11,8 @@ use serde::de::DeserializeOwned;
 use crate::error::{ErrorCode, ServiceError};
 
 pub use crate::decode::{
-    flexible_bool, flexible_bool_opt, parse_json, parse_query, validation_details,
+    flexible_bool, flexible_bool_opt, int_in_range, parse_json, parse_query, parse_required_json,
+    validation_details,
 };
 use crate::jobs::content::DecodeJson;
 

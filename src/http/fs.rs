@@ -15,7 +15,7 @@ use crate::storage::uri::{Access, VikingUri};
 
 use super::auth::{resolve_uri, Caller, DataAccess};
 use super::envelope::{encoded_ok_with, ApiOk, ApiResult};
-use super::extract::{flexible_bool, flexible_bool_opt, ApiJson, ApiQuery};
+use super::extract::{flexible_bool, flexible_bool_opt, int_in_range, ApiJson, ApiQuery};
 use super::AppState;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -63,21 +63,14 @@ fn literal_error(field: &str, allowed: &str, got: &str) -> ServiceError {
     )
 }
 
+/// Query integer `field` (`default` when absent), at least `min`.
 fn at_least(
     field: &str,
     value: Option<i64>,
     min: i64,
     default: i64,
 ) -> Result<usize, ServiceError> {
-    let v = value.unwrap_or(default);
-    if v < min {
-        return Err(ServiceError::validation(
-            &["query", field],
-            &format!("Input should be greater than or equal to {min}"),
-            "greater_than_equal",
-        ));
-    }
-    Ok(usize::try_from(v).unwrap_or(usize::MAX))
+    int_in_range(&["query", field], value.unwrap_or(default), min, None)
 }
 
 /// `extra_fields` may repeat (`?extra_fields=a&extra_fields=b`) or be comma-separated, which

@@ -12,7 +12,7 @@ use crate::storage::uri::{self, Access};
 
 use super::auth::{resolve_uri, Caller, DataAccess};
 use super::envelope::{encoded_ok, ApiResult};
-use super::extract::{flexible_bool, ApiJson};
+use super::extract::{flexible_bool, int_in_range, ApiJson};
 use super::AppState;
 
 /// Longest glob pattern accepted (globset turns a pattern into a regex; nothing real is longer).
@@ -45,15 +45,7 @@ fn limit(v: Option<i64>) -> Option<usize> {
 }
 
 fn non_negative(field: &str, v: Option<i64>) -> Result<usize, ServiceError> {
-    match v {
-        None => Ok(0),
-        Some(n) if n >= 0 => Ok(usize::try_from(n).unwrap_or(usize::MAX)),
-        Some(_) => Err(ServiceError::validation(
-            &["body", field],
-            "Input should be greater than or equal to 0",
-            "greater_than_equal",
-        )),
-    }
+    int_in_range(&["body", field], v.unwrap_or(0), 0, None)
 }
 
 #[derive(Deserialize)]
@@ -83,16 +75,12 @@ async fn grep(
     };
     let before_context = non_negative("before_context", body.before_context)?;
     let after_context = non_negative("after_context", body.after_context)?;
-    let level_limit = match body.level_limit.unwrap_or(DEFAULT_GREP_LEVELS) {
-        n if n < 1 => {
-            return Err(ServiceError::validation(
-                &["body", "level_limit"],
-                "Input should be greater than or equal to 1",
-                "greater_than_equal",
-            ))
-        }
-        n => usize::try_from(n).unwrap_or(usize::MAX),
-    };
+    let level_limit = int_in_range(
+        &["body", "level_limit"],
+        body.level_limit.unwrap_or(DEFAULT_GREP_LEVELS),
+        1,
+        None,
+    )?;
     let job = GrepFiles {
         who: caller.identity.clone(),
         uri,

@@ -20,7 +20,6 @@ pub mod meta;
 pub mod ops;
 pub mod policy;
 pub mod recovery;
-pub mod time;
 pub mod tokens;
 pub mod uri;
 
