@@ -104,6 +104,9 @@ pub struct S3Settings {
     pub request_timeout_ms: u64,
     /// Timeout in milliseconds of opening a connection to the store.
     pub connect_timeout_ms: u64,
+    /// Longest time in milliseconds one storage call may take, retries included; past it the
+    /// call fails (503) and new calls are shed until the store answers again.
+    pub operation_timeout_ms: u64,
     /// Lifetime in milliseconds of a cross-instance lock lease; the holder renews it at a
     /// third of this, so a crashed holder blocks others for at most this long.
     pub lock_lease_ms: u64,
@@ -124,6 +127,7 @@ impl Default for S3Settings {
             retry_timeout_ms: 10_000,
             request_timeout_ms: 30_000,
             connect_timeout_ms: 2_000,
+            operation_timeout_ms: 10_000,
             lock_lease_ms: 15_000,
         }
     }
@@ -146,6 +150,7 @@ impl std::fmt::Debug for S3Settings {
             .field("retry_timeout_ms", &self.retry_timeout_ms)
             .field("request_timeout_ms", &self.request_timeout_ms)
             .field("connect_timeout_ms", &self.connect_timeout_ms)
+            .field("operation_timeout_ms", &self.operation_timeout_ms)
             .field("lock_lease_ms", &self.lock_lease_ms)
             .finish()
     }
@@ -195,6 +200,9 @@ pub struct AuthSettings {
     pub api_key_hashing: bool,
     /// Longest time another instance's revocation can go unnoticed; 0 = check every request.
     pub refresh_interval_ms: u64,
+    /// Seconds between sweeps for registry changes that were never announced (a writer that
+    /// died between its write and its announcement).
+    pub sweep_interval_secs: u64,
 }
 
 /// Never prints the root key.
@@ -208,6 +216,7 @@ impl std::fmt::Debug for AuthSettings {
             .field("mode", &self.mode)
             .field("api_key_hashing", &self.api_key_hashing)
             .field("refresh_interval_ms", &self.refresh_interval_ms)
+            .field("sweep_interval_secs", &self.sweep_interval_secs)
             .finish()
     }
 }
@@ -219,6 +228,7 @@ impl Default for AuthSettings {
             mode: None,
             api_key_hashing: false,
             refresh_interval_ms: 1000,
+            sweep_interval_secs: 30,
         }
     }
 }
@@ -278,7 +288,10 @@ impl S3Settings {
                 "storage.s3.access_key_id and storage.s3.secret_access_key go together".into(),
             );
         }
-        if self.request_timeout_ms == 0 || self.connect_timeout_ms == 0 {
+        if self.request_timeout_ms == 0
+            || self.connect_timeout_ms == 0
+            || self.operation_timeout_ms == 0
+        {
             return bad("storage.s3 timeouts must be at least 1 ms".into());
         }
         if self.lock_lease_ms < 300 {
@@ -412,6 +425,9 @@ impl Settings {
                 )
             }
             Some(other) => return bad(format!("unknown auth.mode {other:?}; use api_key")),
+        }
+        if self.auth.sweep_interval_secs == 0 {
+            return bad("auth.sweep_interval_secs must be at least 1".into());
         }
         if self.auth.root_api_key.as_deref() == Some("") {
             return bad("auth.root_api_key must not be empty (omit it for dev mode)".into());

@@ -188,6 +188,7 @@ async fn serve(settings: Arc<Settings>, backend: Arc<dyn Storage>) -> Result<(),
         let config = AuthConfig {
             root_key: settings.auth.root_api_key.clone(),
             refresh_interval: Duration::from_millis(settings.auth.refresh_interval_ms),
+            sweep_interval: Duration::from_secs(settings.auth.sweep_interval_secs),
         };
         let pools = pools.clone();
         AuthActor::start_in_arbiter(&auth_arbiter.handle(), move |_| {

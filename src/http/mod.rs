@@ -12,6 +12,7 @@ pub mod fs;
 pub mod health;
 pub mod metrics;
 pub mod middleware;
+pub mod observer_cli;
 pub mod search;
 pub mod sessions;
 pub mod system;

@@ -112,6 +112,8 @@ async fn observer(
     let storage = state.health.snapshot();
     let storage_pool = state.pools.storage().snapshot();
     let commit_pool = state.pools.commit().snapshot();
+    let cli =
+        super::observer_cli::cli_components(&storage, &[storage_pool.clone(), commit_pool.clone()]);
     let auth = state.auth_status().await;
     let components = [
         (
@@ -141,19 +143,34 @@ async fn observer(
     ];
     let mut map = serde_json::Map::new();
     let mut errors = Vec::new();
-    for (name, healthy, status) in components {
+    let mut add = |name: &str, healthy: bool, status: Value| {
         if !healthy {
             errors.push(format!("{name} has errors"));
         }
+        map.insert(
+            name.to_string(),
+            json!({"name": name, "is_healthy": healthy, "has_errors": !healthy, "status": status}),
+        );
+    };
+    // What `ov status` reads, in upstream's shapes (§11.4), then Longship's own detail.
+    for c in cli {
+        add(
+            c.name,
+            c.healthy,
+            if as_table {
+                Value::String(c.table)
+            } else {
+                c.json
+            },
+        );
+    }
+    for (name, healthy, status) in components {
         let status = if as_table {
             render_table(&status)
         } else {
             status
         };
-        map.insert(
-            name.to_string(),
-            json!({"name": name, "is_healthy": healthy, "has_errors": !healthy, "status": status}),
-        );
+        add(name, healthy, status);
     }
     Ok(ApiOk::new(json!({
         "is_healthy": errors.is_empty(),

@@ -283,6 +283,15 @@ impl Storage {
                 .expect("move the storage back"),
         }
     }
+    /// A hung store (S3 with [`Storage::private`] only): SIGSTOP / SIGCONT its SeaweedFS.
+    pub fn freeze(&self, frozen: bool) {
+        let sw = self.seaweed.as_ref().expect("freeze needs the S3 backend");
+        assert!(
+            !Arc::ptr_eq(sw, &crate::seaweed::shared().expect("shared store")),
+            "freeze needs Storage::private()"
+        );
+        sw.freeze(frozen);
+    }
     pub fn path(&self) -> &Path {
         self.dir.path()
     }

@@ -353,8 +353,8 @@ fn lost_update_storm_with_a_sigkill() {
 #[test]
 fn random_key_flood_costs_bounded_registry_reads() {
     let st = Storage::new();
-    // A short interval keeps the test quick: a key naming an unknown account waits for the
-    // next shared check (at most one interval) before its 401.
+    // A short interval keeps the test quick: a key naming an unknown account waits for a
+    // shared check that starts after it arrived (misses start at most one per 100 ms).
     let interval_ms = 250u64;
     let s = Server::start(
         &st,
@@ -396,7 +396,7 @@ fn random_key_flood_costs_bounded_registry_reads() {
     let elapsed = started.elapsed();
     let after = auth_status(&s);
     let d = |k: &str| counter(&after, k) - counter(&before, k);
-    let allowed = (elapsed.as_millis() as u64).div_ceil(interval_ms) + 2;
+    let allowed = (elapsed.as_millis() as u64).div_ceil(interval_ms.min(100)) + 2;
     assert!(
         d("freshness_checks") <= allowed,
         "{} checks in {elapsed:?}: {after}",

@@ -310,6 +310,25 @@ impl SeaweedFs {
         }
     }
 
+    /// SIGSTOP (`true`) or SIGCONT (`false`) the store: a hung store that accepts connections
+    /// but never answers.
+    pub fn freeze(&self, frozen: bool) {
+        if let Some(child) = self
+            .child
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+        {
+            let signal = if frozen { "-STOP" } else { "-CONT" };
+            let status = std::process::Command::new("kill")
+                .arg(signal)
+                .arg(child.id().to_string())
+                .status()
+                .expect("run kill");
+            assert!(status.success(), "kill {signal} failed");
+        }
+    }
+
     /// Start again on the same ports and data after [`SeaweedFs::stop`].
     pub fn resume(&self) {
         self.launch();

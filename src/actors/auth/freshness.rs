@@ -2,14 +2,21 @@
 //! of accounts a local write overtook, and the slow sweep for unannounced changes. Every load
 //! is a storage-pool job; results are applied on the actor.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::time::Instant;
 
+use actix::fut::wrap_future;
 use actix::prelude::*;
 
-use crate::storage::registry::load::{AccountSnapshot, CheckOutcome, ProbeOutcome, Reload};
+use crate::storage::registry::load::{
+    AccountSnapshot, AccountStates, CheckOutcome, KnownAccount, ProbeOutcome, Reload,
+};
+use crate::storage::Version;
 
 use super::gate::Next;
+
+/// What the map holds about one account: its deletion mark and users.json version.
+type AccountMark = (bool, Option<Version>);
 use super::AuthActor;
 use crate::jobs::auth as jobs;
 
@@ -260,39 +267,75 @@ impl AuthActor {
         }
         self.sweeping = true;
         self.counters.sweeps += 1;
-        let epoch = self.map_epoch;
-        let known = self
+        let known: Vec<KnownAccount> = self
             .index
             .account_ids()
-            .map(|(id, a)| crate::storage::registry::load::KnownAccount {
+            .map(|(id, a)| KnownAccount {
                 id: id.clone(),
                 deleting: a.deleting,
                 users_version: a.users_version.clone(),
             })
             .collect();
+        let before: HashMap<String, AccountMark> = known
+            .iter()
+            .map(|k| (k.id.clone(), (k.deleting, k.users_version.clone())))
+            .collect();
         self.spawn_job(
             ctx,
             jobs::SweepRegistry { known },
-            move |act, result, _ctx| {
-                act.sweeping = false;
+            move |act, result, ctx| {
                 let Ok((states, files)) = result else {
+                    act.sweeping = false;
                     return;
                 };
                 act.counters.files_reread += files;
-                // Anything applied meanwhile may be newer than what the sweep read.
-                if act.map_epoch != epoch || states.is_empty() {
+                if states.is_empty() {
+                    act.sweeping = false;
                     return;
                 }
-                tracing::warn!(
-                    accounts = states.len(),
-                    "sweep found registry changes that were never announced; applying"
-                );
-                act.counters.sweep_reloads += 1;
-                for (id, snap) in states {
-                    act.index.replace_account(&id, snap);
-                }
-                act.map_epoch += 1;
+                // The map may lag storage by up to one refresh interval for changes that
+                // *were* announced. Give the announced path that interval plus a marker check
+                // that starts after it; only what is still missing then is unannounced.
+                ctx.run_later(act.interval, move |act, ctx| {
+                    let rx = act.marker.wait(Some(Instant::now()));
+                    act.pump_marker(ctx);
+                    ctx.spawn(
+                        wrap_future::<_, Self>(rx)
+                            .map(move |_, act, _ctx| act.finish_sweep(states, &before)),
+                    );
+                });
             },
         );
+    }
+
+    /// Apply what the sweep found that no announced change has brought in since: accounts the
+    /// map still holds exactly as when the sweep began, but storage holds differently.
+    fn finish_sweep(&mut self, states: AccountStates, before: &HashMap<String, AccountMark>) {
+        self.sweeping = false;
+        let unannounced: AccountStates = states
+            .into_iter()
+            .filter(|(id, snap)| {
+                let now = self
+                    .index
+                    .account(id)
+                    .map(|a| (a.deleting, a.users_version.clone()));
+                let stored = snap
+                    .as_ref()
+                    .map(|s| (s.deletion.is_some(), s.users_version.clone()));
+                now == before.get(id).cloned() && now != stored
+            })
+            .collect();
+        if unannounced.is_empty() {
+            return;
+        }
+        tracing::warn!(
+            accounts = unannounced.len(),
+            "sweep found registry changes that were never announced; applying"
+        );
+        self.counters.sweep_reloads += 1;
+        for (id, snap) in unannounced {
+            self.index.replace_account(&id, snap);
+        }
+        self.map_epoch += 1;
     }
 }

@@ -22,7 +22,8 @@ pub struct Gate {
     last_start: Option<Instant>,
     /// Start of the check now running.
     in_flight: Option<Instant>,
-    waiters: Vec<(Option<Instant>, oneshot::Sender<CheckResult>)>,
+    /// Each waiter: the earliest start it needs, the spacing it tolerates, its answer.
+    waiters: Vec<(Option<Instant>, Duration, oneshot::Sender<CheckResult>)>,
     /// A timer is armed to start the next check when the spacing has passed.
     pub timer_armed: bool,
     /// Outcome of the last finished check.
@@ -64,8 +65,20 @@ impl Gate {
     }
 
     pub fn wait(&mut self, need: Option<Instant>) -> oneshot::Receiver<CheckResult> {
+        self.wait_within(need, self.spacing)
+    }
+
+    /// Like [`Gate::wait`], but the next check may start as soon as `spacing` (if shorter than
+    /// the gate's own) has passed since the last one: a request that is held until a check
+    /// runs should not wait out the whole periodic spacing (a miss, which would otherwise be
+    /// held a full refresh interval every time). Still coalesced: one check serves all.
+    pub fn wait_within(
+        &mut self,
+        need: Option<Instant>,
+        spacing: Duration,
+    ) -> oneshot::Receiver<CheckResult> {
         let (tx, rx) = oneshot::channel();
-        self.waiters.push((need, tx));
+        self.waiters.push((need, spacing.min(self.spacing), tx));
         rx
     }
 
@@ -75,12 +88,18 @@ impl Gate {
 
     /// Decide whether a check should start now.
     pub fn poll(&mut self, now: Instant) -> Next {
-        self.waiters.retain(|(_, tx)| !tx.is_closed());
+        self.waiters.retain(|(_, _, tx)| !tx.is_closed());
         if self.in_flight.is_some() || self.waiters.is_empty() {
             return Next::Idle;
         }
+        let spacing = self
+            .waiters
+            .iter()
+            .map(|(_, s, _)| *s)
+            .min()
+            .unwrap_or(self.spacing);
         if let Some(last) = self.last_start {
-            let ready_at = last + self.spacing;
+            let ready_at = last + spacing;
             if now < ready_at {
                 return Next::WakeAfter(ready_at - now);
             }
@@ -96,11 +115,11 @@ impl Gate {
         self.last_done = Some(started);
         self.last_result = result.clone();
         let mut still = Vec::new();
-        for (need, tx) in self.waiters.drain(..) {
+        for (need, spacing, tx) in self.waiters.drain(..) {
             if need.is_none_or(|n| started >= n) {
                 let _ = tx.send(result.clone());
             } else {
-                still.push((need, tx));
+                still.push((need, spacing, tx));
             }
         }
         self.waiters = still;
@@ -139,5 +158,27 @@ mod tests {
         assert!(g.satisfied(Some(s2)));
         assert!(!g.satisfied(Some(s2 + Duration::from_millis(1))));
         assert_eq!(g.poll(t1), Next::Idle);
+    }
+
+    #[test]
+    fn a_shorter_spacing_waiter_starts_the_next_check_sooner() {
+        let mut g = Gate::new(Duration::from_secs(1));
+        let t0 = Instant::now();
+        let _a = g.wait(None);
+        let Next::Start(s1) = g.poll(t0) else {
+            panic!("should start")
+        };
+        g.finish(s1, Ok(()));
+        let arrival = s1 + Duration::from_millis(5);
+        let _periodic = g.wait(Some(arrival));
+        assert_eq!(g.poll(arrival), Next::WakeAfter(Duration::from_millis(995)));
+        let mut miss = g.wait_within(Some(arrival), Duration::from_millis(100));
+        assert_eq!(g.poll(arrival), Next::WakeAfter(Duration::from_millis(95)));
+        let t = s1 + Duration::from_millis(100);
+        let Next::Start(s2) = g.poll(t) else {
+            panic!("the miss may start a check after 100 ms")
+        };
+        g.finish(s2, Ok(()));
+        assert_eq!(miss.try_recv(), Ok(Ok(())));
     }
 }

@@ -9,7 +9,8 @@
 //!   `auth.refresh_interval_ms` ago (0: a check that started after the request arrived);
 //! * a miss on a key naming a known account probes that account's users.json (at most one
 //!   probe per account per [`PROBE_SPACING_MAX`]); a miss naming an unknown account waits for
-//!   the next marker check (at most one per refresh interval);
+//!   a marker check that starts after it arrived (misses start at most one per
+//!   [`PROBE_SPACING_MAX`], shared);
 //! * local writes are applied at once through [`ApplyChange`].
 
 mod freshness;
@@ -41,9 +42,6 @@ use index::KeyIndex;
 pub const PROBE_SPACING_MAX: Duration = Duration::from_millis(100);
 /// Longest gap between two miss-driven marker checks (a miss waits at most about this long).
 const MARKER_SPACING_MAX: Duration = Duration::from_secs(2);
-/// How often the sweep looks for registry changes whose announcement was lost (a writer
-/// killed between its registry write and its marker bump, and never retried).
-const SWEEP_EVERY: Duration = Duration::from_secs(30);
 /// Argon2 verifications running at once; beyond it a request gets 503 (each costs ~64 MiB
 /// and tens of ms of a pool thread, so a flood of wrong keys must not queue without bound).
 const MAX_ARGON_IN_FLIGHT: usize = 4;
@@ -53,6 +51,9 @@ const MAX_ARGON_IN_FLIGHT: usize = 4;
 pub struct AuthConfig {
     pub root_key: Option<String>,
     pub refresh_interval: Duration,
+    /// How often the sweep looks for registry changes whose announcement was lost (a writer
+    /// killed between its registry write and its marker bump, and never retried).
+    pub sweep_interval: Duration,
 }
 
 /// Counters exposed through [`AuthStatus`] (observer `components.auth.status`).
@@ -86,6 +87,7 @@ pub struct AuthActor {
     root_key: Option<String>,
     pools: Pools,
     interval: Duration,
+    sweep_interval: Duration,
     index: KeyIndex,
     marker: Gate,
     probes: HashMap<String, Gate>,
@@ -112,6 +114,7 @@ impl AuthActor {
             root_key: config.root_key,
             pools,
             interval: config.refresh_interval,
+            sweep_interval: config.sweep_interval,
             index: KeyIndex::default(),
             marker: Gate::new(config.refresh_interval.min(MARKER_SPACING_MAX)),
             probes: HashMap::new(),
@@ -178,7 +181,7 @@ impl Actor for AuthActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        ctx.run_interval(SWEEP_EVERY, |act, ctx| act.sweep(ctx));
+        ctx.run_interval(self.sweep_interval, |act, ctx| act.sweep(ctx));
     }
 }
 

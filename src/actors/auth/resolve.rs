@@ -132,8 +132,11 @@ impl AuthActor {
             self.pump_probe(&account, ctx);
             rx
         } else {
-            // An account this instance does not know: the marker announces new accounts.
-            let rx = self.marker.wait(need);
+            // An account this instance does not know: the marker announces new accounts. A
+            // check that starts after this request arrived answers it; misses may start one
+            // sooner than the periodic spacing (at most one per PROBE_SPACING_MAX, shared by
+            // every miss), so such a key is never held a whole refresh interval.
+            let rx = self.marker.wait_within(need, super::PROBE_SPACING_MAX);
             self.pump_marker(ctx);
             rx
         };

@@ -12,6 +12,7 @@
 //! The trait is blocking and called from SyncArbiter threads; the backend owns a small tokio
 //! runtime and `block_on`s object_store's async calls from the calling thread.
 
+mod deadline;
 mod error;
 mod keys;
 mod lease;
@@ -44,6 +45,8 @@ const APPEND_DEADLINE: Duration = Duration::from_secs(30);
 pub struct S3Storage {
     inner: Arc<Inner>,
     handle: tokio::runtime::Handle,
+    /// The per-operation deadline and load shedding of every call (see [`deadline`]).
+    deadline: deadline::Deadline,
     /// Owned only to shut it down on drop (see `Drop`); work goes through `handle`.
     runtime: Option<tokio::runtime::Runtime>,
 }
@@ -122,12 +125,24 @@ impl S3Storage {
                 lease: Duration::from_millis(settings.lock_lease_ms),
             }),
             handle: runtime.handle().clone(),
+            deadline: deadline::Deadline::new(Duration::from_millis(settings.operation_timeout_ms)),
             runtime: Some(runtime),
         })
     }
 
-    /// Run `fut` to completion on the backend's runtime from a blocking thread.
+    /// Run `fut` to completion on the backend's runtime from a blocking thread, within the
+    /// per-operation deadline.
     fn block_on<T>(&self, fut: impl Future<Output = StorageResult<T>>) -> StorageResult<T> {
+        self.block_on_within(self.deadline.per_operation(), false, fut)
+    }
+
+    /// [`Self::block_on`] with an explicit limit; `probe` calls are never shed.
+    fn block_on_within<T>(
+        &self,
+        limit: Duration,
+        probe: bool,
+        fut: impl Future<Output = StorageResult<T>>,
+    ) -> StorageResult<T> {
         if tokio::runtime::Handle::try_current().is_ok() {
             // Blocking a runtime thread would panic (and stall its other tasks).
             return Err(StorageError::Unavailable(
@@ -136,7 +151,7 @@ impl S3Storage {
                     .into(),
             ));
         }
-        self.handle.block_on(fut)
+        self.deadline.run(&self.handle, limit, probe, fut)
     }
 }
 
@@ -750,16 +765,17 @@ impl Storage for S3Storage {
     }
 
     fn lock(&self, name: &str, timeout: Duration) -> StorageResult<Box<dyn LockGuard>> {
-        let guard = self.block_on(lease::acquire(
-            self.inner.clone(),
-            self.handle.clone(),
-            name,
-            timeout,
-        ))?;
+        // Waiting for the lock is not the store hanging: the deadline starts after the wait.
+        let limit = timeout + self.deadline.per_operation();
+        let guard = self.block_on_within(
+            limit,
+            false,
+            lease::acquire(self.inner.clone(), self.handle.clone(), name, timeout),
+        )?;
         Ok(Box::new(guard))
     }
 
     fn probe(&self) -> StorageResult<()> {
-        self.block_on(self.inner.probe())
+        self.block_on_within(self.deadline.per_operation(), true, self.inner.probe())
     }
 }
