@@ -61,6 +61,9 @@ pub struct StorageSettings {
     pub backend: StorageBackendKind,
     /// Root of the local backend; `/local` is `<data_dir>/viking`.
     pub data_dir: PathBuf,
+    /// Temporary files of writes older than this many seconds belong to no live writer (a
+    /// write takes seconds at most) and are swept at startup and every 10 minutes.
+    pub stale_temp_secs: u64,
     /// The S3 backend (used when `backend = "s3"`).
     pub s3: S3Settings,
 }
@@ -70,6 +73,7 @@ impl Default for StorageSettings {
         StorageSettings {
             backend: StorageBackendKind::Local,
             data_dir: PathBuf::from("./data"),
+            stale_temp_secs: 3600,
             s3: S3Settings::default(),
         }
     }
@@ -408,6 +412,9 @@ impl Settings {
         }
         if self.storage.backend == StorageBackendKind::S3 {
             self.storage.s3.validate()?;
+        }
+        if self.storage.stale_temp_secs < 60 {
+            return bad("storage.stale_temp_secs must be at least 60".into());
         }
         if self.server.max_body_bytes < 1024 {
             return bad("server.max_body_bytes must be at least 1024".into());

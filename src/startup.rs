@@ -114,6 +114,28 @@ fn spawn_session_repair(pools: Pools) {
     });
 }
 
+/// How often stale temporary files are swept after the startup sweep.
+const TEMP_SWEEP_EVERY: Duration = Duration::from_secs(600);
+
+/// Sweep temporary files killed writers left (`kill -9` mid-write), at startup and then every
+/// [`TEMP_SWEEP_EVERY`], on the commit pool (a walk of the whole tree is long work). Only files
+/// older than `storage.stale_temp_secs` go, so no live writer on any instance loses its file.
+fn spawn_temp_sweep(pools: Pools, older_than: Duration) {
+    use crate::jobs::health::SweepTempFiles;
+    actix_rt::spawn(async move {
+        let mut tick = tokio::time::interval(TEMP_SWEEP_EVERY);
+        loop {
+            tick.tick().await;
+            match pools.commit().run(SweepTempFiles { older_than }).await {
+                Ok(Ok(0)) => {}
+                Ok(Ok(removed)) => tracing::info!(removed, "removed stale temporary files"),
+                Ok(Err(e)) => tracing::warn!(error = %e, "temporary file sweep failed"),
+                Err(e) => tracing::warn!(error = %e, "temporary file sweep not run"),
+            }
+        }
+    });
+}
+
 /// Make large buffers go back to the system when freed.
 ///
 /// glibc serves allocations above its mmap threshold with their own mappings, returned on
@@ -254,6 +276,10 @@ async fn serve(settings: Arc<Settings>, backend: Arc<dyn Storage>) -> Result<(),
     let stop_requested: Arc<OnceLock<Instant>> = Arc::default();
     stop_on_signals(server.handle(), stop_requested.clone())?;
     spawn_session_repair(pools.clone());
+    spawn_temp_sweep(
+        pools.clone(),
+        Duration::from_secs(settings.storage.stale_temp_secs),
+    );
     let load_failure: Arc<Mutex<Option<StartupError>>> = Arc::default();
     if mode == AuthMode::ApiKey {
         let (pools, auth, handle) = (pools.clone(), auth.clone(), server.handle());

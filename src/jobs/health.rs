@@ -1,6 +1,23 @@
 //! Storage health probes.
 
+use std::time::Duration;
+
 use super::{BlockingJob, JobContext};
+
+/// Remove temporary files older than `older_than` that killed writers left behind.
+pub struct SweepTempFiles {
+    pub older_than: Duration,
+}
+
+impl BlockingJob for SweepTempFiles {
+    type Output = Result<usize, String>;
+
+    fn run(self, ctx: &JobContext<'_>) -> Self::Output {
+        ctx.storage
+            .sweep_temp_files(self.older_than)
+            .map_err(|e| crate::error::storage_failure_kind(&e).to_string())
+    }
+}
 
 /// Write-read-delete a probe object through the backend.
 pub struct ProbeStorage;

@@ -150,6 +150,13 @@ pub trait Storage: Send + Sync + 'static {
 
     /// A cheap end-to-end check that the store answers and accepts writes (for `/ready`).
     fn probe(&self) -> StorageResult<()>;
+
+    /// Remove temporary files a killed writer left behind, if older than `older_than` (so no
+    /// live writer, on any instance sharing the store, can still own them). Returns how many
+    /// were removed. Backends without temporary files have nothing to do.
+    fn sweep_temp_files(&self, _older_than: Duration) -> StorageResult<usize> {
+        Ok(0)
+    }
 }
 
 /// Remove `path` (a whole tree if `recursive`); already missing is success.

@@ -342,6 +342,55 @@ impl Storage for LocalStorage {
         }
     }
 
+    fn sweep_temp_files(&self, older_than: Duration) -> StorageResult<usize> {
+        let now = std::time::SystemTime::now();
+        let mut removed = 0;
+        let mut stack = vec![self.root.clone()];
+        while let Some(dir) = stack.pop() {
+            let entries = match fs::read_dir(&dir) {
+                Ok(e) => e,
+                // Removed meanwhile by another request or instance.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(map_io(e, &dir)),
+            };
+            for entry in entries.flatten() {
+                let Ok(kind) = entry.file_type() else {
+                    continue;
+                };
+                if kind.is_dir() {
+                    stack.push(entry.path());
+                    continue;
+                }
+                if !kind.is_file()
+                    || !entry
+                        .file_name()
+                        .as_bytes()
+                        .starts_with(TEMP_PREFIX.as_bytes())
+                {
+                    continue;
+                }
+                let stale = entry
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|m| now.duration_since(m).ok())
+                    .is_some_and(|age| age >= older_than);
+                if !stale {
+                    continue;
+                }
+                match fs::remove_file(entry.path()) {
+                    Ok(()) => removed += 1,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => {
+                        tracing::warn!(path = %entry.path().display(), error = %e,
+                            "cannot remove a stale temporary file")
+                    }
+                }
+            }
+        }
+        Ok(removed)
+    }
+
     fn probe(&self) -> StorageResult<()> {
         if !self.root.is_dir() {
             tracing::error!(root = %self.root.display(), "storage root is missing");
