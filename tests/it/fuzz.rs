@@ -97,11 +97,18 @@ fn value(rng: &mut StdRng, depth: u32) -> Value {
         1 => Value::Bool(rng.gen()),
         2 => json!(rng.gen_range(-5i64..1_000_000)),
         3 | 4 => Value::String(nasty_string(rng)),
-        5 => Value::Array((0..rng.gen_range(0..4)).map(|_| value(rng, depth + 1)).collect()),
+        5 => Value::Array(
+            (0..rng.gen_range(0..4))
+                .map(|_| value(rng, depth + 1))
+                .collect(),
+        ),
         _ => {
             let mut m = Map::new();
             for _ in 0..rng.gen_range(0..4) {
-                m.insert(nasty_string(rng).chars().take(20).collect(), value(rng, depth + 1));
+                m.insert(
+                    nasty_string(rng).chars().take(20).collect(),
+                    value(rng, depth + 1),
+                );
             }
             Value::Object(m)
         }
@@ -165,29 +172,56 @@ fn request(rng: &mut StdRng) -> (&'static str, String, Vec<u8>) {
             format!("/api/v1/observer/system?format={}", id(rng)),
             vec![],
         ),
-        4 => ("GET", format!("/api/v1/fs/ls?{}", q(rng, "&recursive=true")), vec![]),
-        5 => (
+        4 => (
             "GET",
-            format!("/api/v1/fs/tree?{}", q(rng, &format!("&level_limit={}", id(rng)))),
+            format!("/api/v1/fs/ls?{}", q(rng, "&recursive=true")),
             vec![],
         ),
+        5 => {
+            let level = format!("&level_limit={}", id(rng));
+            ("GET", format!("/api/v1/fs/tree?{}", q(rng, &level)), vec![])
+        }
         6 => ("GET", format!("/api/v1/fs/stat?{}", q(rng, "")), vec![]),
-        7 => ("POST", "/api/v1/fs/mkdir".into(), body(rng, &["uri", "description"])),
+        7 => (
+            "POST",
+            "/api/v1/fs/mkdir".into(),
+            body(rng, &["uri", "description"]),
+        ),
         8 => (
             "DELETE",
             format!("/api/v1/fs?{}", q(rng, "&recursive=true")),
             vec![],
         ),
-        9 => ("POST", "/api/v1/fs/mv".into(), body(rng, &["from_uri", "to_uri"])),
+        9 => (
+            "POST",
+            "/api/v1/fs/mv".into(),
+            body(rng, &["from_uri", "to_uri"]),
+        ),
         10 => (
             "POST",
             "/api/v1/fs/cp".into(),
             body(rng, &["from_uri", "to_uri", "recursive"]),
         ),
-        11 => ("GET", format!("/api/v1/content/read?{}", q(rng, "&offset=1")), vec![]),
-        12 => ("GET", format!("/api/v1/content/abstract?{}", q(rng, "")), vec![]),
-        13 => ("GET", format!("/api/v1/content/overview?{}", q(rng, "")), vec![]),
-        14 => ("GET", format!("/api/v1/content/download?{}", q(rng, "")), vec![]),
+        11 => (
+            "GET",
+            format!("/api/v1/content/read?{}", q(rng, "&offset=1")),
+            vec![],
+        ),
+        12 => (
+            "GET",
+            format!("/api/v1/content/abstract?{}", q(rng, "")),
+            vec![],
+        ),
+        13 => (
+            "GET",
+            format!("/api/v1/content/overview?{}", q(rng, "")),
+            vec![],
+        ),
+        14 => (
+            "GET",
+            format!("/api/v1/content/download?{}", q(rng, "")),
+            vec![],
+        ),
         15 | 16 => (
             "POST",
             "/api/v1/content/write".into(),
@@ -208,7 +242,11 @@ fn request(rng: &mut StdRng) -> (&'static str, String, Vec<u8>) {
             ["/api/v1/search/find", "/api/v1/search/search"][rng.gen_range(0..2)].into(),
             body(rng, &["query", "target_uri", "limit"]),
         ),
-        20 => ("POST", "/api/v1/sessions".into(), body(rng, &["session_id"])),
+        20 => (
+            "POST",
+            "/api/v1/sessions".into(),
+            body(rng, &["session_id"]),
+        ),
         21 => ("GET", format!("/api/v1/sessions/{}", id(rng)), vec![]),
         22 => (
             "POST",
@@ -232,7 +270,11 @@ fn request(rng: &mut StdRng) -> (&'static str, String, Vec<u8>) {
         25 => ("DELETE", format!("/api/v1/sessions/{}", id(rng)), vec![]),
         26 => (
             ["GET", "POST"][rng.gen_range(0..2)],
-            format!("/api/v1/tasks/{}{}", id(rng), ["", "/cancel"][rng.gen_range(0..2)]),
+            format!(
+                "/api/v1/tasks/{}{}",
+                id(rng),
+                ["", "/cancel"][rng.gen_range(0..2)]
+            ),
             vec![],
         ),
         27 => (
@@ -260,9 +302,17 @@ fn request(rng: &mut StdRng) -> (&'static str, String, Vec<u8>) {
 
 fn check(resp: &Resp, what: &str) {
     assert_ne!(resp.status, 500, "{what}: {:?}", resp.body);
-    assert!(resp.status < 500 || resp.status == 503, "{what}: {:?}", resp.body);
+    // 501: routes documented as needing what this build lacks (semantic search models).
+    assert!(
+        resp.status < 500 || resp.status == 501 || resp.status == 503,
+        "{what}: {:?}",
+        resp.body
+    );
     if resp.status == 503 {
-        assert!(resp.header("retry-after").is_some(), "{what}: 503 without Retry-After");
+        assert!(
+            resp.header("retry-after").is_some(),
+            "{what}: 503 without Retry-After"
+        );
     }
 }
 
@@ -285,12 +335,21 @@ fn seeded_random_requests_never_500_and_leave_bystanders_untouched() {
         );
         assert_eq!(r.status, 200, "{:?}", r.body);
     }
-    let r = s.post("/api/v1/sessions", Some(&bystander), json!({"session_id": "s1"}));
+    let r = s.post(
+        "/api/v1/sessions",
+        Some(&bystander),
+        json!({"session_id": "s1"}),
+    );
     assert_eq!(r.status, 200, "{:?}", r.body);
     let alice = crate::admin::create_account(&s, "acme", "alice");
     let bob = crate::admin::register(&s, &alice, "acme", "bob", "user");
     // The bystander's data (its registry entry is fair game for ROOT requests).
-    let data = || (st.at("bystander/resources").digest(), st.at("bystander/user").digest());
+    let data = || {
+        (
+            st.at("bystander/resources").digest(),
+            st.at("bystander/user").digest(),
+        )
+    };
     let before = data();
     assert!(!before.0.is_empty() && !before.1.is_empty());
 
@@ -313,7 +372,10 @@ fn seeded_random_requests_never_500_and_leave_bystanders_untouched() {
         }
         let resp = s.raw(method, &path, &headers, &body);
         let shown: String = path.chars().take(120).collect();
-        check(&resp, &format!("seed {seed} request {sent}: {method} {shown}"));
+        check(
+            &resp,
+            &format!("seed {seed} request {sent}: {method} {shown}"),
+        );
         *statuses.entry(resp.status).or_default() += 1;
         sent += 1;
     }
@@ -323,5 +385,8 @@ fn seeded_random_requests_never_500_and_leave_bystanders_untouched() {
     );
     assert!(sent >= 200, "only {sent} requests in {TIME_CAP:?}");
     assert_eq!(s.get("/health", None).status, 200);
-    assert!(data() == before, "seed {seed}: the bystander's data changed");
+    assert!(
+        data() == before,
+        "seed {seed}: the bystander's data changed"
+    );
 }

@@ -140,7 +140,9 @@ mod tests {
 
     #[test]
     fn a_hung_call_ends_at_the_deadline() {
-        let rt = tokio::runtime::Builder::new_current_thread()
+        // Handle::block_on drives timers only on a multi-thread runtime (as the backend uses).
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
             .enable_all()
             .build()
             .expect("runtime");
