@@ -8,8 +8,11 @@
 
 pub mod changes;
 pub mod docs;
+pub mod filter;
 pub mod index;
 pub mod indexer;
+pub mod query;
+pub mod request;
 pub mod tokenizer;
 
 pub use changes::{record, record_paths, ChangeKind};
