@@ -40,6 +40,8 @@ pub enum StartupError {
     Metrics(#[from] crate::http::metrics::MetricsError),
     #[error("cannot load the account registry: {0}")]
     Registry(String),
+    #[error(transparent)]
+    Search(#[from] crate::search::index::IndexError),
     #[error("server error: {0}")]
     Serve(std::io::Error),
 }
@@ -130,6 +132,7 @@ async fn serve(settings: Arc<Settings>, backend: Arc<dyn Storage>) -> Result<(),
             nice: settings.pools.thread_nice,
         },
     );
+    let search = crate::actors::search::start(&settings, backend.clone())?;
     let mode = settings.auth_mode();
     let auth_arbiter = Arbiter::new();
     let auth = {
@@ -158,6 +161,7 @@ async fn serve(settings: Arc<Settings>, backend: Arc<dyn Storage>) -> Result<(),
         metrics: Arc::new(crate::http::metrics::Metrics::new()?),
         registry_sink: Arc::new(ActorSink::new(auth.clone())),
         registry_loaded: registry_loaded.clone(),
+        search,
     };
     let max_body = settings.server.max_body_bytes;
     let app_state = web::Data::new(state);

@@ -16,6 +16,8 @@ use serde_json::Value;
 
 use crate::actors::{BlockingJob, JobContext};
 use crate::error::{ErrorCode, ServiceError};
+use crate::search::jobs::Recorded;
+use crate::search::ChangeKind;
 use crate::storage::fs::read::{DownloadJob, ReadJob, Sidecar, SidecarJob};
 use crate::storage::fs::write::{self, WriteJob, WriteMode};
 use crate::storage::uri::{self, Access};
@@ -354,10 +356,12 @@ async fn write(
     let target = write::renamed(&parsed, caller.account())?;
     uri::authorize(&target, &caller.identity, Access::Write)?;
     write::check_target(&target)?;
+    let changed = vec![target.store_path().clone()];
     let job = WriteJob {
         uri: target,
         content: body.content,
         mode,
     };
+    let job = Recorded::on_success(job, changed, ChangeKind::Write);
     Ok(ApiOk::new(state.pools.storage().run(job).await??))
 }

@@ -7,6 +7,8 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 
 use crate::error::ServiceError;
+use crate::search::jobs::Recorded;
+use crate::search::ChangeKind;
 use crate::storage::fs::entry::{Output, Render};
 use crate::storage::fs::listing::{LsJob, PageOpts, SortBy, TreeJob};
 use crate::storage::fs::mkdir::MkdirJob;
@@ -246,10 +248,12 @@ async fn mkdir(
     if uri.has_internal_segment() {
         return Err(internal_name(&uri));
     }
+    let changed = vec![uri.store_path().clone()];
     let job = MkdirJob {
         uri,
         description: body.description,
     };
+    let job = Recorded::on_success(job, changed, ChangeKind::Mkdir);
     Ok(ApiOk::new(state.pools.storage().run(job).await??))
 }
 
@@ -277,10 +281,13 @@ async fn rm(
             uri.uri()
         )));
     }
+    let changed = vec![uri.store_path().clone()];
     let job = RmJob {
         uri,
         recursive: q.recursive,
     };
+    // Recorded whatever the outcome: a failed recursive removal may have removed part of it.
+    let job = Recorded::always(job, changed, ChangeKind::Remove);
     Ok(ApiOk::new(state.pools.storage().run(job).await??))
 }
 
@@ -319,7 +326,7 @@ async fn mv(
             "mv source and target subtrees must not overlap",
         ));
     }
-    Ok(ApiOk::new(
-        state.pools.storage().run(MvJob { from, to }).await??,
-    ))
+    let changed = vec![from.store_path().clone(), to.store_path().clone()];
+    let job = Recorded::on_success(MvJob { from, to }, changed, ChangeKind::Move);
+    Ok(ApiOk::new(state.pools.storage().run(job).await??))
 }

@@ -41,6 +41,8 @@ pub struct AppState {
     pub metrics: Arc<metrics::Metrics>,
     /// Where registry operations announce their changes (the AuthActor).
     pub registry_sink: Arc<dyn crate::storage::registry::RegistrySink>,
+    /// The local search index and its writer.
+    pub search: crate::actors::search::SearchHandle,
     /// False while the account registry is still loading at startup (api_key mode).
     pub registry_loaded: Arc<std::sync::atomic::AtomicBool>,
 }

@@ -10,6 +10,8 @@ use serde_json::{Map, Value};
 
 use crate::actors::pool::BlockingJob;
 use crate::error::ServiceError;
+use crate::search::jobs::Recorded;
+use crate::search::ChangeKind;
 use crate::storage::sessions::archive::GetArchive;
 use crate::storage::sessions::commit::{self, CommitSession};
 use crate::storage::sessions::context::GetContext;
@@ -155,9 +157,9 @@ async fn delete(
     path: web::Path<String>,
 ) -> ApiResult {
     let session = session_of(&caller, &path)?;
-    Ok(ApiOk::new(
-        run_session_job(&state, DeleteSession { session }).await?,
-    ))
+    let changed = session.dir().map(|d| vec![d]).unwrap_or_default();
+    let job = Recorded::always(DeleteSession { session }, changed, ChangeKind::Session);
+    Ok(ApiOk::new(run_session_job(&state, job).await?))
 }
 
 /// SE5 (decoded and validated on the pool, see `AddMessages`).
@@ -201,7 +203,9 @@ async fn commit_session(
 ) -> ApiResult {
     let session = session_of(&caller, &path)?;
     let options = commit::parse_options(&body)?;
+    let changed = session.dir().map(|d| vec![d]).unwrap_or_default();
     let job = CommitSession { session, options };
+    let job = Recorded::on_success(job, changed, ChangeKind::Session);
     Ok(ApiOk::new(state.pools.commit().run(job).await??))
 }
 

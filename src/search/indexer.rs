@@ -86,6 +86,11 @@ impl Indexer {
         me
     }
 
+    /// Count a failed step (shown in /metrics).
+    pub fn note_error(&self) {
+        self.index.stats.errors.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// True while the first full build is still running.
     pub fn is_building(&self) -> bool {
         !self.complete
