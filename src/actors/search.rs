@@ -97,6 +97,11 @@ impl SearchHandle {
         }
     }
 
+    /// The index's state for /ready, /metrics and the observer.
+    pub fn status(&self) -> serde_json::Value {
+        self.index.status(self.recorder.recorded())
+    }
+
     /// True while the index is still being built from storage.
     pub fn catching_up(&self) -> bool {
         self.index.stats.building.load(Ordering::Relaxed)

@@ -23,6 +23,7 @@ pub struct Metrics {
     pool_rejected: IntGaugeVec,
     pool_panicked: IntGaugeVec,
     auth: GaugeVec,
+    search: GaugeVec,
     storage_up: Gauge,
 }
 
@@ -66,6 +67,10 @@ impl Metrics {
             Opts::new("auth", "AuthActor counters and state (cache hits/misses, freshness checks, reloads, generation)"),
             &["name"],
         )?;
+        let search = GaugeVec::new(
+            Opts::new("search", "Search index state: docs, index_lag (changes seen but not applied), building, reconciling, commits, errors, embedding backlog"),
+            &["name"],
+        )?;
         let storage_up = Gauge::new("storage_up", "1 if the last storage probe succeeded")?;
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
@@ -78,6 +83,7 @@ impl Metrics {
             Box::new(pool_rejected.clone()),
             Box::new(pool_panicked.clone()),
             Box::new(auth.clone()),
+            Box::new(search.clone()),
             Box::new(storage_up.clone()),
         ] {
             registry.register(c)?;
@@ -94,6 +100,7 @@ impl Metrics {
             pool_rejected,
             pool_panicked,
             auth,
+            search,
             storage_up,
         })
     }
@@ -140,6 +147,7 @@ async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     if let Ok(status) = state.auth_status().await {
         export_numbers(&m.auth, "", &status);
     }
+    export_numbers(&m.search, "", &state.search.status());
     match m.encode() {
         Ok(text) => HttpResponse::Ok()
             .content_type("text/plain; version=0.0.4; charset=utf-8")

@@ -278,6 +278,31 @@ impl SearchIndex {
         Ok(())
     }
 
+    /// State for /ready, /metrics and the observer. `recorded` = change records this
+    /// process made (the difference to `applied_local` is local lag).
+    pub fn status(&self, recorded: u64) -> serde_json::Value {
+        let s = &self.stats;
+        let applied = s.applied_local.load(Ordering::Relaxed);
+        let building = s.building.load(Ordering::Relaxed);
+        let last = s.last_commit_ms.load(Ordering::Relaxed);
+        let local_lag = recorded.saturating_sub(applied);
+        let lag = s.lag.load(Ordering::Relaxed) + local_lag;
+        serde_json::json!({
+            "state": if building { "building" } else if lag > 0 { "catching_up" } else { "ready" },
+            "docs": self.num_docs(),
+            "index_lag": lag,
+            "local_changes_pending": local_lag,
+            "remote_changes_pending": s.lag.load(Ordering::Relaxed),
+            "building": building,
+            "reconciling": s.reconciling.load(Ordering::Relaxed),
+            "reconcile_files_seen": s.reconcile_files_seen.load(Ordering::Relaxed),
+            "commits": s.commits.load(Ordering::Relaxed),
+            "errors": s.errors.load(Ordering::Relaxed),
+            "last_commit_age_seconds": if last == 0 { 0.0 } else { now_ms().saturating_sub(last) as f64 / 1000.0 },
+            "schema_version": SCHEMA_VERSION,
+        })
+    }
+
     /// Documents visible to queries.
     pub fn num_docs(&self) -> u64 {
         self.reader.searcher().num_docs()
