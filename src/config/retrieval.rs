@@ -162,7 +162,9 @@ impl EmbeddingSettings {
             return bad("embedding.dense.dimension must be at most 65536".into());
         }
         if self.max_concurrent == 0 || self.max_retries == 0 {
-            return bad("embedding.max_concurrent and embedding.max_retries must be at least 1".into());
+            return bad(
+                "embedding.max_concurrent and embedding.max_retries must be at least 1".into(),
+            );
         }
         Ok(())
     }

@@ -170,7 +170,10 @@ impl Recorder {
         };
         let now = SystemTime::now();
         let old = |t: SystemTime, limit: Duration| now.duration_since(t).is_ok_and(|d| d > limit);
-        for w in writers.into_iter().filter(|w| w.meta.kind == EntryKind::Dir) {
+        for w in writers
+            .into_iter()
+            .filter(|w| w.meta.kind == EntryKind::Dir)
+        {
             let Ok(wdir) = root.join(&w.name) else {
                 continue;
             };
@@ -307,7 +310,10 @@ impl Tail {
             Err(StorageError::NotFound(_)) => return Ok(()),
             Err(e) => return Err(e),
         };
-        for w in writers.into_iter().filter(|w| w.meta.kind == EntryKind::Dir) {
+        for w in writers
+            .into_iter()
+            .filter(|w| w.meta.kind == EntryKind::Dir)
+        {
             let wdir = root.join(&w.name)?;
             let mut next = 0;
             if let Some(b) = last_bucket(storage, &wdir)? {
@@ -328,7 +334,10 @@ impl Tail {
             Err(StorageError::NotFound(_)) => return Ok(poll),
             Err(e) => return Err(e),
         };
-        for w in writers.into_iter().filter(|w| w.meta.kind == EntryKind::Dir) {
+        for w in writers
+            .into_iter()
+            .filter(|w| w.meta.kind == EntryKind::Dir)
+        {
             if w.name == own {
                 continue;
             }
@@ -372,19 +381,29 @@ impl Tail {
                 continue;
             }
             if seq > next {
-                let since = *self.gaps.entry(writer.to_string()).or_insert_with(Instant::now);
+                let since = *self
+                    .gaps
+                    .entry(writer.to_string())
+                    .or_insert_with(Instant::now);
                 if since.elapsed() < GAP_PATIENCE {
                     poll.pending += 1;
                     continue;
                 }
-                tracing::warn!(writer, from = next, to = seq, "skipping change records never written");
+                tracing::warn!(
+                    writer,
+                    from = next,
+                    to = seq,
+                    "skipping change records never written"
+                );
             }
             self.gaps.remove(writer);
             let path = wdir.join(&bucket_name(b))?.join(&record_name(seq))?;
             match storage.read(&path) {
                 Ok(bytes) => match serde_json::from_slice::<Change>(&bytes) {
                     Ok(change) => poll.changes.push(change),
-                    Err(e) => tracing::warn!(writer, seq, error = %e, "unreadable change record skipped"),
+                    Err(e) => {
+                        tracing::warn!(writer, seq, error = %e, "unreadable change record skipped")
+                    }
                 },
                 // Pruned between listing and reading.
                 Err(StorageError::NotFound(_)) => poll.missed = true,
@@ -407,7 +426,10 @@ fn last_bucket(storage: &dyn Storage, wdir: &StorePath) -> Result<Option<u64>, S
 
 fn list_records(storage: &dyn Storage, bdir: &StorePath) -> Result<Vec<u64>, StorageError> {
     let mut seqs: Vec<u64> = match storage.list(bdir) {
-        Ok(r) => r.iter().filter_map(|e| parse_record_name(&e.name)).collect(),
+        Ok(r) => r
+            .iter()
+            .filter_map(|e| parse_record_name(&e.name))
+            .collect(),
         Err(StorageError::NotFound(_)) => Vec::new(),
         Err(e) => return Err(e),
     };
@@ -443,7 +465,10 @@ mod tests {
         b.record(&storage, change("resources/own.md"));
         let p = tail.poll(&storage, b.writer()).unwrap();
         let paths: Vec<_> = p.changes.iter().map(|c| c.paths[0].clone()).collect();
-        assert_eq!(paths, vec!["resources/0.md", "resources/1.md", "resources/2.md"]);
+        assert_eq!(
+            paths,
+            vec!["resources/0.md", "resources/1.md", "resources/2.md"]
+        );
         assert!(!p.missed);
         assert!(tail.poll(&storage, b.writer()).unwrap().changes.is_empty());
         a.record(&storage, change("resources/3.md"));
@@ -465,7 +490,13 @@ mod tests {
         // A record missing below later ones is waited for (it may still be being written).
         let w = log_root().join(a.writer()).unwrap();
         storage
-            .remove(&w.join(&bucket_name(0)).unwrap().join(&record_name(0)).unwrap(), false)
+            .remove(
+                &w.join(&bucket_name(0))
+                    .unwrap()
+                    .join(&record_name(0))
+                    .unwrap(),
+                false,
+            )
             .unwrap();
         let mut fresh = Tail::default();
         let p = fresh.poll(&storage, "me").unwrap();
@@ -482,7 +513,11 @@ mod tests {
             kind: ChangeKind::Purge,
             at: 0,
         };
-        let p: Vec<String> = c.store_paths().iter().map(|p| p.as_str().to_string()).collect();
+        let p: Vec<String> = c
+            .store_paths()
+            .iter()
+            .map(|p| p.as_str().to_string())
+            .collect();
         assert_eq!(p, vec!["acme", "acme/resources/a"]);
     }
 }

@@ -74,7 +74,10 @@ pub fn dir_indexable(path: &StorePath) -> bool {
             if !matches!(*scope, "resources" | "user" | "agent") {
                 return false;
             }
-            if rest.iter().any(|s| s.starts_with('.') || is_internal_name(s)) {
+            if rest
+                .iter()
+                .any(|s| s.starts_with('.') || is_internal_name(s))
+            {
                 return false;
             }
             // Inside a session only the archive history is walked.

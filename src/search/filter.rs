@@ -129,7 +129,11 @@ pub fn parse_time(s: &str, end_of_day: bool) -> Option<i64> {
     if let Ok(t) = DateTime::parse_from_rfc3339(s) {
         return Some(t.timestamp_millis());
     }
-    for fmt in ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M"] {
+    for fmt in [
+        "%Y-%m-%dT%H:%M:%S%.f",
+        "%Y-%m-%d %H:%M:%S%.f",
+        "%Y-%m-%dT%H:%M",
+    ] {
         if let Ok(t) = NaiveDateTime::parse_from_str(s, fmt) {
             return Some(t.and_utc().timestamp_millis());
         }
@@ -172,7 +176,10 @@ impl Parser {
             return Err(bad(loc, &format!("filter has more than {MAX_NODES} nodes")));
         }
         if depth > MAX_DEPTH {
-            return Err(bad(loc, &format!("filter nests deeper than {MAX_DEPTH} levels")));
+            return Err(bad(
+                loc,
+                &format!("filter nests deeper than {MAX_DEPTH} levels"),
+            ));
         }
         let Value::Object(map) = value else {
             return Err(bad(loc, "filter node must be an object"));
@@ -291,8 +298,14 @@ fn field(map: &serde_json::Map<String, Value>, loc: &[String]) -> ServiceResult<
             "context_type" => Ok(FilterField::ContextType),
             "level" => Ok(FilterField::Level),
             "updated_at" | "created_at" => Ok(FilterField::Time),
-            "search_tags" | "tags" => Err(bad(&floc, "tags are not stored by this server; filtering on them is not supported")),
-            other => Err(bad(&floc, &format!("unknown field {:?}; supported: {FIELDS}", truncate(other)))),
+            "search_tags" | "tags" => Err(bad(
+                &floc,
+                "tags are not stored by this server; filtering on them is not supported",
+            )),
+            other => Err(bad(
+                &floc,
+                &format!("unknown field {:?}; supported: {FIELDS}", truncate(other)),
+            )),
         },
         Some(_) => Err(bad(&floc, "field must be a string")),
         None => Err(bad(&floc, "Field required")),
@@ -344,7 +357,11 @@ mod tests {
             &loc(),
         )
         .unwrap_err();
-        assert!(e.message.contains("body.filter.conds.1.op"), "{}", e.message);
+        assert!(
+            e.message.contains("body.filter.conds.1.op"),
+            "{}",
+            e.message
+        );
         let e = parse(&json!({"op":"must","field":"owner","conds":["x"]}), &loc()).unwrap_err();
         assert!(e.message.contains("body.filter.field"), "{}", e.message);
         assert!(parse(&json!([1]), &loc()).is_err());

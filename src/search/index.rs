@@ -15,8 +15,8 @@ use serde::{Deserialize, Serialize};
 use tantivy::collector::TopDocs;
 use tantivy::query::{BooleanQuery, BoostQuery, ConstScoreQuery, Occur, Query, TermQuery};
 use tantivy::schema::{
-    Field, IndexRecordOption, Schema, TextFieldIndexing, TextOptions, Value, FAST, INDEXED,
-    STORED, STRING,
+    Field, IndexRecordOption, Schema, TextFieldIndexing, TextOptions, Value, FAST, INDEXED, STORED,
+    STRING,
 };
 use tantivy::{DocAddress, Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term};
 
@@ -314,12 +314,10 @@ impl SearchIndex {
         let searcher = self.reader.searcher();
         let mut out = HashMap::new();
         for seg in searcher.segment_readers() {
-            let store = seg
-                .get_store_reader(16)
-                .map_err(|source| IndexError::Io {
-                    dir: self.dir.clone(),
-                    source,
-                })?;
+            let store = seg.get_store_reader(16).map_err(|source| IndexError::Io {
+                dir: self.dir.clone(),
+                source,
+            })?;
             for id in seg.doc_ids_alive() {
                 let doc: TantivyDocument = store.get(id)?;
                 let path = doc.get_first(self.fields.path).and_then(|v| v.as_str());
@@ -465,8 +463,11 @@ mod tests {
             SearchIndex::open(dir.path(), 16),
             Err(IndexError::Locked { .. })
         ));
-        idx.upsert(&doc("acme/resources/auth.md", "How getUserToken handles 认证 login"))
-            .unwrap();
+        idx.upsert(&doc(
+            "acme/resources/auth.md",
+            "How getUserToken handles 认证 login",
+        ))
+        .unwrap();
         idx.upsert(&doc("acme/resources/other.md", "Nothing relevant here"))
             .unwrap();
         idx.upsert(&doc("beta/resources/auth.md", "getUserToken 认证"))

@@ -61,7 +61,7 @@ impl Indexer {
     pub fn new(
         index: Arc<SearchIndex>,
         recorder: Arc<Recorder>,
-            settings: SearchSettings,
+        settings: SearchSettings,
     ) -> Indexer {
         let payload = index.opened_payload.clone();
         let retention_ms = settings.change_retention_secs.saturating_mul(1000);
@@ -105,7 +105,10 @@ impl Indexer {
                 initial,
             });
             self.index.stats.reconciling.store(true, Ordering::Relaxed);
-            self.index.stats.reconcile_files_seen.store(0, Ordering::Relaxed);
+            self.index
+                .stats
+                .reconcile_files_seen
+                .store(0, Ordering::Relaxed);
         }
     }
 
@@ -128,10 +131,14 @@ impl Indexer {
         }
         self.index.stats.lag.store(poll.pending, Ordering::Relaxed);
         if poll.missed {
-            tracing::info!("search change records were pruned before this instance read them; reconciling");
+            tracing::info!(
+                "search change records were pruned before this instance read them; reconciling"
+            );
             self.want_reconcile(false);
         }
-        if self.last_reconcile.elapsed() >= Duration::from_secs(self.settings.reconcile_interval_secs) {
+        if self.last_reconcile.elapsed()
+            >= Duration::from_secs(self.settings.reconcile_interval_secs)
+        {
             self.want_reconcile(false);
         }
         if dirty {
@@ -332,7 +339,10 @@ mod tests {
         while ix.step(&storage).unwrap() {}
         assert!(!ix.is_building());
         assert_eq!(find(&index, "alpha"), vec!["viking://resources/a.md"]);
-        assert_eq!(find(&index, "beta"), vec!["viking://resources/d/.abstract.md"]);
+        assert_eq!(
+            find(&index, "beta"),
+            vec!["viking://resources/d/.abstract.md"]
+        );
         // A recorded change is applied by the next step.
         w("acme/resources/b.md", "gamma");
         recorder.record(

@@ -59,14 +59,23 @@ pub fn scopes(who: &Identity, req: &SearchRequest) -> ServiceResult<(Vec<String>
     if explicit.is_empty() {
         let user = &who.user;
         if want("memory") || want("resource") {
-            add(format!("{acct}/user/{user}"), format!("viking://user/{user}"));
+            add(
+                format!("{acct}/user/{user}"),
+                format!("viking://user/{user}"),
+            );
         }
         if want("resource") {
             add(format!("{acct}/resources"), "viking://resources".into());
         }
         if want("skill") {
-            add(format!("{acct}/user/{user}/skills"), format!("viking://user/{user}/skills"));
-            add(format!("{acct}/agent/skills"), "viking://agent/skills".into());
+            add(
+                format!("{acct}/user/{user}/skills"),
+                format!("viking://user/{user}/skills"),
+            );
+            add(
+                format!("{acct}/agent/skills"),
+                "viking://agent/skills".into(),
+            );
         }
         return Ok((paths, shown));
     }
@@ -80,11 +89,17 @@ pub fn scopes(who: &Identity, req: &SearchRequest) -> ServiceResult<(Vec<String>
                 if who.role == Role::Root {
                     add(format!("{acct}/user"), "viking://user".into());
                 } else {
-                    add(format!("{acct}/user/{}", who.user), format!("viking://user/{}", who.user));
+                    add(
+                        format!("{acct}/user/{}", who.user),
+                        format!("viking://user/{}", who.user),
+                    );
                 }
             }
             (Scope::User, 1) if who.role != Role::Root => {
-                add(format!("{acct}/user/{}", who.user), format!("viking://user/{}", who.user));
+                add(
+                    format!("{acct}/user/{}", who.user),
+                    format!("viking://user/{}", who.user),
+                );
             }
             _ => add(target.store_path().as_str().to_string(), target.uri()),
         }
@@ -273,24 +288,52 @@ mod tests {
     }
 
     fn req(v: Value) -> SearchRequest {
-        parse(v.as_object().unwrap(), Route::Find, 0).unwrap().unwrap()
+        parse(v.as_object().unwrap(), Route::Find, 0)
+            .unwrap()
+            .unwrap()
     }
 
     #[test]
     fn default_and_explicit_scopes() {
         let alice = who(Role::User, "alice");
         let (p, _) = scopes(&alice, &req(json!({"query":"x"}))).unwrap();
-        assert_eq!(p, vec!["acme/user/alice", "acme/resources", "acme/user/alice/skills", "acme/agent/skills"]);
+        assert_eq!(
+            p,
+            vec![
+                "acme/user/alice",
+                "acme/resources",
+                "acme/user/alice/skills",
+                "acme/agent/skills"
+            ]
+        );
         let (p, _) = scopes(&alice, &req(json!({"query":"x","context_type":"memory"}))).unwrap();
         assert_eq!(p, vec!["acme/user/alice"]);
-        let (p, _) = scopes(&alice, &req(json!({"query":"x","target_uri":"viking://user"}))).unwrap();
+        let (p, _) = scopes(
+            &alice,
+            &req(json!({"query":"x","target_uri":"viking://user"})),
+        )
+        .unwrap();
         assert_eq!(p, vec!["acme/user/alice"]);
-        let (p, _) = scopes(&alice, &req(json!({"query":"x","target_uri":["viking://resources/docs","viking://~/memories"]}))).unwrap();
+        let (p, _) = scopes(
+            &alice,
+            &req(
+                json!({"query":"x","target_uri":["viking://resources/docs","viking://~/memories"]}),
+            ),
+        )
+        .unwrap();
         assert_eq!(p, vec!["acme/resources/docs", "acme/user/alice/memories"]);
-        let e = scopes(&alice, &req(json!({"query":"x","target_uri":"viking://user/bob"}))).unwrap_err();
+        let e = scopes(
+            &alice,
+            &req(json!({"query":"x","target_uri":"viking://user/bob"})),
+        )
+        .unwrap_err();
         assert_eq!(e.code, crate::error::ErrorCode::PermissionDenied);
         let root = who(Role::Root, "default");
-        let (p, _) = scopes(&root, &req(json!({"query":"x","target_uri":"viking://user"}))).unwrap();
+        let (p, _) = scopes(
+            &root,
+            &req(json!({"query":"x","target_uri":"viking://user"})),
+        )
+        .unwrap();
         assert!(p.contains(&"acme/user".to_string()));
     }
 

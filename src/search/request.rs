@@ -75,7 +75,11 @@ fn string(body: &Map<String, Value>, key: &str) -> ServiceResult<Option<String>>
     match get(body, key) {
         None => Ok(None),
         Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(_) => Err(invalid(key, "Input should be a valid string", "string_type")),
+        Some(_) => Err(invalid(
+            key,
+            "Input should be a valid string",
+            "string_type",
+        )),
     }
 }
 
@@ -88,7 +92,11 @@ fn boolean(body: &Map<String, Value>, key: &str) -> ServiceResult<bool> {
         Some(Value::String(s)) => match s.to_ascii_lowercase().as_str() {
             "true" | "1" | "yes" | "on" => Ok(true),
             "false" | "0" | "no" | "off" => Ok(false),
-            _ => Err(invalid(key, "Input should be a valid boolean", "bool_parsing")),
+            _ => Err(invalid(
+                key,
+                "Input should be a valid boolean",
+                "bool_parsing",
+            )),
         },
         Some(_) => Err(invalid(key, "Input should be a valid boolean", "bool_type")),
     }
@@ -113,7 +121,11 @@ fn one_or_many(body: &Map<String, Value>, key: &str) -> ServiceResult<Vec<String
         Some(Value::String(s)) => Ok(vec![s.clone()]),
         Some(Value::Array(items)) => {
             if items.len() > MAX_TARGETS {
-                return Err(invalid(key, &format!("at most {MAX_TARGETS} values"), "too_long"));
+                return Err(invalid(
+                    key,
+                    &format!("at most {MAX_TARGETS} values"),
+                    "too_long",
+                ));
             }
             items
                 .iter()
@@ -128,7 +140,11 @@ fn one_or_many(body: &Map<String, Value>, key: &str) -> ServiceResult<Vec<String
                 })
                 .collect()
         }
-        Some(_) => Err(invalid(key, "Input should be a valid string or list of strings", "string_type")),
+        Some(_) => Err(invalid(
+            key,
+            "Input should be a valid string or list of strings",
+            "string_type",
+        )),
     }
 }
 
@@ -146,7 +162,11 @@ fn context_types(body: &Map<String, Value>) -> ServiceResult<Vec<String>> {
             }
             out
         }
-        Some(_) => return Err(value_error("context_type must be a ContextType, string, or list of ContextType/string values")),
+        Some(_) => {
+            return Err(value_error(
+                "context_type must be a ContextType, string, or list of ContextType/string values",
+            ))
+        }
     };
     let mut out: Vec<String> = Vec::new();
     for v in raw {
@@ -155,7 +175,9 @@ fn context_types(body: &Map<String, Value>) -> ServiceResult<Vec<String>> {
             continue;
         }
         if !matches!(v.as_str(), "memory" | "resource" | "skill") {
-            return Err(value_error("context_type must be one or more of: memory, resource, skill"));
+            return Err(value_error(
+                "context_type must be one or more of: memory, resource, skill",
+            ));
         }
         if !out.contains(&v) {
             out.push(v);
@@ -165,7 +187,13 @@ fn context_types(body: &Map<String, Value>) -> ServiceResult<Vec<String>> {
 }
 
 fn levels(body: &Map<String, Value>) -> ServiceResult<Vec<u64>> {
-    let bad = || invalid("level", "level must be 0, 1, 2, a comma-separated string of them, or a list", "value_error");
+    let bad = || {
+        invalid(
+            "level",
+            "level must be 0, 1, 2, a comma-separated string of them, or a list",
+            "value_error",
+        )
+    };
     let mut out = Vec::new();
     let mut push = |n: i64| -> ServiceResult<()> {
         if !(0..=2).contains(&n) {
@@ -221,7 +249,11 @@ fn time_bound(s: &str, upper: bool, now_ms: i64) -> Option<i64> {
 fn telemetry_ok(body: &Map<String, Value>) -> ServiceResult<()> {
     match get(body, "telemetry") {
         None | Some(Value::Bool(_)) | Some(Value::Object(_)) => Ok(()),
-        Some(_) => Err(invalid("telemetry", "Input should be a valid boolean or object", "bool_type")),
+        Some(_) => Err(invalid(
+            "telemetry",
+            "Input should be a valid boolean or object",
+            "bool_type",
+        )),
     }
 }
 
@@ -237,7 +269,9 @@ fn decay_ok(body: &Map<String, Value>, query_empty: bool) -> ServiceResult<()> {
         return Err(value_error("events_time_decay_protection must be '0' or a non-negative integer followed by m, h, or d"));
     }
     if query_empty {
-        return Err(value_error("events_time_decay_protection requires a semantic query or image"));
+        return Err(value_error(
+            "events_time_decay_protection requires a semantic query or image",
+        ));
     }
     Ok(())
 }
@@ -279,7 +313,13 @@ pub fn parse(
     let score_threshold = match get(body, "score_threshold") {
         None => None,
         Some(Value::Number(n)) => n.as_f64(),
-        Some(_) => return Err(invalid("score_threshold", "Input should be a valid number", "float_type")),
+        Some(_) => {
+            return Err(invalid(
+                "score_threshold",
+                "Input should be a valid number",
+                "float_type",
+            ))
+        }
     };
     let include_provenance = boolean(body, "include_provenance")?;
     let read_content = boolean(body, "read_content")?;
@@ -288,7 +328,11 @@ pub fn parse(
     let time_field = string(body, "time_field")?;
     if let Some(tf) = &time_field {
         if tf != "updated_at" && tf != "created_at" {
-            return Err(invalid("time_field", "Input should be 'updated_at' or 'created_at'", "literal_error"));
+            return Err(invalid(
+                "time_field",
+                "Input should be 'updated_at' or 'created_at'",
+                "literal_error",
+            ));
         }
     }
     let tags = match get(body, "tags") {
@@ -297,8 +341,20 @@ pub fn parse(
             .iter()
             .map(|v| v.as_str().map(str::to_string))
             .collect::<Option<Vec<_>>>()
-            .ok_or_else(|| invalid("tags", "Input should be a valid list of strings", "list_type"))?,
-        Some(_) => return Err(invalid("tags", "Input should be a valid list of strings", "list_type")),
+            .ok_or_else(|| {
+                invalid(
+                    "tags",
+                    "Input should be a valid list of strings",
+                    "list_type",
+                )
+            })?,
+        Some(_) => {
+            return Err(invalid(
+                "tags",
+                "Input should be a valid list of strings",
+                "list_type",
+            ))
+        }
     };
     decay_ok(body, query.trim().is_empty() && !has_image)?;
 
@@ -309,20 +365,36 @@ pub fn parse(
         search_type = match string(body, "search_type")?.as_deref() {
             None | Some("semantic") => SearchType::Semantic,
             Some("keywords") => SearchType::Keywords,
-            Some(_) => return Err(invalid("search_type", "Input should be 'semantic' or 'keywords'", "literal_error")),
+            Some(_) => {
+                return Err(invalid(
+                    "search_type",
+                    "Input should be 'semantic' or 'keywords'",
+                    "literal_error",
+                ))
+            }
         };
         session_id = string(body, "session_id")?;
         context_mode = match string(body, "mode")?.as_deref() {
             None | Some("list") => false,
             Some("context") => true,
-            Some(_) => return Err(invalid("mode", "Input should be 'list' or 'context'", "literal_error")),
+            Some(_) => {
+                return Err(invalid(
+                    "mode",
+                    "Input should be 'list' or 'context'",
+                    "literal_error",
+                ))
+            }
         };
         if search_type == SearchType::Keywords {
             if query.trim().is_empty() {
-                return Err(value_error("query must not be empty when search_type='keywords'"));
+                return Err(value_error(
+                    "query must not be empty when search_type='keywords'",
+                ));
             }
             if has_image {
-                return Err(value_error("image_url is not supported when search_type='keywords'"));
+                return Err(value_error(
+                    "image_url is not supported when search_type='keywords'",
+                ));
             }
         }
         if !context_mode {
@@ -350,15 +422,28 @@ pub fn parse(
     let mut filter = match get(body, "filter") {
         None => None,
         Some(v @ Value::Object(_)) => Some(filter::parse(v, &["body".into(), "filter".into()])?),
-        Some(_) => return Err(invalid("filter", "Input should be a valid dictionary", "dict_type")),
+        Some(_) => {
+            return Err(invalid(
+                "filter",
+                "Input should be a valid dictionary",
+                "dict_type",
+            ))
+        }
     };
     let since = string(body, "since")?;
     let until = string(body, "until")?;
     let mut bounds = [None, None, None, None];
-    for (key, raw, slot, upper) in [("since", &since, 0usize, false), ("until", &until, 2usize, true)] {
+    for (key, raw, slot, upper) in [
+        ("since", &since, 0usize, false),
+        ("until", &until, 2usize, true),
+    ] {
         if let Some(raw) = raw.as_deref().filter(|s| !s.trim().is_empty()) {
             let t = time_bound(raw, upper, now_ms).ok_or_else(|| {
-                invalid(key, "expected a duration like 30m, 2h, 7d, 1w, an ISO-8601 time or YYYY-MM-DD", "value_error")
+                invalid(
+                    key,
+                    "expected a duration like 30m, 2h, 7d, 1w, an ISO-8601 time or YYYY-MM-DD",
+                    "value_error",
+                )
             })?;
             bounds[slot] = Some(t as f64);
         }
@@ -437,7 +522,11 @@ mod tests {
         assert_eq!(r.limit, 7);
         assert_eq!(r.levels, vec![0, 1]);
         assert_eq!(r.context_types, vec!["memory", "skill"]);
-        let r = p(json!({"query":"a","since":"2h","until":"2030-01-01"}), Route::Find).unwrap();
+        let r = p(
+            json!({"query":"a","since":"2h","until":"2030-01-01"}),
+            Route::Find,
+        )
+        .unwrap();
         assert!(r.filter.is_some());
     }
 
@@ -448,17 +537,35 @@ mod tests {
         assert!(msg(json!({"query":"a".repeat(5000)}), Route::Find).contains("body.query"));
         assert!(msg(json!({"query":"a","limit":0}), Route::Find).contains("between 1 and 1000"));
         assert!(msg(json!({"query":"a","limit":"x"}), Route::Find).contains("body.limit"));
-        assert!(msg(json!({"query":"a","node_limit":5000}), Route::Find).contains("body.node_limit"));
-        assert!(msg(json!({"query":"a","context_type":"nope"}), Route::Find).contains("memory, resource, skill"));
+        assert!(
+            msg(json!({"query":"a","node_limit":5000}), Route::Find).contains("body.node_limit")
+        );
+        assert!(msg(json!({"query":"a","context_type":"nope"}), Route::Find)
+            .contains("memory, resource, skill"));
         assert!(msg(json!({"query":"a","tags":["k=v"]}), Route::Find).contains("not stored"));
         assert!(msg(json!({"query":"a","since":"yesterday"}), Route::Find).contains("body.since"));
-        assert!(msg(json!({"query":"a","filter":{"op":"x"}}), Route::Find).contains("body.filter.op"));
-        assert!(msg(json!({"query":"a","max_tokens":100}), Route::Search).contains("mode='context'"));
-        assert!(msg(json!({"query":" ","search_type":"keywords"}), Route::Search).contains("search_type='keywords'"));
+        assert!(
+            msg(json!({"query":"a","filter":{"op":"x"}}), Route::Find).contains("body.filter.op")
+        );
+        assert!(
+            msg(json!({"query":"a","max_tokens":100}), Route::Search).contains("mode='context'")
+        );
+        assert!(
+            msg(json!({"query":" ","search_type":"keywords"}), Route::Search)
+                .contains("search_type='keywords'")
+        );
         assert!(msg(json!({"query":"a","image_url":"data:x"}), Route::Find).contains("multimodal"));
-        assert!(msg(json!({"query":"a","events_time_decay_protection":"5x"}), Route::Find).contains("events_time_decay_protection"));
+        assert!(msg(
+            json!({"query":"a","events_time_decay_protection":"5x"}),
+            Route::Find
+        )
+        .contains("events_time_decay_protection"));
         assert!(matches!(
-            parse(json!({"query":"a","mode":"context"}).as_object().unwrap(), Route::Search, 0),
+            parse(
+                json!({"query":"a","mode":"context"}).as_object().unwrap(),
+                Route::Search,
+                0
+            ),
             Ok(Err(Unsupported::ContextMode))
         ));
     }

@@ -87,7 +87,12 @@ impl TextAnalyzer {
         let mut stream = self.cjk.token_stream(run);
         while stream.advance() {
             let t = stream.token();
-            push(out, t.text.clone(), offset + t.offset_from, offset + t.offset_to);
+            push(
+                out,
+                t.text.clone(),
+                offset + t.offset_from,
+                offset + t.offset_to,
+            );
         }
     }
 }
@@ -143,10 +148,11 @@ fn split_identifier(word: &str) -> Vec<(usize, usize)> {
         let prev = chars[k - 1].1;
         let next = chars.get(k + 1).map(|&(_, c)| c);
         let boundary = (prev.is_lowercase() && c.is_uppercase())
-            || (prev.is_uppercase()
-                && c.is_uppercase()
-                && next.is_some_and(|n| n.is_lowercase()))
-            || (prev.is_numeric() && c.is_alphabetic() && k >= 2 && !chars[k - 2].1.is_alphabetic());
+            || (prev.is_uppercase() && c.is_uppercase() && next.is_some_and(|n| n.is_lowercase()))
+            || (prev.is_numeric()
+                && c.is_alphabetic()
+                && k >= 2
+                && !chars[k - 2].1.is_alphabetic());
         if boundary {
             parts.push((s, i));
             start = Some(i);
@@ -175,11 +181,17 @@ impl TokenStream for VecTokenStream {
     }
 
     fn token(&self) -> &Token {
-        &self.tokens[self.index.saturating_sub(1).min(self.tokens.len().saturating_sub(1))]
+        &self.tokens[self
+            .index
+            .saturating_sub(1)
+            .min(self.tokens.len().saturating_sub(1))]
     }
 
     fn token_mut(&mut self) -> &mut Token {
-        let i = self.index.saturating_sub(1).min(self.tokens.len().saturating_sub(1));
+        let i = self
+            .index
+            .saturating_sub(1)
+            .min(self.tokens.len().saturating_sub(1));
         &mut self.tokens[i]
     }
 }
@@ -213,7 +225,11 @@ mod tests {
     use super::*;
 
     fn texts(s: &str) -> Vec<String> {
-        TextAnalyzer::default().tokens(s).into_iter().map(|t| t.text).collect()
+        TextAnalyzer::default()
+            .tokens(s)
+            .into_iter()
+            .map(|t| t.text)
+            .collect()
     }
 
     #[test]

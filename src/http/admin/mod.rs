@@ -10,9 +10,9 @@ use serde_json::{json, Value};
 use crate::actors::auth::admin_jobs::{self as jobs, Registry};
 use crate::actors::BlockingJob;
 use crate::error::{ServiceError, ServiceResult};
+use crate::identity::{validate_id, validate_new_id, IdKind, Role};
 use crate::search::jobs::{account_paths, Recorded};
 use crate::search::ChangeKind;
-use crate::identity::{validate_id, validate_new_id, IdKind, Role};
 use crate::storage::registry::query::Paging;
 use crate::storage::registry::{account_not_found, user_not_found};
 
@@ -144,7 +144,11 @@ async fn create_account(
     };
     // The new account's scaffold (directory abstracts) becomes findable at once.
     let changed = account_paths(&body.account_id, &[""]);
-    let created = run(&state, Recorded::on_success(job, changed, ChangeKind::Mkdir)).await?;
+    let created = run(
+        &state,
+        Recorded::on_success(job, changed, ChangeKind::Mkdir),
+    )
+    .await?;
     Ok(ApiOk::new(json!({
         "account_id": body.account_id,
         "admin_user_id": body.admin_user_id,

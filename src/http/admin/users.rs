@@ -7,9 +7,9 @@ use serde_json::{json, Value};
 
 use crate::actors::auth::admin_jobs as jobs;
 use crate::error::ServiceError;
+use crate::identity::{validate_id, validate_new_id, IdKind, Role};
 use crate::search::jobs::{account_paths, Recorded};
 use crate::search::ChangeKind;
-use crate::identity::{validate_id, validate_new_id, IdKind, Role};
 use crate::storage::registry::model::UserEntry;
 use crate::storage::registry::query::Paging;
 use crate::storage::tasks::TaskOwner;
@@ -70,7 +70,11 @@ pub(super) async fn register_user(
         user_config: non_null(body.user_config),
     };
     let changed = account_paths(&account, &[&format!("user/{}", body.user_id)]);
-    let user_key = run(&state, Recorded::on_success(job, changed, ChangeKind::Mkdir)).await?;
+    let user_key = run(
+        &state,
+        Recorded::on_success(job, changed, ChangeKind::Mkdir),
+    )
+    .await?;
     Ok(ApiOk::new(json!({
         "account_id": account,
         "user_id": body.user_id,
