@@ -15,14 +15,15 @@ use actix_web::{middleware::from_fn, web, App, HttpServer};
 
 use crate::actors::auth::sink::ActorSink;
 use crate::actors::auth::{AuthActor, AuthConfig, InitialLoad};
-use crate::actors::health::HealthMonitor;
 use crate::actors::pool::{PoolSpec, Pools};
 use crate::config::{Settings, StorageBackendKind};
 use crate::error::{ErrorCode, ServiceError};
+use crate::http::health::HealthMonitor;
 use crate::http::{self, AppState};
 use crate::identity::AuthMode;
 
-use crate::storage::{local::LocalStorage, s3::S3Storage, Storage};
+use crate::storage::backend::{local::LocalStorage, s3::S3Storage};
+use crate::storage::Storage;
 
 /// Failures that stop the server (exit code 2); all but `Registry` happen before it serves.
 #[derive(Debug, thiserror::Error)]
@@ -61,8 +62,8 @@ async fn load_registry(
     auth: &actix::Addr<AuthActor>,
     hashing: bool,
 ) -> Result<(), ServiceError> {
-    use crate::actors::auth::jobs::Bootstrap;
-    let report = pools.storage().run(Bootstrap { hashing }).await??;
+    use crate::jobs::auth::BootstrapRegistry;
+    let report = pools.storage().run(BootstrapRegistry { hashing }).await??;
     tracing::info!(
         created = report.created_registry,
         migrated_keys = report.migrated_keys,
@@ -98,9 +99,9 @@ async fn load_registry_until_storage_answers(
 /// Repair, in the background on the commit pool, every session commit a crash interrupted, so
 /// their tasks reach a terminal state even if nobody touches those sessions again.
 fn spawn_session_repair(pools: Pools) {
-    use crate::storage::sessions::recovery::SweepInterrupted;
+    use crate::jobs::sessions::RepairInterruptedCommits;
     actix_rt::spawn(async move {
-        match pools.commit().run(SweepInterrupted).await {
+        match pools.commit().run(RepairInterruptedCommits).await {
             Ok(Ok(repaired)) => tracing::debug!(repaired, "session repair sweep finished"),
             Ok(Err(e)) => tracing::warn!(error = %e.message, "session repair sweep failed"),
             Err(e) => tracing::warn!(error = %e, "session repair sweep not run"),
@@ -129,7 +130,7 @@ async fn serve(settings: Arc<Settings>, backend: Arc<dyn Storage>) -> Result<(),
             name: "commit",
             threads: settings.pools.commit_threads,
             capacity: settings.pools.commit_queue_limit,
-            nice: settings.pools.thread_nice,
+            nice: settings.pools.commit_thread_nice,
         },
     );
     let search = crate::actors::search::start(&settings, backend.clone())?;

@@ -11,7 +11,6 @@ pub mod docs;
 pub mod filter;
 pub mod index;
 pub mod indexer;
-pub mod jobs;
 pub mod query;
 pub mod request;
 pub mod tokenizer;

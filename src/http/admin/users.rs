@@ -5,10 +5,10 @@ use actix_web::web;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::actors::auth::admin_jobs as jobs;
 use crate::error::ServiceError;
 use crate::identity::{validate_id, validate_new_id, IdKind, Role};
-use crate::search::jobs::{account_paths, Recorded};
+use crate::jobs::admin as jobs;
+use crate::jobs::search::{account_paths, Recorded};
 use crate::search::ChangeKind;
 use crate::storage::registry::model::UserEntry;
 use crate::storage::registry::query::Paging;

@@ -5,13 +5,13 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
-use super::changes::{self, ChangeKind};
-use super::index::SearchIndex;
-use super::query::{self, IndexState};
-use super::request::{self, Route, Unsupported};
-use crate::actors::{BlockingJob, JobContext};
+use super::{BlockingJob, JobContext};
 use crate::error::{ServiceError, ServiceResult};
 use crate::identity::Identity;
+use crate::search::changes::{self, ChangeKind};
+use crate::search::index::SearchIndex;
+use crate::search::query::{self, IndexState};
+use crate::search::request::{self, Route, Unsupported};
 use crate::storage::StorePath;
 
 /// Validate and answer one find or search request (list mode).
