@@ -440,7 +440,7 @@ fn list_records(storage: &dyn Storage, bdir: &StorePath) -> Result<Vec<u64>, Sto
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::local::LocalStorage;
+    use crate::storage::backend::local::LocalStorage;
 
     fn change(path: &str) -> Change {
         Change {

@@ -308,7 +308,7 @@ mod tests {
     use super::*;
     use crate::search::changes::ChangeKind;
     use crate::search::tokenizer::query_terms;
-    use crate::storage::local::LocalStorage;
+    use crate::storage::backend::local::LocalStorage;
 
     fn find(index: &SearchIndex, q: &str) -> Vec<String> {
         index
