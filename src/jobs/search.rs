@@ -6,7 +6,7 @@ use std::sync::Arc;
 use serde_json::{Map, Value};
 
 use super::{BlockingJob, JobContext};
-use crate::error::{ServiceError, ServiceResult};
+use crate::error::{ErrorCode, ServiceError, ServiceResult};
 use crate::identity::Identity;
 use crate::search::changes::{self, ChangeKind};
 use crate::search::index::SearchIndex;
@@ -59,7 +59,8 @@ pub fn account_paths(account: &str, rest: &[&str]) -> Vec<StorePath> {
 }
 
 /// Runs `job`, then records that `paths` changed so every instance re-indexes them: on
-/// success only, or whatever the outcome (deletions that may have removed part of a tree).
+/// success only, or (`always`) also when it failed part-way (a server-side error of a
+/// deletion that may have removed part of a tree). Refused requests record nothing.
 #[derive(Clone)]
 pub struct Recorded<J> {
     pub job: J,
@@ -95,7 +96,17 @@ impl<T: Send + 'static, J: BlockingJob<Output = ServiceResult<T>>> BlockingJob f
 
     fn run(self, ctx: &JobContext<'_>) -> Self::Output {
         let out = self.job.run(ctx);
-        if out.is_ok() || self.always {
+        let partial = |e: &ServiceError| {
+            matches!(
+                e.code,
+                ErrorCode::Internal | ErrorCode::Unavailable | ErrorCode::DeadlineExceeded
+            )
+        };
+        let changed = match &out {
+            Ok(_) => true,
+            Err(e) => self.always && partial(e),
+        };
+        if changed {
             let refs: Vec<&StorePath> = self.paths.iter().collect();
             changes::record_store_paths(ctx.storage, &refs, self.kind);
         }
