@@ -421,3 +421,26 @@ fn kill9_during_indexing_catches_up_without_loss_or_duplicates() {
         );
     }
 }
+
+#[test]
+fn copies_are_indexed_like_writes() {
+    let st = Storage::new();
+    let s = Server::start(&st, Opts::dev());
+    write(
+        &s,
+        None,
+        "viking://resources/src/orig.md",
+        "marmalade recipe",
+    );
+    let r = s.post("/api/v1/fs/cp", None, json!({"from_uri": "viking://resources/src", "to_uri": "viking://resources/dst", "recursive": true}));
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let mut got = uris(&find(&s, None, json!({"query": "marmalade"})));
+    got.sort();
+    assert_eq!(
+        got,
+        vec![
+            "viking://resources/dst/orig.md",
+            "viking://resources/src/orig.md"
+        ]
+    );
+}
