@@ -510,7 +510,10 @@ mod tests {
         s.auth.root_api_key = Some("super-secret".into());
         s.storage.s3.access_key_id = Some("AKIDVISIBLE".into());
         s.storage.s3.secret_access_key = Some("s3-secret-value".into());
+        s.embedding.dense.api_key = Some("sk-embedding-secret".into());
         let shown = s.to_masked_toml().unwrap();
+        assert!(!shown.contains("sk-embedding-secret"));
+        assert!(!format!("{s:?}").contains("sk-embedding-secret"));
         assert!(!format!("{s:?}").contains("super-secret"));
         assert!(!shown.contains("super-secret"));
         assert!(!shown.contains("s3-secret-value"));

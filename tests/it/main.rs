@@ -2,6 +2,7 @@
 
 mod admin;
 mod bad_input;
+mod embed_server;
 mod find;
 mod fs;
 mod fs_content;
