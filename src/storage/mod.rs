@@ -15,6 +15,7 @@ mod path;
 pub mod registry;
 pub mod s3;
 pub mod scaffold;
+pub mod seglog;
 pub mod sessions;
 pub mod tasks;
 pub mod uri;
@@ -90,7 +91,15 @@ pub struct DirEntry {
 }
 
 /// Held while a named cross-instance lock is taken; dropping it releases the lock.
-pub trait LockGuard: Send {}
+pub trait LockGuard: Send {
+    /// Whether the lock is still certainly ours. A lease-based lock (S3) can be lost by a
+    /// holder that stalled for a whole lease lifetime; writes made under a lock are fenced by
+    /// the store anyway (conditional on versions read under it), and this lets a holder stop
+    /// before even trying. `flock` on local disk is held until dropped.
+    fn held(&self) -> bool {
+        true
+    }
+}
 
 /// A blocking storage backend (spec §4): a file-system view of local disk or an object store.
 ///
@@ -150,4 +159,31 @@ pub trait Storage: Send + Sync + 'static {
 
     /// A cheap end-to-end check that the store answers and accepts writes (for `/ready`).
     fn probe(&self) -> StorageResult<()>;
+
+    /// Whether [`Storage::append`] costs the same at any file size (a true append). When it
+    /// does not (S3 rewrites the whole object), growing logs use [`seglog`] instead.
+    fn appends_in_place(&self) -> bool {
+        true
+    }
+
+    /// Read many files, results in the order of `paths`. An object store overrides this to
+    /// keep a bounded number of requests in flight from the one calling thread; local disk
+    /// reads them one after another. `keep_going` is asked between files (or batches): once it
+    /// says no, the remaining results are `Unavailable` and the read stops early.
+    fn read_many(
+        &self,
+        paths: &[StorePath],
+        keep_going: &dyn Fn() -> bool,
+    ) -> Vec<StorageResult<Vec<u8>>> {
+        paths
+            .iter()
+            .map(|p| {
+                if keep_going() {
+                    self.read(p)
+                } else {
+                    Err(StorageError::Unavailable("read abandoned".into()))
+                }
+            })
+            .collect()
+    }
 }

@@ -6,7 +6,8 @@
 //! - Directories are key prefixes plus a marker object (see [`keys`]), created for every
 //!   missing ancestor when a file or directory is made, so empty directories persist and
 //!   removing a directory's last file leaves the directory, exactly as on local disk.
-//! - `append` is a read + conditional-write loop; `lock` is a lease object ([`lease`]).
+//! - `append` is a read + conditional-write loop; `lock` is a lease object ([`lease`]) whose
+//!   expiry is judged on the contender's monotonic clock, never by comparing wall clocks.
 //! - Tree moves are copy-then-delete: atomic per object, not for the tree as a whole.
 //!
 //! The trait is blocking and called from SyncArbiter threads; the backend owns a small tokio
@@ -68,6 +69,10 @@ struct Inner {
     endpoint: String,
     location: String,
     lease: Duration,
+    /// Contended leases and since when they looked unchanged (see [`lease`]).
+    sightings: lease::Sightings,
+    /// Requests in flight at once for one `read_many`.
+    parallel: usize,
 }
 
 impl S3Storage {
@@ -120,6 +125,8 @@ impl S3Storage {
                 endpoint,
                 location,
                 lease: Duration::from_millis(settings.lock_lease_ms),
+                sightings: lease::Sightings::default(),
+                parallel: settings.parallel_requests.max(1),
             }),
             handle: runtime.handle().clone(),
             runtime: Some(runtime),
@@ -761,5 +768,46 @@ impl Storage for S3Storage {
 
     fn probe(&self) -> StorageResult<()> {
         self.block_on(self.inner.probe())
+    }
+
+    /// S3 rewrites the whole object to append (see `Inner::append`).
+    fn appends_in_place(&self) -> bool {
+        false
+    }
+
+    /// Up to `parallel_requests` GETs in flight, driven from this thread; `keep_going` is
+    /// asked as each read finishes, and once it says no nothing new is started.
+    fn read_many(
+        &self,
+        paths: &[StorePath],
+        keep_going: &dyn Fn() -> bool,
+    ) -> Vec<StorageResult<Vec<u8>>> {
+        let inner = &self.inner;
+        let stopped = std::sync::atomic::AtomicBool::new(false);
+        let stopped = &stopped;
+        let reads = stream::iter(paths.iter().map(|path| async move {
+            if stopped.load(std::sync::atomic::Ordering::Relaxed) {
+                return Err(StorageError::Unavailable("read abandoned".into()));
+            }
+            inner.read_versioned(path).await.map(|(data, _)| data)
+        }))
+        .buffered(inner.parallel)
+        .map(|got| {
+            if !keep_going() {
+                stopped.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+            got
+        })
+        .collect::<Vec<_>>();
+        match self.block_on(async { Ok(reads.await) }) {
+            Ok(out) => out,
+            Err(e) => {
+                let msg = e.to_string();
+                paths
+                    .iter()
+                    .map(|_| Err(StorageError::Unavailable(msg.clone())))
+                    .collect()
+            }
+        }
     }
 }

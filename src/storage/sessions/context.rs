@@ -22,13 +22,13 @@ impl BlockingJob for GetContext {
     fn run(self, ctx: &JobContext<'_>) -> Self::Output {
         let s = &self.session;
         let storage = ctx.storage;
-        if ops::load_for_read(storage, s)?.is_none() {
+        let Some(meta) = ops::load_for_read(storage, s)? else {
             return Err(ops::not_found(s));
-        }
+        };
         // Live first, archives second: a commit running meanwhile writes the archive's copy
         // before it shrinks the live file, so this order never misses a message (duplicates
         // are removed by id below).
-        let live_msgs = live::read_messages(storage, &s.live()?)?;
+        let live_msgs = live::read_live_messages(storage, s, &meta)?;
         let archives = archive::list(storage, s)?;
         let total = archives.len();
         let mut pending: Vec<String> = Vec::new();

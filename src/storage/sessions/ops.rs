@@ -5,7 +5,7 @@ use serde_json::{json, Value};
 use crate::actors::pool::{BlockingJob, JobContext};
 use crate::error::{ServiceError, ServiceResult};
 use crate::identity::Identity;
-use crate::storage::{EntryKind, Storage};
+use crate::storage::{EntryKind, Storage, StorageError};
 
 use super::meta::SessionMeta;
 use super::{deps, live, message, policy, recovery, time, SessionRef, REPAIR_LOCK_TIMEOUT};
@@ -55,6 +55,7 @@ pub fn load_for_update(
     if live::reconcile(storage, s, &mut meta, true)? {
         meta.save(storage, s)?;
     }
+    live::ensure_log(storage, s, &mut meta)?;
     Ok(Some(meta))
 }
 
@@ -70,6 +71,7 @@ pub fn load_for_read(storage: &dyn Storage, s: &SessionRef) -> ServiceResult<Opt
         }
     }
     live::reconcile(storage, s, &mut meta, false)?;
+    live::ensure_log(storage, s, &mut meta)?;
     Ok(Some(meta))
 }
 
@@ -80,11 +82,19 @@ fn create_locked(
     opts: &CreateOptions,
 ) -> ServiceResult<SessionMeta> {
     deps::ensure_user_dirs(storage, &s.account, &s.user)?;
-    storage.write(&s.live()?, b"")?;
+    // Create-only: a live file that is already there (written by a creator that lost the
+    // race for the meta below) is left alone.
+    match storage.write_if(&s.live()?, b"", None) {
+        Ok(_) | Err(StorageError::Conflict(_)) | Err(StorageError::AlreadyExists(_)) => {}
+        Err(e) => return Err(e.into()),
+    }
     let mut meta = SessionMeta::new(s, &time::meta_now());
     meta.memory_policy = opts.memory_policy.clone();
     meta.auto_commit_policy = opts.auto_commit_policy.clone();
     meta.event_search_tags = opts.event_tags.clone();
+    if live::segmented(storage) {
+        meta.internal.log = Some(Default::default());
+    }
     meta.save(storage, s)?;
     Ok(meta)
 }
@@ -197,7 +207,7 @@ impl BlockingJob for DeleteSession {
     type Output = ServiceResult<Value>;
     fn run(self, ctx: &JobContext<'_>) -> Self::Output {
         let s = &self.session;
-        let _lock = s.lock_briefly(ctx.storage)?;
+        let lock = s.lock_briefly(ctx.storage)?;
         // Through the repair path, so an interrupted commit's task is settled before its
         // session disappears.
         if load_for_update(ctx.storage, s)?.is_none() {
@@ -207,6 +217,9 @@ impl BlockingJob for DeleteSession {
                 format!("Session not found: {}", s.sid),
             ));
         }
+        // Object stores cannot delete conditionally: the last check that the lock is still
+        // ours comes right before the removal.
+        super::ensure_held(lock.as_ref(), s)?;
         match ctx.storage.remove(&s.dir()?, true) {
             Ok(()) | Err(crate::storage::StorageError::NotFound(_)) => {}
             Err(e) => return Err(e.into()),
@@ -292,13 +305,18 @@ pub fn add(
     messages: &[Value],
     batch: bool,
 ) -> ServiceResult<Value> {
-    let _lock = s.lock_briefly(storage)?;
+    let lock = s.lock_briefly(storage)?;
     let mut meta = match load_for_update(storage, s)? {
         Some(m) => m,
         None => create_locked(storage, s, &CreateOptions::default())?,
     };
     let n = messages.len() as u64;
-    if n > 0 {
+    if n > 0 && meta.internal.log.is_some() && live::segmented(storage) {
+        super::ensure_held(lock.as_ref(), s)?;
+        live::append_segment(storage, s, &mut meta, messages, &time::meta_now())?;
+        live::compact_if_due(storage, s, &mut meta);
+    } else if n > 0 {
+        super::ensure_held(lock.as_ref(), s)?;
         let bytes = live::to_lines(messages)?;
         let added_tokens: u64 = messages.iter().map(super::tokens::estimate_message).sum();
         storage.append(&s.live()?, &bytes)?;
