@@ -8,7 +8,7 @@
 use globset::{GlobBuilder, GlobMatcher};
 use serde_json::{json, Value};
 
-use super::entry::{render, Render};
+use super::entry::{render_many, Item, Render};
 use super::walk::{Flow, Order, Walker};
 use super::{dir_not_found, not_a_directory, stat};
 use crate::actors::{BlockingJob, JobContext};
@@ -70,7 +70,7 @@ impl BlockingJob for GlobJob {
             None if base.is_root() => return Ok(EMPTY.to_vec()),
             None => return Err(dir_not_found(base)),
         }
-        let mut matches: Vec<Value> = Vec::new();
+        let mut matches: Vec<Item> = Vec::new();
         let limit = self.node_limit;
         // Descend the literal prefix directly; each step obeys the same visibility rules.
         let mut start = base.clone();
@@ -103,11 +103,7 @@ impl BlockingJob for GlobJob {
             walker.run(ctx, &start, |uri, meta, _| {
                 let rel = uri.rel_to(base).unwrap_or_default();
                 if matcher.is_match(&rel) {
-                    matches.push(match &self.render {
-                        Some(r) => render(ctx.storage, uri, meta, None, r),
-                        None if meta.is_dir() => Value::String(format!("{}/", uri.uri())),
-                        None => Value::String(uri.uri()),
-                    });
+                    matches.push((uri.clone(), meta.clone(), None));
                     if limit.is_some_and(|l| matches.len() >= l) {
                         return Ok(Flow::Stop);
                     }
@@ -116,6 +112,17 @@ impl BlockingJob for GlobJob {
             })?;
         }
         let n = matches.len();
+        // Rendered entries read their sidecars together (bounded parallel on an object store).
+        let matches: Vec<Value> = match &self.render {
+            Some(r) => render_many(ctx.storage, &matches, r, &|| !ctx.is_abandoned()),
+            None => matches
+                .into_iter()
+                .map(|(uri, meta, _)| match meta.is_dir() {
+                    true => Value::String(format!("{}/", uri.uri())),
+                    false => Value::String(uri.uri()),
+                })
+                .collect(),
+        };
         serde_json::to_vec(&json!({"matches": matches, "count": n})).map_err(ServiceError::internal)
     }
 }

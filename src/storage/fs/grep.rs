@@ -7,7 +7,7 @@
 use regex::{Regex, RegexBuilder};
 use serde::Serialize;
 
-use super::walk::{Flow, Order, Walker};
+use super::walk::{Ended, Flow, Order, Walker};
 use super::{file_not_found, lossy_string, stat, StorageFail};
 use crate::actors::{BlockingJob, JobContext};
 use crate::error::{ServiceError, ServiceResult};
@@ -88,7 +88,37 @@ impl Hits {
     }
 }
 
+/// Files read together by one [`Storage::read_many`](crate::storage::Storage::read_many): an
+/// object store fetches them with bounded parallelism from this one pool thread. Matches are
+/// still taken file by file in walk order, so `node_limit` cuts at the same place as a
+/// one-by-one scan (at most one batch is read beyond it).
+const READ_BATCH: usize = 128;
+
 impl GrepJob {
+    /// Read and grep `files` (in order) until the limit is reached or the client has gone.
+    fn grep_batch(
+        &self,
+        regex: &Regex,
+        ctx: &JobContext<'_>,
+        files: &[VikingUri],
+        hits: &mut Hits,
+    ) -> ServiceResult<()> {
+        let paths: Vec<_> = files.iter().map(|u| u.store_path().clone()).collect();
+        let read = ctx.storage.read_many(&paths, &|| !ctx.is_abandoned());
+        for (uri, got) in files.iter().zip(read) {
+            if hits.full() || ctx.is_abandoned() {
+                break;
+            }
+            match got {
+                Ok(bytes) => self.grep_bytes(regex, uri, bytes, hits)?,
+                // Removed or replaced by a directory since it was listed.
+                Err(StorageError::NotFound(_)) | Err(StorageError::IsADirectory(_)) => {}
+                Err(e) => return Err(StorageFail(uri).map(e)),
+            }
+        }
+        Ok(())
+    }
+
     fn grep_file(
         &self,
         regex: &Regex,
@@ -102,6 +132,16 @@ impl GrepJob {
             Err(StorageError::NotFound(_)) | Err(StorageError::IsADirectory(_)) => return Ok(()),
             Err(e) => return Err(StorageFail(uri).map(e)),
         };
+        self.grep_bytes(regex, uri, bytes, hits)
+    }
+
+    fn grep_bytes(
+        &self,
+        regex: &Regex,
+        uri: &VikingUri,
+        bytes: Vec<u8>,
+        hits: &mut Hits,
+    ) -> ServiceResult<()> {
         hits.files_scanned += 1;
         let text = lossy_string(bytes);
         let shown = uri.uri();
@@ -186,20 +226,29 @@ impl BlockingJob for GrepJob {
                 order: Order::ByName,
                 exclude: self.exclude.as_ref(),
             };
-            walker.run(ctx, &self.uri, |uri, meta, _| {
+            let mut batch: Vec<VikingUri> = Vec::with_capacity(READ_BATCH);
+            let ended = walker.run(ctx, &self.uri, |uri, meta, _| {
                 if meta.is_dir() {
                     return Ok(Flow::Continue);
                 }
                 if ctx.is_abandoned() {
                     return Ok(Flow::Stop);
                 }
-                self.grep_file(&regex, ctx, uri, &mut hits)?;
+                batch.push(uri.clone());
+                if batch.len() < READ_BATCH {
+                    return Ok(Flow::Continue);
+                }
+                self.grep_batch(&regex, ctx, &batch, &mut hits)?;
+                batch.clear();
                 Ok(if hits.full() {
                     Flow::Stop
                 } else {
                     Flow::Continue
                 })
             })?;
+            if ended != Ended::Abandoned && !hits.full() && !ctx.is_abandoned() {
+                self.grep_batch(&regex, ctx, &batch, &mut hits)?;
+            }
         }
         let Hits {
             mut json,

@@ -7,7 +7,7 @@
 
 use serde_json::Value;
 
-use super::entry::{render, Render};
+use super::entry::{render_many, Item, Render};
 use super::walk::{caseless, Ended, Flow, Order, Walker};
 use super::{dir_not_found, not_a_directory, stat};
 use crate::actors::{BlockingJob, JobContext};
@@ -77,6 +77,17 @@ fn check_dir(ctx: &JobContext<'_>, uri: &VikingUri) -> ServiceResult<bool> {
     }
 }
 
+/// A page's entries as URIs (`simple`) or rendered, sidecars read together.
+fn render_page(ctx: &JobContext<'_>, opts: &PageOpts, items: Vec<Item>) -> Vec<Value> {
+    if opts.simple {
+        return items
+            .into_iter()
+            .map(|(uri, _, _)| Value::String(uri.uri()))
+            .collect();
+    }
+    render_many(ctx.storage, &items, &opts.render, &|| !ctx.is_abandoned())
+}
+
 impl LsJob {
     fn order(&self, a: &DirEntry, b: &DirEntry) -> std::cmp::Ordering {
         let dirs_first = b.meta.is_dir().cmp(&a.meta.is_dir());
@@ -120,19 +131,12 @@ impl BlockingJob for LsJob {
             entries.truncate(end);
         }
         entries.sort_by(|a, b| self.order(a, b));
-        let mut items = Vec::with_capacity(entries.len().saturating_sub(self.page.offset));
-        for e in entries.iter().skip(self.page.offset) {
-            let uri = match self.uri.child(&e.name) {
-                Ok(u) => u,
-                Err(_) => continue,
-            };
-            items.push(if self.page.simple {
-                Value::String(uri.uri())
-            } else {
-                render(ctx.storage, &uri, &e.meta, None, &self.page.render)
-            });
-        }
-        page(&items, has_more)
+        let shown: Vec<Item> = entries
+            .into_iter()
+            .skip(self.page.offset)
+            .filter_map(|e| Some((self.uri.child(&e.name).ok()?, e.meta, None)))
+            .collect();
+        page(&render_page(ctx, &self.page, shown), has_more)
     }
 }
 
@@ -143,7 +147,7 @@ impl BlockingJob for TreeJob {
         if !check_dir(ctx, &self.uri)? {
             return page(&[], false);
         }
-        let mut items: Vec<Value> = Vec::new();
+        let mut items: Vec<Item> = Vec::new();
         let mut has_more = false;
         let walker = Walker {
             who: &self.who,
@@ -164,17 +168,14 @@ impl BlockingJob for TreeJob {
             seen += 1;
             if seen > self.page.offset {
                 let rel = uri.rel_to(&self.uri).unwrap_or_default();
-                items.push(if self.page.simple {
-                    Value::String(uri.uri())
-                } else {
-                    render(ctx.storage, uri, meta, Some(&rel), &self.page.render)
-                });
+                items.push((uri.clone(), meta.clone(), Some(rel)));
             }
             Ok(Flow::Continue)
         })?;
         if ended == Ended::Abandoned {
             tracing::debug!(uri = %self.uri, "tree abandoned by the client");
+            return page(&[], false);
         }
-        page(&items, has_more)
+        page(&render_page(ctx, &self.page, items), has_more)
     }
 }
