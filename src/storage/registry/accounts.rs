@@ -93,7 +93,7 @@ pub fn create(
         return Err(already());
     }
     // Two instances creating the same id would otherwise both write its users.json.
-    let _guard = store::lock(
+    let guard = store::lock(
         cx.storage,
         &format!("registry-create-account-{account}"),
         CREATE_LOCK_TIMEOUT,
@@ -103,20 +103,32 @@ pub fn create(
     }
     let user_key = keys::new_key(account, admin, seed);
     let (key, key_prefix) = stored_key(&user_key, cx.hashing)?;
-    // Anything at this path belongs to no registered account (a crashed earlier attempt).
-    let (_, users, users_version) = store::update_users(cx.storage, account, |f| {
-        *f = UsersFile::default();
-        f.users.insert(
-            admin.to_string(),
-            UserEntry {
-                role: "admin".into(),
-                key: key.clone(),
-                key_prefix: key_prefix.clone(),
-                ..UserEntry::default()
-            },
-        );
-        Ok(Edit::Write(()))
-    })?;
+    // Anything at this path belongs to no registered account (a crashed earlier attempt), and
+    // is replaced only if it is still the version read here under the lock: a creator that
+    // lost its lock to another one fails instead of replacing that one's admin.
+    let users_path = store::users_path(account)?;
+    let (_, found): (UsersFile, _) = store::read_doc(cx.storage, &users_path)?;
+    let mut users = UsersFile::default();
+    users.users.insert(
+        admin.to_string(),
+        UserEntry {
+            role: "admin".into(),
+            key: key.clone(),
+            key_prefix: key_prefix.clone(),
+            ..UserEntry::default()
+        },
+    );
+    let bytes = super::model::to_pretty(&users).map_err(ServiceError::internal)?;
+    if !guard.held() {
+        return Err(store::registry_busy(&users_path));
+    }
+    let users_version = match cx.storage.write_if(&users_path, &bytes, found.as_ref()) {
+        Ok(v) => Some(v),
+        Err(StorageError::Conflict(_)) | Err(StorageError::AlreadyExists(_)) => {
+            return Err(store::registry_busy(&users_path))
+        }
+        Err(e) => return Err(e.into()),
+    };
     let groups = groups_path(account)?;
     match cx
         .storage
@@ -223,7 +235,7 @@ pub fn delete(cx: &OpCtx<'_>, account: &str) -> ServiceResult<super::users::Remo
         .ok_or_else(|| account_not_found(account))?;
     let lock_name = format!("registry-delete-account-{account}");
     let owner = TaskOwner::system();
-    let (task_id, _guard) = match pending_deletion(cx.storage, entry.deletion.as_ref(), &lock_name)?
+    let (task_id, guard) = match pending_deletion(cx.storage, entry.deletion.as_ref(), &lock_name)?
     {
         Pending::Running(task_id) => {
             return Ok(Removal {
@@ -266,7 +278,7 @@ pub fn delete(cx: &OpCtx<'_>, account: &str) -> ServiceResult<super::users::Remo
             users_version,
         }),
     )?;
-    let deleted = match finish_delete(cx, account, &task_id) {
+    let deleted = match finish_delete(cx, account, &task_id, guard.as_ref()) {
         Ok(()) => true,
         Err(e) => {
             tracing::warn!(account, error = %e.message, "account deletion failed");
@@ -277,9 +289,21 @@ pub fn delete(cx: &OpCtx<'_>, account: &str) -> ServiceResult<super::users::Remo
     Ok(Removal { task_id, deleted })
 }
 
-fn finish_delete(cx: &OpCtx<'_>, account: &str, task_id: &str) -> ServiceResult<()> {
+fn finish_delete(
+    cx: &OpCtx<'_>,
+    account: &str,
+    task_id: &str,
+    guard: &dyn crate::storage::LockGuard,
+) -> ServiceResult<()> {
     let owner = TaskOwner::system();
     tasks::mark_running(cx.storage, &owner, task_id)?;
+    let marked = read_accounts(cx.storage)?
+        .0
+        .accounts
+        .get(account)
+        .and_then(|e| e.deletion.as_ref())
+        .is_some_and(|d| d.task_id == task_id);
+    store::fence_removal(guard, marked, account)?;
     match cx.storage.remove(&StorePath::root().join(account)?, true) {
         Ok(()) | Err(StorageError::NotFound(_)) => {}
         Err(e) => return Err(e.into()),

@@ -201,7 +201,7 @@ pub fn remove(
         .get(user)
         .ok_or_else(|| user_not_found(user))?;
     let lock_name = format!("registry-delete-user-{account}-{user}");
-    let (task_id, owner, _guard) =
+    let (task_id, owner, guard) =
         match pending_deletion(cx.storage, entry.deletion.as_ref(), &lock_name)? {
             Pending::Running(task_id) => {
                 return Ok(Removal {
@@ -251,7 +251,7 @@ pub fn remove(
         }
     };
     announce_users(cx, account, users, version)?;
-    let deleted = match finish_remove(cx, account, user, &owner, &task_id) {
+    let deleted = match finish_remove(cx, account, user, &owner, &task_id, guard.as_ref()) {
         Ok(()) => true,
         Err(e) => {
             tracing::warn!(account, user, error = %e.message, "user deletion failed");
@@ -275,8 +275,16 @@ fn finish_remove(
     user: &str,
     owner: &TaskOwner,
     task_id: &str,
+    guard: &dyn crate::storage::LockGuard,
 ) -> ServiceResult<()> {
     tasks::mark_running(cx.storage, owner, task_id)?;
+    let marked = read_users(cx.storage, account)?
+        .0
+        .users
+        .get(user)
+        .and_then(|e| e.deletion.as_ref())
+        .is_some_and(|d| d.task_id == task_id);
+    store::fence_removal(guard, marked, &format!("{account}/{user}"))?;
     let account_root = StorePath::root().join(account)?;
     remove_tree(cx.storage, &account_root.join("user")?.join(user)?)?;
     remove_tree(cx.storage, &TaskOwner::user(account, user).dir()?)?;
