@@ -27,7 +27,8 @@ pub struct ServerSettings {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub workers: Option<usize>,
     pub max_body_bytes: usize,
-    /// Seconds to finish in-flight requests and accepted storage/commit work on SIGTERM.
+    /// On SIGTERM/SIGINT: seconds from the signal to finish in-flight requests and then accepted
+    /// storage/commit work (one deadline for both).
     pub shutdown_timeout_secs: u64,
 }
 
@@ -163,8 +164,11 @@ pub struct PoolSettings {
     pub storage_queue_limit: usize,
     /// Queued plus running jobs allowed on the commit pool before 503.
     pub commit_queue_limit: usize,
-    /// `nice` increment of pool threads (0..=19), so HTTP workers win the CPU.
+    /// `nice` increment of storage-pool threads (0..=19), so HTTP workers win the CPU.
     pub thread_nice: i32,
+    /// `nice` increment of commit-pool threads (0..=19): commits only get the CPU that HTTP
+    /// workers and short storage jobs leave over.
+    pub commit_thread_nice: i32,
 }
 
 impl Default for PoolSettings {
@@ -175,6 +179,7 @@ impl Default for PoolSettings {
             storage_queue_limit: 512,
             commit_queue_limit: 8,
             thread_nice: 10,
+            commit_thread_nice: 19,
         }
     }
 }
@@ -389,6 +394,9 @@ impl Settings {
         }
         if !(0..=19).contains(&self.pools.thread_nice) {
             return bad("pools.thread_nice must be between 0 and 19".into());
+        }
+        if !(0..=19).contains(&self.pools.commit_thread_nice) {
+            return bad("pools.commit_thread_nice must be between 0 and 19".into());
         }
         if self.storage.backend == StorageBackendKind::S3 {
             self.storage.s3.validate()?;

@@ -3,26 +3,32 @@
 //! Order: storage backend → storage and commit pools (SyncArbiter) → AuthActor on its own
 //! Arbiter → bind → serve, with the account registry loaded in the background: `/health`
 //! answers from the first moment, while `/ready` says `initializing` and keyed requests get 503
-//! until the registry is in memory (a failed load stops the server). On SIGTERM/SIGINT: the HTTP server stops accepting and drains
-//! in-flight requests, then accepted storage/commit work is drained, then the process exits.
+//! until the registry is in memory (a failed load stops the server).
+//!
+//! SIGTERM and SIGINT both drain (the server handles signals itself: actix-server would treat
+//! SIGINT as a forced stop): the HTTP server stops accepting and finishes in-flight requests,
+//! then accepted storage/commit work finishes, then the process exits. One deadline,
+//! `server.shutdown_timeout_secs` from the signal, bounds the whole sequence.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
+use actix_web::dev::ServerHandle;
 use actix_web::{middleware::from_fn, web, App, HttpServer};
 
 use crate::actors::auth::sink::ActorSink;
 use crate::actors::auth::{AuthActor, AuthConfig, InitialLoad};
-use crate::actors::health::HealthMonitor;
 use crate::actors::pool::{PoolSpec, Pools};
 use crate::config::{Settings, StorageBackendKind};
 use crate::error::{ErrorCode, ServiceError};
+use crate::http::health::HealthMonitor;
 use crate::http::{self, AppState};
 use crate::identity::AuthMode;
 
-use crate::storage::{local::LocalStorage, s3::S3Storage, Storage};
+use crate::storage::backend::{local::LocalStorage, s3::S3Storage};
+use crate::storage::Storage;
 
 /// Failures that stop the server (exit code 2); all but `Registry` happen before it serves.
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +46,8 @@ pub enum StartupError {
     Metrics(#[from] crate::http::metrics::MetricsError),
     #[error("cannot load the account registry: {0}")]
     Registry(String),
+    #[error("cannot listen for shutdown signals: {0}")]
+    Signals(std::io::Error),
     #[error("server error: {0}")]
     Serve(std::io::Error),
 }
@@ -59,8 +67,8 @@ async fn load_registry(
     auth: &actix::Addr<AuthActor>,
     hashing: bool,
 ) -> Result<(), ServiceError> {
-    use crate::actors::auth::jobs::Bootstrap;
-    let report = pools.storage().run(Bootstrap { hashing }).await??;
+    use crate::jobs::auth::BootstrapRegistry;
+    let report = pools.storage().run(BootstrapRegistry { hashing }).await??;
     tracing::info!(
         created = report.created_registry,
         migrated_keys = report.migrated_keys,
@@ -96,14 +104,37 @@ async fn load_registry_until_storage_answers(
 /// Repair, in the background on the commit pool, every session commit a crash interrupted, so
 /// their tasks reach a terminal state even if nobody touches those sessions again.
 fn spawn_session_repair(pools: Pools) {
-    use crate::storage::sessions::recovery::SweepInterrupted;
+    use crate::jobs::sessions::RepairInterruptedCommits;
     actix_rt::spawn(async move {
-        match pools.commit().run(SweepInterrupted).await {
+        match pools.commit().run(RepairInterruptedCommits).await {
             Ok(Ok(repaired)) => tracing::debug!(repaired, "session repair sweep finished"),
             Ok(Err(e)) => tracing::warn!(error = %e.message, "session repair sweep failed"),
             Err(e) => tracing::warn!(error = %e, "session repair sweep not run"),
         }
     });
+}
+
+/// On the first SIGTERM or SIGINT, note when and stop the server gracefully (drain requests).
+fn stop_on_signals(
+    handle: ServerHandle,
+    stop_requested: Arc<OnceLock<Instant>>,
+) -> Result<(), StartupError> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).map_err(StartupError::Signals)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(StartupError::Signals)?;
+    actix_rt::spawn(async move {
+        let name = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        };
+        tracing::info!(
+            signal = name,
+            "stopping: draining requests and accepted work"
+        );
+        let _ = stop_requested.set(Instant::now());
+        handle.stop(true).await;
+    });
+    Ok(())
 }
 
 /// Run the server until it is told to stop.
@@ -127,7 +158,7 @@ async fn serve(settings: Arc<Settings>, backend: Arc<dyn Storage>) -> Result<(),
             name: "commit",
             threads: settings.pools.commit_threads,
             capacity: settings.pools.commit_queue_limit,
-            nice: settings.pools.thread_nice,
+            nice: settings.pools.commit_thread_nice,
         },
     );
     let mode = settings.auth_mode();
@@ -170,6 +201,7 @@ async fn serve(settings: Arc<Settings>, backend: Arc<dyn Storage>) -> Result<(),
             .default_service(web::to(http::not_found))
     })
     .workers(workers)
+    .disable_signals()
     .shutdown_timeout(settings.server.shutdown_timeout_secs);
     let addr = format!("{}:{}", settings.server.host, settings.server.port);
     let server = server
@@ -193,6 +225,8 @@ async fn serve(settings: Arc<Settings>, backend: Arc<dyn Storage>) -> Result<(),
     );
 
     let server = server.run();
+    let stop_requested: Arc<OnceLock<Instant>> = Arc::default();
+    stop_on_signals(server.handle(), stop_requested.clone())?;
     spawn_session_repair(pools.clone());
     let load_failure: Arc<Mutex<Option<StartupError>>> = Arc::default();
     if mode == AuthMode::ApiKey {
@@ -213,8 +247,11 @@ async fn serve(settings: Arc<Settings>, backend: Arc<dyn Storage>) -> Result<(),
     }
     let result = server.await;
     tracing::info!("HTTP server stopped; draining storage and commit work");
+    // What is left of the one shutdown deadline after the HTTP drain.
+    let deadline = stop_requested.get().copied().unwrap_or_else(Instant::now)
+        + Duration::from_secs(settings.server.shutdown_timeout_secs);
     let drained = pools
-        .drain(Duration::from_secs(settings.server.shutdown_timeout_secs))
+        .drain(deadline.saturating_duration_since(Instant::now()))
         .await;
     if drained {
         tracing::info!("all accepted work finished");

@@ -8,6 +8,7 @@ pub mod envelope;
 pub mod error;
 pub mod extract;
 pub mod fs;
+pub mod health;
 pub mod metrics;
 pub mod middleware;
 pub mod search;
@@ -23,11 +24,11 @@ use actix_web::{web, HttpResponse};
 use serde_json::Value;
 
 use crate::actors::auth::{AuthActor, AuthStatus, ResolveKey};
-use crate::actors::health::HealthMonitor;
 use crate::actors::Pools;
 use crate::config::Settings;
 use crate::error::ServiceError;
 use crate::identity::{AuthMode, Identity};
+use health::HealthMonitor;
 
 /// Everything handlers share, built once before `HttpServer::new`.
 #[derive(Clone)]

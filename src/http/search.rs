@@ -5,16 +5,14 @@ use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 
 use crate::error::ServiceError;
+use crate::jobs::fs::{GlobFiles, GrepFiles};
 use crate::storage::fs::entry::{Output, Render};
-use crate::storage::fs::glob::GlobJob;
-use crate::storage::fs::grep::GrepJob;
+use crate::storage::fs::grep::GrepQuery;
 use crate::storage::uri::{self, Access};
 
-use super::auth::{Caller, DataAccess};
-use super::content::encoded_ok;
-use super::envelope::ApiResult;
-use super::extract::{flexible_bool, ApiJson};
-use super::fs::resolve;
+use super::auth::{resolve_uri, Caller, DataAccess};
+use super::envelope::{encoded_ok, ApiResult};
+use super::extract::{flexible_bool, int_in_range, ApiJson};
 use super::AppState;
 
 /// Longest glob pattern accepted (globset turns a pattern into a regex; nothing real is longer).
@@ -47,15 +45,7 @@ fn limit(v: Option<i64>) -> Option<usize> {
 }
 
 fn non_negative(field: &str, v: Option<i64>) -> Result<usize, ServiceError> {
-    match v {
-        None => Ok(0),
-        Some(n) if n >= 0 => Ok(usize::try_from(n).unwrap_or(usize::MAX)),
-        Some(_) => Err(ServiceError::validation(
-            &["body", field],
-            "Input should be greater than or equal to 0",
-            "greater_than_equal",
-        )),
-    }
+    int_in_range(&["body", field], v.unwrap_or(0), 0, None)
 }
 
 #[derive(Deserialize)]
@@ -77,33 +67,31 @@ async fn grep(
     caller: Caller<DataAccess>,
     ApiJson(body): ApiJson<GrepBody>,
 ) -> Result<HttpResponse, ServiceError> {
-    let uri = resolve(&caller, &body.uri, Access::Read)?;
+    let uri = resolve_uri(&caller, &body.uri, Access::Read)?;
     let exclude = match body.exclude_uri.as_deref() {
         Some(raw) if !raw.trim().is_empty() => Some(uri::parse(raw, &caller.identity)?),
         _ => None,
     };
     let before_context = non_negative("before_context", body.before_context)?;
     let after_context = non_negative("after_context", body.after_context)?;
-    let level_limit = match body.level_limit.unwrap_or(DEFAULT_GREP_LEVELS) {
-        n if n < 1 => {
-            return Err(ServiceError::validation(
-                &["body", "level_limit"],
-                "Input should be greater than or equal to 1",
-                "greater_than_equal",
-            ))
-        }
-        n => usize::try_from(n).unwrap_or(usize::MAX),
-    };
-    let job = GrepJob {
+    let level_limit = int_in_range(
+        &["body", "level_limit"],
+        body.level_limit.unwrap_or(DEFAULT_GREP_LEVELS),
+        1,
+        None,
+    )?;
+    let job = GrepFiles {
         who: caller.identity.clone(),
         uri,
-        pattern: body.pattern,
-        case_insensitive: body.case_insensitive,
-        node_limit: limit(body.node_limit),
-        level_limit,
-        exclude,
-        before_context,
-        after_context,
+        query: GrepQuery {
+            pattern: body.pattern,
+            case_insensitive: body.case_insensitive,
+            node_limit: limit(body.node_limit),
+            level_limit,
+            exclude,
+            before_context,
+            after_context,
+        },
     };
     Ok(encoded_ok(state.pools.storage().run(job).await??))
 }
@@ -132,7 +120,7 @@ async fn glob(
             "Search query or image_url must not be empty.",
         ));
     }
-    let uri = resolve(&caller, &body.uri, Access::Read)?;
+    let uri = resolve_uri(&caller, &body.uri, Access::Read)?;
     if body.pattern.len() > MAX_GLOB_PATTERN {
         return Err(ServiceError::invalid_argument(format!(
             "Invalid glob pattern: longer than {MAX_GLOB_PATTERN} bytes"
@@ -144,7 +132,7 @@ async fn glob(
         r.locked = fields.iter().any(|f| f == "locked");
         r
     });
-    let job = GlobJob {
+    let job = GlobFiles {
         who: caller.identity.clone(),
         uri,
         pattern: body.pattern,

@@ -284,7 +284,7 @@ pub fn tail_paths(dir: &StorePath, state: &LogState) -> StorageResult<Vec<StoreP
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::local::LocalStorage;
+    use crate::storage::backend::local::LocalStorage;
 
     fn setup() -> (tempfile::TempDir, LocalStorage, StorePath) {
         let dir = tempfile::tempdir().unwrap();

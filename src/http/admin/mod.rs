@@ -7,10 +7,10 @@ use actix_web::web;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::actors::auth::admin_jobs::{self as jobs, Registry};
-use crate::actors::BlockingJob;
 use crate::error::{ServiceError, ServiceResult};
 use crate::identity::{validate_id, validate_new_id, IdKind, Role};
+use crate::jobs::admin::{self as jobs, Registry};
+use crate::jobs::BlockingJob;
 use crate::storage::registry::query::Paging;
 use crate::storage::registry::{account_not_found, user_not_found};
 
@@ -85,7 +85,9 @@ pub(super) fn path_account(account: &str) -> ServiceResult<()> {
     validate_id(IdKind::Account, account).map_err(|_| account_not_found(account))
 }
 
-pub(super) fn path_user(user: &str) -> ServiceResult<()> {
+/// [`path_account`], then the user id likewise.
+pub(super) fn path_ids(account: &str, user: &str) -> ServiceResult<()> {
+    path_account(account)?;
     validate_id(IdKind::User, user).map_err(|_| user_not_found(user))
 }
 

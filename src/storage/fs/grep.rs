@@ -9,15 +9,13 @@ use serde::Serialize;
 
 use super::walk::{Ended, Flow, Order, Walker};
 use super::{file_not_found, lossy_string, stat, StorageFail};
-use crate::actors::{BlockingJob, JobContext};
 use crate::error::{ServiceError, ServiceResult};
 use crate::identity::Identity;
 use crate::storage::uri::VikingUri;
-use crate::storage::StorageError;
+use crate::storage::{Storage, StorageError};
 
-pub struct GrepJob {
-    pub who: Identity,
-    pub uri: VikingUri,
+/// What to look for, and how much of it.
+pub struct GrepQuery {
     pub pattern: String,
     pub case_insensitive: bool,
     /// `None` = unlimited.
@@ -88,25 +86,26 @@ impl Hits {
     }
 }
 
-/// Files read together by one [`Storage::read_many`](crate::storage::Storage::read_many): an
-/// object store fetches them with bounded parallelism from this one pool thread. Matches are
-/// still taken file by file in walk order, so `node_limit` cuts at the same place as a
-/// one-by-one scan (at most one batch is read beyond it).
+/// Files read together by one [`Storage::read_many`]: an object store fetches them with
+/// bounded parallelism from this one pool thread. Matches are still taken file by file in walk
+/// order, so `node_limit` cuts at the same place as a one-by-one scan (at most one batch is
+/// read beyond it).
 const READ_BATCH: usize = 128;
 
-impl GrepJob {
+impl GrepQuery {
     /// Read and grep `files` (in order) until the limit is reached or the client has gone.
     fn grep_batch(
         &self,
         regex: &Regex,
-        ctx: &JobContext<'_>,
+        storage: &dyn Storage,
+        abandoned: &dyn Fn() -> bool,
         files: &[VikingUri],
         hits: &mut Hits,
     ) -> ServiceResult<()> {
         let paths: Vec<_> = files.iter().map(|u| u.store_path().clone()).collect();
-        let read = ctx.storage.read_many(&paths, &|| !ctx.is_abandoned());
+        let read = storage.read_many(&paths, &|| !abandoned());
         for (uri, got) in files.iter().zip(read) {
-            if hits.full() || ctx.is_abandoned() {
+            if hits.full() || abandoned() {
                 break;
             }
             match got {
@@ -122,11 +121,11 @@ impl GrepJob {
     fn grep_file(
         &self,
         regex: &Regex,
-        ctx: &JobContext<'_>,
+        storage: &dyn Storage,
         uri: &VikingUri,
         hits: &mut Hits,
     ) -> ServiceResult<()> {
-        let bytes = match ctx.storage.read(uri.store_path()) {
+        let bytes = match storage.read(uri.store_path()) {
             Ok(b) => b,
             // Removed or replaced by a directory since it was listed.
             Err(StorageError::NotFound(_)) | Err(StorageError::IsADirectory(_)) => return Ok(()),
@@ -192,75 +191,75 @@ impl GrepJob {
     }
 }
 
-impl BlockingJob for GrepJob {
-    /// The result, JSON-encoded here: an unlimited grep can answer megabytes.
-    type Output = ServiceResult<Vec<u8>>;
-
-    fn run(self, ctx: &JobContext<'_>) -> Self::Output {
-        let regex = compile(&self.pattern, self.case_insensitive, &self.uri)?;
-        let meta = if self.uri.has_internal_segment() {
-            None
-        } else {
-            stat(ctx.storage, &self.uri)?
+/// S1: grep `uri` (a file or a subtree) as `who` sees it. The result is JSON-encoded here: an
+/// unlimited grep can answer megabytes.
+pub fn grep(
+    storage: &dyn Storage,
+    abandoned: &dyn Fn() -> bool,
+    who: &Identity,
+    uri: &VikingUri,
+    query: &GrepQuery,
+) -> ServiceResult<Vec<u8>> {
+    let regex = compile(&query.pattern, query.case_insensitive, uri)?;
+    let meta = if uri.has_internal_segment() {
+        None
+    } else {
+        stat(storage, uri)?
+    };
+    let meta = meta.ok_or_else(|| file_not_found(uri))?;
+    let mut hits = Hits {
+        json: br#"{"matches":"#.to_vec(),
+        count: 0,
+        files_scanned: 0,
+        limit: query.node_limit,
+    };
+    let excluded = query.exclude.as_ref().is_some_and(|ex| uri.starts_with(ex));
+    if excluded || hits.full() {
+        // nothing to scan
+    } else if !meta.is_dir() {
+        query.grep_file(&regex, storage, uri, &mut hits)?;
+    } else {
+        let walker = Walker {
+            who,
+            show_hidden_files: false,
+            max_depth: query.level_limit,
+            order: Order::ByName,
+            exclude: query.exclude.as_ref(),
         };
-        let meta = meta.ok_or_else(|| file_not_found(&self.uri))?;
-        let mut hits = Hits {
-            json: br#"{"matches":"#.to_vec(),
-            count: 0,
-            files_scanned: 0,
-            limit: self.node_limit,
-        };
-        let excluded = self
-            .exclude
-            .as_ref()
-            .is_some_and(|ex| self.uri.starts_with(ex));
-        if excluded || hits.full() {
-            // nothing to scan
-        } else if !meta.is_dir() {
-            self.grep_file(&regex, ctx, &self.uri, &mut hits)?;
-        } else {
-            let walker = Walker {
-                who: &self.who,
-                show_hidden_files: false,
-                max_depth: self.level_limit,
-                order: Order::ByName,
-                exclude: self.exclude.as_ref(),
-            };
-            let mut batch: Vec<VikingUri> = Vec::with_capacity(READ_BATCH);
-            let ended = walker.run(ctx, &self.uri, |uri, meta, _| {
-                if meta.is_dir() {
-                    return Ok(Flow::Continue);
-                }
-                if ctx.is_abandoned() {
-                    return Ok(Flow::Stop);
-                }
-                batch.push(uri.clone());
-                if batch.len() < READ_BATCH {
-                    return Ok(Flow::Continue);
-                }
-                self.grep_batch(&regex, ctx, &batch, &mut hits)?;
-                batch.clear();
-                Ok(if hits.full() {
-                    Flow::Stop
-                } else {
-                    Flow::Continue
-                })
-            })?;
-            if ended != Ended::Abandoned && !hits.full() && !ctx.is_abandoned() {
-                self.grep_batch(&regex, ctx, &batch, &mut hits)?;
+        let mut batch: Vec<VikingUri> = Vec::with_capacity(READ_BATCH);
+        let ended = walker.run(storage, abandoned, uri, |file, meta, _| {
+            if meta.is_dir() {
+                return Ok(Flow::Continue);
             }
+            if abandoned() {
+                return Ok(Flow::Stop);
+            }
+            batch.push(file.clone());
+            if batch.len() < READ_BATCH {
+                return Ok(Flow::Continue);
+            }
+            query.grep_batch(&regex, storage, abandoned, &batch, &mut hits)?;
+            batch.clear();
+            Ok(if hits.full() {
+                Flow::Stop
+            } else {
+                Flow::Continue
+            })
+        })?;
+        if ended != Ended::Abandoned && !hits.full() && !abandoned() {
+            query.grep_batch(&regex, storage, abandoned, &batch, &mut hits)?;
         }
-        let Hits {
-            mut json,
-            count,
-            files_scanned,
-            ..
-        } = hits;
-        json.extend_from_slice(if count == 0 { b"[]" } else { b"]" });
-        json.extend_from_slice(
-            format!(r#","count":{count},"match_count":{count},"files_scanned":{files_scanned}}}"#)
-                .as_bytes(),
-        );
-        Ok(json)
     }
+    let Hits {
+        mut json,
+        count,
+        files_scanned,
+        ..
+    } = hits;
+    json.extend_from_slice(if count == 0 { b"[]" } else { b"]" });
+    json.extend_from_slice(
+        format!(r#","count":{count},"match_count":{count},"files_scanned":{files_scanned}}}"#)
+            .as_bytes(),
+    );
+    Ok(json)
 }

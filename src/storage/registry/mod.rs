@@ -4,6 +4,7 @@
 
 pub mod accounts;
 pub mod bootstrap;
+pub mod deletion;
 pub mod generation;
 pub mod load;
 pub mod model;
@@ -57,6 +58,24 @@ impl OpCtx<'_> {
                 Err(e)
             }
         }
+    }
+
+    /// [`OpCtx::announce`] of an active account whose users.json is now `users` at `version`.
+    pub fn announce_users(
+        &self,
+        account: &str,
+        users: model::UsersFile,
+        version: Option<crate::storage::Version>,
+    ) -> ServiceResult<u64> {
+        self.announce(
+            account,
+            Some(AccountSnapshot {
+                id: account.to_string(),
+                deletion: None,
+                users,
+                users_version: version,
+            }),
+        )
     }
 }
 

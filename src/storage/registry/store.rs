@@ -188,7 +188,7 @@ pub fn fence_removal(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::local::LocalStorage;
+    use crate::storage::backend::local::LocalStorage;
     use std::sync::Arc;
 
     #[test]

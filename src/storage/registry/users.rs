@@ -7,11 +7,11 @@ use serde_json::{json, Value};
 
 use crate::error::{ServiceError, ServiceResult};
 use crate::storage::keys;
-use crate::storage::tasks::{self, TaskOwner};
-use crate::storage::{scaffold, Storage, StorageError, StorePath};
+use crate::storage::tasks::TaskOwner;
+use crate::storage::{remove_if_exists, scaffold, Storage, StorePath};
 
-use super::accounts::{pending_deletion, write_user_config, Pending};
-use super::load::AccountSnapshot;
+use super::accounts::write_user_config;
+use super::deletion::{self, DeletionTarget, Removal};
 use super::model::{AccountEntry, Deletion, UserEntry, UsersFile};
 use super::store::{self, groups_path, read_accounts, read_users, Edit};
 use super::{
@@ -34,21 +34,20 @@ fn active_account(storage: &dyn Storage, account: &str) -> ServiceResult<Account
     Ok(entry)
 }
 
-fn announce_users(
-    cx: &OpCtx<'_>,
+/// Users.json of an active account and the entry of `user` in it (404 / 412 otherwise).
+fn existing_user(
+    storage: &dyn Storage,
     account: &str,
-    users: UsersFile,
-    users_version: Option<crate::storage::Version>,
-) -> ServiceResult<u64> {
-    cx.announce(
-        account,
-        Some(AccountSnapshot {
-            id: account.to_string(),
-            deletion: None,
-            users,
-            users_version,
-        }),
-    )
+    user: &str,
+) -> ServiceResult<(UsersFile, UserEntry)> {
+    active_account(storage, account)?;
+    let current = read_users(storage, account)?.0;
+    let entry = current
+        .users
+        .get(user)
+        .cloned()
+        .ok_or_else(|| user_not_found(user))?;
+    Ok((current, entry))
 }
 
 /// A4. The user's directories are created before the registry entry, so the key never works
@@ -88,7 +87,7 @@ pub fn register(
         );
         Ok(Edit::Write(()))
     })?;
-    announce_users(cx, account, users, version)?;
+    cx.announce_users(account, users, version)?;
     Ok(user_key)
 }
 
@@ -124,7 +123,7 @@ pub fn set_role(cx: &OpCtx<'_>, account: &str, user: &str, role: &str) -> Servic
         Ok(Edit::Write(true))
     })?;
     if changed {
-        announce_users(cx, account, users, version)?;
+        cx.announce_users(account, users, version)?;
     }
     Ok(())
 }
@@ -136,13 +135,8 @@ pub fn regenerate(
     user: &str,
     seed: Option<&str>,
 ) -> ServiceResult<String> {
-    active_account(cx.storage, account)?;
     // Existence first, so a 404 costs no Argon2 hash.
-    let current = read_users(cx.storage, account)?.0;
-    let entry = current
-        .users
-        .get(user)
-        .ok_or_else(|| user_not_found(user))?;
+    let (_, entry) = existing_user(cx.storage, account, user)?;
     if let Some(d) = &entry.deletion {
         return Err(user_deleting(&d.task_id));
     }
@@ -157,7 +151,7 @@ pub fn regenerate(
         entry.key_prefix = key_prefix.clone();
         Ok(Edit::Write(()))
     })?;
-    announce_users(cx, account, users, version)?;
+    cx.announce_users(account, users, version)?;
     Ok(user_key)
 }
 
@@ -179,13 +173,6 @@ fn is_last_admin(f: &UsersFile, user: &str) -> bool {
             .any(|(id, e)| id != user && e.is_admin() && e.deletion.is_none())
 }
 
-/// The answer of A6 / A3: the task, and whether the cleanup already finished.
-#[derive(Debug, Clone)]
-pub struct Removal {
-    pub task_id: String,
-    pub deleted: bool,
-}
-
 /// A6: revoke (persisted and in memory), delete the user's data, drop the entry. The task
 /// records the outcome of the cleanup.
 pub fn remove(
@@ -194,116 +181,100 @@ pub fn remove(
     user: &str,
     owner: TaskOwner,
 ) -> ServiceResult<Removal> {
-    active_account(cx.storage, account)?;
-    let current = read_users(cx.storage, account)?.0;
-    let entry = current
-        .users
-        .get(user)
-        .ok_or_else(|| user_not_found(user))?;
-    let lock_name = format!("registry-delete-user-{account}-{user}");
-    let (task_id, owner, guard) =
-        match pending_deletion(cx.storage, entry.deletion.as_ref(), &lock_name)? {
-            Pending::Running(task_id) => {
-                return Ok(Removal {
-                    task_id,
-                    deleted: false,
-                })
-            }
-            Pending::Orphaned(task_id, guard) => {
-                let owner = entry
-                    .deletion
-                    .as_ref()
-                    .map(super::accounts::deletion_owner)
-                    .unwrap_or(owner);
-                (task_id, owner, guard)
-            }
-            Pending::None => {
-                if is_last_admin(&current, user) {
-                    return Err(last_admin());
-                }
-                let guard = store::lock(cx.storage, &lock_name, DELETE_LOCK_TIMEOUT)?;
-                let resource = format!("{account}/{user}");
-                let task = tasks::create(cx.storage, &owner, "user_delete", Some(&resource))?;
-                (task.task_id, owner, guard)
-            }
-        };
-    let mark = Deletion {
-        task_id: task_id.clone(),
-        owner_account_id: owner.account.clone(),
-        owner_user_id: owner.user.clone(),
-        ..Deletion::default()
+    let (current, entry) = existing_user(cx.storage, account, user)?;
+    let target = UserDeletion {
+        account,
+        user,
+        current: &current,
     };
-    let revoked = store::update_users(cx.storage, account, |f| {
-        if is_last_admin(f, user) {
+    deletion::delete(
+        cx,
+        &target,
+        entry.deletion.as_ref(),
+        owner,
+        DELETE_LOCK_TIMEOUT,
+    )
+}
+
+/// The user-specific steps of the deletion sequence.
+struct UserDeletion<'a> {
+    account: &'a str,
+    user: &'a str,
+    /// users.json as read before the deletion started.
+    current: &'a UsersFile,
+}
+
+impl DeletionTarget for UserDeletion<'_> {
+    fn describe(&self) -> String {
+        format!("user {}/{}", self.account, self.user)
+    }
+
+    fn lock_name(&self) -> String {
+        format!("registry-delete-user-{}-{}", self.account, self.user)
+    }
+
+    fn task(&self) -> (&'static str, String) {
+        ("user_delete", format!("{}/{}", self.account, self.user))
+    }
+
+    fn check_new(&self) -> ServiceResult<()> {
+        if is_last_admin(self.current, self.user) {
             return Err(last_admin());
         }
-        let e = f.users.get_mut(user).ok_or_else(|| user_not_found(user))?;
-        e.key = String::new();
-        e.key_prefix = None;
-        e.deletion = Some(mark.clone());
-        Ok(Edit::Write(()))
-    });
-    let (_, users, version) = match revoked {
-        Ok(done) => done,
-        Err(e) => {
-            let _ = tasks::fail(cx.storage, &owner, &task_id, &e.message);
-            return Err(e);
-        }
-    };
-    announce_users(cx, account, users, version)?;
-    let deleted = match finish_remove(cx, account, user, &owner, &task_id, guard.as_ref()) {
-        Ok(()) => true,
-        Err(e) => {
-            tracing::warn!(account, user, error = %e.message, "user deletion failed");
-            let _ = tasks::fail(cx.storage, &owner, &task_id, &e.message);
-            false
-        }
-    };
-    Ok(Removal { task_id, deleted })
-}
-
-fn remove_tree(storage: &dyn Storage, path: &StorePath) -> ServiceResult<()> {
-    match storage.remove(path, true) {
-        Ok(()) | Err(StorageError::NotFound(_)) => Ok(()),
-        Err(e) => Err(e.into()),
+        Ok(())
     }
-}
 
-fn finish_remove(
-    cx: &OpCtx<'_>,
-    account: &str,
-    user: &str,
-    owner: &TaskOwner,
-    task_id: &str,
-    guard: &dyn crate::storage::LockGuard,
-) -> ServiceResult<()> {
-    tasks::mark_running(cx.storage, owner, task_id)?;
-    let marked = read_users(cx.storage, account)?
-        .0
-        .users
-        .get(user)
-        .and_then(|e| e.deletion.as_ref())
-        .is_some_and(|d| d.task_id == task_id);
-    store::fence_removal(guard, marked, &format!("{account}/{user}"))?;
-    let account_root = StorePath::root().join(account)?;
-    remove_tree(cx.storage, &account_root.join("user")?.join(user)?)?;
-    remove_tree(cx.storage, &TaskOwner::user(account, user).dir()?)?;
-    let (_, users, version) = store::update_users(cx.storage, account, |f| {
-        let ours = f
+    fn mark(&self, cx: &OpCtx<'_>, mark: &Deletion) -> ServiceResult<()> {
+        let user = self.user;
+        let (_, users, version) = store::update_users(cx.storage, self.account, |f| {
+            if is_last_admin(f, user) {
+                return Err(last_admin());
+            }
+            let e = f.users.get_mut(user).ok_or_else(|| user_not_found(user))?;
+            e.key = String::new();
+            e.key_prefix = None;
+            e.deletion = Some(mark.clone());
+            Ok(Edit::Write(()))
+        })?;
+        cx.announce_users(self.account, users, version)?;
+        Ok(())
+    }
+
+    fn still_marked(&self, cx: &OpCtx<'_>, task_id: &str) -> ServiceResult<bool> {
+        Ok(read_users(cx.storage, self.account)?
+            .0
             .users
-            .get(user)
+            .get(self.user)
             .and_then(|e| e.deletion.as_ref())
-            .is_some_and(|d| d.task_id == task_id);
-        if !ours {
-            return Ok(Edit::Keep(()));
-        }
-        f.users.shift_remove(user);
-        Ok(Edit::Write(()))
-    })?;
-    prune_groups(cx.storage, account, user)?;
-    announce_users(cx, account, users, version)?;
-    tasks::complete(cx.storage, owner, task_id, json!({"deleted": true}))?;
-    Ok(())
+            .is_some_and(|d| d.task_id == task_id))
+    }
+
+    fn remove_data(&self, cx: &OpCtx<'_>) -> ServiceResult<()> {
+        let account_root = StorePath::root().join(self.account)?;
+        remove_if_exists(
+            cx.storage,
+            &account_root.join("user")?.join(self.user)?,
+            true,
+        )?;
+        remove_if_exists(
+            cx.storage,
+            &TaskOwner::user(self.account, self.user).dir()?,
+            true,
+        )?;
+        Ok(())
+    }
+
+    fn drop_entry(&self, cx: &OpCtx<'_>, task_id: &str) -> ServiceResult<()> {
+        let user = self.user;
+        let (_, users, version) = store::update_users(cx.storage, self.account, |f| {
+            Ok(deletion::drop_if_marked(&mut f.users, user, task_id, |e| {
+                e.deletion.as_ref()
+            }))
+        })?;
+        prune_groups(cx.storage, self.account, user)?;
+        cx.announce_users(self.account, users, version)?;
+        Ok(())
+    }
 }
 
 /// Drop `user` from every group of `groups.json` (kept as found otherwise).

@@ -7,14 +7,16 @@
 
 use serde_json::{json, Map, Value};
 
-use crate::actors::pool::{BlockingJob, JobContext};
+use crate::decode::int_in_range;
 use crate::error::{ServiceError, ServiceResult};
 use crate::storage::Storage;
+use crate::time;
 
 use super::archive::{self, ArchiveMeta, Phase1};
 use super::live::{self, Span, YIELD_EVERY};
+use super::load::{load_for_update, not_found};
 use super::meta::{PendingCommit, SessionMeta};
-use super::{deps, ops, policy, recovery, time, tokens, SessionRef};
+use super::{deps, policy, recovery, tokens, SessionRef};
 
 /// Defaults of turn_budget retention (spec SE7 step 3).
 const DEFAULT_TURNS: u64 = 3;
@@ -59,23 +61,7 @@ fn int_field(
             "int_type",
         ));
     };
-    if n < min {
-        return Err(invalid(
-            field,
-            &format!("Input should be greater than or equal to {min}"),
-            "greater_than_equal",
-        ));
-    }
-    if let Some(max) = max {
-        if n > max {
-            return Err(invalid(
-                field,
-                &format!("Input should be less than or equal to {max}"),
-                "less_than_equal",
-            ));
-        }
-    }
-    Ok(Some(n as u64))
+    Ok(Some(int_in_range(&["body", field], n, min, max)? as u64))
 }
 
 fn strict_bool(body: &Map<String, Value>, field: &str) -> Result<Option<bool>, ServiceError> {
@@ -142,38 +128,6 @@ pub fn parse_options(body: &Map<String, Value>) -> Result<CommitOptions, Service
         reset_context,
         event_tags,
     })
-}
-
-/// SE7 on the commit pool.
-pub struct CommitSession {
-    pub session: SessionRef,
-    pub options: CommitOptions,
-}
-
-impl BlockingJob for CommitSession {
-    type Output = ServiceResult<Value>;
-    fn run(self, ctx: &JobContext<'_>) -> Self::Output {
-        yield_to_everything_else();
-        commit(ctx.storage, &self.session, &self.options)
-    }
-}
-
-/// Niceness of a thread running a commit: the lowest, below the storage pool's threads, so on a
-/// small machine a commit of tens of megabytes takes only the CPU that HTTP workers and short
-/// storage jobs leave over (commit latency is the one thing allowed to grow under load).
-const COMMIT_NICE: i32 = 19;
-
-/// Lower the calling commit-pool thread to [`COMMIT_NICE`]; threads of this pool only ever run
-/// long work, so the setting simply stays.
-fn yield_to_everything_else() {
-    // SAFETY: plain syscalls on the calling thread's own id.
-    let rc = unsafe {
-        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
-        libc::setpriority(libc::PRIO_PROCESS, tid, COMMIT_NICE)
-    };
-    if rc != 0 {
-        tracing::debug!("could not lower the commit thread's priority");
-    }
 }
 
 /// How the live messages split: `[..at)` archived, `[at..)` retained.
@@ -296,15 +250,15 @@ fn reset_boundary(
         done.to_string().as_bytes(),
     )?;
     meta.commit_count = n;
-    meta.updated_at = time::meta_now();
+    meta.updated_at = time::millis_z_now();
     meta.save(storage, s)
 }
 
 /// Phase 1 and Phase 2 of one commit; the session lock is held throughout.
 pub fn commit(storage: &dyn Storage, s: &SessionRef, o: &CommitOptions) -> ServiceResult<Value> {
     let lock = s.lock(storage)?;
-    let Some(mut meta) = ops::load_for_update(storage, s)? else {
-        return Err(ops::not_found(s));
+    let Some(mut meta) = load_for_update(storage, s)? else {
+        return Err(not_found(s));
     };
     recovery::sweep(storage, s, &mut meta)?;
     let wm = o
@@ -320,7 +274,7 @@ pub fn commit(storage: &dyn Storage, s: &SessionRef, o: &CommitOptions) -> Servi
     let bytes = live::read_live(storage, s, &meta, true)?;
     let (spans, complete) = live::lines(&bytes);
     if spans.is_empty() {
-        meta.updated_at = time::meta_now();
+        meta.updated_at = time::millis_z_now();
         meta.save(storage, s)?;
         let mut out = skipped(s, wm, "no_messages");
         if o.reset_context {
@@ -339,7 +293,7 @@ pub fn commit(storage: &dyn Storage, s: &SessionRef, o: &CommitOptions) -> Servi
     let cut = split(&bytes, &spans, &msgs, o)?;
     if cut.at == 0 {
         meta.pending_tokens = live::pending_tokens(storage, s, &meta)?;
-        meta.updated_at = time::meta_now();
+        meta.updated_at = time::millis_z_now();
         meta.save(storage, s)?;
         let mut out = skipped(s, wm, "all_within_keep_window");
         out["estimated_active_tokens"] = cut.retained_tokens.into();
@@ -413,7 +367,7 @@ fn record(
         phase1: Phase1 {
             version: 1,
             status: "pending".into(),
-            created_at: time::iso_now(),
+            created_at: time::iso_micros_now(),
             archive_id: name.to_string(),
             task_id: Some(task_id.to_string()),
             archived_message_ids: ids(0..cut.at),
@@ -512,7 +466,7 @@ fn archive_and_finish(
     }
     crash::point("after_live_rewrite");
 
-    let now = time::meta_now();
+    let now = time::millis_z_now();
     meta.message_count = live_part.retained_count;
     meta.internal.live_bytes = live_part.retained.len() as u64;
     meta.internal.live_tokens = live_part.retained_tokens;

@@ -14,12 +14,12 @@ mod deps;
 pub mod fit;
 pub mod id;
 pub mod live;
+pub mod load;
 pub mod message;
 pub mod meta;
 pub mod ops;
 pub mod policy;
 pub mod recovery;
-pub mod time;
 pub mod tokens;
 pub mod uri;
 

@@ -23,7 +23,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use object_store::path::Path;
@@ -34,6 +34,7 @@ use sha2::{Digest, Sha256};
 use super::keys::LOCKS_DIR;
 use super::Inner;
 use crate::storage::{LockGuard, StorageError, StorageResult, StorePath};
+use crate::time::epoch_millis_now;
 
 #[derive(Serialize, Deserialize)]
 struct LeaseBody {
@@ -175,18 +176,12 @@ impl LockGuard for Lease {
     }
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
 fn body(name: &str, owner: &str, renewal: u64, lease: Duration) -> Bytes {
     let body = LeaseBody {
         name: name.to_string(),
         owner: owner.to_string(),
         renewal,
-        expires_ms: now_ms() + lease.as_millis() as u64,
+        expires_ms: epoch_millis_now() + lease.as_millis() as u64,
         holder: this_process(),
     };
     // Serializing a struct of strings and an integer cannot fail.

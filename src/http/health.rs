@@ -1,22 +1,13 @@
-//! Storage health: a probe job, and the last known result that observers read without I/O.
+//! Storage health: the last known probe result, which `/health`, `/ready` and observers read
+//! without I/O, refreshed by [`ProbeStorage`] jobs.
 
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use serde::Serialize;
 
-use super::{BlockingJob, JobContext, Pools};
-
-/// Write-read-delete a probe object through the backend.
-pub struct ProbeStorage;
-
-impl BlockingJob for ProbeStorage {
-    type Output = Result<(), String>;
-
-    fn run(self, ctx: &JobContext<'_>) -> Self::Output {
-        ctx.storage.probe().map_err(|e| e.to_string())
-    }
-}
+use crate::actors::Pools;
+use crate::jobs::health::ProbeStorage;
 
 /// The storage state as last observed.
 #[derive(Debug, Clone, Serialize)]
@@ -56,9 +47,7 @@ impl HealthMonitor {
     }
 
     pub fn record(&self, result: &Result<(), String>) {
-        let now = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0.0, |d| d.as_secs_f64());
+        let now = crate::time::epoch_secs_now();
         let mut s = match self.state.write() {
             Ok(s) => s,
             Err(poisoned) => poisoned.into_inner(),
