@@ -187,6 +187,7 @@ impl From<crate::storage::StorageError> for ServiceError {
             E::Unavailable(reason) => ServiceError::unavailable("storage", reason).retry_after(1),
             E::ReadOnly(reason) => ServiceError::unavailable("storage", reason).retry_after(5),
             E::InvalidPath(reason) => ServiceError::invalid_argument(reason),
+            E::TooLarge(reason) => ServiceError::new(ErrorCode::PayloadTooLarge, reason),
             other => ServiceError::internal(other),
         }
     }

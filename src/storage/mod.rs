@@ -47,6 +47,10 @@ pub enum StorageError {
     Unavailable(String),
     #[error("storage is read-only: {0}")]
     ReadOnly(String),
+    /// The operation would make an object larger than this backend allows for it (appends
+    /// on S3 rewrite the whole object, so files grown by appending are capped there).
+    #[error("too large: {0}")]
+    TooLarge(String),
     #[error("invalid storage path: {0}")]
     InvalidPath(String),
     #[error("storage I/O error: {0}")]
@@ -164,6 +168,18 @@ pub trait Storage: Send + Sync + 'static {
     /// does not (S3 rewrites the whole object), growing logs use [`seglog`] instead.
     fn appends_in_place(&self) -> bool {
         true
+    }
+
+    /// Remove many files (missing ones are fine). An object store sends them as batched
+    /// deletes; local disk removes them in turn.
+    fn remove_files(&self, paths: &[StorePath]) -> StorageResult<()> {
+        for path in paths {
+            match self.remove(path, false) {
+                Ok(()) | Err(StorageError::NotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
     }
 
     /// Read many files, results in the order of `paths`. An object store overrides this to

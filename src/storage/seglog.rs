@@ -261,11 +261,8 @@ pub fn rewrite(
 
 /// Delete objects a stored manifest no longer references. Failures only leave garbage.
 pub fn collect_garbage(storage: &dyn Storage, garbage: Garbage) {
-    for path in garbage.paths {
-        match storage.remove(&path, false) {
-            Ok(()) | Err(StorageError::NotFound(_)) => {}
-            Err(e) => tracing::debug!(path = %path, error = %e, "log garbage left behind"),
-        }
+    if let Err(e) = storage.remove_files(&garbage.paths) {
+        tracing::debug!(error = %e, objects = garbage.paths.len(), "log garbage left behind");
     }
 }
 

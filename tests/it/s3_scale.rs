@@ -15,6 +15,7 @@ use serde_json::{json, Value};
 use longship::storage::sessions::archive::{self, State};
 use longship::storage::sessions::meta::SessionMeta;
 use longship::storage::sessions::{live, SessionRef};
+use longship::storage::Storage as _;
 
 use crate::harness::{Opts, Server, Storage};
 use crate::seaweed::{self, SeaweedFs};
@@ -353,4 +354,27 @@ fn twenty_thousand_message_session_reads_back_complete_and_in_order() {
         .expect("get session");
     let v: Value = r.into_json().expect("json");
     assert_eq!(v["result"]["message_count"], total);
+}
+
+/// Content append on S3 rewrites the whole object, so it is bounded: an append that would grow
+/// a file past the cap is refused (413 through the API) and leaves the file as it was.
+#[test]
+fn s3_append_is_bounded_and_refusal_changes_nothing() {
+    let Some(sw) = seaweed::shared() else { return };
+    let prefix = format!("append-{}", uuid::Uuid::new_v4().simple());
+    let store =
+        longship::storage::backend::s3::S3Storage::open(&sw.settings(&prefix)).expect("open");
+    let cap = longship::storage::backend::s3::APPEND_MAX_BYTES as usize;
+    let path = longship::storage::StorePath::parse("acme/resources/big.log").unwrap();
+    let start = vec![b'x'; cap - 10];
+    store.write(&path, &start).expect("write");
+    store
+        .append(&path, b"0123456789")
+        .expect("append up to the cap");
+    let err = store.append(&path, b"!").expect_err("past the cap");
+    assert!(
+        matches!(err, longship::storage::StorageError::TooLarge(_)),
+        "{err:?}"
+    );
+    assert_eq!(store.stat(&path).unwrap().unwrap().size, cap as u64);
 }

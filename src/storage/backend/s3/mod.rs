@@ -39,6 +39,9 @@ use crate::storage::{
 
 /// Requests in flight at once for per-object work (marker checks, tree copies).
 const FAN_OUT: usize = 16;
+/// Largest file `append` grows on S3: each append rewrites the whole object (no append in
+/// S3), so its cost is bounded by this; larger data belongs in separate files.
+pub const APPEND_MAX_BYTES: u64 = 32 << 20;
 /// How long `append` keeps retrying against concurrent writers before reporting `Busy`.
 const APPEND_DEADLINE: Duration = Duration::from_secs(30);
 
@@ -381,6 +384,13 @@ impl Inner {
         loop {
             let (mode, mut joined) = match self.store.get(&key).await {
                 Ok(got) => {
+                    if got.meta.size + data.len() as u64 > APPEND_MAX_BYTES {
+                        return Err(StorageError::TooLarge(format!(
+                            "appending would make the file larger than {} MiB, the most an \
+                             append may grow a file on the S3 backend; write it whole instead",
+                            APPEND_MAX_BYTES >> 20
+                        )));
+                    }
                     let version = UpdateVersion {
                         e_tag: got.meta.e_tag.clone(),
                         version: None,
@@ -768,6 +778,16 @@ impl Storage for S3Storage {
 
     fn probe(&self) -> StorageResult<()> {
         self.block_on(self.inner.probe())
+    }
+
+    /// One batched delete request per thousand keys, no HEAD first.
+    fn remove_files(&self, paths: &[StorePath]) -> StorageResult<()> {
+        let inner = &self.inner;
+        let keys = paths
+            .iter()
+            .map(|p| inner.keys.file(p))
+            .collect::<StorageResult<Vec<_>>>()?;
+        self.block_on(inner.delete_all(keys, &StorePath::root()))
     }
 
     /// S3 rewrites the whole object to append (see `Inner::append`).
