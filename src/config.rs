@@ -6,6 +6,9 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+mod retrieval;
+pub use retrieval::{DenseSettings, EmbeddingSettings, SearchSettings};
+
 /// Every setting of the server. `config/default.toml` documents each with its default; a test
 /// keeps the two equal.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
@@ -16,6 +19,8 @@ pub struct Settings {
     pub pools: PoolSettings,
     pub auth: AuthSettings,
     pub logging: LoggingSettings,
+    pub search: SearchSettings,
+    pub embedding: EmbeddingSettings,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -27,6 +32,9 @@ pub struct ServerSettings {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub workers: Option<usize>,
     pub max_body_bytes: usize,
+    /// Request-body bytes all requests together may hold; past it new bodies get 503 +
+    /// `Retry-After` before they are read. At least `max_body_bytes`.
+    pub max_inflight_body_bytes: usize,
     /// On SIGTERM/SIGINT: seconds from the signal to finish in-flight requests and then accepted
     /// storage/commit work (one deadline for both).
     pub shutdown_timeout_secs: u64,
@@ -39,6 +47,7 @@ impl Default for ServerSettings {
             port: 1933,
             workers: None,
             max_body_bytes: 32 * 1024 * 1024,
+            max_inflight_body_bytes: 256 * 1024 * 1024,
             shutdown_timeout_secs: 30,
         }
     }
@@ -401,8 +410,15 @@ impl Settings {
         if self.storage.backend == StorageBackendKind::S3 {
             self.storage.s3.validate()?;
         }
+        self.search.validate()?;
+        self.embedding.validate()?;
         if self.server.max_body_bytes < 1024 {
             return bad("server.max_body_bytes must be at least 1024".into());
+        }
+        if self.server.max_inflight_body_bytes < self.server.max_body_bytes {
+            return bad(
+                "server.max_inflight_body_bytes must be at least server.max_body_bytes".into(),
+            );
         }
         match self.auth.mode.as_deref() {
             None | Some("api_key") | Some("dev") => {}
@@ -457,6 +473,9 @@ impl Settings {
         let mut shown = self.clone();
         if shown.auth.root_api_key.is_some() {
             shown.auth.root_api_key = Some("********".into());
+        }
+        if shown.embedding.dense.api_key.is_some() {
+            shown.embedding.dense.api_key = Some("********".into());
         }
         if shown.storage.s3.secret_access_key.is_some() {
             shown.storage.s3.secret_access_key = Some("********".into());

@@ -1,4 +1,5 @@
-//! Routes of the fs API (spec §6): F1 ls, F2 tree, F3 stat, F4 mkdir, F5 rm, F6 mv.
+//! Routes of the fs API (spec §6): F1 ls, F2 tree, F3 stat, F4 mkdir, F5 rm, F6 mv, and R7 cp
+//! (RETRIEVAL.md).
 //!
 //! Handlers parse and authorize every URI (pure, non-blocking) and submit one job to the
 //! storage pool; nothing here touches storage.
@@ -7,7 +8,9 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 
 use crate::error::ServiceError;
-use crate::jobs::fs::{ListDir, ListTree, MakeDir, MoveEntry, RemoveEntry, StatEntry};
+use crate::jobs::fs::{CopyFiles, ListDir, ListTree, MakeDir, MoveEntry, RemoveEntry, StatEntry};
+use crate::jobs::search::Recorded;
+use crate::search::ChangeKind;
 use crate::storage::fs::entry::{Output, Render};
 use crate::storage::fs::listing::{PageOpts, SortBy};
 use crate::storage::uri::{Access, VikingUri};
@@ -23,6 +26,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(web::resource("/api/v1/fs/stat").route(web::get().to(stat)))
         .service(web::resource("/api/v1/fs/mkdir").route(web::post().to(mkdir)))
         .service(web::resource("/api/v1/fs/mv").route(web::post().to(mv)))
+        .service(web::resource("/api/v1/fs/cp").route(web::post().to(cp)))
         .service(web::resource("/api/v1/fs").route(web::delete().to(rm)));
 }
 
@@ -207,6 +211,15 @@ struct MkdirBody {
     acl: Option<serde_json::Value>,
 }
 
+/// 400 for a change of a session's own files through fs (the sessions API owns them).
+fn session_file(uri: &VikingUri) -> ServiceError {
+    let shown = uri.uri();
+    ServiceError::invalid_argument(format!(
+        "session files are managed by the sessions API and cannot be changed through fs: {shown}"
+    ))
+    .with_details(serde_json::json!({"resource": shown}))
+}
+
 fn internal_name(uri: &VikingUri) -> ServiceError {
     ServiceError::invalid_argument(format!(
         "cannot create storage internal name: {}",
@@ -224,10 +237,15 @@ async fn mkdir(
     if uri.has_internal_segment() {
         return Err(internal_name(&uri));
     }
+    if uri.is_session_file() {
+        return Err(session_file(&uri));
+    }
+    let changed = vec![uri.store_path().clone()];
     let job = MakeDir {
         uri,
         description: body.description,
     };
+    let job = Recorded::on_success(job, changed, ChangeKind::Mkdir);
     Ok(ApiOk::new(state.pools.storage().run(job).await??))
 }
 
@@ -255,10 +273,16 @@ async fn rm(
             uri.uri()
         )));
     }
+    if uri.is_session_file() {
+        return Err(session_file(&uri));
+    }
+    let changed = vec![uri.store_path().clone()];
     let job = RemoveEntry {
         uri,
         recursive: q.recursive,
     };
+    // Recorded whatever the outcome: a failed recursive removal may have removed part of it.
+    let job = Recorded::always(job, changed, ChangeKind::Remove);
     Ok(ApiOk::new(state.pools.storage().run(job).await??))
 }
 
@@ -287,6 +311,14 @@ async fn mv(
     if to.has_internal_segment() {
         return Err(internal_name(&to));
     }
+    for uri in [&from, &to] {
+        if uri.is_session_file() {
+            return Err(session_file(uri));
+        }
+    }
+    if to.is_session_dir() {
+        return Err(session_file(&to));
+    }
     if from == to {
         return Err(ServiceError::invalid_argument(
             "mv source and target must be different",
@@ -297,7 +329,58 @@ async fn mv(
             "mv source and target subtrees must not overlap",
         ));
     }
-    Ok(ApiOk::new(
-        state.pools.storage().run(MoveEntry { from, to }).await??,
-    ))
+    let changed = vec![from.store_path().clone(), to.store_path().clone()];
+    let job = Recorded::on_success(MoveEntry { from, to }, changed, ChangeKind::Move);
+    Ok(ApiOk::new(state.pools.storage().run(job).await??))
+}
+
+#[derive(Deserialize)]
+struct CpBody {
+    from_uri: String,
+    to_uri: String,
+    #[serde(default, deserialize_with = "flexible_bool")]
+    recursive: bool,
+}
+
+/// R7: the mv rules (§13.5) with read rights on the source instead of delete rights.
+async fn cp(
+    state: web::Data<AppState>,
+    caller: Caller<DataAccess>,
+    ApiJson(body): ApiJson<CpBody>,
+) -> ApiResult {
+    let from = resolve_uri(&caller, &body.from_uri, Access::Read)?;
+    let to = resolve_uri(&caller, &body.to_uri, Access::Write)?;
+    if from.has_internal_segment() {
+        let shown = from.uri();
+        return Err(ServiceError::not_found(
+            "resource",
+            &shown,
+            format!("Resource not found: {shown}"),
+        ));
+    }
+    if to.has_internal_segment() {
+        return Err(internal_name(&to));
+    }
+    if to.is_session_file() || to.is_session_dir() {
+        return Err(session_file(&to));
+    }
+    if from == to {
+        return Err(ServiceError::invalid_argument(
+            "cp source and target must be different",
+        ));
+    }
+    if from.starts_with(&to) || to.starts_with(&from) {
+        return Err(ServiceError::invalid_argument(
+            "cp source and target subtrees must not overlap",
+        ));
+    }
+    let changed = vec![to.store_path().clone()];
+    let job = CopyFiles {
+        from,
+        to,
+        recursive: body.recursive,
+    };
+    // A copy that failed part-way may have written some files: record on server errors too.
+    let job = Recorded::always(job, changed, ChangeKind::Copy);
+    Ok(ApiOk::new(state.pools.storage().run(job).await??))
 }

@@ -2,10 +2,12 @@
 
 mod admin;
 mod bad_input;
+mod find;
 mod fs;
 mod fs_content;
 mod fs_safety;
 mod fs_search;
+mod harden;
 mod harness;
 mod metrics;
 mod multi_instance;

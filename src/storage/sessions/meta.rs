@@ -155,10 +155,12 @@ impl SessionMeta {
                     meta.version = Some(version);
                     Some(meta)
                 })
-                .map_err(|e| {
-                    ServiceError::internal(format!("corrupt session meta of {}: {e}", s.uri()))
-                }),
+                .map_err(|e| super::damaged(format!("session meta of {}: {e}", s.uri()))),
             Err(StorageError::NotFound(_)) | Err(StorageError::NotADirectory(_)) => Ok(None),
+            Err(StorageError::IsADirectory(_)) => Err(super::damaged(format!(
+                "session meta of {} is a directory",
+                s.uri()
+            ))),
             Err(e) => Err(e.into()),
         }
     }
