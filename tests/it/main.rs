@@ -13,6 +13,7 @@ mod harness;
 mod metrics;
 mod multi_instance;
 mod s3;
+mod s3_scale;
 mod seaweed;
 mod sessions;
 mod sessions_durability;
