@@ -6,6 +6,9 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+mod retrieval;
+pub use retrieval::{DenseSettings, EmbeddingSettings, SearchSettings};
+
 /// Every setting of the server. `config/default.toml` documents each with its default; a test
 /// keeps the two equal.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
@@ -16,6 +19,8 @@ pub struct Settings {
     pub pools: PoolSettings,
     pub auth: AuthSettings,
     pub logging: LoggingSettings,
+    pub search: SearchSettings,
+    pub embedding: EmbeddingSettings,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -114,6 +119,10 @@ pub struct S3Settings {
     /// Lifetime in milliseconds of a cross-instance lock lease; the holder renews it at a
     /// third of this, so a crashed holder blocks others for at most this long.
     pub lock_lease_ms: u64,
+    /// Requests kept in flight at once when one call reads many objects (grep, glob, tree,
+    /// listings with abstracts, segment logs). Bounded, from the calling thread: never a
+    /// storage pool thread per object.
+    pub parallel_requests: usize,
 }
 
 impl Default for S3Settings {
@@ -133,6 +142,7 @@ impl Default for S3Settings {
             connect_timeout_ms: 2_000,
             operation_timeout_ms: 10_000,
             lock_lease_ms: 15_000,
+            parallel_requests: 32,
         }
     }
 }
@@ -156,6 +166,7 @@ impl std::fmt::Debug for S3Settings {
             .field("connect_timeout_ms", &self.connect_timeout_ms)
             .field("operation_timeout_ms", &self.operation_timeout_ms)
             .field("lock_lease_ms", &self.lock_lease_ms)
+            .field("parallel_requests", &self.parallel_requests)
             .finish()
     }
 }
@@ -301,6 +312,9 @@ impl S3Settings {
         if self.lock_lease_ms < 300 {
             return bad("storage.s3.lock_lease_ms must be at least 300".into());
         }
+        if !(1..=1024).contains(&self.parallel_requests) {
+            return bad("storage.s3.parallel_requests must be between 1 and 1024".into());
+        }
         Ok(())
     }
 }
@@ -416,6 +430,8 @@ impl Settings {
         if self.storage.stale_temp_secs < 60 {
             return bad("storage.stale_temp_secs must be at least 60".into());
         }
+        self.search.validate()?;
+        self.embedding.validate()?;
         if self.server.max_body_bytes < 1024 {
             return bad("server.max_body_bytes must be at least 1024".into());
         }
@@ -481,6 +497,9 @@ impl Settings {
         if shown.auth.root_api_key.is_some() {
             shown.auth.root_api_key = Some("********".into());
         }
+        if shown.embedding.dense.api_key.is_some() {
+            shown.embedding.dense.api_key = Some("********".into());
+        }
         if shown.storage.s3.secret_access_key.is_some() {
             shown.storage.s3.secret_access_key = Some("********".into());
         }
@@ -523,7 +542,10 @@ mod tests {
         s.auth.root_api_key = Some("super-secret".into());
         s.storage.s3.access_key_id = Some("AKIDVISIBLE".into());
         s.storage.s3.secret_access_key = Some("s3-secret-value".into());
+        s.embedding.dense.api_key = Some("sk-embedding-secret".into());
         let shown = s.to_masked_toml().unwrap();
+        assert!(!shown.contains("sk-embedding-secret"));
+        assert!(!format!("{s:?}").contains("sk-embedding-secret"));
         assert!(!format!("{s:?}").contains("super-secret"));
         assert!(!shown.contains("super-secret"));
         assert!(!shown.contains("s3-secret-value"));

@@ -1,7 +1,9 @@
 //! The observer components the `ov status` command reads (API.md §11.4, amended 2026-11-29):
 //! `queue`, `vikingdb`, `models`, `lock`, `retrieval`, `filesystem`, each mapped to what
 //! Longship has, in upstream's shapes (its `tabulate` "pretty" tables for `format=table`, its
-//! JSON objects for `format=json`), so the CLI shows real states instead of "unknown".
+//! JSON objects for `format=json`), so the CLI shows real states instead of "unknown":
+//! pools → queue, search index → vikingdb and retrieval, embedding model → models, named
+//! locks → lock, storage → filesystem.
 //! Pure formatting over snapshots the handler already holds; no I/O.
 
 use serde_json::{json, Value};
@@ -131,6 +133,11 @@ fn filesystem(storage: &StorageHealth, jobs_done: u64) -> Component {
             state.to_string(),
         ]],
     ));
+    table.push_str("\n\n");
+    table.push_str(&pretty_table(
+        &["Metric", "Value"],
+        &[vec!["Total Operations".to_string(), jobs_done.to_string()]],
+    ));
     if let Some(e) = &storage.error {
         table.push_str(&format!("\nError: {e}"));
     }
@@ -146,25 +153,113 @@ fn filesystem(storage: &StorageHealth, jobs_done: u64) -> Component {
     }
 }
 
-/// The six components `ov status` reads. Longship has no vector index or model in this build:
-/// those components say so in upstream's own words, healthy (nothing is failing).
-pub fn cli_components(storage: &StorageHealth, pools: &[PoolSnapshot]) -> Vec<Component> {
-    let jobs_done = pools.iter().map(|p| p.completed).sum();
-    vec![
-        queue(pools),
-        Component {
-            name: "vikingdb",
-            healthy: true,
-            json: json!({"collections": [], "summary": {
-                "index_count": 0, "vector_count": 0, "collection_count": 0}}),
-            table: "No collections found.".into(),
-        },
-        Component {
+/// `vikingdb`: the full-text search index (and stored vectors, with a dense model).
+fn vikingdb(search: &Value) -> Component {
+    let docs = search["docs"].as_u64().unwrap_or(0);
+    let state = search["state"].as_str().unwrap_or("unknown");
+    let status = if search["errors"].as_u64().unwrap_or(0) > 0 {
+        "ERROR"
+    } else {
+        "OK"
+    };
+    let rows = [
+        vec![
+            "context".to_string(),
+            "1".to_string(),
+            docs.to_string(),
+            status.to_string(),
+        ],
+        vec![
+            "TOTAL".to_string(),
+            "1".to_string(),
+            docs.to_string(),
+            String::new(),
+        ],
+    ];
+    Component {
+        name: "vikingdb",
+        healthy: true,
+        json: json!({
+            "collections": [{"collection": "context", "index_count": 1, "vector_count": docs,
+                             "ok": status == "OK", "state": state}],
+            "summary": {"index_count": 1, "vector_count": docs, "collection_count": 1},
+        }),
+        table: pretty_table(
+            &["Collection", "Index Count", "Vector Count", "Status"],
+            &rows,
+        ),
+    }
+}
+
+/// `models`: the optional embedding model (no VLM or reranker in Longship).
+fn models(search: &Value) -> Component {
+    let e = &search["embedding"];
+    let model = e["model"].as_str();
+    let Some(model) = model else {
+        return Component {
             name: "models",
             healthy: true,
             json: json!({"vlm": [], "embedding": [], "rerank": []}),
             table: "No model usage data available.".into(),
-        },
+        };
+    };
+    let provider = e["provider"].as_str().unwrap_or("openai");
+    let state = e["state"].as_str().unwrap_or("unknown");
+    let healthy = e["healthy"].as_bool().unwrap_or(true);
+    Component {
+        name: "models",
+        healthy,
+        json: json!({"vlm": [], "embedding": [{"model": model, "provider": provider,
+                                               "status": state}], "rerank": []}),
+        table: format!(
+            "\nEmbedding Models:\n{}\n",
+            pretty_table(
+                &["Model", "Provider", "Status"],
+                &[vec![
+                    model.to_string(),
+                    provider.to_string(),
+                    state.to_string()
+                ]],
+            )
+        ),
+    }
+}
+
+/// `retrieval`: the state of search (Longship keeps no per-query statistics); `format=json`
+/// carries Longship's whole search status.
+fn retrieval(search: &Value) -> Component {
+    let row = |k: &str, v: String| vec![k.to_string(), v];
+    let num = |k: &str| search[k].as_u64().unwrap_or(0).to_string();
+    Component {
+        name: "retrieval",
+        healthy: true,
+        json: search.clone(),
+        table: pretty_table(
+            &["Metric", "Value"],
+            &[
+                row(
+                    "Index State",
+                    search["state"].as_str().unwrap_or("unknown").to_string(),
+                ),
+                row("Indexed Documents", num("docs")),
+                row("Index Lag", num("index_lag")),
+                row("Index Errors", num("errors")),
+            ],
+        ),
+    }
+}
+
+/// The six components `ov status` reads. `search` is the search index's status.
+pub fn cli_components(
+    storage: &StorageHealth,
+    pools: &[PoolSnapshot],
+    search: &Value,
+) -> Vec<Component> {
+    let jobs_done = pools.iter().map(|p| p.completed).sum();
+    vec![
+        queue(pools),
+        vikingdb(search),
+        models(search),
         // Named locks live in the storage backend (lock files, S3 leases): usable exactly when
         // storage is.
         Component {
@@ -181,12 +276,7 @@ pub fn cli_components(storage: &StorageHealth, pools: &[PoolSnapshot]) -> Vec<Co
                 }
             ),
         },
-        Component {
-            name: "retrieval",
-            healthy: true,
-            json: json!({"total_queries": 0, "total_results": 0, "zero_result_queries": 0}),
-            table: "No retrieval queries recorded.".into(),
-        },
+        retrieval(search),
         filesystem(storage, jobs_done),
     ]
 }

@@ -63,14 +63,18 @@ async fn ready(state: web::Data<AppState>) -> HttpResponse {
         crate::identity::AuthMode::ApiKey => "ok",
     };
     let ok = probe.is_ok();
+    // The index never fails readiness: while it is (re)built, find answers from what is
+    // indexed and says so, so a rebuild never takes every instance out of a load balancer.
+    let search = state.search.status();
     let body = json!({
         "status": if ok { "ready" } else { "not_ready" },
         "checks": {
             "agfs": {"status": if ok { "ok" } else { "error" }, "checks": {"filesystem": filesystem}},
             "vectordb": "not_configured",
             "api_key_manager": key_manager,
-            "embedding": "not_configured",
+            "embedding": if state.search.embedder.is_some() { "ok" } else { "not_configured" },
             "ollama": "not_configured",
+            "search_index": {"status": "ok", "state": search["state"], "docs": search["docs"], "index_lag": search["index_lag"]},
         }
     });
     let status = if ok {
@@ -112,8 +116,11 @@ async fn observer(
     let storage = state.health.snapshot();
     let storage_pool = state.pools.storage().snapshot();
     let commit_pool = state.pools.commit().snapshot();
-    let cli =
-        super::observer_cli::cli_components(&storage, &[storage_pool.clone(), commit_pool.clone()]);
+    let cli = super::observer_cli::cli_components(
+        &storage,
+        &[storage_pool.clone(), commit_pool.clone()],
+        &state.search.status(),
+    );
     let auth = state.auth_status().await;
     let components = [
         (
@@ -140,6 +147,7 @@ async fn observer(
             auth.is_ok(),
             auth.unwrap_or_else(|e| json!({"error": e})),
         ),
+        ("admission", true, state.body_budget.status()),
     ];
     let mut map = serde_json::Map::new();
     let mut errors = Vec::new();

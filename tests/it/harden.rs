@@ -813,8 +813,9 @@ fn observer_reports_the_components_ov_status_reads() {
     assert!(components["queue"]["status"]["summary"]["pending"].is_u64());
     assert_eq!(
         components["vikingdb"]["status"]["summary"]["collection_count"],
-        0
+        1
     );
+    assert!(components["retrieval"]["status"]["docs"].is_u64());
     assert_eq!(
         components["filesystem"]["status"]["mounts"][0]["plugin"],
         if st.is_s3() { "s3" } else { "local" }
