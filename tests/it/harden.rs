@@ -603,8 +603,12 @@ fn whoami_timed(s: &Server, key: &str) -> (u16, Duration) {
 #[test]
 fn deleted_and_unknown_accounts_are_refused_promptly() {
     let st = Storage::new();
-    let a = Server::start(&st, Opts::default());
-    let b = Server::start(&st, Opts::default());
+    // A long interval separates the fixed behaviour (refused within one interval, each 401
+    // quick) from the old one (every miss held for the next marker check, up to 2 s apart, so
+    // the first 401 came up to an interval + 2 s late) even on a loaded machine.
+    let opts = Opts::default().env("LONGSHIP_AUTH__REFRESH_INTERVAL_MS", "3000");
+    let a = Server::start(&st, opts.clone());
+    let b = Server::start(&st, opts);
     let key = crate::admin::create_account(&a, "gone", "alice");
     crate::admin::create_account(&a, "stays", "bob");
     assert_eq!(whoami_timed(&b, &key).0, 200);
@@ -618,16 +622,16 @@ fn deleted_and_unknown_accounts_are_refused_promptly() {
         let sent = deleted.elapsed();
         let (status, took) = whoami_timed(&b, &key);
         if status == 401 {
-            // The documented bound (1 s default) plus the time of the check itself.
+            // The documented bound (the interval) plus slack for the check itself.
             assert!(
-                sent <= Duration::from_millis(1300),
+                sent <= Duration::from_millis(4500),
                 "refused only at {sent:?}"
             );
-            assert!(took < Duration::from_millis(600), "401 held {took:?}");
+            assert!(took < Duration::from_millis(1000), "401 held {took:?}");
             break;
         }
         assert_eq!(status, 200);
-        assert!(deleted.elapsed() < Duration::from_secs(5), "never refused");
+        assert!(deleted.elapsed() < Duration::from_secs(10), "never refused");
         std::thread::sleep(Duration::from_millis(10));
     }
     // Every later request with that key, and keys of accounts nobody knows, answer quickly.
@@ -636,7 +640,7 @@ fn deleted_and_unknown_accounts_are_refused_promptly() {
         for k in [&key, &ghost] {
             let (status, took) = whoami_timed(&b, k);
             assert_eq!(status, 401);
-            assert!(took < Duration::from_millis(600), "401 after {took:?}");
+            assert!(took < Duration::from_millis(1000), "401 after {took:?}");
         }
     }
 }
