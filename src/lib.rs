@@ -10,6 +10,7 @@ pub mod config;
 pub mod error;
 pub mod http;
 pub mod identity;
+pub mod ingest;
 pub mod startup;
 pub mod storage;
 pub mod telemetry;

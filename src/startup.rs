@@ -106,6 +106,30 @@ fn spawn_session_repair(pools: Pools) {
     });
 }
 
+/// Sweep, at startup and then periodically, expired temp uploads, staging trees a crash left
+/// and tasks of ingestions whose instance died.
+fn spawn_ingest_sweep(pools: Pools, settings: &Settings) {
+    use crate::actors::resources::SweepIngestion;
+    let every = Duration::from_secs(settings.resources.sweep_interval_secs.max(1));
+    let upload_ttl_secs = settings.resources.upload_ttl_secs;
+    // Staging older than the longest parse plus margin cannot belong to a live ingestion.
+    let staging_max_age_secs = settings.resources.parser_timeout_secs + 3600;
+    actix_rt::spawn(async move {
+        loop {
+            let job = SweepIngestion {
+                upload_ttl_secs,
+                staging_max_age_secs,
+            };
+            match pools.storage().run(job).await {
+                Ok(Ok(report)) => tracing::debug!(%report, "ingestion sweep finished"),
+                Ok(Err(e)) => tracing::warn!(error = %e.message, "ingestion sweep failed"),
+                Err(e) => tracing::debug!(error = %e, "ingestion sweep not run"),
+            }
+            tokio::time::sleep(every).await;
+        }
+    });
+}
+
 /// Run the server until it is told to stop.
 pub fn run(settings: Settings) -> Result<(), StartupError> {
     let settings = Arc::new(settings);
@@ -158,6 +182,7 @@ async fn serve(settings: Arc<Settings>, backend: Arc<dyn Storage>) -> Result<(),
         metrics: Arc::new(crate::http::metrics::Metrics::new()?),
         registry_sink: Arc::new(ActorSink::new(auth.clone())),
         registry_loaded: registry_loaded.clone(),
+        ingest: Arc::new(crate::actors::resources::IngestRuntime::new(&settings)),
     };
     let max_body = settings.server.max_body_bytes;
     let app_state = web::Data::new(state);
@@ -194,6 +219,7 @@ async fn serve(settings: Arc<Settings>, backend: Arc<dyn Storage>) -> Result<(),
 
     let server = server.run();
     spawn_session_repair(pools.clone());
+    spawn_ingest_sweep(pools.clone(), &settings);
     let load_failure: Arc<Mutex<Option<StartupError>>> = Arc::default();
     if mode == AuthMode::ApiKey {
         let (pools, auth, handle) = (pools.clone(), auth.clone(), server.handle());

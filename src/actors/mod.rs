@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod health;
 pub mod pool;
+pub mod resources;
 pub mod tasks;
 
 pub use pool::{BlockingJob, JobContext, Pool, PoolError, Pools};

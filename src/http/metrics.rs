@@ -24,6 +24,7 @@ pub struct Metrics {
     pool_panicked: IntGaugeVec,
     auth: GaugeVec,
     storage_up: Gauge,
+    ingest: IntGaugeVec,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +68,14 @@ impl Metrics {
             &["name"],
         )?;
         let storage_up = Gauge::new("storage_up", "1 if the last storage probe succeeded")?;
+        let ingest = IntGaugeVec::new(
+            Opts::new(
+                "ingest",
+                "Resource ingestion on this instance: in_flight (accepted, not finished), \
+                 uploads_in_flight (temp uploads being streamed)",
+            ),
+            &["name"],
+        )?;
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(latency.clone()),
@@ -79,6 +88,7 @@ impl Metrics {
             Box::new(pool_panicked.clone()),
             Box::new(auth.clone()),
             Box::new(storage_up.clone()),
+            Box::new(ingest.clone()),
         ] {
             registry.register(c)?;
         }
@@ -95,6 +105,7 @@ impl Metrics {
             pool_panicked,
             auth,
             storage_up,
+            ingest,
         })
     }
 
@@ -135,6 +146,12 @@ async fn metrics(state: web::Data<AppState>) -> HttpResponse {
         m.pool_rejected.with_label_values(&l).set(s.rejected as i64);
         m.pool_panicked.with_label_values(&l).set(s.panicked as i64);
     }
+    m.ingest
+        .with_label_values(&["in_flight"])
+        .set(state.ingest.in_flight.load(std::sync::atomic::Ordering::Relaxed) as i64);
+    m.ingest
+        .with_label_values(&["uploads_in_flight"])
+        .set(state.ingest.uploads_in_flight.load(std::sync::atomic::Ordering::Relaxed) as i64);
     m.storage_up
         .set(if state.health.snapshot().ok { 1.0 } else { 0.0 });
     if let Ok(status) = state.auth_status().await {

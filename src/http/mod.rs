@@ -10,6 +10,7 @@ pub mod extract;
 pub mod fs;
 pub mod metrics;
 pub mod middleware;
+pub mod resources;
 pub mod search;
 pub mod sessions;
 pub mod system;
@@ -43,6 +44,8 @@ pub struct AppState {
     pub registry_sink: Arc<dyn crate::storage::registry::RegistrySink>,
     /// False while the account registry is still loading at startup (api_key mode).
     pub registry_loaded: Arc<std::sync::atomic::AtomicBool>,
+    /// Resource ingestion: per-account caps, the optional chat model.
+    pub ingest: Arc<crate::actors::resources::IngestRuntime>,
 }
 
 impl AppState {
@@ -95,6 +98,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     search::configure(cfg);
     sessions::configure(cfg);
     tasks::configure(cfg);
+    resources::configure(cfg);
 }
 
 /// Unknown routes.

@@ -1,0 +1,333 @@
+//! Resource ingestion as pool jobs (RETRIEVAL.md R6), and the per-instance runtime state the
+//! routes share: per-account caps on running ingestions and the optional chat model client.
+//! Each job's `run` is a call into `crate::ingest` over the storage backend.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use actix_web::web::Bytes;
+use serde_json::{json, Value};
+
+use crate::config::Settings;
+use crate::error::{ServiceError, ServiceResult};
+use crate::ingest::chat::ChatClient;
+use crate::ingest::pipeline::{self, IngestRequest, Published};
+use crate::ingest::{active, refine, uploads};
+use crate::storage::tasks::{self, TaskOwner, TaskRecord, TaskStatus};
+
+use super::{BlockingJob, JobContext};
+
+/// Task type of an ingestion (upstream's name; cancellable upstream).
+pub const TASK_TYPE: &str = "add_resource";
+
+/// Per-instance ingestion state shared by the routes.
+pub struct IngestRuntime {
+    per_account: usize,
+    running: Mutex<HashMap<String, usize>>,
+    /// Ingestions accepted and not finished on this instance (for /metrics).
+    pub in_flight: AtomicUsize,
+    /// Uploads being streamed into storage on this instance (for /metrics).
+    pub uploads_in_flight: AtomicUsize,
+    pub chat: Option<ChatClient>,
+}
+
+/// A running ingestion's place under its account's cap; released on drop.
+pub struct IngestTicket {
+    runtime: Arc<IngestRuntime>,
+    account: String,
+}
+
+impl Drop for IngestTicket {
+    fn drop(&mut self) {
+        if let Ok(mut map) = self.runtime.running.lock() {
+            if let Some(n) = map.get_mut(&self.account) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    map.remove(&self.account);
+                }
+            }
+        }
+        self.runtime.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl IngestRuntime {
+    pub fn new(settings: &Settings) -> IngestRuntime {
+        IngestRuntime {
+            per_account: settings.resources.max_concurrent_per_account,
+            running: Mutex::new(HashMap::new()),
+            in_flight: AtomicUsize::new(0),
+            uploads_in_flight: AtomicUsize::new(0),
+            chat: ChatClient::from_settings(&settings.vlm),
+        }
+    }
+
+    /// A place for one more ingestion of `account`, or 429 when it already runs its share, so
+    /// one tenant's backlog cannot take every pool thread.
+    pub fn enter(self: &Arc<Self>, account: &str) -> ServiceResult<IngestTicket> {
+        let mut map = self
+            .running
+            .lock()
+            .map_err(|_| ServiceError::internal("ingest gate poisoned"))?;
+        let n = map.entry(account.to_string()).or_insert(0);
+        if *n >= self.per_account {
+            return Err(ServiceError::new(
+                crate::error::ErrorCode::ResourceExhausted,
+                format!(
+                    "This account already runs {} ingestion(s) on this server; retry when one \
+                     finishes",
+                    self.per_account
+                ),
+            )
+            .retry_after(2));
+        }
+        *n += 1;
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        Ok(IngestTicket {
+            runtime: self.clone(),
+            account: account.to_string(),
+        })
+    }
+}
+
+/// Store one piece of a temp upload.
+pub struct WriteUploadPart {
+    pub account: String,
+    pub id: String,
+    pub n: u32,
+    pub data: Bytes,
+}
+
+impl BlockingJob for WriteUploadPart {
+    type Output = ServiceResult<()>;
+    fn run(self, ctx: &JobContext<'_>) -> Self::Output {
+        uploads::write_part(ctx.storage, &self.account, &self.id, self.n, &self.data)
+    }
+}
+
+/// Make a stored temp upload consumable.
+pub struct CommitUpload {
+    pub account: String,
+    pub id: String,
+    pub meta: uploads::UploadMeta,
+}
+
+impl BlockingJob for CommitUpload {
+    type Output = ServiceResult<()>;
+    fn run(self, ctx: &JobContext<'_>) -> Self::Output {
+        uploads::commit(ctx.storage, &self.account, &self.id, &self.meta)
+    }
+}
+
+/// Remove a temp upload (aborted or consumed).
+pub struct RemoveUpload {
+    pub account: String,
+    pub id: String,
+}
+
+impl BlockingJob for RemoveUpload {
+    type Output = ServiceResult<()>;
+    fn run(self, ctx: &JobContext<'_>) -> Self::Output {
+        uploads::remove(ctx.storage, &self.account, &self.id)
+    }
+}
+
+/// Create the `add_resource` task and mark it active for `system/wait`.
+pub struct CreateIngestTask {
+    pub owner: TaskOwner,
+    pub resource_id: Option<String>,
+}
+
+impl BlockingJob for CreateIngestTask {
+    type Output = ServiceResult<TaskRecord>;
+    fn run(self, ctx: &JobContext<'_>) -> Self::Output {
+        let record = tasks::create(
+            ctx.storage,
+            &self.owner,
+            TASK_TYPE,
+            self.resource_id.as_deref(),
+        )?;
+        active::touch(
+            ctx.storage,
+            &self.owner.account,
+            &self.owner.user,
+            &record.task_id,
+        )?;
+        Ok(record)
+    }
+}
+
+/// Parse, stage and publish one source (the document tree is visible when this returns).
+/// On failure the task is failed with the reason.
+pub struct IngestResource {
+    pub req: IngestRequest,
+    pub settings: Arc<Settings>,
+}
+
+impl BlockingJob for IngestResource {
+    type Output = ServiceResult<Published>;
+    fn run(self, ctx: &JobContext<'_>) -> Self::Output {
+        let owner = TaskOwner::user(&self.req.account, &self.req.user);
+        tasks::update(ctx.storage, &owner, &self.req.task_id, |t| {
+            t.status = TaskStatus::Running;
+            t.stage = Some("parse".into());
+        })?;
+        let outcome = pipeline::ingest(ctx.storage, &self.req, &self.settings.resources);
+        if let Err(e) = &outcome {
+            let _ = tasks::fail(ctx.storage, &owner, &self.req.task_id, &e.message);
+            let _ = active::clear(ctx.storage, &self.req.account, &self.req.task_id);
+        } else if let Source::Upload { id } = &self.req.source {
+            // Consumed: upstream deletes a temp upload once it is used.
+            let _ = uploads::remove(ctx.storage, &self.req.account, id);
+        }
+        outcome
+    }
+}
+
+use crate::ingest::pipeline::Source;
+
+/// After publication: model summaries when configured, then the task's result. Returns the
+/// queue status (upstream's shape) that wait=true answers with.
+pub struct FinishIngest {
+    pub owner: TaskOwner,
+    pub task_id: String,
+    pub published: Published,
+    pub base_result: Value,
+    pub chat: Option<ChatClient>,
+}
+
+impl BlockingJob for FinishIngest {
+    type Output = ServiceResult<Value>;
+    fn run(self, ctx: &JobContext<'_>) -> Self::Output {
+        let FinishIngest {
+            owner,
+            task_id,
+            published,
+            mut base_result,
+            chat,
+        } = self;
+        let _ = tasks::update(ctx.storage, &owner, &task_id, |t| {
+            t.stage = Some("semantic".into());
+        });
+        let mut warnings: Vec<String> = published.warnings.clone();
+        let dirs = published.dirs.len();
+        let mut semantic_errors = Vec::new();
+        if let Some(chat) = &chat {
+            let mut last = std::time::Instant::now();
+            let refined = refine::refine(ctx.storage, chat, &published.dirs, || {
+                if last.elapsed() > std::time::Duration::from_secs(30) {
+                    let _ = active::touch(ctx.storage, &owner.account, &owner.user, &task_id);
+                    last = std::time::Instant::now();
+                }
+            });
+            if !refined.errors.is_empty() {
+                warnings.push(format!(
+                    "the chat model failed for {} of {dirs} directories; their summaries are \
+                     extractive",
+                    refined.errors.len()
+                ));
+            }
+            semantic_errors = refined.errors;
+        }
+        let queue_status = json!({
+            "Semantic": {
+                "processed": dirs,
+                "requeue_count": 0,
+                "error_count": semantic_errors.len(),
+                "errors": semantic_errors.iter().take(20).map(|m| json!({"message": m})).collect::<Vec<_>>(),
+            },
+            "Embedding": {"processed": 0, "requeue_count": 0, "error_count": 0, "errors": []},
+        });
+        if let Some(obj) = base_result.as_object_mut() {
+            obj.insert("queue_status".into(), queue_status.clone());
+            obj.insert("context_count".into(), json!(published.files + dirs * 2));
+            obj.insert(
+                "summary_mode".into(),
+                json!(if chat.is_some() { "model" } else { "extractive" }),
+            );
+            if !warnings.is_empty() {
+                obj.insert("warnings".into(), json!(warnings));
+            }
+            obj.remove("task_id");
+        }
+        let outcome = tasks::complete(ctx.storage, &owner, &task_id, base_result);
+        let _ = active::clear(ctx.storage, &owner.account, &task_id);
+        outcome?;
+        Ok(queue_status)
+    }
+}
+
+/// Mark a task failed (used when finishing could not even start).
+pub struct FailIngestTask {
+    pub owner: TaskOwner,
+    pub task_id: String,
+    pub message: String,
+}
+
+impl BlockingJob for FailIngestTask {
+    type Output = ServiceResult<()>;
+    fn run(self, ctx: &JobContext<'_>) -> Self::Output {
+        let _ = tasks::fail(ctx.storage, &self.owner, &self.task_id, &self.message);
+        active::clear(ctx.storage, &self.owner.account, &self.task_id)
+    }
+}
+
+/// How many ingestions of `account` are still working on any instance.
+pub struct CountPendingIngestions {
+    pub account: String,
+}
+
+impl BlockingJob for CountPendingIngestions {
+    type Output = ServiceResult<usize>;
+    fn run(self, ctx: &JobContext<'_>) -> Self::Output {
+        Ok(active::list(ctx.storage, &self.account)?
+            .iter()
+            .filter(|m| !m.stale)
+            .count())
+    }
+}
+
+/// The periodic sweep: expired uploads, staging trees a crash left, and tasks of instances
+/// that died mid-ingestion (failed, so pollers get an answer).
+pub struct SweepIngestion {
+    pub upload_ttl_secs: u64,
+    pub staging_max_age_secs: u64,
+}
+
+impl BlockingJob for SweepIngestion {
+    type Output = ServiceResult<Value>;
+    fn run(self, ctx: &JobContext<'_>) -> Self::Output {
+        let uploads = uploads::sweep(ctx.storage, self.upload_ttl_secs)?;
+        let staging = pipeline::sweep_staging(ctx.storage, self.staging_max_age_secs)?;
+        let mut interrupted = 0;
+        let accounts = ctx
+            .storage
+            .list(&crate::storage::StorePath::root())
+            .unwrap_or_default();
+        for account in accounts
+            .iter()
+            .filter(|a| a.meta.is_dir() && !a.name.starts_with('_'))
+        {
+            for m in active::list(ctx.storage, &account.name)?
+                .into_iter()
+                .filter(|m| m.stale)
+            {
+                let owner = TaskOwner::user(&account.name, &m.user);
+                if let Ok(Some(t)) = tasks::get(ctx.storage, &owner, &m.task_id) {
+                    if !t.status.is_terminal() {
+                        let _ = tasks::fail(
+                            ctx.storage,
+                            &owner,
+                            &m.task_id,
+                            "ingestion interrupted: the instance running it stopped",
+                        );
+                    }
+                }
+                active::clear(ctx.storage, &account.name, &m.task_id)?;
+                interrupted += 1;
+            }
+        }
+        Ok(json!({"uploads": uploads, "staging": staging, "interrupted": interrupted}))
+    }
+}
