@@ -159,8 +159,11 @@ pub struct PoolSettings {
     pub storage_queue_limit: usize,
     /// Queued plus running jobs allowed on the commit pool before 503.
     pub commit_queue_limit: usize,
-    /// `nice` increment of pool threads (0..=19), so HTTP workers win the CPU.
+    /// `nice` increment of storage-pool threads (0..=19), so HTTP workers win the CPU.
     pub thread_nice: i32,
+    /// `nice` increment of commit-pool threads (0..=19): commits only get the CPU that HTTP
+    /// workers and short storage jobs leave over.
+    pub commit_thread_nice: i32,
 }
 
 impl Default for PoolSettings {
@@ -171,6 +174,7 @@ impl Default for PoolSettings {
             storage_queue_limit: 512,
             commit_queue_limit: 8,
             thread_nice: 10,
+            commit_thread_nice: 19,
         }
     }
 }
@@ -562,6 +566,9 @@ impl Settings {
         }
         if !(0..=19).contains(&self.pools.thread_nice) {
             return bad("pools.thread_nice must be between 0 and 19".into());
+        }
+        if !(0..=19).contains(&self.pools.commit_thread_nice) {
+            return bad("pools.commit_thread_nice must be between 0 and 19".into());
         }
         if self.storage.backend == StorageBackendKind::S3 {
             self.storage.s3.validate()?;

@@ -191,20 +191,3 @@ impl From<crate::storage::StorageError> for ServiceError {
         }
     }
 }
-
-impl From<crate::actors::PoolError> for ServiceError {
-    fn from(err: crate::actors::PoolError) -> Self {
-        use crate::actors::PoolError as E;
-        match err {
-            E::Overloaded { pool } => ServiceError::unavailable(
-                pool,
-                format!("the {pool} pool is at capacity; retry shortly"),
-            )
-            .retry_after(1),
-            E::Panicked { .. } => ServiceError::internal(err),
-            E::Stopped { pool } => {
-                ServiceError::unavailable(pool, "the server is shutting down").retry_after(1)
-            }
-        }
-    }
-}

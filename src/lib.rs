@@ -1,16 +1,18 @@
 //! Longship: an OpenViking-compatible context database server.
 //!
-//! Layout: `http` (routes, extractors, envelope; no I/O) → `actors` (the AuthActor and the
-//! SyncArbiter pools) → `storage` (blocking backends behind one trait and the domain logic
-//! that runs on them).
+//! Layout (see docs/ARCHITECTURE.md): `http` (routes, extractors, envelope; no I/O) submits
+//! `jobs` (one struct per blocking operation) to the pools in `actors`; a job's `run` calls the
+//! domain logic in `storage`, which works over the blocking `Storage` trait and its backends.
 
 pub mod actors;
 pub mod cli;
 pub mod config;
+pub mod decode;
 pub mod error;
 pub mod http;
 pub mod identity;
 pub mod ingest;
+pub mod jobs;
 pub mod startup;
 pub mod storage;
 pub mod telemetry;

@@ -15,14 +15,15 @@ use actix_web::{middleware::from_fn, web, App, HttpServer};
 
 use crate::actors::auth::sink::ActorSink;
 use crate::actors::auth::{AuthActor, AuthConfig, InitialLoad};
-use crate::actors::health::HealthMonitor;
 use crate::actors::pool::{PoolSpec, Pools};
 use crate::config::{Settings, StorageBackendKind};
 use crate::error::{ErrorCode, ServiceError};
+use crate::http::health::HealthMonitor;
 use crate::http::{self, AppState};
 use crate::identity::AuthMode;
 
-use crate::storage::{local::LocalStorage, s3::S3Storage, Storage};
+use crate::storage::backend::{local::LocalStorage, s3::S3Storage};
+use crate::storage::Storage;
 
 /// Failures that stop the server (exit code 2); all but `Registry` happen before it serves.
 #[derive(Debug, thiserror::Error)]
@@ -59,8 +60,8 @@ async fn load_registry(
     auth: &actix::Addr<AuthActor>,
     hashing: bool,
 ) -> Result<(), ServiceError> {
-    use crate::actors::auth::jobs::Bootstrap;
-    let report = pools.storage().run(Bootstrap { hashing }).await??;
+    use crate::jobs::auth::BootstrapRegistry;
+    let report = pools.storage().run(BootstrapRegistry { hashing }).await??;
     tracing::info!(
         created = report.created_registry,
         migrated_keys = report.migrated_keys,
@@ -96,9 +97,9 @@ async fn load_registry_until_storage_answers(
 /// Repair, in the background on the commit pool, every session commit a crash interrupted, so
 /// their tasks reach a terminal state even if nobody touches those sessions again.
 fn spawn_session_repair(pools: Pools) {
-    use crate::storage::sessions::recovery::SweepInterrupted;
+    use crate::jobs::sessions::RepairInterruptedCommits;
     actix_rt::spawn(async move {
-        match pools.commit().run(SweepInterrupted).await {
+        match pools.commit().run(RepairInterruptedCommits).await {
             Ok(Ok(repaired)) => tracing::debug!(repaired, "session repair sweep finished"),
             Ok(Err(e)) => tracing::warn!(error = %e.message, "session repair sweep failed"),
             Err(e) => tracing::warn!(error = %e, "session repair sweep not run"),
@@ -109,7 +110,7 @@ fn spawn_session_repair(pools: Pools) {
 /// Sweep, at startup and then periodically, expired temp uploads, staging trees a crash left
 /// and tasks of ingestions whose instance died.
 fn spawn_ingest_sweep(pools: Pools, settings: &Settings) {
-    use crate::actors::resources::SweepIngestion;
+    use crate::jobs::resources::SweepIngestion;
     let every = Duration::from_secs(settings.resources.sweep_interval_secs.max(1));
     let upload_ttl_secs = settings.resources.upload_ttl_secs;
     // Staging older than the longest parse plus margin cannot belong to a live ingestion.
@@ -151,7 +152,7 @@ async fn serve(settings: Arc<Settings>, backend: Arc<dyn Storage>) -> Result<(),
             name: "commit",
             threads: settings.pools.commit_threads,
             capacity: settings.pools.commit_queue_limit,
-            nice: settings.pools.thread_nice,
+            nice: settings.pools.commit_thread_nice,
         },
     );
     let mode = settings.auth_mode();
@@ -182,7 +183,7 @@ async fn serve(settings: Arc<Settings>, backend: Arc<dyn Storage>) -> Result<(),
         metrics: Arc::new(crate::http::metrics::Metrics::new()?),
         registry_sink: Arc::new(ActorSink::new(auth.clone())),
         registry_loaded: registry_loaded.clone(),
-        ingest: Arc::new(crate::actors::resources::IngestRuntime::new(&settings)),
+        ingest: Arc::new(crate::ingest::gate::IngestRuntime::new(&settings)),
     };
     let max_body = settings.server.max_body_bytes;
     let app_state = web::Data::new(state);

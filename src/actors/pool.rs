@@ -1,7 +1,7 @@
 //! Pools of SyncArbiter actors that run blocking work (storage I/O, commits) on their own threads.
 //!
-//! A unit of work is a [`BlockingJob`]: one struct per operation, owned by the module of the
-//! domain it belongs to, whose `run` executes on a pool thread with the storage backend in hand.
+//! A unit of work is a [`BlockingJob`] (`crate::jobs`): one struct per operation whose `run`
+//! executes on a pool thread with the storage backend in hand.
 //! [`Pool::run`] is the only way in, and it enforces three rules the design depends on:
 //!
 //! * Bounded: SyncArbiter mailboxes are unbounded, so each job carries a semaphore permit taken
@@ -21,42 +21,8 @@ use std::time::Instant;
 use actix::prelude::*;
 use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
+use crate::jobs::{BlockingJob, JobContext, PoolError};
 use crate::storage::Storage;
-
-/// Why a job did not produce its output.
-#[derive(Debug, thiserror::Error)]
-pub enum PoolError {
-    #[error("the {pool} pool is at capacity")]
-    Overloaded { pool: &'static str },
-    #[error("a job on the {pool} pool panicked: {message}")]
-    Panicked { pool: &'static str, message: String },
-    #[error("the {pool} pool has stopped")]
-    Stopped { pool: &'static str },
-}
-
-/// Blocking work for a pool thread.
-pub trait BlockingJob: Send + 'static {
-    type Output: Send + 'static;
-
-    /// Runs on a pool thread; may block.
-    fn run(self, ctx: &JobContext<'_>) -> Self::Output;
-}
-
-/// What a job gets to work with.
-pub struct JobContext<'a> {
-    pub storage: &'a dyn Storage,
-    /// The pool this job runs on (so a storage job can hand long work to the commit pool).
-    pub pools: &'a Pools,
-    abandoned: &'a dyn Fn() -> bool,
-}
-
-impl JobContext<'_> {
-    /// True once nobody waits for the answer any more (the client went away). Long read-only
-    /// walks check it and stop; writes ignore it and finish.
-    pub fn is_abandoned(&self) -> bool {
-        (self.abandoned)()
-    }
-}
 
 /// Live counters of one pool, shared by its handle and its threads.
 #[derive(Debug, Default)]
@@ -98,7 +64,6 @@ pub struct BlockingActor {
     name: &'static str,
     storage: Arc<dyn Storage>,
     stats: Arc<PoolStats>,
-    pools: Pools,
 }
 
 impl Actor for BlockingActor {
@@ -119,11 +84,7 @@ impl<J: BlockingJob> Handler<Exec<J>> for BlockingActor {
         self.stats.running.fetch_add(1, Ordering::Relaxed);
         let _entered = span.enter();
         let abandoned = || reply.is_closed();
-        let ctx = JobContext {
-            storage: self.storage.as_ref(),
-            pools: &self.pools,
-            abandoned: &abandoned,
-        };
+        let ctx = JobContext::new(self.storage.as_ref(), &abandoned);
         let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| job.run(&ctx)));
         self.stats.running.fetch_sub(1, Ordering::Relaxed);
         self.stats.completed.fetch_add(1, Ordering::Relaxed);
@@ -241,42 +202,31 @@ pub struct Pools {
 }
 
 struct PoolsInner {
-    storage: std::sync::OnceLock<Pool>,
-    commit: std::sync::OnceLock<Pool>,
+    storage: Pool,
+    commit: Pool,
     backend: Arc<dyn Storage>,
 }
 
 impl Pools {
     /// Start both pools over `backend`. Must run inside an actix System.
     pub fn start(backend: Arc<dyn Storage>, storage: PoolSpec, commit: PoolSpec) -> Pools {
-        let pools = Pools {
+        Pools {
             inner: Arc::new(PoolsInner {
-                storage: std::sync::OnceLock::new(),
-                commit: std::sync::OnceLock::new(),
+                storage: start_pool(storage, &backend),
+                commit: start_pool(commit, &backend),
                 backend,
             }),
-        };
-        let storage_pool = start_pool(storage, &pools);
-        let commit_pool = start_pool(commit, &pools);
-        let _ = pools.inner.storage.set(storage_pool);
-        let _ = pools.inner.commit.set(commit_pool);
-        pools
+        }
     }
 
     /// Short blocking work: reads, writes, listings, registry updates.
     pub fn storage(&self) -> &Pool {
-        self.inner
-            .storage
-            .get()
-            .expect("pools are initialised in Pools::start before any use")
+        &self.inner.storage
     }
 
     /// Long work: session commits.
     pub fn commit(&self) -> &Pool {
-        self.inner
-            .commit
-            .get()
-            .expect("pools are initialised in Pools::start before any use")
+        &self.inner.commit
     }
 
     pub fn backend(&self) -> &Arc<dyn Storage> {
@@ -298,14 +248,12 @@ impl Pools {
     }
 }
 
-fn start_pool(spec: PoolSpec, pools: &Pools) -> Pool {
+fn start_pool(spec: PoolSpec, backend: &Arc<dyn Storage>) -> Pool {
     let stats = Arc::new(PoolStats::default());
     let next_index = Arc::new(AtomicUsize::new(0));
     let name_index = next_index.clone();
-    let backend = pools.inner.backend.clone();
+    let backend = backend.clone();
     let actor_stats = stats.clone();
-    // The pools handle refers back to itself; actors get a weak-free clone once both exist.
-    let pools_for_actors = pools.clone();
     let addr = SyncArbiter::start_with_thread_builder(
         spec.threads,
         move || {
@@ -318,7 +266,6 @@ fn start_pool(spec: PoolSpec, pools: &Pools) -> Pool {
                 name: spec.name,
                 storage: backend.clone(),
                 stats: actor_stats.clone(),
-                pools: pools_for_actors.clone(),
             }
         },
     );
@@ -352,7 +299,7 @@ fn lower_thread_priority(nice: i32) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::local::LocalStorage;
+    use crate::storage::backend::local::LocalStorage;
 
     struct Sleepy(std::time::Duration);
     impl BlockingJob for Sleepy {

@@ -10,6 +10,7 @@ use actix_web::{dev::Payload, web, FromRequest, HttpRequest};
 
 use crate::error::ServiceError;
 use crate::identity::{validate_id, AuthMode, IdKind, Identity, Role};
+use crate::storage::uri::{self, Access, VikingUri};
 
 use super::AppState;
 
@@ -201,4 +202,15 @@ impl<R: Rule> FromRequest for Caller<R> {
             })
         })
     }
+}
+
+/// Parse `raw` for the caller and check `access` (spec §5).
+pub fn resolve_uri(
+    caller: &Caller<DataAccess>,
+    raw: &str,
+    access: Access,
+) -> Result<VikingUri, ServiceError> {
+    let uri = uri::parse(raw, &caller.identity)?;
+    uri::authorize(&uri, &caller.identity, access)?;
+    Ok(uri)
 }

@@ -2,7 +2,6 @@
 //! C5 write.
 
 use std::convert::Infallible;
-use std::marker::PhantomData;
 
 use actix_web::body::SizedStream;
 use actix_web::http::header;
@@ -14,16 +13,15 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::actors::{BlockingJob, JobContext};
 use crate::error::{ErrorCode, ServiceError};
-use crate::storage::fs::read::{DownloadJob, ReadJob, Sidecar, SidecarJob};
-use crate::storage::fs::write::{self, WriteJob, WriteMode};
+use crate::jobs::content::{DecodeJson, DownloadFile, ReadFile, ReadSidecar, WriteFile};
+use crate::storage::fs::read::Sidecar;
+use crate::storage::fs::write::{self, WriteMode};
 use crate::storage::uri::{self, Access};
 
-use super::auth::{Caller, DataAccess};
-use super::envelope::{elapsed_secs, ApiOk, ApiResult};
+use super::auth::{resolve_uri, Caller, DataAccess};
+use super::envelope::{encoded_ok, slices, ApiOk, ApiResult};
 use super::extract::{flexible_bool, parse_json, ApiQuery};
-use super::fs::resolve;
 use super::AppState;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -52,7 +50,7 @@ async fn read(
     caller: Caller<DataAccess>,
     ApiQuery(q): ApiQuery<ReadQuery>,
 ) -> Result<HttpResponse, ServiceError> {
-    let uri = resolve(&caller, &q.uri, Access::Read)?;
+    let uri = resolve_uri(&caller, &q.uri, Access::Read)?;
     let offset = q.offset.unwrap_or(0);
     if offset < 0 {
         return Err(ServiceError::validation(
@@ -65,7 +63,7 @@ async fn read(
         l if l < 0 => None,
         l => Some(usize::try_from(l).unwrap_or(usize::MAX)),
     };
-    let job = ReadJob {
+    let job = ReadFile {
         uri,
         offset: usize::try_from(offset).unwrap_or(usize::MAX),
         limit,
@@ -73,67 +71,9 @@ async fn read(
     Ok(encoded_ok(state.pools.storage().run(job).await??))
 }
 
-/// The success envelope around a `result` that a job already encoded as JSON. Large results
-/// (a 100 MB file, an unlimited grep) are serialized on the pool, never on an HTTP worker, and
-/// sent as three chunks without another copy.
-pub(super) fn encoded_ok(result: Vec<u8>) -> HttpResponse {
-    encoded_ok_with(result, &[])
-}
-
-/// [`encoded_ok`] with extra top-level keys (`has_more`).
-pub(super) fn encoded_ok_with(result: Vec<u8>, top: &[(&str, Value)]) -> HttpResponse {
-    let encoded = Bytes::from(result);
-    let head = Bytes::from_static(br#"{"status":"ok","result":"#);
-    let mut tail = String::new();
-    for (k, v) in top {
-        tail.push_str(&format!(",{}:{v}", Value::from(*k)));
-    }
-    tail.push_str(&format!(r#","time":{}}}"#, elapsed_secs()));
-    let tail = Bytes::from(tail);
-    let len = (head.len() + encoded.len() + tail.len()) as u64;
-    let chunks = std::iter::once(head)
-        .chain(slices(encoded))
-        .chain(std::iter::once(tail));
-    HttpResponse::Ok()
-        .content_type("application/json")
-        .body(SizedStream::new(
-            len,
-            futures_util::stream::iter(chunks.map(Ok::<_, Infallible>)),
-        ))
-}
-
-/// Size of the pieces a large body is sent in.
-const SEND_CHUNK: usize = 64 * 1024;
-
-/// Zero-copy 64 KiB views of `body`. The HTTP/1 encoder copies each chunk it is given into
-/// its write buffer in one go; handing it a 100 MB chunk would mean a second 100 MB copy and a
-/// worker busy with one memcpy while its other connections wait. Small pieces keep the buffer
-/// small and let the worker interleave connections under backpressure.
-fn slices(body: Bytes) -> impl Iterator<Item = Bytes> {
-    let len = body.len();
-    (0..len.div_ceil(SEND_CHUNK)).map(move |i| {
-        let start = i * SEND_CHUNK;
-        body.slice(start..(start + SEND_CHUNK).min(len))
-    })
-}
-
 /// Bodies above this size are decoded on the storage pool: serde on a 100 MB JSON body takes
 /// long enough to stall every connection of the HTTP worker that would run it.
 const INLINE_DECODE_LIMIT: usize = 256 * 1024;
-
-/// Decode a large JSON request body on a pool thread.
-struct DecodeBody<T> {
-    body: Bytes,
-    _into: PhantomData<fn() -> T>,
-}
-
-impl<T: DeserializeOwned + Send + 'static> BlockingJob for DecodeBody<T> {
-    type Output = Result<T, ServiceError>;
-
-    fn run(self, _ctx: &JobContext<'_>) -> Self::Output {
-        parse_json(&self.body)
-    }
-}
 
 /// A required JSON body, decoded inline when small and on the storage pool when large.
 async fn decode_body<T: DeserializeOwned + Send + 'static>(
@@ -150,11 +90,7 @@ async fn decode_body<T: DeserializeOwned + Send + 'static>(
     if body.len() <= INLINE_DECODE_LIMIT {
         return parse_json(&body);
     }
-    let job = DecodeBody {
-        body,
-        _into: PhantomData,
-    };
-    state.pools.storage().run(job).await?
+    state.pools.storage().run(DecodeJson::new(body)).await?
 }
 
 async fn sidecar(
@@ -163,12 +99,12 @@ async fn sidecar(
     raw: &str,
     which: Sidecar,
 ) -> ApiResult {
-    let uri = resolve(&caller, raw, Access::Read)?;
+    let uri = resolve_uri(&caller, raw, Access::Read)?;
     Ok(ApiOk::new(
         state
             .pools
             .storage()
-            .run(SidecarJob { uri, which })
+            .run(ReadSidecar { uri, which })
             .await??,
     ))
 }
@@ -220,9 +156,9 @@ async fn download(
     caller: Caller<DataAccess>,
     ApiQuery(q): ApiQuery<UriQuery>,
 ) -> Result<HttpResponse, ServiceError> {
-    let uri = resolve(&caller, &required_uri(q.uri)?, Access::Read)?;
+    let uri = resolve_uri(&caller, &required_uri(q.uri)?, Access::Read)?;
     let name = utf8_percent_encode(uri.name(), FILENAME).to_string();
-    let bytes = Bytes::from(state.pools.storage().run(DownloadJob { uri }).await??);
+    let bytes = Bytes::from(state.pools.storage().run(DownloadFile { uri }).await??);
     let len = bytes.len() as u64;
     let chunks = futures_util::stream::iter(slices(bytes).map(Ok::<_, Infallible>));
     Ok(HttpResponse::Ok()
@@ -354,7 +290,7 @@ async fn write(
     let target = write::renamed(&parsed, caller.account())?;
     uri::authorize(&target, &caller.identity, Access::Write)?;
     write::check_target(&target)?;
-    let job = WriteJob {
+    let job = WriteFile {
         uri: target,
         content: body.content,
         mode,

@@ -2,8 +2,11 @@
 
 use std::time::Instant;
 
-use actix_web::body::BoxBody;
+use std::convert::Infallible;
+
+use actix_web::body::{BoxBody, SizedStream};
 use actix_web::http::StatusCode;
+use actix_web::web::Bytes;
 use actix_web::{HttpRequest, HttpResponse, Responder};
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -65,4 +68,48 @@ impl Responder for ApiOk {
         body.insert("time".into(), elapsed_secs().into());
         HttpResponse::build(self.status).json(Value::Object(body))
     }
+}
+
+/// The success envelope around a `result` that a job already encoded as JSON. Large results
+/// (a 100 MB file, an unlimited grep) are serialized on the pool, never on an HTTP worker, and
+/// sent as three chunks without another copy.
+pub fn encoded_ok(result: Vec<u8>) -> HttpResponse {
+    encoded_ok_with(result, &[])
+}
+
+/// [`encoded_ok`] with extra top-level keys (`has_more`).
+pub fn encoded_ok_with(result: Vec<u8>, top: &[(&str, Value)]) -> HttpResponse {
+    let encoded = Bytes::from(result);
+    let head = Bytes::from_static(br#"{"status":"ok","result":"#);
+    let mut tail = String::new();
+    for (k, v) in top {
+        tail.push_str(&format!(",{}:{v}", Value::from(*k)));
+    }
+    tail.push_str(&format!(r#","time":{}}}"#, elapsed_secs()));
+    let tail = Bytes::from(tail);
+    let len = (head.len() + encoded.len() + tail.len()) as u64;
+    let chunks = std::iter::once(head)
+        .chain(slices(encoded))
+        .chain(std::iter::once(tail));
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .body(SizedStream::new(
+            len,
+            futures_util::stream::iter(chunks.map(Ok::<_, Infallible>)),
+        ))
+}
+
+/// Size of the pieces a large body is sent in.
+const SEND_CHUNK: usize = 64 * 1024;
+
+/// Zero-copy 64 KiB views of `body`. The HTTP/1 encoder copies each chunk it is given into
+/// its write buffer in one go; handing it a 100 MB chunk would mean a second 100 MB copy and a
+/// worker busy with one memcpy while its other connections wait. Small pieces keep the buffer
+/// small and let the worker interleave connections under backpressure.
+pub fn slices(body: Bytes) -> impl Iterator<Item = Bytes> {
+    let len = body.len();
+    (0..len.div_ceil(SEND_CHUNK)).map(move |i| {
+        let start = i * SEND_CHUNK;
+        body.slice(start..(start + SEND_CHUNK).min(len))
+    })
 }

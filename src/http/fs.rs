@@ -7,17 +7,13 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 
 use crate::error::ServiceError;
+use crate::jobs::fs::{ListDir, ListTree, MakeDir, MoveEntry, RemoveEntry, StatEntry};
 use crate::storage::fs::entry::{Output, Render};
-use crate::storage::fs::listing::{LsJob, PageOpts, SortBy, TreeJob};
-use crate::storage::fs::mkdir::MkdirJob;
-use crate::storage::fs::mv::MvJob;
-use crate::storage::fs::rm::RmJob;
-use crate::storage::fs::stat::StatJob;
-use crate::storage::uri::{self, Access, VikingUri};
+use crate::storage::fs::listing::{PageOpts, SortBy};
+use crate::storage::uri::{Access, VikingUri};
 
-use super::auth::{Caller, DataAccess};
-use super::content::encoded_ok_with;
-use super::envelope::{ApiOk, ApiResult};
+use super::auth::{resolve_uri, Caller, DataAccess};
+use super::envelope::{encoded_ok_with, ApiOk, ApiResult};
 use super::extract::{flexible_bool, flexible_bool_opt, ApiJson, ApiQuery};
 use super::AppState;
 
@@ -28,17 +24,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(web::resource("/api/v1/fs/mkdir").route(web::post().to(mkdir)))
         .service(web::resource("/api/v1/fs/mv").route(web::post().to(mv)))
         .service(web::resource("/api/v1/fs").route(web::delete().to(rm)));
-}
-
-/// Parse `raw` for the caller and check `access` (spec §5).
-pub fn resolve(
-    caller: &Caller<DataAccess>,
-    raw: &str,
-    access: Access,
-) -> Result<VikingUri, ServiceError> {
-    let uri = uri::parse(raw, &caller.identity)?;
-    uri::authorize(&uri, &caller.identity, access)?;
-    Ok(uri)
 }
 
 /// Query parameters shared by F1 and F2.
@@ -148,7 +133,7 @@ async fn ls(
     req: HttpRequest,
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> Result<HttpResponse, ServiceError> {
-    let uri = resolve(&caller, &q.uri, Access::Read)?;
+    let uri = resolve_uri(&caller, &q.uri, Access::Read)?;
     let page = q.page(&req)?;
     let sort_by = match q.sort_by.as_deref() {
         None => None,
@@ -163,7 +148,7 @@ async fn ls(
     };
     let pool = state.pools.storage();
     let result = if q.recursive {
-        let job = TreeJob {
+        let job = ListTree {
             who: caller.identity.clone(),
             uri,
             page,
@@ -172,7 +157,7 @@ async fn ls(
         };
         pool.run(job).await??
     } else {
-        let job = LsJob {
+        let job = ListDir {
             who: caller.identity.clone(),
             uri,
             page,
@@ -191,8 +176,8 @@ async fn tree(
     req: HttpRequest,
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> Result<HttpResponse, ServiceError> {
-    let uri = resolve(&caller, &q.uri, Access::Read)?;
-    let job = TreeJob {
+    let uri = resolve_uri(&caller, &q.uri, Access::Read)?;
+    let job = ListTree {
         who: caller.identity.clone(),
         uri,
         page: q.page(&req)?,
@@ -213,9 +198,9 @@ async fn stat(
     caller: Caller<DataAccess>,
     ApiQuery(q): ApiQuery<UriQuery>,
 ) -> ApiResult {
-    let uri = resolve(&caller, &q.uri, Access::Read)?;
+    let uri = resolve_uri(&caller, &q.uri, Access::Read)?;
     Ok(ApiOk::new(
-        state.pools.storage().run(StatJob { uri }).await??,
+        state.pools.storage().run(StatEntry { uri }).await??,
     ))
 }
 
@@ -242,11 +227,11 @@ async fn mkdir(
     caller: Caller<DataAccess>,
     ApiJson(body): ApiJson<MkdirBody>,
 ) -> ApiResult {
-    let uri = resolve(&caller, &body.uri, Access::Write)?;
+    let uri = resolve_uri(&caller, &body.uri, Access::Write)?;
     if uri.has_internal_segment() {
         return Err(internal_name(&uri));
     }
-    let job = MkdirJob {
+    let job = MakeDir {
         uri,
         description: body.description,
     };
@@ -270,14 +255,14 @@ async fn rm(
     caller: Caller<DataAccess>,
     ApiQuery(q): ApiQuery<RmQuery>,
 ) -> ApiResult {
-    let uri = resolve(&caller, &q.uri, Access::Delete)?;
+    let uri = resolve_uri(&caller, &q.uri, Access::Delete)?;
     if uri.has_internal_segment() {
         return Err(ServiceError::invalid_argument(format!(
             "cannot remove storage internal name: {}",
             uri.uri()
         )));
     }
-    let job = RmJob {
+    let job = RemoveEntry {
         uri,
         recursive: q.recursive,
     };
@@ -296,8 +281,8 @@ async fn mv(
     caller: Caller<DataAccess>,
     ApiJson(body): ApiJson<MvBody>,
 ) -> ApiResult {
-    let from = resolve(&caller, &body.from_uri, Access::Delete)?;
-    let to = resolve(&caller, &body.to_uri, Access::Write)?;
+    let from = resolve_uri(&caller, &body.from_uri, Access::Delete)?;
+    let to = resolve_uri(&caller, &body.to_uri, Access::Write)?;
     if from.has_internal_segment() {
         let shown = from.uri();
         return Err(ServiceError::not_found(
@@ -320,6 +305,6 @@ async fn mv(
         ));
     }
     Ok(ApiOk::new(
-        state.pools.storage().run(MvJob { from, to }).await??,
+        state.pools.storage().run(MoveEntry { from, to }).await??,
     ))
 }

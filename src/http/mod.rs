@@ -8,6 +8,7 @@ pub mod envelope;
 pub mod error;
 pub mod extract;
 pub mod fs;
+pub mod health;
 pub mod metrics;
 pub mod middleware;
 pub mod resources;
@@ -24,11 +25,11 @@ use actix_web::{web, HttpResponse};
 use serde_json::Value;
 
 use crate::actors::auth::{AuthActor, AuthStatus, ResolveKey};
-use crate::actors::health::HealthMonitor;
 use crate::actors::Pools;
 use crate::config::Settings;
 use crate::error::ServiceError;
 use crate::identity::{AuthMode, Identity};
+use health::HealthMonitor;
 
 /// Everything handlers share, built once before `HttpServer::new`.
 #[derive(Clone)]
@@ -45,7 +46,7 @@ pub struct AppState {
     /// False while the account registry is still loading at startup (api_key mode).
     pub registry_loaded: Arc<std::sync::atomic::AtomicBool>,
     /// Resource ingestion: per-account caps, the optional chat model.
-    pub ingest: Arc<crate::actors::resources::IngestRuntime>,
+    pub ingest: Arc<crate::ingest::gate::IngestRuntime>,
 }
 
 impl AppState {

@@ -12,11 +12,11 @@ use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use crate::actors::resources::{
+use crate::jobs::resources::{
     CommitUpload, CountPendingIngestions, CreateIngestTask, FailIngestTask, FinishIngest,
     IngestResource, RemoveUpload, WriteUploadPart,
 };
-use crate::actors::PoolError;
+use crate::jobs::PoolError;
 use crate::error::{ErrorCode, ServiceError};
 use crate::ingest::pipeline::{IngestRequest, Source, Target};
 use crate::ingest::uploads::{self, UploadMeta, PART_BYTES};

@@ -5,16 +5,14 @@ use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 
 use crate::error::ServiceError;
+use crate::jobs::fs::{GlobFiles, GrepFiles};
 use crate::storage::fs::entry::{Output, Render};
-use crate::storage::fs::glob::GlobJob;
-use crate::storage::fs::grep::GrepJob;
+use crate::storage::fs::grep::GrepQuery;
 use crate::storage::uri::{self, Access};
 
-use super::auth::{Caller, DataAccess};
-use super::content::encoded_ok;
-use super::envelope::ApiResult;
+use super::auth::{resolve_uri, Caller, DataAccess};
+use super::envelope::{encoded_ok, ApiResult};
 use super::extract::{flexible_bool, ApiJson};
-use super::fs::resolve;
 use super::AppState;
 
 /// Longest glob pattern accepted (globset turns a pattern into a regex; nothing real is longer).
@@ -77,7 +75,7 @@ async fn grep(
     caller: Caller<DataAccess>,
     ApiJson(body): ApiJson<GrepBody>,
 ) -> Result<HttpResponse, ServiceError> {
-    let uri = resolve(&caller, &body.uri, Access::Read)?;
+    let uri = resolve_uri(&caller, &body.uri, Access::Read)?;
     let exclude = match body.exclude_uri.as_deref() {
         Some(raw) if !raw.trim().is_empty() => Some(uri::parse(raw, &caller.identity)?),
         _ => None,
@@ -94,16 +92,18 @@ async fn grep(
         }
         n => usize::try_from(n).unwrap_or(usize::MAX),
     };
-    let job = GrepJob {
+    let job = GrepFiles {
         who: caller.identity.clone(),
         uri,
-        pattern: body.pattern,
-        case_insensitive: body.case_insensitive,
-        node_limit: limit(body.node_limit),
-        level_limit,
-        exclude,
-        before_context,
-        after_context,
+        query: GrepQuery {
+            pattern: body.pattern,
+            case_insensitive: body.case_insensitive,
+            node_limit: limit(body.node_limit),
+            level_limit,
+            exclude,
+            before_context,
+            after_context,
+        },
     };
     Ok(encoded_ok(state.pools.storage().run(job).await??))
 }
@@ -132,7 +132,7 @@ async fn glob(
             "Search query or image_url must not be empty.",
         ));
     }
-    let uri = resolve(&caller, &body.uri, Access::Read)?;
+    let uri = resolve_uri(&caller, &body.uri, Access::Read)?;
     if body.pattern.len() > MAX_GLOB_PATTERN {
         return Err(ServiceError::invalid_argument(format!(
             "Invalid glob pattern: longer than {MAX_GLOB_PATTERN} bytes"
@@ -144,7 +144,7 @@ async fn glob(
         r.locked = fields.iter().any(|f| f == "locked");
         r
     });
-    let job = GlobJob {
+    let job = GlobFiles {
         who: caller.identity.clone(),
         uri,
         pattern: body.pattern,

@@ -8,14 +8,14 @@ use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use crate::actors::pool::BlockingJob;
 use crate::error::ServiceError;
-use crate::storage::sessions::archive::GetArchive;
-use crate::storage::sessions::commit::{self, CommitSession};
-use crate::storage::sessions::context::GetContext;
-use crate::storage::sessions::ops::{
-    AddMessages, CreateOptions, CreateSession, DeleteSession, GetSession, ListSessions,
+use crate::jobs::sessions::{
+    AddMessages, CommitSession, CreateSession, DeleteSession, GetArchive, GetContext, GetSession,
+    ListSessions,
 };
+use crate::jobs::BlockingJob;
+use crate::storage::sessions::commit;
+use crate::storage::sessions::ops::CreateOptions;
 use crate::storage::sessions::{id, is_busy, policy, SessionRef, LOCK_TIMEOUT};
 
 use super::auth::{Caller, SessionAccess};

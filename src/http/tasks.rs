@@ -3,9 +3,10 @@
 use actix_web::web;
 use serde::Deserialize;
 
-use crate::actors::tasks::{CancelTask, GetTask, ListTasks};
 use crate::error::ServiceError;
 use crate::identity::Role;
+use crate::jobs::tasks::{CancelTask, GetTask, ListTasks};
+use crate::storage::tasks::query::TaskFilter;
 
 use super::auth::{AnyRole, Caller};
 use super::envelope::{ApiOk, ApiResult};
@@ -54,10 +55,12 @@ async fn list(
     }
     let job = ListTasks {
         caller: caller.identity,
-        task_type: q.task_type,
-        status: q.status,
-        resource_id: q.resource_id,
-        limit: limit as usize,
+        filter: TaskFilter {
+            task_type: q.task_type,
+            status: q.status,
+            resource_id: q.resource_id,
+            limit: limit as usize,
+        },
     };
     let tasks = state.pools.storage().run(job).await??;
     Ok(ApiOk::new(

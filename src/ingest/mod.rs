@@ -11,6 +11,7 @@ pub mod archive;
 pub mod chat;
 pub mod convert;
 pub mod fetch;
+pub mod gate;
 pub mod names;
 pub mod parse;
 pub mod pipeline;

@@ -168,7 +168,11 @@ fn ingest_staged(
         ServiceError::unavailable("ingest", "no local scratch space for parsing")
     })?;
     let input = scratch.0.join("input");
-    let (source_path, default_name) = materialize(storage, req, settings, &input)?;
+    let (mut source_path, default_name) = materialize(storage, req, settings, &input)?;
+    if let (Source::Upload { .. }, Some(name)) = (&req.source, &req.source_name) {
+        // Clients upload under temporary names and say the real one in source_name.
+        source_path = name.clone();
+    }
     let source_name = req.source_name.clone().unwrap_or(default_name);
     let opts = ParseOptions {
         source_name,

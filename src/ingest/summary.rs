@@ -70,14 +70,18 @@ fn summarize_dir(
             });
         } else {
             let head = read_head(&path);
+            let is_code = head.as_deref().is_some_and(|h| {
+                super::convert::kind_of(&child, h.as_bytes()) == super::convert::Kind::Code
+            });
             let abstract_text = match &head {
+                Some(text) if is_code => code_abstract(&child, text),
                 Some(text) => file_abstract(&child, text),
                 None => format!(
                     "{child} ({} bytes, binary)",
                     entry.metadata().map(|m| m.len()).unwrap_or(0)
                 ),
             };
-            if let Some(text) = head {
+            if let (Some(text), false) = (head, is_code) {
                 docs.push((child.clone(), text));
             }
             children.push(ChildInfo {
@@ -177,6 +181,28 @@ pub fn extractive(name: &str, main_text: Option<&str>, children: &[ChildInfo]) -
     DirSummary {
         abstract_text: truncate(&abstract_text, ABSTRACT_MAX),
         overview: truncate(overview.trim_end(), OVERVIEW_MAX),
+    }
+}
+
+/// A source file's abstract: its leading comment when it has one, else its size.
+fn code_abstract(name: &str, text: &str) -> String {
+    let comment: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .skip_while(|l| l.is_empty() || l.starts_with("#!"))
+        .take_while(|l| {
+            l.starts_with("//") || l.starts_with('#') || l.starts_with("--") || l.starts_with("/*")
+                || l.starts_with('*')
+        })
+        .map(|l| l.trim_start_matches(['/', '#', '-', '*', '!', ' ']))
+        .filter(|l| !l.is_empty())
+        .collect();
+    let lines = text.lines().count();
+    if comment.is_empty() {
+        truncate(&format!("{name}: source file, {lines} lines"), ABSTRACT_MAX)
+    } else {
+        let lead = plain(&comment.join(" "));
+        truncate(&format!("{name}: {}", first_sentence(&lead)), ABSTRACT_MAX)
     }
 }
 

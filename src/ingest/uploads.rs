@@ -204,7 +204,7 @@ pub fn sweep(storage: &dyn Storage, ttl_secs: u64) -> ServiceResult<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::local::LocalStorage;
+    use crate::storage::backend::local::LocalStorage;
 
     #[test]
     fn ids_are_checked() {

@@ -139,6 +139,20 @@ pub fn hash(key: &str) -> Result<String, KeyError> {
         .map_err(|e| KeyError::Argon2(e.to_string()))
 }
 
+/// A stored Argon2 hash a presented key may match.
+#[derive(Debug, Clone)]
+pub struct HashCandidate {
+    pub account: String,
+    pub user: String,
+    pub phc: String,
+}
+
+/// The first candidate whose hash `key` verifies against (Argon2: tens of ms each, so only on
+/// a pool thread).
+pub fn first_match(candidates: Vec<HashCandidate>, key: &str) -> Option<HashCandidate> {
+    candidates.into_iter().find(|c| verify_hash(&c.phc, key))
+}
+
 /// Check `key` against a stored PHC string (parameters are taken from the string, so hashes
 /// written by OpenViking verify too). A malformed PHC string never matches. Slow.
 pub fn verify_hash(phc: &str, key: &str) -> bool {

@@ -1,19 +1,19 @@
 //! Blocking storage backends behind one trait, and the domain logic that runs on them.
 //!
-//! Everything here is synchronous and may block: it is only ever called from the SyncArbiter
-//! storage and commit actors (`crate::actors::pool`), never from an HTTP worker or the AuthActor.
+//! Everything here is synchronous and may block: it is only ever called from jobs
+//! (`crate::jobs`) running on the storage and commit pools, never from an HTTP worker or the
+//! AuthActor. Nothing here knows about actors or HTTP.
 //!
 //! Paths are [`StorePath`]s: `/`-separated, relative to the virtual mount `/local` of spec §4.1
 //! (so `_system/accounts.json`, `acme/user/bob/memories/x.md`). Nothing above the trait may
 //! assume a local directory; the local backend maps `/local` to `<data_dir>/viking`.
 
+pub mod backend;
 pub mod fs;
 pub mod keys;
-pub mod local;
 pub mod okf;
 mod path;
 pub mod registry;
-pub mod s3;
 pub mod scaffold;
 pub mod sessions;
 pub mod tasks;
@@ -150,4 +150,16 @@ pub trait Storage: Send + Sync + 'static {
 
     /// A cheap end-to-end check that the store answers and accepts writes (for `/ready`).
     fn probe(&self) -> StorageResult<()>;
+}
+
+/// Remove `path` (a whole tree if `recursive`); already missing is success.
+pub fn remove_if_exists(
+    storage: &dyn Storage,
+    path: &StorePath,
+    recursive: bool,
+) -> StorageResult<()> {
+    match storage.remove(path, recursive) {
+        Ok(()) | Err(StorageError::NotFound(_)) => Ok(()),
+        Err(e) => Err(e),
+    }
 }

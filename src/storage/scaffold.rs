@@ -130,7 +130,7 @@ fn ensure_dir(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::local::LocalStorage;
+    use crate::storage::backend::local::LocalStorage;
 
     #[test]
     fn scaffolds_idempotently() {

@@ -302,11 +302,11 @@ impl Storage {
         self.store
             .get_or_init(|| match (&self.s3_prefix, &self.seaweed) {
                 (Some(prefix), Some(sw)) => Arc::new(
-                    longship::storage::s3::S3Storage::open(&sw.settings(prefix))
+                    longship::storage::backend::s3::S3Storage::open(&sw.settings(prefix))
                         .expect("open the S3 backend"),
                 ),
                 _ => Arc::new(
-                    longship::storage::local::LocalStorage::open(self.path())
+                    longship::storage::backend::local::LocalStorage::open(self.path())
                         .expect("open the local backend"),
                 ),
             })

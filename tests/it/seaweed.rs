@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use longship::config::S3Settings;
-use longship::storage::s3::S3Storage;
+use longship::storage::backend::s3::S3Storage;
 use longship::storage::Storage as _;
 
 pub const ACCESS_KEY: &str = "longship-it";

@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use longship::config::S3Settings;
-use longship::storage::local::LocalStorage;
-use longship::storage::s3::S3Storage;
+use longship::storage::backend::local::LocalStorage;
+use longship::storage::backend::s3::S3Storage;
 use longship::storage::{EntryKind, Storage, StorageError, StorePath};
 
 use crate::seaweed::{self, SeaweedFs};

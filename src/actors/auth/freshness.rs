@@ -10,7 +10,8 @@ use actix::prelude::*;
 use crate::storage::registry::load::{AccountSnapshot, CheckOutcome, ProbeOutcome, Reload};
 
 use super::gate::Next;
-use super::{jobs, AuthActor};
+use super::AuthActor;
+use crate::jobs::auth as jobs;
 
 impl AuthActor {
     pub(super) fn begin_load(&mut self) -> u64 {
@@ -269,25 +270,29 @@ impl AuthActor {
                 users_version: a.users_version.clone(),
             })
             .collect();
-        self.spawn_job(ctx, jobs::Sweep { known }, move |act, result, _ctx| {
-            act.sweeping = false;
-            let Ok((states, files)) = result else {
-                return;
-            };
-            act.counters.files_reread += files;
-            // Anything applied meanwhile may be newer than what the sweep read.
-            if act.map_epoch != epoch || states.is_empty() {
-                return;
-            }
-            tracing::warn!(
-                accounts = states.len(),
-                "sweep found registry changes that were never announced; applying"
-            );
-            act.counters.sweep_reloads += 1;
-            for (id, snap) in states {
-                act.index.replace_account(&id, snap);
-            }
-            act.map_epoch += 1;
-        });
+        self.spawn_job(
+            ctx,
+            jobs::SweepRegistry { known },
+            move |act, result, _ctx| {
+                act.sweeping = false;
+                let Ok((states, files)) = result else {
+                    return;
+                };
+                act.counters.files_reread += files;
+                // Anything applied meanwhile may be newer than what the sweep read.
+                if act.map_epoch != epoch || states.is_empty() {
+                    return;
+                }
+                tracing::warn!(
+                    accounts = states.len(),
+                    "sweep found registry changes that were never announced; applying"
+                );
+                act.counters.sweep_reloads += 1;
+                for (id, snap) in states {
+                    act.index.replace_account(&id, snap);
+                }
+                act.map_epoch += 1;
+            },
+        );
     }
 }

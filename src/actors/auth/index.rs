@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 
 use crate::identity::{Identity, Role};
-use crate::storage::keys::{self, KeyShape};
+use crate::storage::keys::{self, HashCandidate, KeyShape};
 use crate::storage::registry::model::UserEntry;
 use crate::storage::registry::AccountSnapshot;
 use crate::storage::Version;
@@ -42,14 +42,6 @@ pub struct AccountState {
     pub users: HashMap<String, UserState>,
     /// Version of users.json this state was read at (`None`: no file), for probes.
     pub users_version: Option<Version>,
-}
-
-/// An Argon2 verification the actor must delegate.
-#[derive(Debug, Clone)]
-pub struct HashCandidate {
-    pub account: String,
-    pub user: String,
-    pub phc: String,
 }
 
 /// The outcome of an in-memory lookup.

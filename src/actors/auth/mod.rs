@@ -12,11 +12,9 @@
 //!   the next marker check (at most one per refresh interval);
 //! * local writes are applied at once through [`ApplyChange`].
 
-pub mod admin_jobs;
 mod freshness;
 mod gate;
 pub mod index;
-pub mod jobs;
 mod resolve;
 pub mod sink;
 
@@ -32,7 +30,10 @@ use crate::identity::Identity;
 use crate::storage::registry::load::{AccountSnapshot, Reload};
 use crate::storage::Version;
 
-use super::{BlockingJob, PoolError, Pools};
+use crate::jobs::auth as jobs;
+use crate::jobs::{BlockingJob, PoolError};
+
+use super::Pools;
 use gate::Gate;
 use index::KeyIndex;
 
@@ -197,7 +198,7 @@ impl Handler<InitialLoad> for AuthActor {
     type Result = ResponseActFuture<Self, ServiceResult<()>>;
 
     fn handle(&mut self, _msg: InitialLoad, _ctx: &mut Self::Context) -> Self::Result {
-        let job = self.pools.storage().submit(jobs::LoadAll);
+        let job = self.pools.storage().submit(jobs::LoadRegistry);
         let fut = async move {
             match job {
                 Ok(rx) => match rx.await {

@@ -11,8 +11,10 @@ use crate::identity::{validate_id, IdKind, Identity};
 use crate::storage::keys::{self, KeyShape};
 
 use super::gate::{CheckResult, Gate};
-use super::index::{HashCandidate, Lookup};
-use super::{jobs, AuthActor, ResolveKey, MAX_ARGON_IN_FLIGHT};
+use super::index::Lookup;
+use super::{AuthActor, ResolveKey, MAX_ARGON_IN_FLIGHT};
+use crate::jobs::auth as jobs;
+use crate::storage::keys::HashCandidate;
 
 type Answer = ResponseActFuture<AuthActor, ServiceResult<Identity>>;
 

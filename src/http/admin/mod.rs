@@ -7,10 +7,10 @@ use actix_web::web;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::actors::auth::admin_jobs::{self as jobs, Registry};
-use crate::actors::BlockingJob;
 use crate::error::{ServiceError, ServiceResult};
 use crate::identity::{validate_id, validate_new_id, IdKind, Role};
+use crate::jobs::admin::{self as jobs, Registry};
+use crate::jobs::BlockingJob;
 use crate::storage::registry::query::Paging;
 use crate::storage::registry::{account_not_found, user_not_found};
 

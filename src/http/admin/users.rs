@@ -5,9 +5,9 @@ use actix_web::web;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::actors::auth::admin_jobs as jobs;
 use crate::error::ServiceError;
 use crate::identity::{validate_id, validate_new_id, IdKind, Role};
+use crate::jobs::admin as jobs;
 use crate::storage::registry::model::UserEntry;
 use crate::storage::registry::query::Paging;
 use crate::storage::tasks::TaskOwner;

@@ -11,20 +11,10 @@ use serde_json::{json, Value};
 use super::entry::{render, Render};
 use super::walk::{Flow, Order, Walker};
 use super::{dir_not_found, not_a_directory, stat};
-use crate::actors::{BlockingJob, JobContext};
 use crate::error::{ServiceError, ServiceResult};
 use crate::identity::Identity;
 use crate::storage::uri::{child_visible, VikingUri};
-
-pub struct GlobJob {
-    pub who: Identity,
-    pub uri: VikingUri,
-    pub pattern: String,
-    /// `None` = unlimited.
-    pub node_limit: Option<usize>,
-    /// `extra_fields` given: stat-like objects instead of URI strings.
-    pub render: Option<Render>,
-}
+use crate::storage::Storage;
 
 /// Compile a glob with `/` as a literal separator (`*` stays inside one component).
 pub fn compile(pattern: &str) -> ServiceResult<GlobMatcher> {
@@ -57,67 +47,72 @@ pub fn depth_bound(pattern: &str) -> Option<usize> {
     Some(pattern.split('/').count())
 }
 
-impl BlockingJob for GlobJob {
-    /// The result, JSON-encoded here: an unlimited glob can answer megabytes.
-    type Output = ServiceResult<Vec<u8>>;
-
-    fn run(self, ctx: &JobContext<'_>) -> Self::Output {
-        let matcher = compile(&self.pattern)?;
-        let base = &self.uri;
-        match stat(ctx.storage, base)? {
-            Some(m) if m.is_dir() => {}
-            Some(_) => return Err(not_a_directory(base)),
-            None if base.is_root() => return Ok(EMPTY.to_vec()),
-            None => return Err(dir_not_found(base)),
-        }
-        let mut matches: Vec<Value> = Vec::new();
-        let limit = self.node_limit;
-        // Descend the literal prefix directly; each step obeys the same visibility rules.
-        let mut start = base.clone();
-        let prefix = literal_prefix(&self.pattern);
-        for comp in &prefix {
-            if !child_visible(&start, comp, &self.who) {
-                return Ok(EMPTY.to_vec());
-            }
-            match start.child(comp) {
-                Ok(next) => start = next,
-                Err(_) => return Ok(EMPTY.to_vec()),
-            }
-        }
-        if start != *base {
-            match stat(ctx.storage, &start)? {
-                Some(m) if m.is_dir() => {}
-                _ => return Ok(EMPTY.to_vec()),
-            }
-        }
-        let walker = Walker {
-            who: &self.who,
-            show_hidden_files: false,
-            max_depth: depth_bound(&self.pattern)
-                .map(|d| d - prefix.len())
-                .unwrap_or(usize::MAX),
-            order: Order::ByName,
-            exclude: None,
-        };
-        if limit != Some(0) {
-            walker.run(ctx, &start, |uri, meta, _| {
-                let rel = uri.rel_to(base).unwrap_or_default();
-                if matcher.is_match(&rel) {
-                    matches.push(match &self.render {
-                        Some(r) => render(ctx.storage, uri, meta, None, r),
-                        None if meta.is_dir() => Value::String(format!("{}/", uri.uri())),
-                        None => Value::String(uri.uri()),
-                    });
-                    if limit.is_some_and(|l| matches.len() >= l) {
-                        return Ok(Flow::Stop);
-                    }
-                }
-                Ok(Flow::Continue)
-            })?;
-        }
-        let n = matches.len();
-        serde_json::to_vec(&json!({"matches": matches, "count": n})).map_err(ServiceError::internal)
+/// S2: paths below `base` matching `pattern`, as `who` sees them; at most `node_limit`
+/// (`None` = unlimited), as URI strings or (`render` given: `extra_fields`) stat-like objects.
+/// The result is JSON-encoded here: an unlimited glob can answer megabytes.
+pub fn glob(
+    storage: &dyn Storage,
+    abandoned: &dyn Fn() -> bool,
+    who: &Identity,
+    base: &VikingUri,
+    pattern: &str,
+    node_limit: Option<usize>,
+    render_as: Option<&Render>,
+) -> ServiceResult<Vec<u8>> {
+    let matcher = compile(pattern)?;
+    match stat(storage, base)? {
+        Some(m) if m.is_dir() => {}
+        Some(_) => return Err(not_a_directory(base)),
+        None if base.is_root() => return Ok(EMPTY.to_vec()),
+        None => return Err(dir_not_found(base)),
     }
+    let mut matches: Vec<Value> = Vec::new();
+    let limit = node_limit;
+    // Descend the literal prefix directly; each step obeys the same visibility rules.
+    let mut start = base.clone();
+    let prefix = literal_prefix(pattern);
+    for comp in &prefix {
+        if !child_visible(&start, comp, who) {
+            return Ok(EMPTY.to_vec());
+        }
+        match start.child(comp) {
+            Ok(next) => start = next,
+            Err(_) => return Ok(EMPTY.to_vec()),
+        }
+    }
+    if start != *base {
+        match stat(storage, &start)? {
+            Some(m) if m.is_dir() => {}
+            _ => return Ok(EMPTY.to_vec()),
+        }
+    }
+    let walker = Walker {
+        who,
+        show_hidden_files: false,
+        max_depth: depth_bound(pattern)
+            .map(|d| d - prefix.len())
+            .unwrap_or(usize::MAX),
+        order: Order::ByName,
+        exclude: None,
+    };
+    if limit != Some(0) {
+        walker.run(storage, abandoned, &start, |uri, meta, _| {
+            let rel = uri.rel_to(base).unwrap_or_default();
+            if matcher.is_match(&rel) {
+                matches.push(match render_as {
+                    Some(r) => render(storage, uri, meta, None, r),
+                    None if meta.is_dir() => Value::String(format!("{}/", uri.uri())),
+                    None => Value::String(uri.uri()),
+                });
+                if limit.is_some_and(|l| matches.len() >= l) {
+                    return Ok(Flow::Stop);
+                }
+            }
+            Ok(Flow::Continue)
+        })?;
+    }
+    let n = matches.len();
+    serde_json::to_vec(&json!({"matches": matches, "count": n})).map_err(ServiceError::internal)
 }
 
 #[cfg(test)]

@@ -9,15 +9,13 @@ use serde::Serialize;
 
 use super::walk::{Flow, Order, Walker};
 use super::{file_not_found, lossy_string, stat, StorageFail};
-use crate::actors::{BlockingJob, JobContext};
 use crate::error::{ServiceError, ServiceResult};
 use crate::identity::Identity;
 use crate::storage::uri::VikingUri;
-use crate::storage::StorageError;
+use crate::storage::{Storage, StorageError};
 
-pub struct GrepJob {
-    pub who: Identity,
-    pub uri: VikingUri,
+/// What to look for, and how much of it.
+pub struct GrepQuery {
     pub pattern: String,
     pub case_insensitive: bool,
     /// `None` = unlimited.
@@ -88,15 +86,15 @@ impl Hits {
     }
 }
 
-impl GrepJob {
+impl GrepQuery {
     fn grep_file(
         &self,
         regex: &Regex,
-        ctx: &JobContext<'_>,
+        storage: &dyn Storage,
         uri: &VikingUri,
         hits: &mut Hits,
     ) -> ServiceResult<()> {
-        let bytes = match ctx.storage.read(uri.store_path()) {
+        let bytes = match storage.read(uri.store_path()) {
             Ok(b) => b,
             // Removed or replaced by a directory since it was listed.
             Err(StorageError::NotFound(_)) | Err(StorageError::IsADirectory(_)) => return Ok(()),
@@ -152,66 +150,66 @@ impl GrepJob {
     }
 }
 
-impl BlockingJob for GrepJob {
-    /// The result, JSON-encoded here: an unlimited grep can answer megabytes.
-    type Output = ServiceResult<Vec<u8>>;
-
-    fn run(self, ctx: &JobContext<'_>) -> Self::Output {
-        let regex = compile(&self.pattern, self.case_insensitive, &self.uri)?;
-        let meta = if self.uri.has_internal_segment() {
-            None
-        } else {
-            stat(ctx.storage, &self.uri)?
+/// S1: grep `uri` (a file or a subtree) as `who` sees it. The result is JSON-encoded here: an
+/// unlimited grep can answer megabytes.
+pub fn grep(
+    storage: &dyn Storage,
+    abandoned: &dyn Fn() -> bool,
+    who: &Identity,
+    uri: &VikingUri,
+    query: &GrepQuery,
+) -> ServiceResult<Vec<u8>> {
+    let regex = compile(&query.pattern, query.case_insensitive, uri)?;
+    let meta = if uri.has_internal_segment() {
+        None
+    } else {
+        stat(storage, uri)?
+    };
+    let meta = meta.ok_or_else(|| file_not_found(uri))?;
+    let mut hits = Hits {
+        json: br#"{"matches":"#.to_vec(),
+        count: 0,
+        files_scanned: 0,
+        limit: query.node_limit,
+    };
+    let excluded = query.exclude.as_ref().is_some_and(|ex| uri.starts_with(ex));
+    if excluded || hits.full() {
+        // nothing to scan
+    } else if !meta.is_dir() {
+        query.grep_file(&regex, storage, uri, &mut hits)?;
+    } else {
+        let walker = Walker {
+            who,
+            show_hidden_files: false,
+            max_depth: query.level_limit,
+            order: Order::ByName,
+            exclude: query.exclude.as_ref(),
         };
-        let meta = meta.ok_or_else(|| file_not_found(&self.uri))?;
-        let mut hits = Hits {
-            json: br#"{"matches":"#.to_vec(),
-            count: 0,
-            files_scanned: 0,
-            limit: self.node_limit,
-        };
-        let excluded = self
-            .exclude
-            .as_ref()
-            .is_some_and(|ex| self.uri.starts_with(ex));
-        if excluded || hits.full() {
-            // nothing to scan
-        } else if !meta.is_dir() {
-            self.grep_file(&regex, ctx, &self.uri, &mut hits)?;
-        } else {
-            let walker = Walker {
-                who: &self.who,
-                show_hidden_files: false,
-                max_depth: self.level_limit,
-                order: Order::ByName,
-                exclude: self.exclude.as_ref(),
-            };
-            walker.run(ctx, &self.uri, |uri, meta, _| {
-                if meta.is_dir() {
-                    return Ok(Flow::Continue);
-                }
-                if ctx.is_abandoned() {
-                    return Ok(Flow::Stop);
-                }
-                self.grep_file(&regex, ctx, uri, &mut hits)?;
-                Ok(if hits.full() {
-                    Flow::Stop
-                } else {
-                    Flow::Continue
-                })
-            })?;
-        }
-        let Hits {
-            mut json,
-            count,
-            files_scanned,
-            ..
-        } = hits;
-        json.extend_from_slice(if count == 0 { b"[]" } else { b"]" });
-        json.extend_from_slice(
-            format!(r#","count":{count},"match_count":{count},"files_scanned":{files_scanned}}}"#)
-                .as_bytes(),
-        );
-        Ok(json)
+        walker.run(storage, abandoned, uri, |file, meta, _| {
+            if meta.is_dir() {
+                return Ok(Flow::Continue);
+            }
+            if abandoned() {
+                return Ok(Flow::Stop);
+            }
+            query.grep_file(&regex, storage, file, &mut hits)?;
+            Ok(if hits.full() {
+                Flow::Stop
+            } else {
+                Flow::Continue
+            })
+        })?;
     }
+    let Hits {
+        mut json,
+        count,
+        files_scanned,
+        ..
+    } = hits;
+    json.extend_from_slice(if count == 0 { b"[]" } else { b"]" });
+    json.extend_from_slice(
+        format!(r#","count":{count},"match_count":{count},"files_scanned":{files_scanned}}}"#)
+            .as_bytes(),
+    );
+    Ok(json)
 }

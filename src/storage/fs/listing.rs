@@ -10,11 +10,10 @@ use serde_json::Value;
 use super::entry::{render, Render};
 use super::walk::{caseless, Ended, Flow, Order, Walker};
 use super::{dir_not_found, not_a_directory, stat};
-use crate::actors::{BlockingJob, JobContext};
 use crate::error::{ServiceError, ServiceResult};
 use crate::identity::Identity;
 use crate::storage::uri::VikingUri;
-use crate::storage::DirEntry;
+use crate::storage::{DirEntry, Storage};
 
 /// `sort_by` of F1.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,28 +47,10 @@ pub struct PageOpts {
     pub simple: bool,
 }
 
-/// F1 (non-recursive) ls of one directory.
-pub struct LsJob {
-    pub who: Identity,
-    pub uri: VikingUri,
-    pub page: PageOpts,
-    pub sort_by: Option<SortBy>,
-    pub descending: bool,
-}
-
-/// F2 tree (and F1 with `recursive=true`).
-pub struct TreeJob {
-    pub who: Identity,
-    pub uri: VikingUri,
-    pub page: PageOpts,
-    pub level_limit: usize,
-    pub directories_only: bool,
-}
-
 /// The start of a listing must be an existing directory. A fresh account has no root
 /// directory yet; its `viking://` lists as empty.
-fn check_dir(ctx: &JobContext<'_>, uri: &VikingUri) -> ServiceResult<bool> {
-    match stat(ctx.storage, uri)? {
+fn check_dir(storage: &dyn Storage, uri: &VikingUri) -> ServiceResult<bool> {
+    match stat(storage, uri)? {
         Some(m) if m.is_dir() => Ok(true),
         Some(_) => Err(not_a_directory(uri)),
         None if uri.is_root() => Ok(false),
@@ -77,104 +58,113 @@ fn check_dir(ctx: &JobContext<'_>, uri: &VikingUri) -> ServiceResult<bool> {
     }
 }
 
-impl LsJob {
-    fn order(&self, a: &DirEntry, b: &DirEntry) -> std::cmp::Ordering {
-        let dirs_first = b.meta.is_dir().cmp(&a.meta.is_dir());
-        let within = match self.sort_by {
-            Some(SortBy::Mtime) => a
-                .meta
-                .modified
-                .cmp(&b.meta.modified)
-                .then_with(|| caseless(&a.name, &b.name)),
-            _ => caseless(&a.name, &b.name).then_with(|| a.name.cmp(&b.name)),
-        };
-        let within = if self.descending {
-            within.reverse()
-        } else {
-            within
-        };
-        dirs_first.then(within)
-    }
+/// F1 order: directories first, then by name or mtime.
+fn ls_order(
+    a: &DirEntry,
+    b: &DirEntry,
+    sort_by: Option<SortBy>,
+    descending: bool,
+) -> std::cmp::Ordering {
+    let dirs_first = b.meta.is_dir().cmp(&a.meta.is_dir());
+    let within = match sort_by {
+        Some(SortBy::Mtime) => a
+            .meta
+            .modified
+            .cmp(&b.meta.modified)
+            .then_with(|| caseless(&a.name, &b.name)),
+        _ => caseless(&a.name, &b.name).then_with(|| a.name.cmp(&b.name)),
+    };
+    let within = if descending { within.reverse() } else { within };
+    dirs_first.then(within)
 }
 
-impl BlockingJob for LsJob {
-    type Output = ServiceResult<Page>;
-
-    fn run(self, ctx: &JobContext<'_>) -> Self::Output {
-        if !check_dir(ctx, &self.uri)? {
-            return page(&[], false);
-        }
-        let walker = Walker {
-            who: &self.who,
-            show_hidden_files: self.page.show_all_hidden,
-            max_depth: 1,
-            order: Order::DirsFirst,
-            exclude: None,
+/// F1 (non-recursive) ls of one directory.
+pub fn ls(
+    storage: &dyn Storage,
+    who: &Identity,
+    dir: &VikingUri,
+    opts: &PageOpts,
+    sort_by: Option<SortBy>,
+    descending: bool,
+) -> ServiceResult<Page> {
+    if !check_dir(storage, dir)? {
+        return page(&[], false);
+    }
+    let walker = Walker {
+        who,
+        show_hidden_files: opts.show_all_hidden,
+        max_depth: 1,
+        order: Order::DirsFirst,
+        exclude: None,
+    };
+    let mut entries = walker.children(storage, dir)?;
+    let end = opts.offset.saturating_add(opts.node_limit);
+    let has_more = entries.len() > end;
+    // Order only what the page needs: O(n) selection, then sort the prefix.
+    if has_more {
+        entries.select_nth_unstable_by(end, |a, b| ls_order(a, b, sort_by, descending));
+        entries.truncate(end);
+    }
+    entries.sort_by(|a, b| ls_order(a, b, sort_by, descending));
+    let mut items = Vec::with_capacity(entries.len().saturating_sub(opts.offset));
+    for e in entries.iter().skip(opts.offset) {
+        let uri = match dir.child(&e.name) {
+            Ok(u) => u,
+            Err(_) => continue,
         };
-        let mut entries = walker.children(ctx, &self.uri)?;
-        let end = self.page.offset.saturating_add(self.page.node_limit);
-        let has_more = entries.len() > end;
-        // Order only what the page needs: O(n) selection, then sort the prefix.
-        if has_more {
-            entries.select_nth_unstable_by(end, |a, b| self.order(a, b));
-            entries.truncate(end);
+        items.push(if opts.simple {
+            Value::String(uri.uri())
+        } else {
+            render(storage, &uri, &e.meta, None, &opts.render)
+        });
+    }
+    page(&items, has_more)
+}
+
+/// F2 tree (and F1 with `recursive=true`).
+pub fn tree(
+    storage: &dyn Storage,
+    abandoned: &dyn Fn() -> bool,
+    who: &Identity,
+    dir: &VikingUri,
+    opts: &PageOpts,
+    level_limit: usize,
+    directories_only: bool,
+) -> ServiceResult<Page> {
+    if !check_dir(storage, dir)? {
+        return page(&[], false);
+    }
+    let mut items: Vec<Value> = Vec::new();
+    let mut has_more = false;
+    let walker = Walker {
+        who,
+        show_hidden_files: opts.show_all_hidden,
+        max_depth: level_limit,
+        order: Order::DirsFirst,
+        exclude: None,
+    };
+    let mut seen = 0usize;
+    let ended = walker.run(storage, abandoned, dir, |uri, meta, _depth| {
+        if directories_only && !meta.is_dir() {
+            return Ok(Flow::Continue);
         }
-        entries.sort_by(|a, b| self.order(a, b));
-        let mut items = Vec::with_capacity(entries.len().saturating_sub(self.page.offset));
-        for e in entries.iter().skip(self.page.offset) {
-            let uri = match self.uri.child(&e.name) {
-                Ok(u) => u,
-                Err(_) => continue,
-            };
-            items.push(if self.page.simple {
+        if items.len() == opts.node_limit {
+            has_more = true;
+            return Ok(Flow::Stop);
+        }
+        seen += 1;
+        if seen > opts.offset {
+            let rel = uri.rel_to(dir).unwrap_or_default();
+            items.push(if opts.simple {
                 Value::String(uri.uri())
             } else {
-                render(ctx.storage, &uri, &e.meta, None, &self.page.render)
+                render(storage, uri, meta, Some(&rel), &opts.render)
             });
         }
-        page(&items, has_more)
+        Ok(Flow::Continue)
+    })?;
+    if ended == Ended::Abandoned {
+        tracing::debug!(uri = %dir, "tree abandoned by the client");
     }
-}
-
-impl BlockingJob for TreeJob {
-    type Output = ServiceResult<Page>;
-
-    fn run(self, ctx: &JobContext<'_>) -> Self::Output {
-        if !check_dir(ctx, &self.uri)? {
-            return page(&[], false);
-        }
-        let mut items: Vec<Value> = Vec::new();
-        let mut has_more = false;
-        let walker = Walker {
-            who: &self.who,
-            show_hidden_files: self.page.show_all_hidden,
-            max_depth: self.level_limit,
-            order: Order::DirsFirst,
-            exclude: None,
-        };
-        let mut seen = 0usize;
-        let ended = walker.run(ctx, &self.uri, |uri, meta, _depth| {
-            if self.directories_only && !meta.is_dir() {
-                return Ok(Flow::Continue);
-            }
-            if items.len() == self.page.node_limit {
-                has_more = true;
-                return Ok(Flow::Stop);
-            }
-            seen += 1;
-            if seen > self.page.offset {
-                let rel = uri.rel_to(&self.uri).unwrap_or_default();
-                items.push(if self.page.simple {
-                    Value::String(uri.uri())
-                } else {
-                    render(ctx.storage, uri, meta, Some(&rel), &self.page.render)
-                });
-            }
-            Ok(Flow::Continue)
-        })?;
-        if ended == Ended::Abandoned {
-            tracing::debug!(uri = %self.uri, "tree abandoned by the client");
-        }
-        page(&items, has_more)
-    }
+    page(&items, has_more)
 }

@@ -1,8 +1,8 @@
 //! Filesystem, content and search operations over `viking://` URIs (spec §6–§8).
 //!
-//! Each operation is a [`BlockingJob`](crate::actors::BlockingJob) that runs on the storage
-//! pool. Handlers parse and authorize URIs first ([`super::uri`]), so a job only ever sees a
-//! safe path inside the caller's account. Errors name URIs, never storage paths: a backend
+//! Each operation is a function over `&dyn Storage` that a job (`crate::jobs::fs`,
+//! `crate::jobs::content`) runs on the storage pool. Handlers parse and authorize URIs first
+//! ([`super::uri`]), so an operation only ever sees a safe path inside the caller's account. Errors name URIs, never storage paths: a backend
 //! message may contain the data directory or an account name, so [`StorageFail`] replaces it.
 
 pub mod entry;

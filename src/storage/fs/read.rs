@@ -6,21 +6,20 @@
 
 use super::entry::{sidecar_text, ABSTRACT_FILE, OVERVIEW_FILE};
 use super::{dir_not_found, file_not_found, is_a_directory, lossy_string, stat, StorageFail};
-use crate::actors::{BlockingJob, JobContext};
 use crate::error::{ServiceError, ServiceResult};
 use crate::storage::uri::VikingUri;
-use crate::storage::StorageError;
+use crate::storage::{Storage, StorageError};
 
 /// Read a whole file, translating "missing" and "is a directory" (the latter worded by `dir_message`).
 fn read_file(
-    ctx: &JobContext<'_>,
+    storage: &dyn Storage,
     uri: &VikingUri,
     dir_message: impl Fn(&str) -> String,
 ) -> ServiceResult<Vec<u8>> {
     if uri.has_internal_segment() {
         return Err(file_not_found(uri));
     }
-    match ctx.storage.read(uri.store_path()) {
+    match storage.read(uri.store_path()) {
         Ok(bytes) => Ok(bytes),
         Err(StorageError::NotFound(_)) | Err(StorageError::NotADirectory(_)) => {
             Err(file_not_found(uri))
@@ -30,26 +29,22 @@ fn read_file(
     }
 }
 
-/// C1: lines `[offset, offset+limit)` of a file as text, already JSON-encoded.
-pub struct ReadJob {
-    pub uri: VikingUri,
-    pub offset: usize,
-    /// `None` = to the end.
-    pub limit: Option<usize>,
-}
-
-impl BlockingJob for ReadJob {
-    /// The result as a JSON string literal (quotes and escapes included).
-    type Output = ServiceResult<Vec<u8>>;
-
-    fn run(self, ctx: &JobContext<'_>) -> Self::Output {
-        let bytes = read_file(ctx, &self.uri, |u| {
-            format!("Directory URI is not readable as a file: {u}. List it first, then read a file URI.")
-        })?;
-        let text = lossy_string(bytes);
-        let selected = select_lines(&text, self.offset, self.limit);
-        serde_json::to_vec(selected).map_err(ServiceError::internal)
-    }
+/// C1: lines `[offset, offset+limit)` of a file (`limit: None` = to the end) as text, already
+/// JSON-encoded as a string literal (quotes and escapes included).
+pub fn read_lines(
+    storage: &dyn Storage,
+    uri: &VikingUri,
+    offset: usize,
+    limit: Option<usize>,
+) -> ServiceResult<Vec<u8>> {
+    let bytes = read_file(storage, uri, |u| {
+        format!(
+            "Directory URI is not readable as a file: {u}. List it first, then read a file URI."
+        )
+    })?;
+    let text = lossy_string(bytes);
+    let selected = select_lines(&text, offset, limit);
+    serde_json::to_vec(selected).map_err(ServiceError::internal)
 }
 
 /// Lines `[offset, offset+limit)`, each with its terminator, as one slice of `text`.
@@ -86,47 +81,34 @@ pub enum Sidecar {
 }
 
 /// C2/C3: a directory's abstract or overview body (a file URI uses its parent directory).
-pub struct SidecarJob {
-    pub uri: VikingUri,
-    pub which: Sidecar,
+pub fn read_sidecar(
+    storage: &dyn Storage,
+    uri: &VikingUri,
+    which: Sidecar,
+) -> ServiceResult<String> {
+    let meta = if uri.has_internal_segment() {
+        None
+    } else {
+        stat(storage, uri)?
+    };
+    let meta = meta.ok_or_else(|| dir_not_found(uri))?;
+    let dir = if meta.is_dir() {
+        uri.clone()
+    } else {
+        uri.parent().ok_or_else(|| dir_not_found(uri))?
+    };
+    let file = match which {
+        Sidecar::Abstract => ABSTRACT_FILE,
+        Sidecar::Overview => OVERVIEW_FILE,
+    };
+    Ok(sidecar_text(storage, &dir, file))
 }
 
-impl BlockingJob for SidecarJob {
-    type Output = ServiceResult<String>;
-
-    fn run(self, ctx: &JobContext<'_>) -> Self::Output {
-        let meta = if self.uri.has_internal_segment() {
-            None
-        } else {
-            stat(ctx.storage, &self.uri)?
-        };
-        let meta = meta.ok_or_else(|| dir_not_found(&self.uri))?;
-        let dir = if meta.is_dir() {
-            self.uri.clone()
-        } else {
-            self.uri.parent().ok_or_else(|| dir_not_found(&self.uri))?
-        };
-        let file = match self.which {
-            Sidecar::Abstract => ABSTRACT_FILE,
-            Sidecar::Overview => OVERVIEW_FILE,
-        };
-        Ok(sidecar_text(ctx.storage, &dir, file))
-    }
-}
-
-/// C4: the raw bytes of a file and its name.
-pub struct DownloadJob {
-    pub uri: VikingUri,
-}
-
-impl BlockingJob for DownloadJob {
-    type Output = ServiceResult<Vec<u8>>;
-
-    fn run(self, ctx: &JobContext<'_>) -> Self::Output {
-        read_file(ctx, &self.uri, |u| {
-            format!("Cannot read directory as file: {u}")
-        })
-    }
+/// C4: the raw bytes of a file.
+pub fn download(storage: &dyn Storage, uri: &VikingUri) -> ServiceResult<Vec<u8>> {
+    read_file(storage, uri, |u| {
+        format!("Cannot read directory as file: {u}")
+    })
 }
 
 #[cfg(test)]

@@ -4,48 +4,46 @@ use serde_json::{json, Value};
 
 use super::walk::{Flow, Order, Walker};
 use super::{stat, StorageFail};
-use crate::actors::{BlockingJob, JobContext};
 use crate::error::{ServiceError, ServiceResult};
 use crate::identity::{Identity, Role};
 use crate::storage::uri::VikingUri;
-use crate::storage::StorageError;
+use crate::storage::{Storage, StorageError};
 
 /// Remove `uri`; a missing target is success with nothing deleted.
-pub struct RmJob {
-    pub uri: VikingUri,
-    pub recursive: bool,
-}
-
-impl BlockingJob for RmJob {
-    type Output = ServiceResult<Value>;
-
-    fn run(self, ctx: &JobContext<'_>) -> Self::Output {
-        let uri = &self.uri;
-        let done = |n: u64| Ok(json!({"uri": uri.uri(), "estimated_deleted_count": n}));
-        let Some(meta) = stat(ctx.storage, uri)? else {
-            return done(0);
-        };
-        let mut count = 1u64;
-        if meta.is_dir() {
-            if !self.recursive {
-                let shown = uri.uri();
-                return Err(ServiceError::invalid_argument(format!(
-                    "Cannot remove directory without --recursive: {shown}"
-                ))
-                .with_details(json!({"resource": shown, "expected_flag": "recursive"})));
-            }
-            count += count_nodes(ctx, uri)?;
+pub fn remove(
+    storage: &dyn Storage,
+    abandoned: &dyn Fn() -> bool,
+    uri: &VikingUri,
+    recursive: bool,
+) -> ServiceResult<Value> {
+    let done = |n: u64| Ok(json!({"uri": uri.uri(), "estimated_deleted_count": n}));
+    let Some(meta) = stat(storage, uri)? else {
+        return done(0);
+    };
+    let mut count = 1u64;
+    if meta.is_dir() {
+        if !recursive {
+            let shown = uri.uri();
+            return Err(ServiceError::invalid_argument(format!(
+                "Cannot remove directory without --recursive: {shown}"
+            ))
+            .with_details(json!({"resource": shown, "expected_flag": "recursive"})));
         }
-        match ctx.storage.remove(uri.store_path(), meta.is_dir()) {
-            // Removed concurrently: the outcome the caller asked for.
-            Ok(()) | Err(StorageError::NotFound(_)) => done(count),
-            Err(e) => Err(StorageFail(uri).map(e)),
-        }
+        count += count_nodes(storage, abandoned, uri)?;
+    }
+    match storage.remove(uri.store_path(), meta.is_dir()) {
+        // Removed concurrently: the outcome the caller asked for.
+        Ok(()) | Err(StorageError::NotFound(_)) => done(count),
+        Err(e) => Err(StorageFail(uri).map(e)),
     }
 }
 
 /// Every node below `dir`, hidden ones included (they are deleted too).
-fn count_nodes(ctx: &JobContext<'_>, dir: &VikingUri) -> ServiceResult<u64> {
+fn count_nodes(
+    storage: &dyn Storage,
+    abandoned: &dyn Fn() -> bool,
+    dir: &VikingUri,
+) -> ServiceResult<u64> {
     // A ROOT view so that the count covers everything the removal deletes.
     let who = Identity {
         role: Role::Root,
@@ -60,7 +58,7 @@ fn count_nodes(ctx: &JobContext<'_>, dir: &VikingUri) -> ServiceResult<u64> {
         exclude: None,
     };
     let mut n = 0u64;
-    walker.run(ctx, dir, |_, _, _| {
+    walker.run(storage, abandoned, dir, |_, _, _| {
         n += 1;
         Ok(Flow::Continue)
     })?;

@@ -6,11 +6,10 @@
 
 use std::cmp::Ordering;
 
-use crate::actors::JobContext;
 use crate::error::ServiceResult;
 use crate::identity::Identity;
 use crate::storage::uri::{child_visible, is_hidden_name, VikingUri};
-use crate::storage::{DirEntry, Meta, StorageError};
+use crate::storage::{DirEntry, Meta, Storage, StorageError};
 
 use super::StorageFail;
 
@@ -81,8 +80,8 @@ pub fn caseless(a: &str, b: &str) -> Ordering {
 impl Walker<'_> {
     /// The visible children of `dir` for this walk, unsorted. A directory that vanished
     /// meanwhile has no children.
-    pub fn children(&self, ctx: &JobContext<'_>, dir: &VikingUri) -> ServiceResult<Vec<DirEntry>> {
-        let mut entries = match ctx.storage.list(dir.store_path()) {
+    pub fn children(&self, storage: &dyn Storage, dir: &VikingUri) -> ServiceResult<Vec<DirEntry>> {
+        let mut entries = match storage.list(dir.store_path()) {
             Ok(e) => e,
             Err(StorageError::NotFound(_)) | Err(StorageError::NotADirectory(_)) => Vec::new(),
             Err(e) => return Err(StorageFail(dir).map(e)),
@@ -94,10 +93,12 @@ impl Walker<'_> {
         Ok(entries)
     }
 
-    /// Walk below `start` (not visiting `start` itself), calling `visit(uri, meta, depth)`.
+    /// Walk below `start` (not visiting `start` itself), calling `visit(uri, meta, depth)`;
+    /// stops early once `abandoned()` says nobody waits for the answer.
     pub fn run(
         &self,
-        ctx: &JobContext<'_>,
+        storage: &dyn Storage,
+        abandoned: &dyn Fn() -> bool,
         start: &VikingUri,
         mut visit: impl FnMut(&VikingUri, &Meta, usize) -> ServiceResult<Flow>,
     ) -> ServiceResult<Ended> {
@@ -106,7 +107,7 @@ impl Walker<'_> {
         if self.max_depth == 0 {
             return Ok(Ended::Complete);
         }
-        stack.push((start.clone(), 1, self.sorted_children(ctx, start)?));
+        stack.push((start.clone(), 1, self.sorted_children(storage, start)?));
         let mut visited: u64 = 0;
         while let Some((dir, depth, children)) = stack.last_mut() {
             let Some(entry) = children.pop() else {
@@ -115,7 +116,7 @@ impl Walker<'_> {
             };
             visited += 1;
             // The client may be gone: checked every 64 entries (cheap, but not free).
-            if visited.is_multiple_of(64) && ctx.is_abandoned() {
+            if visited.is_multiple_of(64) && abandoned() {
                 return Ok(Ended::Abandoned);
             }
             let depth = *depth;
@@ -131,7 +132,7 @@ impl Walker<'_> {
                 Flow::SkipChildren => {}
                 Flow::Continue => {
                     if entry.meta.is_dir() && depth < self.max_depth {
-                        let kids = self.sorted_children(ctx, &uri)?;
+                        let kids = self.sorted_children(storage, &uri)?;
                         stack.push((uri, depth + 1, kids));
                     }
                 }
@@ -142,10 +143,10 @@ impl Walker<'_> {
 
     fn sorted_children(
         &self,
-        ctx: &JobContext<'_>,
+        storage: &dyn Storage,
         dir: &VikingUri,
     ) -> ServiceResult<Vec<DirEntry>> {
-        let mut kids = self.children(ctx, dir)?;
+        let mut kids = self.children(storage, dir)?;
         sort_entries(&mut kids, self.order);
         kids.reverse();
         Ok(kids)

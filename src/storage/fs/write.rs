@@ -9,11 +9,10 @@ use serde_json::{json, Value};
 
 use super::entry::{ABSTRACT_FILE, OVERVIEW_FILE};
 use super::{is_a_directory, stat, StorageFail};
-use crate::actors::{BlockingJob, JobContext};
 use crate::error::{ServiceError, ServiceResult};
 use crate::storage::okf;
 use crate::storage::uri::{Scope, VikingUri, SCHEME};
-use crate::storage::StorageError;
+use crate::storage::{Storage, StorageError};
 
 /// Extensions a write may create (existing files of any name may be rewritten).
 const NEW_FILE_EXTENSIONS: [&str; 9] =
@@ -177,84 +176,78 @@ fn context_type(uri: &VikingUri) -> &'static str {
 }
 
 /// Write `content` to a file (C5).
-pub struct WriteJob {
-    pub uri: VikingUri,
-    pub content: String,
-    pub mode: WriteMode,
-}
-
-impl BlockingJob for WriteJob {
-    type Output = ServiceResult<Value>;
-
-    fn run(self, ctx: &JobContext<'_>) -> Self::Output {
-        let uri = &self.uri;
-        let shown = uri.uri();
-        let existing = stat(ctx.storage, uri)?;
-        if existing.as_ref().is_some_and(|m| m.is_dir()) {
-            return Err(is_a_directory(
-                uri,
-                format!("write only supports existing files, got directory: {shown}"),
-            ));
-        }
-        let name = uri.name();
-        let sidecar = name == ABSTRACT_FILE || name == OVERVIEW_FILE;
-        if existing.is_none() {
-            if sidecar {
-                return Err(ServiceError::invalid_argument(format!(
-                    "cannot create generated abstract overview directly: {shown}"
-                )));
-            }
-            let ext = name.rsplit_once('.').map(|(_, e)| e).unwrap_or("");
-            if !NEW_FILE_EXTENSIONS.contains(&ext.to_ascii_lowercase().as_str()) {
-                let shown_ext = if ext.is_empty() {
-                    String::new()
-                } else {
-                    format!(".{ext}")
-                };
-                return Err(ServiceError::invalid_argument(format!(
-                    "creating a new file does not allow extension '{shown_ext}': {shown}"
-                )));
-            }
-        }
-        let fail = |e: StorageError| StorageFail(uri).map(e);
-        let written = if sidecar {
-            edit_sidecar(ctx, uri, &self.content, self.mode)?
-        } else {
-            match self.mode {
-                WriteMode::Replace | WriteMode::Create => {
-                    ctx.storage
-                        .write(uri.store_path(), self.content.as_bytes())
-                        .map_err(fail)?;
-                    self.content.len() as u64
-                }
-                WriteMode::Append => {
-                    ctx.storage
-                        .append(uri.store_path(), self.content.as_bytes())
-                        .map_err(fail)?;
-                    stat(ctx.storage, uri)?.map(|m| m.size).unwrap_or(0)
-                }
-            }
-        };
-        let root_uri = uri.parent().map(|p| p.uri()).unwrap_or_default();
-        Ok(json!({
-            "uri": shown,
-            "root_uri": root_uri,
-            "context_type": context_type(uri),
-            "mode": self.mode.as_str(),
-            "written_bytes": written,
-            "content_updated": true,
-            "semantic_status": "skipped",
-            "vector_status": "skipped",
-            "queue_status": null,
-        }))
+pub fn write_file(
+    storage: &dyn Storage,
+    uri: &VikingUri,
+    content: &str,
+    mode: WriteMode,
+) -> ServiceResult<Value> {
+    let shown = uri.uri();
+    let existing = stat(storage, uri)?;
+    if existing.as_ref().is_some_and(|m| m.is_dir()) {
+        return Err(is_a_directory(
+            uri,
+            format!("write only supports existing files, got directory: {shown}"),
+        ));
     }
+    let name = uri.name();
+    let sidecar = name == ABSTRACT_FILE || name == OVERVIEW_FILE;
+    if existing.is_none() {
+        if sidecar {
+            return Err(ServiceError::invalid_argument(format!(
+                "cannot create generated abstract overview directly: {shown}"
+            )));
+        }
+        let ext = name.rsplit_once('.').map(|(_, e)| e).unwrap_or("");
+        if !NEW_FILE_EXTENSIONS.contains(&ext.to_ascii_lowercase().as_str()) {
+            let shown_ext = if ext.is_empty() {
+                String::new()
+            } else {
+                format!(".{ext}")
+            };
+            return Err(ServiceError::invalid_argument(format!(
+                "creating a new file does not allow extension '{shown_ext}': {shown}"
+            )));
+        }
+    }
+    let fail = |e: StorageError| StorageFail(uri).map(e);
+    let written = if sidecar {
+        edit_sidecar(storage, uri, content, mode)?
+    } else {
+        match mode {
+            WriteMode::Replace | WriteMode::Create => {
+                storage
+                    .write(uri.store_path(), content.as_bytes())
+                    .map_err(fail)?;
+                content.len() as u64
+            }
+            WriteMode::Append => {
+                storage
+                    .append(uri.store_path(), content.as_bytes())
+                    .map_err(fail)?;
+                stat(storage, uri)?.map(|m| m.size).unwrap_or(0)
+            }
+        }
+    };
+    let root_uri = uri.parent().map(|p| p.uri()).unwrap_or_default();
+    Ok(json!({
+        "uri": shown,
+        "root_uri": root_uri,
+        "context_type": context_type(uri),
+        "mode": mode.as_str(),
+        "written_bytes": written,
+        "content_updated": true,
+        "semantic_status": "skipped",
+        "vector_status": "skipped",
+        "queue_status": null,
+    }))
 }
 
 /// Edit an existing `.abstract.md`/`.overview.md`: a body-only payload keeps the stored front
 /// matter; a payload with front matter must carry the same metadata. Compare-and-swap, so a
 /// concurrent edit is never lost.
 fn edit_sidecar(
-    ctx: &JobContext<'_>,
+    storage: &dyn Storage,
     uri: &VikingUri,
     content: &str,
     mode: WriteMode,
@@ -262,7 +255,7 @@ fn edit_sidecar(
     let fail = |e: StorageError| StorageFail(uri).map(e);
     let (new_front, new_body) = okf::split(content);
     for _ in 0..SIDECAR_CAS_ATTEMPTS {
-        let (old, version) = ctx.storage.read_versioned(uri.store_path()).map_err(fail)?;
+        let (old, version) = storage.read_versioned(uri.store_path()).map_err(fail)?;
         let old = super::lossy_string(old);
         let (old_front, old_body) = okf::split(&old);
         if new_front.is_some() && new_front != old_front {
@@ -282,10 +275,7 @@ fn edit_sidecar(
             ),
             None => body,
         };
-        match ctx
-            .storage
-            .write_if(uri.store_path(), text.as_bytes(), Some(&version))
-        {
+        match storage.write_if(uri.store_path(), text.as_bytes(), Some(&version)) {
             Ok(_) => return Ok(text.len() as u64),
             Err(StorageError::Conflict(_)) => continue,
             Err(e) => return Err(fail(e)),

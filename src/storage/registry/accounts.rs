@@ -3,13 +3,14 @@
 use std::time::Duration;
 
 use serde::Serialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use crate::error::{ServiceError, ServiceResult};
 use crate::storage::keys;
-use crate::storage::tasks::{self, TaskOwner};
-use crate::storage::{scaffold, Storage, StorageError, StorePath};
+use crate::storage::tasks::TaskOwner;
+use crate::storage::{remove_if_exists, scaffold, Storage, StorageError, StorePath};
 
+use super::deletion::{self, DeletionTarget, Removal};
 use super::load::AccountSnapshot;
 use super::model::{now_iso, AccountEntry, Deletion, UserEntry, UsersFile};
 use super::store::{self, groups_path, read_accounts, read_users, Edit};
@@ -172,131 +173,82 @@ pub fn write_user_config(
     Ok(())
 }
 
-/// The owner recorded in a deletion mark.
-pub fn deletion_owner(d: &Deletion) -> TaskOwner {
-    if d.owner_account_id == "_system" {
-        TaskOwner::system()
-    } else {
-        TaskOwner::user(&d.owner_account_id, &d.owner_user_id)
-    }
-}
-
-/// Whether a recorded deletion is still being worked on by a live process. The worker holds
-/// `lock_name` while it runs; if the lock is free the worker died and the caller takes over.
-pub enum Pending {
-    /// Someone is running it: answer with the same task id.
-    Running(String),
-    /// Nobody is: resume it under the returned guard with the same task id.
-    Orphaned(String, Box<dyn crate::storage::LockGuard>),
-    /// No live deletion (none recorded, or its task ended): start a new one.
-    None,
-}
-
-pub fn pending_deletion(
-    storage: &dyn Storage,
-    mark: Option<&Deletion>,
-    lock_name: &str,
-) -> ServiceResult<Pending> {
-    let Some(mark) = mark else {
-        return Ok(Pending::None);
-    };
-    let live = tasks::get(storage, &deletion_owner(mark), &mark.task_id)?
-        .is_some_and(|t| !t.status.is_terminal());
-    if !live {
-        return Ok(Pending::None);
-    }
-    match storage.lock(lock_name, Duration::ZERO) {
-        Ok(guard) => Ok(Pending::Orphaned(mark.task_id.clone(), guard)),
-        Err(StorageError::Busy(_)) => Ok(Pending::Running(mark.task_id.clone())),
-        Err(e) => Err(e.into()),
-    }
-}
-
 /// A3: mark the account deleted (its keys die at once), delete its data, drop the entry.
 /// The task records the outcome.
-pub fn delete(cx: &OpCtx<'_>, account: &str) -> ServiceResult<super::users::Removal> {
-    use super::users::Removal;
+pub fn delete(cx: &OpCtx<'_>, account: &str) -> ServiceResult<Removal> {
     let (file, _) = read_accounts(cx.storage)?;
     let entry = file
         .accounts
         .get(account)
         .ok_or_else(|| account_not_found(account))?;
-    let lock_name = format!("registry-delete-account-{account}");
-    let owner = TaskOwner::system();
-    let (task_id, _guard) = match pending_deletion(cx.storage, entry.deletion.as_ref(), &lock_name)?
-    {
-        Pending::Running(task_id) => {
-            return Ok(Removal {
-                task_id,
-                deleted: false,
-            })
-        }
-        Pending::Orphaned(task_id, guard) => (task_id, guard),
-        Pending::None => {
-            let guard = store::lock(cx.storage, &lock_name, CREATE_LOCK_TIMEOUT)?;
-            let task = tasks::create(cx.storage, &owner, "account_delete", Some(account))?;
-            (task.task_id, guard)
-        }
-    };
-    let mark = Deletion {
-        task_id: task_id.clone(),
-        owner_account_id: owner.account.clone(),
-        owner_user_id: owner.user.clone(),
-        ..Deletion::default()
-    };
-    let marked = store::update_accounts(cx.storage, |f| {
-        let e = f
-            .accounts
-            .get_mut(account)
-            .ok_or_else(|| account_not_found(account))?;
-        e.deletion = Some(mark.clone());
-        Ok(Edit::Write(()))
-    });
-    if let Err(e) = marked {
-        let _ = tasks::fail(cx.storage, &owner, &task_id, &e.message);
-        return Err(e);
-    }
-    let (users, users_version) = read_users(cx.storage, account).unwrap_or_default();
-    cx.announce(
-        account,
-        Some(AccountSnapshot {
-            id: account.to_string(),
-            deletion: Some(mark),
-            users,
-            users_version,
-        }),
-    )?;
-    let deleted = match finish_delete(cx, account, &task_id) {
-        Ok(()) => true,
-        Err(e) => {
-            tracing::warn!(account, error = %e.message, "account deletion failed");
-            let _ = tasks::fail(cx.storage, &owner, &task_id, &e.message);
-            false
-        }
-    };
-    Ok(Removal { task_id, deleted })
+    deletion::delete(
+        cx,
+        &AccountDeletion(account),
+        entry.deletion.as_ref(),
+        TaskOwner::system(),
+        CREATE_LOCK_TIMEOUT,
+    )
 }
 
-fn finish_delete(cx: &OpCtx<'_>, account: &str, task_id: &str) -> ServiceResult<()> {
-    let owner = TaskOwner::system();
-    tasks::mark_running(cx.storage, &owner, task_id)?;
-    match cx.storage.remove(&StorePath::root().join(account)?, true) {
-        Ok(()) | Err(StorageError::NotFound(_)) => {}
-        Err(e) => return Err(e.into()),
+/// The account-specific steps of the deletion sequence.
+struct AccountDeletion<'a>(&'a str);
+
+impl DeletionTarget for AccountDeletion<'_> {
+    fn describe(&self) -> String {
+        format!("account {}", self.0)
     }
-    store::update_accounts(cx.storage, |f| {
-        let ours = f
-            .accounts
-            .get(account)
-            .and_then(|e| e.deletion.as_ref())
-            .is_some_and(|d| d.task_id == task_id);
-        if !ours {
-            return Ok(Edit::Keep(()));
-        }
-        f.accounts.shift_remove(account);
-        Ok(Edit::Write(()))
-    })?;
-    cx.announce(account, None)?;
-    tasks::complete(cx.storage, &owner, task_id, json!({"deleted": true}))?;
-    Ok(())
+
+    fn lock_name(&self) -> String {
+        format!("registry-delete-account-{}", self.0)
+    }
+
+    fn task(&self) -> (&'static str, String) {
+        ("account_delete", self.0.to_string())
+    }
+
+    fn mark(&self, cx: &OpCtx<'_>, mark: &Deletion) -> ServiceResult<()> {
+        let account = self.0;
+        store::update_accounts(cx.storage, |f| {
+            let e = f
+                .accounts
+                .get_mut(account)
+                .ok_or_else(|| account_not_found(account))?;
+            e.deletion = Some(mark.clone());
+            Ok(Edit::Write(()))
+        })?;
+        let (users, users_version) = read_users(cx.storage, account).unwrap_or_default();
+        cx.announce(
+            account,
+            Some(AccountSnapshot {
+                id: account.to_string(),
+                deletion: Some(mark.clone()),
+                users,
+                users_version,
+            }),
+        )?;
+        Ok(())
+    }
+
+    fn remove_data(&self, cx: &OpCtx<'_>) -> ServiceResult<()> {
+        remove_if_exists(cx.storage, &StorePath::root().join(self.0)?, true)?;
+        Ok(())
+    }
+
+    fn drop_entry(&self, cx: &OpCtx<'_>, task_id: &str) -> ServiceResult<()> {
+        let account = self.0;
+        store::update_accounts(cx.storage, |f| {
+            let ours = f
+                .accounts
+                .get(account)
+                .and_then(|e| e.deletion.as_ref())
+                .is_some_and(|d| d.task_id == task_id);
+            if !ours {
+                return Ok(Edit::Keep(()));
+            }
+            f.accounts.shift_remove(account);
+            Ok(Edit::Write(()))
+        })?;
+        cx.announce(account, None)?;
+        Ok(())
+    }
 }

@@ -109,7 +109,7 @@ pub fn bump(storage: &dyn Storage, accounts: &[&str], full: bool) -> ServiceResu
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::local::LocalStorage;
+    use crate::storage::backend::local::LocalStorage;
 
     #[test]
     fn deltas() {

@@ -241,7 +241,7 @@ pub fn sweep(storage: &dyn Storage, known: &[KnownAccount]) -> ServiceResult<(Ac
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::local::LocalStorage;
+    use crate::storage::backend::local::LocalStorage;
     use crate::storage::registry::model::{AccountEntry, UserEntry};
     use crate::storage::registry::store::{update_accounts, update_users, Edit};
 

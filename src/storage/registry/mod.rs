@@ -4,6 +4,7 @@
 
 pub mod accounts;
 pub mod bootstrap;
+pub mod deletion;
 pub mod generation;
 pub mod load;
 pub mod model;

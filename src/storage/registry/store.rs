@@ -154,7 +154,7 @@ pub fn lock(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::local::LocalStorage;
+    use crate::storage::backend::local::LocalStorage;
     use std::sync::Arc;
 
     #[test]

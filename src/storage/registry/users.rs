@@ -7,10 +7,11 @@ use serde_json::{json, Value};
 
 use crate::error::{ServiceError, ServiceResult};
 use crate::storage::keys;
-use crate::storage::tasks::{self, TaskOwner};
-use crate::storage::{scaffold, Storage, StorageError, StorePath};
+use crate::storage::tasks::TaskOwner;
+use crate::storage::{remove_if_exists, scaffold, Storage, StorePath};
 
-use super::accounts::{pending_deletion, write_user_config, Pending};
+use super::accounts::write_user_config;
+use super::deletion::{self, DeletionTarget, Removal};
 use super::load::AccountSnapshot;
 use super::model::{AccountEntry, Deletion, UserEntry, UsersFile};
 use super::store::{self, groups_path, read_accounts, read_users, Edit};
@@ -179,13 +180,6 @@ fn is_last_admin(f: &UsersFile, user: &str) -> bool {
             .any(|(id, e)| id != user && e.is_admin() && e.deletion.is_none())
 }
 
-/// The answer of A6 / A3: the task, and whether the cleanup already finished.
-#[derive(Debug, Clone)]
-pub struct Removal {
-    pub task_id: String,
-    pub deleted: bool,
-}
-
 /// A6: revoke (persisted and in memory), delete the user's data, drop the entry. The task
 /// records the outcome of the cleanup.
 pub fn remove(
@@ -200,102 +194,97 @@ pub fn remove(
         .users
         .get(user)
         .ok_or_else(|| user_not_found(user))?;
-    let lock_name = format!("registry-delete-user-{account}-{user}");
-    let (task_id, owner, _guard) =
-        match pending_deletion(cx.storage, entry.deletion.as_ref(), &lock_name)? {
-            Pending::Running(task_id) => {
-                return Ok(Removal {
-                    task_id,
-                    deleted: false,
-                })
-            }
-            Pending::Orphaned(task_id, guard) => {
-                let owner = entry
-                    .deletion
-                    .as_ref()
-                    .map(super::accounts::deletion_owner)
-                    .unwrap_or(owner);
-                (task_id, owner, guard)
-            }
-            Pending::None => {
-                if is_last_admin(&current, user) {
-                    return Err(last_admin());
-                }
-                let guard = store::lock(cx.storage, &lock_name, DELETE_LOCK_TIMEOUT)?;
-                let resource = format!("{account}/{user}");
-                let task = tasks::create(cx.storage, &owner, "user_delete", Some(&resource))?;
-                (task.task_id, owner, guard)
-            }
-        };
-    let mark = Deletion {
-        task_id: task_id.clone(),
-        owner_account_id: owner.account.clone(),
-        owner_user_id: owner.user.clone(),
-        ..Deletion::default()
+    let target = UserDeletion {
+        account,
+        user,
+        current: &current,
     };
-    let revoked = store::update_users(cx.storage, account, |f| {
-        if is_last_admin(f, user) {
+    deletion::delete(
+        cx,
+        &target,
+        entry.deletion.as_ref(),
+        owner,
+        DELETE_LOCK_TIMEOUT,
+    )
+}
+
+/// The user-specific steps of the deletion sequence.
+struct UserDeletion<'a> {
+    account: &'a str,
+    user: &'a str,
+    /// users.json as read before the deletion started.
+    current: &'a UsersFile,
+}
+
+impl DeletionTarget for UserDeletion<'_> {
+    fn describe(&self) -> String {
+        format!("user {}/{}", self.account, self.user)
+    }
+
+    fn lock_name(&self) -> String {
+        format!("registry-delete-user-{}-{}", self.account, self.user)
+    }
+
+    fn task(&self) -> (&'static str, String) {
+        ("user_delete", format!("{}/{}", self.account, self.user))
+    }
+
+    fn check_new(&self) -> ServiceResult<()> {
+        if is_last_admin(self.current, self.user) {
             return Err(last_admin());
         }
-        let e = f.users.get_mut(user).ok_or_else(|| user_not_found(user))?;
-        e.key = String::new();
-        e.key_prefix = None;
-        e.deletion = Some(mark.clone());
-        Ok(Edit::Write(()))
-    });
-    let (_, users, version) = match revoked {
-        Ok(done) => done,
-        Err(e) => {
-            let _ = tasks::fail(cx.storage, &owner, &task_id, &e.message);
-            return Err(e);
-        }
-    };
-    announce_users(cx, account, users, version)?;
-    let deleted = match finish_remove(cx, account, user, &owner, &task_id) {
-        Ok(()) => true,
-        Err(e) => {
-            tracing::warn!(account, user, error = %e.message, "user deletion failed");
-            let _ = tasks::fail(cx.storage, &owner, &task_id, &e.message);
-            false
-        }
-    };
-    Ok(Removal { task_id, deleted })
-}
-
-fn remove_tree(storage: &dyn Storage, path: &StorePath) -> ServiceResult<()> {
-    match storage.remove(path, true) {
-        Ok(()) | Err(StorageError::NotFound(_)) => Ok(()),
-        Err(e) => Err(e.into()),
+        Ok(())
     }
-}
 
-fn finish_remove(
-    cx: &OpCtx<'_>,
-    account: &str,
-    user: &str,
-    owner: &TaskOwner,
-    task_id: &str,
-) -> ServiceResult<()> {
-    tasks::mark_running(cx.storage, owner, task_id)?;
-    let account_root = StorePath::root().join(account)?;
-    remove_tree(cx.storage, &account_root.join("user")?.join(user)?)?;
-    remove_tree(cx.storage, &TaskOwner::user(account, user).dir()?)?;
-    let (_, users, version) = store::update_users(cx.storage, account, |f| {
-        let ours = f
-            .users
-            .get(user)
-            .and_then(|e| e.deletion.as_ref())
-            .is_some_and(|d| d.task_id == task_id);
-        if !ours {
-            return Ok(Edit::Keep(()));
-        }
-        f.users.shift_remove(user);
-        Ok(Edit::Write(()))
-    })?;
-    prune_groups(cx.storage, account, user)?;
-    announce_users(cx, account, users, version)?;
-    tasks::complete(cx.storage, owner, task_id, json!({"deleted": true}))?;
-    Ok(())
+    fn mark(&self, cx: &OpCtx<'_>, mark: &Deletion) -> ServiceResult<()> {
+        let user = self.user;
+        let (_, users, version) = store::update_users(cx.storage, self.account, |f| {
+            if is_last_admin(f, user) {
+                return Err(last_admin());
+            }
+            let e = f.users.get_mut(user).ok_or_else(|| user_not_found(user))?;
+            e.key = String::new();
+            e.key_prefix = None;
+            e.deletion = Some(mark.clone());
+            Ok(Edit::Write(()))
+        })?;
+        announce_users(cx, self.account, users, version)?;
+        Ok(())
+    }
+
+    fn remove_data(&self, cx: &OpCtx<'_>) -> ServiceResult<()> {
+        let account_root = StorePath::root().join(self.account)?;
+        remove_if_exists(
+            cx.storage,
+            &account_root.join("user")?.join(self.user)?,
+            true,
+        )?;
+        remove_if_exists(
+            cx.storage,
+            &TaskOwner::user(self.account, self.user).dir()?,
+            true,
+        )?;
+        Ok(())
+    }
+
+    fn drop_entry(&self, cx: &OpCtx<'_>, task_id: &str) -> ServiceResult<()> {
+        let user = self.user;
+        let (_, users, version) = store::update_users(cx.storage, self.account, |f| {
+            let ours = f
+                .users
+                .get(user)
+                .and_then(|e| e.deletion.as_ref())
+                .is_some_and(|d| d.task_id == task_id);
+            if !ours {
+                return Ok(Edit::Keep(()));
+            }
+            f.users.shift_remove(user);
+            Ok(Edit::Write(()))
+        })?;
+        prune_groups(cx.storage, self.account, user)?;
+        announce_users(cx, self.account, users, version)?;
+        Ok(())
+    }
 }
 
 /// Drop `user` from every group of `groups.json` (kept as found otherwise).

@@ -4,11 +4,10 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
-use crate::actors::pool::{BlockingJob, JobContext};
 use crate::error::{ServiceError, ServiceResult};
 use crate::storage::{Storage, StorageError, StorePath};
 
-use super::{deps, live, ops, tokens, SessionRef};
+use super::{deps, tokens, SessionRef};
 
 pub const DONE: &str = ".done";
 pub const FAILED: &str = ".failed.json";
@@ -252,65 +251,6 @@ pub fn working_memory_off(done: &Value) -> bool {
 
 pub fn is_reset_boundary(done: &Value) -> bool {
     done.get("context_reset").and_then(Value::as_bool) == Some(true)
-}
-
-/// SE8: one completed archive.
-pub struct GetArchive {
-    pub session: SessionRef,
-    pub archive_id: String,
-}
-
-impl BlockingJob for GetArchive {
-    /// Serialized here, on the pool: a large result never occupies an HTTP worker.
-    type Output = ServiceResult<Vec<u8>>;
-    fn run(self, ctx: &JobContext<'_>) -> Self::Output {
-        let s = &self.session;
-        let storage = ctx.storage;
-        if ops::load_for_read(storage, s)?.is_none() {
-            return Err(ops::not_found(s));
-        }
-        let missing = || {
-            ServiceError::not_found(
-                "archive",
-                &self.archive_id,
-                format!("Archive {} not found", self.archive_id),
-            )
-        };
-        if number(&self.archive_id).is_none() {
-            return Err(missing());
-        }
-        let dir = s.archive(&self.archive_id)?;
-        let State::Done(done) = state(storage, &dir)? else {
-            return Err(missing());
-        };
-        if is_reset_boundary(&done) {
-            return Err(missing());
-        }
-        let overview = overview(storage, &dir)?;
-        let (overview, abstract_) = match overview {
-            Some(o) => {
-                let a = match read_text(storage, &dir.join(ABSTRACT)?)? {
-                    Some(t) => deps::okf_body(&t),
-                    None => derive_abstract(&o),
-                };
-                (o, a)
-            }
-            None if working_memory_off(&done) => (String::new(), String::new()),
-            None => return Err(missing()),
-        };
-        let msgs_path = dir.join(MESSAGES)?;
-        if storage.stat(&msgs_path)?.is_none() {
-            return Err(missing());
-        }
-        let messages = live::read_messages(storage, &msgs_path)?;
-        serde_json::to_vec(&json!({
-            "archive_id": self.archive_id,
-            "abstract": abstract_,
-            "overview": overview,
-            "messages": messages,
-        }))
-        .map_err(ServiceError::internal)
-    }
 }
 
 /// Abstract from an overview: the text after the first `**Label**: `, else its first line.

@@ -7,14 +7,14 @@
 
 use serde_json::{json, Map, Value};
 
-use crate::actors::pool::{BlockingJob, JobContext};
 use crate::error::{ServiceError, ServiceResult};
 use crate::storage::Storage;
 
 use super::archive::{self, ArchiveMeta, Phase1};
 use super::live::{self, Span, YIELD_EVERY};
+use super::load::{load_for_update, not_found};
 use super::meta::{PendingCommit, SessionMeta};
-use super::{deps, ops, policy, recovery, time, tokens, SessionRef};
+use super::{deps, policy, recovery, time, tokens, SessionRef};
 
 /// Defaults of turn_budget retention (spec SE7 step 3).
 const DEFAULT_TURNS: u64 = 3;
@@ -144,38 +144,6 @@ pub fn parse_options(body: &Map<String, Value>) -> Result<CommitOptions, Service
     })
 }
 
-/// SE7 on the commit pool.
-pub struct CommitSession {
-    pub session: SessionRef,
-    pub options: CommitOptions,
-}
-
-impl BlockingJob for CommitSession {
-    type Output = ServiceResult<Value>;
-    fn run(self, ctx: &JobContext<'_>) -> Self::Output {
-        yield_to_everything_else();
-        commit(ctx.storage, &self.session, &self.options)
-    }
-}
-
-/// Niceness of a thread running a commit: the lowest, below the storage pool's threads, so on a
-/// small machine a commit of tens of megabytes takes only the CPU that HTTP workers and short
-/// storage jobs leave over (commit latency is the one thing allowed to grow under load).
-const COMMIT_NICE: i32 = 19;
-
-/// Lower the calling commit-pool thread to [`COMMIT_NICE`]; threads of this pool only ever run
-/// long work, so the setting simply stays.
-fn yield_to_everything_else() {
-    // SAFETY: plain syscalls on the calling thread's own id.
-    let rc = unsafe {
-        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
-        libc::setpriority(libc::PRIO_PROCESS, tid, COMMIT_NICE)
-    };
-    if rc != 0 {
-        tracing::debug!("could not lower the commit thread's priority");
-    }
-}
-
 /// How the live messages split: `[..at)` archived, `[at..)` retained.
 struct Split {
     at: usize,
@@ -303,8 +271,8 @@ fn reset_boundary(
 /// Phase 1 and Phase 2 of one commit; the session lock is held throughout.
 pub fn commit(storage: &dyn Storage, s: &SessionRef, o: &CommitOptions) -> ServiceResult<Value> {
     let _lock = s.lock(storage)?;
-    let Some(mut meta) = ops::load_for_update(storage, s)? else {
-        return Err(ops::not_found(s));
+    let Some(mut meta) = load_for_update(storage, s)? else {
+        return Err(not_found(s));
     };
     recovery::sweep(storage, s, &mut meta)?;
     let wm = o

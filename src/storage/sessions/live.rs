@@ -246,7 +246,7 @@ pub fn to_lines(messages: &[Value]) -> ServiceResult<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::local::LocalStorage;
+    use crate::storage::backend::local::LocalStorage;
     use serde_json::json;
 
     #[test]

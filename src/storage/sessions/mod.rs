@@ -14,6 +14,7 @@ mod deps;
 pub mod fit;
 pub mod id;
 pub mod live;
+pub mod load;
 pub mod message;
 pub mod meta;
 pub mod ops;

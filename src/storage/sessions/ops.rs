@@ -1,14 +1,16 @@
-//! SE1–SE6: create, list, get, delete and add messages — the storage-pool side of sessions.
+//! SE1–SE6: create, list, get, delete and add messages; and the startup sweep of interrupted
+//! commits.
 
 use serde_json::{json, Value};
 
-use crate::actors::pool::{BlockingJob, JobContext};
+use crate::decode::parse_json;
 use crate::error::{ServiceError, ServiceResult};
 use crate::identity::Identity;
-use crate::storage::{EntryKind, Storage};
+use crate::storage::{Storage, StorageError, StorePath};
 
+use super::load::{load, load_for_read, load_for_update, not_found};
 use super::meta::SessionMeta;
-use super::{deps, live, message, policy, recovery, time, SessionRef, REPAIR_LOCK_TIMEOUT};
+use super::{deps, live, message, policy, time, SessionRef, REPAIR_LOCK_TIMEOUT};
 
 /// What SE1 (or an auto-create) stores beside the defaults.
 #[derive(Debug, Clone, Default)]
@@ -16,61 +18,6 @@ pub struct CreateOptions {
     pub memory_policy: Value,
     pub auto_commit_policy: Value,
     pub event_tags: Option<Vec<String>>,
-}
-
-/// 404 for a missing session (spec SE3 wording).
-pub fn not_found(s: &SessionRef) -> ServiceError {
-    ServiceError::not_found("session", &s.sid, format!("Session {} not found", s.sid))
-}
-
-/// The session's meta, synthesising one for a legacy directory without `.meta.json`;
-/// `Ok(None)` when there is no session.
-pub fn load(storage: &dyn Storage, s: &SessionRef) -> ServiceResult<Option<SessionMeta>> {
-    if let Some(meta) = SessionMeta::load(storage, s)? {
-        return Ok(Some(meta));
-    }
-    match storage.stat(&s.dir()?)? {
-        Some(m) if m.kind == EntryKind::Dir => {
-            let mut meta = SessionMeta::new(s, &time::meta_now());
-            // Force a recount from the file: a legacy session's counters are unknown.
-            meta.internal.live_bytes = u64::MAX;
-            Ok(Some(meta))
-        }
-        _ => Ok(None),
-    }
-}
-
-/// Load under the session lock, finishing any interrupted commit and reconciling counters
-/// first, so every mutation starts from a consistent session.
-pub fn load_for_update(
-    storage: &dyn Storage,
-    s: &SessionRef,
-) -> ServiceResult<Option<SessionMeta>> {
-    let Some(mut meta) = load(storage, s)? else {
-        return Ok(None);
-    };
-    if meta.internal.pending_commit.is_some() {
-        recovery::repair(storage, s, &mut meta)?;
-    }
-    if live::reconcile(storage, s, &mut meta, true)? {
-        meta.save(storage, s)?;
-    }
-    Ok(Some(meta))
-}
-
-/// Load for a read. A leftover commit marker is repaired if nobody holds the lock (a crashed
-/// commit); if a commit is running right now the read proceeds on what is there.
-pub fn load_for_read(storage: &dyn Storage, s: &SessionRef) -> ServiceResult<Option<SessionMeta>> {
-    let Some(mut meta) = load(storage, s)? else {
-        return Ok(None);
-    };
-    if meta.internal.pending_commit.is_some() {
-        if let Ok(_guard) = s.lock_within(storage, REPAIR_LOCK_TIMEOUT) {
-            return load_for_update(storage, s);
-        }
-    }
-    live::reconcile(storage, s, &mut meta, false)?;
-    Ok(Some(meta))
 }
 
 /// Create the session's files; the caller holds the lock and has checked it does not exist.
@@ -101,139 +48,101 @@ fn summary(s: &SessionRef, meta: &SessionMeta) -> Value {
 }
 
 /// SE1: create a session; an existing id → 409.
-#[derive(Clone)]
-pub struct CreateSession {
-    pub session: SessionRef,
-    pub options: CreateOptions,
-}
-
-impl BlockingJob for CreateSession {
-    type Output = ServiceResult<Value>;
-    fn run(self, ctx: &JobContext<'_>) -> Self::Output {
-        let s = &self.session;
-        let _lock = s.lock_briefly(ctx.storage)?;
-        if load(ctx.storage, s)?.is_some() {
-            return Err(ServiceError::already_exists(
-                "session",
-                &s.sid,
-                format!("Session already exists: {}", s.sid),
-            ));
-        }
-        let meta = create_locked(ctx.storage, s, &self.options)?;
-        Ok(summary(s, &meta))
+pub fn create(
+    storage: &dyn Storage,
+    s: &SessionRef,
+    options: &CreateOptions,
+) -> ServiceResult<Value> {
+    let _lock = s.lock_briefly(storage)?;
+    if load(storage, s)?.is_some() {
+        return Err(ServiceError::already_exists(
+            "session",
+            &s.sid,
+            format!("Session already exists: {}", s.sid),
+        ));
     }
+    let meta = create_locked(storage, s, options)?;
+    Ok(summary(s, &meta))
 }
 
-/// SE2: the caller's sessions, newest first.
-pub struct ListSessions {
-    pub account: String,
-    pub user: String,
-}
-
-impl BlockingJob for ListSessions {
-    type Output = ServiceResult<Value>;
-    fn run(self, ctx: &JobContext<'_>) -> Self::Output {
-        let dir = SessionRef::sessions_dir(&self.account, &self.user)?;
-        let mut entries = match ctx.storage.list(&dir) {
-            Ok(e) => e,
-            Err(crate::storage::StorageError::NotFound(_)) => return Ok(json!([])),
-            Err(e) => return Err(e.into()),
-        };
-        entries.retain(|e| !e.name.starts_with('.'));
-        entries.sort_by(|a, b| {
-            b.meta
-                .modified
-                .cmp(&a.meta.modified)
-                .then(a.name.cmp(&b.name))
-        });
-        let out: Vec<Value> = entries
-            .iter()
-            .map(|e| {
-                json!({
-                    "session_id": e.name,
-                    "uri": format!("viking://user/{}/sessions/{}", self.user, e.name),
-                    "is_dir": e.meta.is_dir(),
-                    "mod_time": time::rfc3339_secs(e.meta.modified),
-                })
+/// SE2: the user's sessions, newest first.
+pub fn list(storage: &dyn Storage, account: &str, user: &str) -> ServiceResult<Value> {
+    let dir = SessionRef::sessions_dir(account, user)?;
+    let mut entries = match storage.list(&dir) {
+        Ok(e) => e,
+        Err(StorageError::NotFound(_)) => return Ok(json!([])),
+        Err(e) => return Err(e.into()),
+    };
+    entries.retain(|e| !e.name.starts_with('.'));
+    entries.sort_by(|a, b| {
+        b.meta
+            .modified
+            .cmp(&a.meta.modified)
+            .then(a.name.cmp(&b.name))
+    });
+    let out: Vec<Value> = entries
+        .iter()
+        .map(|e| {
+            json!({
+                "session_id": e.name,
+                "uri": format!("viking://user/{}/sessions/{}", user, e.name),
+                "is_dir": e.meta.is_dir(),
+                "mod_time": time::rfc3339_secs(e.meta.modified),
             })
-            .collect();
-        Ok(Value::Array(out))
-    }
+        })
+        .collect();
+    Ok(Value::Array(out))
 }
 
 /// SE3: session meta with live counters; `auto_create` creates a missing session.
-#[derive(Clone)]
-pub struct GetSession {
-    pub session: SessionRef,
-    pub auto_create: bool,
-}
-
-impl BlockingJob for GetSession {
-    type Output = ServiceResult<Value>;
-    fn run(self, ctx: &JobContext<'_>) -> Self::Output {
-        let s = &self.session;
-        let meta = match load_for_read(ctx.storage, s)? {
-            Some(m) => m,
-            None if self.auto_create => {
-                let _lock = s.lock_briefly(ctx.storage)?;
-                match load_for_update(ctx.storage, s)? {
-                    Some(m) => m,
-                    None => create_locked(ctx.storage, s, &CreateOptions::default())?,
-                }
+pub fn get(storage: &dyn Storage, s: &SessionRef, auto_create: bool) -> ServiceResult<Value> {
+    let meta = match load_for_read(storage, s)? {
+        Some(m) => m,
+        None if auto_create => {
+            let _lock = s.lock_briefly(storage)?;
+            match load_for_update(storage, s)? {
+                Some(m) => m,
+                None => create_locked(storage, s, &CreateOptions::default())?,
             }
-            None => return Err(not_found(s)),
-        };
-        Ok(meta.view(s))
-    }
+        }
+        None => return Err(not_found(s)),
+    };
+    Ok(meta.view(s))
 }
 
 /// SE4: delete the session and its history.
-#[derive(Clone)]
-pub struct DeleteSession {
-    pub session: SessionRef,
-}
-
-impl BlockingJob for DeleteSession {
-    type Output = ServiceResult<Value>;
-    fn run(self, ctx: &JobContext<'_>) -> Self::Output {
-        let s = &self.session;
-        let _lock = s.lock_briefly(ctx.storage)?;
-        // Through the repair path, so an interrupted commit's task is settled before its
-        // session disappears.
-        if load_for_update(ctx.storage, s)?.is_none() {
-            return Err(ServiceError::not_found(
-                "session",
-                &s.sid,
-                format!("Session not found: {}", s.sid),
-            ));
-        }
-        match ctx.storage.remove(&s.dir()?, true) {
-            Ok(()) | Err(crate::storage::StorageError::NotFound(_)) => {}
-            Err(e) => return Err(e.into()),
-        }
-        Ok(json!({"session_id": s.sid}))
+pub fn delete(storage: &dyn Storage, s: &SessionRef) -> ServiceResult<Value> {
+    let _lock = s.lock_briefly(storage)?;
+    // Through the repair path, so an interrupted commit's task is settled before its
+    // session disappears.
+    if load_for_update(storage, s)?.is_none() {
+        return Err(ServiceError::not_found(
+            "session",
+            &s.sid,
+            format!("Session not found: {}", s.sid),
+        ));
     }
+    match storage.remove(&s.dir()?, true) {
+        Ok(()) | Err(StorageError::NotFound(_)) => {}
+        Err(e) => return Err(e.into()),
+    }
+    Ok(json!({"session_id": s.sid}))
 }
 
-/// SE5/SE6: decode, validate and append messages, creating the session if needed.
+/// SE5/SE6: decode, validate and append the messages of a request body, creating the session
+/// if needed. `batch`: SE6 (`{messages: [...]}`, answers with `added` too) or SE5 (one message).
 ///
 /// The body is decoded here, on the pool, not on an HTTP worker: a 1 MiB batch costs a few
 /// milliseconds of parsing, which on a worker's event loop would delay every other request
 /// multiplexed onto it (`/health` included).
-#[derive(Clone)]
-pub struct AddMessages {
-    pub session: SessionRef,
-    pub body: bytes::Bytes,
-    /// SE6 (`{messages: [...]}`, answers with `added` too) or SE5 (one message).
-    pub batch: bool,
-}
-
-impl BlockingJob for AddMessages {
-    type Output = ServiceResult<Value>;
-    fn run(self, ctx: &JobContext<'_>) -> Self::Output {
-        let messages = decode_messages(&self.body, self.batch, &self.session.identity())?;
-        add(ctx.storage, &self.session, &messages, self.batch)
-    }
+pub fn add_from_body(
+    storage: &dyn Storage,
+    s: &SessionRef,
+    body: &[u8],
+    batch: bool,
+) -> ServiceResult<Value> {
+    let messages = decode_messages(body, batch, &s.identity())?;
+    add(storage, s, &messages, batch)
 }
 
 /// The stored messages of an SE5 or SE6 body, with spec §1.3 validation errors.
@@ -245,7 +154,7 @@ pub fn decode_messages(body: &[u8], batch: bool, who: &Identity) -> ServiceResul
             "missing",
         ));
     }
-    let value: Value = crate::http::extract::parse_json(body)?;
+    let value: Value = parse_json(body)?;
     if !batch {
         return message::parse(&value, &["body".to_string()], who);
     }
@@ -321,4 +230,56 @@ pub fn add(
     }
     out["pending_tokens"] = meta.pending_tokens.into();
     Ok(out)
+}
+
+/// Names of the directories under `path` (none when it is missing).
+fn child_dirs(storage: &dyn Storage, path: &StorePath) -> ServiceResult<Vec<String>> {
+    match storage.list(path) {
+        Ok(entries) => Ok(entries
+            .into_iter()
+            .filter(|e| e.meta.is_dir())
+            .map(|e| e.name)
+            .collect()),
+        Err(StorageError::NotFound(_)) | Err(StorageError::NotADirectory(_)) => Ok(Vec::new()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Startup sweep (commit pool): repair every session a crash left with a commit marker, so the
+/// interrupted commits' tasks reach a terminal state even if nobody touches those sessions.
+/// Sessions whose lock is held (a commit running on another instance) are skipped. Returns how
+/// many were repaired.
+pub fn sweep_interrupted(storage: &dyn Storage) -> ServiceResult<usize> {
+    let mut repaired = 0;
+    let root = StorePath::root();
+    for account in child_dirs(storage, &root)? {
+        if account.starts_with('_') {
+            continue;
+        }
+        let users_dir = root.join(&account)?.join("user")?;
+        for user in child_dirs(storage, &users_dir)? {
+            let Ok(sessions_dir) = SessionRef::sessions_dir(&account, &user) else {
+                continue;
+            };
+            for sid in child_dirs(storage, &sessions_dir)? {
+                std::thread::yield_now();
+                let s = SessionRef::new(&account, &user, &sid);
+                let Some(meta) = SessionMeta::load(storage, &s)? else {
+                    continue;
+                };
+                if meta.internal.pending_commit.is_none() {
+                    continue;
+                }
+                let Ok(_guard) = s.lock_within(storage, REPAIR_LOCK_TIMEOUT) else {
+                    continue;
+                };
+                load_for_update(storage, &s)?;
+                repaired += 1;
+            }
+        }
+    }
+    if repaired > 0 {
+        tracing::info!(repaired, "startup sweep repaired interrupted commits");
+    }
+    Ok(repaired)
 }

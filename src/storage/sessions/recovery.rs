@@ -157,71 +157,6 @@ pub fn resolve(
     }
 }
 
-/// Startup sweep (commit pool): repair every session a crash left with a commit marker, so the
-/// interrupted commits' tasks reach a terminal state even if nobody touches those sessions.
-/// Sessions whose lock is held (a commit running on another instance) are skipped.
-pub struct SweepInterrupted;
-
-impl crate::actors::pool::BlockingJob for SweepInterrupted {
-    type Output = ServiceResult<usize>;
-    fn run(self, ctx: &crate::actors::pool::JobContext<'_>) -> Self::Output {
-        let repaired = sweep_all(ctx.storage)?;
-        if repaired > 0 {
-            tracing::info!(repaired, "startup sweep repaired interrupted commits");
-        }
-        Ok(repaired)
-    }
-}
-
-/// Names of the directories under `path` (none when it is missing).
-fn child_dirs(
-    storage: &dyn Storage,
-    path: &crate::storage::StorePath,
-) -> ServiceResult<Vec<String>> {
-    match storage.list(path) {
-        Ok(entries) => Ok(entries
-            .into_iter()
-            .filter(|e| e.meta.is_dir())
-            .map(|e| e.name)
-            .collect()),
-        Err(StorageError::NotFound(_)) | Err(StorageError::NotADirectory(_)) => Ok(Vec::new()),
-        Err(e) => Err(e.into()),
-    }
-}
-
-/// Repair every session with a leftover commit marker; returns how many were repaired.
-pub fn sweep_all(storage: &dyn Storage) -> ServiceResult<usize> {
-    let mut repaired = 0;
-    let root = crate::storage::StorePath::root();
-    for account in child_dirs(storage, &root)? {
-        if account.starts_with('_') {
-            continue;
-        }
-        let users_dir = root.join(&account)?.join("user")?;
-        for user in child_dirs(storage, &users_dir)? {
-            let Ok(sessions_dir) = SessionRef::sessions_dir(&account, &user) else {
-                continue;
-            };
-            for sid in child_dirs(storage, &sessions_dir)? {
-                std::thread::yield_now();
-                let s = SessionRef::new(&account, &user, &sid);
-                let Some(meta) = SessionMeta::load(storage, &s)? else {
-                    continue;
-                };
-                if meta.internal.pending_commit.is_none() {
-                    continue;
-                }
-                let Ok(_guard) = s.lock_within(storage, super::REPAIR_LOCK_TIMEOUT) else {
-                    continue;
-                };
-                super::ops::load_for_update(storage, &s)?;
-                repaired += 1;
-            }
-        }
-    }
-    Ok(repaired)
-}
-
 #[cfg(test)]
 mod tests {
     use std::collections::HashSet;
@@ -229,9 +164,9 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::storage::local::LocalStorage;
+    use crate::storage::backend::local::LocalStorage;
     use crate::storage::sessions::commit::{self, crash, CommitOptions};
-    use crate::storage::sessions::{message, ops};
+    use crate::storage::sessions::{load, message, ops};
     use crate::storage::tasks::{self, TaskOwner, TaskStatus};
 
     fn session_with(st: &LocalStorage, n: usize) -> (SessionRef, Vec<String>) {
@@ -387,7 +322,7 @@ mod tests {
         st.append(&s.live().unwrap(), b"{\"id\":\"msg_torn")
             .unwrap();
         // Reads see the orphan but not the torn line, and change nothing.
-        let mut m = ops::load_for_read(&st, &s).unwrap().unwrap();
+        let mut m = load::load_for_read(&st, &s).unwrap().unwrap();
         assert_eq!(m.message_count, 4);
         assert!(!live::reconcile(&st, &s, &mut m, false).unwrap());
         // The next write repairs the file and the counters.
@@ -419,10 +354,10 @@ mod tests {
         crash::AT.with(|a| *a.borrow_mut() = None);
         assert!(crashed.is_err());
         assert_eq!(task_status(&st), Some(TaskStatus::Pending));
-        assert_eq!(sweep_all(&st).unwrap(), 1);
+        assert_eq!(ops::sweep_interrupted(&st).unwrap(), 1);
         assert_eq!(task_status(&st), Some(TaskStatus::Completed));
         assert_consistent(&st, &s, &ids);
-        assert_eq!(sweep_all(&st).unwrap(), 0);
+        assert_eq!(ops::sweep_interrupted(&st).unwrap(), 0);
     }
 
     #[test]

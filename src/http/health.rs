@@ -1,22 +1,13 @@
-//! Storage health: a probe job, and the last known result that observers read without I/O.
+//! Storage health: the last known probe result, which `/health`, `/ready` and observers read
+//! without I/O, refreshed by [`ProbeStorage`] jobs.
 
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
-use super::{BlockingJob, JobContext, Pools};
-
-/// Write-read-delete a probe object through the backend.
-pub struct ProbeStorage;
-
-impl BlockingJob for ProbeStorage {
-    type Output = Result<(), String>;
-
-    fn run(self, ctx: &JobContext<'_>) -> Self::Output {
-        ctx.storage.probe().map_err(|e| e.to_string())
-    }
-}
+use crate::actors::Pools;
+use crate::jobs::health::ProbeStorage;
 
 /// The storage state as last observed.
 #[derive(Debug, Clone, Serialize)]

@@ -31,10 +31,10 @@ use object_store::{
 };
 
 use self::keys::{Keys, DIR_MARKER};
-use super::{
+use crate::config::S3Settings;
+use crate::storage::{
     DirEntry, EntryKind, LockGuard, Meta, Storage, StorageError, StorageResult, StorePath, Version,
 };
-use crate::config::S3Settings;
 
 /// Requests in flight at once for per-object work (marker checks, tree copies).
 const FAN_OUT: usize = 16;

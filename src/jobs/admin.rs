@@ -6,11 +6,12 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use crate::actors::{BlockingJob, JobContext};
+use super::{BlockingJob, JobContext};
 use crate::error::ServiceResult;
 use crate::storage::registry::accounts::{self, AccountSummary, Created};
+use crate::storage::registry::deletion::Removal;
 use crate::storage::registry::model::{UserEntry, UsersFile};
-use crate::storage::registry::users::{self, Removal};
+use crate::storage::registry::users;
 use crate::storage::registry::{OpCtx, RegistrySink};
 use crate::storage::tasks::TaskOwner;
 

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
-use super::{
+use crate::storage::{
     DirEntry, EntryKind, LockGuard, Meta, Storage, StorageError, StorageResult, StorePath, Version,
 };
 

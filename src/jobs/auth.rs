@@ -1,19 +1,17 @@
-//! Storage-pool jobs the AuthActor delegates to (it never does I/O or Argon2 itself).
+//! Registry jobs the AuthActor delegates to (it never does I/O or Argon2 itself).
 
 use std::collections::BTreeSet;
 
-use crate::actors::{BlockingJob, JobContext};
+use super::{BlockingJob, JobContext};
 use crate::error::ServiceResult;
-use crate::storage::keys;
+use crate::storage::keys::{self, HashCandidate};
 use crate::storage::registry::load::{self, AccountStates, CheckOutcome, ProbeOutcome};
 use crate::storage::Version;
 
-use super::index::HashCandidate;
-
 /// Everything: the marker, accounts.json and every users.json.
-pub struct LoadAll;
+pub struct LoadRegistry;
 
-impl BlockingJob for LoadAll {
+impl BlockingJob for LoadRegistry {
     type Output = ServiceResult<CheckOutcome>;
 
     fn run(self, ctx: &JobContext<'_>) -> Self::Output {
@@ -73,18 +71,16 @@ impl BlockingJob for VerifyArgon {
     type Output = Option<HashCandidate>;
 
     fn run(self, _ctx: &JobContext<'_>) -> Self::Output {
-        self.candidates
-            .into_iter()
-            .find(|c| keys::verify_hash(&c.phc, &self.key))
+        keys::first_match(self.candidates, &self.key)
     }
 }
 
 /// Startup: create/scaffold the registry and migrate plaintext keys when hashing is on.
-pub struct Bootstrap {
+pub struct BootstrapRegistry {
     pub hashing: bool,
 }
 
-impl BlockingJob for Bootstrap {
+impl BlockingJob for BootstrapRegistry {
     type Output = ServiceResult<crate::storage::registry::bootstrap::Report>;
 
     fn run(self, ctx: &JobContext<'_>) -> Self::Output {
@@ -93,11 +89,11 @@ impl BlockingJob for Bootstrap {
 }
 
 /// The periodic sweep for unannounced registry changes.
-pub struct Sweep {
+pub struct SweepRegistry {
     pub known: Vec<load::KnownAccount>,
 }
 
-impl BlockingJob for Sweep {
+impl BlockingJob for SweepRegistry {
     type Output = ServiceResult<(AccountStates, u64)>;
 
     fn run(self, ctx: &JobContext<'_>) -> Self::Output {

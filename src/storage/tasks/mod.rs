@@ -7,9 +7,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
-use crate::error::{ServiceError, ServiceResult};
+pub mod query;
 
-use super::{Storage, StorageError, StorePath};
+use crate::error::{ServiceError, ServiceResult};
+use crate::storage::{Storage, StorageError, StorePath};
 
 /// Who owns a task: a user of an account, or the system (`_system`/`root`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -369,7 +370,7 @@ pub fn all_owners(storage: &dyn Storage) -> ServiceResult<Vec<TaskOwner>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::local::LocalStorage;
+    use crate::storage::backend::local::LocalStorage;
 
     #[test]
     fn lifecycle() {

@@ -1,0 +1,269 @@
+//! Decoding request bodies and query strings into typed values, with every failure reported
+//! as a spec §1.3 validation envelope (`{loc, message, type}`). No actix: the HTTP extractors
+//! call it on workers for small inputs, and jobs call it on the pools for large bodies.
+
+use serde::de::DeserializeOwned;
+use serde::Deserializer;
+use serde_json::json;
+
+use crate::error::ServiceError;
+
+/// Deserialize a JSON body, reporting the first problem with its location.
+///
+/// Every request body of the API is a JSON object. serde would otherwise accept a JSON array
+/// for a struct (fields by position), so `["acme", "alice"]` must be refused here, before
+/// any field is read.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ServiceError> {
+    // serde_json checks UTF-8 only in strings it keeps: invalid bytes inside an ignored
+    // (unknown) field would otherwise pass, and the request would run as if they were absent.
+    if let Err(e) = std::str::from_utf8(bytes) {
+        return Err(ServiceError::validation(
+            &["body"],
+            &format!(
+                "JSON decode error: invalid UTF-8 at byte {}",
+                e.valid_up_to()
+            ),
+            "json_invalid",
+        ));
+    }
+    match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'{') => {}
+        // Not even the start of a JSON value: report it as the decode error it is.
+        Some(b'[' | b'"' | b'-' | b'0'..=b'9' | b't' | b'f' | b'n') => {
+            return Err(ServiceError::validation(
+                &["body"],
+                "Input should be a valid dictionary",
+                "dict_type",
+            ))
+        }
+        _ => {}
+    }
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if inner.is_syntax() || inner.is_eof() {
+            return ServiceError::validation(
+                &["body"],
+                &format!("JSON decode error: {inner}"),
+                "json_invalid",
+            );
+        }
+        describe("body", &path, &inner.to_string())
+    })?;
+    de.end().map_err(|e| {
+        ServiceError::validation(
+            &["body"],
+            &format!("JSON decode error: {e}"),
+            "json_invalid",
+        )
+    })?;
+    Ok(value)
+}
+
+/// Deserialize a query string.
+///
+/// Percent-escapes must decode to UTF-8: the lossy decoding underneath would turn `%FF` into
+/// U+FFFD, so `uri=viking://resources/%FF.md` would name (and could delete) a real file
+/// called `\u{FFFD}.md` that the client never mentioned.
+pub fn parse_query<T: DeserializeOwned>(query: &str) -> Result<T, ServiceError> {
+    if let Err(e) = percent_encoding::percent_decode_str(query).decode_utf8() {
+        return Err(ServiceError::validation(
+            &["query"],
+            &format!(
+                "Query string percent-escapes are not valid UTF-8 (byte {})",
+                e.valid_up_to()
+            ),
+            "string_unicode",
+        ));
+    }
+    let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        describe("query", &path, &e.into_inner().to_string())
+    })
+}
+
+/// Turn a serde message into the pydantic-like `{loc, message, type}` entry.
+fn describe(origin: &str, path: &str, raw: &str) -> ServiceError {
+    let msg = raw.split(" at line ").next().unwrap_or(raw).to_string();
+    let mut loc: Vec<String> = vec![origin.to_string()];
+    loc.extend(
+        path.split('.')
+            .filter(|s| !s.is_empty() && *s != "?")
+            .map(str::to_string),
+    );
+    let field = |m: &str, prefix: &str| {
+        m.strip_prefix(prefix)
+            .and_then(|rest| rest.split('`').next())
+            .map(str::to_string)
+    };
+    // The path names the map being read: it stops before a missing field but already ends
+    // with an unknown key (`{"x": 1}` → path `x`), so that key is named once.
+    let path_names_key = path
+        .rsplit('.')
+        .next()
+        .is_some_and(|s| !s.is_empty() && s != "?");
+    let (message, kind) = if let Some(f) = field(&msg, "missing field `") {
+        loc.push(f);
+        ("Field required".to_string(), "missing")
+    } else if let Some(f) = field(&msg, "unknown field `") {
+        if !path_names_key {
+            loc.push(f);
+        }
+        (
+            "Extra inputs are not permitted".to_string(),
+            "extra_forbidden",
+        )
+    } else if let Some(f) = field(&msg, "duplicate field `") {
+        loc.push(f);
+        ("Field given more than once".to_string(), "value_error")
+    } else if msg.starts_with("invalid type") {
+        (msg.clone(), "type_error")
+    } else {
+        (msg.clone(), "value_error")
+    };
+    let loc_refs: Vec<&str> = loc.iter().map(String::as_str).collect();
+    ServiceError::validation(&loc_refs, &message, kind)
+}
+
+/// Query and body booleans: `true|false|1|0|yes|no|on|off`, any case (spec §0).
+pub fn flexible_bool<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    struct V;
+    impl serde::de::Visitor<'_> for V {
+        type Value = bool;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a boolean")
+        }
+        fn visit_bool<E>(self, v: bool) -> Result<bool, E> {
+            Ok(v)
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<bool, E> {
+            match v.to_ascii_lowercase().as_str() {
+                "true" | "1" | "yes" | "on" => Ok(true),
+                "false" | "0" | "no" | "off" => Ok(false),
+                _ => Err(E::custom("Input should be a valid boolean")),
+            }
+        }
+        fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<bool, E> {
+            match v {
+                0 => Ok(false),
+                1 => Ok(true),
+                _ => Err(E::custom("Input should be a valid boolean")),
+            }
+        }
+    }
+    d.deserialize_any(V)
+}
+
+/// `flexible_bool` for optional fields.
+pub fn flexible_bool_opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
+    flexible_bool(d).map(Some)
+}
+
+/// A details object listing one validation error (for hand-written checks).
+pub fn validation_details(loc: &[&str], message: &str, kind: &str) -> serde_json::Value {
+    json!({"validation_errors": [{"loc": loc, "message": message, "type": kind}]})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Debug, Deserialize)]
+    #[allow(dead_code)]
+    struct Body {
+        role: String,
+        n: Option<u32>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    struct Q {
+        #[serde(default, deserialize_with = "flexible_bool")]
+        recursive: bool,
+        limit: Option<i64>,
+    }
+
+    #[test]
+    fn json_errors_are_located() {
+        let e = parse_json::<Body>(br#"{"n": 1}"#).unwrap_err();
+        assert_eq!(
+            e.message,
+            "Invalid request parameters: body.role: Field required"
+        );
+        let e = parse_json::<Body>(br#"{"role": 5}"#).unwrap_err();
+        assert!(e
+            .message
+            .starts_with("Invalid request parameters: body.role: invalid type"));
+        let e = parse_json::<Body>(b"{not json").unwrap_err();
+        assert_eq!(
+            e.details.unwrap()["validation_errors"][0]["type"],
+            "json_invalid"
+        );
+        assert!(parse_json::<Body>(br#"{"role": "x"} trailing"#).is_err());
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Strict {
+        role: String,
+    }
+
+    #[test]
+    fn arrays_and_scalars_are_not_objects() {
+        for body in [
+            &br#"["x", 1]"#[..],
+            b"[]",
+            b"\"x\"",
+            b"null",
+            b"5",
+            b" true",
+        ] {
+            let e = parse_json::<Body>(body).unwrap_err();
+            let d = e.details.unwrap();
+            assert_eq!(d["validation_errors"][0]["type"], "dict_type", "{body:?}");
+            assert_eq!(
+                d["validation_errors"][0]["loc"],
+                json!(["body"]),
+                "{body:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn invalid_utf8_in_an_ignored_field_is_refused() {
+        let e = parse_json::<Body>(b"{\"role\": \"x\", \"other\": \"\xff\"}").unwrap_err();
+        assert_eq!(
+            e.details.unwrap()["validation_errors"][0]["type"],
+            "json_invalid"
+        );
+    }
+
+    #[test]
+    fn unknown_field_is_named_once() {
+        let e = parse_json::<Strict>(br#"{"role": "x", "extra": 1}"#).unwrap_err();
+        let d = e.details.unwrap();
+        assert_eq!(d["validation_errors"][0]["loc"], json!(["body", "extra"]));
+        assert_eq!(d["validation_errors"][0]["type"], "extra_forbidden");
+    }
+
+    #[test]
+    fn query_bools_and_ints() {
+        let q: Q = parse_query("recursive=YES&limit=5").unwrap();
+        assert!(q.recursive);
+        assert_eq!(q.limit, Some(5));
+        let q: Q = parse_query("recursive=off").unwrap();
+        assert!(!q.recursive);
+        let e = parse_query::<Q>("recursive=maybe").unwrap_err();
+        assert!(e.message.contains("query.recursive"), "{}", e.message);
+        assert!(parse_query::<Q>("limit=abc").is_err());
+        let e = parse_query::<Q>("limit=5&x=%FF").unwrap_err();
+        assert_eq!(
+            e.details.unwrap()["validation_errors"][0]["type"],
+            "string_unicode"
+        );
+        assert!(parse_query::<Q>("limit=5&x=%C3%A9").is_ok());
+    }
+}

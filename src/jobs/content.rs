@@ -1,0 +1,97 @@
+//! Content jobs (spec §7 C1–C5) over `storage::fs::{read, write}`, and large-body decoding.
+
+use std::marker::PhantomData;
+
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::decode::parse_json;
+use crate::error::{ServiceError, ServiceResult};
+use crate::storage::fs::read::{self, Sidecar};
+use crate::storage::fs::write::{self, WriteMode};
+use crate::storage::uri::VikingUri;
+
+use super::{BlockingJob, JobContext};
+
+/// C1: lines `[offset, offset+limit)` of a file, already JSON-encoded as a string.
+pub struct ReadFile {
+    pub uri: VikingUri,
+    pub offset: usize,
+    /// `None` = to the end.
+    pub limit: Option<usize>,
+}
+
+impl BlockingJob for ReadFile {
+    type Output = ServiceResult<Vec<u8>>;
+
+    fn run(self, ctx: &JobContext<'_>) -> Self::Output {
+        read::read_lines(ctx.storage, &self.uri, self.offset, self.limit)
+    }
+}
+
+/// C2/C3: a directory's abstract or overview body.
+pub struct ReadSidecar {
+    pub uri: VikingUri,
+    pub which: Sidecar,
+}
+
+impl BlockingJob for ReadSidecar {
+    type Output = ServiceResult<String>;
+
+    fn run(self, ctx: &JobContext<'_>) -> Self::Output {
+        read::read_sidecar(ctx.storage, &self.uri, self.which)
+    }
+}
+
+/// C4: the raw bytes of a file.
+pub struct DownloadFile {
+    pub uri: VikingUri,
+}
+
+impl BlockingJob for DownloadFile {
+    type Output = ServiceResult<Vec<u8>>;
+
+    fn run(self, ctx: &JobContext<'_>) -> Self::Output {
+        read::download(ctx.storage, &self.uri)
+    }
+}
+
+/// C5: write `content` to a file.
+pub struct WriteFile {
+    pub uri: VikingUri,
+    pub content: String,
+    pub mode: WriteMode,
+}
+
+impl BlockingJob for WriteFile {
+    type Output = ServiceResult<Value>;
+
+    fn run(self, ctx: &JobContext<'_>) -> Self::Output {
+        write::write_file(ctx.storage, &self.uri, &self.content, self.mode)
+    }
+}
+
+/// Decode a large JSON request body on a pool thread (serde on a 100 MB body would stall
+/// every connection of the HTTP worker running it).
+pub struct DecodeJson<T> {
+    pub body: Bytes,
+    _into: PhantomData<fn() -> T>,
+}
+
+impl<T> DecodeJson<T> {
+    pub fn new(body: Bytes) -> Self {
+        DecodeJson {
+            body,
+            _into: PhantomData,
+        }
+    }
+}
+
+impl<T: DeserializeOwned + Send + 'static> BlockingJob for DecodeJson<T> {
+    type Output = Result<T, ServiceError>;
+
+    fn run(self, _ctx: &JobContext<'_>) -> Self::Output {
+        parse_json(&self.body)
+    }
+}

@@ -1,0 +1,165 @@
+//! Filesystem and grep/glob jobs (spec §6, §8 S1/S2) over `storage::fs`.
+
+use serde_json::Value;
+
+use crate::error::ServiceResult;
+use crate::identity::Identity;
+use crate::storage::fs::entry::Render;
+use crate::storage::fs::grep::GrepQuery;
+use crate::storage::fs::listing::{Page, PageOpts, SortBy};
+use crate::storage::fs::{glob, grep, listing, mkdir, mv, rm, stat};
+use crate::storage::uri::VikingUri;
+
+use super::{BlockingJob, JobContext};
+
+/// F1 (non-recursive) ls of one directory.
+pub struct ListDir {
+    pub who: Identity,
+    pub uri: VikingUri,
+    pub page: PageOpts,
+    pub sort_by: Option<SortBy>,
+    pub descending: bool,
+}
+
+impl BlockingJob for ListDir {
+    type Output = ServiceResult<Page>;
+
+    fn run(self, ctx: &JobContext<'_>) -> Self::Output {
+        listing::ls(
+            ctx.storage,
+            &self.who,
+            &self.uri,
+            &self.page,
+            self.sort_by,
+            self.descending,
+        )
+    }
+}
+
+/// F2 tree (and F1 with `recursive=true`).
+pub struct ListTree {
+    pub who: Identity,
+    pub uri: VikingUri,
+    pub page: PageOpts,
+    pub level_limit: usize,
+    pub directories_only: bool,
+}
+
+impl BlockingJob for ListTree {
+    type Output = ServiceResult<Page>;
+
+    fn run(self, ctx: &JobContext<'_>) -> Self::Output {
+        listing::tree(
+            ctx.storage,
+            ctx.abandoned(),
+            &self.who,
+            &self.uri,
+            &self.page,
+            self.level_limit,
+            self.directories_only,
+        )
+    }
+}
+
+/// F3: metadata of one file or directory.
+pub struct StatEntry {
+    pub uri: VikingUri,
+}
+
+impl BlockingJob for StatEntry {
+    type Output = ServiceResult<Value>;
+
+    fn run(self, ctx: &JobContext<'_>) -> Self::Output {
+        stat::stat_entry(ctx.storage, &self.uri)
+    }
+}
+
+/// F4: create a directory (and missing parents) with its abstract sidecar.
+pub struct MakeDir {
+    pub uri: VikingUri,
+    pub description: Option<String>,
+}
+
+impl BlockingJob for MakeDir {
+    type Output = ServiceResult<Value>;
+
+    fn run(self, ctx: &JobContext<'_>) -> Self::Output {
+        mkdir::make_dir(ctx.storage, &self.uri, self.description.as_deref())
+    }
+}
+
+/// F5: remove a file or (with `recursive`) a directory tree; missing is success.
+pub struct RemoveEntry {
+    pub uri: VikingUri,
+    pub recursive: bool,
+}
+
+impl BlockingJob for RemoveEntry {
+    type Output = ServiceResult<Value>;
+
+    fn run(self, ctx: &JobContext<'_>) -> Self::Output {
+        rm::remove(ctx.storage, ctx.abandoned(), &self.uri, self.recursive)
+    }
+}
+
+/// F6: move `from` to `to`; the handler has checked rights, identity and overlap.
+pub struct MoveEntry {
+    pub from: VikingUri,
+    pub to: VikingUri,
+}
+
+impl BlockingJob for MoveEntry {
+    type Output = ServiceResult<Value>;
+
+    fn run(self, ctx: &JobContext<'_>) -> Self::Output {
+        mv::move_entry(ctx.storage, &self.from, &self.to)
+    }
+}
+
+/// S1: grep a file or subtree; the result JSON-encoded.
+pub struct GrepFiles {
+    pub who: Identity,
+    pub uri: VikingUri,
+    pub query: GrepQuery,
+}
+
+impl BlockingJob for GrepFiles {
+    type Output = ServiceResult<Vec<u8>>;
+
+    fn run(self, ctx: &JobContext<'_>) -> Self::Output {
+        grep::grep(
+            ctx.storage,
+            ctx.abandoned(),
+            &self.who,
+            &self.uri,
+            &self.query,
+        )
+    }
+}
+
+/// S2: glob below a directory; the result JSON-encoded.
+pub struct GlobFiles {
+    pub who: Identity,
+    pub uri: VikingUri,
+    pub pattern: String,
+    /// `None` = unlimited.
+    pub node_limit: Option<usize>,
+    /// `extra_fields` given: stat-like objects instead of URI strings.
+    pub render: Option<Render>,
+}
+
+impl BlockingJob for GlobFiles {
+    type Output = ServiceResult<Vec<u8>>;
+
+    fn run(self, ctx: &JobContext<'_>) -> Self::Output {
+        glob::glob(
+            ctx.storage,
+            ctx.abandoned(),
+            &self.who,
+            &self.uri,
+            &self.pattern,
+            self.node_limit,
+            self.render.as_ref(),
+        )
+    }
+}

@@ -1,0 +1,77 @@
+//! Blocking jobs: one struct per operation, grouped by API area, each run on a pool thread.
+//!
+//! A job carries its inputs; its `run` is one call into a domain function over `&dyn Storage`
+//! (in `crate::storage::…`). Anything a job needs besides storage (a registry sink, an index)
+//! travels in the job struct, not in [`JobContext`]. This module knows nothing about actix: the
+//! pools in `crate::actors::pool` execute jobs, and handlers submit them.
+
+pub mod admin;
+pub mod auth;
+pub mod content;
+pub mod fs;
+pub mod health;
+pub mod resources;
+pub mod sessions;
+pub mod tasks;
+
+use crate::error::ServiceError;
+use crate::storage::Storage;
+
+/// Blocking work for a pool thread.
+pub trait BlockingJob: Send + 'static {
+    type Output: Send + 'static;
+
+    /// Runs on a pool thread; may block.
+    fn run(self, ctx: &JobContext<'_>) -> Self::Output;
+}
+
+/// What a job gets to work with.
+pub struct JobContext<'a> {
+    pub storage: &'a dyn Storage,
+    abandoned: &'a dyn Fn() -> bool,
+}
+
+impl<'a> JobContext<'a> {
+    pub fn new(storage: &'a dyn Storage, abandoned: &'a dyn Fn() -> bool) -> Self {
+        JobContext { storage, abandoned }
+    }
+
+    /// True once nobody waits for the answer any more (the client went away). Long read-only
+    /// walks check it and stop; writes ignore it and finish.
+    pub fn is_abandoned(&self) -> bool {
+        (self.abandoned)()
+    }
+
+    /// The abandonment check, for domain functions that walk long trees.
+    pub fn abandoned(&self) -> &'a dyn Fn() -> bool {
+        self.abandoned
+    }
+}
+
+/// Why a job did not produce its output.
+#[derive(Debug, thiserror::Error)]
+pub enum PoolError {
+    #[error("the {pool} pool is at capacity")]
+    Overloaded { pool: &'static str },
+    #[error("a job on the {pool} pool panicked: {message}")]
+    Panicked { pool: &'static str, message: String },
+    #[error("the {pool} pool has stopped")]
+    Stopped { pool: &'static str },
+}
+
+impl From<PoolError> for ServiceError {
+    fn from(err: PoolError) -> Self {
+        use PoolError as E;
+        match err {
+            E::Overloaded { pool } => ServiceError::unavailable(
+                pool,
+                format!("the {pool} pool is at capacity; retry shortly"),
+            )
+            .retry_after(1),
+            E::Panicked { .. } => ServiceError::internal(err),
+            E::Stopped { pool } => {
+                ServiceError::unavailable(pool, "the server is shutting down").retry_after(1)
+            }
+        }
+    }
+}
