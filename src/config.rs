@@ -437,7 +437,9 @@ impl std::fmt::Debug for VlmSettings {
 impl VlmSettings {
     /// True when a chat model is configured.
     pub fn enabled(&self) -> bool {
-        self.api_base.as_deref().is_some_and(|b| !b.trim().is_empty())
+        self.api_base
+            .as_deref()
+            .is_some_and(|b| !b.trim().is_empty())
             && self.model.as_deref().is_some_and(|m| !m.trim().is_empty())
     }
 

@@ -146,12 +146,18 @@ async fn metrics(state: web::Data<AppState>) -> HttpResponse {
         m.pool_rejected.with_label_values(&l).set(s.rejected as i64);
         m.pool_panicked.with_label_values(&l).set(s.panicked as i64);
     }
-    m.ingest
-        .with_label_values(&["in_flight"])
-        .set(state.ingest.in_flight.load(std::sync::atomic::Ordering::Relaxed) as i64);
-    m.ingest
-        .with_label_values(&["uploads_in_flight"])
-        .set(state.ingest.uploads_in_flight.load(std::sync::atomic::Ordering::Relaxed) as i64);
+    m.ingest.with_label_values(&["in_flight"]).set(
+        state
+            .ingest
+            .in_flight
+            .load(std::sync::atomic::Ordering::Relaxed) as i64,
+    );
+    m.ingest.with_label_values(&["uploads_in_flight"]).set(
+        state
+            .ingest
+            .uploads_in_flight
+            .load(std::sync::atomic::Ordering::Relaxed) as i64,
+    );
     m.storage_up
         .set(if state.health.snapshot().ok { 1.0 } else { 0.0 });
     if let Ok(status) = state.auth_status().await {

@@ -12,14 +12,14 @@ use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
+use crate::error::{ErrorCode, ServiceError};
+use crate::ingest::pipeline::{IngestRequest, Source, Target};
+use crate::ingest::uploads::{self, UploadMeta, PART_BYTES};
 use crate::jobs::resources::{
     CommitUpload, CountPendingIngestions, CreateIngestTask, FailIngestTask, FinishIngest,
     IngestResource, RemoveUpload, WriteUploadPart,
 };
 use crate::jobs::PoolError;
-use crate::error::{ErrorCode, ServiceError};
-use crate::ingest::pipeline::{IngestRequest, Source, Target};
-use crate::ingest::uploads::{self, UploadMeta, PART_BYTES};
 use crate::storage::tasks::TaskOwner;
 use crate::storage::uri::{self, Access, Scope, VikingUri};
 
@@ -71,7 +71,10 @@ async fn temp_upload(
             "temp_upload expects a multipart/form-data body with a 'file' field",
         ));
     }
-    state.ingest.uploads_in_flight.fetch_add(1, Ordering::Relaxed);
+    state
+        .ingest
+        .uploads_in_flight
+        .fetch_add(1, Ordering::Relaxed);
     let _gauge = UploadGauge(&state.ingest.uploads_in_flight);
     let mut form = Multipart::new(req.headers(), payload);
     let account = caller.account().to_string();
@@ -297,7 +300,12 @@ fn validate(b: &AddResourceBody) -> Result<(), ServiceError> {
             "Either 'path' or 'temp_file_id' must be provided",
         ));
     }
-    if let Some(t) = b.add_type.as_deref().map(str::trim).filter(|t| !t.is_empty()) {
+    if let Some(t) = b
+        .add_type
+        .as_deref()
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+    {
         return Err(ServiceError::unimplemented(format!(
             "Connector imports (add_type={t:.40}) are not supported by this server; upload \
              the content or give an http(s) URL"
@@ -526,9 +534,7 @@ async fn add_resource(
                 message: format!("summaries were not computed: {e}"),
             };
             let _ = state.pools.storage().run(fail).await;
-            result["warnings"] = json!([format!(
-                "the tree was stored, but its task failed: {e}"
-            )]);
+            result["warnings"] = json!([format!("the tree was stored, but its task failed: {e}")]);
             return Ok(ApiOk::new(result));
         }
     };
@@ -539,7 +545,10 @@ async fn add_resource(
         });
         return Ok(ApiOk::new(result));
     }
-    let deadline = body.timeout.filter(|t| *t > 0.0).map(Duration::from_secs_f64);
+    let deadline = body
+        .timeout
+        .filter(|t| *t > 0.0)
+        .map(Duration::from_secs_f64);
     let outcome = match deadline {
         Some(d) => match tokio::time::timeout(d, receiver).await {
             Ok(r) => r,
@@ -556,13 +565,19 @@ async fn add_resource(
         None => receiver.await,
     };
     drop(ticket);
-    let queue_status = match outcome {
+    let mut finished = match outcome {
         Ok(r) => r.map_err(ServiceError::from)??,
         Err(_) => return Err(ServiceError::internal("the summary job was lost")),
     };
     if let Some(obj) = result.as_object_mut() {
         obj.remove("task_id");
-        obj.insert("queue_status".into(), queue_status);
+        obj.insert("queue_status".into(), finished["queue_status"].take());
+        if finished["warnings"]
+            .as_array()
+            .is_some_and(|w| !w.is_empty())
+        {
+            obj.insert("warnings".into(), finished["warnings"].take());
+        }
     }
     Ok(ApiOk::new(result))
 }
@@ -603,9 +618,7 @@ async fn system_wait(
         let pending = flatten(state.pools.storage().run(job).await)?;
         seen = seen.max(pending);
         if pending == 0 {
-            let status = |processed: usize| {
-                json!({"processed": processed, "requeue_count": 0, "error_count": 0, "errors": []})
-            };
+            let status = |processed: usize| json!({"processed": processed, "requeue_count": 0, "error_count": 0, "errors": []});
             return Ok(ApiOk::new(json!({
                 "Semantic": status(seen),
                 "Embedding": status(0),
@@ -616,8 +629,10 @@ async fn system_wait(
                 ErrorCode::DeadlineExceeded,
                 format!("{pending} ingestion(s) still running after {limit:?}"),
             )
-            .with_details(json!({"operation": "system.wait", "timeout": limit.as_secs_f64(),
-                                 "pending": pending})));
+            .with_details(
+                json!({"operation": "system.wait", "timeout": limit.as_secs_f64(),
+                                 "pending": pending}),
+            ));
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

@@ -52,7 +52,9 @@ pub fn unpack(
         let raw_name = match entry.name() {
             Ok(n) => n.into_owned(),
             Err(_) => {
-                warnings.push(format!("skipped archive entry {i}: its name is not readable"));
+                warnings.push(format!(
+                    "skipped archive entry {i}: its name is not readable"
+                ));
                 continue;
             }
         };
@@ -61,11 +63,15 @@ pub fn unpack(
             continue;
         }
         let Some(safe) = entry.enclosed_name() else {
-            warnings.push(format!("skipped archive entry with an unsafe path: {raw_name}"));
+            warnings.push(format!(
+                "skipped archive entry with an unsafe path: {raw_name}"
+            ));
             continue;
         };
         if raw_name.starts_with('/') || raw_name.starts_with('\\') || raw_name.contains('\0') {
-            warnings.push(format!("skipped archive entry with an unsafe path: {raw_name}"));
+            warnings.push(format!(
+                "skipped archive entry with an unsafe path: {raw_name}"
+            ));
             continue;
         }
         let parts: Vec<String> = safe
@@ -115,7 +121,9 @@ pub fn unpack(
             mapped.insert(raw_prefix.clone(), stored.clone());
         }
         if skip {
-            warnings.push(format!("skipped archive entry with an unusable name: {raw_name}"));
+            warnings.push(format!(
+                "skipped archive entry with an unusable name: {raw_name}"
+            ));
             continue;
         }
         let target = dest.join(&stored);
@@ -234,7 +242,11 @@ mod tests {
         let err = unpack(&path, &dest, limits(), &mut Vec::new()).unwrap_err();
         assert!(err.contains("zip bomb"), "{err}");
 
-        let deep = (0..20).map(|i| format!("d{i}")).collect::<Vec<_>>().join("/") + "/f.md";
+        let deep = (0..20)
+            .map(|i| format!("d{i}"))
+            .collect::<Vec<_>>()
+            .join("/")
+            + "/f.md";
         let (dir, path) = make(&[(deep.as_str(), b"x")]);
         let dest = dir.path().join("out");
         fs::create_dir(&dest).unwrap();

@@ -13,7 +13,6 @@ use crate::config::VlmSettings;
 #[derive(Clone)]
 pub struct ChatClient {
     settings: Arc<VlmSettings>,
-    http: reqwest::blocking::Client,
     slots: Arc<(Mutex<usize>, Condvar)>,
 }
 
@@ -43,15 +42,8 @@ impl ChatClient {
         if !settings.enabled() {
             return None;
         }
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let http = reqwest::blocking::Client::builder()
-            .timeout(Duration::from_secs_f64(settings.timeout))
-            .connect_timeout(Duration::from_secs_f64(settings.timeout.min(10.0)))
-            .build()
-            .ok()?;
         Some(ChatClient {
             settings: Arc::new(settings.clone()),
-            http,
             slots: Arc::new((Mutex::new(0), Condvar::new())),
         })
     }
@@ -71,7 +63,12 @@ impl ChatClient {
     }
 
     fn endpoint(&self) -> String {
-        let base = self.settings.api_base.as_deref().unwrap_or("").trim_end_matches('/');
+        let base = self
+            .settings
+            .api_base
+            .as_deref()
+            .unwrap_or("")
+            .trim_end_matches('/');
         if base.ends_with("/chat/completions") {
             base.to_string()
         } else {
@@ -79,29 +76,50 @@ impl ChatClient {
         }
     }
 
+    /// An HTTP session for one ingestion. Built and dropped on the pool thread that uses it:
+    /// a blocking client owns a runtime, which must never be dropped on an async thread.
+    pub fn session(&self) -> Result<ChatSession<'_>, String> {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let http = reqwest::blocking::Client::builder()
+            .timeout(Duration::from_secs_f64(self.settings.timeout))
+            .connect_timeout(Duration::from_secs_f64(self.settings.timeout.min(10.0)))
+            .build()
+            .map_err(|e| format!("chat client: {}", without_url(&e)))?;
+        Ok(ChatSession { chat: self, http })
+    }
+}
+
+/// A [`ChatClient`] with its HTTP client, for one job.
+pub struct ChatSession<'a> {
+    chat: &'a ChatClient,
+    http: reqwest::blocking::Client,
+}
+
+impl ChatSession<'_> {
     /// One completion of `prompt` (with a system message); the reply's text.
     pub fn complete(&self, system: &str, prompt: &str) -> Result<String, String> {
+        let chat = self.chat;
         let body = json!({
-            "model": self.model(),
+            "model": chat.model(),
             "messages": [
                 {"role": "system", "content": system},
                 {"role": "user", "content": prompt}
             ],
-            "temperature": self.settings.temperature,
-            "max_tokens": self.settings.max_tokens,
+            "temperature": chat.settings.temperature,
+            "max_tokens": chat.settings.max_tokens,
         });
         let mut last = String::new();
-        for attempt in 0..=self.settings.max_retries {
+        for attempt in 0..=chat.settings.max_retries {
             if attempt > 0 {
                 std::thread::sleep(Duration::from_millis(200 * (1 << attempt.min(5))));
             }
-            let _slot = self.acquire();
+            let _slot = chat.acquire();
             let mut req = self
                 .http
-                .post(self.endpoint())
+                .post(chat.endpoint())
                 .header(reqwest::header::CONTENT_TYPE, "application/json")
                 .body(body.to_string());
-            if let Some(key) = self.settings.api_key.as_deref().filter(|k| !k.is_empty()) {
+            if let Some(key) = chat.settings.api_key.as_deref().filter(|k| !k.is_empty()) {
                 req = req.bearer_auth(key);
             }
             match req.send() {
@@ -134,7 +152,7 @@ impl ChatClient {
                 Err(e) => last = without_url(&e),
             }
         }
-        Err(format!("chat model {} failed: {last}", self.model()))
+        Err(format!("chat model {} failed: {last}", chat.model()))
     }
 }
 

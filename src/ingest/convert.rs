@@ -18,16 +18,92 @@ pub enum Kind {
 }
 
 const MARKDOWN: &[&str] = &["md", "markdown", "mdown", "mkd"];
-const TEXT: &[&str] = &["txt", "text", "rst", "log", "csv", "tsv", "adoc", "org", "tex"];
+const TEXT: &[&str] = &[
+    "txt", "text", "rst", "log", "csv", "tsv", "adoc", "org", "tex",
+];
 const HTML: &[&str] = &["html", "htm", "xhtml"];
 const CODE: &[&str] = &[
-    "rs", "py", "js", "mjs", "cjs", "ts", "tsx", "jsx", "go", "java", "kt", "kts", "scala", "c",
-    "h", "cc", "cpp", "cxx", "hpp", "hh", "cs", "rb", "php", "swift", "m", "mm", "sh", "bash",
-    "zsh", "fish", "ps1", "lua", "pl", "pm", "r", "jl", "dart", "ex", "exs", "erl", "hs", "ml",
-    "mli", "clj", "vue", "svelte", "sql", "toml", "yaml", "yml", "json", "jsonl", "xml", "ini",
-    "cfg", "conf", "env", "properties", "gradle", "cmake", "mk", "proto", "graphql", "css",
-    "scss", "less", "dockerfile", "makefile", "tf", "nix", "zig", "v", "vhd", "sv", "asm", "s",
-    "bat", "cmd", "gitignore", "editorconfig", "lock",
+    "rs",
+    "py",
+    "js",
+    "mjs",
+    "cjs",
+    "ts",
+    "tsx",
+    "jsx",
+    "go",
+    "java",
+    "kt",
+    "kts",
+    "scala",
+    "c",
+    "h",
+    "cc",
+    "cpp",
+    "cxx",
+    "hpp",
+    "hh",
+    "cs",
+    "rb",
+    "php",
+    "swift",
+    "m",
+    "mm",
+    "sh",
+    "bash",
+    "zsh",
+    "fish",
+    "ps1",
+    "lua",
+    "pl",
+    "pm",
+    "r",
+    "jl",
+    "dart",
+    "ex",
+    "exs",
+    "erl",
+    "hs",
+    "ml",
+    "mli",
+    "clj",
+    "vue",
+    "svelte",
+    "sql",
+    "toml",
+    "yaml",
+    "yml",
+    "json",
+    "jsonl",
+    "xml",
+    "ini",
+    "cfg",
+    "conf",
+    "env",
+    "properties",
+    "gradle",
+    "cmake",
+    "mk",
+    "proto",
+    "graphql",
+    "css",
+    "scss",
+    "less",
+    "dockerfile",
+    "makefile",
+    "tf",
+    "nix",
+    "zig",
+    "v",
+    "vhd",
+    "sv",
+    "asm",
+    "s",
+    "bat",
+    "cmd",
+    "gitignore",
+    "editorconfig",
+    "lock",
 ];
 
 /// Classify a file by its name, falling back to magic bytes.
@@ -176,5 +252,55 @@ mod tests {
         assert!(md.starts_with("# Guide"), "{md}");
         assert!(md.contains("## Setup") && md.contains("**it**"), "{md}");
         assert!(!md.contains("evil"));
+    }
+}
+
+/// A one-page PDF with `text`, for tests here and in tests/it.
+#[cfg(test)]
+pub fn sample_pdf(text: &str) -> Vec<u8> {
+    use lopdf::content::{Content, Operation};
+    use lopdf::{dictionary, Document, Object, Stream};
+    let mut doc = Document::with_version("1.5");
+    let pages_id = doc.new_object_id();
+    let font_id = doc.add_object(dictionary! {
+        "Type" => "Font", "Subtype" => "Type1", "BaseFont" => "Courier",
+    });
+    let resources_id = doc.add_object(dictionary! { "Font" => dictionary! { "F1" => font_id } });
+    let content = Content {
+        operations: vec![
+            Operation::new("BT", vec![]),
+            Operation::new("Tf", vec!["F1".into(), 12.into()]),
+            Operation::new("Td", vec![72.into(), 720.into()]),
+            Operation::new("Tj", vec![Object::string_literal(text)]),
+            Operation::new("ET", vec![]),
+        ],
+    };
+    let content_id = doc.add_object(Stream::new(dictionary! {}, content.encode().unwrap()));
+    let page_id = doc.add_object(dictionary! {
+        "Type" => "Page", "Parent" => pages_id, "Contents" => content_id,
+    });
+    doc.objects.insert(
+        pages_id,
+        Object::Dictionary(dictionary! {
+            "Type" => "Pages", "Kids" => vec![page_id.into()], "Count" => 1,
+            "Resources" => resources_id,
+            "MediaBox" => vec![0.into(), 0.into(), 595.into(), 842.into()],
+        }),
+    );
+    let catalog_id = doc.add_object(dictionary! { "Type" => "Catalog", "Pages" => pages_id });
+    doc.trailer.set("Root", catalog_id);
+    let mut out = Vec::new();
+    doc.save_to(&mut out).unwrap();
+    out
+}
+
+#[cfg(test)]
+mod pdf_tests {
+    #[test]
+    fn pdf_text_is_extracted() {
+        let pdf = super::sample_pdf("Longship reads PDF files.");
+        let text = super::pdf_to_text(&pdf).unwrap();
+        assert!(text.contains("Longship reads PDF files."), "{text:?}");
+        assert!(super::pdf_to_text(b"%PDF-1.4 garbage").is_err());
     }
 }

@@ -109,7 +109,11 @@ fn check_url(url: &reqwest::Url, allow_private: bool) -> Result<(), String> {
 
 /// Fetch `raw_url` into `dest`; returns a file name for the content (from the URL path, with
 /// an extension from the Content-Type when the path has none).
-pub fn fetch_to_file(raw_url: &str, dest: &Path, settings: &ResourceSettings) -> ServiceResult<String> {
+pub fn fetch_to_file(
+    raw_url: &str,
+    dest: &Path,
+    settings: &ResourceSettings,
+) -> ServiceResult<String> {
     let url = reqwest::Url::parse(raw_url.trim())
         .map_err(|e| ServiceError::invalid_argument(format!("Invalid URL {raw_url:.200}: {e}")))?;
     let allow = settings.allow_private_urls;
@@ -137,7 +141,27 @@ pub fn fetch_to_file(raw_url: &str, dest: &Path, settings: &ResourceSettings) ->
         .user_agent(concat!("longship/", env!("CARGO_PKG_VERSION")))
         .build()
         .map_err(|e| ServiceError::internal(format!("HTTP client: {e}")))?;
-    let resp = client.get(url.clone()).send().map_err(|e| fetch_error(raw_url, &e))?;
+    let resp = client
+        .get(url.clone())
+        .send()
+        .map_err(|e| fetch_error(raw_url, &e))?;
+    if resp.status().is_redirection() {
+        let location = resp
+            .headers()
+            .get(reqwest::header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let why = match reqwest::Url::parse(location).or_else(|_| resp.url().join(location)) {
+            Ok(next) => check_url(&next, allow)
+                .err()
+                .unwrap_or_else(|| format!("more than {max_redirects} redirects")),
+            Err(_) => "an unreadable Location".to_string(),
+        };
+        return Err(refused(
+            raw_url,
+            &format!("redirect to {location:.200} refused: {why}"),
+        ));
+    }
     if !resp.status().is_success() {
         return Err(ServiceError::invalid_argument(format!(
             "Fetching {raw_url:.200} failed: HTTP {}",
@@ -200,7 +224,11 @@ fn file_name(url: &reqwest::Url, content_type: &str) -> String {
     let last = url
         .path_segments()
         .and_then(|mut s| s.next_back())
-        .map(|s| percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned())
+        .map(|s| {
+            percent_encoding::percent_decode_str(s)
+                .decode_utf8_lossy()
+                .into_owned()
+        })
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| url.host_str().unwrap_or("index").to_string());
     if last.contains('.') && !last.ends_with('.') && !url.host_str().is_some_and(|h| h == last) {
@@ -227,8 +255,18 @@ mod tests {
     #[test]
     fn forbidden_addresses() {
         for ip in [
-            "127.0.0.1", "10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.169.254", "0.0.0.0",
-            "100.64.0.1", "::1", "fe80::1", "fd00::1", "::ffff:127.0.0.1", "::ffff:169.254.169.254",
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "0.0.0.0",
+            "100.64.0.1",
+            "::1",
+            "fe80::1",
+            "fd00::1",
+            "::ffff:127.0.0.1",
+            "::ffff:169.254.169.254",
         ] {
             assert!(is_forbidden(ip.parse().unwrap()), "{ip}");
         }
@@ -247,7 +285,13 @@ mod tests {
         assert!(check_url(&u("http://user:pw@example.com/"), false).is_err());
         assert!(check_url(&u("http://localhost:80/"), false).is_err());
         assert_eq!(file_name(&u("http://h/docs/guide.md"), ""), "guide.md");
-        assert_eq!(file_name(&u("http://h/docs/page"), "text/html"), "page.html");
-        assert_eq!(file_name(&u("http://example.com/"), "text/html"), "example_com.html");
+        assert_eq!(
+            file_name(&u("http://h/docs/page"), "text/html"),
+            "page.html"
+        );
+        assert_eq!(
+            file_name(&u("http://example.com/"), "text/html"),
+            "example_com.html"
+        );
     }
 }

@@ -48,8 +48,7 @@ pub fn entry_name(raw: &str) -> Option<String> {
     let cleaned: String = raw
         .chars()
         .map(|c| {
-            if c.is_control() || matches!(c, '/' | '\\' | ':' | '?' | '*' | '"' | '<' | '>' | '|')
-            {
+            if c.is_control() || matches!(c, '/' | '\\' | ':' | '?' | '*' | '"' | '<' | '>' | '|') {
                 '_'
             } else {
                 c
@@ -126,7 +125,10 @@ mod tests {
         assert_eq!(entry_name("my file.md").as_deref(), Some("my_file.md"));
         assert!(entry_name(&"é".repeat(300)).unwrap().len() <= 255);
         assert_eq!(deduplicate("a.md", true, |n| n == "a.md"), "a_1.md");
-        assert_eq!(deduplicate("dir", false, |n| n == "dir" || n == "dir_1"), "dir_2");
+        assert_eq!(
+            deduplicate("dir", false, |n| n == "dir" || n == "dir_1"),
+            "dir_2"
+        );
         assert_eq!(stem("guide.md"), "guide");
         assert_eq!(extension("X.PDF"), "pdf");
     }

@@ -21,8 +21,23 @@ use super::split::{self, estimate_tokens, Limits};
 
 /// Directory names never imported (0.5.2's `IGNORE_DIRS`).
 pub const IGNORE_DIRS: &[&str] = &[
-    ".git", ".svn", ".hg", ".idea", ".vscode", "__pycache__", "node_modules", "venv", ".venv",
-    "env", ".env", "dist", "build", "target", "bin", "obj", ".DS_Store",
+    ".git",
+    ".svn",
+    ".hg",
+    ".idea",
+    ".vscode",
+    "__pycache__",
+    "node_modules",
+    "venv",
+    ".venv",
+    "env",
+    ".env",
+    "dist",
+    "build",
+    "target",
+    "bin",
+    "obj",
+    ".DS_Store",
 ];
 
 /// What the caller asked for, passed to the child as JSON.
@@ -58,7 +73,8 @@ pub fn parse_source(input: &Path, work: &Path, opts: &ParseOptions) -> Result<Pa
     let n = {
         use std::io::Read;
         let mut f = fs::File::open(input).map_err(|e| format!("cannot read the source: {e}"))?;
-        f.read(&mut head).map_err(|e| format!("cannot read the source: {e}"))?
+        f.read(&mut head)
+            .map_err(|e| format!("cannot read the source: {e}"))?
     };
     let kind = convert::kind_of(&opts.source_name, &head[..n]);
     let mut report = ParseReport::default();
@@ -83,14 +99,21 @@ pub fn parse_source(input: &Path, work: &Path, opts: &ParseOptions) -> Result<Pa
             report.warnings.push(format!(
                 "stored {} file(s) of unsupported formats unchanged: {}{}",
                 unsupported.len(),
-                unsupported.iter().take(10).cloned().collect::<Vec<_>>().join(", "),
+                unsupported
+                    .iter()
+                    .take(10)
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", "),
                 if unsupported.len() > 10 { ", …" } else { "" }
             ));
         }
         if report.files == 0 {
-            return Err("the archive has no importable files (all were empty, hidden, \
+            return Err(
+                "the archive has no importable files (all were empty, hidden, \
                         filtered out or skipped)"
-                .into());
+                    .into(),
+            );
         }
         report.root = root;
         report.source_format = "directory".into();
@@ -170,7 +193,10 @@ fn archive_root(unpacked: &Path, source_name: &str) -> Result<(PathBuf, String),
         .filter_map(Result::ok)
         .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
         .collect();
-    let leaf = source_name.rsplit(['/', '\\']).next().unwrap_or(source_name);
+    let leaf = source_name
+        .rsplit(['/', '\\'])
+        .next()
+        .unwrap_or(source_name);
     let name = leaf
         .strip_suffix(".zip")
         .or_else(|| leaf.strip_suffix(".ZIP"))
@@ -336,9 +362,9 @@ impl Walk<'_> {
         }
         let kind = convert::kind_of(name, &bytes[..bytes.len().min(8)]);
         if kind == Kind::Zip {
-            self.report
-                .warnings
-                .push(format!("skipped nested archive {rel} (archives are unpacked one level)"));
+            self.report.warnings.push(format!(
+                "skipped nested archive {rel} (archives are unpacked one level)"
+            ));
             return Ok(());
         }
         let text = match document_text(kind, &bytes) {
@@ -348,7 +374,9 @@ impl Walk<'_> {
                 if self.opts.strict {
                     return Err(format!("cannot parse {rel}: {e}"));
                 }
-                self.report.warnings.push(format!("Failed to parse {rel}: {e}"));
+                self.report
+                    .warnings
+                    .push(format!("Failed to parse {rel}: {e}"));
                 return Ok(());
             }
         };
@@ -366,8 +394,8 @@ impl Walk<'_> {
             return write(&dest.join(stored), &bytes, self.report);
         };
         let converted = matches!(kind, Kind::Html | Kind::Pdf);
-        let fits = estimate_tokens(&text) <= self.limits.max_tokens
-            && text.len() <= self.limits.max_chars;
+        let fits =
+            estimate_tokens(&text) <= self.limits.max_tokens && text.len() <= self.limits.max_chars;
         if fits {
             let file = if converted {
                 format!("{}.md", stem(name))
@@ -383,7 +411,11 @@ impl Walk<'_> {
         let stored = deduplicate(&doc, false, |n| used.iter().any(|u| u == n));
         used.push(stored.clone());
         for piece in split::layout(&text, &doc, self.limits) {
-            write(&dest.join(&stored).join(&piece.path), piece.text.as_bytes(), self.report)?;
+            write(
+                &dest.join(&stored).join(&piece.path),
+                piece.text.as_bytes(),
+                self.report,
+            )?;
         }
         Ok(())
     }

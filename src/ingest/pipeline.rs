@@ -197,7 +197,9 @@ fn ingest_staged(
         .map_err(|m| invalid(format!("Cannot import {source_path}: {m}")))?;
     let local_root = scratch.0.join("out").join(&report.root);
     if !local_root.is_dir() {
-        return Err(ServiceError::internal("the parser produced no document tree"));
+        return Err(ServiceError::internal(
+            "the parser produced no document tree",
+        ));
     }
     let summaries = summary::summarize_tree(&local_root, &report.root);
     let tree = staging.join("tree")?;
@@ -301,7 +303,9 @@ fn stage_and_publish(
         dirs.push((rel, uri));
     }
     // Deepest first, so summaries can be rebuilt bottom-up.
-    dirs.sort_by_key(|(rel, _)| std::cmp::Reverse(rel.split('/').filter(|s| !s.is_empty()).count()));
+    dirs.sort_by_key(|(rel, _)| {
+        std::cmp::Reverse(rel.split('/').filter(|s| !s.is_empty()).count())
+    });
     Ok((final_uri, dirs))
 }
 
@@ -323,7 +327,9 @@ fn free_child(
             return Ok(uri);
         }
     }
-    Err(ServiceError::conflict("could not find a free name for the resource"))
+    Err(ServiceError::conflict(
+        "could not find a free name for the resource",
+    ))
 }
 
 /// Copy the local tree into storage; records every directory's relative path.
@@ -406,7 +412,10 @@ pub fn sweep_staging(storage: &dyn Storage, max_age_secs: u64) -> ServiceResult<
         Err(StorageError::NotFound(_)) => return Ok(0),
         Err(e) => return Err(e.into()),
     };
-    for account in accounts.iter().filter(|a| a.meta.is_dir() && !a.name.starts_with('_')) {
+    for account in accounts
+        .iter()
+        .filter(|a| a.meta.is_dir() && !a.name.starts_with('_'))
+    {
         let dir = StorePath::root()
             .join(&account.name)?
             .join("_system")?

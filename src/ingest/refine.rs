@@ -33,6 +33,13 @@ pub fn refine(
     mut heartbeat: impl FnMut(),
 ) -> Refined {
     let mut out = Refined::default();
+    let session = match chat.session() {
+        Ok(s) => s,
+        Err(e) => {
+            out.errors = dirs.iter().map(|(_, d)| format!("{d}: {e}")).collect();
+            return out;
+        }
+    };
     let mut abstracts: HashMap<String, String> = HashMap::new();
     for (_, dir) in dirs {
         heartbeat();
@@ -43,7 +50,10 @@ pub fn refine(
              each child holds, at most 3000 characters>",
             dir.name()
         );
-        match chat.complete(SYSTEM, &prompt).and_then(|r| parse_reply(&r)) {
+        match session
+            .complete(SYSTEM, &prompt)
+            .and_then(|r| parse_reply(&r))
+        {
             Ok((abs, overview)) => {
                 let abs = summary::truncate(&abs, ABSTRACT_MAX);
                 let overview = summary::truncate(&overview, OVERVIEW_MAX);
@@ -56,7 +66,8 @@ pub fn refine(
                 }
             }
             Err(e) => {
-                out.errors.push(format!("{dir}: {e}; kept the extractive summary"));
+                out.errors
+                    .push(format!("{dir}: {e}; kept the extractive summary"));
                 abstracts.insert(dir.uri(), sidecar_text(storage, dir, ABSTRACT_FILE));
             }
         }
@@ -74,7 +85,9 @@ fn gather(storage: &dyn Storage, dir: &VikingUri, abstracts: &HashMap<String, St
             text.push_str("\n(more entries omitted)\n");
             break;
         }
-        let Ok(child) = dir.child(&e.name) else { continue };
+        let Ok(child) = dir.child(&e.name) else {
+            continue;
+        };
         if e.meta.is_dir() {
             let abs = abstracts
                 .get(&child.uri())

@@ -50,8 +50,8 @@ pub fn run_child(
     let exe = std::env::current_exe().map_err(|e| format!("cannot start the parser: {e}"))?;
     let options = serde_json::to_string(opts).map_err(|e| e.to_string())?;
     let stderr_path = work.join("parser.stderr");
-    let stderr = std::fs::File::create(&stderr_path)
-        .map_err(|e| format!("cannot start the parser: {e}"))?;
+    let stderr =
+        std::fs::File::create(&stderr_path).map_err(|e| format!("cannot start the parser: {e}"))?;
     let mut cmd = Command::new(exe);
     cmd.arg(SUBCOMMAND)
         .arg("--input")

@@ -452,13 +452,20 @@ mod tests {
         let out = layout(&doc, "guide", Limits::new(1024));
         let paths: Vec<&str> = out.iter().map(|p| p.path.as_str()).collect();
         // The short intro merges with the next section (0.5.2's `_can_merge`).
-        assert!(paths.iter().any(|p| p.starts_with("guide_2more_")), "{paths:?}");
+        assert!(
+            paths.iter().any(|p| p.starts_with("guide_2more_")),
+            "{paths:?}"
+        );
         assert!(paths.contains(&"Usage/Usage.md"), "{paths:?}");
         assert!(paths.contains(&"Usage/Advanced.md"), "{paths:?}");
         // Every piece fits and the text is preserved.
         let limits = Limits::new(1024);
         for p in &out {
-            assert!(estimate_tokens(&p.text) <= limits.max_tokens * 2, "{}", p.path);
+            assert!(
+                estimate_tokens(&p.text) <= limits.max_tokens * 2,
+                "{}",
+                p.path
+            );
         }
         let all: String = out.iter().map(|p| p.text.clone()).collect();
         assert!(all.contains("a599") && all.contains("c0") && all.contains("small"));

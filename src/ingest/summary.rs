@@ -133,7 +133,9 @@ fn main_document<'a>(dir_name: &str, docs: &'a [(String, String)]) -> Option<&'a
 
 /// L0/L1 of a directory from its main document's text and its children.
 pub fn extractive(name: &str, main_text: Option<&str>, children: &[ChildInfo]) -> DirSummary {
-    let title = main_text.and_then(first_heading).unwrap_or_else(|| name.to_string());
+    let title = main_text
+        .and_then(first_heading)
+        .unwrap_or_else(|| name.to_string());
     let lead = main_text.map(lead_paragraph).unwrap_or_default();
     let mut overview = format!("# {title}\n\n");
     if !lead.is_empty() {
@@ -168,6 +170,12 @@ pub fn extractive(name: &str, main_text: Option<&str>, children: &[ChildInfo]) -
     }
     let abstract_text = if !lead.is_empty() {
         format!("{title}: {}", first_sentence(&lead))
+    } else if let [only] = children {
+        // A directory holding one file speaks with that file's abstract.
+        match only.abstract_text.split_once(": ") {
+            Some((_, rest)) if !only.is_dir => format!("{title}: {rest}"),
+            _ => format!("{title}: {}", only.abstract_text),
+        }
     } else {
         let files = children.iter().filter(|c| !c.is_dir).count();
         let dirs = children.len() - files;
@@ -191,7 +199,10 @@ fn code_abstract(name: &str, text: &str) -> String {
         .map(str::trim)
         .skip_while(|l| l.is_empty() || l.starts_with("#!"))
         .take_while(|l| {
-            l.starts_with("//") || l.starts_with('#') || l.starts_with("--") || l.starts_with("/*")
+            l.starts_with("//")
+                || l.starts_with('#')
+                || l.starts_with("--")
+                || l.starts_with("/*")
                 || l.starts_with('*')
         })
         .map(|l| l.trim_start_matches(['/', '#', '-', '*', '!', ' ']))
@@ -349,8 +360,11 @@ mod tests {
             "# The Guide\n\nLongship stores context for agents. It is fast.\n\n## Install\n\nx\n",
         )
         .unwrap();
-        fs::write(root.join("api/auth.md"), "# Auth\n\nKeys are **hashed** with Argon2id.\n")
-            .unwrap();
+        fs::write(
+            root.join("api/auth.md"),
+            "# Auth\n\nKeys are **hashed** with Argon2id.\n",
+        )
+        .unwrap();
         fs::write(root.join("logo.png"), [0u8, 1, 2]).unwrap();
         let s = summarize_tree(&root, "guide");
         let top = &s[""];
@@ -359,7 +373,12 @@ mod tests {
             "The Guide: Longship stores context for agents."
         );
         assert!(top.overview.contains("## Contents"));
-        assert!(top.overview.contains("api/: Auth: Keys are hashed with Argon2id."), "{}", top.overview);
+        assert!(
+            top.overview
+                .contains("api/: Auth: Keys are hashed with Argon2id."),
+            "{}",
+            top.overview
+        );
         assert!(top.overview.contains("## Headings"));
         assert!(s["api"].abstract_text.starts_with("Auth"));
         assert!(top.abstract_text.chars().count() <= ABSTRACT_MAX);

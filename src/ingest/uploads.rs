@@ -53,7 +53,9 @@ pub fn is_valid_id(id: &str) -> bool {
     };
     let (hexpart, ext) = rest.split_once('.').unwrap_or((rest, ""));
     hexpart.len() == 32
-        && hexpart.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+        && hexpart
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
         && ext.len() <= 10
         && ext.bytes().all(|b| b.is_ascii_alphanumeric())
         && (ext.is_empty() == !rest.contains('.'))
@@ -91,7 +93,12 @@ pub fn write_part(
 }
 
 /// Make a fully stored upload consumable.
-pub fn commit(storage: &dyn Storage, account: &str, id: &str, meta: &UploadMeta) -> ServiceResult<()> {
+pub fn commit(
+    storage: &dyn Storage,
+    account: &str,
+    id: &str,
+    meta: &UploadMeta,
+) -> ServiceResult<()> {
     let data = serde_json::to_vec(meta).map_err(ServiceError::internal)?;
     storage.write_if(&meta_path(account, id)?, &data, None)?;
     Ok(())
@@ -114,7 +121,12 @@ fn not_found(id: &str) -> ServiceError {
 }
 
 /// The upload `id` of `user`; another user's upload is reported exactly like a missing one.
-pub fn open(storage: &dyn Storage, account: &str, user: &str, id: &str) -> ServiceResult<UploadMeta> {
+pub fn open(
+    storage: &dyn Storage,
+    account: &str,
+    user: &str,
+    id: &str,
+) -> ServiceResult<UploadMeta> {
     if !is_valid_id(id) {
         return Err(ServiceError::invalid_argument(format!(
             "Invalid temp_file_id: {:.80}",
@@ -147,10 +159,12 @@ pub fn copy_to_local(
     let mut out = std::fs::File::create(dest).map_err(ServiceError::internal)?;
     let mut total = 0u64;
     for n in 0..meta.parts {
-        let data = storage.read(&part_path(account, id, n)?).map_err(|e| match e {
-            StorageError::NotFound(_) => not_found(id),
-            other => other.into(),
-        })?;
+        let data = storage
+            .read(&part_path(account, id, n)?)
+            .map_err(|e| match e {
+                StorageError::NotFound(_) => not_found(id),
+                other => other.into(),
+            })?;
         total += data.len() as u64;
         out.write_all(&data).map_err(ServiceError::internal)?;
     }
@@ -173,7 +187,10 @@ pub fn sweep(storage: &dyn Storage, ttl_secs: u64) -> ServiceResult<usize> {
         Err(StorageError::NotFound(_)) => return Ok(0),
         Err(e) => return Err(e.into()),
     };
-    for account in accounts.iter().filter(|a| a.meta.is_dir() && !a.name.starts_with('_')) {
+    for account in accounts
+        .iter()
+        .filter(|a| a.meta.is_dir() && !a.name.starts_with('_'))
+    {
         let dir = uploads_dir(&account.name)?;
         let ids = match storage.list(&dir) {
             Ok(ids) => ids,

@@ -112,9 +112,8 @@ impl BlockingJob for IngestResource {
     }
 }
 
-
-/// After publication: model summaries when configured, then the task's result. Returns the
-/// queue status (upstream's shape) that wait=true answers with.
+/// After publication: model summaries when configured, then the task's result. Returns
+/// `{"queue_status": …, "warnings": […]}` for a wait=true answer.
 pub struct FinishIngest {
     pub owner: TaskOwner,
     pub task_id: String,
@@ -172,7 +171,11 @@ impl BlockingJob for FinishIngest {
             obj.insert("context_count".into(), json!(published.files + dirs * 2));
             obj.insert(
                 "summary_mode".into(),
-                json!(if chat.is_some() { "model" } else { "extractive" }),
+                json!(if chat.is_some() {
+                    "model"
+                } else {
+                    "extractive"
+                }),
             );
             if !warnings.is_empty() {
                 obj.insert("warnings".into(), json!(warnings));
@@ -182,7 +185,7 @@ impl BlockingJob for FinishIngest {
         let outcome = tasks::complete(ctx.storage, &owner, &task_id, base_result);
         let _ = active::clear(ctx.storage, &owner.account, &task_id);
         outcome?;
-        Ok(queue_status)
+        Ok(json!({"queue_status": queue_status, "warnings": warnings}))
     }
 }
 

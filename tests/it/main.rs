@@ -9,6 +9,7 @@ mod fs_search;
 mod harness;
 mod metrics;
 mod multi_instance;
+mod resources;
 mod s3;
 mod seaweed;
 mod sessions;
