@@ -451,7 +451,7 @@ impl VlmSettings {
                 )));
             }
         }
-        if self.max_concurrent == 0 || !(self.timeout > 0.0) {
+        if self.max_concurrent == 0 || self.timeout.is_nan() || self.timeout <= 0.0 {
             return Err(ConfigError::Invalid(
                 "vlm.max_concurrent must be >= 1 and vlm.timeout positive".into(),
             ));
@@ -653,6 +653,25 @@ mod tests {
         let text = include_str!("../config/default.toml");
         let parsed: Settings = toml::from_str(text).expect("config/default.toml parses");
         assert_eq!(parsed, Settings::default());
+    }
+
+    #[test]
+    fn chat_model_key_is_masked_and_settings_checked() {
+        let mut s = Settings::default();
+        s.vlm.api_base = Some("http://127.0.0.1:9/v1".into());
+        s.vlm.model = Some("m".into());
+        s.vlm.api_key = Some("sk-very-secret".into());
+        assert!(s.vlm.enabled());
+        assert!(!format!("{s:?}").contains("sk-very-secret"));
+        assert!(!s.to_masked_toml().unwrap().contains("sk-very-secret"));
+        s.vlm.provider = Some("anthropic".into());
+        assert!(s.validate().is_err());
+        s.vlm.provider = Some("openai".into());
+        s.vlm.api_base = Some("ftp://x".into());
+        assert!(s.validate().is_err());
+        let mut s = Settings::default();
+        s.resources.max_concurrent_per_account = 0;
+        assert!(s.validate().is_err());
     }
 
     #[test]

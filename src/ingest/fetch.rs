@@ -231,7 +231,7 @@ fn file_name(url: &reqwest::Url, content_type: &str) -> String {
         })
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| url.host_str().unwrap_or("index").to_string());
-    if last.contains('.') && !last.ends_with('.') && !url.host_str().is_some_and(|h| h == last) {
+    if last.contains('.') && !last.ends_with('.') && url.host_str().is_none_or(|h| h != last) {
         return last;
     }
     let ext = if content_type.contains("html") {

@@ -295,21 +295,25 @@ impl Layout<'_> {
     fn smart_split(&self, content: &str) -> Vec<String> {
         let max_tokens = self.limits.max_tokens;
         let max_chars = self.limits.max_chars;
-        let step = max_chars.min(((max_tokens as f64) / 0.7) as usize).max(1);
         let mut parts: Vec<String> = Vec::new();
         let mut current = String::new();
         let mut current_tokens = 0;
         for para in content.split("\n\n") {
             let tokens = estimate_tokens(para);
             if tokens > max_tokens || para.len() > max_chars {
+                // A short prefix (a heading, an intro) goes with the oversized paragraph
+                // rather than into a tiny piece of its own (as 0.5.2).
+                let mut big = para.to_string();
                 if !current.is_empty() {
-                    parts.push(std::mem::take(&mut current));
+                    if current_tokens < self.limits.min_tokens {
+                        big = format!("{current}\n\n{para}");
+                        current.clear();
+                    } else {
+                        parts.push(std::mem::take(&mut current));
+                    }
                     current_tokens = 0;
                 }
-                let chars: Vec<char> = para.chars().collect();
-                for chunk in chars.chunks(step) {
-                    parts.push(chunk.iter().collect());
-                }
+                parts.extend(cut_paragraph(&big, max_tokens, max_chars));
                 continue;
             }
             if !current.is_empty()
@@ -338,6 +342,46 @@ impl Layout<'_> {
         }
         parts
     }
+}
+
+/// A paragraph too large for one piece, cut into pieces within both limits, at whitespace
+/// where there is some near the limit (0.5.2 cuts at a fixed worst-case character count, which
+/// fragments Latin text into pieces far below the budget).
+fn cut_paragraph(para: &str, max_tokens: usize, max_chars: usize) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut tokens = 0.0f64;
+    let mut last_space: Option<usize> = None;
+    for (i, c) in para.char_indices() {
+        tokens += if is_cjk(c) {
+            0.7
+        } else if c.is_whitespace() {
+            0.0
+        } else {
+            0.3
+        };
+        if c.is_whitespace() {
+            last_space = Some(i);
+        }
+        let len = i + c.len_utf8() - start;
+        if tokens > max_tokens as f64 || len > max_chars {
+            let cut = match last_space {
+                Some(sp) if sp > start && (sp - start) * 5 > len * 4 => sp,
+                _ => i,
+            };
+            if cut > start {
+                out.push(para[start..cut].trim().to_string());
+                start = cut;
+            }
+            tokens = estimate_tokens(&para[start..i + c.len_utf8()]) as f64;
+            last_space = None;
+        }
+    }
+    if start < para.len() {
+        out.push(para[start..].trim().to_string());
+    }
+    out.retain(|p| !p.is_empty());
+    out
 }
 
 /// 0.5.2's merged file name: `<first>_<n>more_<hash8>` (or `<name>_<hash8>`), at most 32
@@ -477,6 +521,21 @@ mod tests {
         let h = find_headings("# A\n```\n# not a heading\n```\n## B\n");
         assert_eq!(h.len(), 2);
         assert_eq!(h[1].2, "B");
+    }
+
+    #[test]
+    fn huge_paragraphs_are_cut_near_the_budget() {
+        let p = para(3000, "w");
+        let parts = cut_paragraph(&p, 1024, 6144);
+        assert!(parts.len() >= 3 && parts.len() <= 6, "{}", parts.len());
+        for part in &parts {
+            assert!(estimate_tokens(part) <= 1024 && part.len() <= 6144);
+        }
+        assert_eq!(parts.join(" "), p);
+        let cjk = "文".repeat(5000);
+        let parts = cut_paragraph(&cjk, 1024, 6144);
+        assert!(parts.iter().all(|x| estimate_tokens(x) <= 1024));
+        assert_eq!(parts.concat(), cjk);
     }
 
     #[test]

@@ -58,7 +58,7 @@ pub fn is_valid_id(id: &str) -> bool {
             .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
         && ext.len() <= 10
         && ext.bytes().all(|b| b.is_ascii_alphanumeric())
-        && (ext.is_empty() == !rest.contains('.'))
+        && (ext.is_empty() != rest.contains('.'))
 }
 
 fn uploads_dir(account: &str) -> Result<StorePath, StorageError> {
