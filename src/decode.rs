@@ -61,6 +61,18 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ServiceError> 
     Ok(value)
 }
 
+/// [`parse_json`] of a body that must be present: empty or whitespace-only is `Field required`.
+pub fn parse_required_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ServiceError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(ServiceError::validation(
+            &["body"],
+            "Field required",
+            "missing",
+        ));
+    }
+    parse_json(bytes)
+}
+
 /// Deserialize a query string.
 ///
 /// Percent-escapes must decode to UTF-8: the lossy decoding underneath would turn `%FF` into
@@ -161,6 +173,31 @@ pub fn flexible_bool_opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<bool>
     flexible_bool(d).map(Some)
 }
 
+/// An integer parameter within `min..=max` (`max: None`: unbounded) as a `usize` (saturating),
+/// or the pydantic-style validation error at `loc` (`greater_than_equal` / `less_than_equal`).
+pub fn int_in_range(
+    loc: &[&str],
+    value: i64,
+    min: i64,
+    max: Option<i64>,
+) -> Result<usize, ServiceError> {
+    if value < min {
+        return Err(ServiceError::validation(
+            loc,
+            &format!("Input should be greater than or equal to {min}"),
+            "greater_than_equal",
+        ));
+    }
+    if let Some(max) = max.filter(|max| value > *max) {
+        return Err(ServiceError::validation(
+            loc,
+            &format!("Input should be less than or equal to {max}"),
+            "less_than_equal",
+        ));
+    }
+    Ok(usize::try_from(value).unwrap_or(usize::MAX))
+}
+
 /// A details object listing one validation error (for hand-written checks).
 pub fn validation_details(loc: &[&str], message: &str, kind: &str) -> serde_json::Value {
     json!({"validation_errors": [{"loc": loc, "message": message, "type": kind}]})
@@ -247,6 +284,24 @@ mod tests {
         let d = e.details.unwrap();
         assert_eq!(d["validation_errors"][0]["loc"], json!(["body", "extra"]));
         assert_eq!(d["validation_errors"][0]["type"], "extra_forbidden");
+    }
+
+    #[test]
+    fn integer_ranges() {
+        assert_eq!(int_in_range(&["query", "n"], 5, 0, None).unwrap(), 5);
+        assert_eq!(
+            int_in_range(&["query", "n"], 200, 1, Some(200)).unwrap(),
+            200
+        );
+        let e = int_in_range(&["query", "n"], 0, 1, Some(200)).unwrap_err();
+        let d = e.details.unwrap();
+        assert_eq!(d["validation_errors"][0]["type"], "greater_than_equal");
+        assert_eq!(d["validation_errors"][0]["loc"], json!(["query", "n"]));
+        let e = int_in_range(&["body", "n"], 201, 1, Some(200)).unwrap_err();
+        assert_eq!(
+            e.details.unwrap()["validation_errors"][0]["type"],
+            "less_than_equal"
+        );
     }
 
     #[test]

@@ -3,14 +3,19 @@
 //! Order: storage backend → storage and commit pools (SyncArbiter) → AuthActor on its own
 //! Arbiter → bind → serve, with the account registry loaded in the background: `/health`
 //! answers from the first moment, while `/ready` says `initializing` and keyed requests get 503
-//! until the registry is in memory (a failed load stops the server). On SIGTERM/SIGINT: the HTTP server stops accepting and drains
-//! in-flight requests, then accepted storage/commit work is drained, then the process exits.
+//! until the registry is in memory (a failed load stops the server).
+//!
+//! SIGTERM and SIGINT both drain (the server handles signals itself: actix-server would treat
+//! SIGINT as a forced stop): the HTTP server stops accepting and finishes in-flight requests,
+//! then accepted storage/commit work finishes, then the process exits. One deadline,
+//! `server.shutdown_timeout_secs` from the signal, bounds the whole sequence.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
+use actix_web::dev::ServerHandle;
 use actix_web::{middleware::from_fn, web, App, HttpServer};
 
 use crate::actors::auth::sink::ActorSink;
@@ -41,6 +46,8 @@ pub enum StartupError {
     Metrics(#[from] crate::http::metrics::MetricsError),
     #[error("cannot load the account registry: {0}")]
     Registry(String),
+    #[error("cannot listen for shutdown signals: {0}")]
+    Signals(std::io::Error),
     #[error("server error: {0}")]
     Serve(std::io::Error),
 }
@@ -131,8 +138,52 @@ fn spawn_ingest_sweep(pools: Pools, settings: &Settings) {
     });
 }
 
+/// Make large buffers go back to the system when freed.
+///
+/// glibc serves allocations above its mmap threshold with their own mappings, returned on
+/// free, but it *raises* that threshold to the size of each such block freed (up to 32 MiB):
+/// after the first burst of 30 MB bodies every later one came from the heap arenas and stayed
+/// there (1.3 GB kept after a burst). Setting the threshold explicitly turns that adjustment
+/// off, so request bodies, decoded contents and file buffers are unmapped when dropped.
+fn tune_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        /// Blocks of at least this size get their own mapping (glibc's initial default).
+        const MMAP_THRESHOLD: libc::c_int = 128 * 1024;
+        // SAFETY: mallopt only changes allocator parameters and is thread-safe.
+        let ok = unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD) };
+        if ok != 1 {
+            tracing::warn!("could not set the allocator's mmap threshold");
+        }
+    }
+}
+
+/// On the first SIGTERM or SIGINT, note when and stop the server gracefully (drain requests).
+fn stop_on_signals(
+    handle: ServerHandle,
+    stop_requested: Arc<OnceLock<Instant>>,
+) -> Result<(), StartupError> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).map_err(StartupError::Signals)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(StartupError::Signals)?;
+    actix_rt::spawn(async move {
+        let name = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        };
+        tracing::info!(
+            signal = name,
+            "stopping: draining requests and accepted work"
+        );
+        let _ = stop_requested.set(Instant::now());
+        handle.stop(true).await;
+    });
+    Ok(())
+}
+
 /// Run the server until it is told to stop.
 pub fn run(settings: Settings) -> Result<(), StartupError> {
+    tune_allocator();
     let settings = Arc::new(settings);
     let backend = open_storage(&settings)?;
     let system = actix_rt::System::new();
@@ -184,6 +235,9 @@ async fn serve(settings: Arc<Settings>, backend: Arc<dyn Storage>) -> Result<(),
         registry_sink: Arc::new(ActorSink::new(auth.clone())),
         registry_loaded: registry_loaded.clone(),
         ingest: Arc::new(crate::ingest::gate::IngestRuntime::new(&settings)),
+        body_budget: Arc::new(crate::http::admission::BodyBudget::new(
+            settings.server.max_inflight_body_bytes,
+        )),
     };
     let max_body = settings.server.max_body_bytes;
     let app_state = web::Data::new(state);
@@ -191,11 +245,13 @@ async fn serve(settings: Arc<Settings>, backend: Arc<dyn Storage>) -> Result<(),
         App::new()
             .app_data(app_state.clone())
             .app_data(web::PayloadConfig::new(max_body))
+            .wrap(from_fn(http::admission::admit_body))
             .wrap(from_fn(http::middleware::request_context))
             .configure(http::configure)
             .default_service(web::to(http::not_found))
     })
     .workers(workers)
+    .disable_signals()
     .shutdown_timeout(settings.server.shutdown_timeout_secs);
     let addr = format!("{}:{}", settings.server.host, settings.server.port);
     let server = server
@@ -219,6 +275,8 @@ async fn serve(settings: Arc<Settings>, backend: Arc<dyn Storage>) -> Result<(),
     );
 
     let server = server.run();
+    let stop_requested: Arc<OnceLock<Instant>> = Arc::default();
+    stop_on_signals(server.handle(), stop_requested.clone())?;
     spawn_session_repair(pools.clone());
     spawn_ingest_sweep(pools.clone(), &settings);
     let load_failure: Arc<Mutex<Option<StartupError>>> = Arc::default();
@@ -240,8 +298,11 @@ async fn serve(settings: Arc<Settings>, backend: Arc<dyn Storage>) -> Result<(),
     }
     let result = server.await;
     tracing::info!("HTTP server stopped; draining storage and commit work");
+    // What is left of the one shutdown deadline after the HTTP drain.
+    let deadline = stop_requested.get().copied().unwrap_or_else(Instant::now)
+        + Duration::from_secs(settings.server.shutdown_timeout_secs);
     let drained = pools
-        .drain(Duration::from_secs(settings.server.shutdown_timeout_secs))
+        .drain(deadline.saturating_duration_since(Instant::now()))
         .await;
     if drained {
         tracing::info!("all accepted work finished");

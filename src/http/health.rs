@@ -2,7 +2,7 @@
 //! without I/O, refreshed by [`ProbeStorage`] jobs.
 
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use serde::Serialize;
 
@@ -47,9 +47,7 @@ impl HealthMonitor {
     }
 
     pub fn record(&self, result: &Result<(), String>) {
-        let now = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0.0, |d| d.as_secs_f64());
+        let now = crate::time::epoch_secs_now();
         let mut s = match self.state.write() {
             Ok(s) => s,
             Err(poisoned) => poisoned.into_inner(),

@@ -1,11 +1,14 @@
 //! Prometheus metrics at `GET /metrics` (text format). Request series are labelled with the
 //! matched route pattern (`/api/v1/tasks/{task_id}`), never the raw path, so cardinality stays
-//! bounded. Pool and auth gauges are read at scrape time; scraping touches no storage.
+//! bounded. Pool and auth figures are read at scrape time; scraping touches no storage. Running
+//! totals (`_total`) are counters, levels are gauges.
+
+use std::sync::Mutex;
 
 use actix_web::{web, HttpResponse};
 use prometheus::{
-    Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec,
+    Opts, Registry, TextEncoder,
 };
 
 use super::AppState;
@@ -19,12 +22,17 @@ pub struct Metrics {
     pool_capacity: IntGaugeVec,
     pool_running: IntGaugeVec,
     pool_queued: IntGaugeVec,
-    pool_completed: IntGaugeVec,
-    pool_rejected: IntGaugeVec,
-    pool_panicked: IntGaugeVec,
+    pool_completed: IntCounterVec,
+    pool_rejected: IntCounterVec,
+    pool_panicked: IntCounterVec,
+    /// AuthActor state (generation, accounts, users, loaded, …).
     auth: GaugeVec,
+    /// AuthActor running totals, one series per event (cache hits, freshness checks, …).
+    auth_events: IntCounterVec,
     storage_up: Gauge,
     ingest: IntGaugeVec,
+    /// Scrapes copy running totals into counters; one at a time, so none is added twice.
+    scrape: Mutex<()>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -57,15 +65,28 @@ impl Metrics {
             pool_gauge("pool_capacity", "Queued plus running jobs allowed per pool")?;
         let pool_running = pool_gauge("pool_running", "Jobs running per pool")?;
         let pool_queued = pool_gauge("pool_queued", "Jobs waiting for a thread per pool")?;
-        let pool_completed = pool_gauge("pool_completed_total", "Jobs finished per pool")?;
-        let pool_rejected = pool_gauge(
+        let pool_counter =
+            |name: &str, help: &str| IntCounterVec::new(Opts::new(name, help), &["pool"]);
+        let pool_completed = pool_counter("pool_completed_total", "Jobs finished per pool")?;
+        let pool_rejected = pool_counter(
             "pool_rejected_total",
             "Jobs refused with 503 because the pool was full",
         )?;
-        let pool_panicked = pool_gauge("pool_panicked_total", "Jobs that panicked (answered 500)")?;
+        let pool_panicked =
+            pool_counter("pool_panicked_total", "Jobs that panicked (answered 500)")?;
         let auth = GaugeVec::new(
-            Opts::new("auth", "AuthActor counters and state (cache hits/misses, freshness checks, reloads, generation)"),
+            Opts::new(
+                "auth",
+                "AuthActor state (generation, accounts, users, loaded, check in flight)",
+            ),
             &["name"],
+        )?;
+        let auth_events = IntCounterVec::new(
+            Opts::new(
+                "auth_events_total",
+                "AuthActor events (resolves, cache hits/misses, freshness checks, reloads, …)",
+            ),
+            &["event"],
         )?;
         let storage_up = Gauge::new("storage_up", "1 if the last storage probe succeeded")?;
         let ingest = IntGaugeVec::new(
@@ -87,6 +108,7 @@ impl Metrics {
             Box::new(pool_rejected.clone()),
             Box::new(pool_panicked.clone()),
             Box::new(auth.clone()),
+            Box::new(auth_events.clone()),
             Box::new(storage_up.clone()),
             Box::new(ingest.clone()),
         ] {
@@ -104,8 +126,10 @@ impl Metrics {
             pool_rejected,
             pool_panicked,
             auth,
+            auth_events,
             storage_up,
             ingest,
+            scrape: Mutex::new(()),
         })
     }
 
@@ -133,37 +157,45 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 
 async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     let m = &state.metrics;
-    for pool in [state.pools.storage(), state.pools.commit()] {
-        let s = pool.snapshot();
-        let l = [s.name];
-        m.pool_threads.with_label_values(&l).set(s.threads as i64);
-        m.pool_capacity.with_label_values(&l).set(s.capacity as i64);
-        m.pool_running.with_label_values(&l).set(s.running as i64);
-        m.pool_queued.with_label_values(&l).set(s.queued as i64);
-        m.pool_completed
-            .with_label_values(&l)
-            .set(s.completed as i64);
-        m.pool_rejected.with_label_values(&l).set(s.rejected as i64);
-        m.pool_panicked.with_label_values(&l).set(s.panicked as i64);
-    }
-    m.ingest.with_label_values(&["in_flight"]).set(
-        state
-            .ingest
-            .in_flight
-            .load(std::sync::atomic::Ordering::Relaxed) as i64,
-    );
-    m.ingest.with_label_values(&["uploads_in_flight"]).set(
-        state
-            .ingest
-            .uploads_in_flight
-            .load(std::sync::atomic::Ordering::Relaxed) as i64,
-    );
-    m.storage_up
-        .set(if state.health.snapshot().ok { 1.0 } else { 0.0 });
-    if let Ok(status) = state.auth_status().await {
-        export_numbers(&m.auth, "", &status);
-    }
-    match m.encode() {
+    let auth_status = state.auth_status().await.ok();
+    let text = {
+        let _one_scrape = m.scrape.lock().unwrap_or_else(|p| p.into_inner());
+        for pool in [state.pools.storage(), state.pools.commit()] {
+            let s = pool.snapshot();
+            let l = [s.name];
+            m.pool_threads.with_label_values(&l).set(s.threads as i64);
+            m.pool_capacity.with_label_values(&l).set(s.capacity as i64);
+            m.pool_running.with_label_values(&l).set(s.running as i64);
+            m.pool_queued.with_label_values(&l).set(s.queued as i64);
+            catch_up(&m.pool_completed.with_label_values(&l), s.completed);
+            catch_up(&m.pool_rejected.with_label_values(&l), s.rejected);
+            catch_up(&m.pool_panicked.with_label_values(&l), s.panicked);
+        }
+        for (name, gauge) in [
+            ("in_flight", &state.ingest.in_flight),
+            ("uploads_in_flight", &state.ingest.uploads_in_flight),
+        ] {
+            m.ingest
+                .with_label_values(&[name])
+                .set(gauge.load(std::sync::atomic::Ordering::Relaxed) as i64);
+        }
+        m.storage_up
+            .set(if state.health.snapshot().ok { 1.0 } else { 0.0 });
+        if let Some(mut status) = auth_status {
+            if let Some(serde_json::Value::Object(events)) =
+                status.as_object_mut().and_then(|o| o.remove("counters"))
+            {
+                for (event, n) in events {
+                    if let Some(n) = n.as_u64() {
+                        catch_up(&m.auth_events.with_label_values(&[event.as_str()]), n);
+                    }
+                }
+            }
+            export_numbers(&m.auth, "", &status);
+        }
+        m.encode()
+    };
+    match text {
         Ok(text) => HttpResponse::Ok()
             .content_type("text/plain; version=0.0.4; charset=utf-8")
             .body(text),
@@ -174,7 +206,15 @@ async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     }
 }
 
-/// Every number (and boolean) in the AuthActor's status becomes `longship_auth{name="…"}`.
+/// Bring `counter` up to `total`, a running total kept elsewhere (counters only go up).
+fn catch_up(counter: &IntCounter, total: u64) {
+    let current = counter.get();
+    if total > current {
+        counter.inc_by(total - current);
+    }
+}
+
+/// Every number (and boolean) of the AuthActor's state becomes `longship_auth{name="…"}`.
 fn export_numbers(gauge: &GaugeVec, prefix: &str, value: &serde_json::Value) {
     match value {
         serde_json::Value::Object(map) => {

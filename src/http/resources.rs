@@ -29,7 +29,7 @@ use super::extract::{ApiJson, OptionalJson};
 use super::AppState;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(web::resource("/api/v1/resources/temp_upload").route(web::post().to(temp_upload)))
+    cfg.service(web::resource(uploads::ROUTE).route(web::post().to(temp_upload)))
         .service(web::resource("/api/v1/resources").route(web::post().to(add_resource)))
         .service(web::resource("/api/v1/system/wait").route(web::post().to(system_wait)));
 }

@@ -12,7 +12,7 @@ use crate::storage::uri::{self, Access};
 
 use super::auth::{resolve_uri, Caller, DataAccess};
 use super::envelope::{encoded_ok, ApiResult};
-use super::extract::{flexible_bool, ApiJson};
+use super::extract::{flexible_bool, int_in_range, ApiJson};
 use super::AppState;
 
 /// Longest glob pattern accepted (globset turns a pattern into a regex; nothing real is longer).
@@ -45,15 +45,7 @@ fn limit(v: Option<i64>) -> Option<usize> {
 }
 
 fn non_negative(field: &str, v: Option<i64>) -> Result<usize, ServiceError> {
-    match v {
-        None => Ok(0),
-        Some(n) if n >= 0 => Ok(usize::try_from(n).unwrap_or(usize::MAX)),
-        Some(_) => Err(ServiceError::validation(
-            &["body", field],
-            "Input should be greater than or equal to 0",
-            "greater_than_equal",
-        )),
-    }
+    int_in_range(&["body", field], v.unwrap_or(0), 0, None)
 }
 
 #[derive(Deserialize)]
@@ -75,6 +67,7 @@ async fn grep(
     caller: Caller<DataAccess>,
     ApiJson(body): ApiJson<GrepBody>,
 ) -> Result<HttpResponse, ServiceError> {
+    crate::storage::fs::grep::check_pattern_size(&body.pattern)?;
     let uri = resolve_uri(&caller, &body.uri, Access::Read)?;
     let exclude = match body.exclude_uri.as_deref() {
         Some(raw) if !raw.trim().is_empty() => Some(uri::parse(raw, &caller.identity)?),
@@ -82,16 +75,12 @@ async fn grep(
     };
     let before_context = non_negative("before_context", body.before_context)?;
     let after_context = non_negative("after_context", body.after_context)?;
-    let level_limit = match body.level_limit.unwrap_or(DEFAULT_GREP_LEVELS) {
-        n if n < 1 => {
-            return Err(ServiceError::validation(
-                &["body", "level_limit"],
-                "Input should be greater than or equal to 1",
-                "greater_than_equal",
-            ))
-        }
-        n => usize::try_from(n).unwrap_or(usize::MAX),
-    };
+    let level_limit = int_in_range(
+        &["body", "level_limit"],
+        body.level_limit.unwrap_or(DEFAULT_GREP_LEVELS),
+        1,
+        None,
+    )?;
     let job = GrepFiles {
         who: caller.identity.clone(),
         uri,
@@ -132,12 +121,12 @@ async fn glob(
             "Search query or image_url must not be empty.",
         ));
     }
-    let uri = resolve_uri(&caller, &body.uri, Access::Read)?;
     if body.pattern.len() > MAX_GLOB_PATTERN {
         return Err(ServiceError::invalid_argument(format!(
             "Invalid glob pattern: longer than {MAX_GLOB_PATTERN} bytes"
         )));
     }
+    let uri = resolve_uri(&caller, &body.uri, Access::Read)?;
     let render = body.extra_fields.map(|fields| {
         let mut r = Render::new(Output::Original);
         r.include_abstract = false;

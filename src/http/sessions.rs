@@ -19,7 +19,7 @@ use crate::storage::sessions::ops::CreateOptions;
 use crate::storage::sessions::{id, is_busy, policy, SessionRef, LOCK_TIMEOUT};
 
 use super::auth::{Caller, SessionAccess};
-use super::envelope::{elapsed_secs, ApiOk, ApiResult};
+use super::envelope::{encoded_ok, ApiOk, ApiResult};
 use super::extract::{ApiQuery, OptionalJson, RawBody};
 use super::AppState;
 
@@ -66,18 +66,6 @@ where
             other => return other,
         }
     }
-}
-
-/// The success envelope around a result the pool already serialized (spec §1.1), so a
-/// multi-megabyte archive or context never costs an HTTP worker a serialization pass.
-fn raw_ok(result: Vec<u8>) -> HttpResponse {
-    let mut body = Vec::with_capacity(result.len() + 48);
-    body.extend_from_slice(br#"{"status":"ok","result":"#);
-    body.extend_from_slice(&result);
-    body.extend_from_slice(format!(r#","time":{}}}"#, elapsed_secs()).as_bytes());
-    HttpResponse::Ok()
-        .content_type("application/json")
-        .body(body)
 }
 
 /// The session addressed by the (percent-decoded) `{sid}` segment, validated (spec §13.8).
@@ -167,13 +155,7 @@ async fn add_message(
     path: web::Path<String>,
     RawBody(body): RawBody,
 ) -> ApiResult {
-    let session = session_of(&caller, &path)?;
-    let job = AddMessages {
-        session,
-        body,
-        batch: false,
-    };
-    Ok(ApiOk::new(run_session_job(&state, job).await?))
+    add_messages(&state, &caller, &path, body, false).await
 }
 
 /// SE6.
@@ -183,13 +165,23 @@ async fn add_batch(
     path: web::Path<String>,
     RawBody(body): RawBody,
 ) -> ApiResult {
-    let session = session_of(&caller, &path)?;
+    add_messages(&state, &caller, &path, body, true).await
+}
+
+async fn add_messages(
+    state: &AppState,
+    caller: &Caller<SessionAccess>,
+    sid: &str,
+    body: web::Bytes,
+    batch: bool,
+) -> ApiResult {
+    let session = session_of(caller, sid)?;
     let job = AddMessages {
         session,
         body,
-        batch: true,
+        batch,
     };
-    Ok(ApiOk::new(run_session_job(&state, job).await?))
+    Ok(ApiOk::new(run_session_job(state, job).await?))
 }
 
 /// SE7: on the commit pool; accepted work finishes even if the client goes away.
@@ -217,7 +209,7 @@ async fn get_archive(
         session,
         archive_id,
     };
-    Ok(raw_ok(state.pools.storage().run(job).await??))
+    Ok(encoded_ok(state.pools.storage().run(job).await??))
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -244,5 +236,5 @@ async fn get_context(
         session,
         token_budget: budget as u64,
     };
-    Ok(raw_ok(state.pools.storage().run(job).await??))
+    Ok(encoded_ok(state.pools.storage().run(job).await??))
 }

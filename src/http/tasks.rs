@@ -10,7 +10,7 @@ use crate::storage::tasks::query::TaskFilter;
 
 use super::auth::{AnyRole, Caller};
 use super::envelope::{ApiOk, ApiResult};
-use super::extract::ApiQuery;
+use super::extract::{int_in_range, ApiQuery};
 use super::AppState;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -45,21 +45,14 @@ async fn list(
     caller: Caller<AnyRole>,
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> ApiResult {
-    let limit = q.limit.unwrap_or(50);
-    if !(1..=200).contains(&limit) {
-        return Err(ServiceError::validation(
-            &["query", "limit"],
-            "Input should be between 1 and 200",
-            "value_error",
-        ));
-    }
+    let limit = int_in_range(&["query", "limit"], q.limit.unwrap_or(50), 1, Some(200))?;
     let job = ListTasks {
         caller: caller.identity,
         filter: TaskFilter {
             task_type: q.task_type,
             status: q.status,
             resource_id: q.resource_id,
-            limit: limit as usize,
+            limit,
         },
     };
     let tasks = state.pools.storage().run(job).await??;

@@ -14,6 +14,9 @@ use serde::{Deserialize, Serialize};
 use crate::error::{ServiceError, ServiceResult};
 use crate::storage::{Storage, StorageError, StorePath};
 
+/// The route uploads arrive on (the HTTP body budget charges them one piece, not their size).
+pub const ROUTE: &str = "/api/v1/resources/temp_upload";
+
 /// Size of one stored piece of an upload.
 pub const PART_BYTES: usize = 8 * 1024 * 1024;
 

@@ -498,10 +498,19 @@ impl Server {
 
     /// SIGTERM and wait (bounded) for exit; returns the exit status code.
     pub fn sigterm(&mut self, within: Duration) -> Option<i32> {
+        self.signal(15, within)
+    }
+
+    /// SIGINT (Ctrl-C) and wait (bounded) for exit; returns the exit status code.
+    pub fn sigint(&mut self, within: Duration) -> Option<i32> {
+        self.signal(2, within)
+    }
+
+    fn signal(&mut self, signal: i32, within: Duration) -> Option<i32> {
         let mut c = self.child.take()?;
         // SAFETY: sending a signal to our own child process.
         unsafe {
-            libc_kill(c.id() as i32, 15);
+            libc_kill(c.id() as i32, signal);
         }
         let deadline = Instant::now() + within;
         while Instant::now() < deadline {

@@ -53,6 +53,28 @@ fn counts_requests_by_route_and_exports_pools_and_auth() {
         text.contains("longship_auth{"),
         "auth gauges missing: {text}"
     );
+    // Running totals are counters; the auth ones form one family labelled by event.
+    for family in [
+        "longship_http_requests_total",
+        "longship_pool_completed_total",
+        "longship_pool_rejected_total",
+        "longship_pool_panicked_total",
+        "longship_auth_events_total",
+    ] {
+        assert!(
+            text.contains(&format!("# TYPE {family} counter")),
+            "{family} is not a counter: {text}"
+        );
+    }
+    assert!(
+        value(&text, r#"longship_auth_events_total{event="resolves"}"#).unwrap_or(0.0) >= 1.0,
+        "{text}"
+    );
+    assert!(!text.contains(r#"longship_auth{name="counters_"#), "{text}");
+    // A second scrape never lowers a counter.
+    let again = scrape(&s);
+    let completed = |t: &str| value(t, r#"longship_pool_completed_total{pool="storage"}"#);
+    assert!(completed(&again) >= completed(&text), "{again}");
     assert_eq!(value(&text, "longship_storage_up"), Some(1.0));
     assert!(!text.contains(ROOT_KEY));
 }

@@ -377,6 +377,16 @@ fn commit_completes_after_the_client_disconnects() {
 
 #[test]
 fn sigterm_lets_a_running_commit_finish() {
+    a_stop_signal_lets_a_running_commit_finish(Server::sigterm);
+}
+
+/// Ctrl-C drains exactly like SIGTERM (actix would otherwise treat SIGINT as a forced stop).
+#[test]
+fn sigint_lets_a_running_commit_finish() {
+    a_stop_signal_lets_a_running_commit_finish(Server::sigint);
+}
+
+fn a_stop_signal_lets_a_running_commit_finish(stop: fn(&mut Server, Duration) -> Option<i32>) {
     let st = Storage::new();
     let mut s = Server::start(&st, Opts::dev());
     let sent = fill(&Dev::new(&s), "term", 20_000, "term");
@@ -384,7 +394,7 @@ fn sigterm_lets_a_running_commit_finish() {
     eventually("the commit to start", Duration::from_secs(30), || {
         commit_running(&s)
     });
-    let code = s.sigterm(Duration::from_secs(60));
+    let code = stop(&mut s, Duration::from_secs(60));
     assert_eq!(code, Some(0), "server did not exit cleanly");
     // The client got its answer: the request drained, the commit finished.
     assert_eq!(client.join().expect("client thread"), Ok(200));

@@ -224,6 +224,16 @@ fn sigterm_exits_cleanly() {
 }
 
 #[test]
+fn sigint_exits_cleanly_like_sigterm() {
+    let st = Storage::new();
+    let mut s = Server::start(&st, Opts::dev());
+    assert_eq!(s.sigint(Duration::from_secs(20)), Some(0));
+    let log = s.log_text();
+    assert!(log.contains("SIGINT"), "{log}");
+    assert!(log.contains("shutdown complete"), "{log}");
+}
+
+#[test]
 fn ready_reports_storage_failure_and_recovers() {
     let st = Storage::private();
     let s = Server::start(&st, Opts::default());

@@ -85,7 +85,9 @@ pub(super) fn path_account(account: &str) -> ServiceResult<()> {
     validate_id(IdKind::Account, account).map_err(|_| account_not_found(account))
 }
 
-pub(super) fn path_user(user: &str) -> ServiceResult<()> {
+/// [`path_account`], then the user id likewise.
+pub(super) fn path_ids(account: &str, user: &str) -> ServiceResult<()> {
+    path_account(account)?;
     validate_id(IdKind::User, user).map_err(|_| user_not_found(user))
 }
 

@@ -13,7 +13,7 @@ use crate::storage::registry::query::Paging;
 use crate::storage::tasks::TaskOwner;
 
 use super::{
-    check_seed, check_user_config, non_null, own_account, path_account, path_user, registry, run,
+    check_seed, check_user_config, non_null, own_account, path_account, path_ids, registry, run,
 };
 use crate::http::auth::{Caller, RootOrAdmin};
 use crate::http::envelope::{ApiOk, ApiResult};
@@ -160,8 +160,7 @@ pub(super) async fn get_user(
 ) -> ApiResult {
     let (account, user) = path.into_inner();
     own_account(&caller, &account)?;
-    path_account(&account)?;
-    path_user(&user)?;
+    path_ids(&account, &user)?;
     let entry = run(
         &state,
         jobs::GetUser {
@@ -182,8 +181,7 @@ pub(super) async fn remove_user(
 ) -> ApiResult {
     let (account, user) = path.into_inner();
     own_account(&caller, &account)?;
-    path_account(&account)?;
-    path_user(&user)?;
+    path_ids(&account, &user)?;
     let is_self = caller.account() == account && caller.user() == user;
     let owner = if caller.role() == Role::Root || is_self {
         TaskOwner::system()
@@ -230,8 +228,7 @@ pub(super) async fn set_role(
         )
         .with_details(json!({})));
     }
-    path_account(&account)?;
-    path_user(&user)?;
+    path_ids(&account, &user)?;
     run(
         &state,
         jobs::SetRole {
@@ -263,8 +260,7 @@ pub(super) async fn regenerate_key(
     let (account, user) = path.into_inner();
     own_account(&caller, &account)?;
     check_seed(&body.seed)?;
-    path_account(&account)?;
-    path_user(&user)?;
+    path_ids(&account, &user)?;
     let user_key = run(
         &state,
         jobs::RegenerateKey {

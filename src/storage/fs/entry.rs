@@ -2,7 +2,7 @@
 
 use std::time::SystemTime;
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::SecondsFormat;
 use serde_json::{Map, Value};
 
 use super::{lossy_string, sidecar_path};
@@ -49,10 +49,9 @@ impl Render {
 
 /// `modTime` with seconds precision (original) or milliseconds (agent).
 pub fn mod_time(t: SystemTime, output: Output) -> String {
-    let dt: DateTime<Utc> = t.into();
     match output {
-        Output::Original => dt.to_rfc3339_opts(SecondsFormat::Secs, true),
-        Output::Agent => dt.to_rfc3339_opts(SecondsFormat::Millis, true),
+        Output::Original => crate::time::utc_z(t, SecondsFormat::Secs),
+        Output::Agent => crate::time::utc_z(t, SecondsFormat::Millis),
     }
 }
 

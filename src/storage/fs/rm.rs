@@ -7,7 +7,7 @@ use super::{stat, StorageFail};
 use crate::error::{ServiceError, ServiceResult};
 use crate::identity::{Identity, Role};
 use crate::storage::uri::VikingUri;
-use crate::storage::{Storage, StorageError};
+use crate::storage::{remove_if_exists, Storage};
 
 /// Remove `uri`; a missing target is success with nothing deleted.
 pub fn remove(
@@ -31,11 +31,10 @@ pub fn remove(
         }
         count += count_nodes(storage, abandoned, uri)?;
     }
-    match storage.remove(uri.store_path(), meta.is_dir()) {
-        // Removed concurrently: the outcome the caller asked for.
-        Ok(()) | Err(StorageError::NotFound(_)) => done(count),
-        Err(e) => Err(StorageFail(uri).map(e)),
-    }
+    // Removed concurrently: the outcome the caller asked for.
+    remove_if_exists(storage, uri.store_path(), meta.is_dir())
+        .map_err(|e| StorageFail(uri).map(e))?;
+    done(count)
 }
 
 /// Every node below `dir`, hidden ones included (they are deleted too).

@@ -12,7 +12,7 @@ use crate::storage::{remove_if_exists, scaffold, Storage, StorageError, StorePat
 
 use super::deletion::{self, DeletionTarget, Removal};
 use super::load::AccountSnapshot;
-use super::model::{now_iso, AccountEntry, Deletion, UserEntry, UsersFile};
+use super::model::{AccountEntry, Deletion, UserEntry, UsersFile};
 use super::store::{self, groups_path, read_accounts, read_users, Edit};
 use super::{account_not_found, stored_key, OpCtx};
 
@@ -138,21 +138,13 @@ pub fn create(
         f.accounts.insert(
             account.to_string(),
             AccountEntry {
-                created_at: Some(Value::String(now_iso())),
+                created_at: Some(Value::String(crate::time::iso_micros_now())),
                 ..AccountEntry::default()
             },
         );
         Ok(Edit::Write(()))
     })?;
-    cx.announce(
-        account,
-        Some(AccountSnapshot {
-            id: account.to_string(),
-            deletion: None,
-            users,
-            users_version,
-        }),
-    )?;
+    cx.announce_users(account, users, users_version)?;
     Ok(Created { user_key })
 }
 
@@ -237,16 +229,12 @@ impl DeletionTarget for AccountDeletion<'_> {
     fn drop_entry(&self, cx: &OpCtx<'_>, task_id: &str) -> ServiceResult<()> {
         let account = self.0;
         store::update_accounts(cx.storage, |f| {
-            let ours = f
-                .accounts
-                .get(account)
-                .and_then(|e| e.deletion.as_ref())
-                .is_some_and(|d| d.task_id == task_id);
-            if !ours {
-                return Ok(Edit::Keep(()));
-            }
-            f.accounts.shift_remove(account);
-            Ok(Edit::Write(()))
+            Ok(deletion::drop_if_marked(
+                &mut f.accounts,
+                account,
+                task_id,
+                |e| e.deletion.as_ref(),
+            ))
         })?;
         cx.announce(account, None)?;
         Ok(())

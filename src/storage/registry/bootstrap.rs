@@ -4,7 +4,7 @@ use crate::error::ServiceResult;
 use crate::storage::{keys, scaffold, Storage, StorageError};
 
 use super::generation;
-use super::model::{now_iso, AccountEntry, AccountsFile};
+use super::model::{AccountEntry, AccountsFile};
 use super::store::{self, accounts_path, read_accounts, Edit};
 
 /// What startup did, for the log.
@@ -25,7 +25,7 @@ pub fn run(storage: &dyn Storage, hashing: bool) -> ServiceResult<Report> {
     initial.accounts.insert(
         "default".into(),
         AccountEntry {
-            created_at: Some(serde_json::Value::String(now_iso())),
+            created_at: Some(serde_json::Value::String(crate::time::iso_micros_now())),
             ..AccountEntry::default()
         },
     );

@@ -4,12 +4,15 @@
 
 use std::time::Duration;
 
+use indexmap::IndexMap;
+
 use crate::error::ServiceResult;
 use crate::storage::tasks::{self, TaskOwner};
 use crate::storage::{LockGuard, Storage, StorageError};
 
 use super::model::Deletion;
-use super::{store, OpCtx};
+use super::store::{self, Edit};
+use super::OpCtx;
 
 /// The answer of A6 / A3: the task, and whether the cleanup already finished.
 #[derive(Debug, Clone)]
@@ -36,6 +39,25 @@ pub trait DeletionTarget {
     fn remove_data(&self, cx: &OpCtx<'_>) -> ServiceResult<()>;
     /// Drop the entry if its mark is still `task_id`'s, and announce it.
     fn drop_entry(&self, cx: &OpCtx<'_>, task_id: &str) -> ServiceResult<()>;
+}
+
+/// Remove entry `id` if its deletion mark still belongs to `task_id` (a newer deletion, or a
+/// re-created entry, is left alone).
+pub fn drop_if_marked<E>(
+    entries: &mut IndexMap<String, E>,
+    id: &str,
+    task_id: &str,
+    mark: impl Fn(&E) -> Option<&Deletion>,
+) -> Edit<()> {
+    let ours = entries
+        .get(id)
+        .and_then(mark)
+        .is_some_and(|d| d.task_id == task_id);
+    if !ours {
+        return Edit::Keep(());
+    }
+    entries.shift_remove(id);
+    Edit::Write(())
 }
 
 /// The owner recorded in a deletion mark.

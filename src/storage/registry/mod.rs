@@ -59,6 +59,24 @@ impl OpCtx<'_> {
             }
         }
     }
+
+    /// [`OpCtx::announce`] of an active account whose users.json is now `users` at `version`.
+    pub fn announce_users(
+        &self,
+        account: &str,
+        users: model::UsersFile,
+        version: Option<crate::storage::Version>,
+    ) -> ServiceResult<u64> {
+        self.announce(
+            account,
+            Some(AccountSnapshot {
+                id: account.to_string(),
+                deletion: None,
+                users,
+                users_version: version,
+            }),
+        )
+    }
 }
 
 /// The stored form of a fresh key: itself, or its Argon2id hash plus the 8-char prefix.

@@ -95,13 +95,6 @@ impl UserEntry {
     }
 }
 
-/// `created_at` as spec §4.2 writes it: `2026-02-12T10:00:00.123456+00:00`.
-pub fn now_iso() -> String {
-    chrono::Utc::now()
-        .format("%Y-%m-%dT%H:%M:%S%.6f+00:00")
-        .to_string()
-}
-
 /// Registry JSON as upstream writes it: pretty-printed with 2-space indent, non-ASCII as-is.
 pub fn to_pretty<T: Serialize>(value: &T) -> Result<Vec<u8>, serde_json::Error> {
     serde_json::to_vec_pretty(value)
@@ -137,7 +130,7 @@ mod tests {
 
     #[test]
     fn created_at_format() {
-        let s = now_iso();
+        let s = crate::time::iso_micros_now();
         assert_eq!(s.len(), "2026-02-12T10:00:00.123456+00:00".len(), "{s}");
         assert!(s.ends_with("+00:00"));
     }

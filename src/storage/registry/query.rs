@@ -3,7 +3,8 @@
 
 use globset::GlobBuilder;
 
-use crate::error::{ServiceError, ServiceResult};
+use crate::decode::int_in_range;
+use crate::error::ServiceResult;
 
 /// The listing parameters after validation.
 #[derive(Debug, Clone, Default)]
@@ -15,15 +16,9 @@ pub struct Paging {
 }
 
 fn at_least_one(field: &str, value: Option<i64>) -> ServiceResult<Option<usize>> {
-    match value {
-        None => Ok(None),
-        Some(v) if v >= 1 => Ok(Some(v as usize)),
-        Some(_) => Err(ServiceError::validation(
-            &["query", field],
-            "Input should be greater than or equal to 1",
-            "greater_than_equal",
-        )),
-    }
+    value
+        .map(|v| int_in_range(&["query", field], v, 1, None))
+        .transpose()
 }
 
 impl Paging {

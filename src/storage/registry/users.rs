@@ -12,7 +12,6 @@ use crate::storage::{remove_if_exists, scaffold, Storage, StorePath};
 
 use super::accounts::write_user_config;
 use super::deletion::{self, DeletionTarget, Removal};
-use super::load::AccountSnapshot;
 use super::model::{AccountEntry, Deletion, UserEntry, UsersFile};
 use super::store::{self, groups_path, read_accounts, read_users, Edit};
 use super::{
@@ -35,21 +34,20 @@ fn active_account(storage: &dyn Storage, account: &str) -> ServiceResult<Account
     Ok(entry)
 }
 
-fn announce_users(
-    cx: &OpCtx<'_>,
+/// Users.json of an active account and the entry of `user` in it (404 / 412 otherwise).
+fn existing_user(
+    storage: &dyn Storage,
     account: &str,
-    users: UsersFile,
-    users_version: Option<crate::storage::Version>,
-) -> ServiceResult<u64> {
-    cx.announce(
-        account,
-        Some(AccountSnapshot {
-            id: account.to_string(),
-            deletion: None,
-            users,
-            users_version,
-        }),
-    )
+    user: &str,
+) -> ServiceResult<(UsersFile, UserEntry)> {
+    active_account(storage, account)?;
+    let current = read_users(storage, account)?.0;
+    let entry = current
+        .users
+        .get(user)
+        .cloned()
+        .ok_or_else(|| user_not_found(user))?;
+    Ok((current, entry))
 }
 
 /// A4. The user's directories are created before the registry entry, so the key never works
@@ -89,7 +87,7 @@ pub fn register(
         );
         Ok(Edit::Write(()))
     })?;
-    announce_users(cx, account, users, version)?;
+    cx.announce_users(account, users, version)?;
     Ok(user_key)
 }
 
@@ -125,7 +123,7 @@ pub fn set_role(cx: &OpCtx<'_>, account: &str, user: &str, role: &str) -> Servic
         Ok(Edit::Write(true))
     })?;
     if changed {
-        announce_users(cx, account, users, version)?;
+        cx.announce_users(account, users, version)?;
     }
     Ok(())
 }
@@ -137,13 +135,8 @@ pub fn regenerate(
     user: &str,
     seed: Option<&str>,
 ) -> ServiceResult<String> {
-    active_account(cx.storage, account)?;
     // Existence first, so a 404 costs no Argon2 hash.
-    let current = read_users(cx.storage, account)?.0;
-    let entry = current
-        .users
-        .get(user)
-        .ok_or_else(|| user_not_found(user))?;
+    let (_, entry) = existing_user(cx.storage, account, user)?;
     if let Some(d) = &entry.deletion {
         return Err(user_deleting(&d.task_id));
     }
@@ -158,7 +151,7 @@ pub fn regenerate(
         entry.key_prefix = key_prefix.clone();
         Ok(Edit::Write(()))
     })?;
-    announce_users(cx, account, users, version)?;
+    cx.announce_users(account, users, version)?;
     Ok(user_key)
 }
 
@@ -188,12 +181,7 @@ pub fn remove(
     user: &str,
     owner: TaskOwner,
 ) -> ServiceResult<Removal> {
-    active_account(cx.storage, account)?;
-    let current = read_users(cx.storage, account)?.0;
-    let entry = current
-        .users
-        .get(user)
-        .ok_or_else(|| user_not_found(user))?;
+    let (current, entry) = existing_user(cx.storage, account, user)?;
     let target = UserDeletion {
         account,
         user,
@@ -248,7 +236,7 @@ impl DeletionTarget for UserDeletion<'_> {
             e.deletion = Some(mark.clone());
             Ok(Edit::Write(()))
         })?;
-        announce_users(cx, self.account, users, version)?;
+        cx.announce_users(self.account, users, version)?;
         Ok(())
     }
 
@@ -270,19 +258,12 @@ impl DeletionTarget for UserDeletion<'_> {
     fn drop_entry(&self, cx: &OpCtx<'_>, task_id: &str) -> ServiceResult<()> {
         let user = self.user;
         let (_, users, version) = store::update_users(cx.storage, self.account, |f| {
-            let ours = f
-                .users
-                .get(user)
-                .and_then(|e| e.deletion.as_ref())
-                .is_some_and(|d| d.task_id == task_id);
-            if !ours {
-                return Ok(Edit::Keep(()));
-            }
-            f.users.shift_remove(user);
-            Ok(Edit::Write(()))
+            Ok(deletion::drop_if_marked(&mut f.users, user, task_id, |e| {
+                e.deletion.as_ref()
+            }))
         })?;
         prune_groups(cx.storage, self.account, user)?;
-        announce_users(cx, self.account, users, version)?;
+        cx.announce_users(self.account, users, version)?;
         Ok(())
     }
 }

@@ -226,7 +226,7 @@ pub fn mark_failed(
     let body = json!({
         "stage": stage,
         "error": error,
-        "failed_at": super::time::iso_now(),
+        "failed_at": crate::time::iso_micros_now(),
         "skipped": true,
         "completed_memory_steps": {},
     });

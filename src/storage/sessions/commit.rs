@@ -7,14 +7,16 @@
 
 use serde_json::{json, Map, Value};
 
+use crate::decode::int_in_range;
 use crate::error::{ServiceError, ServiceResult};
 use crate::storage::Storage;
+use crate::time;
 
 use super::archive::{self, ArchiveMeta, Phase1};
 use super::live::{self, Span, YIELD_EVERY};
 use super::load::{load_for_update, not_found};
 use super::meta::{PendingCommit, SessionMeta};
-use super::{deps, policy, recovery, time, tokens, SessionRef};
+use super::{deps, policy, recovery, tokens, SessionRef};
 
 /// Defaults of turn_budget retention (spec SE7 step 3).
 const DEFAULT_TURNS: u64 = 3;
@@ -59,23 +61,7 @@ fn int_field(
             "int_type",
         ));
     };
-    if n < min {
-        return Err(invalid(
-            field,
-            &format!("Input should be greater than or equal to {min}"),
-            "greater_than_equal",
-        ));
-    }
-    if let Some(max) = max {
-        if n > max {
-            return Err(invalid(
-                field,
-                &format!("Input should be less than or equal to {max}"),
-                "less_than_equal",
-            ));
-        }
-    }
-    Ok(Some(n as u64))
+    Ok(Some(int_in_range(&["body", field], n, min, max)? as u64))
 }
 
 fn strict_bool(body: &Map<String, Value>, field: &str) -> Result<Option<bool>, ServiceError> {
@@ -264,7 +250,7 @@ fn reset_boundary(
         done.to_string().as_bytes(),
     )?;
     meta.commit_count = n;
-    meta.updated_at = time::meta_now();
+    meta.updated_at = time::millis_z_now();
     meta.save(storage, s)
 }
 
@@ -287,7 +273,7 @@ pub fn commit(storage: &dyn Storage, s: &SessionRef, o: &CommitOptions) -> Servi
     let bytes = live::read_all(storage, &s.live()?)?;
     let (spans, complete) = live::lines(&bytes);
     if spans.is_empty() {
-        meta.updated_at = time::meta_now();
+        meta.updated_at = time::millis_z_now();
         meta.save(storage, s)?;
         let mut out = skipped(s, wm, "no_messages");
         if o.reset_context {
@@ -306,7 +292,7 @@ pub fn commit(storage: &dyn Storage, s: &SessionRef, o: &CommitOptions) -> Servi
     let cut = split(&bytes, &spans, &msgs, o)?;
     if cut.at == 0 {
         meta.pending_tokens = live::pending_tokens(storage, s, &meta)?;
-        meta.updated_at = time::meta_now();
+        meta.updated_at = time::millis_z_now();
         meta.save(storage, s)?;
         let mut out = skipped(s, wm, "all_within_keep_window");
         out["estimated_active_tokens"] = cut.retained_tokens.into();
@@ -374,7 +360,7 @@ fn record(
         phase1: Phase1 {
             version: 1,
             status: "pending".into(),
-            created_at: time::iso_now(),
+            created_at: time::iso_micros_now(),
             archive_id: name.to_string(),
             task_id: Some(task_id.to_string()),
             archived_message_ids: ids(0..cut.at),
@@ -455,7 +441,7 @@ fn archive_and_finish(
     }
     crash::point("after_live_rewrite");
 
-    let now = time::meta_now();
+    let now = time::millis_z_now();
     meta.message_count = live_part.retained_count;
     meta.internal.live_bytes = live_part.retained.len() as u64;
     meta.internal.live_tokens = live_part.retained_tokens;

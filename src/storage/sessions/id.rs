@@ -35,7 +35,7 @@ pub fn validate(sid: &str) -> Result<(), ServiceError> {
 
 /// A fresh id: UTC `YYYYmmdd-HHMMSS-` + 16 hex.
 pub fn generate() -> String {
-    let stamp = chrono::Utc::now().format("%Y%m%d-%H%M%S");
+    let stamp = crate::time::compact_now();
     let tail: u64 = rand::thread_rng().gen();
     format!("{stamp}-{tail:016x}")
 }

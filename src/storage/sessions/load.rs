@@ -3,9 +3,10 @@
 
 use crate::error::{ServiceError, ServiceResult};
 use crate::storage::{EntryKind, Storage};
+use crate::time;
 
 use super::meta::SessionMeta;
-use super::{live, recovery, time, SessionRef, REPAIR_LOCK_TIMEOUT};
+use super::{live, recovery, SessionRef, REPAIR_LOCK_TIMEOUT};
 
 /// 404 for a missing session (spec SE3 wording).
 pub fn not_found(s: &SessionRef) -> ServiceError {
@@ -20,7 +21,7 @@ pub fn load(storage: &dyn Storage, s: &SessionRef) -> ServiceResult<Option<Sessi
     }
     match storage.stat(&s.dir()?)? {
         Some(m) if m.kind == EntryKind::Dir => {
-            let mut meta = SessionMeta::new(s, &time::meta_now());
+            let mut meta = SessionMeta::new(s, &time::millis_z_now());
             // Force a recount from the file: a legacy session's counters are unknown.
             meta.internal.live_bytes = u64::MAX;
             Ok(Some(meta))

@@ -8,8 +8,9 @@ use serde_json::{Map, Value};
 
 use crate::error::ServiceError;
 use crate::identity::{validate_id, IdKind, Identity};
+use crate::time;
 
-use super::{id, time, uri};
+use super::{id, uri};
 
 /// Accepted `message_kind` values.
 pub const MESSAGE_KINDS: &[&str] = &[
@@ -104,7 +105,7 @@ pub fn parse(input: &Value, loc: &[String], who: &Identity) -> Result<Vec<Value>
             ))
         }
     };
-    let created_at = opt_string(obj, loc, "created_at")?.unwrap_or_else(time::iso_now);
+    let created_at = opt_string(obj, loc, "created_at")?.unwrap_or_else(time::iso_micros_now);
     let peer_id = match opt_string(obj, loc, "peer_id")? {
         Some(p) if !p.trim().is_empty() => {
             let p = p.trim().to_string();

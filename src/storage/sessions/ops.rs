@@ -3,14 +3,15 @@
 
 use serde_json::{json, Value};
 
-use crate::decode::parse_json;
+use crate::decode::parse_required_json;
 use crate::error::{ServiceError, ServiceResult};
 use crate::identity::Identity;
-use crate::storage::{Storage, StorageError, StorePath};
+use crate::storage::{remove_if_exists, Storage, StorageError, StorePath};
+use crate::time;
 
 use super::load::{load, load_for_read, load_for_update, not_found};
 use super::meta::SessionMeta;
-use super::{deps, live, message, policy, time, SessionRef, REPAIR_LOCK_TIMEOUT};
+use super::{deps, live, message, policy, SessionRef, REPAIR_LOCK_TIMEOUT};
 
 /// What SE1 (or an auto-create) stores beside the defaults.
 #[derive(Debug, Clone, Default)]
@@ -28,7 +29,7 @@ fn create_locked(
 ) -> ServiceResult<SessionMeta> {
     deps::ensure_user_dirs(storage, &s.account, &s.user)?;
     storage.write(&s.live()?, b"")?;
-    let mut meta = SessionMeta::new(s, &time::meta_now());
+    let mut meta = SessionMeta::new(s, &time::millis_z_now());
     meta.memory_policy = opts.memory_policy.clone();
     meta.auto_commit_policy = opts.auto_commit_policy.clone();
     meta.event_search_tags = opts.event_tags.clone();
@@ -87,7 +88,7 @@ pub fn list(storage: &dyn Storage, account: &str, user: &str) -> ServiceResult<V
                 "session_id": e.name,
                 "uri": format!("viking://user/{}/sessions/{}", user, e.name),
                 "is_dir": e.meta.is_dir(),
-                "mod_time": time::rfc3339_secs(e.meta.modified),
+                "mod_time": time::utc_z(e.meta.modified, chrono::SecondsFormat::Secs),
             })
         })
         .collect();
@@ -113,19 +114,27 @@ pub fn get(storage: &dyn Storage, s: &SessionRef, auto_create: bool) -> ServiceR
 /// SE4: delete the session and its history.
 pub fn delete(storage: &dyn Storage, s: &SessionRef) -> ServiceResult<Value> {
     let _lock = s.lock_briefly(storage)?;
+    let missing =
+        || ServiceError::not_found("session", &s.sid, format!("Session not found: {}", s.sid));
     // Through the repair path, so an interrupted commit's task is settled before its
-    // session disappears.
-    if load_for_update(storage, s)?.is_none() {
-        return Err(ServiceError::not_found(
-            "session",
-            &s.sid,
-            format!("Session not found: {}", s.sid),
-        ));
+    // session disappears. A session whose files are damaged cannot be repaired, but it can
+    // still be deleted: that is the way out the damaged answer points to.
+    match load_for_update(storage, s) {
+        Ok(Some(_)) => {}
+        Ok(None) => return Err(missing()),
+        Err(e) if e.code == crate::error::ErrorCode::Unavailable || super::is_busy(&e) => {
+            return Err(e)
+        }
+        Err(e) => {
+            tracing::warn!(session = %s.uri(), error = %e.message,
+                "deleting a session that could not be loaded");
+            match storage.stat(&s.dir()?)? {
+                Some(m) if m.is_dir() => {}
+                _ => return Err(missing()),
+            }
+        }
     }
-    match storage.remove(&s.dir()?, true) {
-        Ok(()) | Err(StorageError::NotFound(_)) => {}
-        Err(e) => return Err(e.into()),
-    }
+    remove_if_exists(storage, &s.dir()?, true)?;
     Ok(json!({"session_id": s.sid}))
 }
 
@@ -147,14 +156,7 @@ pub fn add_from_body(
 
 /// The stored messages of an SE5 or SE6 body, with spec §1.3 validation errors.
 pub fn decode_messages(body: &[u8], batch: bool, who: &Identity) -> ServiceResult<Vec<Value>> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Err(ServiceError::validation(
-            &["body"],
-            "Field required",
-            "missing",
-        ));
-    }
-    let value: Value = parse_json(body)?;
+    let value: Value = parse_required_json(body)?;
     if !batch {
         return message::parse(&value, &["body".to_string()], who);
     }
@@ -211,7 +213,7 @@ pub fn add(
         let bytes = live::to_lines(messages)?;
         let added_tokens: u64 = messages.iter().map(super::tokens::estimate_message).sum();
         storage.append(&s.live()?, &bytes)?;
-        let now = time::meta_now();
+        let now = time::millis_z_now();
         meta.message_count += n;
         meta.total_message_count += n;
         meta.internal.live_bytes += bytes.len() as u64;

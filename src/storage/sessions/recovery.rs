@@ -21,11 +21,12 @@
 use serde_json::Value;
 
 use crate::error::ServiceResult;
-use crate::storage::{Storage, StorageError};
+use crate::storage::{remove_if_exists, Storage};
+use crate::time;
 
 use super::archive::{self, ArchiveMeta, State};
 use super::meta::SessionMeta;
-use super::{deps, live, time, SessionRef};
+use super::{deps, live, SessionRef};
 
 /// What happened to an interrupted archive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,10 +117,7 @@ pub fn resolve(
     let live_rewritten =
         record.phase1.status == "ready" || first_archived.is_none() || live_first != first_archived;
     if !live_rewritten {
-        match storage.remove(&dir.join(archive::MESSAGES)?, false) {
-            Ok(()) | Err(StorageError::NotFound(_)) => {}
-            Err(e) => return Err(e.into()),
-        }
+        remove_if_exists(storage, &dir.join(archive::MESSAGES)?, false)?;
         let why = "commit interrupted by a server restart; the messages stay live";
         archive::mark_failed(storage, &dir, "phase1", why)?;
         if let Some(id) = task_id {
@@ -132,7 +130,7 @@ pub fn resolve(
     if record.phase1.status != "ready" {
         let n = archive::number(name).unwrap_or(0);
         meta.commit_count = meta.commit_count.max(n);
-        meta.last_commit_at = time::meta_now();
+        meta.last_commit_at = time::millis_z_now();
         meta.updated_at = meta.last_commit_at.clone();
         live::reconcile(storage, s, meta, true)?;
         meta.save(storage, s)?;

@@ -2,8 +2,6 @@
 //! so a task created on one instance is visible from every other and survives restarts.
 //! Every update is a compare-and-swap read-modify-write of the stored record.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
@@ -11,6 +9,7 @@ pub mod query;
 
 use crate::error::{ServiceError, ServiceResult};
 use crate::storage::{Storage, StorageError, StorePath};
+use crate::time::{epoch_secs_now, iso_micros};
 
 /// Who owns a task: a user of an account, or the system (`_system`/`root`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -115,21 +114,6 @@ pub struct TaskRecord {
     pub extra: Map<String, Value>,
 }
 
-fn now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
-}
-
-/// `2026-05-01T12:00:00.120000+00:00` for epoch seconds.
-pub fn iso(ts: f64) -> String {
-    let secs = ts.floor() as i64;
-    let nanos = ((ts - ts.floor()) * 1e9) as u32;
-    chrono::DateTime::from_timestamp(secs, nanos)
-        .map(|t| t.format("%Y-%m-%dT%H:%M:%S%.6f+00:00").to_string())
-        .unwrap_or_default()
-}
-
 impl TaskRecord {
     fn push_event(&mut self, kind: &str) {
         if !self.execution_events.is_object() {
@@ -138,7 +122,7 @@ impl TaskRecord {
         if let Some(items) = self.execution_events["items"].as_array_mut() {
             let seq = items.len() + 1;
             items.push(json!({
-                "seq": seq, "recorded_at": iso(self.updated_at), "kind": kind,
+                "seq": seq, "recorded_at": iso_micros(self.updated_at), "kind": kind,
                 "status": self.status.as_str(), "stage": self.stage, "operation": null, "error": self.error,
             }));
         }
@@ -154,8 +138,8 @@ impl TaskRecord {
             "created_at": self.created_at,
             "updated_at": self.updated_at,
             "processing_seconds": self.processing_seconds,
-            "created_at_iso": iso(self.created_at),
-            "updated_at_iso": iso(self.updated_at),
+            "created_at_iso": iso_micros(self.created_at),
+            "updated_at_iso": iso_micros(self.updated_at),
             "resource_id": self.resource_id,
             "meta": if self.meta.is_null() { json!({}) } else { self.meta.clone() },
             "stage": self.stage,
@@ -196,7 +180,7 @@ pub fn create(
     task_type: &str,
     resource_id: Option<&str>,
 ) -> ServiceResult<TaskRecord> {
-    let t = now();
+    let t = epoch_secs_now();
     let mut record = TaskRecord {
         task_id: uuid::Uuid::new_v4().to_string(),
         task_type: task_type.to_string(),
@@ -253,7 +237,7 @@ pub fn update(
             .map_err(|e| ServiceError::internal(format!("corrupt task record {task_id}: {e}")))?;
         let before = record.status;
         change(&mut record);
-        record.updated_at = now();
+        record.updated_at = epoch_secs_now();
         if record.status != before {
             if record.status == TaskStatus::Running && record.started_at.is_none() {
                 record.started_at = Some(record.updated_at);

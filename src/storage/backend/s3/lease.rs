@@ -14,7 +14,7 @@
 //! tell.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use object_store::path::Path;
@@ -25,6 +25,7 @@ use sha2::{Digest, Sha256};
 use super::keys::LOCKS_DIR;
 use super::Inner;
 use crate::storage::{LockGuard, StorageError, StorageResult, StorePath};
+use crate::time::epoch_millis_now;
 
 #[derive(Serialize, Deserialize)]
 struct LeaseBody {
@@ -104,17 +105,11 @@ pub struct Lease {
 
 impl LockGuard for Lease {}
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
 fn body(name: &str, owner: &str, lease: Duration) -> Bytes {
     let body = LeaseBody {
         name: name.to_string(),
         owner: owner.to_string(),
-        expires_ms: now_ms() + lease.as_millis() as u64,
+        expires_ms: epoch_millis_now() + lease.as_millis() as u64,
         holder: this_process(),
     };
     // Serializing a struct of strings and an integer cannot fail.
@@ -185,7 +180,7 @@ async fn take_over_if_expired(
     // the lock forever.
     let (expired, dead) = match serde_json::from_slice::<LeaseBody>(&data) {
         Ok(held) => (
-            held.expires_ms <= now_ms(),
+            held.expires_ms <= epoch_millis_now(),
             held.holder.as_ref().is_some_and(holder_is_dead),
         ),
         Err(_) => (true, false),
