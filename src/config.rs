@@ -301,6 +301,9 @@ pub struct ResourceSettings {
     pub upload_ttl_secs: u64,
     /// Seconds between sweeps of expired uploads and abandoned ingestion work.
     pub sweep_interval_secs: u64,
+    /// A working ingestion refreshes its marker at least 4 times in this many seconds; a
+    /// marker older than this belongs to a dead instance (its task is failed by the sweep).
+    pub stale_after_secs: u64,
     /// Fetch `path` URLs that resolve to loopback, private, link-local or metadata addresses.
     pub allow_private_urls: bool,
     /// Server-local directories whose files `path` may name; empty = local paths refused.
@@ -338,7 +341,8 @@ impl Default for ResourceSettings {
         ResourceSettings {
             upload_max_bytes: 512 * 1024 * 1024,
             upload_ttl_secs: 12 * 3600,
-            sweep_interval_secs: 600,
+            sweep_interval_secs: 300,
+            stale_after_secs: 600,
             allow_private_urls: false,
             local_path_allowlist: Vec::new(),
             fetch_max_bytes: 64 * 1024 * 1024,
@@ -363,6 +367,11 @@ impl ResourceSettings {
         if self.upload_max_bytes == 0 || self.fetch_max_bytes == 0 {
             return Err(ConfigError::Invalid(
                 "resources.upload_max_bytes and resources.fetch_max_bytes must be positive".into(),
+            ));
+        }
+        if self.stale_after_secs < 2 || self.sweep_interval_secs == 0 {
+            return Err(ConfigError::Invalid(
+                "resources.stale_after_secs must be >= 2 and sweep_interval_secs >= 1".into(),
             ));
         }
         if self.max_concurrent_per_account == 0 || self.split_max_tokens < 64 {

@@ -120,13 +120,12 @@ fn spawn_ingest_sweep(pools: Pools, settings: &Settings) {
     use crate::jobs::resources::SweepIngestion;
     let every = Duration::from_secs(settings.resources.sweep_interval_secs.max(1));
     let upload_ttl_secs = settings.resources.upload_ttl_secs;
-    // Staging older than the longest parse plus margin cannot belong to a live ingestion.
-    let staging_max_age_secs = settings.resources.parser_timeout_secs + 3600;
+    let stale_after = Duration::from_secs(settings.resources.stale_after_secs);
     actix_rt::spawn(async move {
         loop {
             let job = SweepIngestion {
                 upload_ttl_secs,
-                staging_max_age_secs,
+                stale_after,
             };
             match pools.storage().run(job).await {
                 Ok(Ok(report)) => tracing::debug!(%report, "ingestion sweep finished"),

@@ -524,6 +524,7 @@ async fn add_resource(
         published,
         base_result: result.clone(),
         chat,
+        stale_after: Duration::from_secs(state.settings.resources.stale_after_secs),
     };
     let receiver = match pool.submit(finish) {
         Ok(rx) => rx,
@@ -614,6 +615,7 @@ async fn system_wait(
     loop {
         let job = CountPendingIngestions {
             account: caller.account().to_string(),
+            stale_after: Duration::from_secs(state.settings.resources.stale_after_secs),
         };
         let pending = flatten(state.pools.storage().run(job).await)?;
         seen = seen.max(pending);

@@ -145,12 +145,11 @@ pub fn ingest(
     storage: &dyn Storage,
     req: &IngestRequest,
     settings: &ResourceSettings,
+    heartbeat: &mut dyn FnMut(),
 ) -> ServiceResult<Published> {
     check_target(storage, &req.target)?;
     let staging = staging_dir(&req.account, &req.task_id)?;
-    // Marks when this ingestion began, so the sweep can tell a crashed one from a running one.
-    storage.write(&staging.join("started")?, b"")?;
-    let outcome = ingest_staged(storage, req, settings, &staging);
+    let outcome = ingest_staged(storage, req, settings, &staging, heartbeat);
     let _ = storage.remove(&staging, true);
     outcome
 }
@@ -160,6 +159,7 @@ fn ingest_staged(
     req: &IngestRequest,
     settings: &ResourceSettings,
     staging: &StorePath,
+    heartbeat: &mut dyn FnMut(),
 ) -> ServiceResult<Published> {
     let scratch = Scratch(scratch_root(settings).join(format!("longship-ingest-{}", req.task_id)));
     let _ = fs::remove_dir_all(&scratch.0);
@@ -193,7 +193,7 @@ fn ingest_staged(
         cpu_secs: settings.parser_cpu_secs,
         timeout: Duration::from_secs(settings.parser_timeout_secs),
     };
-    let report: ParseReport = sandbox::run_child(&input, &scratch.0, &opts, limits)
+    let report: ParseReport = sandbox::run_child(&input, &scratch.0, &opts, limits, heartbeat)
         .map_err(|m| invalid(format!("Cannot import {source_path}: {m}")))?;
     let local_root = scratch.0.join("out").join(&report.root);
     if !local_root.is_dir() {
@@ -203,8 +203,15 @@ fn ingest_staged(
     }
     let summaries = summary::summarize_tree(&local_root, &report.root);
     let tree = staging.join("tree")?;
-    let (root_uri, dirs) =
-        stage_and_publish(storage, req, &report, &local_root, &tree, &summaries)?;
+    let (root_uri, dirs) = stage_and_publish(
+        storage,
+        req,
+        &report,
+        &local_root,
+        &tree,
+        &summaries,
+        heartbeat,
+    )?;
     Ok(Published {
         root_uri,
         source_path,
@@ -266,13 +273,14 @@ fn stage_and_publish(
     local_root: &Path,
     tree: &StorePath,
     summaries: &BTreeMap<String, DirSummary>,
+    heartbeat: &mut dyn FnMut(),
 ) -> ServiceResult<StagedTree> {
     let mut final_uri = match &req.target {
         Target::Exact(uri) => uri.clone(),
         Target::Under { parent, .. } => free_child(storage, parent, &report.root, 0)?,
     };
     let mut rel_dirs = Vec::new();
-    upload_tree(storage, local_root, tree, "", &mut rel_dirs)?;
+    upload_tree(storage, local_root, tree, "", &mut rel_dirs, heartbeat)?;
     write_sidecars(storage, tree, &final_uri, summaries)?;
     let mut attempt = 0;
     loop {
@@ -339,6 +347,7 @@ fn upload_tree(
     dest: &StorePath,
     rel: &str,
     dirs: &mut Vec<String>,
+    heartbeat: &mut dyn FnMut(),
 ) -> ServiceResult<()> {
     dirs.push(rel.to_string());
     storage.mkdir(dest)?;
@@ -354,8 +363,9 @@ fn upload_tree(
             } else {
                 format!("{rel}/{name}")
             };
-            upload_tree(storage, &entry.path(), &target, &child_rel, dirs)?;
+            upload_tree(storage, &entry.path(), &target, &child_rel, dirs, heartbeat)?;
         } else if ft.is_file() {
+            heartbeat();
             let data = fs::read(entry.path()).map_err(ServiceError::internal)?;
             storage.write(&target, &data)?;
         }
@@ -403,9 +413,9 @@ pub fn write_sidecar_pair(
     Ok(())
 }
 
-/// Remove staging trees older than `max_age_secs` (left by a crash mid-ingestion).
-pub fn sweep_staging(storage: &dyn Storage, max_age_secs: u64) -> ServiceResult<usize> {
-    let cutoff = std::time::SystemTime::now() - Duration::from_secs(max_age_secs);
+/// Remove staging trees whose ingestion is no longer alive (no fresh marker): a crash
+/// mid-ingestion left them. Returns how many were removed.
+pub fn sweep_staging(storage: &dyn Storage, stale_after: Duration) -> ServiceResult<usize> {
     let mut removed = 0;
     let accounts = match storage.list(&StorePath::root()) {
         Ok(a) => a,
@@ -427,13 +437,8 @@ pub fn sweep_staging(storage: &dyn Storage, max_age_secs: u64) -> ServiceResult<
             if e.name == "active" {
                 continue;
             }
-            let path = dir.join(&e.name)?;
-            let started = storage
-                .stat(&path.join("started")?)?
-                .map(|m| m.modified)
-                .unwrap_or(std::time::UNIX_EPOCH);
-            if started < cutoff {
-                let _ = storage.remove(&path, true);
+            if !super::active::is_live(storage, &account.name, &e.name, stale_after)? {
+                let _ = storage.remove(&dir.join(&e.name)?, true);
                 removed += 1;
             }
         }

@@ -24,14 +24,8 @@ pub struct Refined {
 const SYSTEM: &str = "You summarise documentation directories for a retrieval system. \
 Be factual and concise; use only the material given.";
 
-/// Rewrite the summaries of `dirs` (deepest first) with `chat`. `heartbeat` is called between
-/// directories so long runs stay visibly alive.
-pub fn refine(
-    storage: &dyn Storage,
-    chat: &ChatClient,
-    dirs: &[(String, VikingUri)],
-    mut heartbeat: impl FnMut(),
-) -> Refined {
+/// Rewrite the summaries of `dirs` (deepest first) with `chat`.
+pub fn refine(storage: &dyn Storage, chat: &ChatClient, dirs: &[(String, VikingUri)]) -> Refined {
     let mut out = Refined::default();
     let session = match chat.session() {
         Ok(s) => s,
@@ -42,7 +36,6 @@ pub fn refine(
     };
     let mut abstracts: HashMap<String, String> = HashMap::new();
     for (_, dir) in dirs {
-        heartbeat();
         let material = gather(storage, dir, &abstracts);
         let prompt = format!(
             "Directory: {}\n\n{material}\n\nReply exactly in this form:\nABSTRACT: <one sentence, \

@@ -46,6 +46,7 @@ pub fn run_child(
     work: &Path,
     opts: &ParseOptions,
     limits: ChildLimits,
+    heartbeat: &mut dyn FnMut(),
 ) -> Result<ParseReport, String> {
     let exe = std::env::current_exe().map_err(|e| format!("cannot start the parser: {e}"))?;
     let options = serde_json::to_string(opts).map_err(|e| e.to_string())?;
@@ -103,7 +104,10 @@ pub fn run_child(
                     limits.timeout.as_secs()
                 ));
             }
-            Ok(None) => std::thread::sleep(Duration::from_millis(10)),
+            Ok(None) => {
+                heartbeat();
+                std::thread::sleep(Duration::from_millis(10));
+            }
             Err(e) => return Err(format!("lost the parser process: {e}")),
         }
     };

@@ -2,6 +2,7 @@
 //! `crate::ingest` over the storage backend.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use serde_json::{json, Value};
@@ -100,7 +101,20 @@ impl BlockingJob for IngestResource {
             t.status = TaskStatus::Running;
             t.stage = Some("parse".into());
         })?;
-        let outcome = pipeline::ingest(ctx.storage, &self.req, &self.settings.resources);
+        let stale_after = Duration::from_secs(self.settings.resources.stale_after_secs);
+        let mut heartbeat = active::Heartbeat::new(
+            ctx.storage,
+            &self.req.account,
+            &self.req.user,
+            &self.req.task_id,
+            stale_after,
+        );
+        let outcome = pipeline::ingest(
+            ctx.storage,
+            &self.req,
+            &self.settings.resources,
+            &mut || heartbeat.beat(),
+        );
         if let Err(e) = &outcome {
             let _ = tasks::fail(ctx.storage, &owner, &self.req.task_id, &e.message);
             let _ = active::clear(ctx.storage, &self.req.account, &self.req.task_id);
@@ -120,6 +134,7 @@ pub struct FinishIngest {
     pub published: Published,
     pub base_result: Value,
     pub chat: Option<ChatClient>,
+    pub stale_after: Duration,
 }
 
 impl BlockingJob for FinishIngest {
@@ -131,6 +146,7 @@ impl BlockingJob for FinishIngest {
             published,
             mut base_result,
             chat,
+            stale_after,
         } = self;
         let root_uri = published.root_uri.uri();
         let _ = tasks::update(ctx.storage, &owner, &task_id, |t| {
@@ -141,13 +157,14 @@ impl BlockingJob for FinishIngest {
         let dirs = published.dirs.len();
         let mut semantic_errors = Vec::new();
         if let Some(chat) = &chat {
-            let mut last = std::time::Instant::now();
-            let refined = refine::refine(ctx.storage, chat, &published.dirs, || {
-                if last.elapsed() > std::time::Duration::from_secs(30) {
-                    let _ = active::touch(ctx.storage, &owner.account, &owner.user, &task_id);
-                    last = std::time::Instant::now();
-                }
-            });
+            let refined = active::keep_alive(
+                ctx.storage,
+                &owner.account,
+                &owner.user,
+                &task_id,
+                stale_after,
+                || refine::refine(ctx.storage, chat, &published.dirs),
+            );
             if !refined.errors.is_empty() {
                 warnings.push(format!(
                     "the chat model failed for {} of {dirs} directories; their summaries are \
@@ -207,12 +224,13 @@ impl BlockingJob for FailIngestTask {
 /// How many ingestions of `account` are still working on any instance.
 pub struct CountPendingIngestions {
     pub account: String,
+    pub stale_after: Duration,
 }
 
 impl BlockingJob for CountPendingIngestions {
     type Output = ServiceResult<usize>;
     fn run(self, ctx: &JobContext<'_>) -> Self::Output {
-        Ok(active::list(ctx.storage, &self.account)?
+        Ok(active::list(ctx.storage, &self.account, self.stale_after)?
             .iter()
             .filter(|m| !m.stale)
             .count())
@@ -223,14 +241,14 @@ impl BlockingJob for CountPendingIngestions {
 /// that died mid-ingestion (failed, so pollers get an answer).
 pub struct SweepIngestion {
     pub upload_ttl_secs: u64,
-    pub staging_max_age_secs: u64,
+    pub stale_after: Duration,
 }
 
 impl BlockingJob for SweepIngestion {
     type Output = ServiceResult<Value>;
     fn run(self, ctx: &JobContext<'_>) -> Self::Output {
         let uploads = uploads::sweep(ctx.storage, self.upload_ttl_secs)?;
-        let staging = pipeline::sweep_staging(ctx.storage, self.staging_max_age_secs)?;
+        let staging = pipeline::sweep_staging(ctx.storage, self.stale_after)?;
         let mut interrupted = 0;
         let accounts = ctx
             .storage
@@ -240,7 +258,7 @@ impl BlockingJob for SweepIngestion {
             .iter()
             .filter(|a| a.meta.is_dir() && !a.name.starts_with('_'))
         {
-            for m in active::list(ctx.storage, &account.name)?
+            for m in active::list(ctx.storage, &account.name, self.stale_after)?
                 .into_iter()
                 .filter(|m| m.stale)
             {

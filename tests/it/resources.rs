@@ -878,3 +878,51 @@ fn a_configured_chat_model_writes_summaries_and_its_failure_degrades_them() {
         "Fallback: Extractive text survives."
     );
 }
+
+#[test]
+fn an_ingestion_cut_by_kill_9_ends_failed_after_restart() {
+    // The model stand-in never answers in time, so the task is still summarising when the
+    // server is killed (its tree is already visible and whole).
+    let model = Fake::start(Arc::new(|_: &str, _: &str| {
+        std::thread::sleep(Duration::from_secs(20));
+        (500, vec![], b"late".to_vec())
+    }));
+    let st = Storage::new();
+    let opts = Opts::default()
+        .env("LONGSHIP_VLM__API_BASE", &model.url("/v1"))
+        .env("LONGSHIP_VLM__MODEL", "slow")
+        .env("LONGSHIP_VLM__MAX_RETRIES", "0")
+        .env("LONGSHIP_RESOURCES__STALE_AFTER_SECS", "2")
+        .env("LONGSHIP_RESOURCES__SWEEP_INTERVAL_SECS", "1");
+    let mut s = Server::start(&st, opts);
+    let key = create_account(&s, "acme", "alice");
+    let id = upload_id(&s, &key, "cut.md", b"# Cut\n\nA document cut short.");
+    let r = s.post(
+        RESOURCES,
+        Some(&key),
+        json!({"temp_file_id": id, "source_name": "cut.md"}),
+    );
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let task_id = r.result()["task_id"].as_str().unwrap().to_string();
+    assert_eq!(
+        s.get(&format!("/api/v1/tasks/{task_id}"), Some(&key))
+            .result()["status"],
+        "running"
+    );
+    // Markers stay fresh while the work runs, so system/wait keeps waiting.
+    std::thread::sleep(Duration::from_secs(3));
+    let w = s.post("/api/v1/system/wait", Some(&key), json!({"timeout": 0.3}));
+    assert_eq!(w.status, 504, "{:?}", w.body);
+    s.kill9();
+    s.restart();
+    let done = wait_task(&s, &key, &task_id);
+    assert_eq!(done["status"], "failed", "{done}");
+    assert!(
+        done["error"].as_str().unwrap().contains("interrupted"),
+        "{done}"
+    );
+    let w = s.post("/api/v1/system/wait", Some(&key), json!({"timeout": 10}));
+    assert_eq!(w.status, 200, "{:?}", w.body);
+    assert_eq!(tree(&s, &key, "viking://resources/cut"), ["cut.md"]);
+    assert!(st.list("acme/_system/ingest").iter().all(|n| n == "active"));
+}
