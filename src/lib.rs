@@ -13,6 +13,7 @@ pub mod http;
 pub mod identity;
 pub mod ingest;
 pub mod jobs;
+pub mod search;
 pub mod startup;
 pub mod storage;
 pub mod telemetry;

@@ -566,6 +566,8 @@ async fn add_resource(
         None => receiver.await,
     };
     drop(ticket);
+    // wait=true also waits until find here sees the tree (read-your-writes of the index).
+    let _ = state.search.wait_fresh(INDEX_WAIT).await;
     let mut finished = match outcome {
         Ok(r) => r.map_err(ServiceError::from)??,
         Err(_) => return Err(ServiceError::internal("the summary job was lost")),
@@ -583,6 +585,9 @@ async fn add_resource(
     Ok(ApiOk::new(result))
 }
 
+/// How long wait=true and system/wait give the local index to apply recorded changes.
+const INDEX_WAIT: Duration = Duration::from_secs(30);
+
 #[derive(Debug, Default, Deserialize)]
 struct WaitBody {
     timeout: Option<f64>,
@@ -592,8 +597,9 @@ struct WaitBody {
 const WAIT_DEFAULT: Duration = Duration::from_secs(1800);
 
 /// `POST /api/v1/system/wait`: returns when no ingestion of the caller's account is working on
-/// any instance (parsing, summaries). Longship indexes synchronously on write, so there is no
-/// separate index lag to wait for. A timeout answers 504 `DEADLINE_EXCEEDED`.
+/// any instance (parsing, summaries) and this instance's search index has applied every change
+/// recorded here (other instances' changes reach it within `search.refresh_interval_ms`).
+/// A timeout answers 504 `DEADLINE_EXCEEDED`.
 async fn system_wait(
     state: web::Data<AppState>,
     caller: Caller<AnyRole>,
@@ -620,6 +626,17 @@ async fn system_wait(
         let pending = flatten(state.pools.storage().run(job).await)?;
         seen = seen.max(pending);
         if pending == 0 {
+            let left = limit.saturating_sub(started.elapsed());
+            if !state.search.wait_fresh(left.min(INDEX_WAIT)).await && left <= INDEX_WAIT {
+                return Err(ServiceError::new(
+                    ErrorCode::DeadlineExceeded,
+                    format!("the search index did not catch up within {limit:?}"),
+                )
+                .with_details(
+                    json!({"operation": "system.wait", "timeout": limit.as_secs_f64(),
+                                     "pending": 0}),
+                ));
+            }
             let status = |processed: usize| json!({"processed": processed, "requeue_count": 0, "error_count": 0, "errors": []});
             return Ok(ApiOk::new(json!({
                 "Semantic": status(seen),

@@ -11,6 +11,7 @@ pub mod content;
 pub mod fs;
 pub mod health;
 pub mod resources;
+pub mod search;
 pub mod sessions;
 pub mod tasks;
 

@@ -12,6 +12,7 @@ use crate::error::ServiceResult;
 use crate::ingest::chat::ChatClient;
 use crate::ingest::pipeline::{self, IngestRequest, Published, Source};
 use crate::ingest::{active, refine, uploads};
+use crate::search::ChangeKind;
 use crate::storage::tasks::{self, TaskOwner, TaskRecord, TaskStatus};
 
 use super::{BlockingJob, JobContext};
@@ -115,15 +116,28 @@ impl BlockingJob for IngestResource {
             &self.settings.resources,
             &mut || heartbeat.beat(),
         );
-        if let Err(e) = &outcome {
-            let _ = tasks::fail(ctx.storage, &owner, &self.req.task_id, &e.message);
-            let _ = active::clear(ctx.storage, &self.req.account, &self.req.task_id);
-        } else if let Source::Upload { id } = &self.req.source {
-            // Consumed: upstream deletes a temp upload once it is used.
-            let _ = uploads::remove(ctx.storage, &self.req.account, id);
+        match &outcome {
+            Err(e) => {
+                let _ = tasks::fail(ctx.storage, &owner, &self.req.task_id, &e.message);
+                let _ = active::clear(ctx.storage, &self.req.account, &self.req.task_id);
+            }
+            Ok(published) => {
+                // The whole tree, sidecars included, becomes findable on every instance.
+                record_tree(ctx, &self.req.account, published);
+                if let Source::Upload { id } = &self.req.source {
+                    // Consumed: upstream deletes a temp upload once it is used.
+                    let _ = uploads::remove(ctx.storage, &self.req.account, id);
+                }
+            }
         }
         outcome
     }
+}
+
+/// Record an ingested tree for the search index (one record for the whole subtree).
+fn record_tree(ctx: &JobContext<'_>, account: &str, published: &Published) {
+    let subtree = published.root_uri.segments().join("/");
+    crate::search::record(ctx.storage, account, &subtree, ChangeKind::Ingest);
 }
 
 /// After publication: model summaries when configured, then the task's result. Returns
@@ -173,6 +187,10 @@ impl BlockingJob for FinishIngest {
                 ));
             }
             semantic_errors = refined.errors;
+            if refined.processed > 0 {
+                // The model rewrote sidecars: index them again.
+                record_tree(ctx, &owner.account, &published);
+            }
         }
         let queue_status = json!({
             "Semantic": {

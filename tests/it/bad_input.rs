@@ -344,6 +344,8 @@ fn snapshot(dir: &Path) -> BTreeMap<String, String> {
             let name = e.file_name().to_string_lossy().to_string();
             if rel.ends_with(".log")
                 || rel.starts_with(".longship/locks")
+                // The search index is a derived cache that commits on its own schedule.
+                || rel.starts_with(".longship/search")
                 || name.starts_with(".longship-tmp-probe-")
             {
                 continue;

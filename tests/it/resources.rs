@@ -96,6 +96,22 @@ fn sidecar(s: &Server, key: &str, which: &str, uri: &str) -> String {
     r.result().as_str().unwrap().to_string()
 }
 
+/// URIs find returns for `query` under viking://resources.
+fn find(s: &Server, key: &str, query: &str) -> Vec<String> {
+    let r = s.post(
+        "/api/v1/search/find",
+        Some(key),
+        json!({"query": query, "target_uri": "viking://resources", "limit": 20}),
+    );
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    r.result()["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["uri"].as_str().unwrap().to_string())
+        .collect()
+}
+
 fn wait_task(s: &Server, key: &str, task_id: &str) -> Value {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
@@ -452,17 +468,13 @@ fn uploads_stream_into_shared_storage_with_their_own_limits() {
     let bob = register(&a, &alice, "acme", "bob", "user");
 
     // 2.5 MB through A (more than the JSON limit), added through B without waiting.
-    let big: Vec<u8> = (0..2_500_000u32)
-        .map(|i| {
-            if i % 80 == 79 {
-                b'\n'
-            } else {
-                b'a' + (i % 26) as u8
-            }
-        })
+    let big: Vec<u8> = (0..100_000u32)
+        .flat_map(|i| format!("# porcupine quill {i:07}\n").into_bytes())
         .collect();
-    let id = upload_id(&a, &alice, "big.txt", &big);
-    assert!(id.starts_with("upload_") && id.ends_with(".txt"), "{id}");
+    assert!(big.len() > 2_000_000);
+    // Source code is stored whole (not split), so this is one 2.4 MB file.
+    let id = upload_id(&a, &alice, "big.py", &big);
+    assert!(id.starts_with("upload_") && id.ends_with(".py"), "{id}");
     // Only the uploader may use it; a malformed id never reaches storage.
     let r = b.post(RESOURCES, Some(&bob), json!({"temp_file_id": id}));
     assert_eq!(r.status, 404, "{:?}", r.body);
@@ -490,6 +502,19 @@ fn uploads_stream_into_shared_storage_with_their_own_limits() {
     let w = a.post("/api/v1/system/wait", Some(&alice), json!({}));
     assert_eq!(w.status, 200, "{:?}", w.body);
     assert!(w.result()["Semantic"].is_object());
+    // Ingested on B, findable on A within its refresh interval.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !find(&a, &alice, "porcupine quill")
+        .iter()
+        .any(|u| u.starts_with("viking://resources/big"))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the tree ingested on B never became findable on A (B finds {:?})",
+            find(&b, &alice, "porcupine quill"),
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 
     // Over the upload limit → 413, and nothing is kept.
     let r = upload(&a, &alice, "huge.bin", &vec![7u8; 3_100_000]);
