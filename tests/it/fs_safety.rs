@@ -8,7 +8,7 @@ use std::path::Path;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-use crate::fs::q;
+use crate::harness::api::q;
 use crate::harness::{Opts, Resp, Server, Storage, ROOT_KEY};
 use longship::storage::StorePath;
 

@@ -10,6 +10,12 @@
 //! - simulate a storage outage with `Storage::private()` + `st.take_down()` /
 //!   `st.bring_back()` (moves the directory away, or kills that test's own SeaweedFS);
 //! - `st.local(..)` is the on-disk path on the local backend only.
+//!
+//! Clients: `s.get/post/put/delete/raw` here; [`api`] (a dev-mode caller, admin helpers,
+//! envelope assertions) and [`wire`] (raw bytes over TCP) for everything else.
+
+pub mod api;
+pub mod wire;
 
 use std::io::Read;
 use std::net::TcpListener;
