@@ -295,7 +295,11 @@ fn health_answers_during_unlimited_greps() {
     });
     // Liveness only, with a generous bound that holds on a loaded 2-core CI: the latency
     // itself (p50/p99 during these greps) is measured by bench/fs_bench.py.
-    assert!(samples.len() >= 10, "only {} /health samples", samples.len());
+    assert!(
+        samples.len() >= 10,
+        "only {} /health samples",
+        samples.len()
+    );
     let slowest = samples.iter().max().copied().unwrap_or_default();
     assert!(
         slowest < Duration::from_secs(5),
