@@ -27,6 +27,9 @@ pub struct ServerSettings {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub workers: Option<usize>,
     pub max_body_bytes: usize,
+    /// Request-body bytes all requests together may hold; past it new bodies get 503 +
+    /// `Retry-After` before they are read. At least `max_body_bytes`.
+    pub max_inflight_body_bytes: usize,
     /// On SIGTERM/SIGINT: seconds from the signal to finish in-flight requests and then accepted
     /// storage/commit work (one deadline for both).
     pub shutdown_timeout_secs: u64,
@@ -39,6 +42,7 @@ impl Default for ServerSettings {
             port: 1933,
             workers: None,
             max_body_bytes: 32 * 1024 * 1024,
+            max_inflight_body_bytes: 256 * 1024 * 1024,
             shutdown_timeout_secs: 30,
         }
     }
@@ -394,6 +398,11 @@ impl Settings {
         }
         if self.server.max_body_bytes < 1024 {
             return bad("server.max_body_bytes must be at least 1024".into());
+        }
+        if self.server.max_inflight_body_bytes < self.server.max_body_bytes {
+            return bad(
+                "server.max_inflight_body_bytes must be at least server.max_body_bytes".into(),
+            );
         }
         match self.auth.mode.as_deref() {
             None | Some("api_key") | Some("dev") => {}

@@ -166,6 +166,37 @@ impl ServiceError {
     }
 }
 
+/// What a client is told about a storage failure: the service and the kind of failure, never
+/// the backend's own message (it names paths, object keys, endpoints, buckets and retry
+/// settings). The detail goes to the log here, once.
+pub fn storage_failure(err: &crate::storage::StorageError) -> ServiceError {
+    let retry = match err {
+        crate::storage::StorageError::ReadOnly(_) => 5,
+        _ => 1,
+    };
+    ServiceError::unavailable("storage", storage_failure_kind(err)).retry_after(retry)
+}
+
+/// The kind of a storage failure in words safe to show anyone (`/ready`, observers), with the
+/// backend's detail logged.
+pub fn storage_failure_kind(err: &crate::storage::StorageError) -> &'static str {
+    use crate::storage::StorageError as E;
+    match err {
+        E::Unavailable(detail) => {
+            tracing::warn!(%detail, "storage unavailable");
+            "the storage backend is unavailable"
+        }
+        E::ReadOnly(detail) => {
+            tracing::warn!(%detail, "storage refuses writes");
+            "the storage backend is read-only or full"
+        }
+        other => {
+            tracing::error!(detail = %other, "storage failure");
+            "the storage backend failed"
+        }
+    }
+}
+
 impl From<crate::storage::StorageError> for ServiceError {
     /// A fallback for storage failures a domain rule did not translate itself.
     fn from(err: crate::storage::StorageError) -> Self {
@@ -184,10 +215,28 @@ impl From<crate::storage::StorageError> for ServiceError {
                 ServiceError::conflict("The resource was changed concurrently. Please retry.")
                     .detail("retryable", true)
             }
-            E::Unavailable(reason) => ServiceError::unavailable("storage", reason).retry_after(1),
-            E::ReadOnly(reason) => ServiceError::unavailable("storage", reason).retry_after(5),
-            E::InvalidPath(reason) => ServiceError::invalid_argument(reason),
-            other => ServiceError::internal(other),
+            // Stored data of the wrong shape (a directory where a file belongs, or the reverse)
+            // is a state the client can see and fix, not a server fault.
+            E::IsADirectory(path) | E::NotADirectory(path) => {
+                tracing::warn!(%path, "storage: unexpected entry kind");
+                ServiceError::conflict(
+                    "Stored data is damaged: a directory is where a file belongs, or the reverse",
+                )
+                .detail("conflict_type", "damaged")
+            }
+            E::NotEmpty(path) => {
+                tracing::debug!(%path, "storage: directory not empty");
+                ServiceError::invalid_argument("directory not empty")
+            }
+            E::InvalidPath(reason) => {
+                tracing::debug!(%reason, "storage: invalid path");
+                ServiceError::invalid_argument(
+                    "Invalid path: the storage backend cannot hold this name (too long or not \
+                     allowed)",
+                )
+            }
+            E::Unavailable(_) | E::ReadOnly(_) => storage_failure(&err),
+            E::Io(e) => ServiceError::internal(e),
         }
     }
 }

@@ -14,14 +14,14 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::error::{ErrorCode, ServiceError};
-use crate::jobs::content::{DecodeJson, DownloadFile, ReadFile, ReadSidecar, WriteFile};
+use crate::jobs::content::{DownloadFile, ReadFile, ReadSidecar, WriteFile};
 use crate::storage::fs::read::Sidecar;
 use crate::storage::fs::write::{self, WriteMode};
 use crate::storage::uri::{self, Access};
 
 use super::auth::{resolve_uri, Caller, DataAccess};
 use super::envelope::{encoded_ok, slices, ApiOk, ApiResult};
-use super::extract::{flexible_bool, int_in_range, parse_required_json, ApiQuery};
+use super::extract::{decode_json, flexible_bool, int_in_range, ApiQuery};
 use super::AppState;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -60,19 +60,19 @@ async fn read(
     Ok(encoded_ok(state.pools.storage().run(job).await??))
 }
 
-/// Bodies above this size are decoded on the storage pool: serde on a 100 MB JSON body takes
-/// long enough to stall every connection of the HTTP worker that would run it.
-const INLINE_DECODE_LIMIT: usize = 256 * 1024;
-
 /// A required JSON body, decoded inline when small and on the storage pool when large.
 async fn decode_body<T: DeserializeOwned + Send + 'static>(
     state: &AppState,
     body: Bytes,
 ) -> Result<T, ServiceError> {
-    if body.len() <= INLINE_DECODE_LIMIT {
-        return parse_required_json(&body);
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(ServiceError::validation(
+            &["body"],
+            "Field required",
+            "missing",
+        ));
     }
-    state.pools.storage().run(DecodeJson::new(body)).await?
+    decode_json(Some(state), body).await
 }
 
 async fn sidecar(
@@ -219,6 +219,9 @@ async fn collect_body(
     let mut buf = BytesMut::with_capacity(declared.unwrap_or(8192));
     while let Some(chunk) = payload.next().await {
         let chunk = chunk.map_err(|e| {
+            if super::admission::is_exhausted(&e) {
+                return super::admission::exhausted();
+            }
             ServiceError::invalid_argument(format!("Could not read the request body: {e}"))
         })?;
         if buf.len() + chunk.len() > limit {

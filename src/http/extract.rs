@@ -5,7 +5,7 @@ use std::pin::Pin;
 
 use actix_web::error::PayloadError;
 use actix_web::web::Bytes;
-use actix_web::{dev::Payload, FromRequest, HttpRequest};
+use actix_web::{dev::Payload, web, FromRequest, HttpRequest};
 use serde::de::DeserializeOwned;
 
 use crate::error::{ErrorCode, ServiceError};
@@ -14,6 +14,9 @@ pub use crate::decode::{
     flexible_bool, flexible_bool_opt, int_in_range, parse_json, parse_query, parse_required_json,
     validation_details,
 };
+use crate::jobs::content::DecodeJson;
+
+use super::AppState;
 
 /// A JSON body that must be present.
 pub struct ApiJson<T>(pub T);
@@ -36,6 +39,7 @@ fn body_bytes(req: &HttpRequest, payload: &mut Payload) -> LocalFuture<Bytes> {
 
 fn payload_error(err: actix_web::Error) -> ServiceError {
     match err.as_error::<PayloadError>() {
+        Some(e) if super::admission::is_exhausted(e) => super::admission::exhausted(),
         Some(PayloadError::Overflow) => ServiceError::new(
             ErrorCode::PayloadTooLarge,
             "Request body exceeds server.max_body_bytes",
@@ -51,22 +55,36 @@ fn payload_error(err: actix_web::Error) -> ServiceError {
     }
 }
 
-impl<T: DeserializeOwned + 'static> FromRequest for ApiJson<T> {
+impl<T: DeserializeOwned + Send + 'static> FromRequest for ApiJson<T> {
     type Error = ServiceError;
     type Future = LocalFuture<Self>;
 
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
         let bytes = body_bytes(req, payload);
-        Box::pin(async move { parse_required_json(&bytes.await?).map(ApiJson) })
+        let state = req.app_data::<web::Data<AppState>>().cloned();
+        Box::pin(async move {
+            let bytes = bytes.await?;
+            if bytes.iter().all(u8::is_ascii_whitespace) {
+                return Err(ServiceError::validation(
+                    &["body"],
+                    "Field required",
+                    "missing",
+                ));
+            }
+            decode_json(state.as_ref().map(|s| s.get_ref()), bytes)
+                .await
+                .map(ApiJson)
+        })
     }
 }
 
-impl<T: DeserializeOwned + Default + 'static> FromRequest for OptionalJson<T> {
+impl<T: DeserializeOwned + Default + Send + 'static> FromRequest for OptionalJson<T> {
     type Error = ServiceError;
     type Future = LocalFuture<Self>;
 
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
         let bytes = body_bytes(req, payload);
+        let state = req.app_data::<web::Data<AppState>>().cloned();
         Box::pin(async move {
             let bytes = bytes.await?;
             if bytes.iter().all(u8::is_ascii_whitespace) {
@@ -76,8 +94,28 @@ impl<T: DeserializeOwned + Default + 'static> FromRequest for OptionalJson<T> {
             if bytes.trim_ascii() == b"null" {
                 return Ok(OptionalJson(T::default()));
             }
-            parse_json(&bytes).map(OptionalJson)
+            decode_json(state.as_ref().map(|s| s.get_ref()), bytes)
+                .await
+                .map(OptionalJson)
         })
+    }
+}
+
+/// Bodies above this size are decoded on the storage pool: serde on a 32 MiB JSON body takes
+/// long enough to stall every connection of the HTTP worker that would run it.
+pub const INLINE_DECODE_LIMIT: usize = 256 * 1024;
+
+/// Decode a JSON body: inline when small, on the storage pool when large (or inline when no
+/// server state is at hand, as in unit tests).
+pub async fn decode_json<T: DeserializeOwned + Send + 'static>(
+    state: Option<&AppState>,
+    body: Bytes,
+) -> Result<T, ServiceError> {
+    match state {
+        Some(state) if body.len() > INLINE_DECODE_LIMIT => {
+            state.pools.storage().run(DecodeJson::new(body)).await?
+        }
+        _ => parse_json(&body),
     }
 }
 

@@ -1,4 +1,5 @@
-//! Routes of the fs API (spec §6): F1 ls, F2 tree, F3 stat, F4 mkdir, F5 rm, F6 mv.
+//! Routes of the fs API (spec §6): F1 ls, F2 tree, F3 stat, F4 mkdir, F5 rm, F6 mv, and R7 cp
+//! (RETRIEVAL.md).
 //!
 //! Handlers parse and authorize every URI (pure, non-blocking) and submit one job to the
 //! storage pool; nothing here touches storage.
@@ -7,7 +8,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 
 use crate::error::ServiceError;
-use crate::jobs::fs::{ListDir, ListTree, MakeDir, MoveEntry, RemoveEntry, StatEntry};
+use crate::jobs::fs::{CopyFiles, ListDir, ListTree, MakeDir, MoveEntry, RemoveEntry, StatEntry};
 use crate::storage::fs::entry::{Output, Render};
 use crate::storage::fs::listing::{PageOpts, SortBy};
 use crate::storage::uri::{Access, VikingUri};
@@ -23,6 +24,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(web::resource("/api/v1/fs/stat").route(web::get().to(stat)))
         .service(web::resource("/api/v1/fs/mkdir").route(web::post().to(mkdir)))
         .service(web::resource("/api/v1/fs/mv").route(web::post().to(mv)))
+        .service(web::resource("/api/v1/fs/cp").route(web::post().to(cp)))
         .service(web::resource("/api/v1/fs").route(web::delete().to(rm)));
 }
 
@@ -207,6 +209,15 @@ struct MkdirBody {
     acl: Option<serde_json::Value>,
 }
 
+/// 400 for a change of a session's own files through fs (the sessions API owns them).
+fn session_file(uri: &VikingUri) -> ServiceError {
+    let shown = uri.uri();
+    ServiceError::invalid_argument(format!(
+        "session files are managed by the sessions API and cannot be changed through fs: {shown}"
+    ))
+    .with_details(serde_json::json!({"resource": shown}))
+}
+
 fn internal_name(uri: &VikingUri) -> ServiceError {
     ServiceError::invalid_argument(format!(
         "cannot create storage internal name: {}",
@@ -223,6 +234,9 @@ async fn mkdir(
     let uri = resolve_uri(&caller, &body.uri, Access::Write)?;
     if uri.has_internal_segment() {
         return Err(internal_name(&uri));
+    }
+    if uri.is_session_file() {
+        return Err(session_file(&uri));
     }
     let job = MakeDir {
         uri,
@@ -254,6 +268,9 @@ async fn rm(
             "cannot remove storage internal name: {}",
             uri.uri()
         )));
+    }
+    if uri.is_session_file() {
+        return Err(session_file(&uri));
     }
     let job = RemoveEntry {
         uri,
@@ -287,6 +304,14 @@ async fn mv(
     if to.has_internal_segment() {
         return Err(internal_name(&to));
     }
+    for uri in [&from, &to] {
+        if uri.is_session_file() {
+            return Err(session_file(uri));
+        }
+    }
+    if to.is_session_dir() {
+        return Err(session_file(&to));
+    }
     if from == to {
         return Err(ServiceError::invalid_argument(
             "mv source and target must be different",
@@ -300,4 +325,52 @@ async fn mv(
     Ok(ApiOk::new(
         state.pools.storage().run(MoveEntry { from, to }).await??,
     ))
+}
+
+#[derive(Deserialize)]
+struct CpBody {
+    from_uri: String,
+    to_uri: String,
+    #[serde(default, deserialize_with = "flexible_bool")]
+    recursive: bool,
+}
+
+/// R7: the mv rules (§13.5) with read rights on the source instead of delete rights.
+async fn cp(
+    state: web::Data<AppState>,
+    caller: Caller<DataAccess>,
+    ApiJson(body): ApiJson<CpBody>,
+) -> ApiResult {
+    let from = resolve_uri(&caller, &body.from_uri, Access::Read)?;
+    let to = resolve_uri(&caller, &body.to_uri, Access::Write)?;
+    if from.has_internal_segment() {
+        let shown = from.uri();
+        return Err(ServiceError::not_found(
+            "resource",
+            &shown,
+            format!("Resource not found: {shown}"),
+        ));
+    }
+    if to.has_internal_segment() {
+        return Err(internal_name(&to));
+    }
+    if to.is_session_file() || to.is_session_dir() {
+        return Err(session_file(&to));
+    }
+    if from == to {
+        return Err(ServiceError::invalid_argument(
+            "cp source and target must be different",
+        ));
+    }
+    if from.starts_with(&to) || to.starts_with(&from) {
+        return Err(ServiceError::invalid_argument(
+            "cp source and target subtrees must not overlap",
+        ));
+    }
+    let job = CopyFiles {
+        from,
+        to,
+        recursive: body.recursive,
+    };
+    Ok(ApiOk::new(state.pools.storage().run(job).await??))
 }

@@ -2,6 +2,7 @@
 //! extract and validate, send a message to an actor or pool, and map the reply.
 
 pub mod admin;
+pub mod admission;
 pub mod auth;
 pub mod content;
 pub mod envelope;
@@ -42,6 +43,8 @@ pub struct AppState {
     pub metrics: Arc<metrics::Metrics>,
     /// Where registry operations announce their changes (the AuthActor).
     pub registry_sink: Arc<dyn crate::storage::registry::RegistrySink>,
+    /// Request-body bytes in flight, bounded by `server.max_inflight_body_bytes`.
+    pub body_budget: Arc<admission::BodyBudget>,
     /// False while the account registry is still loading at startup (api_key mode).
     pub registry_loaded: Arc<std::sync::atomic::AtomicBool>,
 }

@@ -67,6 +67,7 @@ async fn grep(
     caller: Caller<DataAccess>,
     ApiJson(body): ApiJson<GrepBody>,
 ) -> Result<HttpResponse, ServiceError> {
+    crate::storage::fs::grep::check_pattern_size(&body.pattern)?;
     let uri = resolve_uri(&caller, &body.uri, Access::Read)?;
     let exclude = match body.exclude_uri.as_deref() {
         Some(raw) if !raw.trim().is_empty() => Some(uri::parse(raw, &caller.identity)?),
@@ -120,12 +121,12 @@ async fn glob(
             "Search query or image_url must not be empty.",
         ));
     }
-    let uri = resolve_uri(&caller, &body.uri, Access::Read)?;
     if body.pattern.len() > MAX_GLOB_PATTERN {
         return Err(ServiceError::invalid_argument(format!(
             "Invalid glob pattern: longer than {MAX_GLOB_PATTERN} bytes"
         )));
     }
+    let uri = resolve_uri(&caller, &body.uri, Access::Read)?;
     let render = body.extra_fields.map(|fields| {
         let mut r = Render::new(Output::Original);
         r.include_abstract = false;

@@ -119,7 +119,6 @@ async fn observer(
             storage.ok,
             json!({
                 "backend": storage.backend,
-                "location": storage.location,
                 "reachable": storage.ok,
                 "error": storage.error,
                 "checked_at": storage.checked_at,

@@ -7,7 +7,7 @@ use crate::identity::Identity;
 use crate::storage::fs::entry::Render;
 use crate::storage::fs::grep::GrepQuery;
 use crate::storage::fs::listing::{Page, PageOpts, SortBy};
-use crate::storage::fs::{glob, grep, listing, mkdir, mv, rm, stat};
+use crate::storage::fs::{cp, glob, grep, listing, mkdir, mv, rm, stat};
 use crate::storage::uri::VikingUri;
 
 use super::{BlockingJob, JobContext};
@@ -113,6 +113,21 @@ impl BlockingJob for MoveEntry {
 
     fn run(self, ctx: &JobContext<'_>) -> Self::Output {
         mv::move_entry(ctx.storage, &self.from, &self.to)
+    }
+}
+
+/// R7: copy a file or directory tree (create-only per file).
+pub struct CopyFiles {
+    pub from: VikingUri,
+    pub to: VikingUri,
+    pub recursive: bool,
+}
+
+impl BlockingJob for CopyFiles {
+    type Output = ServiceResult<Value>;
+
+    fn run(self, ctx: &JobContext<'_>) -> Self::Output {
+        cp::copy_entry(ctx.storage, &self.from, &self.to, self.recursive)
     }
 }
 

@@ -9,6 +9,9 @@ impl BlockingJob for ProbeStorage {
     type Output = Result<(), String>;
 
     fn run(self, ctx: &JobContext<'_>) -> Self::Output {
-        ctx.storage.probe().map_err(|e| e.to_string())
+        // Readiness answers anyone: the kind of failure only, the detail goes to the log.
+        ctx.storage
+            .probe()
+            .map_err(|e| crate::error::storage_failure_kind(&e).to_string())
     }
 }

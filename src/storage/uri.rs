@@ -20,6 +20,12 @@ use crate::identity::{validate_id, IdKind, Identity, Role};
 
 pub const SCHEME: &str = "viking://";
 
+/// Longest URI accepted, in bytes (before trimming). Real URIs are far shorter: a local path
+/// cannot exceed 4096 bytes and an S3 key 1024. Checked before any other work on the input.
+pub const MAX_URI_BYTES: usize = 4096;
+/// Most `/`-separated segments a URI may have (README "Limits").
+pub const MAX_URI_SEGMENTS: usize = 256;
+
 /// The scopes this server serves, as listed in scope errors (§5.1: "this server lists its own").
 const SCOPE_LIST: &str = "agent, resources, session, user";
 
@@ -33,6 +39,9 @@ const USER_CHILDREN: [&str; 6] = [
     "privacy",
     "sessions",
 ];
+
+/// What a session directory holds that only the sessions API may change (spec §9.1).
+const SESSION_FILES: [&str; 3] = ["messages.jsonl", ".meta.json", "history"];
 
 /// The scope a URI lives in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -161,6 +170,22 @@ impl VikingUri {
         self.segs.iter().any(|s| is_internal_name(s))
     }
 
+    /// True for a session's own files and what lies under them
+    /// (`viking://user/{uid}/sessions/{sid}/messages.jsonl`, `.meta.json`, `history/…`): fs
+    /// mkdir, mv and rm leave them to the sessions API, as content/write does.
+    pub fn is_session_file(&self) -> bool {
+        matches!(self.segs.as_slice(),
+            [user, _, sessions, _, name, ..]
+                if user == "user" && sessions == "sessions" && SESSION_FILES.contains(&name.as_str()))
+    }
+
+    /// True for a session directory itself (`viking://user/{uid}/sessions/{sid}`), which a move
+    /// must not create or replace.
+    pub fn is_session_dir(&self) -> bool {
+        matches!(self.segs.as_slice(),
+            [user, _, sessions, _] if user == "user" && sessions == "sessions")
+    }
+
     /// The user id when the URI is `viking://user/{uid}[/…]`.
     pub fn user_id(&self) -> Option<&str> {
         match self.segs.as_slice() {
@@ -170,15 +195,16 @@ impl VikingUri {
     }
 
     /// Build from segments that already passed [`check_segment`] and alias resolution.
+    ///
+    /// One pass over the segments into one preallocated string: joining them one by one would
+    /// copy the growing path per segment (quadratic in the URI length).
     fn build(account: &str, segs: Vec<String>) -> ServiceResult<VikingUri> {
-        let mut path = StorePath::root()
+        let root = StorePath::root()
             .join(account)
             .map_err(|e| ServiceError::internal(e.to_string()))?;
-        for s in &segs {
-            path = path
-                .join(s)
-                .map_err(|e| ServiceError::invalid_argument(e.to_string()))?;
-        }
+        let path = root
+            .join_all(segs.iter().map(String::as_str))
+            .map_err(|e| ServiceError::invalid_argument(e.to_string()))?;
         Ok(VikingUri { segs, path })
     }
 }
@@ -202,6 +228,7 @@ pub fn is_hidden_name(name: &str) -> bool {
 
 /// Parse and normalise a URI-valued input for `who` (spec §5.1–§5.4).
 pub fn parse(raw: &str, who: &Identity) -> ServiceResult<VikingUri> {
+    check_size(raw)?;
     let trimmed = raw.trim();
     if trimmed.is_empty() {
         return Err(ServiceError::invalid_uri(raw, "uri must not be empty"));
@@ -262,6 +289,32 @@ pub fn parse(raw: &str, who: &Identity) -> ServiceResult<VikingUri> {
         }
     }
     VikingUri::build(&who.account, segs)
+}
+
+/// The documented size limits, checked in O(1) plus one bounded scan, before anything else
+/// looks at the input (a megabyte URI must cost nothing). The error quotes only a prefix.
+pub fn check_size(raw: &str) -> ServiceResult<()> {
+    let shown = || {
+        let mut end = raw.len().min(64);
+        while !raw.is_char_boundary(end) {
+            end -= 1;
+        }
+        format!("{}…", &raw[..end])
+    };
+    if raw.len() > MAX_URI_BYTES {
+        return Err(ServiceError::invalid_uri(
+            &shown(),
+            format!("URI longer than {MAX_URI_BYTES} bytes"),
+        ));
+    }
+    // `viking:` itself is the first non-empty piece.
+    if raw.split('/').filter(|s| !s.is_empty()).count() > MAX_URI_SEGMENTS + 1 {
+        return Err(ServiceError::invalid_uri(
+            &shown(),
+            format!("URI has more than {MAX_URI_SEGMENTS} path segments"),
+        ));
+    }
+    Ok(())
 }
 
 /// Path safety of one raw segment (spec §5.4), including the encoded and look-alike spellings

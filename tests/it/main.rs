@@ -6,6 +6,7 @@ mod fs;
 mod fs_content;
 mod fs_safety;
 mod fs_search;
+mod harden;
 mod harness;
 mod metrics;
 mod multi_instance;

@@ -103,7 +103,10 @@ impl AuthActor {
     /// 401, or 503 while storage cannot be read (an unknown key might exist there).
     fn miss_error(&self) -> ServiceError {
         match &self.storage_error {
-            Some(reason) => ServiceError::unavailable("storage", reason.clone()).retry_after(1),
+            // The reason was logged where the check failed; clients get the kind only (and
+            // one prefix, not the failed check's message wrapped in another).
+            Some(_) => ServiceError::unavailable("storage", "the account registry cannot be read")
+                .retry_after(1),
             None => invalid(),
         }
     }

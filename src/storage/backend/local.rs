@@ -436,9 +436,10 @@ fn map_io(err: io::Error, path: &Path) -> StorageError {
             tracing::error!(path = %shown, "storage is read-only");
             StorageError::ReadOnly("local storage is mounted read-only".into())
         }
+        // A full disk is not "down": reads and removals that free space keep working.
         Some(libc::ENOSPC) => {
             tracing::error!(path = %shown, "no space left on device");
-            StorageError::Unavailable("local storage: no space left on device".into())
+            StorageError::ReadOnly("local storage: no space left on device".into())
         }
         Some(libc::EIO) => {
             tracing::error!(path = %shown, "I/O error");

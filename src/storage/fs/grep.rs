@@ -32,8 +32,24 @@ const REGEX_SIZE_LIMIT: usize = 1 << 20;
 /// Lazy-DFA cache per search; larger patterns fall back to slower but bounded engines.
 const REGEX_DFA_LIMIT: usize = 4 << 20;
 
+/// Longest grep pattern accepted, in bytes. `size_limit` bounds the compiled program but not
+/// what is built before and beside it (the parsed syntax tree, literal prefilters for long
+/// alternations): an 18 MB alternation of literals peaked at 3 GB. Real patterns are short.
+pub const MAX_PATTERN_BYTES: usize = 8192;
+
+/// 400 for a pattern over [`MAX_PATTERN_BYTES`]; checked before any other work.
+pub fn check_pattern_size(pattern: &str) -> ServiceResult<()> {
+    if pattern.len() > MAX_PATTERN_BYTES {
+        return Err(ServiceError::invalid_argument(format!(
+            "invalid operation: Invalid regex pattern: longer than {MAX_PATTERN_BYTES} bytes"
+        )));
+    }
+    Ok(())
+}
+
 /// Compile a grep pattern (Rust `regex` syntax, unanchored) within the size limits.
 pub fn compile(pattern: &str, case_insensitive: bool, uri: &VikingUri) -> ServiceResult<Regex> {
+    check_pattern_size(pattern)?;
     RegexBuilder::new(pattern)
         .case_insensitive(case_insensitive)
         .size_limit(REGEX_SIZE_LIMIT)

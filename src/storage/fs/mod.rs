@@ -5,6 +5,7 @@
 //! ([`super::uri`]), so an operation only ever sees a safe path inside the caller's account. Errors name URIs, never storage paths: a backend
 //! message may contain the data directory or an account name, so [`StorageFail`] replaces it.
 
+pub mod cp;
 pub mod entry;
 pub mod glob;
 pub mod grep;
@@ -75,9 +76,8 @@ impl StorageFail<'_> {
                     "resource": shown, "uri": shown, "conflict_type": "path_busy", "retryable": true
                 }))
             }
-            StorageError::Unavailable(reason) | StorageError::ReadOnly(reason) => {
-                tracing::warn!(%reason, "storage unavailable");
-                ServiceError::unavailable("storage", "storage backend failure").retry_after(1)
+            StorageError::Unavailable(_) | StorageError::ReadOnly(_) => {
+                crate::error::storage_failure(&err)
             }
             StorageError::InvalidPath(reason) => {
                 tracing::warn!(%reason, "invalid storage path");

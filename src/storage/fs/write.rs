@@ -52,15 +52,17 @@ fn unsafe_uri(message: String) -> ServiceError {
     ServiceError::invalid_argument(format!("invalid uri: {message}"))
 }
 
-/// C5's stricter checks on the raw URI, before it is parsed: no `?` anywhere, and no segment
-/// whose percent-decoding is `.`, `..` or contains `/` or `\`.
+/// C5's stricter checks on the raw URI, before it is parsed (spec §5.4): no `?` anywhere, and
+/// no segment whose percent-decoding is `.`, `..` or contains `/` or `\` — a plain `..` decodes
+/// to itself, so it is a 400 here like `%2e%2e`, not the 403 of the other routes.
 pub fn preflight(raw: &str) -> ServiceResult<()> {
+    crate::storage::uri::check_size(raw)?;
     if raw.contains('?') {
         return Err(unsafe_uri(format!("Unsafe character '?' in {raw}")));
     }
     let rest = raw.trim();
     let rest = rest.strip_prefix(SCHEME).unwrap_or(rest);
-    for seg in rest.split('/').filter(|s| s.contains('%')) {
+    for seg in rest.split('/') {
         let decoded = percent_decode_str(seg).decode_utf8_lossy();
         if decoded == "." || decoded == ".." || decoded.contains(['/', '\\']) {
             return Err(unsafe_uri(format!("Unsafe path segment '{seg}' in {raw}")));

@@ -18,7 +18,7 @@ fn read_accounts_for_reload(storage: &dyn Storage) -> ServiceResult<AccountsFile
     if version.is_none() {
         return Err(crate::error::ServiceError::unavailable(
             "storage",
-            "the account registry (_system/accounts.json) is missing",
+            "the account registry is missing",
         ));
     }
     Ok(file)

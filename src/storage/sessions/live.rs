@@ -78,13 +78,11 @@ pub fn lines(bytes: &[u8]) -> (Vec<Span>, usize) {
 }
 
 pub fn light(line: &[u8]) -> ServiceResult<LightMsg<'_>> {
-    serde_json::from_slice(line)
-        .map_err(|e| ServiceError::internal(format!("corrupt message line: {e}")))
+    serde_json::from_slice(line).map_err(|e| super::damaged(format!("message line: {e}")))
 }
 
 pub fn full(line: &[u8]) -> ServiceResult<Value> {
-    serde_json::from_slice(line)
-        .map_err(|e| ServiceError::internal(format!("corrupt message line: {e}")))
+    serde_json::from_slice(line).map_err(|e| super::damaged(format!("message line: {e}")))
 }
 
 /// Read a whole JSON-lines file; a missing file is empty.
@@ -92,6 +90,9 @@ pub fn read_all(storage: &dyn Storage, path: &StorePath) -> ServiceResult<Vec<u8
     match storage.read(path) {
         Ok(b) => Ok(b),
         Err(StorageError::NotFound(_)) => Ok(Vec::new()),
+        Err(StorageError::IsADirectory(_)) => Err(super::damaged(format!(
+            "{path} is a directory, not a messages file"
+        ))),
         Err(e) => Err(e.into()),
     }
 }

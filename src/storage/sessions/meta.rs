@@ -137,10 +137,14 @@ impl SessionMeta {
     /// Read the stored meta; `Ok(None)` when the file is absent.
     pub fn load(storage: &dyn Storage, s: &SessionRef) -> ServiceResult<Option<SessionMeta>> {
         match storage.read(&s.meta()?) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
-                ServiceError::internal(format!("corrupt session meta of {}: {e}", s.uri()))
-            }),
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| super::damaged(format!("session meta of {}: {e}", s.uri()))),
             Err(StorageError::NotFound(_)) | Err(StorageError::NotADirectory(_)) => Ok(None),
+            Err(StorageError::IsADirectory(_)) => Err(super::damaged(format!(
+                "session meta of {} is a directory",
+                s.uri()
+            ))),
             Err(e) => Err(e.into()),
         }
     }

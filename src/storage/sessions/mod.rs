@@ -54,6 +54,19 @@ pub fn is_busy(err: &ServiceError) -> bool {
         == Some(BUSY)
 }
 
+/// `conflict_type` of the "session files are damaged" answer.
+pub const DAMAGED: &str = "session_damaged";
+
+/// 409 for a session whose stored files cannot be read as a session (a file edited or replaced
+/// outside the sessions API). The session can still be deleted (SE4).
+pub fn damaged(detail: impl std::fmt::Display) -> ServiceError {
+    tracing::warn!(%detail, "damaged session data");
+    ServiceError::conflict(
+        "Session data is damaged and cannot be read; delete the session to start over",
+    )
+    .with_details(serde_json::json!({"conflict_type": DAMAGED}))
+}
+
 /// One session of one user: the names of everything it stores (spec §9.1).
 #[derive(Debug, Clone)]
 pub struct SessionRef {

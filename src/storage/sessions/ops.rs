@@ -114,14 +114,25 @@ pub fn get(storage: &dyn Storage, s: &SessionRef, auto_create: bool) -> ServiceR
 /// SE4: delete the session and its history.
 pub fn delete(storage: &dyn Storage, s: &SessionRef) -> ServiceResult<Value> {
     let _lock = s.lock_briefly(storage)?;
+    let missing =
+        || ServiceError::not_found("session", &s.sid, format!("Session not found: {}", s.sid));
     // Through the repair path, so an interrupted commit's task is settled before its
-    // session disappears.
-    if load_for_update(storage, s)?.is_none() {
-        return Err(ServiceError::not_found(
-            "session",
-            &s.sid,
-            format!("Session not found: {}", s.sid),
-        ));
+    // session disappears. A session whose files are damaged cannot be repaired, but it can
+    // still be deleted: that is the way out the damaged answer points to.
+    match load_for_update(storage, s) {
+        Ok(Some(_)) => {}
+        Ok(None) => return Err(missing()),
+        Err(e) if e.code == crate::error::ErrorCode::Unavailable || super::is_busy(&e) => {
+            return Err(e)
+        }
+        Err(e) => {
+            tracing::warn!(session = %s.uri(), error = %e.message,
+                "deleting a session that could not be loaded");
+            match storage.stat(&s.dir()?)? {
+                Some(m) if m.is_dir() => {}
+                _ => return Err(missing()),
+            }
+        }
     }
     remove_if_exists(storage, &s.dir()?, true)?;
     Ok(json!({"session_id": s.sid}))

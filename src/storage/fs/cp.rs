@@ -1,0 +1,113 @@
+//! R7 cp (RETRIEVAL.md): copy a file or (with `recursive`) a directory tree, under the mv
+//! rules of API.md F6 / §13.5: an existing target is 409, never overwritten or merged.
+//!
+//! Crash-safe per file: every file is created with the backend's atomic create-only write, so a
+//! copy is visible whole or not at all, and a file that appeared meanwhile is never replaced.
+
+use serde_json::{json, Value};
+
+use super::{dir_not_found, not_a_directory, stat, StorageFail};
+use crate::error::{ServiceError, ServiceResult};
+use crate::storage::uri::{is_internal_name, VikingUri};
+use crate::storage::{Storage, StorageError};
+
+fn exists_conflict(to: &VikingUri) -> ServiceError {
+    let shown = to.uri();
+    ServiceError::conflict(format!("Destination already exists: {shown}"))
+        .with_details(json!({"resource": shown, "uri": shown, "conflict_type": "already_exists"}))
+}
+
+fn source_missing(from: &VikingUri) -> ServiceError {
+    let shown = from.uri();
+    ServiceError::not_found("resource", &shown, format!("Resource not found: {shown}"))
+}
+
+/// Create `to` with the content of file `from`, only if `to` does not exist.
+fn copy_file(storage: &dyn Storage, from: &VikingUri, to: &VikingUri) -> ServiceResult<u64> {
+    let data = match storage.read(from.store_path()) {
+        Ok(d) => d,
+        Err(StorageError::NotFound(_)) => return Err(source_missing(from)),
+        Err(e) => return Err(StorageFail(from).map(e)),
+    };
+    match storage.write_if(to.store_path(), &data, None) {
+        Ok(_) => Ok(1),
+        Err(StorageError::Conflict(_)) | Err(StorageError::AlreadyExists(_)) => {
+            Err(exists_conflict(to))
+        }
+        Err(e) => Err(StorageFail(to).map(e)),
+    }
+}
+
+/// Copy the tree under directory `from` into the new directory `to`, depth first. Hidden files
+/// (sidecars) are copied with their directory; storage-internal names never are.
+fn copy_tree(storage: &dyn Storage, from: &VikingUri, to: &VikingUri) -> ServiceResult<u64> {
+    storage
+        .mkdir(to.store_path())
+        .map_err(|e| StorageFail(to).map(e))?;
+    let mut entries = storage
+        .list(from.store_path())
+        .map_err(|e| StorageFail(from).map(e))?;
+    entries.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut copied = 0;
+    for entry in entries {
+        if is_internal_name(&entry.name) {
+            continue;
+        }
+        let (src, dst) = (from.child(&entry.name)?, to.child(&entry.name)?);
+        copied += if entry.meta.is_dir() {
+            copy_tree(storage, &src, &dst)?
+        } else {
+            copy_file(storage, &src, &dst)?
+        };
+    }
+    Ok(copied)
+}
+
+/// Copy `from` to `to` (`recursive` for a directory); the caller has checked rights, identity
+/// and overlap.
+pub fn copy_entry(
+    storage: &dyn Storage,
+    from: &VikingUri,
+    to: &VikingUri,
+    recursive: bool,
+) -> ServiceResult<Value> {
+    {
+        let Some(src) = stat(storage, from)? else {
+            return Err(source_missing(from));
+        };
+        if src.is_dir() && !recursive {
+            let shown = from.uri();
+            return Err(ServiceError::invalid_argument(format!(
+                "Cannot copy directory without recursive: {shown}"
+            ))
+            .with_details(json!({"resource": shown, "expected_flag": "recursive"})));
+        }
+        if let Some(parent) = to.parent() {
+            match stat(storage, &parent)? {
+                None => return Err(dir_not_found(&parent)),
+                Some(m) if !m.is_dir() => return Err(not_a_directory(&parent)),
+                Some(_) => {}
+            }
+        }
+        if let Some(dst) = stat(storage, to)? {
+            if dst.is_dir() != src.is_dir() {
+                return Err(ServiceError::invalid_argument(format!(
+                    "transfer source and target types differ: {}",
+                    to.uri()
+                )));
+            }
+            return Err(exists_conflict(to));
+        }
+        let copied = if src.is_dir() {
+            copy_tree(storage, from, to)?
+        } else {
+            copy_file(storage, from, to)?
+        };
+        Ok(json!({
+            "from": from.uri(),
+            "to": to.uri(),
+            "recursive": recursive,
+            "copied_files": copied,
+        }))
+    }
+}
