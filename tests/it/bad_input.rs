@@ -9,10 +9,8 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::path::Path;
 
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
 
 use crate::harness::wire::{exchange, request, Raw};
 use crate::harness::{Opts, Server, Storage, ROOT_KEY};
@@ -189,52 +187,8 @@ fn assert_healthy(s: &Server, after: &str) {
     );
 }
 
-/// SHA-256 of every file under `dir`, skipping server logs, lock stripes and the storage
-/// health probe's short-lived temp file.
-fn snapshot(dir: &Path) -> BTreeMap<String, String> {
-    fn walk(base: &Path, dir: &Path, out: &mut BTreeMap<String, String>) {
-        let Ok(entries) = std::fs::read_dir(dir) else {
-            return;
-        };
-        for e in entries.flatten() {
-            let p = e.path();
-            let rel = p
-                .strip_prefix(base)
-                .map(|r| r.display().to_string())
-                .unwrap_or_default();
-            let name = e.file_name().to_string_lossy().to_string();
-            if rel.ends_with(".log")
-                || rel.starts_with(".longship/locks")
-                || name.starts_with(".longship-tmp-probe-")
-            {
-                continue;
-            }
-            if p.is_dir() {
-                out.insert(format!("{rel}/"), String::new());
-                walk(base, &p, out);
-            } else {
-                let data = std::fs::read(&p).unwrap_or_default();
-                out.insert(rel, hex::encode(Sha256::digest(&data)));
-            }
-        }
-    }
-    let mut out = BTreeMap::new();
-    walk(dir, dir, &mut out);
-    out
-}
-
-/// What the servers can change: the data dir on local disk; on S3 every object under the
-/// storage's prefix, read through the backend (the data dir then holds only logs).
-fn stored(st: &Storage) -> BTreeMap<String, String> {
-    if st.is_s3() {
-        st.at("").digest()
-    } else {
-        snapshot(st.path())
-    }
-}
-
 fn assert_unchanged(before: &BTreeMap<String, String>, st: &Storage, after: &str) {
-    let now = stored(st);
+    let now = st.stored_digest("");
     let changed: Vec<String> = before
         .iter()
         .filter(|(k, v)| now.get(*k) != Some(v))
@@ -824,7 +778,7 @@ impl Sweep {
             Opts::default().env("LONGSHIP_SERVER__MAX_BODY_BYTES", &MAX_BODY.to_string()),
         );
         let w = setup(&s);
-        let before = stored(&st);
+        let before = st.stored_digest("");
         // Keys are relative to the data dir on local disk, to the prefix on S3.
         let root = if st.is_s3() { "" } else { "viking/" };
         for must in [
@@ -1754,7 +1708,7 @@ fn bad_input_dev_mode_identity_headers() {
 fn bad_input_protocol_level_rejections() {
     let st = Storage::new();
     let s = Server::start(&st, Opts::default());
-    let before = stored(&st);
+    let before = st.stored_digest("");
     let base = "X-API-Key: it-root-key\r\nConnection: close\r\n";
     let cases: Vec<(&str, Vec<u8>)> = vec![
         (
