@@ -6,6 +6,9 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+mod retrieval;
+pub use retrieval::{DenseSettings, EmbeddingSettings, SearchSettings};
+
 /// Every setting of the server. `config/default.toml` documents each with its default; a test
 /// keeps the two equal.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
@@ -16,6 +19,8 @@ pub struct Settings {
     pub pools: PoolSettings,
     pub auth: AuthSettings,
     pub logging: LoggingSettings,
+    pub search: SearchSettings,
+    pub embedding: EmbeddingSettings,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -396,6 +401,8 @@ impl Settings {
         if self.storage.backend == StorageBackendKind::S3 {
             self.storage.s3.validate()?;
         }
+        self.search.validate()?;
+        self.embedding.validate()?;
         if self.server.max_body_bytes < 1024 {
             return bad("server.max_body_bytes must be at least 1024".into());
         }
@@ -457,6 +464,9 @@ impl Settings {
         let mut shown = self.clone();
         if shown.auth.root_api_key.is_some() {
             shown.auth.root_api_key = Some("********".into());
+        }
+        if shown.embedding.dense.api_key.is_some() {
+            shown.embedding.dense.api_key = Some("********".into());
         }
         if shown.storage.s3.secret_access_key.is_some() {
             shown.storage.s3.secret_access_key = Some("********".into());

@@ -12,6 +12,7 @@ pub mod error;
 pub mod http;
 pub mod identity;
 pub mod jobs;
+pub mod search;
 pub mod startup;
 pub mod storage;
 pub mod telemetry;

@@ -46,6 +46,8 @@ pub enum StartupError {
     Metrics(#[from] crate::http::metrics::MetricsError),
     #[error("cannot load the account registry: {0}")]
     Registry(String),
+    #[error(transparent)]
+    Search(#[from] crate::search::index::IndexError),
     #[error("cannot listen for shutdown signals: {0}")]
     Signals(std::io::Error),
     #[error("server error: {0}")]
@@ -182,6 +184,7 @@ async fn serve(settings: Arc<Settings>, backend: Arc<dyn Storage>) -> Result<(),
             nice: settings.pools.commit_thread_nice,
         },
     );
+    let search = crate::actors::search::start(&settings, backend.clone())?;
     let mode = settings.auth_mode();
     let auth_arbiter = Arbiter::new();
     let auth = {
@@ -210,6 +213,7 @@ async fn serve(settings: Arc<Settings>, backend: Arc<dyn Storage>) -> Result<(),
         metrics: Arc::new(crate::http::metrics::Metrics::new()?),
         registry_sink: Arc::new(ActorSink::new(auth.clone())),
         registry_loaded: registry_loaded.clone(),
+        search,
         body_budget: Arc::new(crate::http::admission::BodyBudget::new(
             settings.server.max_inflight_body_bytes,
         )),

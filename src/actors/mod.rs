@@ -3,5 +3,6 @@
 
 pub mod auth;
 pub mod pool;
+pub mod search;
 
 pub use pool::{Pool, Pools};

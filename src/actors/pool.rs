@@ -282,7 +282,7 @@ fn start_pool(spec: PoolSpec, backend: &Arc<dyn Storage>) -> Pool {
 
 /// On Linux `nice` is per thread: raise this thread's niceness so the kernel favours the HTTP
 /// workers when blocking threads compete with them for the CPU.
-fn lower_thread_priority(nice: i32) {
+pub(crate) fn lower_thread_priority(nice: i32) {
     if nice <= 0 {
         return;
     }

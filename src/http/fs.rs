@@ -9,6 +9,8 @@ use serde::Deserialize;
 
 use crate::error::ServiceError;
 use crate::jobs::fs::{CopyFiles, ListDir, ListTree, MakeDir, MoveEntry, RemoveEntry, StatEntry};
+use crate::jobs::search::Recorded;
+use crate::search::ChangeKind;
 use crate::storage::fs::entry::{Output, Render};
 use crate::storage::fs::listing::{PageOpts, SortBy};
 use crate::storage::uri::{Access, VikingUri};
@@ -238,10 +240,12 @@ async fn mkdir(
     if uri.is_session_file() {
         return Err(session_file(&uri));
     }
+    let changed = vec![uri.store_path().clone()];
     let job = MakeDir {
         uri,
         description: body.description,
     };
+    let job = Recorded::on_success(job, changed, ChangeKind::Mkdir);
     Ok(ApiOk::new(state.pools.storage().run(job).await??))
 }
 
@@ -272,10 +276,13 @@ async fn rm(
     if uri.is_session_file() {
         return Err(session_file(&uri));
     }
+    let changed = vec![uri.store_path().clone()];
     let job = RemoveEntry {
         uri,
         recursive: q.recursive,
     };
+    // Recorded whatever the outcome: a failed recursive removal may have removed part of it.
+    let job = Recorded::always(job, changed, ChangeKind::Remove);
     Ok(ApiOk::new(state.pools.storage().run(job).await??))
 }
 
@@ -322,9 +329,9 @@ async fn mv(
             "mv source and target subtrees must not overlap",
         ));
     }
-    Ok(ApiOk::new(
-        state.pools.storage().run(MoveEntry { from, to }).await??,
-    ))
+    let changed = vec![from.store_path().clone(), to.store_path().clone()];
+    let job = Recorded::on_success(MoveEntry { from, to }, changed, ChangeKind::Move);
+    Ok(ApiOk::new(state.pools.storage().run(job).await??))
 }
 
 #[derive(Deserialize)]
@@ -367,10 +374,13 @@ async fn cp(
             "cp source and target subtrees must not overlap",
         ));
     }
+    let changed = vec![to.store_path().clone()];
     let job = CopyFiles {
         from,
         to,
         recursive: body.recursive,
     };
+    // A copy that failed part-way may have written some files: record on server errors too.
+    let job = Recorded::always(job, changed, ChangeKind::Copy);
     Ok(ApiOk::new(state.pools.storage().run(job).await??))
 }

@@ -27,6 +27,7 @@ pub struct Metrics {
     pool_panicked: IntCounterVec,
     /// AuthActor state (generation, accounts, users, loaded, …).
     auth: GaugeVec,
+    search: GaugeVec,
     /// AuthActor running totals, one series per event (cache hits, freshness checks, …).
     auth_events: IntCounterVec,
     storage_up: Gauge,
@@ -80,6 +81,10 @@ impl Metrics {
             ),
             &["name"],
         )?;
+        let search = GaugeVec::new(
+            Opts::new("search", "Search index state: docs, index_lag (changes seen but not applied), building, reconciling, commits, errors, embedding backlog"),
+            &["name"],
+        )?;
         let auth_events = IntCounterVec::new(
             Opts::new(
                 "auth_events_total",
@@ -99,6 +104,7 @@ impl Metrics {
             Box::new(pool_rejected.clone()),
             Box::new(pool_panicked.clone()),
             Box::new(auth.clone()),
+            Box::new(search.clone()),
             Box::new(auth_events.clone()),
             Box::new(storage_up.clone()),
         ] {
@@ -116,6 +122,7 @@ impl Metrics {
             pool_rejected,
             pool_panicked,
             auth,
+            search,
             auth_events,
             storage_up,
             scrape: Mutex::new(()),
@@ -174,6 +181,7 @@ async fn metrics(state: web::Data<AppState>) -> HttpResponse {
             }
             export_numbers(&m.auth, "", &status);
         }
+        export_numbers(&m.search, "", &state.search.status());
         m.encode()
     };
     match text {

@@ -43,6 +43,8 @@ pub struct AppState {
     pub metrics: Arc<metrics::Metrics>,
     /// Where registry operations announce their changes (the AuthActor).
     pub registry_sink: Arc<dyn crate::storage::registry::RegistrySink>,
+    /// The local search index and its writer.
+    pub search: crate::actors::search::SearchHandle,
     /// Request-body bytes in flight, bounded by `server.max_inflight_body_bytes`.
     pub body_budget: Arc<admission::BodyBudget>,
     /// False while the account registry is still loading at startup (api_key mode).

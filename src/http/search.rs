@@ -1,17 +1,22 @@
-//! Routes of the search API (spec §8): S1 grep, S2 glob. Semantic search routes are out of
-//! scope and answer 501.
+//! Routes of the search API: S1 grep, S2 glob (spec §8), find and search (RETRIEVAL.md R2,
+//! R3). `recall` (deprecated upstream) answers 501.
+
+use std::time::Duration;
 
 use actix_web::{web, HttpResponse};
 use serde::Deserialize;
+use serde_json::{Map, Value};
 
 use crate::error::ServiceError;
 use crate::jobs::fs::{GlobFiles, GrepFiles};
+use crate::jobs::search::FindContext;
+use crate::search::request::Route;
 use crate::storage::fs::entry::{Output, Render};
 use crate::storage::fs::grep::GrepQuery;
 use crate::storage::uri::{self, Access};
 
 use super::auth::{resolve_uri, Caller, DataAccess};
-use super::envelope::{encoded_ok, ApiResult};
+use super::envelope::{encoded_ok, ApiOk, ApiResult};
 use super::extract::{flexible_bool, int_in_range, ApiJson};
 use super::AppState;
 
@@ -23,18 +28,52 @@ const DEFAULT_GREP_LEVELS: i64 = 10;
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(web::resource("/api/v1/search/grep").route(web::post().to(grep)))
         .service(web::resource("/api/v1/search/glob").route(web::post().to(glob)));
-    for path in [
-        "/api/v1/search/find",
-        "/api/v1/search/search",
-        "/api/v1/search/recall",
-    ] {
-        cfg.service(web::resource(path).route(web::post().to(semantic)));
-    }
+    cfg.service(web::resource("/api/v1/search/find").route(web::post().to(find)))
+        .service(web::resource("/api/v1/search/search").route(web::post().to(search)))
+        .service(web::resource("/api/v1/search/recall").route(web::post().to(recall)));
 }
 
-async fn semantic(_caller: Caller<DataAccess>) -> ApiResult {
+/// Longest wait for this instance's own recent changes to reach the index (read-your-writes).
+const FRESHNESS_WAIT: Duration = Duration::from_secs(3);
+
+async fn find(
+    state: web::Data<AppState>,
+    caller: Caller<DataAccess>,
+    ApiJson(body): ApiJson<Map<String, Value>>,
+) -> ApiResult {
+    answer(state, caller, body, Route::Find).await
+}
+
+async fn search(
+    state: web::Data<AppState>,
+    caller: Caller<DataAccess>,
+    ApiJson(body): ApiJson<Map<String, Value>>,
+) -> ApiResult {
+    answer(state, caller, body, Route::Search).await
+}
+
+/// Validation and retrieval run on the storage pool; the wait for this instance's own
+/// writes is asynchronous (it holds neither a worker nor a pool thread).
+async fn answer(
+    state: web::Data<AppState>,
+    caller: Caller<DataAccess>,
+    body: Map<String, Value>,
+    route: Route,
+) -> ApiResult {
+    let fresh = state.search.wait_fresh(FRESHNESS_WAIT).await;
+    let job = FindContext {
+        index: state.search.index.clone(),
+        who: caller.identity.clone(),
+        body,
+        route,
+        catching_up: !fresh || state.search.catching_up(),
+    };
+    Ok(ApiOk::new(state.pools.storage().run(job).await??))
+}
+
+async fn recall(_caller: Caller<DataAccess>) -> ApiResult {
     Err(ServiceError::unimplemented(
-        "Semantic search needs an embedding model, which this server does not provide.",
+        "search/recall (deprecated upstream) is not implemented; use POST /api/v1/search/search",
     ))
 }
 

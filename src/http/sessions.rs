@@ -9,11 +9,13 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use crate::error::ServiceError;
+use crate::jobs::search::Recorded;
 use crate::jobs::sessions::{
     AddMessages, CommitSession, CreateSession, DeleteSession, GetArchive, GetContext, GetSession,
     ListSessions,
 };
 use crate::jobs::BlockingJob;
+use crate::search::ChangeKind;
 use crate::storage::sessions::commit;
 use crate::storage::sessions::ops::CreateOptions;
 use crate::storage::sessions::{id, is_busy, policy, SessionRef, LOCK_TIMEOUT};
@@ -143,9 +145,9 @@ async fn delete(
     path: web::Path<String>,
 ) -> ApiResult {
     let session = session_of(&caller, &path)?;
-    Ok(ApiOk::new(
-        run_session_job(&state, DeleteSession { session }).await?,
-    ))
+    let changed = session.dir().map(|d| vec![d]).unwrap_or_default();
+    let job = Recorded::always(DeleteSession { session }, changed, ChangeKind::Session);
+    Ok(ApiOk::new(run_session_job(&state, job).await?))
 }
 
 /// SE5 (decoded and validated on the pool, see `AddMessages`).
@@ -193,7 +195,9 @@ async fn commit_session(
 ) -> ApiResult {
     let session = session_of(&caller, &path)?;
     let options = commit::parse_options(&body)?;
+    let changed = session.dir().map(|d| vec![d]).unwrap_or_default();
     let job = CommitSession { session, options };
+    let job = Recorded::on_success(job, changed, ChangeKind::Session);
     Ok(ApiOk::new(state.pools.commit().run(job).await??))
 }
 

@@ -63,6 +63,9 @@ async fn ready(state: web::Data<AppState>) -> HttpResponse {
         crate::identity::AuthMode::ApiKey => "ok",
     };
     let ok = probe.is_ok();
+    // The index never fails readiness: while it is (re)built, find answers from what is
+    // indexed and says so, so a rebuild never takes every instance out of a load balancer.
+    let search = state.search.status();
     let body = json!({
         "status": if ok { "ready" } else { "not_ready" },
         "checks": {
@@ -71,6 +74,7 @@ async fn ready(state: web::Data<AppState>) -> HttpResponse {
             "api_key_manager": key_manager,
             "embedding": "not_configured",
             "ollama": "not_configured",
+            "search_index": {"status": "ok", "state": search["state"], "docs": search["docs"], "index_lag": search["index_lag"]},
         }
     });
     let status = if ok {
@@ -138,6 +142,7 @@ async fn observer(
             auth.is_ok(),
             auth.unwrap_or_else(|e| json!({"error": e})),
         ),
+        ("retrieval", true, state.search.status()),
     ];
     let mut map = serde_json::Map::new();
     let mut errors = Vec::new();

@@ -2,6 +2,7 @@
 
 mod admin;
 mod bad_input;
+mod find;
 mod fs;
 mod fs_content;
 mod fs_safety;

@@ -10,7 +10,9 @@ use serde_json::{json, Value};
 use crate::error::{ServiceError, ServiceResult};
 use crate::identity::{validate_id, validate_new_id, IdKind, Role};
 use crate::jobs::admin::{self as jobs, Registry};
+use crate::jobs::search::{account_paths, Recorded};
 use crate::jobs::BlockingJob;
+use crate::search::ChangeKind;
 use crate::storage::registry::query::Paging;
 use crate::storage::registry::{account_not_found, user_not_found};
 
@@ -135,15 +137,18 @@ async fn create_account(
     validate_new_id(IdKind::User, &body.admin_user_id)?;
     check_seed(&body.seed)?;
     check_user_config(&body.user_config)?;
+    let job = jobs::CreateAccount {
+        registry: registry(&state),
+        account: body.account_id.clone(),
+        admin: body.admin_user_id.clone(),
+        seed: body.seed,
+        user_config: non_null(body.user_config),
+    };
+    // The new account's scaffold (directory abstracts) becomes findable at once.
+    let changed = account_paths(&body.account_id, &[""]);
     let created = run(
         &state,
-        jobs::CreateAccount {
-            registry: registry(&state),
-            account: body.account_id.clone(),
-            admin: body.admin_user_id.clone(),
-            seed: body.seed,
-            user_config: non_null(body.user_config),
-        },
+        Recorded::on_success(job, changed, ChangeKind::Mkdir),
     )
     .await?;
     Ok(ApiOk::new(json!({
@@ -193,14 +198,13 @@ async fn delete_account(
 ) -> ApiResult {
     let account = path.into_inner();
     path_account(&account)?;
-    let removal = run(
-        &state,
-        jobs::DeleteAccount {
-            registry: registry(&state),
-            account: account.clone(),
-        },
-    )
-    .await?;
+    let job = jobs::DeleteAccount {
+        registry: registry(&state),
+        account: account.clone(),
+    };
+    // Every instance drops the account's documents (a re-created account starts empty).
+    let changed = account_paths(&account, &[""]);
+    let removal = run(&state, Recorded::always(job, changed, ChangeKind::Purge)).await?;
     Ok(ApiOk::new(json!({
         "account_id": account,
         "status": "deleting",

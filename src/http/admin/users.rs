@@ -8,6 +8,8 @@ use serde_json::{json, Value};
 use crate::error::ServiceError;
 use crate::identity::{validate_id, validate_new_id, IdKind, Role};
 use crate::jobs::admin as jobs;
+use crate::jobs::search::{account_paths, Recorded};
+use crate::search::ChangeKind;
 use crate::storage::registry::model::UserEntry;
 use crate::storage::registry::query::Paging;
 use crate::storage::tasks::TaskOwner;
@@ -59,16 +61,18 @@ pub(super) async fn register_user(
     validate_new_id(IdKind::User, &body.user_id)?;
     check_seed(&body.seed)?;
     check_user_config(&body.user_config)?;
+    let job = jobs::RegisterUser {
+        registry: registry(&state),
+        account: account.clone(),
+        user: body.user_id.clone(),
+        role: body.role,
+        seed: body.seed,
+        user_config: non_null(body.user_config),
+    };
+    let changed = account_paths(&account, &[&format!("user/{}", body.user_id)]);
     let user_key = run(
         &state,
-        jobs::RegisterUser {
-            registry: registry(&state),
-            account: account.clone(),
-            user: body.user_id.clone(),
-            role: body.role,
-            seed: body.seed,
-            user_config: non_null(body.user_config),
-        },
+        Recorded::on_success(job, changed, ChangeKind::Mkdir),
     )
     .await?;
     Ok(ApiOk::new(json!({
@@ -188,16 +192,14 @@ pub(super) async fn remove_user(
     } else {
         TaskOwner::user(caller.account(), caller.user())
     };
-    let removal = run(
-        &state,
-        jobs::RemoveUser {
-            registry: registry(&state),
-            account: account.clone(),
-            user: user.clone(),
-            owner,
-        },
-    )
-    .await?;
+    let job = jobs::RemoveUser {
+        registry: registry(&state),
+        account: account.clone(),
+        user: user.clone(),
+        owner,
+    };
+    let changed = account_paths(&account, &[&format!("user/{user}")]);
+    let removal = run(&state, Recorded::always(job, changed, ChangeKind::Purge)).await?;
     Ok(ApiOk::new(json!({
         "account_id": account,
         "user_id": user,

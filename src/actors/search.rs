@@ -1,0 +1,183 @@
+//! The single index writer: a one-thread SyncArbiter actor that owns the [`Indexer`] and runs
+//! its steps (apply own changes, tail other instances' change logs, reconcile slices). It is
+//! woken by every local change record and by a timer every `search.refresh_interval_ms`.
+//! Queries never run here: they are jobs on the storage pool reading the shared index.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use actix::prelude::*;
+
+use crate::config::Settings;
+use crate::search::changes::{self, Recorder};
+use crate::search::index::{IndexError, SearchIndex};
+use crate::search::indexer::Indexer;
+use crate::storage::Storage;
+
+/// Ask the writer for one step.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Step;
+
+/// Coalesces wake-ups: at most one `Step` waits in the mailbox at a time.
+#[derive(Default)]
+pub struct Waker {
+    pending: AtomicBool,
+    addr: OnceLock<Addr<IndexWriterActor>>,
+}
+
+impl Waker {
+    pub fn wake(&self) {
+        if let Some(addr) = self.addr.get() {
+            if !self.pending.swap(true, Ordering::AcqRel) {
+                addr.do_send(Step);
+            }
+        }
+    }
+}
+
+pub struct IndexWriterActor {
+    indexer: Indexer,
+    storage: Arc<dyn Storage>,
+    waker: Arc<Waker>,
+}
+
+impl Actor for IndexWriterActor {
+    type Context = SyncContext<Self>;
+}
+
+impl Handler<Step> for IndexWriterActor {
+    type Result = ();
+
+    fn handle(&mut self, _msg: Step, ctx: &mut Self::Context) {
+        self.waker.pending.store(false, Ordering::Release);
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.indexer.step(self.storage.as_ref())
+        }));
+        match outcome {
+            Ok(Ok(true)) => ctx.address().do_send(Step),
+            Ok(Ok(false)) => {}
+            Ok(Err(e)) => {
+                self.indexer.note_error();
+                tracing::warn!(error = %e, "search index step failed; retrying at the next interval");
+            }
+            Err(_) => {
+                self.indexer.note_error();
+                tracing::error!("search index step panicked; retrying at the next interval");
+            }
+        }
+    }
+}
+
+/// What handlers and startup need of search.
+#[derive(Clone)]
+pub struct SearchHandle {
+    pub index: Arc<SearchIndex>,
+    pub recorder: Arc<Recorder>,
+    waker: Arc<Waker>,
+}
+
+impl SearchHandle {
+    /// Wait (asynchronously, at most `deadline`) until every change this process recorded
+    /// before the call is applied to the index: read-your-writes for find. False on timeout.
+    pub async fn wait_fresh(&self, deadline: Duration) -> bool {
+        let target = self.recorder.recorded();
+        let until = tokio::time::Instant::now() + deadline;
+        loop {
+            if self.index.stats.applied_local.load(Ordering::Acquire) >= target {
+                return true;
+            }
+            if tokio::time::Instant::now() >= until {
+                return false;
+            }
+            self.waker.wake();
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// The index's state for /ready, /metrics and the observer.
+    pub fn status(&self) -> serde_json::Value {
+        self.index.status(self.recorder.recorded())
+    }
+
+    /// True while the index is still being built from storage.
+    pub fn catching_up(&self) -> bool {
+        self.index.stats.building.load(Ordering::Relaxed)
+    }
+}
+
+/// The index directory: `search.index_dir`, else one per port under the data dir.
+pub fn index_dir(settings: &Settings) -> PathBuf {
+    if let Some(dir) = &settings.search.index_dir {
+        return dir.clone();
+    }
+    let key = match settings.server.port {
+        0 => format!("pid-{}", std::process::id()),
+        port => port.to_string(),
+    };
+    settings
+        .storage
+        .data_dir
+        .join(".longship")
+        .join("search")
+        .join(key)
+}
+
+/// Open the index (refusing a directory another process holds), install the change
+/// recorder, and start the writer thread and its timer. Must run inside an actix System.
+pub fn start(settings: &Settings, storage: Arc<dyn Storage>) -> Result<SearchHandle, IndexError> {
+    let dir = index_dir(settings);
+    let index = Arc::new(SearchIndex::open(&dir, settings.search.writer_memory_mb)?);
+    let waker = Arc::new(Waker::default());
+    let wake_for_records = waker.clone();
+    let recorder = changes::install(Arc::new(Recorder::new(Box::new(move || {
+        wake_for_records.wake()
+    }))));
+    let indexer = Indexer::new(index.clone(), recorder.clone(), settings.search.clone());
+    tracing::info!(
+        dir = %dir.display(),
+        docs = index.num_docs(),
+        building = indexer.is_building(),
+        writer = recorder.writer(),
+        "search index opened"
+    );
+    let slot = Mutex::new(Some(indexer));
+    let actor_waker = waker.clone();
+    let nice = settings.pools.thread_nice;
+    let addr = SyncArbiter::start_with_thread_builder(
+        1,
+        || std::thread::Builder::new().name("search-writer".into()),
+        move || {
+            crate::actors::pool::lower_thread_priority(nice);
+            let indexer = slot
+                .lock()
+                .ok()
+                .and_then(|mut s| s.take())
+                .expect("the search writer has exactly one thread");
+            IndexWriterActor {
+                indexer,
+                storage: storage.clone(),
+                waker: actor_waker.clone(),
+            }
+        },
+    );
+    let _ = waker.addr.set(addr);
+    let timer_waker = waker.clone();
+    let every = Duration::from_millis(settings.search.refresh_interval_ms);
+    actix_rt::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            timer_waker.wake();
+        }
+    });
+    waker.wake();
+    Ok(SearchHandle {
+        index,
+        recorder,
+        waker,
+    })
+}

@@ -1,0 +1,523 @@
+//! The shared change log that keeps every instance's index fresh.
+//!
+//! Whoever changes indexed content (content write, rm, mv, cp, session commit, ingest, account
+//! or user deletion) calls [`record`] AFTER the storage change succeeded. A record names one
+//! subtree (or a few, for mv) inside one account; it carries no content: applying it means
+//! "make the index match what storage holds under these paths now", so applying a record
+//! twice, late, or out of order is harmless.
+//!
+//! Layout, in shared storage (hidden under `_system`, never listed to clients):
+//! `_system/search/changes/<writer>/<bucket>/<seq>.json`. `<writer>` is one running process
+//! (start time + random), `<seq>` its own counter, `<bucket>` = `seq / 1000`. Each record is a
+//! create-only object, so writers never contend on a shared object and nothing is lost to a
+//! concurrent writer. Readers tail each writer from their cursor, listing only the bucket the
+//! cursor is in and the ones after it: a cheap check once per `search.refresh_interval_ms`.
+//!
+//! Records older than `search.change_retention_secs` are pruned by their writer (and dead
+//! writers' logs by anyone); an instance that was away longer than that reconciles fully.
+//! A writer killed between its storage change and its record leaves a change no log names:
+//! the periodic reconcile (`search.reconcile_interval_secs`) repairs it.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::storage::{EntryKind, Storage, StorageError, StorePath};
+
+/// Records per bucket directory.
+const BUCKET: u64 = 1000;
+/// A missing sequence number with later ones present is waited for this long (a concurrent
+/// record still being written), then skipped (its writer died; the reconcile covers it).
+const GAP_PATIENCE: Duration = Duration::from_secs(30);
+
+/// What kind of operation a record describes (for logs and metrics; applying is the same).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChangeKind {
+    Write,
+    Remove,
+    Move,
+    Copy,
+    Mkdir,
+    Ingest,
+    Session,
+    /// A whole account or user space was deleted.
+    Purge,
+}
+
+/// One record: subtrees of one account whose indexed state must be re-read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Change {
+    pub account: String,
+    /// Paths inside the account (`resources/docs`, `user/bob/memories/x.md`; `""` = all).
+    pub paths: Vec<String>,
+    pub kind: ChangeKind,
+    /// Unix milliseconds when it was recorded.
+    pub at: u64,
+}
+
+impl Change {
+    /// The full storage paths this change covers.
+    pub fn store_paths(&self) -> Vec<StorePath> {
+        self.paths
+            .iter()
+            .filter_map(|p| {
+                let full = if p.is_empty() {
+                    self.account.clone()
+                } else {
+                    format!("{}/{p}", self.account)
+                };
+                StorePath::parse(&full).ok()
+            })
+            .collect()
+    }
+}
+
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn log_root() -> StorePath {
+    StorePath::parse("_system/search/changes").unwrap_or_else(|_| StorePath::root())
+}
+
+fn bucket_name(bucket: u64) -> String {
+    format!("{bucket:08}")
+}
+
+fn record_name(seq: u64) -> String {
+    format!("{seq:012}.json")
+}
+
+fn parse_record_name(name: &str) -> Option<u64> {
+    name.strip_suffix(".json")?.parse().ok()
+}
+
+/// This process's side of the log: its writer id, its counter, and the records it made that
+/// its own index has not applied yet (applied at once, without waiting for the tail).
+pub struct Recorder {
+    writer: String,
+    next_seq: AtomicU64,
+    local: Mutex<VecDeque<(u64, Change)>>,
+    /// Records made by this process so far (read-your-writes: find waits until the index
+    /// applied this many).
+    recorded: AtomicU64,
+    wake: Box<dyn Fn() + Send + Sync>,
+}
+
+impl Recorder {
+    /// A recorder with a fresh writer id; `wake` tells the index writer there is work.
+    pub fn new(wake: Box<dyn Fn() + Send + Sync>) -> Recorder {
+        let writer = format!("{:013}-{:08x}", now_ms(), rand::random::<u32>());
+        Recorder {
+            writer,
+            next_seq: AtomicU64::new(0),
+            local: Mutex::new(VecDeque::new()),
+            recorded: AtomicU64::new(0),
+            wake,
+        }
+    }
+
+    pub fn writer(&self) -> &str {
+        &self.writer
+    }
+
+    /// Records made so far by this process.
+    pub fn recorded(&self) -> u64 {
+        self.recorded.load(Ordering::Acquire)
+    }
+
+    /// Write one record (create-only) and queue it for the local index.
+    pub fn record(&self, storage: &dyn Storage, change: Change) {
+        let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
+        let path = log_root()
+            .join(&self.writer)
+            .and_then(|p| p.join(&bucket_name(seq / BUCKET)))
+            .and_then(|p| p.join(&record_name(seq)));
+        let body = serde_json::to_vec(&change).unwrap_or_default();
+        let written = path.and_then(|p| storage.write_if(&p, &body, None));
+        if let Err(e) = written {
+            // The local index still applies it; other instances see it at the next reconcile.
+            tracing::warn!(error = %e, account = %change.account, "could not write a search change record");
+        }
+        if let Ok(mut q) = self.local.lock() {
+            q.push_back((seq, change));
+        }
+        self.recorded.fetch_add(1, Ordering::Release);
+        (self.wake)();
+    }
+
+    /// Take the records this process made since the last call.
+    pub fn drain_local(&self) -> Vec<(u64, Change)> {
+        match self.local.lock() {
+            Ok(mut q) => q.drain(..).collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// Remove this writer's buckets whose newest record is older than `retention`, and other
+    /// writers' logs that have been silent for twice that (their processes are gone).
+    pub fn prune(&self, storage: &dyn Storage, retention: Duration) {
+        let root = log_root();
+        let Ok(writers) = storage.list(&root) else {
+            return;
+        };
+        let now = SystemTime::now();
+        let old = |t: SystemTime, limit: Duration| now.duration_since(t).is_ok_and(|d| d > limit);
+        for w in writers
+            .into_iter()
+            .filter(|w| w.meta.kind == EntryKind::Dir)
+        {
+            let Ok(wdir) = root.join(&w.name) else {
+                continue;
+            };
+            let Ok(mut buckets) = storage.list(&wdir) else {
+                continue;
+            };
+            buckets.sort_by(|a, b| a.name.cmp(&b.name));
+            let own = w.name == self.writer;
+            if !own {
+                let newest = buckets
+                    .last()
+                    .and_then(|b| wdir.join(&b.name).ok())
+                    .and_then(|b| storage.list(&b).ok())
+                    .and_then(|records| records.iter().map(|r| r.meta.modified).max());
+                if newest.is_none_or(|t| old(t, retention * 2)) {
+                    let _ = storage.remove(&wdir, true);
+                }
+                continue;
+            }
+            // Never the newest bucket: it is being written.
+            for b in buckets.iter().rev().skip(1) {
+                let Ok(bdir) = wdir.join(&b.name) else {
+                    continue;
+                };
+                let newest = storage
+                    .list(&bdir)
+                    .ok()
+                    .and_then(|records| records.iter().map(|r| r.meta.modified).max());
+                if newest.is_none_or(|t| old(t, retention)) {
+                    let _ = storage.remove(&bdir, true);
+                }
+            }
+        }
+    }
+}
+
+static RECORDER: OnceLock<Arc<Recorder>> = OnceLock::new();
+
+/// Make `recorder` the one [`record`] uses (once per process, at startup).
+pub fn install(recorder: Arc<Recorder>) -> Arc<Recorder> {
+    let _ = RECORDER.set(recorder);
+    RECORDER.get().cloned().unwrap_or_else(|| {
+        // Unreachable: set above or earlier.
+        Arc::new(Recorder::new(Box::new(|| {})))
+    })
+}
+
+/// The installed recorder, if the server has one.
+pub fn recorder() -> Option<&'static Arc<Recorder>> {
+    RECORDER.get()
+}
+
+/// Record that `subtree` of `account` changed (after the change is in storage), so every
+/// instance re-indexes it: `subtree` is a path inside the account (`resources/guide`,
+/// `user/bob/memories/x.md`), `""` for the whole account. Never fails the caller: a record
+/// that cannot be written is logged and left to the reconcile.
+pub fn record(storage: &dyn Storage, account: &str, subtree: &str, kind: ChangeKind) {
+    record_paths(storage, account, &[subtree], kind);
+}
+
+/// [`record`] for several subtrees changed by one operation (`mv`: source and target).
+pub fn record_paths(storage: &dyn Storage, account: &str, subtrees: &[&str], kind: ChangeKind) {
+    let Some(rec) = RECORDER.get() else {
+        tracing::debug!(account, "no search change recorder installed");
+        return;
+    };
+    let change = Change {
+        account: account.to_string(),
+        paths: subtrees
+            .iter()
+            .map(|s| s.trim_matches('/').to_string())
+            .collect(),
+        kind,
+        at: now_ms(),
+    };
+    rec.record(storage, change);
+}
+
+/// [`record_paths`] for full storage paths (`acme/resources/x`), grouped by account.
+pub fn record_store_paths(storage: &dyn Storage, paths: &[&StorePath], kind: ChangeKind) {
+    let mut by_account: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for p in paths {
+        let s = p.as_str();
+        let (account, rest) = s.split_once('/').unwrap_or((s, ""));
+        if account.is_empty() {
+            continue;
+        }
+        by_account.entry(account).or_default().push(rest);
+    }
+    for (account, rest) in by_account {
+        record_paths(storage, account, &rest, kind);
+    }
+}
+
+/// Where a reader stands in one writer's log.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Cursor {
+    /// The next sequence number expected.
+    pub next: u64,
+}
+
+/// A reader's position in every writer's log, and what it found since the last poll.
+#[derive(Debug, Default)]
+pub struct Tail {
+    pub cursors: BTreeMap<String, Cursor>,
+    /// First time a gap (missing seq with later ones present) was seen, per writer.
+    gaps: BTreeMap<String, Instant>,
+}
+
+/// What one poll found.
+#[derive(Debug, Default)]
+pub struct Poll {
+    pub changes: Vec<Change>,
+    /// Records were pruned before this reader saw them: only a full reconcile is safe.
+    pub missed: bool,
+    /// Records seen but not yet applicable (behind a gap).
+    pub pending: u64,
+}
+
+impl Tail {
+    pub fn new(cursors: BTreeMap<String, Cursor>) -> Tail {
+        Tail {
+            cursors,
+            gaps: BTreeMap::new(),
+        }
+    }
+
+    /// Point every cursor at the current end of its writer's log (before a full rebuild: the
+    /// rebuild covers everything recorded so far).
+    pub fn skip_to_heads(&mut self, storage: &dyn Storage) -> Result<(), StorageError> {
+        let root = log_root();
+        let writers = match storage.list(&root) {
+            Ok(w) => w,
+            Err(StorageError::NotFound(_)) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        for w in writers
+            .into_iter()
+            .filter(|w| w.meta.kind == EntryKind::Dir)
+        {
+            let wdir = root.join(&w.name)?;
+            let mut next = 0;
+            if let Some(b) = last_bucket(storage, &wdir)? {
+                let records = list_records(storage, &wdir.join(&bucket_name(b))?)?;
+                next = records.last().map(|s| s + 1).unwrap_or(b * BUCKET);
+            }
+            self.cursors.insert(w.name, Cursor { next });
+        }
+        Ok(())
+    }
+
+    /// Read every record written since the last poll by writers other than `own`.
+    pub fn poll(&mut self, storage: &dyn Storage, own: &str) -> Result<Poll, StorageError> {
+        let root = log_root();
+        let mut poll = Poll::default();
+        let writers = match storage.list(&root) {
+            Ok(w) => w,
+            Err(StorageError::NotFound(_)) => return Ok(poll),
+            Err(e) => return Err(e),
+        };
+        for w in writers
+            .into_iter()
+            .filter(|w| w.meta.kind == EntryKind::Dir)
+        {
+            if w.name == own {
+                continue;
+            }
+            let wdir = root.join(&w.name)?;
+            self.poll_writer(storage, &w.name, &wdir, &mut poll)?;
+        }
+        Ok(poll)
+    }
+
+    fn poll_writer(
+        &mut self,
+        storage: &dyn Storage,
+        writer: &str,
+        wdir: &StorePath,
+        poll: &mut Poll,
+    ) -> Result<(), StorageError> {
+        let mut buckets: Vec<u64> = match storage.list(wdir) {
+            Ok(b) => b.iter().filter_map(|e| e.name.parse().ok()).collect(),
+            Err(StorageError::NotFound(_)) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        buckets.sort_unstable();
+        let mut next = self.cursors.get(writer).map(|c| c.next).unwrap_or(0);
+        let first_bucket = next / BUCKET;
+        let mut seqs = Vec::new();
+        for b in buckets.iter().copied().filter(|b| *b >= first_bucket) {
+            let bdir = wdir.join(&bucket_name(b))?;
+            seqs.extend(list_records(storage, &bdir)?.into_iter().map(|s| (b, s)));
+        }
+        // Buckets are pruned whole: if the one holding `next` is gone while later ones exist,
+        // the records in between were pruned before this reader saw them.
+        let cursor_bucket = next / BUCKET;
+        if !buckets.contains(&cursor_bucket) && buckets.iter().any(|b| *b > cursor_bucket) {
+            poll.missed = true;
+            if let Some((_, lowest)) = seqs.first() {
+                next = next.max(*lowest);
+            }
+        }
+        for (b, seq) in seqs {
+            if seq < next {
+                continue;
+            }
+            if seq > next {
+                let since = *self
+                    .gaps
+                    .entry(writer.to_string())
+                    .or_insert_with(Instant::now);
+                if since.elapsed() < GAP_PATIENCE {
+                    poll.pending += 1;
+                    continue;
+                }
+                tracing::warn!(
+                    writer,
+                    from = next,
+                    to = seq,
+                    "skipping change records never written"
+                );
+            }
+            self.gaps.remove(writer);
+            let path = wdir.join(&bucket_name(b))?.join(&record_name(seq))?;
+            match storage.read(&path) {
+                Ok(bytes) => match serde_json::from_slice::<Change>(&bytes) {
+                    Ok(change) => poll.changes.push(change),
+                    Err(e) => {
+                        tracing::warn!(writer, seq, error = %e, "unreadable change record skipped")
+                    }
+                },
+                // Pruned between listing and reading.
+                Err(StorageError::NotFound(_)) => poll.missed = true,
+                Err(e) => return Err(e),
+            }
+            next = seq + 1;
+        }
+        self.cursors.insert(writer.to_string(), Cursor { next });
+        Ok(())
+    }
+}
+
+fn last_bucket(storage: &dyn Storage, wdir: &StorePath) -> Result<Option<u64>, StorageError> {
+    match storage.list(wdir) {
+        Ok(b) => Ok(b.iter().filter_map(|e| e.name.parse().ok()).max()),
+        Err(StorageError::NotFound(_)) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+fn list_records(storage: &dyn Storage, bdir: &StorePath) -> Result<Vec<u64>, StorageError> {
+    let mut seqs: Vec<u64> = match storage.list(bdir) {
+        Ok(r) => r
+            .iter()
+            .filter_map(|e| parse_record_name(&e.name))
+            .collect(),
+        Err(StorageError::NotFound(_)) => Vec::new(),
+        Err(e) => return Err(e),
+    };
+    seqs.sort_unstable();
+    Ok(seqs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::backend::local::LocalStorage;
+
+    fn change(path: &str) -> Change {
+        Change {
+            account: "acme".into(),
+            paths: vec![path.into()],
+            kind: ChangeKind::Write,
+            at: now_ms(),
+        }
+    }
+
+    #[test]
+    fn tail_sees_other_writers_once_and_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = LocalStorage::open(dir.path()).unwrap();
+        let a = Recorder::new(Box::new(|| {}));
+        let b = Recorder::new(Box::new(|| {}));
+        let mut tail = Tail::default();
+        assert!(tail.poll(&storage, b.writer()).unwrap().changes.is_empty());
+        for i in 0..3 {
+            a.record(&storage, change(&format!("resources/{i}.md")));
+        }
+        b.record(&storage, change("resources/own.md"));
+        let p = tail.poll(&storage, b.writer()).unwrap();
+        let paths: Vec<_> = p.changes.iter().map(|c| c.paths[0].clone()).collect();
+        assert_eq!(
+            paths,
+            vec!["resources/0.md", "resources/1.md", "resources/2.md"]
+        );
+        assert!(!p.missed);
+        assert!(tail.poll(&storage, b.writer()).unwrap().changes.is_empty());
+        a.record(&storage, change("resources/3.md"));
+        assert_eq!(tail.poll(&storage, b.writer()).unwrap().changes.len(), 1);
+        assert_eq!(a.drain_local().len(), 4);
+    }
+
+    #[test]
+    fn heads_skip_history_and_gaps_wait() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = LocalStorage::open(dir.path()).unwrap();
+        let a = Recorder::new(Box::new(|| {}));
+        a.record(&storage, change("resources/old.md"));
+        let mut tail = Tail::default();
+        tail.skip_to_heads(&storage).unwrap();
+        assert!(tail.poll(&storage, "me").unwrap().changes.is_empty());
+        a.record(&storage, change("resources/new.md"));
+        assert_eq!(tail.poll(&storage, "me").unwrap().changes.len(), 1);
+        // A record missing below later ones is waited for (it may still be being written).
+        let w = log_root().join(a.writer()).unwrap();
+        storage
+            .remove(
+                &w.join(&bucket_name(0))
+                    .unwrap()
+                    .join(&record_name(0))
+                    .unwrap(),
+                false,
+            )
+            .unwrap();
+        let mut fresh = Tail::default();
+        let p = fresh.poll(&storage, "me").unwrap();
+        assert!(!p.missed);
+        assert_eq!(p.pending, 1);
+        assert!(p.changes.is_empty());
+    }
+
+    #[test]
+    fn store_paths_of_a_change() {
+        let c = Change {
+            account: "acme".into(),
+            paths: vec!["".into(), "resources/a".into()],
+            kind: ChangeKind::Purge,
+            at: 0,
+        };
+        let p: Vec<String> = c
+            .store_paths()
+            .iter()
+            .map(|p| p.as_str().to_string())
+            .collect();
+        assert_eq!(p, vec!["acme", "acme/resources/a"]);
+    }
+}

@@ -1,0 +1,326 @@
+//! What is indexed and how a stored file becomes an indexed document.
+//!
+//! Indexed: every file under an account's `resources`, `user` and `agent` trees, the
+//! `.abstract.md` (level 0) and `.overview.md` (level 1) of every directory, and session
+//! archives (`sessions/<id>/history/**`, plus each session's own sidecars). Never indexed:
+//! `_system`, hidden directories and dot-files other than the two sidecars, storage-internal
+//! names (locks, markers), and live session messages (they change with every message; the
+//! archive is what a commit makes findable).
+
+use sha2::{Digest, Sha256};
+
+use crate::storage::fs::entry::{ABSTRACT_FILE, OVERVIEW_FILE};
+use crate::storage::uri::{is_internal_name, SCHEME};
+use crate::storage::{okf, EntryKind, Meta, Storage, StorageError, StorePath};
+
+/// Longest abstract kept in the index and returned in results (characters).
+pub const ABSTRACT_CHARS: usize = 256;
+/// Deepest directory level walked (a hostile tree cannot make a walk unbounded).
+const MAX_DEPTH: usize = 64;
+/// Bytes probed for NUL to tell binary files from text.
+const BINARY_PROBE: usize = 8192;
+
+/// One file ready to be indexed.
+#[derive(Debug, Clone)]
+pub struct DocSource {
+    /// Full storage path (`acme/resources/docs/a.md`): the document's identity.
+    pub path: StorePath,
+    pub account: String,
+    /// The URI reported in results (`viking://resources/docs/a.md`).
+    pub uri: String,
+    /// 0 = `.abstract.md`, 1 = `.overview.md`, 2 = any other file.
+    pub level: u64,
+    pub context_type: &'static str,
+    /// Searchable text.
+    pub text: String,
+    /// Path words (directory and file names), weighted above body text.
+    pub name_text: String,
+    pub abstract_text: String,
+    pub size: u64,
+    pub mtime_ms: i64,
+    /// sha256 of the indexed bytes (keys stored vectors).
+    pub hash: String,
+}
+
+/// `memory` under a user's memories, `skill` under a user's or the agent's skills, else
+/// `resource` (spec R2).
+pub fn context_type(rel: &[&str]) -> &'static str {
+    match rel {
+        ["user", _, "memories", ..] | ["user", _, "peers", _, "memories", ..] => "memory",
+        ["user", _, "skills", ..] | ["agent", "skills", ..] => "skill",
+        _ => "resource",
+    }
+}
+
+/// The level of a file by name.
+pub fn level_of(name: &str) -> u64 {
+    match name {
+        ABSTRACT_FILE => 0,
+        OVERVIEW_FILE => 1,
+        _ => 2,
+    }
+}
+
+/// Whether a directory at `path` (full storage path) may hold indexed files.
+pub fn dir_indexable(path: &StorePath) -> bool {
+    let segs: Vec<&str> = path.segments().collect();
+    match segs.as_slice() {
+        [] => true,
+        [account] => !account.starts_with('.') && *account != "_system",
+        [account, scope, rest @ ..] => {
+            if account.starts_with('.') || *account == "_system" {
+                return false;
+            }
+            if !matches!(*scope, "resources" | "user" | "agent") {
+                return false;
+            }
+            if rest
+                .iter()
+                .any(|s| s.starts_with('.') || is_internal_name(s))
+            {
+                return false;
+            }
+            // Inside a session only the archive history is walked.
+            !matches!(rest, [_, "sessions", _, next, ..] if *next != "history")
+        }
+    }
+}
+
+/// Whether a file at `path` is indexed.
+pub fn file_indexable(path: &StorePath) -> bool {
+    let Some(parent) = path.parent() else {
+        return false;
+    };
+    let segs: Vec<&str> = path.segments().collect();
+    if segs.len() < 3 || !dir_indexable(&parent) {
+        return false;
+    }
+    let name = path.name();
+    if is_internal_name(name) {
+        return false;
+    }
+    let sidecar = name == ABSTRACT_FILE || name == OVERVIEW_FILE;
+    if name.starts_with('.') && !sidecar {
+        return false;
+    }
+    // Session directory itself: only its sidecars (live messages are not indexed).
+    match &segs[2..] {
+        [_, "sessions", _, _] => sidecar,
+        [_, "sessions", _, "history", _, _] => sidecar || name == "messages.jsonl",
+        [_, "sessions", _, "history", ..] => false,
+        _ => true,
+    }
+}
+
+/// Read and prepare the file at `path` (`meta` from a listing or stat). `Ok(None)` if it is
+/// not indexed or vanished.
+pub fn load(
+    storage: &dyn Storage,
+    path: &StorePath,
+    meta: &Meta,
+    max_bytes: usize,
+) -> Result<Option<DocSource>, StorageError> {
+    if meta.kind != EntryKind::File || !file_indexable(path) {
+        return Ok(None);
+    }
+    let bytes = if meta.size as usize > max_bytes {
+        storage.read_range(path, 0, max_bytes as u64)
+    } else {
+        storage.read(path)
+    };
+    let bytes = match bytes {
+        Ok(b) => b,
+        Err(StorageError::NotFound(_)) | Err(StorageError::IsADirectory(_)) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let segs: Vec<&str> = path.segments().collect();
+    let account = segs[0].to_string();
+    let rel = &segs[1..];
+    let name = path.name();
+    let level = level_of(name);
+    let hash = hex::encode(Sha256::digest(&bytes));
+    let binary = bytes[..bytes.len().min(BINARY_PROBE)].contains(&0);
+    let raw = if binary {
+        String::new()
+    } else {
+        String::from_utf8_lossy(&bytes).into_owned()
+    };
+    let text = if level < 2 {
+        okf::body(&raw).to_string()
+    } else if name.ends_with(".jsonl") {
+        jsonl_text(&raw)
+    } else {
+        raw
+    };
+    let abstract_text = abstract_of(&text);
+    let name_text = rel[1..].join(" ");
+    Ok(Some(DocSource {
+        path: path.clone(),
+        account,
+        uri: format!("{SCHEME}{}", rel.join("/")),
+        level,
+        context_type: context_type(rel),
+        text,
+        name_text,
+        abstract_text,
+        size: meta.size,
+        mtime_ms: meta
+            .modified
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0),
+        hash,
+    }))
+}
+
+/// The first [`ABSTRACT_CHARS`] characters of `text`, whitespace collapsed.
+pub fn abstract_of(text: &str) -> String {
+    let mut out = String::new();
+    for (n, word) in text.split_whitespace().enumerate() {
+        if n > 0 {
+            out.push(' ');
+        }
+        out.push_str(word);
+        if out.chars().count() >= ABSTRACT_CHARS {
+            break;
+        }
+    }
+    match out.char_indices().nth(ABSTRACT_CHARS) {
+        Some((i, _)) => out[..i].to_string(),
+        None => out,
+    }
+}
+
+/// The human text of archived session messages: every `text`/`abstract` string of each line.
+fn jsonl_text(raw: &str) -> String {
+    fn collect(v: &serde_json::Value, out: &mut String) {
+        match v {
+            serde_json::Value::Object(map) => {
+                for (k, v) in map {
+                    match (k.as_str(), v) {
+                        ("text" | "abstract" | "content", serde_json::Value::String(s)) => {
+                            out.push_str(s);
+                            out.push('\n');
+                        }
+                        _ => collect(v, out),
+                    }
+                }
+            }
+            serde_json::Value::Array(items) => items.iter().for_each(|i| collect(i, out)),
+            _ => {}
+        }
+    }
+    let mut out = String::new();
+    for line in raw.lines() {
+        match serde_json::from_str::<serde_json::Value>(line) {
+            Ok(v) => collect(&v, &mut out),
+            Err(_) => {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+    }
+    out
+}
+
+/// Visit every indexed file at or under `root` (a file or a directory), with its metadata.
+/// `stop` is polled between directories. A missing `root` visits nothing.
+pub fn walk(
+    storage: &dyn Storage,
+    root: &StorePath,
+    stop: &dyn Fn() -> bool,
+    visit: &mut dyn FnMut(StorePath, Meta) -> Result<(), StorageError>,
+) -> Result<(), StorageError> {
+    let Some(meta) = storage.stat(root)? else {
+        return Ok(());
+    };
+    if meta.kind == EntryKind::File {
+        if file_indexable(root) {
+            visit(root.clone(), meta)?;
+        }
+        return Ok(());
+    }
+    let mut stack = vec![(root.clone(), 0usize)];
+    while let Some((dir, depth)) = stack.pop() {
+        if stop() {
+            return Ok(());
+        }
+        if !dir_indexable(&dir) || depth > MAX_DEPTH {
+            continue;
+        }
+        let entries = match storage.list(&dir) {
+            Ok(e) => e,
+            Err(StorageError::NotFound(_)) | Err(StorageError::NotADirectory(_)) => continue,
+            Err(e) => return Err(e),
+        };
+        for e in entries {
+            let Ok(child) = dir.join(&e.name) else {
+                continue;
+            };
+            match e.meta.kind {
+                EntryKind::Dir => stack.push((child, depth + 1)),
+                EntryKind::File if file_indexable(&child) => visit(child, e.meta)?,
+                EntryKind::File => {}
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(s: &str) -> StorePath {
+        StorePath::parse(s).unwrap()
+    }
+
+    #[test]
+    fn what_is_indexed() {
+        for yes in [
+            "acme/resources/a.md",
+            "acme/resources/docs/.abstract.md",
+            "acme/resources/docs/.overview.md",
+            "acme/user/bob/memories/facts/x.md",
+            "acme/agent/skills/s.md",
+            "acme/user/bob/sessions/s1/.overview.md",
+            "acme/user/bob/sessions/s1/history/archive_001/messages.jsonl",
+            "acme/user/bob/sessions/s1/history/archive_001/.abstract.md",
+        ] {
+            assert!(file_indexable(&p(yes)), "{yes}");
+        }
+        for no in [
+            "_system/accounts.json",
+            "acme/_system/users.json",
+            "acme/resources/.meta.json",
+            "acme/resources/.hidden/a.md",
+            "acme/resources/x/.path.ovlock",
+            "acme/user/bob/sessions/s1/messages.jsonl",
+            "acme/user/bob/sessions/s1/.meta.json",
+            "acme/user/bob/sessions/s1/history/archive_001/.done",
+            "acme/system/x.md",
+            "acme/a.md",
+        ] {
+            assert!(!file_indexable(&p(no)), "{no}");
+        }
+    }
+
+    #[test]
+    fn context_types() {
+        assert_eq!(context_type(&["user", "b", "memories", "x.md"]), "memory");
+        assert_eq!(context_type(&["user", "b", "skills", "x.md"]), "skill");
+        assert_eq!(context_type(&["agent", "skills", "x.md"]), "skill");
+        assert_eq!(context_type(&["resources", "x.md"]), "resource");
+        assert_eq!(context_type(&["user", "b", "note.md"]), "resource");
+    }
+
+    #[test]
+    fn archived_messages_text() {
+        let t = jsonl_text(
+            "{\"role\":\"user\",\"parts\":[{\"type\":\"text\",\"text\":\"hello world\"}]}\nnot json\n",
+        );
+        assert_eq!(t, "hello world\nnot json\n");
+        assert_eq!(abstract_of("  a \n b  "), "a b");
+        assert_eq!(abstract_of(&"x".repeat(300)).len(), ABSTRACT_CHARS);
+    }
+}

@@ -1,0 +1,522 @@
+//! The local full-text index (tantivy, BM25): opening and locking its directory, applying
+//! changes, committing with the change-log cursors as the commit payload, and querying.
+//!
+//! The directory holds `LOCK` (an exclusive `flock` held for the process lifetime: a second
+//! process is refused with a clear error) and `v<SCHEMA_VERSION>/` (the tantivy index). An
+//! index of another schema version is deleted and rebuilt, never misread.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+use tantivy::collector::TopDocs;
+use tantivy::query::{BooleanQuery, BoostQuery, ConstScoreQuery, Occur, Query, TermQuery};
+use tantivy::schema::{
+    Field, IndexRecordOption, Schema, TextFieldIndexing, TextOptions, Value, FAST, INDEXED, STORED,
+    STRING,
+};
+use tantivy::{DocAddress, Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term};
+
+use super::changes::{now_ms, Cursor};
+use super::docs::DocSource;
+use super::tokenizer::{self, TextAnalyzer};
+
+/// Bump whenever fields or the analyzer change: older indexes are rebuilt.
+pub const SCHEMA_VERSION: u32 = 1;
+/// Weight of a match in the path words against one in the body.
+const NAME_BOOST: f32 = 2.0;
+
+/// Failures of the local index.
+#[derive(Debug, thiserror::Error)]
+pub enum IndexError {
+    #[error("search index directory {dir} is in use by another process (search.index_dir must be distinct per instance)")]
+    Locked { dir: PathBuf },
+    #[error("search index I/O on {dir}: {source}")]
+    Io {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("search index: {0}")]
+    Tantivy(#[from] tantivy::TantivyError),
+}
+
+/// What the last commit recorded: how far this index has applied each writer's log.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Payload {
+    pub schema: u32,
+    /// A full build from storage finished at least once.
+    pub complete: bool,
+    pub cursors: BTreeMap<String, Cursor>,
+    /// Unix ms of the commit.
+    pub committed_at: u64,
+}
+
+#[derive(Clone, Copy)]
+struct Fields {
+    path: Field,
+    anc: Field,
+    uri: Field,
+    level: Field,
+    ctype: Field,
+    body: Field,
+    name: Field,
+    abstract_text: Field,
+    size: Field,
+    mtime: Field,
+    hash: Field,
+}
+
+fn schema() -> (Schema, Fields) {
+    let mut b = Schema::builder();
+    let text = TextOptions::default().set_indexing_options(
+        TextFieldIndexing::default()
+            .set_tokenizer(tokenizer::NAME)
+            .set_index_option(IndexRecordOption::WithFreqs),
+    );
+    let fields = Fields {
+        path: b.add_text_field("path", STRING | STORED),
+        anc: b.add_text_field("anc", STRING),
+        uri: b.add_text_field("uri", STORED),
+        level: b.add_u64_field("level", INDEXED | STORED | FAST),
+        ctype: b.add_text_field("ctype", STRING | STORED),
+        body: b.add_text_field("body", text.clone()),
+        name: b.add_text_field("name", text),
+        abstract_text: b.add_text_field("abstract", STORED),
+        size: b.add_u64_field("size", STORED),
+        mtime: b.add_i64_field("mtime", INDEXED | STORED | FAST),
+        hash: b.add_text_field("hash", STORED),
+    };
+    (b.build(), fields)
+}
+
+/// One indexed document as a query returns it.
+#[derive(Debug, Clone)]
+pub struct Hit {
+    pub path: String,
+    pub uri: String,
+    pub level: u64,
+    pub context_type: String,
+    pub abstract_text: String,
+    pub mtime_ms: i64,
+    pub hash: String,
+    /// Raw BM25 (0 when the hit came from another signal).
+    pub bm25: f32,
+}
+
+/// An exclusive advisory lock on `<dir>/LOCK`, released when the process exits.
+struct DirLock {
+    _file: File,
+}
+
+impl DirLock {
+    fn take(dir: &Path) -> Result<DirLock, IndexError> {
+        let io = |source| IndexError::Io {
+            dir: dir.to_path_buf(),
+            source,
+        };
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join("LOCK"))
+            .map_err(io)?;
+        use std::os::fd::AsRawFd;
+        // SAFETY: flock on a descriptor we own.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if rc != 0 {
+            let err = std::io::Error::last_os_error();
+            return match err.raw_os_error() {
+                Some(libc::EWOULDBLOCK) => Err(IndexError::Locked {
+                    dir: dir.to_path_buf(),
+                }),
+                _ => Err(io(err)),
+            };
+        }
+        Ok(DirLock { _file: file })
+    }
+}
+
+/// Counters shown in /metrics, /ready and the observer.
+#[derive(Debug, Default)]
+pub struct IndexStats {
+    /// Records made by this process that the index has applied.
+    pub applied_local: AtomicU64,
+    /// Changes seen (local queue + remote records behind a gap) and not yet applied.
+    pub lag: AtomicU64,
+    /// A full build or reconcile is running.
+    pub reconciling: AtomicBool,
+    /// The first full build has not finished: results may be incomplete.
+    pub building: AtomicBool,
+    pub reconcile_files_seen: AtomicU64,
+    pub last_commit_ms: AtomicU64,
+    pub commits: AtomicU64,
+    pub errors: AtomicU64,
+}
+
+/// The index of one instance.
+pub struct SearchIndex {
+    fields: Fields,
+    writer: Mutex<IndexWriter>,
+    reader: IndexReader,
+    pub stats: IndexStats,
+    /// Where the index lives.
+    pub dir: PathBuf,
+    /// What the last commit before this process started recorded.
+    pub opened_payload: Option<Payload>,
+    _lock: DirLock,
+}
+
+impl SearchIndex {
+    /// Open (or create) the index in `dir`, taking its lock. `memory_mb` bounds the writer.
+    pub fn open(dir: &Path, memory_mb: usize) -> Result<SearchIndex, IndexError> {
+        let io = |source| IndexError::Io {
+            dir: dir.to_path_buf(),
+            source,
+        };
+        std::fs::create_dir_all(dir).map_err(io)?;
+        let lock = DirLock::take(dir)?;
+        let current = format!("v{SCHEMA_VERSION}");
+        for entry in std::fs::read_dir(dir).map_err(io)?.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with('v') && name != current && entry.path().is_dir() {
+                tracing::info!(old = %name, "search index of an older schema removed; it is rebuilt");
+                std::fs::remove_dir_all(entry.path()).map_err(io)?;
+            }
+        }
+        let data = dir.join(&current);
+        std::fs::create_dir_all(&data).map_err(io)?;
+        let (schema, fields) = schema();
+        let index = match Index::open_in_dir(&data) {
+            Ok(i) if i.schema() == schema => i,
+            Ok(_) | Err(_) if data.join("meta.json").exists() => {
+                tracing::warn!(dir = %data.display(), "search index unreadable or of another schema; rebuilding");
+                std::fs::remove_dir_all(&data).map_err(io)?;
+                std::fs::create_dir_all(&data).map_err(io)?;
+                Index::create_in_dir(&data, schema)?
+            }
+            _ => Index::create_in_dir(&data, schema)?,
+        };
+        index
+            .tokenizers()
+            .register(tokenizer::NAME, TextAnalyzer::default());
+        let opened_payload = index
+            .load_metas()?
+            .payload
+            .and_then(|p| serde_json::from_str::<Payload>(&p).ok())
+            .filter(|p| p.schema == SCHEMA_VERSION);
+        let writer = index.writer_with_num_threads(1, memory_mb.max(16) * 1024 * 1024)?;
+        let reader = index
+            .reader_builder()
+            .reload_policy(ReloadPolicy::Manual)
+            .try_into()?;
+        Ok(SearchIndex {
+            fields,
+            writer: Mutex::new(writer),
+            reader,
+            stats: IndexStats::default(),
+            dir: dir.to_path_buf(),
+            opened_payload,
+            _lock: lock,
+        })
+    }
+
+    fn writer(&self) -> std::sync::MutexGuard<'_, IndexWriter> {
+        // A panic while holding the writer leaves it usable (tantivy rolls back on commit
+        // failure); recover the guard rather than poisoning every later write.
+        self.writer.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Remove every document at or under `path` (a full storage path).
+    pub fn delete_subtree(&self, path: &str) {
+        self.writer()
+            .delete_term(Term::from_field_text(self.fields.anc, path));
+    }
+
+    /// Add or replace one document.
+    pub fn upsert(&self, doc: &DocSource) -> Result<(), IndexError> {
+        let f = self.fields;
+        let mut d = TantivyDocument::default();
+        d.add_text(f.path, doc.path.as_str());
+        let mut anc = String::new();
+        for seg in doc.path.segments() {
+            if !anc.is_empty() {
+                anc.push('/');
+            }
+            anc.push_str(seg);
+            d.add_text(f.anc, &anc);
+        }
+        d.add_text(f.uri, &doc.uri);
+        d.add_u64(f.level, doc.level);
+        d.add_text(f.ctype, doc.context_type);
+        d.add_text(f.body, &doc.text);
+        d.add_text(f.name, &doc.name_text);
+        d.add_text(f.abstract_text, &doc.abstract_text);
+        d.add_u64(f.size, doc.size);
+        d.add_i64(f.mtime, doc.mtime_ms);
+        d.add_text(f.hash, &doc.hash);
+        let w = self.writer();
+        w.delete_term(Term::from_field_text(f.path, doc.path.as_str()));
+        w.add_document(d)?;
+        Ok(())
+    }
+
+    /// Make every change so far durable and visible to queries, recording `payload`.
+    pub fn commit(&self, payload: &Payload) -> Result<(), IndexError> {
+        let text = serde_json::to_string(payload).unwrap_or_default();
+        {
+            let mut w = self.writer();
+            let mut prepared = w.prepare_commit()?;
+            prepared.set_payload(&text);
+            prepared.commit()?;
+        }
+        self.reader.reload()?;
+        self.stats.commits.fetch_add(1, Ordering::Relaxed);
+        self.stats.last_commit_ms.store(now_ms(), Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// State for /ready, /metrics and the observer. `recorded` = change records this
+    /// process made (the difference to `applied_local` is local lag).
+    pub fn status(&self, recorded: u64) -> serde_json::Value {
+        let s = &self.stats;
+        let applied = s.applied_local.load(Ordering::Relaxed);
+        let building = s.building.load(Ordering::Relaxed);
+        let last = s.last_commit_ms.load(Ordering::Relaxed);
+        let local_lag = recorded.saturating_sub(applied);
+        let lag = s.lag.load(Ordering::Relaxed) + local_lag;
+        serde_json::json!({
+            "state": if building { "building" } else if lag > 0 { "catching_up" } else { "ready" },
+            "docs": self.num_docs(),
+            "index_lag": lag,
+            "local_changes_pending": local_lag,
+            "remote_changes_pending": s.lag.load(Ordering::Relaxed),
+            "building": building,
+            "reconciling": s.reconciling.load(Ordering::Relaxed),
+            "reconcile_files_seen": s.reconcile_files_seen.load(Ordering::Relaxed),
+            "commits": s.commits.load(Ordering::Relaxed),
+            "errors": s.errors.load(Ordering::Relaxed),
+            "last_commit_age_seconds": if last == 0 { 0.0 } else { now_ms().saturating_sub(last) as f64 / 1000.0 },
+            "schema_version": SCHEMA_VERSION,
+        })
+    }
+
+    /// Documents visible to queries.
+    pub fn num_docs(&self) -> u64 {
+        self.reader.searcher().num_docs()
+    }
+
+    /// Every indexed document's path with (size, mtime in seconds): what a reconcile compares
+    /// with storage.
+    pub fn inventory(&self) -> Result<HashMap<String, (u64, i64)>, IndexError> {
+        let searcher = self.reader.searcher();
+        let mut out = HashMap::new();
+        for seg in searcher.segment_readers() {
+            let store = seg.get_store_reader(16).map_err(|source| IndexError::Io {
+                dir: self.dir.clone(),
+                source,
+            })?;
+            for id in seg.doc_ids_alive() {
+                let doc: TantivyDocument = store.get(id)?;
+                let path = doc.get_first(self.fields.path).and_then(|v| v.as_str());
+                let size = doc.get_first(self.fields.size).and_then(|v| v.as_u64());
+                let mtime = doc.get_first(self.fields.mtime).and_then(|v| v.as_i64());
+                if let (Some(p), Some(s), Some(m)) = (path, size, mtime) {
+                    out.insert(p.to_string(), (s, m.div_euclid(1000)));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// BM25 top `limit` documents for `terms` inside any of `scopes` (full storage paths).
+    pub fn keyword_search(
+        &self,
+        terms: &[String],
+        scopes: &[String],
+        limit: usize,
+    ) -> Result<Vec<Hit>, IndexError> {
+        if terms.is_empty() || scopes.is_empty() || limit == 0 {
+            return Ok(Vec::new());
+        }
+        let f = self.fields;
+        let mut should: Vec<(Occur, Box<dyn Query>)> = Vec::new();
+        for t in terms {
+            should.push((
+                Occur::Should,
+                Box::new(TermQuery::new(
+                    Term::from_field_text(f.body, t),
+                    IndexRecordOption::WithFreqs,
+                )),
+            ));
+            should.push((
+                Occur::Should,
+                Box::new(BoostQuery::new(
+                    Box::new(TermQuery::new(
+                        Term::from_field_text(f.name, t),
+                        IndexRecordOption::WithFreqs,
+                    )),
+                    NAME_BOOST,
+                )),
+            ));
+        }
+        let query = BooleanQuery::new(vec![
+            (Occur::Must, Box::new(BooleanQuery::new(should))),
+            (Occur::Must, self.scope_query(scopes)),
+        ]);
+        let searcher = self.reader.searcher();
+        let top = searcher.search(&query, &TopDocs::with_limit(limit))?;
+        top.into_iter()
+            .map(|(score, addr)| self.hit(&searcher, addr, score))
+            .collect()
+    }
+
+    /// The documents at `paths` (for hits found by another signal), skipping missing ones.
+    pub fn lookup(&self, paths: &[String]) -> Result<Vec<Hit>, IndexError> {
+        let searcher = self.reader.searcher();
+        let mut out = Vec::new();
+        for p in paths {
+            let q = TermQuery::new(
+                Term::from_field_text(self.fields.path, p),
+                IndexRecordOption::Basic,
+            );
+            if let Some((_, addr)) = searcher.search(&q, &TopDocs::with_limit(1))?.first() {
+                out.push(self.hit(&searcher, *addr, 0.0)?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Matches anything inside one of `scopes`, contributing no score.
+    fn scope_query(&self, scopes: &[String]) -> Box<dyn Query> {
+        let any: Vec<(Occur, Box<dyn Query>)> = scopes
+            .iter()
+            .map(|s| {
+                let q: Box<dyn Query> = Box::new(TermQuery::new(
+                    Term::from_field_text(self.fields.anc, s),
+                    IndexRecordOption::Basic,
+                ));
+                (Occur::Should, q)
+            })
+            .collect();
+        Box::new(ConstScoreQuery::new(Box::new(BooleanQuery::new(any)), 0.0))
+    }
+
+    fn hit(
+        &self,
+        searcher: &tantivy::Searcher,
+        addr: DocAddress,
+        score: f32,
+    ) -> Result<Hit, IndexError> {
+        let f = self.fields;
+        let doc: TantivyDocument = searcher.doc(addr)?;
+        let s = |field| {
+            doc.get_first(field)
+                .and_then(|v| v.as_str())
+                .unwrap_or("")
+                .to_string()
+        };
+        Ok(Hit {
+            path: s(f.path),
+            uri: s(f.uri),
+            level: doc.get_first(f.level).and_then(|v| v.as_u64()).unwrap_or(2),
+            context_type: s(f.ctype),
+            abstract_text: s(f.abstract_text),
+            mtime_ms: doc.get_first(f.mtime).and_then(|v| v.as_i64()).unwrap_or(0),
+            hash: s(f.hash),
+            bm25: if score.is_finite() { score } else { 0.0 },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::search::docs;
+    use crate::storage::{EntryKind, Meta, StorePath};
+
+    fn doc(path: &str, text: &str) -> DocSource {
+        let p = StorePath::parse(path).unwrap();
+        let segs: Vec<&str> = p.segments().collect();
+        DocSource {
+            path: p.clone(),
+            account: segs[0].into(),
+            uri: format!("viking://{}", segs[1..].join("/")),
+            level: docs::level_of(p.name()),
+            context_type: docs::context_type(&segs[1..]),
+            text: text.into(),
+            name_text: segs[2..].join(" "),
+            abstract_text: docs::abstract_of(text),
+            size: text.len() as u64,
+            mtime_ms: 1_000,
+            hash: String::new(),
+        }
+    }
+
+    #[test]
+    fn bm25_scoped_and_locked() {
+        let dir = tempfile::tempdir().unwrap();
+        let idx = SearchIndex::open(dir.path(), 16).unwrap();
+        assert!(matches!(
+            SearchIndex::open(dir.path(), 16),
+            Err(IndexError::Locked { .. })
+        ));
+        idx.upsert(&doc(
+            "acme/resources/auth.md",
+            "How getUserToken handles 认证 login",
+        ))
+        .unwrap();
+        idx.upsert(&doc("acme/resources/other.md", "Nothing relevant here"))
+            .unwrap();
+        idx.upsert(&doc("beta/resources/auth.md", "getUserToken 认证"))
+            .unwrap();
+        idx.commit(&Payload::default()).unwrap();
+        let q = |text: &str, scope: &str| {
+            idx.keyword_search(&tokenizer::query_terms(text, 64), &[scope.to_string()], 10)
+                .unwrap()
+        };
+        let hits = q("user token", "acme");
+        assert_eq!(hits.len(), 1);
+        assert_eq!(hits[0].uri, "viking://resources/auth.md");
+        assert!(hits[0].bm25 > 0.0);
+        assert_eq!(q("认证", "acme").len(), 1);
+        assert_eq!(q("getusertoken", "beta").len(), 1);
+        assert!(q("AND title:(x*)", "acme").is_empty());
+        idx.delete_subtree("acme/resources");
+        idx.commit(&Payload::default()).unwrap();
+        assert!(q("user token", "acme").is_empty());
+        assert_eq!(q("user token", "beta").len(), 1);
+        let inv = idx.inventory().unwrap();
+        assert_eq!(inv.len(), 1);
+        let _ = Meta {
+            kind: EntryKind::File,
+            size: 0,
+            modified: std::time::SystemTime::now(),
+            version: None,
+        };
+    }
+
+    #[test]
+    fn payload_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let idx = SearchIndex::open(dir.path(), 16).unwrap();
+            assert!(idx.opened_payload.is_none());
+            idx.upsert(&doc("acme/resources/a.md", "alpha")).unwrap();
+            let mut p = Payload {
+                schema: SCHEMA_VERSION,
+                complete: true,
+                ..Payload::default()
+            };
+            p.cursors.insert("w".into(), Cursor { next: 7 });
+            idx.commit(&p).unwrap();
+        }
+        let idx = SearchIndex::open(dir.path(), 16).unwrap();
+        let p = idx.opened_payload.clone().unwrap();
+        assert!(p.complete);
+        assert_eq!(p.cursors["w"].next, 7);
+        assert_eq!(idx.num_docs(), 1);
+    }
+}

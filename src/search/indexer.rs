@@ -1,0 +1,367 @@
+//! The single index writer's work, one bounded step at a time (the actor in
+//! `crate::actors::search` calls [`Indexer::step`] on its own thread).
+//!
+//! A step: apply this process's own records at once (read-your-writes), tail the other
+//! writers' logs, then advance a running full reconcile by a bounded slice, committing after
+//! each part so queries see progress and a crash loses little. The first full build, the
+//! periodic reconcile and the catch-up after records were pruned are the same reconcile:
+//! walk storage, re-index files whose size or mtime differ from the index, drop documents
+//! whose files are gone.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::changes::{now_ms, Change, Cursor, Recorder, Tail};
+use super::docs;
+use super::index::{IndexError, Payload, SearchIndex, SCHEMA_VERSION};
+use crate::config::SearchSettings;
+use crate::storage::{EntryKind, Storage, StorageError, StorePath};
+
+/// Longest slice of reconcile work in one step (tail steps run between slices).
+const RECONCILE_SLICE: Duration = Duration::from_millis(250);
+/// How often this writer prunes old change records.
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
+
+#[derive(Debug, thiserror::Error)]
+pub enum StepError {
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error(transparent)]
+    Index(#[from] IndexError),
+}
+
+/// A full walk of storage in progress.
+struct Reconcile {
+    /// Indexed documents not yet met in storage: path → (size, mtime s).
+    unseen: HashMap<String, (u64, i64)>,
+    stack: Vec<StorePath>,
+    started: bool,
+    /// True for the first build (marks the index complete when done).
+    initial: bool,
+}
+
+pub struct Indexer {
+    index: Arc<SearchIndex>,
+    recorder: Arc<Recorder>,
+    tail: Tail,
+    reconcile: Option<Reconcile>,
+    complete: bool,
+    /// Own records applied, by sequence (persisted so a restart does not replay them).
+    own_next: u64,
+    settings: SearchSettings,
+    last_reconcile: Instant,
+    last_prune: Instant,
+}
+
+impl Indexer {
+    /// Resume from the index's last commit, or plan a full build if there is none, it is
+    /// incomplete, or this instance was away longer than the change retention.
+    pub fn new(
+        index: Arc<SearchIndex>,
+        recorder: Arc<Recorder>,
+        settings: SearchSettings,
+    ) -> Indexer {
+        let payload = index.opened_payload.clone();
+        let retention_ms = settings.change_retention_secs.saturating_mul(1000);
+        let resumable = payload
+            .as_ref()
+            .is_some_and(|p| p.complete && now_ms().saturating_sub(p.committed_at) < retention_ms);
+        let mut me = Indexer {
+            tail: Tail::new(payload.map(|p| p.cursors).unwrap_or_default()),
+            index,
+            recorder,
+            reconcile: None,
+            complete: resumable,
+            own_next: 0,
+            settings,
+            last_reconcile: Instant::now(),
+            last_prune: Instant::now(),
+        };
+        me.index.stats.building.store(!resumable, Ordering::Relaxed);
+        if !resumable {
+            me.want_reconcile(true);
+        }
+        me
+    }
+
+    /// Count a failed step (shown in /metrics).
+    pub fn note_error(&self) {
+        self.index.stats.errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// True while the first full build is still running.
+    pub fn is_building(&self) -> bool {
+        !self.complete
+    }
+
+    fn want_reconcile(&mut self, initial: bool) {
+        if self.reconcile.is_none() {
+            self.reconcile = Some(Reconcile {
+                unseen: HashMap::new(),
+                stack: Vec::new(),
+                started: false,
+                initial,
+            });
+            self.index.stats.reconciling.store(true, Ordering::Relaxed);
+            self.index
+                .stats
+                .reconcile_files_seen
+                .store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// One step of work. Returns true if more work is waiting (call again soon).
+    pub fn step(&mut self, storage: &dyn Storage) -> Result<bool, StepError> {
+        let mut dirty = false;
+        // Own records first: read-your-writes.
+        let local = self.recorder.drain_local();
+        let n_local = local.len() as u64;
+        for (seq, change) in &local {
+            self.apply(storage, change)?;
+            self.own_next = self.own_next.max(seq + 1);
+            dirty = true;
+        }
+        // Other writers.
+        let poll = self.tail.poll(storage, self.recorder.writer())?;
+        for change in &poll.changes {
+            self.apply(storage, change)?;
+            dirty = true;
+        }
+        self.index.stats.lag.store(poll.pending, Ordering::Relaxed);
+        if poll.missed {
+            tracing::info!(
+                "search change records were pruned before this instance read them; reconciling"
+            );
+            self.want_reconcile(false);
+        }
+        if self.last_reconcile.elapsed()
+            >= Duration::from_secs(self.settings.reconcile_interval_secs)
+        {
+            self.want_reconcile(false);
+        }
+        if dirty {
+            self.commit()?;
+        }
+        self.index
+            .stats
+            .applied_local
+            .fetch_add(n_local, Ordering::Release);
+        let more = self.reconcile_slice(storage)?;
+        if self.last_prune.elapsed() >= PRUNE_EVERY {
+            self.last_prune = Instant::now();
+            self.recorder.prune(
+                storage,
+                Duration::from_secs(self.settings.change_retention_secs),
+            );
+        }
+        Ok(more)
+    }
+
+    /// Make the index match storage under every path of `change`.
+    fn apply(&self, storage: &dyn Storage, change: &Change) -> Result<(), StepError> {
+        for path in change.store_paths() {
+            self.sync_subtree(storage, &path)?;
+        }
+        Ok(())
+    }
+
+    fn sync_subtree(&self, storage: &dyn Storage, path: &StorePath) -> Result<(), StepError> {
+        self.index.delete_subtree(path.as_str());
+        let max = self.settings.max_indexed_bytes;
+        let index = &self.index;
+        docs::walk(storage, path, &|| false, &mut |p, meta| {
+            if let Some(doc) = docs::load(storage, &p, &meta, max)? {
+                index.upsert(&doc).map_err(to_storage)?;
+            }
+            Ok(())
+        })?;
+        Ok(())
+    }
+
+    fn payload(&self) -> Payload {
+        let mut cursors = self.tail.cursors.clone();
+        cursors.insert(
+            self.recorder.writer().to_string(),
+            Cursor {
+                next: self.own_next,
+            },
+        );
+        Payload {
+            schema: SCHEMA_VERSION,
+            complete: self.complete,
+            cursors,
+            committed_at: now_ms(),
+        }
+    }
+
+    fn commit(&self) -> Result<(), StepError> {
+        self.index.commit(&self.payload())?;
+        Ok(())
+    }
+
+    /// Advance a running reconcile by one slice; true if it is still running.
+    fn reconcile_slice(&mut self, storage: &dyn Storage) -> Result<bool, StepError> {
+        let Some(mut rec) = self.reconcile.take() else {
+            return Ok(false);
+        };
+        if !rec.started {
+            rec.started = true;
+            // Starting: everything recorded so far is covered by this walk.
+            if rec.initial {
+                self.tail.skip_to_heads(storage)?;
+            }
+            rec.unseen = self.index.inventory()?;
+            rec.stack.push(StorePath::root());
+            tracing::info!(
+                indexed = rec.unseen.len(),
+                initial = rec.initial,
+                "search reconcile started"
+            );
+        }
+        let started = Instant::now();
+        let max = self.settings.max_indexed_bytes;
+        let mut changed = 0usize;
+        while started.elapsed() < RECONCILE_SLICE {
+            let Some(dir) = rec.stack.pop() else {
+                break;
+            };
+            if !docs::dir_indexable(&dir) {
+                continue;
+            }
+            let entries = match storage.list(&dir) {
+                Ok(e) => e,
+                Err(StorageError::NotFound(_)) | Err(StorageError::NotADirectory(_)) => continue,
+                Err(e) => {
+                    // Try again at the next step.
+                    rec.stack.push(dir);
+                    self.reconcile = Some(rec);
+                    return Err(e.into());
+                }
+            };
+            for e in entries {
+                let Ok(child) = dir.join(&e.name) else {
+                    continue;
+                };
+                match e.meta.kind {
+                    EntryKind::Dir => rec.stack.push(child),
+                    EntryKind::File if docs::file_indexable(&child) => {
+                        self.index
+                            .stats
+                            .reconcile_files_seen
+                            .fetch_add(1, Ordering::Relaxed);
+                        let mtime = e
+                            .meta
+                            .modified
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .map(|d| d.as_secs() as i64)
+                            .unwrap_or(0);
+                        let known = rec.unseen.remove(child.as_str());
+                        if known == Some((e.meta.size, mtime)) {
+                            continue;
+                        }
+                        if let Some(doc) = docs::load(storage, &child, &e.meta, max)? {
+                            self.index.upsert(&doc)?;
+                            changed += 1;
+                        }
+                    }
+                    EntryKind::File => {}
+                }
+            }
+        }
+        if !rec.stack.is_empty() {
+            if changed > 0 {
+                self.commit()?;
+            }
+            self.reconcile = Some(rec);
+            return Ok(true);
+        }
+        // Walk finished: whatever was not met is gone from storage.
+        let gone = rec.unseen.len();
+        for path in rec.unseen.keys() {
+            self.index.delete_subtree(path);
+        }
+        if rec.initial {
+            self.complete = true;
+        }
+        self.commit()?;
+        self.index.stats.building.store(false, Ordering::Relaxed);
+        self.index.stats.reconciling.store(false, Ordering::Relaxed);
+        self.last_reconcile = Instant::now();
+        tracing::info!(
+            updated = changed,
+            removed = gone,
+            docs = self.index.num_docs(),
+            "search reconcile finished"
+        );
+        Ok(false)
+    }
+}
+
+fn to_storage(e: IndexError) -> StorageError {
+    StorageError::Io(std::io::Error::other(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::search::changes::ChangeKind;
+    use crate::search::tokenizer::query_terms;
+    use crate::storage::backend::local::LocalStorage;
+
+    fn find(index: &SearchIndex, q: &str) -> Vec<String> {
+        index
+            .keyword_search(&query_terms(q, 64), &["acme".to_string()], 10)
+            .unwrap()
+            .into_iter()
+            .map(|h| h.uri)
+            .collect()
+    }
+
+    #[test]
+    fn build_then_changes_then_reconcile() {
+        let data = tempfile::tempdir().unwrap();
+        let storage = LocalStorage::open(data.path()).unwrap();
+        let w = |p: &str, t: &str| {
+            storage
+                .write(&StorePath::parse(p).unwrap(), t.as_bytes())
+                .unwrap();
+        };
+        w("acme/resources/a.md", "alpha document");
+        w("acme/resources/d/.abstract.md", "directory about beta");
+        w("acme/_system/users.json", "alpha secret");
+        let dir = tempfile::tempdir().unwrap();
+        let index = Arc::new(SearchIndex::open(dir.path(), 16).unwrap());
+        let recorder = Arc::new(Recorder::new(Box::new(|| {})));
+        let mut ix = Indexer::new(index.clone(), recorder.clone(), SearchSettings::default());
+        assert!(ix.is_building());
+        while ix.step(&storage).unwrap() {}
+        assert!(!ix.is_building());
+        assert_eq!(find(&index, "alpha"), vec!["viking://resources/a.md"]);
+        assert_eq!(
+            find(&index, "beta"),
+            vec!["viking://resources/d/.abstract.md"]
+        );
+        // A recorded change is applied by the next step.
+        w("acme/resources/b.md", "gamma");
+        recorder.record(
+            &storage,
+            Change {
+                account: "acme".into(),
+                paths: vec!["resources/b.md".into()],
+                kind: ChangeKind::Write,
+                at: 0,
+            },
+        );
+        ix.step(&storage).unwrap();
+        assert_eq!(find(&index, "gamma"), vec!["viking://resources/b.md"]);
+        // An unrecorded removal is repaired by a reconcile.
+        storage
+            .remove(&StorePath::parse("acme/resources/a.md").unwrap(), false)
+            .unwrap();
+        ix.want_reconcile(false);
+        while ix.step(&storage).unwrap() {}
+        assert!(find(&index, "alpha").is_empty());
+    }
+}

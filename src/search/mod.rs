@@ -1,0 +1,18 @@
+//! Retrieval: find and search over everything Longship stores.
+//!
+//! Domain code only (no actix, no HTTP): the analyzer ([`tokenizer`]), what is indexed
+//! ([`docs`]), the local tantivy index ([`index`]), the shared change log that keeps every
+//! instance fresh ([`changes`]), the single writer's step loop ([`indexer`]) and query
+//! evaluation ([`query`], [`filter`]). The actor running the writer lives in
+//! `crate::actors::search`; routes in `crate::http::search`.
+
+pub mod changes;
+pub mod docs;
+pub mod filter;
+pub mod index;
+pub mod indexer;
+pub mod query;
+pub mod request;
+pub mod tokenizer;
+
+pub use changes::{record, record_paths, ChangeKind};

@@ -1,0 +1,347 @@
+//! Answering find/search: scope resolution (tenant and user isolation), keyword retrieval,
+//! filters, the score scale, and the OpenViking result shape.
+//!
+//! Score scale (every mode): a relevance in [0, 1]. Keyword relevance is
+//! `bm25 / (bm25 + 5)` (tantivy's BM25 over body text plus path words weighted ×2), so a
+//! `score_threshold` means the same for every query shape; lists are sorted by it, descending.
+
+use serde_json::{json, Value};
+
+use super::docs;
+use super::filter::DocView;
+use super::index::{Hit, IndexError, SearchIndex};
+use super::request::{SearchRequest, SearchType};
+use super::tokenizer::query_terms;
+use crate::error::{ServiceError, ServiceResult};
+use crate::identity::{Identity, Role};
+use crate::storage::uri::{self, Access, Scope};
+use crate::storage::{Storage, StorageError};
+
+/// Most distinct query terms used (the rest of a long query is ignored).
+pub const MAX_TERMS: usize = 64;
+/// BM25 that maps to a keyword relevance of 0.5.
+pub const BM25_HALF: f32 = 5.0;
+/// Most bytes of one hit's content attached by `read_content`.
+const MAX_CONTENT_BYTES: u64 = 1024 * 1024;
+
+/// The keyword relevance of a raw BM25 score, in [0, 1).
+pub fn keyword_score(bm25: f32) -> f64 {
+    if !bm25.is_finite() || bm25 <= 0.0 {
+        return 0.0;
+    }
+    f64::from(bm25 / (bm25 + BM25_HALF))
+}
+
+/// What the index can say about itself when answering.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct IndexState {
+    /// The first full build (or a catch-up reconcile) is still running.
+    pub catching_up: bool,
+}
+
+/// The storage paths a request searches, each inside the caller's account.
+pub fn scopes(who: &Identity, req: &SearchRequest) -> ServiceResult<(Vec<String>, Vec<String>)> {
+    let acct = &who.account;
+    let want = |t: &str| req.context_types.is_empty() || req.context_types.iter().any(|c| c == t);
+    let mut paths: Vec<String> = Vec::new();
+    let mut shown: Vec<String> = Vec::new();
+    let mut add = |p: String, u: String| {
+        if !paths.contains(&p) {
+            paths.push(p);
+            shown.push(u);
+        }
+    };
+    let explicit: Vec<&String> = req
+        .targets
+        .iter()
+        .filter(|t| !matches!(t.trim(), "" | "/" | "viking://" | "viking:///"))
+        .collect();
+    if explicit.is_empty() {
+        let user = &who.user;
+        if want("memory") || want("resource") {
+            add(
+                format!("{acct}/user/{user}"),
+                format!("viking://user/{user}"),
+            );
+        }
+        if want("resource") {
+            add(format!("{acct}/resources"), "viking://resources".into());
+        }
+        if want("skill") {
+            add(
+                format!("{acct}/user/{user}/skills"),
+                format!("viking://user/{user}/skills"),
+            );
+            add(
+                format!("{acct}/agent/skills"),
+                "viking://agent/skills".into(),
+            );
+        }
+        return Ok((paths, shown));
+    }
+    for raw in explicit {
+        let target = uri::parse(raw, who)?;
+        uri::authorize(&target, who, Access::Read)?;
+        match (target.scope(), target.segments().len()) {
+            (Scope::Root, _) => {
+                add(format!("{acct}/resources"), "viking://resources".into());
+                add(format!("{acct}/agent"), "viking://agent".into());
+                if who.role == Role::Root {
+                    add(format!("{acct}/user"), "viking://user".into());
+                } else {
+                    add(
+                        format!("{acct}/user/{}", who.user),
+                        format!("viking://user/{}", who.user),
+                    );
+                }
+            }
+            (Scope::User, 1) if who.role != Role::Root => {
+                add(
+                    format!("{acct}/user/{}", who.user),
+                    format!("viking://user/{}", who.user),
+                );
+            }
+            _ => add(target.store_path().as_str().to_string(), target.uri()),
+        }
+    }
+    Ok((paths, shown))
+}
+
+fn index_error(e: IndexError) -> ServiceError {
+    tracing::error!(error = %e, "search index query failed");
+    ServiceError::internal("search index query failed")
+}
+
+/// A hit with its relevance and why it matched.
+struct Scored {
+    hit: Hit,
+    score: f64,
+    reason: String,
+}
+
+/// Run a validated request for `who`.
+pub fn run(
+    index: &SearchIndex,
+    storage: &dyn Storage,
+    who: &Identity,
+    req: &SearchRequest,
+    state: IndexState,
+) -> ServiceResult<Value> {
+    let (scope_paths, scope_uris) = scopes(who, req)?;
+    let terms = query_terms(&req.query, MAX_TERMS);
+    let post_filtered = req.filter.is_some()
+        || !req.levels.is_empty()
+        || !req.context_types.is_empty()
+        || req.score_threshold.is_some();
+    let fetch = if post_filtered {
+        (req.limit * 10).clamp(200, 5000)
+    } else {
+        req.limit
+    };
+    let hits = index
+        .keyword_search(&terms, &scope_paths, fetch)
+        .map_err(index_error)?;
+    let semantic_note = req.search_type == SearchType::Semantic;
+    let reason = if semantic_note {
+        "keywords (BM25); semantic search needs an embedding model and none is configured, so keyword results are returned"
+    } else {
+        "keywords (BM25)"
+    };
+    let mut scored: Vec<Scored> = Vec::new();
+    for hit in hits {
+        if !visible(who, &hit) {
+            continue;
+        }
+        if !req.levels.is_empty() && !req.levels.contains(&hit.level) {
+            continue;
+        }
+        if !req.context_types.is_empty() && !req.context_types.contains(&hit.context_type) {
+            continue;
+        }
+        if let Some(f) = &req.filter {
+            let view = DocView {
+                uri: &hit.uri,
+                context_type: &hit.context_type,
+                level: hit.level,
+                mtime_ms: hit.mtime_ms,
+            };
+            if !f.matches(&view) {
+                continue;
+            }
+        }
+        let score = keyword_score(hit.bm25);
+        if req.score_threshold.is_some_and(|t| score <= t) {
+            continue;
+        }
+        scored.push(Scored {
+            hit,
+            score,
+            reason: reason.to_string(),
+        });
+        if scored.len() >= req.limit {
+            break;
+        }
+    }
+    scored.sort_by(|a, b| b.score.total_cmp(&a.score));
+    let mut memories = Vec::new();
+    let mut resources = Vec::new();
+    let mut skills = Vec::new();
+    let mut provenance_items = Vec::new();
+    for s in &scored {
+        let mut item = json!({
+            "context_type": s.hit.context_type,
+            "uri": s.hit.uri,
+            "level": s.hit.level,
+            "score": s.score,
+            "abstract": s.hit.abstract_text,
+            "tags": [],
+            "category": "",
+            "match_reason": s.reason,
+            "relations": [],
+            "overview": null,
+        });
+        if req.read_content {
+            if let Some(text) = read_content(storage, &s.hit.path) {
+                item["content"] = Value::String(text);
+            }
+        }
+        if req.include_provenance {
+            provenance_items.push(json!({
+                "uri": s.hit.uri,
+                "tier": format!("L{}", s.hit.level),
+                "context_type": s.hit.context_type,
+                "score": s.score,
+                "match_reason": s.reason,
+            }));
+        }
+        match s.hit.context_type.as_str() {
+            "memory" => memories.push(item),
+            "skill" => skills.push(item),
+            _ => resources.push(item),
+        }
+    }
+    let total = memories.len() + resources.len() + skills.len();
+    let mut result = json!({
+        "memories": memories,
+        "resources": resources,
+        "skills": skills,
+        "total": total,
+    });
+    if req.include_provenance {
+        result["provenance"] = json!([{
+            "query": req.query,
+            "searched_directories": scope_uris,
+            "matched_contexts": provenance_items,
+            "thinking_trace": {"events": [], "statistics": {"terms": terms.len()}},
+        }]);
+    }
+    if state.catching_up {
+        result["index_status"] = json!("catching_up");
+        result["warnings"] = json!([
+            "The search index is being built from storage; results may be incomplete until it catches up."
+        ]);
+    }
+    Ok(result)
+}
+
+/// Defence in depth: the scope already limits hits to what `who` may read.
+fn visible(who: &Identity, hit: &Hit) -> bool {
+    let Some(rest) = hit.path.strip_prefix(&format!("{}/", who.account)) else {
+        return false;
+    };
+    let segs: Vec<&str> = rest.split('/').collect();
+    if !docs::file_indexable(&match crate::storage::StorePath::parse(&hit.path) {
+        Ok(p) => p,
+        Err(_) => return false,
+    }) {
+        return false;
+    }
+    match segs.as_slice() {
+        ["user", uid, ..] => who.role == Role::Root || *uid == who.user,
+        _ => true,
+    }
+}
+
+fn read_content(storage: &dyn Storage, path: &str) -> Option<String> {
+    let p = crate::storage::StorePath::parse(path).ok()?;
+    match storage.read_range(&p, 0, MAX_CONTENT_BYTES) {
+        Ok(bytes) => Some(String::from_utf8_lossy(&bytes).into_owned()),
+        Err(StorageError::NotFound(_)) => None,
+        Err(e) => {
+            tracing::warn!(error = %e, "read_content: could not read a hit");
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::search::request::{parse, Route};
+
+    fn who(role: Role, user: &str) -> Identity {
+        Identity {
+            role,
+            account: "acme".into(),
+            user: user.into(),
+        }
+    }
+
+    fn req(v: Value) -> SearchRequest {
+        parse(v.as_object().unwrap(), Route::Find, 0)
+            .unwrap()
+            .unwrap()
+    }
+
+    #[test]
+    fn default_and_explicit_scopes() {
+        let alice = who(Role::User, "alice");
+        let (p, _) = scopes(&alice, &req(json!({"query":"x"}))).unwrap();
+        assert_eq!(
+            p,
+            vec![
+                "acme/user/alice",
+                "acme/resources",
+                "acme/user/alice/skills",
+                "acme/agent/skills"
+            ]
+        );
+        let (p, _) = scopes(&alice, &req(json!({"query":"x","context_type":"memory"}))).unwrap();
+        assert_eq!(p, vec!["acme/user/alice"]);
+        let (p, _) = scopes(
+            &alice,
+            &req(json!({"query":"x","target_uri":"viking://user"})),
+        )
+        .unwrap();
+        assert_eq!(p, vec!["acme/user/alice"]);
+        let (p, _) = scopes(
+            &alice,
+            &req(
+                json!({"query":"x","target_uri":["viking://resources/docs","viking://~/memories"]}),
+            ),
+        )
+        .unwrap();
+        assert_eq!(p, vec!["acme/resources/docs", "acme/user/alice/memories"]);
+        let e = scopes(
+            &alice,
+            &req(json!({"query":"x","target_uri":"viking://user/bob"})),
+        )
+        .unwrap_err();
+        assert_eq!(e.code, crate::error::ErrorCode::PermissionDenied);
+        let root = who(Role::Root, "default");
+        let (p, _) = scopes(
+            &root,
+            &req(json!({"query":"x","target_uri":"viking://user"})),
+        )
+        .unwrap();
+        assert!(p.contains(&"acme/user".to_string()));
+    }
+
+    #[test]
+    fn scores_are_bounded() {
+        assert_eq!(keyword_score(0.0), 0.0);
+        assert_eq!(keyword_score(f32::NAN), 0.0);
+        assert!((keyword_score(5.0) - 0.5).abs() < 1e-9);
+        assert!(keyword_score(1e9) < 1.0 + 1e-9);
+    }
+}

@@ -1,0 +1,446 @@
+//! find / search (RETRIEVAL.md R2, R3) through the real binary: tenant isolation, bad input,
+//! freshness across instances, index rebuilds and crashes. Runs on both storage backends.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::harness::api::{create_account, register, ACCOUNTS};
+use crate::harness::{Opts, Resp, Server, Storage, ROOT_KEY};
+
+const FIND: &str = "/api/v1/search/find";
+const SEARCH: &str = "/api/v1/search/search";
+const WRITE: &str = "/api/v1/content/write";
+/// Generous bound on cross-instance freshness (the setting is 1000 ms).
+const BOUND: Duration = Duration::from_secs(8);
+
+pub fn find(s: &Server, key: Option<&str>, body: Value) -> Resp {
+    s.post(FIND, key, body)
+}
+
+/// Every hit URI of a find result.
+pub fn uris(r: &Resp) -> Vec<String> {
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let res = r.result();
+    ["memories", "resources", "skills"]
+        .iter()
+        .flat_map(|k| res[*k].as_array().cloned().unwrap_or_default())
+        .map(|h| h["uri"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+pub fn write(s: &Server, key: Option<&str>, uri: &str, content: &str) {
+    let r = s.post(WRITE, key, json!({"uri": uri, "content": content}));
+    assert_eq!(r.status, 200, "write {uri}: {:?}", r.body);
+}
+
+/// Poll `cond` until it holds or `within` passes; returns how long it took.
+pub fn eventually(within: Duration, mut cond: impl FnMut() -> bool) -> Option<Duration> {
+    let start = Instant::now();
+    while start.elapsed() < within {
+        if cond() {
+            return Some(start.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    None
+}
+
+fn search_status(s: &Server) -> Value {
+    let r = s.get("/api/v1/observer/system?format=json", Some(ROOT_KEY));
+    r.result()["components"]["retrieval"]["status"].clone()
+}
+
+fn wait_built(s: &Server) {
+    eventually(Duration::from_secs(60), || {
+        search_status(s)["building"] == false
+    })
+    .expect("index built");
+}
+
+#[test]
+fn tenant_matrix_has_no_cross_tenant_hits() {
+    let st = Storage::new();
+    let s = Server::start(&st, Opts::default());
+    let mut keys = Vec::new();
+    for acct in ["acme", "beta"] {
+        let admin = create_account(&s, acct, "admin1");
+        let user = register(&s, &admin, acct, "user2", "user");
+        for (uid, key) in [("admin1", admin.clone()), ("user2", user)] {
+            let tag = format!("zq{acct}{uid}");
+            write(
+                &s,
+                Some(&key),
+                "viking://~/memories/notes/private.md",
+                &format!("private {tag}mem"),
+            );
+            write(
+                &s,
+                Some(&key),
+                &format!("viking://resources/{uid}.md"),
+                &format!("shared {tag}res"),
+            );
+            keys.push((acct, uid, key));
+        }
+    }
+    for (acct, uid, key) in &keys {
+        for (other_acct, other_uid, _) in &keys {
+            let tag = format!("zq{other_acct}{other_uid}");
+            let mem = uris(&find(&s, Some(key), json!({"query": format!("{tag}mem")})));
+            let res = uris(&find(&s, Some(key), json!({"query": format!("{tag}res")})));
+            let own = acct == other_acct && uid == other_uid;
+            assert_eq!(
+                mem.len(),
+                usize::from(own),
+                "{acct}/{uid} sees memory of {other_acct}/{other_uid}: {mem:?}"
+            );
+            assert_eq!(
+                res.len(),
+                usize::from(acct == other_acct),
+                "{acct}/{uid} resource of {other_acct}: {res:?}"
+            );
+            // Another user's space as a target: refused without naming anything inside it.
+            if acct == other_acct && !own {
+                let r = find(
+                    &s,
+                    Some(key),
+                    json!({"query": "private", "target_uri": format!("viking://user/{other_uid}/memories")}),
+                );
+                assert_eq!(r.status, 403, "{:?}", r.body);
+                assert!(!r.raw.windows(7).any(|w| w == b"private"), "{:?}", r.body);
+            }
+        }
+    }
+    // ROOT has no tenant data access in api_key mode.
+    assert_eq!(
+        find(&s, Some(ROOT_KEY), json!({"query": "shared"})).status,
+        403
+    );
+}
+
+#[test]
+fn bad_input_is_a_clear_400() {
+    let st = Storage::new();
+    let s = Server::start(&st, Opts::dev());
+    let cases = [
+        (json!({"query": ""}), "must not be empty"),
+        (json!({"query": "x".repeat(5000)}), "body.query"),
+        (json!({"query": "x", "limit": 0}), "between 1 and 1000"),
+        (
+            json!({"query": "x", "node_limit": 100000}),
+            "body.node_limit",
+        ),
+        (json!({"query": "x", "limit": "ten"}), "body.limit"),
+        (json!({"query": 5}), "body.query"),
+        (
+            json!({"query": "x", "filter": {"op": "and", "conds": [{"op": "bogus"}]}}),
+            "body.filter.conds.0.op",
+        ),
+        (
+            json!({"query": "x", "filter": {"op": "must", "field": "owner", "conds": ["a"]}}),
+            "body.filter.field",
+        ),
+        (json!({"query": "x", "filter": [1]}), "body.filter"),
+        (json!({"query": "x", "since": "last tuesday"}), "body.since"),
+        (
+            json!({"query": "x", "context_type": "docs"}),
+            "memory, resource, skill",
+        ),
+        (json!({"query": "x", "level": 7}), "body.level"),
+        (
+            json!({"query": "x", "tags": ["team=core"]}),
+            "tags are not stored",
+        ),
+        (
+            json!({"query": "x", "time_field": "born_at"}),
+            "body.time_field",
+        ),
+    ];
+    for (body, needle) in cases {
+        let r = find(&s, None, body.clone());
+        assert_eq!(r.status, 400, "{body}: {:?}", r.body);
+        assert_eq!(r.code(), "INVALID_ARGUMENT");
+        let msg = r.body["error"]["message"].as_str().unwrap_or_default();
+        assert!(msg.contains(needle), "{body}: {msg}");
+    }
+    let r = find(
+        &s,
+        None,
+        json!({"query": "x", "image_url": "data:image/png;base64,AAAA"}),
+    );
+    assert_eq!(r.status, 501);
+    let r = s.post(SEARCH, None, json!({"query": "x", "mode": "context"}));
+    assert_eq!(r.status, 501, "{:?}", r.body);
+    let r = s.post(SEARCH, None, json!({"query": "x", "max_tokens": 200}));
+    assert_eq!(r.status, 400);
+    let r = find(
+        &s,
+        None,
+        json!({"query": "x", "target_uri": "viking://temp/x"}),
+    );
+    assert_eq!(r.status, 400);
+    // Query-language characters are plain text.
+    for q in [
+        "\"unterminated",
+        "a AND b OR",
+        "title:(x*)",
+        "[[[",
+        "*",
+        "\\",
+        "a:b:c",
+        "-x",
+    ] {
+        let r = find(&s, None, json!({"query": q}));
+        assert_eq!(r.status, 200, "{q}: {:?}", r.body);
+    }
+    let r = find(
+        &s,
+        None,
+        json!({"query": "x", "unknown_field": {"a": 1}, "telemetry": true}),
+    );
+    assert_eq!(r.status, 200);
+}
+
+#[test]
+fn levels_filters_and_time() {
+    let st = Storage::new();
+    let s = Server::start(&st, Opts::dev());
+    let r = s.post(
+        "/api/v1/fs/mkdir",
+        None,
+        json!({"uri": "viking://resources/guide", "description": "Guide to quasar telemetry"}),
+    );
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    write(
+        &s,
+        None,
+        "viking://resources/guide/quasar.md",
+        "Quasar telemetry details and more quasar facts",
+    );
+    let all = uris(&find(&s, None, json!({"query": "quasar telemetry"})));
+    assert_eq!(all.len(), 2, "{all:?}");
+    let l0 = find(&s, None, json!({"query": "quasar", "level": 0}));
+    assert_eq!(uris(&l0), vec!["viking://resources/guide/.abstract.md"]);
+    assert_eq!(l0.result()["resources"][0]["level"], 0);
+    let l2 = uris(&find(&s, None, json!({"query": "quasar", "level": "2"})));
+    assert_eq!(l2, vec!["viking://resources/guide/quasar.md"]);
+    let f =
+        json!({"op": "must_not", "field": "uri", "conds": ["viking://resources/guide/quasar.md"]});
+    assert_eq!(
+        uris(&find(&s, None, json!({"query": "quasar", "filter": f}))).len(),
+        1
+    );
+    assert_eq!(
+        uris(&find(&s, None, json!({"query": "quasar", "since": "1h"}))).len(),
+        2
+    );
+    assert!(uris(&find(
+        &s,
+        None,
+        json!({"query": "quasar", "until": "2001-01-01"})
+    ))
+    .is_empty());
+    assert!(uris(&find(
+        &s,
+        None,
+        json!({"query": "quasar", "score_threshold": 0.99999})
+    ))
+    .is_empty());
+    let r = find(
+        &s,
+        None,
+        json!({"query": "quasar", "include_provenance": true}),
+    );
+    assert!(r.result()["provenance"][0]["searched_directories"].is_array());
+    assert_eq!(
+        uris(&find(
+            &s,
+            None,
+            json!({"query": "quasar", "context_type": "memory"})
+        ))
+        .len(),
+        0
+    );
+}
+
+#[test]
+fn two_instances_see_writes_removals_moves_and_account_deletion() {
+    let st = Storage::new();
+    let a = Server::start(&st, Opts::default());
+    let b = Server::start(&st, Opts::default());
+    let key = create_account(&a, "acme", "alice");
+    wait_built(&b);
+    let doc = "viking://resources/fresh/zephyr.md";
+    write(&a, Some(&key), doc, "zephyrine winds");
+    // Read-your-writes on A: no waiting.
+    assert_eq!(
+        uris(&find(&a, Some(&key), json!({"query": "zephyrine"}))),
+        vec![doc]
+    );
+    let took = eventually(BOUND, || {
+        uris(&find(&b, Some(&key), json!({"query": "zephyrine"}))) == vec![doc]
+    });
+    assert!(took.is_some(), "write on A not found on B within {BOUND:?}");
+    // mv on A: old URI gone, new found on B.
+    let moved = "viking://resources/moved";
+    let r = a.post(
+        "/api/v1/fs/mv",
+        Some(&key),
+        json!({"from_uri": "viking://resources/fresh", "to_uri": moved}),
+    );
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let want = format!("{moved}/zephyr.md");
+    assert!(eventually(BOUND, || uris(&find(
+        &b,
+        Some(&key),
+        json!({"query": "zephyrine"})
+    )) == vec![want.clone()])
+    .is_some());
+    // rm on A: gone from B.
+    let r = a.delete(
+        &format!("/api/v1/fs?uri={moved}&recursive=true"),
+        Some(&key),
+    );
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert!(eventually(BOUND, || uris(&find(
+        &b,
+        Some(&key),
+        json!({"query": "zephyrine"})
+    ))
+    .is_empty())
+    .is_some());
+    // Account deleted on A: a re-created account of the same name finds none of it anywhere.
+    write(
+        &a,
+        Some(&key),
+        "viking://resources/old.md",
+        "obsidian relic",
+    );
+    assert!(eventually(BOUND, || uris(&find(
+        &b,
+        Some(&key),
+        json!({"query": "obsidian"})
+    ))
+    .len()
+        == 1)
+    .is_some());
+    let r = a.delete(&format!("{ACCOUNTS}/acme"), Some(ROOT_KEY));
+    assert_eq!(r.status, 202, "{:?}", r.body);
+    let again = create_account(&b, "acme", "alice");
+    for s in [&a, &b] {
+        assert!(
+            eventually(BOUND, || uris(&find(
+                s,
+                Some(&again),
+                json!({"query": "obsidian"})
+            ))
+            .is_empty())
+            .is_some(),
+            "deleted account's documents still found"
+        );
+    }
+    let metrics = b.get("/metrics", None);
+    assert!(String::from_utf8_lossy(&metrics.raw).contains("longship_search{name=\"index_lag\"}"));
+}
+
+#[test]
+fn deleted_index_is_rebuilt_identically_and_intact_index_is_ready_at_once() {
+    let st = Storage::new();
+    let dir = tempfile::tempdir().unwrap();
+    let index_dir = dir.path().join("idx");
+    let opts = Opts::dev().env("LONGSHIP_SEARCH__INDEX_DIR", index_dir.to_str().unwrap());
+    let mut s = Server::start(&st, opts.clone());
+    for i in 0..30 {
+        write(
+            &s,
+            None,
+            &format!("viking://resources/r/doc{i}.md"),
+            &format!("nebula doc{i} {}", "filler ".repeat(i)),
+        );
+    }
+    let q = json!({"query": "nebula", "limit": 100});
+    let before = find(&s, None, q.clone());
+    assert_eq!(uris(&before).len(), 30);
+    // Intact index: a restart serves at once without a rebuild.
+    s.sigterm(Duration::from_secs(20));
+    let s2 = Server::start(&st, opts.clone());
+    assert_eq!(search_status(&s2)["building"], false);
+    assert_eq!(find(&s2, None, q.clone()).result(), before.result());
+    drop(s2);
+    // A second process on the same index directory is refused with a clear error.
+    let s3 = Server::start(&st, opts.clone());
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_longship"))
+        .args(["serve", "--port", "0", "--data-dir"])
+        .arg(st.path())
+        .env("LONGSHIP_SEARCH__INDEX_DIR", &index_dir)
+        .envs(st.server_env())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("in use by another process"));
+    drop(s3);
+    std::fs::remove_dir_all(&index_dir).unwrap();
+    let s4 = Server::start(&st, opts);
+    assert_eq!(s4.get("/ready", None).status, 200);
+    wait_built(&s4);
+    let after = find(&s4, None, q);
+    assert_eq!(after.result(), before.result());
+}
+
+#[test]
+fn kill9_during_indexing_catches_up_without_loss_or_duplicates() {
+    let st = Storage::new();
+    let dir = tempfile::tempdir().unwrap();
+    let index_dir = dir.path().join("idx");
+    let n = 400;
+    let files: Vec<(String, Vec<u8>)> = (0..n)
+        .map(|i| {
+            (
+                format!("d{}/f{i}.md", i % 20),
+                format!("pulsar item{i} {}", "text ".repeat(200)).into_bytes(),
+            )
+        })
+        .collect();
+    st.at("default/resources/bulk").seed(files);
+    let opts = Opts::dev().env("LONGSHIP_SEARCH__INDEX_DIR", index_dir.to_str().unwrap());
+    let mut s = Server::start(&st, opts.clone());
+    // Kill while the first build is (very likely) still running.
+    std::thread::sleep(Duration::from_millis(300));
+    s.kill9();
+    let s = Server::start(&st, opts);
+    wait_built(&s);
+    let hits = uris(&find(&s, None, json!({"query": "pulsar", "limit": 1000})));
+    let unique: std::collections::BTreeSet<_> = hits.iter().collect();
+    assert_eq!(hits.len(), n, "every document exactly once");
+    assert_eq!(unique.len(), n);
+    for i in [0, 137, n - 1] {
+        let one = uris(&find(&s, None, json!({"query": format!("item{i}")})));
+        assert_eq!(
+            one,
+            vec![format!("viking://resources/bulk/d{}/f{i}.md", i % 20)]
+        );
+    }
+}
+
+#[test]
+fn copies_are_indexed_like_writes() {
+    let st = Storage::new();
+    let s = Server::start(&st, Opts::dev());
+    write(
+        &s,
+        None,
+        "viking://resources/src/orig.md",
+        "marmalade recipe",
+    );
+    let r = s.post("/api/v1/fs/cp", None, json!({"from_uri": "viking://resources/src", "to_uri": "viking://resources/dst", "recursive": true}));
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let mut got = uris(&find(&s, None, json!({"query": "marmalade"})));
+    got.sort();
+    assert_eq!(
+        got,
+        vec![
+            "viking://resources/dst/orig.md",
+            "viking://resources/src/orig.md"
+        ]
+    );
+}
