@@ -60,6 +60,8 @@ pub struct Opts {
     pub root_key: Option<String>,
     pub args: Vec<String>,
     pub env: Vec<(String, String)>,
+    /// A program the server is started through (e.g. `faketime -f +90s`), with its arguments.
+    pub wrapper: Vec<String>,
 }
 
 impl Default for Opts {
@@ -68,6 +70,7 @@ impl Default for Opts {
             root_key: Some(ROOT_KEY.to_string()),
             args: Vec::new(),
             env: Vec::new(),
+            wrapper: Vec::new(),
         }
     }
 }
@@ -81,6 +84,11 @@ impl Opts {
     }
     pub fn arg(mut self, a: &str) -> Self {
         self.args.push(a.to_string());
+        self
+    }
+    /// Start the server through `program args...` (which must exec its last argument).
+    pub fn wrapped(mut self, program: &[&str]) -> Self {
+        self.wrapper = program.iter().map(|a| a.to_string()).collect();
         self
     }
     pub fn env(mut self, k: &str, v: &str) -> Self {
@@ -373,6 +381,24 @@ impl Storage {
             local_root: (!self.is_s3()).then(|| self.path().join("viking")),
         }
     }
+    /// The live messages (JSON lines) of the session directory `/local/<dir>`
+    /// (`{account}/user/{user}/sessions/{sid}`), read as the server reads them: its
+    /// `messages.jsonl` on local disk, its segment log on S3.
+    pub fn session_live(&self, dir: &str) -> Vec<u8> {
+        use longship::storage::sessions::{live, meta::SessionMeta, SessionRef};
+        let parts: Vec<&str> = dir.split('/').collect();
+        let [account, "user", user, "sessions", sid] = parts[..] else {
+            panic!("not a session directory: {dir}");
+        };
+        let store = self.store();
+        let s = SessionRef::new(account, user, sid);
+        match SessionMeta::load(store.as_ref(), &s).expect("session meta") {
+            Some(meta) => live::read_live(store.as_ref(), &s, &meta, false).expect("live log"),
+            None => self
+                .read(&format!("{dir}/messages.jsonl"))
+                .unwrap_or_default(),
+        }
+    }
     /// `/local/<rel>` read through the backend; `None` if it is not a file.
     pub fn read(&self, rel: &str) -> Option<Vec<u8>> {
         self.at(rel).read().ok()
@@ -462,7 +488,15 @@ impl Server {
     fn spawn(data_dir: &Path, port: u16, opts: Opts) -> Server {
         let log = data_dir.join(format!("server-{port}.log"));
         let log_file = std::fs::File::create(&log).expect("log file");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_longship"));
+        let binary = env!("CARGO_BIN_EXE_longship");
+        let mut cmd = match opts.wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(binary);
+                c
+            }
+            None => Command::new(binary),
+        };
         cmd.arg("serve")
             .arg("--host")
             .arg("127.0.0.1")

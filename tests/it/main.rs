@@ -2,6 +2,7 @@
 
 mod admin;
 mod bad_input;
+mod embed_server;
 mod find;
 mod fs;
 mod fs_content;
@@ -12,6 +13,7 @@ mod harness;
 mod metrics;
 mod multi_instance;
 mod s3;
+mod s3_scale;
 mod seaweed;
 mod sessions;
 mod sessions_durability;

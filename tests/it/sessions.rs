@@ -202,7 +202,7 @@ fn add_messages_and_batches() {
     );
 
     // The stored lines are exactly what spec §9.1 says.
-    let text = st.read_string("acme/user/alice/sessions/m1/messages.jsonl");
+    let text = String::from_utf8(st.session_live("acme/user/alice/sessions/m1")).unwrap();
     let lines: Vec<Value> = text
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
