@@ -114,6 +114,10 @@ pub struct S3Settings {
     /// Lifetime in milliseconds of a cross-instance lock lease; the holder renews it at a
     /// third of this, so a crashed holder blocks others for at most this long.
     pub lock_lease_ms: u64,
+    /// Requests kept in flight at once when one call reads many objects (grep, glob, tree,
+    /// listings with abstracts, segment logs). Bounded, from the calling thread: never a
+    /// storage pool thread per object.
+    pub parallel_requests: usize,
 }
 
 impl Default for S3Settings {
@@ -132,6 +136,7 @@ impl Default for S3Settings {
             request_timeout_ms: 30_000,
             connect_timeout_ms: 2_000,
             lock_lease_ms: 15_000,
+            parallel_requests: 32,
         }
     }
 }
@@ -154,6 +159,7 @@ impl std::fmt::Debug for S3Settings {
             .field("request_timeout_ms", &self.request_timeout_ms)
             .field("connect_timeout_ms", &self.connect_timeout_ms)
             .field("lock_lease_ms", &self.lock_lease_ms)
+            .field("parallel_requests", &self.parallel_requests)
             .finish()
     }
 }
@@ -290,6 +296,9 @@ impl S3Settings {
         }
         if self.lock_lease_ms < 300 {
             return bad("storage.s3.lock_lease_ms must be at least 300".into());
+        }
+        if !(1..=1024).contains(&self.parallel_requests) {
+            return bad("storage.s3.parallel_requests must be between 1 and 1024".into());
         }
         Ok(())
     }
@@ -727,7 +736,10 @@ mod tests {
         s.auth.root_api_key = Some("super-secret".into());
         s.storage.s3.access_key_id = Some("AKIDVISIBLE".into());
         s.storage.s3.secret_access_key = Some("s3-secret-value".into());
+        s.embedding.dense.api_key = Some("sk-embedding-secret".into());
         let shown = s.to_masked_toml().unwrap();
+        assert!(!shown.contains("sk-embedding-secret"));
+        assert!(!format!("{s:?}").contains("sk-embedding-secret"));
         assert!(!format!("{s:?}").contains("super-secret"));
         assert!(!shown.contains("super-secret"));
         assert!(!shown.contains("s3-secret-value"));

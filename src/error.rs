@@ -237,6 +237,7 @@ impl From<crate::storage::StorageError> for ServiceError {
             }
             E::Unavailable(_) | E::ReadOnly(_) => storage_failure(&err),
             E::Io(e) => ServiceError::internal(e),
+            E::TooLarge(reason) => ServiceError::new(ErrorCode::PayloadTooLarge, reason),
         }
     }
 }

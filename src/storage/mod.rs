@@ -15,6 +15,7 @@ pub mod okf;
 mod path;
 pub mod registry;
 pub mod scaffold;
+pub mod seglog;
 pub mod sessions;
 pub mod tasks;
 pub mod uri;
@@ -46,6 +47,10 @@ pub enum StorageError {
     Unavailable(String),
     #[error("storage is read-only: {0}")]
     ReadOnly(String),
+    /// The operation would make an object larger than this backend allows for it (appends
+    /// on S3 rewrite the whole object, so files grown by appending are capped there).
+    #[error("too large: {0}")]
+    TooLarge(String),
     #[error("invalid storage path: {0}")]
     InvalidPath(String),
     #[error("storage I/O error: {0}")]
@@ -90,7 +95,15 @@ pub struct DirEntry {
 }
 
 /// Held while a named cross-instance lock is taken; dropping it releases the lock.
-pub trait LockGuard: Send {}
+pub trait LockGuard: Send {
+    /// Whether the lock is still certainly ours. A lease-based lock (S3) can be lost by a
+    /// holder that stalled for a whole lease lifetime; writes made under a lock are fenced by
+    /// the store anyway (conditional on versions read under it), and this lets a holder stop
+    /// before even trying. `flock` on local disk is held until dropped.
+    fn held(&self) -> bool {
+        true
+    }
+}
 
 /// A blocking storage backend (spec §4): a file-system view of local disk or an object store.
 ///
@@ -150,6 +163,45 @@ pub trait Storage: Send + Sync + 'static {
 
     /// A cheap end-to-end check that the store answers and accepts writes (for `/ready`).
     fn probe(&self) -> StorageResult<()>;
+
+    /// Whether [`Storage::append`] costs the same at any file size (a true append). When it
+    /// does not (S3 rewrites the whole object), growing logs use [`seglog`] instead.
+    fn appends_in_place(&self) -> bool {
+        true
+    }
+
+    /// Remove many files (missing ones are fine). An object store sends them as batched
+    /// deletes; local disk removes them in turn.
+    fn remove_files(&self, paths: &[StorePath]) -> StorageResult<()> {
+        for path in paths {
+            match self.remove(path, false) {
+                Ok(()) | Err(StorageError::NotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Read many files, results in the order of `paths`. An object store overrides this to
+    /// keep a bounded number of requests in flight from the one calling thread; local disk
+    /// reads them one after another. `keep_going` is asked between files (or batches): once it
+    /// says no, the remaining results are `Unavailable` and the read stops early.
+    fn read_many(
+        &self,
+        paths: &[StorePath],
+        keep_going: &dyn Fn() -> bool,
+    ) -> Vec<StorageResult<Vec<u8>>> {
+        paths
+            .iter()
+            .map(|p| {
+                if keep_going() {
+                    self.read(p)
+                } else {
+                    Err(StorageError::Unavailable("read abandoned".into()))
+                }
+            })
+            .collect()
+    }
 }
 
 /// Remove `path` (a whole tree if `recursive`); already missing is success.

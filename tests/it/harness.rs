@@ -10,6 +10,12 @@
 //! - simulate a storage outage with `Storage::private()` + `st.take_down()` /
 //!   `st.bring_back()` (moves the directory away, or kills that test's own SeaweedFS);
 //! - `st.local(..)` is the on-disk path on the local backend only.
+//!
+//! Clients: `s.get/post/put/delete/raw` here; [`api`] (a dev-mode caller, admin helpers,
+//! envelope assertions) and [`wire`] (raw bytes over TCP) for everything else.
+
+pub mod api;
+pub mod wire;
 
 use std::io::Read;
 use std::net::TcpListener;
@@ -54,6 +60,8 @@ pub struct Opts {
     pub root_key: Option<String>,
     pub args: Vec<String>,
     pub env: Vec<(String, String)>,
+    /// A program the server is started through (e.g. `faketime -f +90s`), with its arguments.
+    pub wrapper: Vec<String>,
 }
 
 impl Default for Opts {
@@ -62,6 +70,7 @@ impl Default for Opts {
             root_key: Some(ROOT_KEY.to_string()),
             args: Vec::new(),
             env: Vec::new(),
+            wrapper: Vec::new(),
         }
     }
 }
@@ -75,6 +84,11 @@ impl Opts {
     }
     pub fn arg(mut self, a: &str) -> Self {
         self.args.push(a.to_string());
+        self
+    }
+    /// Start the server through `program args...` (which must exec its last argument).
+    pub fn wrapped(mut self, program: &[&str]) -> Self {
+        self.wrapper = program.iter().map(|a| a.to_string()).collect();
         self
     }
     pub fn env(mut self, k: &str, v: &str) -> Self {
@@ -233,6 +247,52 @@ impl StoreView {
 }
 
 impl Storage {
+    /// Content hash of everything the servers can change below `/local/<rel>`, to prove a
+    /// request changed nothing: on local disk the directory itself (with `rel` empty the whole
+    /// data directory, so files outside the mount count too), on S3 every object below the
+    /// prefix. Server logs, lock files and the storage probe's temp file change by design and
+    /// are left out.
+    pub fn stored_digest(&self, rel: &str) -> std::collections::BTreeMap<String, String> {
+        use sha2::Digest as _;
+        fn walk(base: &Path, dir: &Path, out: &mut std::collections::BTreeMap<String, String>) {
+            let Ok(entries) = std::fs::read_dir(dir) else {
+                return;
+            };
+            for e in entries.flatten() {
+                let p = e.path();
+                let rel = p
+                    .strip_prefix(base)
+                    .map(|r| r.display().to_string())
+                    .unwrap_or_default();
+                let name = e.file_name().to_string_lossy().to_string();
+                if rel.ends_with(".log")
+                    || rel.starts_with(".longship")
+                    || name.starts_with(".longship-tmp-probe-")
+                {
+                    continue;
+                }
+                if p.is_dir() {
+                    out.insert(format!("{rel}/"), String::new());
+                    walk(base, &p, out);
+                } else {
+                    let data = std::fs::read(&p).unwrap_or_default();
+                    out.insert(rel, hex::encode(sha2::Sha256::digest(&data)));
+                }
+            }
+        }
+        if self.is_s3() {
+            return self.at(rel).digest();
+        }
+        let base = if rel.is_empty() {
+            self.path().to_path_buf()
+        } else {
+            self.local(rel)
+        };
+        let mut out = std::collections::BTreeMap::new();
+        walk(&base, &base, &mut out);
+        out
+    }
+
     pub fn new() -> Self {
         let seaweed = s3_selected().then(|| {
             crate::seaweed::shared().expect(
@@ -319,6 +379,24 @@ impl Storage {
             store: self.store(),
             path: longship::storage::StorePath::parse(rel).expect("valid store path"),
             local_root: (!self.is_s3()).then(|| self.path().join("viking")),
+        }
+    }
+    /// The live messages (JSON lines) of the session directory `/local/<dir>`
+    /// (`{account}/user/{user}/sessions/{sid}`), read as the server reads them: its
+    /// `messages.jsonl` on local disk, its segment log on S3.
+    pub fn session_live(&self, dir: &str) -> Vec<u8> {
+        use longship::storage::sessions::{live, meta::SessionMeta, SessionRef};
+        let parts: Vec<&str> = dir.split('/').collect();
+        let [account, "user", user, "sessions", sid] = parts[..] else {
+            panic!("not a session directory: {dir}");
+        };
+        let store = self.store();
+        let s = SessionRef::new(account, user, sid);
+        match SessionMeta::load(store.as_ref(), &s).expect("session meta") {
+            Some(meta) => live::read_live(store.as_ref(), &s, &meta, false).expect("live log"),
+            None => self
+                .read(&format!("{dir}/messages.jsonl"))
+                .unwrap_or_default(),
         }
     }
     /// `/local/<rel>` read through the backend; `None` if it is not a file.
@@ -410,7 +488,15 @@ impl Server {
     fn spawn(data_dir: &Path, port: u16, opts: Opts) -> Server {
         let log = data_dir.join(format!("server-{port}.log"));
         let log_file = std::fs::File::create(&log).expect("log file");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_longship"));
+        let binary = env!("CARGO_BIN_EXE_longship");
+        let mut cmd = match opts.wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(binary);
+                c
+            }
+            None => Command::new(binary),
+        };
         cmd.arg("serve")
             .arg("--host")
             .arg("127.0.0.1")

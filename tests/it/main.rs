@@ -2,6 +2,7 @@
 
 mod admin;
 mod bad_input;
+mod embed_server;
 mod find;
 mod fs;
 mod fs_content;
@@ -13,6 +14,7 @@ mod metrics;
 mod multi_instance;
 mod resources;
 mod s3;
+mod s3_scale;
 mod seaweed;
 mod sessions;
 mod sessions_durability;

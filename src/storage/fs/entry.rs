@@ -1,5 +1,6 @@
 //! Listing entries in the two output formats of spec §6 (`original`, `agent`).
 
+use std::collections::HashMap;
 use std::time::SystemTime;
 
 use chrono::SecondsFormat;
@@ -8,7 +9,7 @@ use serde_json::{Map, Value};
 use super::{lossy_string, sidecar_path};
 use crate::storage::okf;
 use crate::storage::uri::VikingUri;
-use crate::storage::{Meta, Storage, StorageError};
+use crate::storage::{Meta, Storage, StorageError, StorageResult};
 
 pub const ABSTRACT_FILE: &str = ".abstract.md";
 pub const OVERVIEW_FILE: &str = ".overview.md";
@@ -79,19 +80,23 @@ pub fn truncate(text: &str, limit: usize) -> String {
 
 /// The body of a directory's sidecar, or the "not ready" text of spec §6/§7.
 pub fn sidecar_text(storage: &dyn Storage, dir: &VikingUri, file: &str) -> String {
-    let missing = || {
-        if file == ABSTRACT_FILE {
-            format!("# {} [Directory abstract is not ready]", dir.uri())
-        } else {
-            format!("# {}\n\n[Directory overview is not ready]", dir.uri())
-        }
-    };
-    let Ok(path) = sidecar_path(dir, file) else {
-        return missing();
-    };
-    match storage.read(&path) {
+    let read = sidecar_path(dir, file)
+        .map_err(|_| StorageError::NotFound(file.to_string()))
+        .and_then(|path| storage.read(&path));
+    sidecar_from(dir, file, read)
+}
+
+/// The sidecar text for what reading it gave.
+fn sidecar_from(dir: &VikingUri, file: &str, read: StorageResult<Vec<u8>>) -> String {
+    match read {
         Ok(bytes) => okf::body(&lossy_string(bytes)).to_string(),
-        Err(StorageError::NotFound(_)) | Err(StorageError::NotADirectory(_)) => missing(),
+        Err(StorageError::NotFound(_)) | Err(StorageError::NotADirectory(_)) => {
+            if file == ABSTRACT_FILE {
+                format!("# {} [Directory abstract is not ready]", dir.uri())
+            } else {
+                format!("# {}\n\n[Directory overview is not ready]", dir.uri())
+            }
+        }
         Err(e) => {
             tracing::warn!(uri = %dir, error = %e, "sidecar unreadable");
             format!("[{file} is not ready]")
@@ -99,13 +104,58 @@ pub fn sidecar_text(storage: &dyn Storage, dir: &VikingUri, file: &str) -> Strin
     }
 }
 
-/// One entry; `rel_path` is set for tree entries.
-pub fn render(
+/// One entry to render: its URI, metadata and (tree) relative path.
+pub type Item = (VikingUri, Meta, Option<String>);
+
+/// Render many entries, reading every sidecar they need in one
+/// [`Storage::read_many`] (bounded parallel requests on an object store, from this thread).
+pub fn render_many(
     storage: &dyn Storage,
+    items: &[Item],
+    r: &Render,
+    keep_going: &dyn Fn() -> bool,
+) -> Vec<Value> {
+    let mut wanted: Vec<(usize, &'static str)> = Vec::new();
+    let mut paths = Vec::new();
+    for (i, (uri, meta, _)) in items.iter().enumerate() {
+        if !meta.is_dir() {
+            continue;
+        }
+        for (on, file) in [
+            (r.include_abstract, ABSTRACT_FILE),
+            (r.include_overview, OVERVIEW_FILE),
+        ] {
+            if let (true, Ok(path)) = (on, sidecar_path(uri, file)) {
+                wanted.push((i, file));
+                paths.push(path);
+            }
+        }
+    }
+    let mut fetched: HashMap<(usize, &'static str), StorageResult<Vec<u8>>> = wanted
+        .into_iter()
+        .zip(storage.read_many(&paths, keep_going))
+        .collect();
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, (uri, meta, rel))| {
+            render_with(uri, meta, rel.as_deref(), r, &mut |dir, file| {
+                let read = fetched
+                    .remove(&(i, file))
+                    .unwrap_or_else(|| Err(StorageError::NotFound(file.to_string())));
+                sidecar_from(dir, file, read)
+            })
+        })
+        .collect()
+}
+
+/// One entry; `rel_path` is set for tree entries; `sidecar` gives a directory's sidecar text.
+fn render_with(
     uri: &VikingUri,
     meta: &Meta,
     rel_path: Option<&str>,
     r: &Render,
+    sidecar: &mut dyn FnMut(&VikingUri, &'static str) -> String,
 ) -> Value {
     let mut m = Map::new();
     let is_dir = meta.is_dir();
@@ -133,7 +183,7 @@ pub fn render(
     }
     if r.include_abstract {
         let text = if is_dir {
-            truncate(&sidecar_text(storage, uri, ABSTRACT_FILE), r.abs_limit)
+            truncate(&sidecar(uri, ABSTRACT_FILE), r.abs_limit)
         } else {
             String::new()
         };
@@ -141,7 +191,7 @@ pub fn render(
     }
     if r.include_overview {
         let text = if is_dir {
-            truncate(&sidecar_text(storage, uri, OVERVIEW_FILE), r.overview_limit)
+            truncate(&sidecar(uri, OVERVIEW_FILE), r.overview_limit)
         } else {
             String::new()
         };

@@ -8,7 +8,7 @@
 use globset::{GlobBuilder, GlobMatcher};
 use serde_json::{json, Value};
 
-use super::entry::{render, Render};
+use super::entry::{render_many, Item, Render};
 use super::walk::{Flow, Order, Walker};
 use super::{dir_not_found, not_a_directory, stat};
 use crate::error::{ServiceError, ServiceResult};
@@ -66,7 +66,7 @@ pub fn glob(
         None if base.is_root() => return Ok(EMPTY.to_vec()),
         None => return Err(dir_not_found(base)),
     }
-    let mut matches: Vec<Value> = Vec::new();
+    let mut matches: Vec<Item> = Vec::new();
     let limit = node_limit;
     // Descend the literal prefix directly; each step obeys the same visibility rules.
     let mut start = base.clone();
@@ -99,11 +99,7 @@ pub fn glob(
         walker.run(storage, abandoned, &start, |uri, meta, _| {
             let rel = uri.rel_to(base).unwrap_or_default();
             if matcher.is_match(&rel) {
-                matches.push(match render_as {
-                    Some(r) => render(storage, uri, meta, None, r),
-                    None if meta.is_dir() => Value::String(format!("{}/", uri.uri())),
-                    None => Value::String(uri.uri()),
-                });
+                matches.push((uri.clone(), meta.clone(), None));
                 if limit.is_some_and(|l| matches.len() >= l) {
                     return Ok(Flow::Stop);
                 }
@@ -112,6 +108,17 @@ pub fn glob(
         })?;
     }
     let n = matches.len();
+    // Rendered entries read their sidecars together (bounded parallel on an object store).
+    let matches: Vec<Value> = match render_as {
+        Some(r) => render_many(storage, &matches, r, &|| !abandoned()),
+        None => matches
+            .into_iter()
+            .map(|(uri, meta, _)| match meta.is_dir() {
+                true => Value::String(format!("{}/", uri.uri())),
+                false => Value::String(uri.uri()),
+            })
+            .collect(),
+    };
     serde_json::to_vec(&json!({"matches": matches, "count": n})).map_err(ServiceError::internal)
 }
 

@@ -7,7 +7,7 @@
 use regex::{Regex, RegexBuilder};
 use serde::Serialize;
 
-use super::walk::{Flow, Order, Walker};
+use super::walk::{Ended, Flow, Order, Walker};
 use super::{file_not_found, lossy_string, stat, StorageFail};
 use crate::error::{ServiceError, ServiceResult};
 use crate::identity::Identity;
@@ -102,7 +102,38 @@ impl Hits {
     }
 }
 
+/// Files read together by one [`Storage::read_many`]: an object store fetches them with
+/// bounded parallelism from this one pool thread. Matches are still taken file by file in walk
+/// order, so `node_limit` cuts at the same place as a one-by-one scan (at most one batch is
+/// read beyond it).
+const READ_BATCH: usize = 128;
+
 impl GrepQuery {
+    /// Read and grep `files` (in order) until the limit is reached or the client has gone.
+    fn grep_batch(
+        &self,
+        regex: &Regex,
+        storage: &dyn Storage,
+        abandoned: &dyn Fn() -> bool,
+        files: &[VikingUri],
+        hits: &mut Hits,
+    ) -> ServiceResult<()> {
+        let paths: Vec<_> = files.iter().map(|u| u.store_path().clone()).collect();
+        let read = storage.read_many(&paths, &|| !abandoned());
+        for (uri, got) in files.iter().zip(read) {
+            if hits.full() || abandoned() {
+                break;
+            }
+            match got {
+                Ok(bytes) => self.grep_bytes(regex, uri, bytes, hits)?,
+                // Removed or replaced by a directory since it was listed.
+                Err(StorageError::NotFound(_)) | Err(StorageError::IsADirectory(_)) => {}
+                Err(e) => return Err(StorageFail(uri).map(e)),
+            }
+        }
+        Ok(())
+    }
+
     fn grep_file(
         &self,
         regex: &Regex,
@@ -116,6 +147,16 @@ impl GrepQuery {
             Err(StorageError::NotFound(_)) | Err(StorageError::IsADirectory(_)) => return Ok(()),
             Err(e) => return Err(StorageFail(uri).map(e)),
         };
+        self.grep_bytes(regex, uri, bytes, hits)
+    }
+
+    fn grep_bytes(
+        &self,
+        regex: &Regex,
+        uri: &VikingUri,
+        bytes: Vec<u8>,
+        hits: &mut Hits,
+    ) -> ServiceResult<()> {
         hits.files_scanned += 1;
         let text = lossy_string(bytes);
         let shown = uri.uri();
@@ -201,20 +242,29 @@ pub fn grep(
             order: Order::ByName,
             exclude: query.exclude.as_ref(),
         };
-        walker.run(storage, abandoned, uri, |file, meta, _| {
+        let mut batch: Vec<VikingUri> = Vec::with_capacity(READ_BATCH);
+        let ended = walker.run(storage, abandoned, uri, |file, meta, _| {
             if meta.is_dir() {
                 return Ok(Flow::Continue);
             }
             if abandoned() {
                 return Ok(Flow::Stop);
             }
-            query.grep_file(&regex, storage, file, &mut hits)?;
+            batch.push(file.clone());
+            if batch.len() < READ_BATCH {
+                return Ok(Flow::Continue);
+            }
+            query.grep_batch(&regex, storage, abandoned, &batch, &mut hits)?;
+            batch.clear();
             Ok(if hits.full() {
                 Flow::Stop
             } else {
                 Flow::Continue
             })
         })?;
+        if ended != Ended::Abandoned && !hits.full() && !abandoned() {
+            query.grep_batch(&regex, storage, abandoned, &batch, &mut hits)?;
+        }
     }
     let Hits {
         mut json,

@@ -7,7 +7,7 @@
 
 use serde_json::Value;
 
-use super::entry::{render, Render};
+use super::entry::{render_many, Item, Render};
 use super::walk::{caseless, Ended, Flow, Order, Walker};
 use super::{dir_not_found, not_a_directory, stat};
 use crate::error::{ServiceError, ServiceResult};
@@ -106,19 +106,29 @@ pub fn ls(
         entries.truncate(end);
     }
     entries.sort_by(|a, b| ls_order(a, b, sort_by, descending));
-    let mut items = Vec::with_capacity(entries.len().saturating_sub(opts.offset));
-    for e in entries.iter().skip(opts.offset) {
-        let uri = match dir.child(&e.name) {
-            Ok(u) => u,
-            Err(_) => continue,
-        };
-        items.push(if opts.simple {
-            Value::String(uri.uri())
-        } else {
-            render(storage, &uri, &e.meta, None, &opts.render)
-        });
+    let shown: Vec<Item> = entries
+        .into_iter()
+        .skip(opts.offset)
+        .filter_map(|e| Some((dir.child(&e.name).ok()?, e.meta, None)))
+        .collect();
+    page(&render_page(storage, &|| false, opts, shown), has_more)
+}
+
+/// A page's entries as URIs (`simple`) or rendered, their sidecars read together (bounded
+/// parallel requests on an object store).
+fn render_page(
+    storage: &dyn Storage,
+    abandoned: &dyn Fn() -> bool,
+    opts: &PageOpts,
+    items: Vec<Item>,
+) -> Vec<Value> {
+    if opts.simple {
+        return items
+            .into_iter()
+            .map(|(uri, _, _)| Value::String(uri.uri()))
+            .collect();
     }
-    page(&items, has_more)
+    render_many(storage, &items, &opts.render, &|| !abandoned())
 }
 
 /// F2 tree (and F1 with `recursive=true`).
@@ -134,7 +144,7 @@ pub fn tree(
     if !check_dir(storage, dir)? {
         return page(&[], false);
     }
-    let mut items: Vec<Value> = Vec::new();
+    let mut items: Vec<Item> = Vec::new();
     let mut has_more = false;
     let walker = Walker {
         who,
@@ -155,16 +165,13 @@ pub fn tree(
         seen += 1;
         if seen > opts.offset {
             let rel = uri.rel_to(dir).unwrap_or_default();
-            items.push(if opts.simple {
-                Value::String(uri.uri())
-            } else {
-                render(storage, uri, meta, Some(&rel), &opts.render)
-            });
+            items.push((uri.clone(), meta.clone(), Some(rel)));
         }
         Ok(Flow::Continue)
     })?;
     if ended == Ended::Abandoned {
         tracing::debug!(uri = %dir, "tree abandoned by the client");
+        return page(&[], false);
     }
-    page(&items, has_more)
+    page(&render_page(storage, abandoned, opts, items), has_more)
 }

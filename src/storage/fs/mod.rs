@@ -83,6 +83,10 @@ impl StorageFail<'_> {
                 tracing::warn!(%reason, "invalid storage path");
                 ServiceError::invalid_argument(format!("invalid path: {}", uri.uri()))
             }
+            StorageError::TooLarge(reason) => {
+                ServiceError::new(crate::error::ErrorCode::PayloadTooLarge, reason)
+                    .detail("resource", uri.uri())
+            }
             StorageError::Io(e) => ServiceError::internal(e),
         }
     }

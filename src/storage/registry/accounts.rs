@@ -94,7 +94,7 @@ pub fn create(
         return Err(already());
     }
     // Two instances creating the same id would otherwise both write its users.json.
-    let _guard = store::lock(
+    let guard = store::lock(
         cx.storage,
         &format!("registry-create-account-{account}"),
         CREATE_LOCK_TIMEOUT,
@@ -104,20 +104,32 @@ pub fn create(
     }
     let user_key = keys::new_key(account, admin, seed);
     let (key, key_prefix) = stored_key(&user_key, cx.hashing)?;
-    // Anything at this path belongs to no registered account (a crashed earlier attempt).
-    let (_, users, users_version) = store::update_users(cx.storage, account, |f| {
-        *f = UsersFile::default();
-        f.users.insert(
-            admin.to_string(),
-            UserEntry {
-                role: "admin".into(),
-                key: key.clone(),
-                key_prefix: key_prefix.clone(),
-                ..UserEntry::default()
-            },
-        );
-        Ok(Edit::Write(()))
-    })?;
+    // Anything at this path belongs to no registered account (a crashed earlier attempt), and
+    // is replaced only if it is still the version read here under the lock: a creator that
+    // lost its lock to another one fails instead of replacing that one's admin.
+    let users_path = store::users_path(account)?;
+    let (_, found): (UsersFile, _) = store::read_doc(cx.storage, &users_path)?;
+    let mut users = UsersFile::default();
+    users.users.insert(
+        admin.to_string(),
+        UserEntry {
+            role: "admin".into(),
+            key: key.clone(),
+            key_prefix: key_prefix.clone(),
+            ..UserEntry::default()
+        },
+    );
+    let bytes = super::model::to_pretty(&users).map_err(ServiceError::internal)?;
+    if !guard.held() {
+        return Err(store::registry_busy(&users_path));
+    }
+    let users_version = match cx.storage.write_if(&users_path, &bytes, found.as_ref()) {
+        Ok(v) => Some(v),
+        Err(StorageError::Conflict(_)) | Err(StorageError::AlreadyExists(_)) => {
+            return Err(store::registry_busy(&users_path))
+        }
+        Err(e) => return Err(e.into()),
+    };
     let groups = groups_path(account)?;
     match cx
         .storage
@@ -219,6 +231,15 @@ impl DeletionTarget for AccountDeletion<'_> {
             }),
         )?;
         Ok(())
+    }
+
+    fn still_marked(&self, cx: &OpCtx<'_>, task_id: &str) -> ServiceResult<bool> {
+        Ok(read_accounts(cx.storage)?
+            .0
+            .accounts
+            .get(self.0)
+            .and_then(|e| e.deletion.as_ref())
+            .is_some_and(|d| d.task_id == task_id))
     }
 
     fn remove_data(&self, cx: &OpCtx<'_>) -> ServiceResult<()> {

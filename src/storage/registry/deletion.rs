@@ -35,6 +35,9 @@ pub trait DeletionTarget {
     }
     /// Persist `mark` on the entry and announce it.
     fn mark(&self, cx: &OpCtx<'_>, mark: &Deletion) -> ServiceResult<()>;
+    /// Whether the entry still carries `task_id`'s mark (the tombstone that fences
+    /// [`DeletionTarget::remove_data`]).
+    fn still_marked(&self, cx: &OpCtx<'_>, task_id: &str) -> ServiceResult<bool>;
     /// Delete the data (missing is fine).
     fn remove_data(&self, cx: &OpCtx<'_>) -> ServiceResult<()>;
     /// Drop the entry if its mark is still `task_id`'s, and announce it.
@@ -110,7 +113,7 @@ pub fn delete(
     lock_timeout: Duration,
 ) -> ServiceResult<Removal> {
     let lock_name = target.lock_name();
-    let (task_id, owner, _guard) = match pending_deletion(cx.storage, existing, &lock_name)? {
+    let (task_id, owner, guard) = match pending_deletion(cx.storage, existing, &lock_name)? {
         Pending::Running(task_id) => {
             return Ok(Removal {
                 task_id,
@@ -140,7 +143,9 @@ pub fn delete(
         return Err(e);
     }
     let finished = tasks::mark_running(cx.storage, &owner, &task_id)
-        .and_then(|_| target.remove_data(cx))
+        .and_then(|_| target.still_marked(cx, &task_id))
+        .and_then(|marked| store::fence_removal(guard.as_ref(), marked, &target.describe()))
+        .and_then(|()| target.remove_data(cx))
         .and_then(|()| target.drop_entry(cx, &task_id))
         .and_then(|()| {
             tasks::complete(

@@ -98,7 +98,7 @@ where
     }
 }
 
-fn registry_busy(path: &StorePath) -> ServiceError {
+pub fn registry_busy(path: &StorePath) -> ServiceError {
     let kind = if path.name() == "accounts.json" {
         "account_registry_busy"
     } else {
@@ -149,6 +149,40 @@ pub fn lock(
         }
         other => other.into(),
     })
+}
+
+/// Object stores cannot delete conditionally, so a removal made under a lock is fenced by a
+/// tombstone instead: the registry entry's deletion mark of this task, re-read right before
+/// removing, with the lock still certainly ours. A deleter that lost its lock (and whose
+/// deletion another worker finished, so the id may have been created afresh) stops here.
+pub fn fence_removal(
+    guard: &dyn crate::storage::LockGuard,
+    still_marked: bool,
+    what: &str,
+) -> ServiceResult<()> {
+    if !guard.held() {
+        tracing::warn!(
+            what,
+            "deletion lock lease ran out; stopping before removing data"
+        );
+        return Err(ServiceError::conflict(
+            "Another account operation is in progress. Please retry.",
+        )
+        .detail("conflict_type", "account_registry_busy")
+        .detail("retryable", true));
+    }
+    if !still_marked {
+        tracing::warn!(
+            what,
+            "deletion mark gone; another worker finished this deletion"
+        );
+        return Err(
+            ServiceError::conflict("The deletion was completed by another operation.")
+                .detail("conflict_type", "account_registry_busy")
+                .detail("retryable", true),
+        );
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -240,6 +240,15 @@ impl DeletionTarget for UserDeletion<'_> {
         Ok(())
     }
 
+    fn still_marked(&self, cx: &OpCtx<'_>, task_id: &str) -> ServiceResult<bool> {
+        Ok(read_users(cx.storage, self.account)?
+            .0
+            .users
+            .get(self.user)
+            .and_then(|e| e.deletion.as_ref())
+            .is_some_and(|d| d.task_id == task_id))
+    }
+
     fn remove_data(&self, cx: &OpCtx<'_>) -> ServiceResult<()> {
         let account_root = StorePath::root().join(self.account)?;
         remove_if_exists(

@@ -139,6 +139,22 @@ impl ArchiveMeta {
         storage.write(&dir.join(META)?, &bytes)?;
         Ok(())
     }
+
+    /// The first write of a new archive, create-only: an archive number is used once, so an
+    /// existing record means a writer that took over a lost lock is committing it.
+    pub fn create(&self, storage: &dyn Storage, dir: &StorePath) -> ServiceResult<()> {
+        let bytes = serde_json::to_vec(self).map_err(ServiceError::internal)?;
+        match storage.write_if(&dir.join(META)?, &bytes, None) {
+            Ok(_) => Ok(()),
+            Err(StorageError::Conflict(_)) | Err(StorageError::AlreadyExists(_)) => Err(
+                ServiceError::conflict("The session was changed concurrently. Please retry.")
+                    .with_details(serde_json::json!({
+                        "conflict_type": super::BUSY, "retryable": true
+                    })),
+            ),
+            Err(e) => Err(e.into()),
+        }
+    }
 }
 
 /// Phase 2 summary bodies (upstream's model-free fallback).

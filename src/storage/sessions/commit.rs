@@ -256,7 +256,7 @@ fn reset_boundary(
 
 /// Phase 1 and Phase 2 of one commit; the session lock is held throughout.
 pub fn commit(storage: &dyn Storage, s: &SessionRef, o: &CommitOptions) -> ServiceResult<Value> {
-    let _lock = s.lock(storage)?;
+    let lock = s.lock(storage)?;
     let Some(mut meta) = load_for_update(storage, s)? else {
         return Err(not_found(s));
     };
@@ -270,7 +270,8 @@ pub fn commit(storage: &dyn Storage, s: &SessionRef, o: &CommitOptions) -> Servi
             .insert("last_commit_event_tags".into(), json!(tags));
     }
 
-    let bytes = live::read_all(storage, &s.live()?)?;
+    // Sealed: on a segment log no add can land below what is read here any more.
+    let bytes = live::read_live(storage, s, &meta, true)?;
     let (spans, complete) = live::lines(&bytes);
     if spans.is_empty() {
         meta.updated_at = time::millis_z_now();
@@ -320,10 +321,16 @@ pub fn commit(storage: &dyn Storage, s: &SessionRef, o: &CommitOptions) -> Servi
         retained_tokens: cut.retained_tokens,
         whole_file: split_byte == bytes.len(),
     };
-    if let Err(e) = archive_and_finish(storage, s, &mut meta, record, &live_part, n) {
+    let done = super::ensure_held(lock.as_ref(), s)
+        .and_then(|()| archive_and_finish(storage, s, &mut meta, record, &live_part, n));
+    if let Err(e) = done {
         // Undo or finish what was written, now rather than on the next touch; if even that
-        // fails the marker stays and the next mutation retries.
+        // fails the marker stays and the next mutation retries. Not when the session changed
+        // under us (our lock was lost): then someone else owns it and repairs it.
         tracing::error!(session = %s.uri(), archive = %name, error = %e.message, "commit failed");
+        if super::is_busy(&e) {
+            return Err(e);
+        }
         if let Ok(Some(mut current)) = super::meta::SessionMeta::load(storage, s) {
             if let Err(again) = recovery::repair(storage, s, &mut current) {
                 tracing::error!(session = %s.uri(), error = %again.message, "repair after a failed commit failed");
@@ -424,9 +431,27 @@ fn archive_and_finish(
     let task_id = record.phase1.task_id.clone().unwrap_or_default();
     let dir = s.archive(&name)?;
     crash::point("before_record");
-    record.save(storage, &dir)?;
+    record.create(storage, &dir)?;
     crash::point("after_record");
-    if live_part.whole_file {
+    if live::segmented(storage) && meta.internal.log.is_some() {
+        // Create-only: the archive number is new, so an existing copy means another writer
+        // (one that took over our lost lock) is committing it.
+        storage
+            .write_if(&dir.join(archive::MESSAGES)?, live_part.archived, None)
+            .map_err(|e| match e {
+                crate::storage::StorageError::Conflict(_)
+                | crate::storage::StorageError::AlreadyExists(_) => super::changed_concurrently(s),
+                other => other.into(),
+            })?;
+        crash::point("after_archive_messages");
+        // The point of no return: one compare-and-swap of the meta drops the archived
+        // messages from the log, with the counters of what stays.
+        meta.message_count = live_part.retained_count;
+        meta.internal.live_bytes = live_part.retained.len() as u64;
+        meta.internal.live_tokens = live_part.retained_tokens;
+        meta.pending_tokens = 0;
+        live::rewrite_log(storage, s, meta, live_part.retained)?;
+    } else if live_part.whole_file {
         // Archive everything by moving the file, not copying tens of megabytes through the page
         // cache. The move is the point of no return (the live file is gone; recovery rolls
         // forward), then an empty live file takes its place.

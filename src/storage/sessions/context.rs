@@ -16,13 +16,13 @@ use super::{deps, fit, live, tokens, SessionRef};
 /// SE9: the context within `token_budget`, serialized here (a large result never occupies an
 /// HTTP worker).
 pub fn context(storage: &dyn Storage, s: &SessionRef, token_budget: u64) -> ServiceResult<Vec<u8>> {
-    if load_for_read(storage, s)?.is_none() {
+    let Some(meta) = load_for_read(storage, s)? else {
         return Err(not_found(s));
-    }
+    };
     // Live first, archives second: a commit running meanwhile writes the archive's copy
     // before it shrinks the live file, so this order never misses a message (duplicates
     // are removed by id below).
-    let live_msgs = live::read_messages(storage, &s.live()?)?;
+    let live_msgs = live::read_live_messages(storage, s, &meta)?;
     let archives = archive::list(storage, s)?;
     let total = archives.len();
     let mut pending: Vec<String> = Vec::new();

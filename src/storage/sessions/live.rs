@@ -1,9 +1,15 @@
-//! The JSON-lines files of a session: live `messages.jsonl` and archived copies.
+//! The JSON-lines files of a session: live messages and archived copies.
 //!
 //! Large sessions (50k messages, tens of MB) are handled without quadratic work: messages are
 //! appended with the backend's `append`, counters live in the meta (checked against the file
 //! size), and only the bytes a step needs are parsed — ids and roles with a borrowed "light"
 //! parse, full JSON only where tokens or content are needed.
+//!
+//! Where the backend has no true append (S3), the live messages are a segment log
+//! ([`crate::storage::seglog`]) whose state lives in the session meta: an add writes one small
+//! segment object under a sequence number taken by compare-and-swap on the meta, so it costs
+//! the same at message 50,000 as at message 1. Its "live file" is the log's content: chunks,
+//! then segments in sequence order. The `*_live` functions below hide the difference.
 
 use std::borrow::Cow;
 
@@ -11,6 +17,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::error::{ServiceError, ServiceResult};
+use crate::storage::seglog::{self, Chunk, LogState};
 use crate::storage::{Storage, StorageError, StorePath};
 
 use super::meta::SessionMeta;
@@ -190,7 +197,10 @@ pub fn pending_tokens(
     if meta.message_count <= k {
         return Ok(0);
     }
-    let kept = tail_tokens(storage, &s.live()?, meta.internal.live_bytes, k)?;
+    let kept = match meta.internal.log.as_ref().filter(|_| segmented(storage)) {
+        Some(state) => log_tail_tokens(storage, s, state, k)?,
+        None => tail_tokens(storage, &s.live()?, meta.internal.live_bytes, k)?,
+    };
     Ok(meta.internal.live_tokens.saturating_sub(kept))
 }
 
@@ -204,6 +214,10 @@ pub fn reconcile(
     meta: &mut SessionMeta,
     repair: bool,
 ) -> ServiceResult<bool> {
+    if segmented(storage) && meta.internal.log.is_some() {
+        // Counters change with the log in one compare-and-swap: nothing to reconcile.
+        return Ok(false);
+    }
     let path = s.live()?;
     let on_disk = size(storage, &path)?;
     if on_disk == meta.internal.live_bytes {
@@ -232,6 +246,284 @@ pub fn reconcile(
     meta.internal.live_bytes = if repair { complete as u64 } else { on_disk };
     meta.pending_tokens = pending_tokens(storage, s, meta)?;
     Ok(true)
+}
+
+/// Segments an add may leave before it folds them into a chunk (bounded work: a compaction
+/// rewrites at most [`seglog::CHUNK_TARGET_BYTES`] plus these segments).
+pub const COMPACT_AFTER_SEGMENTS: u64 = 32;
+
+/// Whether this session's live messages are a segment log (see the module docs).
+pub fn segmented(storage: &dyn Storage) -> bool {
+    !storage.appends_in_place()
+}
+
+/// Give a session on a segmented backend its log state. A session written before the log
+/// existed keeps its `messages.jsonl` as the log's first chunk (first reconciled as a file).
+pub fn ensure_log(
+    storage: &dyn Storage,
+    s: &SessionRef,
+    meta: &mut SessionMeta,
+) -> ServiceResult<()> {
+    if !segmented(storage) || meta.internal.log.is_some() {
+        return Ok(());
+    }
+    let size = size(storage, &s.live()?)?;
+    let chunks = if size > 0 {
+        vec![Chunk {
+            name: LIVE_FILE.to_string(),
+            bytes: size,
+        }]
+    } else {
+        Vec::new()
+    };
+    meta.internal.log = Some(LogState {
+        chunks,
+        from: 0,
+        next: 0,
+    });
+    Ok(())
+}
+
+/// Name of the live file inside the session directory.
+pub const LIVE_FILE: &str = "messages.jsonl";
+
+/// Read a segment log, reloading the meta if a commit retired a chunk between the meta read
+/// and the chunk read (bounded retries).
+fn read_log(
+    storage: &dyn Storage,
+    s: &SessionRef,
+    meta: &SessionMeta,
+    seal: bool,
+) -> ServiceResult<Vec<u8>> {
+    let dir = s.dir()?;
+    let mut state = meta.internal.log.clone().unwrap_or_default();
+    for _ in 0..5 {
+        let got = if seal {
+            seglog::read_sealed(storage, &dir, &state)
+        } else {
+            seglog::read(storage, &dir, &state, &|| true)
+        };
+        match got {
+            Ok(c) => return Ok(c.bytes),
+            Err(StorageError::NotFound(_)) => {
+                let Some(fresh) = SessionMeta::load(storage, s)? else {
+                    return Ok(Vec::new());
+                };
+                state = fresh.internal.log.unwrap_or_default();
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(super::changed_concurrently(s))
+}
+
+/// The whole live content (JSON lines). With `seal` (caller holds the lock and is about to
+/// cut the log) a segment log's holes are sealed first, so the content is final.
+pub fn read_live(
+    storage: &dyn Storage,
+    s: &SessionRef,
+    meta: &SessionMeta,
+    seal: bool,
+) -> ServiceResult<Vec<u8>> {
+    match &meta.internal.log {
+        Some(_) if segmented(storage) => read_log(storage, s, meta, seal),
+        _ => read_all(storage, &s.live()?),
+    }
+}
+
+/// Every live message, parsed.
+pub fn read_live_messages(
+    storage: &dyn Storage,
+    s: &SessionRef,
+    meta: &SessionMeta,
+) -> ServiceResult<Vec<Value>> {
+    let bytes = read_live(storage, s, meta, false)?;
+    let (spans, _) = lines(&bytes);
+    let mut out = Vec::with_capacity(spans.len());
+    for (i, sp) in spans.iter().enumerate() {
+        out.push(full(&bytes[sp.start..sp.end])?);
+        if i % YIELD_EVERY == YIELD_EVERY - 1 {
+            std::thread::yield_now();
+        }
+    }
+    Ok(out)
+}
+
+/// The id of the first live message.
+pub fn first_live_id(
+    storage: &dyn Storage,
+    s: &SessionRef,
+    meta: &SessionMeta,
+) -> ServiceResult<Option<String>> {
+    let Some(state) = meta.internal.log.as_ref().filter(|_| segmented(storage)) else {
+        return first_id(storage, &s.live()?);
+    };
+    let dir = s.dir()?;
+    if let Some(first) = state.chunks.first() {
+        return first_id(storage, &dir.join_path(&first.name)?);
+    }
+    for path in seglog::tail_paths(&dir, state)?.iter().rev() {
+        match storage.read(path) {
+            Ok(bytes) => {
+                if let Some(nl) = memchr::memchr(b'\n', &bytes) {
+                    return Ok(Some(light(&bytes[..nl])?.id.into_owned()));
+                }
+            }
+            Err(StorageError::NotFound(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(None)
+}
+
+/// Tokens of the last `k` live messages of a segment log, reading only its newest pieces
+/// (a few at a time, in parallel).
+fn log_tail_tokens(
+    storage: &dyn Storage,
+    s: &SessionRef,
+    state: &LogState,
+    k: u64,
+) -> ServiceResult<u64> {
+    let paths = seglog::tail_paths(&s.dir()?, state)?;
+    let mut pieces: Vec<Vec<u8>> = Vec::new();
+    let mut lines_seen = 0u64;
+    for batch in paths.chunks(16) {
+        for got in storage.read_many(batch, &|| true) {
+            match got {
+                Ok(bytes) => {
+                    lines_seen += memchr::memchr_iter(b'\n', &bytes).count() as u64;
+                    pieces.push(bytes);
+                }
+                Err(StorageError::NotFound(_)) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if lines_seen >= k {
+            break;
+        }
+    }
+    let tail: Vec<u8> = pieces.into_iter().rev().flatten().collect();
+    let (spans, _) = lines(&tail);
+    let take = spans.len().saturating_sub(k as usize);
+    let mut sum = 0;
+    for sp in &spans[take..] {
+        sum += tokens::estimate_message(&full(&tail[sp.start..sp.end])?);
+    }
+    Ok(sum)
+}
+
+/// Append messages to a segment log: take a sequence number and update the counters in one
+/// compare-and-swap of the meta, then write the segment create-only. Returns the meta as
+/// stored. A segment that loses its slot (sealed by a writer that held the lock we lost)
+/// fails the add: nothing of it is stored.
+pub fn append_segment(
+    storage: &dyn Storage,
+    s: &SessionRef,
+    meta: &mut SessionMeta,
+    messages: &[Value],
+    now: &str,
+) -> ServiceResult<()> {
+    let bytes = to_lines(messages)?;
+    let per_message: Vec<u64> = messages.iter().map(tokens::estimate_message).collect();
+    let added_tokens: u64 = per_message.iter().sum();
+    let n = messages.len() as u64;
+    let state = meta.internal.log.get_or_insert_with(LogState::default);
+    let k = meta.keep_recent_count;
+    let pending = if k == 0 {
+        meta.internal.live_tokens + added_tokens
+    } else if meta.message_count + n <= k {
+        0
+    } else {
+        let kept_new: u64 = per_message.iter().rev().take(k as usize).sum();
+        let kept_old = if n >= k {
+            0
+        } else {
+            log_tail_tokens(storage, s, state, k - n)?
+        };
+        (meta.internal.live_tokens + added_tokens).saturating_sub(kept_new + kept_old)
+    };
+    let seq = state.reserve();
+    meta.message_count += n;
+    meta.total_message_count += n;
+    meta.internal.live_bytes += bytes.len() as u64;
+    meta.internal.live_tokens += added_tokens;
+    meta.pending_tokens = pending;
+    meta.last_message_at = now.to_string();
+    meta.updated_at = now.to_string();
+    meta.save(storage, s)?;
+    match seglog::write_segment(storage, &s.dir()?, seq, &bytes) {
+        Ok(()) => Ok(()),
+        Err(StorageError::Conflict(_)) | Err(StorageError::AlreadyExists(_)) => {
+            tracing::warn!(session = %s.uri(), seq, "a message segment lost its slot to a seal");
+            Err(super::changed_concurrently(s))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Fold a segment log's segments into a chunk once there are enough of them. Best effort:
+/// the add it follows is already stored, so a failure here is only logged.
+pub fn compact_if_due(storage: &dyn Storage, s: &SessionRef, meta: &mut SessionMeta) {
+    let due = meta
+        .internal
+        .log
+        .as_ref()
+        .is_some_and(|l| l.segments() >= COMPACT_AFTER_SEGMENTS);
+    if !due {
+        return;
+    }
+    if let Err(e) = compact(storage, s, meta) {
+        tracing::warn!(session = %s.uri(), error = %e.message, "session log compaction failed; retried later");
+    }
+}
+
+fn compact(storage: &dyn Storage, s: &SessionRef, meta: &mut SessionMeta) -> ServiceResult<()> {
+    let Some(state) = meta.internal.log.clone() else {
+        return Ok(());
+    };
+    let dir = s.dir()?;
+    let segments_only = LogState {
+        chunks: Vec::new(),
+        ..state.clone()
+    };
+    let sealed = seglog::read_sealed(storage, &dir, &segments_only)?;
+    let (next, garbage) = seglog::compact(storage, &dir, &state, &sealed.bytes)?;
+    meta.internal.log = Some(next);
+    meta.save(storage, s)?;
+    collect_garbage(storage, s, garbage);
+    Ok(())
+}
+
+/// Replace the live content by `retained` (commit's point of no return), with the counters
+/// of what remains, in one compare-and-swap of the meta.
+pub fn rewrite_log(
+    storage: &dyn Storage,
+    s: &SessionRef,
+    meta: &mut SessionMeta,
+    retained: &[u8],
+) -> ServiceResult<()> {
+    let state = meta.internal.log.clone().unwrap_or_default();
+    let (next, garbage) = seglog::rewrite(storage, &s.dir()?, &state, retained)?;
+    meta.internal.log = Some(next);
+    meta.save(storage, s)?;
+    collect_garbage(storage, s, garbage);
+    Ok(())
+}
+
+/// Delete what a stored meta no longer references. A legacy `messages.jsonl` chunk is emptied
+/// rather than removed: the session layout keeps that file.
+fn collect_garbage(storage: &dyn Storage, s: &SessionRef, mut garbage: seglog::Garbage) {
+    let Ok(live) = s.live() else {
+        return;
+    };
+    let before = garbage.paths.len();
+    garbage.paths.retain(|p| *p != live);
+    if garbage.paths.len() != before {
+        if let Err(e) = storage.write(&live, b"") {
+            tracing::debug!(session = %s.uri(), error = %e, "legacy live file left as is");
+        }
+    }
+    seglog::collect_garbage(storage, garbage);
 }
 
 /// Serialize messages as JSON lines.

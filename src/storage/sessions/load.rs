@@ -45,6 +45,7 @@ pub fn load_for_update(
     if live::reconcile(storage, s, &mut meta, true)? {
         meta.save(storage, s)?;
     }
+    live::ensure_log(storage, s, &mut meta)?;
     Ok(Some(meta))
 }
 
@@ -60,5 +61,6 @@ pub fn load_for_read(storage: &dyn Storage, s: &SessionRef) -> ServiceResult<Opt
         }
     }
     live::reconcile(storage, s, &mut meta, false)?;
+    live::ensure_log(storage, s, &mut meta)?;
     Ok(Some(meta))
 }

@@ -4,7 +4,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 use crate::error::{ServiceError, ServiceResult};
-use crate::storage::{Storage, StorageError};
+use crate::storage::seglog::LogState;
+use crate::storage::{Storage, StorageError, Version};
 
 use super::{policy, SessionRef};
 
@@ -63,6 +64,11 @@ pub struct SessionMeta {
     pub internal: Internal,
     #[serde(flatten)]
     pub extra: Map<String, Value>,
+    /// The stored version this copy was read at (`None`: not stored yet). Every save is a
+    /// compare-and-swap on it: the session meta is the fence of every session mutation, so a
+    /// writer whose lock was lost (or who raced one) fails instead of clobbering.
+    #[serde(skip)]
+    pub version: Option<Version>,
 }
 
 /// What Longship keeps beside the spec's fields.
@@ -79,6 +85,12 @@ pub struct Internal {
     /// its terminal marker); a leftover value after a crash names the archive to repair.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pending_commit: Option<PendingCommit>,
+    /// The live messages as a segment log (backends without true appends, i.e. S3): the
+    /// session's `messages.jsonl` is then not rewritten per message. `None` on local disk,
+    /// and on an S3 session created before the log existed (its `messages.jsonl` is then the
+    /// first chunk).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log: Option<LogState>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -131,14 +143,18 @@ impl SessionMeta {
             event_search_tags: None,
             internal: Internal::default(),
             extra: Map::new(),
+            version: None,
         }
     }
 
     /// Read the stored meta; `Ok(None)` when the file is absent.
     pub fn load(storage: &dyn Storage, s: &SessionRef) -> ServiceResult<Option<SessionMeta>> {
-        match storage.read(&s.meta()?) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map(Some)
+        match storage.read_versioned(&s.meta()?) {
+            Ok((bytes, version)) => serde_json::from_slice::<SessionMeta>(&bytes)
+                .map(|mut meta| {
+                    meta.version = Some(version);
+                    Some(meta)
+                })
                 .map_err(|e| super::damaged(format!("session meta of {}: {e}", s.uri()))),
             Err(StorageError::NotFound(_)) | Err(StorageError::NotADirectory(_)) => Ok(None),
             Err(StorageError::IsADirectory(_)) => Err(super::damaged(format!(
@@ -149,11 +165,22 @@ impl SessionMeta {
         }
     }
 
-    /// Write compact JSON (spec §4.1: `.meta.json` files are compact).
-    pub fn save(&self, storage: &dyn Storage, s: &SessionRef) -> ServiceResult<()> {
+    /// Write compact JSON (spec §4.1: `.meta.json` files are compact), only if the stored
+    /// meta is still the version this copy was read at; a lost race is a retryable conflict
+    /// and nothing is written.
+    pub fn save(&mut self, storage: &dyn Storage, s: &SessionRef) -> ServiceResult<()> {
         let bytes = serde_json::to_vec(self).map_err(ServiceError::internal)?;
-        storage.write(&s.meta()?, &bytes)?;
-        Ok(())
+        match storage.write_if(&s.meta()?, &bytes, self.version.as_ref()) {
+            Ok(v) => {
+                self.version = Some(v);
+                Ok(())
+            }
+            Err(StorageError::Conflict(_)) | Err(StorageError::AlreadyExists(_)) => {
+                tracing::warn!(session = %s.uri(), "session changed under a writer that held its lock; the write was refused");
+                Err(super::changed_concurrently(s))
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// The SE3 result: meta fields (no `event_search_tags`, no bookkeeping) plus `uri`, `user`

@@ -54,6 +54,29 @@ pub fn is_busy(err: &ServiceError) -> bool {
         == Some(BUSY)
 }
 
+/// A session mutation found the session changed under it although it held the session's lock
+/// (the lock was lost: its holder stalled for a whole lease lifetime). Nothing was written past
+/// the fence; the client may retry.
+pub fn changed_concurrently(s: &SessionRef) -> ServiceError {
+    ServiceError::conflict(format!(
+        "Session {} was changed concurrently; retry shortly",
+        s.sid
+    ))
+    .with_details(serde_json::json!({
+        "resource": s.sid, "conflict_type": BUSY, "retryable": true
+    }))
+}
+
+/// Stop before writing if the session lock is no longer certainly ours.
+pub fn ensure_held(guard: &dyn LockGuard, s: &SessionRef) -> ServiceResult<()> {
+    if guard.held() {
+        Ok(())
+    } else {
+        tracing::warn!(session = %s.uri(), "session lock lease ran out before a write; giving up");
+        Err(changed_concurrently(s))
+    }
+}
+
 /// `conflict_type` of the "session files are damaged" answer.
 pub const DAMAGED: &str = "session_damaged";
 

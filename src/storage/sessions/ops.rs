@@ -28,11 +28,19 @@ fn create_locked(
     opts: &CreateOptions,
 ) -> ServiceResult<SessionMeta> {
     deps::ensure_user_dirs(storage, &s.account, &s.user)?;
-    storage.write(&s.live()?, b"")?;
+    // Create-only: a live file that is already there (written by a creator that lost the
+    // race for the meta below) is left alone.
+    match storage.write_if(&s.live()?, b"", None) {
+        Ok(_) | Err(StorageError::Conflict(_)) | Err(StorageError::AlreadyExists(_)) => {}
+        Err(e) => return Err(e.into()),
+    }
     let mut meta = SessionMeta::new(s, &time::millis_z_now());
     meta.memory_policy = opts.memory_policy.clone();
     meta.auto_commit_policy = opts.auto_commit_policy.clone();
     meta.event_search_tags = opts.event_tags.clone();
+    if live::segmented(storage) {
+        meta.internal.log = Some(Default::default());
+    }
     meta.save(storage, s)?;
     Ok(meta)
 }
@@ -113,7 +121,7 @@ pub fn get(storage: &dyn Storage, s: &SessionRef, auto_create: bool) -> ServiceR
 
 /// SE4: delete the session and its history.
 pub fn delete(storage: &dyn Storage, s: &SessionRef) -> ServiceResult<Value> {
-    let _lock = s.lock_briefly(storage)?;
+    let lock = s.lock_briefly(storage)?;
     let missing =
         || ServiceError::not_found("session", &s.sid, format!("Session not found: {}", s.sid));
     // Through the repair path, so an interrupted commit's task is settled before its
@@ -134,6 +142,9 @@ pub fn delete(storage: &dyn Storage, s: &SessionRef) -> ServiceResult<Value> {
             }
         }
     }
+    // Object stores cannot delete conditionally: the last check that the lock is still ours
+    // comes right before the removal.
+    super::ensure_held(lock.as_ref(), s)?;
     remove_if_exists(storage, &s.dir()?, true)?;
     Ok(json!({"session_id": s.sid}))
 }
@@ -203,13 +214,18 @@ pub fn add(
     messages: &[Value],
     batch: bool,
 ) -> ServiceResult<Value> {
-    let _lock = s.lock_briefly(storage)?;
+    let lock = s.lock_briefly(storage)?;
     let mut meta = match load_for_update(storage, s)? {
         Some(m) => m,
         None => create_locked(storage, s, &CreateOptions::default())?,
     };
     let n = messages.len() as u64;
-    if n > 0 {
+    if n > 0 && meta.internal.log.is_some() && live::segmented(storage) {
+        super::ensure_held(lock.as_ref(), s)?;
+        live::append_segment(storage, s, &mut meta, messages, &time::millis_z_now())?;
+        live::compact_if_due(storage, s, &mut meta);
+    } else if n > 0 {
+        super::ensure_held(lock.as_ref(), s)?;
         let bytes = live::to_lines(messages)?;
         let added_tokens: u64 = messages.iter().map(super::tokens::estimate_message).sum();
         storage.append(&s.live()?, &bytes)?;

@@ -113,7 +113,7 @@ pub fn resolve(
         return Ok(Outcome::RolledBack);
     };
     let first_archived = record.phase1.archived_message_ids.first().cloned();
-    let live_first = live::first_id(storage, &s.live()?)?;
+    let live_first = live::first_live_id(storage, s, meta)?;
     let live_rewritten =
         record.phase1.status == "ready" || first_archived.is_none() || live_first != first_archived;
     if !live_rewritten {

@@ -1,19 +1,28 @@
 //! Named cross-instance locks as lease objects.
 //!
-//! The lock `name` is the object `<prefix>/.longship-locks/<sha256(name)>` holding who owns it
-//! and until when. Taking it is a create-if-absent PUT; a lease whose expiry has passed (its
-//! holder crashed) is taken over with an `If-Match` PUT on the ETag that was read, so of several
-//! instances racing for an expired lease exactly one wins. The holder renews the lease every
-//! third of its lifetime from a task on the backend runtime, and releasing deletes it.
+//! The lock `name` is the object `<prefix>/.longship-locks/<sha256(name)>` naming its holder.
+//! Taking it is a create-if-absent PUT; releasing deletes it. The holder rewrites it (with a
+//! renewal counter, so its ETag changes) every third of the lease lifetime
+//! (`storage.s3.lock_lease_ms`) from a task on the backend runtime.
 //!
-//! Expiry compares the writer's clock with the reader's: hosts sharing a bucket need clocks
-//! closer than the lease lifetime (`storage.s3.lock_lease_ms`, 15 s by default). A lease also
-//! names its holding process; a contender on the same machine (same kernel boot and pid
-//! namespace) whose holder is gone takes the lease over at once, so a kill -9 and restart on
-//! one host frees the lock as fast as `flock` does on local disk. Across hosts only expiry can
-//! tell.
+//! Expiry never compares two hosts' clocks. A contender remembers, on its own monotonic clock,
+//! when it first saw the lease at its current ETag; only a lease whose ETag stayed the same for
+//! a whole lifetime (three missed renewals) counts as abandoned, and it is taken over with an
+//! `If-Match` PUT on that ETag, so of several contenders exactly one wins. A wall clock that is
+//! minutes off (or jumps) changes nothing. A lease also names its holding process; a contender
+//! on the same machine (same kernel boot and pid namespace) whose holder is gone takes it over
+//! at once, so a kill -9 and restart on one host frees the lock as fast as `flock` does.
+//!
+//! A lease is advisory: a holder that stalls for a whole lifetime (a stopped process, a store
+//! outage that blocks renewal) may have lost it without knowing. So the holder also judges its
+//! own lease — [`LockGuard::held`] is false once two thirds of a lifetime passed since the
+//! last renewal it sent — and every write made under a lock is fenced by the store itself:
+//! conditional on the version read under the lock, so a holder that lost its lease fails
+//! instead of clobbering (see `storage::sessions` and `storage::registry`).
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -31,7 +40,12 @@ use crate::time::epoch_millis_now;
 struct LeaseBody {
     name: String,
     owner: String,
-    /// Milliseconds since the Unix epoch after which the lease is free.
+    /// Renewals so far: every rewrite has new bytes, hence a new ETag, even on a store whose
+    /// ETag is a digest of the content.
+    #[serde(default)]
+    renewal: u64,
+    /// The holder's wall-clock idea of when the lease runs out. For people reading the
+    /// object only: expiry is judged from ETag changes on the contender's monotonic clock.
     expires_ms: u64,
     /// The holding process, so a contender on the same machine can tell at once that the
     /// holder died (a kill -9 and restart must not wait out the lease, as with `flock`).
@@ -91,6 +105,49 @@ fn holder_is_dead(holder: &Holder) -> bool {
     start_ticks(holder.pid) != Some(holder.start_ticks)
 }
 
+/// When this process first saw each contended lease at its current ETag (monotonic clock).
+#[derive(Default)]
+pub struct Sightings {
+    seen: Mutex<HashMap<String, (String, Instant)>>,
+}
+
+/// Sightings older than this many lifetimes are forgotten (the lease was released long ago).
+const FORGET_AFTER_LIFETIMES: u32 = 10;
+
+impl Sightings {
+    /// How long the lease `key` has shown `etag`, as far as this process has watched it.
+    fn unchanged_for(&self, key: &str, etag: &str, lifetime: Duration) -> Duration {
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        if seen.len() > 4096 {
+            seen.retain(|_, (_, at)| now.duration_since(*at) < lifetime * FORGET_AFTER_LIFETIMES);
+        }
+        match seen.get(key) {
+            Some((known, since)) if known == etag => now.duration_since(*since),
+            _ => {
+                seen.insert(key.to_string(), (etag.to_string(), now));
+                Duration::ZERO
+            }
+        }
+    }
+
+    fn forget(&self, key: &str) {
+        self.seen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(key);
+    }
+}
+
+/// What the holder knows about its own lease, shared with the renewal task.
+struct Standing {
+    /// When the last successful renewal (or the acquisition) was sent: the lease is good for a
+    /// lifetime after the contender first saw it, which is later than this.
+    renewed_at: Mutex<Instant>,
+    /// Someone else wrote the lease object: it is certainly not ours any more.
+    lost: AtomicBool,
+}
+
 /// Held while the lease is ours; dropping it stops renewal and deletes the lease.
 pub struct Lease {
     inner: Arc<Inner>,
@@ -101,14 +158,29 @@ pub struct Lease {
     /// never races a renewal in flight.
     etag: Arc<tokio::sync::Mutex<String>>,
     renewal: tokio::task::JoinHandle<()>,
+    standing: Arc<Standing>,
+    lifetime: Duration,
 }
 
-impl LockGuard for Lease {}
+impl LockGuard for Lease {
+    /// Two thirds of a lifetime after the last renewal sent: a contender waits a full lifetime
+    /// after it first saw that renewal, so a third of a lifetime remains as margin for the
+    /// write about to be made.
+    fn held(&self) -> bool {
+        let renewed = *self
+            .standing
+            .renewed_at
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        !self.standing.lost.load(Ordering::Acquire) && renewed.elapsed() < self.lifetime * 2 / 3
+    }
+}
 
-fn body(name: &str, owner: &str, lease: Duration) -> Bytes {
+fn body(name: &str, owner: &str, renewal: u64, lease: Duration) -> Bytes {
     let body = LeaseBody {
         name: name.to_string(),
         owner: owner.to_string(),
+        renewal,
         expires_ms: epoch_millis_now() + lease.as_millis() as u64,
         holder: this_process(),
     };
@@ -130,10 +202,11 @@ pub async fn acquire(
     let deadline = Instant::now() + timeout;
     let mut pause = Duration::from_millis(2);
     loop {
+        let sent = Instant::now();
         let created = inner
             .put(
                 &key,
-                body(name, &owner, inner.lease),
+                body(name, &owner, 0, inner.lease),
                 PutMode::Create,
                 &what,
             )
@@ -141,12 +214,13 @@ pub async fn acquire(
         let etag = match created {
             Ok(v) => Some(v.0),
             Err(StorageError::Conflict(_)) => {
-                take_over_if_expired(&inner, &key, name, &owner).await?
+                take_over_if_abandoned(&inner, &key, name, &owner).await?
             }
             Err(e) => return Err(e),
         };
         if let Some(etag) = etag {
-            return Ok(Lease::start(inner, runtime, key, name, owner, etag));
+            inner.sightings.forget(key.as_ref());
+            return Ok(Lease::start(inner, runtime, key, name, owner, etag, sent));
         }
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
@@ -157,8 +231,9 @@ pub async fn acquire(
     }
 }
 
-/// Someone holds the lease: take it over if it expired. `Some(etag)` if we now hold it.
-async fn take_over_if_expired(
+/// Someone holds the lease: take it over if it was abandoned (unchanged for a whole lifetime
+/// on our own clock) or its holder on this machine died. `Some(etag)` if we now hold it.
+async fn take_over_if_abandoned(
     inner: &Inner,
     key: &Path,
     name: &str,
@@ -176,15 +251,21 @@ async fn take_over_if_expired(
         .bytes()
         .await
         .map_err(|e| inner.internal_err(e, &format!("lock {name}")))?;
-    // An unreadable lease (torn by a foreign writer) counts as expired rather than blocking
-    // the lock forever.
-    let (expired, dead) = match serde_json::from_slice::<LeaseBody>(&data) {
-        Ok(held) => (
-            held.expires_ms <= epoch_millis_now(),
-            held.holder.as_ref().is_some_and(holder_is_dead),
-        ),
-        Err(_) => (true, false),
+    let Some(seen) = etag.as_deref() else {
+        return Err(StorageError::Unavailable(format!(
+            "object store {} returned no ETag for a lock lease",
+            inner.endpoint
+        )));
     };
+    let expired = inner
+        .sightings
+        .unchanged_for(key.as_ref(), seen, inner.lease)
+        >= inner.lease;
+    // An unreadable lease (torn by a foreign writer) can only expire.
+    let dead = serde_json::from_slice::<LeaseBody>(&data)
+        .ok()
+        .and_then(|held| held.holder)
+        .is_some_and(|h| holder_is_dead(&h));
     if !expired && !dead {
         return Ok(None);
     }
@@ -193,14 +274,14 @@ async fn take_over_if_expired(
         version: None,
     });
     match inner
-        .put(key, body(name, owner, inner.lease), mode, &what)
+        .put(key, body(name, owner, 0, inner.lease), mode, &what)
         .await
     {
         Ok(v) => {
             let why = if dead {
                 "its holder died"
             } else {
-                "it expired"
+                "it was not renewed for a whole lifetime"
             };
             tracing::warn!(lock = name, "took over a lock lease: {why}");
             Ok(Some(v.0))
@@ -218,22 +299,30 @@ impl Lease {
         name: &str,
         owner: String,
         etag: String,
+        sent: Instant,
     ) -> Lease {
         let etag = Arc::new(tokio::sync::Mutex::new(etag));
+        let standing = Arc::new(Standing {
+            renewed_at: Mutex::new(sent),
+            lost: AtomicBool::new(false),
+        });
         let renewal = runtime.spawn(renew(
             inner.clone(),
             key.clone(),
             name.to_string(),
             owner,
             etag.clone(),
+            standing.clone(),
         ));
         Lease {
+            lifetime: inner.lease,
             inner,
             runtime,
             key,
             name: name.to_string(),
             etag,
             renewal,
+            standing,
         }
     }
 }
@@ -245,31 +334,48 @@ async fn renew(
     name: String,
     owner: String,
     etag: Arc<tokio::sync::Mutex<String>>,
+    standing: Arc<Standing>,
 ) {
     let every = inner.lease / 3;
+    let mut renewal = 0u64;
+    let mut pause = every;
     loop {
-        tokio::time::sleep(every).await;
+        tokio::time::sleep(pause).await;
         let mut current = etag.lock().await;
         let mode = PutMode::Update(UpdateVersion {
             e_tag: Some(current.clone()),
             version: None,
         });
+        renewal += 1;
+        let sent = Instant::now();
         match inner
             .put(
                 &key,
-                body(&name, &owner, inner.lease),
+                body(&name, &owner, renewal, inner.lease),
                 mode,
                 &StorePath::root(),
             )
             .await
         {
-            Ok(v) => *current = v.0,
+            Ok(v) => {
+                *current = v.0;
+                *standing
+                    .renewed_at
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner()) = sent;
+                pause = every;
+            }
             Err(StorageError::Conflict(_)) => {
+                standing.lost.store(true, Ordering::Release);
                 tracing::error!(lock = %name, "lock lease was taken over while held");
                 return;
             }
-            // The store is briefly unreachable: keep the lease and try again next period.
-            Err(e) => tracing::warn!(lock = %name, error = %e, "could not renew lock lease"),
+            // The store is briefly unreachable: keep trying, more often than usual, while
+            // `held` runs out on its own.
+            Err(e) => {
+                tracing::warn!(lock = %name, error = %e, "could not renew lock lease");
+                pause = every / 4;
+            }
         }
     }
 }
@@ -310,6 +416,22 @@ impl Drop for Lease {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_lease_is_abandoned_only_after_a_lifetime_unchanged_on_our_clock() {
+        let seen = Sightings::default();
+        let life = Duration::from_millis(60);
+        assert_eq!(seen.unchanged_for("k", "e1", life), Duration::ZERO);
+        std::thread::sleep(Duration::from_millis(30));
+        assert!(seen.unchanged_for("k", "e1", life) < life);
+        // A renewal (new ETag) starts the watch again.
+        assert_eq!(seen.unchanged_for("k", "e2", life), Duration::ZERO);
+        std::thread::sleep(Duration::from_millis(70));
+        assert!(seen.unchanged_for("k", "e2", life) >= life);
+        assert_eq!(seen.unchanged_for("other", "e2", life), Duration::ZERO);
+        seen.forget("k");
+        assert_eq!(seen.unchanged_for("k", "e2", life), Duration::ZERO);
+    }
 
     #[test]
     fn this_process_is_alive_and_a_gone_pid_is_dead() {

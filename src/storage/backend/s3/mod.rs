@@ -6,7 +6,8 @@
 //! - Directories are key prefixes plus a marker object (see [`keys`]), created for every
 //!   missing ancestor when a file or directory is made, so empty directories persist and
 //!   removing a directory's last file leaves the directory, exactly as on local disk.
-//! - `append` is a read + conditional-write loop; `lock` is a lease object ([`lease`]).
+//! - `append` is a read + conditional-write loop; `lock` is a lease object ([`lease`]) whose
+//!   expiry is judged on the contender's monotonic clock, never by comparing wall clocks.
 //! - Tree moves are copy-then-delete: atomic per object, not for the tree as a whole.
 //!
 //! The trait is blocking and called from SyncArbiter threads; the backend owns a small tokio
@@ -38,6 +39,9 @@ use crate::storage::{
 
 /// Requests in flight at once for per-object work (marker checks, tree copies).
 const FAN_OUT: usize = 16;
+/// Largest file `append` grows on S3: each append rewrites the whole object (no append in
+/// S3), so its cost is bounded by this; larger data belongs in separate files.
+pub const APPEND_MAX_BYTES: u64 = 32 << 20;
 /// How long `append` keeps retrying against concurrent writers before reporting `Busy`.
 const APPEND_DEADLINE: Duration = Duration::from_secs(30);
 
@@ -68,6 +72,10 @@ struct Inner {
     endpoint: String,
     location: String,
     lease: Duration,
+    /// Contended leases and since when they looked unchanged (see [`lease`]).
+    sightings: lease::Sightings,
+    /// Requests in flight at once for one `read_many`.
+    parallel: usize,
 }
 
 impl S3Storage {
@@ -120,6 +128,8 @@ impl S3Storage {
                 endpoint,
                 location,
                 lease: Duration::from_millis(settings.lock_lease_ms),
+                sightings: lease::Sightings::default(),
+                parallel: settings.parallel_requests.max(1),
             }),
             handle: runtime.handle().clone(),
             runtime: Some(runtime),
@@ -374,6 +384,13 @@ impl Inner {
         loop {
             let (mode, mut joined) = match self.store.get(&key).await {
                 Ok(got) => {
+                    if got.meta.size + data.len() as u64 > APPEND_MAX_BYTES {
+                        return Err(StorageError::TooLarge(format!(
+                            "appending would make the file larger than {} MiB, the most an \
+                             append may grow a file on the S3 backend; write it whole instead",
+                            APPEND_MAX_BYTES >> 20
+                        )));
+                    }
                     let version = UpdateVersion {
                         e_tag: got.meta.e_tag.clone(),
                         version: None,
@@ -761,5 +778,56 @@ impl Storage for S3Storage {
 
     fn probe(&self) -> StorageResult<()> {
         self.block_on(self.inner.probe())
+    }
+
+    /// One batched delete request per thousand keys, no HEAD first.
+    fn remove_files(&self, paths: &[StorePath]) -> StorageResult<()> {
+        let inner = &self.inner;
+        let keys = paths
+            .iter()
+            .map(|p| inner.keys.file(p))
+            .collect::<StorageResult<Vec<_>>>()?;
+        self.block_on(inner.delete_all(keys, &StorePath::root()))
+    }
+
+    /// S3 rewrites the whole object to append (see `Inner::append`).
+    fn appends_in_place(&self) -> bool {
+        false
+    }
+
+    /// Up to `parallel_requests` GETs in flight, driven from this thread; `keep_going` is
+    /// asked as each read finishes, and once it says no nothing new is started.
+    fn read_many(
+        &self,
+        paths: &[StorePath],
+        keep_going: &dyn Fn() -> bool,
+    ) -> Vec<StorageResult<Vec<u8>>> {
+        let inner = &self.inner;
+        let stopped = std::sync::atomic::AtomicBool::new(false);
+        let stopped = &stopped;
+        let reads = stream::iter(paths.iter().map(|path| async move {
+            if stopped.load(std::sync::atomic::Ordering::Relaxed) {
+                return Err(StorageError::Unavailable("read abandoned".into()));
+            }
+            inner.read_versioned(path).await.map(|(data, _)| data)
+        }))
+        .buffered(inner.parallel)
+        .map(|got| {
+            if !keep_going() {
+                stopped.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+            got
+        })
+        .collect::<Vec<_>>();
+        match self.block_on(async { Ok(reads.await) }) {
+            Ok(out) => out,
+            Err(e) => {
+                let msg = e.to_string();
+                paths
+                    .iter()
+                    .map(|_| Err(StorageError::Unavailable(msg.clone())))
+                    .collect()
+            }
+        }
     }
 }
