@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::admin::{create_account, register};
+use crate::harness::api::{create_account, register};
 use crate::harness::{Opts, Resp, Server, Storage};
 
 const RESOURCES: &str = "/api/v1/resources";
