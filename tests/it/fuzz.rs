@@ -322,7 +322,7 @@ fn seeded_random_requests_never_500_and_leave_bystanders_untouched() {
     let count = env_or("IT_FUZZ_REQUESTS", DEFAULT_REQUESTS);
     let st = Storage::new();
     let s = Server::start(&st, Opts::default());
-    let bystander = crate::admin::create_account(&s, "bystander", "carol");
+    let bystander = crate::harness::api::create_account(&s, "bystander", "carol");
     for (uri, content) in [
         ("viking://resources/keep.md", "keep me"),
         ("viking://resources/deep/er/file.md", "deep"),
@@ -341,8 +341,8 @@ fn seeded_random_requests_never_500_and_leave_bystanders_untouched() {
         json!({"session_id": "s1"}),
     );
     assert_eq!(r.status, 200, "{:?}", r.body);
-    let alice = crate::admin::create_account(&s, "acme", "alice");
-    let bob = crate::admin::register(&s, &alice, "acme", "bob", "user");
+    let alice = crate::harness::api::create_account(&s, "acme", "alice");
+    let bob = crate::harness::api::register(&s, &alice, "acme", "bob", "user");
     // The bystander's data (its registry entry is fair game for ROOT requests).
     let data = || {
         (

@@ -609,8 +609,8 @@ fn deleted_and_unknown_accounts_are_refused_promptly() {
     let opts = Opts::default().env("LONGSHIP_AUTH__REFRESH_INTERVAL_MS", "3000");
     let a = Server::start(&st, opts.clone());
     let b = Server::start(&st, opts);
-    let key = crate::admin::create_account(&a, "gone", "alice");
-    crate::admin::create_account(&a, "stays", "bob");
+    let key = crate::harness::api::create_account(&a, "gone", "alice");
+    crate::harness::api::create_account(&a, "stays", "bob");
     assert_eq!(whoami_timed(&b, &key).0, 200);
     let r = a.delete(
         "/api/v1/admin/accounts/gone",
@@ -653,13 +653,13 @@ fn sweep_warns_only_for_changes_older_than_the_interval() {
     let opts = Opts::default().env("LONGSHIP_AUTH__SWEEP_INTERVAL_SECS", "1");
     let a = Server::start(&st, opts.clone());
     let b = Server::start(&st, opts);
-    let admin = crate::admin::create_account(&a, "acme", "alice");
+    let admin = crate::harness::api::create_account(&a, "acme", "alice");
     let warning = "never announced";
     // About seven sweeps on B under announced writes on A; B sees no traffic meanwhile.
     let until = Instant::now() + Duration::from_secs(7);
     let mut i = 0;
     while Instant::now() < until {
-        crate::admin::register(&a, &admin, "acme", &format!("u{i}"), "user");
+        crate::harness::api::register(&a, &admin, "acme", &format!("u{i}"), "user");
         i += 1;
         std::thread::sleep(Duration::from_millis(50));
     }
