@@ -2,6 +2,10 @@
 //! its steps (apply own changes, tail other instances' change logs, reconcile slices). It is
 //! woken by every local change record and by a timer every `search.refresh_interval_ms`.
 //! Queries never run here: they are jobs on the storage pool reading the shared index.
+//!
+//! With a dense model configured, a second small SyncArbiter pool (the embedders) computes or
+//! loads document vectors in the background, woken by the same kind of timer; a slow or
+//! failing provider only delays vectors, never indexing or queries.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -12,6 +16,7 @@ use actix::prelude::*;
 
 use crate::config::Settings;
 use crate::search::changes::{self, Recorder};
+use crate::search::embed::Embedder;
 use crate::search::index::{IndexError, SearchIndex};
 use crate::search::indexer::Indexer;
 use crate::storage::Storage;
@@ -71,11 +76,42 @@ impl Handler<Step> for IndexWriterActor {
     }
 }
 
+/// Ask an embedder thread for one batch.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct EmbedStep;
+
+/// One embedder thread.
+pub struct EmbedActor {
+    embedder: Arc<Embedder>,
+    storage: Arc<dyn Storage>,
+}
+
+impl Actor for EmbedActor {
+    type Context = SyncContext<Self>;
+}
+
+impl Handler<EmbedStep> for EmbedActor {
+    type Result = ();
+
+    fn handle(&mut self, _msg: EmbedStep, ctx: &mut Self::Context) {
+        let more = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.embedder.step(self.storage.as_ref())
+        }))
+        .unwrap_or(false);
+        if more {
+            ctx.address().do_send(EmbedStep);
+        }
+    }
+}
+
 /// What handlers and startup need of search.
 #[derive(Clone)]
 pub struct SearchHandle {
     pub index: Arc<SearchIndex>,
     pub recorder: Arc<Recorder>,
+    /// The dense model, when one is configured.
+    pub embedder: Option<Arc<Embedder>>,
     waker: Arc<Waker>,
 }
 
@@ -99,7 +135,12 @@ impl SearchHandle {
 
     /// The index's state for /ready, /metrics and the observer.
     pub fn status(&self) -> serde_json::Value {
-        self.index.status(self.recorder.recorded())
+        let mut s = self.index.status(self.recorder.recorded());
+        s["embedding"] = match &self.embedder {
+            Some(e) => e.status(),
+            None => serde_json::json!({"state": "not_configured", "backlog": 0}),
+        };
+        s
     }
 
     /// True while the index is still being built from storage.
@@ -130,12 +171,27 @@ pub fn index_dir(settings: &Settings) -> PathBuf {
 pub fn start(settings: &Settings, storage: Arc<dyn Storage>) -> Result<SearchHandle, IndexError> {
     let dir = index_dir(settings);
     let index = Arc::new(SearchIndex::open(&dir, settings.search.writer_memory_mb)?);
+    let embedder = match Embedder::new(&settings.embedding, settings.search.max_indexed_bytes) {
+        None => None,
+        Some(Ok(e)) => Some(Arc::new(e)),
+        Some(Err(msg)) => {
+            return Err(IndexError::Io {
+                dir: dir.clone(),
+                source: std::io::Error::other(msg),
+            })
+        }
+    };
     let waker = Arc::new(Waker::default());
     let wake_for_records = waker.clone();
     let recorder = changes::install(Arc::new(Recorder::new(Box::new(move || {
         wake_for_records.wake()
     }))));
-    let indexer = Indexer::new(index.clone(), recorder.clone(), settings.search.clone());
+    let indexer = Indexer::new(
+        index.clone(),
+        recorder.clone(),
+        embedder.clone(),
+        settings.search.clone(),
+    );
     tracing::info!(
         dir = %dir.display(),
         docs = index.num_docs(),
@@ -143,6 +199,7 @@ pub fn start(settings: &Settings, storage: Arc<dyn Storage>) -> Result<SearchHan
         writer = recorder.writer(),
         "search index opened"
     );
+    let storage_for_embed = storage.clone();
     let slot = Mutex::new(Some(indexer));
     let actor_waker = waker.clone();
     let nice = settings.pools.thread_nice;
@@ -175,9 +232,46 @@ pub fn start(settings: &Settings, storage: Arc<dyn Storage>) -> Result<SearchHan
         }
     });
     waker.wake();
+    if let Some(e) = &embedder {
+        start_embedders(settings, e.clone(), storage_for_embed);
+    }
     Ok(SearchHandle {
         index,
         recorder,
+        embedder,
         waker,
     })
+}
+
+/// Embedder threads (`embedding.max_concurrent`, at most 4) and their 500 ms timer.
+fn start_embedders(settings: &Settings, embedder: Arc<Embedder>, storage: Arc<dyn Storage>) {
+    let threads = settings.embedding.max_concurrent.clamp(1, 4);
+    let nice = settings.pools.thread_nice;
+    tracing::info!(
+        model = embedder.model(),
+        api_base = %settings.embedding.dense.api_base,
+        threads,
+        "dense retrieval enabled"
+    );
+    let addr = SyncArbiter::start_with_thread_builder(
+        threads,
+        || std::thread::Builder::new().name("embedder".into()),
+        move || {
+            crate::actors::pool::lower_thread_priority(nice);
+            EmbedActor {
+                embedder: embedder.clone(),
+                storage: storage.clone(),
+            }
+        },
+    );
+    actix_rt::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            for _ in 0..threads {
+                addr.do_send(EmbedStep);
+            }
+        }
+    });
 }

@@ -67,6 +67,7 @@ async fn answer(
         body,
         route,
         catching_up: !fresh || state.search.catching_up(),
+        embedder: state.search.embedder.clone(),
     };
     Ok(ApiOk::new(state.pools.storage().run(job).await??))
 }

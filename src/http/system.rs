@@ -72,7 +72,7 @@ async fn ready(state: web::Data<AppState>) -> HttpResponse {
             "agfs": {"status": if ok { "ok" } else { "error" }, "checks": {"filesystem": filesystem}},
             "vectordb": "not_configured",
             "api_key_manager": key_manager,
-            "embedding": "not_configured",
+            "embedding": if state.search.embedder.is_some() { "ok" } else { "not_configured" },
             "ollama": "not_configured",
             "search_index": {"status": "ok", "state": search["state"], "docs": search["docs"], "index_lag": search["index_lag"]},
         }

@@ -9,6 +9,7 @@ use super::{BlockingJob, JobContext};
 use crate::error::{ErrorCode, ServiceError, ServiceResult};
 use crate::identity::Identity;
 use crate::search::changes::{self, ChangeKind};
+use crate::search::embed::Embedder;
 use crate::search::index::SearchIndex;
 use crate::search::query::{self, IndexState};
 use crate::search::request::{self, Route, Unsupported};
@@ -21,6 +22,8 @@ pub struct FindContext {
     pub body: Map<String, Value>,
     pub route: Route,
     pub catching_up: bool,
+    /// The dense model, when one is configured.
+    pub embedder: Option<Arc<Embedder>>,
 }
 
 impl BlockingJob for FindContext {
@@ -39,7 +42,14 @@ impl BlockingJob for FindContext {
         let state = IndexState {
             catching_up: self.catching_up,
         };
-        query::run(&self.index, ctx.storage, &self.who, &req, state)
+        query::run(
+            &self.index,
+            ctx.storage,
+            &self.who,
+            &req,
+            state,
+            self.embedder.as_deref(),
+        )
     }
 }
 

@@ -331,6 +331,27 @@ impl SearchIndex {
         Ok(out)
     }
 
+    /// Every indexed document's path and content hash (to re-attach stored vectors).
+    pub fn hashes(&self) -> Result<Vec<(String, String)>, IndexError> {
+        let searcher = self.reader.searcher();
+        let mut out = Vec::new();
+        for seg in searcher.segment_readers() {
+            let store = seg.get_store_reader(16).map_err(|source| IndexError::Io {
+                dir: self.dir.clone(),
+                source,
+            })?;
+            for id in seg.doc_ids_alive() {
+                let doc: TantivyDocument = store.get(id)?;
+                let path = doc.get_first(self.fields.path).and_then(|v| v.as_str());
+                let hash = doc.get_first(self.fields.hash).and_then(|v| v.as_str());
+                if let (Some(p), Some(h)) = (path, hash) {
+                    out.push((p.to_string(), h.to_string()));
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// BM25 top `limit` documents for `terms` inside any of `scopes` (full storage paths).
     pub fn keyword_search(
         &self,

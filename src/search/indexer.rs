@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use super::changes::{now_ms, Change, Cursor, Recorder, Tail};
 use super::docs;
+use super::embed::Embedder;
 use super::index::{IndexError, Payload, SearchIndex, SCHEMA_VERSION};
 use crate::config::SearchSettings;
 use crate::storage::{EntryKind, Storage, StorageError, StorePath};
@@ -45,6 +46,9 @@ struct Reconcile {
 pub struct Indexer {
     index: Arc<SearchIndex>,
     recorder: Arc<Recorder>,
+    embedder: Option<Arc<Embedder>>,
+    /// Stored vectors of the documents already indexed at startup have been asked for.
+    primed: bool,
     tail: Tail,
     reconcile: Option<Reconcile>,
     complete: bool,
@@ -61,6 +65,7 @@ impl Indexer {
     pub fn new(
         index: Arc<SearchIndex>,
         recorder: Arc<Recorder>,
+        embedder: Option<Arc<Embedder>>,
         settings: SearchSettings,
     ) -> Indexer {
         let payload = index.opened_payload.clone();
@@ -72,6 +77,8 @@ impl Indexer {
             tail: Tail::new(payload.map(|p| p.cursors).unwrap_or_default()),
             index,
             recorder,
+            primed: embedder.is_none(),
+            embedder,
             reconcile: None,
             complete: resumable,
             own_next: 0,
@@ -115,18 +122,26 @@ impl Indexer {
     /// One step of work. Returns true if more work is waiting (call again soon).
     pub fn step(&mut self, storage: &dyn Storage) -> Result<bool, StepError> {
         let mut dirty = false;
+        if !self.primed {
+            self.primed = true;
+            if let Some(e) = &self.embedder {
+                for (path, hash) in self.index.hashes()? {
+                    e.want(&path, &hash, false);
+                }
+            }
+        }
         // Own records first: read-your-writes.
         let local = self.recorder.drain_local();
         let n_local = local.len() as u64;
         for (seq, change) in &local {
-            self.apply(storage, change)?;
+            self.apply(storage, change, true)?;
             self.own_next = self.own_next.max(seq + 1);
             dirty = true;
         }
         // Other writers.
         let poll = self.tail.poll(storage, self.recorder.writer())?;
         for change in &poll.changes {
-            self.apply(storage, change)?;
+            self.apply(storage, change, false)?;
             dirty = true;
         }
         self.index.stats.lag.store(poll.pending, Ordering::Relaxed);
@@ -160,20 +175,33 @@ impl Indexer {
     }
 
     /// Make the index match storage under every path of `change`.
-    fn apply(&self, storage: &dyn Storage, change: &Change) -> Result<(), StepError> {
+    /// `local`: this instance made the change (it embeds the documents itself at once).
+    fn apply(&self, storage: &dyn Storage, change: &Change, local: bool) -> Result<(), StepError> {
         for path in change.store_paths() {
-            self.sync_subtree(storage, &path)?;
+            self.sync_subtree(storage, &path, local)?;
         }
         Ok(())
     }
 
-    fn sync_subtree(&self, storage: &dyn Storage, path: &StorePath) -> Result<(), StepError> {
+    fn sync_subtree(
+        &self,
+        storage: &dyn Storage,
+        path: &StorePath,
+        local: bool,
+    ) -> Result<(), StepError> {
         self.index.delete_subtree(path.as_str());
+        if let Some(e) = &self.embedder {
+            e.forget_subtree(path.as_str());
+        }
         let max = self.settings.max_indexed_bytes;
         let index = &self.index;
+        let embedder = &self.embedder;
         docs::walk(storage, path, &|| false, &mut |p, meta| {
             if let Some(doc) = docs::load(storage, &p, &meta, max)? {
                 index.upsert(&doc).map_err(to_storage)?;
+                if let Some(e) = embedder {
+                    e.want(doc.path.as_str(), &doc.hash, local);
+                }
             }
             Ok(())
         })?;
@@ -263,6 +291,9 @@ impl Indexer {
                         }
                         if let Some(doc) = docs::load(storage, &child, &e.meta, max)? {
                             self.index.upsert(&doc)?;
+                            if let Some(emb) = &self.embedder {
+                                emb.want(doc.path.as_str(), &doc.hash, false);
+                            }
                             changed += 1;
                         }
                     }
@@ -281,6 +312,9 @@ impl Indexer {
         let gone = rec.unseen.len();
         for path in rec.unseen.keys() {
             self.index.delete_subtree(path);
+            if let Some(e) = &self.embedder {
+                e.forget_subtree(path);
+            }
         }
         if rec.initial {
             self.complete = true;
@@ -334,7 +368,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let index = Arc::new(SearchIndex::open(dir.path(), 16).unwrap());
         let recorder = Arc::new(Recorder::new(Box::new(|| {})));
-        let mut ix = Indexer::new(index.clone(), recorder.clone(), SearchSettings::default());
+        let mut ix = Indexer::new(
+            index.clone(),
+            recorder.clone(),
+            None,
+            SearchSettings::default(),
+        );
         assert!(ix.is_building());
         while ix.step(&storage).unwrap() {}
         assert!(!ix.is_building());

@@ -8,6 +8,7 @@
 
 pub mod changes;
 pub mod docs;
+pub mod embed;
 pub mod filter;
 pub mod index;
 pub mod indexer;

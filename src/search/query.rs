@@ -2,12 +2,16 @@
 //! filters, the score scale, and the OpenViking result shape.
 //!
 //! Score scale (every mode): a relevance in [0, 1]. Keyword relevance is
-//! `bm25 / (bm25 + 5)` (tantivy's BM25 over body text plus path words weighted ×2), so a
-//! `score_threshold` means the same for every query shape; lists are sorted by it, descending.
+//! `bm25 / (bm25 + 5)` (tantivy's BM25 over body text plus path words weighted ×2); vector
+//! relevance is the cosine similarity clamped to [0, 1]. Keyword mode ranks by keyword
+//! relevance. Hybrid mode ranks by reciprocal-rank fusion of the two lists (k = 60) and reports
+//! each hit's strongest signal, capped by the score of the hit ranked above it, so every list
+//! is sorted by score, descending, and a `score_threshold` means the same in every mode.
 
 use serde_json::{json, Value};
 
 use super::docs;
+use super::embed::Embedder;
 use super::filter::DocView;
 use super::index::{Hit, IndexError, SearchIndex};
 use super::request::{SearchRequest, SearchType};
@@ -112,6 +116,122 @@ fn index_error(e: IndexError) -> ServiceError {
     ServiceError::internal("search index query failed")
 }
 
+/// A candidate in rank order with its calibrated relevance and the signals that found it.
+struct Candidate {
+    hit: Hit,
+    relevance: f64,
+    signals: Vec<String>,
+}
+
+fn keyword_only(hits: Vec<Hit>) -> Vec<Candidate> {
+    hits.into_iter()
+        .map(|hit| Candidate {
+            relevance: keyword_score(hit.bm25),
+            hit,
+            signals: vec!["keywords (BM25)".into()],
+        })
+        .collect()
+}
+
+/// Reciprocal-rank fusion constant.
+const RRF_K: f64 = 60.0;
+
+/// Hybrid: rank the union of the keyword and vector lists by reciprocal-rank fusion; each
+/// candidate's relevance is its strongest calibrated signal (keyword `bm25/(bm25+5)`, vector
+/// cosine clamped to [0, 1]), so a threshold means the same as in keyword mode.
+fn fuse(
+    index: &SearchIndex,
+    e: &Embedder,
+    q: &[f32],
+    keyword_hits: Vec<Hit>,
+    scopes: &[String],
+    k: usize,
+) -> ServiceResult<Vec<Candidate>> {
+    use std::collections::HashMap;
+    struct Fused {
+        hit: Hit,
+        kw: f64,
+        kw_rank: Option<usize>,
+        vec_rank: Option<usize>,
+        vec_sim: f64,
+    }
+    let mut by_path: HashMap<String, Fused> = HashMap::new();
+    for (rank, hit) in keyword_hits.into_iter().enumerate() {
+        let kw = keyword_score(hit.bm25);
+        let f = Fused {
+            hit,
+            kw,
+            kw_rank: Some(rank),
+            vec_rank: None,
+            vec_sim: 0.0,
+        };
+        by_path.insert(f.hit.path.clone(), f);
+    }
+    let nearest = e.nearest(q, scopes, k);
+    let missing: Vec<String> = nearest
+        .iter()
+        .filter(|(p, _)| !by_path.contains_key(p))
+        .map(|(p, _)| p.clone())
+        .collect();
+    for hit in index.lookup(&missing).map_err(index_error)? {
+        let f = Fused {
+            hit,
+            kw: 0.0,
+            kw_rank: None,
+            vec_rank: None,
+            vec_sim: 0.0,
+        };
+        by_path.insert(f.hit.path.clone(), f);
+    }
+    for (rank, (path, cos)) in nearest.iter().enumerate() {
+        if let Some(entry) = by_path.get_mut(path) {
+            entry.vec_rank = Some(rank);
+            entry.vec_sim = f64::from(cos.clamp(0.0, 1.0));
+        }
+    }
+    let mut out: Vec<(f64, Candidate)> = by_path
+        .into_values()
+        .map(|f| {
+            let Fused {
+                hit,
+                kw,
+                kw_rank: kr,
+                vec_rank: vr,
+                vec_sim: vs,
+            } = f;
+            let vs = if vr.is_some() {
+                vs
+            } else {
+                e.similarity(q, &hit.hash)
+                    .map(|c| f64::from(c.clamp(0.0, 1.0)))
+                    .unwrap_or(0.0)
+            };
+            let rrf = kr.map(|r| 1.0 / (RRF_K + r as f64 + 1.0)).unwrap_or(0.0)
+                + vr.map(|r| 1.0 / (RRF_K + r as f64 + 1.0)).unwrap_or(0.0);
+            let mut signals = Vec::new();
+            if kr.is_some() {
+                signals.push("keywords (BM25)".to_string());
+            }
+            if vr.is_some() {
+                signals.push(format!("vector ({})", e.model()));
+            }
+            (
+                rrf,
+                Candidate {
+                    hit,
+                    relevance: kw.max(vs),
+                    signals,
+                },
+            )
+        })
+        .collect();
+    out.sort_by(|a, b| {
+        b.0.total_cmp(&a.0)
+            .then(b.1.relevance.total_cmp(&a.1.relevance))
+    });
+    Ok(out.into_iter().map(|(_, c)| c).collect())
+}
+
 /// A hit with its relevance and why it matched.
 struct Scored {
     hit: Hit,
@@ -126,6 +246,7 @@ pub fn run(
     who: &Identity,
     req: &SearchRequest,
     state: IndexState,
+    dense: Option<&Embedder>,
 ) -> ServiceResult<Value> {
     let (scope_paths, scope_uris) = scopes(who, req)?;
     let terms = query_terms(&req.query, MAX_TERMS);
@@ -138,17 +259,32 @@ pub fn run(
     } else {
         req.limit
     };
-    let hits = index
-        .keyword_search(&terms, &scope_paths, fetch)
-        .map_err(index_error)?;
-    let semantic_note = req.search_type == SearchType::Semantic;
-    let reason = if semantic_note {
-        "keywords (BM25); semantic search needs an embedding model and none is configured, so keyword results are returned"
+    // Dense retrieval when a model is configured and the caller did not ask for keywords.
+    let wants_dense = req.search_type == SearchType::Semantic;
+    let (dense, dense_note) = match (dense, wants_dense) {
+        (Some(e), true) => match e.embed_query(&req.query) {
+            Ok(q) => (Some((e, q)), None),
+            Err(err) => (None, Some(format!("vector search unavailable ({err}), keyword results only"))),
+        },
+        (None, true) => (None, Some("semantic search needs an embedding model and none is configured, so keyword results are returned".to_string())),
+        _ => (None, None),
+    };
+    let kw_fetch = if dense.is_some() {
+        fetch.max(50)
     } else {
-        "keywords (BM25)"
+        fetch
+    };
+    let keyword_hits = index
+        .keyword_search(&terms, &scope_paths, kw_fetch)
+        .map_err(index_error)?;
+    let candidates = match &dense {
+        None => keyword_only(keyword_hits),
+        Some((e, q)) => fuse(index, e, q, keyword_hits, &scope_paths, kw_fetch)?,
     };
     let mut scored: Vec<Scored> = Vec::new();
-    for hit in hits {
+    let mut ceiling = 1.0f64;
+    for c in candidates {
+        let hit = c.hit;
         if !visible(who, &hit) {
             continue;
         }
@@ -169,20 +305,21 @@ pub fn run(
                 continue;
             }
         }
-        let score = keyword_score(hit.bm25);
+        // Lists are in rank order; the reported score never rises down the list.
+        let score = c.relevance.min(ceiling);
+        ceiling = score;
         if req.score_threshold.is_some_and(|t| score <= t) {
             continue;
         }
-        scored.push(Scored {
-            hit,
-            score,
-            reason: reason.to_string(),
-        });
+        let mut reason = c.signals.join(" + ");
+        if let Some(note) = &dense_note {
+            reason = format!("{reason}; {note}");
+        }
+        scored.push(Scored { hit, score, reason });
         if scored.len() >= req.limit {
             break;
         }
     }
-    scored.sort_by(|a, b| b.score.total_cmp(&a.score));
     let mut memories = Vec::new();
     let mut resources = Vec::new();
     let mut skills = Vec::new();

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::admin::{create_account, register, ACCOUNTS};
+use crate::harness::api::{create_account, register, ACCOUNTS};
 use crate::harness::{Opts, Resp, Server, Storage, ROOT_KEY};
 
 const FIND: &str = "/api/v1/search/find";
@@ -443,4 +443,113 @@ fn copies_are_indexed_like_writes() {
             "viking://resources/src/orig.md"
         ]
     );
+}
+
+/// Hybrid retrieval against the harness embedding server, which stands for a real
+/// OpenAI-compatible provider; it goes down mid-run and comes back.
+#[test]
+fn hybrid_with_a_provider_that_goes_down_and_comes_back() {
+    use crate::embed_server::{EmbedServer, DIM};
+    let mut provider = EmbedServer::start();
+    let st = Storage::new();
+    let api_base = provider.api_base();
+    let dense = |o: Opts| {
+        o.env("LONGSHIP_EMBEDDING__DENSE__PROVIDER", "openai")
+            .env("LONGSHIP_EMBEDDING__DENSE__API_BASE", &api_base)
+            .env("LONGSHIP_EMBEDDING__DENSE__MODEL", "harness-hash-64")
+            .env("LONGSHIP_EMBEDDING__DENSE__API_KEY", "sk-test-secret-value")
+            .env("LONGSHIP_EMBEDDING__DENSE__DIMENSION", &DIM.to_string())
+    };
+    let a = Server::start(&st, dense(Opts::dev()));
+    write(
+        &a,
+        None,
+        "viking://resources/garage/car.md",
+        "The car needs new tires before winter",
+    );
+    write(
+        &a,
+        None,
+        "viking://resources/kitchen/fruit.md",
+        "Bananas ripen quickly in a warm kitchen",
+    );
+    // "automobile" shares no word with the car document: only the vector signal finds it.
+    let ok = eventually(BOUND, || {
+        let r = find(&a, None, json!({"query": "automobile"}));
+        uris(&r).first().map(String::as_str) == Some("viking://resources/garage/car.md")
+    });
+    assert!(ok.is_some(), "vector match not found");
+    let r = find(&a, None, json!({"query": "automobile"}));
+    let hit = &r.result()["resources"][0];
+    assert!(
+        hit["match_reason"]
+            .as_str()
+            .unwrap()
+            .contains("vector (harness-hash-64)"),
+        "{hit}"
+    );
+    let score = hit["score"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&score));
+    // Keyword search still works as such.
+    let r = a.post(
+        SEARCH,
+        None,
+        json!({"query": "automobile", "search_type": "keywords"}),
+    );
+    assert!(uris(&r).is_empty());
+    // Vectors live in shared storage, hidden, keyed by model and content hash.
+    assert!(st.at("default/_system/vectors").is_dir());
+    let embedded_before_b = provider.inputs.load(std::sync::atomic::Ordering::Relaxed);
+
+    // The provider goes down: writes and finds keep working from keywords.
+    provider.take_down();
+    write(
+        &a,
+        None,
+        "viking://resources/garage/vehicle.md",
+        "Our vehicle broke down on the highway",
+    );
+    let r = find(&a, None, json!({"query": "vehicle highway"}));
+    assert_eq!(
+        uris(&r).first().map(String::as_str),
+        Some("viking://resources/garage/vehicle.md")
+    );
+    assert!(r.result()["resources"][0]["match_reason"]
+        .as_str()
+        .unwrap()
+        .contains("keyword"));
+    let failing = eventually(BOUND, || {
+        let s = search_status(&a);
+        s["embedding"]["state"] == "failing" && s["embedding"]["backlog"].as_u64().unwrap_or(0) >= 1
+    });
+    assert!(failing.is_some(), "{}", search_status(&a));
+    let metrics = String::from_utf8_lossy(&a.get("/metrics", None).raw).to_string();
+    assert!(
+        metrics.contains("longship_search{name=\"embedding_backlog\"}"),
+        "{metrics}"
+    );
+    // The key is never shown.
+    let obs = a.get("/api/v1/observer/system?format=json", None);
+    assert!(!String::from_utf8_lossy(&obs.raw).contains("sk-test-secret-value"));
+    assert!(!a.log_text().contains("sk-test-secret-value"));
+
+    // Back up: the backlog drains and the new document becomes a vector match too.
+    provider.bring_back();
+    let drained = eventually(Duration::from_secs(90), || {
+        let r = find(&a, None, json!({"query": "automobile"}));
+        uris(&r).contains(&"viking://resources/garage/vehicle.md".to_string())
+    });
+    assert!(drained.is_some(), "{}", search_status(&a));
+
+    // Another instance loads the stored vectors instead of paying the provider again.
+    let b = Server::start(&st, dense(Opts::dev()));
+    let loaded = eventually(BOUND, || {
+        search_status(&b)["embedding"]["loaded_from_storage"]
+            .as_u64()
+            .unwrap_or(0)
+            >= 3
+    });
+    assert!(loaded.is_some(), "{}", search_status(&b));
+    assert_eq!(search_status(&b)["embedding"]["embedded"], 0);
+    let _ = embedded_before_b;
 }

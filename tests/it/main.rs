@@ -2,6 +2,7 @@
 
 mod admin;
 mod bad_input;
+mod embed_server;
 mod find;
 mod fs;
 mod fs_content;
@@ -11,6 +12,7 @@ mod harden;
 mod harness;
 mod metrics;
 mod multi_instance;
+mod resources;
 mod s3;
 mod s3_scale;
 mod seaweed;

@@ -1,0 +1,315 @@
+"""find/search benchmark: index throughput, find latency under writes, write-on-A → found-on-B
+latency, /health during a full rebuild, RSS, and keyword relevance against SQLite FTS5.
+
+Usage: python3 search_bench.py [wrk-seconds]   (env SEARCH_BENCH_DOCS="10000,100000")
+Prints a Markdown section. Corpora are seeded into storage directly, then indexed by a
+rebuild (the index directory starts empty), as the issue allows.
+"""
+import html.parser
+import os
+import random
+import re
+import shutil
+import sqlite3
+import sys
+import threading
+import time
+
+from common import Server, call, percentile, temp_dir, wrk
+
+SECS = int(sys.argv[1]) if len(sys.argv) > 1 else 10
+SIZES = [int(n) for n in os.environ.get("SEARCH_BENCH_DOCS", "10000,100000").split(",") if n]
+DOC_BYTES = 4096
+PYDOC = "/usr/share/doc/python3-doc/html/library"
+
+rng = random.Random(7)
+VOCAB = [
+    "".join(rng.choice("bcdfghjklmnpqrstvwxz") + rng.choice("aeiou") for _ in range(rng.randint(2, 4)))
+    for _ in range(20000)
+]
+# Zipf-like word frequencies, so the corpus has common and rare terms like real text.
+WEIGHTS = [1.0 / (i + 1) for i in range(len(VOCAB))]
+
+
+def markdown_doc(i):
+    words = rng.choices(VOCAB, weights=WEIGHTS, k=700)
+    out, size, line = [f"# Document {i} {words[0]} {words[1]}\n\n"], 0, []
+    for w in words:
+        line.append(w)
+        if len(line) == 14:
+            out.append(" ".join(line) + ".\n")
+            line = []
+    text = "".join(out)
+    return (text * (DOC_BYTES // max(1, len(text)) + 1))[:DOC_BYTES]
+
+
+def seed(data_dir, n, account="default"):
+    base = os.path.join(data_dir, "viking", account, "resources", "bench")
+    for i in range(n):
+        d = os.path.join(base, f"d{i % 200:03d}")
+        os.makedirs(d, exist_ok=True)
+        with open(os.path.join(d, f"doc{i}.md"), "w") as f:
+            f.write(markdown_doc(i))
+
+
+def status(url):
+    _, body = call(url + "/api/v1/observer/system?format=json")
+    return body["result"]["components"]["retrieval"]["status"]
+
+
+def wait_built(url, timeout=3600):
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < timeout:
+        s = status(url)
+        if not s["building"]:
+            return time.perf_counter() - t0, s
+        time.sleep(0.2)
+    raise RuntimeError("index build did not finish")
+
+
+def find(url, query, **kw):
+    body = {"query": query, "limit": kw.pop("limit", 10), **kw}
+    t0 = time.perf_counter()
+    st, res = call(url + "/api/v1/search/find", "POST", body=body)
+    return (time.perf_counter() - t0) * 1000, st, res
+
+
+def hits(res):
+    r = res["result"]
+    return [h["uri"] for k in ("memories", "resources", "skills") for h in r[k]]
+
+
+def scale_run(n, lines):
+    d = temp_dir()
+    try:
+        t0 = time.perf_counter()
+        seed(d, n)
+        seed_s = time.perf_counter() - t0
+        idx = os.path.join(d, "index-a")
+        s = Server(d, root_key=None, env={"LONGSHIP_SEARCH__INDEX_DIR": idx})
+        build_s, st = wait_built(s.url)
+        rss = s.rss_kib() / 1024
+        lines.append(f"| {n:,} | {seed_s:.0f} s | {build_s:.1f} s | {n / build_s:,.0f} | {st['docs']:,} | {rss:.0f} MiB |")
+        # find latency while writes continue (one writer at ~20 writes/s).
+        stop = threading.Event()
+        writes = [0]
+
+        def writer():
+            i = 0
+            while not stop.is_set():
+                call(s.url + "/api/v1/content/write", "POST",
+                     body={"uri": f"viking://resources/live/w{i}.md", "content": markdown_doc(n + i)})
+                writes[0] += 1
+                i += 1
+                time.sleep(0.05)
+
+        t = threading.Thread(target=writer)
+        t.start()
+        lat = []
+        t_end = time.perf_counter() + SECS * 2
+        while time.perf_counter() < t_end:
+            q = " ".join(rng.choices(VOCAB[:5000], k=rng.randint(1, 4)))
+            ms, code, _ = find(s.url, q)
+            if code == 200:
+                lat.append(ms)
+        stop.set()
+        t.join()
+        s.stop()
+        return (n, len(lat), percentile(lat, 50), percentile(lat, 99), writes[0])
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def a_to_b(lines, trials=200):
+    d = temp_dir()
+    try:
+        a = Server(d, root_key=None, env={"LONGSHIP_SEARCH__INDEX_DIR": os.path.join(d, "ia")})
+        b = Server(d, root_key=None, env={"LONGSHIP_SEARCH__INDEX_DIR": os.path.join(d, "ib")})
+        wait_built(a.url)
+        wait_built(b.url)
+        lat = []
+        for i in range(trials):
+            token = f"zqtoken{i}x"
+            call(a.url + "/api/v1/content/write", "POST",
+                 body={"uri": f"viking://resources/ab/t{i}.md", "content": f"marker {token}"})
+            t0 = time.perf_counter()
+            while time.perf_counter() - t0 < 10:
+                _, code, res = find(b.url, token)
+                if code == 200 and hits(res):
+                    break
+                time.sleep(0.01)
+            lat.append((time.perf_counter() - t0) * 1000)
+        a.stop()
+        b.stop()
+        return percentile(lat, 50), percentile(lat, 99), max(lat)
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def health_during_rebuild(n):
+    d = temp_dir()
+    try:
+        seed(d, n)
+        s = Server(d, root_key=None, env={"LONGSHIP_SEARCH__INDEX_DIR": os.path.join(d, "idx")})
+        if not status(s.url)["building"]:
+            raise RuntimeError("rebuild finished before /health was measured; use more documents")
+        r = wrk(s.url + "/health", seconds=SECS, connections=4, threads=1)
+        still = status(s.url)["building"]
+        build_s, _ = wait_built(s.url)
+        s.stop()
+        return r, still
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+# ---------------------------------------------------------------- relevance (python3-doc)
+
+class _Text(html.parser.HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.skip = 0
+        self.in_h1 = False
+        self.title = []
+        self.body = []
+        self.in_main = False
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag in ("script", "style", "nav", "footer", "header"):
+            self.skip += 1
+        if tag == "div" and a.get("role") == "main":
+            self.in_main = True
+        if tag == "h1":
+            self.in_h1 = True
+
+    def handle_endtag(self, tag):
+        if tag in ("script", "style", "nav", "footer", "header") and self.skip:
+            self.skip -= 1
+        if tag == "h1":
+            self.in_h1 = False
+
+    def handle_data(self, data):
+        if self.skip or not self.in_main:
+            return
+        (self.title if self.in_h1 else self.body).append(data)
+
+
+def pydoc_corpus():
+    docs = []
+    for name in sorted(os.listdir(PYDOC)):
+        if not name.endswith(".html"):
+            continue
+        p = _Text()
+        with open(os.path.join(PYDOC, name), encoding="utf-8", errors="replace") as f:
+            p.feed(f.read())
+        title = re.sub(r"\s+", " ", "".join(p.title)).replace("¶", "").strip()
+        body = re.sub(r"\s+", " ", " ".join(p.body)).strip()
+        # Query = the title's description after the dash ("json — JSON encoder and decoder").
+        m = re.split(r"\s+[—-]\s+", title, maxsplit=1)
+        if len(m) == 2 and len(m[1].split()) >= 2 and body:
+            docs.append((name[:-5], m[1].strip(), body))
+    return docs
+
+
+def metrics(ranked, expected):
+    rr, rec = 0.0, 0
+    for got, want in zip(ranked, expected):
+        top = got[:10]
+        if want in top:
+            rr += 1.0 / (top.index(want) + 1)
+            rec += 1
+    return rr / len(expected), rec / len(expected)
+
+
+def fts5_rank(docs, queries):
+    db = sqlite3.connect(":memory:")
+    db.execute("CREATE VIRTUAL TABLE d USING fts5(name, body, tokenize='porter unicode61')")
+    db.executemany("INSERT INTO d(name, body) VALUES (?, ?)", [(n, b) for n, _, b in docs])
+    out = []
+    for q in queries:
+        terms = [t for t in re.findall(r"\w+", q.lower())]
+        match = " OR ".join(f'"{t}"' for t in terms) or '""'
+        rows = db.execute("SELECT name FROM d WHERE d MATCH ? ORDER BY bm25(d) LIMIT 10", (match,)).fetchall()
+        out.append([r[0] for r in rows])
+    return out
+
+
+def longship_rank(docs, queries):
+    d = temp_dir()
+    try:
+        base = os.path.join(d, "viking", "default", "resources", "pydoc")
+        os.makedirs(base)
+        for name, _, body in docs:
+            with open(os.path.join(base, f"{name}.md"), "w") as f:
+                f.write(body)
+        s = Server(d, root_key=None, env={"LONGSHIP_SEARCH__INDEX_DIR": os.path.join(d, "idx")})
+        wait_built(s.url)
+        out = []
+        for q in queries:
+            _, code, res = find(s.url, q, target_uri="viking://resources/pydoc")
+            out.append([u.rsplit("/", 1)[-1][:-3] for u in hits(res)] if code == 200 else [])
+        s.stop()
+        return out
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def main():
+    out = ["## Search (find/search)", ""]
+    out.append("Documents are ~4 KiB synthetic Markdown (Zipf-distributed vocabulary of 20,000 "
+               "words) seeded into storage, then indexed by a full rebuild of an empty index.")
+    out.append("")
+    out.append("| documents | seed (files) | full index build | docs/s | indexed | RSS after build |")
+    out.append("|---|---|---|---|---|---|")
+    lat_rows = []
+    for n in SIZES:
+        print(f"== scale {n}", file=sys.stderr)
+        lat_rows.append(scale_run(n, out))
+    out.append("")
+    out.append("find latency (1 client, 1–4 random words, limit 10) while one writer adds ~20 "
+               f"documents/s over HTTP ({SECS * 2} s per size):")
+    out.append("")
+    out.append("| documents | finds | p50 | p99 | writes during |")
+    out.append("|---|---|---|---|---|")
+    for n, cnt, p50, p99, w in lat_rows:
+        out.append(f"| {n:,} | {cnt} | {p50:.1f} ms | {p99:.1f} ms | {w} |")
+    print("== A→B", file=sys.stderr)
+    p50, p99, mx = a_to_b(out)
+    out.append("")
+    out.append(f"Write on A → found by find on B (two instances, one data dir, "
+               f"`search.refresh_interval_ms` = 1000, B polled every 10 ms, 200 trials): "
+               f"p50 {p50:.0f} ms, p99 {p99:.0f} ms, max {mx:.0f} ms.")
+    print("== health during rebuild", file=sys.stderr)
+    big = max(SIZES)
+    r, still = health_during_rebuild(big)
+    out.append("")
+    out.append(f"/health during a full rebuild of {big:,} documents (wrk, 4 connections, {SECS} s"
+               f"{'' if still else ', rebuild finished before wrk did'}): "
+               f"p50 {r['p50_ms']:.2f} ms, p99 {r['p99_ms']:.2f} ms, {r['rps']:,.0f} req/s, "
+               f"{r['errors']} errors.")
+    if os.path.isdir(PYDOC):
+        print("== relevance", file=sys.stderr)
+        docs = pydoc_corpus()
+        queries = [q for _, q, _ in docs]
+        expected = [n for n, _, _ in docs]
+        ls_mrr, ls_rec = metrics(longship_rank(docs, queries), expected)
+        ft_mrr, ft_rec = metrics(fts5_rank(docs, queries), expected)
+        out.append("")
+        out.append(f"Keyword relevance on python3-doc's library reference ({len(docs)} HTML pages "
+                   "of the Debian package, text of the main section without its title). Query set: "
+                   "each page's title description (`json — JSON encoder and decoder` → "
+                   "`JSON encoder and decoder`), the page itself is the one relevant answer. "
+                   "SQLite FTS5 (Python's sqlite3, `porter unicode61`, terms OR-ed, ranked by "
+                   "`bm25()`) indexes the same texts with the page name as a column (Longship sees "
+                   "it as the file name).")
+        out.append("")
+        out.append("| engine | MRR@10 | recall@10 |")
+        out.append("|---|---|---|")
+        out.append(f"| Longship keyword (BM25) | {ls_mrr:.3f} | {ls_rec:.3f} |")
+        out.append(f"| SQLite FTS5 bm25 | {ft_mrr:.3f} | {ft_rec:.3f} |")
+    out.append("")
+    print("\n".join(out))
+
+
+if __name__ == "__main__":
+    main()

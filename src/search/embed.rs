@@ -1,0 +1,547 @@
+//! Optional dense retrieval: document vectors from an OpenAI-compatible `/v1/embeddings`
+//! endpoint, kept in shared storage and in memory.
+//!
+//! A vector is keyed by the document's content hash and the model (`model_key` = a digest of
+//! model name and dimension), stored once in shared storage under the owning account's hidden
+//! `_system/vectors/<model_key>/` (so other instances and rebuilds load it instead of paying
+//! the provider again, and deleting the account deletes them). The instance that made a change
+//! embeds it; others wait briefly for that vector to appear before computing it themselves.
+//! A change of model or dimension changes `model_key`: everything is re-embedded in the
+//! background and vectors of two models never meet in one ranking.
+//!
+//! The provider failing or slow never fails a write or a find: documents stay keyword-
+//! searchable, batches are retried with exponential backoff, and the provider's state and the
+//! backlog are reported (observer, /metrics).
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+use super::docs;
+use crate::config::EmbeddingSettings;
+use crate::storage::{Storage, StorageError, StorePath};
+
+/// How long another instance's change waits for its writer's vector before computing it.
+const ORIGIN_GRACE: Duration = Duration::from_secs(15);
+/// Longest pause between retries of a failing provider.
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// Characters of a document sent to the model (models truncate anyway).
+const MAX_INPUT_CHARS: usize = 8000;
+/// Timeout of a query embedding (a find never waits longer for the model).
+const QUERY_TIMEOUT: Duration = Duration::from_secs(2);
+
+#[derive(Debug, Clone)]
+struct Want {
+    path: String,
+    account: String,
+    hash: String,
+    local: bool,
+    queued_at: Instant,
+    not_before: Instant,
+}
+
+#[derive(Debug, Clone)]
+struct DocRef {
+    hash: String,
+}
+
+#[derive(Debug, Default)]
+struct ProviderState {
+    /// Consecutive failed requests (0 = healthy).
+    failures: u32,
+    last_error: Option<String>,
+    retry_at: Option<Instant>,
+}
+
+#[derive(Debug, Default)]
+pub struct EmbedStats {
+    pub embedded: AtomicU64,
+    pub loaded: AtomicU64,
+    pub requests: AtomicU64,
+    pub failed_requests: AtomicU64,
+}
+
+pub struct Embedder {
+    cfg: EmbeddingSettings,
+    model_key: String,
+    http: ureq::Agent,
+    queue: Mutex<VecDeque<Want>>,
+    vectors: RwLock<HashMap<String, Arc<Vec<f32>>>>,
+    docs: RwLock<HashMap<String, DocRef>>,
+    state: Mutex<ProviderState>,
+    pub stats: EmbedStats,
+    max_bytes: usize,
+}
+
+/// Why an embedding request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum EmbedError {
+    #[error("embedding provider unavailable: {0}")]
+    Unavailable(String),
+    #[error("embedding provider answered badly: {0}")]
+    BadAnswer(String),
+}
+
+impl Embedder {
+    /// `None` when no dense model is configured.
+    pub fn new(cfg: &EmbeddingSettings, max_bytes: usize) -> Option<Result<Embedder, String>> {
+        if !cfg.enabled() {
+            return None;
+        }
+        let http = ureq::AgentBuilder::new()
+            .timeout(Duration::from_millis(cfg.dense.timeout_ms))
+            .timeout_connect(Duration::from_secs(3))
+            .build();
+        let digest = Sha256::digest(format!("{}|{}", cfg.dense.model, cfg.dense.dimension));
+        Some(Ok(Embedder {
+            cfg: cfg.clone(),
+            model_key: hex::encode(&digest[..8]),
+            http,
+            queue: Mutex::new(VecDeque::new()),
+            vectors: RwLock::new(HashMap::new()),
+            docs: RwLock::new(HashMap::new()),
+            state: Mutex::new(ProviderState::default()),
+            stats: EmbedStats::default(),
+            max_bytes,
+        }))
+    }
+
+    pub fn model(&self) -> &str {
+        &self.cfg.dense.model
+    }
+
+    fn vector_path(&self, account: &str, hash: &str) -> Option<StorePath> {
+        let prefix = hash.get(..2)?;
+        StorePath::parse(&format!(
+            "{account}/_system/vectors/{}/{prefix}/{hash}.f32",
+            self.model_key
+        ))
+        .ok()
+    }
+
+    /// Note that the document at `path` (content `hash`) is indexed and needs a vector.
+    /// `local`: this instance made the change (it computes at once).
+    pub fn want(&self, path: &str, hash: &str, local: bool) {
+        let account = path.split('/').next().unwrap_or_default().to_string();
+        if let Ok(mut d) = self.docs.write() {
+            d.insert(
+                path.to_string(),
+                DocRef {
+                    hash: hash.to_string(),
+                },
+            );
+        }
+        if self.vectors.read().is_ok_and(|v| v.contains_key(hash)) {
+            return;
+        }
+        let now = Instant::now();
+        if let Ok(mut q) = self.queue.lock() {
+            q.push_back(Want {
+                path: path.to_string(),
+                account,
+                hash: hash.to_string(),
+                local,
+                queued_at: now,
+                not_before: now,
+            });
+        }
+    }
+
+    /// Forget every document at or under `prefix` (a full storage path).
+    pub fn forget_subtree(&self, prefix: &str) {
+        let under = format!("{prefix}/");
+        if let Ok(mut d) = self.docs.write() {
+            d.retain(|p, _| p != prefix && !p.starts_with(&under));
+        }
+    }
+
+    /// Documents waiting for a vector.
+    pub fn backlog(&self) -> usize {
+        self.queue.lock().map(|q| q.len()).unwrap_or(0)
+    }
+
+    /// One batch of background work; true if more is ready now.
+    pub fn step(&self, storage: &dyn Storage) -> bool {
+        let now = Instant::now();
+        if self
+            .state
+            .lock()
+            .ok()
+            .and_then(|s| s.retry_at)
+            .is_some_and(|t| t > now)
+        {
+            return false;
+        }
+        let batch = self.take_batch(now);
+        if batch.is_empty() {
+            return false;
+        }
+        let mut to_embed: Vec<(Want, String)> = Vec::new();
+        let mut later = Vec::new();
+        for w in batch {
+            let current = self
+                .docs
+                .read()
+                .ok()
+                .and_then(|d| d.get(&w.path).map(|r| r.hash == w.hash))
+                .unwrap_or(false);
+            if !current || self.vectors.read().is_ok_and(|v| v.contains_key(&w.hash)) {
+                continue;
+            }
+            if let Some(v) = self.load_stored(storage, &w) {
+                self.insert(&w.hash, v);
+                self.stats.loaded.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            if !w.local && w.queued_at.elapsed() < ORIGIN_GRACE {
+                let mut w = w;
+                w.not_before = now + Duration::from_secs(2);
+                later.push(w);
+                continue;
+            }
+            match self.text_of(storage, &w) {
+                Some(text) => to_embed.push((w, text)),
+                None => continue,
+            }
+        }
+        self.requeue(later);
+        if to_embed.is_empty() {
+            return self.ready_now();
+        }
+        let texts: Vec<String> = to_embed.iter().map(|(_, t)| t.clone()).collect();
+        match self.call(&texts, None) {
+            Ok(vectors) => {
+                self.healthy();
+                for ((w, _), v) in to_embed.into_iter().zip(vectors) {
+                    self.store(storage, &w, &v);
+                    self.insert(&w.hash, v);
+                    self.stats.embedded.fetch_add(1, Ordering::Relaxed);
+                }
+                self.ready_now()
+            }
+            Err(e) => {
+                let pause = self.failed(&e);
+                tracing::warn!(error = %e, retry_in_s = pause.as_secs(), backlog = self.backlog() + to_embed.len(),
+                    "embedding batch failed; documents stay keyword-searchable");
+                let retry = Instant::now() + pause;
+                self.requeue(
+                    to_embed
+                        .into_iter()
+                        .map(|(mut w, _)| {
+                            w.not_before = retry;
+                            w
+                        })
+                        .collect(),
+                );
+                false
+            }
+        }
+    }
+
+    fn take_batch(&self, now: Instant) -> Vec<Want> {
+        let Ok(mut q) = self.queue.lock() else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        let mut rest = VecDeque::with_capacity(q.len());
+        while let Some(w) = q.pop_front() {
+            if out.len() < self.cfg.dense.batch_size && w.not_before <= now {
+                out.push(w);
+            } else {
+                rest.push_back(w);
+            }
+        }
+        *q = rest;
+        out
+    }
+
+    fn requeue(&self, wants: Vec<Want>) {
+        if let Ok(mut q) = self.queue.lock() {
+            q.extend(wants);
+        }
+    }
+
+    fn ready_now(&self) -> bool {
+        let now = Instant::now();
+        self.queue
+            .lock()
+            .is_ok_and(|q| q.iter().any(|w| w.not_before <= now))
+    }
+
+    fn insert(&self, hash: &str, v: Vec<f32>) {
+        if let Ok(mut m) = self.vectors.write() {
+            m.insert(hash.to_string(), Arc::new(v));
+        }
+    }
+
+    fn load_stored(&self, storage: &dyn Storage, w: &Want) -> Option<Vec<f32>> {
+        let path = self.vector_path(&w.account, &w.hash)?;
+        let bytes = storage.read(&path).ok()?;
+        let v = decode(&bytes)?;
+        (self.cfg.dense.dimension == 0 || v.len() == self.cfg.dense.dimension).then_some(v)
+    }
+
+    fn store(&self, storage: &dyn Storage, w: &Want, v: &[f32]) {
+        let Some(path) = self.vector_path(&w.account, &w.hash) else {
+            return;
+        };
+        match storage.write_if(&path, &encode(v), None) {
+            Ok(_) | Err(StorageError::Conflict(_)) | Err(StorageError::AlreadyExists(_)) => {}
+            Err(e) => tracing::warn!(error = %e, "could not store a document vector"),
+        }
+    }
+
+    fn text_of(&self, storage: &dyn Storage, w: &Want) -> Option<String> {
+        let path = StorePath::parse(&w.path).ok()?;
+        let meta = storage.stat(&path).ok()??;
+        let doc = docs::load(storage, &path, &meta, self.max_bytes).ok()??;
+        if doc.hash != w.hash {
+            return None;
+        }
+        let mut text = format!("{}\n{}", doc.name_text, doc.text);
+        if let Some((i, _)) = text.char_indices().nth(MAX_INPUT_CHARS) {
+            text.truncate(i);
+        }
+        Some(text)
+    }
+
+    fn healthy(&self) {
+        if let Ok(mut s) = self.state.lock() {
+            s.failures = 0;
+            s.retry_at = None;
+        }
+    }
+
+    /// Record a failure; returns the pause before the next attempt.
+    fn failed(&self, e: &EmbedError) -> Duration {
+        self.stats.failed_requests.fetch_add(1, Ordering::Relaxed);
+        let Ok(mut s) = self.state.lock() else {
+            return MAX_BACKOFF;
+        };
+        s.failures = s.failures.saturating_add(1);
+        s.last_error = Some(e.to_string());
+        let pause = Duration::from_secs(1u64 << s.failures.min(6)).min(MAX_BACKOFF);
+        s.retry_at = Some(Instant::now() + pause);
+        pause
+    }
+
+    /// One request for `texts`, retried up to `max_retries` times (short pauses).
+    fn call(
+        &self,
+        texts: &[String],
+        timeout: Option<Duration>,
+    ) -> Result<Vec<Vec<f32>>, EmbedError> {
+        let attempts = if timeout.is_some() {
+            1
+        } else {
+            self.cfg.max_retries.max(1)
+        };
+        let mut last = EmbedError::Unavailable("no attempt".into());
+        for attempt in 0..attempts {
+            if attempt > 0 {
+                std::thread::sleep(Duration::from_millis(200 << attempt.min(4)));
+            }
+            match self.request(texts, timeout) {
+                Ok(v) => return Ok(v),
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
+
+    fn request(
+        &self,
+        texts: &[String],
+        timeout: Option<Duration>,
+    ) -> Result<Vec<Vec<f32>>, EmbedError> {
+        self.stats.requests.fetch_add(1, Ordering::Relaxed);
+        let url = format!(
+            "{}/embeddings",
+            self.cfg.dense.api_base.trim_end_matches('/')
+        );
+        let body = json!({"model": self.cfg.dense.model, "input": texts});
+        let mut req = self.http.post(&url).set("content-type", "application/json");
+        if let Some(key) = &self.cfg.dense.api_key {
+            req = req.set("authorization", &format!("Bearer {key}"));
+        }
+        if let Some(t) = timeout {
+            req = req.timeout(t);
+        }
+        let text = match req.send_string(&body.to_string()) {
+            Ok(resp) => resp
+                .into_string()
+                .map_err(|e| EmbedError::Unavailable(e.to_string()))?,
+            Err(ureq::Error::Status(code, resp)) => {
+                let short: String = resp
+                    .into_string()
+                    .unwrap_or_default()
+                    .chars()
+                    .take(200)
+                    .collect();
+                return Err(EmbedError::Unavailable(format!("HTTP {code}: {short}")));
+            }
+            Err(ureq::Error::Transport(t)) => {
+                return Err(EmbedError::Unavailable(t.kind().to_string()))
+            }
+        };
+        let v: Value =
+            serde_json::from_str(&text).map_err(|e| EmbedError::BadAnswer(e.to_string()))?;
+        let data = v["data"]
+            .as_array()
+            .ok_or_else(|| EmbedError::BadAnswer("no data array".into()))?;
+        let mut out: Vec<Option<Vec<f32>>> = vec![None; texts.len()];
+        for (n, item) in data.iter().enumerate() {
+            let i = item["index"].as_u64().map(|i| i as usize).unwrap_or(n);
+            let emb = item["embedding"]
+                .as_array()
+                .ok_or_else(|| EmbedError::BadAnswer("no embedding".into()))?;
+            let v: Vec<f32> = emb
+                .iter()
+                .filter_map(|x| x.as_f64())
+                .map(|x| x as f32)
+                .collect();
+            if v.len() != emb.len() || v.is_empty() {
+                return Err(EmbedError::BadAnswer("non-numeric embedding".into()));
+            }
+            if self.cfg.dense.dimension != 0 && v.len() != self.cfg.dense.dimension {
+                return Err(EmbedError::BadAnswer(format!(
+                    "model returned {} dimensions, embedding.dense.dimension is {}",
+                    v.len(),
+                    self.cfg.dense.dimension
+                )));
+            }
+            if let Some(slot) = out.get_mut(i) {
+                *slot = Some(normalize(v));
+            }
+        }
+        out.into_iter()
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| EmbedError::BadAnswer("fewer embeddings than inputs".into()))
+    }
+
+    /// The query's vector, or why there is none (a find then answers from keywords). Never
+    /// waits for a provider known to be failing, and at most [`QUERY_TIMEOUT`] otherwise.
+    pub fn embed_query(&self, text: &str) -> Result<Vec<f32>, EmbedError> {
+        if let Some(retry) = self.state.lock().ok().and_then(|s| s.retry_at) {
+            if retry > Instant::now() {
+                return Err(EmbedError::Unavailable(
+                    "provider is failing; retrying in the background".into(),
+                ));
+            }
+        }
+        let out = self.call(&[text.to_string()], Some(QUERY_TIMEOUT));
+        match out {
+            Ok(mut v) => {
+                self.healthy();
+                v.pop().ok_or_else(|| EmbedError::BadAnswer("empty".into()))
+            }
+            Err(e) => {
+                self.failed(&e);
+                Err(e)
+            }
+        }
+    }
+
+    /// Cosine similarity of `q` with the document of content `hash`, if it has a vector.
+    pub fn similarity(&self, q: &[f32], hash: &str) -> Option<f32> {
+        let v = self.vectors.read().ok()?.get(hash)?.clone();
+        (v.len() == q.len()).then(|| dot(q, &v))
+    }
+
+    /// The `k` documents inside `scopes` (full storage path prefixes) most similar to `q`.
+    pub fn nearest(&self, q: &[f32], scopes: &[String], k: usize) -> Vec<(String, f32)> {
+        let Ok(docs) = self.docs.read() else {
+            return Vec::new();
+        };
+        let Ok(vectors) = self.vectors.read() else {
+            return Vec::new();
+        };
+        let in_scope = |p: &str| {
+            scopes.iter().any(|s| {
+                p == s || (p.starts_with(s.as_str()) && p.as_bytes().get(s.len()) == Some(&b'/'))
+            })
+        };
+        let mut scored: Vec<(String, f32)> = docs
+            .iter()
+            .filter(|(p, _)| in_scope(p))
+            .filter_map(|(p, d)| {
+                let v = vectors.get(&d.hash)?;
+                (v.len() == q.len()).then(|| (p.clone(), dot(q, v)))
+            })
+            .collect();
+        scored.sort_by(|a, b| b.1.total_cmp(&a.1));
+        scored.truncate(k);
+        scored
+    }
+
+    pub fn status(&self) -> Value {
+        let s = self.state.lock().ok();
+        let failures = s.as_ref().map(|s| s.failures).unwrap_or(0);
+        json!({
+            "provider": self.cfg.dense.provider,
+            "model": self.cfg.dense.model,
+            "api_base": self.cfg.dense.api_base,
+            "state": if failures == 0 { "ok" } else { "failing" },
+            "healthy": failures == 0,
+            "consecutive_failures": failures,
+            "last_error": s.as_ref().and_then(|s| s.last_error.clone()),
+            "backlog": self.backlog(),
+            "vectors": self.vectors.read().map(|v| v.len()).unwrap_or(0),
+            "embedded": self.stats.embedded.load(Ordering::Relaxed),
+            "loaded_from_storage": self.stats.loaded.load(Ordering::Relaxed),
+            "requests": self.stats.requests.load(Ordering::Relaxed),
+            "failed_requests": self.stats.failed_requests.load(Ordering::Relaxed),
+        })
+    }
+
+    /// True while the provider is answering.
+    pub fn is_healthy(&self) -> bool {
+        self.state.lock().is_ok_and(|s| s.failures == 0)
+    }
+}
+
+fn normalize(mut v: Vec<f32>) -> Vec<f32> {
+    let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    if n > 0.0 && n.is_finite() {
+        v.iter_mut().for_each(|x| *x /= n);
+    }
+    v
+}
+
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+fn encode(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+fn decode(bytes: &[u8]) -> Option<Vec<f32>> {
+    if bytes.is_empty() || !bytes.len().is_multiple_of(4) {
+        return None;
+    }
+    Some(
+        bytes
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vectors_round_trip_and_normalise() {
+        let v = normalize(vec![3.0, 4.0]);
+        assert!((v[0] - 0.6).abs() < 1e-6 && (v[1] - 0.8).abs() < 1e-6);
+        assert_eq!(decode(&encode(&v)).unwrap(), v);
+        assert!(decode(&[1, 2, 3]).is_none());
+        assert!((dot(&v, &v) - 1.0).abs() < 1e-6);
+    }
+}
