@@ -597,3 +597,25 @@ fn session_archives_are_findable_and_removed_users_are_purged() {
         );
     }
 }
+
+/// A change written to storage with no change record (its writer was killed in between) is
+/// found by the periodic reconcile within `search.reconcile_interval_secs`.
+#[test]
+fn unrecorded_changes_are_repaired_by_the_reconcile() {
+    let st = Storage::new();
+    let s = Server::start(
+        &st,
+        Opts::dev().env("LONGSHIP_SEARCH__RECONCILE_INTERVAL_SECS", "10"),
+    );
+    wait_built(&s);
+    st.at("default/resources/orphan.md").write("wombat burrow");
+    let took = eventually(Duration::from_secs(40), || {
+        uris(&find(&s, None, json!({"query": "wombat"}))) == vec!["viking://resources/orphan.md"]
+    });
+    assert!(took.is_some(), "unrecorded write not repaired");
+    st.at("default/resources/orphan.md").remove(false);
+    let gone = eventually(Duration::from_secs(40), || {
+        uris(&find(&s, None, json!({"query": "wombat"}))).is_empty()
+    });
+    assert!(gone.is_some(), "unrecorded removal not repaired");
+}
