@@ -268,7 +268,7 @@ def hybrid_relevance(docs, queries, expected):
     skipped unless target/bench-venv has numpy, safetensors, tokenizers and the model package."""
     import subprocess
     from common import free_port
-    if not os.path.exists(VENV_PY):
+    if not os.path.exists(VENV_PY) or os.environ.get("SEARCH_BENCH_HYBRID", "1") == "0":
         return None
     port = free_port()
     here = os.path.dirname(os.path.abspath(__file__))
@@ -327,8 +327,24 @@ def _port_open(port):
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
+class _Out(list):
+    """The report so far, also written to $SEARCH_BENCH_OUT after every line (partial results
+    survive an interrupted run)."""
+
+    def append(self, line):
+        super().append(line)
+        path = os.environ.get("SEARCH_BENCH_OUT")
+        if path:
+            with open(path, "w") as f:
+                f.write("\n".join(self) + "\n")
+
+    def extend(self, lines):
+        for line in lines:
+            self.append(line)
+
+
 def main():
-    out = ["## Search (find/search)", ""]
+    out = _Out(["## Search (find/search)", ""])
     out.append("Documents are ~4 KiB synthetic Markdown (Zipf-distributed vocabulary of 20,000 "
                "words) seeded into storage, then indexed by a full rebuild of an empty index.")
     out.append("")
@@ -360,7 +376,7 @@ def main():
                f"{'' if still else ', rebuild finished before wrk did'}): "
                f"p50 {r['p50_ms']:.2f} ms, p99 {r['p99_ms']:.2f} ms, {r['rps']:,.0f} req/s, "
                f"{r['errors']} errors.")
-    if os.path.isdir(PYDOC):
+    if os.path.isdir(PYDOC) and os.environ.get("SEARCH_BENCH_RELEVANCE", "1") != "0":
         print("== relevance", file=sys.stderr)
         docs = pydoc_corpus()
         queries = [q for _, q, _ in docs]
