@@ -23,6 +23,20 @@ pub enum Command {
     Serve(ServeArgs),
     /// Print the effective configuration as TOML (secrets masked).
     Config(ServeArgs),
+    /// Internal: parse one resource in a sandboxed child process (started by the server).
+    #[command(name = "parse-resource", hide = true)]
+    ParseResource(ParseResourceArgs),
+}
+
+/// Arguments of the internal parser child (see `ingest::sandbox`).
+#[derive(Debug, Args, Clone)]
+pub struct ParseResourceArgs {
+    #[arg(long)]
+    pub input: PathBuf,
+    #[arg(long)]
+    pub work: PathBuf,
+    #[arg(long)]
+    pub options: String,
 }
 
 #[derive(Debug, Args, Clone, Default)]

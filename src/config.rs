@@ -21,6 +21,8 @@ pub struct Settings {
     pub logging: LoggingSettings,
     pub search: SearchSettings,
     pub embedding: EmbeddingSettings,
+    pub resources: ResourceSettings,
+    pub vlm: VlmSettings,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -303,6 +305,197 @@ impl S3Settings {
 }
 
 /// A configuration that cannot be served.
+/// Resource ingestion (`POST /api/v1/resources`, temp uploads): limits and operator policy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ResourceSettings {
+    /// Largest accepted temp upload in bytes (413 beyond it).
+    pub upload_max_bytes: u64,
+    /// Seconds an unused temp upload is kept before the sweep removes it.
+    pub upload_ttl_secs: u64,
+    /// Seconds between sweeps of expired uploads and abandoned ingestion work.
+    pub sweep_interval_secs: u64,
+    /// A working ingestion refreshes its marker at least 4 times in this many seconds; a
+    /// marker older than this belongs to a dead instance (its task is failed by the sweep).
+    pub stale_after_secs: u64,
+    /// Fetch `path` URLs that resolve to loopback, private, link-local or metadata addresses.
+    pub allow_private_urls: bool,
+    /// Server-local directories whose files `path` may name; empty = local paths refused.
+    pub local_path_allowlist: Vec<PathBuf>,
+    /// Largest body fetched from a `path` URL, in bytes.
+    pub fetch_max_bytes: u64,
+    /// Seconds a URL fetch may take in total.
+    pub fetch_timeout_secs: u64,
+    /// Redirects followed by a URL fetch (each hop is checked again).
+    pub fetch_max_redirects: usize,
+    /// Most entries an archive may have.
+    pub archive_max_entries: usize,
+    /// Most bytes an archive may unpack to in total.
+    pub archive_max_total_bytes: u64,
+    /// Largest uncompressed/compressed ratio of one archive entry above 1 MiB.
+    pub archive_max_ratio: u64,
+    /// Deepest directory nesting accepted inside an archive.
+    pub archive_max_depth: usize,
+    /// Address-space limit of the parser child process, in MiB.
+    pub parser_memory_mb: u64,
+    /// CPU-seconds limit of the parser child process.
+    pub parser_cpu_secs: u64,
+    /// Wall-clock seconds before the parser child process is killed.
+    pub parser_timeout_secs: u64,
+    /// Ingestions one account may run at once on one instance (429 beyond it).
+    pub max_concurrent_per_account: usize,
+    /// Documents above this many estimated tokens are split by headings.
+    pub split_max_tokens: usize,
+    /// Local scratch directory for parsing; empty = the system temp directory.
+    pub work_dir: String,
+}
+
+impl Default for ResourceSettings {
+    fn default() -> Self {
+        ResourceSettings {
+            upload_max_bytes: 512 * 1024 * 1024,
+            upload_ttl_secs: 12 * 3600,
+            sweep_interval_secs: 300,
+            stale_after_secs: 600,
+            allow_private_urls: false,
+            local_path_allowlist: Vec::new(),
+            fetch_max_bytes: 64 * 1024 * 1024,
+            fetch_timeout_secs: 30,
+            fetch_max_redirects: 5,
+            archive_max_entries: 20_000,
+            archive_max_total_bytes: 1024 * 1024 * 1024,
+            archive_max_ratio: 200,
+            archive_max_depth: 48,
+            parser_memory_mb: 2048,
+            parser_cpu_secs: 120,
+            parser_timeout_secs: 180,
+            max_concurrent_per_account: 2,
+            split_max_tokens: 1024,
+            work_dir: String::new(),
+        }
+    }
+}
+
+impl ResourceSettings {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.upload_max_bytes == 0 || self.fetch_max_bytes == 0 {
+            return Err(ConfigError::Invalid(
+                "resources.upload_max_bytes and resources.fetch_max_bytes must be positive".into(),
+            ));
+        }
+        if self.stale_after_secs < 2 || self.sweep_interval_secs == 0 {
+            return Err(ConfigError::Invalid(
+                "resources.stale_after_secs must be >= 2 and sweep_interval_secs >= 1".into(),
+            ));
+        }
+        if self.max_concurrent_per_account == 0 || self.split_max_tokens < 64 {
+            return Err(ConfigError::Invalid(
+                "resources.max_concurrent_per_account must be >= 1 and split_max_tokens >= 64"
+                    .into(),
+            ));
+        }
+        if self.parser_timeout_secs == 0 || self.parser_cpu_secs == 0 || self.parser_memory_mb < 64
+        {
+            return Err(ConfigError::Invalid(
+                "resources.parser_* limits must be positive (memory at least 64 MiB)".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The optional chat model that writes L0/L1 summaries (OpenAI-compatible
+/// `/v1/chat/completions`; names as OpenViking's `vlm` section). Absent `api_base` or
+/// `model` = extractive summaries only.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VlmSettings {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub api_base: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub api_key: Option<String>,
+    /// Chat requests in flight at once (per instance).
+    pub max_concurrent: usize,
+    /// Seconds one chat request may take.
+    pub timeout: f64,
+    /// Retries of a failed chat request before falling back to extractive text.
+    pub max_retries: u32,
+    /// `max_tokens` sent with each request.
+    pub max_tokens: u32,
+    pub temperature: f64,
+}
+
+impl Default for VlmSettings {
+    fn default() -> Self {
+        VlmSettings {
+            provider: None,
+            api_base: None,
+            model: None,
+            api_key: None,
+            max_concurrent: 4,
+            timeout: 60.0,
+            max_retries: 2,
+            max_tokens: 1024,
+            temperature: 0.0,
+        }
+    }
+}
+
+/// Never prints the API key.
+impl std::fmt::Debug for VlmSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VlmSettings")
+            .field("provider", &self.provider)
+            .field("api_base", &self.api_base)
+            .field("model", &self.model)
+            .field("api_key", &self.api_key.as_ref().map(|_| "********"))
+            .field("max_concurrent", &self.max_concurrent)
+            .field("timeout", &self.timeout)
+            .field("max_retries", &self.max_retries)
+            .field("max_tokens", &self.max_tokens)
+            .field("temperature", &self.temperature)
+            .finish()
+    }
+}
+
+impl VlmSettings {
+    /// True when a chat model is configured.
+    pub fn enabled(&self) -> bool {
+        self.api_base
+            .as_deref()
+            .is_some_and(|b| !b.trim().is_empty())
+            && self.model.as_deref().is_some_and(|m| !m.trim().is_empty())
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(p) = self.provider.as_deref() {
+            if !matches!(p, "openai" | "openai-compatible" | "litellm" | "volcengine") {
+                return Err(ConfigError::Invalid(format!(
+                    "vlm.provider {p:?}: only OpenAI-compatible chat APIs are supported (use \"openai\")"
+                )));
+            }
+        }
+        if self.max_concurrent == 0 || self.timeout.is_nan() || self.timeout <= 0.0 {
+            return Err(ConfigError::Invalid(
+                "vlm.max_concurrent must be >= 1 and vlm.timeout positive".into(),
+            ));
+        }
+        if let Some(base) = self.api_base.as_deref() {
+            let lower = base.to_ascii_lowercase();
+            if !lower.starts_with("http://") && !lower.starts_with("https://") {
+                return Err(ConfigError::Invalid(format!(
+                    "vlm.api_base {base} must start with http:// or https://"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("configuration error: {0}")]
@@ -412,6 +605,8 @@ impl Settings {
         }
         self.search.validate()?;
         self.embedding.validate()?;
+        self.resources.validate()?;
+        self.vlm.validate()?;
         if self.server.max_body_bytes < 1024 {
             return bad("server.max_body_bytes must be at least 1024".into());
         }
@@ -480,6 +675,9 @@ impl Settings {
         if shown.storage.s3.secret_access_key.is_some() {
             shown.storage.s3.secret_access_key = Some("********".into());
         }
+        if shown.vlm.api_key.is_some() {
+            shown.vlm.api_key = Some("********".into());
+        }
         toml::to_string_pretty(&shown).map_err(|e| ConfigError::Invalid(e.to_string()))
     }
 }
@@ -493,6 +691,25 @@ mod tests {
         let text = include_str!("../config/default.toml");
         let parsed: Settings = toml::from_str(text).expect("config/default.toml parses");
         assert_eq!(parsed, Settings::default());
+    }
+
+    #[test]
+    fn chat_model_key_is_masked_and_settings_checked() {
+        let mut s = Settings::default();
+        s.vlm.api_base = Some("http://127.0.0.1:9/v1".into());
+        s.vlm.model = Some("m".into());
+        s.vlm.api_key = Some("sk-very-secret".into());
+        assert!(s.vlm.enabled());
+        assert!(!format!("{s:?}").contains("sk-very-secret"));
+        assert!(!s.to_masked_toml().unwrap().contains("sk-very-secret"));
+        s.vlm.provider = Some("anthropic".into());
+        assert!(s.validate().is_err());
+        s.vlm.provider = Some("openai".into());
+        s.vlm.api_base = Some("ftp://x".into());
+        assert!(s.validate().is_err());
+        let mut s = Settings::default();
+        s.resources.max_concurrent_per_account = 0;
+        assert!(s.validate().is_err());
     }
 
     #[test]

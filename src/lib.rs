@@ -11,6 +11,7 @@ pub mod decode;
 pub mod error;
 pub mod http;
 pub mod identity;
+pub mod ingest;
 pub mod jobs;
 pub mod search;
 pub mod startup;

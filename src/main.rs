@@ -11,6 +11,9 @@ fn main() {
     let (args, print_only) = match &cli.command {
         Command::Serve(args) => (args, false),
         Command::Config(args) => (args, true),
+        Command::ParseResource(a) => std::process::exit(longship::ingest::sandbox::child_main(
+            &a.input, &a.work, &a.options,
+        )),
     };
     let settings = match Settings::load(args.config.as_deref(), &args.overrides()) {
         Ok(s) => s,

@@ -116,6 +116,29 @@ fn spawn_session_repair(pools: Pools) {
     });
 }
 
+/// Sweep, at startup and then periodically, expired temp uploads, staging trees a crash left
+/// and tasks of ingestions whose instance died.
+fn spawn_ingest_sweep(pools: Pools, settings: &Settings) {
+    use crate::jobs::resources::SweepIngestion;
+    let every = Duration::from_secs(settings.resources.sweep_interval_secs.max(1));
+    let upload_ttl_secs = settings.resources.upload_ttl_secs;
+    let stale_after = Duration::from_secs(settings.resources.stale_after_secs);
+    actix_rt::spawn(async move {
+        loop {
+            let job = SweepIngestion {
+                upload_ttl_secs,
+                stale_after,
+            };
+            match pools.storage().run(job).await {
+                Ok(Ok(report)) => tracing::debug!(%report, "ingestion sweep finished"),
+                Ok(Err(e)) => tracing::warn!(error = %e.message, "ingestion sweep failed"),
+                Err(e) => tracing::debug!(error = %e, "ingestion sweep not run"),
+            }
+            tokio::time::sleep(every).await;
+        }
+    });
+}
+
 /// Make large buffers go back to the system when freed.
 ///
 /// glibc serves allocations above its mmap threshold with their own mappings, returned on
@@ -213,6 +236,7 @@ async fn serve(settings: Arc<Settings>, backend: Arc<dyn Storage>) -> Result<(),
         metrics: Arc::new(crate::http::metrics::Metrics::new()?),
         registry_sink: Arc::new(ActorSink::new(auth.clone())),
         registry_loaded: registry_loaded.clone(),
+        ingest: Arc::new(crate::ingest::gate::IngestRuntime::new(&settings)),
         search,
         body_budget: Arc::new(crate::http::admission::BodyBudget::new(
             settings.server.max_inflight_body_bytes,
@@ -257,6 +281,7 @@ async fn serve(settings: Arc<Settings>, backend: Arc<dyn Storage>) -> Result<(),
     let stop_requested: Arc<OnceLock<Instant>> = Arc::default();
     stop_on_signals(server.handle(), stop_requested.clone())?;
     spawn_session_repair(pools.clone());
+    spawn_ingest_sweep(pools.clone(), &settings);
     let load_failure: Arc<Mutex<Option<StartupError>>> = Arc::default();
     if mode == AuthMode::ApiKey {
         let (pools, auth, handle) = (pools.clone(), auth.clone(), server.handle());

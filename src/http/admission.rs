@@ -198,6 +198,17 @@ pub async fn admit_body(
         budget: state.body_budget.clone(),
         bytes: AtomicUsize::new(0),
     });
+    if req.path() == crate::ingest::uploads::ROUTE {
+        // Temp uploads stream into storage and hold at most one piece in memory, whatever
+        // their length: that piece is what they are charged.
+        let piece = crate::ingest::uploads::PART_BYTES;
+        if !charge.add(declared.unwrap_or(piece).min(piece)) {
+            return Ok(req.into_response(exhausted().error_response()));
+        }
+        let res = next.call(req).await;
+        drop(charge);
+        return res.map(ServiceResponse::map_into_boxed_body);
+    }
     let up_front = match declared {
         // Over the per-body limit: the handler refuses it (413) without reading it.
         Some(n) if n > max_body => 0,

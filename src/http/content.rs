@@ -9,7 +9,6 @@ use actix_web::web::{Bytes, BytesMut};
 use actix_web::{web, HttpRequest, HttpResponse};
 use futures_util::StreamExt;
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
-use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -23,7 +22,7 @@ use crate::storage::uri::{self, Access};
 
 use super::auth::{resolve_uri, Caller, DataAccess};
 use super::envelope::{encoded_ok, slices, ApiOk, ApiResult};
-use super::extract::{decode_json, flexible_bool, int_in_range, ApiQuery};
+use super::extract::{decode_required_json, flexible_bool, int_in_range, ApiQuery};
 use super::AppState;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -60,21 +59,6 @@ async fn read(
     };
     let job = ReadFile { uri, offset, limit };
     Ok(encoded_ok(state.pools.storage().run(job).await??))
-}
-
-/// A required JSON body, decoded inline when small and on the storage pool when large.
-async fn decode_body<T: DeserializeOwned + Send + 'static>(
-    state: &AppState,
-    body: Bytes,
-) -> Result<T, ServiceError> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Err(ServiceError::validation(
-            &["body"],
-            "Field required",
-            "missing",
-        ));
-    }
-    decode_json(Some(state), body).await
 }
 
 async fn sidecar(
@@ -242,7 +226,7 @@ async fn write(
     payload: web::Payload,
 ) -> ApiResult {
     let raw = collect_body(&state, &req, payload).await?;
-    let body: WriteBody = decode_body(&state, raw).await?;
+    let body: WriteBody = decode_required_json(Some(&state), raw).await?;
     let mode = WriteMode::parse(&body.mode).ok_or_else(|| {
         ServiceError::invalid_argument(format!("unsupported write mode: {}", body.mode))
     })?;

@@ -11,8 +11,7 @@ use serde::de::DeserializeOwned;
 use crate::error::{ErrorCode, ServiceError};
 
 pub use crate::decode::{
-    flexible_bool, flexible_bool_opt, int_in_range, parse_json, parse_query, parse_required_json,
-    validation_details,
+    flexible_bool, flexible_bool_opt, int_in_range, parse_json, parse_query, validation_details,
 };
 use crate::jobs::content::DecodeJson;
 
@@ -63,15 +62,7 @@ impl<T: DeserializeOwned + Send + 'static> FromRequest for ApiJson<T> {
         let bytes = body_bytes(req, payload);
         let state = req.app_data::<web::Data<AppState>>().cloned();
         Box::pin(async move {
-            let bytes = bytes.await?;
-            if bytes.iter().all(u8::is_ascii_whitespace) {
-                return Err(ServiceError::validation(
-                    &["body"],
-                    "Field required",
-                    "missing",
-                ));
-            }
-            decode_json(state.as_ref().map(|s| s.get_ref()), bytes)
+            decode_required_json(state.as_ref().map(|s| s.get_ref()), bytes.await?)
                 .await
                 .map(ApiJson)
         })
@@ -117,6 +108,21 @@ pub async fn decode_json<T: DeserializeOwned + Send + 'static>(
         }
         _ => parse_json(&body),
     }
+}
+
+/// [`decode_json`] of a body that must be present: empty or whitespace-only is `Field required`.
+pub async fn decode_required_json<T: DeserializeOwned + Send + 'static>(
+    state: Option<&AppState>,
+    body: Bytes,
+) -> Result<T, ServiceError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(ServiceError::validation(
+            &["body"],
+            "Field required",
+            "missing",
+        ));
+    }
+    decode_json(state, body).await
 }
 
 impl FromRequest for RawBody {

@@ -31,6 +31,7 @@ pub struct Metrics {
     /// AuthActor running totals, one series per event (cache hits, freshness checks, …).
     auth_events: IntCounterVec,
     storage_up: Gauge,
+    ingest: IntGaugeVec,
     /// Scrapes copy running totals into counters; one at a time, so none is added twice.
     scrape: Mutex<()>,
 }
@@ -93,6 +94,14 @@ impl Metrics {
             &["event"],
         )?;
         let storage_up = Gauge::new("storage_up", "1 if the last storage probe succeeded")?;
+        let ingest = IntGaugeVec::new(
+            Opts::new(
+                "ingest",
+                "Resource ingestion on this instance: in_flight (accepted, not finished), \
+                 uploads_in_flight (temp uploads being streamed)",
+            ),
+            &["name"],
+        )?;
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(latency.clone()),
@@ -107,6 +116,7 @@ impl Metrics {
             Box::new(search.clone()),
             Box::new(auth_events.clone()),
             Box::new(storage_up.clone()),
+            Box::new(ingest.clone()),
         ] {
             registry.register(c)?;
         }
@@ -125,6 +135,7 @@ impl Metrics {
             search,
             auth_events,
             storage_up,
+            ingest,
             scrape: Mutex::new(()),
         })
     }
@@ -166,6 +177,14 @@ async fn metrics(state: web::Data<AppState>) -> HttpResponse {
             catch_up(&m.pool_completed.with_label_values(&l), s.completed);
             catch_up(&m.pool_rejected.with_label_values(&l), s.rejected);
             catch_up(&m.pool_panicked.with_label_values(&l), s.panicked);
+        }
+        for (name, gauge) in [
+            ("in_flight", &state.ingest.in_flight),
+            ("uploads_in_flight", &state.ingest.uploads_in_flight),
+        ] {
+            m.ingest
+                .with_label_values(&[name])
+                .set(gauge.load(std::sync::atomic::Ordering::Relaxed) as i64);
         }
         m.storage_up
             .set(if state.health.snapshot().ok { 1.0 } else { 0.0 });

@@ -12,6 +12,7 @@ pub mod fs;
 pub mod health;
 pub mod metrics;
 pub mod middleware;
+pub mod resources;
 pub mod search;
 pub mod sessions;
 pub mod system;
@@ -49,6 +50,8 @@ pub struct AppState {
     pub body_budget: Arc<admission::BodyBudget>,
     /// False while the account registry is still loading at startup (api_key mode).
     pub registry_loaded: Arc<std::sync::atomic::AtomicBool>,
+    /// Resource ingestion: per-account caps, the optional chat model.
+    pub ingest: Arc<crate::ingest::gate::IngestRuntime>,
 }
 
 impl AppState {
@@ -101,6 +104,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     search::configure(cfg);
     sessions::configure(cfg);
     tasks::configure(cfg);
+    resources::configure(cfg);
 }
 
 /// Unknown routes.

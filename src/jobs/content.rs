@@ -6,7 +6,7 @@ use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use crate::decode::parse_required_json;
+use crate::decode::parse_json;
 use crate::error::{ServiceError, ServiceResult};
 use crate::storage::fs::read::{self, Sidecar};
 use crate::storage::fs::write::{self, WriteMode};
@@ -72,7 +72,7 @@ impl BlockingJob for WriteFile {
     }
 }
 
-/// Decode a large, required JSON request body on a pool thread (serde on a 100 MB body would stall
+/// Decode a large JSON request body on a pool thread (serde on a 100 MB body would stall
 /// every connection of the HTTP worker running it).
 pub struct DecodeJson<T> {
     pub body: Bytes,
@@ -92,6 +92,6 @@ impl<T: DeserializeOwned + Send + 'static> BlockingJob for DecodeJson<T> {
     type Output = Result<T, ServiceError>;
 
     fn run(self, _ctx: &JobContext<'_>) -> Self::Output {
-        parse_required_json(&self.body)
+        parse_json(&self.body)
     }
 }

@@ -1,57 +1,9 @@
 //! Admin API (spec §3) and identity (spec §1.4, §2) against the real binary.
 
-use std::collections::BTreeMap;
-
 use serde_json::{json, Value};
 
-use crate::harness::{Opts, Resp, Server, Storage, StoreView, ROOT_KEY};
-
-pub const ACCOUNTS: &str = "/api/v1/admin/accounts";
-
-/// A1 as ROOT; returns the admin's key.
-pub fn create_account(s: &Server, account: &str, admin: &str) -> String {
-    let r = s.post(
-        ACCOUNTS,
-        Some(ROOT_KEY),
-        json!({"account_id": account, "admin_user_id": admin}),
-    );
-    assert_eq!(r.status, 200, "create {account}: {:?}", r.body);
-    r.result()["user_key"].as_str().unwrap().to_string()
-}
-
-/// A4 with `key`; returns the new user's key.
-pub fn register(s: &Server, key: &str, account: &str, user: &str, role: &str) -> String {
-    let r = s.post(
-        &format!("{ACCOUNTS}/{account}/users"),
-        Some(key),
-        json!({"user_id": user, "role": role}),
-    );
-    assert_eq!(r.status, 200, "register {account}/{user}: {:?}", r.body);
-    r.result()["user_key"].as_str().unwrap().to_string()
-}
-
-/// Who the server says `key` is (`None` on 401).
-pub fn whoami(s: &Server, key: &str) -> Option<String> {
-    let r = s.get("/api/v1/system/status", Some(key));
-    match r.status {
-        200 => Some(r.result()["user"].as_str().unwrap_or_default().to_string()),
-        401 => None,
-        other => panic!("unexpected status {other}: {:?}", r.body),
-    }
-}
-
-/// The AuthActor's status (observer, format=json).
-pub fn auth_status(s: &Server) -> Value {
-    let r = s.get("/api/v1/observer/system?format=json", Some(ROOT_KEY));
-    assert_eq!(r.status, 200, "{:?}", r.body);
-    r.result()["components"]["auth"]["status"].clone()
-}
-
-/// Content hash of every file under `dir` (path → sha256), to prove nothing changed. Read
-/// through the backend, so it works on local disk and on S3 alike.
-pub fn tree_digest(dir: &StoreView) -> BTreeMap<String, String> {
-    dir.digest()
-}
+use crate::harness::api::{announce, auth_status, create_account, register, whoami, ACCOUNTS};
+use crate::harness::{Opts, Resp, Server, Storage, ROOT_KEY};
 
 fn err(r: &Resp) -> (&str, &str) {
     (
@@ -225,7 +177,7 @@ fn bad_input_leaves_storage_unchanged() {
     let s = Server::start(&st, Opts::default());
     let admin = create_account(&s, "acme", "alice");
     register(&s, &admin, "acme", "bob", "user");
-    let before = tree_digest(&st.at(""));
+    let before = st.at("").digest();
     let long = "a".repeat(256);
     let cases: Vec<(&str, String, Option<Value>, u16, &str)> = vec![
         (
@@ -424,7 +376,7 @@ fn bad_input_leaves_storage_unchanged() {
         b"{not json",
     );
     assert_eq!(malformed.status, 400);
-    assert_eq!(tree_digest(&st.at("")), before);
+    assert_eq!(st.at("").digest(), before);
 }
 
 #[test]
@@ -923,24 +875,6 @@ fn deletion_in_progress_answers_412() {
         json!({"account_id": "acme", "admin_user_id": "z"}),
     );
     assert_eq!(dup.status, 409);
-}
-
-/// Bump the registry generation marker for `account`, as another instance would after a write.
-pub fn announce(st: &Storage, account: &str) {
-    let path = st.at("_system/registry_generation.json");
-    let mut m: Value = path
-        .read()
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or_else(|| json!({"generation": 0, "log": []}));
-    let g = m["generation"].as_u64().unwrap() + 1;
-    m["generation"] = g.into();
-    m["log"]
-        .as_array_mut()
-        .unwrap()
-        .push(json!({"generation": g, "accounts": [account]}));
-    // A whole-file replace is atomic on both backends.
-    path.write(serde_json::to_vec_pretty(&m).unwrap());
 }
 
 /// An instance died in the middle of removing a user (deletion mark and pending task on disk,

@@ -8,14 +8,11 @@
 //! the failure it is.
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::{Shutdown, TcpStream};
-use std::path::Path;
-use std::time::Duration;
+use std::io::Write;
 
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
 
+use crate::harness::wire::{exchange, request, Raw};
 use crate::harness::{Opts, Server, Storage, ROOT_KEY};
 
 /// Spec §1.2 codes (the error codes a client may see).
@@ -61,144 +58,6 @@ static GZIP_BOMB: std::sync::LazyLock<Vec<u8>> = std::sync::LazyLock::new(|| {
     );
     out.stdout
 });
-
-/// One HTTP exchange as seen on the wire.
-#[derive(Debug)]
-struct Raw {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-impl Raw {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
-    }
-}
-
-/// Send `request` bytes, optionally half-close, and read the first response. `Err` = the
-/// connection closed (or timed out) without a complete response.
-fn exchange(port: u16, request: &[u8], half_close: bool) -> Result<Raw, String> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).map_err(|e| format!("connect: {e}"))?;
-    s.set_read_timeout(Some(Duration::from_secs(30)))
-        .map_err(|e| e.to_string())?;
-    s.set_write_timeout(Some(Duration::from_secs(30)))
-        .map_err(|e| e.to_string())?;
-    // The server may answer (413) and close before it has read all of a large body.
-    let _ = s.write_all(request);
-    if half_close {
-        let _ = s.shutdown(Shutdown::Write);
-    }
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 65536];
-    loop {
-        match s.read(&mut chunk) {
-            Ok(0) => break,
-            Ok(n) => {
-                buf.extend_from_slice(&chunk[..n]);
-                if let Some(r) = parse_response(&buf) {
-                    return Ok(r);
-                }
-            }
-            Err(e) => {
-                return parse_response(&buf)
-                    .ok_or_else(|| format!("read failed after {} bytes: {e}", buf.len()))
-            }
-        }
-    }
-    parse_response(&buf).ok_or_else(|| {
-        format!(
-            "connection closed without a complete response: {:?}",
-            String::from_utf8_lossy(&buf)
-        )
-    })
-}
-
-/// The first complete response in `buf`, if there is one.
-fn parse_response(buf: &[u8]) -> Option<Raw> {
-    let end = buf.windows(4).position(|w| w == b"\r\n\r\n")?;
-    let head = String::from_utf8_lossy(&buf[..end]).to_string();
-    let mut lines = head.split("\r\n");
-    let status: u16 = lines.next()?.split(' ').nth(1)?.parse().ok()?;
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-        .collect();
-    let rest = &buf[end + 4..];
-    let find = |n: &str| {
-        headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(n))
-            .map(|(_, v)| v.clone())
-    };
-    let body = if find("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
-        let mut out = Vec::new();
-        let mut at = 0;
-        loop {
-            let line_end = rest[at..].windows(2).position(|w| w == b"\r\n")? + at;
-            let size =
-                usize::from_str_radix(String::from_utf8_lossy(&rest[at..line_end]).trim(), 16)
-                    .ok()?;
-            at = line_end + 2;
-            if size == 0 {
-                break;
-            }
-            if rest.len() < at + size + 2 {
-                return None;
-            }
-            out.extend_from_slice(&rest[at..at + size]);
-            at += size + 2;
-        }
-        out
-    } else {
-        let len: usize = find("content-length")?.parse().ok()?;
-        if rest.len() < len {
-            return None;
-        }
-        rest[..len].to_vec()
-    };
-    Some(Raw {
-        status,
-        headers,
-        body,
-    })
-}
-
-/// A request with `Connection: close`; `body` gets a JSON content type and its true length.
-fn request(
-    method: &str,
-    path: &str,
-    key: Option<&str>,
-    extra: &[(&str, &[u8])],
-    body: Option<&[u8]>,
-) -> Vec<u8> {
-    let mut r = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n")
-        .into_bytes();
-    if let Some(k) = key {
-        r.extend_from_slice(format!("X-API-Key: {k}\r\n").as_bytes());
-    }
-    for (k, v) in extra {
-        r.extend_from_slice(k.as_bytes());
-        r.extend_from_slice(b": ");
-        r.extend_from_slice(v);
-        r.extend_from_slice(b"\r\n");
-    }
-    if let Some(b) = body {
-        r.extend_from_slice(b"Content-Type: application/json\r\n");
-        r.extend_from_slice(format!("Content-Length: {}\r\n", b.len()).as_bytes());
-    }
-    r.extend_from_slice(b"\r\n");
-    if let Some(b) = body {
-        r.extend_from_slice(b);
-    }
-    r
-}
 
 /// What a rejected request must look like.
 #[derive(Clone, Copy, Debug)]
@@ -328,54 +187,8 @@ fn assert_healthy(s: &Server, after: &str) {
     );
 }
 
-/// SHA-256 of every file under `dir`, skipping server logs, lock stripes and the storage
-/// health probe's short-lived temp file.
-fn snapshot(dir: &Path) -> BTreeMap<String, String> {
-    fn walk(base: &Path, dir: &Path, out: &mut BTreeMap<String, String>) {
-        let Ok(entries) = std::fs::read_dir(dir) else {
-            return;
-        };
-        for e in entries.flatten() {
-            let p = e.path();
-            let rel = p
-                .strip_prefix(base)
-                .map(|r| r.display().to_string())
-                .unwrap_or_default();
-            let name = e.file_name().to_string_lossy().to_string();
-            if rel.ends_with(".log")
-                || rel.starts_with(".longship/locks")
-                // The search index is a derived cache that commits on its own schedule.
-                || rel.starts_with(".longship/search")
-                || name.starts_with(".longship-tmp-probe-")
-            {
-                continue;
-            }
-            if p.is_dir() {
-                out.insert(format!("{rel}/"), String::new());
-                walk(base, &p, out);
-            } else {
-                let data = std::fs::read(&p).unwrap_or_default();
-                out.insert(rel, hex::encode(Sha256::digest(&data)));
-            }
-        }
-    }
-    let mut out = BTreeMap::new();
-    walk(dir, dir, &mut out);
-    out
-}
-
-/// What the servers can change: the data dir on local disk; on S3 every object under the
-/// storage's prefix, read through the backend (the data dir then holds only logs).
-fn stored(st: &Storage) -> BTreeMap<String, String> {
-    if st.is_s3() {
-        st.at("").digest()
-    } else {
-        snapshot(st.path())
-    }
-}
-
 fn assert_unchanged(before: &BTreeMap<String, String>, st: &Storage, after: &str) {
-    let now = stored(st);
+    let now = st.stored_digest("");
     let changed: Vec<String> = before
         .iter()
         .filter(|(k, v)| now.get(*k) != Some(v))
@@ -948,35 +761,88 @@ fn bad_segments() -> Vec<(&'static str, String)> {
     ]
 }
 
-#[test]
-fn bad_input_sweep_every_route() {
-    let st = Storage::new();
-    let s = Server::start(
-        &st,
-        Opts::default().env("LONGSHIP_SERVER__MAX_BODY_BYTES", &MAX_BODY.to_string()),
-    );
-    let w = setup(&s);
-    unknown_keys_are_accepted(&s, &w);
-    let port = s.port;
-    let before = stored(&st);
-    // Keys are relative to the data dir on local disk, to the prefix on S3.
-    let root = if st.is_s3() { "" } else { "viking/" };
-    for must in [
-        "_system/accounts.json",
-        "acme/_system/users.json",
-        "acme/resources/docs/a.md",
-        "acme/user/bob/sessions/s1/messages.jsonl",
-    ] {
+/// One server holding the sweep's fixtures (an account with an admin and a user, a file, a
+/// session with a message) and a digest of everything stored before any bad request.
+struct Sweep {
+    st: Storage,
+    s: Server,
+    w: World,
+    before: BTreeMap<String, String>,
+}
+
+impl Sweep {
+    fn start() -> Sweep {
+        let st = Storage::new();
+        let s = Server::start(
+            &st,
+            Opts::default().env("LONGSHIP_SERVER__MAX_BODY_BYTES", &MAX_BODY.to_string()),
+        );
+        let w = setup(&s);
+        let before = st.stored_digest("");
+        // Keys are relative to the data dir on local disk, to the prefix on S3.
+        let root = if st.is_s3() { "" } else { "viking/" };
+        for must in [
+            "_system/accounts.json",
+            "acme/_system/users.json",
+            "acme/resources/docs/a.md",
+            "acme/user/bob/sessions/s1/messages.jsonl",
+        ] {
+            assert!(
+                before.contains_key(&format!("{root}{must}")),
+                "snapshot misses {must}: {:?}",
+                before.keys().collect::<Vec<_>>()
+            );
+        }
+        Sweep { st, s, w, before }
+    }
+
+    /// After `what` (`checked` rejected requests, at least `at_least`): nothing stored changed
+    /// by a byte and the fixtures still read back through the API.
+    fn finish(self, what: &str, checked: usize, at_least: usize) {
+        let Sweep { st, s, w, before } = self;
+        let u = w.user.as_str();
+        // Nothing rejected above changed a byte of stored data.
+        assert_unchanged(&before, &st, what);
+        // The fixtures still read back through the API.
+        let r = s.get(
+            "/api/v1/content/read?uri=viking://resources/docs/a.md",
+            Some(u),
+        );
+        assert_eq!(r.status, 200, "fixture file after the sweep: {:?}", r.body);
+        assert_eq!(r.result(), "hello\nworld\n", "fixture file content changed");
+        let r = s.get("/api/v1/sessions/s1", Some(u));
+        assert_eq!(
+            r.status, 200,
+            "fixture session after the sweep: {:?}",
+            r.body
+        );
+        assert_eq!(r.result()["message_count"], 1, "session messages changed");
+        let r = s.get("/api/v1/admin/accounts/acme/users/bob", Some(ROOT_KEY));
+        assert_eq!(
+            r.result()["role"],
+            "user",
+            "bob's role changed: {:?}",
+            r.body
+        );
+        let r = s.get("/api/v1/system/status", Some(&w.admin));
+        assert_eq!(r.status, 200, "admin key no longer valid: {:?}", r.body);
+        eprintln!("{what}: {checked} rejected requests checked");
         assert!(
-            before.contains_key(&format!("{root}{must}")),
-            "snapshot misses {must}: {:?}",
-            before.keys().collect::<Vec<_>>()
+            checked >= at_least,
+            "{what} shrank to {checked} cases (was {at_least})"
         );
     }
-    let mut total = 0usize;
+}
 
-    // 1. Bodies: malformed, wrong field types, forbidden unknown keys, oversized, lying.
-    let routes = body_routes(&w);
+/// Bodies on every body-taking route: malformed, wrong field types, forbidden unknown keys,
+/// oversized (also chunked and gzip-bombed), lying `Content-Length`s, broken chunking.
+#[test]
+fn bad_bodies_on_every_body_route() {
+    let sweep = Sweep::start();
+    let (s, w) = (&sweep.s, &sweep.w);
+    let port = s.port;
+    let mut total = 0usize;
+    let routes = body_routes(w);
     for (name, method, path, key, valid, optional) in &routes {
         let mut cases = Vec::new();
         for (what, body) in malformed_bodies() {
@@ -1123,11 +989,18 @@ fn bad_input_sweep_every_route() {
             run_case(port, c);
         }
         total += cases.len();
-        assert_healthy(&s, name);
+        assert_healthy(s, name);
     }
+    sweep.finish("the body sweep", total, 535);
+}
 
-    // 2. Query strings.
-    let u = w.user.as_str();
+/// Query strings: bad values, types and encodings of every route's parameters.
+#[test]
+fn bad_query_strings_on_every_route() {
+    let sweep = Sweep::start();
+    let (s, w) = (&sweep.s, &sweep.w);
+    let (port, u) = (s.port, w.user.as_str());
+    let mut total = 0usize;
     let q = |name: &str, path: &str, key: &str, expect: Expect| {
         Case::new(
             format!("{name}: GET {}", &path[..path.len().min(120)]),
@@ -1328,9 +1201,17 @@ fn bad_input_sweep_every_route() {
         run_case(port, c);
     }
     total += cases.len();
-    assert_healthy(&s, "query sweep");
+    assert_healthy(s, "query sweep");
+    sweep.finish("the query sweep", total, 196);
+}
 
-    // 3. Path parameters.
+/// Path segments that name nothing valid, on every route with path parameters.
+#[test]
+fn bad_path_parameters_on_every_route() {
+    let sweep = Sweep::start();
+    let (s, w) = (&sweep.s, &sweep.w);
+    let (port, u) = (s.port, w.user.as_str());
+    let mut total = 0usize;
     let mut cases = Vec::new();
     for (what, seg) in bad_segments() {
         let adm = w.admin.as_str();
@@ -1448,9 +1329,17 @@ fn bad_input_sweep_every_route() {
         run_case(port, c);
     }
     total += cases.len();
-    assert_healthy(&s, "path parameter sweep");
+    assert_healthy(s, "path parameter sweep");
+    sweep.finish("the path parameter sweep", total, 217);
+}
 
-    // 4. Headers and auth.
+/// Missing, unknown, malformed and conflicting credentials and headers.
+#[test]
+fn bad_headers_and_credentials() {
+    let sweep = Sweep::start();
+    let (s, w) = (&sweep.s, &sweep.w);
+    let (port, u) = (s.port, w.user.as_str());
+    let mut total = 0usize;
     let ls = "/api/v1/fs/ls?uri=viking://resources";
     let cases = vec![
         Case::new(
@@ -1582,9 +1471,17 @@ fn bad_input_sweep_every_route() {
         rid.len() == 36 && rid.is_ascii(),
         "non-ASCII X-Request-ID must be replaced by a UUID, got {rid:?}"
     );
-    assert_healthy(&s, "header sweep");
+    assert_healthy(s, "header sweep");
+    sweep.finish("the header sweep", total, 12);
+}
 
-    // 5. Methods not allowed on known paths, and unknown paths.
+/// Methods not allowed on known paths (405 in the envelope), and unknown paths.
+#[test]
+fn wrong_methods_and_unknown_routes() {
+    let sweep = Sweep::start();
+    let (s, w) = (&sweep.s, &sweep.w);
+    let (port, u) = (s.port, w.user.as_str());
+    let mut total = 0usize;
     let known: &[(&str, &[&str], &str)] = &[
         ("/health", &["GET"], ""),
         ("/ready", &["GET"], ""),
@@ -1675,9 +1572,17 @@ fn bad_input_sweep_every_route() {
         run_case(port, c);
     }
     total += cases.len();
-    assert_healthy(&s, "method/route sweep");
+    assert_healthy(s, "method/route sweep");
+    sweep.finish("the method/route sweep", total, 244);
+}
 
-    // 6. 200 concurrent bad requests (8 threads × 25), mixed from the cases above.
+/// 200 concurrent bad requests (8 threads × 25), mixed from the cases of the other sweeps.
+#[test]
+fn concurrent_bad_requests() {
+    let sweep = Sweep::start();
+    let (s, w) = (&sweep.s, &sweep.w);
+    let (port, u) = (s.port, w.user.as_str());
+    let mut total = 0usize;
     let mixed: Vec<Vec<u8>> = vec![
         request(
             "POST",
@@ -1749,35 +1654,20 @@ fn bad_input_sweep_every_route() {
         t.join().expect("a concurrent bad-request thread failed");
     }
     total += 200;
-    assert_healthy(&s, "200 concurrent bad requests");
+    assert_healthy(s, "200 concurrent bad requests");
+    sweep.finish("200 concurrent bad requests", total, 200);
+}
 
-    // Nothing rejected above changed a byte of stored data.
-    assert_unchanged(&before, &st, "the bad-input sweep");
-    // The fixtures still read back through the API.
-    let r = s.get(
-        "/api/v1/content/read?uri=viking://resources/docs/a.md",
-        Some(u),
+/// Unknown top-level keys are ignored where the spec does not forbid them (spec §1.3).
+#[test]
+fn unknown_top_level_keys_are_accepted() {
+    let st = Storage::new();
+    let s = Server::start(
+        &st,
+        Opts::default().env("LONGSHIP_SERVER__MAX_BODY_BYTES", &MAX_BODY.to_string()),
     );
-    assert_eq!(r.status, 200, "fixture file after the sweep: {:?}", r.body);
-    assert_eq!(r.result(), "hello\nworld\n", "fixture file content changed");
-    let r = s.get("/api/v1/sessions/s1", Some(u));
-    assert_eq!(
-        r.status, 200,
-        "fixture session after the sweep: {:?}",
-        r.body
-    );
-    assert_eq!(r.result()["message_count"], 1, "session messages changed");
-    let r = s.get("/api/v1/admin/accounts/acme/users/bob", Some(ROOT_KEY));
-    assert_eq!(
-        r.result()["role"],
-        "user",
-        "bob's role changed: {:?}",
-        r.body
-    );
-    let r = s.get("/api/v1/system/status", Some(&w.admin));
-    assert_eq!(r.status, 200, "admin key no longer valid: {:?}", r.body);
-    eprintln!("bad_input sweep: {total} rejected requests checked");
-    assert!(total > 1000, "the sweep shrank to {total} cases");
+    let w = setup(&s);
+    unknown_keys_are_accepted(&s, &w);
 }
 
 #[test]
@@ -1818,7 +1708,7 @@ fn bad_input_dev_mode_identity_headers() {
 fn bad_input_protocol_level_rejections() {
     let st = Storage::new();
     let s = Server::start(&st, Opts::default());
-    let before = stored(&st);
+    let before = st.stored_digest("");
     let base = "X-API-Key: it-root-key\r\nConnection: close\r\n";
     let cases: Vec<(&str, Vec<u8>)> = vec![
         (

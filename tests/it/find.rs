@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::admin::{create_account, register, ACCOUNTS};
+use crate::harness::api::{create_account, register, ACCOUNTS};
 use crate::harness::{Opts, Resp, Server, Storage, ROOT_KEY};
 
 const FIND: &str = "/api/v1/search/find";

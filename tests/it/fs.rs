@@ -3,112 +3,8 @@
 
 use serde_json::{json, Value};
 
-use crate::harness::{Opts, Resp, Server, Storage};
-
-/// A dev-mode client bound to one account/user.
-pub struct Dev<'a> {
-    pub s: &'a Server,
-    pub account: &'a str,
-    pub user: &'a str,
-}
-
-/// Percent-encode a query value completely, so the server sees exactly `v` after decoding.
-pub fn q(v: &str) -> String {
-    percent_encoding::utf8_percent_encode(v, percent_encoding::NON_ALPHANUMERIC).to_string()
-}
-
-impl<'a> Dev<'a> {
-    pub fn new(s: &'a Server, account: &'a str, user: &'a str) -> Self {
-        Dev { s, account, user }
-    }
-    fn headers(&self) -> Vec<(&str, &str)> {
-        vec![
-            ("X-OpenViking-Account", self.account),
-            ("X-OpenViking-User", self.user),
-            ("Content-Type", "application/json"),
-        ]
-    }
-    pub fn get(&self, path: &str) -> Resp {
-        self.s.raw("GET", path, &self.headers(), b"")
-    }
-    pub fn delete(&self, path: &str) -> Resp {
-        self.s.raw("DELETE", path, &self.headers(), b"")
-    }
-    pub fn post(&self, path: &str, body: Value) -> Resp {
-        self.s
-            .raw("POST", path, &self.headers(), body.to_string().as_bytes())
-    }
-    pub fn ls(&self, uri: &str, extra: &str) -> Resp {
-        self.get(&format!("/api/v1/fs/ls?uri={}{extra}", q(uri)))
-    }
-    pub fn tree(&self, uri: &str, extra: &str) -> Resp {
-        self.get(&format!("/api/v1/fs/tree?uri={}{extra}", q(uri)))
-    }
-    pub fn stat(&self, uri: &str) -> Resp {
-        self.get(&format!("/api/v1/fs/stat?uri={}", q(uri)))
-    }
-    pub fn mkdir(&self, uri: &str, description: Option<&str>) -> Resp {
-        let mut body = json!({"uri": uri});
-        if let Some(d) = description {
-            body["description"] = d.into();
-        }
-        self.post("/api/v1/fs/mkdir", body)
-    }
-    pub fn rm(&self, uri: &str, recursive: bool) -> Resp {
-        self.delete(&format!("/api/v1/fs?uri={}&recursive={recursive}", q(uri)))
-    }
-    pub fn mv(&self, from: &str, to: &str) -> Resp {
-        self.post("/api/v1/fs/mv", json!({"from_uri": from, "to_uri": to}))
-    }
-    pub fn write(&self, uri: &str, content: &str) -> Resp {
-        self.post(
-            "/api/v1/content/write",
-            json!({"uri": uri, "content": content}),
-        )
-    }
-    pub fn write_mode(&self, uri: &str, content: &str, mode: &str) -> Resp {
-        self.post(
-            "/api/v1/content/write",
-            json!({"uri": uri, "content": content, "mode": mode}),
-        )
-    }
-    pub fn read(&self, uri: &str, extra: &str) -> Resp {
-        self.get(&format!("/api/v1/content/read?uri={}{extra}", q(uri)))
-    }
-    /// Write, asserting success.
-    pub fn put_file(&self, uri: &str, content: &str) {
-        let r = self.write(uri, content);
-        assert_eq!(r.status, 200, "write {uri}: {:?}", r.body);
-    }
-}
-
-/// Put a file at `/local/<rel>` behind the server's back, on either backend. On local disk it
-/// skips the backend's fsyncs, so planting thousands of files stays fast.
-pub fn plant(st: &Storage, rel: &str, data: &[u8]) {
-    if st.is_s3() {
-        st.write(rel, data);
-    } else {
-        let path = st.local(rel);
-        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
-        std::fs::write(path, data).expect("plant");
-    }
-}
-
-/// Assert an error envelope with this status and code; returns the error object.
-#[track_caller]
-pub fn err(r: &Resp, status: u16, code: &str) -> Value {
-    assert_eq!(r.status, status, "{:?}", r.body);
-    assert_eq!(r.body["status"], "error", "{:?}", r.body);
-    assert_eq!(r.code(), code, "{:?}", r.body);
-    r.body["error"].clone()
-}
-
-#[track_caller]
-pub fn ok(r: &Resp) -> &Value {
-    assert_eq!(r.status, 200, "{:?}", r.body);
-    assert_eq!(r.body["status"], "ok");
-    r.result()
-}
+use crate::harness::api::{err, ok, plant, q, Dev};
+use crate::harness::{Opts, Server, Storage};
 
 fn names(v: &Value, key: &str) -> Vec<String> {
     v.as_array()
@@ -436,7 +332,7 @@ fn mkdir_rows() {
     ok(&c.mkdir("viking://resources/a/b/c", None));
     let r = c.get(&format!(
         "/api/v1/content/abstract?uri={}",
-        crate::fs::q("viking://resources/a/b/c")
+        q("viking://resources/a/b/c")
     ));
     assert_eq!(ok(&r), "# c");
     // ~ expands.
@@ -525,7 +421,7 @@ fn rm_rows() {
     // wait is accepted, timeout ignored.
     ok(&c.delete(&format!(
         "/api/v1/fs?uri={}&recursive=true&wait=true&timeout=3",
-        crate::fs::q("viking://resources/empty")
+        q("viking://resources/empty")
     )));
 
     for forbidden in ["viking://", "viking://user", "viking://agent"] {

@@ -3,7 +3,7 @@
 
 use serde_json::json;
 
-use crate::fs::{err, ok, plant, q, Dev};
+use crate::harness::api::{err, ok, plant, q, Dev};
 use crate::harness::{Opts, Server, Storage};
 
 #[test]

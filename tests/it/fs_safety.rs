@@ -2,15 +2,10 @@
 //! a traversal corpus that every endpoint rejects without touching a file, and an isolation
 //! matrix over two accounts with two users each.
 
-use std::collections::BTreeMap;
-use std::path::Path;
-
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
 
-use crate::fs::q;
+use crate::harness::api::q;
 use crate::harness::{Opts, Resp, Server, Storage, ROOT_KEY};
-use longship::storage::StorePath;
 
 /// Who sends a request: a key (api_key mode) or dev-mode identity headers.
 struct Client<'a> {
@@ -144,56 +139,6 @@ fn probes(c: &Client, uri: &str, with_writes: bool) -> Vec<(String, Resp)> {
     out
 }
 
-/// Content hash of every file and directory under `/local/<rel>` (on local disk with `rel`
-/// empty: the whole data directory, so files outside the mount count too), to prove nothing
-/// changed.
-fn digest(st: &Storage, rel: &str) -> BTreeMap<String, String> {
-    let mut out = BTreeMap::new();
-    if st.is_s3() {
-        let store = st.store();
-        let mut stack = vec![StorePath::parse(rel).expect("store path")];
-        while let Some(dir) = stack.pop() {
-            for e in store.list(&dir).unwrap_or_default() {
-                let p = dir.join(&e.name).expect("child path");
-                if e.meta.is_dir() {
-                    out.insert(format!("{}/", p.as_str()), String::new());
-                    stack.push(p);
-                } else {
-                    let data = store.read(&p).unwrap_or_default();
-                    out.insert(p.as_str().to_string(), hex::encode(Sha256::digest(&data)));
-                }
-            }
-        }
-        return out;
-    }
-    fn walk(base: &Path, dir: &Path, out: &mut BTreeMap<String, String>) {
-        let Ok(entries) = std::fs::read_dir(dir) else {
-            return;
-        };
-        for e in entries.flatten() {
-            let p = e.path();
-            let rel = p.strip_prefix(base).unwrap().display().to_string();
-            if rel.ends_with(".log") || rel.starts_with(".longship") {
-                continue; // server logs and lock files change by design
-            }
-            if p.is_dir() {
-                out.insert(format!("{rel}/"), String::new());
-                walk(base, &p, out);
-            } else {
-                let data = std::fs::read(&p).unwrap_or_default();
-                out.insert(rel, hex::encode(Sha256::digest(&data)));
-            }
-        }
-    }
-    let base = if rel.is_empty() {
-        st.path().to_path_buf()
-    } else {
-        st.local(rel)
-    };
-    walk(&base, &base, &mut out);
-    out
-}
-
 fn corpus() -> Vec<String> {
     let mut c: Vec<String> = [
         "viking://..",
@@ -255,7 +200,7 @@ fn traversal_corpus_is_rejected_everywhere() {
     Client::dev(&s, "other", "eve").write("viking://resources/secret.md", "OTHER-SECRET");
     // A file outside the /local mount (local disk only; an S3 store has no outside).
     std::fs::write(st.path().join("outside.md"), "outside").unwrap();
-    let before = digest(&st, "");
+    let before = st.stored_digest("");
 
     for uri in corpus() {
         for (op, r) in probes(&c, &uri, true) {
@@ -314,7 +259,7 @@ fn traversal_corpus_is_rejected_everywhere() {
         );
     }
     assert_eq!(
-        digest(&st, ""),
+        st.stored_digest(""),
         before,
         "a rejected request changed storage"
     );
@@ -327,7 +272,7 @@ fn accounts_are_isolated_in_dev_mode() {
     let acme = Client::dev(&s, "acme", "alice");
     acme.write("viking://resources/acme-only/secret.md", "ACME-SECRET");
     acme.write("viking://~/private.md", "ALICE-PRIVATE");
-    let acme_before = digest(&st, "acme");
+    let acme_before = st.stored_digest("acme");
     let other = Client::dev(&s, "globex", "dave");
     other.write("viking://resources/mine.md", "mine");
     for uri in [
@@ -357,7 +302,7 @@ fn accounts_are_isolated_in_dev_mode() {
             "{raw}"
         );
     }
-    assert_eq!(digest(&st, "acme"), acme_before);
+    assert_eq!(st.stored_digest("acme"), acme_before);
 }
 
 /// A1 as ROOT; returns the admin's key.
@@ -426,7 +371,7 @@ fn isolation_matrix_two_accounts_two_users_each() {
 
     for (account, user, key) in &tenants {
         let me = Client::keyed(&s, key.clone());
-        let before = digest(&st, "");
+        let before = st.stored_digest("");
         for (v_account, v_user, _) in &tenants {
             if v_user == user {
                 continue;
@@ -472,7 +417,7 @@ fn isolation_matrix_two_accounts_two_users_each() {
             }
         }
         assert_eq!(
-            digest(&st, ""),
+            st.stored_digest(""),
             before,
             "{user}'s forbidden requests changed storage"
         );

@@ -411,7 +411,7 @@ fn storage_outage_errors_name_the_service_not_the_backend() {
     use base64::Engine as _;
     let st = Storage::private();
     let s = Server::start(&st, Opts::default());
-    let key = crate::admin::create_account(&s, "acme", "alice");
+    let key = crate::harness::api::create_account(&s, "acme", "alice");
     let r = s.post("/api/v1/sessions", Some(&key), json!({"session_id": "s1"}));
     assert_eq!(r.status, 200, "{:?}", r.body);
     // Everything that names the store or its layout.
@@ -497,7 +497,7 @@ fn storage_outage_errors_name_the_service_not_the_backend() {
 fn fs_cp_copies_under_the_mv_rules() {
     let st = Storage::new();
     let s = Server::start(&st, Opts::default());
-    let key = crate::admin::create_account(&s, "acme", "alice");
+    let key = crate::harness::api::create_account(&s, "acme", "alice");
     let post = |_: &Server, path: &str, body: &Value| s.post(path, Some(&key), body.clone());
     let call = |_: &Server, _m: &str, path: &str, _b: Option<&[u8]>| s.get(path, Some(&key));
     for (uri, content) in [

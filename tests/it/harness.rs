@@ -10,6 +10,12 @@
 //! - simulate a storage outage with `Storage::private()` + `st.take_down()` /
 //!   `st.bring_back()` (moves the directory away, or kills that test's own SeaweedFS);
 //! - `st.local(..)` is the on-disk path on the local backend only.
+//!
+//! Clients: `s.get/post/put/delete/raw` here; [`api`] (a dev-mode caller, admin helpers,
+//! envelope assertions) and [`wire`] (raw bytes over TCP) for everything else.
+
+pub mod api;
+pub mod wire;
 
 use std::io::Read;
 use std::net::TcpListener;
@@ -241,6 +247,52 @@ impl StoreView {
 }
 
 impl Storage {
+    /// Content hash of everything the servers can change below `/local/<rel>`, to prove a
+    /// request changed nothing: on local disk the directory itself (with `rel` empty the whole
+    /// data directory, so files outside the mount count too), on S3 every object below the
+    /// prefix. Server logs, lock files and the storage probe's temp file change by design and
+    /// are left out.
+    pub fn stored_digest(&self, rel: &str) -> std::collections::BTreeMap<String, String> {
+        use sha2::Digest as _;
+        fn walk(base: &Path, dir: &Path, out: &mut std::collections::BTreeMap<String, String>) {
+            let Ok(entries) = std::fs::read_dir(dir) else {
+                return;
+            };
+            for e in entries.flatten() {
+                let p = e.path();
+                let rel = p
+                    .strip_prefix(base)
+                    .map(|r| r.display().to_string())
+                    .unwrap_or_default();
+                let name = e.file_name().to_string_lossy().to_string();
+                if rel.ends_with(".log")
+                    || rel.starts_with(".longship")
+                    || name.starts_with(".longship-tmp-probe-")
+                {
+                    continue;
+                }
+                if p.is_dir() {
+                    out.insert(format!("{rel}/"), String::new());
+                    walk(base, &p, out);
+                } else {
+                    let data = std::fs::read(&p).unwrap_or_default();
+                    out.insert(rel, hex::encode(sha2::Sha256::digest(&data)));
+                }
+            }
+        }
+        if self.is_s3() {
+            return self.at(rel).digest();
+        }
+        let base = if rel.is_empty() {
+            self.path().to_path_buf()
+        } else {
+            self.local(rel)
+        };
+        let mut out = std::collections::BTreeMap::new();
+        walk(&base, &base, &mut out);
+        out
+    }
+
     pub fn new() -> Self {
         let seaweed = s3_selected().then(|| {
             crate::seaweed::shared().expect(

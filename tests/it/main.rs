@@ -12,6 +12,7 @@ mod harden;
 mod harness;
 mod metrics;
 mod multi_instance;
+mod resources;
 mod s3;
 mod s3_scale;
 mod seaweed;

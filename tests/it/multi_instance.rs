@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::admin::{auth_status, create_account, register, whoami, ACCOUNTS};
+use crate::harness::api::{auth_status, create_account, register, whoami, ACCOUNTS};
 use crate::harness::{Opts, Server, Storage, ROOT_KEY};
 
 fn strict() -> Opts {

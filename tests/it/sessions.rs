@@ -3,63 +3,14 @@
 
 use serde_json::{json, Value};
 
-use crate::harness::{Opts, Resp, Server, Storage};
-
-/// A dev-mode caller: identity from headers.
-pub struct Dev<'a> {
-    pub s: &'a Server,
-    pub account: &'a str,
-    pub user: &'a str,
-}
-
-impl<'a> Dev<'a> {
-    pub fn new(s: &'a Server) -> Self {
-        Dev {
-            s,
-            account: "acme",
-            user: "alice",
-        }
-    }
-    pub fn call(&self, method: &str, path: &str, body: Option<Value>) -> Resp {
-        let bytes = body.map(|b| b.to_string().into_bytes()).unwrap_or_default();
-        self.s.raw(
-            method,
-            path,
-            &[
-                ("X-OpenViking-Account", self.account),
-                ("X-OpenViking-User", self.user),
-                ("Content-Type", "application/json"),
-            ],
-            &bytes,
-        )
-    }
-    pub fn get(&self, path: &str) -> Resp {
-        self.call("GET", path, None)
-    }
-    pub fn post(&self, path: &str, body: Value) -> Resp {
-        self.call("POST", path, Some(body))
-    }
-    pub fn delete(&self, path: &str) -> Resp {
-        self.call("DELETE", path, None)
-    }
-}
-
-fn ok(r: &Resp) -> &Value {
-    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.raw));
-    assert_eq!(r.body["status"], "ok");
-    r.result()
-}
-
-fn err(r: &Resp, status: u16, code: &str) {
-    assert_eq!(r.status, status, "{}", String::from_utf8_lossy(&r.raw));
-    assert_eq!(r.code(), code, "{}", String::from_utf8_lossy(&r.raw));
-}
+use crate::harness::api::{err, ok, Dev};
+use crate::harness::{Opts, Server, Storage};
 
 #[test]
 fn create_list_get_delete() {
     let st = Storage::new();
     let s = Server::start(&st, Opts::dev());
-    let c = Dev::new(&s);
+    let c = Dev::alice(&s);
 
     // SE1: empty body → generated id; the user's dirs are scaffolded.
     let r = c.call("POST", "/api/v1/sessions", None);
@@ -211,7 +162,7 @@ fn create_list_get_delete() {
 fn add_messages_and_batches() {
     let st = Storage::new();
     let s = Server::start(&st, Opts::dev());
-    let c = Dev::new(&s);
+    let c = Dev::alice(&s);
 
     // SE5 auto-creates the session.
     let r = c.post(
@@ -379,7 +330,7 @@ fn wait_task(c: &Dev, id: &str) -> Value {
 fn commit_archives_context_and_tasks() {
     let st = Storage::new();
     let s = Server::start(&st, Opts::dev());
-    let c = Dev::new(&s);
+    let c = Dev::alice(&s);
     ok(&c.post("/api/v1/sessions", json!({"session_id": "c1"})));
 
     // Nothing live → skipped, null task_id/archive_uri present.
@@ -615,7 +566,7 @@ fn commit_archives_context_and_tasks() {
 fn turn_budget_commit_keeps_newest_turns() {
     let st = Storage::new();
     let s = Server::start(&st, Opts::dev());
-    let c = Dev::new(&s);
+    let c = Dev::alice(&s);
     let mut msgs = Vec::new();
     for t in 0..4 {
         msgs.push(json!({"role": "user", "content": format!("q{t}")}));
@@ -677,7 +628,7 @@ fn api_key_mode_refuses_root_and_anonymous_callers() {
 
 #[test]
 fn user_keys_own_their_sessions_and_commit_tasks_across_instances() {
-    use crate::admin::{create_account, register};
+    use crate::harness::api::{create_account, register};
     let st = Storage::new();
     let a = Server::start(&st, Opts::default());
     let b = Server::start(&st, Opts::default());

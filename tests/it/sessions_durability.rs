@@ -9,8 +9,8 @@ use serde_json::{json, Value};
 
 use longship::storage::StorePath;
 
+use crate::harness::api::Dev;
 use crate::harness::{Opts, Server, Storage};
-use crate::sessions::Dev;
 
 /// Add `n` messages in batches of 100; returns their texts.
 fn fill(c: &Dev, sid: &str, n: usize, tag: &str) -> Vec<String> {
@@ -128,7 +128,7 @@ fn eventually(what: &str, within: Duration, mut f: impl FnMut() -> bool) {
 }
 
 fn commit_running(s: &Server) -> bool {
-    let c = Dev::new(s);
+    let c = Dev::alice(s);
     let r = c.get("/api/v1/observer/system?format=json");
     r.result()["components"]["pools"]["status"]["commit"]["running"]
         .as_u64()
@@ -173,7 +173,7 @@ fn two_instances_racing_adds_and_commits_lose_nothing() {
     let a = Server::start(&st, Opts::dev());
     let b = Server::start(&st, Opts::dev());
     assert_eq!(
-        Dev::new(&a)
+        Dev::alice(&a)
             .post("/api/v1/sessions", json!({"session_id": "race"}))
             .status,
         200
@@ -185,7 +185,7 @@ fn two_instances_racing_adds_and_commits_lose_nothing() {
             let server = if w % 2 == 0 { &a } else { &b };
             let sent = &sent;
             scope.spawn(move || {
-                let c = Dev::new(server);
+                let c = Dev::alice(server);
                 for i in 0..25 {
                     let texts: Vec<String> = (0..4).map(|j| format!("w{w}-{i}-{j}")).collect();
                     let msgs: Vec<Value> = texts
@@ -215,7 +215,7 @@ fn two_instances_racing_adds_and_commits_lose_nothing() {
             let server = if k == 0 { &a } else { &b };
             let commits = &commits;
             scope.spawn(move || {
-                let c = Dev::new(server);
+                let c = Dev::alice(server);
                 for i in 0..8 {
                     let r = c.post(
                         "/api/v1/sessions/race/commit",
@@ -240,14 +240,14 @@ fn two_instances_racing_adds_and_commits_lose_nothing() {
     assert!(states.iter().all(|(_, s)| *s == "done"));
     // Both instances agree on the counters.
     for s in [&a, &b] {
-        let m = Dev::new(s).get("/api/v1/sessions/race");
+        let m = Dev::alice(s).get("/api/v1/sessions/race");
         assert_eq!(m.result()["total_message_count"], 400);
         assert_eq!(m.result()["commit_count"].as_u64(), Some(accepted as u64));
         let live = read_lines(&st, &format!("{dir}/messages.jsonl")).len() as u64;
         assert_eq!(m.result()["message_count"].as_u64(), Some(live));
     }
     // Every commit task is complete, visible from either instance.
-    let tasks = commit_tasks(&Dev::new(&b), "race");
+    let tasks = commit_tasks(&Dev::alice(&b), "race");
     assert_eq!(tasks.len(), accepted);
     assert!(tasks.iter().all(|t| t["status"] == "completed"));
 }
@@ -264,7 +264,7 @@ fn kill9_mid_commit_leaves_a_consistent_session() {
     ] {
         let st = Storage::new();
         let mut s = Server::start(&st, Opts::dev());
-        let sent = fill(&Dev::new(&s), sid, 20_000, sid);
+        let sent = fill(&Dev::alice(&s), sid, 20_000, sid);
         let dir = format!("acme/user/alice/sessions/{sid}");
         // One backend handle for the polling loop (works on local disk and S3 alike).
         let store = st.store();
@@ -295,7 +295,7 @@ fn kill9_mid_commit_leaves_a_consistent_session() {
             "unfinished"
         };
         s.restart();
-        let c = Dev::new(&s);
+        let c = Dev::alice(&s);
         // The next touch of the session repairs it — at once on local disk, where the dead
         // process's lock died with it; on S3 once the dead holder's lease expires (30 s).
         let deadline = Instant::now() + Duration::from_secs(90);
@@ -347,7 +347,7 @@ fn kill9_mid_commit_leaves_a_consistent_session() {
 fn commit_completes_after_the_client_disconnects() {
     let st = Storage::new();
     let s = Server::start(&st, Opts::dev());
-    let c = Dev::new(&s);
+    let c = Dev::alice(&s);
     let sent = fill(&c, "dc", 20_000, "dc");
     // The client gives up long before the commit of 20k messages can finish.
     // keep_recent_count 1 takes the copying path (the slower one), so the answer cannot come
@@ -402,7 +402,7 @@ fn sigint_lets_a_running_commit_finish() {
 fn a_stop_signal_lets_a_running_commit_finish(stop: fn(&mut Server, Duration) -> Option<i32>) {
     let st = Storage::new();
     let mut s = Server::start(&st, Opts::dev());
-    let sent = fill(&Dev::new(&s), "term", 20_000, "term");
+    let sent = fill(&Dev::alice(&s), "term", 20_000, "term");
     let client = commit_async(s.port, "term", Duration::from_secs(60));
     eventually("the commit to start", Duration::from_secs(30), || {
         commit_running(&s)
@@ -420,7 +420,7 @@ fn a_stop_signal_lets_a_running_commit_finish(stop: fn(&mut Server, Duration) ->
     assert_exactly_once(&seen, &sent);
     assert_eq!(states, [("archive_001".to_string(), "done")]);
     let s2 = Server::start(&st, Opts::dev());
-    let tasks = commit_tasks(&Dev::new(&s2), "term");
+    let tasks = commit_tasks(&Dev::alice(&s2), "term");
     assert_eq!(tasks.len(), 1);
     assert_eq!(tasks[0]["status"], "completed");
 }
@@ -435,7 +435,7 @@ fn a_full_commit_pool_answers_503_at_once_and_health_stays_fast() {
             .arg("1")
             .env("LONGSHIP_POOLS__COMMIT_QUEUE_LIMIT", "1"),
     );
-    let c = Dev::new(&s);
+    let c = Dev::alice(&s);
     fill(&c, "big", 20_000, "big");
     fill(&c, "small", 3, "small");
     let client = commit_async(s.port, "big", Duration::from_secs(60));

@@ -1,0 +1,22 @@
+//! Resource ingestion (`POST /api/v1/resources`, RETRIEVAL.md R6): temp uploads in shared
+//! storage, URL fetching with SSRF rules, parsing in a sandboxed child process (Markdown, text,
+//! code, HTML, PDF, ZIP), heading-based splitting, staged publication, and L0/L1 summaries —
+//! extractive by default, written by an OpenAI-compatible chat model when one is configured.
+//!
+//! Everything here is blocking domain logic over `&dyn Storage` and local scratch space; jobs
+//! in `actors::resources` call it on pool threads. No actix, no HTTP types.
+
+pub mod active;
+pub mod archive;
+pub mod chat;
+pub mod convert;
+pub mod fetch;
+pub mod gate;
+pub mod names;
+pub mod parse;
+pub mod pipeline;
+pub mod refine;
+pub mod sandbox;
+pub mod split;
+pub mod summary;
+pub mod uploads;

@@ -1,0 +1,447 @@
+//! One ingestion, end to end on the blocking side: bring the source to local scratch space,
+//! parse it in the child process, write the tree with its summaries under a staging prefix of
+//! the account (`_system/ingest/<task>/tree`), then make it visible under its final URI with
+//! one rename. On local disk that rename is atomic; on S3 a directory move is object by
+//! object (see docs/ARCHITECTURE.md). A failure anywhere removes the staging tree, so nothing
+//! but the failed task is left behind.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::json;
+
+use super::archive::ArchiveLimits;
+use super::parse::{ParseOptions, ParseReport};
+use super::sandbox::{self, ChildLimits};
+use super::summary::{self, DirSummary};
+use super::{fetch, uploads};
+use crate::config::ResourceSettings;
+use crate::error::{ErrorCode, ServiceError, ServiceResult};
+use crate::storage::fs::entry::{ABSTRACT_FILE, OVERVIEW_FILE};
+use crate::storage::okf::{self, GeneratedBy};
+use crate::storage::uri::VikingUri;
+use crate::storage::{Storage, StorageError, StorePath};
+
+/// Who wrote an ingested tree's sidecars.
+pub const INGEST_SIDECARS: GeneratedBy = GeneratedBy {
+    component: "SemanticProcessor",
+    trigger: "resource_ingest",
+};
+
+/// Where the content comes from.
+#[derive(Debug, Clone)]
+pub enum Source {
+    /// A temp upload of the caller.
+    Upload { id: String },
+    /// An http(s) URL the server fetches.
+    Url(String),
+    /// A file in an operator-allowed directory.
+    LocalFile(PathBuf),
+}
+
+/// Where the tree goes.
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// Exactly this URI (`to`); an existing one is a conflict.
+    Exact(VikingUri),
+    /// Under this directory with the source's name, renamed `name_1`, … on collision.
+    Under { parent: VikingUri, create: bool },
+}
+
+/// One ingestion as the job sees it.
+#[derive(Debug, Clone)]
+pub struct IngestRequest {
+    pub account: String,
+    pub user: String,
+    pub task_id: String,
+    pub source: Source,
+    pub target: Target,
+    pub source_name: Option<String>,
+    pub strict: bool,
+    pub ignore_dirs: Option<String>,
+    pub include: Option<String>,
+    pub exclude: Option<String>,
+}
+
+/// A tree made visible.
+#[derive(Debug, Clone)]
+pub struct Published {
+    pub root_uri: VikingUri,
+    pub source_path: String,
+    pub source_format: String,
+    pub warnings: Vec<String>,
+    pub files: usize,
+    pub bytes: u64,
+    /// Every directory of the tree, deepest first, with its relative path.
+    pub dirs: Vec<(String, VikingUri)>,
+}
+
+/// Local scratch space, removed on drop.
+struct Scratch(PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+fn scratch_root(settings: &ResourceSettings) -> PathBuf {
+    if settings.work_dir.trim().is_empty() {
+        std::env::temp_dir()
+    } else {
+        PathBuf::from(settings.work_dir.trim())
+    }
+}
+
+/// `<account>/_system/ingest/<task_id>`: staging and crash bookkeeping of one ingestion.
+pub fn staging_dir(account: &str, task_id: &str) -> Result<StorePath, StorageError> {
+    StorePath::root()
+        .join(account)?
+        .join("_system")?
+        .join("ingest")?
+        .join(task_id)
+}
+
+fn invalid(message: impl Into<String>) -> ServiceError {
+    ServiceError::invalid_argument(message)
+}
+
+/// Refuse early when `to` exists, before any parsing.
+pub fn check_target(storage: &dyn Storage, target: &Target) -> ServiceResult<()> {
+    match target {
+        Target::Exact(uri) => {
+            if storage.stat(uri.store_path())?.is_some() {
+                return Err(conflict(uri));
+            }
+        }
+        Target::Under { parent, create } => match storage.stat(parent.store_path())? {
+            Some(m) if m.is_dir() => {}
+            Some(_) => return Err(invalid(format!("Parent URI is not a directory: {parent}"))),
+            None if *create => {}
+            None => {
+                return Err(ServiceError::not_found(
+                    "directory",
+                    &parent.uri(),
+                    format!(
+                        "Parent URI does not exist: {parent}. Set create_parent=true to create it."
+                    ),
+                ))
+            }
+        },
+    }
+    Ok(())
+}
+
+fn conflict(uri: &VikingUri) -> ServiceError {
+    let shown = uri.uri();
+    ServiceError::conflict(format!("Resource already exists: {shown}"))
+        .with_details(json!({"resource": shown, "uri": shown, "conflict_type": "already_exists"}))
+}
+
+/// Parse, stage and publish one source.
+pub fn ingest(
+    storage: &dyn Storage,
+    req: &IngestRequest,
+    settings: &ResourceSettings,
+    heartbeat: &mut dyn FnMut(),
+) -> ServiceResult<Published> {
+    check_target(storage, &req.target)?;
+    let staging = staging_dir(&req.account, &req.task_id)?;
+    let outcome = ingest_staged(storage, req, settings, &staging, heartbeat);
+    let _ = storage.remove(&staging, true);
+    outcome
+}
+
+fn ingest_staged(
+    storage: &dyn Storage,
+    req: &IngestRequest,
+    settings: &ResourceSettings,
+    staging: &StorePath,
+    heartbeat: &mut dyn FnMut(),
+) -> ServiceResult<Published> {
+    let scratch = Scratch(scratch_root(settings).join(format!("longship-ingest-{}", req.task_id)));
+    let _ = fs::remove_dir_all(&scratch.0);
+    fs::create_dir_all(&scratch.0).map_err(|e| {
+        tracing::error!(error = %e, "cannot create the ingestion scratch directory");
+        ServiceError::unavailable("ingest", "no local scratch space for parsing")
+    })?;
+    let input = scratch.0.join("input");
+    let (mut source_path, default_name) = materialize(storage, req, settings, &input)?;
+    if let (Source::Upload { .. }, Some(name)) = (&req.source, &req.source_name) {
+        // Clients upload under temporary names and say the real one in source_name.
+        source_path = name.clone();
+    }
+    let source_name = req.source_name.clone().unwrap_or(default_name);
+    let opts = ParseOptions {
+        source_name,
+        strict: req.strict,
+        ignore_dirs: req.ignore_dirs.clone(),
+        include: req.include.clone(),
+        exclude: req.exclude.clone(),
+        max_tokens: settings.split_max_tokens,
+        archive: ArchiveLimits {
+            max_entries: settings.archive_max_entries,
+            max_total_bytes: settings.archive_max_total_bytes,
+            max_ratio: settings.archive_max_ratio,
+            max_depth: settings.archive_max_depth,
+        },
+    };
+    let limits = ChildLimits {
+        memory_bytes: settings.parser_memory_mb * 1024 * 1024,
+        cpu_secs: settings.parser_cpu_secs,
+        timeout: Duration::from_secs(settings.parser_timeout_secs),
+    };
+    let report: ParseReport = sandbox::run_child(&input, &scratch.0, &opts, limits, heartbeat)
+        .map_err(|m| invalid(format!("Cannot import {source_path}: {m}")))?;
+    let local_root = scratch.0.join("out").join(&report.root);
+    if !local_root.is_dir() {
+        return Err(ServiceError::internal(
+            "the parser produced no document tree",
+        ));
+    }
+    let summaries = summary::summarize_tree(&local_root, &report.root);
+    let tree = staging.join("tree")?;
+    let (root_uri, dirs) = stage_and_publish(
+        storage,
+        req,
+        &report,
+        &local_root,
+        &tree,
+        &summaries,
+        heartbeat,
+    )?;
+    Ok(Published {
+        root_uri,
+        source_path,
+        source_format: report.source_format,
+        warnings: report.warnings,
+        files: report.files,
+        bytes: report.bytes,
+        dirs,
+    })
+}
+
+/// The source in a local file; returns (source_path as reported, default source name).
+fn materialize(
+    storage: &dyn Storage,
+    req: &IngestRequest,
+    settings: &ResourceSettings,
+    input: &Path,
+) -> ServiceResult<(String, String)> {
+    match &req.source {
+        Source::Upload { id } => {
+            let meta = uploads::open(storage, &req.account, &req.user, id)?;
+            uploads::copy_to_local(storage, &req.account, id, &meta, input)?;
+            let name = if meta.original_filename.is_empty() {
+                id.clone()
+            } else {
+                meta.original_filename.clone()
+            };
+            Ok((name.clone(), name))
+        }
+        Source::Url(url) => {
+            let name = fetch::fetch_to_file(url, input, settings)?;
+            Ok((url.clone(), name))
+        }
+        Source::LocalFile(path) => {
+            let size = fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+            if size > settings.upload_max_bytes {
+                return Err(ServiceError::new(
+                    ErrorCode::PayloadTooLarge,
+                    "the local file is larger than resources.upload_max_bytes",
+                ));
+            }
+            fs::copy(path, input)
+                .map_err(|e| invalid(format!("cannot read {}: {e}", path.display())))?;
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "file".into());
+            Ok((path.display().to_string(), name))
+        }
+    }
+}
+
+type StagedTree = (VikingUri, Vec<(String, VikingUri)>);
+
+fn stage_and_publish(
+    storage: &dyn Storage,
+    req: &IngestRequest,
+    report: &ParseReport,
+    local_root: &Path,
+    tree: &StorePath,
+    summaries: &BTreeMap<String, DirSummary>,
+    heartbeat: &mut dyn FnMut(),
+) -> ServiceResult<StagedTree> {
+    let mut final_uri = match &req.target {
+        Target::Exact(uri) => uri.clone(),
+        Target::Under { parent, .. } => free_child(storage, parent, &report.root, 0)?,
+    };
+    let mut rel_dirs = Vec::new();
+    upload_tree(storage, local_root, tree, "", &mut rel_dirs, heartbeat)?;
+    write_sidecars(storage, tree, &final_uri, summaries)?;
+    let mut attempt = 0;
+    loop {
+        match storage.rename(tree, final_uri.store_path()) {
+            Ok(()) => break,
+            Err(StorageError::AlreadyExists(_)) => match &req.target {
+                Target::Exact(uri) => return Err(conflict(uri)),
+                Target::Under { parent, .. } if attempt < 50 => {
+                    attempt += 1;
+                    final_uri = free_child(storage, parent, &report.root, attempt)?;
+                    write_sidecars(storage, tree, &final_uri, summaries)?;
+                }
+                Target::Under { .. } => {
+                    return Err(ServiceError::conflict(
+                        "could not find a free name for the resource",
+                    ))
+                }
+            },
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let mut dirs = Vec::with_capacity(rel_dirs.len());
+    for rel in rel_dirs {
+        let mut uri = final_uri.clone();
+        for seg in rel.split('/').filter(|s| !s.is_empty()) {
+            uri = uri.child(seg)?;
+        }
+        dirs.push((rel, uri));
+    }
+    // Deepest first, so summaries can be rebuilt bottom-up.
+    dirs.sort_by_key(|(rel, _)| {
+        std::cmp::Reverse(rel.split('/').filter(|s| !s.is_empty()).count())
+    });
+    Ok((final_uri, dirs))
+}
+
+/// `parent/name`, or the first of `name_1`, `name_2`, … that is free, starting at `from`.
+fn free_child(
+    storage: &dyn Storage,
+    parent: &VikingUri,
+    name: &str,
+    from: usize,
+) -> ServiceResult<VikingUri> {
+    for n in from..from + 1000 {
+        let candidate = if n == 0 {
+            name.to_string()
+        } else {
+            format!("{name}_{n}")
+        };
+        let uri = parent.child(&candidate)?;
+        if storage.stat(uri.store_path())?.is_none() {
+            return Ok(uri);
+        }
+    }
+    Err(ServiceError::conflict(
+        "could not find a free name for the resource",
+    ))
+}
+
+/// Copy the local tree into storage; records every directory's relative path.
+fn upload_tree(
+    storage: &dyn Storage,
+    local: &Path,
+    dest: &StorePath,
+    rel: &str,
+    dirs: &mut Vec<String>,
+    heartbeat: &mut dyn FnMut(),
+) -> ServiceResult<()> {
+    dirs.push(rel.to_string());
+    storage.mkdir(dest)?;
+    let entries = fs::read_dir(local).map_err(ServiceError::internal)?;
+    for entry in entries {
+        let entry = entry.map_err(ServiceError::internal)?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let target = dest.join(&name)?;
+        let ft = entry.file_type().map_err(ServiceError::internal)?;
+        if ft.is_dir() {
+            let child_rel = if rel.is_empty() {
+                name.clone()
+            } else {
+                format!("{rel}/{name}")
+            };
+            upload_tree(storage, &entry.path(), &target, &child_rel, dirs, heartbeat)?;
+        } else if ft.is_file() {
+            heartbeat();
+            let data = fs::read(entry.path()).map_err(ServiceError::internal)?;
+            storage.write(&target, &data)?;
+        }
+    }
+    Ok(())
+}
+
+/// Write every directory's `.abstract.md` / `.overview.md` into the staged tree, naming the
+/// directory by its final URI.
+fn write_sidecars(
+    storage: &dyn Storage,
+    tree: &StorePath,
+    final_uri: &VikingUri,
+    summaries: &BTreeMap<String, DirSummary>,
+) -> ServiceResult<()> {
+    for (rel, s) in summaries {
+        let mut dir = tree.clone();
+        let mut uri = final_uri.clone();
+        for seg in rel.split('/').filter(|s| !s.is_empty()) {
+            dir = dir.join(seg)?;
+            uri = uri.child(seg)?;
+        }
+        write_sidecar_pair(storage, &dir, &uri, &s.abstract_text, &s.overview)?;
+    }
+    Ok(())
+}
+
+/// Write both sidecars of one directory.
+pub fn write_sidecar_pair(
+    storage: &dyn Storage,
+    dir: &StorePath,
+    uri: &VikingUri,
+    abstract_text: &str,
+    overview: &str,
+) -> ServiceResult<()> {
+    let shown = uri.uri();
+    storage.write(
+        &dir.join(ABSTRACT_FILE)?,
+        okf::render(&shown, INGEST_SIDECARS, false, abstract_text).as_bytes(),
+    )?;
+    storage.write(
+        &dir.join(OVERVIEW_FILE)?,
+        okf::render(&shown, INGEST_SIDECARS, false, overview).as_bytes(),
+    )?;
+    Ok(())
+}
+
+/// Remove staging trees whose ingestion is no longer alive (no fresh marker): a crash
+/// mid-ingestion left them. Returns how many were removed.
+pub fn sweep_staging(storage: &dyn Storage, stale_after: Duration) -> ServiceResult<usize> {
+    let mut removed = 0;
+    let accounts = match storage.list(&StorePath::root()) {
+        Ok(a) => a,
+        Err(StorageError::NotFound(_)) => return Ok(0),
+        Err(e) => return Err(e.into()),
+    };
+    for account in accounts
+        .iter()
+        .filter(|a| a.meta.is_dir() && !a.name.starts_with('_'))
+    {
+        let dir = StorePath::root()
+            .join(&account.name)?
+            .join("_system")?
+            .join("ingest")?;
+        let Ok(entries) = storage.list(&dir) else {
+            continue;
+        };
+        for e in entries.into_iter().filter(|e| e.meta.is_dir()) {
+            if e.name == "active" {
+                continue;
+            }
+            if !super::active::is_live(storage, &account.name, &e.name, stale_after)? {
+                let _ = storage.remove(&dir.join(&e.name)?, true);
+                removed += 1;
+            }
+        }
+    }
+    Ok(removed)
+}
