@@ -193,6 +193,7 @@ fn ingest_staged(
         cpu_secs: settings.parser_cpu_secs,
         timeout: Duration::from_secs(settings.parser_timeout_secs),
     };
+    let t_parse = std::time::Instant::now();
     let report: ParseReport = sandbox::run_child(&input, &scratch.0, &opts, limits, heartbeat)
         .map_err(|m| invalid(format!("Cannot import {source_path}: {m}")))?;
     let local_root = scratch.0.join("out").join(&report.root);
@@ -201,7 +202,11 @@ fn ingest_staged(
             "the parser produced no document tree",
         ));
     }
+    let parse_ms = t_parse.elapsed().as_millis() as u64;
+    let t_sum = std::time::Instant::now();
     let summaries = summary::summarize_tree(&local_root, &report.root);
+    let summarize_ms = t_sum.elapsed().as_millis() as u64;
+    let t_pub = std::time::Instant::now();
     let tree = staging.join("tree")?;
     let (root_uri, dirs) = stage_and_publish(
         storage,
@@ -212,6 +217,15 @@ fn ingest_staged(
         &summaries,
         heartbeat,
     )?;
+    tracing::info!(
+        root = %root_uri,
+        files = report.files,
+        bytes = report.bytes,
+        parse_ms,
+        summarize_ms,
+        stage_and_publish_ms = t_pub.elapsed().as_millis() as u64,
+        "resource published"
+    );
     Ok(Published {
         root_uri,
         source_path,
@@ -280,8 +294,16 @@ fn stage_and_publish(
         Target::Under { parent, .. } => free_child(storage, parent, &report.root, 0)?,
     };
     let mut rel_dirs = Vec::new();
+    let t = std::time::Instant::now();
     upload_tree(storage, local_root, tree, "", &mut rel_dirs, heartbeat)?;
-    write_sidecars(storage, tree, &final_uri, summaries)?;
+    write_sidecars(storage, tree, &final_uri, summaries, true)?;
+    let staged_ms = t.elapsed().as_millis() as u64;
+    storage.sync_staged()?;
+    tracing::debug!(
+        staged_ms,
+        synced_ms = t.elapsed().as_millis() as u64 - staged_ms,
+        "staged"
+    );
     let mut attempt = 0;
     loop {
         match storage.rename(tree, final_uri.store_path()) {
@@ -291,7 +313,7 @@ fn stage_and_publish(
                 Target::Under { parent, .. } if attempt < 50 => {
                     attempt += 1;
                     final_uri = free_child(storage, parent, &report.root, attempt)?;
-                    write_sidecars(storage, tree, &final_uri, summaries)?;
+                    write_sidecars(storage, tree, &final_uri, summaries, false)?;
                 }
                 Target::Under { .. } => {
                     return Err(ServiceError::conflict(
@@ -350,7 +372,6 @@ fn upload_tree(
     heartbeat: &mut dyn FnMut(),
 ) -> ServiceResult<()> {
     dirs.push(rel.to_string());
-    storage.mkdir(dest)?;
     let entries = fs::read_dir(local).map_err(ServiceError::internal)?;
     for entry in entries {
         let entry = entry.map_err(ServiceError::internal)?;
@@ -367,7 +388,7 @@ fn upload_tree(
         } else if ft.is_file() {
             heartbeat();
             let data = fs::read(entry.path()).map_err(ServiceError::internal)?;
-            storage.write(&target, &data)?;
+            storage.write_staged(&target, &data)?;
         }
     }
     Ok(())
@@ -380,6 +401,7 @@ fn write_sidecars(
     tree: &StorePath,
     final_uri: &VikingUri,
     summaries: &BTreeMap<String, DirSummary>,
+    staged: bool,
 ) -> ServiceResult<()> {
     for (rel, s) in summaries {
         let mut dir = tree.clone();
@@ -388,7 +410,17 @@ fn write_sidecars(
             dir = dir.join(seg)?;
             uri = uri.child(seg)?;
         }
-        write_sidecar_pair(storage, &dir, &uri, &s.abstract_text, &s.overview)?;
+        if staged {
+            for (name, body) in [
+                (ABSTRACT_FILE, &s.abstract_text),
+                (OVERVIEW_FILE, &s.overview),
+            ] {
+                let text = okf::render(&uri.uri(), INGEST_SIDECARS, false, body);
+                storage.write_staged(&dir.join(name)?, text.as_bytes())?;
+            }
+        } else {
+            write_sidecar_pair(storage, &dir, &uri, &s.abstract_text, &s.overview)?;
+        }
     }
     Ok(())
 }

@@ -164,6 +164,19 @@ pub trait Storage: Send + Sync + 'static {
     /// A cheap end-to-end check that the store answers and accepts writes (for `/ready`).
     fn probe(&self) -> StorageResult<()>;
 
+    /// Write a file nothing reads yet (a staged tree that is published later by one rename):
+    /// no per-file durability or locking. [`Storage::sync_staged`] makes all such writes
+    /// durable before the tree is published. Backends whose writes are durable anyway keep
+    /// this default.
+    fn write_staged(&self, path: &StorePath, data: &[u8]) -> StorageResult<()> {
+        self.write(path, data).map(|_| ())
+    }
+
+    /// Make every [`Storage::write_staged`] made so far durable.
+    fn sync_staged(&self) -> StorageResult<()> {
+        Ok(())
+    }
+
     /// Whether [`Storage::append`] costs the same at any file size (a true append). When it
     /// does not (S3 rewrites the whole object), growing logs use [`seglog`] instead.
     fn appends_in_place(&self) -> bool {

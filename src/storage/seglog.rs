@@ -96,6 +96,16 @@ pub fn write_segment(
         .map(drop)
 }
 
+/// Seal one slot with a tombstone, create-only. `true`: the tombstone won, so no segment will
+/// ever be stored under `seq`; `false`: a segment is there.
+pub fn seal(storage: &dyn Storage, dir: &StorePath, seq: u64) -> StorageResult<bool> {
+    match storage.write_if(&path_of(dir, &segment_name(seq))?, b"", None) {
+        Ok(_) => Ok(true),
+        Err(StorageError::Conflict(_)) | Err(StorageError::AlreadyExists(_)) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 /// The log's content, and the sequence numbers found missing.
 #[derive(Debug, Default)]
 pub struct Content {
@@ -152,10 +162,10 @@ pub fn read_sealed(
     let mut late = false;
     let mut sealed = Vec::new();
     for &seq in &first.holes {
-        match storage.write_if(&path_of(dir, &segment_name(seq))?, b"", None) {
-            Ok(_) => sealed.push(seq),
-            Err(StorageError::Conflict(_)) | Err(StorageError::AlreadyExists(_)) => late = true,
-            Err(e) => return Err(e),
+        if seal(storage, dir, seq)? {
+            sealed.push(seq);
+        } else {
+            late = true;
         }
     }
     if !sealed.is_empty() {

@@ -60,8 +60,6 @@ pub struct Opts {
     pub root_key: Option<String>,
     pub args: Vec<String>,
     pub env: Vec<(String, String)>,
-    /// A program the server is started through (e.g. `faketime -f +90s`), with its arguments.
-    pub wrapper: Vec<String>,
 }
 
 impl Default for Opts {
@@ -70,7 +68,6 @@ impl Default for Opts {
             root_key: Some(ROOT_KEY.to_string()),
             args: Vec::new(),
             env: Vec::new(),
-            wrapper: Vec::new(),
         }
     }
 }
@@ -84,11 +81,6 @@ impl Opts {
     }
     pub fn arg(mut self, a: &str) -> Self {
         self.args.push(a.to_string());
-        self
-    }
-    /// Start the server through `program args...` (which must exec its last argument).
-    pub fn wrapped(mut self, program: &[&str]) -> Self {
-        self.wrapper = program.iter().map(|a| a.to_string()).collect();
         self
     }
     pub fn env(mut self, k: &str, v: &str) -> Self {
@@ -488,15 +480,7 @@ impl Server {
     fn spawn(data_dir: &Path, port: u16, opts: Opts) -> Server {
         let log = data_dir.join(format!("server-{port}.log"));
         let log_file = std::fs::File::create(&log).expect("log file");
-        let binary = env!("CARGO_BIN_EXE_longship");
-        let mut cmd = match opts.wrapper.split_first() {
-            Some((program, args)) => {
-                let mut c = Command::new(program);
-                c.args(args).arg(binary);
-                c
-            }
-            None => Command::new(binary),
-        };
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_longship"));
         cmd.arg("serve")
             .arg("--host")
             .arg("127.0.0.1")

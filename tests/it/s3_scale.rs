@@ -23,19 +23,24 @@ use crate::seaweed::{self, SeaweedFs};
 const ACCOUNT: &str = "acme";
 const USER: &str = "alice";
 
-/// `faketime` on PATH; in CI (or with IT_REQUIRE_S3) its absence is a failure.
-fn faketime() -> Option<&'static str> {
-    let found = std::process::Command::new("faketime")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
+/// libfaketime (Debian package `faketime`), preloaded straight into the server process: the
+/// `faketime` program forks, so killing it would leave the server running. In CI (or with
+/// IT_REQUIRE_S3) its absence is a failure.
+fn libfaketime() -> Option<String> {
+    let found = [
+        "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1",
+        "/usr/lib/aarch64-linux-gnu/faketime/libfaketime.so.1",
+        "/usr/lib/faketime/libfaketime.so.1",
+    ]
+    .into_iter()
+    .find(|p| std::path::Path::new(p).is_file());
     match found {
-        true => Some("faketime"),
-        false if seaweed::required() => {
-            panic!("`faketime` (Debian package faketime) is required by the clock-skew test")
+        Some(lib) => Some(lib.to_string()),
+        None if seaweed::required() => {
+            panic!("libfaketime (Debian package faketime) is required by the clock-skew test")
         }
-        false => {
-            eprintln!("SKIPPED: clock-skew test needs `faketime` (apt-get install faketime)");
+        None => {
+            eprintln!("SKIPPED: clock-skew test needs libfaketime (apt-get install faketime)");
             None
         }
     }
@@ -157,17 +162,30 @@ fn assert_exact(stored: &[Value], acked: &[String], maybe: &[String]) {
 }
 
 /// Two instances over one bucket add `per_instance` messages each to one session while both
-/// commit it now and then; `skew` starts the second one through a clock-shifting wrapper.
-fn race(skew: Option<&[&str]>, per_instance: usize) {
+/// commit it now and then; `skew` is extra environment for the second one (its clock shifted).
+fn race(skew: Option<&[(&str, &str)]>, per_instance: usize) {
     let Some(sw) = seaweed::shared() else { return };
     let st = Storage::new();
     let prefix = format!("race-{}", uuid::Uuid::new_v4().simple());
     let a = Server::start(&st, opts_for(&sw, &prefix));
-    let b_opts = match skew {
-        Some(w) => opts_for(&sw, &prefix).wrapped(w),
-        None => opts_for(&sw, &prefix),
-    };
+    let b_opts = skew
+        .unwrap_or_default()
+        .iter()
+        .fold(opts_for(&sw, &prefix), |o, (k, v)| o.env(k, v));
     let b = Server::start(&st, b_opts);
+    if skew.is_some() {
+        // The skew is real: the second instance's HTTP `Date` runs ahead of the first's.
+        let date = |s: &Server| {
+            let r = s.get("/health", None);
+            let raw = r.header("date").expect("Date header").to_string();
+            chrono::DateTime::parse_from_rfc2822(&raw).expect("HTTP date")
+        };
+        let ahead = (date(&b) - date(&a)).num_seconds();
+        assert!(
+            (80..=100).contains(&ahead),
+            "second instance is {ahead} s ahead"
+        );
+    }
     let sid = format!("race{}", uuid::Uuid::new_v4().simple());
     let bases = [a.url(""), b.url("")];
     let acked = Arc::new(Mutex::new(Vec::new()));
@@ -241,8 +259,9 @@ fn race(skew: Option<&[&str]>, per_instance: usize) {
 
 #[test]
 fn skewed_clock_races_lose_and_duplicate_no_message() {
-    let Some(ft) = faketime() else { return };
-    race(Some(&[ft, "-f", "+90s"]), 250);
+    let Some(lib) = libfaketime() else { return };
+    // The second instance's clock runs 90 s ahead (wall clock; intervals are unaffected).
+    race(Some(&[("LD_PRELOAD", &lib), ("FAKETIME", "+90s")]), 250);
 }
 
 #[test]

@@ -174,6 +174,28 @@ impl Storage for LocalStorage {
         Ok(data)
     }
 
+    fn write_staged(&self, path: &StorePath, data: &[u8]) -> StorageResult<()> {
+        if path.is_root() {
+            return Err(StorageError::InvalidPath("cannot write the root".into()));
+        }
+        let full = self.full(path);
+        if let Some(dir) = full.parent() {
+            fs::create_dir_all(dir).map_err(|e| map_io(e, dir))?;
+        }
+        fs::write(&full, data).map_err(|e| map_io(e, &full))
+    }
+
+    /// One `syncfs` of the data directory's filesystem instead of an fsync per staged file.
+    fn sync_staged(&self) -> StorageResult<()> {
+        let dir = File::open(&self.root).map_err(|e| map_io(e, &self.root))?;
+        // SAFETY: a valid open descriptor for the duration of the call.
+        let rc = unsafe { libc::syncfs(std::os::fd::AsRawFd::as_raw_fd(&dir)) };
+        if rc != 0 {
+            return Err(map_io(io::Error::last_os_error(), &self.root));
+        }
+        Ok(())
+    }
+
     fn write(&self, path: &StorePath, data: &[u8]) -> StorageResult<Version> {
         if path.is_root() {
             return Err(StorageError::InvalidPath("cannot write the root".into()));

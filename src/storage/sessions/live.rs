@@ -443,6 +443,13 @@ pub fn append_segment(
         (meta.internal.live_tokens + added_tokens).saturating_sub(kept_new + kept_old)
     };
     let seq = state.reserve();
+    let before = (
+        meta.message_count,
+        meta.total_message_count,
+        meta.internal.live_bytes,
+        meta.internal.live_tokens,
+        meta.pending_tokens,
+    );
     meta.message_count += n;
     meta.total_message_count += n;
     meta.internal.live_bytes += bytes.len() as u64;
@@ -457,7 +464,23 @@ pub fn append_segment(
             tracing::warn!(session = %s.uri(), seq, "a message segment lost its slot to a seal");
             Err(super::changed_concurrently(s))
         }
-        Err(e) => Err(e.into()),
+        Err(e) => {
+            // Not stored, or not known to be: seal the slot. If the tombstone wins the add
+            // certainly did not happen, and its counts are taken back.
+            if seglog::seal(storage, &s.dir()?, seq).unwrap_or(false) {
+                (
+                    meta.message_count,
+                    meta.total_message_count,
+                    meta.internal.live_bytes,
+                    meta.internal.live_tokens,
+                    meta.pending_tokens,
+                ) = before;
+                if let Err(again) = meta.save(storage, s) {
+                    tracing::warn!(session = %s.uri(), error = %again.message, "counts of a failed add stay until the next commit");
+                }
+            }
+            Err(e.into())
+        }
     }
 }
 
