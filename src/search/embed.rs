@@ -59,6 +59,8 @@ struct ProviderState {
 
 #[derive(Debug, Default)]
 pub struct EmbedStats {
+    /// Documents taken from the queue and not yet resolved (being loaded or embedded).
+    pub in_flight: AtomicU64,
     pub embedded: AtomicU64,
     pub loaded: AtomicU64,
     pub requests: AtomicU64,
@@ -159,9 +161,10 @@ impl Embedder {
         }
     }
 
-    /// Documents waiting for a vector.
+    /// Documents waiting for a vector (queued or being embedded).
     pub fn backlog(&self) -> usize {
         self.queue.lock().map(|q| q.len()).unwrap_or(0)
+            + self.stats.in_flight.load(Ordering::Relaxed) as usize
     }
 
     /// One batch of background work; true if more is ready now.
@@ -180,6 +183,15 @@ impl Embedder {
         if batch.is_empty() {
             return false;
         }
+        let taken = batch.len() as u64;
+        self.stats.in_flight.fetch_add(taken, Ordering::Relaxed);
+        let more = self.resolve(storage, batch, now);
+        self.stats.in_flight.fetch_sub(taken, Ordering::Relaxed);
+        more
+    }
+
+    /// Load or compute the vectors of `batch`; true if more work is ready now.
+    fn resolve(&self, storage: &dyn Storage, batch: Vec<Want>, now: Instant) -> bool {
         let mut to_embed: Vec<(Want, String)> = Vec::new();
         let mut later = Vec::new();
         for w in batch {
@@ -225,7 +237,7 @@ impl Embedder {
             }
             Err(e) => {
                 let pause = self.failed(&e);
-                tracing::warn!(error = %e, retry_in_s = pause.as_secs(), backlog = self.backlog() + to_embed.len(),
+                tracing::warn!(error = %e, retry_in_s = pause.as_secs(), backlog = self.backlog(),
                     "embedding batch failed; documents stay keyword-searchable");
                 let retry = Instant::now() + pause;
                 self.requeue(

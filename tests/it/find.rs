@@ -553,3 +553,69 @@ fn hybrid_with_a_provider_that_goes_down_and_comes_back() {
     assert_eq!(search_status(&b)["embedding"]["embedded"], 0);
     let _ = embedded_before_b;
 }
+
+#[test]
+fn session_archives_are_findable_and_removed_users_are_purged() {
+    let st = Storage::new();
+    let s = Server::start(&st, Opts::default());
+    let admin = create_account(&s, "acme", "alice");
+    let bob = register(&s, &admin, "acme", "bob", "user");
+    let r = s.post("/api/v1/sessions", Some(&bob), json!({"session_id": "s1"}));
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let r = s.post(
+        "/api/v1/sessions/s1/messages",
+        Some(&bob),
+        json!({"role": "user", "content": "remember the quokka expedition"}),
+    );
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    // Live messages are not indexed; the archive a commit makes is.
+    assert!(uris(&find(&s, Some(&bob), json!({"query": "quokka"}))).is_empty());
+    let r = s.post("/api/v1/sessions/s1/commit", Some(&bob), json!({}));
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let found = eventually(BOUND, || {
+        uris(&find(&s, Some(&bob), json!({"query": "quokka"})))
+            .iter()
+            .any(|u| u.starts_with("viking://user/bob/sessions/s1/history/"))
+    });
+    assert!(found.is_some());
+    // alice (same account) never sees bob's sessions.
+    assert!(uris(&find(&s, Some(&admin), json!({"query": "quokka"}))).is_empty());
+    // bob is removed, then a new bob registered: none of the old bob's data is found.
+    write(
+        &s,
+        Some(&bob),
+        "viking://~/memories/notes/x.md",
+        "platypus notes",
+    );
+    let r = s.delete("/api/v1/admin/accounts/acme/users/bob", Some(ROOT_KEY));
+    assert_eq!(r.status, 202, "{:?}", r.body);
+    let bob2 = register(&s, &admin, "acme", "bob", "user");
+    for q in ["platypus", "quokka"] {
+        assert!(
+            uris(&find(&s, Some(&bob2), json!({"query": q}))).is_empty(),
+            "{q}"
+        );
+    }
+}
+
+/// A change written to storage with no change record (its writer was killed in between) is
+/// found by the periodic reconcile within `search.reconcile_interval_secs`.
+#[test]
+fn unrecorded_changes_are_repaired_by_the_reconcile() {
+    let st = Storage::new();
+    let s = Server::start(
+        &st,
+        Opts::dev().env("LONGSHIP_SEARCH__RECONCILE_INTERVAL_SECS", "10"),
+    );
+    wait_built(&s);
+    st.at("default/resources/orphan.md").write("wombat burrow");
+    let took = eventually(Duration::from_secs(40), || {
+        uris(&find(&s, None, json!({"query": "wombat"}))) == vec!["viking://resources/orphan.md"]
+    });
+    assert!(took.is_some(), "unrecorded write not repaired");
+    st.at("default/resources/orphan.md").remove(false);
+    let gone = eventually(Duration::from_secs(40), || {
+        uris(&find(&s, None, json!({"query": "wombat"}))).is_empty()
+    });
+    assert!(gone.is_some(), "unrecorded removal not repaired");
+}
