@@ -227,6 +227,36 @@ fn internal_name(uri: &VikingUri) -> ServiceError {
     ))
 }
 
+/// The URI rules mv and cp share: no storage-internal names on either side, no session files
+/// or session directories created through fs, distinct and non-overlapping subtrees.
+fn check_transfer(verb: &str, from: &VikingUri, to: &VikingUri) -> Result<(), ServiceError> {
+    if from.has_internal_segment() {
+        let shown = from.uri();
+        return Err(ServiceError::not_found(
+            "resource",
+            &shown,
+            format!("Resource not found: {shown}"),
+        ));
+    }
+    if to.has_internal_segment() {
+        return Err(internal_name(to));
+    }
+    if to.is_session_file() || to.is_session_dir() {
+        return Err(session_file(to));
+    }
+    if from == to {
+        return Err(ServiceError::invalid_argument(format!(
+            "{verb} source and target must be different"
+        )));
+    }
+    if from.starts_with(to) || to.starts_with(from) {
+        return Err(ServiceError::invalid_argument(format!(
+            "{verb} source and target subtrees must not overlap"
+        )));
+    }
+    Ok(())
+}
+
 /// F4.
 async fn mkdir(
     state: web::Data<AppState>,
@@ -300,35 +330,11 @@ async fn mv(
 ) -> ApiResult {
     let from = resolve_uri(&caller, &body.from_uri, Access::Delete)?;
     let to = resolve_uri(&caller, &body.to_uri, Access::Write)?;
-    if from.has_internal_segment() {
-        let shown = from.uri();
-        return Err(ServiceError::not_found(
-            "resource",
-            &shown,
-            format!("Resource not found: {shown}"),
-        ));
+    // Moving takes the source away: a session's own files stay where the sessions API keeps them.
+    if from.is_session_file() {
+        return Err(session_file(&from));
     }
-    if to.has_internal_segment() {
-        return Err(internal_name(&to));
-    }
-    for uri in [&from, &to] {
-        if uri.is_session_file() {
-            return Err(session_file(uri));
-        }
-    }
-    if to.is_session_dir() {
-        return Err(session_file(&to));
-    }
-    if from == to {
-        return Err(ServiceError::invalid_argument(
-            "mv source and target must be different",
-        ));
-    }
-    if from.starts_with(&to) || to.starts_with(&from) {
-        return Err(ServiceError::invalid_argument(
-            "mv source and target subtrees must not overlap",
-        ));
-    }
+    check_transfer("mv", &from, &to)?;
     let changed = vec![from.store_path().clone(), to.store_path().clone()];
     let job = Recorded::on_success(MoveEntry { from, to }, changed, ChangeKind::Move);
     Ok(ApiOk::new(state.pools.storage().run(job).await??))
@@ -350,30 +356,7 @@ async fn cp(
 ) -> ApiResult {
     let from = resolve_uri(&caller, &body.from_uri, Access::Read)?;
     let to = resolve_uri(&caller, &body.to_uri, Access::Write)?;
-    if from.has_internal_segment() {
-        let shown = from.uri();
-        return Err(ServiceError::not_found(
-            "resource",
-            &shown,
-            format!("Resource not found: {shown}"),
-        ));
-    }
-    if to.has_internal_segment() {
-        return Err(internal_name(&to));
-    }
-    if to.is_session_file() || to.is_session_dir() {
-        return Err(session_file(&to));
-    }
-    if from == to {
-        return Err(ServiceError::invalid_argument(
-            "cp source and target must be different",
-        ));
-    }
-    if from.starts_with(&to) || to.starts_with(&from) {
-        return Err(ServiceError::invalid_argument(
-            "cp source and target subtrees must not overlap",
-        ));
-    }
+    check_transfer("cp", &from, &to)?;
     let changed = vec![to.store_path().clone()];
     let job = CopyFiles {
         from,

@@ -6,21 +6,11 @@
 
 use serde_json::{json, Value};
 
-use super::{dir_not_found, not_a_directory, stat, StorageFail};
+use super::transfer::{check_destination, exists_conflict, source_meta, source_missing};
+use super::StorageFail;
 use crate::error::{ServiceError, ServiceResult};
 use crate::storage::uri::{is_internal_name, VikingUri};
 use crate::storage::{Storage, StorageError};
-
-fn exists_conflict(to: &VikingUri) -> ServiceError {
-    let shown = to.uri();
-    ServiceError::conflict(format!("Destination already exists: {shown}"))
-        .with_details(json!({"resource": shown, "uri": shown, "conflict_type": "already_exists"}))
-}
-
-fn source_missing(from: &VikingUri) -> ServiceError {
-    let shown = from.uri();
-    ServiceError::not_found("resource", &shown, format!("Resource not found: {shown}"))
-}
 
 /// Create `to` with the content of file `from`, only if `to` does not exist.
 fn copy_file(storage: &dyn Storage, from: &VikingUri, to: &VikingUri) -> ServiceResult<u64> {
@@ -71,43 +61,24 @@ pub fn copy_entry(
     to: &VikingUri,
     recursive: bool,
 ) -> ServiceResult<Value> {
-    {
-        let Some(src) = stat(storage, from)? else {
-            return Err(source_missing(from));
-        };
-        if src.is_dir() && !recursive {
-            let shown = from.uri();
-            return Err(ServiceError::invalid_argument(format!(
-                "Cannot copy directory without recursive: {shown}"
-            ))
-            .with_details(json!({"resource": shown, "expected_flag": "recursive"})));
-        }
-        if let Some(parent) = to.parent() {
-            match stat(storage, &parent)? {
-                None => return Err(dir_not_found(&parent)),
-                Some(m) if !m.is_dir() => return Err(not_a_directory(&parent)),
-                Some(_) => {}
-            }
-        }
-        if let Some(dst) = stat(storage, to)? {
-            if dst.is_dir() != src.is_dir() {
-                return Err(ServiceError::invalid_argument(format!(
-                    "transfer source and target types differ: {}",
-                    to.uri()
-                )));
-            }
-            return Err(exists_conflict(to));
-        }
-        let copied = if src.is_dir() {
-            copy_tree(storage, from, to)?
-        } else {
-            copy_file(storage, from, to)?
-        };
-        Ok(json!({
-            "from": from.uri(),
-            "to": to.uri(),
-            "recursive": recursive,
-            "copied_files": copied,
-        }))
+    let src = source_meta(storage, from)?;
+    if src.is_dir() && !recursive {
+        let shown = from.uri();
+        return Err(ServiceError::invalid_argument(format!(
+            "Cannot copy directory without recursive: {shown}"
+        ))
+        .with_details(json!({"resource": shown, "expected_flag": "recursive"})));
     }
+    check_destination(storage, &src, to)?;
+    let copied = if src.is_dir() {
+        copy_tree(storage, from, to)?
+    } else {
+        copy_file(storage, from, to)?
+    };
+    Ok(json!({
+        "from": from.uri(),
+        "to": to.uri(),
+        "recursive": recursive,
+        "copied_files": copied,
+    }))
 }

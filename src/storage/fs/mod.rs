@@ -15,6 +15,7 @@ pub mod mv;
 pub mod read;
 pub mod rm;
 pub mod stat;
+mod transfer;
 pub mod walk;
 pub mod write;
 
