@@ -128,22 +128,58 @@ pub fn load(
     } else {
         storage.read(path)
     };
-    let bytes = match bytes {
-        Ok(b) => b,
-        Err(StorageError::NotFound(_)) | Err(StorageError::IsADirectory(_)) => return Ok(None),
-        Err(e) => return Err(e),
-    };
+    Ok(present(bytes)?.map(|b| prepare(path, meta, &b)))
+}
+
+/// Read and prepare a batch of files met by one listing or walk. Files within `max_bytes` are
+/// fetched together with [`Storage::read_many`] (bounded parallel requests on an object store,
+/// all from this thread); larger ones are read up to `max_bytes` one by one. Files that are not
+/// indexed or vanished are skipped.
+pub fn load_many(
+    storage: &dyn Storage,
+    files: &[(StorePath, Meta)],
+    max_bytes: usize,
+) -> Result<Vec<DocSource>, StorageError> {
+    let (whole, cut): (Vec<_>, Vec<_>) = files
+        .iter()
+        .filter(|(p, m)| m.kind == EntryKind::File && file_indexable(p))
+        .partition(|(_, m)| m.size as usize <= max_bytes);
+    let paths: Vec<StorePath> = whole.iter().map(|(p, _)| p.clone()).collect();
+    let mut docs = Vec::with_capacity(files.len());
+    for ((path, meta), bytes) in whole.iter().zip(storage.read_many(&paths, &|| true)) {
+        if let Some(b) = present(bytes)? {
+            // A file that grew after its listing is cut like a large one.
+            docs.push(prepare(path, meta, &b[..b.len().min(max_bytes)]));
+        }
+    }
+    for (path, meta) in cut {
+        docs.extend(load(storage, path, meta, max_bytes)?);
+    }
+    Ok(docs)
+}
+
+/// The bytes of a read, `None` for a file that vanished (or became a directory) meanwhile.
+fn present(read: Result<Vec<u8>, StorageError>) -> Result<Option<Vec<u8>>, StorageError> {
+    match read {
+        Ok(b) => Ok(Some(b)),
+        Err(StorageError::NotFound(_)) | Err(StorageError::IsADirectory(_)) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// The document for the file at `path` whose (possibly cut) content is `bytes`.
+fn prepare(path: &StorePath, meta: &Meta, bytes: &[u8]) -> DocSource {
     let segs: Vec<&str> = path.segments().collect();
     let account = segs[0].to_string();
     let rel = &segs[1..];
     let name = path.name();
     let level = level_of(name);
-    let hash = hex::encode(Sha256::digest(&bytes));
+    let hash = hex::encode(Sha256::digest(bytes));
     let binary = bytes[..bytes.len().min(BINARY_PROBE)].contains(&0);
     let raw = if binary {
         String::new()
     } else {
-        String::from_utf8_lossy(&bytes).into_owned()
+        String::from_utf8_lossy(bytes).into_owned()
     };
     let text = if level < 2 {
         okf::body(&raw).to_string()
@@ -154,7 +190,7 @@ pub fn load(
     };
     let abstract_text = abstract_of(&text);
     let name_text = rel[1..].join(" ");
-    Ok(Some(DocSource {
+    DocSource {
         path: path.clone(),
         account,
         uri: format!("{SCHEME}{}", rel.join("/")),
@@ -170,7 +206,7 @@ pub fn load(
             .map(|d| d.as_millis() as i64)
             .unwrap_or(0),
         hash,
-    }))
+    }
 }
 
 /// The first [`ABSTRACT_CHARS`] characters of `text`, whitespace collapsed.

@@ -18,10 +18,13 @@ use super::docs;
 use super::embed::Embedder;
 use super::index::{IndexError, Payload, SearchIndex, SCHEMA_VERSION};
 use crate::config::SearchSettings;
-use crate::storage::{EntryKind, Storage, StorageError, StorePath};
+use crate::storage::{EntryKind, Meta, Storage, StorageError, StorePath};
 
 /// Longest slice of reconcile work in one step (tail steps run between slices).
 const RECONCILE_SLICE: Duration = Duration::from_millis(250);
+/// Files fetched together while (re)indexing a subtree: one [`docs::load_many`] call, so an
+/// object store serves them with bounded parallel requests instead of one at a time.
+const LOAD_BATCH: usize = 64;
 /// How often this writer prunes old change records.
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
@@ -196,15 +199,25 @@ impl Indexer {
         let max = self.settings.max_indexed_bytes;
         let index = &self.index;
         let embedder = &self.embedder;
-        docs::walk(storage, path, &|| false, &mut |p, meta| {
-            if let Some(doc) = docs::load(storage, &p, &meta, max)? {
+        let upsert_batch = |batch: &mut Vec<(StorePath, Meta)>| -> Result<(), StorageError> {
+            for doc in docs::load_many(storage, batch, max)? {
                 index.upsert(&doc).map_err(to_storage)?;
                 if let Some(e) = embedder {
                     e.want(doc.path.as_str(), &doc.hash, local);
                 }
             }
+            batch.clear();
+            Ok(())
+        };
+        let mut batch = Vec::with_capacity(LOAD_BATCH);
+        docs::walk(storage, path, &|| false, &mut |p, meta| {
+            batch.push((p, meta));
+            if batch.len() >= LOAD_BATCH {
+                upsert_batch(&mut batch)?;
+            }
             Ok(())
         })?;
+        upsert_batch(&mut batch)?;
         Ok(())
     }
 
@@ -268,6 +281,7 @@ impl Indexer {
                     return Err(e.into());
                 }
             };
+            let mut to_load = Vec::new();
             for e in entries {
                 let Ok(child) = dir.join(&e.name) else {
                     continue;
@@ -289,16 +303,17 @@ impl Indexer {
                         if known == Some((e.meta.size, mtime)) {
                             continue;
                         }
-                        if let Some(doc) = docs::load(storage, &child, &e.meta, max)? {
-                            self.index.upsert(&doc)?;
-                            if let Some(emb) = &self.embedder {
-                                emb.want(doc.path.as_str(), &doc.hash, false);
-                            }
-                            changed += 1;
-                        }
+                        to_load.push((child, e.meta));
                     }
                     EntryKind::File => {}
                 }
+            }
+            for doc in docs::load_many(storage, &to_load, max)? {
+                self.index.upsert(&doc)?;
+                if let Some(emb) = &self.embedder {
+                    emb.want(doc.path.as_str(), &doc.hash, false);
+                }
+                changed += 1;
             }
         }
         if !rec.stack.is_empty() {

@@ -23,16 +23,12 @@ pub struct Deadline {
     per_operation: Duration,
     /// `Some(t)`: the store looked unreachable; calls before `t` are shed, the first at or
     /// after `t` is a trial (and pushes `t` one trial spacing further).
-    shedding_until: Mutex<Option<Instant>>,
+    /// While shedding: when the next trial call may go, and the failure that tripped the gate
+    /// (repeated in the shed error, so the log of a shed call still names the store and cause).
+    shedding_until: Mutex<Option<(Instant, String)>>,
 }
 
 /// Whether a call may go to the store.
-#[derive(Debug, PartialEq, Eq)]
-enum Admit {
-    Go,
-    Shed,
-}
-
 impl Deadline {
     pub fn new(per_operation: Duration) -> Self {
         Deadline {
@@ -45,18 +41,18 @@ impl Deadline {
         self.per_operation
     }
 
-    fn admit(&self, now: Instant) -> Admit {
+    fn admit(&self, now: Instant) -> Result<(), String> {
         let mut gate = self
             .shedding_until
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        match *gate {
-            None => Admit::Go,
-            Some(until) if now >= until => {
-                *gate = Some(now + TRIAL_EVERY);
-                Admit::Go
+        match gate.as_mut() {
+            None => Ok(()),
+            Some((until, _)) if now >= *until => {
+                *until = now + TRIAL_EVERY;
+                Ok(())
             }
-            Some(_) => Admit::Shed,
+            Some((_, cause)) => Err(cause.clone()),
         }
     }
 
@@ -66,11 +62,14 @@ impl Deadline {
             .lock()
             .unwrap_or_else(|e| e.into_inner());
         match result {
-            Err(StorageError::Unavailable(_)) => {
+            Err(StorageError::Unavailable(cause)) => {
                 if gate.is_none() {
                     tracing::warn!("object store unreachable; shedding new storage calls");
                 }
-                *gate = Some(gate.map_or(now + TRIAL_EVERY, |t| t.max(now + TRIAL_EVERY)));
+                let until = gate
+                    .as_ref()
+                    .map_or(now + TRIAL_EVERY, |(t, _)| (*t).max(now + TRIAL_EVERY));
+                *gate = Some((until, cause.clone()));
             }
             _ => {
                 if gate.take().is_some() {
@@ -98,10 +97,12 @@ impl Deadline {
         probe: bool,
         fut: impl Future<Output = StorageResult<T>>,
     ) -> StorageResult<T> {
-        if !probe && self.admit(Instant::now()) == Admit::Shed {
-            return Err(StorageError::Unavailable(
-                "the object store is not answering; new work is shed until it does".into(),
-            ));
+        if !probe {
+            if let Err(cause) = self.admit(Instant::now()) {
+                return Err(StorageError::Unavailable(format!(
+                    "new work is shed until the object store answers again; last failure: {cause}"
+                )));
+            }
         }
         let result = match handle.block_on(async { tokio::time::timeout(limit, fut).await }) {
             Ok(r) => r,
@@ -123,19 +124,19 @@ mod tests {
     fn trips_on_unreachable_sheds_then_trials() {
         let d = Deadline::new(Duration::from_millis(50));
         let t0 = Instant::now();
-        assert_eq!(d.admit(t0), Admit::Go);
+        assert!(d.admit(t0).is_ok());
         d.record::<()>(&Err(StorageError::ReadOnly("full".into())), t0);
         assert!(!d.shedding(), "a full store is not down");
         d.record::<()>(&Err(StorageError::Unavailable("down".into())), t0);
         assert!(d.shedding());
-        assert_eq!(d.admit(t0 + Duration::from_millis(10)), Admit::Shed);
+        assert_eq!(d.admit(t0 + Duration::from_millis(10)), Err("down".into()));
         // One trial per spacing.
         let t1 = t0 + TRIAL_EVERY;
-        assert_eq!(d.admit(t1), Admit::Go);
-        assert_eq!(d.admit(t1), Admit::Shed);
+        assert!(d.admit(t1).is_ok());
+        assert!(d.admit(t1).is_err());
         d.record(&Ok(()), t1);
         assert!(!d.shedding());
-        assert_eq!(d.admit(t1), Admit::Go);
+        assert!(d.admit(t1).is_ok());
     }
 
     #[test]
