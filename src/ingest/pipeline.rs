@@ -449,17 +449,9 @@ pub fn write_sidecar_pair(
 /// mid-ingestion left them. Returns how many were removed.
 pub fn sweep_staging(storage: &dyn Storage, stale_after: Duration) -> ServiceResult<usize> {
     let mut removed = 0;
-    let accounts = match storage.list(&StorePath::root()) {
-        Ok(a) => a,
-        Err(StorageError::NotFound(_)) => return Ok(0),
-        Err(e) => return Err(e.into()),
-    };
-    for account in accounts
-        .iter()
-        .filter(|a| a.meta.is_dir() && !a.name.starts_with('_'))
-    {
+    for account in crate::storage::account_names(storage)? {
         let dir = StorePath::root()
-            .join(&account.name)?
+            .join(&account)?
             .join("_system")?
             .join("ingest")?;
         let Ok(entries) = storage.list(&dir) else {
@@ -469,7 +461,7 @@ pub fn sweep_staging(storage: &dyn Storage, stale_after: Duration) -> ServiceRes
             if e.name == "active" {
                 continue;
             }
-            if !super::active::is_live(storage, &account.name, &e.name, stale_after)? {
+            if !super::active::is_live(storage, &account, &e.name, stale_after)? {
                 let _ = storage.remove(&dir.join(&e.name)?, true);
                 removed += 1;
             }

@@ -185,16 +185,8 @@ pub fn copy_to_local(
 pub fn sweep(storage: &dyn Storage, ttl_secs: u64) -> ServiceResult<usize> {
     let cutoff = now() - ttl_secs as f64;
     let mut removed = 0;
-    let accounts = match storage.list(&StorePath::root()) {
-        Ok(a) => a,
-        Err(StorageError::NotFound(_)) => return Ok(0),
-        Err(e) => return Err(e.into()),
-    };
-    for account in accounts
-        .iter()
-        .filter(|a| a.meta.is_dir() && !a.name.starts_with('_'))
-    {
-        let dir = uploads_dir(&account.name)?;
+    for account in crate::storage::account_names(storage)? {
+        let dir = uploads_dir(&account)?;
         let ids = match storage.list(&dir) {
             Ok(ids) => ids,
             Err(StorageError::NotFound(_)) | Err(StorageError::NotADirectory(_)) => continue,
@@ -202,18 +194,18 @@ pub fn sweep(storage: &dyn Storage, ttl_secs: u64) -> ServiceResult<usize> {
         };
         for entry in ids {
             let id = entry.name;
-            let created = match storage.read(&meta_path(&account.name, &id)?) {
+            let created = match storage.read(&meta_path(&account, &id)?) {
                 Ok(d) => serde_json::from_slice::<UploadMeta>(&d)
                     .map(|m| m.created_at)
                     .unwrap_or(0.0),
                 Err(StorageError::NotFound(_)) => storage
-                    .stat(&part_path(&account.name, &id, 0)?)?
+                    .stat(&part_path(&account, &id, 0)?)?
                     .and_then(|m| m.modified.duration_since(UNIX_EPOCH).ok())
                     .map_or(0.0, |d| d.as_secs_f64()),
                 Err(e) => return Err(e.into()),
             };
             if created < cutoff {
-                remove(storage, &account.name, &id)?;
+                remove(storage, &account, &id)?;
                 removed += 1;
             }
         }

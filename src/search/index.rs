@@ -309,11 +309,9 @@ impl SearchIndex {
         self.reader.searcher().num_docs()
     }
 
-    /// Every indexed document's path with (size, mtime in seconds): what a reconcile compares
-    /// with storage.
-    pub fn inventory(&self) -> Result<HashMap<String, (u64, i64)>, IndexError> {
+    /// Calls `visit` with every live stored document.
+    fn each_stored_doc(&self, mut visit: impl FnMut(&TantivyDocument)) -> Result<(), IndexError> {
         let searcher = self.reader.searcher();
-        let mut out = HashMap::new();
         for seg in searcher.segment_readers() {
             let store = seg.get_store_reader(16).map_err(|source| IndexError::Io {
                 dir: self.dir.clone(),
@@ -321,35 +319,37 @@ impl SearchIndex {
             })?;
             for id in seg.doc_ids_alive() {
                 let doc: TantivyDocument = store.get(id)?;
-                let path = doc.get_first(self.fields.path).and_then(|v| v.as_str());
-                let size = doc.get_first(self.fields.size).and_then(|v| v.as_u64());
-                let mtime = doc.get_first(self.fields.mtime).and_then(|v| v.as_i64());
-                if let (Some(p), Some(s), Some(m)) = (path, size, mtime) {
-                    out.insert(p.to_string(), (s, m.div_euclid(1000)));
-                }
+                visit(&doc);
             }
         }
+        Ok(())
+    }
+
+    /// Every indexed document's path with (size, mtime in seconds): what a reconcile compares
+    /// with storage.
+    pub fn inventory(&self) -> Result<HashMap<String, (u64, i64)>, IndexError> {
+        let mut out = HashMap::new();
+        self.each_stored_doc(|doc| {
+            let path = doc.get_first(self.fields.path).and_then(|v| v.as_str());
+            let size = doc.get_first(self.fields.size).and_then(|v| v.as_u64());
+            let mtime = doc.get_first(self.fields.mtime).and_then(|v| v.as_i64());
+            if let (Some(p), Some(s), Some(m)) = (path, size, mtime) {
+                out.insert(p.to_string(), (s, m.div_euclid(1000)));
+            }
+        })?;
         Ok(out)
     }
 
     /// Every indexed document's path and content hash (to re-attach stored vectors).
     pub fn hashes(&self) -> Result<Vec<(String, String)>, IndexError> {
-        let searcher = self.reader.searcher();
         let mut out = Vec::new();
-        for seg in searcher.segment_readers() {
-            let store = seg.get_store_reader(16).map_err(|source| IndexError::Io {
-                dir: self.dir.clone(),
-                source,
-            })?;
-            for id in seg.doc_ids_alive() {
-                let doc: TantivyDocument = store.get(id)?;
-                let path = doc.get_first(self.fields.path).and_then(|v| v.as_str());
-                let hash = doc.get_first(self.fields.hash).and_then(|v| v.as_str());
-                if let (Some(p), Some(h)) = (path, hash) {
-                    out.push((p.to_string(), h.to_string()));
-                }
+        self.each_stored_doc(|doc| {
+            let path = doc.get_first(self.fields.path).and_then(|v| v.as_str());
+            let hash = doc.get_first(self.fields.hash).and_then(|v| v.as_str());
+            if let (Some(p), Some(h)) = (path, hash) {
+                out.push((p.to_string(), h.to_string()));
             }
-        }
+        })?;
         Ok(out)
     }
 

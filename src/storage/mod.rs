@@ -224,6 +224,20 @@ pub trait Storage: Send + Sync + 'static {
     }
 }
 
+/// The names of the account directories at the storage root (storage-internal `_…` entries
+/// excluded); an empty store has none.
+pub fn account_names(storage: &dyn Storage) -> StorageResult<Vec<String>> {
+    match storage.list(&StorePath::root()) {
+        Ok(entries) => Ok(entries
+            .into_iter()
+            .filter(|e| e.meta.is_dir() && !e.name.starts_with('_'))
+            .map(|e| e.name)
+            .collect()),
+        Err(StorageError::NotFound(_)) => Ok(Vec::new()),
+        Err(e) => Err(e),
+    }
+}
+
 /// Remove `path` (a whole tree if `recursive`); already missing is success.
 pub fn remove_if_exists(
     storage: &dyn Storage,

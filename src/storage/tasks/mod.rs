@@ -324,17 +324,9 @@ pub fn list_owner(storage: &dyn Storage, owner: &TaskOwner) -> ServiceResult<Vec
 /// Every task owner with records: the system and each user of each account.
 pub fn all_owners(storage: &dyn Storage) -> ServiceResult<Vec<TaskOwner>> {
     let mut owners = vec![TaskOwner::system()];
-    let accounts = match storage.list(&StorePath::root()) {
-        Ok(e) => e,
-        Err(StorageError::NotFound(_)) => return Ok(owners),
-        Err(e) => return Err(e.into()),
-    };
-    for account in accounts
-        .into_iter()
-        .filter(|e| e.meta.is_dir() && !e.name.starts_with('_'))
-    {
+    for account in crate::storage::account_names(storage)? {
         let dir = StorePath::root()
-            .join(&account.name)?
+            .join(&account)?
             .join("_system")?
             .join("tasks")?;
         match storage.list(&dir) {
@@ -342,7 +334,7 @@ pub fn all_owners(storage: &dyn Storage) -> ServiceResult<Vec<TaskOwner>> {
                 users
                     .into_iter()
                     .filter(|u| u.meta.is_dir())
-                    .map(|u| TaskOwner::user(&account.name, &u.name)),
+                    .map(|u| TaskOwner::user(&account, &u.name)),
             ),
             Err(StorageError::NotFound(_)) | Err(StorageError::NotADirectory(_)) => {}
             Err(e) => return Err(e.into()),
