@@ -169,18 +169,11 @@ pub fn tail_tokens(
         from = start;
     }
     let tail: Vec<u8> = chunks.into_iter().rev().flatten().collect();
-    // Drop a torn last line, then the partial first line unless the file starts here.
+    // Drop a torn last line.
     let complete = memchr::memrchr(b'\n', &tail).map_or(0, |i| i + 1);
     let tail = &tail[..complete];
-    let (spans, _) = lines(tail);
-    let skip_first = from > 0;
-    let usable: Vec<&Span> = spans.iter().skip(usize::from(skip_first)).collect();
-    let take = usable.len().saturating_sub(k as usize);
-    let mut sum = 0;
-    for sp in &usable[take..] {
-        sum += tokens::estimate_message(&full(&tail[sp.start..sp.end])?);
-    }
-    Ok(sum)
+    // The first line is partial unless the file starts here.
+    last_lines_tokens(tail, from > 0, k)
 }
 
 /// `pending_tokens` (spec §9.1): tokens of live messages the next commit would archive under
@@ -403,10 +396,17 @@ fn log_tail_tokens(
         }
     }
     let tail: Vec<u8> = pieces.into_iter().rev().flatten().collect();
-    let (spans, _) = lines(&tail);
-    let take = spans.len().saturating_sub(k as usize);
+    last_lines_tokens(&tail, false, k)
+}
+
+/// Tokens of the last `k` complete message lines of `tail` (its first line skipped when it is
+/// a partial line).
+fn last_lines_tokens(tail: &[u8], skip_first: bool, k: u64) -> ServiceResult<u64> {
+    let (spans, _) = lines(tail);
+    let usable = &spans[usize::from(skip_first).min(spans.len())..];
+    let take = usable.len().saturating_sub(k as usize);
     let mut sum = 0;
-    for sp in &spans[take..] {
+    for sp in &usable[take..] {
         sum += tokens::estimate_message(&full(&tail[sp.start..sp.end])?);
     }
     Ok(sum)
