@@ -125,6 +125,9 @@ pub struct S3Settings {
     /// listings with abstracts, segment logs). Bounded, from the calling thread: never a
     /// storage pool thread per object.
     pub parallel_requests: usize,
+    /// How often, in seconds, each instance looks for directory moves a crashed mover left
+    /// half done and settles them (also once at startup).
+    pub move_recovery_secs: u64,
 }
 
 impl Default for S3Settings {
@@ -145,6 +148,7 @@ impl Default for S3Settings {
             operation_timeout_ms: 10_000,
             lock_lease_ms: 15_000,
             parallel_requests: 32,
+            move_recovery_secs: 60,
         }
     }
 }
@@ -169,6 +173,7 @@ impl std::fmt::Debug for S3Settings {
             .field("operation_timeout_ms", &self.operation_timeout_ms)
             .field("lock_lease_ms", &self.lock_lease_ms)
             .field("parallel_requests", &self.parallel_requests)
+            .field("move_recovery_secs", &self.move_recovery_secs)
             .finish()
     }
 }
@@ -313,6 +318,9 @@ impl S3Settings {
         }
         if self.lock_lease_ms < 300 {
             return bad("storage.s3.lock_lease_ms must be at least 300".into());
+        }
+        if self.move_recovery_secs == 0 {
+            return bad("storage.s3.move_recovery_secs must be at least 1".into());
         }
         if !(1..=1024).contains(&self.parallel_requests) {
             return bad("storage.s3.parallel_requests must be between 1 and 1024".into());

@@ -138,6 +138,24 @@ fn spawn_temp_sweep(pools: Pools, older_than: Duration) {
     });
 }
 
+/// Settle, at startup and then every `storage.s3.move_recovery_secs`, directory moves a
+/// crashed mover left half done (S3: see `storage::backend::s3::moves`; a no-op on local disk),
+/// on the commit pool (a roll-back deletes a whole partial tree).
+fn spawn_move_recovery(pools: Pools, every: Duration) {
+    use crate::jobs::health::RecoverMoves;
+    actix_rt::spawn(async move {
+        loop {
+            match pools.commit().run(RecoverMoves).await {
+                Ok(Ok(0)) => {}
+                Ok(Ok(settled)) => tracing::info!(settled, "settled interrupted directory moves"),
+                Ok(Err(e)) => tracing::warn!(error = %e, "directory move recovery failed"),
+                Err(e) => tracing::debug!(error = %e, "directory move recovery not run"),
+            }
+            tokio::time::sleep(every).await;
+        }
+    });
+}
+
 /// Sweep, at startup and then periodically, expired temp uploads, staging trees a crash left
 /// and tasks of ingestions whose instance died.
 fn spawn_ingest_sweep(pools: Pools, settings: &Settings) {
@@ -309,6 +327,12 @@ async fn serve(settings: Arc<Settings>, backend: Arc<dyn Storage>) -> Result<(),
         Duration::from_secs(settings.storage.stale_temp_secs),
     );
     spawn_ingest_sweep(pools.clone(), &settings);
+    if backend.kind() == "s3" {
+        spawn_move_recovery(
+            pools.clone(),
+            Duration::from_secs(settings.storage.s3.move_recovery_secs.max(1)),
+        );
+    }
     let load_failure: Arc<Mutex<Option<StartupError>>> = Arc::default();
     if mode == AuthMode::ApiKey {
         let (pools, auth, handle) = (pools.clone(), auth.clone(), server.handle());

@@ -2,7 +2,8 @@
 //! parse it in the child process, write the tree with its summaries under a staging prefix of
 //! the account (`_system/ingest/<task>/tree`), then make it visible under its final URI with
 //! one rename. On local disk that rename is atomic; on S3 a directory move is object by
-//! object (see docs/ARCHITECTURE.md). A failure anywhere removes the staging tree, so nothing
+//! object behind a publishing flag, so the tree appears whole at once there too (see
+//! `storage::backend::s3::moves`). A failure anywhere removes the staging tree, so nothing
 //! but the failed task is left behind.
 
 use std::collections::BTreeMap;
@@ -208,7 +209,7 @@ fn ingest_staged(
     let summarize_ms = t_sum.elapsed().as_millis() as u64;
     let t_pub = std::time::Instant::now();
     let tree = staging.join("tree")?;
-    let (root_uri, dirs) = stage_and_publish(
+    let (final_uri, rel_dirs) = stage(
         storage,
         req,
         &report,
@@ -217,6 +218,16 @@ fn ingest_staged(
         &summaries,
         heartbeat,
     )?;
+    let root_uri = publish(
+        storage,
+        req,
+        &report.root,
+        &tree,
+        final_uri,
+        &summaries,
+        Duration::from_secs(settings.stale_after_secs),
+    )?;
+    let dirs = published_dirs(&root_uri, rel_dirs)?;
     tracing::info!(
         root = %root_uri,
         files = report.files,
@@ -278,9 +289,9 @@ fn materialize(
     }
 }
 
-type StagedTree = (VikingUri, Vec<(String, VikingUri)>);
-
-fn stage_and_publish(
+/// Write the tree and its sidecars under `tree`; returns the URI it is meant for and the
+/// relative path of every directory.
+fn stage(
     storage: &dyn Storage,
     req: &IngestRequest,
     report: &ParseReport,
@@ -288,8 +299,8 @@ fn stage_and_publish(
     tree: &StorePath,
     summaries: &BTreeMap<String, DirSummary>,
     heartbeat: &mut dyn FnMut(),
-) -> ServiceResult<StagedTree> {
-    let mut final_uri = match &req.target {
+) -> ServiceResult<(VikingUri, Vec<String>)> {
+    let final_uri = match &req.target {
         Target::Exact(uri) => uri.clone(),
         Target::Under { parent, .. } => free_child(storage, parent, &report.root, 0)?,
     };
@@ -304,15 +315,39 @@ fn stage_and_publish(
         synced_ms = t.elapsed().as_millis() as u64 - staged_ms,
         "staged"
     );
+    Ok((final_uri, rel_dirs))
+}
+
+/// Move the staged `tree` to `final_uri` (or, under a parent, the next free name); returns
+/// where it landed.
+fn publish(
+    storage: &dyn Storage,
+    req: &IngestRequest,
+    root_name: &str,
+    tree: &StorePath,
+    mut final_uri: VikingUri,
+    summaries: &BTreeMap<String, DirSummary>,
+    stale_after: Duration,
+) -> ServiceResult<VikingUri> {
     let mut attempt = 0;
     loop {
-        match storage.rename(tree, final_uri.store_path()) {
-            Ok(()) => break,
+        // A tree move on S3 is one call of many requests: keep the task's marker fresh
+        // meanwhile, so no sweep takes the ingestion for dead and removes its staging tree.
+        let moved = super::active::keep_alive(
+            storage,
+            &req.account,
+            &req.user,
+            &req.task_id,
+            stale_after,
+            || storage.rename(tree, final_uri.store_path()),
+        );
+        match moved {
+            Ok(()) => return Ok(final_uri),
             Err(StorageError::AlreadyExists(_)) => match &req.target {
                 Target::Exact(uri) => return Err(conflict(uri)),
                 Target::Under { parent, .. } if attempt < 50 => {
                     attempt += 1;
-                    final_uri = free_child(storage, parent, &report.root, attempt)?;
+                    final_uri = free_child(storage, parent, root_name, attempt)?;
                     write_sidecars(storage, tree, &final_uri, summaries, false)?;
                 }
                 Target::Under { .. } => {
@@ -324,19 +359,26 @@ fn stage_and_publish(
             Err(e) => return Err(e.into()),
         }
     }
+}
+
+/// The URI of every directory of the published tree, deepest first (so summaries can be
+/// rebuilt bottom-up), with its relative path.
+fn published_dirs(
+    root: &VikingUri,
+    rel_dirs: Vec<String>,
+) -> ServiceResult<Vec<(String, VikingUri)>> {
     let mut dirs = Vec::with_capacity(rel_dirs.len());
     for rel in rel_dirs {
-        let mut uri = final_uri.clone();
+        let mut uri = root.clone();
         for seg in rel.split('/').filter(|s| !s.is_empty()) {
             uri = uri.child(seg)?;
         }
         dirs.push((rel, uri));
     }
-    // Deepest first, so summaries can be rebuilt bottom-up.
     dirs.sort_by_key(|(rel, _)| {
         std::cmp::Reverse(rel.split('/').filter(|s| !s.is_empty()).count())
     });
-    Ok((final_uri, dirs))
+    Ok(dirs)
 }
 
 /// `parent/name`, or the first of `name_1`, `name_2`, … that is free, starting at `from`.

@@ -19,6 +19,19 @@ impl BlockingJob for SweepTempFiles {
     }
 }
 
+/// Settle directory moves whose mover died mid-way (S3; nothing to do on local disk).
+pub struct RecoverMoves;
+
+impl BlockingJob for RecoverMoves {
+    type Output = Result<usize, String>;
+
+    fn run(self, ctx: &JobContext<'_>) -> Self::Output {
+        ctx.storage
+            .recover_moves()
+            .map_err(|e| crate::error::storage_failure_kind(&e).to_string())
+    }
+}
+
 /// Write-read-delete a probe object through the backend.
 pub struct ProbeStorage;
 

@@ -171,6 +171,13 @@ pub trait Storage: Send + Sync + 'static {
         Ok(0)
     }
 
+    /// Settle directory moves whose mover died mid-way (on S3 a tree moves object by object
+    /// behind a publishing flag: see `backend::s3::moves`), on any instance sharing the store.
+    /// Returns how many were settled. Backends whose renames are atomic have nothing to do.
+    fn recover_moves(&self) -> StorageResult<usize> {
+        Ok(0)
+    }
+
     /// Write a file nothing reads yet (a staged tree that is published later by one rename):
     /// no per-file durability or locking. [`Storage::sync_staged`] makes all such writes
     /// durable before the tree is published. Backends whose writes are durable anyway keep

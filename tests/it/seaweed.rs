@@ -340,6 +340,73 @@ impl SeaweedFs {
     }
 }
 
+/// Raw object access under one key prefix, bypassing the backend (which hides its internal
+/// objects): tests inspect or plant flags, intents and markers with it.
+pub struct RawBucket {
+    store: object_store::aws::AmazonS3,
+    prefix: String,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl RawBucket {
+    /// Every key under the prefix, relative to it, sorted.
+    pub fn keys(&self) -> Vec<String> {
+        use futures_util::TryStreamExt;
+        use object_store::ObjectStore;
+        let prefix = object_store::path::Path::from(self.prefix.as_str());
+        let found: Vec<object_store::ObjectMeta> = self
+            .runtime
+            .block_on(self.store.list(Some(&prefix)).try_collect())
+            .expect("raw listing");
+        let mut keys: Vec<String> = found
+            .into_iter()
+            .filter_map(|o| {
+                o.location
+                    .as_ref()
+                    .strip_prefix(&format!("{}/", self.prefix))
+                    .map(str::to_string)
+            })
+            .collect();
+        keys.sort();
+        keys
+    }
+
+    /// Create or replace the object `<prefix>/<rel>`.
+    pub fn put(&self, rel: &str, body: &[u8]) {
+        use object_store::ObjectStoreExt;
+        let key = object_store::path::Path::parse(format!("{}/{rel}", self.prefix)).expect("key");
+        self.runtime
+            .block_on(self.store.put(&key, body.to_vec().into()))
+            .expect("raw put");
+    }
+}
+
+impl SeaweedFs {
+    /// Raw access to the objects of `prefix` on this instance.
+    pub fn raw(&self, prefix: &str) -> RawBucket {
+        // As the backend does: ring is the TLS provider this build ships.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let store = object_store::aws::AmazonS3Builder::new()
+            .with_endpoint(&self.endpoint)
+            .with_bucket_name(BUCKET)
+            .with_region("us-east-1")
+            .with_allow_http(true)
+            .with_virtual_hosted_style_request(false)
+            .with_access_key_id(ACCESS_KEY)
+            .with_secret_access_key(SECRET_KEY)
+            .build()
+            .expect("raw S3 client");
+        RawBucket {
+            store,
+            prefix: prefix.trim_matches('/').to_string(),
+            runtime: tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime"),
+        }
+    }
+}
+
 impl Drop for SeaweedFs {
     fn drop(&mut self) {
         self.stop();

@@ -688,3 +688,170 @@ fn lock_holder_child_process() {
     println!("LOCKED");
     std::thread::sleep(Duration::from_secs(60));
 }
+
+// ---- S3 directory moves: visible whole or not at all (issue 14) ----------------------------
+
+/// Every file under `dir`, recursively, through the backend.
+fn files_under(s: &dyn Storage, dir: &StorePath) -> usize {
+    s.list(dir)
+        .expect("list")
+        .into_iter()
+        .map(|e| match e.meta.kind {
+            EntryKind::Dir => files_under(s, &dir.join(&e.name).unwrap()),
+            EntryKind::File => 1,
+        })
+        .sum()
+}
+
+/// While one instance moves a tree of hundreds of files, another lists its destination's
+/// parent in a loop: it sees nothing or the whole tree, never part of it.
+#[test]
+fn s3_a_moving_tree_appears_whole_or_not_at_all() {
+    const FILES: usize = 400;
+    let Some(sw) = seaweed::shared() else { return };
+    let prefix = format!("publish-{}", uuid::Uuid::new_v4().simple());
+    let settings = sw.settings(&prefix);
+    let mover = Arc::new(S3Storage::open(&settings).unwrap());
+    let reader = S3Storage::open(&settings).unwrap();
+    std::thread::scope(|scope| {
+        for t in 0..8 {
+            let mover = &mover;
+            scope.spawn(move || {
+                for i in (t..FILES).step_by(8) {
+                    let path = p(&format!("staging/tree/d{}/f{i}.md", i % 10));
+                    mover.write(&path, format!("file {i}").as_bytes()).unwrap();
+                }
+            });
+        }
+    });
+    reader.mkdir(&p("pub")).unwrap();
+    let started = Instant::now();
+    let moving = {
+        let mover = mover.clone();
+        std::thread::spawn(move || mover.rename(&p("staging/tree"), &p("pub/doc")))
+    };
+    let (mut absent_while_moving, mut whole) = (0, 0);
+    for _ in 0..100_000 {
+        let still_moving = !moving.is_finished();
+        if names(&reader, "pub").iter().any(|(n, _)| n == "doc") {
+            assert_eq!(files_under(&reader, &p("pub/doc")), FILES, "a partial tree");
+            whole += 1;
+        } else {
+            assert!(reader.stat(&p("pub/doc")).unwrap().is_none());
+            assert!(matches!(
+                reader.list(&p("pub/doc")),
+                Err(StorageError::NotFound(_))
+            ));
+            absent_while_moving += usize::from(still_moving);
+        }
+        if (moving.is_finished() && whole > 0) || started.elapsed() > Duration::from_secs(60) {
+            break;
+        }
+    }
+    moving.join().unwrap().unwrap();
+    let moved_in = started.elapsed();
+    assert!(whole > 0, "the tree appeared");
+    assert!(
+        absent_while_moving > 0,
+        "the reader looked while the move ran ({moved_in:?})"
+    );
+    assert_eq!(files_under(&reader, &p("pub/doc")), FILES);
+    assert!(reader.stat(&p("staging/tree")).unwrap().is_none());
+    let leftovers: Vec<String> = sw
+        .raw(&prefix)
+        .keys()
+        .into_iter()
+        .filter(|k| k.contains(".longship-pub-") || k.contains(".longship-moves/"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    eprintln!(
+        "moved {FILES} files in {moved_in:?}; {absent_while_moving} listings saw nothing meanwhile"
+    );
+}
+
+/// Moves whose mover died are settled by recovery on another instance: a flagged (possibly
+/// partial) destination is deleted before its flag, a committed one loses its sources, and a
+/// move whose lease is still held is left alone.
+#[test]
+fn s3_recovery_settles_moves_whose_mover_is_gone() {
+    let Some(sw) = seaweed::shared() else { return };
+    let prefix = format!("recover-{}", uuid::Uuid::new_v4().simple());
+    let s = S3Storage::open(&sw.settings(&prefix)).unwrap();
+    let raw = sw.raw(&prefix);
+    let intent = |id: &str, from: &str, to: &str| {
+        let body = serde_json::json!({"id": id, "from": from, "to": to, "started_ms": 0});
+        raw.put(
+            &format!(".longship-moves/{id}.json"),
+            body.to_string().as_bytes(),
+        );
+    };
+    for src in ["src1", "src2", "src3"] {
+        s.write(&p(&format!("{src}/a.md")), b"a").unwrap();
+        s.write(&p(&format!("{src}/deep/b.md")), b"b").unwrap();
+    }
+    s.mkdir(&p("pub")).unwrap();
+    // 1: crashed mid-copy: flag and claim are its own, one object copied.
+    intent("m1", "src1", "pub/r1");
+    raw.put("pub/.longship-pub-r1", b"m1");
+    raw.put("pub/r1/.longship-dir", b"m1");
+    raw.put("pub/r1/a.md", b"a");
+    // 2: crashed after the commit (flag gone), before deleting its sources.
+    intent("m2", "src2", "pub/r2");
+    raw.put("pub/r2/.longship-dir", b"m2");
+    raw.put("pub/r2/a.md", b"a");
+    raw.put("pub/r2/deep/b.md", b"b");
+    // 3: alive (its lease is held by another instance) and mid-copy.
+    intent("m3", "src3", "pub/r3");
+    raw.put("pub/.longship-pub-r3", b"m3");
+    raw.put("pub/r3/.longship-dir", b"m3");
+    raw.put("pub/r3/a.md", b"a");
+    let alive = S3Storage::open(&sw.settings(&prefix)).unwrap();
+    let lease = alive.lock("move:m3", Duration::from_secs(1)).unwrap();
+    // 4: lost the race for its name to another mover's flag before it crashed.
+    intent("m4", "src4", "pub/r3");
+
+    // Flagged destinations are invisible, whatever they hold.
+    assert_eq!(names(&s, "pub"), vec![("r2".to_string(), EntryKind::Dir)]);
+    for hidden in ["pub/r1", "pub/r3"] {
+        assert!(s.stat(&p(hidden)).unwrap().is_none(), "{hidden}");
+        assert!(matches!(
+            s.remove(&p(hidden), true),
+            Err(StorageError::NotFound(_))
+        ));
+        assert!(matches!(
+            s.rename(&p("src1"), &p(hidden)),
+            Err(StorageError::AlreadyExists(_))
+        ));
+    }
+
+    assert_eq!(s.recover_moves().unwrap(), 3, "m1, m2 and m4; m3 is alive");
+    let keys = raw.keys();
+    assert!(!keys.iter().any(|k| k.starts_with("pub/r1/")), "{keys:?}");
+    assert!(
+        !keys.iter().any(|k| k.contains("longship-pub-r1")),
+        "{keys:?}"
+    );
+    assert_eq!(s.read(&p("src1/deep/b.md")).unwrap(), b"b", "sources kept");
+    assert!(s.stat(&p("src2")).unwrap().is_none(), "sources removed");
+    assert_eq!(s.read(&p("pub/r2/deep/b.md")).unwrap(), b"b");
+    assert!(
+        keys.contains(&"pub/.longship-pub-r3".to_string()),
+        "{keys:?}"
+    );
+    assert!(keys.contains(&".longship-moves/m3.json".to_string()));
+    assert!(!keys
+        .iter()
+        .any(|k| k.contains("m1.json") || k.contains("m2.json") || k.contains("m4.json")));
+    assert_eq!(names(&s, "pub"), vec![("r2".to_string(), EntryKind::Dir)]);
+
+    // Its holder gone, the live one is rolled back too.
+    drop(lease);
+    assert_eq!(s.recover_moves().unwrap(), 1);
+    assert!(raw.keys().iter().all(|k| !k.starts_with("pub/r3/")
+        && !k.contains("longship-pub")
+        && !k.contains("moves/")));
+    // The names are free again.
+    s.rename(&p("src1"), &p("pub/r1")).unwrap();
+    s.rename(&p("src3"), &p("pub/r3")).unwrap();
+    assert_eq!(files_under(&s, &p("pub")), 6);
+}

@@ -3,7 +3,8 @@
 //! `/local/<p>` is the key `<prefix>/<p>`. A directory is a key prefix; directories the backend
 //! creates also get a zero-byte marker object `<dir>/.longship-dir`, so empty directories
 //! persist (object_store cannot name keys that end in `/`, the other common convention).
-//! Names starting with [`INTERNAL_PREFIX`] (markers, probes, lock leases) are never listed.
+//! Names starting with [`INTERNAL_PREFIX`] (markers, probes, lock leases, move intents,
+//! publishing flags) are never listed.
 
 use object_store::path::Path;
 
@@ -15,6 +16,12 @@ pub const INTERNAL_PREFIX: &str = ".longship-";
 pub const DIR_MARKER: &str = ".longship-dir";
 /// Top-level folder of lock leases.
 pub const LOCKS_DIR: &str = ".longship-locks";
+/// Top-level folder of the intents of directory moves in progress (see `moves`).
+pub const MOVES_DIR: &str = ".longship-moves";
+/// Prefix of a publishing flag: `<parent>/.longship-pub-<name>` hides the directory
+/// `<parent>/<name>` while a move fills it. As long as the marker suffix `/.longship-dir`, so
+/// any directory whose marker fits a key fits its flag too.
+pub const FLAG_PREFIX: &str = ".longship-pub-";
 
 /// Builds object keys for one bucket prefix.
 #[derive(Debug, Clone)]
@@ -57,6 +64,21 @@ impl Keys {
     /// The marker key of a directory.
     pub fn marker(&self, dir: &StorePath) -> StorageResult<Path> {
         self.child(dir, DIR_MARKER)
+    }
+
+    /// The publishing flag of a directory (a sibling object in its parent); `None` for the root.
+    pub fn flag(&self, dir: &StorePath) -> StorageResult<Option<Path>> {
+        match dir.parent() {
+            Some(parent) => self
+                .child(&parent, &format!("{FLAG_PREFIX}{}", dir.name()))
+                .map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// The directory name a publishing flag hides, if `name` is one.
+    pub fn flagged(name: &str) -> Option<&str> {
+        name.strip_prefix(FLAG_PREFIX).filter(|n| !n.is_empty())
     }
 
     /// A backend-internal object under the top of the prefix (`rel` may contain `/`).
@@ -144,6 +166,23 @@ mod tests {
             ".longship-dir"
         );
         assert!(bare.file(&StorePath::root()).is_err());
+    }
+
+    #[test]
+    fn a_flag_is_a_hidden_sibling_as_long_as_the_marker() {
+        let k = Keys::new("pre").unwrap();
+        let flag = k.flag(&p("a/b/doc")).unwrap().unwrap();
+        assert_eq!(flag.as_ref(), "pre/a/b/.longship-pub-doc");
+        assert!(Keys::is_internal(Keys::name(&flag)));
+        assert_eq!(Keys::flagged(Keys::name(&flag)), Some("doc"));
+        assert_eq!(Keys::flagged(".longship-dir"), None);
+        assert_eq!(Keys::flagged(FLAG_PREFIX), None);
+        assert!(k.flag(&StorePath::root()).unwrap().is_none());
+        let deep = p(&vec!["a"; 300].join("/"));
+        assert_eq!(
+            k.flag(&deep).unwrap().unwrap().as_ref().len(),
+            k.marker(&deep).unwrap().as_ref().len()
+        );
     }
 
     #[test]

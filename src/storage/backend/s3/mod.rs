@@ -8,7 +8,8 @@
 //!   removing a directory's last file leaves the directory, exactly as on local disk.
 //! - `append` is a read + conditional-write loop; `lock` is a lease object ([`lease`]) whose
 //!   expiry is judged on the contender's monotonic clock, never by comparing wall clocks.
-//! - Tree moves are copy-then-delete: atomic per object, not for the tree as a whole.
+//! - Tree moves are copy-then-delete behind a publishing flag ([`moves`]): the tree appears at
+//!   its destination all at once, when the flag is deleted after the last copy.
 //!
 //! The trait is blocking and called from SyncArbiter threads; the backend owns a small tokio
 //! runtime and `block_on`s object_store's async calls from the calling thread.
@@ -17,7 +18,9 @@ mod deadline;
 mod error;
 mod keys;
 mod lease;
+mod moves;
 
+use std::collections::HashSet;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -272,13 +275,24 @@ impl Inner {
         if let Some(meta) = file? {
             return Ok(Some(file_meta(&meta)));
         }
-        if let Some(marker) = marker? {
-            return Ok(Some(dir_meta(marker.last_modified.into())));
+        let modified = match marker? {
+            Some(marker) => marker.last_modified.into(),
+            None if self.any_under(path).await? => SystemTime::now(),
+            None => return Ok(None),
+        };
+        if self.publishing(path).await? {
+            return Ok(None);
         }
-        if self.any_under(path).await? {
-            return Ok(Some(dir_meta(SystemTime::now())));
+        Ok(Some(dir_meta(modified)))
+    }
+
+    /// True while a move fills the directory `dir` (its publishing flag exists): it does not
+    /// exist yet for readers.
+    async fn publishing(&self, dir: &StorePath) -> StorageResult<bool> {
+        match self.keys.flag(dir)? {
+            Some(flag) => Ok(self.head(&flag, dir).await?.is_some()),
+            None => Ok(false),
         }
-        Ok(None)
     }
 
     /// Make sure every ancestor of `path` is a directory with a marker. The common case (the
@@ -433,11 +447,16 @@ impl Inner {
 
     async fn list(&self, dir: &StorePath) -> StorageResult<Vec<DirEntry>> {
         let prefix = self.keys.of(dir)?;
-        let listing = self
-            .store
-            .list_with_delimiter(prefix.as_ref())
-            .await
-            .map_err(|e| self.err(e, dir))?;
+        let (listing, publishing) = futures_util::join!(
+            self.store.list_with_delimiter(prefix.as_ref()),
+            self.publishing(dir)
+        );
+        if publishing? {
+            return Err(StorageError::NotFound(dir.to_string()));
+        }
+        let listing = listing.map_err(|e| self.err(e, dir))?;
+        // Sub-directories a move is still filling: their flags arrive in this same listing.
+        let flagged = flagged_names(&listing.objects);
         let has_marker = listing
             .objects
             .iter()
@@ -454,7 +473,7 @@ impl Inner {
         let subdirs = listing
             .common_prefixes
             .iter()
-            .filter(|p| !Keys::is_internal(Keys::name(p)))
+            .filter(|p| !Keys::is_internal(Keys::name(p)) && !flagged.contains(Keys::name(p)))
             .filter_map(|p| self.keys.rel(p));
         // A sub-directory's time is its marker's. One without a marker is implicit (objects
         // written by another tool) or a ghost: SeaweedFS keeps listing a folder whose objects
@@ -545,8 +564,10 @@ impl Inner {
             };
         }
         let own_marker = self.keys.marker(path)?;
-        let objects = self.objects_under(path).await?;
-        if objects.is_empty() {
+        let (objects, publishing) =
+            futures_util::join!(self.objects_under(path), self.publishing(path));
+        let objects = objects?;
+        if objects.is_empty() || publishing? {
             return Err(StorageError::NotFound(path.to_string()));
         }
         let (markers, files): (Vec<Path>, Vec<Path>) = objects
@@ -565,7 +586,12 @@ impl Inner {
         self.delete_all(own, path).await
     }
 
-    async fn rename(&self, from: &StorePath, to: &StorePath) -> StorageResult<()> {
+    async fn rename(
+        self: &Arc<Self>,
+        runtime: &tokio::runtime::Handle,
+        from: &StorePath,
+        to: &StorePath,
+    ) -> StorageResult<()> {
         if from.is_root() || to.is_root() {
             return Err(StorageError::InvalidPath("cannot move the root".into()));
         }
@@ -583,7 +609,7 @@ impl Inner {
         }
         self.ensure_parents(to).await?;
         if src.is_dir() {
-            self.move_tree(from, to).await
+            moves::move_tree(self, runtime, from, to).await
         } else {
             self.move_file(from, to).await
         }
@@ -607,51 +633,6 @@ impl Inner {
             Some(now) if now.e_tag == copied => self.delete_all(vec![src], from).await,
             _ => Ok(()),
         }
-    }
-
-    /// Claim `to` by creating its marker if absent, copy every object server-side, then delete
-    /// the sources. Not atomic as a whole: a reader may see both trees while it runs.
-    async fn move_tree(&self, from: &StorePath, to: &StorePath) -> StorageResult<()> {
-        let claim = self.keys.marker(to)?;
-        self.put(&claim, Bytes::new(), PutMode::Create, to)
-            .await
-            .map_err(|e| match e {
-                StorageError::Conflict(_) => StorageError::AlreadyExists(to.to_string()),
-                other => other,
-            })?;
-        let (src_root, dst_root) = (self.keys.of(from)?, self.keys.of(to)?);
-        let (Some(src_root), Some(dst_root)) = (src_root, dst_root) else {
-            return Err(StorageError::InvalidPath("cannot move the root".into()));
-        };
-        let objects = self.objects_under(from).await?;
-        let own_marker = self.keys.marker(from)?;
-        let src_prefix = format!("{}/", src_root.as_ref());
-        let copies = objects
-            .iter()
-            .filter(|o| o.location != own_marker)
-            .filter_map(|o| {
-                let rest = o.location.as_ref().strip_prefix(&src_prefix)?;
-                let target = Path::parse(format!("{}/{rest}", dst_root.as_ref())).ok()?;
-                Some((o.location.clone(), target))
-            })
-            .collect::<Vec<_>>();
-        stream::iter(copies.iter().map(|(src, dst)| async move {
-            self.store
-                .copy(src, dst)
-                .await
-                .map_err(|e| self.internal_err(e, &format!("{from} -> {to}")))
-        }))
-        .buffer_unordered(FAN_OUT)
-        .try_collect::<()>()
-        .await?;
-        let mut sources: Vec<Path> = objects
-            .into_iter()
-            .map(|o| o.location)
-            .filter(|k| *k != own_marker)
-            .collect();
-        sources.sort_by_key(|k| Keys::name(k) == DIR_MARKER);
-        self.delete_all(sources, from).await?;
-        self.delete_all(vec![own_marker], from).await
     }
 
     async fn probe(&self) -> StorageResult<()> {
@@ -681,6 +662,14 @@ impl Inner {
         }
         Ok(())
     }
+}
+
+/// The names of the sub-directories that publishing flags among `objects` hide.
+fn flagged_names(objects: &[ObjectMeta]) -> HashSet<&str> {
+    objects
+        .iter()
+        .filter_map(|o| Keys::flagged(Keys::name(&o.location)))
+        .collect()
 }
 
 /// The chain of directories from the top down to `dir` (the root excluded).
@@ -778,7 +767,7 @@ impl Storage for S3Storage {
     }
 
     fn rename(&self, from: &StorePath, to: &StorePath) -> StorageResult<()> {
-        self.block_on(self.inner.rename(from, to))
+        self.block_on(self.inner.rename(&self.handle, from, to))
     }
 
     fn lock(&self, name: &str, timeout: Duration) -> StorageResult<Box<dyn LockGuard>> {
@@ -804,6 +793,23 @@ impl Storage for S3Storage {
             .map(|p| inner.keys.file(p))
             .collect::<StorageResult<Vec<_>>>()?;
         self.block_on(inner.delete_all(keys, &StorePath::root()))
+    }
+
+    /// Each intent is settled in a call of its own (its own deadline); one that fails is
+    /// logged and tried again at the next sweep.
+    fn recover_moves(&self) -> StorageResult<usize> {
+        let inner = &self.inner;
+        let mut settled = 0;
+        for key in self.block_on(moves::intents(inner))? {
+            match self.block_on(moves::recover(inner, &self.handle, &key)) {
+                Ok(true) => settled += 1,
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(intent = %key, error = %e, "could not settle a directory move")
+                }
+            }
+        }
+        Ok(settled)
     }
 
     /// S3 rewrites the whole object to append (see `Inner::append`).

@@ -1,0 +1,350 @@
+//! Directory moves that appear at their destination all at once.
+//!
+//! S3 has no rename: a tree moves object by object. So that no reader ever sees part of a
+//! tree at its destination, a move hides the destination behind a *publishing flag* — the
+//! sibling object `<parent>/.longship-pub-<name>` — while it fills it:
+//!
+//! 1. take a lease `move:<id>` (see [`super::lease`]: renewed while the move runs, taken over
+//!    at once when its holder on this machine died, otherwise after a lifetime unrenewed);
+//! 2. write the intent `.longship-moves/<id>.json` (from, to), so a crash can be found;
+//! 3. create the flag, create-only, holding `<id>` (a second mover of the same name loses);
+//! 4. claim `to` by creating its directory marker, create-only, also holding `<id>`;
+//! 5. copy every object server-side;
+//! 6. delete the flag — **the commit point**: the whole tree appears at once;
+//! 7. delete the sources, then the intent, then release the lease.
+//!
+//! Readers pay nothing for the flag in a parent's listing (it arrives in the same delimiter
+//! listing as the child and hides it); a stat, listing or removal of the flagged directory
+//! itself costs one HEAD more and answers NotFound. A file deep inside the tree read by a
+//! guessed path is not hidden: each object is complete, the tree is what is atomic.
+//!
+//! Recovery ([`recover`], run periodically on every instance) takes the lease of each intent
+//! it finds; if it gets it, the mover is gone, and what is left decides ([`decide`]): a flag
+//! still there means the copy may be incomplete, so the partial destination is deleted first
+//! and the flag after it — the flag never goes while a partial tree is under it. A flag
+//! already gone with the destination still claimed means the move committed: the remaining
+//! sources are deleted. Sources are never needed by recovery, so a sweep that removes them
+//! (an ingestion's staging tree) cannot race it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::stream::{self, StreamExt, TryStreamExt};
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt, PutMode};
+use serde::{Deserialize, Serialize};
+
+use super::keys::{Keys, DIR_MARKER, MOVES_DIR};
+use super::{lease, Inner, FAN_OUT};
+use crate::storage::{LockGuard, StorageError, StorageResult, StorePath};
+use crate::time::epoch_millis_now;
+
+/// What a move records before it touches anything.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Intent {
+    pub id: String,
+    pub from: String,
+    pub to: String,
+    /// Wall-clock start, for people reading the object; staleness is the lease's business.
+    pub started_ms: u64,
+}
+
+/// What recovery does with a move whose mover is gone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recovery {
+    /// Flag and claim are ours: the copy may be partial. Delete the destination, then the flag.
+    RollBack,
+    /// The flag is ours but `to` was never claimed (someone else's name): delete the flag.
+    DropFlag,
+    /// The flag is gone and `to` is still claimed by us: the move committed. Delete sources.
+    RollForward,
+    /// Neither is ours: the move never started or was settled already.
+    Forget,
+}
+
+/// The recovery of a move from what its flag and its claim on `to` hold.
+pub fn decide(flag_ours: bool, claim_ours: bool) -> Recovery {
+    match (flag_ours, claim_ours) {
+        (true, true) => Recovery::RollBack,
+        (true, false) => Recovery::DropFlag,
+        (false, true) => Recovery::RollForward,
+        (false, false) => Recovery::Forget,
+    }
+}
+
+fn lease_name(id: &str) -> String {
+    format!("move:{id}")
+}
+
+fn intent_key(inner: &Inner, id: &str) -> StorageResult<Path> {
+    inner.keys.internal(&format!("{MOVES_DIR}/{id}.json"))
+}
+
+fn already_exists(to: &StorePath) -> impl Fn(StorageError) -> StorageError + '_ {
+    move |e| match e {
+        StorageError::Conflict(_) => StorageError::AlreadyExists(to.to_string()),
+        other => other,
+    }
+}
+
+/// How a move that did not complete left the store.
+enum Failed {
+    /// Nothing of it remains but the intent, which can go.
+    Settled(StorageError),
+    /// Flag, claim or copies may remain: the intent stays for recovery.
+    Unsettled(StorageError),
+}
+
+/// Move the directory `from` to `to` (which must not exist), visible at `to` only once whole.
+pub async fn move_tree(
+    inner: &Arc<Inner>,
+    runtime: &tokio::runtime::Handle,
+    from: &StorePath,
+    to: &StorePath,
+) -> StorageResult<()> {
+    let Some(flag) = inner.keys.flag(to)? else {
+        return Err(StorageError::InvalidPath("cannot move the root".into()));
+    };
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let lease = lease::acquire(
+        inner.clone(),
+        runtime.clone(),
+        &lease_name(&id),
+        inner.lease,
+    )
+    .await?;
+    let intent = Intent {
+        id: id.clone(),
+        from: from.as_str().to_string(),
+        to: to.as_str().to_string(),
+        started_ms: epoch_millis_now(),
+    };
+    let key = intent_key(inner, &id)?;
+    let body = serde_json::to_vec(&intent)
+        .map_err(|e| StorageError::Unavailable(format!("cannot encode a move intent: {e}")))?;
+    inner.put(&key, body.into(), PutMode::Overwrite, to).await?;
+    let outcome = publish(inner, &lease, &id, from, to, &flag).await;
+    let (result, settled) = match outcome {
+        Ok(()) => (Ok(()), true),
+        Err(Failed::Settled(e)) => (Err(e), true),
+        Err(Failed::Unsettled(e)) => (Err(e), false),
+    };
+    if settled {
+        if let Err(e) = inner.delete_all(vec![key], to).await {
+            tracing::warn!(error = %e, %from, %to, "could not remove a finished move's intent; recovery removes it");
+        }
+    }
+    drop(lease);
+    result
+}
+
+/// Steps 3–7 of the module docs.
+async fn publish(
+    inner: &Inner,
+    lease: &lease::Lease,
+    id: &str,
+    from: &StorePath,
+    to: &StorePath,
+    flag: &Path,
+) -> Result<(), Failed> {
+    let tag = Bytes::from(id.to_string());
+    inner
+        .put(flag, tag.clone(), PutMode::Create, to)
+        .await
+        .map_err(already_exists(to))
+        .map_err(Failed::Settled)?;
+    let claim = inner.keys.marker(to).map_err(Failed::Unsettled)?;
+    if let Err(e) = inner.put(&claim, tag, PutMode::Create, to).await {
+        return match inner.delete_all(vec![flag.clone()], to).await {
+            Ok(()) => Err(Failed::Settled(already_exists(to)(e))),
+            Err(_) => Err(Failed::Unsettled(already_exists(to)(e))),
+        };
+    }
+    let sources = match copy_tree(inner, from, to).await {
+        Ok(sources) => sources,
+        Err(e) if lease.held() => {
+            return match roll_back(inner, to, flag).await {
+                Ok(()) => Err(Failed::Settled(e)),
+                Err(_) => Err(Failed::Unsettled(e)),
+            }
+        }
+        Err(e) => return Err(Failed::Unsettled(e)),
+    };
+    if !lease.held() {
+        // Recovery on another instance may be rolling this move back: do not commit.
+        return Err(Failed::Unsettled(StorageError::Unavailable(format!(
+            "the move of {from} to {to} stalled past its lease; recovery settles it"
+        ))));
+    }
+    inner
+        .delete_all(vec![flag.clone()], to)
+        .await
+        .map_err(Failed::Unsettled)?;
+    delete_tree(inner, from, sources)
+        .await
+        .map_err(Failed::Unsettled)
+}
+
+/// Copy every object under `from` (but its own marker: `to` was claimed) to the same place
+/// under `to`. Returns the keys copied, for deletion after the commit.
+async fn copy_tree(inner: &Inner, from: &StorePath, to: &StorePath) -> StorageResult<Vec<Path>> {
+    let (Some(src_root), Some(dst_root)) = (inner.keys.of(from)?, inner.keys.of(to)?) else {
+        return Err(StorageError::InvalidPath("cannot move the root".into()));
+    };
+    let own_marker = inner.keys.marker(from)?;
+    let src_prefix = format!("{}/", src_root.as_ref());
+    let mut copies = Vec::new();
+    for o in inner.objects_under(from).await? {
+        if o.location == own_marker {
+            continue;
+        }
+        let Some(rest) = o.location.as_ref().strip_prefix(&src_prefix) else {
+            continue;
+        };
+        let target = Path::parse(format!("{}/{rest}", dst_root.as_ref()))
+            .map_err(|e| StorageError::InvalidPath(format!("{to}/{rest}: {e}")))?;
+        copies.push((o.location, target));
+    }
+    stream::iter(copies.iter().map(|(src, dst)| async move {
+        inner
+            .store
+            .copy(src, dst)
+            .await
+            .map_err(|e| inner.internal_err(e, &format!("{from} -> {to}")))
+    }))
+    .buffer_unordered(FAN_OUT)
+    .try_collect::<()>()
+    .await?;
+    Ok(copies.into_iter().map(|(src, _)| src).collect())
+}
+
+/// Delete `keys` under `dir` (files first, then sub-directory markers), then `dir`'s own
+/// marker: an interrupted deletion leaves a directory that can be deleted again.
+async fn delete_tree(inner: &Inner, dir: &StorePath, keys: Vec<Path>) -> StorageResult<()> {
+    let own_marker = inner.keys.marker(dir)?;
+    let (markers, files): (Vec<Path>, Vec<Path>) = keys
+        .into_iter()
+        .filter(|k| *k != own_marker)
+        .partition(|k| Keys::name(k) == DIR_MARKER);
+    inner.delete_all(files, dir).await?;
+    inner.delete_all(markers, dir).await?;
+    inner.delete_all(vec![own_marker], dir).await
+}
+
+/// Delete the (possibly partial) destination, then its flag: never the other way round.
+async fn roll_back(inner: &Inner, to: &StorePath, flag: &Path) -> StorageResult<()> {
+    let keys = inner
+        .objects_under(to)
+        .await?
+        .into_iter()
+        .map(|o| o.location)
+        .collect();
+    delete_tree(inner, to, keys).await?;
+    inner.delete_all(vec![flag.clone()], to).await
+}
+
+/// The bytes of an object, `None` if it does not exist.
+async fn body_of(inner: &Inner, key: &Path) -> StorageResult<Option<Bytes>> {
+    let got = match inner.store.get(key).await {
+        Ok(got) => got,
+        Err(object_store::Error::NotFound { .. }) => return Ok(None),
+        Err(e) => return Err(inner.internal_err(e, "a move's bookkeeping")),
+    };
+    got.bytes()
+        .await
+        .map(Some)
+        .map_err(|e| inner.internal_err(e, "a move's bookkeeping"))
+}
+
+/// The keys of every recorded move intent.
+pub async fn intents(inner: &Inner) -> StorageResult<Vec<Path>> {
+    let prefix = inner.keys.internal(MOVES_DIR)?;
+    let found: Vec<_> = inner
+        .store
+        .list(Some(&prefix))
+        .try_collect()
+        .await
+        .map_err(|e| inner.internal_err(e, "the move intents"))?;
+    Ok(found.into_iter().map(|o| o.location).collect())
+}
+
+/// Settle the move of intent `key` if its mover is gone; true if it was settled here.
+pub async fn recover(
+    inner: &Arc<Inner>,
+    runtime: &tokio::runtime::Handle,
+    key: &Path,
+) -> StorageResult<bool> {
+    let Some(id) = Keys::name(key).strip_suffix(".json") else {
+        return Ok(false);
+    };
+    let lease = match lease::acquire(
+        inner.clone(),
+        runtime.clone(),
+        &lease_name(id),
+        Duration::ZERO,
+    )
+    .await
+    {
+        Ok(lease) => lease,
+        // Its mover is alive (or not yet seen unrenewed for a whole lifetime).
+        Err(StorageError::Busy(_)) => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    // A mover removes its intent before releasing its lease: gone now means it finished.
+    let Some(body) = body_of(inner, key).await? else {
+        return Ok(false);
+    };
+    match serde_json::from_slice::<Intent>(&body) {
+        Ok(intent) if intent.id == id => settle(inner, &intent).await?,
+        _ => tracing::warn!(intent = %key, "removing an unreadable move intent"),
+    }
+    inner
+        .delete_all(vec![key.clone()], &StorePath::root())
+        .await?;
+    drop(lease);
+    Ok(true)
+}
+
+async fn settle(inner: &Inner, intent: &Intent) -> StorageResult<()> {
+    let (from, to) = (
+        StorePath::parse(&intent.from)?,
+        StorePath::parse(&intent.to)?,
+    );
+    let Some(flag) = inner.keys.flag(&to)? else {
+        return Ok(());
+    };
+    let ours = |body: Option<Bytes>| body.is_some_and(|b| b.as_ref() == intent.id.as_bytes());
+    let claim = inner.keys.marker(&to)?;
+    let (flag_body, claim_body) =
+        futures_util::join!(body_of(inner, &flag), body_of(inner, &claim));
+    let action = decide(ours(flag_body?), ours(claim_body?));
+    tracing::warn!(%from, %to, ?action, "settling a directory move whose mover is gone");
+    match action {
+        Recovery::RollBack => roll_back(inner, &to, &flag).await,
+        Recovery::DropFlag => inner.delete_all(vec![flag], &to).await,
+        Recovery::RollForward => {
+            let keys = inner
+                .objects_under(&from)
+                .await?
+                .into_iter()
+                .map(|o| o.location)
+                .collect();
+            delete_tree(inner, &from, keys).await
+        }
+        Recovery::Forget => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_flag_still_there_rolls_back_a_gone_one_rolls_forward() {
+        assert_eq!(decide(true, true), Recovery::RollBack);
+        assert_eq!(decide(true, false), Recovery::DropFlag);
+        assert_eq!(decide(false, true), Recovery::RollForward);
+        assert_eq!(decide(false, false), Recovery::Forget);
+    }
+}
