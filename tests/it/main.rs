@@ -15,6 +15,7 @@ mod metrics;
 mod multi_instance;
 mod resources;
 mod s3;
+mod s3_publish;
 mod s3_scale;
 mod seaweed;
 mod sessions;

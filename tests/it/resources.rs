@@ -16,7 +16,7 @@ use crate::harness::{Opts, Resp, Server, Storage};
 const RESOURCES: &str = "/api/v1/resources";
 const UPLOAD: &str = "/api/v1/resources/temp_upload";
 
-fn multipart(filename: &str, data: &[u8]) -> (String, Vec<u8>) {
+pub(crate) fn multipart(filename: &str, data: &[u8]) -> (String, Vec<u8>) {
     let boundary = "longshipboundary7d93";
     let mut body = Vec::new();
     body.extend_from_slice(
@@ -32,7 +32,7 @@ fn multipart(filename: &str, data: &[u8]) -> (String, Vec<u8>) {
     (format!("multipart/form-data; boundary={boundary}"), body)
 }
 
-fn upload(s: &Server, key: &str, filename: &str, data: &[u8]) -> Resp {
+pub(crate) fn upload(s: &Server, key: &str, filename: &str, data: &[u8]) -> Resp {
     let (ct, body) = multipart(filename, data);
     s.raw(
         "POST",
@@ -42,7 +42,7 @@ fn upload(s: &Server, key: &str, filename: &str, data: &[u8]) -> Resp {
     )
 }
 
-fn upload_id(s: &Server, key: &str, filename: &str, data: &[u8]) -> String {
+pub(crate) fn upload_id(s: &Server, key: &str, filename: &str, data: &[u8]) -> String {
     let r = upload(s, key, filename, data);
     assert_eq!(r.status, 200, "{:?}", r.body);
     r.result()["temp_file_id"].as_str().unwrap().to_string()
@@ -60,7 +60,7 @@ fn add_file(s: &Server, key: &str, filename: &str, data: &[u8], extra: Value) ->
     r.result().clone()
 }
 
-fn zip_bytes(entries: &[(&str, &[u8])]) -> Vec<u8> {
+pub(crate) fn zip_bytes(entries: &[(&str, &[u8])]) -> Vec<u8> {
     let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
     for (name, data) in entries {
         w.start_file(*name, zip::write::SimpleFileOptions::default())
@@ -70,7 +70,7 @@ fn zip_bytes(entries: &[(&str, &[u8])]) -> Vec<u8> {
     w.finish().unwrap().into_inner()
 }
 
-fn tree(s: &Server, key: &str, uri: &str) -> Vec<String> {
+pub(crate) fn tree(s: &Server, key: &str, uri: &str) -> Vec<String> {
     let r = s.get(
         &format!("/api/v1/fs/tree?uri={uri}&output=original&level_limit=10&node_limit=1000"),
         Some(key),
@@ -112,7 +112,7 @@ fn find(s: &Server, key: &str, query: &str) -> Vec<String> {
         .collect()
 }
 
-fn wait_task(s: &Server, key: &str, task_id: &str) -> Value {
+pub(crate) fn wait_task(s: &Server, key: &str, task_id: &str) -> Value {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let r = s.get(&format!("/api/v1/tasks/{task_id}"), Some(key));

@@ -351,9 +351,26 @@ pub struct RawBucket {
 impl RawBucket {
     /// Every key under the prefix, relative to it, sorted.
     pub fn keys(&self) -> Vec<String> {
+        self.keys_under("")
+    }
+
+    /// True if the object `<prefix>/<rel>` exists.
+    pub fn exists(&self, rel: &str) -> bool {
+        use object_store::ObjectStoreExt;
+        let key = object_store::path::Path::parse(format!("{}/{rel}", self.prefix)).expect("key");
+        match self.runtime.block_on(self.store.head(&key)) {
+            Ok(_) => true,
+            Err(object_store::Error::NotFound { .. }) => false,
+            Err(e) => panic!("raw HEAD {rel}: {e}"),
+        }
+    }
+
+    /// Every key under `<prefix>/<rel>/`, relative to the prefix, sorted.
+    pub fn keys_under(&self, rel: &str) -> Vec<String> {
         use futures_util::TryStreamExt;
         use object_store::ObjectStore;
-        let prefix = object_store::path::Path::from(self.prefix.as_str());
+        let under = format!("{}/{}", self.prefix, rel.trim_matches('/'));
+        let prefix = object_store::path::Path::parse(under.trim_end_matches('/')).expect("key");
         let found: Vec<object_store::ObjectMeta> = self
             .runtime
             .block_on(self.store.list(Some(&prefix)).try_collect())
