@@ -177,7 +177,12 @@ fn s3_kill_9_mid_publish_leaves_no_partial_tree_after_restart() {
         task_id = task_id.or_else(|| {
             raw.keys_under("acme/_system/ingest/active")
                 .iter()
-                .find_map(|k| k.rsplit('/').next()?.strip_suffix(".json").map(str::to_string))
+                .find_map(|k| {
+                    k.rsplit('/')
+                        .next()?
+                        .strip_suffix(".json")
+                        .map(str::to_string)
+                })
         });
         assert!(
             started.elapsed() < Duration::from_secs(120) && !adder.is_finished(),

@@ -455,8 +455,6 @@ impl Inner {
             return Err(StorageError::NotFound(dir.to_string()));
         }
         let listing = listing.map_err(|e| self.err(e, dir))?;
-        // Sub-directories a move is still filling: their flags arrive in this same listing.
-        let flagged = flagged_names(&listing.objects);
         let has_marker = listing
             .objects
             .iter()
@@ -470,10 +468,9 @@ impl Inner {
                 meta: file_meta(o),
             })
             .collect();
-        let subdirs = listing
-            .common_prefixes
-            .iter()
-            .filter(|p| !Keys::is_internal(Keys::name(p)) && !flagged.contains(Keys::name(p)))
+        let objects = listing.objects.iter().map(|o| &o.location);
+        let subdirs = shown_subdirs(objects, &listing.common_prefixes)
+            .into_iter()
             .filter_map(|p| self.keys.rel(p));
         // A sub-directory's time is its marker's. One without a marker is implicit (objects
         // written by another tool) or a ghost: SeaweedFS keeps listing a folder whose objects
@@ -586,12 +583,8 @@ impl Inner {
         self.delete_all(own, path).await
     }
 
-    async fn rename(
-        self: &Arc<Self>,
-        runtime: &tokio::runtime::Handle,
-        from: &StorePath,
-        to: &StorePath,
-    ) -> StorageResult<()> {
+    /// The checks of a rename, and `to`'s parents made; returns the source's metadata.
+    async fn prepare_rename(&self, from: &StorePath, to: &StorePath) -> StorageResult<Meta> {
         if from.is_root() || to.is_root() {
             return Err(StorageError::InvalidPath("cannot move the root".into()));
         }
@@ -608,11 +601,7 @@ impl Inner {
             return Err(StorageError::AlreadyExists(to.to_string()));
         }
         self.ensure_parents(to).await?;
-        if src.is_dir() {
-            moves::move_tree(self, runtime, from, to).await
-        } else {
-            self.move_file(from, to).await
-        }
+        Ok(src)
     }
 
     /// Copy with create-if-absent (so a concurrent creator of `to` wins cleanly), then delete
@@ -664,11 +653,19 @@ impl Inner {
     }
 }
 
-/// The names of the sub-directories that publishing flags among `objects` hide.
-fn flagged_names(objects: &[ObjectMeta]) -> HashSet<&str> {
-    objects
+/// The sub-directories of a delimiter listing (`objects` and `prefixes` of one level) that
+/// are shown: not the backend's own folders, and not a directory a move is still filling,
+/// whose publishing flag arrives among the same level's objects (no extra request).
+fn shown_subdirs<'a>(
+    objects: impl Iterator<Item = &'a Path>,
+    prefixes: &'a [Path],
+) -> Vec<&'a Path> {
+    let flagged: HashSet<&str> = objects
+        .filter_map(|key| Keys::flagged(Keys::name(key)))
+        .collect();
+    prefixes
         .iter()
-        .filter_map(|o| Keys::flagged(Keys::name(&o.location)))
+        .filter(|p| !Keys::is_internal(Keys::name(p)) && !flagged.contains(Keys::name(p)))
         .collect()
 }
 
@@ -767,7 +764,14 @@ impl Storage for S3Storage {
     }
 
     fn rename(&self, from: &StorePath, to: &StorePath) -> StorageResult<()> {
-        self.block_on(self.inner.rename(&self.handle, from, to))
+        let src = self.block_on(self.inner.prepare_rename(from, to))?;
+        if src.is_dir() {
+            // Many calls, each within the per-operation deadline: a large tree takes as long
+            // as it takes, a hung store still fails the move within one deadline.
+            moves::move_tree(self, from, to)
+        } else {
+            self.block_on(self.inner.move_file(from, to))
+        }
     }
 
     fn lock(&self, name: &str, timeout: Duration) -> StorageResult<Box<dyn LockGuard>> {
@@ -801,7 +805,7 @@ impl Storage for S3Storage {
         let inner = &self.inner;
         let mut settled = 0;
         for key in self.block_on(moves::intents(inner))? {
-            match self.block_on(moves::recover(inner, &self.handle, &key)) {
+            match moves::recover(self, &key) {
                 Ok(true) => settled += 1,
                 Ok(false) => {}
                 Err(e) => {
@@ -851,5 +855,40 @@ impl Storage for S3Storage {
                     .collect()
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys(raw: &[&str]) -> Vec<Path> {
+        raw.iter().map(|k| Path::parse(*k).unwrap()).collect()
+    }
+
+    #[test]
+    fn a_flag_in_the_same_listing_hides_its_directory_and_itself() {
+        let objects = keys(&[
+            "pre/res/.longship-dir",
+            "pre/res/.longship-pub-doc",
+            "pre/res/.longship-pub-gone",
+            "pre/res/notes.md",
+        ]);
+        let prefixes = keys(&[
+            "pre/res/doc",
+            "pre/res/docs",
+            "pre/res/other",
+            "pre/res/.longship-locks",
+        ]);
+        let shown: Vec<&str> = shown_subdirs(objects.iter(), &prefixes)
+            .into_iter()
+            .map(|p| p.as_ref())
+            .collect();
+        assert_eq!(shown, ["pre/res/docs", "pre/res/other"]);
+        // The flag itself is an internal name: never listed as a file.
+        assert!(objects
+            .iter()
+            .filter(|k| !Keys::is_internal(Keys::name(k)))
+            .all(|k| k.as_ref() == "pre/res/notes.md"));
     }
 }

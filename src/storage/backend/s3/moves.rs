@@ -26,7 +26,6 @@
 //! sources are deleted. Sources are never needed by recovery, so a sweep that removes them
 //! (an ingestion's staging tree) cannot race it.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -36,7 +35,7 @@ use object_store::{ObjectStore, ObjectStoreExt, PutMode};
 use serde::{Deserialize, Serialize};
 
 use super::keys::{Keys, DIR_MARKER, MOVES_DIR};
-use super::{lease, Inner, FAN_OUT};
+use super::{lease, Inner, S3Storage, FAN_OUT};
 use crate::storage::{LockGuard, StorageError, StorageResult, StorePath};
 use crate::time::epoch_millis_now;
 
@@ -96,24 +95,24 @@ enum Failed {
     Unsettled(StorageError),
 }
 
+/// Objects copied per storage call: each call has the per-operation deadline, so a tree of
+/// any size moves as long as the store keeps answering.
+const COPY_BATCH: usize = 1000;
+
 /// Move the directory `from` to `to` (which must not exist), visible at `to` only once whole.
-pub async fn move_tree(
-    inner: &Arc<Inner>,
-    runtime: &tokio::runtime::Handle,
-    from: &StorePath,
-    to: &StorePath,
-) -> StorageResult<()> {
+/// Runs on the calling (blocking) thread, one storage call per step.
+pub fn move_tree(storage: &S3Storage, from: &StorePath, to: &StorePath) -> StorageResult<()> {
+    let inner = &storage.inner;
     let Some(flag) = inner.keys.flag(to)? else {
         return Err(StorageError::InvalidPath("cannot move the root".into()));
     };
     let id = uuid::Uuid::new_v4().simple().to_string();
-    let lease = lease::acquire(
+    let lease = storage.block_on(lease::acquire(
         inner.clone(),
-        runtime.clone(),
+        storage.handle.clone(),
         &lease_name(&id),
         inner.lease,
-    )
-    .await?;
+    ))?;
     let intent = Intent {
         id: id.clone(),
         from: from.as_str().to_string(),
@@ -123,15 +122,14 @@ pub async fn move_tree(
     let key = intent_key(inner, &id)?;
     let body = serde_json::to_vec(&intent)
         .map_err(|e| StorageError::Unavailable(format!("cannot encode a move intent: {e}")))?;
-    inner.put(&key, body.into(), PutMode::Overwrite, to).await?;
-    let outcome = publish(inner, &lease, &id, from, to, &flag).await;
-    let (result, settled) = match outcome {
+    storage.block_on(inner.put(&key, body.into(), PutMode::Overwrite, to))?;
+    let (result, settled) = match publish(storage, &lease, &id, from, to, &flag) {
         Ok(()) => (Ok(()), true),
         Err(Failed::Settled(e)) => (Err(e), true),
         Err(Failed::Unsettled(e)) => (Err(e), false),
     };
     if settled {
-        if let Err(e) = inner.delete_all(vec![key], to).await {
+        if let Err(e) = storage.block_on(inner.delete_all(vec![key], to)) {
             tracing::warn!(error = %e, %from, %to, "could not remove a finished move's intent; recovery removes it");
         }
     }
@@ -140,31 +138,32 @@ pub async fn move_tree(
 }
 
 /// Steps 3–7 of the module docs.
-async fn publish(
-    inner: &Inner,
+fn publish(
+    storage: &S3Storage,
     lease: &lease::Lease,
     id: &str,
     from: &StorePath,
     to: &StorePath,
     flag: &Path,
 ) -> Result<(), Failed> {
+    let inner = &storage.inner;
     let tag = Bytes::from(id.to_string());
-    inner
-        .put(flag, tag.clone(), PutMode::Create, to)
-        .await
+    storage
+        .block_on(inner.put(flag, tag.clone(), PutMode::Create, to))
         .map_err(already_exists(to))
         .map_err(Failed::Settled)?;
     let claim = inner.keys.marker(to).map_err(Failed::Unsettled)?;
-    if let Err(e) = inner.put(&claim, tag, PutMode::Create, to).await {
-        return match inner.delete_all(vec![flag.clone()], to).await {
+    if let Err(e) = storage.block_on(inner.put(&claim, tag, PutMode::Create, to)) {
+        return match storage.block_on(inner.delete_all(vec![flag.clone()], to)) {
             Ok(()) => Err(Failed::Settled(already_exists(to)(e))),
             Err(_) => Err(Failed::Unsettled(already_exists(to)(e))),
         };
     }
-    let sources = match copy_tree(inner, from, to).await {
+    let copied = copy_tree(storage, from, to);
+    let sources = match copied {
         Ok(sources) => sources,
         Err(e) if lease.held() => {
-            return match roll_back(inner, to, flag).await {
+            return match storage.block_on(roll_back(inner, to, flag)) {
                 Ok(()) => Err(Failed::Settled(e)),
                 Err(_) => Err(Failed::Unsettled(e)),
             }
@@ -177,25 +176,25 @@ async fn publish(
             "the move of {from} to {to} stalled past its lease; recovery settles it"
         ))));
     }
-    inner
-        .delete_all(vec![flag.clone()], to)
-        .await
+    storage
+        .block_on(inner.delete_all(vec![flag.clone()], to))
         .map_err(Failed::Unsettled)?;
-    delete_tree(inner, from, sources)
-        .await
+    storage
+        .block_on(delete_tree(inner, from, sources))
         .map_err(Failed::Unsettled)
 }
 
 /// Copy every object under `from` (but its own marker: `to` was claimed) to the same place
-/// under `to`. Returns the keys copied, for deletion after the commit.
-async fn copy_tree(inner: &Inner, from: &StorePath, to: &StorePath) -> StorageResult<Vec<Path>> {
+/// under `to`, [`COPY_BATCH`] per call. Returns the keys copied, for deletion after the commit.
+fn copy_tree(storage: &S3Storage, from: &StorePath, to: &StorePath) -> StorageResult<Vec<Path>> {
+    let inner = &storage.inner;
     let (Some(src_root), Some(dst_root)) = (inner.keys.of(from)?, inner.keys.of(to)?) else {
         return Err(StorageError::InvalidPath("cannot move the root".into()));
     };
     let own_marker = inner.keys.marker(from)?;
     let src_prefix = format!("{}/", src_root.as_ref());
     let mut copies = Vec::new();
-    for o in inner.objects_under(from).await? {
+    for o in storage.block_on(inner.objects_under(from))? {
         if o.location == own_marker {
             continue;
         }
@@ -206,16 +205,19 @@ async fn copy_tree(inner: &Inner, from: &StorePath, to: &StorePath) -> StorageRe
             .map_err(|e| StorageError::InvalidPath(format!("{to}/{rest}: {e}")))?;
         copies.push((o.location, target));
     }
-    stream::iter(copies.iter().map(|(src, dst)| async move {
-        inner
-            .store
-            .copy(src, dst)
-            .await
-            .map_err(|e| inner.internal_err(e, &format!("{from} -> {to}")))
-    }))
-    .buffer_unordered(FAN_OUT)
-    .try_collect::<()>()
-    .await?;
+    for batch in copies.chunks(COPY_BATCH) {
+        storage.block_on(
+            stream::iter(batch.iter().map(|(src, dst)| async move {
+                inner
+                    .store
+                    .copy(src, dst)
+                    .await
+                    .map_err(|e| inner.internal_err(e, &format!("{from} -> {to}")))
+            }))
+            .buffer_unordered(FAN_OUT)
+            .try_collect::<()>(),
+        )?;
+    }
     Ok(copies.into_iter().map(|(src, _)| src).collect())
 }
 
@@ -270,40 +272,37 @@ pub async fn intents(inner: &Inner) -> StorageResult<Vec<Path>> {
 }
 
 /// Settle the move of intent `key` if its mover is gone; true if it was settled here.
-pub async fn recover(
-    inner: &Arc<Inner>,
-    runtime: &tokio::runtime::Handle,
-    key: &Path,
-) -> StorageResult<bool> {
+pub fn recover(storage: &S3Storage, key: &Path) -> StorageResult<bool> {
+    let inner = &storage.inner;
     let Some(id) = Keys::name(key).strip_suffix(".json") else {
         return Ok(false);
     };
-    let lease = match lease::acquire(
+    let _lease = match storage.block_on(lease::acquire(
         inner.clone(),
-        runtime.clone(),
+        storage.handle.clone(),
         &lease_name(id),
         Duration::ZERO,
-    )
-    .await
-    {
+    )) {
         Ok(lease) => lease,
         // Its mover is alive (or not yet seen unrenewed for a whole lifetime).
         Err(StorageError::Busy(_)) => return Ok(false),
         Err(e) => return Err(e),
     };
-    // A mover removes its intent before releasing its lease: gone now means it finished.
-    let Some(body) = body_of(inner, key).await? else {
-        return Ok(false);
-    };
-    match serde_json::from_slice::<Intent>(&body) {
-        Ok(intent) if intent.id == id => settle(inner, &intent).await?,
-        _ => tracing::warn!(intent = %key, "removing an unreadable move intent"),
-    }
-    inner
-        .delete_all(vec![key.clone()], &StorePath::root())
-        .await?;
-    drop(lease);
-    Ok(true)
+    storage.block_on(async {
+        // A mover removes its intent before releasing its lease: gone now means it finished.
+        let Some(body) = body_of(inner, key).await? else {
+            return Ok(false);
+        };
+        match serde_json::from_slice::<Intent>(&body) {
+            Ok(intent) if intent.id == id => settle(inner, &intent).await?,
+            _ => tracing::warn!(intent = %key, "removing an unreadable move intent"),
+        }
+        inner
+            .delete_all(vec![key.clone()], &StorePath::root())
+            .await?;
+        Ok(true)
+    })
+    // The lease is released here, after the intent is gone.
 }
 
 async fn settle(inner: &Inner, intent: &Intent) -> StorageResult<()> {
