@@ -84,21 +84,18 @@ pub fn keep_alive<T>(
     stale_after: Duration,
     work: impl FnOnce() -> T,
 ) -> T {
-    let done = std::sync::atomic::AtomicBool::new(false);
     let every = stale_after / 4;
+    // Dropping the sender (work done, or unwinding) wakes the helper at once.
+    let (done, finished) = std::sync::mpsc::channel::<()>();
     std::thread::scope(|scope| {
-        scope.spawn(|| {
-            let mut last = std::time::Instant::now();
-            while !done.load(std::sync::atomic::Ordering::Relaxed) {
-                std::thread::sleep(Duration::from_millis(50).min(every));
-                if last.elapsed() >= every {
-                    let _ = touch(storage, account, user, task_id);
-                    last = std::time::Instant::now();
-                }
+        scope.spawn(move || {
+            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = finished.recv_timeout(every)
+            {
+                let _ = touch(storage, account, user, task_id);
             }
         });
         let out = work();
-        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        drop(done);
         out
     })
 }

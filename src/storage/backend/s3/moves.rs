@@ -159,7 +159,7 @@ fn publish(
             Err(_) => Err(Failed::Unsettled(already_exists(to)(e))),
         };
     }
-    let copied = copy_tree(storage, from, to);
+    let copied = copy_tree(storage, lease, from, to);
     let sources = match copied {
         Ok(sources) => sources,
         Err(e) if lease.held() => {
@@ -186,7 +186,12 @@ fn publish(
 
 /// Copy every object under `from` (but its own marker: `to` was claimed) to the same place
 /// under `to`, [`COPY_BATCH`] per call. Returns the keys copied, for deletion after the commit.
-fn copy_tree(storage: &S3Storage, from: &StorePath, to: &StorePath) -> StorageResult<Vec<Path>> {
+fn copy_tree(
+    storage: &S3Storage,
+    lease: &lease::Lease,
+    from: &StorePath,
+    to: &StorePath,
+) -> StorageResult<Vec<Path>> {
     let inner = &storage.inner;
     let (Some(src_root), Some(dst_root)) = (inner.keys.of(from)?, inner.keys.of(to)?) else {
         return Err(StorageError::InvalidPath("cannot move the root".into()));
@@ -206,6 +211,12 @@ fn copy_tree(storage: &S3Storage, from: &StorePath, to: &StorePath) -> StorageRe
         copies.push((o.location, target));
     }
     for batch in copies.chunks(COPY_BATCH) {
+        if !lease.held() {
+            // Recovery may be deleting this destination: copying on would refill it.
+            return Err(StorageError::Unavailable(format!(
+                "the move of {from} to {to} stalled past its lease"
+            )));
+        }
         storage.block_on(
             stream::iter(batch.iter().map(|(src, dst)| async move {
                 inner
