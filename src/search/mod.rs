@@ -15,5 +15,6 @@ pub mod indexer;
 pub mod query;
 pub mod request;
 pub mod tokenizer;
+pub mod vector_gc;
 
 pub use changes::{record, record_paths, ChangeKind};
