@@ -109,6 +109,20 @@ fn vectors_are_removed_with_their_documents_and_orphans_are_swept() {
         "the moved twin still uses the shared vector"
     );
     assert!(embedding_status(&a)["stored_vectors_deleted"].as_u64() >= Some(3));
+    let metrics = String::from_utf8_lossy(&a.get("/metrics", None).raw).to_string();
+    assert!(
+        metrics.contains("longship_search{name=\"embedding_stored_vectors_deleted\"}"),
+        "{metrics}"
+    );
+    let r = a.get("/api/v1/observer/system", Some(ROOT_KEY));
+    let table = r.result()["components"]["retrieval"]["status"].clone();
+    assert!(
+        table
+            .as_str()
+            .unwrap_or("")
+            .contains("Stored Vectors Deleted"),
+        "{table}"
+    );
 
     // Orphans: a vector of content no document has, and one of a model no longer used.
     let orphan = vector_of("nobody wrote this");
