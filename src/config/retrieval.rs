@@ -71,6 +71,10 @@ pub struct EmbeddingSettings {
     pub max_concurrent: usize,
     /// Attempts of one batch before it waits for the next background retry.
     pub max_retries: usize,
+    /// Age a stored vector object must reach before the garbage-collection sweep may delete
+    /// it when no indexed document references it (or it belongs to another model), so a
+    /// vector another instance just stored for a change this index has not tailed yet is kept.
+    pub vector_gc_grace_secs: u64,
 }
 
 impl Default for EmbeddingSettings {
@@ -79,6 +83,7 @@ impl Default for EmbeddingSettings {
             dense: DenseSettings::default(),
             max_concurrent: 10,
             max_retries: 3,
+            vector_gc_grace_secs: 3600,
         }
     }
 }

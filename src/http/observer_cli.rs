@@ -230,22 +230,27 @@ fn models(search: &Value) -> Component {
 fn retrieval(search: &Value) -> Component {
     let row = |k: &str, v: String| vec![k.to_string(), v];
     let num = |k: &str| search[k].as_u64().unwrap_or(0).to_string();
+    let mut rows = vec![
+        row(
+            "Index State",
+            search["state"].as_str().unwrap_or("unknown").to_string(),
+        ),
+        row("Indexed Documents", num("docs")),
+        row("Index Lag", num("index_lag")),
+        row("Index Errors", num("errors")),
+    ];
+    let e = &search["embedding"];
+    if e["model"].is_string() {
+        let n = |k: &str| e[k].as_u64().unwrap_or(0).to_string();
+        rows.push(row("Embedding Backlog", n("backlog")));
+        rows.push(row("Stored Vectors Deleted", n("stored_vectors_deleted")));
+        rows.push(row("Vector GC Runs", n("vector_gc_runs")));
+    }
     Component {
         name: "retrieval",
         healthy: true,
         json: search.clone(),
-        table: pretty_table(
-            &["Metric", "Value"],
-            &[
-                row(
-                    "Index State",
-                    search["state"].as_str().unwrap_or("unknown").to_string(),
-                ),
-                row("Indexed Documents", num("docs")),
-                row("Index Lag", num("index_lag")),
-                row("Index Errors", num("errors")),
-            ],
-        ),
+        table: pretty_table(&["Metric", "Value"], &rows),
     }
 }
 

@@ -12,6 +12,12 @@
 //! The provider failing or slow never fails a write or a find: documents stay keyword-
 //! searchable, batches are retried with exponential backoff, and the provider's state and the
 //! backlog are reported (observer, /metrics).
+//!
+//! Vectors are removed with their documents: the embedder counts, per account and content
+//! hash, the indexed documents that reference a vector. When a change this instance made
+//! leaves a hash unreferenced, [`Embedder::release`] deletes its stored object (only the
+//! writing instance deletes, so instances do not race to). What that misses is collected by
+//! the sweep in [`super::vector_gc`].
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -44,9 +50,86 @@ struct Want {
     not_before: Instant,
 }
 
-#[derive(Debug, Clone)]
-struct DocRef {
-    hash: String,
+/// A stored vector: the account it is stored under and the content hash it is keyed by.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct VectorRef {
+    pub account: String,
+    pub hash: String,
+}
+
+/// The indexed documents as the embedder sees them: each one's content hash, and how many
+/// documents of each account reference each hash (exact, updated with every change).
+#[derive(Debug, Default)]
+struct Docs {
+    by_path: HashMap<String, String>,
+    refs: HashMap<String, HashMap<String, u32>>,
+}
+
+fn account_of(path: &str) -> &str {
+    path.split('/').next().unwrap_or_default()
+}
+
+impl Docs {
+    /// Index `path` with content `hash`; returns the reference it replaced, if it differs.
+    fn insert(&mut self, path: &str, hash: &str) -> Option<VectorRef> {
+        let old = self.by_path.insert(path.to_string(), hash.to_string());
+        if old.as_deref() == Some(hash) {
+            return None;
+        }
+        *self
+            .refs
+            .entry(hash.to_string())
+            .or_default()
+            .entry(account_of(path).to_string())
+            .or_default() += 1;
+        old.map(|h| self.unref(path, h))
+    }
+
+    /// Drop one reference of the document at `path` to `hash`.
+    fn unref(&mut self, path: &str, hash: String) -> VectorRef {
+        let account = account_of(path);
+        if let Some(by_account) = self.refs.get_mut(&hash) {
+            if let Some(n) = by_account.get_mut(account) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    by_account.remove(account);
+                }
+            }
+            if by_account.is_empty() {
+                self.refs.remove(&hash);
+            }
+        }
+        VectorRef {
+            account: account.to_string(),
+            hash,
+        }
+    }
+
+    fn remove_subtree(&mut self, prefix: &str) -> Vec<VectorRef> {
+        let under = format!("{prefix}/");
+        let gone: Vec<String> = self
+            .by_path
+            .keys()
+            .filter(|p| *p == prefix || p.starts_with(&under))
+            .cloned()
+            .collect();
+        gone.into_iter()
+            .filter_map(|p| {
+                let hash = self.by_path.remove(&p)?;
+                Some(self.unref(&p, hash))
+            })
+            .collect()
+    }
+
+    fn referenced_in(&self, account: &str, hash: &str) -> bool {
+        self.refs
+            .get(hash)
+            .is_some_and(|a| a.get(account).is_some_and(|n| *n > 0))
+    }
+
+    fn referenced(&self, hash: &str) -> bool {
+        self.refs.contains_key(hash)
+    }
 }
 
 #[derive(Debug, Default)]
@@ -65,6 +148,11 @@ pub struct EmbedStats {
     pub loaded: AtomicU64,
     pub requests: AtomicU64,
     pub failed_requests: AtomicU64,
+    /// Stored vector objects deleted because their documents went (by this instance's own
+    /// changes, or by the garbage-collection sweep).
+    pub vectors_deleted: AtomicU64,
+    /// Completed garbage-collection sweeps of stored vectors.
+    pub gc_runs: AtomicU64,
 }
 
 pub struct Embedder {
@@ -73,7 +161,7 @@ pub struct Embedder {
     http: ureq::Agent,
     queue: Mutex<VecDeque<Want>>,
     vectors: RwLock<HashMap<String, Arc<Vec<f32>>>>,
-    docs: RwLock<HashMap<String, DocRef>>,
+    docs: RwLock<Docs>,
     state: Mutex<ProviderState>,
     pub stats: EmbedStats,
     max_bytes: usize,
@@ -105,7 +193,7 @@ impl Embedder {
             http,
             queue: Mutex::new(VecDeque::new()),
             vectors: RwLock::new(HashMap::new()),
-            docs: RwLock::new(HashMap::new()),
+            docs: RwLock::new(Docs::default()),
             state: Mutex::new(ProviderState::default()),
             stats: EmbedStats::default(),
             max_bytes,
@@ -114,6 +202,16 @@ impl Embedder {
 
     pub fn model(&self) -> &str {
         &self.cfg.dense.model
+    }
+
+    /// The key of the configured model in stored vector paths.
+    pub fn model_key(&self) -> &str {
+        &self.model_key
+    }
+
+    /// Minimum age of an unreferenced vector object before the sweep deletes it.
+    pub fn gc_grace(&self) -> Duration {
+        Duration::from_secs(self.cfg.vector_gc_grace_secs)
     }
 
     fn vector_path(&self, account: &str, hash: &str) -> Option<StorePath> {
@@ -125,17 +223,26 @@ impl Embedder {
         .ok()
     }
 
+    /// True while an indexed document of `account` has content `hash`.
+    pub fn is_referenced(&self, account: &str, hash: &str) -> bool {
+        self.docs
+            .read()
+            .is_ok_and(|d| d.referenced_in(account, hash))
+    }
+
     /// Note that the document at `path` (content `hash`) is indexed and needs a vector.
     /// `local`: this instance made the change (it computes at once).
     pub fn want(&self, path: &str, hash: &str, local: bool) {
-        let account = path.split('/').next().unwrap_or_default().to_string();
-        if let Ok(mut d) = self.docs.write() {
-            d.insert(
-                path.to_string(),
-                DocRef {
-                    hash: hash.to_string(),
-                },
-            );
+        let account = account_of(path).to_string();
+        let replaced = self
+            .docs
+            .write()
+            .ok()
+            .and_then(|mut d| d.insert(path, hash));
+        if let Some(old) = replaced {
+            // The file changed behind the index (a reconcile found it): the old vector leaves
+            // memory; its stored object is left to the sweep (this instance did not write).
+            self.release(None, vec![old]);
         }
         if self.vectors.read().is_ok_and(|v| v.contains_key(hash)) {
             return;
@@ -153,11 +260,69 @@ impl Embedder {
         }
     }
 
-    /// Forget every document at or under `prefix` (a full storage path).
-    pub fn forget_subtree(&self, prefix: &str) {
-        let under = format!("{prefix}/");
-        if let Ok(mut d) = self.docs.write() {
-            d.retain(|p, _| p != prefix && !p.starts_with(&under));
+    /// Forget every document at or under `prefix` (a full storage path); returns the vectors
+    /// they referenced, for [`Embedder::release`] once the change is fully applied.
+    pub fn forget_subtree(&self, prefix: &str) -> Vec<VectorRef> {
+        self.docs
+            .write()
+            .map(|mut d| d.remove_subtree(prefix))
+            .unwrap_or_default()
+    }
+
+    /// Let go of vectors whose documents left the index: a hash no indexed document
+    /// references any more leaves memory, and with `storage` (this instance made the change
+    /// and its index is complete) its stored object of the account is deleted. Returns the
+    /// objects deleted. Never fails: a storage error is logged and left to the sweep.
+    pub fn release(&self, storage: Option<&dyn Storage>, gone: Vec<VectorRef>) -> usize {
+        if gone.is_empty() {
+            return 0;
+        }
+        let mut unique: Vec<VectorRef> = gone;
+        unique.sort_by(|a, b| (&a.account, &a.hash).cmp(&(&b.account, &b.hash)));
+        unique.dedup();
+        let (to_delete, to_forget): (Vec<StorePath>, Vec<String>) = {
+            let Ok(d) = self.docs.read() else {
+                return 0;
+            };
+            let unreferenced = unique
+                .iter()
+                .filter(|r| !d.referenced_in(&r.account, &r.hash));
+            let paths = match storage {
+                Some(_) => unreferenced
+                    .filter_map(|r| self.vector_path(&r.account, &r.hash))
+                    .collect(),
+                None => Vec::new(),
+            };
+            let hashes = unique
+                .iter()
+                .filter(|r| !d.referenced(&r.hash))
+                .map(|r| r.hash.clone())
+                .collect();
+            (paths, hashes)
+        };
+        if let Ok(mut m) = self.vectors.write() {
+            for h in &to_forget {
+                m.remove(h);
+            }
+        }
+        let Some(storage) = storage else {
+            return 0;
+        };
+        if to_delete.is_empty() {
+            return 0;
+        }
+        match storage.remove_files(&to_delete) {
+            Ok(()) => {
+                self.stats
+                    .vectors_deleted
+                    .fetch_add(to_delete.len() as u64, Ordering::Relaxed);
+                to_delete.len()
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, vectors = to_delete.len(),
+                    "could not delete the stored vectors of removed documents; the sweep retries");
+                0
+            }
         }
     }
 
@@ -195,13 +360,7 @@ impl Embedder {
         let mut to_embed: Vec<(Want, String)> = Vec::new();
         let mut later = Vec::new();
         for w in batch {
-            let current = self
-                .docs
-                .read()
-                .ok()
-                .and_then(|d| d.get(&w.path).map(|r| r.hash == w.hash))
-                .unwrap_or(false);
-            if !current || self.vectors.read().is_ok_and(|v| v.contains_key(&w.hash)) {
+            if !self.is_current(&w) || self.vectors.read().is_ok_and(|v| v.contains_key(&w.hash)) {
                 continue;
             }
             if let Some(v) = self.load_stored(storage, &w) {
@@ -229,6 +388,10 @@ impl Embedder {
             Ok(vectors) => {
                 self.healthy();
                 for ((w, _), v) in to_embed.into_iter().zip(vectors) {
+                    // Removed while the provider was answering: nothing to keep.
+                    if !self.is_current(&w) {
+                        continue;
+                    }
                     self.store(storage, &w, &v);
                     self.insert(&w.hash, v);
                     self.stats.embedded.fetch_add(1, Ordering::Relaxed);
@@ -252,6 +415,13 @@ impl Embedder {
                 false
             }
         }
+    }
+
+    /// The document of `w` is still indexed with that content.
+    fn is_current(&self, w: &Want) -> bool {
+        self.docs
+            .read()
+            .is_ok_and(|d| d.by_path.get(&w.path) == Some(&w.hash))
     }
 
     fn take_batch(&self, now: Instant) -> Vec<Want> {
@@ -478,10 +648,11 @@ impl Embedder {
             })
         };
         let mut scored: Vec<(String, f32)> = docs
+            .by_path
             .iter()
             .filter(|(p, _)| in_scope(p))
-            .filter_map(|(p, d)| {
-                let v = vectors.get(&d.hash)?;
+            .filter_map(|(p, hash)| {
+                let v = vectors.get(hash)?;
                 (v.len() == q.len()).then(|| (p.clone(), dot(q, v)))
             })
             .collect();
@@ -507,6 +678,8 @@ impl Embedder {
             "loaded_from_storage": self.stats.loaded.load(Ordering::Relaxed),
             "requests": self.stats.requests.load(Ordering::Relaxed),
             "failed_requests": self.stats.failed_requests.load(Ordering::Relaxed),
+            "stored_vectors_deleted": self.stats.vectors_deleted.load(Ordering::Relaxed),
+            "vector_gc_runs": self.stats.gc_runs.load(Ordering::Relaxed),
         })
     }
 
@@ -545,7 +718,7 @@ fn decode(bytes: &[u8]) -> Option<Vec<f32>> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -555,5 +728,88 @@ mod tests {
         assert_eq!(decode(&encode(&v)).unwrap(), v);
         assert!(decode(&[1, 2, 3]).is_none());
         assert!((dot(&v, &v) - 1.0).abs() < 1e-6);
+    }
+
+    pub(crate) fn embedder(grace_secs: u64) -> Embedder {
+        let mut cfg = EmbeddingSettings::default();
+        cfg.dense.provider = Some("openai".into());
+        // Never called in these tests.
+        cfg.dense.api_base = "http://127.0.0.1:9/v1".into();
+        cfg.dense.model = "unit".into();
+        cfg.vector_gc_grace_secs = grace_secs;
+        Embedder::new(&cfg, 1 << 20).unwrap().unwrap()
+    }
+
+    /// Stores a vector for (`account`, `hash`) as the embedder would; returns its path.
+    pub(crate) fn plant(e: &Embedder, storage: &dyn Storage, account: &str, hash: &str) -> String {
+        let path = e.vector_path(account, hash).unwrap();
+        storage.write(&path, &encode(&[1.0, 0.0])).unwrap();
+        e.insert(hash, vec![1.0, 0.0]);
+        path.as_str().to_string()
+    }
+
+    #[test]
+    fn references_are_counted_per_account_and_content() {
+        let e = embedder(3600);
+        e.want("acme/resources/a.md", "aa11", true);
+        e.want("acme/resources/twin.md", "aa11", true);
+        e.want("beta/resources/a.md", "aa11", true);
+        e.want("acme/resources/b.md", "bb22", true);
+        assert!(e.is_referenced("acme", "aa11") && e.is_referenced("beta", "aa11"));
+        // Overwrite with new content: the old reference goes.
+        e.want("acme/resources/b.md", "cc33", true);
+        assert!(!e.is_referenced("acme", "bb22") && e.is_referenced("acme", "cc33"));
+        // The same content again changes nothing.
+        e.want("acme/resources/b.md", "cc33", true);
+        let gone = e.forget_subtree("acme/resources/b.md");
+        assert_eq!(gone.len(), 1);
+        assert!(!e.is_referenced("acme", "cc33"));
+        let gone = e.forget_subtree("acme/resources");
+        assert_eq!(gone.len(), 2);
+        assert!(!e.is_referenced("acme", "aa11") && e.is_referenced("beta", "aa11"));
+        // `acme/res` is not a parent of `acme/resources`.
+        e.want("acme/resources/a.md", "aa11", true);
+        assert!(e.forget_subtree("acme/res").is_empty());
+    }
+
+    #[test]
+    fn release_deletes_only_unreferenced_vectors_of_the_account() {
+        let data = tempfile::tempdir().unwrap();
+        let storage = crate::storage::backend::local::LocalStorage::open(data.path()).unwrap();
+        let e = embedder(3600);
+        let exists = |p: &str| {
+            storage
+                .stat(&StorePath::parse(p).unwrap())
+                .unwrap()
+                .is_some()
+        };
+        e.want("acme/resources/a.md", "aa11", true);
+        e.want("acme/resources/twin.md", "aa11", true);
+        e.want("acme/resources/b.md", "bb22", true);
+        e.want("beta/resources/b.md", "bb22", true);
+        let shared = plant(&e, &storage, "acme", "aa11");
+        let acme_b = plant(&e, &storage, "acme", "bb22");
+        let beta_b = plant(&e, &storage, "beta", "bb22");
+        // The twin still references the shared content.
+        let gone = e.forget_subtree("acme/resources/a.md");
+        assert_eq!(e.release(Some(&storage), gone), 0);
+        assert!(exists(&shared));
+        // b.md's content stays referenced in beta: acme's object goes, memory keeps it.
+        let gone = e.forget_subtree("acme/resources/b.md");
+        assert_eq!(e.release(Some(&storage), gone), 1);
+        assert!(!exists(&acme_b) && exists(&beta_b));
+        assert!(e.similarity(&[1.0, 0.0], "bb22").is_some());
+        // A move: the source leaves and the target arrives before the release.
+        let mut gone = e.forget_subtree("acme/resources/twin.md");
+        e.want("acme/resources/moved.md", "aa11", true);
+        gone.extend(e.forget_subtree("acme/resources/nothing-here"));
+        assert_eq!(e.release(Some(&storage), gone), 0);
+        assert!(exists(&shared));
+        // Another instance's removal frees memory but never deletes.
+        let gone = e.forget_subtree("acme/resources/moved.md");
+        assert_eq!(e.release(None, gone), 0);
+        assert!(exists(&shared));
+        assert!(e.similarity(&[1.0, 0.0], "aa11").is_none());
+        assert_eq!(e.stats.vectors_deleted.load(Ordering::Relaxed), 1);
     }
 }

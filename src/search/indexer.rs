@@ -7,6 +7,11 @@
 //! periodic reconcile and the catch-up after records were pruned are the same reconcile:
 //! walk storage, re-index files whose size or mtime differ from the index, drop documents
 //! whose files are gone.
+//!
+//! With a dense model, stored vectors go with their documents: the vectors whose documents
+//! this instance's own changes removed are released (deleted from storage when no indexed
+//! document references them any more) once the step's changes are applied and committed,
+//! and after each completed reconcile a [`VectorSweep`] collects what that missed.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -15,8 +20,9 @@ use std::time::{Duration, Instant};
 
 use super::changes::{now_ms, Change, Cursor, Recorder, Tail};
 use super::docs;
-use super::embed::Embedder;
+use super::embed::{Embedder, VectorRef};
 use super::index::{IndexError, Payload, SearchIndex, SCHEMA_VERSION};
+use super::vector_gc::VectorSweep;
 use crate::config::SearchSettings;
 use crate::storage::{EntryKind, Meta, Storage, StorageError, StorePath};
 
@@ -54,6 +60,8 @@ pub struct Indexer {
     primed: bool,
     tail: Tail,
     reconcile: Option<Reconcile>,
+    /// A garbage-collection sweep of stored vectors in progress.
+    vector_sweep: Option<VectorSweep>,
     complete: bool,
     /// Own records applied, by sequence (persisted so a restart does not replay them).
     own_next: u64,
@@ -83,6 +91,7 @@ impl Indexer {
             primed: embedder.is_none(),
             embedder,
             reconcile: None,
+            vector_sweep: None,
             complete: resumable,
             own_next: 0,
             settings,
@@ -136,15 +145,17 @@ impl Indexer {
         // Own records first: read-your-writes.
         let local = self.recorder.drain_local();
         let n_local = local.len() as u64;
+        let mut gone_here = Vec::new();
         for (seq, change) in &local {
-            self.apply(storage, change, true)?;
+            gone_here.extend(self.apply(storage, change, true)?);
             self.own_next = self.own_next.max(seq + 1);
             dirty = true;
         }
         // Other writers.
         let poll = self.tail.poll(storage, self.recorder.writer())?;
+        let mut gone_elsewhere = Vec::new();
         for change in &poll.changes {
-            self.apply(storage, change, false)?;
+            gone_elsewhere.extend(self.apply(storage, change, false)?);
             dirty = true;
         }
         self.index.stats.lag.store(poll.pending, Ordering::Relaxed);
@@ -166,7 +177,17 @@ impl Indexer {
             .stats
             .applied_local
             .fetch_add(n_local, Ordering::Release);
-        let more = self.reconcile_slice(storage)?;
+        if let Some(e) = &self.embedder {
+            // After the whole step (a move's source and target are one change; tailing the
+            // others first narrows the race with another writer of the same content). Only
+            // the instance that made the change deletes, and only with a complete index.
+            e.release(self.complete.then_some(storage), gone_here);
+            e.release(None, gone_elsewhere);
+        }
+        let mut more = self.reconcile_slice(storage)?;
+        if self.reconcile.is_none() {
+            more |= self.sweep_slice(storage);
+        }
         if self.last_prune.elapsed() >= PRUNE_EVERY {
             self.last_prune = Instant::now();
             self.recorder.prune(
@@ -177,13 +198,32 @@ impl Indexer {
         Ok(more)
     }
 
+    /// Advance a running sweep of stored vectors; true if it is still running.
+    fn sweep_slice(&mut self, storage: &dyn Storage) -> bool {
+        let (Some(sweep), Some(e)) = (&mut self.vector_sweep, &self.embedder) else {
+            return false;
+        };
+        let more = sweep.slice(storage, e);
+        if !more {
+            self.vector_sweep = None;
+        }
+        more
+    }
+
     /// Make the index match storage under every path of `change`.
     /// `local`: this instance made the change (it embeds the documents itself at once).
-    fn apply(&self, storage: &dyn Storage, change: &Change, local: bool) -> Result<(), StepError> {
+    /// Returns the vectors of the documents that left (some may be back).
+    fn apply(
+        &self,
+        storage: &dyn Storage,
+        change: &Change,
+        local: bool,
+    ) -> Result<Vec<VectorRef>, StepError> {
+        let mut gone = Vec::new();
         for path in change.store_paths() {
-            self.sync_subtree(storage, &path, local)?;
+            gone.extend(self.sync_subtree(storage, &path, local)?);
         }
-        Ok(())
+        Ok(gone)
     }
 
     fn sync_subtree(
@@ -191,10 +231,16 @@ impl Indexer {
         storage: &dyn Storage,
         path: &StorePath,
         local: bool,
-    ) -> Result<(), StepError> {
+    ) -> Result<Vec<VectorRef>, StepError> {
         self.index.delete_subtree(path.as_str());
-        if let Some(e) = &self.embedder {
-            e.forget_subtree(path.as_str());
+        let mut gone = match &self.embedder {
+            Some(e) => e.forget_subtree(path.as_str()),
+            None => Vec::new(),
+        };
+        if let (Some(e), 1) = (&self.embedder, path.segments().count()) {
+            // A whole account (deleted or purged): its stored vectors live inside it and go
+            // with it, so only memory is released, not one delete per object.
+            e.release(None, std::mem::take(&mut gone));
         }
         let max = self.settings.max_indexed_bytes;
         let index = &self.index;
@@ -218,7 +264,7 @@ impl Indexer {
             Ok(())
         })?;
         upsert_batch(&mut batch)?;
-        Ok(())
+        Ok(gone)
     }
 
     fn payload(&self) -> Payload {
@@ -325,16 +371,24 @@ impl Indexer {
         }
         // Walk finished: whatever was not met is gone from storage.
         let gone = rec.unseen.len();
+        let mut vectors_gone = Vec::new();
         for path in rec.unseen.keys() {
             self.index.delete_subtree(path);
             if let Some(e) = &self.embedder {
-                e.forget_subtree(path);
+                vectors_gone.extend(e.forget_subtree(path));
             }
         }
         if rec.initial {
             self.complete = true;
         }
         self.commit()?;
+        if let Some(e) = &self.embedder {
+            // Removals nobody recorded: memory only; the sweep below deletes the objects.
+            e.release(None, vectors_gone);
+            if self.complete && self.vector_sweep.is_none() {
+                self.vector_sweep = Some(VectorSweep::new());
+            }
+        }
         self.index.stats.building.store(false, Ordering::Relaxed);
         self.index.stats.reconciling.store(false, Ordering::Relaxed);
         self.last_reconcile = Instant::now();
@@ -417,5 +471,80 @@ mod tests {
         ix.want_reconcile(false);
         while ix.step(&storage).unwrap() {}
         assert!(find(&index, "alpha").is_empty());
+    }
+
+    #[test]
+    fn own_removals_and_overwrites_delete_unshared_vectors() {
+        use crate::search::embed::tests::{embedder, plant};
+        let data = tempfile::tempdir().unwrap();
+        let storage = LocalStorage::open(data.path()).unwrap();
+        let w = |p: &str, t: &str| {
+            storage
+                .write(&StorePath::parse(p).unwrap(), t.as_bytes())
+                .unwrap();
+        };
+        w("acme/resources/a.md", "shared content");
+        w("acme/resources/twin.md", "shared content");
+        w("acme/resources/b.md", "only here");
+        w("acme/resources/c.md", "overwritten soon");
+        let dir = tempfile::tempdir().unwrap();
+        let index = Arc::new(SearchIndex::open(dir.path(), 16).unwrap());
+        let recorder = Arc::new(Recorder::new(Box::new(|| {})));
+        let emb = Arc::new(embedder(3600));
+        let mut ix = Indexer::new(
+            index.clone(),
+            recorder.clone(),
+            Some(emb.clone()),
+            SearchSettings::default(),
+        );
+        while ix.step(&storage).unwrap() {}
+        let hash: HashMap<String, String> = index.hashes().unwrap().into_iter().collect();
+        let stored: HashMap<&str, String> = ["a", "b", "c"]
+            .into_iter()
+            .map(|n| {
+                let h = &hash[&format!("acme/resources/{n}.md")];
+                (n, plant(&emb, &storage, "acme", h))
+            })
+            .collect();
+        let exists = |p: &str| {
+            storage
+                .stat(&StorePath::parse(p).unwrap())
+                .unwrap()
+                .is_some()
+        };
+        for n in ["a.md", "b.md"] {
+            storage
+                .remove(
+                    &StorePath::parse(&format!("acme/resources/{n}")).unwrap(),
+                    false,
+                )
+                .unwrap();
+        }
+        w("acme/resources/c.md", "new content");
+        recorder.record(
+            &storage,
+            Change {
+                account: "acme".into(),
+                paths: vec!["resources/a.md".into(), "resources/b.md".into()],
+                kind: ChangeKind::Remove,
+                at: 0,
+            },
+        );
+        recorder.record(
+            &storage,
+            Change {
+                account: "acme".into(),
+                paths: vec!["resources/c.md".into()],
+                kind: ChangeKind::Write,
+                at: 0,
+            },
+        );
+        ix.step(&storage).unwrap();
+        assert!(
+            exists(&stored["a"]),
+            "the twin still uses the shared vector"
+        );
+        assert!(!exists(&stored["b"]) && !exists(&stored["c"]));
+        assert_eq!(emb.stats.vectors_deleted.load(Ordering::Relaxed), 2);
     }
 }

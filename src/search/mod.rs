@@ -2,8 +2,9 @@
 //!
 //! Domain code only (no actix, no HTTP): the analyzer ([`tokenizer`]), what is indexed
 //! ([`docs`]), the local tantivy index ([`index`]), the shared change log that keeps every
-//! instance fresh ([`changes`]), the single writer's step loop ([`indexer`]) and query
-//! evaluation ([`query`], [`filter`]). The actor running the writer lives in
+//! instance fresh ([`changes`]), the single writer's step loop ([`indexer`]), optional dense
+//! vectors ([`embed`]) and their garbage collection ([`vector_gc`]), and query evaluation
+//! ([`query`], [`filter`]). The actor running the writer lives in
 //! `crate::actors::search`; routes in `crate::http::search`.
 
 pub mod changes;
@@ -15,5 +16,6 @@ pub mod indexer;
 pub mod query;
 pub mod request;
 pub mod tokenizer;
+pub mod vector_gc;
 
 pub use changes::{record, record_paths, ChangeKind};

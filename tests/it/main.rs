@@ -4,6 +4,7 @@ mod admin;
 mod bad_input;
 mod embed_server;
 mod find;
+mod find_vectors;
 mod fs;
 mod fs_content;
 mod fs_safety;
