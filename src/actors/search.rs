@@ -170,7 +170,7 @@ pub fn index_dir(settings: &Settings) -> PathBuf {
 /// recorder, and start the writer thread and its timer. Must run inside an actix System.
 pub fn start(settings: &Settings, storage: Arc<dyn Storage>) -> Result<SearchHandle, IndexError> {
     let dir = index_dir(settings);
-    let index = Arc::new(SearchIndex::open(&dir, settings.search.writer_memory_mb)?);
+    let index = Arc::new(open_niced(&dir, settings)?);
     let embedder = match Embedder::new(&settings.embedding, settings.search.max_indexed_bytes) {
         None => None,
         Some(Ok(e)) => Some(Arc::new(e)),
@@ -240,6 +240,31 @@ pub fn start(settings: &Settings, storage: Arc<dyn Storage>) -> Result<SearchHan
         recorder,
         embedder,
         waker,
+    })
+}
+
+/// Open the index on a short-lived thread running at `pools.thread_nice`: tantivy spawns its
+/// indexing and merge threads when the writer is created, and a Linux thread inherits its
+/// creator's nice value, so a full rebuild yields the CPU to the HTTP workers.
+fn open_niced(dir: &std::path::Path, settings: &Settings) -> Result<SearchIndex, IndexError> {
+    let nice = settings.pools.thread_nice;
+    let memory_mb = settings.search.writer_memory_mb;
+    let owned = dir.to_path_buf();
+    let opener = std::thread::Builder::new()
+        .name("search-open".into())
+        .spawn(move || {
+            crate::actors::pool::lower_thread_priority(nice);
+            SearchIndex::open(&owned, memory_mb)
+        })
+        .map_err(|source| IndexError::Io {
+            dir: dir.to_path_buf(),
+            source,
+        })?;
+    opener.join().unwrap_or_else(|_| {
+        Err(IndexError::Io {
+            dir: dir.to_path_buf(),
+            source: std::io::Error::other("opening the search index panicked"),
+        })
     })
 }
 

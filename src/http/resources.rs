@@ -13,7 +13,7 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use crate::error::{ErrorCode, ServiceError};
-use crate::ingest::pipeline::{IngestRequest, Source, Target};
+use crate::ingest::pipeline::{self, IngestRequest, Source, Target};
 use crate::ingest::uploads::{self, UploadMeta, PART_BYTES};
 use crate::jobs::resources::{
     CommitUpload, CountPendingIngestions, CreateIngestTask, FailIngestTask, FinishIngest,
@@ -401,26 +401,12 @@ fn source_of(state: &AppState, b: &AddResourceBody) -> Result<Source, ServiceErr
              and allowed local files)"
         )));
     }
-    let allowed = &state.settings.resources.local_path_allowlist;
-    let refuse = || {
-        ServiceError::invalid_argument(format!(
-            "Local paths are not read by this server: {path:.200}. Upload the file with \
-             /api/v1/resources/temp_upload (the SDK and `ov add-resource` do this for you)."
-        ))
-    };
-    if allowed.is_empty() {
-        return Err(refuse());
+    let path = std::path::PathBuf::from(path);
+    if state.settings.resources.local_path_allowlist.is_empty() {
+        return Err(pipeline::refuse_local(&path));
     }
-    let canonical = std::fs::canonicalize(path).map_err(|_| refuse())?;
-    let permitted = allowed.iter().any(|dir| {
-        std::fs::canonicalize(dir)
-            .map(|d| canonical.starts_with(d))
-            .unwrap_or(false)
-    });
-    if !permitted || !canonical.is_file() {
-        return Err(refuse());
-    }
-    Ok(Source::LocalFile(canonical))
+    // Resolved against the allow-list on the blocking side (it touches the file system).
+    Ok(Source::LocalPath(path))
 }
 
 /// R6 add_resource.

@@ -1,10 +1,11 @@
 //! Resource ingestion (`POST /api/v1/resources`, RETRIEVAL.md R6): temp uploads in shared
-//! storage, URL fetching with SSRF rules, parsing in a sandboxed child process (Markdown, text,
-//! code, HTML, PDF, ZIP), heading-based splitting, staged publication, and L0/L1 summaries —
-//! extractive by default, written by an OpenAI-compatible chat model when one is configured.
+//! storage, URL fetching with SSRF rules, allow-listed server-local files and directories,
+//! parsing in a sandboxed child process (Markdown, text, code, HTML, PDF, ZIP), heading-based
+//! splitting, staged publication, and L0/L1 summaries — extractive by default, written by an
+//! OpenAI-compatible chat model when one is configured.
 //!
 //! Everything here is blocking domain logic over `&dyn Storage` and local scratch space; jobs
-//! in `actors::resources` call it on pool threads. No actix, no HTTP types.
+//! in `jobs::resources` run it on pool threads. No actix, no HTTP types.
 
 pub mod active;
 pub mod archive;
@@ -12,6 +13,7 @@ pub mod chat;
 pub mod convert;
 pub mod fetch;
 pub mod gate;
+pub mod local;
 pub mod names;
 pub mod parse;
 pub mod pipeline;

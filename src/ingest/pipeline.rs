@@ -13,6 +13,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use super::archive::ArchiveLimits;
+use super::local::{self, LocalSource};
 use super::parse::{ParseOptions, ParseReport};
 use super::sandbox::{self, ChildLimits};
 use super::summary::{self, DirSummary};
@@ -37,8 +38,9 @@ pub enum Source {
     Upload { id: String },
     /// An http(s) URL the server fetches.
     Url(String),
-    /// A file in an operator-allowed directory.
-    LocalFile(PathBuf),
+    /// A server-local file or directory, as the client named it; resolved against
+    /// `resources.local_path_allowlist` on the blocking side.
+    LocalPath(PathBuf),
 }
 
 /// Where the tree goes.
@@ -168,7 +170,15 @@ fn ingest_staged(
         ServiceError::unavailable("ingest", "no local scratch space for parsing")
     })?;
     let input = scratch.0.join("input");
-    let (mut source_path, default_name) = materialize(storage, req, settings, &input)?;
+    let archive = ArchiveLimits {
+        max_entries: settings.archive_max_entries,
+        max_total_bytes: settings.archive_max_total_bytes,
+        max_ratio: settings.archive_max_ratio,
+        max_depth: settings.archive_max_depth,
+    };
+    let mut pack_warnings = Vec::new();
+    let (mut source_path, default_name) =
+        materialize(storage, req, settings, archive, &input, &mut pack_warnings)?;
     if let (Source::Upload { .. }, Some(name)) = (&req.source, &req.source_name) {
         // Clients upload under temporary names and say the real one in source_name.
         source_path = name.clone();
@@ -181,12 +191,7 @@ fn ingest_staged(
         include: req.include.clone(),
         exclude: req.exclude.clone(),
         max_tokens: settings.split_max_tokens,
-        archive: ArchiveLimits {
-            max_entries: settings.archive_max_entries,
-            max_total_bytes: settings.archive_max_total_bytes,
-            max_ratio: settings.archive_max_ratio,
-            max_depth: settings.archive_max_depth,
-        },
+        archive,
     };
     let limits = ChildLimits {
         memory_bytes: settings.parser_memory_mb * 1024 * 1024,
@@ -194,8 +199,9 @@ fn ingest_staged(
         timeout: Duration::from_secs(settings.parser_timeout_secs),
     };
     let t_parse = std::time::Instant::now();
-    let report: ParseReport = sandbox::run_child(&input, &scratch.0, &opts, limits, heartbeat)
+    let mut report: ParseReport = sandbox::run_child(&input, &scratch.0, &opts, limits, heartbeat)
         .map_err(|m| invalid(format!("Cannot import {source_path}: {m}")))?;
+    report.warnings.splice(0..0, pack_warnings);
     let local_root = scratch.0.join("out").join(&report.root);
     if !local_root.is_dir() {
         return Err(ServiceError::internal(
@@ -237,12 +243,15 @@ fn ingest_staged(
     })
 }
 
-/// The source in a local file; returns (source_path as reported, default source name).
+/// The source in a local file (a local directory packed as a ZIP, `warnings` say what was
+/// skipped); returns (source_path as reported, default source name).
 fn materialize(
     storage: &dyn Storage,
     req: &IngestRequest,
     settings: &ResourceSettings,
+    archive: ArchiveLimits,
     input: &Path,
+    warnings: &mut Vec<String>,
 ) -> ServiceResult<(String, String)> {
     match &req.source {
         Source::Upload { id } => {
@@ -259,23 +268,47 @@ fn materialize(
             let name = fetch::fetch_to_file(url, input, settings)?;
             Ok((url.clone(), name))
         }
-        Source::LocalFile(path) => {
-            let size = fs::metadata(path).map(|m| m.len()).unwrap_or(0);
-            if size > settings.upload_max_bytes {
-                return Err(ServiceError::new(
-                    ErrorCode::PayloadTooLarge,
-                    "the local file is larger than resources.upload_max_bytes",
-                ));
+        Source::LocalPath(path) => {
+            let refused = || refuse_local(path);
+            match local::resolve(path, &settings.local_path_allowlist).ok_or_else(refused)? {
+                LocalSource::File(file) => {
+                    let size = fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
+                    if size > settings.upload_max_bytes {
+                        return Err(ServiceError::new(
+                            ErrorCode::PayloadTooLarge,
+                            "the local file is larger than resources.upload_max_bytes",
+                        ));
+                    }
+                    fs::copy(&file, input)
+                        .map_err(|e| invalid(format!("cannot read {}: {e}", path.display())))?;
+                    let name = file
+                        .file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_else(|| "file".into());
+                    Ok((path.display().to_string(), name))
+                }
+                LocalSource::Dir(dir) => {
+                    let name = dir
+                        .file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_else(|| "directory".into());
+                    local::pack_dir(&dir, &name, input, archive, warnings)
+                        .map_err(|m| invalid(format!("Cannot import {}: {m}", path.display())))?;
+                    Ok((path.display().to_string(), format!("{name}.zip")))
+                }
             }
-            fs::copy(path, input)
-                .map_err(|e| invalid(format!("cannot read {}: {e}", path.display())))?;
-            let name = path
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_else(|| "file".into());
-            Ok((path.display().to_string(), name))
         }
     }
+}
+
+/// One answer for every local path that is not allowed (missing, outside the allow-list,
+/// a special file), so the refusal reveals nothing about the server's file system.
+pub fn refuse_local(path: &Path) -> ServiceError {
+    invalid(format!(
+        "Local paths are not read by this server: {:.200}. Upload the file with \
+         /api/v1/resources/temp_upload (the SDK and `ov add-resource` do this for you).",
+        path.display().to_string()
+    ))
 }
 
 type StagedTree = (VikingUri, Vec<(String, VikingUri)>);

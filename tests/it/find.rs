@@ -387,6 +387,56 @@ fn deleted_index_is_rebuilt_identically_and_intact_index_is_ready_at_once() {
     assert_eq!(after.result(), before.result());
 }
 
+/// The nice value of each of `pid`'s threads whose name starts with `prefix`.
+fn thread_nices(pid: u32, prefix: &str) -> Vec<(String, i64)> {
+    let mut out = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .flatten()
+    {
+        let path = task.path();
+        let comm = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
+        let comm = comm.trim().to_string();
+        if !comm.starts_with(prefix) {
+            continue;
+        }
+        let stat = std::fs::read_to_string(path.join("stat")).unwrap_or_default();
+        // Fields after the parenthesised name: state is field 3, nice field 19.
+        let after = stat.rsplit_once(") ").map(|(_, rest)| rest).unwrap_or("");
+        if let Some(nice) = after.split(' ').nth(16).and_then(|n| n.parse().ok()) {
+            out.push((comm, nice));
+        }
+    }
+    out
+}
+
+/// A full rebuild must yield the CPU to the HTTP workers: the index writer and the threads
+/// tantivy spawns for indexing, merging and segment updates run at `pools.thread_nice`, the HTTP workers at
+/// the process's own (the test runner's, which may itself be niced).
+#[test]
+fn indexing_threads_run_at_the_pool_niceness() {
+    let st = Storage::new();
+    let s = Server::start(&st, Opts::dev().env("LONGSHIP_POOLS__THREAD_NICE", "15"));
+    write(&s, None, "viking://resources/n.md", "niceness check");
+    let mut indexing = Vec::new();
+    for prefix in [
+        "thrd-tantivy",
+        "merge_thread",
+        "segment_updater",
+        "search-writer",
+    ] {
+        let found = thread_nices(s.pid(), prefix);
+        assert!(!found.is_empty(), "no {prefix} thread found");
+        indexing.extend(found);
+    }
+    for (name, nice) in &indexing {
+        assert_eq!(*nice, 15, "{name} runs at nice {nice}");
+    }
+    let http = thread_nices(s.pid(), "actix-rt");
+    assert!(!http.is_empty());
+    assert!(http.iter().all(|(_, n)| *n < 15), "{http:?}");
+}
+
 #[test]
 fn kill9_during_indexing_catches_up_without_loss_or_duplicates() {
     let st = Storage::new();

@@ -951,3 +951,99 @@ fn an_ingestion_cut_by_kill_9_ends_failed_after_restart() {
     assert_eq!(tree(&s, &key, "viking://resources/cut"), ["cut.md"]);
     assert!(st.list("acme/_system/ingest").iter().all(|n| n == "active"));
 }
+
+/// Server-local paths inside `resources.local_path_allowlist`: a file, and a whole directory
+/// (packed and unpacked under the archive rules: `ignore_dirs` applies, symlinks are skipped,
+/// never followed). Anything outside the list, missing, or reached through `..` or a symlink
+/// gets one and the same refusal, which names nothing on the server's disk.
+#[test]
+fn allow_listed_local_files_and_directories_are_ingested() {
+    let st = Storage::new();
+    let host = tempfile::tempdir().unwrap();
+    let allowed = host.path().join("shared-docs");
+    let outside = host.path().join("private");
+    std::fs::create_dir_all(allowed.join("proj/src")).unwrap();
+    std::fs::create_dir_all(allowed.join("proj/node_modules/dep")).unwrap();
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::write(
+        allowed.join("proj/README.md"),
+        "# Proj\n\nThe quasar calibration tool.\n",
+    )
+    .unwrap();
+    std::fs::write(
+        allowed.join("proj/src/lib.rs"),
+        "pub fn calibrate_quasar() {}\n",
+    )
+    .unwrap();
+    std::fs::write(allowed.join("proj/node_modules/dep/index.js"), "x()\n").unwrap();
+    std::fs::write(outside.join("secret.md"), "# Secret\n\nwormhole keys\n").unwrap();
+    std::os::unix::fs::symlink(outside.join("secret.md"), allowed.join("proj/leak.md")).unwrap();
+    let config = host.path().join("longship.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[resources]\nlocal_path_allowlist = [{:?}]\n",
+            allowed.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let s = Server::start(
+        &st,
+        Opts::default()
+            .arg("--config")
+            .arg(config.to_str().unwrap()),
+    );
+    let key = create_account(&s, "acme", "alice");
+    let path = |p: &std::path::Path| p.to_str().unwrap().to_string();
+
+    let r = s.post(
+        RESOURCES,
+        Some(&key),
+        json!({"path": path(&allowed.join("proj")), "wait": true}),
+    );
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(r.result()["root_uri"], "viking://resources/proj");
+    let mut files = tree(&s, &key, "viking://resources/proj");
+    files.sort();
+    assert_eq!(files, ["README.md", "src", "src/lib.rs"], "{files:?}");
+    let warnings = r.result()["warnings"].to_string();
+    assert!(warnings.contains("symbolic link"), "{warnings}");
+    assert!(read(&s, &key, "viking://resources/proj/src/lib.rs").contains("calibrate_quasar"));
+    assert!(find(&s, &key, "quasar calibration")
+        .iter()
+        .any(|u| u.starts_with("viking://resources/proj")));
+
+    let r = s.post(
+        RESOURCES,
+        Some(&key),
+        json!({"path": path(&allowed.join("proj/README.md")), "to": "viking://resources/readme", "wait": true}),
+    );
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert!(!tree(&s, &key, "viking://resources/readme").is_empty());
+
+    for refused in [
+        outside.join("secret.md"),
+        allowed.join("../private/secret.md"),
+        allowed.join("proj/leak.md"),
+        allowed.join("proj/missing.md"),
+        std::path::PathBuf::from("/etc/passwd"),
+    ] {
+        for wait in [true, false] {
+            let r = s.post(
+                RESOURCES,
+                Some(&key),
+                json!({"path": path(&refused), "wait": wait}),
+            );
+            assert_eq!(r.status, 400, "{refused:?}: {:?}", r.body);
+            let msg = r.body["error"]["message"].as_str().unwrap_or_default();
+            assert!(msg.starts_with("Local paths are not read"), "{msg}");
+            assert!(!msg.contains("No such file"), "{msg}");
+        }
+    }
+    let r = s.get("/api/v1/fs/ls?uri=viking://resources", Some(&key));
+    let names = r.result().to_string();
+    assert!(
+        !names.contains("secret") && !names.contains("leak"),
+        "{names}"
+    );
+}
