@@ -15,7 +15,7 @@ import sys
 import threading
 import time
 
-from common import Server, call, percentile, temp_dir, wrk
+from common import ROOT_KEY, Server, call, percentile, temp_dir, wrk
 
 SECS = int(sys.argv[1]) if len(sys.argv) > 1 else 10
 SIZES = [int(n) for n in os.environ.get("SEARCH_BENCH_DOCS", "10000,100000").split(",") if n]
@@ -53,7 +53,7 @@ def seed(data_dir, n, account="default"):
 
 
 def status(url):
-    _, body = call(url + "/api/v1/observer/system?format=json")
+    _, body = call(url + "/api/v1/observer/system?format=json", key=ROOT_KEY)
     return body["result"]["components"]["retrieval"]["status"]
 
 
@@ -79,43 +79,62 @@ def hits(res):
     return [h["uri"] for k in ("memories", "resources", "skills") for h in r[k]]
 
 
+def create_account(url, account, admin):
+    st, body = call(url + "/api/v1/admin/accounts", "POST", ROOT_KEY,
+                    {"account_id": account, "admin_user_id": admin})
+    if st != 200:
+        raise RuntimeError(f"create account {account}: {st} {body}")
+    return body["result"]["user_key"]
+
+
+def finds_while_writing(url, find_key, write_key, n):
+    """find latency (1 client) while one writer adds ~20 documents/s over HTTP."""
+    stop = threading.Event()
+    writes = [0]
+
+    def writer():
+        i = 0
+        while not stop.is_set():
+            call(url + "/api/v1/content/write", "POST", write_key,
+                 {"uri": f"viking://resources/live/w{i}.md", "content": markdown_doc(n + i)})
+            writes[0] += 1
+            i += 1
+            time.sleep(0.05)
+
+    t = threading.Thread(target=writer)
+    t.start()
+    lat = []
+    t_end = time.perf_counter() + SECS * 2
+    while time.perf_counter() < t_end:
+        q = " ".join(rng.choices(VOCAB[:5000], k=rng.randint(1, 4)))
+        t0 = time.perf_counter()
+        code, _ = call(url + "/api/v1/search/find", "POST", find_key, {"query": q, "limit": 10})
+        if code == 200:
+            lat.append((time.perf_counter() - t0) * 1000)
+    stop.set()
+    t.join()
+    return len(lat), percentile(lat, 50), percentile(lat, 99), writes[0]
+
+
 def scale_run(n, lines):
     d = temp_dir()
     try:
         t0 = time.perf_counter()
-        seed(d, n)
+        seed(d, n, account="bench")
         seed_s = time.perf_counter() - t0
         idx = os.path.join(d, "index-a")
-        s = Server(d, root_key=None, env={"LONGSHIP_SEARCH__INDEX_DIR": idx})
+        s = Server(d, env={"LONGSHIP_SEARCH__INDEX_DIR": idx})
         build_s, st = wait_built(s.url)
         rss = s.rss_kib() / 1024
         lines.append(f"| {n:,} | {seed_s:.0f} s | {build_s:.1f} s | {n / build_s:,.0f} | {st['docs']:,} | {rss:.0f} MiB |")
-        # find latency while writes continue (one writer at ~20 writes/s).
-        stop = threading.Event()
-        writes = [0]
-
-        def writer():
-            i = 0
-            while not stop.is_set():
-                call(s.url + "/api/v1/content/write", "POST",
-                     body={"uri": f"viking://resources/live/w{i}.md", "content": markdown_doc(n + i)})
-                writes[0] += 1
-                i += 1
-                time.sleep(0.05)
-
-        t = threading.Thread(target=writer)
-        t.start()
-        lat = []
-        t_end = time.perf_counter() + SECS * 2
-        while time.perf_counter() < t_end:
-            q = " ".join(rng.choices(VOCAB[:5000], k=rng.randint(1, 4)))
-            ms, code, _ = find(s.url, q)
-            if code == 200:
-                lat.append(ms)
-        stop.set()
-        t.join()
+        reader = create_account(s.url, "bench", "reader")
+        other = create_account(s.url, "other", "writer")
+        # The writer in the reader's own account: each find waits for the writes before it
+        # (read-your-writes). The writer in another account: finds never wait for it.
+        same = finds_while_writing(s.url, reader, reader, n)
+        cross = finds_while_writing(s.url, reader, other, n)
         s.stop()
-        return (n, len(lat), percentile(lat, 50), percentile(lat, 99), writes[0])
+        return n, same, cross
     finally:
         shutil.rmtree(d, ignore_errors=True)
 
@@ -129,6 +148,9 @@ def a_to_b(lines, trials=200):
         wait_built(b.url)
         lat = []
         for i in range(trials):
+            # A random pause first: a write right after the previous trial was found would
+            # land just after B's tail and always wait a whole interval.
+            time.sleep(rng.uniform(0, 1.0))
             token = f"zqtoken{i}x"
             call(a.url + "/api/v1/content/write", "POST",
                  body={"uri": f"viking://resources/ab/t{i}.md", "content": f"marker {token}"})
@@ -383,17 +405,22 @@ def main():
         lat_rows.append(scale_run(n, out))
     out.append("")
     out.append("find latency (1 client, 1–4 random words, limit 10) while one writer adds ~20 "
-               f"documents/s over HTTP ({SECS * 2} s per size):")
+               f"documents/s over HTTP ({SECS * 2} s per row). Same account: a find waits "
+               "until this instance's index has applied that account's writes made before it "
+               "(read-your-writes), so it waits for the next index commit. Other account: the "
+               "writer is another tenant, whose writes never hold a find back.")
     out.append("")
-    out.append("| documents | finds | p50 | p99 | writes during |")
-    out.append("|---|---|---|---|---|")
-    for n, cnt, p50, p99, w in lat_rows:
-        out.append(f"| {n:,} | {cnt} | {p50:.1f} ms | {p99:.1f} ms | {w} |")
+    out.append("| documents | writer | finds | p50 | p99 | writes during |")
+    out.append("|---|---|---|---|---|---|")
+    for n, same, cross in lat_rows:
+        for label, (cnt, p50, p99, w) in (("same account", same), ("other account", cross)):
+            out.append(f"| {n:,} | {label} | {cnt} | {p50:.1f} ms | {p99:.1f} ms | {w} |")
     print("== A→B", file=sys.stderr)
     p50, p99, mx = a_to_b(out)
     out.append("")
     out.append(f"Write on A → found by find on B (two instances, one data dir, "
-               f"`search.refresh_interval_ms` = 1000, B polled every 10 ms, 200 trials): "
+               f"`search.refresh_interval_ms` = 1000, B polled every 10 ms, 200 trials, each after "
+               f"a random 0–1 s pause): "
                f"p50 {p50:.0f} ms, p99 {p99:.0f} ms, max {mx:.0f} ms.")
     print("== health during rebuild", file=sys.stderr)
     big = max(SIZES)

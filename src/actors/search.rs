@@ -117,9 +117,10 @@ pub struct SearchHandle {
 
 impl SearchHandle {
     /// Wait (asynchronously, at most `deadline`) until every change this process recorded
-    /// before the call is applied to the index: read-your-writes for find. False on timeout.
-    pub async fn wait_fresh(&self, deadline: Duration) -> bool {
-        let target = self.recorder.recorded();
+    /// for `account` before the call is applied to the index: read-your-writes for find.
+    /// False on timeout.
+    pub async fn wait_fresh(&self, account: &str, deadline: Duration) -> bool {
+        let target = self.recorder.recorded_for(account);
         let until = tokio::time::Instant::now() + deadline;
         loop {
             if self.index.stats.applied_local.load(Ordering::Acquire) >= target {

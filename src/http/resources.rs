@@ -553,7 +553,7 @@ async fn add_resource(
     };
     drop(ticket);
     // wait=true also waits until find here sees the tree (read-your-writes of the index).
-    let _ = state.search.wait_fresh(INDEX_WAIT).await;
+    let _ = state.search.wait_fresh(caller.account(), INDEX_WAIT).await;
     let mut finished = match outcome {
         Ok(r) => r.map_err(ServiceError::from)??,
         Err(_) => return Err(ServiceError::internal("the summary job was lost")),
@@ -613,7 +613,12 @@ async fn system_wait(
         seen = seen.max(pending);
         if pending == 0 {
             let left = limit.saturating_sub(started.elapsed());
-            if !state.search.wait_fresh(left.min(INDEX_WAIT)).await && left <= INDEX_WAIT {
+            if !state
+                .search
+                .wait_fresh(caller.account(), left.min(INDEX_WAIT))
+                .await
+                && left <= INDEX_WAIT
+            {
                 return Err(ServiceError::new(
                     ErrorCode::DeadlineExceeded,
                     format!("the search index did not catch up within {limit:?}"),

@@ -60,7 +60,10 @@ async fn answer(
     body: Map<String, Value>,
     route: Route,
 ) -> ApiResult {
-    let fresh = state.search.wait_fresh(FRESHNESS_WAIT).await;
+    let fresh = state
+        .search
+        .wait_fresh(caller.account(), FRESHNESS_WAIT)
+        .await;
     let job = FindContext {
         index: state.search.index.clone(),
         who: caller.identity.clone(),

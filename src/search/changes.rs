@@ -18,7 +18,7 @@
 //! A writer killed between its storage change and its record leaves a change no log names:
 //! the periodic reconcile (`search.reconcile_interval_secs`) repairs it.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -104,11 +104,22 @@ fn parse_record_name(name: &str) -> Option<u64> {
 pub struct Recorder {
     writer: String,
     next_seq: AtomicU64,
-    local: Mutex<VecDeque<(u64, Change)>>,
-    /// Records made by this process so far (read-your-writes: find waits until the index
-    /// applied this many).
-    recorded: AtomicU64,
+    local: Mutex<LocalRecords>,
     wake: Box<dyn Fn() + Send + Sync>,
+}
+
+/// This process's records not yet taken by the index writer, and how many were made.
+/// One lock orders the queue and the counts alike, so "the index applied the first N
+/// records" always includes the N-th record made.
+#[derive(Default)]
+struct LocalRecords {
+    queue: VecDeque<(u64, Change)>,
+    /// Records made by this process so far.
+    recorded: u64,
+    /// Per account: the count of records made when its latest one was (read-your-writes: a
+    /// find of that account waits until the index applied this many; other tenants' writes
+    /// never make it wait).
+    latest_by_account: HashMap<String, u64>,
 }
 
 impl Recorder {
@@ -118,8 +129,7 @@ impl Recorder {
         Recorder {
             writer,
             next_seq: AtomicU64::new(0),
-            local: Mutex::new(VecDeque::new()),
-            recorded: AtomicU64::new(0),
+            local: Mutex::new(LocalRecords::default()),
             wake,
         }
     }
@@ -128,9 +138,24 @@ impl Recorder {
         &self.writer
     }
 
+    fn locked(&self) -> std::sync::MutexGuard<'_, LocalRecords> {
+        // The guarded data stays consistent even if a holder panicked (plain pushes and adds).
+        self.local.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Records made so far by this process.
     pub fn recorded(&self) -> u64 {
-        self.recorded.load(Ordering::Acquire)
+        self.locked().recorded
+    }
+
+    /// How many records the index must have applied before a find of `account` sees every
+    /// change this process recorded for it.
+    pub fn recorded_for(&self, account: &str) -> u64 {
+        self.locked()
+            .latest_by_account
+            .get(account)
+            .copied()
+            .unwrap_or(0)
     }
 
     /// Write one record (create-only) and queue it for the local index.
@@ -146,19 +171,21 @@ impl Recorder {
             // The local index still applies it; other instances see it at the next reconcile.
             tracing::warn!(error = %e, account = %change.account, "could not write a search change record");
         }
-        if let Ok(mut q) = self.local.lock() {
-            q.push_back((seq, change));
+        {
+            let mut local = self.locked();
+            local.recorded += 1;
+            let count = local.recorded;
+            local
+                .latest_by_account
+                .insert(change.account.clone(), count);
+            local.queue.push_back((seq, change));
         }
-        self.recorded.fetch_add(1, Ordering::Release);
         (self.wake)();
     }
 
     /// Take the records this process made since the last call.
     pub fn drain_local(&self) -> Vec<(u64, Change)> {
-        match self.local.lock() {
-            Ok(mut q) => q.drain(..).collect(),
-            Err(_) => Vec::new(),
-        }
+        self.locked().queue.drain(..).collect()
     }
 
     /// Remove this writer's buckets whose newest record is older than `retention`, and other
@@ -474,6 +501,29 @@ mod tests {
         a.record(&storage, change("resources/3.md"));
         assert_eq!(tail.poll(&storage, b.writer()).unwrap().changes.len(), 1);
         assert_eq!(a.drain_local().len(), 4);
+    }
+
+    #[test]
+    fn read_your_writes_targets_are_per_account() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = LocalStorage::open(dir.path()).unwrap();
+        let r = Recorder::new(Box::new(|| {}));
+        r.record(&storage, change("resources/a.md"));
+        let mut other = change("resources/b.md");
+        other.account = "globex".into();
+        r.record(&storage, other);
+        r.record(&storage, change("resources/c.md"));
+        assert_eq!(r.recorded(), 3);
+        assert_eq!(r.recorded_for("acme"), 3);
+        assert_eq!(r.recorded_for("globex"), 2);
+        assert_eq!(r.recorded_for("initech"), 0);
+        // The queue holds them in the order counted.
+        let drained: Vec<_> = r
+            .drain_local()
+            .into_iter()
+            .map(|(_, c)| c.account)
+            .collect();
+        assert_eq!(drained, ["acme", "globex", "acme"]);
     }
 
     #[test]

@@ -364,8 +364,9 @@ impl Embedder {
                 continue;
             }
             if let Some(v) = self.load_stored(storage, &w) {
-                self.insert(&w.hash, v);
-                self.stats.loaded.fetch_add(1, Ordering::Relaxed);
+                if self.insert_if_current(&w, v) {
+                    self.stats.loaded.fetch_add(1, Ordering::Relaxed);
+                }
                 continue;
             }
             if !w.local && w.queued_at.elapsed() < ORIGIN_GRACE {
@@ -393,7 +394,7 @@ impl Embedder {
                         continue;
                     }
                     self.store(storage, &w, &v);
-                    self.insert(&w.hash, v);
+                    self.insert_if_current(&w, v);
                     self.stats.embedded.fetch_add(1, Ordering::Relaxed);
                 }
                 self.ready_now()
@@ -452,6 +453,20 @@ impl Embedder {
         self.queue
             .lock()
             .is_ok_and(|q| q.iter().any(|w| w.not_before <= now))
+    }
+
+    /// Keep `v` in memory if the document of `w` still has that content. The check and the
+    /// insert hold the documents' read lock, so a removal applied meanwhile (which takes the
+    /// write lock, then releases unreferenced vectors) cannot leave it behind in memory.
+    fn insert_if_current(&self, w: &Want, v: Vec<f32>) -> bool {
+        let Ok(d) = self.docs.read() else {
+            return false;
+        };
+        if d.by_path.get(&w.path) != Some(&w.hash) {
+            return false;
+        }
+        self.insert(&w.hash, v);
+        true
     }
 
     fn insert(&self, hash: &str, v: Vec<f32>) {

@@ -317,6 +317,40 @@ impl Storage for LocalStorage {
         Ok(())
     }
 
+    /// Like `remove` per file, but each parent directory is synced once per batch, not once
+    /// per file (a sweep removes thousands of files from a few hundred directories).
+    fn remove_files(&self, paths: &[StorePath]) -> StorageResult<()> {
+        let mut parents = std::collections::BTreeSet::new();
+        for path in paths {
+            if path.is_root() {
+                return Err(StorageError::InvalidPath("cannot remove the root".into()));
+            }
+            let full = self.full(path);
+            match fs::symlink_metadata(&full) {
+                Ok(meta) if meta.is_dir() => match self.remove(path, false) {
+                    Ok(()) | Err(StorageError::NotFound(_)) => continue,
+                    Err(e) => return Err(e),
+                },
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(map_io(e, &full)),
+            }
+            let _lock = self.stripe_lock(path)?;
+            match fs::remove_file(&full) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(map_io(e, &full)),
+            }
+            if let Some(parent) = full.parent() {
+                parents.insert(parent.to_path_buf());
+            }
+        }
+        for parent in parents {
+            sync_dir(&parent).map_err(|e| map_io(e, &parent))?;
+        }
+        Ok(())
+    }
+
     fn rename(&self, from: &StorePath, to: &StorePath) -> StorageResult<()> {
         if from.is_root() || to.is_root() {
             return Err(StorageError::InvalidPath("cannot move the root".into()));
@@ -537,6 +571,28 @@ mod tests {
 
     // The behaviour every backend shares is checked by the conformance suite
     // (tests/it/storage_backends.rs); only what is particular to local disk is here.
+
+    #[test]
+    fn remove_files_skips_missing_ones_and_removes_empty_dirs() {
+        let (_d, s) = store();
+        let p = |x: &str| StorePath::parse(x).unwrap();
+        s.write(&p("a/x/1.f32"), b"1").unwrap();
+        s.write(&p("a/x/2.f32"), b"2").unwrap();
+        s.write(&p("a/y/3.f32"), b"3").unwrap();
+        s.mkdir(&p("a/empty")).unwrap();
+        s.remove_files(&[
+            p("a/x/1.f32"),
+            p("a/x/missing"),
+            p("a/y/3.f32"),
+            p("a/empty"),
+        ])
+        .unwrap();
+        assert!(s.stat(&p("a/x/1.f32")).unwrap().is_none());
+        assert!(s.stat(&p("a/y/3.f32")).unwrap().is_none());
+        assert!(s.stat(&p("a/empty")).unwrap().is_none());
+        assert!(s.stat(&p("a/x/2.f32")).unwrap().is_some());
+        assert!(s.remove_files(&[StorePath::root()]).is_err());
+    }
     #[test]
     fn temp_files_are_invisible_and_probe_works() {
         let (d, s) = store();
