@@ -36,21 +36,25 @@ def prose(rng, words):
     return " ".join(rng.choice(WORDS) for _ in range(words))
 
 
-def make_tree_zip(n):
+def make_tree_zip(n, scale=1.0, stored=False):
+    """n Markdown/Rust/Python files (sizes times `scale`), deflated or stored in the ZIP."""
     rng = random.Random(7)
     buf = io.BytesIO()
     raw = 0
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+    lines = int(90 * scale)
+    method = zipfile.ZIP_STORED if stored else zipfile.ZIP_DEFLATED
+    with zipfile.ZipFile(buf, "w", method) as z:
         for i in range(n):
             d = f"pkg{i % 50}/mod{i % 7}"
             kind = i % 3
             if kind == 0:
-                name, text = f"{d}/doc{i}.md", f"# Document {i}\n\n{prose(rng, 120)}.\n\n## Details\n\n{prose(rng, 300)}.\n"
+                name, text = f"{d}/doc{i}.md", (f"# Document {i}\n\n{prose(rng, int(120 * scale))}.\n\n"
+                                                f"## Details\n\n{prose(rng, int(300 * scale))}.\n")
             elif kind == 1:
-                body = "\n".join(f"    let v{j} = {j} * 2; // {prose(rng, 6)}" for j in range(90))
+                body = "\n".join(f"    let v{j} = {j} * 2; // {prose(rng, 6)}" for j in range(lines))
                 name, text = f"{d}/file{i}.rs", f"//! Module {i}: {prose(rng, 10)}.\nfn f{i}() {{\n{body}\n}}\n"
             else:
-                body = "\n".join(f"    x{j} = '{prose(rng, 6)}'" for j in range(90))
+                body = "\n".join(f"    x{j} = '{prose(rng, 6)}'" for j in range(lines))
                 name, text = f"{d}/script{i}.py", f"# Script {i}: {prose(rng, 10)}.\ndef g{i}():\n{body}\n"
             data = text.encode()
             raw += len(data)
@@ -185,6 +189,8 @@ def main():
         key = b["result"]["user_key"]
         tree_zip, tree_raw = make_tree_zip(FILES)
         pdf_zip, pdf_raw = make_pdf_zip(PDFS)
+        # The issue's case: a 50 MB archive of thousands of files (stored, not deflated).
+        big_zip, big_raw = make_tree_zip(FILES, scale=2.2, stored=True)
         started = time.perf_counter()
         stop = mp.Event()
         q = mp.Queue()
@@ -195,6 +201,7 @@ def main():
         windows = []
         up_tree, add_tree, all_tree, res_tree = ingest(server, key, "tree.zip", tree_zip, started, windows)
         up_pdf, add_pdf, all_pdf, res_pdf = ingest(server, key, "papers.zip", pdf_zip, started, windows)
+        up_big, add_big, all_big, res_big = ingest(server, key, "big.zip", big_zip, started, windows)
         stop.set()
         samples = q.get(timeout=60)
         prober.join()
@@ -213,6 +220,7 @@ def main():
         for label, n, raw, z, up, add, whole, res in (
             ("Markdown/code tree", FILES, tree_raw, len(tree_zip), up_tree, add_tree, all_tree, res_tree),
             ("PDFs", PDFS, pdf_raw, len(pdf_zip), up_pdf, add_pdf, all_pdf, res_pdf),
+            ("50 MB archive (stored)", FILES, big_raw, len(big_zip), up_big, add_big, all_big, res_big),
         ):
             stored = res["meta"]["files"]
             assert stored >= n, (stored, n)  # large documents are split into several files

@@ -19,7 +19,8 @@
 //! writing instance deletes, so instances do not race to). What that misses is collected by
 //! the sweep in [`super::vector_gc`].
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::ops::Bound;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -61,7 +62,8 @@ pub struct VectorRef {
 /// documents of each account reference each hash (exact, updated with every change).
 #[derive(Debug, Default)]
 struct Docs {
-    by_path: HashMap<String, String>,
+    /// Ordered, so a subtree is one range, not a scan of every document.
+    by_path: BTreeMap<String, String>,
     refs: HashMap<String, HashMap<String, u32>>,
 }
 
@@ -107,11 +109,16 @@ impl Docs {
 
     fn remove_subtree(&mut self, prefix: &str) -> Vec<VectorRef> {
         let under = format!("{prefix}/");
-        let gone: Vec<String> = self
-            .by_path
-            .keys()
-            .filter(|p| *p == prefix || p.starts_with(&under))
-            .cloned()
+        let exact = self.by_path.get_key_value(prefix).map(|(p, _)| p.clone());
+        let gone: Vec<String> = exact
+            .into_iter()
+            .chain(
+                self.by_path
+                    .range::<str, _>((Bound::Included(under.as_str()), Bound::Unbounded))
+                    .map(|(p, _)| p)
+                    .take_while(|p| p.starts_with(&under))
+                    .cloned(),
+            )
             .collect();
         gone.into_iter()
             .filter_map(|p| {
@@ -735,6 +742,30 @@ fn decode(bytes: &[u8]) -> Option<Vec<f32>> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+
+    #[test]
+    fn a_subtree_is_its_path_and_what_is_under_it_only() {
+        let mut d = Docs::default();
+        for p in [
+            "acme/r/b",
+            "acme/r/b/c.md",
+            "acme/r/b/d/e.md",
+            "acme/r/b-c.md",
+            "acme/r/bc",
+        ] {
+            d.insert(p, p);
+        }
+        let mut gone: Vec<_> = d
+            .remove_subtree("acme/r/b")
+            .into_iter()
+            .map(|r| r.hash)
+            .collect();
+        gone.sort();
+        assert_eq!(gone, ["acme/r/b", "acme/r/b/c.md", "acme/r/b/d/e.md"]);
+        let mut left: Vec<_> = d.by_path.keys().cloned().collect();
+        left.sort();
+        assert_eq!(left, ["acme/r/b-c.md", "acme/r/bc"]);
+    }
 
     #[test]
     fn vectors_round_trip_and_normalise() {
