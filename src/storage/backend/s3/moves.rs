@@ -124,7 +124,7 @@ pub fn move_tree(storage: &S3Storage, from: &StorePath, to: &StorePath) -> Stora
         .map_err(|e| StorageError::Unavailable(format!("cannot encode a move intent: {e}")))?;
     storage.block_on(inner.put(&key, body.into(), PutMode::Overwrite, to))?;
     let (result, settled) = match publish(storage, &lease, &id, from, to, &flag) {
-        Ok(()) => (Ok(()), true),
+        Ok(settled) => (Ok(()), settled),
         Err(Failed::Settled(e)) => (Err(e), true),
         Err(Failed::Unsettled(e)) => (Err(e), false),
     };
@@ -137,7 +137,7 @@ pub fn move_tree(storage: &S3Storage, from: &StorePath, to: &StorePath) -> Stora
     result
 }
 
-/// Steps 3–7 of the module docs.
+/// Steps 3–7 of the module docs. `Ok(false)`: committed, but sources remain for recovery.
 fn publish(
     storage: &S3Storage,
     lease: &lease::Lease,
@@ -145,7 +145,7 @@ fn publish(
     from: &StorePath,
     to: &StorePath,
     flag: &Path,
-) -> Result<(), Failed> {
+) -> Result<bool, Failed> {
     let inner = &storage.inner;
     let tag = Bytes::from(id.to_string());
     storage
@@ -179,9 +179,14 @@ fn publish(
     storage
         .block_on(inner.delete_all(vec![flag.clone()], to))
         .map_err(Failed::Unsettled)?;
-    storage
-        .block_on(delete_tree(inner, from, sources))
-        .map_err(Failed::Unsettled)
+    // Committed: the move happened, whatever becomes of the sources now.
+    match storage.block_on(delete_tree(inner, from, sources)) {
+        Ok(()) => Ok(true),
+        Err(e) => {
+            tracing::warn!(error = %e, %from, %to, "moved, but the sources remain; recovery removes them");
+            Ok(false)
+        }
+    }
 }
 
 /// Copy every object under `from` (but its own marker: `to` was claimed) to the same place
