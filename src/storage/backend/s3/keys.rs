@@ -1,8 +1,9 @@
 //! Mapping between [`StorePath`]s and object keys under the configured prefix.
 //!
 //! `/local/<p>` is the key `<prefix>/<p>`. A directory is a key prefix; directories the backend
-//! creates also get a zero-byte marker object `<dir>/.longship-dir`, so empty directories
-//! persist (object_store cannot name keys that end in `/`, the other common convention).
+//! creates also get a marker object `<dir>/.longship-dir` (empty, or the id of the move that
+//! claimed the directory), so empty directories persist (object_store cannot name keys that
+//! end in `/`, the other common convention).
 //! Names starting with [`INTERNAL_PREFIX`] (markers, probes, lock leases, move intents,
 //! publishing flags) are never listed.
 
