@@ -854,3 +854,52 @@ fn s3_recovery_settles_moves_whose_mover_is_gone() {
     s.rename(&p("src3"), &p("pub/r3")).unwrap();
     assert_eq!(files_under(&s, &p("pub")), 6);
 }
+
+/// Two instances move different trees to one name at once: exactly one wins, the tree there is
+/// entirely the winner's, and the loser's sources are untouched.
+#[test]
+fn s3_racing_moves_to_one_name_leave_one_whole_tree() {
+    const FILES: usize = 100;
+    let Some(sw) = seaweed::shared() else { return };
+    let prefix = format!("race-{}", uuid::Uuid::new_v4().simple());
+    let settings = sw.settings(&prefix);
+    let a: Arc<dyn Storage> = Arc::new(S3Storage::open(&settings).unwrap());
+    let b: Arc<dyn Storage> = Arc::new(S3Storage::open(&settings).unwrap());
+    for (s, tag) in [(&a, "a"), (&b, "b")] {
+        for i in 0..FILES {
+            s.write(&p(&format!("src-{tag}/d{}/f{i}.md", i % 5)), tag.as_bytes())
+                .unwrap();
+        }
+    }
+    let results: Vec<(&str, Result<(), StorageError>)> = std::thread::scope(|scope| {
+        let runs: Vec<_> = [(&a, "a"), (&b, "b")]
+            .into_iter()
+            .map(|(s, tag)| {
+                scope.spawn(move || (tag, s.rename(&p(&format!("src-{tag}")), &p("pub/same"))))
+            })
+            .collect();
+        runs.into_iter().map(|r| r.join().unwrap()).collect()
+    });
+    let winners: Vec<&str> = results
+        .iter()
+        .filter(|(_, r)| r.is_ok())
+        .map(|(t, _)| *t)
+        .collect();
+    assert_eq!(winners.len(), 1, "{results:?}");
+    let loser = results.iter().find(|(_, r)| r.is_err()).unwrap();
+    assert!(
+        matches!(loser.1, Err(StorageError::AlreadyExists(_))),
+        "{results:?}"
+    );
+    let s = &*a;
+    assert_eq!(files_under(s, &p("pub/same")), FILES);
+    for i in 0..FILES {
+        let got = s.read(&p(&format!("pub/same/d{}/f{i}.md", i % 5))).unwrap();
+        assert_eq!(got, winners[0].as_bytes());
+    }
+    assert_eq!(files_under(s, &p(&format!("src-{}", loser.0))), FILES);
+    assert!(s
+        .stat(&p(&format!("src-{}", winners[0])))
+        .unwrap()
+        .is_none());
+}
