@@ -150,7 +150,7 @@ fn s3_kill_9_mid_publish_leaves_no_partial_tree_after_restart() {
     let st = Storage::new();
     let prefix = format!("kill-{}", uuid::Uuid::new_v4().simple());
     let opts = opts_for(&sw, &prefix)
-        .env("LONGSHIP_RESOURCES__STALE_AFTER_SECS", "2")
+        .env("LONGSHIP_RESOURCES__STALE_AFTER_SECS", "4")
         .env("LONGSHIP_RESOURCES__SWEEP_INTERVAL_SECS", "1")
         .env("LONGSHIP_STORAGE__S3__MOVE_RECOVERY_SECS", "1");
     let mut s = Server::start(&st, opts);
@@ -210,10 +210,20 @@ fn s3_kill_9_mid_publish_leaves_no_partial_tree_after_restart() {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let names = resource_names(&s, &key);
-        if names.iter().any(|n| n == "bulk") {
-            assert_eq!(md_files(&s, &key, "viking://resources/bulk"), FILES);
-        }
         let keys = raw.keys();
+        if names.iter().any(|n| n == "bulk") {
+            let under: Vec<&String> = keys
+                .iter()
+                .filter(|k| k.starts_with("acme/resources/"))
+                .take(20)
+                .collect();
+            assert_eq!(
+                md_files(&s, &key, "viking://resources/bulk"),
+                FILES,
+                "a partial tree is visible: {under:?}\n{}",
+                s.log_text()
+            );
+        }
         let left: Vec<&String> = keys
             .iter()
             .filter(|k| {

@@ -26,6 +26,7 @@
 //! sources are deleted. Sources are never needed by recovery, so a sweep that removes them
 //! (an ingestion's staging tree) cannot race it.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -162,6 +163,9 @@ fn publish(
     let copied = copy_tree(storage, lease, from, to);
     let sources = match copied {
         Ok(sources) => sources,
+        // A copy that failed for want of an answer may still land: leave the roll-back to
+        // recovery, which comes later (the destination stays hidden meanwhile).
+        Err(e @ StorageError::Unavailable(_)) => return Err(Failed::Unsettled(e)),
         Err(e) if lease.held() => {
             return match storage.block_on(roll_back(inner, to, flag)) {
                 Ok(()) => Err(Failed::Settled(e)),
@@ -222,17 +226,26 @@ fn copy_tree(
                 "the move of {from} to {to} stalled past its lease"
             )));
         }
-        storage.block_on(
-            stream::iter(batch.iter().map(|(src, dst)| async move {
-                inner
-                    .store
-                    .copy(src, dst)
-                    .await
-                    .map_err(|e| inner.internal_err(e, &format!("{from} -> {to}")))
+        // After a failure no new copy starts, but those in flight are waited for: a roll-back
+        // must not race a copy that lands after it.
+        let failed = AtomicBool::new(false);
+        let failed = &failed;
+        let results = storage.block_on(async {
+            Ok(stream::iter(batch.iter().map(|(src, dst)| async move {
+                if failed.load(Ordering::Relaxed) {
+                    return Ok(());
+                }
+                let copied = inner.store.copy(src, dst).await;
+                if copied.is_err() {
+                    failed.store(true, Ordering::Relaxed);
+                }
+                copied.map_err(|e| inner.internal_err(e, &format!("{from} -> {to}")))
             }))
             .buffer_unordered(FAN_OUT)
-            .try_collect::<()>(),
-        )?;
+            .collect::<Vec<_>>()
+            .await)
+        })?;
+        results.into_iter().collect::<StorageResult<()>>()?;
     }
     Ok(copies.into_iter().map(|(src, _)| src).collect())
 }
@@ -251,15 +264,24 @@ async fn delete_tree(inner: &Inner, dir: &StorePath, keys: Vec<Path>) -> Storage
 }
 
 /// Delete the (possibly partial) destination, then its flag: never the other way round.
+/// The flag goes only once a listing finds the destination empty, so a copy that still
+/// landed (a request abandoned by a killed or timed-out mover) is deleted too, not revealed.
 async fn roll_back(inner: &Inner, to: &StorePath, flag: &Path) -> StorageResult<()> {
-    let keys = inner
-        .objects_under(to)
-        .await?
-        .into_iter()
-        .map(|o| o.location)
-        .collect();
-    delete_tree(inner, to, keys).await?;
-    inner.delete_all(vec![flag.clone()], to).await
+    for _ in 0..3 {
+        let keys: Vec<Path> = inner
+            .objects_under(to)
+            .await?
+            .into_iter()
+            .map(|o| o.location)
+            .collect();
+        if keys.is_empty() {
+            return inner.delete_all(vec![flag.clone()], to).await;
+        }
+        delete_tree(inner, to, keys).await?;
+    }
+    Err(StorageError::Unavailable(format!(
+        "objects keep appearing under {to} while its move is rolled back; trying again later"
+    )))
 }
 
 /// The bytes of an object, `None` if it does not exist.
