@@ -98,7 +98,7 @@ enum Failed {
 
 /// Objects copied per storage call: each call has the per-operation deadline, so a tree of
 /// any size moves as long as the store keeps answering.
-const COPY_BATCH: usize = 1000;
+const COPY_BATCH: usize = 500;
 
 /// Move the directory `from` to `to` (which must not exist), visible at `to` only once whole.
 /// Runs on the calling (blocking) thread, one storage call per step.
