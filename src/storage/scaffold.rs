@@ -108,6 +108,31 @@ pub fn init_user(storage: &dyn Storage, account: &str, user: &str) -> StorageRes
     Ok(())
 }
 
+/// The sidecar files [`init_account`] may write, relative to the account: what a search
+/// change record of an account's creation names (not the whole account, which may already
+/// hold data that would then be re-indexed for nothing).
+pub fn account_sidecars() -> Vec<String> {
+    ACCOUNT_DIRS
+        .iter()
+        .flat_map(|(rel, ..)| sidecars_of(rel))
+        .collect()
+}
+
+/// The sidecar files [`init_user`] may write for `user`, relative to the account.
+pub fn user_sidecars(user: &str) -> Vec<String> {
+    USER_DIRS
+        .iter()
+        .flat_map(|(rel, ..)| match *rel {
+            "" => sidecars_of(&format!("user/{user}")),
+            rel => sidecars_of(&format!("user/{user}/{rel}")),
+        })
+        .collect()
+}
+
+fn sidecars_of(dir: &str) -> [String; 2] {
+    [format!("{dir}/.abstract.md"), format!("{dir}/.overview.md")]
+}
+
 /// mkdir plus both sidecars, each written only if absent.
 fn ensure_dir(
     storage: &dyn Storage,
@@ -165,5 +190,15 @@ mod tests {
         )
         .unwrap();
         assert!(text.starts_with("---\ndirectory: viking://agent/skills/\n"));
+        // The sidecar lists name exactly the sidecars the scaffold wrote.
+        let listed: Vec<String> = account_sidecars()
+            .into_iter()
+            .chain(user_sidecars("bob"))
+            .collect();
+        assert_eq!(listed.len(), 2 * (ACCOUNT_DIRS.len() + USER_DIRS.len()));
+        for rel in &listed {
+            let p = StorePath::parse(&format!("acme/{rel}")).unwrap();
+            assert!(s.stat(&p).unwrap().is_some(), "{rel}");
+        }
     }
 }

@@ -669,3 +669,54 @@ fn unrecorded_changes_are_repaired_by_the_reconcile() {
     });
     assert!(gone.is_some(), "unrecorded removal not repaired");
 }
+
+/// A new account's and a new user's scaffold abstracts are findable at once: their sidecars
+/// are what the creation records for the index — not the whole account, which may already
+/// hold data (here documents planted behind the server's back, which only the periodic
+/// reconcile picks up) that finds of the account would otherwise wait on while it is
+/// re-indexed.
+#[test]
+fn scaffolds_of_new_accounts_and_users_are_findable_at_once() {
+    let st = Storage::new();
+    let s = Server::start(&st, Opts::default());
+    wait_built(&s);
+    let planted: Vec<(String, Vec<u8>)> = (0..400)
+        .map(|i| {
+            (
+                format!("acme/resources/old/doc{i}.md"),
+                format!("quokkaplanted document {i}").into_bytes(),
+            )
+        })
+        .collect();
+    st.at("").seed(planted);
+    let key = create_account(&s, "acme", "alice");
+    let r = find(
+        &s,
+        Some(&key),
+        json!({"query": "shared skill registry", "target_uri": "viking://agent"}),
+    );
+    assert!(
+        uris(&r).contains(&"viking://agent/skills/.abstract.md".to_string()),
+        "{:?}",
+        r.body
+    );
+    let bob = register(&s, &key, "acme", "bob", "user");
+    let r = find(
+        &s,
+        Some(&bob),
+        json!({"query": "long-term memories", "target_uri": "viking://user/bob"}),
+    );
+    assert!(
+        uris(&r).contains(&"viking://user/bob/memories/.overview.md".to_string())
+            || uris(&r).contains(&"viking://user/bob/memories/.abstract.md".to_string()),
+        "{:?}",
+        r.body
+    );
+    let r = find(&s, Some(&key), json!({"query": "quokkaplanted"}));
+    assert!(
+        uris(&r).is_empty(),
+        "the creation re-indexed the whole account"
+    );
+    let status = search_status(&s);
+    assert_eq!(status["errors"], 0, "{status}");
+}

@@ -15,6 +15,7 @@ use crate::jobs::BlockingJob;
 use crate::search::ChangeKind;
 use crate::storage::registry::query::Paging;
 use crate::storage::registry::{account_not_found, user_not_found};
+use crate::storage::scaffold;
 
 use super::auth::{Caller, RootOnly, Rule};
 use super::envelope::{ApiOk, ApiResult};
@@ -145,7 +146,12 @@ async fn create_account(
         user_config: non_null(body.user_config),
     };
     // The new account's scaffold (directory abstracts) becomes findable at once.
-    let changed = account_paths(&body.account_id, &[""]);
+    let sidecars: Vec<String> = scaffold::account_sidecars()
+        .into_iter()
+        .chain(scaffold::user_sidecars(&body.admin_user_id))
+        .collect();
+    let sidecars: Vec<&str> = sidecars.iter().map(String::as_str).collect();
+    let changed = account_paths(&body.account_id, &sidecars);
     let created = run(
         &state,
         Recorded::on_success(job, changed, ChangeKind::Mkdir),

@@ -12,6 +12,7 @@ use crate::jobs::search::{account_paths, Recorded};
 use crate::search::ChangeKind;
 use crate::storage::registry::model::UserEntry;
 use crate::storage::registry::query::Paging;
+use crate::storage::scaffold;
 use crate::storage::tasks::TaskOwner;
 
 use super::{
@@ -69,7 +70,9 @@ pub(super) async fn register_user(
         seed: body.seed,
         user_config: non_null(body.user_config),
     };
-    let changed = account_paths(&account, &[&format!("user/{}", body.user_id)]);
+    let sidecars = scaffold::user_sidecars(&body.user_id);
+    let sidecars: Vec<&str> = sidecars.iter().map(String::as_str).collect();
+    let changed = account_paths(&account, &sidecars);
     let user_key = run(
         &state,
         Recorded::on_success(job, changed, ChangeKind::Mkdir),
