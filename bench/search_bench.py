@@ -21,6 +21,8 @@ SECS = int(sys.argv[1]) if len(sys.argv) > 1 else 10
 SIZES = [int(n) for n in os.environ.get("SEARCH_BENCH_DOCS", "10000,100000").split(",") if n]
 DOC_BYTES = 4096
 PYDOC = "/usr/share/doc/python3-doc/html/library"
+# Parts to run (all by default): scale, ab, health, relevance.
+PARTS = set(os.environ.get("SEARCH_BENCH_PARTS", "scale,ab,health,relevance").split(","))
 
 rng = random.Random(7)
 VOCAB = [
@@ -397,6 +399,19 @@ def main():
     out.append("Documents are ~4 KiB synthetic Markdown (Zipf-distributed vocabulary of 20,000 "
                "words) seeded into storage, then indexed by a full rebuild of an empty index.")
     out.append("")
+    if "scale" in PARTS:
+        scale_part(out)
+    if "ab" in PARTS:
+        ab_part(out)
+    if "health" in PARTS:
+        health_part(out)
+    if "relevance" in PARTS:
+        relevance_part(out)
+    out.append("")
+    print("\n".join(out))
+
+
+def scale_part(out):
     out.append("| documents | seed (files) | full index build | docs/s | indexed | RSS after build |")
     out.append("|---|---|---|---|---|---|")
     lat_rows = []
@@ -415,6 +430,9 @@ def main():
     for n, same, cross in lat_rows:
         for label, (cnt, p50, p99, w) in (("same account", same), ("other account", cross)):
             out.append(f"| {n:,} | {label} | {cnt} | {p50:.1f} ms | {p99:.1f} ms | {w} |")
+
+
+def ab_part(out):
     print("== A→B", file=sys.stderr)
     p50, p99, mx = a_to_b(out)
     out.append("")
@@ -422,6 +440,9 @@ def main():
                f"`search.refresh_interval_ms` = 1000, B polled every 10 ms, 200 trials, each after "
                f"a random 0–1 s pause): "
                f"p50 {p50:.0f} ms, p99 {p99:.0f} ms, max {mx:.0f} ms.")
+
+
+def health_part(out):
     print("== health during rebuild", file=sys.stderr)
     big = max(SIZES)
     r, still = health_during_rebuild(big)
@@ -430,7 +451,10 @@ def main():
                f"{'' if still else ', rebuild finished before wrk did'}): "
                f"p50 {r['p50_ms']:.2f} ms, p99 {r['p99_ms']:.2f} ms, {r['rps']:,.0f} req/s, "
                f"{r['errors']} errors.")
-    if os.path.isdir(PYDOC) and os.environ.get("SEARCH_BENCH_RELEVANCE", "1") != "0":
+
+
+def relevance_part(out):
+    if os.path.isdir(PYDOC):
         print("== relevance", file=sys.stderr)
         docs = pydoc_corpus()
         queries = [d[1] for d in docs]
@@ -469,8 +493,6 @@ def main():
         out.append("|---|---|---|")
         out.append(f"| Longship keyword (BM25) | {ls_h[0]:.3f} | {ls_h[1]:.3f} |")
         out.append(f"| SQLite FTS5 bm25 | {ft_h[0]:.3f} | {ft_h[1]:.3f} |")
-    out.append("")
-    print("\n".join(out))
 
 
 if __name__ == "__main__":
