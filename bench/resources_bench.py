@@ -157,6 +157,13 @@ def ingest(server, key, name, data, started, windows):
 def cross_instance_lags(a, data_dir, key):
     b = Server(data_dir)
     try:
+        # B builds its index of what is already stored first; time only the tail of new adds.
+        t0 = time.perf_counter()
+        while time.perf_counter() - t0 < 600:
+            _, obs = call(b.url + "/api/v1/observer/system?format=json", key=ROOT_KEY)
+            if not obs["result"]["components"]["retrieval"]["status"]["building"]:
+                break
+            time.sleep(0.2)
         lags = []
         for i in range(5):
             word = f"zebrafinch{i}quartz"
