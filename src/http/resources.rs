@@ -278,12 +278,10 @@ struct AddResourceBody {
     is_active: bool,
     #[serde(default = "default_processing_mode")]
     processing_mode: String,
-    #[allow(dead_code)]
     tags: Option<Vec<String>>,
     #[serde(default = "default_tag_mode")]
     #[allow(dead_code)]
     tag_mode: String,
-    #[allow(dead_code)]
     acl: Option<Value>,
     timeout: Option<f64>,
 }
@@ -349,6 +347,20 @@ fn validate(b: &AddResourceBody) -> Result<(), ServiceError> {
             &["body", "processing_mode"],
             "Input should be 'semantic_and_vectors' or 'vectors_only'",
             "enum",
+        ));
+    }
+    // Dropping these silently would lose what the caller asked for: tags a later find could
+    // not match, or an access restriction that would not hold.
+    if b.tags.as_ref().is_some_and(|t| !t.is_empty()) {
+        return Err(ServiceError::invalid_argument(
+            "tags are not stored by this server (find cannot filter on them either); add the \
+             resource without tags",
+        ));
+    }
+    if b.acl.as_ref().is_some_and(|a| !a.is_null()) {
+        return Err(ServiceError::unimplemented(
+            "Per-resource ACLs are not implemented by this server: resources under \
+             viking://resources are readable by every user of the account; add it without acl",
         ));
     }
     if b.timeout.is_some_and(|t| !t.is_finite() || t < 0.0) {

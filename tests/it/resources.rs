@@ -582,6 +582,16 @@ fn requests_are_validated_like_0_5_2() {
         ),
         (json!({"path": 5}), 400, "path"),
         (
+            json!({"path": "https://example.com/x", "tags": ["team=search"]}),
+            400,
+            "tags are not stored",
+        ),
+        (
+            json!({"path": "https://example.com/x", "acl": {"mode": "restricted"}}),
+            501,
+            "Per-resource ACLs",
+        ),
+        (
             json!({"temp_file_id": "upload_0123456789abcdef0123456789abcdef", "parent": "viking://resources/missing"}),
             404,
             "Parent URI does not exist",
