@@ -225,12 +225,27 @@ fn models(search: &Value) -> Component {
     }
 }
 
-/// `retrieval`: the state of search (Longship keeps no per-query statistics); `format=json`
-/// carries Longship's whole search status.
+/// `retrieval`: this process's query counts in upstream's rows, then the state of the index;
+/// `format=json` carries Longship's whole search status.
 fn retrieval(search: &Value) -> Component {
     let row = |k: &str, v: String| vec![k.to_string(), v];
     let num = |k: &str| search[k].as_u64().unwrap_or(0).to_string();
+    let queries = search["queries"].as_u64().unwrap_or(0);
+    let results = search["results"].as_u64().unwrap_or(0);
+    let zero = search["zero_result_queries"].as_u64().unwrap_or(0);
+    let ratio = |n: u64| {
+        if queries == 0 {
+            0.0
+        } else {
+            n as f64 / queries as f64
+        }
+    };
     let mut rows = vec![
+        row("Total Queries", queries.to_string()),
+        row("Total Results", results.to_string()),
+        row("Avg Results/Query", format!("{:.1}", ratio(results))),
+        row("Zero-Result Queries", zero.to_string()),
+        row("Zero-Result Rate", format!("{:.1}%", ratio(zero) * 100.0)),
         row(
             "Index State",
             search["state"].as_str().unwrap_or("unknown").to_string(),
@@ -254,33 +269,64 @@ fn retrieval(search: &Value) -> Component {
     }
 }
 
+/// `lock`: this process's named cross-instance locks (lock files, S3 leases), in upstream's
+/// first lines; usable exactly when storage is.
+fn lock(storage: &StorageHealth, locks: LockSnapshot) -> Component {
+    let availability = if storage.ok {
+        "available"
+    } else {
+        "unavailable"
+    };
+    Component {
+        name: "lock",
+        healthy: storage.ok,
+        json: json!({"active_locks": locks.held, "waiting_locks": locks.waiting,
+                     "timed_out_waits": locks.timed_out, "backend": storage.backend,
+                     "available": storage.ok}),
+        table: format!(
+            "{}\nActive locks: {}\nWaiting locks: {}\nTimed-out waits: {}\nBackend: {} ({availability})",
+            held_table(locks.held),
+            locks.held,
+            locks.waiting,
+            locks.timed_out,
+            storage.backend
+        ),
+    }
+}
+
+/// Upstream's lock view: "No active locks." or a table with a row per held lock (anonymous:
+/// lock names carry tenant ids; at most 100 rows).
+fn held_table(held: u64) -> String {
+    if held == 0 {
+        return "No active locks.".into();
+    }
+    let rows: Vec<Vec<String>> = (1..=held.min(100))
+        .map(|i| vec![i.to_string(), "held".to_string()])
+        .collect();
+    pretty_table(&["Lock", "State"], &rows)
+}
+
+/// Named-lock counts of this process.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LockSnapshot {
+    pub held: u64,
+    pub waiting: u64,
+    pub timed_out: u64,
+}
+
 /// The six components `ov status` reads. `search` is the search index's status.
 pub fn cli_components(
     storage: &StorageHealth,
     pools: &[PoolSnapshot],
     search: &Value,
+    locks: LockSnapshot,
 ) -> Vec<Component> {
     let jobs_done = pools.iter().map(|p| p.completed).sum();
     vec![
         queue(pools),
         vikingdb(search),
         models(search),
-        // Named locks live in the storage backend (lock files, S3 leases): usable exactly when
-        // storage is.
-        Component {
-            name: "lock",
-            healthy: storage.ok,
-            json: json!({"backend": storage.backend, "available": storage.ok}),
-            table: format!(
-                "Named locks: {} backend, {}",
-                storage.backend,
-                if storage.ok {
-                    "available"
-                } else {
-                    "unavailable"
-                }
-            ),
-        },
+        lock(storage, locks),
         retrieval(search),
         filesystem(storage, jobs_done),
     ]
@@ -289,6 +335,31 @@ pub fn cli_components(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lock_view_counts_held_locks() {
+        let up = StorageHealth {
+            backend: "local",
+            location: String::new(),
+            ok: true,
+            error: None,
+            checked_at: 0.0,
+        };
+        let none = lock(&up, LockSnapshot::default());
+        assert!(none.table.starts_with("No active locks."), "{}", none.table);
+        assert_eq!(none.json["active_locks"], 0);
+        let two = lock(
+            &up,
+            LockSnapshot {
+                held: 2,
+                waiting: 1,
+                timed_out: 3,
+            },
+        );
+        assert_eq!(two.table.matches("held").count(), 2, "{}", two.table);
+        assert!(two.table.contains("Waiting locks: 1") && two.table.contains("Timed-out waits: 3"));
+        assert_eq!(two.json["waiting_locks"], 1);
+    }
 
     #[test]
     fn pretty_tables_look_like_tabulate() {

@@ -116,10 +116,16 @@ async fn observer(
     let storage = state.health.snapshot();
     let storage_pool = state.pools.storage().snapshot();
     let commit_pool = state.pools.commit().snapshot();
+    let (held, waiting, timed_out) = crate::storage::lock_counts::snapshot();
     let cli = super::observer_cli::cli_components(
         &storage,
         &[storage_pool.clone(), commit_pool.clone()],
         &state.search.status(),
+        super::observer_cli::LockSnapshot {
+            held,
+            waiting,
+            timed_out,
+        },
     );
     let auth = state.auth_status().await;
     let components = [

@@ -155,6 +155,21 @@ pub struct IndexStats {
     pub last_commit_ms: AtomicU64,
     pub commits: AtomicU64,
     pub errors: AtomicU64,
+    /// find/search answered by this process, hits returned, and answers with no hit.
+    pub queries: AtomicU64,
+    pub results: AtomicU64,
+    pub zero_result_queries: AtomicU64,
+}
+
+impl IndexStats {
+    /// Count one answered find or search with `hits` hits.
+    pub fn note_query(&self, hits: usize) {
+        self.queries.fetch_add(1, Ordering::Relaxed);
+        self.results.fetch_add(hits as u64, Ordering::Relaxed);
+        if hits == 0 {
+            self.zero_result_queries.fetch_add(1, Ordering::Relaxed);
+        }
+    }
 }
 
 /// The index of one instance.
@@ -301,6 +316,9 @@ impl SearchIndex {
             "errors": s.errors.load(Ordering::Relaxed),
             "last_commit_age_seconds": if last == 0 { 0.0 } else { now_ms().saturating_sub(last) as f64 / 1000.0 },
             "schema_version": SCHEMA_VERSION,
+            "queries": s.queries.load(Ordering::Relaxed),
+            "results": s.results.load(Ordering::Relaxed),
+            "zero_result_queries": s.zero_result_queries.load(Ordering::Relaxed),
         })
     }
 

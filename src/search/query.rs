@@ -358,6 +358,7 @@ pub fn run(
         }
     }
     let total = memories.len() + resources.len() + skills.len();
+    index.stats.note_query(total);
     let mut result = json!({
         "memories": memories,
         "resources": resources,

@@ -11,6 +11,7 @@
 pub mod backend;
 pub mod fs;
 pub mod keys;
+pub mod lock_counts;
 pub mod okf;
 mod path;
 pub mod registry;

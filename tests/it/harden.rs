@@ -790,9 +790,34 @@ fn a_hung_object_store_is_bounded_and_shed() {
 fn observer_reports_the_components_ov_status_reads() {
     let st = Storage::new();
     let s = Server::start(&st, Opts::dev());
+    // Two finds, one with no hit: the retrieval rows count them.
+    let r = s.post(
+        "/api/v1/content/write",
+        None,
+        serde_json::json!({"uri": "viking://resources/obs.md", "content": "observer quokka"}),
+    );
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    for q in ["quokka", "zzqnothingmatches"] {
+        let r = s.post("/api/v1/search/find", None, serde_json::json!({"query": q}));
+        assert_eq!(r.status, 200, "{:?}", r.body);
+    }
     let r = call(&s, "GET", "/api/v1/observer/system", None);
     assert_eq!(r.status, 200, "{:?}", r.body);
     let components = &r.result()["components"];
+    let retrieval = components["retrieval"]["status"].as_str().unwrap_or("");
+    let cell = |metric: &str| {
+        retrieval
+            .lines()
+            .find(|l| l.contains(metric))
+            .and_then(|l| l.split('|').nth(2))
+            .map(|v| v.trim().to_string())
+            .unwrap_or_default()
+    };
+    assert_eq!(cell("Total Queries"), "2", "{retrieval}");
+    assert_eq!(cell("Zero-Result Queries"), "1", "{retrieval}");
+    assert_eq!(cell("Zero-Result Rate"), "50.0%", "{retrieval}");
+    let lock = components["lock"]["status"].as_str().unwrap_or("");
+    assert!(lock.starts_with("No active locks."), "{lock}");
     for name in [
         "queue",
         "vikingdb",
@@ -824,6 +849,8 @@ fn observer_reports_the_components_ov_status_reads() {
         1
     );
     assert!(components["retrieval"]["status"]["docs"].is_u64());
+    assert_eq!(components["retrieval"]["status"]["queries"], 2);
+    assert_eq!(components["lock"]["status"]["active_locks"], 0);
     assert_eq!(
         components["filesystem"]["status"]["mounts"][0]["plugin"],
         if st.is_s3() { "s3" } else { "local" }

@@ -36,6 +36,27 @@ struct FileLock {
 impl LockGuard for FileLock {}
 
 impl LocalStorage {
+    /// A named lock: `flock` on a file named by the name's digest, polled until `timeout`.
+    fn flock_named(&self, name: &str, timeout: Duration) -> StorageResult<Box<dyn LockGuard>> {
+        let digest = hex::encode(&Sha256::digest(name.as_bytes())[..16]);
+        let file = self.lock_file(&format!("n-{digest}.lock"))?;
+        let deadline = Instant::now() + timeout;
+        let mut pause = Duration::from_millis(1);
+        loop {
+            match file.try_lock() {
+                Ok(()) => return Ok(Box::new(FileLock { _file: file })),
+                Err(fs::TryLockError::WouldBlock) => {
+                    if Instant::now() >= deadline {
+                        return Err(StorageError::Busy(name.to_string()));
+                    }
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_millis(25));
+                }
+                Err(fs::TryLockError::Error(e)) => return Err(e.into()),
+            }
+        }
+    }
+
     /// Open (creating if needed) the storage under `data_dir`.
     pub fn open(data_dir: &Path) -> StorageResult<Self> {
         let root = data_dir.join("viking");
@@ -379,23 +400,7 @@ impl Storage for LocalStorage {
     }
 
     fn lock(&self, name: &str, timeout: Duration) -> StorageResult<Box<dyn LockGuard>> {
-        let digest = hex::encode(&Sha256::digest(name.as_bytes())[..16]);
-        let file = self.lock_file(&format!("n-{digest}.lock"))?;
-        let deadline = Instant::now() + timeout;
-        let mut pause = Duration::from_millis(1);
-        loop {
-            match file.try_lock() {
-                Ok(()) => return Ok(Box::new(FileLock { _file: file })),
-                Err(fs::TryLockError::WouldBlock) => {
-                    if Instant::now() >= deadline {
-                        return Err(StorageError::Busy(name.to_string()));
-                    }
-                    std::thread::sleep(pause);
-                    pause = (pause * 2).min(Duration::from_millis(25));
-                }
-                Err(fs::TryLockError::Error(e)) => return Err(e.into()),
-            }
-        }
+        crate::storage::lock_counts::counted(|| self.flock_named(name, timeout))
     }
 
     fn sweep_temp_files(&self, older_than: Duration) -> StorageResult<usize> {

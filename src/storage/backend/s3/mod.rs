@@ -777,12 +777,14 @@ impl Storage for S3Storage {
     fn lock(&self, name: &str, timeout: Duration) -> StorageResult<Box<dyn LockGuard>> {
         // Waiting for the lock is not the store hanging: the deadline starts after the wait.
         let limit = timeout + self.deadline.per_operation();
-        let guard = self.block_on_within(
-            limit,
-            false,
-            lease::acquire(self.inner.clone(), self.handle.clone(), name, timeout),
-        )?;
-        Ok(Box::new(guard))
+        crate::storage::lock_counts::counted(|| {
+            let guard = self.block_on_within(
+                limit,
+                false,
+                lease::acquire(self.inner.clone(), self.handle.clone(), name, timeout),
+            )?;
+            Ok(Box::new(guard))
+        })
     }
 
     fn probe(&self) -> StorageResult<()> {
