@@ -241,17 +241,27 @@ impl Embedder {
     /// `local`: this instance made the change (it computes at once).
     pub fn want(&self, path: &str, hash: &str, local: bool) {
         let account = account_of(path).to_string();
-        let replaced = self
-            .docs
-            .write()
-            .ok()
-            .and_then(|mut d| d.insert(path, hash));
+        let (replaced, first_in_account) = match self.docs.write() {
+            Ok(mut d) => {
+                let replaced = d.insert(path, hash);
+                let first = d
+                    .refs
+                    .get(hash)
+                    .and_then(|a| a.get(&account))
+                    .is_some_and(|n| *n == 1);
+                (replaced, first)
+            }
+            Err(_) => (None, false),
+        };
         if let Some(old) = replaced {
             // The file changed behind the index (a reconcile found it): the old vector leaves
             // memory; its stored object is left to the sweep (this instance did not write).
             self.release(None, vec![old]);
         }
-        if self.vectors.read().is_ok_and(|v| v.contains_key(hash)) {
+        // Vectors are stored per account: content this instance already holds (another
+        // account's twin) is still queued once for this account, to store it without a
+        // provider call.
+        if self.vectors.read().is_ok_and(|v| v.contains_key(hash)) && !(local && first_in_account) {
             return;
         }
         let now = Instant::now();
@@ -367,7 +377,19 @@ impl Embedder {
         let mut to_embed: Vec<(Want, String)> = Vec::new();
         let mut later = Vec::new();
         for w in batch {
-            if !self.is_current(&w) || self.vectors.read().is_ok_and(|v| v.contains_key(&w.hash)) {
+            if !self.is_current(&w) {
+                continue;
+            }
+            let held = self
+                .vectors
+                .read()
+                .ok()
+                .and_then(|m| m.get(&w.hash).cloned());
+            if let Some(v) = held {
+                if w.local {
+                    // Create-only: a no-op when this account has it stored already.
+                    self.store(storage, &w, &v);
+                }
                 continue;
             }
             if let Some(v) = self.load_stored(storage, &w) {
@@ -816,6 +838,28 @@ pub(crate) mod tests {
         // `acme/res` is not a parent of `acme/resources`.
         e.want("acme/resources/a.md", "aa11", true);
         assert!(e.forget_subtree("acme/res").is_empty());
+    }
+
+    /// A twin in another account written here is stored under that account from memory,
+    /// without a provider call (the provider in these tests is unreachable).
+    #[test]
+    fn a_twin_in_another_account_is_stored_from_memory() {
+        let data = tempfile::tempdir().unwrap();
+        let storage = crate::storage::backend::local::LocalStorage::open(data.path()).unwrap();
+        let e = embedder(3600);
+        e.want("acme/resources/a.md", "cc33", true);
+        plant(&e, &storage, "acme", "cc33");
+        while e.step(&storage) {}
+        e.want("beta/resources/copy.md", "cc33", true);
+        while e.step(&storage) {}
+        let beta = e.vector_path("beta", "cc33").unwrap();
+        assert_eq!(decode(&storage.read(&beta).unwrap()), Some(vec![1.0, 0.0]));
+        assert_eq!(e.stats.embedded.load(Ordering::Relaxed), 0);
+        // Another instance's change (not local) never writes.
+        e.want("gamma/resources/c.md", "cc33", false);
+        while e.step(&storage) {}
+        let gamma = e.vector_path("gamma", "cc33").unwrap();
+        assert!(storage.stat(&gamma).unwrap().is_none());
     }
 
     #[test]
