@@ -529,15 +529,15 @@ pub fn sweep_staging(storage: &dyn Storage, stale_after: Duration) -> ServiceRes
             .join(&account)?
             .join("_system")?
             .join("ingest")?;
-        let Ok(entries) = storage.list(&dir) else {
+        let Ok(names) = crate::storage::subdir_names(storage, &dir) else {
             continue;
         };
-        for e in entries.into_iter().filter(|e| e.meta.is_dir()) {
-            if e.name == "active" {
+        for name in names {
+            if name == "active" {
                 continue;
             }
-            if !super::active::is_live(storage, &account, &e.name, stale_after)? {
-                let _ = storage.remove(&dir.join(&e.name)?, true);
+            if !super::active::is_live(storage, &account, &name, stale_after)? {
+                let _ = storage.remove(&dir.join(&name)?, true);
                 removed += 1;
             }
         }

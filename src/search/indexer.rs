@@ -422,27 +422,50 @@ mod tests {
             .collect()
     }
 
+    fn write(storage: &LocalStorage, path: &str, text: &str) {
+        storage
+            .write(&StorePath::parse(path).unwrap(), text.as_bytes())
+            .unwrap();
+    }
+
+    /// An index in a temporary directory and its indexer (with `embedder`, if any).
+    fn open_indexer(
+        embedder: Option<Arc<Embedder>>,
+    ) -> (tempfile::TempDir, Arc<SearchIndex>, Arc<Recorder>, Indexer) {
+        let dir = tempfile::tempdir().unwrap();
+        let index = Arc::new(SearchIndex::open(dir.path(), 16).unwrap());
+        let recorder = Arc::new(Recorder::new(Box::new(|| {})));
+        let ix = Indexer::new(
+            index.clone(),
+            recorder.clone(),
+            embedder,
+            SearchSettings::default(),
+        );
+        (dir, index, recorder, ix)
+    }
+
+    /// Record a change of `paths` in account acme.
+    fn record(recorder: &Recorder, storage: &LocalStorage, paths: &[&str], kind: ChangeKind) {
+        recorder.record(
+            storage,
+            Change {
+                account: "acme".into(),
+                paths: paths.iter().map(|p| p.to_string()).collect(),
+                kind,
+                at: 0,
+            },
+        );
+    }
+
     #[test]
     fn build_then_changes_then_reconcile() {
         let data = tempfile::tempdir().unwrap();
         let storage = LocalStorage::open(data.path()).unwrap();
-        let w = |p: &str, t: &str| {
-            storage
-                .write(&StorePath::parse(p).unwrap(), t.as_bytes())
-                .unwrap();
-        };
+        let w = |p: &str, t: &str| write(&storage, p, t);
         w("acme/resources/a.md", "alpha document");
         w("acme/resources/d/.abstract.md", "directory about beta");
         w("acme/_system/users.json", "alpha secret");
-        let dir = tempfile::tempdir().unwrap();
-        let index = Arc::new(SearchIndex::open(dir.path(), 16).unwrap());
-        let recorder = Arc::new(Recorder::new(Box::new(|| {})));
-        let mut ix = Indexer::new(
-            index.clone(),
-            recorder.clone(),
-            None,
-            SearchSettings::default(),
-        );
+        let (_dir, index, recorder, mut ix) = open_indexer(None);
         assert!(ix.is_building());
         while ix.step(&storage).unwrap() {}
         assert!(!ix.is_building());
@@ -453,15 +476,7 @@ mod tests {
         );
         // A recorded change is applied by the next step.
         w("acme/resources/b.md", "gamma");
-        recorder.record(
-            &storage,
-            Change {
-                account: "acme".into(),
-                paths: vec!["resources/b.md".into()],
-                kind: ChangeKind::Write,
-                at: 0,
-            },
-        );
+        record(&recorder, &storage, &["resources/b.md"], ChangeKind::Write);
         ix.step(&storage).unwrap();
         assert_eq!(find(&index, "gamma"), vec!["viking://resources/b.md"]);
         // An unrecorded removal is repaired by a reconcile.
@@ -478,25 +493,13 @@ mod tests {
         use crate::search::embed::tests::{embedder, plant};
         let data = tempfile::tempdir().unwrap();
         let storage = LocalStorage::open(data.path()).unwrap();
-        let w = |p: &str, t: &str| {
-            storage
-                .write(&StorePath::parse(p).unwrap(), t.as_bytes())
-                .unwrap();
-        };
+        let w = |p: &str, t: &str| write(&storage, p, t);
         w("acme/resources/a.md", "shared content");
         w("acme/resources/twin.md", "shared content");
         w("acme/resources/b.md", "only here");
         w("acme/resources/c.md", "overwritten soon");
-        let dir = tempfile::tempdir().unwrap();
-        let index = Arc::new(SearchIndex::open(dir.path(), 16).unwrap());
-        let recorder = Arc::new(Recorder::new(Box::new(|| {})));
         let emb = Arc::new(embedder(3600));
-        let mut ix = Indexer::new(
-            index.clone(),
-            recorder.clone(),
-            Some(emb.clone()),
-            SearchSettings::default(),
-        );
+        let (_dir, index, recorder, mut ix) = open_indexer(Some(emb.clone()));
         while ix.step(&storage).unwrap() {}
         let hash: HashMap<String, String> = index.hashes().unwrap().into_iter().collect();
         let stored: HashMap<&str, String> = ["a", "b", "c"]
@@ -521,24 +524,13 @@ mod tests {
                 .unwrap();
         }
         w("acme/resources/c.md", "new content");
-        recorder.record(
+        record(
+            &recorder,
             &storage,
-            Change {
-                account: "acme".into(),
-                paths: vec!["resources/a.md".into(), "resources/b.md".into()],
-                kind: ChangeKind::Remove,
-                at: 0,
-            },
+            &["resources/a.md", "resources/b.md"],
+            ChangeKind::Remove,
         );
-        recorder.record(
-            &storage,
-            Change {
-                account: "acme".into(),
-                paths: vec!["resources/c.md".into()],
-                kind: ChangeKind::Write,
-                at: 0,
-            },
-        );
+        record(&recorder, &storage, &["resources/c.md"], ChangeKind::Write);
         ix.step(&storage).unwrap();
         assert!(
             exists(&stored["a"]),

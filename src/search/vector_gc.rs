@@ -18,7 +18,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime};
 
 use super::embed::Embedder;
-use crate::storage::{account_names, EntryKind, Storage, StorageError, StorePath};
+use crate::storage::{account_names, subdir_names, EntryKind, Storage, StorageError, StorePath};
 
 /// Longest slice of sweep work in one writer step.
 const SWEEP_SLICE: Duration = Duration::from_millis(100);
@@ -108,7 +108,7 @@ impl VectorSweep {
                 let Ok(root) = StorePath::parse(&format!("{account}/_system/vectors")) else {
                     return Ok(());
                 };
-                for e in list_dirs(storage, &root)? {
+                for e in subdir_names(storage, &root)? {
                     let Ok(dir) = root.join(&e) else { continue };
                     let current = e == embedder.model_key();
                     if !current {
@@ -126,7 +126,7 @@ impl VectorSweep {
                 dir,
                 current,
             } => {
-                for e in list_dirs(storage, &dir)? {
+                for e in subdir_names(storage, &dir)? {
                     let Ok(sub) = dir.join(&e) else { continue };
                     if !current {
                         self.work.push(Work::RemoveIfEmpty(sub.clone()));
@@ -191,19 +191,6 @@ impl VectorSweep {
             }
         }
         Ok(())
-    }
-}
-
-/// Names of the subdirectories of `dir` (none if it does not exist).
-fn list_dirs(storage: &dyn Storage, dir: &StorePath) -> Result<Vec<String>, StorageError> {
-    match storage.list(dir) {
-        Ok(entries) => Ok(entries
-            .into_iter()
-            .filter(|e| e.meta.is_dir())
-            .map(|e| e.name)
-            .collect()),
-        Err(StorageError::NotFound(_)) | Err(StorageError::NotADirectory(_)) => Ok(Vec::new()),
-        Err(e) => Err(e),
     }
 }
 

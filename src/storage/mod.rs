@@ -232,18 +232,25 @@ pub trait Storage: Send + Sync + 'static {
     }
 }
 
+/// The names of the directories directly under `dir`; none when `dir` is missing or a file.
+pub fn subdir_names(storage: &dyn Storage, dir: &StorePath) -> StorageResult<Vec<String>> {
+    match storage.list(dir) {
+        Ok(entries) => Ok(entries
+            .into_iter()
+            .filter(|e| e.meta.is_dir())
+            .map(|e| e.name)
+            .collect()),
+        Err(StorageError::NotFound(_)) | Err(StorageError::NotADirectory(_)) => Ok(Vec::new()),
+        Err(e) => Err(e),
+    }
+}
+
 /// The names of the account directories at the storage root (storage-internal `_…` entries
 /// excluded); an empty store has none.
 pub fn account_names(storage: &dyn Storage) -> StorageResult<Vec<String>> {
-    match storage.list(&StorePath::root()) {
-        Ok(entries) => Ok(entries
-            .into_iter()
-            .filter(|e| e.meta.is_dir() && !e.name.starts_with('_'))
-            .map(|e| e.name)
-            .collect()),
-        Err(StorageError::NotFound(_)) => Ok(Vec::new()),
-        Err(e) => Err(e),
-    }
+    let mut names = subdir_names(storage, &StorePath::root())?;
+    names.retain(|n| !n.starts_with('_'));
+    Ok(names)
 }
 
 /// Remove `path` (a whole tree if `recursive`); already missing is success.

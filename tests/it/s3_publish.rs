@@ -134,12 +134,7 @@ fn s3_another_instance_sees_an_ingested_tree_whole_or_not_at_all() {
     let r = mv("viking://resources/bulk/d2", "viking://resources/moved");
     assert_eq!(r.status, 409, "{:?}", r.body);
     assert_eq!(md_files(&b, &key, "viking://resources/bulk/d2"), FILES / 10);
-    let leftovers: Vec<String> = sw
-        .raw(&prefix)
-        .keys()
-        .into_iter()
-        .filter(|k| k.contains(".longship-pub-") || k.contains(".longship-moves/"))
-        .collect();
+    let leftovers = sw.raw(&prefix).move_leftovers();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
 
@@ -227,8 +222,7 @@ fn s3_kill_9_mid_publish_leaves_no_partial_tree_after_restart() {
         let left: Vec<&String> = keys
             .iter()
             .filter(|k| {
-                k.contains(".longship-pub-")
-                    || k.contains(".longship-moves/")
+                seaweed::is_move_bookkeeping(k)
                     || k.starts_with(&format!("acme/_system/ingest/{task_id}/"))
             })
             .collect();

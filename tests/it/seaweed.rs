@@ -348,10 +348,24 @@ pub struct RawBucket {
     runtime: tokio::runtime::Runtime,
 }
 
+/// A publishing flag or a move intent of the S3 backend.
+pub fn is_move_bookkeeping(key: &str) -> bool {
+    key.contains(".longship-pub-") || key.contains(".longship-moves/")
+}
+
 impl RawBucket {
     /// Every key under the prefix, relative to it, sorted.
     pub fn keys(&self) -> Vec<String> {
         self.keys_under("")
+    }
+
+    /// The keys S3 directory moves leave while in flight (publishing flags, move intents):
+    /// none once every move has finished or been recovered.
+    pub fn move_leftovers(&self) -> Vec<String> {
+        self.keys()
+            .into_iter()
+            .filter(|k| is_move_bookkeeping(k))
+            .collect()
     }
 
     /// True if the object `<prefix>/<rel>` exists.

@@ -755,12 +755,7 @@ fn s3_a_moving_tree_appears_whole_or_not_at_all() {
     );
     assert_eq!(files_under(&reader, &p("pub/doc")), FILES);
     assert!(reader.stat(&p("staging/tree")).unwrap().is_none());
-    let leftovers: Vec<String> = sw
-        .raw(&prefix)
-        .keys()
-        .into_iter()
-        .filter(|k| k.contains(".longship-pub-") || k.contains(".longship-moves/"))
-        .collect();
+    let leftovers = sw.raw(&prefix).move_leftovers();
     assert!(leftovers.is_empty(), "{leftovers:?}");
     eprintln!(
         "moved {FILES} files in {moved_in:?}; {absent_while_moving} listings saw nothing meanwhile"

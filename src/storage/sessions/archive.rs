@@ -32,17 +32,9 @@ pub fn number(name: &str) -> Option<u64> {
 
 /// Archive numbers and names, oldest first.
 pub fn list(storage: &dyn Storage, s: &SessionRef) -> ServiceResult<Vec<(u64, String)>> {
-    let entries = match storage.list(&s.history()?) {
-        Ok(e) => e,
-        Err(StorageError::NotFound(_)) | Err(StorageError::NotADirectory(_)) => {
-            return Ok(Vec::new())
-        }
-        Err(e) => return Err(e.into()),
-    };
-    let mut out: Vec<(u64, String)> = entries
+    let mut out: Vec<(u64, String)> = crate::storage::subdir_names(storage, &s.history()?)?
         .into_iter()
-        .filter(|e| e.meta.is_dir())
-        .filter_map(|e| number(&e.name).map(|n| (n, e.name)))
+        .filter_map(|name| number(&name).map(|n| (n, name)))
         .collect();
     out.sort();
     Ok(out)

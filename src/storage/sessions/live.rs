@@ -106,16 +106,7 @@ pub fn read_all(storage: &dyn Storage, path: &StorePath) -> ServiceResult<Vec<u8
 
 /// Every complete message of a file, parsed.
 pub fn read_messages(storage: &dyn Storage, path: &StorePath) -> ServiceResult<Vec<Value>> {
-    let bytes = read_all(storage, path)?;
-    let (spans, _) = lines(&bytes);
-    let mut out = Vec::with_capacity(spans.len());
-    for (i, sp) in spans.iter().enumerate() {
-        out.push(full(&bytes[sp.start..sp.end])?);
-        if i % YIELD_EVERY == YIELD_EVERY - 1 {
-            std::thread::yield_now();
-        }
-    }
-    Ok(out)
+    parse_complete(&read_all(storage, path)?)
 }
 
 /// Size of a file, 0 when absent.
@@ -330,8 +321,12 @@ pub fn read_live_messages(
     s: &SessionRef,
     meta: &SessionMeta,
 ) -> ServiceResult<Vec<Value>> {
-    let bytes = read_live(storage, s, meta, false)?;
-    let (spans, _) = lines(&bytes);
+    parse_complete(&read_live(storage, s, meta, false)?)
+}
+
+/// Every complete line of `bytes`, parsed as a message (yielding the CPU now and then).
+fn parse_complete(bytes: &[u8]) -> ServiceResult<Vec<Value>> {
+    let (spans, _) = lines(bytes);
     let mut out = Vec::with_capacity(spans.len());
     for (i, sp) in spans.iter().enumerate() {
         out.push(full(&bytes[sp.start..sp.end])?);

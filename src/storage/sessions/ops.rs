@@ -6,7 +6,9 @@ use serde_json::{json, Value};
 use crate::decode::parse_required_json;
 use crate::error::{ServiceError, ServiceResult};
 use crate::identity::Identity;
-use crate::storage::{remove_if_exists, Storage, StorageError, StorePath};
+use crate::storage::{
+    account_names, remove_if_exists, subdir_names, Storage, StorageError, StorePath,
+};
 use crate::time;
 
 use super::load::{load, load_for_read, load_for_update, not_found};
@@ -250,19 +252,6 @@ pub fn add(
     Ok(out)
 }
 
-/// Names of the directories under `path` (none when it is missing).
-fn child_dirs(storage: &dyn Storage, path: &StorePath) -> ServiceResult<Vec<String>> {
-    match storage.list(path) {
-        Ok(entries) => Ok(entries
-            .into_iter()
-            .filter(|e| e.meta.is_dir())
-            .map(|e| e.name)
-            .collect()),
-        Err(StorageError::NotFound(_)) | Err(StorageError::NotADirectory(_)) => Ok(Vec::new()),
-        Err(e) => Err(e.into()),
-    }
-}
-
 /// Startup sweep (commit pool): repair every session a crash left with a commit marker, so the
 /// interrupted commits' tasks reach a terminal state even if nobody touches those sessions.
 /// Sessions whose lock is held (a commit running on another instance) are skipped. Returns how
@@ -270,16 +259,13 @@ fn child_dirs(storage: &dyn Storage, path: &StorePath) -> ServiceResult<Vec<Stri
 pub fn sweep_interrupted(storage: &dyn Storage) -> ServiceResult<usize> {
     let mut repaired = 0;
     let root = StorePath::root();
-    for account in child_dirs(storage, &root)? {
-        if account.starts_with('_') {
-            continue;
-        }
+    for account in account_names(storage)? {
         let users_dir = root.join(&account)?.join("user")?;
-        for user in child_dirs(storage, &users_dir)? {
+        for user in subdir_names(storage, &users_dir)? {
             let Ok(sessions_dir) = SessionRef::sessions_dir(&account, &user) else {
                 continue;
             };
-            for sid in child_dirs(storage, &sessions_dir)? {
+            for sid in subdir_names(storage, &sessions_dir)? {
                 std::thread::yield_now();
                 let s = SessionRef::new(&account, &user, &sid);
                 let Some(meta) = SessionMeta::load(storage, &s)? else {

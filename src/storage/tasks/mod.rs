@@ -329,16 +329,11 @@ pub fn all_owners(storage: &dyn Storage) -> ServiceResult<Vec<TaskOwner>> {
             .join(&account)?
             .join("_system")?
             .join("tasks")?;
-        match storage.list(&dir) {
-            Ok(users) => owners.extend(
-                users
-                    .into_iter()
-                    .filter(|u| u.meta.is_dir())
-                    .map(|u| TaskOwner::user(&account, &u.name)),
-            ),
-            Err(StorageError::NotFound(_)) | Err(StorageError::NotADirectory(_)) => {}
-            Err(e) => return Err(e.into()),
-        }
+        owners.extend(
+            crate::storage::subdir_names(storage, &dir)?
+                .iter()
+                .map(|user| TaskOwner::user(&account, user)),
+        );
     }
     Ok(owners)
 }
