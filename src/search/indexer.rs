@@ -415,7 +415,7 @@ mod tests {
 
     fn find(index: &SearchIndex, q: &str) -> Vec<String> {
         index
-            .keyword_search(&query_terms(q, 64), &["acme".to_string()], 10)
+            .keyword_search("acme", &query_terms(q, 64), &["acme".to_string()], 10)
             .unwrap()
             .into_iter()
             .map(|h| h.uri)

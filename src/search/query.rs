@@ -275,7 +275,7 @@ pub fn run(
         fetch
     };
     let keyword_hits = index
-        .keyword_search(&terms, &scope_paths, kw_fetch)
+        .keyword_search(&who.account, &terms, &scope_paths, kw_fetch)
         .map_err(index_error)?;
     let candidates = match &dense {
         None => keyword_only(keyword_hits),
