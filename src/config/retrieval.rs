@@ -10,8 +10,9 @@ use super::ConfigError;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SearchSettings {
-    /// Directory of this instance's index (a derived cache on local disk). Absent:
-    /// `<storage.data_dir>/.longship/search/<server.port>`, distinct per instance on one host.
+    /// Directory of this instance's index (a derived cache on local disk). Absent: one
+    /// claimed under `<storage.data_dir>/.longship/search/` (see `search::index_dirs`),
+    /// kept across restarts on any port, distinct per live process on one host.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub index_dir: Option<PathBuf>,
     /// Longest time a change made on another instance stays invisible here.

@@ -115,12 +115,14 @@ pub struct Hit {
 }
 
 /// An exclusive advisory lock on `<dir>/LOCK`, released when the process exits.
-struct DirLock {
+pub(super) struct DirLock {
     _file: File,
 }
 
 impl DirLock {
-    fn take(dir: &Path) -> Result<DirLock, IndexError> {
+    /// Take the lock, refusing with [`IndexError::Locked`] if another process holds it; its
+    /// mtime records when the directory was last claimed.
+    pub(super) fn take(dir: &Path) -> Result<DirLock, IndexError> {
         let io = |source| IndexError::Io {
             dir: dir.to_path_buf(),
             source,
@@ -143,6 +145,8 @@ impl DirLock {
                 _ => Err(io(err)),
             };
         }
+        // Best effort: only ages stale directories (index_dirs) less precisely.
+        let _ = file.set_modified(std::time::SystemTime::now());
         Ok(DirLock { _file: file })
     }
 }
