@@ -60,6 +60,10 @@ pub struct Payload {
     pub cursors: BTreeMap<String, Cursor>,
     /// Unix ms of the commit.
     pub committed_at: u64,
+    /// The change-log writer id of the process that made the commit (a restart repairs the
+    /// writes that process may have made without recording them).
+    #[serde(default)]
+    pub writer: Option<String>,
 }
 
 #[derive(Clone, Copy)]
@@ -513,6 +517,32 @@ impl SearchIndex {
                 out.insert(p.to_string(), (s, m.div_euclid(1000)));
             }
         })?;
+        Ok(out)
+    }
+
+    /// [`SearchIndex::inventory`] of the documents at or under `roots` (full storage paths).
+    pub fn inventory_under(
+        &self,
+        roots: &[String],
+    ) -> Result<HashMap<String, (u64, i64)>, IndexError> {
+        let searcher = self.reader.searcher();
+        let f = self.fields;
+        let mut out = HashMap::new();
+        for root in roots {
+            let q = TermQuery::new(
+                Term::from_field_text(f.anc, root),
+                IndexRecordOption::Basic,
+            );
+            for addr in searcher.search(&q, &tantivy::collector::DocSetCollector)? {
+                let doc: TantivyDocument = searcher.doc(addr)?;
+                let path = doc.get_first(f.path).and_then(|v| v.as_str());
+                let size = doc.get_first(f.size).and_then(|v| v.as_u64());
+                let mtime = doc.get_first(f.mtime).and_then(|v| v.as_i64());
+                if let (Some(p), Some(s), Some(m)) = (path, size, mtime) {
+                    out.insert(p.to_string(), (s, m.div_euclid(1000)));
+                }
+            }
+        }
         Ok(out)
     }
 
