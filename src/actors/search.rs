@@ -212,7 +212,10 @@ pub fn start(settings: &Settings, storage: Arc<dyn Storage>) -> Result<SearchHan
     );
     let _ = waker.addr.set(addr);
     let timer_waker = waker.clone();
-    let every = Duration::from_millis(settings.search.refresh_interval_ms);
+    // Twice per interval: a record made just after a poll is then applied within half an
+    // interval plus the apply and commit, inside `refresh_interval_ms` (polling once per
+    // interval put the 99th percentile just past it).
+    let every = Duration::from_millis((settings.search.refresh_interval_ms / 2).max(5));
     actix_rt::spawn(async move {
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -179,7 +179,9 @@ pub fn placeholder_sidecar(body: &str) -> bool {
             if !heading.starts_with(SCHEME) {
                 return false;
             }
-            rest = heading.split_once(' ').map_or("", |(_, after)| after.trim());
+            rest = heading
+                .split_once(' ')
+                .map_or("", |(_, after)| after.trim());
         }
         rest.is_empty() || (rest.starts_with('[') && rest.ends_with(" is not ready]"))
     })

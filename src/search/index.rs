@@ -529,10 +529,7 @@ impl SearchIndex {
         let f = self.fields;
         let mut out = HashMap::new();
         for root in roots {
-            let q = TermQuery::new(
-                Term::from_field_text(f.anc, root),
-                IndexRecordOption::Basic,
-            );
+            let q = TermQuery::new(Term::from_field_text(f.anc, root), IndexRecordOption::Basic);
             for addr in searcher.search(&q, &tantivy::collector::DocSetCollector)? {
                 let doc: TantivyDocument = searcher.doc(addr)?;
                 let path = doc.get_first(f.path).and_then(|v| v.as_str());
@@ -732,7 +729,7 @@ mod tests {
                 &[scope.to_string()],
                 10,
             )
-                .unwrap()
+            .unwrap()
         };
         let hits = q("user token", "acme");
         assert_eq!(hits.len(), 1);

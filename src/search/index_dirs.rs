@@ -1,8 +1,8 @@
 //! Where an instance keeps its index when `search.index_dir` is not set: one directory per
 //! instance id under `<data_dir>/.longship/search/`. An id is not configured but claimed: a
-//! starting process takes the most recently used directory that no live process holds (its
-//! `LOCK` is an exclusive `flock` held for the process lifetime), else a new one with a fresh
-//! random id. So a restart keeps its index whatever its port, and two processes started from
+//! starting process takes the directory no live process holds (its `LOCK` is an exclusive
+//! `flock` held for the process lifetime) with the freshest complete index, else a new one
+//! with a fresh random id. So a restart keeps its index whatever its port, and two processes started from
 //! one configuration on one host still get distinct directories. Directories no process holds
 //! and nobody used for [`STALE_AFTER`] are removed at startup (under their lock, so never one
 //! another process is opening).
@@ -10,7 +10,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use super::index::{DirLock, IndexError, SearchIndex};
+use super::index::{DirLock, IndexError, Payload, SearchIndex, SCHEMA_VERSION};
 
 /// An unclaimed index directory last used longer ago than this is removed.
 pub const STALE_AFTER: Duration = Duration::from_secs(7 * 24 * 3600);
@@ -27,11 +27,20 @@ pub fn open_claimed(
         source,
     };
     std::fs::create_dir_all(base).map_err(io)?;
-    let mut candidates = instance_dirs(base).map_err(io)?;
-    // Most recently used first: the index with the least to catch up on.
-    candidates.sort_by_key(|(_, used)| std::cmp::Reverse(*used));
+    let mut candidates: Vec<((bool, u64, SystemTime), PathBuf)> = instance_dirs(base)
+        .map_err(io)?
+        .into_iter()
+        // A stale one is removed below rather than reused (it would be reconciled in full).
+        .filter(|(_, used)| !is_stale(*used))
+        .map(|(dir, used)| {
+            let (complete, committed_at) = last_commit(&dir);
+            ((complete, committed_at, used), dir)
+        })
+        .collect();
+    // A complete index with the newest commit first: the least to catch up on.
+    candidates.sort_by(|a, b| b.0.cmp(&a.0));
     let mut claimed = None;
-    for (dir, _) in &candidates {
+    for (_, dir) in &candidates {
         match open(dir) {
             Ok(index) => {
                 claimed = Some(index);
@@ -63,6 +72,27 @@ fn instance_dirs(base: &Path) -> std::io::Result<Vec<(PathBuf, SystemTime)>> {
     Ok(out)
 }
 
+fn is_stale(used: SystemTime) -> bool {
+    SystemTime::now()
+        .duration_since(used)
+        .is_ok_and(|age| age > STALE_AFTER)
+}
+
+/// Whether the index in `dir` (current schema) finished a full build, and when it last
+/// committed (Unix ms); (false, 0) when it cannot tell.
+fn last_commit(dir: &Path) -> (bool, u64) {
+    let meta = dir.join(format!("v{SCHEMA_VERSION}")).join("meta.json");
+    let payload = std::fs::read(meta)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .and_then(|v| v.get("payload")?.as_str().map(str::to_string))
+        .and_then(|p| serde_json::from_str::<Payload>(&p).ok());
+    match payload {
+        Some(p) => (p.complete, p.committed_at),
+        None => (false, 0),
+    }
+}
+
 /// The newest of the lock's mtime (set when a process claims it) and the index commits'.
 fn last_used(dir: &Path) -> SystemTime {
     let mtime = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
@@ -83,10 +113,8 @@ fn remove_stale(base: &Path, own: &Path) {
     let Ok(dirs) = instance_dirs(base) else {
         return;
     };
-    let now = SystemTime::now();
     for (dir, used) in dirs {
-        let stale = now.duration_since(used).is_ok_and(|age| age > STALE_AFTER);
-        if dir == own || !stale {
+        if dir == own || !is_stale(used) {
             continue;
         }
         // Held while removing: a process opening it meanwhile waits on nothing and is refused.

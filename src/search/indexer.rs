@@ -576,12 +576,20 @@ mod tests {
             let mut ix = Indexer::new(index, recorder.clone(), None, SearchSettings::default());
             while ix.step(&storage).unwrap() {}
             w("acme/resources/burst/b.md", "bravo");
-            record(&recorder, &storage, &["resources/burst/b.md"], ChangeKind::Write);
+            record(
+                &recorder,
+                &storage,
+                &["resources/burst/b.md"],
+                ChangeKind::Write,
+            );
             ix.step(&storage).unwrap();
             // Killed after this write, before its record: no log names it.
             w("acme/resources/burst/c.md", "charlie");
             storage
-                .remove(&StorePath::parse("acme/resources/burst/a.md").unwrap(), false)
+                .remove(
+                    &StorePath::parse("acme/resources/burst/a.md").unwrap(),
+                    false,
+                )
                 .unwrap();
         }
         let index = Arc::new(SearchIndex::open(dir.path(), 16).unwrap());
@@ -589,7 +597,10 @@ mod tests {
         let mut ix = Indexer::new(index.clone(), recorder, None, SearchSettings::default());
         assert!(!ix.is_building(), "an intact index resumes");
         while ix.step(&storage).unwrap() {}
-        assert_eq!(find(&index, "charlie"), vec!["viking://resources/burst/c.md"]);
+        assert_eq!(
+            find(&index, "charlie"),
+            vec!["viking://resources/burst/c.md"]
+        );
         assert!(find(&index, "alpha").is_empty());
         assert_eq!(find(&index, "quiet"), vec!["viking://resources/quiet/q.md"]);
     }

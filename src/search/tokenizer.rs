@@ -9,8 +9,8 @@
 use std::borrow::Cow;
 
 use rust_stemmers::{Algorithm, Stemmer};
-use unicode_normalization::{is_nfkc_quick, IsNormalized, UnicodeNormalization};
 use tantivy::tokenizer::{NgramTokenizer, Token, TokenStream, Tokenizer};
+use unicode_normalization::{is_nfkc_quick, IsNormalized, UnicodeNormalization};
 
 /// Name under which the analyzer is registered with tantivy.
 pub const NAME: &str = "longship_text";

@@ -14,6 +14,7 @@ mod harden;
 mod harness;
 mod metrics;
 mod multi_instance;
+mod ranking;
 mod resources;
 mod s3;
 mod s3_publish;
