@@ -193,6 +193,8 @@ fn ingest_staged(
         exclude: req.exclude.clone(),
         max_tokens: settings.split_max_tokens,
         archive,
+        max_nodes: settings.ingest_max_nodes,
+        max_bytes: settings.ingest_max_bytes,
     };
     let limits = ChildLimits {
         memory_bytes: settings.parser_memory_mb * 1024 * 1024,
