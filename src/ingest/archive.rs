@@ -315,4 +315,62 @@ mod tests {
         let err = unpack(&path, &dest, limits(), &mut Vec::new()).unwrap_err();
         assert!(err.contains("deeper"), "{err}");
     }
+
+    #[test]
+    fn many_small_repetitive_entries_fail_the_ratio() {
+        // Each entry stays below the per-entry floor; the entry rule alone misses them.
+        let small = vec![b'a'; 60 * 1024];
+        let names: Vec<String> = (0..60).map(|i| format!("f{i}.md")).collect();
+        let entries: Vec<(&str, &[u8])> = names
+            .iter()
+            .map(|n| (n.as_str(), small.as_slice()))
+            .collect();
+        let (dir, path) = make(&entries);
+        let dest = dir.path().join("out");
+        fs::create_dir(&dest).unwrap();
+        let err = unpack(&path, &dest, limits(), &mut Vec::new()).unwrap_err();
+        assert!(err.contains("its size"), "{err}");
+        // An entry of 100 KiB (once exempt below 1 MiB) is held to the ratio itself.
+        let (dir, path) = make(&[("z.md", &vec![b'z'; 100 * 1024])]);
+        let dest = dir.path().join("out");
+        fs::create_dir(&dest).unwrap();
+        let err = unpack(&path, &dest, limits(), &mut Vec::new()).unwrap_err();
+        assert!(err.contains("z.md") && err.contains("zip bomb"), "{err}");
+    }
+
+    #[test]
+    fn long_paths_are_skipped_and_duplicates_warned() {
+        let long = vec!["x".repeat(250); 14].join("/") + "/deep.md";
+        let (dir, path) = make(&[(long.as_str(), b"deep"), ("a.md", b"one"), ("b.md", b"two")]);
+        // Rename b.md to a.md in place: two entries with one name.
+        let mut bytes = fs::read(&path).unwrap();
+        for i in 0..bytes.len() - 4 {
+            if &bytes[i..i + 4] == b"b.md" {
+                bytes[i] = b'a';
+            }
+        }
+        fs::write(&path, bytes).unwrap();
+        let dest = dir.path().join("out");
+        fs::create_dir(&dest).unwrap();
+        let mut w = Vec::new();
+        let l = ArchiveLimits {
+            max_depth: 48,
+            ..limits()
+        };
+        assert_eq!(unpack(&path, &dest, l, &mut w).unwrap(), 1, "{w:?}");
+        assert_eq!(fs::read(dest.join("a.md")).unwrap(), b"two");
+        assert!(w.iter().any(|m| m.contains("longer than")), "{w:?}");
+        assert!(w.iter().any(|m| m.contains("more than once")), "{w:?}");
+    }
+
+    #[test]
+    fn names_the_api_refuses_are_skipped() {
+        let (dir, path) = make(&[("%2e%2e/enc.md", b"x"), ("ok.md", b"y")]);
+        let dest = dir.path().join("out");
+        fs::create_dir(&dest).unwrap();
+        let mut w = Vec::new();
+        assert_eq!(unpack(&path, &dest, limits(), &mut w).unwrap(), 1, "{w:?}");
+        assert!(w.iter().any(|m| m.contains("%2e%2e")), "{w:?}");
+        assert_eq!(fs::read_dir(&dest).unwrap().count(), 1);
+    }
 }

@@ -138,7 +138,12 @@ pub fn parse_source(input: &Path, work: &Path, opts: &ParseOptions) -> Result<Pa
     match document_text(kind, &bytes) {
         Some(Ok(text)) => {
             for piece in split::layout(&text, &name, limits) {
-                write(&dir.join(&piece.path), piece.text.as_bytes(), &mut report, opts)?;
+                write(
+                    &dir.join(&piece.path),
+                    piece.text.as_bytes(),
+                    &mut report,
+                    opts,
+                )?;
             }
         }
         Some(Err(e)) => return Err(e),
@@ -521,5 +526,26 @@ mod tests {
         let root = work.path().join("out/proj");
         assert!(root.join("a.md").is_file() && root.join("src/main.rs").is_file());
         assert!(!root.join("node_modules").exists() && !root.join("drafts").exists());
+    }
+
+    #[test]
+    fn splitting_is_capped_in_nodes_and_bytes() {
+        let work = tempfile::tempdir().unwrap();
+        let input = work.path().join("in");
+        let doc: String = (0..400)
+            .map(|i| format!("# Part {i}\n\n{}\n\n", "word ".repeat(900)))
+            .collect();
+        fs::write(&input, &doc).unwrap();
+        let mut o = opts("big.md");
+        o.max_nodes = 100;
+        let err = parse_source(&input, work.path(), &o).unwrap_err();
+        assert!(err.contains("ingest_max_nodes"), "{err}");
+        let work = tempfile::tempdir().unwrap();
+        let input = work.path().join("in");
+        fs::write(&input, &doc).unwrap();
+        let mut o = opts("big.md");
+        o.max_bytes = 100_000;
+        let err = parse_source(&input, work.path(), &o).unwrap_err();
+        assert!(err.contains("ingest_max_bytes"), "{err}");
     }
 }
