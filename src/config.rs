@@ -352,7 +352,7 @@ pub struct ResourceSettings {
     /// Seconds a URL fetch may take in total (connect, redirects and body).
     pub fetch_timeout_secs: u64,
     /// Fewest bytes a URL fetch must receive in every `fetch_rate_window_secs` (0 = no
-    /// minimum rate); one read waits at most one window.
+    /// minimum rate).
     pub fetch_min_bytes_per_window: u64,
     /// Length of the window of the minimum transfer rate, in seconds.
     pub fetch_rate_window_secs: u64,
