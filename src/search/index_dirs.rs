@@ -38,7 +38,7 @@ pub fn open_claimed(
         })
         .collect();
     // A complete index with the newest commit first: the least to catch up on.
-    candidates.sort_by(|a, b| b.0.cmp(&a.0));
+    candidates.sort_by_key(|c| std::cmp::Reverse(c.0));
     let mut claimed = None;
     for (_, dir) in &candidates {
         match open(dir) {
