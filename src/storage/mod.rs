@@ -21,7 +21,7 @@ pub mod sessions;
 pub mod tasks;
 pub mod uri;
 
-pub use path::StorePath;
+pub use path::{is_internal_name, StorePath, INTERNAL_PREFIX};
 
 use std::time::{Duration, SystemTime};
 

@@ -2,6 +2,7 @@
 
 mod admin;
 mod bad_input;
+mod dev_mode;
 mod embed_server;
 mod find;
 mod find_vectors;
@@ -14,6 +15,7 @@ mod harden;
 mod harness;
 mod metrics;
 mod multi_instance;
+mod names;
 mod resources;
 mod s3;
 mod s3_publish;

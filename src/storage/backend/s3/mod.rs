@@ -16,7 +16,7 @@
 
 mod deadline;
 mod error;
-mod keys;
+pub(crate) mod keys;
 mod lease;
 mod moves;
 
