@@ -26,3 +26,4 @@ mod sessions_durability;
 mod storage_backends;
 mod system;
 mod tasks;
+mod walks;
