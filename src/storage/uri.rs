@@ -708,7 +708,12 @@ mod tests {
             assert!(!child_visible(&dir, name, &a), "{name}");
         }
         // Look-alikes that are not the server's are ordinary names.
-        for fine in [".longship", "longship-tmp-x", ".Longship-x", "x.longship-dir"] {
+        for fine in [
+            ".longship",
+            "longship-tmp-x",
+            ".Longship-x",
+            "x.longship-dir",
+        ] {
             ok(&format!("viking://resources/{fine}"), &a);
         }
     }

@@ -35,27 +35,54 @@ fn fresh_dev_server_has_the_default_scaffold() {
     for s in [&a, &b] {
         let r = bare(s, &format!("/api/v1/fs/ls?uri={}", q("viking://resources")));
         assert_eq!(ok(&r), &json!([]), "{:?}", r.body);
-        let r = bare(s, &format!("/api/v1/fs/ls?uri={}&output=original", q("viking://agent")));
+        let r = bare(
+            s,
+            &format!("/api/v1/fs/ls?uri={}&output=original", q("viking://agent")),
+        );
         assert_eq!(
             names(ok(&r)),
             ["endpoints", "payments", "skills", "tools"],
             "{:?}",
             r.body
         );
-        let r = bare(s, &format!("/api/v1/fs/ls?uri={}&output=original", q("viking://")));
+        let r = bare(
+            s,
+            &format!("/api/v1/fs/ls?uri={}&output=original", q("viking://")),
+        );
         assert_eq!(names(ok(&r)), ["agent", "resources", "user"]);
-        let r = bare(s, &format!("/api/v1/fs/ls?uri={}&output=original", q("viking://user/default")));
+        let r = bare(
+            s,
+            &format!(
+                "/api/v1/fs/ls?uri={}&output=original",
+                q("viking://user/default")
+            ),
+        );
         assert_eq!(
             names(ok(&r)),
-            ["memories", "peers", "privacy", "resources", "sessions", "skills"]
+            [
+                "memories",
+                "peers",
+                "privacy",
+                "resources",
+                "sessions",
+                "skills"
+            ]
         );
         let r = bare(
             s,
-            &format!("/api/v1/content/abstract?uri={}", q("viking://agent/skills")),
+            &format!(
+                "/api/v1/content/abstract?uri={}",
+                q("viking://agent/skills")
+            ),
         );
-        assert!(ok(&r).as_str().is_some_and(|t| !t.is_empty()), "{:?}", r.body);
         assert!(
-            !s.log_text().contains("could not create the default account"),
+            ok(&r).as_str().is_some_and(|t| !t.is_empty()),
+            "{:?}",
+            r.body
+        );
+        assert!(
+            !s.log_text()
+                .contains("could not create the default account"),
             "{}",
             s.log_text()
         );
@@ -85,6 +112,9 @@ fn root_names_users_explicitly() {
     assert_eq!(ok(&r), "remembered");
     assert!(st.exists("default/user/peers/memories/events/note.md"));
     // The home alias still means the request's own user.
-    let r = bare(&s, &format!("/api/v1/fs/stat?uri={}", q("viking://~/peers")));
+    let r = bare(
+        &s,
+        &format!("/api/v1/fs/stat?uri={}", q("viking://~/peers")),
+    );
     assert_eq!(ok(&r)["uri"], "viking://user/default/peers");
 }

@@ -73,7 +73,11 @@ fn internal_names_are_reserved_on_every_route() {
     }
     // Ids are path segments too: users, accounts and sessions cannot be reserved names.
     let forged_user = Dev::new(&s, "acme", ".longship-pub-alice");
-    err(&forged_user.ls("viking://resources", ""), 400, "INVALID_ARGUMENT");
+    err(
+        &forged_user.ls("viking://resources", ""),
+        400,
+        "INVALID_ARGUMENT",
+    );
     let forged_account = Dev::new(&s, ".longship-locks", "alice");
     err(
         &forged_account.ls("viking://resources", ""),
@@ -119,7 +123,11 @@ fn internal_names_left_in_storage_are_never_shown() {
     ] {
         plant(&st, &format!("acme/resources/kb/{name}"), b"needle hidden");
     }
-    plant(&st, "acme/resources/kb/.longship-log/0001", b"needle hidden");
+    plant(
+        &st,
+        "acme/resources/kb/.longship-log/0001",
+        b"needle hidden",
+    );
 
     for extra in ["&simple=true", "&simple=true&show_all_hidden=true"] {
         let r = c.ls("viking://resources/kb", extra);
@@ -147,7 +155,10 @@ fn internal_names_left_in_storage_are_never_shown() {
     );
     let found = text(ok(&r));
     assert!(found.contains("visible.md"), "{found}");
-    assert!(!found.contains("longship") && !found.contains("ovlock"), "{found}");
+    assert!(
+        !found.contains("longship") && !found.contains("ovlock"),
+        "{found}"
+    );
     // A recursive copy carries user files only.
     ok(&c.post(
         "/api/v1/fs/cp",

@@ -229,9 +229,7 @@ impl Walker<'_> {
                     if entry.meta.is_dir() && depth < self.max_depth {
                         let listed = match listing {
                             Some(listed) => listed,
-                            None => {
-                                self.list_ahead(storage, abandoned, dir, depth, &uri, children)
-                            }
+                            None => self.list_ahead(storage, abandoned, dir, depth, &uri, children),
                         };
                         // A batch cut short by a departed client reads as a storage error.
                         if listed.is_err() && abandoned() {
@@ -338,7 +336,10 @@ mod tests {
         let inner = LocalStorage::open(dir.path()).unwrap();
         for d in 0..6 {
             inner
-                .write(&StorePath::parse(&format!("a/t/d{d}/top.md")).unwrap(), b"x")
+                .write(
+                    &StorePath::parse(&format!("a/t/d{d}/top.md")).unwrap(),
+                    b"x",
+                )
                 .unwrap();
             for s in 0..3 {
                 for f in 0..2 {
