@@ -381,7 +381,7 @@ fn check_segment(uri: &str, seg: &str) -> ServiceResult<()> {
 /// names stored by the server itself (archive entries, uploads) must be ones the API can
 /// reach again.
 pub fn is_api_segment(name: &str) -> bool {
-    !name.is_empty() && check_segment(name, name).is_ok()
+    !name.is_empty() && check_segment(name, name).is_ok() && !is_internal_name(name)
 }
 
 /// `.`, `..`, a backslash, or a drive prefix such as `C:`.
@@ -713,6 +713,7 @@ mod tests {
             let dir = ok("viking://resources/a", &a);
             assert!(dir.child(name).is_err(), "{name}");
             assert!(!child_visible(&dir, name, &a), "{name}");
+            assert!(!is_api_segment(name), "{name}");
         }
         // Look-alikes that are not the server's are ordinary names.
         for fine in [
