@@ -26,7 +26,7 @@ fn spawn_call(
     std::thread::spawn(move || {
         let started = Instant::now();
         let r = ureq::post(&format!("http://127.0.0.1:{port}{path}"))
-            .timeout(Duration::from_secs(120))
+            .timeout(Duration::from_secs(600))
             .set("X-OpenViking-Account", account)
             .set("X-OpenViking-User", "u")
             .send_json(body);
@@ -209,25 +209,25 @@ fn plant_tree(st: &Storage, account: &str, dirs: usize, files: usize) {
 }
 
 /// Issue #25: six recursive copies of a 5,000-file tree by one account took every storage
-/// thread, so another account's stat waited (then 503). Now the attacker runs at most
+/// thread (here: 2,000 files, 2 threads), so another account's stat waited (then 503). Now the attacker runs at most
 /// threads - 1 jobs and holds at most its share of the queue (beyond: 503 for it alone).
 #[test]
 fn recursive_copies_of_one_account_leave_the_storage_pool_to_another() {
     let st = Storage::new();
-    plant_tree(&st, "attacker", 50, 100);
+    plant_tree(&st, "attacker", 20, 100);
     let s = Server::start(
         &st,
         Opts::dev()
             .arg("--storage-threads")
             .arg("2")
-            .env("LONGSHIP_POOLS__STORAGE_QUEUE_LIMIT", "8"),
+            .env("LONGSHIP_POOLS__STORAGE_QUEUE_LIMIT", "4"),
     );
     let victim = Dev::new(&s, "victim", "u");
     victim.put_file("viking://resources/mine.md", "mine");
     let attacker = Dev::new(&s, "attacker", "u");
     assert_eq!(attacker.stat("viking://resources/big").status, 200);
 
-    // Six copies at once: four are admitted (half the queue), the rest get 503 at once.
+    // Six copies at once: two are admitted (half the queue), the rest get 503 at once.
     let started = Instant::now();
     let copies: Vec<_> = (0..6)
         .map(|i| {
@@ -244,7 +244,7 @@ fn recursive_copies_of_one_account_leave_the_storage_pool_to_another() {
         (0..6).any(|i| st.exists(&format!("attacker/resources/copy{i}")))
     });
     let mut slowest = Duration::ZERO;
-    for i in 0..10 {
+    for i in 0..5 {
         let t0 = Instant::now();
         assert_eq!(victim.stat("viking://resources/mine.md").status, 200);
         victim.put_file(&format!("viking://resources/w{i}.md"), "written");
@@ -258,8 +258,8 @@ fn recursive_copies_of_one_account_leave_the_storage_pool_to_another() {
         .map(|(_, secs)| *secs)
         .fold(f64::MAX, f64::min);
     let refused = outcomes.iter().filter(|(status, _)| *status == 503).count();
-    assert_eq!(refused, 2, "{outcomes:?}");
-    assert_eq!(outcomes.iter().filter(|(st, _)| *st == 200).count(), 4, "{outcomes:?}");
+    assert_eq!(refused, 4, "{outcomes:?}");
+    assert_eq!(outcomes.iter().filter(|(st, _)| *st == 200).count(), 2, "{outcomes:?}");
     assert!(slowest < Duration::from_secs(5), "victim's slowest stat+write {slowest:?}");
     // Timing-independent: the victim was done before the attacker's first copy ended.
     assert!(
