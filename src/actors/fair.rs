@@ -118,11 +118,14 @@ impl<W> FairQueue<W> {
     /// Queue `work` in `lane`, or refuse it when the lane holds its share.
     pub fn push(&self, lane: Lane, work: W) -> Result<(), (Refusal, W)> {
         let mut state = self.lock();
-        let entry = state.lanes.entry(lane.clone()).or_insert_with(|| LaneState {
-            queue: VecDeque::new(),
-            running: 0,
-            admitted: 0,
-        });
+        let entry = state
+            .lanes
+            .entry(lane.clone())
+            .or_insert_with(|| LaneState {
+                queue: VecDeque::new(),
+                running: 0,
+                admitted: 0,
+            });
         if entry.admitted >= self.max_admitted {
             return Err((Refusal::LaneFull, work));
         }
@@ -202,7 +205,10 @@ mod tests {
             q.push(a.clone(), format!("a{i}")).unwrap();
         }
         // The attacker's share is full; the victim is still admitted.
-        assert_eq!(q.push(a.clone(), "a5".into()).unwrap_err().0, Refusal::LaneFull);
+        assert_eq!(
+            q.push(a.clone(), "a5".into()).unwrap_err().0,
+            Refusal::LaneFull
+        );
         q.push(b.clone(), "b0".to_string()).unwrap();
         // a runs two (its cap), then b goes next even though a queued first.
         assert_eq!(q.pop(None).unwrap().1, "a0");

@@ -166,11 +166,7 @@ impl Pool {
     }
 
     /// Queue `job` in `lane` if the pool has room and await its output.
-    pub async fn run_in<J: BlockingJob>(
-        &self,
-        lane: Lane,
-        job: J,
-    ) -> Result<J::Output, PoolError> {
+    pub async fn run_in<J: BlockingJob>(&self, lane: Lane, job: J) -> Result<J::Output, PoolError> {
         let rx = self.submit_in(lane, job)?;
         rx.await
             .unwrap_or(Err(PoolError::Stopped { pool: self.name }))
@@ -511,7 +507,11 @@ mod tests {
         assert_eq!(victim.unwrap(), 7);
         // Behind the attacker's queue it would wait at least 1.5 s (both threads busy); with
         // the attacker limited to one of the two threads it runs at once.
-        assert!(started.elapsed() < Duration::from_secs(1), "{:?}", started.elapsed());
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "{:?}",
+            started.elapsed()
+        );
         drop(backlog);
     }
 
@@ -525,7 +525,11 @@ mod tests {
         let started = Instant::now();
         let victim = pool.run_in(lane("victim"), Sleepy(Duration::ZERO)).await;
         assert_eq!(victim.unwrap(), 7);
-        assert!(started.elapsed() < Duration::from_secs(1), "{:?}", started.elapsed());
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "{:?}",
+            started.elapsed()
+        );
         long.await.unwrap().unwrap();
     }
 }

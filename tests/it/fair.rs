@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-
 use crate::harness::api::{plant, Dev};
 use crate::harness::{Opts, Server, Storage};
 
@@ -142,12 +141,16 @@ fn slow_ingestions_of_one_account_hold_neither_commits_nor_small_ingestions_of_a
             )
         })
         .collect();
-    eventually("both slow ingestions to be admitted", Duration::from_secs(10), || {
-        s.get("/metrics", None)
-            .raw
-            .windows(40)
-            .any(|w| w.starts_with(b"longship_ingest{name=\"in_flight\"} 2"))
-    });
+    eventually(
+        "both slow ingestions to be admitted",
+        Duration::from_secs(10),
+        || {
+            s.get("/metrics", None)
+                .raw
+                .windows(40)
+                .any(|w| w.starts_with(b"longship_ingest{name=\"in_flight\"} 2"))
+        },
+    );
     // A third is refused at once with a clear 429.
     let r = Dev::new(&s, "attacker", "u").post(
         "/api/v1/resources",
@@ -187,8 +190,14 @@ fn slow_ingestions_of_one_account_hold_neither_commits_nor_small_ingestions_of_a
         "the victim was served only after the attacker's ingestions (add {added:?}, commit \
          {committed:?})"
     );
-    assert!(added < Duration::from_secs(10), "add_resource took {added:?}");
-    assert!(committed < Duration::from_secs(10), "commit took {committed:?}");
+    assert!(
+        added < Duration::from_secs(10),
+        "add_resource took {added:?}"
+    );
+    assert!(
+        committed < Duration::from_secs(10),
+        "commit took {committed:?}"
+    );
     for h in slow {
         let (status, _) = h.join().unwrap();
         assert_eq!(status, 200, "the attacker's own ingestions still complete");
@@ -259,8 +268,15 @@ fn recursive_copies_of_one_account_leave_the_storage_pool_to_another() {
         .fold(f64::MAX, f64::min);
     let refused = outcomes.iter().filter(|(status, _)| *status == 503).count();
     assert_eq!(refused, 4, "{outcomes:?}");
-    assert_eq!(outcomes.iter().filter(|(st, _)| *st == 200).count(), 2, "{outcomes:?}");
-    assert!(slowest < Duration::from_secs(5), "victim's slowest stat+write {slowest:?}");
+    assert_eq!(
+        outcomes.iter().filter(|(st, _)| *st == 200).count(),
+        2,
+        "{outcomes:?}"
+    );
+    assert!(
+        slowest < Duration::from_secs(5),
+        "victim's slowest stat+write {slowest:?}"
+    );
     // Timing-independent: the victim was done before the attacker's first copy ended.
     assert!(
         victim_done < finished_first,
