@@ -14,9 +14,9 @@ Attacks (each on a fresh server and data directory):
 
 - idle: no attacker;
 - copies: 6 clients each running recursive copies of a 5,000-file tree back to back;
-- slow URLs: 4 clients each adding a URL on loopback that drips one byte per 200 ms (the
-  server's fetch timeout ends each after 30 s); beyond the per-account cap they get 429 and
-  retry after 200 ms;
+- slow URLs: 4 clients each adding a URL on loopback that drips 40 bytes per 200 ms (above
+  the default minimum fetch rate; the server's 30 s fetch timeout ends each); beyond the
+  per-account cap they get 429 and retry after 200 ms;
 - hostile parses: 4 clients each uploading and adding an 8 MiB HTML page back to back.
 
 Usage: LONGSHIP_BIN=path/to/longship python3 fair_bench.py [seconds] [label]
@@ -69,16 +69,16 @@ def safe_call(*args, **kwargs):
 
 
 class Drip(BaseHTTPRequestHandler):
-    """A page that sends one byte every 200 ms for 60 s."""
+    """A page that sends 40 bytes every 200 ms (above the default minimum fetch rate) for 60 s."""
 
     def do_GET(self):
         self.send_response(200)
         self.send_header("Content-Type", "text/markdown")
-        self.send_header("Content-Length", "300")
+        self.send_header("Content-Length", str(300 * 40))
         self.end_headers()
         for _ in range(300):
             try:
-                self.wfile.write(b"x")
+                self.wfile.write(b"x" * 40)
                 self.wfile.flush()
             except OSError:
                 return

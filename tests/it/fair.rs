@@ -47,8 +47,8 @@ fn eventually(what: &str, within: Duration, mut check: impl FnMut() -> bool) {
     }
 }
 
-/// A web site on loopback whose one page drips a byte every 200 ms for up to `drip`, so each
-/// fetch of it holds an ingestion for that long.
+/// A web site on loopback whose one page drips 40 bytes every 200 ms for `drip` (200 B/s: above
+/// the default minimum fetch rate, so the fetch is not cut), holding an ingestion that long.
 struct DrippingSite {
     port: u16,
     stop: Arc<AtomicBool>,
@@ -79,13 +79,14 @@ impl DrippingSite {
                     let steps = (drip.as_millis() / 200) as usize;
                     let head = format!(
                         "HTTP/1.1 200 OK\r\nContent-Type: text/markdown\r\nContent-Length: \
-                         {steps}\r\nConnection: close\r\n\r\n"
+                         {}\r\nConnection: close\r\n\r\n",
+                        steps * 40
                     );
                     if w.write_all(head.as_bytes()).is_err() {
                         return;
                     }
                     for _ in 0..steps {
-                        if flag.load(Ordering::Relaxed) || w.write_all(b"x").is_err() {
+                        if flag.load(Ordering::Relaxed) || w.write_all(&[b'x'; 40]).is_err() {
                             return;
                         }
                         let _ = w.flush();
