@@ -9,6 +9,7 @@ mod admin;
 mod bad_input;
 mod dev_mode;
 mod embed_server;
+mod fair;
 mod find;
 mod find_vectors;
 mod fs;
