@@ -7,7 +7,9 @@
 
 mod admin;
 mod bad_input;
+mod dev_mode;
 mod embed_server;
+mod fair;
 mod find;
 mod find_vectors;
 mod fs;
@@ -20,6 +22,7 @@ mod harness;
 mod ingest_limits;
 mod metrics;
 mod multi_instance;
+mod names;
 mod ranking;
 mod resources;
 mod s3;
@@ -31,3 +34,4 @@ mod sessions_durability;
 mod storage_backends;
 mod system;
 mod tasks;
+mod walks;
