@@ -12,6 +12,7 @@ use prometheus::{
 };
 
 use super::AppState;
+use super::routes::{at, Routes};
 
 /// Every series this server exports.
 pub struct Metrics {
@@ -158,8 +159,8 @@ impl Metrics {
     }
 }
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(web::resource("/metrics").route(web::get().to(metrics)));
+pub fn configure(routes: &mut Routes) {
+    routes.add(at("/metrics").get(metrics));
 }
 
 async fn metrics(state: web::Data<AppState>) -> HttpResponse {

@@ -10,6 +10,7 @@ use actix_web::web::{Bytes, BytesMut};
 use actix_web::{web, HttpRequest};
 use futures_util::StreamExt;
 use serde::Deserialize;
+use utoipa::ToSchema;
 use serde_json::{json, Map, Value};
 
 use crate::error::{ErrorCode, ServiceError};
@@ -27,11 +28,13 @@ use super::auth::{AnyRole, Caller, DataAccess};
 use super::envelope::{ApiOk, ApiResult};
 use super::extract::{ApiJson, OptionalJson};
 use super::AppState;
+use super::routes::{at, Routes};
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(web::resource(uploads::ROUTE).route(web::post().to(temp_upload)))
-        .service(web::resource("/api/v1/resources").route(web::post().to(add_resource)))
-        .service(web::resource("/api/v1/system/wait").route(web::post().to(system_wait)));
+pub fn configure(routes: &mut Routes) {
+    routes
+        .add(at(uploads::ROUTE).post(temp_upload))
+        .add(at("/api/v1/resources").post(add_resource))
+        .add(at("/api/v1/system/wait").post(system_wait));
 }
 
 /// Small form fields (`telemetry`, `upload_mode`) are read up to this size.
@@ -235,8 +238,8 @@ fn default_tag_mode() -> String {
 
 /// Every field of 0.5.2's `AddResourceRequest` (plus `timeout`, which older clients send);
 /// unknown fields are ignored (RETRIEVAL.md R1).
-#[derive(Debug, Deserialize)]
-struct AddResourceBody {
+#[derive(Debug, Deserialize, ToSchema)]
+pub(super) struct AddResourceBody {
     path: Option<String>,
     temp_file_id: Option<String>,
     add_type: Option<String>,
@@ -586,8 +589,8 @@ async fn add_resource(
 /// How long wait=true and system/wait give the local index to apply recorded changes.
 const INDEX_WAIT: Duration = Duration::from_secs(30);
 
-#[derive(Debug, Default, Deserialize)]
-struct WaitBody {
+#[derive(Debug, Default, Deserialize, ToSchema)]
+pub(super) struct WaitBody {
     timeout: Option<f64>,
 }
 
