@@ -175,14 +175,20 @@ pub fn flexible_bool<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> 
             match v.to_ascii_lowercase().as_str() {
                 "true" | "1" | "yes" | "on" => Ok(true),
                 "false" | "0" | "no" | "off" => Ok(false),
-                _ => Err(field_error("bool_parsing", "Input should be a valid boolean")),
+                _ => Err(field_error(
+                    "bool_parsing",
+                    "Input should be a valid boolean",
+                )),
             }
         }
         fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<bool, E> {
             match v {
                 0 => Ok(false),
                 1 => Ok(true),
-                _ => Err(field_error("bool_parsing", "Input should be a valid boolean")),
+                _ => Err(field_error(
+                    "bool_parsing",
+                    "Input should be a valid boolean",
+                )),
             }
         }
     }

@@ -10,8 +10,8 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use futures_util::StreamExt;
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use serde::Deserialize;
-use utoipa::{IntoParams, ToSchema};
 use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
 
 use crate::error::{ErrorCode, ServiceError};
 use crate::jobs::content::{DownloadFile, ReadFile, ReadSidecar, WriteFile};
@@ -24,8 +24,8 @@ use crate::storage::uri::{self, Access};
 use super::auth::{resolve_uri, Caller, DataAccess};
 use super::envelope::{encoded_ok, slices, ApiOk, ApiResult};
 use super::extract::{decode_required_json, flexible_bool, int_in_range, ApiQuery};
-use super::AppState;
 use super::routes::{at, Routes};
+use super::AppState;
 
 pub fn configure(routes: &mut Routes) {
     routes

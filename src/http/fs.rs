@@ -1,5 +1,5 @@
 //! Routes of the fs API (spec §6): F1 ls, F2 tree, F3 stat, F4 mkdir, F5 rm, F6 mv, and R7 cp
-//! (RETRIEVAL.md).
+//! (docs/API.md).
 //!
 //! Handlers parse and authorize every URI (pure, non-blocking) and submit one job to the
 //! storage pool; nothing here touches storage.
@@ -19,8 +19,8 @@ use crate::storage::uri::{Access, VikingUri};
 use super::auth::{resolve_uri, Caller, DataAccess};
 use super::envelope::{encoded_ok_with, ApiOk, ApiResult};
 use super::extract::{flexible_bool, flexible_bool_opt, int_in_range, ApiJson, ApiQuery};
-use super::AppState;
 use super::routes::{at, Routes};
+use super::AppState;
 
 pub fn configure(routes: &mut Routes) {
     routes

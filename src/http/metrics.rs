@@ -11,8 +11,8 @@ use prometheus::{
     Opts, Registry, TextEncoder,
 };
 
-use super::AppState;
 use super::routes::{at, Routes};
+use super::AppState;
 
 /// Every series this server exports.
 pub struct Metrics {

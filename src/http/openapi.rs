@@ -8,11 +8,13 @@ use std::sync::OnceLock;
 use actix_web::HttpResponse;
 use serde::Serialize;
 use serde_json::Value;
-use utoipa::openapi::path::{HttpMethod, OperationBuilder, Parameter, ParameterBuilder, ParameterIn};
+use utoipa::openapi::path::{
+    HttpMethod, OperationBuilder, Parameter, ParameterBuilder, ParameterIn,
+};
 use utoipa::openapi::request_body::{RequestBody, RequestBodyBuilder};
 use utoipa::openapi::schema::{ObjectBuilder, Schema};
-use utoipa::openapi::tag::TagBuilder;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::tag::TagBuilder;
 use utoipa::openapi::{
     ComponentsBuilder, ContentBuilder, InfoBuilder, OpenApi, OpenApiBuilder, Paths, Ref, RefOr,
     Required, ResponseBuilder, SecurityRequirement,
@@ -389,7 +391,9 @@ mod tests {
     fn every_registered_route_is_documented_and_nothing_else() {
         let doc: Value = serde_json::from_str(document_json()).expect("the document is JSON");
         assert!(
-            doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.1")),
+            doc["openapi"]
+                .as_str()
+                .is_some_and(|v| v.starts_with("3.1")),
             "{}",
             doc["openapi"]
         );

@@ -1,4 +1,4 @@
-//! Resource routes (RETRIEVAL.md R6): `POST /api/v1/resources/temp_upload` (multipart, streamed
+//! Resource routes (docs/API.md, Resources): `POST /api/v1/resources/temp_upload` (multipart, streamed
 //! into shared storage piece by piece), `POST /api/v1/resources` (add a resource from an
 //! upload, a URL or an allowed local file) and `POST /api/v1/system/wait`.
 
@@ -10,8 +10,8 @@ use actix_web::web::{Bytes, BytesMut};
 use actix_web::{web, HttpRequest};
 use futures_util::StreamExt;
 use serde::Deserialize;
-use utoipa::ToSchema;
 use serde_json::{json, Map, Value};
+use utoipa::ToSchema;
 
 use crate::error::{ErrorCode, ServiceError};
 use crate::ingest::pipeline::{self, IngestRequest, Source, Target};
@@ -27,8 +27,8 @@ use crate::storage::uri::{self, Access, Scope, VikingUri};
 use super::auth::{AnyRole, Caller, DataAccess};
 use super::envelope::{ApiOk, ApiResult};
 use super::extract::{ApiJson, OptionalJson};
-use super::AppState;
 use super::routes::{at, Routes};
+use super::AppState;
 
 pub fn configure(routes: &mut Routes) {
     routes
@@ -237,8 +237,9 @@ fn default_tag_mode() -> String {
 }
 
 /// Every field of 0.5.2's `AddResourceRequest` (plus `timeout`, which older clients send);
-/// unknown fields are ignored (RETRIEVAL.md R1).
+/// other keys are refused (`extra_forbidden`), as 0.5.2's model does.
 #[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub(super) struct AddResourceBody {
     path: Option<String>,
     temp_file_id: Option<String>,

@@ -29,9 +29,7 @@ impl Endpoint {
         Args: FromRequest + 'static,
         F::Output: Responder + 'static,
     {
-        self.resource = self
-            .resource
-            .route(web::method(method.clone()).to(handler));
+        self.resource = self.resource.route(web::method(method.clone()).to(handler));
         self.methods.push(method);
         self
     }

@@ -1,5 +1,5 @@
-//! Routes of the search API: S1 grep, S2 glob (spec §8), find and search (RETRIEVAL.md R2,
-//! R3). `recall` (deprecated upstream) answers 501.
+//! Routes of the search API (docs/API.md, Search): grep, glob, find and search. `recall`
+//! (deprecated upstream) answers 501.
 
 use std::time::Duration;
 
@@ -18,8 +18,8 @@ use crate::storage::uri::{self, Access};
 use super::auth::{resolve_uri, Caller, DataAccess};
 use super::envelope::{encoded_ok, ApiOk, ApiResult};
 use super::extract::{flexible_bool, int_in_range, ApiJson};
-use super::AppState;
 use super::routes::{at, Routes};
+use super::AppState;
 
 /// Longest glob pattern accepted (globset turns a pattern into a regex; nothing real is longer).
 const MAX_GLOB_PATTERN: usize = 4096;

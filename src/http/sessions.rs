@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use actix_web::{web, HttpResponse};
 use serde::Deserialize;
-use utoipa::IntoParams;
 use serde_json::{Map, Value};
+use utoipa::IntoParams;
 
 use crate::error::ServiceError;
 use crate::jobs::search::Recorded;
@@ -24,8 +24,8 @@ use crate::storage::sessions::{id, is_busy, policy, SessionRef, LOCK_TIMEOUT};
 use super::auth::{Caller, SessionAccess};
 use super::envelope::{encoded_ok, ApiOk, ApiResult};
 use super::extract::{ApiQuery, OptionalJson, RawBody};
-use super::AppState;
 use super::routes::{at, Routes};
+use super::AppState;
 
 const BASE: &str = "/api/v1/sessions";
 

@@ -5,16 +5,16 @@ use std::time::Duration;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
-use utoipa::IntoParams;
 use serde_json::{json, Value};
+use utoipa::IntoParams;
 
 use crate::error::ServiceError;
 
 use super::auth::{presented_key, AnyRole, Caller};
 use super::envelope::{ApiOk, ApiResult};
 use super::extract::ApiQuery;
-use super::AppState;
 use super::routes::{at, Routes};
+use super::AppState;
 
 /// `/health` waits at most this long for the AuthActor before leaving identity out.
 const HEALTH_AUTH_DEADLINE: Duration = Duration::from_millis(200);

@@ -12,8 +12,8 @@ use crate::storage::tasks::query::TaskFilter;
 use super::auth::{AnyRole, Caller};
 use super::envelope::{ApiOk, ApiResult};
 use super::extract::{int_in_range, ApiQuery};
-use super::AppState;
 use super::routes::{at, Routes};
+use super::AppState;
 
 pub fn configure(routes: &mut Routes) {
     routes

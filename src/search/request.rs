@@ -169,7 +169,10 @@ impl<'de> Deserialize<'de> for Object {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         match Value::deserialize(d)? {
             Value::Object(m) => Ok(Object(m)),
-            _ => Err(field_error("dict_type", "Input should be a valid dictionary")),
+            _ => Err(field_error(
+                "dict_type",
+                "Input should be a valid dictionary",
+            )),
         }
     }
 }
@@ -597,7 +600,9 @@ pub fn validate(
     let limit_v = body.limit.map_or(DEFAULT_LIMIT, |l| l.0);
     let levels = levels(body.level.as_ref())?;
     decay_ok(
-        body.events_time_decay_protection.as_ref().map(|t| t.0.as_str()),
+        body.events_time_decay_protection
+            .as_ref()
+            .map(|t| t.0.as_str()),
         query.trim().is_empty() && !has_image,
     )?;
 
@@ -649,7 +654,11 @@ pub fn validate(
         ("since", &body.since, 0usize, false),
         ("until", &body.until, 2usize, true),
     ] {
-        if let Some(raw) = raw.as_ref().map(|t| t.0.as_str()).filter(|s| !s.trim().is_empty()) {
+        if let Some(raw) = raw
+            .as_ref()
+            .map(|t| t.0.as_str())
+            .filter(|s| !s.trim().is_empty())
+        {
             let t = time_bound(raw, upper, now_ms).ok_or_else(|| {
                 invalid(
                     key,
@@ -753,7 +762,10 @@ mod tests {
         ] {
             let e = p(body.clone(), route).unwrap_err();
             let d = e.details.unwrap();
-            assert_eq!(d["validation_errors"][0]["type"], "extra_forbidden", "{body}");
+            assert_eq!(
+                d["validation_errors"][0]["type"], "extra_forbidden",
+                "{body}"
+            );
         }
         let r = p(json!({"query":"a","limit":5,"node_limit":7,"level":"0,1","context_type":"memory,skill"}), Route::Find).unwrap();
         assert_eq!(r.limit, 7);

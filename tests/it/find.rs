@@ -1,4 +1,4 @@
-//! find / search (RETRIEVAL.md R2, R3) through the real binary: tenant isolation, bad input,
+//! find / search (docs/API.md, Search) through the real binary: tenant isolation, bad input,
 //! freshness across instances, index rebuilds and crashes. Runs on both storage backends.
 
 use std::time::{Duration, Instant};
@@ -205,15 +205,18 @@ fn bad_input_is_a_clear_400() {
         let r = s.post(path, None, body.clone());
         assert_eq!(r.status, 400, "{body}: {:?}", r.body);
         assert_eq!(
-            r.body["error"]["details"]["validation_errors"][0]["type"],
-            "extra_forbidden",
+            r.body["error"]["details"]["validation_errors"][0]["type"], "extra_forbidden",
             "{body}"
         );
     }
     // Field types are reported at the field, with pydantic's type names.
     for (body, loc, kind) in [
         (json!({"query": 5}), json!(["body", "query"]), "string_type"),
-        (json!({"query": "x", "limit": "ten"}), json!(["body", "limit"]), "int_type"),
+        (
+            json!({"query": "x", "limit": "ten"}),
+            json!(["body", "limit"]),
+            "int_type",
+        ),
         (
             json!({"query": "x", "read_content": "maybe"}),
             json!(["body", "read_content"]),

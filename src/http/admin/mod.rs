@@ -5,8 +5,8 @@
 use actix_web::http::StatusCode;
 use actix_web::web;
 use serde::Deserialize;
-use utoipa::{IntoParams, ToSchema};
 use serde_json::{json, Value};
+use utoipa::{IntoParams, ToSchema};
 
 use crate::error::{ServiceError, ServiceResult};
 use crate::identity::{validate_id, validate_new_id, IdKind, Role};
@@ -21,8 +21,8 @@ use crate::storage::scaffold;
 use super::auth::{Caller, RootOnly, Rule};
 use super::envelope::{ApiOk, ApiResult};
 use super::extract::{ApiJson, ApiQuery};
-use super::AppState;
 use super::routes::{at, Routes};
+use super::AppState;
 
 pub(super) mod users;
 

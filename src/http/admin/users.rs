@@ -3,8 +3,8 @@
 use actix_web::http::StatusCode;
 use actix_web::web;
 use serde::Deserialize;
-use utoipa::{IntoParams, ToSchema};
 use serde_json::{json, Value};
+use utoipa::{IntoParams, ToSchema};
 
 use crate::error::ServiceError;
 use crate::identity::{validate_id, validate_new_id, IdKind, Role};
