@@ -3,6 +3,9 @@
 //! file they name; an import into a higher layer, or a cycle between files or between
 //! top-level areas, fails the test with the offending file and path.
 
+// A test binary: a source file it cannot read is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
