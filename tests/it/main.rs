@@ -17,6 +17,7 @@ mod fs_search;
 mod fuzz;
 mod harden;
 mod harness;
+mod ingest_limits;
 mod metrics;
 mod multi_instance;
 mod resources;
