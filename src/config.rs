@@ -23,6 +23,31 @@ pub struct Settings {
     pub embedding: EmbeddingSettings,
     pub resources: ResourceSettings,
     pub vlm: VlmSettings,
+    pub quota: QuotaSettings,
+}
+
+/// Per-account storage quota (`storage::quota`): what an account's content may hold. Off by
+/// default (0 = no limit); over it, writes, uploads and ingestions get 429.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QuotaSettings {
+    /// Most bytes of content one account may store (0 = no limit).
+    pub account_max_bytes: u64,
+    /// Most files one account may store (0 = no limit).
+    pub account_max_files: u64,
+    /// Seconds a measured usage is trusted (plus the charges since) before the account is
+    /// walked again; removals count only from the next walk.
+    pub usage_max_age_secs: u64,
+}
+
+impl Default for QuotaSettings {
+    fn default() -> Self {
+        QuotaSettings {
+            account_max_bytes: 0,
+            account_max_files: 0,
+            usage_max_age_secs: 300,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
