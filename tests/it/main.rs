@@ -8,6 +8,7 @@
 mod admin;
 mod bad_input;
 mod embed_server;
+mod fair;
 mod find;
 mod find_vectors;
 mod fs;
