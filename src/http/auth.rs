@@ -6,7 +6,7 @@ use std::marker::PhantomData;
 use std::pin::Pin;
 use std::time::Duration;
 
-use actix_web::{dev::Payload, web, FromRequest, HttpRequest};
+use actix_web::{dev::Payload, web, FromRequest, HttpMessage, HttpRequest};
 
 use crate::error::ServiceError;
 use crate::identity::{validate_id, AuthMode, IdKind, Identity, Role};
@@ -191,7 +191,14 @@ impl<R: Rule> FromRequest for Caller<R> {
                 .app_data::<web::Data<AppState>>()
                 .ok_or_else(|| ServiceError::internal("application state missing"))?
                 .clone();
-            let identity = resolve(&state, &req).await?;
+            // The admission middleware resolved callers that send a body already.
+            let resolved = req
+                .extensions_mut()
+                .remove::<super::admission::Resolution>();
+            let identity = match resolved {
+                Some(super::admission::Resolution(r)) => r?,
+                None => resolve(&state, &req).await?,
+            };
             R::check(&identity, state.mode)?;
             if R::VALIDATES_ACTOR_PEER {
                 check_actor_peer(&req)?;

@@ -11,7 +11,7 @@ use crate::identity::Identity;
 use crate::search::changes::{self, ChangeKind};
 use crate::search::embed::Embedder;
 use crate::search::index::SearchIndex;
-use crate::search::query::{self, IndexState};
+use crate::search::query::{self, ContentBounds, IndexState};
 use crate::search::request::{self, Route, Unsupported};
 use crate::storage::StorePath;
 
@@ -24,10 +24,12 @@ pub struct FindContext {
     pub catching_up: bool,
     /// The dense model, when one is configured.
     pub embedder: Option<Arc<Embedder>>,
+    pub content: ContentBounds,
 }
 
 impl BlockingJob for FindContext {
-    type Output = ServiceResult<Value>;
+    /// The answer, JSON-encoded here so a large one never occupies an HTTP worker.
+    type Output = ServiceResult<Vec<u8>>;
 
     fn run(self, ctx: &JobContext<'_>) -> Self::Output {
         let now = changes::now_ms() as i64;
@@ -42,14 +44,17 @@ impl BlockingJob for FindContext {
         let state = IndexState {
             catching_up: self.catching_up,
         };
-        query::run(
+        let answer = query::run(
             &self.index,
             ctx.storage,
             &self.who,
             &req,
             state,
             self.embedder.as_deref(),
-        )
+            self.content,
+        )?;
+        serde_json::to_vec(&answer)
+            .map_err(|e| ServiceError::internal(format!("could not encode a find answer: {e}")))
     }
 }
 
