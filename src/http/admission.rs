@@ -596,7 +596,8 @@ mod tests {
         let more = b.charge("a".into());
         assert!(more.add(10).is_ok()); // a head still fits
         assert_eq!(more.add(1), Err(Refusal::Server)); // its tail does not
-        assert!(b.charge("c".into()).add(10).is_ok());
+        let other = b.charge("c".into());
+        assert!(other.add(10).is_ok());
         drop(big);
         assert!(more.add(1).is_ok());
         let held = b.lock();
