@@ -113,7 +113,15 @@ fn idle_and_large_bodies_of_one_account_never_refuse_another() {
         .map(|_| stalled(&s, "/api/v1/resources/temp_upload", &attacker, upload_head, 0))
         .collect();
     idle.extend((0..8).map(|_| stalled(&s, "/api/v1/content/write", &attacker, write_head, 1)));
-    std::thread::sleep(Duration::from_millis(500));
+    // Until all 32 uploads are inside their handler, waiting for their bodies.
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            let m = String::from_utf8_lossy(&s.get("/metrics", None).raw).to_string();
+            m.lines()
+                .any(|l| l.starts_with("longship_ingest{name=\"uploads_in_flight\"} 32"))
+        }),
+        "the idle uploads never reached their handler"
+    );
     for round in 1..=2 {
         victim_is_served(&s, &victim, round, Duration::from_secs(5));
     }
