@@ -526,7 +526,11 @@ pub async fn admit_body(
     // A caller whose key does not resolve gets its 401/403 from the extractor, not a 503.
     if known && expected > 0 {
         if let Err(r) = state.body_budget.fits(&charge.owner, expected) {
-            tracing::debug!(bytes = expected, ?r, "request body refused from its headers");
+            tracing::debug!(
+                bytes = expected,
+                ?r,
+                "request body refused from its headers"
+            );
             return Ok(req.into_response(r.error().error_response()));
         }
     }
@@ -616,15 +620,44 @@ mod tests {
         assert_eq!(b.lock().total, 0);
     }
 
+    #[actix_rt::test]
+    async fn pace_cuts_off_idle_and_slow_bodies_only() {
+        let b = budget(100, 100, 0, 0);
+        let pace = Pace {
+            idle: Duration::from_secs(10),
+            min_rate: 100,
+        };
+        let mut m = Metered::new(Payload::None, Arc::new(b.charge("a".into())), 0, pace);
+        let t0 = m.window_start;
+        // 2,000 bytes in the first 10 s: fast enough; the window rolls.
+        m.window_bytes = 2000;
+        m.last_byte = t0 + Duration::from_secs(9);
+        assert!(m.check_pace(t0 + Duration::from_secs(10)).is_ok());
+        assert_eq!(m.window_bytes, 0);
+        // 500 bytes in the next 10 s: under 100 bytes/s.
+        m.window_bytes = 500;
+        m.last_byte = t0 + Duration::from_secs(19);
+        assert!(matches!(
+            m.check_pace(t0 + Duration::from_secs(20)),
+            Err(BodyRefused::TooSlow)
+        ));
+        // Nothing for 10 s after the last byte: idle.
+        let mut m = Metered::new(Payload::None, Arc::new(b.charge("a".into())), 0, pace);
+        let t0 = m.last_byte;
+        assert!(m.check_pace(t0 + Duration::from_secs(9)).is_ok());
+        assert!(matches!(
+            m.check_pace(t0 + Duration::from_secs(10)),
+            Err(BodyRefused::Idle)
+        ));
+    }
+
     #[test]
     fn recognises_its_own_payload_errors() {
         let pace = Pace {
             idle: Duration::from_secs(5),
             min_rate: 10,
         };
-        let e = |reason| {
-            PayloadError::Io(std::io::Error::other(RefusedBody { reason, pace }))
-        };
+        let e = |reason| PayloadError::Io(std::io::Error::other(RefusedBody { reason, pace }));
         let busy = refusal(&e(BodyRefused::Budget(Refusal::Server))).unwrap();
         assert_eq!(busy.code, ErrorCode::Unavailable);
         let share = refusal(&e(BodyRefused::Budget(Refusal::Account))).unwrap();

@@ -217,7 +217,9 @@ async fn collect_body(
             return Err(too_large());
         }
         if needed > buf.capacity() {
-            let target = needed.max(buf.capacity() * 2).min(declared.unwrap_or(usize::MAX).max(needed));
+            let target = needed
+                .max(buf.capacity() * 2)
+                .min(declared.unwrap_or(usize::MAX).max(needed));
             buf.reserve(target - buf.len());
         }
         buf.extend_from_slice(&chunk);

@@ -16,8 +16,8 @@ use crate::storage::fs::entry::{Output, Render};
 use crate::storage::fs::grep::GrepQuery;
 use crate::storage::uri::{self, Access};
 
-use super::auth::{resolve_uri, Caller, DataAccess};
 use super::admission::owner_of;
+use super::auth::{resolve_uri, Caller, DataAccess};
 use super::envelope::{encoded_ok, encoded_ok_holding, ApiResult};
 use super::extract::{flexible_bool, int_in_range, ApiJson};
 use super::AppState;

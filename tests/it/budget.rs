@@ -17,7 +17,8 @@ fn stalled(s: &Server, path: &str, key: &str, headers: &str, sent: usize) -> Tcp
     let head = format!("POST {path} HTTP/1.1\r\nHost: x\r\nX-API-Key: {key}\r\n{headers}\r\n");
     c.write_all(head.as_bytes()).expect("send head");
     if sent > 0 {
-        c.write_all(&vec![b' '; sent]).expect("send part of the body");
+        c.write_all(&vec![b' '; sent])
+            .expect("send part of the body");
     }
     c
 }
@@ -49,7 +50,11 @@ fn eventually(within: Duration, mut cond: impl FnMut() -> bool) -> bool {
 /// Every request with a body the victim makes in a day, each within `bound`.
 fn victim_is_served(s: &Server, key: &str, round: usize, bound: Duration) {
     let calls: Vec<(&str, String, Value)> = vec![
-        ("find", "/api/v1/search/find".into(), json!({"query": "victim"})),
+        (
+            "find",
+            "/api/v1/search/find".into(),
+            json!({"query": "victim"}),
+        ),
         (
             "write",
             "/api/v1/content/write".into(),
@@ -107,10 +112,19 @@ fn idle_and_large_bodies_of_one_account_never_refuse_another() {
     victim_is_served(&s, &victim, 0, Duration::from_secs(5));
 
     // 32 uploads that sent their headers only, and 8 writes announcing 32 MiB that sent 1 byte.
-    let upload_head = "Content-Type: multipart/form-data; boundary=zzz\r\nContent-Length: 104857600\r\n";
+    let upload_head =
+        "Content-Type: multipart/form-data; boundary=zzz\r\nContent-Length: 104857600\r\n";
     let write_head = "Content-Type: application/json\r\nContent-Length: 33554432\r\n";
     let mut idle: Vec<TcpStream> = (0..32)
-        .map(|_| stalled(&s, "/api/v1/resources/temp_upload", &attacker, upload_head, 0))
+        .map(|_| {
+            stalled(
+                &s,
+                "/api/v1/resources/temp_upload",
+                &attacker,
+                upload_head,
+                0,
+            )
+        })
         .collect();
     idle.extend((0..8).map(|_| stalled(&s, "/api/v1/content/write", &attacker, write_head, 1)));
     // Until all 32 uploads are inside their handler, waiting for their bodies.
@@ -126,7 +140,9 @@ fn idle_and_large_bodies_of_one_account_never_refuse_another() {
         victim_is_served(&s, &victim, round, Duration::from_secs(5));
     }
     // They hold what arrived (at most a byte each), not what they announced.
-    let held = admission(&s)["in_flight_bytes"].as_u64().unwrap_or(u64::MAX);
+    let held = admission(&s)["in_flight_bytes"]
+        .as_u64()
+        .unwrap_or(u64::MAX);
     assert!(held <= 8, "{}", admission(&s));
     // The stalled bodies are cut off with 408 after the idle timeout (3 s).
     let t = Instant::now();
@@ -169,7 +185,8 @@ fn idle_and_large_bodies_of_one_account_never_refuse_another() {
     assert_eq!(r.status, 200, "{:?}", r.body);
     drop(held);
     assert!(
-        eventually(Duration::from_secs(10), || admission(&s)["in_flight_bytes"] == 0),
+        eventually(Duration::from_secs(10), || admission(&s)["in_flight_bytes"]
+            == 0),
         "{}",
         admission(&s)
     );
@@ -214,7 +231,10 @@ fn find_content_is_bounded_marked_and_charged() {
         eventually(Duration::from_secs(60), || {
             let r = s.post("/api/v1/search/find", Some(&attacker), find.clone());
             assert_eq!(r.status, 200, "{:?}", r.body);
-            hits = r.result()["resources"].as_array().cloned().unwrap_or_default();
+            hits = r.result()["resources"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
             hits.len() == files
         }),
         "only {} hits",
@@ -232,8 +252,15 @@ fn find_content_is_bounded_marked_and_charged() {
     assert!(attached <= per_answer, "{attached}");
     assert!(attached >= per_answer - per_hit, "{attached}");
     // Hits past the answer's bound carry the marker alone.
-    let last = hits.last().and_then(|h| h["content"].as_str()).unwrap_or("");
-    assert!(last.starts_with("\n[content truncated"), "{}", &last[..last.len().min(80)]);
+    let last = hits
+        .last()
+        .and_then(|h| h["content"].as_str())
+        .unwrap_or("");
+    assert!(
+        last.starts_with("\n[content truncated"),
+        "{}",
+        &last[..last.len().min(80)]
+    );
 
     // Answers the attacker does not read stay held (and charged) while they wait to be sent.
     let req = find.to_string();
@@ -274,7 +301,8 @@ fn find_content_is_bounded_marked_and_charged() {
     // Gone readers give their answers' bytes back.
     drop(unread);
     assert!(
-        eventually(Duration::from_secs(10), || admission(&s)["in_flight_bytes"] == 0),
+        eventually(Duration::from_secs(10), || admission(&s)["in_flight_bytes"]
+            == 0),
         "{}",
         admission(&s)
     );

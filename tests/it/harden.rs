@@ -260,7 +260,10 @@ fn inflight_body_budget_sheds_with_503_and_recovers() {
         if held_bytes >= 58 << 20 {
             break;
         }
-        assert!(Instant::now() < deadline, "holders never charged: {held_bytes}");
+        assert!(
+            Instant::now() < deadline,
+            "holders never charged: {held_bytes}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     let watch = HealthWatch::start(&s);
