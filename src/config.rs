@@ -370,15 +370,21 @@ pub struct ResourceSettings {
     pub local_path_allowlist: Vec<PathBuf>,
     /// Largest body fetched from a `path` URL, in bytes.
     pub fetch_max_bytes: u64,
-    /// Seconds a URL fetch may take in total.
+    /// Seconds a URL fetch may take in total (connect, redirects and body).
     pub fetch_timeout_secs: u64,
+    /// Fewest bytes a URL fetch must receive in every `fetch_rate_window_secs` (0 = no
+    /// minimum rate).
+    pub fetch_min_bytes_per_window: u64,
+    /// Length of the window of the minimum transfer rate, in seconds.
+    pub fetch_rate_window_secs: u64,
     /// Redirects followed by a URL fetch (each hop is checked again).
     pub fetch_max_redirects: usize,
     /// Most entries an archive may have.
     pub archive_max_entries: usize,
     /// Most bytes an archive may unpack to in total.
     pub archive_max_total_bytes: u64,
-    /// Largest uncompressed/compressed ratio of one archive entry above 1 MiB.
+    /// Largest uncompressed/compressed ratio of one archive entry above 64 KiB, and of the
+    /// whole archive (unpacked bytes / archive size) once it unpacked more than 1 MiB.
     pub archive_max_ratio: u64,
     /// Deepest directory nesting accepted inside an archive.
     pub archive_max_depth: usize,
@@ -392,6 +398,10 @@ pub struct ResourceSettings {
     pub max_concurrent_per_account: usize,
     /// Documents above this many estimated tokens are split by headings.
     pub split_max_tokens: usize,
+    /// Most files and directories one ingestion may produce after splitting (400 beyond).
+    pub ingest_max_nodes: usize,
+    /// Most bytes one ingestion may produce after splitting and conversion (400 beyond).
+    pub ingest_max_bytes: u64,
     /// Local scratch directory for parsing; empty = the system temp directory.
     pub work_dir: String,
 }
@@ -407,6 +417,8 @@ impl Default for ResourceSettings {
             local_path_allowlist: Vec::new(),
             fetch_max_bytes: 64 * 1024 * 1024,
             fetch_timeout_secs: 30,
+            fetch_min_bytes_per_window: 1024,
+            fetch_rate_window_secs: 10,
             fetch_max_redirects: 5,
             archive_max_entries: 20_000,
             archive_max_total_bytes: 1024 * 1024 * 1024,
@@ -417,6 +429,8 @@ impl Default for ResourceSettings {
             parser_timeout_secs: 180,
             max_concurrent_per_account: 2,
             split_max_tokens: 1024,
+            ingest_max_nodes: 50_000,
+            ingest_max_bytes: 1024 * 1024 * 1024,
             work_dir: String::new(),
         }
     }

@@ -156,10 +156,12 @@ fn spawn_move_recovery(pools: Pools, every: Duration) {
     });
 }
 
-/// Sweep, at startup and then periodically, expired temp uploads, staging trees a crash left
-/// and tasks of ingestions whose instance died.
+/// Sweep, at startup and then periodically, expired temp uploads, staging trees a crash left,
+/// tasks of ingestions whose instance died, and local scratch space of dead ingestions.
 fn spawn_ingest_sweep(pools: Pools, settings: &Settings) {
+    use crate::jobs::health::SweepIngestScratch;
     use crate::jobs::resources::SweepIngestion;
+    let resources = settings.resources.clone();
     let every = Duration::from_secs(settings.resources.sweep_interval_secs.max(1));
     let upload_ttl_secs = settings.resources.upload_ttl_secs;
     let stale_after = Duration::from_secs(settings.resources.stale_after_secs);
@@ -173,6 +175,13 @@ fn spawn_ingest_sweep(pools: Pools, settings: &Settings) {
                 Ok(Ok(report)) => tracing::debug!(%report, "ingestion sweep finished"),
                 Ok(Err(e)) => tracing::warn!(error = %e.message, "ingestion sweep failed"),
                 Err(e) => tracing::debug!(error = %e, "ingestion sweep not run"),
+            }
+            let job = SweepIngestScratch {
+                settings: resources.clone(),
+                grace: stale_after,
+            };
+            if let Err(e) = pools.storage().run(job).await {
+                tracing::debug!(error = %e, "ingestion scratch sweep not run");
             }
             tokio::time::sleep(every).await;
         }
