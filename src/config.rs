@@ -23,6 +23,31 @@ pub struct Settings {
     pub embedding: EmbeddingSettings,
     pub resources: ResourceSettings,
     pub vlm: VlmSettings,
+    pub quota: QuotaSettings,
+}
+
+/// Per-account storage quota (`storage::quota`): what an account's content may hold. Off by
+/// default (0 = no limit); over it, writes, uploads and ingestions get 429.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QuotaSettings {
+    /// Most bytes of content one account may store (0 = no limit).
+    pub account_max_bytes: u64,
+    /// Most files one account may store (0 = no limit).
+    pub account_max_files: u64,
+    /// Seconds a measured usage is trusted (plus the charges since) before the account is
+    /// walked again; removals count only from the next walk.
+    pub usage_max_age_secs: u64,
+}
+
+impl Default for QuotaSettings {
+    fn default() -> Self {
+        QuotaSettings {
+            account_max_bytes: 0,
+            account_max_files: 0,
+            usage_max_age_secs: 300,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -215,6 +240,17 @@ pub struct PoolSettings {
     /// `nice` increment of commit-pool threads (0..=19): commits only get the CPU that HTTP
     /// workers and short storage jobs leave over.
     pub commit_thread_nice: i32,
+    /// SyncArbiter threads of the ingestion lane (fetch, parse, publish, summaries), so
+    /// commits never wait behind parsing.
+    pub ingest_threads: usize,
+    /// Queued plus running ingestions allowed on the ingestion pool before 503.
+    pub ingest_queue_limit: usize,
+    /// `nice` increment of ingestion-pool threads (0..=19).
+    pub ingest_thread_nice: i32,
+    /// Share (percent, 1..=100) of a pool's queue limit one account may hold; beyond it that
+    /// account gets 503 while others are still admitted. Each account also runs at most
+    /// `threads - 1` jobs of a pool at once (at least 1).
+    pub account_share_percent: usize,
 }
 
 impl Default for PoolSettings {
@@ -226,6 +262,10 @@ impl Default for PoolSettings {
             commit_queue_limit: 8,
             thread_nice: 10,
             commit_thread_nice: 19,
+            ingest_threads: 2,
+            ingest_queue_limit: 8,
+            ingest_thread_nice: 19,
+            account_share_percent: 50,
         }
     }
 }
@@ -646,11 +686,19 @@ impl Settings {
         if self.server.workers == Some(0) {
             return bad("server.workers must be at least 1".into());
         }
-        if self.pools.storage_threads == 0 || self.pools.commit_threads == 0 {
-            return bad("pools.storage_threads and pools.commit_threads must be at least 1".into());
+        if self.pools.storage_threads == 0
+            || self.pools.commit_threads == 0
+            || self.pools.ingest_threads == 0
+        {
+            return bad(
+                "pools.storage_threads, pools.commit_threads and pools.ingest_threads must be at \
+                 least 1"
+                    .into(),
+            );
         }
         if self.pools.storage_queue_limit < self.pools.storage_threads
             || self.pools.commit_queue_limit < self.pools.commit_threads
+            || self.pools.ingest_queue_limit < self.pools.ingest_threads
         {
             return bad("a pool's queue limit must be at least its thread count".into());
         }
@@ -659,6 +707,12 @@ impl Settings {
         }
         if !(0..=19).contains(&self.pools.commit_thread_nice) {
             return bad("pools.commit_thread_nice must be between 0 and 19".into());
+        }
+        if !(0..=19).contains(&self.pools.ingest_thread_nice) {
+            return bad("pools.ingest_thread_nice must be between 0 and 19".into());
+        }
+        if !(1..=100).contains(&self.pools.account_share_percent) {
+            return bad("pools.account_share_percent must be between 1 and 100".into());
         }
         if self.storage.backend == StorageBackendKind::S3 {
             self.storage.s3.validate()?;

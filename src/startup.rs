@@ -20,7 +20,7 @@ use actix_web::{middleware::from_fn, web, App, HttpServer};
 
 use crate::actors::auth::sink::ActorSink;
 use crate::actors::auth::{AuthActor, AuthConfig, InitialLoad};
-use crate::actors::pool::{PoolSpec, Pools};
+use crate::actors::pool::{PoolSpec, PoolSpecs, Pools};
 use crate::config::{Settings, StorageBackendKind};
 use crate::error::{ErrorCode, ServiceError};
 use crate::http::health::HealthMonitor;
@@ -234,6 +234,7 @@ fn stop_on_signals(
 /// Run the server until it is told to stop.
 pub fn run(settings: Settings) -> Result<(), StartupError> {
     tune_allocator();
+    crate::storage::quota::install(settings.quota.clone());
     let settings = Arc::new(settings);
     let backend = open_storage(&settings)?;
     let system = actix_rt::System::new();
@@ -241,19 +242,31 @@ pub fn run(settings: Settings) -> Result<(), StartupError> {
 }
 
 async fn serve(settings: Arc<Settings>, backend: Arc<dyn Storage>) -> Result<(), StartupError> {
+    let share = settings.pools.account_share_percent;
     let pools = Pools::start(
         backend.clone(),
-        PoolSpec {
-            name: "storage",
-            threads: settings.pools.storage_threads,
-            capacity: settings.pools.storage_queue_limit,
-            nice: settings.pools.thread_nice,
-        },
-        PoolSpec {
-            name: "commit",
-            threads: settings.pools.commit_threads,
-            capacity: settings.pools.commit_queue_limit,
-            nice: settings.pools.commit_thread_nice,
+        PoolSpecs {
+            storage: PoolSpec {
+                name: "storage",
+                threads: settings.pools.storage_threads,
+                capacity: settings.pools.storage_queue_limit,
+                nice: settings.pools.thread_nice,
+                lane_share_percent: share,
+            },
+            commit: PoolSpec {
+                name: "commit",
+                threads: settings.pools.commit_threads,
+                capacity: settings.pools.commit_queue_limit,
+                nice: settings.pools.commit_thread_nice,
+                lane_share_percent: share,
+            },
+            ingest: PoolSpec {
+                name: "ingest",
+                threads: settings.pools.ingest_threads,
+                capacity: settings.pools.ingest_queue_limit,
+                nice: settings.pools.ingest_thread_nice,
+                lane_share_percent: share,
+            },
         },
     );
     let search = crate::actors::search::start(&settings, backend.clone())?;

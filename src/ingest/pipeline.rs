@@ -198,6 +198,11 @@ fn ingest_staged(
     let t_sum = std::time::Instant::now();
     let summaries = summary::summarize_tree(&local_root, &report.root);
     let summarize_ms = t_sum.elapsed().as_millis() as u64;
+    // The tree's files plus two sidecars per directory (the root's included) must fit the
+    // account's quota before anything is staged.
+    let quota = crate::storage::quota::installed();
+    let (added_bytes, added_files) = (report.bytes, (report.files + 2 * (report.dirs + 1)) as u64);
+    crate::storage::quota::admit(storage, &req.account, added_bytes, added_files, &quota)?;
     let t_pub = std::time::Instant::now();
     let tree = staging.join("tree")?;
     let (final_uri, rel_dirs) = stage(
@@ -218,6 +223,13 @@ fn ingest_staged(
         &summaries,
         Duration::from_secs(settings.stale_after_secs),
     )?;
+    crate::storage::quota::charge(
+        storage,
+        &req.account,
+        added_bytes as i64,
+        added_files as i64,
+        &quota,
+    );
     let dirs = published_dirs(&root_uri, rel_dirs)?;
     tracing::info!(
         root = %root_uri,

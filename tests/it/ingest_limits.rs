@@ -489,3 +489,73 @@ fn kill_9_mid_parse_leaves_no_orphan_parser_scratch_or_waiting_task() {
     );
     assert!(st.list("acme/_system/ingest").iter().all(|n| n == "active"));
 }
+
+/// Issue #25 item 5 (quota): with `quota.account_max_bytes` set, one account filling its
+/// quota through two instances on shared storage gets 429 on both (usage is shared), an
+/// ingestion whose unpacked tree would exceed it is refused before anything is published,
+/// another account keeps writing, and removed content counts again after the next measurement.
+#[test]
+fn a_storage_quota_holds_across_instances_for_writes_uploads_and_ingestion() {
+    let st = Storage::new();
+    let opts = Opts::default()
+        .env("LONGSHIP_QUOTA__ACCOUNT_MAX_BYTES", "100000")
+        .env("LONGSHIP_QUOTA__USAGE_MAX_AGE_SECS", "2");
+    let a = Server::start(&st, opts.clone());
+    let b = Server::start(&st, opts);
+    let attacker = create_account(&a, "attacker", "mallory");
+    let victim = create_account(&a, "victim", "vera");
+    let write = |s: &Server, key: &str, name: &str, len: usize| {
+        s.post(
+            "/api/v1/content/write",
+            Some(key),
+            json!({"uri": format!("viking://resources/fill/{name}.md"), "content": "q".repeat(len)}),
+        )
+    };
+    // A tree that unpacks to 150 kB from a small upload: refused before publishing.
+    let lines: String = (0..3000)
+        .map(|i| format!("line {i} of the kit\n"))
+        .collect();
+    let kit = zip_bytes(&[
+        ("kit/a.md", lines.as_bytes()),
+        ("kit/b.md", lines.as_bytes()),
+    ]);
+    assert!(kit.len() < 60_000, "{}", kit.len());
+    let id = upload_id(&a, &attacker, "kit.zip", &kit);
+    let r = b.post(
+        RESOURCES,
+        Some(&attacker),
+        json!({"temp_file_id": id, "source_name": "kit.zip", "wait": true}),
+    );
+    assert_eq!(r.status, 429, "{:?}", r.body);
+    assert!(message(&r).contains("quota"), "{:?}", r.body);
+    let r = a.get("/api/v1/fs/ls?uri=viking://resources", Some(&attacker));
+    assert_eq!(r.result().as_array().map(Vec::len), Some(0), "{:?}", r.body);
+    // 10 kB writes alternating between the instances: refused on both once the quota is full.
+    let mut accepted = 0;
+    let mut refused = 0;
+    for i in 0..20 {
+        let s = if i % 2 == 0 { &a } else { &b };
+        let r = write(s, &attacker, &format!("f{i}"), 10_000);
+        match r.status {
+            200 if refused == 0 => accepted += 1,
+            429 => refused += 1,
+            other => panic!("write {i}: {other} {:?}", r.body),
+        }
+        let v = write(s, &victim, "note", 100);
+        assert_eq!(v.status, 200, "victim: {:?}", v.body);
+    }
+    assert!((5..=10).contains(&accepted), "accepted {accepted}");
+    assert_eq!(accepted + refused, 20);
+    // Uploads of an account at its quota are refused as well.
+    let r = crate::resources::upload(&b, &attacker, "more.md", &[b'x'; 20_000]);
+    assert_eq!(r.status, 429, "{:?}", r.body);
+    // Removed content counts again once usage is measured anew (usage_max_age_secs = 2).
+    let r = a.delete(
+        "/api/v1/fs?uri=viking://resources/fill&recursive=true",
+        Some(&attacker),
+    );
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    std::thread::sleep(Duration::from_secs(3));
+    let r = write(&b, &attacker, "again", 10_000);
+    assert_eq!(r.status, 200, "{:?}", r.body);
+}

@@ -9,6 +9,7 @@ mod admin;
 mod bad_input;
 mod budget;
 mod embed_server;
+mod fair;
 mod find;
 mod find_vectors;
 mod fs;
