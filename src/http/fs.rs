@@ -220,27 +220,10 @@ fn session_file(uri: &VikingUri) -> ServiceError {
     .with_details(serde_json::json!({"resource": shown}))
 }
 
-fn internal_name(uri: &VikingUri) -> ServiceError {
-    ServiceError::invalid_argument(format!(
-        "cannot create storage internal name: {}",
-        uri.uri()
-    ))
-}
-
-/// The URI rules mv and cp share: no storage-internal names on either side, no session files
-/// or session directories created through fs, distinct and non-overlapping subtrees.
+/// The URI rules mv and cp share (internal names never get this far: `uri::parse` refuses
+/// them): no session files or session directories created through fs, distinct and
+/// non-overlapping subtrees.
 fn check_transfer(verb: &str, from: &VikingUri, to: &VikingUri) -> Result<(), ServiceError> {
-    if from.has_internal_segment() {
-        let shown = from.uri();
-        return Err(ServiceError::not_found(
-            "resource",
-            &shown,
-            format!("Resource not found: {shown}"),
-        ));
-    }
-    if to.has_internal_segment() {
-        return Err(internal_name(to));
-    }
     if to.is_session_file() || to.is_session_dir() {
         return Err(session_file(to));
     }
@@ -264,9 +247,6 @@ async fn mkdir(
     ApiJson(body): ApiJson<MkdirBody>,
 ) -> ApiResult {
     let uri = resolve_uri(&caller, &body.uri, Access::Write)?;
-    if uri.has_internal_segment() {
-        return Err(internal_name(&uri));
-    }
     if uri.is_session_file() {
         return Err(session_file(&uri));
     }
@@ -297,12 +277,6 @@ async fn rm(
     ApiQuery(q): ApiQuery<RmQuery>,
 ) -> ApiResult {
     let uri = resolve_uri(&caller, &q.uri, Access::Delete)?;
-    if uri.has_internal_segment() {
-        return Err(ServiceError::invalid_argument(format!(
-            "cannot remove storage internal name: {}",
-            uri.uri()
-        )));
-    }
     if uri.is_session_file() {
         return Err(session_file(&uri));
     }
