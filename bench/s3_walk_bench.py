@@ -94,15 +94,24 @@ def main():
           f"{load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} (other builds and tests may share "
           f"the machine). grep unlimited, no match, median of 3 (1 for the slowest rows).\n")
     sw = SeaweedFs(binary)
-    rows = []
+    print("| files (directories) | backend | files/s | local ÷ this |")
+    print("|---|---|---|---|", flush=True)
     try:
         sw.wait_ready()
         for n in SIZES:
+            dirs = n // 10 + n // 100
             local = rates(None, [("local", {}, 3)], n)["local"]
-            s3 = rates(sw.env(), [
+            print(f"| {n:,} ({dirs:,}) | local | {local:,.0f} | — |", flush=True)
+
+            def row(found):
+                for label, rate in found.items():
+                    print(f"| {n:,} ({dirs:,}) | {label} | {rate:,.0f} | {local / rate:.1f}× |",
+                          flush=True)
+
+            row(rates(sw.env(), [
                 ("s3 loopback, default (32 in flight)", {}, 3),
                 ("s3 loopback, one request at a time", ONE_AT_A_TIME, 3 if n <= 1000 else 1),
-            ], n)
+            ], n))
             link = SlowLink(int(sw.endpoint.rsplit(":", 1)[1]), DELAY_MS)
             try:
                 slow_env = dict(sw.env())
@@ -111,19 +120,11 @@ def main():
                 if n <= 1000:
                     settings.append((f"s3 + {DELAY_MS} ms per request, one request at a time",
                                      ONE_AT_A_TIME, 1))
-                slow = rates(slow_env, settings, n, seed_env=sw.env())
+                row(rates(slow_env, settings, n, seed_env=sw.env()))
             finally:
                 link.stop()
-            rows.append((n, local, {**s3, **slow}))
     finally:
         sw.stop()
-    print("| files (directories) | backend | files/s | local ÷ this |")
-    print("|---|---|---|---|")
-    for n, local, others in rows:
-        dirs = n // 10 + n // 100
-        print(f"| {n:,} ({dirs:,}) | local | {local:,.0f} | — |")
-        for label, rate in others.items():
-            print(f"| {n:,} ({dirs:,}) | {label} | {rate:,.0f} | {local / rate:.1f}× |")
     print()
 
 
