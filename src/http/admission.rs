@@ -450,10 +450,6 @@ impl Stream for Metered {
     }
 }
 
-/// The caller as the middleware resolved it, for the `Caller` extractor to reuse (one
-/// resolution per request). Taken once.
-pub struct Resolution(pub Result<Identity, ServiceError>);
-
 fn declared_length(req: &ServiceRequest) -> Option<usize> {
     req.headers()
         .get(header::CONTENT_LENGTH)
@@ -503,7 +499,8 @@ pub async fn admit_body(
         Err(_) => ANONYMOUS.to_string(),
     };
     let known = resolution.is_ok();
-    req.extensions_mut().insert(Resolution(resolution));
+    req.extensions_mut()
+        .insert(super::auth::Resolution(resolution));
     let charge = Arc::new(state.body_budget.charge(owner));
     let is_upload = req.path() == crate::ingest::uploads::ROUTE;
     let compressed = is_compressed(&req);

@@ -94,6 +94,10 @@ impl Rule for SessionAccess {
     }
 }
 
+/// The caller as the admission middleware resolved it (requests with a body), for the
+/// `Caller` extractor to reuse: one resolution per request. Taken once.
+pub struct Resolution(pub Result<Identity, ServiceError>);
+
 /// The authenticated caller of a request, admitted by rule `R`.
 pub struct Caller<R: Rule = AnyRole> {
     pub identity: Identity,
@@ -192,11 +196,9 @@ impl<R: Rule> FromRequest for Caller<R> {
                 .ok_or_else(|| ServiceError::internal("application state missing"))?
                 .clone();
             // The admission middleware resolved callers that send a body already.
-            let resolved = req
-                .extensions_mut()
-                .remove::<super::admission::Resolution>();
+            let resolved = req.extensions_mut().remove::<Resolution>();
             let identity = match resolved {
-                Some(super::admission::Resolution(r)) => r?,
+                Some(Resolution(r)) => r?,
                 None => resolve(&state, &req).await?,
             };
             R::check(&identity, state.mode)?;
