@@ -7,6 +7,7 @@
 
 mod admin;
 mod bad_input;
+mod budget;
 mod dev_mode;
 mod embed_server;
 mod fair;
