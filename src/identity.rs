@@ -110,7 +110,7 @@ pub fn validate_id(kind: IdKind, value: &str) -> Result<(), ServiceError> {
         return fail(format!("{field} must have at most one @."));
     }
     // An id is a path segment (`user/<id>`, an account's top folder): never a reserved name.
-    if crate::storage::is_internal_name(value) {
+    if crate::reserved::is_internal_name(value) {
         return fail(format!("{field} is a reserved name"));
     }
     if kind == IdKind::Account && value.starts_with('_') {

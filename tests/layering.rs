@@ -14,7 +14,16 @@ use std::path::Path;
 const LAYERS: &[(&str, &[&str])] = &[
     (
         "leaves",
-        &["error", "decode", "time", "identity", "config", "telemetry"],
+        &[
+            "error",
+            "decode",
+            "time",
+            "identity",
+            "config",
+            "telemetry",
+            "reserved",
+            "text",
+        ],
     ),
     ("storage", &["storage"]),
     ("domain", &["search", "ingest"]),
@@ -26,9 +35,7 @@ const LAYERS: &[(&str, &[&str])] = &[
 
 /// Allowed exceptions (importing area, imported module): `ServiceError` converts from the
 /// storage error type declared at the root of `storage` (nothing else of storage).
-/// `identity` -> `storage` (`storage::is_internal_name` in id validation) is a known upward import,
-/// listed so it stays the only one until the name rule moves into a leaf.
-const EXCEPTIONS: &[(&str, &str)] = &[("error", "storage"), ("identity", "storage")];
+const EXCEPTIONS: &[(&str, &str)] = &[("error", "storage")];
 
 fn layer_of(area: &str) -> Option<usize> {
     LAYERS.iter().position(|(_, areas)| areas.contains(&area))

@@ -109,7 +109,7 @@ async fn temp_upload(
                         original_filename: filename,
                         size,
                         parts,
-                        created_at: uploads::now(),
+                        created_at: crate::time::epoch_secs_now(),
                     };
                     stored = Some((id, meta));
                 }

@@ -12,6 +12,7 @@
 use std::collections::HashSet;
 
 use super::names::{deduplicate, doc_name, short_hash};
+use crate::text::is_cjk;
 
 /// Token estimate used by 0.5.2: CJK characters ~0.7 token, other non-space characters 0.3.
 pub fn estimate_tokens(text: &str) -> usize {
@@ -25,10 +26,6 @@ pub fn estimate_tokens(text: &str) -> usize {
         }
     }
     (cjk as f64 * 0.7 + other as f64 * 0.3) as usize
-}
-
-fn is_cjk(c: char) -> bool {
-    matches!(c as u32, 0x4e00..=0x9fff | 0x3040..=0x30ff | 0xac00..=0xd7af)
 }
 
 /// Splitting limits.

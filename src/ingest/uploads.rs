@@ -6,7 +6,7 @@
 
 use std::io::Write;
 use std::path::Path;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::UNIX_EPOCH;
 
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
@@ -28,12 +28,6 @@ pub struct UploadMeta {
     pub size: u64,
     pub parts: u32,
     pub created_at: f64,
-}
-
-pub fn now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 /// A fresh id: `upload_<32 hex>[.<ext>]` (the extension is the original's, if short and
@@ -187,7 +181,7 @@ pub fn copy_to_local(
 /// Remove every upload older than `ttl_secs` (by `meta.json`, or by its first piece when the
 /// upload never completed). Returns how many were removed.
 pub fn sweep(storage: &dyn Storage, ttl_secs: u64) -> ServiceResult<usize> {
-    let cutoff = now() - ttl_secs as f64;
+    let cutoff = crate::time::epoch_secs_now() - ttl_secs as f64;
     let mut removed = 0;
     for account in crate::storage::account_names(storage)? {
         let dir = uploads_dir(&account)?;
@@ -247,7 +241,7 @@ mod tests {
             original_filename: "a.md".into(),
             size: 11,
             parts: 2,
-            created_at: now(),
+            created_at: crate::time::epoch_secs_now(),
         };
         commit(&s, "acme", &id, &meta).unwrap();
         assert!(open(&s, "acme", "eve", &id).is_err());

@@ -31,7 +31,7 @@ impl BlockingJob for FindContext {
     type Output = ServiceResult<Vec<u8>>;
 
     fn run(self, ctx: &JobContext<'_>) -> Self::Output {
-        let now = changes::now_ms() as i64;
+        let now = crate::time::epoch_millis_now() as i64;
         let req = match request::validate(self.body, self.route, now)? {
             Ok(r) => r,
             Err(Unsupported::ContextMode) => {

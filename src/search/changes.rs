@@ -23,7 +23,9 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::time::epoch_millis_now;
 
 use serde::{Deserialize, Serialize};
 
@@ -78,13 +80,6 @@ impl Change {
     }
 }
 
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
 fn log_root() -> StorePath {
     StorePath::parse("_system/search/changes").unwrap_or_else(|_| StorePath::root())
 }
@@ -127,7 +122,7 @@ struct LocalRecords {
 impl Recorder {
     /// A recorder with a fresh writer id; `wake` tells the index writer there is work.
     pub fn new(wake: Box<dyn Fn() + Send + Sync>) -> Recorder {
-        let writer = format!("{:013}-{:08x}", now_ms(), rand::random::<u32>());
+        let writer = format!("{:013}-{:08x}", epoch_millis_now(), rand::random::<u32>());
         Recorder {
             writer,
             next_seq: AtomicU64::new(0),
@@ -276,7 +271,7 @@ pub fn record_paths(storage: &dyn Storage, account: &str, subtrees: &[&str], kin
             .map(|s| s.trim_matches('/').to_string())
             .collect(),
         kind,
-        at: now_ms(),
+        at: epoch_millis_now(),
     };
     rec.record(storage, change);
 }
@@ -515,7 +510,7 @@ mod tests {
             account: "acme".into(),
             paths: vec![path.into()],
             kind: ChangeKind::Write,
-            at: now_ms(),
+            at: epoch_millis_now(),
         }
     }
 

@@ -25,9 +25,10 @@ use tantivy::{
     Term, TERMINATED,
 };
 
-use super::changes::{now_ms, Cursor};
+use super::changes::Cursor;
 use super::docs::DocSource;
 use super::tokenizer::{self, TextAnalyzer};
+use crate::time::epoch_millis_now;
 
 /// Bump whenever fields or the analyzer change: older indexes are rebuilt.
 pub const SCHEMA_VERSION: u32 = 2;
@@ -137,17 +138,14 @@ impl DirLock {
             .write(true)
             .open(dir.join("LOCK"))
             .map_err(io)?;
-        use std::os::fd::AsRawFd;
-        // SAFETY: flock on a descriptor we own.
-        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-        if rc != 0 {
-            let err = std::io::Error::last_os_error();
-            return match err.raw_os_error() {
-                Some(libc::EWOULDBLOCK) => Err(IndexError::Locked {
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(IndexError::Locked {
                     dir: dir.to_path_buf(),
-                }),
-                _ => Err(io(err)),
-            };
+                })
+            }
+            Err(std::fs::TryLockError::Error(err)) => return Err(io(err)),
         }
         // Best effort: only ages stale directories (index_dirs) less precisely.
         let _ = file.set_modified(std::time::SystemTime::now());
@@ -452,7 +450,9 @@ impl SearchIndex {
         }
         self.reader.reload()?;
         self.stats.commits.fetch_add(1, Ordering::Relaxed);
-        self.stats.last_commit_ms.store(now_ms(), Ordering::Relaxed);
+        self.stats
+            .last_commit_ms
+            .store(epoch_millis_now(), Ordering::Relaxed);
         Ok(())
     }
 
@@ -476,7 +476,7 @@ impl SearchIndex {
             "reconcile_files_seen": s.reconcile_files_seen.load(Ordering::Relaxed),
             "commits": s.commits.load(Ordering::Relaxed),
             "errors": s.errors.load(Ordering::Relaxed),
-            "last_commit_age_seconds": if last == 0 { 0.0 } else { now_ms().saturating_sub(last) as f64 / 1000.0 },
+            "last_commit_age_seconds": if last == 0 { 0.0 } else { epoch_millis_now().saturating_sub(last) as f64 / 1000.0 },
             "schema_version": SCHEMA_VERSION,
             "queries": s.queries.load(Ordering::Relaxed),
             "results": s.results.load(Ordering::Relaxed),

@@ -18,13 +18,14 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::changes::{now_ms, Change, Cursor, Recorder, Tail};
+use super::changes::{Change, Cursor, Recorder, Tail};
 use super::docs;
 use super::embed::{Embedder, VectorRef};
 use super::index::{IndexError, Payload, SearchIndex, SCHEMA_VERSION};
 use super::vector_gc::VectorSweep;
 use crate::config::SearchSettings;
 use crate::storage::{EntryKind, Meta, Storage, StorageError, StorePath};
+use crate::time::epoch_millis_now;
 
 /// Longest slice of reconcile work in one step (tail steps run between slices).
 const RECONCILE_SLICE: Duration = Duration::from_millis(250);
@@ -90,9 +91,9 @@ impl Indexer {
     ) -> Indexer {
         let payload = index.opened_payload.clone();
         let retention_ms = settings.change_retention_secs.saturating_mul(1000);
-        let resumable = payload
-            .as_ref()
-            .is_some_and(|p| p.complete && now_ms().saturating_sub(p.committed_at) < retention_ms);
+        let resumable = payload.as_ref().is_some_and(|p| {
+            p.complete && epoch_millis_now().saturating_sub(p.committed_at) < retention_ms
+        });
         let previous_writer = payload.as_ref().and_then(|p| p.writer.clone());
         let mut me = Indexer {
             previous_writer: previous_writer.filter(|_| resumable),
@@ -343,7 +344,7 @@ impl Indexer {
             schema: SCHEMA_VERSION,
             complete: self.complete,
             cursors,
-            committed_at: now_ms(),
+            committed_at: epoch_millis_now(),
             writer: Some(self.recorder.writer().to_string()),
         }
     }

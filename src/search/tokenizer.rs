@@ -8,6 +8,7 @@
 
 use std::borrow::Cow;
 
+use crate::text::is_cjk;
 use rust_stemmers::{Algorithm, Stemmer};
 use tantivy::tokenizer::{NgramTokenizer, Token, TokenStream, Tokenizer};
 use unicode_normalization::{is_nfkc_quick, IsNormalized, UnicodeNormalization};
@@ -34,16 +35,6 @@ impl Default for TextAnalyzer {
             cjk: NgramTokenizer::new(2, 2, false).expect("bigram bounds are valid"),
         }
     }
-}
-
-fn is_cjk(c: char) -> bool {
-    matches!(c as u32,
-        0x3040..=0x30FF      // Hiragana, Katakana
-        | 0x3400..=0x4DBF    // CJK Extension A
-        | 0x4E00..=0x9FFF    // CJK Unified Ideographs
-        | 0xAC00..=0xD7AF    // Hangul syllables
-        | 0xF900..=0xFAFF    // CJK compatibility ideographs
-        | 0x20000..=0x2FA1F) // Extensions B..
 }
 
 fn is_word(c: char) -> bool {
