@@ -257,7 +257,6 @@ fn stop_on_signals(
 /// Run the server until it is told to stop.
 pub fn run(settings: Settings) -> Result<(), StartupError> {
     tune_allocator();
-    crate::storage::quota::install(settings.quota.clone());
     let settings = Arc::new(settings);
     let backend = open_storage(&settings)?;
     let system = actix_rt::System::new();

@@ -280,6 +280,7 @@ async fn write(
         uri: target,
         content: body.content,
         mode,
+        quota: state.settings.quota.clone(),
     };
     let job = Recorded::on_success(job, changed, ChangeKind::Write);
     Ok(ApiOk::new(state.pools.storage().run(job).await??))

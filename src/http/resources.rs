@@ -226,6 +226,7 @@ async fn write_piece(
         id: id.to_string(),
         n,
         data,
+        quota: state.settings.quota.clone(),
     };
     flatten(state.pools.storage().run(job).await)
 }

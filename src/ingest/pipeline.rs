@@ -20,7 +20,7 @@ use super::sandbox::{self, ChildLimits};
 use super::scratch::Scratch;
 use super::summary::{self, DirSummary};
 use super::{fetch, uploads};
-use crate::config::ResourceSettings;
+use crate::config::{QuotaSettings, ResourceSettings};
 use crate::error::{ErrorCode, ServiceError, ServiceResult};
 use crate::storage::fs::entry::{ABSTRACT_FILE, OVERVIEW_FILE};
 use crate::storage::okf::{self, GeneratedBy};
@@ -132,11 +132,12 @@ pub fn ingest(
     storage: &dyn Storage,
     req: &IngestRequest,
     settings: &ResourceSettings,
+    quota: &QuotaSettings,
     heartbeat: &mut dyn FnMut(),
 ) -> ServiceResult<Published> {
     check_target(storage, &req.target)?;
     let staging = staging_dir(&req.account, &req.task_id)?;
-    let outcome = ingest_staged(storage, req, settings, &staging, heartbeat);
+    let outcome = ingest_staged(storage, req, settings, quota, &staging, heartbeat);
     let _ = storage.remove(&staging, true);
     outcome
 }
@@ -145,6 +146,7 @@ fn ingest_staged(
     storage: &dyn Storage,
     req: &IngestRequest,
     settings: &ResourceSettings,
+    quota: &QuotaSettings,
     staging: &StorePath,
     heartbeat: &mut dyn FnMut(),
 ) -> ServiceResult<Published> {
@@ -200,9 +202,8 @@ fn ingest_staged(
     let summarize_ms = t_sum.elapsed().as_millis() as u64;
     // The tree's files plus two sidecars per directory (the root's included) must fit the
     // account's quota before anything is staged.
-    let quota = crate::storage::quota::installed();
     let (added_bytes, added_files) = (report.bytes, (report.files + 2 * (report.dirs + 1)) as u64);
-    crate::storage::quota::admit(storage, &req.account, added_bytes, added_files, &quota)?;
+    crate::storage::quota::admit(storage, &req.account, added_bytes, added_files, quota)?;
     let t_pub = std::time::Instant::now();
     let tree = staging.join("tree")?;
     let (final_uri, rel_dirs) = stage(
@@ -228,7 +229,7 @@ fn ingest_staged(
         &req.account,
         added_bytes as i64,
         added_files as i64,
-        &quota,
+        quota,
     );
     let dirs = published_dirs(&root_uri, rel_dirs)?;
     tracing::info!(

@@ -11,6 +11,7 @@ use std::time::UNIX_EPOCH;
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 
+use crate::config::QuotaSettings;
 use crate::error::{ServiceError, ServiceResult};
 use crate::storage::{Storage, StorageError, StorePath};
 
@@ -84,11 +85,11 @@ pub fn write_part(
     id: &str,
     n: u32,
     data: &[u8],
+    quota: &QuotaSettings,
 ) -> ServiceResult<()> {
     // Uploads live outside the account's content, so they are not charged; an account already
     // at its quota cannot stage more through them.
-    let quota = crate::storage::quota::installed();
-    crate::storage::quota::admit(storage, account, data.len() as u64, 0, &quota)?;
+    crate::storage::quota::admit(storage, account, data.len() as u64, 0, quota)?;
     storage.write(&part_path(account, id, n)?, data)?;
     Ok(())
 }

@@ -6,6 +6,7 @@ use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+use crate::config::QuotaSettings;
 use crate::decode::parse_json;
 use crate::error::{ServiceError, ServiceResult};
 use crate::storage::fs::read::{self, Sidecar};
@@ -62,13 +63,21 @@ pub struct WriteFile {
     pub uri: VikingUri,
     pub content: String,
     pub mode: WriteMode,
+    /// The account's content quota (`[quota]`).
+    pub quota: QuotaSettings,
 }
 
 impl BlockingJob for WriteFile {
     type Output = ServiceResult<Value>;
 
     fn run(self, ctx: &JobContext<'_>) -> Self::Output {
-        write::write_file(ctx.storage, &self.uri, &self.content, self.mode)
+        write::write_file(
+            ctx.storage,
+            &self.uri,
+            &self.content,
+            self.mode,
+            &self.quota,
+        )
     }
 }
 

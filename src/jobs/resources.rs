@@ -8,7 +8,7 @@ use bytes::Bytes;
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
 
-use crate::config::Settings;
+use crate::config::{QuotaSettings, Settings};
 use crate::error::ServiceResult;
 use crate::ingest::chat::ChatClient;
 use crate::ingest::gate::IngestTicket;
@@ -28,12 +28,21 @@ pub struct WriteUploadPart {
     pub id: String,
     pub n: u32,
     pub data: Bytes,
+    /// The account's content quota (`[quota]`).
+    pub quota: QuotaSettings,
 }
 
 impl BlockingJob for WriteUploadPart {
     type Output = ServiceResult<()>;
     fn run(self, ctx: &JobContext<'_>) -> Self::Output {
-        uploads::write_part(ctx.storage, &self.account, &self.id, self.n, &self.data)
+        uploads::write_part(
+            ctx.storage,
+            &self.account,
+            &self.id,
+            self.n,
+            &self.data,
+            &self.quota,
+        )
     }
 }
 
@@ -130,9 +139,13 @@ fn ingest_and_summarise(
         &req.task_id,
         stale_after,
     );
-    let published = pipeline::ingest(ctx.storage, req, &settings.resources, &mut || {
-        heartbeat.beat()
-    })?;
+    let published = pipeline::ingest(
+        ctx.storage,
+        req,
+        &settings.resources,
+        &settings.quota,
+        &mut || heartbeat.beat(),
+    )?;
     // The whole tree, sidecars included, becomes findable on every instance.
     record_tree(ctx, &req.account, &published);
     if let Source::Upload { id } = &req.source {

@@ -11,7 +11,6 @@
 //! several instances admitted at the same moment (each check passes before the others charge):
 //! at most one request body or one ingestion per concurrent writer.
 
-use std::sync::OnceLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -19,18 +18,6 @@ use serde::{Deserialize, Serialize};
 use super::{Storage, StorageError, StorePath};
 use crate::config::QuotaSettings;
 use crate::error::{ErrorCode, ServiceError, ServiceResult};
-
-static INSTALLED: OnceLock<QuotaSettings> = OnceLock::new();
-
-/// Install the process's quota settings (startup); later calls are ignored.
-pub fn install(settings: QuotaSettings) {
-    let _ = INSTALLED.set(settings);
-}
-
-/// The installed settings (off when none were installed).
-pub fn installed() -> QuotaSettings {
-    INSTALLED.get().cloned().unwrap_or_default()
-}
 
 /// Stored usage of one account.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]

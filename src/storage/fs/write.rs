@@ -9,6 +9,7 @@ use serde_json::{json, Value};
 
 use super::entry::{ABSTRACT_FILE, OVERVIEW_FILE};
 use super::{is_a_directory, stat, StorageFail};
+use crate::config::QuotaSettings;
 use crate::error::{ServiceError, ServiceResult};
 use crate::storage::okf;
 use crate::storage::uri::{Scope, VikingUri, SCHEME};
@@ -180,6 +181,7 @@ pub fn write_file(
     uri: &VikingUri,
     content: &str,
     mode: WriteMode,
+    quota: &QuotaSettings,
 ) -> ServiceResult<Value> {
     let shown = uri.uri();
     let existing = stat(storage, uri)?;
@@ -211,7 +213,6 @@ pub fn write_file(
     }
     let fail = |e: StorageError| StorageFail(uri).map(e);
     // Content (not sidecar edits) counts against the account's quota.
-    let quota = crate::storage::quota::installed();
     let account = uri.store_path().segments().next().unwrap_or_default();
     let (added_bytes, added_files) = match (mode, &existing) {
         (WriteMode::Append, _) => (content.len() as i64, 0),
@@ -224,7 +225,7 @@ pub fn write_file(
             account,
             added_bytes.max(0) as u64,
             added_files,
-            &quota,
+            quota,
         )?;
     }
     let written = if sidecar {
@@ -246,7 +247,7 @@ pub fn write_file(
         }
     };
     if !sidecar {
-        crate::storage::quota::charge(storage, account, added_bytes, added_files as i64, &quota);
+        crate::storage::quota::charge(storage, account, added_bytes, added_files as i64, quota);
     }
     let root_uri = uri.parent().map(|p| p.uri()).unwrap_or_default();
     Ok(json!({
