@@ -2,6 +2,7 @@
 
 mod admin;
 mod bad_input;
+mod embed_adapt;
 mod embed_server;
 mod find;
 mod find_vectors;
