@@ -12,12 +12,14 @@ by the startup build, so the whole corpus is the backlog at once. Prints a Markd
 import gzip
 import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 
 import common
-from common import ROOT_KEY, Server, call, free_port, temp_dir
+from common import ROOT_KEY, Server, call, free_port
 
 N = int(sys.argv[1]) if len(sys.argv) > 1 else 300
 LIMIT_S = float(os.environ.get("EMBED_BENCH_LIMIT_S", "900"))
@@ -102,7 +104,8 @@ def provider_batch_seconds(port, texts):
 
 def run(binary, port, docs, env_extra):
     common.BIN = binary
-    data = temp_dir()
+    # Not common.temp_dir(): other benchmarks sweep stale longship-bench-* directories.
+    data = tempfile.mkdtemp(prefix="longship-embed-bench-")
     seed(data, docs)
     env = {
         "LONGSHIP_EMBEDDING__DENSE__PROVIDER": "openai",
@@ -130,6 +133,7 @@ def run(binary, port, docs, env_extra):
             time.sleep(1)
     finally:
         server.stop()
+        shutil.rmtree(data, ignore_errors=True)
 
 
 def row(label, r, n):

@@ -106,7 +106,8 @@ pub struct DenseSettings {
     pub dimension: usize,
     /// Ceiling of texts per request (the batch adapts below it).
     pub batch_size: usize,
-    /// Milliseconds allowed per text: a request of n texts times out after n × this.
+    /// Milliseconds allowed per text: a request of n texts times out after n × this (raised
+    /// while one text alone times out; `search::embed::pace`).
     pub timeout_ms: u64,
 }
 

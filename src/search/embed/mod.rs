@@ -339,7 +339,7 @@ impl Embedder {
     /// Send `to_embed` to the provider once a request may go (in-flight limit, pause), cut to
     /// the current batch size; keep the vectors or put the documents back for later.
     fn embed(&self, storage: &dyn Storage, mut to_embed: Vec<(Want, String)>) -> bool {
-        let _slot = self.pace.slot();
+        let slot = self.pace.slot();
         // While this thread waited, the provider may have been paused or the batch cut.
         if let Some(at) = self.paused_until() {
             self.queue
@@ -358,6 +358,7 @@ impl Embedder {
             Ok(vectors) => {
                 self.pace.succeeded(texts.len(), started.elapsed());
                 self.healthy();
+                drop(slot);
                 for ((w, _), v) in to_embed.into_iter().zip(vectors) {
                     // Removed while the provider was answering: nothing to keep.
                     if !self.is_current(&w) {
@@ -384,6 +385,8 @@ impl Embedder {
                     batch_size = self.pace.batch(), in_flight_limit = self.pace.in_flight_limit(),
                     backlog = self.backlog(),
                     "embedding batch failed; documents stay keyword-searchable");
+                // The pause is set: threads waiting for the slot see it.
+                drop(slot);
                 self.queue.requeue(
                     to_embed.into_iter().map(|(w, _)| w).collect(),
                     Some(Instant::now() + pause),
@@ -565,7 +568,7 @@ impl Embedder {
             "vector_gc_runs": self.stats.gc_runs.load(Ordering::Relaxed),
             "batch_size": batch,
             "batch_size_max": self.pace.max_batch(),
-            "request_timeout_ms": self.pace.timeout_for(batch).as_millis() as u64,
+            "timeout_per_text_ms": self.pace.per_text().as_millis() as u64,
             "in_flight_limit": self.pace.in_flight_limit(),
             "in_flight_limit_max": Self::threads(&self.cfg),
             "requests_in_flight": self.pace.in_flight(),

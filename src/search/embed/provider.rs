@@ -2,6 +2,7 @@
 //! texts, its outcome classified so the embedder can adapt (a timeout, a throttle with its
 //! `Retry-After`, an unreachable provider, a bad answer).
 
+use std::io::Read;
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -26,6 +27,13 @@ pub enum EmbedError {
     Unavailable(String),
     #[error("embedding provider answered badly: {0}")]
     BadAnswer(String),
+}
+
+/// Largest answer read for `texts` vectors: 32 bytes per number of the configured dimension
+/// (4096 when any is accepted), at least 16 MiB.
+fn answer_limit(texts: usize, dimension: usize) -> u64 {
+    let dim = if dimension == 0 { 4096 } else { dimension };
+    (texts.max(1) as u64 * dim as u64 * 32).max(16 << 20)
 }
 
 pub struct Provider {
@@ -83,11 +91,25 @@ impl Provider {
             });
         }
         if !resp.status().is_success() {
-            let short: String = resp.text().unwrap_or_default().chars().take(200).collect();
+            let mut head = Vec::new();
+            let _ = resp.take(800).read_to_end(&mut head);
+            let short: String = String::from_utf8_lossy(&head).chars().take(200).collect();
             return Err(EmbedError::Unavailable(format!("HTTP {status}: {short}")));
         }
-        let bytes = resp.bytes().map_err(failed)?;
-        self.parse(&bytes, texts.len())
+        let limit = answer_limit(texts.len(), self.cfg.dimension);
+        let mut body = Vec::new();
+        resp.take(limit + 1).read_to_end(&mut body).map_err(|e| {
+            match e.get_ref().and_then(|e| e.downcast_ref::<reqwest::Error>()) {
+                Some(re) if re.is_timeout() => EmbedError::TimedOut(timeout),
+                _ => EmbedError::Unavailable(e.to_string()),
+            }
+        })?;
+        if body.len() as u64 > limit {
+            return Err(EmbedError::BadAnswer(format!(
+                "answer larger than {limit} bytes"
+            )));
+        }
+        self.parse(&body, texts.len())
     }
 
     /// The vectors of an answer, in input order, normalised.
