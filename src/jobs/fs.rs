@@ -127,7 +127,13 @@ impl BlockingJob for CopyFiles {
     type Output = ServiceResult<Value>;
 
     fn run(self, ctx: &JobContext<'_>) -> Self::Output {
-        cp::copy_entry(ctx.storage, &self.from, &self.to, self.recursive)
+        cp::copy_entry(
+            ctx.storage,
+            &self.from,
+            &self.to,
+            self.recursive,
+            ctx.yielder(),
+        )
     }
 }
 

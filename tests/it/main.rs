@@ -1,9 +1,15 @@
 //! Integration tests: every test starts the real binary (one test binary to save link time).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test fails by panicking"
+)]
 
 mod admin;
 mod bad_input;
 mod embed_adapt;
 mod embed_server;
+mod fair;
 mod find;
 mod find_vectors;
 mod fs;
@@ -13,6 +19,7 @@ mod fs_search;
 mod fuzz;
 mod harden;
 mod harness;
+mod ingest_limits;
 mod metrics;
 mod multi_instance;
 mod resources;
