@@ -155,9 +155,10 @@ mod tests {
     use super::*;
 
     fn provider(dimension: usize) -> Provider {
-        let mut cfg = DenseSettings::default();
-        cfg.dimension = dimension;
-        Provider::new(&cfg)
+        Provider::new(&DenseSettings {
+            dimension,
+            ..DenseSettings::default()
+        })
     }
 
     #[test]
