@@ -11,6 +11,7 @@ use prometheus::{
     Opts, Registry, TextEncoder,
 };
 
+use super::routes::{at, Routes};
 use super::AppState;
 
 /// Every series this server exports.
@@ -158,8 +159,8 @@ impl Metrics {
     }
 }
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(web::resource("/metrics").route(web::get().to(metrics)));
+pub fn configure(routes: &mut Routes) {
+    routes.add(at("/metrics").get(metrics));
 }
 
 async fn metrics(state: web::Data<AppState>) -> HttpResponse {
