@@ -7,6 +7,7 @@
 
 mod admin;
 mod bad_input;
+mod budget;
 mod dev_mode;
 mod embed_adapt;
 mod embed_server;
@@ -24,6 +25,7 @@ mod ingest_limits;
 mod metrics;
 mod multi_instance;
 mod names;
+mod ranking;
 mod resources;
 mod s3;
 mod s3_publish;
