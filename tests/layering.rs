@@ -23,6 +23,8 @@ const LAYERS: &[(&str, &[&str])] = &[
             "telemetry",
             "reserved",
             "text",
+            "net",
+            "slots",
         ],
     ),
     ("storage", &["storage"]),
