@@ -233,10 +233,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = LocalStorage::open(dir.path()).unwrap();
         let id = new_id("a.md");
-        write_part(&s, "acme", &id, 0, b"hello ").unwrap();
+        write_part(&s, "acme", &id, 0, b"hello ", &Default::default()).unwrap();
         // Not consumable before commit.
         assert!(open(&s, "acme", "bob", &id).is_err());
-        write_part(&s, "acme", &id, 1, b"world").unwrap();
+        write_part(&s, "acme", &id, 1, b"world", &Default::default()).unwrap();
         let meta = UploadMeta {
             user: "bob".into(),
             original_filename: "a.md".into(),
