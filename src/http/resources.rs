@@ -483,6 +483,7 @@ async fn add_resource(
     let job = IngestResource {
         req,
         settings: state.settings.clone(),
+        recorder: state.search.recorder.clone(),
     };
     let published = match state.pools.commit().run(job).await {
         Ok(outcome) => outcome?,
@@ -523,6 +524,7 @@ async fn add_resource(
         base_result: result.clone(),
         chat,
         stale_after: Duration::from_secs(state.settings.resources.stale_after_secs),
+        recorder: state.search.recorder.clone(),
     };
     let receiver = match pool.submit(finish) {
         Ok(rx) => rx,

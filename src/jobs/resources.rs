@@ -12,7 +12,7 @@ use crate::error::ServiceResult;
 use crate::ingest::chat::ChatClient;
 use crate::ingest::pipeline::{self, IngestRequest, Published, Source};
 use crate::ingest::{active, refine, uploads};
-use crate::search::ChangeKind;
+use crate::search::changes::{ChangeKind, Recorder};
 use crate::storage::tasks::{self, TaskOwner, TaskRecord, TaskStatus};
 
 use super::{BlockingJob, JobContext};
@@ -92,6 +92,7 @@ impl BlockingJob for CreateIngestTask {
 pub struct IngestResource {
     pub req: IngestRequest,
     pub settings: Arc<Settings>,
+    pub recorder: Arc<Recorder>,
 }
 
 impl BlockingJob for IngestResource {
@@ -123,7 +124,7 @@ impl BlockingJob for IngestResource {
             }
             Ok(published) => {
                 // The whole tree, sidecars included, becomes findable on every instance.
-                record_tree(ctx, &self.req.account, published);
+                record_tree(&self.recorder, ctx, &self.req.account, published);
                 if let Source::Upload { id } = &self.req.source {
                     // Consumed: upstream deletes a temp upload once it is used.
                     let _ = uploads::remove(ctx.storage, &self.req.account, id);
@@ -135,9 +136,9 @@ impl BlockingJob for IngestResource {
 }
 
 /// Record an ingested tree for the search index (one record for the whole subtree).
-fn record_tree(ctx: &JobContext<'_>, account: &str, published: &Published) {
+fn record_tree(recorder: &Recorder, ctx: &JobContext<'_>, account: &str, published: &Published) {
     let subtree = published.root_uri.segments().join("/");
-    crate::search::record(ctx.storage, account, &subtree, ChangeKind::Ingest);
+    recorder.record_paths(ctx.storage, account, &[&subtree], ChangeKind::Ingest);
 }
 
 /// After publication: model summaries when configured, then the task's result. Returns
@@ -149,6 +150,7 @@ pub struct FinishIngest {
     pub base_result: Value,
     pub chat: Option<ChatClient>,
     pub stale_after: Duration,
+    pub recorder: Arc<Recorder>,
 }
 
 impl BlockingJob for FinishIngest {
@@ -161,6 +163,7 @@ impl BlockingJob for FinishIngest {
             mut base_result,
             chat,
             stale_after,
+            recorder,
         } = self;
         let root_uri = published.root_uri.uri();
         let _ = tasks::update(ctx.storage, &owner, &task_id, |t| {
@@ -189,7 +192,7 @@ impl BlockingJob for FinishIngest {
             semantic_errors = refined.errors;
             if refined.processed > 0 {
                 // The model rewrote sidecars: index them again.
-                record_tree(ctx, &owner.account, &published);
+                record_tree(&recorder, ctx, &owner.account, &published);
             }
         }
         let queue_status = json!({
