@@ -26,6 +26,7 @@ use crate::error::{ErrorCode, ServiceError};
 use crate::http::health::HealthMonitor;
 use crate::http::{self, AppState};
 use crate::identity::AuthMode;
+use crate::telemetry::LogDrops;
 
 use crate::storage::backend::{local::LocalStorage, s3::S3Storage};
 use crate::storage::Storage;
@@ -223,15 +224,19 @@ fn stop_on_signals(
 }
 
 /// Run the server until it is told to stop.
-pub fn run(settings: Settings) -> Result<(), StartupError> {
+pub fn run(settings: Settings, log_drops: LogDrops) -> Result<(), StartupError> {
     tune_allocator();
     let settings = Arc::new(settings);
     let backend = open_storage(&settings)?;
     let system = actix_rt::System::new();
-    system.block_on(serve(settings, backend))
+    system.block_on(serve(settings, backend, log_drops))
 }
 
-async fn serve(settings: Arc<Settings>, backend: Arc<dyn Storage>) -> Result<(), StartupError> {
+async fn serve(
+    settings: Arc<Settings>,
+    backend: Arc<dyn Storage>,
+    log_drops: LogDrops,
+) -> Result<(), StartupError> {
     let pools = Pools::start(
         backend.clone(),
         PoolSpec {
@@ -274,7 +279,7 @@ async fn serve(settings: Arc<Settings>, backend: Arc<dyn Storage>) -> Result<(),
         settings: settings.clone(),
         health,
         workers,
-        metrics: Arc::new(crate::http::metrics::Metrics::new()?),
+        metrics: Arc::new(crate::http::metrics::Metrics::new(log_drops)?),
         registry_sink: Arc::new(ActorSink::new(auth.clone())),
         registry_loaded: registry_loaded.clone(),
         ingest: Arc::new(crate::ingest::gate::IngestRuntime::new(&settings)),

@@ -10,12 +10,12 @@ use super::search::{account_paths, record_outcome, RecordWhen};
 use super::{BlockingJob, JobContext};
 use crate::error::ServiceResult;
 use crate::search::changes::{ChangeKind, Recorder};
-use crate::storage::scaffold;
 use crate::storage::registry::accounts::{self, AccountSummary, Created};
 use crate::storage::registry::deletion::Removal;
 use crate::storage::registry::model::{UserEntry, UsersFile};
 use crate::storage::registry::users;
 use crate::storage::registry::{OpCtx, RegistrySink};
+use crate::storage::scaffold;
 use crate::storage::tasks::TaskOwner;
 
 /// How registry-changing jobs reach the AuthActor, and how they store keys.
@@ -110,7 +110,14 @@ impl BlockingJob for DeleteAccount {
         let changed = account_paths(&self.account, &[""]);
         let kind = ChangeKind::Purge;
         let recorder = &self.registry.recorder;
-        record_outcome(recorder, ctx, &out, &changed, kind, RecordWhen::EvenIfPartial);
+        record_outcome(
+            recorder,
+            ctx,
+            &out,
+            &changed,
+            kind,
+            RecordWhen::EvenIfPartial,
+        );
         out
     }
 }
@@ -193,7 +200,14 @@ impl BlockingJob for RemoveUser {
         let changed = account_paths(&self.account, &[format!("user/{}", self.user)]);
         let kind = ChangeKind::Purge;
         let recorder = &self.registry.recorder;
-        record_outcome(recorder, ctx, &out, &changed, kind, RecordWhen::EvenIfPartial);
+        record_outcome(
+            recorder,
+            ctx,
+            &out,
+            &changed,
+            kind,
+            RecordWhen::EvenIfPartial,
+        );
         out
     }
 }

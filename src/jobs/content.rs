@@ -75,7 +75,14 @@ impl BlockingJob for WriteFile {
         let out = write::write_file(ctx.storage, &self.uri, &self.content, self.mode);
         let changed = [self.uri.store_path().clone()];
         let kind = ChangeKind::Write;
-        record_outcome(&self.recorder, ctx, &out, &changed, kind, RecordWhen::OnSuccess);
+        record_outcome(
+            &self.recorder,
+            ctx,
+            &out,
+            &changed,
+            kind,
+            RecordWhen::OnSuccess,
+        );
         out
     }
 }

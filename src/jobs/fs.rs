@@ -92,7 +92,14 @@ impl BlockingJob for MakeDir {
         let out = mkdir::make_dir(ctx.storage, &self.uri, self.description.as_deref());
         let changed = [self.uri.store_path().clone()];
         let kind = ChangeKind::Mkdir;
-        record_outcome(&self.recorder, ctx, &out, &changed, kind, RecordWhen::OnSuccess);
+        record_outcome(
+            &self.recorder,
+            ctx,
+            &out,
+            &changed,
+            kind,
+            RecordWhen::OnSuccess,
+        );
         out
     }
 }
@@ -112,7 +119,14 @@ impl BlockingJob for RemoveEntry {
         // A failed recursive removal may have removed part of the tree.
         let changed = [self.uri.store_path().clone()];
         let kind = ChangeKind::Remove;
-        record_outcome(&self.recorder, ctx, &out, &changed, kind, RecordWhen::EvenIfPartial);
+        record_outcome(
+            &self.recorder,
+            ctx,
+            &out,
+            &changed,
+            kind,
+            RecordWhen::EvenIfPartial,
+        );
         out
     }
 }
@@ -131,7 +145,14 @@ impl BlockingJob for MoveEntry {
         let out = mv::move_entry(ctx.storage, &self.from, &self.to);
         let changed = [self.from.store_path().clone(), self.to.store_path().clone()];
         let kind = ChangeKind::Move;
-        record_outcome(&self.recorder, ctx, &out, &changed, kind, RecordWhen::OnSuccess);
+        record_outcome(
+            &self.recorder,
+            ctx,
+            &out,
+            &changed,
+            kind,
+            RecordWhen::OnSuccess,
+        );
         out
     }
 }
@@ -152,7 +173,14 @@ impl BlockingJob for CopyFiles {
         // A copy that failed part-way may have written some files.
         let changed = [self.to.store_path().clone()];
         let kind = ChangeKind::Copy;
-        record_outcome(&self.recorder, ctx, &out, &changed, kind, RecordWhen::EvenIfPartial);
+        record_outcome(
+            &self.recorder,
+            ctx,
+            &out,
+            &changed,
+            kind,
+            RecordWhen::EvenIfPartial,
+        );
         out
     }
 }

@@ -125,10 +125,24 @@ mod tests {
         let broke: ServiceResult<()> = Err(ServiceError::new(ErrorCode::Internal, "half done"));
         record_outcome(&recorder, &ctx, &ok, &paths, kind, RecordWhen::OnSuccess);
         assert_eq!(recorder.recorded_for("acme"), 1);
-        record_outcome(&recorder, &ctx, &refused, &paths, kind, RecordWhen::EvenIfPartial);
+        record_outcome(
+            &recorder,
+            &ctx,
+            &refused,
+            &paths,
+            kind,
+            RecordWhen::EvenIfPartial,
+        );
         record_outcome(&recorder, &ctx, &broke, &paths, kind, RecordWhen::OnSuccess);
         assert_eq!(recorder.recorded(), 1);
-        record_outcome(&recorder, &ctx, &broke, &paths, kind, RecordWhen::EvenIfPartial);
+        record_outcome(
+            &recorder,
+            &ctx,
+            &broke,
+            &paths,
+            kind,
+            RecordWhen::EvenIfPartial,
+        );
         let queued = recorder.drain_local();
         assert_eq!(queued.len(), 2);
         assert_eq!(queued[1].1.paths, ["resources/a"]);

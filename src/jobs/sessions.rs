@@ -70,7 +70,14 @@ impl BlockingJob for DeleteSession {
         let out = ops::delete(ctx.storage, &self.session);
         let changed: Vec<_> = self.session.dir().into_iter().collect();
         let kind = ChangeKind::Session;
-        record_outcome(&self.recorder, ctx, &out, &changed, kind, RecordWhen::EvenIfPartial);
+        record_outcome(
+            &self.recorder,
+            ctx,
+            &out,
+            &changed,
+            kind,
+            RecordWhen::EvenIfPartial,
+        );
         out
     }
 }
@@ -104,7 +111,14 @@ impl BlockingJob for CommitSession {
         let out = commit::commit(ctx.storage, &self.session, &self.options);
         let changed: Vec<_> = self.session.dir().into_iter().collect();
         let kind = ChangeKind::Session;
-        record_outcome(&self.recorder, ctx, &out, &changed, kind, RecordWhen::OnSuccess);
+        record_outcome(
+            &self.recorder,
+            ctx,
+            &out,
+            &changed,
+            kind,
+            RecordWhen::OnSuccess,
+        );
         out
     }
 }
