@@ -47,8 +47,6 @@ pub async fn request_context(
     let start = Instant::now();
     let request_id = pick_request_id(&req);
     req.extensions_mut().insert(RequestId(request_id.clone()));
-    let method = req.method().clone();
-    let path = req.path().to_string();
     let span = tracing::info_span!("request", request_id = %request_id);
     let outcome = REQUEST_START
         .scope(start, async {
@@ -69,24 +67,24 @@ pub async fn request_context(
     if let Ok(v) = HeaderValue::from_str(&format!("{:.6}", elapsed.as_secs_f64())) {
         headers.insert(PROCESS_TIME, v);
     }
-    let route = res.request().match_pattern();
-    if let Some(state) = res
-        .request()
-        .app_data::<actix_web::web::Data<super::AppState>>()
-    {
+    let status = res.status().as_u16();
+    // Method and path are read from the request the response carries (no copies kept).
+    let req = res.request();
+    let route = req.match_pattern();
+    if let Some(state) = req.app_data::<actix_web::web::Data<super::AppState>>() {
         state.metrics.observe(
-            method.as_str(),
+            req.method().as_str(),
             route.as_deref().unwrap_or("unmatched"),
-            res.status().as_u16(),
+            status,
             elapsed.as_secs_f64(),
         );
     }
     let _entered = span.enter();
     tracing::info!(
         target: "longship::access",
-        %method,
-        path = %path,
-        status = res.status().as_u16(),
+        method = %req.method(),
+        path = %req.path(),
+        status,
         latency_ms = elapsed.as_secs_f64() * 1000.0,
         "request"
     );
