@@ -203,6 +203,10 @@ pub fn start(settings: &Settings, storage: Arc<dyn Storage>) -> Result<SearchHan
     let addr = SyncArbiter::start_with_thread_builder(
         1,
         || std::thread::Builder::new().name("search-writer".into()),
+        #[allow(
+            clippy::expect_used,
+            reason = "a one-thread arbiter calls its factory once, so the slot is full"
+        )]
         move || {
             crate::actors::pool::lower_thread_priority(nice);
             let indexer = slot
@@ -278,6 +282,10 @@ fn start_embedders(settings: &Settings, embedder: Arc<Embedder>, storage: Arc<dy
     let addr = SyncArbiter::start_with_thread_builder(
         threads,
         || std::thread::Builder::new().name("embedder".into()),
+        #[allow(
+            clippy::expect_used,
+            reason = "a one-thread arbiter calls its factory once, so the slot is full"
+        )]
         move || {
             crate::actors::pool::lower_thread_priority(nice);
             EmbedActor {

@@ -20,6 +20,10 @@ pub struct TextAnalyzer {
 }
 
 impl Default for TextAnalyzer {
+    #[allow(
+        clippy::expect_used,
+        reason = "constant bigram bounds (1 <= 2 <= 2) cannot fail"
+    )]
     fn default() -> Self {
         TextAnalyzer {
             // Constant, valid bounds (1 <= min <= max): this cannot fail.

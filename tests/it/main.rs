@@ -1,4 +1,9 @@
 //! Integration tests: every test starts the real binary (one test binary to save link time).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test fails by panicking"
+)]
 
 mod admin;
 mod bad_input;
