@@ -23,6 +23,31 @@ pub struct Settings {
     pub embedding: EmbeddingSettings,
     pub resources: ResourceSettings,
     pub vlm: VlmSettings,
+    pub quota: QuotaSettings,
+}
+
+/// Per-account storage quota (`storage::quota`): what an account's content may hold. Off by
+/// default (0 = no limit); over it, writes, uploads and ingestions get 429.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QuotaSettings {
+    /// Most bytes of content one account may store (0 = no limit).
+    pub account_max_bytes: u64,
+    /// Most files one account may store (0 = no limit).
+    pub account_max_files: u64,
+    /// Seconds a measured usage is trusted (plus the charges since) before the account is
+    /// walked again; removals count only from the next walk.
+    pub usage_max_age_secs: u64,
+}
+
+impl Default for QuotaSettings {
+    fn default() -> Self {
+        QuotaSettings {
+            account_max_bytes: 0,
+            account_max_files: 0,
+            usage_max_age_secs: 300,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -194,6 +219,17 @@ pub struct PoolSettings {
     /// `nice` increment of commit-pool threads (0..=19): commits only get the CPU that HTTP
     /// workers and short storage jobs leave over.
     pub commit_thread_nice: i32,
+    /// SyncArbiter threads of the ingestion lane (fetch, parse, publish, summaries), so
+    /// commits never wait behind parsing.
+    pub ingest_threads: usize,
+    /// Queued plus running ingestions allowed on the ingestion pool before 503.
+    pub ingest_queue_limit: usize,
+    /// `nice` increment of ingestion-pool threads (0..=19).
+    pub ingest_thread_nice: i32,
+    /// Share (percent, 1..=100) of a pool's queue limit one account may hold; beyond it that
+    /// account gets 503 while others are still admitted. Each account also runs at most
+    /// `threads - 1` jobs of a pool at once (at least 1).
+    pub account_share_percent: usize,
 }
 
 impl Default for PoolSettings {
@@ -205,6 +241,10 @@ impl Default for PoolSettings {
             commit_queue_limit: 8,
             thread_nice: 10,
             commit_thread_nice: 19,
+            ingest_threads: 2,
+            ingest_queue_limit: 8,
+            ingest_thread_nice: 19,
+            account_share_percent: 50,
         }
     }
 }
@@ -353,15 +393,21 @@ pub struct ResourceSettings {
     pub local_path_allowlist: Vec<PathBuf>,
     /// Largest body fetched from a `path` URL, in bytes.
     pub fetch_max_bytes: u64,
-    /// Seconds a URL fetch may take in total.
+    /// Seconds a URL fetch may take in total (connect, redirects and body).
     pub fetch_timeout_secs: u64,
+    /// Fewest bytes a URL fetch must receive in every `fetch_rate_window_secs` (0 = no
+    /// minimum rate).
+    pub fetch_min_bytes_per_window: u64,
+    /// Length of the window of the minimum transfer rate, in seconds.
+    pub fetch_rate_window_secs: u64,
     /// Redirects followed by a URL fetch (each hop is checked again).
     pub fetch_max_redirects: usize,
     /// Most entries an archive may have.
     pub archive_max_entries: usize,
     /// Most bytes an archive may unpack to in total.
     pub archive_max_total_bytes: u64,
-    /// Largest uncompressed/compressed ratio of one archive entry above 1 MiB.
+    /// Largest uncompressed/compressed ratio of one archive entry above 64 KiB, and of the
+    /// whole archive (unpacked bytes / archive size) once it unpacked more than 1 MiB.
     pub archive_max_ratio: u64,
     /// Deepest directory nesting accepted inside an archive.
     pub archive_max_depth: usize,
@@ -375,6 +421,10 @@ pub struct ResourceSettings {
     pub max_concurrent_per_account: usize,
     /// Documents above this many estimated tokens are split by headings.
     pub split_max_tokens: usize,
+    /// Most files and directories one ingestion may produce after splitting (400 beyond).
+    pub ingest_max_nodes: usize,
+    /// Most bytes one ingestion may produce after splitting and conversion (400 beyond).
+    pub ingest_max_bytes: u64,
     /// Local scratch directory for parsing; empty = the system temp directory.
     pub work_dir: String,
 }
@@ -390,6 +440,8 @@ impl Default for ResourceSettings {
             local_path_allowlist: Vec::new(),
             fetch_max_bytes: 64 * 1024 * 1024,
             fetch_timeout_secs: 30,
+            fetch_min_bytes_per_window: 1024,
+            fetch_rate_window_secs: 10,
             fetch_max_redirects: 5,
             archive_max_entries: 20_000,
             archive_max_total_bytes: 1024 * 1024 * 1024,
@@ -400,6 +452,8 @@ impl Default for ResourceSettings {
             parser_timeout_secs: 180,
             max_concurrent_per_account: 2,
             split_max_tokens: 1024,
+            ingest_max_nodes: 50_000,
+            ingest_max_bytes: 1024 * 1024 * 1024,
             work_dir: String::new(),
         }
     }
@@ -615,11 +669,19 @@ impl Settings {
         if self.server.workers == Some(0) {
             return bad("server.workers must be at least 1".into());
         }
-        if self.pools.storage_threads == 0 || self.pools.commit_threads == 0 {
-            return bad("pools.storage_threads and pools.commit_threads must be at least 1".into());
+        if self.pools.storage_threads == 0
+            || self.pools.commit_threads == 0
+            || self.pools.ingest_threads == 0
+        {
+            return bad(
+                "pools.storage_threads, pools.commit_threads and pools.ingest_threads must be at \
+                 least 1"
+                    .into(),
+            );
         }
         if self.pools.storage_queue_limit < self.pools.storage_threads
             || self.pools.commit_queue_limit < self.pools.commit_threads
+            || self.pools.ingest_queue_limit < self.pools.ingest_threads
         {
             return bad("a pool's queue limit must be at least its thread count".into());
         }
@@ -628,6 +690,12 @@ impl Settings {
         }
         if !(0..=19).contains(&self.pools.commit_thread_nice) {
             return bad("pools.commit_thread_nice must be between 0 and 19".into());
+        }
+        if !(0..=19).contains(&self.pools.ingest_thread_nice) {
+            return bad("pools.ingest_thread_nice must be between 0 and 19".into());
+        }
+        if !(1..=100).contains(&self.pools.account_share_percent) {
+            return bad("pools.account_share_percent must be between 1 and 100".into());
         }
         if self.storage.backend == StorageBackendKind::S3 {
             self.storage.s3.validate()?;

@@ -20,7 +20,7 @@ use actix_web::{middleware::from_fn, web, App, HttpServer};
 
 use crate::actors::auth::sink::ActorSink;
 use crate::actors::auth::{AuthActor, AuthConfig, InitialLoad};
-use crate::actors::pool::{PoolSpec, Pools};
+use crate::actors::pool::{PoolSpec, PoolSpecs, Pools};
 use crate::config::{Settings, StorageBackendKind};
 use crate::error::{ErrorCode, ServiceError};
 use crate::http::health::HealthMonitor;
@@ -157,10 +157,12 @@ fn spawn_move_recovery(pools: Pools, every: Duration) {
     });
 }
 
-/// Sweep, at startup and then periodically, expired temp uploads, staging trees a crash left
-/// and tasks of ingestions whose instance died.
+/// Sweep, at startup and then periodically, expired temp uploads, staging trees a crash left,
+/// tasks of ingestions whose instance died, and local scratch space of dead ingestions.
 fn spawn_ingest_sweep(pools: Pools, settings: &Settings) {
+    use crate::jobs::health::SweepIngestScratch;
     use crate::jobs::resources::SweepIngestion;
+    let resources = settings.resources.clone();
     let every = Duration::from_secs(settings.resources.sweep_interval_secs.max(1));
     let upload_ttl_secs = settings.resources.upload_ttl_secs;
     let stale_after = Duration::from_secs(settings.resources.stale_after_secs);
@@ -174,6 +176,13 @@ fn spawn_ingest_sweep(pools: Pools, settings: &Settings) {
                 Ok(Ok(report)) => tracing::debug!(%report, "ingestion sweep finished"),
                 Ok(Err(e)) => tracing::warn!(error = %e.message, "ingestion sweep failed"),
                 Err(e) => tracing::debug!(error = %e, "ingestion sweep not run"),
+            }
+            let job = SweepIngestScratch {
+                settings: resources.clone(),
+                grace: stale_after,
+            };
+            if let Err(e) = pools.storage().run(job).await {
+                tracing::debug!(error = %e, "ingestion scratch sweep not run");
             }
             tokio::time::sleep(every).await;
         }
@@ -226,6 +235,7 @@ fn stop_on_signals(
 /// Run the server until it is told to stop.
 pub fn run(settings: Settings, log_drops: LogDrops) -> Result<(), StartupError> {
     tune_allocator();
+    crate::storage::quota::install(settings.quota.clone());
     let settings = Arc::new(settings);
     let backend = open_storage(&settings)?;
     let system = actix_rt::System::new();
@@ -237,19 +247,31 @@ async fn serve(
     backend: Arc<dyn Storage>,
     log_drops: LogDrops,
 ) -> Result<(), StartupError> {
+    let share = settings.pools.account_share_percent;
     let pools = Pools::start(
         backend.clone(),
-        PoolSpec {
-            name: "storage",
-            threads: settings.pools.storage_threads,
-            capacity: settings.pools.storage_queue_limit,
-            nice: settings.pools.thread_nice,
-        },
-        PoolSpec {
-            name: "commit",
-            threads: settings.pools.commit_threads,
-            capacity: settings.pools.commit_queue_limit,
-            nice: settings.pools.commit_thread_nice,
+        PoolSpecs {
+            storage: PoolSpec {
+                name: "storage",
+                threads: settings.pools.storage_threads,
+                capacity: settings.pools.storage_queue_limit,
+                nice: settings.pools.thread_nice,
+                lane_share_percent: share,
+            },
+            commit: PoolSpec {
+                name: "commit",
+                threads: settings.pools.commit_threads,
+                capacity: settings.pools.commit_queue_limit,
+                nice: settings.pools.commit_thread_nice,
+                lane_share_percent: share,
+            },
+            ingest: PoolSpec {
+                name: "ingest",
+                threads: settings.pools.ingest_threads,
+                capacity: settings.pools.ingest_queue_limit,
+                nice: settings.pools.ingest_thread_nice,
+                lane_share_percent: share,
+            },
         },
     );
     let search = crate::actors::search::start(&settings, backend.clone())?;

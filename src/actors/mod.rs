@@ -2,7 +2,9 @@
 //! blocking job (`crate::jobs`) on their own threads.
 
 pub mod auth;
+pub mod fair;
 pub mod pool;
 pub mod search;
 
+pub use fair::Lane;
 pub use pool::{Pool, Pools};

@@ -19,8 +19,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use actix::prelude::*;
-use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{oneshot, Semaphore};
 
+use super::fair::{self, FairQueue, Lane};
 use crate::jobs::{BlockingJob, JobContext, PoolError};
 use crate::storage::Storage;
 
@@ -45,64 +46,96 @@ pub struct PoolSnapshot {
     pub completed: u64,
     pub rejected: u64,
     pub panicked: u64,
+    /// Lanes (accounts, or the server's own work) holding jobs.
+    pub lanes: usize,
+    /// Most jobs one lane may run at once / hold queued plus running.
+    pub lane_max_running: usize,
+    pub lane_max_admitted: usize,
 }
 
-/// The message that carries a job to a pool thread.
-struct Exec<J: BlockingJob> {
-    job: J,
-    reply: oneshot::Sender<Result<J::Output, PoolError>>,
-    span: tracing::Span,
-    _permit: OwnedSemaphorePermit,
+/// What a pool thread needs to run one queued job.
+struct Worker<'a> {
+    storage: &'a dyn Storage,
+    /// Called by the job between bounded steps.
+    yield_point: &'a dyn Fn(),
 }
 
-impl<J: BlockingJob> Message for Exec<J> {
+/// A job with its reply channel and permit, waiting in its lane.
+type Work = Box<dyn FnOnce(&Worker<'_>) + Send>;
+
+/// State shared by a pool's handle and its threads.
+struct Shared {
+    stats: PoolStats,
+    queue: FairQueue<Work>,
+}
+
+/// The message that wakes a pool thread: "take jobs from the lanes while any may run".
+struct RunNext;
+
+impl Message for RunNext {
     type Result = ();
 }
 
 /// One pool thread's actor.
 pub struct BlockingActor {
-    name: &'static str,
     storage: Arc<dyn Storage>,
-    stats: Arc<PoolStats>,
+    shared: Arc<Shared>,
 }
 
 impl Actor for BlockingActor {
     type Context = SyncContext<Self>;
 }
 
-impl<J: BlockingJob> Handler<Exec<J>> for BlockingActor {
+impl Handler<RunNext> for BlockingActor {
     type Result = ();
 
-    fn handle(&mut self, msg: Exec<J>, _ctx: &mut Self::Context) {
-        let Exec {
-            job,
-            reply,
-            span,
-            _permit: permit,
-        } = msg;
-        self.stats.queued.fetch_sub(1, Ordering::Relaxed);
-        self.stats.running.fetch_add(1, Ordering::Relaxed);
-        let _entered = span.enter();
-        let abandoned = || reply.is_closed();
-        let ctx = JobContext::new(self.storage.as_ref(), &abandoned);
-        let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| job.run(&ctx)));
-        self.stats.running.fetch_sub(1, Ordering::Relaxed);
-        self.stats.completed.fetch_add(1, Ordering::Relaxed);
-        let answer = outcome.map_err(|payload| {
-            self.stats.panicked.fetch_add(1, Ordering::Relaxed);
-            let message = panic_message(payload.as_ref());
-            tracing::error!(pool = self.name, %message, "job panicked; thread continues");
-            PoolError::Panicked {
-                pool: self.name,
-                message,
-            }
-        });
-        // Free the slot before answering: a client that got its answer and immediately sends
-        // the next job must find the pool with room.
-        drop(permit);
-        // The receiver may be gone (client disconnected); the work is done regardless.
-        let _ = reply.send(answer);
+    /// One message per accepted job, but the job this thread runs is whichever is next in turn;
+    /// a thread that finishes a job keeps taking jobs, so a job held back by its lane's running
+    /// cap is run by the thread that frees the cap (no wake-up is lost).
+    fn handle(&mut self, _msg: RunNext, _ctx: &mut Self::Context) {
+        while let Some((lane, work)) = self.shared.queue.pop(None) {
+            let shared = &self.shared;
+            let storage = self.storage.as_ref();
+            let yield_point = || run_other_lane(shared, storage, &lane);
+            run_work(
+                shared,
+                &lane,
+                work,
+                &Worker {
+                    storage,
+                    yield_point: &yield_point,
+                },
+            );
+        }
     }
+}
+
+/// A long job of `lane` reached a step boundary: run one waiting job of another lane here (it
+/// cannot itself yield, so this never nests deeper).
+fn run_other_lane(shared: &Shared, storage: &dyn Storage, lane: &Lane) {
+    if !shared.queue.has_waiting() {
+        return;
+    }
+    if let Some((other, work)) = shared.queue.pop(Some(lane)) {
+        run_work(
+            shared,
+            &other,
+            work,
+            &Worker {
+                storage,
+                yield_point: &|| {},
+            },
+        );
+    }
+}
+
+fn run_work(shared: &Shared, lane: &Lane, work: Work, worker: &Worker<'_>) {
+    shared.stats.queued.fetch_sub(1, Ordering::Relaxed);
+    shared.stats.running.fetch_add(1, Ordering::Relaxed);
+    work(worker);
+    shared.stats.running.fetch_sub(1, Ordering::Relaxed);
+    shared.stats.completed.fetch_add(1, Ordering::Relaxed);
+    shared.queue.finish(lane);
 }
 
 fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
@@ -122,28 +155,44 @@ pub struct Pool {
     threads: usize,
     capacity: usize,
     permits: Arc<Semaphore>,
-    stats: Arc<PoolStats>,
+    shared: Arc<Shared>,
     addr: Addr<BlockingActor>,
 }
 
 impl Pool {
-    /// Queue `job` if the pool has room and await its output.
+    /// Queue `job` in the current request's lane if the pool has room and await its output.
     pub async fn run<J: BlockingJob>(&self, job: J) -> Result<J::Output, PoolError> {
-        let rx = self.submit(job)?;
+        self.run_in(fair::current_lane(), job).await
+    }
+
+    /// Queue `job` in `lane` if the pool has room and await its output.
+    pub async fn run_in<J: BlockingJob>(&self, lane: Lane, job: J) -> Result<J::Output, PoolError> {
+        let rx = self.submit_in(lane, job)?;
         rx.await
             .unwrap_or(Err(PoolError::Stopped { pool: self.name }))
     }
 
-    /// Queue `job` if the pool has room; the returned receiver yields its output. Dropping the
-    /// receiver does not cancel the job.
+    /// Queue `job` in the current request's lane if the pool has room; the returned receiver
+    /// yields its output. Dropping the receiver does not cancel the job.
     pub fn submit<J: BlockingJob>(
         &self,
         job: J,
     ) -> Result<oneshot::Receiver<Result<J::Output, PoolError>>, PoolError> {
+        self.submit_in(fair::current_lane(), job)
+    }
+
+    /// Queue `job` in `lane` if the pool and the lane have room (else
+    /// [`PoolError::Overloaded`] at once); the returned receiver yields its output.
+    pub fn submit_in<J: BlockingJob>(
+        &self,
+        lane: Lane,
+        job: J,
+    ) -> Result<oneshot::Receiver<Result<J::Output, PoolError>>, PoolError> {
+        let stats = &self.shared.stats;
         let permit = match self.permits.clone().try_acquire_owned() {
             Ok(p) => p,
             Err(_) => {
-                self.stats.rejected.fetch_add(1, Ordering::Relaxed);
+                stats.rejected.fetch_add(1, Ordering::Relaxed);
                 return Err(PoolError::Overloaded { pool: self.name });
             }
         };
@@ -151,13 +200,40 @@ impl Pool {
             return Err(PoolError::Stopped { pool: self.name });
         }
         let (tx, rx) = oneshot::channel();
-        self.stats.queued.fetch_add(1, Ordering::Relaxed);
-        self.addr.do_send(Exec {
-            job,
-            reply: tx,
-            span: tracing::Span::current(),
-            _permit: permit,
+        let span = tracing::Span::current();
+        let name = self.name;
+        let shared = self.shared.clone();
+        let work: Work = Box::new(move |worker: &Worker<'_>| {
+            let _entered = span.enter();
+            let abandoned = || {
+                (worker.yield_point)();
+                tx.is_closed()
+            };
+            let ctx = JobContext::new(worker.storage, &abandoned, worker.yield_point);
+            let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| job.run(&ctx)));
+            let answer = outcome.map_err(|payload| {
+                shared.stats.panicked.fetch_add(1, Ordering::Relaxed);
+                let message = panic_message(payload.as_ref());
+                tracing::error!(pool = name, %message, "job panicked; thread continues");
+                PoolError::Panicked {
+                    pool: name,
+                    message,
+                }
+            });
+            // Free the slot before answering: a client that got its answer and immediately
+            // sends the next job must find the pool with room.
+            drop(permit);
+            // The receiver may be gone (client disconnected); the work is done regardless.
+            let _ = tx.send(answer);
         });
+        // Counted before it can be taken, so the gauge never goes below zero.
+        stats.queued.fetch_add(1, Ordering::Relaxed);
+        if self.shared.queue.push(lane, work).is_err() {
+            stats.queued.fetch_sub(1, Ordering::Relaxed);
+            stats.rejected.fetch_add(1, Ordering::Relaxed);
+            return Err(PoolError::Overloaded { pool: self.name });
+        }
+        self.addr.do_send(RunNext);
         Ok(rx)
     }
 
@@ -166,15 +242,19 @@ impl Pool {
     }
 
     pub fn snapshot(&self) -> PoolSnapshot {
+        let stats = &self.shared.stats;
         PoolSnapshot {
             name: self.name,
             threads: self.threads,
             capacity: self.capacity,
-            queued: self.stats.queued.load(Ordering::Relaxed),
-            running: self.stats.running.load(Ordering::Relaxed),
-            completed: self.stats.completed.load(Ordering::Relaxed),
-            rejected: self.stats.rejected.load(Ordering::Relaxed),
-            panicked: self.stats.panicked.load(Ordering::Relaxed),
+            queued: stats.queued.load(Ordering::Relaxed),
+            running: stats.running.load(Ordering::Relaxed),
+            completed: stats.completed.load(Ordering::Relaxed),
+            rejected: stats.rejected.load(Ordering::Relaxed),
+            panicked: stats.panicked.load(Ordering::Relaxed),
+            lanes: self.shared.queue.active_lanes(),
+            lane_max_running: self.shared.queue.max_running(),
+            lane_max_admitted: self.shared.queue.max_admitted(),
         }
     }
 
@@ -193,9 +273,11 @@ pub struct PoolSpec {
     pub capacity: usize,
     /// `nice` increment for the pool's threads, so HTTP workers win the CPU on small machines.
     pub nice: i32,
+    /// Share of `capacity` (percent) one lane may hold.
+    pub lane_share_percent: usize,
 }
 
-/// The storage and commit pools, started once before the HTTP server.
+/// The storage, commit and ingest pools, started once before the HTTP server.
 #[derive(Clone)]
 pub struct Pools {
     inner: Arc<PoolsInner>,
@@ -204,16 +286,26 @@ pub struct Pools {
 struct PoolsInner {
     storage: Pool,
     commit: Pool,
+    ingest: Pool,
     backend: Arc<dyn Storage>,
 }
 
+/// The three pools' settings.
+#[derive(Debug, Clone, Copy)]
+pub struct PoolSpecs {
+    pub storage: PoolSpec,
+    pub commit: PoolSpec,
+    pub ingest: PoolSpec,
+}
+
 impl Pools {
-    /// Start both pools over `backend`. Must run inside an actix System.
-    pub fn start(backend: Arc<dyn Storage>, storage: PoolSpec, commit: PoolSpec) -> Pools {
+    /// Start the pools over `backend`. Must run inside an actix System.
+    pub fn start(backend: Arc<dyn Storage>, specs: PoolSpecs) -> Pools {
         Pools {
             inner: Arc::new(PoolsInner {
-                storage: start_pool(storage, &backend),
-                commit: start_pool(commit, &backend),
+                storage: start_pool(specs.storage, &backend),
+                commit: start_pool(specs.commit, &backend),
+                ingest: start_pool(specs.ingest, &backend),
                 backend,
             }),
         }
@@ -224,9 +316,20 @@ impl Pools {
         &self.inner.storage
     }
 
-    /// Long work: session commits.
+    /// Long work: session commits, recovery and sweeps.
     pub fn commit(&self) -> &Pool {
         &self.inner.commit
+    }
+
+    /// Resource ingestion (fetch, parse, publish, summaries): its own lane, so commits never
+    /// wait behind parsing.
+    pub fn ingest(&self) -> &Pool {
+        &self.inner.ingest
+    }
+
+    /// Every pool, for observers.
+    pub fn all(&self) -> [&Pool; 3] {
+        [self.storage(), self.commit(), self.ingest()]
     }
 
     pub fn backend(&self) -> &Arc<dyn Storage> {
@@ -237,7 +340,7 @@ impl Pools {
     pub async fn drain(&self, deadline: std::time::Duration) -> bool {
         let until = Instant::now() + deadline;
         loop {
-            if self.storage().in_flight() == 0 && self.commit().in_flight() == 0 {
+            if self.all().iter().all(|p| p.in_flight() == 0) {
                 return true;
             }
             if Instant::now() >= until {
@@ -249,11 +352,14 @@ impl Pools {
 }
 
 fn start_pool(spec: PoolSpec, backend: &Arc<dyn Storage>) -> Pool {
-    let stats = Arc::new(PoolStats::default());
+    let shared = Arc::new(Shared {
+        stats: PoolStats::default(),
+        queue: FairQueue::new(spec.threads, spec.capacity, spec.lane_share_percent),
+    });
     let next_index = Arc::new(AtomicUsize::new(0));
     let name_index = next_index.clone();
     let backend = backend.clone();
-    let actor_stats = stats.clone();
+    let actor_shared = shared.clone();
     let addr = SyncArbiter::start_with_thread_builder(
         spec.threads,
         move || {
@@ -263,9 +369,8 @@ fn start_pool(spec: PoolSpec, backend: &Arc<dyn Storage>) -> Pool {
         move || {
             lower_thread_priority(spec.nice);
             BlockingActor {
-                name: spec.name,
                 storage: backend.clone(),
-                stats: actor_stats.clone(),
+                shared: actor_shared.clone(),
             }
         },
     );
@@ -275,7 +380,7 @@ fn start_pool(spec: PoolSpec, backend: &Arc<dyn Storage>) -> Pool {
         threads: spec.threads,
         capacity: spec.capacity,
         permits: Arc::new(Semaphore::new(spec.capacity)),
-        stats,
+        shared,
         addr,
     }
 }
@@ -300,13 +405,26 @@ pub(crate) fn lower_thread_priority(nice: i32) {
 mod tests {
     use super::*;
     use crate::storage::backend::local::LocalStorage;
+    use std::time::Duration;
 
-    struct Sleepy(std::time::Duration);
+    struct Sleepy(Duration);
     impl BlockingJob for Sleepy {
         type Output = u32;
         fn run(self, _ctx: &JobContext<'_>) -> u32 {
             std::thread::sleep(self.0);
             7
+        }
+    }
+
+    /// A long job cut into steps with a yield point between them.
+    struct Steps(usize);
+    impl BlockingJob for Steps {
+        type Output = ();
+        fn run(self, ctx: &JobContext<'_>) {
+            for _ in 0..self.0 {
+                std::thread::sleep(Duration::from_millis(10));
+                ctx.yield_point();
+            }
         }
     }
 
@@ -324,23 +442,33 @@ mod tests {
             threads,
             capacity,
             nice: 0,
+            lane_share_percent: 100,
         }
+    }
+
+    fn start(storage: PoolSpec) -> (tempfile::TempDir, Pools) {
+        let dir = tempfile::tempdir().unwrap();
+        let backend: Arc<dyn Storage> = Arc::new(LocalStorage::open(dir.path()).unwrap());
+        let specs = PoolSpecs {
+            storage,
+            commit: spec("commit", 1, 1),
+            ingest: spec("ingest", 1, 1),
+        };
+        (dir, Pools::start(backend, specs))
+    }
+
+    fn lane(name: &str) -> Lane {
+        Lane::Account(Arc::from(name))
     }
 
     #[actix_rt::test]
     async fn bounded_and_panic_safe() {
-        let dir = tempfile::tempdir().unwrap();
-        let backend: Arc<dyn Storage> = Arc::new(LocalStorage::open(dir.path()).unwrap());
-        let pools = Pools::start(backend, spec("storage", 1, 2), spec("commit", 1, 1));
+        let (_dir, pools) = start(spec("storage", 1, 2));
         let pool = pools.storage().clone();
-        let slow1 = pool
-            .submit(Sleepy(std::time::Duration::from_millis(200)))
-            .unwrap();
-        let slow2 = pool
-            .submit(Sleepy(std::time::Duration::from_millis(10)))
-            .unwrap();
+        let slow1 = pool.submit(Sleepy(Duration::from_millis(200))).unwrap();
+        let slow2 = pool.submit(Sleepy(Duration::from_millis(10))).unwrap();
         assert!(matches!(
-            pool.submit(Sleepy(std::time::Duration::ZERO)),
+            pool.submit(Sleepy(Duration::ZERO)),
             Err(PoolError::Overloaded { .. })
         ));
         assert_eq!(pool.snapshot().rejected, 1);
@@ -351,10 +479,57 @@ mod tests {
             pool.run(Boom).await,
             Err(PoolError::Panicked { .. })
         ));
-        assert_eq!(
-            pool.run(Sleepy(std::time::Duration::ZERO)).await.unwrap(),
-            7
+        assert_eq!(pool.run(Sleepy(Duration::ZERO)).await.unwrap(), 7);
+        assert!(pools.drain(Duration::from_secs(1)).await);
+    }
+
+    #[actix_rt::test]
+    async fn another_lane_is_served_before_a_backlog() {
+        let mut storage = spec("storage", 2, 8);
+        storage.lane_share_percent = 50;
+        let (_dir, pools) = start(storage);
+        let pool = pools.storage().clone();
+        let attacker = lane("attacker");
+        let mut backlog = Vec::new();
+        for _ in 0..4 {
+            backlog.push(
+                pool.submit_in(attacker.clone(), Sleepy(Duration::from_millis(1500)))
+                    .unwrap(),
+            );
+        }
+        // The attacker's share (half the capacity) is used up; the victim still gets in.
+        assert!(matches!(
+            pool.submit_in(attacker.clone(), Sleepy(Duration::ZERO)),
+            Err(PoolError::Overloaded { .. })
+        ));
+        let started = Instant::now();
+        let victim = pool.run_in(lane("victim"), Sleepy(Duration::ZERO)).await;
+        assert_eq!(victim.unwrap(), 7);
+        // Behind the attacker's queue it would wait at least 1.5 s (both threads busy); with
+        // the attacker limited to one of the two threads it runs at once.
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "{:?}",
+            started.elapsed()
         );
-        assert!(pools.drain(std::time::Duration::from_secs(1)).await);
+        drop(backlog);
+    }
+
+    #[actix_rt::test]
+    async fn a_long_job_lets_another_lane_run_at_its_yield_points() {
+        let (_dir, pools) = start(spec("storage", 1, 8));
+        let pool = pools.storage().clone();
+        // One thread, held by a 300-step job (about 3 s).
+        let long = pool.submit_in(lane("attacker"), Steps(300)).unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let started = Instant::now();
+        let victim = pool.run_in(lane("victim"), Sleepy(Duration::ZERO)).await;
+        assert_eq!(victim.unwrap(), 7);
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "{:?}",
+            started.elapsed()
+        );
+        long.await.unwrap().unwrap();
     }
 }

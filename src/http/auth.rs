@@ -193,6 +193,8 @@ impl<R: Rule> FromRequest for Caller<R> {
                 .clone();
             let identity = resolve(&state, &req).await?;
             R::check(&identity, state.mode)?;
+            // Jobs of this request wait in its account's lane (fair between accounts).
+            crate::actors::fair::attribute_request(&identity.account);
             if R::VALIDATES_ACTOR_PEER {
                 check_actor_peer(&req)?;
             }

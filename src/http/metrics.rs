@@ -215,7 +215,7 @@ async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     let auth_status = state.auth_status().await.ok();
     let text = {
         let _one_scrape = m.scrape.lock().unwrap_or_else(|p| p.into_inner());
-        for pool in [state.pools.storage(), state.pools.commit()] {
+        for pool in state.pools.all() {
             let s = pool.snapshot();
             let l = [s.name];
             m.pool_threads.with_label_values(&l).set(s.threads as i64);

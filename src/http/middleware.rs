@@ -48,11 +48,15 @@ pub async fn request_context(
     let request_id = pick_request_id(&req);
     req.extensions_mut().insert(RequestId(request_id.clone()));
     let span = tracing::info_span!("request", request_id = %request_id);
+    // The pools queue this request's jobs in its caller's lane (set by the `Caller` extractor).
     let outcome = REQUEST_START
-        .scope(start, async {
-            let res = next.call(req).await?;
-            Ok::<_, actix_web::Error>(envelope_framework_errors(res.map_into_boxed_body()))
-        })
+        .scope(
+            start,
+            crate::actors::fair::scope_request(async {
+                let res = next.call(req).await?;
+                Ok::<_, actix_web::Error>(envelope_framework_errors(res.map_into_boxed_body()))
+            }),
+        )
         .instrument(span.clone())
         .await;
     let mut res = match outcome {

@@ -11,16 +11,16 @@ use actix_web::{web, HttpRequest};
 use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
+use tokio::sync::oneshot;
 
 use crate::error::{ErrorCode, ServiceError};
 use crate::ingest::pipeline::{self, IngestRequest, Source, Target};
 use crate::ingest::uploads::{self, UploadMeta, PART_BYTES};
 use crate::jobs::resources::{
-    CommitUpload, CountPendingIngestions, CreateIngestTask, FailIngestTask, FinishIngest,
-    IngestResource, RemoveUpload, WriteUploadPart,
+    AddResource, CommitUpload, CountPendingIngestions, RemoveUpload, WriteUploadPart,
 };
 use crate::jobs::PoolError;
-use crate::storage::tasks::TaskOwner;
+use crate::storage::tasks;
 use crate::storage::uri::{self, Access, Scope, VikingUri};
 
 use super::auth::{AnyRole, Caller, DataAccess};
@@ -456,18 +456,7 @@ async fn add_resource(
         },
     };
     let ticket = state.ingest.enter(caller.account())?;
-    let owner = TaskOwner::user(caller.account(), caller.user());
-    let task = flatten(
-        state
-            .pools
-            .storage()
-            .run(CreateIngestTask {
-                owner: owner.clone(),
-                resource_id: None,
-            })
-            .await,
-    )?;
-    let task_id = task.task_id.clone();
+    let task_id = tasks::new_id();
     let req = IngestRequest {
         account: caller.account().to_string(),
         user: caller.user().to_string(),
@@ -480,78 +469,33 @@ async fn add_resource(
         include: body.include.clone(),
         exclude: body.exclude.clone(),
     };
-    let job = IngestResource {
+    let (published_tx, published) = oneshot::channel();
+    let job = AddResource {
         req,
         settings: state.settings.clone(),
         recorder: state.search.recorder.clone(),
+        chat: state.ingest.chat.clone(),
+        on_published: (!body.wait).then_some(published_tx),
+        ticket,
     };
-    let published = match state.pools.commit().run(job).await {
-        Ok(outcome) => outcome?,
-        Err(pool_error) => {
-            let fail = FailIngestTask {
-                owner: owner.clone(),
-                task_id: task_id.clone(),
-                message: pool_error.to_string(),
-            };
-            let _ = state.pools.storage().run(fail).await;
-            return Err(pool_error.into());
-        }
-    };
-    let mut result = json!({
-        "status": "success",
-        "root_uri": published.root_uri.uri(),
-        "source_path": published.source_path,
-        "meta": {"source_format": published.source_format, "files": published.files,
-                 "bytes": published.bytes},
-        "errors": [],
-        "task_id": task_id,
-    });
-    if !published.warnings.is_empty() {
-        result["warnings"] = json!(published.warnings);
-    }
-    let chat = state.ingest.chat.clone();
-    // Model summaries are long work for the commit pool; without a model finishing is a few
-    // writes on the storage pool.
-    let pool = if chat.is_some() {
-        state.pools.commit().clone()
-    } else {
-        state.pools.storage().clone()
-    };
-    let finish = FinishIngest {
-        owner: owner.clone(),
-        task_id: task_id.clone(),
-        published,
-        base_result: result.clone(),
-        chat,
-        stale_after: Duration::from_secs(state.settings.resources.stale_after_secs),
-        recorder: state.search.recorder.clone(),
-    };
-    let receiver = match pool.submit(finish) {
-        Ok(rx) => rx,
-        Err(e) => {
-            let fail = FailIngestTask {
-                owner,
-                task_id: task_id.clone(),
-                message: format!("summaries were not computed: {e}"),
-            };
-            let _ = state.pools.storage().run(fail).await;
-            result["warnings"] = json!([format!("the tree was stored, but its task failed: {e}")]);
-            return Ok(ApiOk::new(result));
-        }
-    };
+    let done = state.pools.ingest().submit(job)?;
     if !body.wait {
-        actix_rt::spawn(async move {
-            let _ticket = ticket;
-            let _ = receiver.await;
-        });
-        return Ok(ApiOk::new(result));
+        // Answered once the tree is visible; summaries and the task's end follow on the pool.
+        return match published.await {
+            Ok(result) => Ok(ApiOk::new(result)),
+            // Failed before publishing: the job's error (the task is failed already).
+            Err(_) => match done.await {
+                Ok(outcome) => Err(failure_of(outcome)),
+                Err(_) => Err(ServiceError::internal("the ingestion job was lost")),
+            },
+        };
     }
     let deadline = body
         .timeout
         .filter(|t| *t > 0.0)
         .map(Duration::from_secs_f64);
     let outcome = match deadline {
-        Some(d) => match tokio::time::timeout(d, receiver).await {
+        Some(d) => match tokio::time::timeout(d, done).await {
             Ok(r) => r,
             Err(_) => {
                 // The work goes on; the task tells when it ends.
@@ -563,26 +507,23 @@ async fn add_resource(
                                      "timeout": d.as_secs_f64(), "task_id": task_id})));
             }
         },
-        None => receiver.await,
+        None => done.await,
     };
-    drop(ticket);
+    let answer = match outcome {
+        Ok(r) => flatten(r)?,
+        Err(_) => return Err(ServiceError::internal("the ingestion job was lost")),
+    };
     // wait=true also waits until find here sees the tree (read-your-writes of the index).
     let _ = state.search.wait_fresh(caller.account(), INDEX_WAIT).await;
-    let mut finished = match outcome {
-        Ok(r) => r.map_err(ServiceError::from)??,
-        Err(_) => return Err(ServiceError::internal("the summary job was lost")),
-    };
-    if let Some(obj) = result.as_object_mut() {
-        obj.remove("task_id");
-        obj.insert("queue_status".into(), finished["queue_status"].take());
-        if finished["warnings"]
-            .as_array()
-            .is_some_and(|w| !w.is_empty())
-        {
-            obj.insert("warnings".into(), finished["warnings"].take());
-        }
+    Ok(ApiOk::new(answer))
+}
+
+/// The error of an ingestion that ended without publishing.
+fn failure_of<T>(outcome: Result<Result<T, ServiceError>, PoolError>) -> ServiceError {
+    match flatten(outcome) {
+        Err(e) => e,
+        Ok(_) => ServiceError::internal("the ingestion ended without publishing its tree"),
     }
-    Ok(ApiOk::new(result))
 }
 
 /// How long wait=true and system/wait give the local index to apply recorded changes.

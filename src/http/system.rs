@@ -116,10 +116,15 @@ async fn observer(
     let storage = state.health.snapshot();
     let storage_pool = state.pools.storage().snapshot();
     let commit_pool = state.pools.commit().snapshot();
+    let ingest_pool = state.pools.ingest().snapshot();
     let (held, waiting, timed_out) = crate::storage::lock_counts::snapshot();
     let cli = super::observer_cli::cli_components(
         &storage,
-        &[storage_pool.clone(), commit_pool.clone()],
+        &[
+            storage_pool.clone(),
+            commit_pool.clone(),
+            ingest_pool.clone(),
+        ],
         &state.search.status(),
         super::observer_cli::LockSnapshot {
             held,
@@ -146,6 +151,7 @@ async fn observer(
                 "http_workers": state.workers,
                 "storage": storage_pool,
                 "commit": commit_pool,
+                "ingest": ingest_pool,
             }),
         ),
         (

@@ -2,12 +2,15 @@
 //! file per task under `<account>/_system/ingest/active/`, written when the task is created,
 //! refreshed while it works and removed when it ends. `system/wait` waits until none is left;
 //! a marker not refreshed for `resources.stale_after_secs` belongs to an instance that died and
-//! is ignored (and its task is failed by the sweep).
+//! is ignored (and its task is failed by the sweep). A marker also names its process: one of
+//! this host whose process is gone (a restart after `kill -9`) is dead at once, not after
+//! `stale_after_secs`.
 
 use std::time::{Duration, SystemTime};
 
 use serde_json::json;
 
+use super::process::{self, ProcessId};
 use crate::error::ServiceResult;
 use crate::storage::{Storage, StorageError, StorePath};
 
@@ -23,19 +26,28 @@ fn marker(account: &str, task_id: &str) -> Result<StorePath, StorageError> {
     dir(account)?.join(&format!("{task_id}.json"))
 }
 
-/// Is the marker of `task_id` present and fresh?
+/// Is the marker of `task_id` present and fresh, and its process not known to be gone?
 pub fn is_live(
     storage: &dyn Storage,
     account: &str,
     task_id: &str,
     stale_after: Duration,
 ) -> ServiceResult<bool> {
-    match storage.stat(&marker(account, task_id)?)? {
-        Some(m) => Ok(SystemTime::now()
+    let path = marker(account, task_id)?;
+    let fresh = match storage.stat(&path)? {
+        Some(m) => SystemTime::now()
             .duration_since(m.modified)
-            .map_or(true, |age| age <= stale_after)),
-        None => Ok(false),
-    }
+            .map_or(true, |age| age <= stale_after),
+        None => false,
+    };
+    Ok(fresh && !owner_gone(storage.read(&path).ok().as_deref()))
+}
+
+/// True when a marker's body names a process of this host that no longer runs.
+fn owner_gone(body: Option<&[u8]>) -> bool {
+    body.and_then(|d| serde_json::from_slice::<serde_json::Value>(d).ok())
+        .and_then(|v| serde_json::from_value::<ProcessId>(v["process"].clone()).ok())
+        .is_some_and(|owner| process::is_dead_here(&owner))
 }
 
 /// Calls `touch` at most every `every`, for long loops.
@@ -103,7 +115,7 @@ pub fn keep_alive<T>(
 
 /// Create or refresh the marker of a working task.
 pub fn touch(storage: &dyn Storage, account: &str, user: &str, task_id: &str) -> ServiceResult<()> {
-    let body = json!({"task_id": task_id, "user": user}).to_string();
+    let body = json!({"task_id": task_id, "user": user, "process": process::this()}).to_string();
     storage.write(&marker(account, task_id)?, body.as_bytes())?;
     Ok(())
 }
@@ -121,6 +133,7 @@ pub fn clear(storage: &dyn Storage, account: &str, task_id: &str) -> ServiceResu
 pub struct Marker {
     pub task_id: String,
     pub user: String,
+    /// Not refreshed for `stale_after`, or its process (on this host) is gone.
     pub stale: bool,
 }
 
@@ -141,12 +154,12 @@ pub fn list(
         let Some(task_id) = e.name.strip_suffix(".json") else {
             continue;
         };
+        let body = storage.read(&dir(account)?.join(&e.name)?).ok();
         let stale = now
             .duration_since(e.meta.modified)
-            .is_ok_and(|age| age > stale_after);
-        let user = storage
-            .read(&dir(account)?.join(&e.name)?)
-            .ok()
+            .is_ok_and(|age| age > stale_after)
+            || owner_gone(body.as_deref());
+        let user = body
             .and_then(|d| serde_json::from_slice::<serde_json::Value>(&d).ok())
             .and_then(|v| v["user"].as_str().map(str::to_string))
             .unwrap_or_default();

@@ -19,8 +19,12 @@ pub struct ArchiveLimits {
     pub max_depth: usize,
 }
 
-/// Entries above this size must respect `max_ratio`.
-const RATIO_FLOOR: u64 = 1024 * 1024;
+/// Entries above this size must respect `max_ratio` (smaller ones cannot hold much, but a
+/// thousand of them can: the whole archive is checked too).
+const ENTRY_RATIO_FLOOR: u64 = 64 * 1024;
+/// Once the archive unpacked more than this, its unpacked total must respect `max_ratio`
+/// against the archive's own size.
+const ARCHIVE_RATIO_FLOOR: u64 = 1024 * 1024;
 
 /// Unpack `zip_path` into `dest` (an existing, empty directory). Returns the number of files
 /// written. Warnings name what was skipped or renamed.
@@ -31,6 +35,11 @@ pub fn unpack(
     warnings: &mut Vec<String>,
 ) -> Result<usize, String> {
     let file = fs::File::open(zip_path).map_err(|e| format!("cannot open archive: {e}"))?;
+    let archive_size = file
+        .metadata()
+        .map_err(|e| format!("cannot open archive: {e}"))?
+        .len()
+        .max(1);
     let mut archive =
         zip::ZipArchive::new(file).map_err(|e| format!("not a readable ZIP archive: {e}"))?;
     if archive.len() > limits.max_entries {
@@ -39,6 +48,14 @@ pub fn unpack(
             archive.len(),
             limits.max_entries
         ));
+    }
+    if archive.has_duplicate_names() {
+        // The ZIP reader keeps the last entry of each name; say so rather than drop silently.
+        warnings.push(
+            "the archive lists some names more than once; only the last entry of each name \
+             was unpacked"
+                .into(),
+        );
     }
     // Sanitised relative path (as components) → is_dir, and raw path → stored path.
     let mut taken: HashMap<PathBuf, bool> = HashMap::new();
@@ -126,23 +143,55 @@ pub fn unpack(
             ));
             continue;
         }
-        let target = dest.join(&stored);
-        if is_dir {
-            fs::create_dir_all(&target).map_err(|e| format!("cannot unpack: {e}"))?;
+        if stored.as_os_str().len() > MAX_STORED_PATH_BYTES {
+            warnings.push(format!(
+                "skipped archive entry with a path longer than {MAX_STORED_PATH_BYTES} bytes: \
+                 {raw_name:.200}…"
+            ));
             continue;
         }
-        if let Some(parent) = target.parent() {
-            fs::create_dir_all(parent).map_err(|e| format!("cannot unpack: {e}"))?;
+        let target = dest.join(&stored);
+        let made = if is_dir {
+            fs::create_dir_all(&target)
+        } else {
+            target.parent().map_or(Ok(()), fs::create_dir_all)
+        };
+        match made {
+            Err(e) if name_too_long(&e) => {
+                warnings.push(format!(
+                    "skipped archive entry whose path is too long for the file system: \
+                     {raw_name:.200}…"
+                ));
+                continue;
+            }
+            Err(e) => return Err(format!("cannot unpack: {e}")),
+            Ok(()) if is_dir => continue,
+            Ok(()) => {}
         }
         let compressed = entry.compressed_size().max(1);
         let remaining = limits.max_total_bytes.saturating_sub(total);
-        let mut out = fs::OpenOptions::new()
+        let mut out = match fs::OpenOptions::new()
             .write(true)
             .create_new(true)
             .open(&target)
-            .map_err(|e| format!("cannot unpack {raw_name:.200}: {e}"))?;
+        {
+            Ok(out) => out,
+            Err(e) if name_too_long(&e) => {
+                warnings.push(format!(
+                    "skipped archive entry whose path is too long for the file system: \
+                     {raw_name:.200}…"
+                ));
+                continue;
+            }
+            Err(e) => return Err(format!("cannot unpack {raw_name:.200}: {e}")),
+        };
         let written = copy_limited(&mut entry, &mut out, remaining, |n| {
-            n > RATIO_FLOOR && n / compressed > limits.max_ratio
+            if n > ENTRY_RATIO_FLOOR && n / compressed > limits.max_ratio {
+                return Some("ratio");
+            }
+            let so_far = total + n;
+            (so_far > ARCHIVE_RATIO_FLOOR && so_far / archive_size > limits.max_ratio)
+                .then_some("archive ratio")
         })
         .map_err(|e| match e.kind() {
             io::ErrorKind::FileTooLarge => format!(
@@ -153,6 +202,10 @@ pub fn unpack(
                 "archive entry {raw_name:.200} expands more than {}x (a likely zip bomb)",
                 limits.max_ratio
             ),
+            io::ErrorKind::InvalidData if e.to_string() == "archive ratio" => format!(
+                "archive expands more than {}x its size (a likely zip bomb)",
+                limits.max_ratio
+            ),
             _ => format!("cannot unpack {raw_name:.200}: {e}"),
         })?;
         total += written;
@@ -161,12 +214,21 @@ pub fn unpack(
     Ok(files)
 }
 
-/// Copy at most `limit` bytes; more → `FileTooLarge`; `bad_ratio(bytes_so_far)` → error.
+/// Longest relative path an entry may be stored under: its URI (`viking://resources/<root>/…`
+/// plus section names) must stay within the API's 4096 bytes.
+const MAX_STORED_PATH_BYTES: usize = 3072;
+
+fn name_too_long(e: &io::Error) -> bool {
+    e.raw_os_error() == Some(libc::ENAMETOOLONG)
+}
+
+/// Copy at most `limit` bytes; more → `FileTooLarge`; `bad_ratio(bytes_so_far)` naming a
+/// broken rule → `InvalidData` with that name.
 fn copy_limited(
     from: &mut impl Read,
     to: &mut impl Write,
     limit: u64,
-    bad_ratio: impl Fn(u64) -> bool,
+    bad_ratio: impl Fn(u64) -> Option<&'static str>,
 ) -> io::Result<u64> {
     let mut buf = vec![0u8; 64 * 1024];
     let mut n: u64 = 0;
@@ -179,8 +241,8 @@ fn copy_limited(
         if n > limit {
             return Err(io::Error::new(io::ErrorKind::FileTooLarge, "limit"));
         }
-        if bad_ratio(n) {
-            return Err(io::Error::new(io::ErrorKind::InvalidData, "ratio"));
+        if let Some(rule) = bad_ratio(n) {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, rule));
         }
         to.write_all(&buf[..got])?;
     }
@@ -252,5 +314,63 @@ mod tests {
         fs::create_dir(&dest).unwrap();
         let err = unpack(&path, &dest, limits(), &mut Vec::new()).unwrap_err();
         assert!(err.contains("deeper"), "{err}");
+    }
+
+    #[test]
+    fn many_small_repetitive_entries_fail_the_ratio() {
+        // Each entry stays below the per-entry floor; the entry rule alone misses them.
+        let small = vec![b'a'; 60 * 1024];
+        let names: Vec<String> = (0..60).map(|i| format!("f{i}.md")).collect();
+        let entries: Vec<(&str, &[u8])> = names
+            .iter()
+            .map(|n| (n.as_str(), small.as_slice()))
+            .collect();
+        let (dir, path) = make(&entries);
+        let dest = dir.path().join("out");
+        fs::create_dir(&dest).unwrap();
+        let err = unpack(&path, &dest, limits(), &mut Vec::new()).unwrap_err();
+        assert!(err.contains("its size"), "{err}");
+        // An entry of 100 KiB (once exempt below 1 MiB) is held to the ratio itself.
+        let (dir, path) = make(&[("z.md", &vec![b'z'; 100 * 1024])]);
+        let dest = dir.path().join("out");
+        fs::create_dir(&dest).unwrap();
+        let err = unpack(&path, &dest, limits(), &mut Vec::new()).unwrap_err();
+        assert!(err.contains("z.md") && err.contains("zip bomb"), "{err}");
+    }
+
+    #[test]
+    fn long_paths_are_skipped_and_duplicates_warned() {
+        let long = vec!["x".repeat(250); 14].join("/") + "/deep.md";
+        let (dir, path) = make(&[(long.as_str(), b"deep"), ("a.md", b"one"), ("b.md", b"two")]);
+        // Rename b.md to a.md in place: two entries with one name.
+        let mut bytes = fs::read(&path).unwrap();
+        for i in 0..bytes.len() - 4 {
+            if &bytes[i..i + 4] == b"b.md" {
+                bytes[i] = b'a';
+            }
+        }
+        fs::write(&path, bytes).unwrap();
+        let dest = dir.path().join("out");
+        fs::create_dir(&dest).unwrap();
+        let mut w = Vec::new();
+        let l = ArchiveLimits {
+            max_depth: 48,
+            ..limits()
+        };
+        assert_eq!(unpack(&path, &dest, l, &mut w).unwrap(), 1, "{w:?}");
+        assert_eq!(fs::read(dest.join("a.md")).unwrap(), b"two");
+        assert!(w.iter().any(|m| m.contains("longer than")), "{w:?}");
+        assert!(w.iter().any(|m| m.contains("more than once")), "{w:?}");
+    }
+
+    #[test]
+    fn names_the_api_refuses_are_skipped() {
+        let (dir, path) = make(&[("%2e%2e/enc.md", b"x"), ("ok.md", b"y")]);
+        let dest = dir.path().join("out");
+        fs::create_dir(&dest).unwrap();
+        let mut w = Vec::new();
+        assert_eq!(unpack(&path, &dest, limits(), &mut w).unwrap(), 1, "{w:?}");
+        assert!(w.iter().any(|m| m.contains("%2e%2e")), "{w:?}");
+        assert_eq!(fs::read_dir(&dest).unwrap().count(), 1);
     }
 }

@@ -8,7 +8,7 @@ use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::config::ResourceSettings;
 use crate::error::{ErrorCode, ServiceError, ServiceResult};
@@ -141,10 +141,16 @@ pub fn fetch_to_file(
         .user_agent(concat!("longship/", env!("CARGO_PKG_VERSION")))
         .build()
         .map_err(|e| ServiceError::internal(format!("HTTP client: {e}")))?;
+    let budget = FetchBudget::new(settings);
+    // A request's own timeout is one deadline for connect, redirects, headers and body (the
+    // client-wide one only bounds each blocking wait, so a drip outlived it): it carries the
+    // total; the rate is checked between reads.
     let resp = client
         .get(url.clone())
+        .timeout(budget.total)
         .send()
-        .map_err(|e| fetch_error(raw_url, &e))?;
+        .map_err(|e| fetch_error(raw_url, &e, &budget))?;
+    budget.check(raw_url)?;
     if resp.status().is_redirection() {
         let location = resp
             .headers()
@@ -183,13 +189,18 @@ pub fn fetch_to_file(
     let mut body = resp.take(max + 1);
     let mut buf = vec![0u8; 64 * 1024];
     let mut total = 0u64;
+    let mut window = budget.window_start();
     loop {
         let n = body.read(&mut buf).map_err(|e| {
-            ServiceError::invalid_argument(format!("Fetching {raw_url:.200} failed: {e}"))
+            budget.check(raw_url).err().unwrap_or_else(|| {
+                ServiceError::invalid_argument(format!("Fetching {raw_url:.200} failed: {e}"))
+            })
         })?;
+        budget.check(raw_url)?;
         if n == 0 {
             break;
         }
+        window.count(n as u64, raw_url, &budget)?;
         total += n as u64;
         if total > max {
             return Err(too_large(raw_url, max));
@@ -206,7 +217,81 @@ fn too_large(url: &str, max: u64) -> ServiceError {
     )
 }
 
-fn fetch_error(url: &str, e: &reqwest::Error) -> ServiceError {
+/// The time rules of one fetch: a total deadline (`fetch_timeout_secs`, across connect,
+/// redirects and body) and a minimum transfer rate (`fetch_min_bytes_per_window` bytes in
+/// every `fetch_rate_window_secs`, judged whenever data arrives; a server that sends nothing
+/// at all is cut by the total).
+struct FetchBudget {
+    started: Instant,
+    total: Duration,
+    window: Duration,
+    min_bytes: u64,
+}
+
+impl FetchBudget {
+    fn new(settings: &ResourceSettings) -> Self {
+        FetchBudget {
+            started: Instant::now(),
+            total: Duration::from_secs(settings.fetch_timeout_secs.max(1)),
+            window: Duration::from_secs(settings.fetch_rate_window_secs.max(1)),
+            min_bytes: settings.fetch_min_bytes_per_window,
+        }
+    }
+
+    fn expired(&self) -> bool {
+        self.started.elapsed() >= self.total
+    }
+
+    fn check(&self, url: &str) -> ServiceResult<()> {
+        if self.expired() {
+            return Err(ServiceError::invalid_argument(format!(
+                "Fetching {url:.200} failed: it took longer than {} s \
+                 (resources.fetch_timeout_secs)",
+                self.total.as_secs()
+            )));
+        }
+        Ok(())
+    }
+
+    fn window_start(&self) -> RateWindow {
+        RateWindow {
+            since: Instant::now(),
+            bytes: 0,
+        }
+    }
+}
+
+/// Bytes received since the current rate window began.
+struct RateWindow {
+    since: Instant,
+    bytes: u64,
+}
+
+impl RateWindow {
+    /// Count `n` more bytes; a window that ended with too few bytes fails the fetch.
+    fn count(&mut self, n: u64, url: &str, budget: &FetchBudget) -> ServiceResult<()> {
+        self.bytes += n;
+        if self.since.elapsed() < budget.window {
+            return Ok(());
+        }
+        if self.bytes < budget.min_bytes {
+            return Err(ServiceError::invalid_argument(format!(
+                "Fetching {url:.200} failed: the server sent {} bytes in {} s, fewer than \
+                 {} (resources.fetch_min_bytes_per_window)",
+                self.bytes,
+                budget.window.as_secs(),
+                budget.min_bytes
+            )));
+        }
+        *self = budget.window_start();
+        Ok(())
+    }
+}
+
+fn fetch_error(url: &str, e: &reqwest::Error, budget: &FetchBudget) -> ServiceError {
+    if let Err(e) = budget.check(url) {
+        return e;
+    }
     // The error chain carries our resolver's and redirect policy's reasons.
     let mut msg = e.to_string();
     let mut source = std::error::Error::source(e);
@@ -215,7 +300,7 @@ fn fetch_error(url: &str, e: &reqwest::Error) -> ServiceError {
         source = s.source();
     }
     if e.is_timeout() {
-        msg = "timed out".into();
+        msg = format!("no answer within {} s", budget.total.as_secs());
     }
     ServiceError::invalid_argument(format!("Fetching {url:.200} failed: {msg:.400}"))
 }

@@ -43,7 +43,9 @@ pub fn short_hash(text: &str) -> String {
 
 /// A file or directory name from an archive or upload made safe for storage: no separators,
 /// no control characters, not `.`/`..`, no leading dot (hidden names are skipped elsewhere),
-/// at most 255 bytes (long names keep a prefix and a hash, as spec §5.4).
+/// at most 255 bytes (long names keep a prefix and a hash, as spec §5.4). A name the API's
+/// segment rules refuse (`%2e%2e`, look-alike dots, a drive prefix) is `None`: stored, it
+/// could be found but never read, stat-ed or removed.
 pub fn entry_name(raw: &str) -> Option<String> {
     let cleaned: String = raw
         .chars()
@@ -61,14 +63,16 @@ pub fn entry_name(raw: &str) -> Option<String> {
     }
     // Whitespace inside names is renamed the way content/write does (0.5.2).
     let cleaned = crate::storage::fs::write::sanitize_segment(cleaned).into_owned();
-    if cleaned.len() <= 255 {
-        return Some(cleaned);
-    }
-    let mut cut = 200;
-    while !cleaned.is_char_boundary(cut) {
-        cut -= 1;
-    }
-    Some(format!("{}_{}", &cleaned[..cut], short_hash(&cleaned)))
+    let name = if cleaned.len() <= 255 {
+        cleaned
+    } else {
+        let mut cut = 200;
+        while !cleaned.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        format!("{}_{}", &cleaned[..cut], short_hash(&cleaned))
+    };
+    crate::storage::uri::is_api_segment(&name).then_some(name)
 }
 
 /// The stem of a file name (`guide.md` → `guide`, `archive.tar.gz` → `archive.tar`).
@@ -121,6 +125,10 @@ mod tests {
     #[test]
     fn entry_names_are_safe() {
         assert_eq!(entry_name(".."), None);
+        assert_eq!(entry_name("%2e%2e"), None);
+        assert_eq!(entry_name("%252e%252e"), None);
+        assert_eq!(entry_name("\u{FF0E}\u{FF0E}"), None);
+        assert_eq!(entry_name("100%.md").as_deref(), Some("100%.md"));
         assert_eq!(entry_name("a/b").as_deref(), Some("a_b"));
         assert_eq!(entry_name("my file.md").as_deref(), Some("my_file.md"));
         assert!(entry_name(&"é".repeat(300)).unwrap().len() <= 255);

@@ -51,6 +51,10 @@ pub struct ParseOptions {
     pub exclude: Option<String>,
     pub max_tokens: usize,
     pub archive: ArchiveLimits,
+    /// Most files + directories the tree may have after splitting (`ingest_max_nodes`).
+    pub max_nodes: usize,
+    /// Most bytes the tree may hold after splitting (`ingest_max_bytes`).
+    pub max_bytes: u64,
 }
 
 /// What the child reports on success.
@@ -61,6 +65,9 @@ pub struct ParseReport {
     /// `markdown`, `text`, `code`, `html`, `pdf`, `directory`, `file`.
     pub source_format: String,
     pub files: usize,
+    /// Directories of the tree below its root.
+    #[serde(default)]
+    pub dirs: usize,
     pub bytes: u64,
     pub warnings: Vec<String>,
 }
@@ -131,7 +138,12 @@ pub fn parse_source(input: &Path, work: &Path, opts: &ParseOptions) -> Result<Pa
     match document_text(kind, &bytes) {
         Some(Ok(text)) => {
             for piece in split::layout(&text, &name, limits) {
-                write(&dir.join(&piece.path), piece.text.as_bytes(), &mut report)?;
+                write(
+                    &dir.join(&piece.path),
+                    piece.text.as_bytes(),
+                    &mut report,
+                    opts,
+                )?;
             }
         }
         Some(Err(e)) => return Err(e),
@@ -150,7 +162,7 @@ pub fn parse_source(input: &Path, work: &Path, opts: &ParseOptions) -> Result<Pa
                 report.source_format = "file".into();
             }
             let file = entry_name(&opts.source_name).unwrap_or_else(|| "file".into());
-            write(&dir.join(file), &bytes, &mut report)?;
+            write(&dir.join(file), &bytes, &mut report, opts)?;
         }
     }
     Ok(report)
@@ -391,7 +403,7 @@ impl Walk<'_> {
             }
             let stored = deduplicate(name, true, |n| used.iter().any(|u| u == n));
             used.push(stored.clone());
-            return write(&dest.join(stored), &bytes, self.report);
+            return write(&dest.join(stored), &bytes, self.report, self.opts);
         };
         let converted = matches!(kind, Kind::Html | Kind::Pdf);
         let fits =
@@ -405,7 +417,7 @@ impl Walk<'_> {
             let stored = deduplicate(&file, true, |n| used.iter().any(|u| u == n));
             used.push(stored.clone());
             let data = if converted { text.into_bytes() } else { bytes };
-            return write(&dest.join(stored), &data, self.report);
+            return write(&dest.join(stored), &data, self.report, self.opts);
         }
         let doc = doc_name(stem(name), 50);
         let stored = deduplicate(&doc, false, |n| used.iter().any(|u| u == n));
@@ -415,19 +427,42 @@ impl Walk<'_> {
                 &dest.join(&stored).join(&piece.path),
                 piece.text.as_bytes(),
                 self.report,
+                self.opts,
             )?;
         }
         Ok(())
     }
 }
 
-fn write(path: &Path, data: &[u8], report: &mut ParseReport) -> Result<(), String> {
+/// Write one file of the tree, counting it (and the directories it creates) against the
+/// caps of one ingestion: splitting can multiply a small source into many sections, so the
+/// caps apply to what is produced, not to what came in.
+fn write(
+    path: &Path,
+    data: &[u8],
+    report: &mut ParseReport,
+    opts: &ParseOptions,
+) -> Result<(), String> {
     if let Some(parent) = path.parent() {
+        report.dirs += parent.ancestors().take_while(|a| !a.exists()).count();
         fs::create_dir_all(parent).map_err(|e| format!("scratch directory: {e}"))?;
     }
-    fs::write(path, data).map_err(|e| format!("scratch directory: {e}"))?;
     report.files += 1;
     report.bytes += data.len() as u64;
+    if report.files + report.dirs > opts.max_nodes {
+        return Err(format!(
+            "the document tree would have more than {} files and directories \
+             (resources.ingest_max_nodes)",
+            opts.max_nodes
+        ));
+    }
+    if report.bytes > opts.max_bytes {
+        return Err(format!(
+            "the document tree would hold more than {} bytes (resources.ingest_max_bytes)",
+            opts.max_bytes
+        ));
+    }
+    fs::write(path, data).map_err(|e| format!("scratch directory: {e}"))?;
     Ok(())
 }
 
@@ -450,6 +485,8 @@ mod tests {
                 max_ratio: 200,
                 max_depth: 32,
             },
+            max_nodes: 10_000,
+            max_bytes: 1 << 30,
         }
     }
 
@@ -489,5 +526,26 @@ mod tests {
         let root = work.path().join("out/proj");
         assert!(root.join("a.md").is_file() && root.join("src/main.rs").is_file());
         assert!(!root.join("node_modules").exists() && !root.join("drafts").exists());
+    }
+
+    #[test]
+    fn splitting_is_capped_in_nodes_and_bytes() {
+        let work = tempfile::tempdir().unwrap();
+        let input = work.path().join("in");
+        let doc: String = (0..400)
+            .map(|i| format!("# Part {i}\n\n{}\n\n", "word ".repeat(900)))
+            .collect();
+        fs::write(&input, &doc).unwrap();
+        let mut o = opts("big.md");
+        o.max_nodes = 100;
+        let err = parse_source(&input, work.path(), &o).unwrap_err();
+        assert!(err.contains("ingest_max_nodes"), "{err}");
+        let work = tempfile::tempdir().unwrap();
+        let input = work.path().join("in");
+        fs::write(&input, &doc).unwrap();
+        let mut o = opts("big.md");
+        o.max_bytes = 100_000;
+        let err = parse_source(&input, work.path(), &o).unwrap_err();
+        assert!(err.contains("ingest_max_bytes"), "{err}");
     }
 }

@@ -17,6 +17,7 @@ use super::archive::ArchiveLimits;
 use super::local::{self, LocalSource};
 use super::parse::{ParseOptions, ParseReport};
 use super::sandbox::{self, ChildLimits};
+use super::scratch::Scratch;
 use super::summary::{self, DirSummary};
 use super::{fetch, uploads};
 use crate::config::ResourceSettings;
@@ -79,23 +80,6 @@ pub struct Published {
     pub bytes: u64,
     /// Every directory of the tree, deepest first, with its relative path.
     pub dirs: Vec<(String, VikingUri)>,
-}
-
-/// Local scratch space, removed on drop.
-struct Scratch(PathBuf);
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
-
-fn scratch_root(settings: &ResourceSettings) -> PathBuf {
-    if settings.work_dir.trim().is_empty() {
-        std::env::temp_dir()
-    } else {
-        PathBuf::from(settings.work_dir.trim())
-    }
 }
 
 /// `<account>/_system/ingest/<task_id>`: staging and crash bookkeeping of one ingestion.
@@ -164,13 +148,11 @@ fn ingest_staged(
     staging: &StorePath,
     heartbeat: &mut dyn FnMut(),
 ) -> ServiceResult<Published> {
-    let scratch = Scratch(scratch_root(settings).join(format!("longship-ingest-{}", req.task_id)));
-    let _ = fs::remove_dir_all(&scratch.0);
-    fs::create_dir_all(&scratch.0).map_err(|e| {
+    let scratch = Scratch::create(settings, &req.task_id).map_err(|e| {
         tracing::error!(error = %e, "cannot create the ingestion scratch directory");
         ServiceError::unavailable("ingest", "no local scratch space for parsing")
     })?;
-    let input = scratch.0.join("input");
+    let input = scratch.path().join("input");
     let archive = ArchiveLimits {
         max_entries: settings.archive_max_entries,
         max_total_bytes: settings.archive_max_total_bytes,
@@ -193,6 +175,8 @@ fn ingest_staged(
         exclude: req.exclude.clone(),
         max_tokens: settings.split_max_tokens,
         archive,
+        max_nodes: settings.ingest_max_nodes,
+        max_bytes: settings.ingest_max_bytes,
     };
     let limits = ChildLimits {
         memory_bytes: settings.parser_memory_mb * 1024 * 1024,
@@ -200,10 +184,11 @@ fn ingest_staged(
         timeout: Duration::from_secs(settings.parser_timeout_secs),
     };
     let t_parse = std::time::Instant::now();
-    let mut report: ParseReport = sandbox::run_child(&input, &scratch.0, &opts, limits, heartbeat)
-        .map_err(|m| invalid(format!("Cannot import {source_path}: {m}")))?;
+    let mut report: ParseReport =
+        sandbox::run_child(&input, scratch.path(), &opts, limits, heartbeat)
+            .map_err(|m| invalid(format!("Cannot import {source_path}: {m}")))?;
     report.warnings.splice(0..0, pack_warnings);
-    let local_root = scratch.0.join("out").join(&report.root);
+    let local_root = scratch.path().join("out").join(&report.root);
     if !local_root.is_dir() {
         return Err(ServiceError::internal(
             "the parser produced no document tree",
@@ -213,6 +198,11 @@ fn ingest_staged(
     let t_sum = std::time::Instant::now();
     let summaries = summary::summarize_tree(&local_root, &report.root);
     let summarize_ms = t_sum.elapsed().as_millis() as u64;
+    // The tree's files plus two sidecars per directory (the root's included) must fit the
+    // account's quota before anything is staged.
+    let quota = crate::storage::quota::installed();
+    let (added_bytes, added_files) = (report.bytes, (report.files + 2 * (report.dirs + 1)) as u64);
+    crate::storage::quota::admit(storage, &req.account, added_bytes, added_files, &quota)?;
     let t_pub = std::time::Instant::now();
     let tree = staging.join("tree")?;
     let (final_uri, rel_dirs) = stage(
@@ -233,6 +223,13 @@ fn ingest_staged(
         &summaries,
         Duration::from_secs(settings.stale_after_secs),
     )?;
+    crate::storage::quota::charge(
+        storage,
+        &req.account,
+        added_bytes as i64,
+        added_files as i64,
+        &quota,
+    );
     let dirs = published_dirs(&root_uri, rel_dirs)?;
     tracing::info!(
         root = %root_uri,

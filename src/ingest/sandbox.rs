@@ -67,11 +67,21 @@ pub fn run_child(
         .env_remove("LONGSHIP_AUTH__ROOT_API_KEY")
         .env_remove("LONGSHIP_VLM__API_KEY");
     let (mem, cpu) = (limits.memory_bytes, limits.cpu_secs);
-    // SAFETY: the closure runs in the forked child before exec and only calls setrlimit, which
-    // is async-signal-safe.
+    let parent = std::process::id() as libc::pid_t;
+    // SAFETY: the closure runs in the forked child before exec and only calls prctl, getppid
+    // and setrlimit, which are async-signal-safe.
     unsafe {
         use std::os::unix::process::CommandExt;
         cmd.pre_exec(move || {
+            // The child dies with the server (`kill -9` included) instead of parsing on as an
+            // orphan. The signal follows the forking thread, a pool thread that lives as long
+            // as the process. A parent that died before this line is caught by the check.
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if libc::getppid() != parent {
+                return Err(std::io::Error::other("the server exited"));
+            }
             set_limit(libc::RLIMIT_AS, mem)?;
             set_limit(libc::RLIMIT_CPU, cpu)?;
             set_limit(libc::RLIMIT_CORE, 0)?;

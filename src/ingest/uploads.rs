@@ -91,6 +91,10 @@ pub fn write_part(
     n: u32,
     data: &[u8],
 ) -> ServiceResult<()> {
+    // Uploads live outside the account's content, so they are not charged; an account already
+    // at its quota cannot stage more through them.
+    let quota = crate::storage::quota::installed();
+    crate::storage::quota::admit(storage, account, data.len() as u64, 0, &quota)?;
     storage.write(&part_path(account, id, n)?, data)?;
     Ok(())
 }

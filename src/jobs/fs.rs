@@ -169,7 +169,13 @@ impl BlockingJob for CopyFiles {
     type Output = ServiceResult<Value>;
 
     fn run(self, ctx: &JobContext<'_>) -> Self::Output {
-        let out = cp::copy_entry(ctx.storage, &self.from, &self.to, self.recursive);
+        let out = cp::copy_entry(
+            ctx.storage,
+            &self.from,
+            &self.to,
+            self.recursive,
+            ctx.yielder(),
+        );
         // A copy that failed part-way may have written some files.
         let changed = [self.to.store_path().clone()];
         let kind = ChangeKind::Copy;

@@ -19,6 +19,21 @@ impl BlockingJob for SweepTempFiles {
     }
 }
 
+/// Remove local ingestion scratch space whose owner died (and its orphaned parser children).
+pub struct SweepIngestScratch {
+    pub settings: crate::config::ResourceSettings,
+    /// Age after which a scratch directory nobody ever locked is removed.
+    pub grace: Duration,
+}
+
+impl BlockingJob for SweepIngestScratch {
+    type Output = crate::ingest::scratch::SweepReport;
+
+    fn run(self, _ctx: &JobContext<'_>) -> Self::Output {
+        crate::ingest::scratch::sweep(&self.settings, self.grace)
+    }
+}
+
 /// Settle directory moves whose mover died mid-way (S3; nothing to do on local disk).
 pub struct RecoverMoves;
 

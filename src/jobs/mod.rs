@@ -30,22 +30,47 @@ pub trait BlockingJob: Send + 'static {
 pub struct JobContext<'a> {
     pub storage: &'a dyn Storage,
     abandoned: &'a dyn Fn() -> bool,
+    yield_point: &'a dyn Fn(),
 }
 
 impl<'a> JobContext<'a> {
-    pub fn new(storage: &'a dyn Storage, abandoned: &'a dyn Fn() -> bool) -> Self {
-        JobContext { storage, abandoned }
+    /// `abandoned` is checked by long walks between steps (the pool makes it a yield point
+    /// too); `yield_point` lets other accounts' waiting jobs run on this thread.
+    pub fn new(
+        storage: &'a dyn Storage,
+        abandoned: &'a dyn Fn() -> bool,
+        yield_point: &'a dyn Fn(),
+    ) -> Self {
+        JobContext {
+            storage,
+            abandoned,
+            yield_point,
+        }
     }
 
     /// True once nobody waits for the answer any more (the client went away). Long read-only
-    /// walks check it and stop; writes ignore it and finish.
+    /// walks check it between steps and stop; writes ignore it and finish. Each check is also a
+    /// yield point.
     pub fn is_abandoned(&self) -> bool {
         (self.abandoned)()
     }
 
-    /// The abandonment check, for domain functions that walk long trees.
+    /// The abandonment check, for domain functions that walk long trees (called between
+    /// bounded steps, so it is also where the job yields to other accounts).
     pub fn abandoned(&self) -> &'a dyn Fn() -> bool {
         self.abandoned
+    }
+
+    /// A step boundary of a long job that must finish (a recursive copy): another account's
+    /// waiting job may run here, on this thread, before the next step. Call it where no lock
+    /// is held.
+    pub fn yield_point(&self) {
+        (self.yield_point)()
+    }
+
+    /// The yield point, for domain functions.
+    pub fn yielder(&self) -> &'a dyn Fn() {
+        self.yield_point
     }
 }
 

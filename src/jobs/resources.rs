@@ -6,14 +6,16 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use serde_json::{json, Value};
+use tokio::sync::oneshot;
 
 use crate::config::Settings;
 use crate::error::ServiceResult;
 use crate::ingest::chat::ChatClient;
+use crate::ingest::gate::IngestTicket;
 use crate::ingest::pipeline::{self, IngestRequest, Published, Source};
 use crate::ingest::{active, refine, uploads};
 use crate::search::changes::{ChangeKind, Recorder};
-use crate::storage::tasks::{self, TaskOwner, TaskRecord, TaskStatus};
+use crate::storage::tasks::{self, TaskOwner, TaskStatus};
 
 use super::{BlockingJob, JobContext};
 
@@ -62,184 +64,167 @@ impl BlockingJob for RemoveUpload {
     }
 }
 
-/// Create the `add_resource` task and mark it active for `system/wait`.
-pub struct CreateIngestTask {
-    pub owner: TaskOwner,
-    pub resource_id: Option<String>,
-}
-
-impl BlockingJob for CreateIngestTask {
-    type Output = ServiceResult<TaskRecord>;
-    fn run(self, ctx: &JobContext<'_>) -> Self::Output {
-        let record = tasks::create(
-            ctx.storage,
-            &self.owner,
-            TASK_TYPE,
-            self.resource_id.as_deref(),
-        )?;
-        active::touch(
-            ctx.storage,
-            &self.owner.account,
-            &self.owner.user,
-            &record.task_id,
-        )?;
-        Ok(record)
-    }
-}
-
-/// Parse, stage and publish one source (the document tree is visible when this returns).
-/// On failure the task is failed with the reason.
-pub struct IngestResource {
+/// One `add_resource`, start to end, on the ingestion pool: create the task (marked active for
+/// `system/wait`), fetch/parse/stage/publish the source, write model summaries when a chat
+/// model is configured, and finish the task. A failure anywhere fails the task, here and
+/// nowhere else. Outputs the wait=true answer (the result without `task_id`, with
+/// `queue_status`).
+pub struct AddResource {
     pub req: IngestRequest,
     pub settings: Arc<Settings>,
     pub recorder: Arc<Recorder>,
+    pub chat: Option<ChatClient>,
+    /// Receives the result (with `task_id`) as soon as the tree is visible, for a wait=false
+    /// answer; dropped unsent when the ingestion fails before that.
+    pub on_published: Option<oneshot::Sender<Value>>,
+    /// The account's place under `resources.max_concurrent_per_account`, released when the
+    /// ingestion ends.
+    pub ticket: IngestTicket,
 }
 
-impl BlockingJob for IngestResource {
-    type Output = ServiceResult<Published>;
+impl BlockingJob for AddResource {
+    type Output = ServiceResult<Value>;
     fn run(self, ctx: &JobContext<'_>) -> Self::Output {
-        let owner = TaskOwner::user(&self.req.account, &self.req.user);
-        tasks::update(ctx.storage, &owner, &self.req.task_id, |t| {
-            t.status = TaskStatus::Running;
-            t.stage = Some("parse".into());
-        })?;
-        let stale_after = Duration::from_secs(self.settings.resources.stale_after_secs);
-        let mut heartbeat = active::Heartbeat::new(
-            ctx.storage,
-            &self.req.account,
-            &self.req.user,
-            &self.req.task_id,
-            stale_after,
-        );
-        let outcome = pipeline::ingest(
-            ctx.storage,
-            &self.req,
-            &self.settings.resources,
-            &mut || heartbeat.beat(),
-        );
-        match &outcome {
-            Err(e) => {
-                let _ = tasks::fail(ctx.storage, &owner, &self.req.task_id, &e.message);
-                let _ = active::clear(ctx.storage, &self.req.account, &self.req.task_id);
-            }
-            Ok(published) => {
-                // The whole tree, sidecars included, becomes findable on every instance.
-                record_tree(&self.recorder, ctx, &self.req.account, published);
-                if let Source::Upload { id } = &self.req.source {
-                    // Consumed: upstream deletes a temp upload once it is used.
-                    let _ = uploads::remove(ctx.storage, &self.req.account, id);
-                }
-            }
+        let AddResource {
+            req,
+            settings,
+            recorder,
+            chat,
+            on_published,
+            ticket,
+        } = self;
+        let _ticket = ticket;
+        let owner = TaskOwner::user(&req.account, &req.user);
+        tasks::create_with_id(ctx.storage, &owner, &req.task_id, TASK_TYPE, None)?;
+        let outcome = active::touch(ctx.storage, &owner.account, &owner.user, &req.task_id)
+            .and_then(|()| {
+                ingest_and_summarise(ctx, &req, &settings, &recorder, chat.as_ref(), on_published)
+            })
+            .and_then(|(result, wait_answer)| {
+                tasks::complete(ctx.storage, &owner, &req.task_id, result)?;
+                Ok(wait_answer)
+            });
+        if let Err(e) = &outcome {
+            let _ = tasks::fail(ctx.storage, &owner, &req.task_id, &e.message);
         }
+        // Ended either way: system/wait stops counting it.
+        let _ = active::clear(ctx.storage, &req.account, &req.task_id);
         outcome
     }
+}
+
+/// Publish the tree, then compute summaries; returns (the task's result, the wait=true answer).
+fn ingest_and_summarise(
+    ctx: &JobContext<'_>,
+    req: &IngestRequest,
+    settings: &Settings,
+    recorder: &Recorder,
+    chat: Option<&ChatClient>,
+    on_published: Option<oneshot::Sender<Value>>,
+) -> ServiceResult<(Value, Value)> {
+    let owner = TaskOwner::user(&req.account, &req.user);
+    tasks::update(ctx.storage, &owner, &req.task_id, |t| {
+        t.status = TaskStatus::Running;
+        t.stage = Some("parse".into());
+    })?;
+    let stale_after = Duration::from_secs(settings.resources.stale_after_secs);
+    let mut heartbeat = active::Heartbeat::new(
+        ctx.storage,
+        &req.account,
+        &req.user,
+        &req.task_id,
+        stale_after,
+    );
+    let published = pipeline::ingest(ctx.storage, req, &settings.resources, &mut || {
+        heartbeat.beat()
+    })?;
+    // The whole tree, sidecars included, becomes findable on every instance.
+    record_tree(recorder, ctx, &req.account, &published);
+    if let Source::Upload { id } = &req.source {
+        // Consumed: upstream deletes a temp upload once it is used.
+        let _ = uploads::remove(ctx.storage, &req.account, id);
+    }
+    let mut result = json!({
+        "status": "success",
+        "root_uri": published.root_uri.uri(),
+        "source_path": published.source_path,
+        "meta": {"source_format": published.source_format, "files": published.files,
+                 "bytes": published.bytes},
+        "errors": [],
+        "task_id": req.task_id,
+    });
+    if !published.warnings.is_empty() {
+        result["warnings"] = json!(published.warnings);
+    }
+    if let Some(tx) = on_published {
+        // The caller may be gone (wait=false answered or disconnected); the work goes on.
+        let _ = tx.send(result.clone());
+    }
+    let root_uri = published.root_uri.uri();
+    let _ = tasks::update(ctx.storage, &owner, &req.task_id, |t| {
+        t.stage = Some("semantic".into());
+        t.resource_id = Some(root_uri.clone());
+    });
+    let mut warnings: Vec<String> = published.warnings.clone();
+    let dirs = published.dirs.len();
+    let mut semantic_errors = Vec::new();
+    if let Some(chat) = chat {
+        let refined = active::keep_alive(
+            ctx.storage,
+            &owner.account,
+            &owner.user,
+            &req.task_id,
+            stale_after,
+            || refine::refine(ctx.storage, chat, &published.dirs),
+        );
+        if !refined.errors.is_empty() {
+            warnings.push(format!(
+                "the chat model failed for {} of {dirs} directories; their summaries are \
+                 extractive",
+                refined.errors.len()
+            ));
+        }
+        semantic_errors = refined.errors;
+        if refined.processed > 0 {
+            // The model rewrote sidecars: index them again.
+            record_tree(recorder, ctx, &owner.account, &published);
+        }
+    }
+    let queue_status = json!({
+        "Semantic": {
+            "processed": dirs,
+            "requeue_count": 0,
+            "error_count": semantic_errors.len(),
+            "errors": semantic_errors.iter().take(20).map(|m| json!({"message": m})).collect::<Vec<_>>(),
+        },
+        "Embedding": {"processed": 0, "requeue_count": 0, "error_count": 0, "errors": []},
+    });
+    if let Some(obj) = result.as_object_mut() {
+        obj.remove("task_id");
+        obj.insert("queue_status".into(), queue_status);
+        if !warnings.is_empty() {
+            obj.insert("warnings".into(), json!(warnings));
+        }
+    }
+    let wait_answer = result.clone();
+    if let Some(obj) = result.as_object_mut() {
+        obj.insert("context_count".into(), json!(published.files + dirs * 2));
+        obj.insert(
+            "summary_mode".into(),
+            json!(if chat.is_some() {
+                "model"
+            } else {
+                "extractive"
+            }),
+        );
+    }
+    Ok((result, wait_answer))
 }
 
 /// Record an ingested tree for the search index (one record for the whole subtree).
 fn record_tree(recorder: &Recorder, ctx: &JobContext<'_>, account: &str, published: &Published) {
     let subtree = published.root_uri.segments().join("/");
     recorder.record_paths(ctx.storage, account, &[&subtree], ChangeKind::Ingest);
-}
-
-/// After publication: model summaries when configured, then the task's result. Returns
-/// `{"queue_status": …, "warnings": […]}` for a wait=true answer.
-pub struct FinishIngest {
-    pub owner: TaskOwner,
-    pub task_id: String,
-    pub published: Published,
-    pub base_result: Value,
-    pub chat: Option<ChatClient>,
-    pub stale_after: Duration,
-    pub recorder: Arc<Recorder>,
-}
-
-impl BlockingJob for FinishIngest {
-    type Output = ServiceResult<Value>;
-    fn run(self, ctx: &JobContext<'_>) -> Self::Output {
-        let FinishIngest {
-            owner,
-            task_id,
-            published,
-            mut base_result,
-            chat,
-            stale_after,
-            recorder,
-        } = self;
-        let root_uri = published.root_uri.uri();
-        let _ = tasks::update(ctx.storage, &owner, &task_id, |t| {
-            t.stage = Some("semantic".into());
-            t.resource_id = Some(root_uri.clone());
-        });
-        let mut warnings: Vec<String> = published.warnings.clone();
-        let dirs = published.dirs.len();
-        let mut semantic_errors = Vec::new();
-        if let Some(chat) = &chat {
-            let refined = active::keep_alive(
-                ctx.storage,
-                &owner.account,
-                &owner.user,
-                &task_id,
-                stale_after,
-                || refine::refine(ctx.storage, chat, &published.dirs),
-            );
-            if !refined.errors.is_empty() {
-                warnings.push(format!(
-                    "the chat model failed for {} of {dirs} directories; their summaries are \
-                     extractive",
-                    refined.errors.len()
-                ));
-            }
-            semantic_errors = refined.errors;
-            if refined.processed > 0 {
-                // The model rewrote sidecars: index them again.
-                record_tree(&recorder, ctx, &owner.account, &published);
-            }
-        }
-        let queue_status = json!({
-            "Semantic": {
-                "processed": dirs,
-                "requeue_count": 0,
-                "error_count": semantic_errors.len(),
-                "errors": semantic_errors.iter().take(20).map(|m| json!({"message": m})).collect::<Vec<_>>(),
-            },
-            "Embedding": {"processed": 0, "requeue_count": 0, "error_count": 0, "errors": []},
-        });
-        if let Some(obj) = base_result.as_object_mut() {
-            obj.insert("queue_status".into(), queue_status.clone());
-            obj.insert("context_count".into(), json!(published.files + dirs * 2));
-            obj.insert(
-                "summary_mode".into(),
-                json!(if chat.is_some() {
-                    "model"
-                } else {
-                    "extractive"
-                }),
-            );
-            if !warnings.is_empty() {
-                obj.insert("warnings".into(), json!(warnings));
-            }
-            obj.remove("task_id");
-        }
-        let outcome = tasks::complete(ctx.storage, &owner, &task_id, base_result);
-        let _ = active::clear(ctx.storage, &owner.account, &task_id);
-        outcome?;
-        Ok(json!({"queue_status": queue_status, "warnings": warnings}))
-    }
-}
-
-/// Mark a task failed (used when finishing could not even start).
-pub struct FailIngestTask {
-    pub owner: TaskOwner,
-    pub task_id: String,
-    pub message: String,
-}
-
-impl BlockingJob for FailIngestTask {
-    type Output = ServiceResult<()>;
-    fn run(self, ctx: &JobContext<'_>) -> Self::Output {
-        let _ = tasks::fail(ctx.storage, &self.owner, &self.task_id, &self.message);
-        active::clear(ctx.storage, &self.owner.account, &self.task_id)
-    }
 }
 
 /// How many ingestions of `account` are still working on any instance.

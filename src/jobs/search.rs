@@ -116,7 +116,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let storage = LocalStorage::open(dir.path()).unwrap();
         let never = || false;
-        let ctx = JobContext::new(&storage, &never);
+        let ctx = JobContext::new(&storage, &never, &|| {});
         let recorder = Recorder::new(Box::new(|| {}));
         let paths = account_paths("acme", &["resources/a"]);
         let kind = ChangeKind::Remove;

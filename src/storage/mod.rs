@@ -14,6 +14,7 @@ pub mod keys;
 pub mod lock_counts;
 pub mod okf;
 mod path;
+pub mod quota;
 pub mod registry;
 pub mod scaffold;
 pub mod seglog;

@@ -368,6 +368,13 @@ fn check_segment(uri: &str, seg: &str) -> ServiceResult<()> {
     Ok(())
 }
 
+/// True if `name` passes the API's rules for one path segment (the checks `parse` applies):
+/// names stored by the server itself (archive entries, uploads) must be ones the API can
+/// reach again.
+pub fn is_api_segment(name: &str) -> bool {
+    !name.is_empty() && check_segment(name, name).is_ok()
+}
+
 /// `.`, `..`, a backslash, or a drive prefix such as `C:`.
 fn is_unsafe_plain(seg: &str) -> bool {
     let mut chars = seg.chars();

@@ -8,6 +8,7 @@
 mod admin;
 mod bad_input;
 mod embed_server;
+mod fair;
 mod find;
 mod find_vectors;
 mod fs;
@@ -17,6 +18,7 @@ mod fs_search;
 mod fuzz;
 mod harden;
 mod harness;
+mod ingest_limits;
 mod metrics;
 mod multi_instance;
 mod resources;

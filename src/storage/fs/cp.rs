@@ -29,8 +29,14 @@ fn copy_file(storage: &dyn Storage, from: &VikingUri, to: &VikingUri) -> Service
 }
 
 /// Copy the tree under directory `from` into the new directory `to`, depth first. Hidden files
-/// (sidecars) are copied with their directory; storage-internal names never are.
-fn copy_tree(storage: &dyn Storage, from: &VikingUri, to: &VikingUri) -> ServiceResult<u64> {
+/// (sidecars) are copied with their directory; storage-internal names never are. Each file is
+/// a step: `between_steps` runs after it (the pool lets other accounts' jobs run there).
+fn copy_tree(
+    storage: &dyn Storage,
+    from: &VikingUri,
+    to: &VikingUri,
+    between_steps: &dyn Fn(),
+) -> ServiceResult<u64> {
     storage
         .mkdir(to.store_path())
         .map_err(|e| StorageFail(to).map(e))?;
@@ -45,21 +51,23 @@ fn copy_tree(storage: &dyn Storage, from: &VikingUri, to: &VikingUri) -> Service
         }
         let (src, dst) = (from.child(&entry.name)?, to.child(&entry.name)?);
         copied += if entry.meta.is_dir() {
-            copy_tree(storage, &src, &dst)?
+            copy_tree(storage, &src, &dst, between_steps)?
         } else {
             copy_file(storage, &src, &dst)?
         };
+        between_steps();
     }
     Ok(copied)
 }
 
 /// Copy `from` to `to` (`recursive` for a directory); the caller has checked rights, identity
-/// and overlap.
+/// and overlap. A tree copy calls `between_steps` after each file; it always runs to the end.
 pub fn copy_entry(
     storage: &dyn Storage,
     from: &VikingUri,
     to: &VikingUri,
     recursive: bool,
+    between_steps: &dyn Fn(),
 ) -> ServiceResult<Value> {
     let src = source_meta(storage, from)?;
     if src.is_dir() && !recursive {
@@ -71,7 +79,7 @@ pub fn copy_entry(
     }
     check_destination(storage, &src, to)?;
     let copied = if src.is_dir() {
-        copy_tree(storage, from, to)?
+        copy_tree(storage, from, to, between_steps)?
     } else {
         copy_file(storage, from, to)?
     };

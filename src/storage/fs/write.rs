@@ -213,6 +213,23 @@ pub fn write_file(
         }
     }
     let fail = |e: StorageError| StorageFail(uri).map(e);
+    // Content (not sidecar edits) counts against the account's quota.
+    let quota = crate::storage::quota::installed();
+    let account = uri.store_path().segments().next().unwrap_or_default();
+    let (added_bytes, added_files) = match (mode, &existing) {
+        (WriteMode::Append, _) => (content.len() as i64, 0),
+        (_, Some(m)) => (content.len() as i64 - m.size as i64, 0),
+        (_, None) => (content.len() as i64, 1),
+    };
+    if !sidecar {
+        crate::storage::quota::admit(
+            storage,
+            account,
+            added_bytes.max(0) as u64,
+            added_files,
+            &quota,
+        )?;
+    }
     let written = if sidecar {
         edit_sidecar(storage, uri, content, mode)?
     } else {
@@ -231,6 +248,9 @@ pub fn write_file(
             }
         }
     };
+    if !sidecar {
+        crate::storage::quota::charge(storage, account, added_bytes, added_files as i64, &quota);
+    }
     let root_uri = uri.parent().map(|p| p.uri()).unwrap_or_default();
     Ok(json!({
         "uri": shown,

@@ -173,6 +173,11 @@ pub fn is_valid_task_id(id: &str) -> bool {
     uuid::Uuid::parse_str(id).is_ok()
 }
 
+/// A fresh task id (a caller may name a task before it is stored, see [`create_with_id`]).
+pub fn new_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
 /// Create a `pending` task owned by `owner`.
 pub fn create(
     storage: &dyn Storage,
@@ -180,9 +185,21 @@ pub fn create(
     task_type: &str,
     resource_id: Option<&str>,
 ) -> ServiceResult<TaskRecord> {
+    create_with_id(storage, owner, &new_id(), task_type, resource_id)
+}
+
+/// Create a `pending` task named `task_id` (from [`new_id`]; create-only, so an id is used
+/// once).
+pub fn create_with_id(
+    storage: &dyn Storage,
+    owner: &TaskOwner,
+    task_id: &str,
+    task_type: &str,
+    resource_id: Option<&str>,
+) -> ServiceResult<TaskRecord> {
     let t = epoch_secs_now();
     let mut record = TaskRecord {
-        task_id: uuid::Uuid::new_v4().to_string(),
+        task_id: task_id.to_string(),
         task_type: task_type.to_string(),
         status: TaskStatus::Pending,
         created_at: t,

@@ -1,0 +1,239 @@
+//! Fair scheduling of one pool's jobs between accounts (issue #25).
+//!
+//! Every accepted job waits in its *lane* (one per account; background work has its own) and
+//! pool threads take jobs from the lanes in turn (round robin), so a short job of one account
+//! never waits behind another account's backlog, only behind at most one job per busy lane.
+//! Two caps keep one lane from owning the pool:
+//!
+//! * running: a lane runs at most `threads - 1` jobs at once (at least 1), so with two or more
+//!   threads one is always left for the other lanes;
+//! * admitted: a lane holds at most its share of the pool's capacity (queued plus running), so
+//!   one account's queue cannot take every slot; beyond its share that account gets 503 while
+//!   the others are still admitted.
+//!
+//! Long jobs call a yield point between bounded steps ([`crate::jobs::JobContext::yield_point`]):
+//! when another lane has a job waiting and no thread is free, that job runs right there, on the
+//! long job's thread, before the long job takes its next step.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+
+/// Whose queue a job waits in.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Lane {
+    /// Work done for one account (the caller of the request that submitted it).
+    Account(Arc<str>),
+    /// Work the server does for itself (sweeps, recovery, key resolution, probes).
+    System,
+}
+
+tokio::task_local! {
+    /// The account of the request being served, set once its caller is known.
+    static REQUEST_LANE: OnceLock<Lane>;
+}
+
+/// Run one request's future with a lane slot that [`attribute_request`] fills once the caller
+/// is authenticated; jobs the request submits are then queued in that account's lane.
+pub async fn scope_request<F: std::future::Future>(fut: F) -> F::Output {
+    REQUEST_LANE.scope(OnceLock::new(), fut).await
+}
+
+/// Name the account the current request works for (first call wins; no-op outside a request).
+pub fn attribute_request(account: &str) {
+    let _ = REQUEST_LANE.try_with(|slot| slot.set(Lane::Account(Arc::from(account))));
+}
+
+/// The lane of the current request, or [`Lane::System`] outside one (background tasks,
+/// unauthenticated probes).
+pub fn current_lane() -> Lane {
+    REQUEST_LANE
+        .try_with(|slot| slot.get().cloned())
+        .ok()
+        .flatten()
+        .unwrap_or(Lane::System)
+}
+
+/// Why a job was not admitted.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// The lane already holds its share of the pool.
+    LaneFull,
+}
+
+#[derive(Default)]
+struct LaneState<W> {
+    queue: VecDeque<W>,
+    running: usize,
+    /// Queued plus running.
+    admitted: usize,
+}
+
+struct State<W> {
+    lanes: HashMap<Lane, LaneState<W>>,
+    /// Lanes with queued jobs, in the order they are served next.
+    turn: VecDeque<Lane>,
+}
+
+/// The per-lane queues of one pool; `W` is the queued work.
+pub struct FairQueue<W> {
+    state: Mutex<State<W>>,
+    /// Jobs queued in any lane (read without the lock by yield points).
+    queued: AtomicUsize,
+    max_running: usize,
+    max_admitted: usize,
+}
+
+impl<W> FairQueue<W> {
+    /// Caps for a pool of `threads` threads holding `capacity` jobs; each lane may hold
+    /// `share_percent` of the capacity.
+    pub fn new(threads: usize, capacity: usize, share_percent: usize) -> Self {
+        FairQueue {
+            state: Mutex::new(State {
+                lanes: HashMap::new(),
+                turn: VecDeque::new(),
+            }),
+            queued: AtomicUsize::new(0),
+            max_running: threads.saturating_sub(1).max(1),
+            max_admitted: (capacity.saturating_mul(share_percent) / 100).max(1),
+        }
+    }
+
+    /// Most jobs one lane may run at once.
+    pub fn max_running(&self) -> usize {
+        self.max_running
+    }
+
+    /// Most jobs one lane may hold (queued plus running).
+    pub fn max_admitted(&self) -> usize {
+        self.max_admitted
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State<W>> {
+        // A panic never happens while the lock is held (plain collection updates), but a
+        // poisoned lock must not stop the pool either.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queue `work` in `lane`, or refuse it when the lane holds its share.
+    pub fn push(&self, lane: Lane, work: W) -> Result<(), (Refusal, W)> {
+        let mut state = self.lock();
+        let entry = state
+            .lanes
+            .entry(lane.clone())
+            .or_insert_with(|| LaneState {
+                queue: VecDeque::new(),
+                running: 0,
+                admitted: 0,
+            });
+        if entry.admitted >= self.max_admitted {
+            return Err((Refusal::LaneFull, work));
+        }
+        entry.admitted += 1;
+        entry.queue.push_back(work);
+        if entry.queue.len() == 1 {
+            state.turn.push_back(lane);
+        }
+        self.queued.fetch_add(1, Ordering::Release);
+        Ok(())
+    }
+
+    /// True when some lane has a job waiting (a hint: no lock taken).
+    pub fn has_waiting(&self) -> bool {
+        self.queued.load(Ordering::Acquire) > 0
+    }
+
+    /// The next job in turn from a lane below its running cap, skipping `except`; the lane
+    /// moves to the back of the turn. The caller must call [`FairQueue::finish`] after it ran.
+    pub fn pop(&self, except: Option<&Lane>) -> Option<(Lane, W)> {
+        let mut state = self.lock();
+        let state = &mut *state;
+        for _ in 0..state.turn.len() {
+            let lane = state.turn.pop_front()?;
+            let Some(entry) = state.lanes.get_mut(&lane) else {
+                continue;
+            };
+            if Some(&lane) == except || entry.running >= self.max_running {
+                state.turn.push_back(lane);
+                continue;
+            }
+            let Some(work) = entry.queue.pop_front() else {
+                continue;
+            };
+            entry.running += 1;
+            if !entry.queue.is_empty() {
+                state.turn.push_back(lane.clone());
+            }
+            self.queued.fetch_sub(1, Ordering::Release);
+            return Some((lane, work));
+        }
+        None
+    }
+
+    /// A job of `lane` taken by [`FairQueue::pop`] has ended.
+    pub fn finish(&self, lane: &Lane) {
+        let mut state = self.lock();
+        if let Some(entry) = state.lanes.get_mut(lane) {
+            entry.running = entry.running.saturating_sub(1);
+            entry.admitted = entry.admitted.saturating_sub(1);
+            if entry.admitted == 0 {
+                state.lanes.remove(lane);
+            }
+        }
+    }
+
+    /// Lanes holding jobs, for observers.
+    pub fn active_lanes(&self) -> usize {
+        self.lock().lanes.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn account(name: &str) -> Lane {
+        Lane::Account(Arc::from(name))
+    }
+
+    #[test]
+    fn lanes_take_turns_and_respect_caps() {
+        let q = FairQueue::new(3, 10, 50);
+        assert_eq!((q.max_running(), q.max_admitted()), (2, 5));
+        let (a, b) = (account("a"), account("b"));
+        for i in 0..5 {
+            q.push(a.clone(), format!("a{i}")).unwrap();
+        }
+        // The attacker's share is full; the victim is still admitted.
+        assert_eq!(
+            q.push(a.clone(), "a5".into()).unwrap_err().0,
+            Refusal::LaneFull
+        );
+        q.push(b.clone(), "b0".to_string()).unwrap();
+        // a runs two (its cap), then b goes next even though a queued first.
+        assert_eq!(q.pop(None).unwrap().1, "a0");
+        assert_eq!(q.pop(None).unwrap().1, "b0");
+        assert_eq!(q.pop(None).unwrap().1, "a1");
+        assert!(q.pop(None).is_none(), "a is at its running cap");
+        q.finish(&a);
+        assert_eq!(q.pop(None).unwrap().1, "a2");
+        // A yield point of a's job never runs a's own work.
+        q.push(b.clone(), "b1".into()).unwrap();
+        q.finish(&a);
+        assert_eq!(q.pop(Some(&b)).unwrap().1, "a3");
+        assert_eq!(q.pop(Some(&a)).unwrap().1, "b1");
+        assert!(q.has_waiting());
+    }
+
+    #[test]
+    fn one_thread_pools_still_run_jobs() {
+        let q = FairQueue::new(1, 1, 10);
+        assert_eq!((q.max_running(), q.max_admitted()), (1, 1));
+        q.push(Lane::System, 1).unwrap();
+        let (lane, job) = q.pop(None).unwrap();
+        assert_eq!((lane.clone(), job), (Lane::System, 1));
+        q.finish(&lane);
+        assert_eq!(q.active_lanes(), 0);
+        assert!(!q.has_waiting());
+    }
+}
