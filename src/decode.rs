@@ -40,7 +40,7 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ServiceError> 
     }
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
-        let path = e.path().to_string();
+        let path = segments(e.path());
         let inner = e.into_inner();
         if inner.is_syntax() || inner.is_eof() {
             return ServiceError::validation(
@@ -91,20 +91,43 @@ pub fn parse_query<T: DeserializeOwned>(query: &str) -> Result<T, ServiceError> 
     }
     let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
     serde_path_to_error::deserialize(de).map_err(|e| {
-        let path = e.path().to_string();
+        let path = segments(e.path());
         describe("query", &path, &e.into_inner().to_string())
     })
 }
 
+/// Separates a field error's message from its pydantic `type` inside a serde error string.
+const KIND_TAG: &str = "\u{1f}type=";
+
+/// A field error raised inside a deserializer, with its pydantic `type` (`string_type`,
+/// `literal_error`, …): [`parse_json`] reports it at the field's location with this message
+/// and type, exactly as a hand-written check would.
+pub fn field_error<E: serde::de::Error>(kind: &str, message: &str) -> E {
+    E::custom(format!("{message}{KIND_TAG}{kind}"))
+}
+
+/// The location of a decode error as pydantic spells it: field names and list indexes.
+fn segments(path: &serde_path_to_error::Path) -> Vec<String> {
+    use serde_path_to_error::Segment;
+    path.iter()
+        .filter_map(|seg| match seg {
+            Segment::Seq { index } => Some(index.to_string()),
+            Segment::Map { key } => Some(key.clone()),
+            Segment::Enum { variant } => Some(variant.clone()),
+            Segment::Unknown => None,
+        })
+        .collect()
+}
+
 /// Turn a serde message into the pydantic-like `{loc, message, type}` entry.
-fn describe(origin: &str, path: &str, raw: &str) -> ServiceError {
+fn describe(origin: &str, path: &[String], raw: &str) -> ServiceError {
     let msg = raw.split(" at line ").next().unwrap_or(raw).to_string();
     let mut loc: Vec<String> = vec![origin.to_string()];
-    loc.extend(
-        path.split('.')
-            .filter(|s| !s.is_empty() && *s != "?")
-            .map(str::to_string),
-    );
+    loc.extend(path.iter().filter(|s| !s.is_empty()).cloned());
+    if let Some((message, kind)) = msg.split_once(KIND_TAG) {
+        let loc_refs: Vec<&str> = loc.iter().map(String::as_str).collect();
+        return ServiceError::validation(&loc_refs, message, kind);
+    }
     let field = |m: &str, prefix: &str| {
         m.strip_prefix(prefix)
             .and_then(|rest| rest.split('`').next())
@@ -112,10 +135,7 @@ fn describe(origin: &str, path: &str, raw: &str) -> ServiceError {
     };
     // The path names the map being read: it stops before a missing field but already ends
     // with an unknown key (`{"x": 1}` → path `x`), so that key is named once.
-    let path_names_key = path
-        .rsplit('.')
-        .next()
-        .is_some_and(|s| !s.is_empty() && s != "?");
+    let path_names_key = path.last().is_some_and(|s| !s.is_empty());
     let (message, kind) = if let Some(f) = field(&msg, "missing field `") {
         loc.push(f);
         ("Field required".to_string(), "missing")
@@ -139,7 +159,8 @@ fn describe(origin: &str, path: &str, raw: &str) -> ServiceError {
     ServiceError::validation(&loc_refs, &message, kind)
 }
 
-/// Query and body booleans: `true|false|1|0|yes|no|on|off`, any case (spec §0).
+/// Query and body booleans: `true|false|1|0|yes|no|on|off`, any case (spec §0); a string
+/// that is none of these is `bool_parsing`, any other JSON type `bool_type`.
 pub fn flexible_bool<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
     struct V;
     impl serde::de::Visitor<'_> for V {
@@ -154,18 +175,30 @@ pub fn flexible_bool<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> 
             match v.to_ascii_lowercase().as_str() {
                 "true" | "1" | "yes" | "on" => Ok(true),
                 "false" | "0" | "no" | "off" => Ok(false),
-                _ => Err(E::custom("Input should be a valid boolean")),
+                _ => Err(field_error(
+                    "bool_parsing",
+                    "Input should be a valid boolean",
+                )),
             }
         }
         fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<bool, E> {
             match v {
                 0 => Ok(false),
                 1 => Ok(true),
-                _ => Err(E::custom("Input should be a valid boolean")),
+                _ => Err(field_error(
+                    "bool_parsing",
+                    "Input should be a valid boolean",
+                )),
             }
         }
     }
-    d.deserialize_any(V)
+    d.deserialize_any(V).map_err(|e| {
+        if e.to_string().starts_with("invalid type") {
+            field_error("bool_type", "Input should be a valid boolean")
+        } else {
+            e
+        }
+    })
 }
 
 /// `flexible_bool` for optional fields.

@@ -109,6 +109,10 @@ pub fn validate_id(kind: IdKind, value: &str) -> Result<(), ServiceError> {
     if value.bytes().filter(|&b| b == b'@').count() > 1 {
         return fail(format!("{field} must have at most one @."));
     }
+    // An id is a path segment (`user/<id>`, an account's top folder): never a reserved name.
+    if crate::storage::is_internal_name(value) {
+        return fail(format!("{field} is a reserved name"));
+    }
     if kind == IdKind::Account && value.starts_with('_') {
         return fail(format!("{field} cannot start with underscore _."));
     }

@@ -89,17 +89,40 @@ async fn load_registry_until_storage_answers(
     auth: &actix::Addr<AuthActor>,
     hashing: bool,
 ) -> Result<(), StartupError> {
+    until_storage_answers("loading the account registry", || {
+        load_registry(pools, auth, hashing)
+    })
+    .await
+    .map_err(|e| StartupError::Registry(e.message))
+}
+
+/// Dev mode: scaffold `default`/`default` (spec §4.4), waiting out storage outages like the
+/// registry load does; `/ready` says `initializing` until it is done.
+async fn scaffold_default_until_storage_answers(pools: &Pools) -> Result<(), ServiceError> {
+    use crate::jobs::auth::ScaffoldDefault;
+    until_storage_answers("creating the default account", || async {
+        pools.storage().run(ScaffoldDefault).await?
+    })
+    .await
+}
+
+/// Run `attempt` until it succeeds or fails with anything but an unavailable store.
+async fn until_storage_answers<F, Fut>(what: &str, mut attempt: F) -> Result<(), ServiceError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), ServiceError>>,
+{
     let mut pause = Duration::from_millis(250);
     loop {
-        match load_registry(pools, auth, hashing).await {
+        match attempt().await {
             Ok(()) => return Ok(()),
             Err(e) if e.code == ErrorCode::Unavailable => {
                 tracing::warn!(error = %e.message, retry_in_ms = pause.as_millis() as u64,
-                    "storage unavailable while loading the account registry; retrying");
+                    "storage unavailable while {what}; retrying");
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(Duration::from_secs(10));
             }
-            Err(e) => return Err(StartupError::Registry(e.message)),
+            Err(e) => return Err(e),
         }
     }
 }
@@ -288,7 +311,8 @@ async fn serve(
             AuthActor::new(config, pools)
         })
     };
-    let registry_loaded = Arc::new(AtomicBool::new(mode == AuthMode::Dev));
+    // Startup work (registry load, or the dev-mode scaffold) flips this; `/ready` waits for it.
+    let registry_loaded = Arc::new(AtomicBool::new(false));
     let health = HealthMonitor::new(backend.kind(), backend.describe());
     health.spawn_periodic(pools.clone(), Duration::from_secs(5));
 
@@ -361,6 +385,18 @@ async fn serve(
         );
     }
     let load_failure: Arc<Mutex<Option<StartupError>>> = Arc::default();
+    if mode == AuthMode::Dev {
+        let pools = pools.clone();
+        let loaded = registry_loaded.clone();
+        actix_rt::spawn(async move {
+            // A failure here (say a file where a preset directory belongs) leaves the server
+            // serving what exists: dev mode has nothing else to wait for.
+            if let Err(e) = scaffold_default_until_storage_answers(&pools).await {
+                tracing::error!(error = %e.message, "could not create the default account");
+            }
+            loaded.store(true, Ordering::Release);
+        });
+    }
     if mode == AuthMode::ApiKey {
         let (pools, auth, handle) = (pools.clone(), auth.clone(), server.handle());
         let (hashing, failure) = (settings.auth.api_key_hashing, load_failure.clone());

@@ -11,6 +11,7 @@ use futures_util::StreamExt;
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use serde::Deserialize;
 use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
 
 use crate::error::{ErrorCode, ServiceError};
 use crate::jobs::content::{DownloadFile, ReadFile, ReadSidecar, WriteFile};
@@ -21,18 +22,21 @@ use crate::storage::uri::{self, Access};
 use super::auth::{resolve_uri, Caller, DataAccess};
 use super::envelope::{encoded_ok, slices, ApiOk, ApiResult};
 use super::extract::{decode_required_json, flexible_bool, int_in_range, ApiQuery};
+use super::routes::{at, Routes};
 use super::AppState;
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(web::resource("/api/v1/content/read").route(web::get().to(read)))
-        .service(web::resource("/api/v1/content/abstract").route(web::get().to(abstract_)))
-        .service(web::resource("/api/v1/content/overview").route(web::get().to(overview)))
-        .service(web::resource("/api/v1/content/download").route(web::get().to(download)))
-        .service(web::resource("/api/v1/content/write").route(web::post().to(write)));
+pub fn configure(routes: &mut Routes) {
+    routes
+        .add(at("/api/v1/content/read").get(read))
+        .add(at("/api/v1/content/abstract").get(abstract_))
+        .add(at("/api/v1/content/overview").get(overview))
+        .add(at("/api/v1/content/download").get(download))
+        .add(at("/api/v1/content/write").post(write));
 }
 
-#[derive(Deserialize)]
-struct ReadQuery {
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(super) struct ReadQuery {
     uri: String,
     offset: Option<i64>,
     limit: Option<i64>,
@@ -75,8 +79,9 @@ async fn sidecar(
     ))
 }
 
-#[derive(Deserialize)]
-struct UriQuery {
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(super) struct UriQuery {
     uri: Option<String>,
 }
 
@@ -141,10 +146,10 @@ fn default_mode() -> String {
 }
 
 /// The C5 body; unknown fields are rejected (`extra_forbidden`, spec §1.3).
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 #[allow(dead_code)] // accepted-and-ignored fields are kept to document the contract
-struct WriteBody {
+pub(super) struct WriteBody {
     uri: String,
     content: String,
     #[serde(default = "default_mode")]

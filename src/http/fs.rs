@@ -1,11 +1,12 @@
 //! Routes of the fs API (spec §6): F1 ls, F2 tree, F3 stat, F4 mkdir, F5 rm, F6 mv, and R7 cp
-//! (RETRIEVAL.md).
+//! (docs/API.md).
 //!
 //! Handlers parse and authorize every URI (pure, non-blocking) and submit one job to the
 //! storage pool; nothing here touches storage.
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
+use utoipa::{IntoParams, ToSchema};
 
 use crate::error::ServiceError;
 use crate::jobs::fs::{CopyFiles, ListDir, ListTree, MakeDir, MoveEntry, RemoveEntry, StatEntry};
@@ -16,21 +17,24 @@ use crate::storage::uri::{Access, VikingUri};
 use super::auth::{resolve_uri, Caller, DataAccess};
 use super::envelope::{encoded_ok_with, ApiOk, ApiResult};
 use super::extract::{flexible_bool, flexible_bool_opt, int_in_range, ApiJson, ApiQuery};
+use super::routes::{at, Routes};
 use super::AppState;
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(web::resource("/api/v1/fs/ls").route(web::get().to(ls)))
-        .service(web::resource("/api/v1/fs/tree").route(web::get().to(tree)))
-        .service(web::resource("/api/v1/fs/stat").route(web::get().to(stat)))
-        .service(web::resource("/api/v1/fs/mkdir").route(web::post().to(mkdir)))
-        .service(web::resource("/api/v1/fs/mv").route(web::post().to(mv)))
-        .service(web::resource("/api/v1/fs/cp").route(web::post().to(cp)))
-        .service(web::resource("/api/v1/fs").route(web::delete().to(rm)));
+pub fn configure(routes: &mut Routes) {
+    routes
+        .add(at("/api/v1/fs/ls").get(ls))
+        .add(at("/api/v1/fs/tree").get(tree))
+        .add(at("/api/v1/fs/stat").get(stat))
+        .add(at("/api/v1/fs/mkdir").post(mkdir))
+        .add(at("/api/v1/fs/mv").post(mv))
+        .add(at("/api/v1/fs/cp").post(cp))
+        .add(at("/api/v1/fs").delete(rm));
 }
 
 /// Query parameters shared by F1 and F2.
-#[derive(Deserialize)]
-struct ListQuery {
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(super) struct ListQuery {
     uri: String,
     #[serde(default, deserialize_with = "flexible_bool")]
     simple: bool,
@@ -182,8 +186,9 @@ async fn tree(
     Ok(page_response(state.pools.storage().run(job).await??))
 }
 
-#[derive(Deserialize)]
-struct UriQuery {
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(super) struct UriQuery {
     uri: String,
 }
 
@@ -199,8 +204,8 @@ async fn stat(
     ))
 }
 
-#[derive(Deserialize)]
-struct MkdirBody {
+#[derive(Deserialize, ToSchema)]
+pub(super) struct MkdirBody {
     uri: String,
     description: Option<String>,
     /// Accepted and ignored: ACLs are out of scope (§12).
@@ -218,27 +223,10 @@ fn session_file(uri: &VikingUri) -> ServiceError {
     .with_details(serde_json::json!({"resource": shown}))
 }
 
-fn internal_name(uri: &VikingUri) -> ServiceError {
-    ServiceError::invalid_argument(format!(
-        "cannot create storage internal name: {}",
-        uri.uri()
-    ))
-}
-
-/// The URI rules mv and cp share: no storage-internal names on either side, no session files
-/// or session directories created through fs, distinct and non-overlapping subtrees.
+/// The URI rules mv and cp share (internal names never get this far: `uri::parse` refuses
+/// them): no session files or session directories created through fs, distinct and
+/// non-overlapping subtrees.
 fn check_transfer(verb: &str, from: &VikingUri, to: &VikingUri) -> Result<(), ServiceError> {
-    if from.has_internal_segment() {
-        let shown = from.uri();
-        return Err(ServiceError::not_found(
-            "resource",
-            &shown,
-            format!("Resource not found: {shown}"),
-        ));
-    }
-    if to.has_internal_segment() {
-        return Err(internal_name(to));
-    }
     if to.is_session_file() || to.is_session_dir() {
         return Err(session_file(to));
     }
@@ -262,9 +250,6 @@ async fn mkdir(
     ApiJson(body): ApiJson<MkdirBody>,
 ) -> ApiResult {
     let uri = resolve_uri(&caller, &body.uri, Access::Write)?;
-    if uri.has_internal_segment() {
-        return Err(internal_name(&uri));
-    }
     if uri.is_session_file() {
         return Err(session_file(&uri));
     }
@@ -276,8 +261,9 @@ async fn mkdir(
     Ok(ApiOk::new(state.pools.storage().run(job).await??))
 }
 
-#[derive(Deserialize)]
-struct RmQuery {
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(super) struct RmQuery {
     uri: String,
     #[serde(default, deserialize_with = "flexible_bool")]
     recursive: bool,
@@ -294,12 +280,6 @@ async fn rm(
     ApiQuery(q): ApiQuery<RmQuery>,
 ) -> ApiResult {
     let uri = resolve_uri(&caller, &q.uri, Access::Delete)?;
-    if uri.has_internal_segment() {
-        return Err(ServiceError::invalid_argument(format!(
-            "cannot remove storage internal name: {}",
-            uri.uri()
-        )));
-    }
     if uri.is_session_file() {
         return Err(session_file(&uri));
     }
@@ -311,8 +291,8 @@ async fn rm(
     Ok(ApiOk::new(state.pools.storage().run(job).await??))
 }
 
-#[derive(Deserialize)]
-struct MvBody {
+#[derive(Deserialize, ToSchema)]
+pub(super) struct MvBody {
     from_uri: String,
     to_uri: String,
 }
@@ -338,8 +318,8 @@ async fn mv(
     Ok(ApiOk::new(state.pools.storage().run(job).await??))
 }
 
-#[derive(Deserialize)]
-struct CpBody {
+#[derive(Deserialize, ToSchema)]
+pub(super) struct CpBody {
     from_uri: String,
     to_uri: String,
     #[serde(default, deserialize_with = "flexible_bool")]

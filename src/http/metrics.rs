@@ -14,6 +14,7 @@ use prometheus::{
 };
 use thread_local::ThreadLocal;
 
+use super::routes::{at, Routes};
 use super::AppState;
 use crate::telemetry::LogDrops;
 
@@ -206,8 +207,8 @@ impl Metrics {
     }
 }
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(web::resource("/metrics").route(web::get().to(metrics)));
+pub fn configure(routes: &mut Routes) {
+    routes.add(at("/metrics").get(metrics));
 }
 
 async fn metrics(state: web::Data<AppState>) -> HttpResponse {

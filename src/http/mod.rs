@@ -13,7 +13,9 @@ pub mod health;
 pub mod metrics;
 pub mod middleware;
 pub mod observer_cli;
+pub mod openapi;
 pub mod resources;
+pub mod routes;
 pub mod search;
 pub mod sessions;
 pub mod system;
@@ -97,15 +99,27 @@ impl AppState {
 
 /// Register every route; used by the server and by tests alike.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    system::configure(cfg);
-    metrics::configure(cfg);
-    admin::configure(cfg);
-    fs::configure(cfg);
-    content::configure(cfg);
-    search::configure(cfg);
-    sessions::configure(cfg);
-    tasks::configure(cfg);
-    resources::configure(cfg);
+    register(&mut routes::Routes::serving(cfg));
+}
+
+/// Every (method, path) `configure` registers (actix pattern syntax).
+pub fn registered_routes() -> Vec<(actix_web::http::Method, String)> {
+    let mut routes = routes::Routes::listing();
+    register(&mut routes);
+    routes.listed().to_vec()
+}
+
+fn register(routes: &mut routes::Routes) {
+    system::configure(routes);
+    openapi::configure(routes);
+    metrics::configure(routes);
+    admin::configure(routes);
+    fs::configure(routes);
+    content::configure(routes);
+    search::configure(routes);
+    sessions::configure(routes);
+    tasks::configure(routes);
+    resources::configure(routes);
 }
 
 /// Unknown routes.

@@ -1,4 +1,4 @@
-//! The observer components the `ov status` command reads (API.md §11.4, amended 2026-11-29):
+//! The observer components the `ov status` command reads (docs/API.md, System):
 //! `queue`, `vikingdb`, `models`, `lock`, `retrieval`, `filesystem`, each mapped to what
 //! Longship has, in upstream's shapes (its `tabulate` "pretty" tables for `format=table`, its
 //! JSON objects for `format=json`), so the CLI shows real states instead of "unknown":

@@ -1,4 +1,4 @@
-//! Resource routes (RETRIEVAL.md R6): `POST /api/v1/resources/temp_upload` (multipart, streamed
+//! Resource routes (docs/API.md, Resources): `POST /api/v1/resources/temp_upload` (multipart, streamed
 //! into shared storage piece by piece), `POST /api/v1/resources` (add a resource from an
 //! upload, a URL or an allowed local file) and `POST /api/v1/system/wait`.
 
@@ -12,6 +12,7 @@ use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use tokio::sync::oneshot;
+use utoipa::ToSchema;
 
 use crate::error::{ErrorCode, ServiceError};
 use crate::ingest::pipeline::{self, IngestRequest, Source, Target};
@@ -26,12 +27,14 @@ use crate::storage::uri::{self, Access, Scope, VikingUri};
 use super::auth::{AnyRole, Caller, DataAccess};
 use super::envelope::{ApiOk, ApiResult};
 use super::extract::{ApiJson, OptionalJson};
+use super::routes::{at, Routes};
 use super::AppState;
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(web::resource(uploads::ROUTE).route(web::post().to(temp_upload)))
-        .service(web::resource("/api/v1/resources").route(web::post().to(add_resource)))
-        .service(web::resource("/api/v1/system/wait").route(web::post().to(system_wait)));
+pub fn configure(routes: &mut Routes) {
+    routes
+        .add(at(uploads::ROUTE).post(temp_upload))
+        .add(at("/api/v1/resources").post(add_resource))
+        .add(at("/api/v1/system/wait").post(system_wait));
 }
 
 /// Small form fields (`telemetry`, `upload_mode`) are read up to this size.
@@ -234,9 +237,10 @@ fn default_tag_mode() -> String {
 }
 
 /// Every field of 0.5.2's `AddResourceRequest` (plus `timeout`, which older clients send);
-/// unknown fields are ignored (RETRIEVAL.md R1).
-#[derive(Debug, Deserialize)]
-struct AddResourceBody {
+/// other keys are refused (`extra_forbidden`), as 0.5.2's model does.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct AddResourceBody {
     path: Option<String>,
     temp_file_id: Option<String>,
     add_type: Option<String>,
@@ -529,8 +533,8 @@ fn failure_of<T>(outcome: Result<Result<T, ServiceError>, PoolError>) -> Service
 /// How long wait=true and system/wait give the local index to apply recorded changes.
 const INDEX_WAIT: Duration = Duration::from_secs(30);
 
-#[derive(Debug, Default, Deserialize)]
-struct WaitBody {
+#[derive(Debug, Default, Deserialize, ToSchema)]
+pub(super) struct WaitBody {
     timeout: Option<f64>,
 }
 

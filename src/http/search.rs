@@ -1,16 +1,16 @@
-//! Routes of the search API: S1 grep, S2 glob (spec §8), find and search (RETRIEVAL.md R2,
-//! R3). `recall` (deprecated upstream) answers 501.
+//! Routes of the search API (docs/API.md, Search): grep, glob, find and search. `recall`
+//! (deprecated upstream) answers 501.
 
 use std::time::Duration;
 
 use actix_web::{web, HttpResponse};
 use serde::Deserialize;
-use serde_json::{Map, Value};
+use utoipa::ToSchema;
 
 use crate::error::ServiceError;
 use crate::jobs::fs::{GlobFiles, GrepFiles};
 use crate::jobs::search::FindContext;
-use crate::search::request::Route;
+use crate::search::request::{FindBody, Route, SearchBody};
 use crate::storage::fs::entry::{Output, Render};
 use crate::storage::fs::grep::GrepQuery;
 use crate::storage::uri::{self, Access};
@@ -18,6 +18,7 @@ use crate::storage::uri::{self, Access};
 use super::auth::{resolve_uri, Caller, DataAccess};
 use super::envelope::{encoded_ok, ApiOk, ApiResult};
 use super::extract::{flexible_bool, int_in_range, ApiJson};
+use super::routes::{at, Routes};
 use super::AppState;
 
 /// Longest glob pattern accepted (globset turns a pattern into a regex; nothing real is longer).
@@ -25,12 +26,13 @@ const MAX_GLOB_PATTERN: usize = 4096;
 /// Directory levels grep descends when `level_limit` is absent.
 const DEFAULT_GREP_LEVELS: i64 = 10;
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(web::resource("/api/v1/search/grep").route(web::post().to(grep)))
-        .service(web::resource("/api/v1/search/glob").route(web::post().to(glob)));
-    cfg.service(web::resource("/api/v1/search/find").route(web::post().to(find)))
-        .service(web::resource("/api/v1/search/search").route(web::post().to(search)))
-        .service(web::resource("/api/v1/search/recall").route(web::post().to(recall)));
+pub fn configure(routes: &mut Routes) {
+    routes
+        .add(at("/api/v1/search/grep").post(grep))
+        .add(at("/api/v1/search/glob").post(glob))
+        .add(at("/api/v1/search/find").post(find))
+        .add(at("/api/v1/search/search").post(search))
+        .add(at("/api/v1/search/recall").post(recall));
 }
 
 /// Longest wait for this instance's own recent changes to reach the index (read-your-writes).
@@ -39,25 +41,26 @@ const FRESHNESS_WAIT: Duration = Duration::from_secs(3);
 async fn find(
     state: web::Data<AppState>,
     caller: Caller<DataAccess>,
-    ApiJson(body): ApiJson<Map<String, Value>>,
+    ApiJson(body): ApiJson<FindBody>,
 ) -> ApiResult {
-    answer(state, caller, body, Route::Find).await
+    answer(state, caller, body.into(), Route::Find).await
 }
 
 async fn search(
     state: web::Data<AppState>,
     caller: Caller<DataAccess>,
-    ApiJson(body): ApiJson<Map<String, Value>>,
+    ApiJson(body): ApiJson<SearchBody>,
 ) -> ApiResult {
     answer(state, caller, body, Route::Search).await
 }
 
-/// Validation and retrieval run on the storage pool; the wait for this instance's own
-/// writes is asynchronous (it holds neither a worker nor a pool thread).
+/// The body is decoded by the extractor; the checks across its fields and retrieval run on
+/// the storage pool; the wait for this instance's own writes is asynchronous (it holds
+/// neither a worker nor a pool thread).
 async fn answer(
     state: web::Data<AppState>,
     caller: Caller<DataAccess>,
-    body: Map<String, Value>,
+    body: SearchBody,
     route: Route,
 ) -> ApiResult {
     let fresh = state
@@ -91,8 +94,9 @@ fn non_negative(field: &str, v: Option<i64>) -> Result<usize, ServiceError> {
     int_in_range(&["body", field], v.unwrap_or(0), 0, None)
 }
 
-#[derive(Deserialize)]
-struct GrepBody {
+/// S1 body (0.5.2 `GrepRequest`: unknown keys ignored).
+#[derive(Deserialize, ToSchema)]
+pub(super) struct GrepBody {
     uri: String,
     pattern: String,
     #[serde(default, deserialize_with = "flexible_bool")]
@@ -144,8 +148,9 @@ fn root_uri() -> String {
     uri::SCHEME.to_string()
 }
 
-#[derive(Deserialize)]
-struct GlobBody {
+/// S2 body (0.5.2 `GlobRequest`: unknown keys ignored).
+#[derive(Deserialize, ToSchema)]
+pub(super) struct GlobBody {
     pattern: String,
     #[serde(default = "root_uri")]
     uri: String,

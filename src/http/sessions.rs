@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 use serde_json::{Map, Value};
+use utoipa::IntoParams;
 
 use crate::error::ServiceError;
 use crate::jobs::sessions::{
@@ -21,31 +22,20 @@ use crate::storage::sessions::{id, is_busy, policy, SessionRef, LOCK_TIMEOUT};
 use super::auth::{Caller, SessionAccess};
 use super::envelope::{encoded_ok, ApiOk, ApiResult};
 use super::extract::{ApiQuery, OptionalJson, RawBody};
+use super::routes::{at, Routes};
 use super::AppState;
 
 const BASE: &str = "/api/v1/sessions";
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(
-        web::resource(BASE)
-            .route(web::post().to(create))
-            .route(web::get().to(list)),
-    )
-    .service(
-        web::resource(format!("{BASE}/{{sid}}"))
-            .route(web::get().to(get))
-            .route(web::delete().to(delete)),
-    )
-    .service(web::resource(format!("{BASE}/{{sid}}/messages")).route(web::post().to(add_message)))
-    .service(
-        web::resource(format!("{BASE}/{{sid}}/messages/batch")).route(web::post().to(add_batch)),
-    )
-    .service(web::resource(format!("{BASE}/{{sid}}/commit")).route(web::post().to(commit_session)))
-    .service(
-        web::resource(format!("{BASE}/{{sid}}/archives/{{archive_id}}"))
-            .route(web::get().to(get_archive)),
-    )
-    .service(web::resource(format!("{BASE}/{{sid}}/context")).route(web::get().to(get_context)));
+pub fn configure(routes: &mut Routes) {
+    routes
+        .add(at(BASE).post(create).get(list))
+        .add(at(format!("{BASE}/{{sid}}")).get(get).delete(delete))
+        .add(at(format!("{BASE}/{{sid}}/messages")).post(add_message))
+        .add(at(format!("{BASE}/{{sid}}/messages/batch")).post(add_batch))
+        .add(at(format!("{BASE}/{{sid}}/commit")).post(commit_session))
+        .add(at(format!("{BASE}/{{sid}}/archives/{{archive_id}}")).get(get_archive))
+        .add(at(format!("{BASE}/{{sid}}/context")).get(get_context));
 }
 
 /// Run a session job on the storage pool. A job that finds the session locked (a commit or
@@ -115,8 +105,9 @@ async fn list(state: web::Data<AppState>, caller: Caller<SessionAccess>) -> ApiR
     Ok(ApiOk::new(state.pools.storage().run(job).await??))
 }
 
-#[derive(Debug, Default, Deserialize)]
-struct GetQuery {
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(super) struct GetQuery {
     #[serde(default, deserialize_with = "super::extract::flexible_bool")]
     auto_create: bool,
 }
@@ -218,8 +209,9 @@ async fn get_archive(
     Ok(encoded_ok(state.pools.storage().run(job).await??))
 }
 
-#[derive(Debug, Default, Deserialize)]
-struct ContextQuery {
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(super) struct ContextQuery {
     token_budget: Option<i64>,
 }
 

@@ -6,12 +6,14 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use serde_json::{json, Value};
+use utoipa::IntoParams;
 
 use crate::error::ServiceError;
 
 use super::auth::{presented_key, AnyRole, Caller};
 use super::envelope::{ApiOk, ApiResult};
 use super::extract::ApiQuery;
+use super::routes::{at, Routes};
 use super::AppState;
 
 /// `/health` waits at most this long for the AuthActor before leaving identity out.
@@ -19,11 +21,12 @@ const HEALTH_AUTH_DEADLINE: Duration = Duration::from_millis(200);
 /// `/ready` waits at most this long for the storage probe.
 const READY_PROBE_DEADLINE: Duration = Duration::from_secs(3);
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(web::resource("/health").route(web::get().to(health)))
-        .service(web::resource("/ready").route(web::get().to(ready)))
-        .service(web::resource("/api/v1/system/status").route(web::get().to(status)))
-        .service(web::resource("/api/v1/observer/system").route(web::get().to(observer)));
+pub fn configure(routes: &mut Routes) {
+    routes
+        .add(at("/health").get(health))
+        .add(at("/ready").get(ready))
+        .add(at("/api/v1/system/status").get(status))
+        .add(at("/api/v1/observer/system").get(observer));
 }
 
 /// Liveness: never touches storage; touches the AuthActor only when a key is presented, and
@@ -91,8 +94,9 @@ async fn status(caller: Caller<AnyRole>) -> ApiResult {
     ))
 }
 
-#[derive(Deserialize)]
-struct ObserverQuery {
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(super) struct ObserverQuery {
     format: Option<String>,
 }
 

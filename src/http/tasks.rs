@@ -2,6 +2,7 @@
 
 use actix_web::web;
 use serde::Deserialize;
+use utoipa::IntoParams;
 
 use crate::error::ServiceError;
 use crate::identity::Role;
@@ -11,12 +12,14 @@ use crate::storage::tasks::query::TaskFilter;
 use super::auth::{AnyRole, Caller};
 use super::envelope::{ApiOk, ApiResult};
 use super::extract::{int_in_range, ApiQuery};
+use super::routes::{at, Routes};
 use super::AppState;
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(web::resource("/api/v1/tasks").route(web::get().to(list)))
-        .service(web::resource("/api/v1/tasks/{task_id}").route(web::get().to(get)))
-        .service(web::resource("/api/v1/tasks/{task_id}/cancel").route(web::post().to(cancel)));
+pub fn configure(routes: &mut Routes) {
+    routes
+        .add(at("/api/v1/tasks").get(list))
+        .add(at("/api/v1/tasks/{task_id}").get(get))
+        .add(at("/api/v1/tasks/{task_id}/cancel").post(cancel));
 }
 
 async fn get(
@@ -32,8 +35,9 @@ async fn get(
     Ok(ApiOk::new(task.to_api()))
 }
 
-#[derive(Deserialize)]
-struct ListQuery {
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(super) struct ListQuery {
     task_type: Option<String>,
     status: Option<String>,
     resource_id: Option<String>,

@@ -1,4 +1,4 @@
-//! Resource ingestion (`POST /api/v1/resources`, RETRIEVAL.md R6): temp uploads in shared
+//! Resource ingestion (`POST /api/v1/resources`, docs/API.md): temp uploads in shared
 //! storage, URL fetching with SSRF rules, allow-listed server-local files and directories,
 //! parsing in a sandboxed child process (Markdown, text, code, HTML, PDF, ZIP), heading-based
 //! splitting, staged publication, and L0/L1 summaries — extractive by default, written by an

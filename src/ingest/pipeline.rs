@@ -448,6 +448,14 @@ fn upload_tree(
     for entry in entries {
         let entry = entry.map_err(ServiceError::internal)?;
         let name = entry.file_name().to_string_lossy().into_owned();
+        // Whatever produced the tree (archive, directory, parser), a reserved name must not
+        // reach storage: on S3 it would be taken for a marker or a publishing flag.
+        if crate::storage::is_internal_name(&name) {
+            return Err(crate::storage::uri::reserved_name(
+                &format!("{rel}/{name}"),
+                &name,
+            ));
+        }
         let target = dest.join(&name)?;
         let ft = entry.file_type().map_err(ServiceError::internal)?;
         if ft.is_dir() {

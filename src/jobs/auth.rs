@@ -88,6 +88,17 @@ impl BlockingJob for BootstrapRegistry {
     }
 }
 
+/// Startup in dev mode: the `default` account and user exist as the contract promises (§4.4).
+pub struct ScaffoldDefault;
+
+impl BlockingJob for ScaffoldDefault {
+    type Output = ServiceResult<()>;
+
+    fn run(self, ctx: &JobContext<'_>) -> Self::Output {
+        Ok(crate::storage::scaffold::init_default(ctx.storage)?)
+    }
+}
+
 /// The periodic sweep for unannounced registry changes.
 pub struct SweepRegistry {
     pub known: Vec<load::KnownAccount>,

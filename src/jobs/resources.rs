@@ -1,4 +1,4 @@
-//! Resource ingestion as pool jobs (RETRIEVAL.md R6). Each job's `run` is a call into
+//! Resource ingestion as pool jobs (docs/API.md, Resources). Each job's `run` is a call into
 //! `crate::ingest` over the storage backend.
 
 use std::sync::Arc;

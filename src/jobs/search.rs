@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use super::{BlockingJob, JobContext};
 use crate::error::{ErrorCode, ServiceError, ServiceResult};
@@ -12,14 +12,15 @@ use crate::search::changes::{self, ChangeKind, Recorder};
 use crate::search::embed::Embedder;
 use crate::search::index::SearchIndex;
 use crate::search::query::{self, IndexState};
-use crate::search::request::{self, Route, Unsupported};
+use crate::search::request::{self, Route, SearchBody, Unsupported};
 use crate::storage::StorePath;
 
 /// Validate and answer one find or search request (list mode).
 pub struct FindContext {
     pub index: Arc<SearchIndex>,
     pub who: Identity,
-    pub body: Map<String, Value>,
+    /// The decoded body (a find body converted with `SearchBody::from`).
+    pub body: SearchBody,
     pub route: Route,
     pub catching_up: bool,
     /// The dense model, when one is configured.
@@ -31,7 +32,7 @@ impl BlockingJob for FindContext {
 
     fn run(self, ctx: &JobContext<'_>) -> Self::Output {
         let now = changes::now_ms() as i64;
-        let req = match request::parse(&self.body, self.route, now)? {
+        let req = match request::validate(self.body, self.route, now)? {
             Ok(r) => r,
             Err(Unsupported::ContextMode) => {
                 return Err(ServiceError::unimplemented(

@@ -426,9 +426,7 @@ mod tests {
     }
 
     fn req(v: Value) -> SearchRequest {
-        parse(v.as_object().unwrap(), Route::Find, 0)
-            .unwrap()
-            .unwrap()
+        parse(&v, Route::Find, 0).unwrap().unwrap()
     }
 
     #[test]

@@ -1,8 +1,14 @@
-//! The find/search request body (OpenViking 0.5.2 `FindRequest` / `SearchRequest`), validated
-//! field by field with pydantic-style locations. Every field 0.5.2 defines is accepted; other
-//! keys are ignored (API.md §1.3).
+//! The find/search request bodies (OpenViking 0.5.2 `FindRequest` / `SearchRequest`) as typed
+//! structs: serde decodes them in the handler's extractor (field types, with pydantic-style
+//! locations, through `decode::parse_json`); [`validate`] then checks across fields. As in
+//! 0.5.2, a key neither model defines is refused (`extra_forbidden`).
 
+use serde::de::{self, Deserializer, SeqAccess, Visitor};
+use serde::Deserialize;
 use serde_json::{Map, Value};
+use utoipa::ToSchema;
+
+use crate::decode::{field_error, flexible_bool};
 
 use super::filter::{self, Filter, FilterField};
 use crate::error::{ServiceError, ServiceResult};
@@ -67,90 +73,384 @@ fn value_error(message: &str) -> ServiceError {
     ServiceError::validation(&["body"], &format!("Value error, {message}"), "value_error")
 }
 
-fn get<'a>(body: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
-    body.get(key).filter(|v| !v.is_null())
-}
+/// A JSON string (`string_type` otherwise; no coercion from numbers, as in 0.5.2).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Text(pub String);
 
-fn string(body: &Map<String, Value>, key: &str) -> ServiceResult<Option<String>> {
-    match get(body, key) {
-        None => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(_) => Err(invalid(
-            key,
-            "Input should be a valid string",
-            "string_type",
-        )),
-    }
-}
-
-fn boolean(body: &Map<String, Value>, key: &str) -> ServiceResult<bool> {
-    match get(body, key) {
-        None => Ok(false),
-        Some(Value::Bool(b)) => Ok(*b),
-        Some(Value::Number(n)) if n.as_u64() == Some(0) => Ok(false),
-        Some(Value::Number(n)) if n.as_u64() == Some(1) => Ok(true),
-        Some(Value::String(s)) => match s.to_ascii_lowercase().as_str() {
-            "true" | "1" | "yes" | "on" => Ok(true),
-            "false" | "0" | "no" | "off" => Ok(false),
-            _ => Err(invalid(
-                key,
-                "Input should be a valid boolean",
-                "bool_parsing",
-            )),
-        },
-        Some(_) => Err(invalid(key, "Input should be a valid boolean", "bool_type")),
-    }
-}
-
-fn limit(body: &Map<String, Value>, key: &str) -> ServiceResult<Option<u64>> {
-    let range = format!("Input should be an integer between 1 and {MAX_LIMIT}");
-    match get(body, key) {
-        None => Ok(None),
-        Some(Value::Number(n)) => match n.as_i64() {
-            Some(v) if (1..=MAX_LIMIT as i64).contains(&v) => Ok(Some(v as u64)),
-            _ => Err(invalid(key, &range, "less_than_equal")),
-        },
-        Some(_) => Err(invalid(key, &range, "int_type")),
-    }
-}
-
-/// `string | [string]` (target_uri, image_url).
-fn one_or_many(body: &Map<String, Value>, key: &str) -> ServiceResult<Vec<String>> {
-    match get(body, key) {
-        None => Ok(Vec::new()),
-        Some(Value::String(s)) => Ok(vec![s.clone()]),
-        Some(Value::Array(items)) => {
-            if items.len() > MAX_TARGETS {
-                return Err(invalid(
-                    key,
-                    &format!("at most {MAX_TARGETS} values"),
-                    "too_long",
-                ));
-            }
-            items
-                .iter()
-                .enumerate()
-                .map(|(i, v)| match v {
-                    Value::String(s) => Ok(s.clone()),
-                    _ => Err(ServiceError::validation(
-                        &["body", key, &i.to_string()],
-                        "Input should be a valid string",
-                        "string_type",
-                    )),
-                })
-                .collect()
+impl<'de> Deserialize<'de> for Text {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match Value::deserialize(d)? {
+            Value::String(s) => Ok(Text(s)),
+            _ => Err(field_error("string_type", "Input should be a valid string")),
         }
-        Some(_) => Err(invalid(
-            key,
-            "Input should be a valid string or list of strings",
-            "string_type",
-        )),
     }
 }
 
-fn context_types(body: &Map<String, Value>) -> ServiceResult<Vec<String>> {
-    let raw: Vec<String> = match get(body, "context_type") {
-        None => Vec::new(),
+/// `string | [string]` (target_uri, image_url), at most [`MAX_TARGETS`] values.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OneOrMany(pub Vec<String>);
+
+impl<'de> Deserialize<'de> for OneOrMany {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = OneOrMany;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string or a list of strings")
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<OneOrMany, E> {
+                Ok(OneOrMany::default())
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<OneOrMany, E> {
+                Ok(OneOrMany(vec![v.to_string()]))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<OneOrMany, A::Error> {
+                let mut out = Vec::new();
+                while let Some(Text(s)) = seq.next_element::<Text>()? {
+                    if out.len() == MAX_TARGETS {
+                        return Err(field_error(
+                            "too_long",
+                            &format!("at most {MAX_TARGETS} values"),
+                        ));
+                    }
+                    out.push(s);
+                }
+                Ok(OneOrMany(out))
+            }
+        }
+        d.deserialize_any(V).map_err(|e| {
+            if e.to_string().starts_with("invalid type") {
+                field_error(
+                    "string_type",
+                    "Input should be a valid string or list of strings",
+                )
+            } else {
+                e
+            }
+        })
+    }
+}
+
+/// `limit` / `node_limit`: an integer in `1..=MAX_LIMIT`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limit(pub u64);
+
+impl<'de> Deserialize<'de> for Limit {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let range = format!("Input should be an integer between 1 and {MAX_LIMIT}");
+        match Value::deserialize(d)? {
+            Value::Number(n) => match n.as_i64() {
+                Some(v) if (1..=MAX_LIMIT as i64).contains(&v) => Ok(Limit(v as u64)),
+                _ => Err(field_error("less_than_equal", &range)),
+            },
+            _ => Err(field_error("int_type", &range)),
+        }
+    }
+}
+
+/// A JSON number (`float_type` otherwise).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Number(pub f64);
+
+impl<'de> Deserialize<'de> for Number {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match Value::deserialize(d)? {
+            Value::Number(n) => Ok(Number(n.as_f64().unwrap_or(f64::NAN))),
+            _ => Err(field_error("float_type", "Input should be a valid number")),
+        }
+    }
+}
+
+/// A JSON object (`dict_type` otherwise); `filter` is parsed into a [`Filter`] when validated.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Object(pub Map<String, Value>);
+
+impl<'de> Deserialize<'de> for Object {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match Value::deserialize(d)? {
+            Value::Object(m) => Ok(Object(m)),
+            _ => Err(field_error(
+                "dict_type",
+                "Input should be a valid dictionary",
+            )),
+        }
+    }
+}
+
+/// `telemetry`: a boolean or an object (accepted, not acted on).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Telemetry;
+
+impl<'de> Deserialize<'de> for Telemetry {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match Value::deserialize(d)? {
+            Value::Null | Value::Bool(_) | Value::Object(_) => Ok(Telemetry),
+            _ => Err(field_error(
+                "bool_type",
+                "Input should be a valid boolean or object",
+            )),
+        }
+    }
+}
+
+/// A list of strings (`list_type` otherwise).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Strings(pub Vec<String>);
+
+impl<'de> Deserialize<'de> for Strings {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let bad = || field_error("list_type", "Input should be a valid list of strings");
+        match Value::deserialize(d)? {
+            Value::Null => Ok(Strings::default()),
+            Value::Array(items) => items
+                .into_iter()
+                .map(|v| match v {
+                    Value::String(s) => Some(s),
+                    _ => None,
+                })
+                .collect::<Option<Vec<_>>>()
+                .map(Strings)
+                .ok_or_else(bad),
+            _ => Err(bad()),
+        }
+    }
+}
+
+/// A string literal field (`literal_error` naming the allowed values otherwise).
+macro_rules! literal {
+    ($(#[$doc:meta])* $name:ident { $($variant:ident = $text:literal),+ $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, ToSchema)]
+        pub enum $name {
+            $(#[schema(rename = $text)] $variant),+
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let expected = [$(concat!("'", $text, "'")),+].join(" or ");
+                match Value::deserialize(d)? {
+                    $(Value::String(s) if s == $text => Ok($name::$variant),)+
+                    _ => Err(field_error(
+                        "literal_error",
+                        &format!("Input should be {expected}"),
+                    )),
+                }
+            }
+        }
+    };
+}
+
+literal!(
+    /// Which timestamp `since` / `until` bound.
+    TimeField { UpdatedAt = "updated_at", CreatedAt = "created_at" }
+);
+literal!(
+    /// `search_type` of `search`.
+    SearchTypeField { Semantic = "semantic", Keywords = "keywords" }
+);
+literal!(
+    /// `mode` of `search`.
+    Mode { List = "list", Context = "context" }
+);
+
+/// A field kept as any JSON value but remembered as present even when `null` (the
+/// context-only fields of `search` are refused outside `mode='context'` when named at all).
+fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(d).map(Some)
+}
+
+/// The body of `POST /api/v1/search/find` (0.5.2 `FindRequest`; unknown fields are refused,
+/// as there).
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FindBody {
+    /// The query text (up to 4096 bytes); required unless `image_url` is given.
+    #[schema(value_type = Option<String>)]
+    pub query: Option<Text>,
+    /// Needs a multimodal embedder: refused with 501 here.
+    #[serde(default)]
+    #[schema(value_type = Vec<String>)]
+    pub image_url: OneOrMany,
+    /// Where to look (`""`, `"/"`, `"viking://"` = the default scope); one URI or a list.
+    #[serde(default)]
+    #[schema(value_type = Vec<String>)]
+    pub target_uri: OneOrMany,
+    /// `memory`, `resource`, `skill`: one, a list, or a comma-separated string.
+    #[schema(value_type = Option<Vec<String>>)]
+    #[serde(default)]
+    pub context_type: Option<Value>,
+    /// Results wanted (default 10).
+    #[schema(value_type = Option<u64>, minimum = 1, maximum = 1000)]
+    pub limit: Option<Limit>,
+    /// Overrides `limit` when set.
+    #[schema(value_type = Option<u64>, minimum = 1, maximum = 1000)]
+    pub node_limit: Option<Limit>,
+    /// Only hits scoring strictly above this.
+    #[schema(value_type = Option<f64>)]
+    pub score_threshold: Option<Number>,
+    /// A filter tree (`and`/`or`/`must`/`must_not`/`range`/`time_range`/`prefix`/`contains`/`regex`).
+    #[schema(value_type = Option<Object>)]
+    pub filter: Option<Object>,
+    #[serde(default, deserialize_with = "flexible_bool")]
+    pub include_provenance: bool,
+    /// `k=v` tags; this server stores none, so a filter by tags is refused.
+    #[serde(default)]
+    #[schema(value_type = Vec<String>)]
+    pub tags: Strings,
+    /// `30m`, `2h`, `7d`, `1w`, `45s`, ISO-8601 or `YYYY-MM-DD`.
+    #[schema(value_type = Option<String>)]
+    pub since: Option<Text>,
+    #[schema(value_type = Option<String>)]
+    pub until: Option<Text>,
+    pub time_field: Option<TimeField>,
+    /// 0 (abstract), 1 (overview), 2 (file): one, a list, or a comma-separated string.
+    #[schema(value_type = Option<Vec<u64>>)]
+    #[serde(default)]
+    pub level: Option<Value>,
+    /// Attach each hit's readable content.
+    #[serde(default, deserialize_with = "flexible_bool")]
+    pub read_content: bool,
+    #[schema(value_type = Option<Object>)]
+    pub telemetry: Option<Telemetry>,
+    /// `0` or `<n>m|h|d`; needs a query.
+    #[schema(value_type = Option<String>)]
+    pub events_time_decay_protection: Option<Text>,
+}
+
+/// The body of `POST /api/v1/search/search` (0.5.2 `SearchRequest`): find's fields, the
+/// session and search type, and the `mode='context'` fields (that mode answers 501 here).
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SearchBody {
+    #[schema(value_type = Option<String>)]
+    pub query: Option<Text>,
+    pub search_type: Option<SearchTypeField>,
+    #[serde(default)]
+    #[schema(value_type = Vec<String>)]
+    pub image_url: OneOrMany,
+    #[serde(default)]
+    #[schema(value_type = Vec<String>)]
+    pub target_uri: OneOrMany,
+    #[schema(value_type = Option<Vec<String>>)]
+    #[serde(default)]
+    pub context_type: Option<Value>,
+    #[schema(value_type = Option<String>)]
+    pub session_id: Option<Text>,
+    #[schema(value_type = Option<u64>, minimum = 1, maximum = 1000)]
+    pub limit: Option<Limit>,
+    #[schema(value_type = Option<u64>, minimum = 1, maximum = 1000)]
+    pub node_limit: Option<Limit>,
+    #[schema(value_type = Option<f64>)]
+    pub score_threshold: Option<Number>,
+    #[schema(value_type = Option<Object>)]
+    pub filter: Option<Object>,
+    #[serde(default, deserialize_with = "flexible_bool")]
+    pub include_provenance: bool,
+    #[serde(default)]
+    #[schema(value_type = Vec<String>)]
+    pub tags: Strings,
+    #[schema(value_type = Option<String>)]
+    pub since: Option<Text>,
+    #[schema(value_type = Option<String>)]
+    pub until: Option<Text>,
+    pub time_field: Option<TimeField>,
+    #[schema(value_type = Option<Vec<u64>>)]
+    #[serde(default)]
+    pub level: Option<Value>,
+    #[serde(default, deserialize_with = "flexible_bool")]
+    pub read_content: bool,
+    #[schema(value_type = Option<Object>)]
+    pub telemetry: Option<Telemetry>,
+    #[schema(value_type = Option<String>)]
+    pub events_time_decay_protection: Option<Text>,
+    pub mode: Option<Mode>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
+    pub query_expansion: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<u64>)]
+    pub max_tokens: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<Object>)]
+    pub quotas: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
+    pub purpose: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<Object>)]
+    pub detail: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<u64>)]
+    pub dedup_turns: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<Vec<String>>)]
+    pub exclude_uris: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
+    pub peer_scope: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<f64>)]
+    pub other_peer_penalty: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<bool>)]
+    pub rewrite: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<u64>)]
+    pub rewrite_max_bullets: Option<Value>,
+}
+
+impl From<FindBody> for SearchBody {
+    fn from(b: FindBody) -> Self {
+        SearchBody {
+            query: b.query,
+            image_url: b.image_url,
+            target_uri: b.target_uri,
+            context_type: b.context_type,
+            limit: b.limit,
+            node_limit: b.node_limit,
+            score_threshold: b.score_threshold,
+            filter: b.filter,
+            include_provenance: b.include_provenance,
+            tags: b.tags,
+            since: b.since,
+            until: b.until,
+            time_field: b.time_field,
+            level: b.level,
+            read_content: b.read_content,
+            telemetry: b.telemetry,
+            events_time_decay_protection: b.events_time_decay_protection,
+            ..SearchBody::default()
+        }
+    }
+}
+
+impl SearchBody {
+    /// The context-only fields named in the body, in 0.5.2's order.
+    fn context_only_fields(&self) -> Vec<&'static str> {
+        let set = [
+            self.query_expansion.is_some(),
+            self.max_tokens.is_some(),
+            self.quotas.is_some(),
+            self.purpose.is_some(),
+            self.detail.is_some(),
+            self.dedup_turns.is_some(),
+            self.exclude_uris.is_some(),
+            self.peer_scope.is_some(),
+            self.other_peer_penalty.is_some(),
+            self.rewrite.is_some(),
+            self.rewrite_max_bullets.is_some(),
+        ];
+        CONTEXT_ONLY_FIELDS
+            .iter()
+            .zip(set)
+            .filter_map(|(name, set)| set.then_some(*name))
+            .collect()
+    }
+}
+
+fn context_types(value: Option<&Value>) -> ServiceResult<Vec<String>> {
+    let raw: Vec<String> = match value {
+        None | Some(Value::Null) => Vec::new(),
         Some(Value::String(s)) => s.split(',').map(str::to_string).collect(),
         Some(Value::Array(items)) => {
             let mut out = Vec::new();
@@ -186,7 +486,7 @@ fn context_types(body: &Map<String, Value>) -> ServiceResult<Vec<String>> {
     Ok(out)
 }
 
-fn levels(body: &Map<String, Value>) -> ServiceResult<Vec<u64>> {
+fn levels(value: Option<&Value>) -> ServiceResult<Vec<u64>> {
     let bad = || {
         invalid(
             "level",
@@ -204,8 +504,8 @@ fn levels(body: &Map<String, Value>) -> ServiceResult<Vec<u64>> {
         }
         Ok(())
     };
-    match get(body, "level") {
-        None => {}
+    match value {
+        None | Some(Value::Null) => {}
         Some(Value::Number(n)) => push(n.as_i64().ok_or_else(bad)?)?,
         Some(Value::String(s)) => {
             for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
@@ -246,19 +546,8 @@ fn time_bound(s: &str, upper: bool, now_ms: i64) -> Option<i64> {
     filter::parse_time(s, upper)
 }
 
-fn telemetry_ok(body: &Map<String, Value>) -> ServiceResult<()> {
-    match get(body, "telemetry") {
-        None | Some(Value::Bool(_)) | Some(Value::Object(_)) => Ok(()),
-        Some(_) => Err(invalid(
-            "telemetry",
-            "Input should be a valid boolean or object",
-            "bool_type",
-        )),
-    }
-}
-
-fn decay_ok(body: &Map<String, Value>, query_empty: bool) -> ServiceResult<()> {
-    let Some(v) = string(body, "events_time_decay_protection")? else {
+fn decay_ok(value: Option<&str>, query_empty: bool) -> ServiceResult<()> {
+    let Some(v) = value else {
         return Ok(());
     };
     let valid = v == "0"
@@ -289,14 +578,15 @@ pub enum Unsupported {
     ContextMode,
 }
 
-/// Validate a find (`Route::Find`) or search body. `Err(Ok(Unsupported))` never happens:
-/// unsupported-but-valid requests come back as `Ok(Err(..))`.
-pub fn parse(
-    body: &Map<String, Value>,
+/// The checks across fields of a decoded find (`Route::Find`, its body converted with
+/// `SearchBody::from`) or search body, then Longship's scope decisions. Unsupported-but-valid
+/// requests come back as `Ok(Err(..))`.
+pub fn validate(
+    body: SearchBody,
     route: Route,
     now_ms: i64,
 ) -> ServiceResult<Result<SearchRequest, Unsupported>> {
-    let query = string(body, "query")?.unwrap_or_default();
+    let query = body.query.clone().map(|t| t.0).unwrap_or_default();
     if query.len() > MAX_QUERY_BYTES {
         return Err(invalid(
             "query",
@@ -304,87 +594,24 @@ pub fn parse(
             "string_too_long",
         ));
     }
-    let images = one_or_many(body, "image_url")?;
-    let has_image = images.iter().any(|s| !s.trim().is_empty());
-    let targets = one_or_many(body, "target_uri")?;
-    let context_types = context_types(body)?;
-    let limit_v = limit(body, "limit")?.unwrap_or(DEFAULT_LIMIT);
-    let node_limit = limit(body, "node_limit")?;
-    let score_threshold = match get(body, "score_threshold") {
-        None => None,
-        Some(Value::Number(n)) => n.as_f64(),
-        Some(_) => {
-            return Err(invalid(
-                "score_threshold",
-                "Input should be a valid number",
-                "float_type",
-            ))
-        }
-    };
-    let include_provenance = boolean(body, "include_provenance")?;
-    let read_content = boolean(body, "read_content")?;
-    telemetry_ok(body)?;
-    let levels = levels(body)?;
-    let time_field = string(body, "time_field")?;
-    if let Some(tf) = &time_field {
-        if tf != "updated_at" && tf != "created_at" {
-            return Err(invalid(
-                "time_field",
-                "Input should be 'updated_at' or 'created_at'",
-                "literal_error",
-            ));
-        }
-    }
-    let tags = match get(body, "tags") {
-        None => Vec::new(),
-        Some(Value::Array(items)) => items
-            .iter()
-            .map(|v| v.as_str().map(str::to_string))
-            .collect::<Option<Vec<_>>>()
-            .ok_or_else(|| {
-                invalid(
-                    "tags",
-                    "Input should be a valid list of strings",
-                    "list_type",
-                )
-            })?,
-        Some(_) => {
-            return Err(invalid(
-                "tags",
-                "Input should be a valid list of strings",
-                "list_type",
-            ))
-        }
-    };
-    decay_ok(body, query.trim().is_empty() && !has_image)?;
+    let has_image = body.image_url.0.iter().any(|s| !s.trim().is_empty());
+    let targets = body.target_uri.0.clone();
+    let context_types = context_types(body.context_type.as_ref())?;
+    let limit_v = body.limit.map_or(DEFAULT_LIMIT, |l| l.0);
+    let levels = levels(body.level.as_ref())?;
+    decay_ok(
+        body.events_time_decay_protection
+            .as_ref()
+            .map(|t| t.0.as_str()),
+        query.trim().is_empty() && !has_image,
+    )?;
 
-    let mut search_type = SearchType::Semantic;
-    let mut session_id = None;
-    let mut context_mode = false;
+    let search_type = match body.search_type {
+        Some(SearchTypeField::Keywords) => SearchType::Keywords,
+        _ => SearchType::Semantic,
+    };
+    let context_mode = body.mode == Some(Mode::Context);
     if route == Route::Search {
-        search_type = match string(body, "search_type")?.as_deref() {
-            None | Some("semantic") => SearchType::Semantic,
-            Some("keywords") => SearchType::Keywords,
-            Some(_) => {
-                return Err(invalid(
-                    "search_type",
-                    "Input should be 'semantic' or 'keywords'",
-                    "literal_error",
-                ))
-            }
-        };
-        session_id = string(body, "session_id")?;
-        context_mode = match string(body, "mode")?.as_deref() {
-            None | Some("list") => false,
-            Some("context") => true,
-            Some(_) => {
-                return Err(invalid(
-                    "mode",
-                    "Input should be 'list' or 'context'",
-                    "literal_error",
-                ))
-            }
-        };
         if search_type == SearchType::Keywords {
             if query.trim().is_empty() {
                 return Err(value_error(
@@ -398,11 +625,7 @@ pub fn parse(
             }
         }
         if !context_mode {
-            let used: Vec<&str> = CONTEXT_ONLY_FIELDS
-                .iter()
-                .copied()
-                .filter(|f| body.contains_key(*f))
-                .collect();
+            let used = body.context_only_fields();
             if !used.is_empty() {
                 return Err(value_error(&format!(
                     "{} require mode='context'; set mode='context' or drop these fields",
@@ -410,7 +633,7 @@ pub fn parse(
                 )));
             }
         } else {
-            if read_content {
+            if body.read_content {
                 return Err(value_error("read_content is only supported in mode='list'"));
             }
             if targets.iter().any(|t| !t.trim().is_empty()) {
@@ -419,25 +642,23 @@ pub fn parse(
         }
     }
 
-    let mut filter = match get(body, "filter") {
+    let mut filter = match &body.filter {
         None => None,
-        Some(v @ Value::Object(_)) => Some(filter::parse(v, &["body".into(), "filter".into()])?),
-        Some(_) => {
-            return Err(invalid(
-                "filter",
-                "Input should be a valid dictionary",
-                "dict_type",
-            ))
-        }
+        Some(Object(map)) => Some(filter::parse(
+            &Value::Object(map.clone()),
+            &["body".into(), "filter".into()],
+        )?),
     };
-    let since = string(body, "since")?;
-    let until = string(body, "until")?;
     let mut bounds = [None, None, None, None];
     for (key, raw, slot, upper) in [
-        ("since", &since, 0usize, false),
-        ("until", &until, 2usize, true),
+        ("since", &body.since, 0usize, false),
+        ("until", &body.until, 2usize, true),
     ] {
-        if let Some(raw) = raw.as_deref().filter(|s| !s.trim().is_empty()) {
+        if let Some(raw) = raw
+            .as_ref()
+            .map(|t| t.0.as_str())
+            .filter(|s| !s.trim().is_empty())
+        {
             let t = time_bound(raw, upper, now_ms).ok_or_else(|| {
                 invalid(
                     key,
@@ -460,8 +681,8 @@ pub fn parse(
             None => range,
         });
     }
-    if !tags.is_empty() {
-        for t in &tags {
+    if !body.tags.0.is_empty() {
+        for t in &body.tags.0 {
             let t = t.trim();
             if t.matches('=').count() != 1 || t.starts_with('=') || t.ends_with('=') {
                 return Err(ServiceError::invalid_argument(format!(
@@ -491,15 +712,30 @@ pub fn parse(
         query,
         targets,
         context_types,
-        limit: node_limit.unwrap_or(limit_v) as usize,
-        score_threshold,
+        limit: body.node_limit.map_or(limit_v, |l| l.0) as usize,
+        score_threshold: body.score_threshold.map(|n| n.0),
         filter,
         levels,
-        include_provenance,
-        read_content,
+        include_provenance: body.include_provenance,
+        read_content: body.read_content,
         search_type,
-        session_id,
+        session_id: body.session_id.map(|t| t.0),
     }))
+}
+
+/// Decode (as the route's extractor does) and validate in one step.
+#[cfg(test)]
+pub(crate) fn parse(
+    body: &Value,
+    route: Route,
+    now_ms: i64,
+) -> ServiceResult<Result<SearchRequest, Unsupported>> {
+    let bytes = body.to_string();
+    let body = match route {
+        Route::Find => crate::decode::parse_json::<FindBody>(bytes.as_bytes())?.into(),
+        Route::Search => crate::decode::parse_json::<SearchBody>(bytes.as_bytes())?,
+    };
+    validate(body, route, now_ms)
 }
 
 #[cfg(test)]
@@ -508,7 +744,7 @@ mod tests {
     use serde_json::json;
 
     fn p(v: Value, route: Route) -> ServiceResult<SearchRequest> {
-        match parse(v.as_object().unwrap(), route, 1_800_000_000_000)? {
+        match parse(&v, route, 1_800_000_000_000)? {
             Ok(r) => Ok(r),
             Err(_) => Err(ServiceError::unimplemented("context")),
         }
@@ -516,8 +752,21 @@ mod tests {
 
     #[test]
     fn defaults_and_overrides() {
-        let r = p(json!({"query":"auth","unknown":1}), Route::Find).unwrap();
+        let r = p(json!({"query":"auth"}), Route::Find).unwrap();
         assert_eq!(r.limit, 10);
+        // As in 0.5.2's models, unknown keys are refused, and search-only keys on find.
+        for (body, route) in [
+            (json!({"query":"a","unknown":1}), Route::Find),
+            (json!({"query":"a","mode":"list"}), Route::Find),
+            (json!({"query":"a","unknown":1}), Route::Search),
+        ] {
+            let e = p(body.clone(), route).unwrap_err();
+            let d = e.details.unwrap();
+            assert_eq!(
+                d["validation_errors"][0]["type"], "extra_forbidden",
+                "{body}"
+            );
+        }
         let r = p(json!({"query":"a","limit":5,"node_limit":7,"level":"0,1","context_type":"memory,skill"}), Route::Find).unwrap();
         assert_eq!(r.limit, 7);
         assert_eq!(r.levels, vec![0, 1]);
@@ -561,11 +810,7 @@ mod tests {
         )
         .contains("events_time_decay_protection"));
         assert!(matches!(
-            parse(
-                json!({"query":"a","mode":"context"}).as_object().unwrap(),
-                Route::Search,
-                0
-            ),
+            parse(&json!({"query":"a","mode":"context"}), Route::Search, 0),
             Ok(Err(Unsupported::ContextMode))
         ));
     }

@@ -22,7 +22,7 @@ pub mod sessions;
 pub mod tasks;
 pub mod uri;
 
-pub use path::StorePath;
+pub use path::{is_internal_name, StorePath, INTERNAL_PREFIX};
 
 use std::time::{Duration, SystemTime};
 
@@ -227,6 +227,32 @@ pub trait Storage: Send + Sync + 'static {
                     self.read(p)
                 } else {
                     Err(StorageError::Unavailable("read abandoned".into()))
+                }
+            })
+            .collect()
+    }
+
+    /// How many directory listings a walk should hand to one [`Storage::list_many`]: 1 where
+    /// listing in turn is as fast as it gets (local disk), more where each listing is a round
+    /// trip (an object store), so a walk lists the next directories while it works on these.
+    fn listing_fan_out(&self) -> usize {
+        1
+    }
+
+    /// List many directories, results in the order of `dirs` (as [`Storage::list`] each).
+    /// An object store keeps a bounded number of listings in flight from the calling thread;
+    /// local disk lists them in turn. `keep_going` as for [`Storage::read_many`].
+    fn list_many(
+        &self,
+        dirs: &[StorePath],
+        keep_going: &dyn Fn() -> bool,
+    ) -> Vec<StorageResult<Vec<DirEntry>>> {
+        dirs.iter()
+            .map(|d| {
+                if keep_going() {
+                    self.list(d)
+                } else {
+                    Err(StorageError::Unavailable("listing abandoned".into()))
                 }
             })
             .collect()

@@ -84,6 +84,17 @@ const USER_DIRS: &[(&str, &str, &str)] = &[
     ),
 ];
 
+/// The account and user a dev-mode request acts as when its headers name none (spec §4.4:
+/// scaffolded at startup in either auth mode).
+pub const DEFAULT_ID: &str = "default";
+
+/// Scaffold `default` and `default/default`. Safe for any number of instances at once over
+/// one storage: every directory is mkdir -p and every sidecar create-only.
+pub fn init_default(storage: &dyn Storage) -> StorageResult<()> {
+    init_account(storage, DEFAULT_ID)?;
+    init_user(storage, DEFAULT_ID, DEFAULT_ID)
+}
+
 /// Create the account's preset directories (`resources`, `agent` and its children).
 pub fn init_account(storage: &dyn Storage, account: &str) -> StorageResult<()> {
     let root = StorePath::root().join(account)?;

@@ -135,13 +135,17 @@ impl VikingUri {
     }
 
     /// The child named `name` (a name read from storage or built by the server). Names that are
-    /// not safe segments are refused, so a hostile name on disk can never widen a path.
+    /// not safe segments are refused, so a hostile name on disk can never widen a path, and so
+    /// are internal names, so no `VikingUri` ever addresses one, however it was built.
     pub fn child(&self, name: &str) -> ServiceResult<VikingUri> {
         if name.is_empty() || name == "." || name == ".." || name.contains(['/', '\\']) {
             return Err(ServiceError::invalid_argument(format!(
                 "unsafe child name under {}",
                 self.uri()
             )));
+        }
+        if is_internal_name(name) {
+            return Err(reserved_name(&self.uri(), name));
         }
         let path = self
             .path
@@ -163,11 +167,6 @@ impl VikingUri {
             return None;
         }
         Some(self.segs[base.segs.len()..].join("/"))
-    }
-
-    /// True if any segment is a storage-internal name (§5.5).
-    pub fn has_internal_segment(&self) -> bool {
-        self.segs.iter().any(|s| is_internal_name(s))
     }
 
     /// True for a session's own files and what lies under them
@@ -215,11 +214,9 @@ impl fmt::Display for VikingUri {
     }
 }
 
-/// Storage-internal names: never listed, never creatable, writable or movable (§5.5).
-pub fn is_internal_name(name: &str) -> bool {
-    matches!(name, ".path.ovlock" | ".redirect.json" | ".sync_log.json")
-        || name.starts_with(".exact.ovlock.")
-}
+/// Storage-internal names (§5.5): the one predicate lives beside `StorePath`, where the
+/// identity checks can use it too.
+pub use super::path::is_internal_name;
 
 /// Dot-files are hidden from ls/tree/glob/grep unless `show_all_hidden` (§5.5).
 pub fn is_hidden_name(name: &str) -> bool {
@@ -243,6 +240,12 @@ pub fn parse(raw: &str, who: &Identity) -> ServiceResult<VikingUri> {
     // Safety first: nothing below (aliases, id checks, joins) sees an unsafe segment.
     for seg in &raw_segs {
         check_segment(trimmed, seg)?;
+    }
+    // No route may name what the backends and the index give meaning to: not write, cp, mv,
+    // mkdir or rm (that is how a user could forge a publishing flag or lose a file to the
+    // temp sweep), and not read, stat or find either (never shown, so never addressed).
+    if let Some(seg) = raw_segs.iter().find(|s| is_internal_name(s)) {
+        return Err(reserved_name(trimmed, seg));
     }
     let mut segs: Vec<String> = Vec::with_capacity(raw_segs.len() + 2);
     let mut explicit_user = false;
@@ -270,7 +273,13 @@ pub fn parse(raw: &str, who: &Identity) -> ServiceResult<VikingUri> {
 
     if let [scope, uid, tail @ ..] = segs.as_slice() {
         if scope == "user" {
-            if explicit_user && USER_CHILDREN.contains(&uid.as_str()) && *uid != who.user {
+            // §5.3 applies to USER and ADMIN callers only: for ROOT (every dev-mode request)
+            // the segment names a user explicitly, as in 0.5.2 (`viking://user/peers/…`).
+            if explicit_user
+                && who.role != Role::Root
+                && USER_CHILDREN.contains(&uid.as_str())
+                && *uid != who.user
+            {
                 return Err(ServiceError::invalid_uri(
                     trimmed,
                     format!(
@@ -372,7 +381,7 @@ fn check_segment(uri: &str, seg: &str) -> ServiceResult<()> {
 /// names stored by the server itself (archive entries, uploads) must be ones the API can
 /// reach again.
 pub fn is_api_segment(name: &str) -> bool {
-    !name.is_empty() && check_segment(name, name).is_ok()
+    !name.is_empty() && check_segment(name, name).is_ok() && !is_internal_name(name)
 }
 
 /// `.`, `..`, a backslash, or a drive prefix such as `C:`.
@@ -400,6 +409,14 @@ fn fold_lookalikes(s: &str) -> String {
         }
     }
     out
+}
+
+/// The one refusal of a storage-internal name in a client-named path.
+pub fn reserved_name(uri: &str, seg: &str) -> ServiceError {
+    ServiceError::invalid_argument(format!(
+        "cannot use storage internal name '{seg}': the name is reserved ({uri})"
+    ))
+    .with_details(json!({"resource": uri}))
 }
 
 fn unsafe_segment(uri: &str, seg: &str) -> ServiceError {
@@ -591,6 +608,13 @@ mod tests {
             ok("viking://user/memories/x", &m).uri(),
             "viking://user/memories/x"
         );
+        // ADMIN is held to it too; ROOT names a user explicitly (0.5.2, issue #19).
+        let admin = who(Role::Admin, "alice");
+        assert_eq!(code("viking://user/peers/x", &admin), ErrorCode::InvalidUri);
+        for child in USER_CHILDREN {
+            let raw = format!("viking://user/{child}/x");
+            assert_eq!(ok(&raw, &who(Role::Root, "default")).uri(), raw);
+        }
     }
 
     #[test]
@@ -654,6 +678,52 @@ mod tests {
             ok(fine, &a);
         }
         ok(&format!("viking://resources/{}", "x".repeat(255)), &a);
+    }
+
+    // Issue #26: every name a backend or the index gives meaning to is reserved in every
+    // client-named path, and no VikingUri can be built onto one from storage either.
+    #[test]
+    fn internal_names_are_reserved() {
+        use crate::storage::backend::s3::keys::{DIR_MARKER, FLAG_PREFIX, LOCKS_DIR, MOVES_DIR};
+        let a = alice();
+        let names = [
+            ".longship-tmp-notes.md".to_string(),
+            format!("{FLAG_PREFIX}docs"),
+            DIR_MARKER.to_string(),
+            LOCKS_DIR.to_string(),
+            MOVES_DIR.to_string(),
+            crate::storage::seglog::LOG_DIR.to_string(),
+            ".longship-probe-1".to_string(),
+            ".path.ovlock".to_string(),
+            ".exact.ovlock.x".to_string(),
+            ".redirect.json".to_string(),
+            ".sync_log.json".to_string(),
+        ];
+        for name in &names {
+            for raw in [
+                format!("viking://resources/{name}"),
+                format!("viking://resources/a/{name}/b.md"),
+                format!("viking://~/{name}"),
+                format!("viking://agent/{name}"),
+            ] {
+                let e = parse(&raw, &a).unwrap_err();
+                assert_eq!(e.code, ErrorCode::InvalidArgument, "{raw}");
+                assert!(e.message.contains("reserved"), "{}", e.message);
+            }
+            let dir = ok("viking://resources/a", &a);
+            assert!(dir.child(name).is_err(), "{name}");
+            assert!(!child_visible(&dir, name, &a), "{name}");
+            assert!(!is_api_segment(name), "{name}");
+        }
+        // Look-alikes that are not the server's are ordinary names.
+        for fine in [
+            ".longship",
+            "longship-tmp-x",
+            ".Longship-x",
+            "x.longship-dir",
+        ] {
+            ok(&format!("viking://resources/{fine}"), &a);
+        }
     }
 
     fn allowed(raw: &str, id: &Identity, access: Access) -> bool {

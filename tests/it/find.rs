@@ -1,4 +1,4 @@
-//! find / search (RETRIEVAL.md R2, R3) through the real binary: tenant isolation, bad input,
+//! find / search (docs/API.md, Search) through the real binary: tenant isolation, bad input,
 //! freshness across instances, index rebuilds and crashes. Runs on both storage backends.
 
 use std::time::{Duration, Instant};
@@ -193,12 +193,47 @@ fn bad_input_is_a_clear_400() {
         let r = find(&s, None, json!({"query": q}));
         assert_eq!(r.status, 200, "{q}: {:?}", r.body);
     }
-    let r = find(
-        &s,
-        None,
-        json!({"query": "x", "unknown_field": {"a": 1}, "telemetry": true}),
-    );
+    let r = find(&s, None, json!({"query": "x", "telemetry": true}));
     assert_eq!(r.status, 200);
+    // As in 0.5.2's FindRequest / SearchRequest (extra="forbid"), unknown keys are refused,
+    // and search-only keys on find.
+    for (path, body) in [
+        (FIND, json!({"query": "x", "unknown_field": {"a": 1}})),
+        (FIND, json!({"query": "x", "session_id": "s"})),
+        (SEARCH, json!({"query": "x", "unknown_field": 1})),
+    ] {
+        let r = s.post(path, None, body.clone());
+        assert_eq!(r.status, 400, "{body}: {:?}", r.body);
+        assert_eq!(
+            r.body["error"]["details"]["validation_errors"][0]["type"], "extra_forbidden",
+            "{body}"
+        );
+    }
+    // Field types are reported at the field, with pydantic's type names.
+    for (body, loc, kind) in [
+        (json!({"query": 5}), json!(["body", "query"]), "string_type"),
+        (
+            json!({"query": "x", "limit": "ten"}),
+            json!(["body", "limit"]),
+            "int_type",
+        ),
+        (
+            json!({"query": "x", "read_content": "maybe"}),
+            json!(["body", "read_content"]),
+            "bool_parsing",
+        ),
+        (
+            json!({"query": "x", "target_uri": ["viking://resources", 7]}),
+            json!(["body", "target_uri", "1"]),
+            "string_type",
+        ),
+    ] {
+        let r = find(&s, None, body.clone());
+        assert_eq!(r.status, 400, "{body}: {:?}", r.body);
+        let e = &r.body["error"]["details"]["validation_errors"][0];
+        assert_eq!(e["type"], kind, "{body}: {e}");
+        assert_eq!(e["loc"], loc, "{body}: {e}");
+    }
 }
 
 #[test]

@@ -365,7 +365,7 @@ fn mkdir_rows() {
     assert!(e["message"]
         .as_str()
         .unwrap()
-        .starts_with("cannot create storage internal name"));
+        .starts_with("cannot use storage internal name"));
     err(&c.mkdir("viking://user", None), 403, "PERMISSION_DENIED");
     err(&c.mkdir("viking://temp/x", None), 400, "INVALID_URI");
     err(&c.mkdir("viking://", None), 409, "CONFLICT");

@@ -262,7 +262,7 @@ fn write_rows() {
     assert!(msg(&c.write("viking://resources/.relations.json", "{}"))
         .starts_with("cannot write derived semantic file directly"));
     assert!(msg(&c.write("viking://resources/d/.path.ovlock", ""))
-        .starts_with("cannot write storage internal file directly"));
+        .starts_with("cannot use storage internal name"));
     assert!(msg(&c.write("viking://resources/.watch_tasks.json", "{}"))
         .starts_with("cannot write watch task control file"));
     assert!(msg(&c.write("viking://resources/docs/.abstract.md", "x"))

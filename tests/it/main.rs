@@ -7,6 +7,7 @@
 
 mod admin;
 mod bad_input;
+mod dev_mode;
 mod embed_server;
 mod fair;
 mod find;
@@ -21,6 +22,7 @@ mod harness;
 mod ingest_limits;
 mod metrics;
 mod multi_instance;
+mod names;
 mod resources;
 mod s3;
 mod s3_publish;
@@ -31,3 +33,4 @@ mod sessions_durability;
 mod storage_backends;
 mod system;
 mod tasks;
+mod walks;

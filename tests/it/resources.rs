@@ -1,4 +1,4 @@
-//! Resources (RETRIEVAL.md R6): temp uploads, add_resource from uploads, URLs and archives,
+//! Resources (docs/API.md, Resources): temp uploads, add_resource from uploads, URLs and archives,
 //! summaries, tasks and system/wait, against the real binary. The small HTTP servers started
 //! here on loopback stand in for real web sites and for a real OpenAI-compatible chat provider.
 
@@ -581,6 +581,12 @@ fn requests_are_validated_like_0_5_2() {
             "is_active",
         ),
         (json!({"path": 5}), 400, "path"),
+        // 0.5.2's AddResourceRequest forbids unknown keys.
+        (
+            json!({"path": "https://example.com/x", "zzz": 1}),
+            400,
+            "extra_forbidden",
+        ),
         (
             json!({"path": "https://example.com/x", "tags": ["team=search"]}),
             400,
@@ -606,7 +612,7 @@ fn requests_are_validated_like_0_5_2() {
             r.body
         );
     }
-    // Unknown fields are ignored (API.md §1.3); ROOT cannot add data in api_key mode.
+    // ROOT cannot add data in api_key mode.
     let r = s.post(
         RESOURCES,
         Some(crate::harness::ROOT_KEY),

@@ -268,3 +268,39 @@ fn actor_peer_header_is_validated_on_data_routes_and_ignored_on_sessions() {
     let r = s.raw("GET", "/api/v1/sessions", &bad, b"");
     assert_eq!(r.status, 200, "{:?}", r.body);
 }
+
+/// `GET /openapi.json` is served by the real binary without a key (api_key mode), as OpenAPI
+/// 3.1 JSON naming the routes clients use, and its operations need a key where the route does.
+#[test]
+fn openapi_document_is_served_without_a_key() {
+    let st = Storage::new();
+    let s = Server::start(&st, Opts::default());
+    let r = s.get("/openapi.json", None);
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert!(
+        r.body["openapi"]
+            .as_str()
+            .is_some_and(|v| v.starts_with("3.1")),
+        "{}",
+        r.body["openapi"]
+    );
+    let paths = &r.body["paths"];
+    for (path, method) in [
+        ("/api/v1/search/find", "post"),
+        ("/api/v1/sessions/{sid}/commit", "post"),
+        (
+            "/api/v1/admin/accounts/{account_id}/users/{user_id}/role",
+            "put",
+        ),
+        ("/api/v1/fs", "delete"),
+        ("/openapi.json", "get"),
+    ] {
+        assert!(paths[path][method].is_object(), "{method} {path} missing");
+    }
+    let find = &paths["/api/v1/search/find"]["post"];
+    assert!(find["security"].is_array(), "{find}");
+    assert!(paths["/health"]["get"].get("security").is_none());
+    let schema = &r.body["components"]["schemas"]["FindBody"];
+    assert_eq!(schema["additionalProperties"], false, "{schema}");
+    assert!(schema["properties"]["limit"].is_object(), "{schema}");
+}

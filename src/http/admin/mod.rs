@@ -6,6 +6,7 @@ use actix_web::http::StatusCode;
 use actix_web::web;
 use serde::Deserialize;
 use serde_json::{json, Value};
+use utoipa::{IntoParams, ToSchema};
 
 use crate::error::{ServiceError, ServiceResult};
 use crate::identity::{validate_id, validate_new_id, IdKind, Role};
@@ -17,42 +18,34 @@ use crate::storage::registry::{account_not_found, user_not_found};
 use super::auth::{Caller, RootOnly, Rule};
 use super::envelope::{ApiOk, ApiResult};
 use super::extract::{ApiJson, ApiQuery};
+use super::routes::{at, Routes};
 use super::AppState;
 
-mod users;
+pub(super) mod users;
 
 use users::{get_user, list_users, regenerate_key, register_user, remove_user, set_role};
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
+pub fn configure(routes: &mut Routes) {
     let base = "/api/v1/admin/accounts";
-    cfg.service(
-        web::resource(base)
-            .route(web::post().to(create_account))
-            .route(web::get().to(list_accounts)),
-    )
-    .service(
-        web::resource(format!("{base}/{{account_id}}"))
-            .route(web::get().to(get_account))
-            .route(web::delete().to(delete_account)),
-    )
-    .service(
-        web::resource(format!("{base}/{{account_id}}/users"))
-            .route(web::post().to(register_user))
-            .route(web::get().to(list_users)),
-    )
-    .service(
-        web::resource(format!("{base}/{{account_id}}/users/{{user_id}}"))
-            .route(web::get().to(get_user))
-            .route(web::delete().to(remove_user)),
-    )
-    .service(
-        web::resource(format!("{base}/{{account_id}}/users/{{user_id}}/role"))
-            .route(web::put().to(set_role)),
-    )
-    .service(
-        web::resource(format!("{base}/{{account_id}}/users/{{user_id}}/key"))
-            .route(web::post().to(regenerate_key)),
-    );
+    routes
+        .add(at(base).post(create_account).get(list_accounts))
+        .add(
+            at(format!("{base}/{{account_id}}"))
+                .get(get_account)
+                .delete(delete_account),
+        )
+        .add(
+            at(format!("{base}/{{account_id}}/users"))
+                .post(register_user)
+                .get(list_users),
+        )
+        .add(
+            at(format!("{base}/{{account_id}}/users/{{user_id}}"))
+                .get(get_user)
+                .delete(remove_user),
+        )
+        .add(at(format!("{base}/{{account_id}}/users/{{user_id}}/role")).put(set_role))
+        .add(at(format!("{base}/{{account_id}}/users/{{user_id}}/key")).post(regenerate_key));
 }
 
 pub(super) async fn run<J: BlockingJob<Output = ServiceResult<T>>, T: Send + 'static>(
@@ -116,8 +109,8 @@ pub(super) fn non_null(config: Option<Value>) -> Option<Value> {
     config.filter(|v| !v.is_null())
 }
 
-#[derive(Deserialize)]
-struct CreateAccountBody {
+#[derive(Deserialize, ToSchema)]
+pub(super) struct CreateAccountBody {
     account_id: String,
     admin_user_id: String,
     #[serde(default)]
@@ -151,8 +144,9 @@ async fn create_account(
     })))
 }
 
-#[derive(Deserialize)]
-struct ListQuery {
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(super) struct ListQuery {
     name: Option<String>,
     query: Option<String>,
     limit: Option<i64>,

@@ -4,6 +4,7 @@ use actix_web::http::StatusCode;
 use actix_web::web;
 use serde::Deserialize;
 use serde_json::{json, Value};
+use utoipa::{IntoParams, ToSchema};
 
 use crate::error::ServiceError;
 use crate::identity::{validate_id, validate_new_id, IdKind, Role};
@@ -24,8 +25,8 @@ fn default_role() -> String {
     "user".into()
 }
 
-#[derive(Deserialize)]
-pub(super) struct RegisterBody {
+#[derive(Deserialize, ToSchema)]
+pub(in crate::http) struct RegisterBody {
     user_id: String,
     #[serde(default = "default_role")]
     role: String,
@@ -79,8 +80,9 @@ fn default_true() -> bool {
     true
 }
 
-#[derive(Deserialize)]
-pub(super) struct ListUsersQuery {
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(in crate::http) struct ListUsersQuery {
     name: Option<String>,
     query: Option<String>,
     role: Option<String>,
@@ -202,8 +204,8 @@ pub(super) async fn remove_user(
     .status(StatusCode::ACCEPTED))
 }
 
-#[derive(Deserialize)]
-pub(super) struct RoleBody {
+#[derive(Deserialize, ToSchema)]
+pub(in crate::http) struct RoleBody {
     role: String,
 }
 
@@ -238,8 +240,8 @@ pub(super) async fn set_role(
     ))
 }
 
-#[derive(Deserialize, Default)]
-pub(super) struct KeyBody {
+#[derive(Deserialize, Default, ToSchema)]
+pub(in crate::http) struct KeyBody {
     #[serde(default)]
     seed: Option<String>,
 }

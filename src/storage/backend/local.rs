@@ -287,7 +287,8 @@ impl Storage for LocalStorage {
             let Ok(name) = entry.file_name().into_string() else {
                 continue; // names that are not UTF-8 cannot be addressed by a URI
             };
-            if name.starts_with(TEMP_PREFIX) {
+            // Temp files and every other reserved name are the server's, never a listing's.
+            if crate::storage::is_internal_name(&name) {
                 continue;
             }
             let meta = match entry.metadata() {
@@ -603,6 +604,8 @@ mod tests {
         let (d, s) = store();
         fs::write(d.path().join("viking").join(".longship-tmp-crash"), b"torn").unwrap();
         assert!(s.list(&StorePath::root()).unwrap().is_empty());
+        // Temp names are reserved names: no client path can name one (issue #26).
+        assert!(crate::storage::is_internal_name(&format!("{TEMP_PREFIX}x")));
         s.probe().unwrap();
     }
 }

@@ -1,5 +1,5 @@
-//! R7 cp (RETRIEVAL.md): copy a file or (with `recursive`) a directory tree, under the mv
-//! rules of API.md F6 / §13.5: an existing target is 409, never overwritten or merged.
+//! cp (docs/API.md, Filesystem): copy a file or (with `recursive`) a directory tree, under the mv
+//! rules of mv: an existing target is 409, never overwritten or merged.
 //!
 //! Crash-safe per file: every file is created with the backend's atomic create-only write, so a
 //! copy is visible whole or not at all, and a file that appeared meanwhile is never replaced.

@@ -217,12 +217,7 @@ pub fn grep(
     query: &GrepQuery,
 ) -> ServiceResult<Vec<u8>> {
     let regex = compile(&query.pattern, query.case_insensitive, uri)?;
-    let meta = if uri.has_internal_segment() {
-        None
-    } else {
-        stat(storage, uri)?
-    };
-    let meta = meta.ok_or_else(|| file_not_found(uri))?;
+    let meta = stat(storage, uri)?.ok_or_else(|| file_not_found(uri))?;
     let mut hits = Hits {
         json: br#"{"matches":"#.to_vec(),
         count: 0,

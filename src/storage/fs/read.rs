@@ -16,9 +16,6 @@ fn read_file(
     uri: &VikingUri,
     dir_message: impl Fn(&str) -> String,
 ) -> ServiceResult<Vec<u8>> {
-    if uri.has_internal_segment() {
-        return Err(file_not_found(uri));
-    }
     match storage.read(uri.store_path()) {
         Ok(bytes) => Ok(bytes),
         Err(StorageError::NotFound(_)) | Err(StorageError::NotADirectory(_)) => {
@@ -86,12 +83,7 @@ pub fn read_sidecar(
     uri: &VikingUri,
     which: Sidecar,
 ) -> ServiceResult<String> {
-    let meta = if uri.has_internal_segment() {
-        None
-    } else {
-        stat(storage, uri)?
-    };
-    let meta = meta.ok_or_else(|| dir_not_found(uri))?;
+    let meta = stat(storage, uri)?.ok_or_else(|| dir_not_found(uri))?;
     let dir = if meta.is_dir() {
         uri.clone()
     } else {

@@ -10,9 +10,6 @@ use crate::storage::Storage;
 
 /// Metadata of one file or directory.
 pub fn stat_entry(storage: &dyn Storage, uri: &VikingUri) -> ServiceResult<Value> {
-    if uri.has_internal_segment() {
-        return Err(file_not_found(uri));
-    }
     let meta = stat(storage, uri)?.ok_or_else(|| file_not_found(uri))?;
     Ok(json!({
             "name": uri.name(),

@@ -3,13 +3,18 @@
 //! Pre-order depth-first with an explicit stack (no recursion depth limit to hit), children
 //! sorted per directory, access and hiding rules applied to every child, and two ways to stop
 //! early: the visitor says so (node_limit reached) or the client has gone away.
+//!
+//! Listings fan out ([`Storage::listing_fan_out`]): on the way into a directory the walk also
+//! lists the next sibling directories it will enter, in one [`Storage::list_many`] — on an
+//! object store that many round trips in flight instead of one at a time. The visit order is
+//! unchanged, and an early stop wastes at most one batch of listings.
 
 use std::cmp::Ordering;
 
 use crate::error::ServiceResult;
 use crate::identity::Identity;
 use crate::storage::uri::{child_visible, is_hidden_name, VikingUri};
-use crate::storage::{DirEntry, Meta, Storage, StorageError};
+use crate::storage::{DirEntry, Meta, Storage, StorageError, StorageResult};
 
 use super::StorageFail;
 
@@ -77,11 +82,34 @@ pub fn caseless(a: &str, b: &str) -> Ordering {
         .cmp(b.chars().flat_map(char::to_lowercase))
 }
 
+/// A child waiting on the stack, with its own listing once a batch fetched it.
+struct Pending {
+    entry: DirEntry,
+    listing: Option<StorageResult<Vec<DirEntry>>>,
+}
+
+/// One directory being walked: its children still to visit, in reverse order (`pop` yields
+/// them in order).
+struct Frame {
+    dir: VikingUri,
+    depth: usize,
+    children: Vec<Pending>,
+}
+
 impl Walker<'_> {
     /// The visible children of `dir` for this walk, unsorted. A directory that vanished
     /// meanwhile has no children.
     pub fn children(&self, storage: &dyn Storage, dir: &VikingUri) -> ServiceResult<Vec<DirEntry>> {
-        let mut entries = match storage.list(dir.store_path()) {
+        self.visible(dir, storage.list(dir.store_path()))
+    }
+
+    /// What of a listing of `dir` this walk shows.
+    fn visible(
+        &self,
+        dir: &VikingUri,
+        listed: StorageResult<Vec<DirEntry>>,
+    ) -> ServiceResult<Vec<DirEntry>> {
+        let mut entries = match listed {
             Ok(e) => e,
             Err(StorageError::NotFound(_)) | Err(StorageError::NotADirectory(_)) => Vec::new(),
             Err(e) => return Err(StorageFail(dir).map(e)),
@@ -93,6 +121,68 @@ impl Walker<'_> {
         Ok(entries)
     }
 
+    /// Children in reverse walk order, none listed yet.
+    fn frame(&self, dir: VikingUri, depth: usize, listed: Vec<DirEntry>) -> Frame {
+        let mut kids = listed;
+        sort_entries(&mut kids, self.order);
+        let children = kids
+            .into_iter()
+            .rev()
+            .map(|entry| Pending {
+                entry,
+                listing: None,
+            })
+            .collect();
+        Frame {
+            dir,
+            depth,
+            children,
+        }
+    }
+
+    /// The listing of `first` (a child of `parent` about to be entered), fetched together
+    /// with those of the next sibling directories the walk will enter, up to the backend's
+    /// fan-out; theirs are kept in `siblings` (reverse order, as on the stack).
+    fn list_ahead(
+        &self,
+        storage: &dyn Storage,
+        abandoned: &dyn Fn() -> bool,
+        parent: &VikingUri,
+        depth: usize,
+        first: &VikingUri,
+        siblings: &mut [Pending],
+    ) -> StorageResult<Vec<DirEntry>> {
+        let width = storage.listing_fan_out().max(1);
+        let mut dirs = vec![first.store_path().clone()];
+        let mut slots = Vec::new();
+        if depth < self.max_depth {
+            for (i, sib) in siblings.iter().enumerate().rev() {
+                if dirs.len() >= width {
+                    break;
+                }
+                if !sib.entry.meta.is_dir() || sib.listing.is_some() {
+                    continue;
+                }
+                let Ok(uri) = parent.child(&sib.entry.name) else {
+                    continue;
+                };
+                if self.exclude.is_some_and(|ex| uri.starts_with(ex)) {
+                    continue;
+                }
+                dirs.push(uri.store_path().clone());
+                slots.push(i);
+            }
+        }
+        let mut listed = storage.list_many(&dirs, &|| !abandoned()).into_iter();
+        let own = listed
+            .next()
+            .unwrap_or_else(|| Err(StorageError::Unavailable("listing missing".into())));
+        for (slot, got) in slots.into_iter().zip(listed) {
+            siblings[slot].listing = Some(got);
+        }
+        own
+    }
+
     /// Walk below `start` (not visiting `start` itself), calling `visit(uri, meta, depth)`;
     /// stops early once `abandoned()` says nobody waits for the answer.
     pub fn run(
@@ -102,15 +192,20 @@ impl Walker<'_> {
         start: &VikingUri,
         mut visit: impl FnMut(&VikingUri, &Meta, usize) -> ServiceResult<Flow>,
     ) -> ServiceResult<Ended> {
-        // Each frame: a directory's children in reverse order, so `pop` yields them in order.
-        let mut stack: Vec<(VikingUri, usize, Vec<DirEntry>)> = Vec::new();
+        let mut stack: Vec<Frame> = Vec::new();
         if self.max_depth == 0 {
             return Ok(Ended::Complete);
         }
-        stack.push((start.clone(), 1, self.sorted_children(storage, start)?));
+        let top = self.children(storage, start)?;
+        stack.push(self.frame(start.clone(), 1, top));
         let mut visited: u64 = 0;
-        while let Some((dir, depth, children)) = stack.last_mut() {
-            let Some(entry) = children.pop() else {
+        while let Some(Frame {
+            dir,
+            depth,
+            children,
+        }) = stack.last_mut()
+        {
+            let Some(Pending { entry, listing }) = children.pop() else {
                 stack.pop();
                 continue;
             };
@@ -132,23 +227,195 @@ impl Walker<'_> {
                 Flow::SkipChildren => {}
                 Flow::Continue => {
                     if entry.meta.is_dir() && depth < self.max_depth {
-                        let kids = self.sorted_children(storage, &uri)?;
-                        stack.push((uri, depth + 1, kids));
+                        let listed = match listing {
+                            Some(listed) => listed,
+                            None => self.list_ahead(storage, abandoned, dir, depth, &uri, children),
+                        };
+                        // A batch cut short by a departed client reads as a storage error.
+                        if listed.is_err() && abandoned() {
+                            return Ok(Ended::Abandoned);
+                        }
+                        let kids = self.visible(&uri, listed)?;
+                        stack.push(self.frame(uri, depth + 1, kids));
                     }
                 }
             }
         }
         Ok(Ended::Complete)
     }
+}
 
-    fn sorted_children(
-        &self,
-        storage: &dyn Storage,
-        dir: &VikingUri,
-    ) -> ServiceResult<Vec<DirEntry>> {
-        let mut kids = self.children(storage, dir)?;
-        sort_entries(&mut kids, self.order);
-        kids.reverse();
-        Ok(kids)
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::identity::Role;
+    use crate::storage::backend::local::LocalStorage;
+    use crate::storage::{LockGuard, StorePath, Version};
+
+    /// Local disk that claims an object store's fan-out and records every batch it is asked
+    /// to list.
+    struct FanOut {
+        inner: LocalStorage,
+        width: usize,
+        batches: Mutex<Vec<Vec<String>>>,
+    }
+
+    impl Storage for FanOut {
+        fn kind(&self) -> &'static str {
+            "fan-out"
+        }
+        fn describe(&self) -> String {
+            self.inner.describe()
+        }
+        fn read_versioned(&self, p: &StorePath) -> StorageResult<(Vec<u8>, Version)> {
+            self.inner.read_versioned(p)
+        }
+        fn read_range(&self, p: &StorePath, offset: u64, len: u64) -> StorageResult<Vec<u8>> {
+            self.inner.read_range(p, offset, len)
+        }
+        fn write(&self, p: &StorePath, data: &[u8]) -> StorageResult<Version> {
+            self.inner.write(p, data)
+        }
+        fn write_if(
+            &self,
+            p: &StorePath,
+            data: &[u8],
+            expected: Option<&Version>,
+        ) -> StorageResult<Version> {
+            self.inner.write_if(p, data, expected)
+        }
+        fn append(&self, p: &StorePath, data: &[u8]) -> StorageResult<Version> {
+            self.inner.append(p, data)
+        }
+        fn stat(&self, p: &StorePath) -> StorageResult<Option<Meta>> {
+            self.inner.stat(p)
+        }
+        fn list(&self, dir: &StorePath) -> StorageResult<Vec<DirEntry>> {
+            self.batches
+                .lock()
+                .unwrap()
+                .push(vec![dir.as_str().to_string()]);
+            self.inner.list(dir)
+        }
+        fn mkdir(&self, p: &StorePath) -> StorageResult<()> {
+            self.inner.mkdir(p)
+        }
+        fn remove(&self, p: &StorePath, recursive: bool) -> StorageResult<()> {
+            self.inner.remove(p, recursive)
+        }
+        fn rename(&self, from: &StorePath, to: &StorePath) -> StorageResult<()> {
+            self.inner.rename(from, to)
+        }
+        fn lock(&self, name: &str, timeout: Duration) -> StorageResult<Box<dyn LockGuard>> {
+            self.inner.lock(name, timeout)
+        }
+        fn probe(&self) -> StorageResult<()> {
+            self.inner.probe()
+        }
+        fn listing_fan_out(&self) -> usize {
+            self.width
+        }
+        fn list_many(
+            &self,
+            dirs: &[StorePath],
+            _keep_going: &dyn Fn() -> bool,
+        ) -> Vec<StorageResult<Vec<DirEntry>>> {
+            self.batches
+                .lock()
+                .unwrap()
+                .push(dirs.iter().map(|d| d.as_str().to_string()).collect());
+            dirs.iter().map(|d| self.inner.list(d)).collect()
+        }
+    }
+
+    fn tree(width: usize) -> (tempfile::TempDir, FanOut) {
+        let dir = tempfile::tempdir().unwrap();
+        let inner = LocalStorage::open(dir.path()).unwrap();
+        for d in 0..6 {
+            inner
+                .write(
+                    &StorePath::parse(&format!("a/t/d{d}/top.md")).unwrap(),
+                    b"x",
+                )
+                .unwrap();
+            for s in 0..3 {
+                for f in 0..2 {
+                    let p = format!("a/t/d{d}/s{s}/f{f}.md");
+                    inner.write(&StorePath::parse(&p).unwrap(), b"x").unwrap();
+                }
+            }
+        }
+        let st = FanOut {
+            inner,
+            width,
+            batches: Mutex::default(),
+        };
+        (dir, st)
+    }
+
+    fn walk(st: &FanOut, max_depth: usize, stop_after: Option<usize>) -> Vec<String> {
+        let who = Identity {
+            role: Role::Root,
+            account: "a".into(),
+            user: "u".into(),
+        };
+        let walker = Walker {
+            who: &who,
+            show_hidden_files: false,
+            max_depth,
+            order: Order::DirsFirst,
+            exclude: None,
+        };
+        let start = VikingUri::root("a").unwrap().child("t").unwrap();
+        let mut seen = Vec::new();
+        walker
+            .run(st, &|| false, &start, |uri, _, _| {
+                seen.push(uri.uri());
+                Ok(if stop_after.is_some_and(|n| seen.len() >= n) {
+                    Flow::Stop
+                } else {
+                    Flow::Continue
+                })
+            })
+            .unwrap();
+        seen
+    }
+
+    // Issue #19 item 7: directories are listed in batches of the backend's fan-out, the
+    // walk's order and result are those of listing one at a time, and each directory is
+    // listed once.
+    #[test]
+    fn listings_fan_out_without_changing_the_walk() {
+        let (_d1, one) = tree(1);
+        let (_d4, four) = tree(4);
+        let expected = walk(&one, usize::MAX, None);
+        assert_eq!(expected.len(), 6 * (1 + 1 + 3 * (1 + 2)));
+        assert_eq!(walk(&four, usize::MAX, None), expected);
+        let batches = four.batches.lock().unwrap().clone();
+        assert!(one.batches.lock().unwrap().iter().all(|b| b.len() == 1));
+        assert!(batches.iter().all(|b| b.len() <= 4));
+        assert!(batches.iter().any(|b| b.len() == 4), "{batches:?}");
+        let mut listed: Vec<&String> = batches.iter().flatten().collect();
+        let total = listed.len();
+        listed.sort();
+        listed.dedup();
+        assert_eq!(listed.len(), total, "a directory listed twice: {batches:?}");
+        assert_eq!(total, 1 + 6 + 6 * 3, "every directory once");
+    }
+
+    #[test]
+    fn an_early_stop_wastes_at_most_one_batch() {
+        let (_d, four) = tree(4);
+        // Stop at the third node: t/d0, t/d0/s0, t/d0/s0/f0.md.
+        assert_eq!(walk(&four, usize::MAX, Some(3)).len(), 3);
+        let listed: usize = four.batches.lock().unwrap().iter().map(Vec::len).sum();
+        assert!(listed <= 1 + 4 + 4, "{listed}");
+        // A depth-1 walk lists only its start.
+        let (_d, four) = tree(4);
+        assert_eq!(walk(&four, 1, None).len(), 6);
+        assert_eq!(four.batches.lock().unwrap().len(), 1);
     }
 }

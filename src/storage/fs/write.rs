@@ -119,9 +119,6 @@ pub fn renamed(uri: &VikingUri, account: &str) -> ServiceResult<VikingUri> {
 pub fn check_target(uri: &VikingUri) -> ServiceResult<()> {
     let shown = uri.uri();
     let bad = |m: &str| Err(ServiceError::invalid_argument(format!("{m}: {shown}")));
-    if uri.has_internal_segment() {
-        return bad("cannot write storage internal file directly");
-    }
     if uri.name() == ".relations.json" {
         return bad("cannot write derived semantic file directly");
     }

@@ -37,9 +37,8 @@ pub fn run(storage: &dyn Storage, hashing: bool) -> ServiceResult<Report> {
         Err(e) => return Err(e.into()),
     }
     let (accounts, _) = read_accounts(storage)?;
-    if accounts.accounts.contains_key("default") {
-        scaffold::init_account(storage, "default")?;
-        scaffold::init_user(storage, "default", "default")?;
+    if accounts.accounts.contains_key(scaffold::DEFAULT_ID) {
+        scaffold::init_default(storage)?;
     }
     if hashing {
         for id in accounts.accounts.keys() {

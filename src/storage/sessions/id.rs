@@ -30,6 +30,9 @@ pub fn validate(sid: &str) -> Result<(), ServiceError> {
     {
         return fail("only letters, digits and _ . @ : - are allowed");
     }
+    if crate::storage::is_internal_name(sid) {
+        return fail("the name is reserved");
+    }
     Ok(())
 }
 

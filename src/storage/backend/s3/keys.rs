@@ -4,15 +4,13 @@
 //! creates also get a marker object `<dir>/.longship-dir` (empty, or the id of the move that
 //! claimed the directory), so empty directories persist (object_store cannot name keys that
 //! end in `/`, the other common convention).
-//! Names starting with [`INTERNAL_PREFIX`] (markers, probes, lock leases, move intents,
+//! Names starting with `.longship-` (`storage::INTERNAL_PREFIX`: markers, probes, lock leases, move intents,
 //! publishing flags) are never listed.
 
 use object_store::path::Path;
 
 use crate::storage::{StorageError, StorageResult, StorePath};
 
-/// Names that belong to the backend itself and are hidden from listings.
-pub const INTERNAL_PREFIX: &str = ".longship-";
 /// The marker object that makes a directory exist without any file in it.
 pub const DIR_MARKER: &str = ".longship-dir";
 /// Top-level folder of lock leases.
@@ -109,9 +107,9 @@ impl Keys {
         key.as_ref().rsplit('/').next().unwrap_or("")
     }
 
-    /// True for names of the backend's own objects.
+    /// True for names of the backend's own objects (and every other reserved name).
     pub fn is_internal(name: &str) -> bool {
-        name.starts_with(INTERNAL_PREFIX)
+        crate::storage::is_internal_name(name)
     }
 }
 

@@ -16,7 +16,7 @@
 
 mod deadline;
 mod error;
-mod keys;
+pub(crate) mod keys;
 mod lease;
 mod moves;
 
@@ -821,6 +821,51 @@ impl Storage for S3Storage {
     /// S3 rewrites the whole object to append (see `Inner::append`).
     fn appends_in_place(&self) -> bool {
         false
+    }
+
+    /// Walks list `parallel_requests` directories at a time (each a round trip or more).
+    fn listing_fan_out(&self) -> usize {
+        self.inner.parallel
+    }
+
+    /// Up to `parallel_requests` listings in flight, driven from this thread, as
+    /// [`Self::read_many`] does for reads.
+    fn list_many(
+        &self,
+        dirs: &[StorePath],
+        keep_going: &dyn Fn() -> bool,
+    ) -> Vec<StorageResult<Vec<DirEntry>>> {
+        let inner = &self.inner;
+        let stopped = std::sync::atomic::AtomicBool::new(false);
+        let stopped = &stopped;
+        let listings = stream::iter(dirs.iter().map(|dir| async move {
+            if stopped.load(std::sync::atomic::Ordering::Relaxed) {
+                return Err(StorageError::Unavailable("listing abandoned".into()));
+            }
+            inner.list(dir).await
+        }))
+        .buffered(inner.parallel)
+        .map(|got| {
+            if !keep_going() {
+                stopped.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+            got
+        })
+        .collect::<Vec<_>>();
+        // One listing may take a whole per-operation deadline (a directory of many
+        // sub-directories is a HEAD each): allow that per round of the batch, so fanning out
+        // never fails a walk that listing in turn would have finished.
+        let rounds = dirs.len().div_ceil(inner.parallel).clamp(1, 64) as u32;
+        let limit = self.deadline.per_operation() * rounds;
+        match self.block_on_within(limit, false, async { Ok(listings.await) }) {
+            Ok(out) => out,
+            Err(e) => {
+                let msg = e.to_string();
+                dirs.iter()
+                    .map(|_| Err(StorageError::Unavailable(msg.clone())))
+                    .collect()
+            }
+        }
     }
 
     /// Up to `parallel_requests` GETs in flight, driven from this thread; `keep_going` is

@@ -1,0 +1,438 @@
+//! The OpenAPI 3.1 document of the routes Longship serves (`GET /openapi.json`, no key needed),
+//! built with utoipa from the request types the handlers decode (`ToSchema` bodies,
+//! `IntoParams` queries). Each operation is listed here once; a test checks the list against
+//! every route `http::configure` registers, so a new route cannot be left out.
+
+use std::sync::OnceLock;
+
+use actix_web::HttpResponse;
+use serde::Serialize;
+use serde_json::Value;
+use utoipa::openapi::path::{
+    HttpMethod, OperationBuilder, Parameter, ParameterBuilder, ParameterIn,
+};
+use utoipa::openapi::request_body::{RequestBody, RequestBodyBuilder};
+use utoipa::openapi::schema::{ObjectBuilder, Schema};
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::tag::TagBuilder;
+use utoipa::openapi::{
+    ComponentsBuilder, ContentBuilder, InfoBuilder, OpenApi, OpenApiBuilder, Paths, Ref, RefOr,
+    Required, ResponseBuilder, SecurityRequirement,
+};
+use utoipa::{IntoParams, PartialSchema, ToSchema};
+
+use super::routes::{at, Routes};
+use super::{admin, content, fs, resources, search, sessions, system, tasks};
+
+pub const ROUTE: &str = "/openapi.json";
+
+pub fn configure(routes: &mut Routes) {
+    routes.add(at(ROUTE).get(serve));
+}
+
+async fn serve() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .body(document_json().clone())
+}
+
+/// The document, serialized once per process.
+pub fn document_json() -> &'static String {
+    static JSON: OnceLock<String> = OnceLock::new();
+    JSON.get_or_init(|| {
+        // Serializing a tree of plain maps and strings cannot fail; an empty object would
+        // still be valid JSON for a client.
+        serde_json::to_string(&document()).unwrap_or_else(|_| "{}".into())
+    })
+}
+
+/// Who may call an operation (the `Caller<Rule>` of its handler).
+#[derive(Clone, Copy)]
+enum Auth {
+    /// No key needed.
+    Open,
+    /// Any key (or none in dev mode).
+    AnyRole,
+    /// A user or admin key; the root key is refused in api_key mode.
+    Data,
+    /// The root key, api_key mode only.
+    Root,
+    /// The root key or the account's admin key, api_key mode only.
+    RootOrAdmin,
+}
+
+impl Auth {
+    fn describe(self) -> &'static str {
+        match self {
+            Auth::Open => "No key needed.",
+            Auth::AnyRole => "Any valid key (none in dev mode).",
+            Auth::Data => {
+                "A user or admin key of the account (none in dev mode); the root key is \
+                 refused with 403 in api_key mode."
+            }
+            Auth::Root => "The root key; api_key mode only (403 in dev mode).",
+            Auth::RootOrAdmin => {
+                "The root key, or an admin key of the account in the path; api_key mode only."
+            }
+        }
+    }
+}
+
+type Schemas = Vec<(String, RefOr<Schema>)>;
+
+/// What an operation reads from the request body.
+enum Body {
+    None,
+    /// A JSON object of this type (adds its schemas, returns its name); `required: false` =
+    /// an empty body means the defaults.
+    Json(fn(&mut Schemas) -> String, bool),
+    /// A JSON object still decoded field by field (described in docs/API.md, not typed here).
+    Untyped(&'static str, bool),
+    /// `multipart/form-data` with one `file` part.
+    Multipart,
+}
+
+struct Operation {
+    method: HttpMethod,
+    path: &'static str,
+    tag: &'static str,
+    summary: &'static str,
+    auth: Auth,
+    body: Body,
+    query: fn() -> Vec<Parameter>,
+}
+
+fn no_query() -> Vec<Parameter> {
+    Vec::new()
+}
+
+fn query_of<T: IntoParams>() -> Vec<Parameter> {
+    T::into_params(|| Some(ParameterIn::Query))
+}
+
+fn json_of<T: ToSchema>(out: &mut Schemas) -> String {
+    let name = T::name().into_owned();
+    out.push((name.clone(), T::schema()));
+    T::schemas(out);
+    name
+}
+
+fn operations() -> Vec<Operation> {
+    use Auth::*;
+    use HttpMethod::{Delete, Get, Post, Put};
+    let op = |method, path, tag, summary, auth, body, query| Operation {
+        method,
+        path,
+        tag,
+        summary,
+        auth,
+        body,
+        query,
+    };
+    vec![
+        // system
+        op(Get, "/health", "system", "Liveness; names the caller when a valid key is sent", Open, Body::None, no_query),
+        op(Get, "/ready", "system", "Readiness: a fresh storage probe (503 when not ready)", Open, Body::None, no_query),
+        op(Get, ROUTE, "system", "This document", Open, Body::None, no_query),
+        op(Get, "/metrics", "system", "Prometheus metrics (text format)", Open, Body::None, no_query),
+        op(Get, "/api/v1/system/status", "system", "Server status and the caller's identity", AnyRole, Body::None, no_query),
+        op(Get, "/api/v1/observer/system", "system", "Component health in the observer shape `ov status` reads", AnyRole, Body::None, query_of::<system::ObserverQuery>),
+        op(Post, "/api/v1/system/wait", "system", "Wait until the account's ingestions and this instance's index have caught up", AnyRole, Body::Json(json_of::<resources::WaitBody>, false), no_query),
+        // admin
+        op(Post, "/api/v1/admin/accounts", "admin", "Create an account and its first admin; returns the admin's key", Root, Body::Json(json_of::<admin::CreateAccountBody>, true), no_query),
+        op(Get, "/api/v1/admin/accounts", "admin", "List accounts", Root, Body::None, query_of::<admin::ListQuery>),
+        op(Get, "/api/v1/admin/accounts/{account_id}", "admin", "One account", Root, Body::None, no_query),
+        op(Delete, "/api/v1/admin/accounts/{account_id}", "admin", "Delete an account, its users and its data", Root, Body::None, no_query),
+        op(Post, "/api/v1/admin/accounts/{account_id}/users", "admin", "Register a user; returns the user's key", RootOrAdmin, Body::Json(json_of::<admin::users::RegisterBody>, true), no_query),
+        op(Get, "/api/v1/admin/accounts/{account_id}/users", "admin", "List the account's users", RootOrAdmin, Body::None, query_of::<admin::users::ListUsersQuery>),
+        op(Get, "/api/v1/admin/accounts/{account_id}/users/{user_id}", "admin", "One user", RootOrAdmin, Body::None, no_query),
+        op(Delete, "/api/v1/admin/accounts/{account_id}/users/{user_id}", "admin", "Remove a user and revoke their key", RootOrAdmin, Body::None, no_query),
+        op(Put, "/api/v1/admin/accounts/{account_id}/users/{user_id}/role", "admin", "Promote a user to admin", RootOrAdmin, Body::Json(json_of::<admin::users::RoleBody>, true), no_query),
+        op(Post, "/api/v1/admin/accounts/{account_id}/users/{user_id}/key", "admin", "Issue a new key for a user (the old one stops working)", RootOrAdmin, Body::Json(json_of::<admin::users::KeyBody>, false), no_query),
+        // fs
+        op(Get, "/api/v1/fs/ls", "fs", "List a directory", Data, Body::None, query_of::<fs::ListQuery>),
+        op(Get, "/api/v1/fs/tree", "fs", "List a directory tree", Data, Body::None, query_of::<fs::ListQuery>),
+        op(Get, "/api/v1/fs/stat", "fs", "One entry's metadata", Data, Body::None, query_of::<fs::UriQuery>),
+        op(Post, "/api/v1/fs/mkdir", "fs", "Create a directory (and its parents)", Data, Body::Json(json_of::<fs::MkdirBody>, true), no_query),
+        op(Post, "/api/v1/fs/mv", "fs", "Move a file or directory; an existing target is 409", Data, Body::Json(json_of::<fs::MvBody>, true), no_query),
+        op(Post, "/api/v1/fs/cp", "fs", "Copy a file or (recursive) a directory; an existing target is 409", Data, Body::Json(json_of::<fs::CpBody>, true), no_query),
+        op(Delete, "/api/v1/fs", "fs", "Remove a file or (recursive) a directory", Data, Body::None, query_of::<fs::RmQuery>),
+        // content
+        op(Get, "/api/v1/content/read", "content", "Read a file's lines", Data, Body::None, query_of::<content::ReadQuery>),
+        op(Get, "/api/v1/content/abstract", "content", "A directory's level-0 summary (.abstract.md)", Data, Body::None, query_of::<content::UriQuery>),
+        op(Get, "/api/v1/content/overview", "content", "A directory's level-1 summary (.overview.md)", Data, Body::None, query_of::<content::UriQuery>),
+        op(Get, "/api/v1/content/download", "content", "A file's raw bytes (application/octet-stream)", Data, Body::None, query_of::<content::UriQuery>),
+        op(Post, "/api/v1/content/write", "content", "Write (replace, append or create) a file", Data, Body::Json(json_of::<content::WriteBody>, true), no_query),
+        // search
+        op(Post, "/api/v1/search/grep", "search", "Regular-expression search in file contents", Data, Body::Json(json_of::<search::GrepBody>, true), no_query),
+        op(Post, "/api/v1/search/glob", "search", "Find paths by glob pattern", Data, Body::Json(json_of::<search::GlobBody>, true), no_query),
+        op(Post, "/api/v1/search/find", "search", "Ranked retrieval (keyword, plus vectors when an embedder is configured)", Data, Body::Json(json_of::<crate::search::request::FindBody>, true), no_query),
+        op(Post, "/api/v1/search/search", "search", "find with session context and search_type", Data, Body::Json(json_of::<crate::search::request::SearchBody>, true), no_query),
+        op(Post, "/api/v1/search/recall", "search", "Deprecated upstream; answers 501", Data, Body::None, no_query),
+        // sessions
+        op(Post, "/api/v1/sessions", "sessions", "Create a session", Data, Body::Untyped("session_id, memory_policy, auto_commit_policy, memory_extraction_config", false), no_query),
+        op(Get, "/api/v1/sessions", "sessions", "List the caller's sessions", Data, Body::None, no_query),
+        op(Get, "/api/v1/sessions/{sid}", "sessions", "One session (auto_create makes a missing one)", Data, Body::None, query_of::<sessions::GetQuery>),
+        op(Delete, "/api/v1/sessions/{sid}", "sessions", "Delete a session and its archives", Data, Body::None, no_query),
+        op(Post, "/api/v1/sessions/{sid}/messages", "sessions", "Append one message", Data, Body::Untyped("role, content or parts, created_at, peer_id", true), no_query),
+        op(Post, "/api/v1/sessions/{sid}/messages/batch", "sessions", "Append several messages at once", Data, Body::Untyped("messages: [message]", true), no_query),
+        op(Post, "/api/v1/sessions/{sid}/commit", "sessions", "Archive the live messages (commit pool)", Data, Body::Untyped("keep_recent_count, retention_mode, keep_recent_turn_count, min_raw_tail_steps, retained_message_token_budget, enable_working_memory, reset_context, extraction_metadata", false), no_query),
+        op(Get, "/api/v1/sessions/{sid}/archives/{archive_id}", "sessions", "One archive's messages and summary", Data, Body::None, no_query),
+        op(Get, "/api/v1/sessions/{sid}/context", "sessions", "Archive summaries and live messages within a token budget", Data, Body::None, query_of::<sessions::ContextQuery>),
+        // tasks
+        op(Get, "/api/v1/tasks", "tasks", "List the caller's tasks", AnyRole, Body::None, query_of::<tasks::ListQuery>),
+        op(Get, "/api/v1/tasks/{task_id}", "tasks", "One task", AnyRole, Body::None, no_query),
+        op(Post, "/api/v1/tasks/{task_id}/cancel", "tasks", "Cancel a pending or running task", AnyRole, Body::None, no_query),
+        // resources
+        op(Post, "/api/v1/resources/temp_upload", "resources", "Upload a file for a later add_resource (multipart, streamed)", Data, Body::Multipart, no_query),
+        op(Post, "/api/v1/resources", "resources", "Ingest a resource (upload, URL or allowed server path) with L0/L1 summaries", Data, Body::Json(json_of::<resources::AddResourceBody>, true), no_query),
+    ]
+}
+
+/// `{"status":"ok","result":…,"time":…}`.
+#[derive(Serialize, ToSchema)]
+#[allow(dead_code)]
+struct OkEnvelope {
+    /// Always `ok`.
+    status: String,
+    /// The operation's result (shapes in docs/API.md).
+    result: Value,
+    /// Seconds the server spent on the request.
+    time: f64,
+}
+
+/// `{"status":"error","error":{code,message,details?},"time":…}`.
+#[derive(Serialize, ToSchema)]
+#[allow(dead_code)]
+struct ErrorEnvelope {
+    /// Always `error`.
+    status: String,
+    error: ErrorBody,
+    time: f64,
+}
+
+#[derive(Serialize, ToSchema)]
+#[allow(dead_code)]
+struct ErrorBody {
+    /// `INVALID_ARGUMENT`, `NOT_FOUND`, `PERMISSION_DENIED`, `UNAUTHENTICATED`, `CONFLICT`,
+    /// `RESOURCE_EXHAUSTED`, `UNAVAILABLE`, `DEADLINE_EXCEEDED`, `UNIMPLEMENTED`, `INTERNAL`, ...
+    code: String,
+    message: String,
+    /// For validation errors: `validation_errors: [{loc, message, type}]`.
+    details: Option<Value>,
+}
+
+/// Path parameters from the `{name}` segments of an actix pattern.
+fn path_parameters(path: &str) -> Vec<Parameter> {
+    path.split('/')
+        .filter_map(|seg| seg.strip_prefix('{')?.strip_suffix('}'))
+        .map(|name| {
+            ParameterBuilder::new()
+                .name(name)
+                .parameter_in(ParameterIn::Path)
+                .required(Required::True)
+                .schema(Some(String::schema()))
+                .build()
+        })
+        .collect()
+}
+
+fn json_body(required: bool, description: Option<String>, schema: RefOr<Schema>) -> RequestBody {
+    RequestBodyBuilder::new()
+        .required(Some(if required {
+            Required::True
+        } else {
+            Required::False
+        }))
+        .description(description)
+        .content(
+            "application/json",
+            ContentBuilder::new().schema(Some(schema)).build(),
+        )
+        .build()
+}
+
+fn envelope_response(description: &str, schema: &str) -> utoipa::openapi::Response {
+    ResponseBuilder::new()
+        .description(description)
+        .content(
+            "application/json",
+            ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name(schema)))
+                .build(),
+        )
+        .build()
+}
+
+/// Build the whole document.
+pub fn document() -> OpenApi {
+    let mut schemas: Schemas = Vec::new();
+    json_of::<OkEnvelope>(&mut schemas);
+    json_of::<ErrorEnvelope>(&mut schemas);
+    let mut paths = Paths::new();
+    let mut tags: Vec<&str> = Vec::new();
+    for op in operations() {
+        if !tags.contains(&op.tag) {
+            tags.push(op.tag);
+        }
+        let mut parameters = path_parameters(op.path);
+        parameters.extend((op.query)());
+        let mut builder = OperationBuilder::new()
+            .tag(op.tag)
+            .summary(Some(op.summary))
+            .description(Some(format!("Auth: {}", op.auth.describe())))
+            .operation_id(Some(operation_id(&op)))
+            .parameters(Some(parameters))
+            .response(
+                "200",
+                envelope_response("Success envelope (bare JSON for /health, /ready, /openapi.json; text for /metrics; bytes for download)", "OkEnvelope"),
+            )
+            .response(
+                "default",
+                envelope_response("Error envelope (4xx bad input or access; 503 + Retry-After when a pool or budget is full)", "ErrorEnvelope"),
+            );
+        builder = match op.body {
+            Body::None => builder,
+            Body::Json(add_schemas, required) => {
+                let name = add_schemas(&mut schemas);
+                builder.request_body(Some(json_body(
+                    required,
+                    None,
+                    Ref::from_schema_name(name).into(),
+                )))
+            }
+            Body::Untyped(fields, required) => builder.request_body(Some(json_body(
+                required,
+                Some(format!("A JSON object: {fields} (see docs/API.md)")),
+                ObjectBuilder::new().into(),
+            ))),
+            Body::Multipart => builder.request_body(Some(
+                RequestBodyBuilder::new()
+                    .required(Some(Required::True))
+                    .description(Some("multipart/form-data with one part named `file`"))
+                    .content(
+                        "multipart/form-data",
+                        ContentBuilder::new()
+                            .schema(Some(
+                                ObjectBuilder::new()
+                                    .property(
+                                        "file",
+                                        ObjectBuilder::new()
+                                            .schema_type(utoipa::openapi::Type::String)
+                                            .content_media_type("application/octet-stream"),
+                                    )
+                                    .required("file"),
+                            ))
+                            .build(),
+                    )
+                    .build(),
+            )),
+        };
+        if !matches!(op.auth, Auth::Open) {
+            builder = builder
+                .security(SecurityRequirement::new("api_key", Vec::<String>::new()))
+                .security(SecurityRequirement::new("bearer", Vec::<String>::new()));
+        }
+        paths.add_path_operation(op.path, vec![op.method], builder.build());
+    }
+    let components = ComponentsBuilder::new()
+        .schemas_from_iter(schemas)
+        .security_scheme(
+            "api_key",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("X-API-Key"))),
+        )
+        .security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        )
+        .build();
+    OpenApiBuilder::new()
+        .info(
+            InfoBuilder::new()
+                .title("Longship")
+                .version(env!("CARGO_PKG_VERSION"))
+                .description(Some(
+                    "The OpenViking 0.5.2 HTTP API as Longship serves it. Human-readable \
+                     reference: docs/API.md in the repository.",
+                ))
+                .build(),
+        )
+        .paths(paths)
+        .components(Some(components))
+        .tags(Some(
+            tags.into_iter()
+                .map(|t| TagBuilder::new().name(t).build())
+                .collect::<Vec<_>>(),
+        ))
+        .build()
+}
+
+fn operation_id(op: &Operation) -> String {
+    let method = match op.method {
+        HttpMethod::Get => "get",
+        HttpMethod::Post => "post",
+        HttpMethod::Put => "put",
+        HttpMethod::Delete => "delete",
+        _ => "other",
+    };
+    let path: String = op
+        .path
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    format!("{method}{}", path.trim_end_matches('_'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_registered_route_is_documented_and_nothing_else() {
+        let doc: Value = serde_json::from_str(document_json()).expect("the document is JSON");
+        assert!(
+            doc["openapi"]
+                .as_str()
+                .is_some_and(|v| v.starts_with("3.1")),
+            "{}",
+            doc["openapi"]
+        );
+        let registered = crate::http::registered_routes();
+        assert!(registered.len() > 40, "{registered:?}");
+        let mut documented = Vec::new();
+        for (path, item) in doc["paths"].as_object().expect("paths") {
+            for method in item.as_object().expect("path item").keys() {
+                if ["get", "post", "put", "delete", "patch"].contains(&method.as_str()) {
+                    documented.push((method.to_uppercase(), path.clone()));
+                }
+            }
+        }
+        for (method, path) in &registered {
+            assert!(
+                documented.contains(&(method.as_str().to_string(), path.clone())),
+                "{method} {path} is served but not in the OpenAPI document"
+            );
+        }
+        for (method, path) in &documented {
+            assert!(
+                registered
+                    .iter()
+                    .any(|(m, p)| m.as_str() == method && p == path),
+                "{method} {path} is documented but not served"
+            );
+        }
+    }
+
+    #[test]
+    fn every_schema_reference_resolves() {
+        let text = document_json();
+        let doc: Value = serde_json::from_str(text).expect("JSON");
+        let schemas = doc["components"]["schemas"].as_object().expect("schemas");
+        let mut rest = text.as_str();
+        while let Some(at) = rest.find("\"$ref\":\"#/components/schemas/") {
+            rest = &rest[at + "\"$ref\":\"#/components/schemas/".len()..];
+            let name = &rest[..rest.find('"').expect("closing quote")];
+            assert!(schemas.contains_key(name), "dangling $ref {name}");
+        }
+    }
+}
