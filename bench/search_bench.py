@@ -21,8 +21,11 @@ SECS = int(sys.argv[1]) if len(sys.argv) > 1 else 10
 SIZES = [int(n) for n in os.environ.get("SEARCH_BENCH_DOCS", "10000,100000").split(",") if n]
 DOC_BYTES = 4096
 PYDOC = "/usr/share/doc/python3-doc/html/library"
-# Parts to run (all by default): scale, ab, health, relevance.
-PARTS = set(os.environ.get("SEARCH_BENCH_PARTS", "scale,ab,health,relevance").split(","))
+# Parts to run (all by default): scale, ab, load, health, relevance.
+PARTS = set(os.environ.get("SEARCH_BENCH_PARTS", "scale,ab,load,health,relevance").split(","))
+# The freshness-under-load part: writes per second on A, for this many seconds.
+LOAD_RATE = 50
+LOAD_SECS = int(os.environ.get("SEARCH_BENCH_LOAD_SECS", "60"))
 
 rng = random.Random(7)
 VOCAB = [
@@ -168,6 +171,61 @@ def a_to_b(lines, trials=200):
         a.stop()
         b.stop()
         return percentile(lat, 50), percentile(lat, 99), max(lat)
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def a_to_b_under_load(rate=LOAD_RATE, secs=LOAD_SECS):
+    """Write on A at `rate`/s for `secs` s; a reader polls B for the newest documents. Returns
+    each write's delay from its acknowledgement to its first sighting on B (ms)."""
+    d = temp_dir()
+    try:
+        a = Server(d, root_key=None, env={"LONGSHIP_SEARCH__INDEX_DIR": os.path.join(d, "ia")})
+        b = Server(d, root_key=None, env={"LONGSHIP_SEARCH__INDEX_DIR": os.path.join(d, "ib")})
+        wait_built(a.url)
+        wait_built(b.url)
+        acked, seen = {}, {}
+        done = threading.Event()
+        latest = [0]
+
+        def reader():
+            # Documents go into directories of `rate` each; poll the newest three.
+            while not (done.is_set() and len(seen) >= len(acked)):
+                top = latest[0] // rate
+                for bucket in range(max(0, top - 2), top + 1):
+                    _, code, res = find(b.url, "loadword", limit=1000,
+                                        target_uri=f"viking://resources/load/b{bucket}")
+                    now = time.perf_counter()
+                    if code == 200:
+                        for u in hits(res):
+                            seen.setdefault(u, now)
+                if done.is_set() and time.perf_counter() - done_at[0] > 10:
+                    break
+                time.sleep(0.005)
+
+        done_at = [0.0]
+        t = threading.Thread(target=reader)
+        t.start()
+        start = time.perf_counter()
+        for i in range(rate * secs):
+            due = start + i / rate
+            pause = due - time.perf_counter()
+            if pause > 0:
+                time.sleep(pause)
+            uri = f"viking://resources/load/b{i // rate}/d{i}.md"
+            call(a.url + "/api/v1/content/write", "POST",
+                 body={"uri": uri, "content": f"loadword item{i}"})
+            acked[uri] = time.perf_counter()
+            latest[0] = i
+        achieved = len(acked) / (time.perf_counter() - start)
+        done_at[0] = time.perf_counter()
+        done.set()
+        t.join()
+        a.stop()
+        b.stop()
+        lat = [max(0.0, seen[u] - t0) * 1000 if u in seen else float("inf")
+               for u, t0 in acked.items()]
+        return lat, achieved
     finally:
         shutil.rmtree(d, ignore_errors=True)
 
@@ -405,6 +463,8 @@ def main():
         scale_part(out)
     if "ab" in PARTS:
         ab_part(out)
+    if "load" in PARTS:
+        load_part(out)
     if "health" in PARTS:
         health_part(out)
     if "relevance" in PARTS:
@@ -442,6 +502,17 @@ def ab_part(out):
                f"`search.refresh_interval_ms` = 1000, B polled every 10 ms, 200 trials, each after "
                f"a random 0–1 s pause): "
                f"p50 {p50:.0f} ms, p99 {p99:.0f} ms, max {mx:.0f} ms.")
+
+
+def load_part(out):
+    print("== A→B under load", file=sys.stderr)
+    lat, achieved = a_to_b_under_load()
+    over = sum(1 for x in lat if x > 1000) / len(lat) * 100
+    out.append("")
+    out.append(f"Write on A → found on B under load ({len(lat)} writes on A at {achieved:.1f}/s "
+               f"for {LOAD_SECS} s, `search.refresh_interval_ms` = 1000, a reader polling B's "
+               f"newest documents): p50 {percentile(lat, 50):.0f} ms, p99 "
+               f"{percentile(lat, 99):.0f} ms, max {max(lat):.0f} ms; {over:.1f}% over 1 s.")
 
 
 def health_part(out):

@@ -62,6 +62,22 @@ pub struct ServerSettings {
     /// Request-body bytes all requests together may hold; past it new bodies get 503 +
     /// `Retry-After` before they are read. At least `max_body_bytes`.
     pub max_inflight_body_bytes: usize,
+    /// Of `max_inflight_body_bytes`, what one account may hold (bodies and find answers);
+    /// beyond: 429 + `Retry-After`. Callers whose key does not resolve share one such share.
+    /// Raised to `max_body_bytes` when lower (one whole body always fits).
+    pub max_inflight_body_bytes_per_account: usize,
+    /// The head of every body that may use the reserve below (an ordinary JSON body is all
+    /// head).
+    pub small_body_bytes: usize,
+    /// Of `max_inflight_body_bytes`, what only the heads of bodies may use, so ordinary finds
+    /// and writes are admitted while large bodies fill the rest. Lowered to leave room for
+    /// one body of `max_body_bytes`.
+    pub small_body_reserve_bytes: usize,
+    /// A body with no byte arriving for this many seconds is cut off with 408; also the
+    /// period over which `body_min_bytes_per_sec` is measured.
+    pub body_idle_timeout_secs: u64,
+    /// Least average rate of a body over each `body_idle_timeout_secs`; slower: 408.
+    pub body_min_bytes_per_sec: u64,
     /// On SIGTERM/SIGINT: seconds from the signal to finish in-flight requests and then accepted
     /// storage/commit work (one deadline for both).
     pub shutdown_timeout_secs: u64,
@@ -75,6 +91,11 @@ impl Default for ServerSettings {
             workers: None,
             max_body_bytes: 32 * 1024 * 1024,
             max_inflight_body_bytes: 256 * 1024 * 1024,
+            max_inflight_body_bytes_per_account: 64 * 1024 * 1024,
+            small_body_bytes: 64 * 1024,
+            small_body_reserve_bytes: 32 * 1024 * 1024,
+            body_idle_timeout_secs: 15,
+            body_min_bytes_per_sec: 1024,
             shutdown_timeout_secs: 30,
         }
     }
@@ -714,6 +735,10 @@ impl Settings {
             return bad(
                 "server.max_inflight_body_bytes must be at least server.max_body_bytes".into(),
             );
+        }
+        let srv = &self.server;
+        if srv.body_idle_timeout_secs == 0 {
+            return bad("server.body_idle_timeout_secs must be at least 1".into());
         }
         match self.auth.mode.as_deref() {
             None | Some("api_key") | Some("dev") => {}

@@ -19,6 +19,8 @@ pub enum ErrorCode {
     FailedPrecondition,
     ResourceExhausted,
     PayloadTooLarge,
+    /// A request body that stopped arriving (HTTP 408).
+    RequestTimeout,
     MethodNotAllowed,
     DeadlineExceeded,
     Unavailable,
@@ -41,7 +43,7 @@ impl ErrorCode {
             // Body-size rejections share the size/rate-limit code, with HTTP 413.
             ErrorCode::ResourceExhausted | ErrorCode::PayloadTooLarge => "RESOURCE_EXHAUSTED",
             ErrorCode::MethodNotAllowed => "INVALID_ARGUMENT",
-            ErrorCode::DeadlineExceeded => "DEADLINE_EXCEEDED",
+            ErrorCode::DeadlineExceeded | ErrorCode::RequestTimeout => "DEADLINE_EXCEEDED",
             ErrorCode::Unavailable => "UNAVAILABLE",
             ErrorCode::Unimplemented => "UNIMPLEMENTED",
             ErrorCode::Internal => "INTERNAL",

@@ -331,7 +331,7 @@ async fn serve(
         ingest: Arc::new(crate::ingest::gate::IngestRuntime::new(&settings)),
         search,
         body_budget: Arc::new(crate::http::admission::BodyBudget::new(
-            settings.server.max_inflight_body_bytes,
+            crate::http::admission::BudgetLimits::from_settings(&settings.server),
         )),
     };
     let max_body = settings.server.max_body_bytes;

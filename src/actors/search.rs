@@ -18,6 +18,7 @@ use crate::config::Settings;
 use crate::search::changes::Recorder;
 use crate::search::embed::Embedder;
 use crate::search::index::{IndexError, SearchIndex};
+use crate::search::index_dirs;
 use crate::search::indexer::Indexer;
 use crate::storage::Storage;
 
@@ -147,29 +148,17 @@ impl SearchHandle {
     }
 }
 
-/// The index directory: `search.index_dir`, else one per port under the data dir.
-pub fn index_dir(settings: &Settings) -> PathBuf {
-    if let Some(dir) = &settings.search.index_dir {
-        return dir.clone();
-    }
-    let key = match settings.server.port {
-        0 => format!("pid-{}", std::process::id()),
-        port => port.to_string(),
-    };
-    settings
-        .storage
-        .data_dir
-        .join(".longship")
-        .join("search")
-        .join(key)
+/// Where instance index directories live when `search.index_dir` is not set.
+pub fn index_base(settings: &Settings) -> PathBuf {
+    settings.storage.data_dir.join(".longship").join("search")
 }
 
 /// Open the index (refusing a directory another process holds), create the process's change
 /// recorder (jobs that change indexed content get it through the returned handle), and start
 /// the writer thread and its timer. Must run inside an actix System.
 pub fn start(settings: &Settings, storage: Arc<dyn Storage>) -> Result<SearchHandle, IndexError> {
-    let dir = index_dir(settings);
-    let index = Arc::new(open_niced(&dir, settings)?);
+    let index = Arc::new(open_niced(settings)?);
+    let dir = index.dir.clone();
     let embedder = match Embedder::new(&settings.embedding, settings.search.max_indexed_bytes) {
         None => None,
         Some(Ok(e)) => Some(Arc::new(e)),
@@ -223,7 +212,10 @@ pub fn start(settings: &Settings, storage: Arc<dyn Storage>) -> Result<SearchHan
     );
     let _ = waker.addr.set(addr);
     let timer_waker = waker.clone();
-    let every = Duration::from_millis(settings.search.refresh_interval_ms);
+    // Twice per interval: a record made just after a poll is then applied within half an
+    // interval plus the apply and commit, inside `refresh_interval_ms` (polling once per
+    // interval put the 99th percentile just past it).
+    let every = Duration::from_millis((settings.search.refresh_interval_ms / 2).max(5));
     actix_rt::spawn(async move {
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -244,18 +236,25 @@ pub fn start(settings: &Settings, storage: Arc<dyn Storage>) -> Result<SearchHan
     })
 }
 
-/// Open the index on a short-lived thread running at `pools.thread_nice`: tantivy spawns its
-/// indexing and merge threads when the writer is created, and a Linux thread inherits its
-/// creator's nice value, so a full rebuild yields the CPU to the HTTP workers.
-fn open_niced(dir: &std::path::Path, settings: &Settings) -> Result<SearchIndex, IndexError> {
+/// Open the index (`search.index_dir`, else a claimed instance directory) on a short-lived
+/// thread running at `pools.thread_nice`: tantivy spawns its indexing and merge threads when
+/// the writer is created, and a Linux thread inherits its creator's nice value, so a full
+/// rebuild yields the CPU to the HTTP workers.
+fn open_niced(settings: &Settings) -> Result<SearchIndex, IndexError> {
     let nice = settings.pools.thread_nice;
     let memory_mb = settings.search.writer_memory_mb;
-    let owned = dir.to_path_buf();
+    let configured = settings.search.index_dir.clone();
+    let dir = configured.clone().unwrap_or_else(|| index_base(settings));
+    let owned = dir.clone();
     let opener = std::thread::Builder::new()
         .name("search-open".into())
         .spawn(move || {
             crate::actors::pool::lower_thread_priority(nice);
-            SearchIndex::open(&owned, memory_mb)
+            let open = |d: &std::path::Path| SearchIndex::open(d, memory_mb);
+            match configured {
+                Some(d) => open(&d),
+                None => index_dirs::open_claimed(&owned, &open),
+            }
         })
         .map_err(|source| IndexError::Io {
             dir: dir.to_path_buf(),

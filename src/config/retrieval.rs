@@ -10,8 +10,9 @@ use super::ConfigError;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SearchSettings {
-    /// Directory of this instance's index (a derived cache on local disk). Absent:
-    /// `<storage.data_dir>/.longship/search/<server.port>`, distinct per instance on one host.
+    /// Directory of this instance's index (a derived cache on local disk). Absent: one
+    /// claimed under `<storage.data_dir>/.longship/search/` (see `search::index_dirs`),
+    /// kept across restarts on any port, distinct per live process on one host.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub index_dir: Option<PathBuf>,
     /// Longest time a change made on another instance stays invisible here.
@@ -26,6 +27,12 @@ pub struct SearchSettings {
     /// Largest file (bytes) whose text is indexed; larger files are indexed by name and their
     /// first bytes only.
     pub max_indexed_bytes: usize,
+    /// Most bytes of one hit's file a find with `read_content` attaches; longer content is cut
+    /// and marked.
+    pub find_content_max_bytes_per_hit: usize,
+    /// Most content bytes one find answer attaches over all its hits; hits past it carry only
+    /// the marker.
+    pub find_content_max_bytes: usize,
 }
 
 impl Default for SearchSettings {
@@ -37,6 +44,8 @@ impl Default for SearchSettings {
             change_retention_secs: 3600,
             writer_memory_mb: 32,
             max_indexed_bytes: 1024 * 1024,
+            find_content_max_bytes_per_hit: 64 * 1024,
+            find_content_max_bytes: 4 * 1024 * 1024,
         }
     }
 }
@@ -58,6 +67,14 @@ impl SearchSettings {
         }
         if self.max_indexed_bytes < 1024 {
             return bad("search.max_indexed_bytes must be at least 1024");
+        }
+        if self.find_content_max_bytes_per_hit < 1024
+            || self.find_content_max_bytes < self.find_content_max_bytes_per_hit
+        {
+            return bad(
+                "search.find_content_max_bytes_per_hit must be at least 1024 and at most \
+                 search.find_content_max_bytes",
+            );
         }
         Ok(())
     }

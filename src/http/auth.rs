@@ -6,7 +6,7 @@ use std::marker::PhantomData;
 use std::pin::Pin;
 use std::time::Duration;
 
-use actix_web::{dev::Payload, web, FromRequest, HttpRequest};
+use actix_web::{dev::Payload, web, FromRequest, HttpMessage, HttpRequest};
 
 use crate::error::ServiceError;
 use crate::identity::{validate_id, AuthMode, IdKind, Identity, Role};
@@ -93,6 +93,10 @@ impl Rule for SessionAccess {
         DataAccess::check(identity, mode)
     }
 }
+
+/// The caller as the admission middleware resolved it (requests with a body), for the
+/// `Caller` extractor to reuse: one resolution per request. Taken once.
+pub struct Resolution(pub Result<Identity, ServiceError>);
 
 /// The authenticated caller of a request, admitted by rule `R`.
 pub struct Caller<R: Rule = AnyRole> {
@@ -191,7 +195,12 @@ impl<R: Rule> FromRequest for Caller<R> {
                 .app_data::<web::Data<AppState>>()
                 .ok_or_else(|| ServiceError::internal("application state missing"))?
                 .clone();
-            let identity = resolve(&state, &req).await?;
+            // The admission middleware resolved callers that send a body already.
+            let resolved = req.extensions_mut().remove::<Resolution>();
+            let identity = match resolved {
+                Some(Resolution(r)) => r?,
+                None => resolve(&state, &req).await?,
+            };
             R::check(&identity, state.mode)?;
             // Jobs of this request wait in its account's lane (fair between accounts).
             crate::actors::fair::attribute_request(&identity.account);

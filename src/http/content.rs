@@ -205,16 +205,25 @@ async fn collect_body(
     if declared.is_some_and(|n| n > limit) {
         return Err(too_large());
     }
-    let mut buf = BytesMut::with_capacity(declared.unwrap_or(8192));
+    // Capacity grows with what arrived (doubling, up to the declared length), so a body that
+    // was announced but never sent holds no memory.
+    let mut buf = BytesMut::with_capacity(declared.unwrap_or(8192).min(64 * 1024));
     while let Some(chunk) = payload.next().await {
         let chunk = chunk.map_err(|e| {
-            if super::admission::is_exhausted(&e) {
-                return super::admission::exhausted();
+            if let Some(refused) = super::admission::refusal(&e) {
+                return refused;
             }
             ServiceError::invalid_argument(format!("Could not read the request body: {e}"))
         })?;
-        if buf.len() + chunk.len() > limit {
+        let needed = buf.len() + chunk.len();
+        if needed > limit {
             return Err(too_large());
+        }
+        if needed > buf.capacity() {
+            let target = needed
+                .max(buf.capacity() * 2)
+                .min(declared.unwrap_or(usize::MAX).max(needed));
+            buf.reserve(target - buf.len());
         }
         buf.extend_from_slice(&chunk);
     }

@@ -79,6 +79,16 @@ pub fn encoded_ok(result: Vec<u8>) -> HttpResponse {
 
 /// [`encoded_ok`] with extra top-level keys (`has_more`).
 pub fn encoded_ok_with(result: Vec<u8>, top: &[(&str, Value)]) -> HttpResponse {
+    encoded_ok_holding(result, top, ())
+}
+
+/// [`encoded_ok_with`] keeping `hold` (a budget charge) alive until the body was sent or the
+/// client went away.
+pub fn encoded_ok_holding(
+    result: Vec<u8>,
+    top: &[(&str, Value)],
+    hold: impl Sized + 'static,
+) -> HttpResponse {
     let encoded = Bytes::from(result);
     let head = Bytes::from_static(br#"{"status":"ok","result":"#);
     let mut tail = String::new();
@@ -95,7 +105,10 @@ pub fn encoded_ok_with(result: Vec<u8>, top: &[(&str, Value)]) -> HttpResponse {
         .content_type("application/json")
         .body(SizedStream::new(
             len,
-            futures_util::stream::iter(chunks.map(Ok::<_, Infallible>)),
+            futures_util::stream::iter(chunks.map(move |chunk| {
+                let _held = &hold;
+                Ok::<_, Infallible>(chunk)
+            })),
         ))
 }
 

@@ -37,8 +37,11 @@ fn body_bytes(req: &HttpRequest, payload: &mut Payload) -> LocalFuture<Bytes> {
 }
 
 fn payload_error(err: actix_web::Error) -> ServiceError {
-    match err.as_error::<PayloadError>() {
-        Some(e) if super::admission::is_exhausted(e) => super::admission::exhausted(),
+    let payload = err.as_error::<PayloadError>();
+    if let Some(refused) = payload.and_then(super::admission::refusal) {
+        return refused;
+    }
+    match payload {
         Some(PayloadError::Overflow) => ServiceError::new(
             ErrorCode::PayloadTooLarge,
             "Request body exceeds server.max_body_bytes",

@@ -40,7 +40,13 @@ pub fn configure(routes: &mut Routes) {
 /// Small form fields (`telemetry`, `upload_mode`) are read up to this size.
 const FORM_FIELD_MAX: usize = 1024;
 
-fn malformed(e: impl std::fmt::Display) -> ServiceError {
+fn malformed(e: actix_multipart::MultipartError) -> ServiceError {
+    // A body the admission middleware cut off (budget, idle, too slow) says so.
+    if let actix_multipart::MultipartError::Payload(p) = &e {
+        if let Some(refused) = super::admission::refusal(p) {
+            return refused;
+        }
+    }
     ServiceError::invalid_argument(format!("Malformed multipart body: {e}"))
 }
 

@@ -10,13 +10,15 @@ use utoipa::ToSchema;
 use crate::error::ServiceError;
 use crate::jobs::fs::{GlobFiles, GrepFiles};
 use crate::jobs::search::FindContext;
+use crate::search::query::ContentBounds;
 use crate::search::request::{FindBody, Route, SearchBody};
 use crate::storage::fs::entry::{Output, Render};
 use crate::storage::fs::grep::GrepQuery;
 use crate::storage::uri::{self, Access};
 
+use super::admission::owner_of;
 use super::auth::{resolve_uri, Caller, DataAccess};
-use super::envelope::{encoded_ok, ApiOk, ApiResult};
+use super::envelope::{encoded_ok, encoded_ok_holding, ApiResult};
 use super::extract::{flexible_bool, int_in_range, ApiJson};
 use super::routes::{at, Routes};
 use super::AppState;
@@ -38,11 +40,14 @@ pub fn configure(routes: &mut Routes) {
 /// Longest wait for this instance's own recent changes to reach the index (read-your-writes).
 const FRESHNESS_WAIT: Duration = Duration::from_secs(3);
 
+/// What a find answer is charged before it is built, besides attached content.
+const ANSWER_BASE_BYTES: usize = 64 * 1024;
+
 async fn find(
     state: web::Data<AppState>,
     caller: Caller<DataAccess>,
     ApiJson(body): ApiJson<FindBody>,
-) -> ApiResult {
+) -> Result<HttpResponse, ServiceError> {
     answer(state, caller, body.into(), Route::Find).await
 }
 
@@ -50,7 +55,7 @@ async fn search(
     state: web::Data<AppState>,
     caller: Caller<DataAccess>,
     ApiJson(body): ApiJson<SearchBody>,
-) -> ApiResult {
+) -> Result<HttpResponse, ServiceError> {
     answer(state, caller, body, Route::Search).await
 }
 
@@ -62,7 +67,19 @@ async fn answer(
     caller: Caller<DataAccess>,
     body: SearchBody,
     route: Route,
-) -> ApiResult {
+) -> Result<HttpResponse, ServiceError> {
+    // The answer is memory held until sent: reserve what it may attach before building it,
+    // then count what it really is.
+    let content = ContentBounds {
+        per_hit: state.settings.search.find_content_max_bytes_per_hit,
+        per_answer: state.settings.search.find_content_max_bytes,
+    };
+    let wants_content = body.read_content;
+    let charge = state
+        .body_budget
+        .charge(owner_of(&caller.identity, state.mode));
+    let expected = ANSWER_BASE_BYTES + if wants_content { content.per_answer } else { 0 };
+    charge.add(expected).map_err(|r| r.error())?;
     let fresh = state
         .search
         .wait_fresh(caller.account(), FRESHNESS_WAIT)
@@ -74,8 +91,11 @@ async fn answer(
         route,
         catching_up: !fresh || state.search.catching_up(),
         embedder: state.search.embedder.clone(),
+        content,
     };
-    Ok(ApiOk::new(state.pools.storage().run(job).await??))
+    let answer = state.pools.storage().run(job).await??;
+    charge.set(answer.len());
+    Ok(encoded_ok_holding(answer, &[], charge))
 }
 
 async fn recall(_caller: Caller<DataAccess>) -> ApiResult {

@@ -84,7 +84,9 @@ impl BlockingJob for BootstrapRegistry {
     type Output = ServiceResult<crate::storage::registry::bootstrap::Report>;
 
     fn run(self, ctx: &JobContext<'_>) -> Self::Output {
-        crate::storage::registry::bootstrap::run(ctx.storage, self.hashing)
+        let report = crate::storage::registry::bootstrap::run(ctx.storage, self.hashing)?;
+        record_default_scaffold(ctx);
+        Ok(report)
     }
 }
 
@@ -95,8 +97,27 @@ impl BlockingJob for ScaffoldDefault {
     type Output = ServiceResult<()>;
 
     fn run(self, ctx: &JobContext<'_>) -> Self::Output {
-        Ok(crate::storage::scaffold::init_default(ctx.storage)?)
+        crate::storage::scaffold::init_default(ctx.storage)?;
+        record_default_scaffold(ctx);
+        Ok(())
     }
+}
+
+/// Startup scaffolds run while the search index may already be building from storage: name
+/// the sidecars they may have written, so the live index holds them like a rebuilt one would.
+fn record_default_scaffold(ctx: &JobContext<'_>) {
+    use crate::storage::scaffold;
+    let sidecars: Vec<String> = scaffold::account_sidecars()
+        .into_iter()
+        .chain(scaffold::user_sidecars(scaffold::DEFAULT_ID))
+        .collect();
+    let refs: Vec<&str> = sidecars.iter().map(String::as_str).collect();
+    crate::search::record_paths(
+        ctx.storage,
+        scaffold::DEFAULT_ID,
+        &refs,
+        crate::search::ChangeKind::Mkdir,
+    );
 }
 
 /// The periodic sweep for unannounced registry changes.

@@ -3,15 +3,13 @@
 
 use std::sync::Arc;
 
-use serde_json::Value;
-
 use super::{BlockingJob, JobContext};
 use crate::error::{ErrorCode, ServiceError, ServiceResult};
 use crate::identity::Identity;
 use crate::search::changes::{self, ChangeKind, Recorder};
 use crate::search::embed::Embedder;
 use crate::search::index::SearchIndex;
-use crate::search::query::{self, IndexState};
+use crate::search::query::{self, ContentBounds, IndexState};
 use crate::search::request::{self, Route, SearchBody, Unsupported};
 use crate::storage::StorePath;
 
@@ -25,10 +23,12 @@ pub struct FindContext {
     pub catching_up: bool,
     /// The dense model, when one is configured.
     pub embedder: Option<Arc<Embedder>>,
+    pub content: ContentBounds,
 }
 
 impl BlockingJob for FindContext {
-    type Output = ServiceResult<Value>;
+    /// The answer, JSON-encoded here so a large one never occupies an HTTP worker.
+    type Output = ServiceResult<Vec<u8>>;
 
     fn run(self, ctx: &JobContext<'_>) -> Self::Output {
         let now = changes::now_ms() as i64;
@@ -43,14 +43,17 @@ impl BlockingJob for FindContext {
         let state = IndexState {
             catching_up: self.catching_up,
         };
-        query::run(
+        let answer = query::run(
             &self.index,
             ctx.storage,
             &self.who,
             &req,
             state,
             self.embedder.as_deref(),
-        )
+            self.content,
+        )?;
+        serde_json::to_vec(&answer)
+            .map_err(|e| ServiceError::internal(format!("could not encode a find answer: {e}")))
     }
 }
 

@@ -17,7 +17,9 @@
 //! Records older than `search.change_retention_secs` are pruned by their writer (and dead
 //! writers' logs by anyone); an instance that was away longer than that reconciles fully.
 //! A writer killed between its storage change and its record leaves a change no log names:
-//! the periodic reconcile (`search.reconcile_interval_secs`) repairs it.
+//! the next process on its index reconciles the directories its newest records name at
+//! startup ([`newest_records`]), and the periodic reconcile (`search.reconcile_interval_secs`)
+//! repairs anything else.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -427,6 +429,45 @@ impl Tail {
         self.cursors.insert(writer.to_string(), Cursor { next });
         Ok(())
     }
+}
+
+/// The newest `n` records of `writer`'s log, oldest first: what a restarted instance reads of
+/// its previous process's log to find where that process was writing when it stopped.
+pub fn newest_records(
+    storage: &dyn Storage,
+    writer: &str,
+    n: usize,
+) -> Result<Vec<Change>, StorageError> {
+    let wdir = log_root().join(writer)?;
+    let mut buckets: Vec<u64> = match storage.list(&wdir) {
+        Ok(b) => b.iter().filter_map(|e| e.name.parse().ok()).collect(),
+        Err(StorageError::NotFound(_)) => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    buckets.sort_unstable();
+    let mut paths = Vec::new();
+    for b in buckets.into_iter().rev() {
+        let bdir = wdir.join(&bucket_name(b))?;
+        for seq in list_records(storage, &bdir)?.into_iter().rev() {
+            if paths.len() >= n {
+                break;
+            }
+            paths.push(bdir.join(&record_name(seq))?);
+        }
+        if paths.len() >= n {
+            break;
+        }
+    }
+    paths.reverse();
+    let mut out = Vec::new();
+    for read in storage.read_many(&paths, &|| true) {
+        match read {
+            Ok(bytes) => out.extend(serde_json::from_slice::<Change>(&bytes).ok()),
+            Err(StorageError::NotFound(_)) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(out)
 }
 
 fn last_bucket(storage: &dyn Storage, wdir: &StorePath) -> Result<Option<u64>, StorageError> {

@@ -128,7 +128,7 @@ pub fn load(
     } else {
         storage.read(path)
     };
-    Ok(present(bytes)?.map(|b| prepare(path, meta, &b)))
+    Ok(present(bytes)?.and_then(|b| prepare(path, meta, &b)))
 }
 
 /// Read and prepare a batch of files met by one listing or walk. Files within `max_bytes` are
@@ -149,7 +149,7 @@ pub fn load_many(
     for ((path, meta), bytes) in whole.iter().zip(storage.read_many(&paths, &|| true)) {
         if let Some(b) = present(bytes)? {
             // A file that grew after its listing is cut like a large one.
-            docs.push(prepare(path, meta, &b[..b.len().min(max_bytes)]));
+            docs.extend(prepare(path, meta, &b[..b.len().min(max_bytes)]));
         }
     }
     for (path, meta) in cut {
@@ -167,8 +167,29 @@ fn present(read: Result<Vec<u8>, StorageError>) -> Result<Option<Vec<u8>>, Stora
     }
 }
 
-/// The document for the file at `path` whose (possibly cut) content is `bytes`.
-fn prepare(path: &StorePath, meta: &Meta, bytes: &[u8]) -> DocSource {
+/// Whether a sidecar body says nothing of its own: empty, or only the "not ready" placeholder
+/// (spec §6/§7: `# <uri> [Directory abstract is not ready]`, `[.abstract.md is not ready]`)
+/// or a bare URI heading. Indexed, such a short text would rank first for any query sharing
+/// one of its words.
+pub fn placeholder_sidecar(body: &str) -> bool {
+    body.lines().all(|line| {
+        let mut rest = line.trim();
+        if let Some(heading) = rest.strip_prefix("# ") {
+            let heading = heading.trim_start();
+            if !heading.starts_with(SCHEME) {
+                return false;
+            }
+            rest = heading
+                .split_once(' ')
+                .map_or("", |(_, after)| after.trim());
+        }
+        rest.is_empty() || (rest.starts_with('[') && rest.ends_with(" is not ready]"))
+    })
+}
+
+/// The document for the file at `path` whose (possibly cut) content is `bytes`; `None` for a
+/// placeholder sidecar (nothing to find).
+fn prepare(path: &StorePath, meta: &Meta, bytes: &[u8]) -> Option<DocSource> {
     let segs: Vec<&str> = path.segments().collect();
     let account = segs[0].to_string();
     let rel = &segs[1..];
@@ -188,9 +209,12 @@ fn prepare(path: &StorePath, meta: &Meta, bytes: &[u8]) -> DocSource {
     } else {
         raw
     };
+    if level < 2 && placeholder_sidecar(&text) {
+        return None;
+    }
     let abstract_text = abstract_of(&text);
     let name_text = rel[1..].join(" ");
-    DocSource {
+    Some(DocSource {
         path: path.clone(),
         account,
         uri: format!("{SCHEME}{}", rel.join("/")),
@@ -206,7 +230,7 @@ fn prepare(path: &StorePath, meta: &Meta, bytes: &[u8]) -> DocSource {
             .map(|d| d.as_millis() as i64)
             .unwrap_or(0),
         hash,
-    }
+    })
 }
 
 /// The first [`ABSTRACT_CHARS`] characters of `text`, whitespace collapsed.
@@ -309,6 +333,27 @@ mod tests {
 
     fn p(s: &str) -> StorePath {
         StorePath::parse(s).unwrap()
+    }
+
+    #[test]
+    fn placeholder_sidecars_are_recognised() {
+        for yes in [
+            "",
+            "\n",
+            "# viking://resources/ [Directory abstract is not ready]",
+            "# viking://user/bob/\n\n[Directory overview is not ready]\n",
+            "[.abstract.md is not ready]",
+        ] {
+            assert!(placeholder_sidecar(yes), "{yes:?}");
+        }
+        for no in [
+            "# Resources\n\nShared resources of the account.",
+            "# viking://resources/guide\n\nHow to install.",
+            "The nightingale is not ready]",
+            "[draft] is not ready]\nmore",
+        ] {
+            assert!(!placeholder_sidecar(no), "{no:?}");
+        }
     }
 
     #[test]

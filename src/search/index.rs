@@ -13,22 +13,29 @@ use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 use tantivy::collector::TopDocs;
-use tantivy::query::{BooleanQuery, BoostQuery, ConstScoreQuery, Occur, Query, TermQuery};
+use tantivy::query::{
+    Bm25StatisticsProvider, BooleanQuery, BoostQuery, ConstScoreQuery, Occur, Query, TermQuery,
+};
 use tantivy::schema::{
     Field, IndexRecordOption, Schema, TextFieldIndexing, TextOptions, Value, FAST, INDEXED, STORED,
     STRING,
 };
-use tantivy::{DocAddress, Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term};
+use tantivy::{
+    DocAddress, DocSet, Index, IndexReader, IndexWriter, ReloadPolicy, Searcher, TantivyDocument,
+    Term, TERMINATED,
+};
 
 use super::changes::{now_ms, Cursor};
 use super::docs::DocSource;
 use super::tokenizer::{self, TextAnalyzer};
 
 /// Bump whenever fields or the analyzer change: older indexes are rebuilt.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 /// Weight of a match in the path words against one in the body (0.5: chosen on the bench's
 /// python3-doc query set, where 2.0 let file names like `code` outrank the page itself).
 const NAME_BOOST: f32 = 0.5;
+/// Extra candidates fetched so ties at the cut are broken by path (see `keyword_search`).
+const TIE_MARGIN: usize = 10;
 
 /// Failures of the local index.
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +60,10 @@ pub struct Payload {
     pub cursors: BTreeMap<String, Cursor>,
     /// Unix ms of the commit.
     pub committed_at: u64,
+    /// The change-log writer id of the process that made the commit (a restart repairs the
+    /// writes that process may have made without recording them).
+    #[serde(default)]
+    pub writer: Option<String>,
 }
 
 #[derive(Clone, Copy)]
@@ -108,12 +119,14 @@ pub struct Hit {
 }
 
 /// An exclusive advisory lock on `<dir>/LOCK`, released when the process exits.
-struct DirLock {
+pub(super) struct DirLock {
     _file: File,
 }
 
 impl DirLock {
-    fn take(dir: &Path) -> Result<DirLock, IndexError> {
+    /// Take the lock, refusing with [`IndexError::Locked`] if another process holds it; its
+    /// mtime records when the directory was last claimed.
+    pub(super) fn take(dir: &Path) -> Result<DirLock, IndexError> {
         let io = |source| IndexError::Io {
             dir: dir.to_path_buf(),
             source,
@@ -136,6 +149,8 @@ impl DirLock {
                 _ => Err(io(err)),
             };
         }
+        // Best effort: only ages stale directories (index_dirs) less precisely.
+        let _ = file.set_modified(std::time::SystemTime::now());
         Ok(DirLock { _file: file })
     }
 }
@@ -183,7 +198,102 @@ pub struct SearchIndex {
     pub dir: PathBuf,
     /// What the last commit before this process started recorded.
     pub opened_payload: Option<Payload>,
+    /// Per-account ranking statistics of the current searcher generation.
+    account_stats: Mutex<StatsCache>,
     _lock: DirLock,
+}
+
+/// One account's live documents: how many, and their summed field lengths.
+#[derive(Debug, Clone, Copy, Default)]
+struct AccountTotals {
+    docs: u64,
+    body_tokens: u64,
+    name_tokens: u64,
+}
+
+/// Ranking statistics computed for one searcher generation (a commit makes a new one and
+/// empties the cache). Bounded: emptied when it grows past [`STATS_CACHE_ENTRIES`].
+#[derive(Default)]
+struct StatsCache {
+    generation: u64,
+    totals: HashMap<String, AccountTotals>,
+    doc_freq: HashMap<(String, Term), u64>,
+}
+
+const STATS_CACHE_ENTRIES: usize = 100_000;
+
+impl StatsCache {
+    /// The cache for `generation`, emptied if it belonged to another one or grew too large.
+    fn at(&mut self, generation: u64) -> &mut StatsCache {
+        if self.generation != generation || self.doc_freq.len() >= STATS_CACHE_ENTRIES {
+            *self = StatsCache {
+                generation,
+                ..StatsCache::default()
+            };
+        }
+        self
+    }
+}
+
+/// BM25 statistics over the live documents of one account only. Tantivy's default counts
+/// every document of the index, deleted ones included until a merge purges them, so another
+/// tenant's writes would move this tenant's scores (a side channel on which words others
+/// use) and a rebuilt index would rank differently from a live one. Here document counts,
+/// field lengths and document frequencies are those of the account's live documents: a
+/// score depends only on what the account holds now.
+struct AccountStatistics<'a> {
+    index: &'a SearchIndex,
+    searcher: &'a Searcher,
+    account: &'a str,
+    totals: AccountTotals,
+}
+
+impl AccountStatistics<'_> {
+    fn account_term(&self) -> Term {
+        Term::from_field_text(self.index.fields.anc, self.account)
+    }
+}
+
+impl Bm25StatisticsProvider for AccountStatistics<'_> {
+    fn total_num_tokens(&self, field: Field) -> tantivy::Result<u64> {
+        let f = self.index.fields;
+        Ok(if field == f.body {
+            self.totals.body_tokens
+        } else if field == f.name {
+            self.totals.name_tokens
+        } else {
+            0
+        })
+    }
+
+    fn total_num_docs(&self) -> tantivy::Result<u64> {
+        // Never 0: BM25 divides by it (an empty account matches nothing anyway).
+        Ok(self.totals.docs.max(1))
+    }
+
+    fn doc_freq(&self, term: &Term) -> tantivy::Result<u64> {
+        let generation = self.searcher.generation().generation_id();
+        let key = (self.account.to_string(), term.clone());
+        if let Some(n) = self.index.stats_cache().at(generation).doc_freq.get(&key) {
+            return Ok(*n);
+        }
+        // Live documents of the account holding the term (deleted ones are skipped by
+        // tantivy's count, which reads each segment's alive set).
+        let both = BooleanQuery::intersection(vec![
+            Box::new(TermQuery::new(term.clone(), IndexRecordOption::Basic)),
+            Box::new(TermQuery::new(
+                self.account_term(),
+                IndexRecordOption::Basic,
+            )),
+        ]);
+        let n = both.count(self.searcher)? as u64;
+        self.index
+            .stats_cache()
+            .at(generation)
+            .doc_freq
+            .insert(key, n);
+        Ok(n)
+    }
 }
 
 impl SearchIndex {
@@ -236,6 +346,7 @@ impl SearchIndex {
             stats: IndexStats::default(),
             dir: dir.to_path_buf(),
             opened_payload,
+            account_stats: Mutex::new(StatsCache::default()),
             _lock: lock,
         })
     }
@@ -244,6 +355,57 @@ impl SearchIndex {
         // A panic while holding the writer leaves it usable (tantivy rolls back on commit
         // failure); recover the guard rather than poisoning every later write.
         self.writer.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn stats_cache(&self) -> std::sync::MutexGuard<'_, StatsCache> {
+        // Plain map inserts: consistent even if a holder panicked.
+        self.account_stats.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Document count and summed field lengths of `account`'s live documents in `searcher`
+    /// (one pass over the account's postings per searcher generation; cached).
+    fn account_totals(
+        &self,
+        searcher: &Searcher,
+        account: &str,
+    ) -> Result<AccountTotals, IndexError> {
+        let generation = searcher.generation().generation_id();
+        if let Some(t) = self.stats_cache().at(generation).totals.get(account) {
+            return Ok(*t);
+        }
+        let f = self.fields;
+        let term = Term::from_field_text(f.anc, account);
+        let mut t = AccountTotals::default();
+        for seg in searcher.segment_readers() {
+            let io = |source| IndexError::Io {
+                dir: self.dir.clone(),
+                source,
+            };
+            let Some(mut postings) = seg
+                .inverted_index(f.anc)?
+                .read_postings(&term, IndexRecordOption::Basic)
+                .map_err(io)?
+            else {
+                continue;
+            };
+            let body = seg.get_fieldnorms_reader(f.body)?;
+            let name = seg.get_fieldnorms_reader(f.name)?;
+            let alive = seg.alive_bitset();
+            let mut doc = postings.doc();
+            while doc != TERMINATED {
+                if alive.is_none_or(|a| a.is_alive(doc)) {
+                    t.docs += 1;
+                    t.body_tokens += u64::from(body.fieldnorm(doc));
+                    t.name_tokens += u64::from(name.fieldnorm(doc));
+                }
+                doc = postings.advance();
+            }
+        }
+        self.stats_cache()
+            .at(generation)
+            .totals
+            .insert(account.to_string(), t);
+        Ok(t)
     }
 
     /// Remove every document at or under `path` (a full storage path).
@@ -359,6 +521,29 @@ impl SearchIndex {
         Ok(out)
     }
 
+    /// [`SearchIndex::inventory`] of the documents at or under `roots` (full storage paths).
+    pub fn inventory_under(
+        &self,
+        roots: &[String],
+    ) -> Result<HashMap<String, (u64, i64)>, IndexError> {
+        let searcher = self.reader.searcher();
+        let f = self.fields;
+        let mut out = HashMap::new();
+        for root in roots {
+            let q = TermQuery::new(Term::from_field_text(f.anc, root), IndexRecordOption::Basic);
+            for addr in searcher.search(&q, &tantivy::collector::DocSetCollector)? {
+                let doc: TantivyDocument = searcher.doc(addr)?;
+                let path = doc.get_first(f.path).and_then(|v| v.as_str());
+                let size = doc.get_first(f.size).and_then(|v| v.as_u64());
+                let mtime = doc.get_first(f.mtime).and_then(|v| v.as_i64());
+                if let (Some(p), Some(s), Some(m)) = (path, size, mtime) {
+                    out.insert(p.to_string(), (s, m.div_euclid(1000)));
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// Every indexed document's path and content hash (to re-attach stored vectors).
     pub fn hashes(&self) -> Result<Vec<(String, String)>, IndexError> {
         let mut out = Vec::new();
@@ -372,9 +557,12 @@ impl SearchIndex {
         Ok(out)
     }
 
-    /// BM25 top `limit` documents for `terms` inside any of `scopes` (full storage paths).
+    /// BM25 top `limit` documents for `terms` inside any of `scopes` (full storage paths, all
+    /// inside `account`), ranked with `account`'s own statistics; equal scores are ordered by
+    /// path, so a rebuilt index ranks exactly like the live one.
     pub fn keyword_search(
         &self,
+        account: &str,
         terms: &[String],
         scopes: &[String],
         limit: usize,
@@ -408,10 +596,30 @@ impl SearchIndex {
             (Occur::Must, self.scope_query(scopes)),
         ]);
         let searcher = self.reader.searcher();
-        let top = searcher.search(&query, &TopDocs::with_limit(limit))?;
-        top.into_iter()
+        let stats = AccountStatistics {
+            index: self,
+            searcher: &searcher,
+            account,
+            totals: self.account_totals(&searcher, account)?,
+        };
+        // A few more than asked, so documents tied with the last one are ordered by path,
+        // not by where they happen to sit in the segments.
+        let top = searcher.search_with_statistics_provider(
+            &query,
+            &TopDocs::with_limit(limit + TIE_MARGIN),
+            &stats,
+        )?;
+        let cut = top.get(limit.saturating_sub(1)).map(|(s, _)| *s);
+        let mut hits = top
+            .into_iter()
+            .enumerate()
+            .filter(|(i, (score, _))| *i < limit || Some(*score) == cut)
+            .map(|(_, hit)| hit)
             .map(|(score, addr)| self.hit(&searcher, addr, score))
-            .collect()
+            .collect::<Result<Vec<Hit>, IndexError>>()?;
+        hits.sort_by(|a, b| b.bm25.total_cmp(&a.bm25).then_with(|| a.path.cmp(&b.path)));
+        hits.truncate(limit);
+        Ok(hits)
     }
 
     /// The documents at `paths` (for hits found by another signal), skipping missing ones.
@@ -515,8 +723,14 @@ mod tests {
             .unwrap();
         idx.commit(&Payload::default()).unwrap();
         let q = |text: &str, scope: &str| {
-            idx.keyword_search(&tokenizer::query_terms(text, 64), &[scope.to_string()], 10)
-                .unwrap()
+            let account = scope.split('/').next().unwrap_or(scope);
+            idx.keyword_search(
+                account,
+                &tokenizer::query_terms(text, 64),
+                &[scope.to_string()],
+                10,
+            )
+            .unwrap()
         };
         let hits = q("user token", "acme");
         assert_eq!(hits.len(), 1);
@@ -537,6 +751,68 @@ mod tests {
             modified: std::time::SystemTime::now(),
             version: None,
         };
+    }
+
+    /// Scores of (uri, bm25 bits) for `text` in `account`.
+    fn scores(idx: &SearchIndex, account: &str, text: &str) -> Vec<(String, u32)> {
+        idx.keyword_search(
+            account,
+            &tokenizer::query_terms(text, 64),
+            &[account.to_string()],
+            10,
+        )
+        .unwrap()
+        .into_iter()
+        .map(|h| (h.uri, h.bm25.to_bits()))
+        .collect()
+    }
+
+    #[test]
+    fn statistics_are_per_account_and_exclude_deleted_documents() {
+        let dir = tempfile::tempdir().unwrap();
+        let idx = SearchIndex::open(dir.path(), 16).unwrap();
+        idx.upsert(&doc("alice/resources/a.md", "nightingale sings at night"))
+            .unwrap();
+        idx.upsert(&doc("alice/resources/b.md", "a quiet control night"))
+            .unwrap();
+        idx.commit(&Payload::default()).unwrap();
+        let before = scores(&idx, "alice", "nightingale night");
+        assert_eq!(before.len(), 2);
+        // Another tenant writes the word many times (and some deletes): nothing moves.
+        for i in 0..50 {
+            idx.upsert(&doc(
+                &format!("mallory/resources/{i}.md"),
+                "nightingale nightingale nightingale",
+            ))
+            .unwrap();
+        }
+        idx.commit(&Payload::default()).unwrap();
+        idx.delete_subtree("mallory/resources/3.md");
+        idx.commit(&Payload::default()).unwrap();
+        assert_eq!(scores(&idx, "alice", "nightingale night"), before);
+        // Overwrites and removals in the account itself leave no trace: the live index
+        // scores exactly like one built from the surviving documents.
+        for i in 0..20 {
+            idx.upsert(&doc(
+                "alice/resources/c.md",
+                &format!("nightingale draft {i}"),
+            ))
+            .unwrap();
+            idx.commit(&Payload::default()).unwrap();
+        }
+        idx.delete_subtree("alice/resources/c.md");
+        idx.commit(&Payload::default()).unwrap();
+        assert_eq!(scores(&idx, "alice", "nightingale night"), before);
+        let fresh_dir = tempfile::tempdir().unwrap();
+        let fresh = SearchIndex::open(fresh_dir.path(), 16).unwrap();
+        fresh
+            .upsert(&doc("alice/resources/b.md", "a quiet control night"))
+            .unwrap();
+        fresh
+            .upsert(&doc("alice/resources/a.md", "nightingale sings at night"))
+            .unwrap();
+        fresh.commit(&Payload::default()).unwrap();
+        assert_eq!(scores(&fresh, "alice", "nightingale night"), before);
     }
 
     #[test]

@@ -33,6 +33,10 @@ const RECONCILE_SLICE: Duration = Duration::from_millis(250);
 const LOAD_BATCH: usize = 64;
 /// How often this writer prunes old change records.
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
+/// Newest records of the previous process read at startup: more than the operations one
+/// process can have in flight (pool threads), so the one a kill interrupted is among their
+/// neighbours.
+const REPAIR_RECORDS: usize = 256;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StepError {
@@ -50,6 +54,8 @@ struct Reconcile {
     started: bool,
     /// True for the first build (marks the index complete when done).
     initial: bool,
+    /// Subtrees walked (full storage paths); empty = all of storage (a full reconcile).
+    roots: Vec<StorePath>,
 }
 
 pub struct Indexer {
@@ -65,6 +71,9 @@ pub struct Indexer {
     complete: bool,
     /// Own records applied, by sequence (persisted so a restart does not replay them).
     own_next: u64,
+    /// The change-log writer of the process that last committed this index, while its
+    /// possibly unrecorded last writes are still to be repaired.
+    previous_writer: Option<String>,
     settings: SearchSettings,
     last_reconcile: Instant,
     last_prune: Instant,
@@ -84,7 +93,9 @@ impl Indexer {
         let resumable = payload
             .as_ref()
             .is_some_and(|p| p.complete && now_ms().saturating_sub(p.committed_at) < retention_ms);
+        let previous_writer = payload.as_ref().and_then(|p| p.writer.clone());
         let mut me = Indexer {
+            previous_writer: previous_writer.filter(|_| resumable),
             tail: Tail::new(payload.map(|p| p.cursors).unwrap_or_default()),
             index,
             recorder,
@@ -116,12 +127,23 @@ impl Indexer {
     }
 
     fn want_reconcile(&mut self, initial: bool) {
-        if self.reconcile.is_none() {
+        self.start_reconcile(initial, Vec::new());
+    }
+
+    /// Plan a reconcile of `roots` (empty: all of storage). A running full reconcile covers
+    /// any other; a full one replaces a running partial one.
+    fn start_reconcile(&mut self, initial: bool, roots: Vec<StorePath>) {
+        let replace = match &self.reconcile {
+            None => true,
+            Some(running) => !running.roots.is_empty() && roots.is_empty(),
+        };
+        if replace {
             self.reconcile = Some(Reconcile {
                 unseen: HashMap::new(),
                 stack: Vec::new(),
                 started: false,
                 initial,
+                roots,
             });
             self.index.stats.reconciling.store(true, Ordering::Relaxed);
             self.index
@@ -131,8 +153,50 @@ impl Indexer {
         }
     }
 
+    /// A process killed between a storage write and its change record leaves a change no
+    /// log names. Its successor on this index reconciles the directories the previous
+    /// process's newest records name (where it was writing when it stopped), at once rather
+    /// than at the next periodic reconcile.
+    fn plan_repair(&mut self, storage: &dyn Storage) -> Result<(), StepError> {
+        let Some(writer) = self.previous_writer.clone() else {
+            return Ok(());
+        };
+        let changes = super::changes::newest_records(storage, &writer, REPAIR_RECORDS)?;
+        self.previous_writer = None;
+        let mut dirs: Vec<StorePath> = changes
+            .iter()
+            .flat_map(|c| c.store_paths())
+            .map(|p| match p.segments().count() {
+                0 | 1 => p,
+                _ => p.parent().unwrap_or(p),
+            })
+            .collect();
+        dirs.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+        dirs.dedup();
+        // Drop directories inside another one listed (sorted: an ancestor comes first).
+        let mut roots: Vec<StorePath> = Vec::new();
+        for d in dirs {
+            let inside = roots
+                .last()
+                .is_some_and(|r| d.as_str().starts_with(&format!("{}/", r.as_str())));
+            if !inside {
+                roots.push(d);
+            }
+        }
+        if !roots.is_empty() {
+            tracing::info!(
+                previous_writer = %writer,
+                directories = roots.len(),
+                "reconciling where the previous process last wrote"
+            );
+            self.start_reconcile(false, roots);
+        }
+        Ok(())
+    }
+
     /// One step of work. Returns true if more work is waiting (call again soon).
     pub fn step(&mut self, storage: &dyn Storage) -> Result<bool, StepError> {
+        self.plan_repair(storage)?;
         let mut dirty = false;
         if !self.primed {
             self.primed = true;
@@ -282,6 +346,7 @@ impl Indexer {
             complete: self.complete,
             cursors,
             committed_at: now_ms(),
+            writer: Some(self.recorder.writer().to_string()),
         }
     }
 
@@ -301,11 +366,18 @@ impl Indexer {
             if rec.initial {
                 self.tail.skip_to_heads(storage)?;
             }
-            rec.unseen = self.index.inventory()?;
-            rec.stack.push(StorePath::root());
+            if rec.roots.is_empty() {
+                rec.unseen = self.index.inventory()?;
+                rec.stack.push(StorePath::root());
+            } else {
+                let roots: Vec<String> = rec.roots.iter().map(|r| r.as_str().to_string()).collect();
+                rec.unseen = self.index.inventory_under(&roots)?;
+                rec.stack.extend(rec.roots.iter().cloned());
+            }
             tracing::info!(
                 indexed = rec.unseen.len(),
                 initial = rec.initial,
+                subtrees = rec.roots.len(),
                 "search reconcile started"
             );
         }
@@ -387,13 +459,15 @@ impl Indexer {
         if let Some(e) = &self.embedder {
             // Removals nobody recorded: memory only; the sweep below deletes the objects.
             e.release(None, vectors_gone);
-            if self.complete && self.vector_sweep.is_none() {
+            if self.complete && self.vector_sweep.is_none() && rec.roots.is_empty() {
                 self.vector_sweep = Some(VectorSweep::new());
             }
         }
         self.index.stats.building.store(false, Ordering::Relaxed);
         self.index.stats.reconciling.store(false, Ordering::Relaxed);
-        self.last_reconcile = Instant::now();
+        if rec.roots.is_empty() {
+            self.last_reconcile = Instant::now();
+        }
         tracing::info!(
             updated = changed,
             removed = gone,
@@ -417,7 +491,7 @@ mod tests {
 
     fn find(index: &SearchIndex, q: &str) -> Vec<String> {
         index
-            .keyword_search(&query_terms(q, 64), &["acme".to_string()], 10)
+            .keyword_search("acme", &query_terms(q, 64), &["acme".to_string()], 10)
             .unwrap()
             .into_iter()
             .map(|h| h.uri)
@@ -488,6 +562,49 @@ mod tests {
         ix.want_reconcile(false);
         while ix.step(&storage).unwrap() {}
         assert!(find(&index, "alpha").is_empty());
+    }
+
+    #[test]
+    fn restart_repairs_where_the_previous_process_last_wrote() {
+        let data = tempfile::tempdir().unwrap();
+        let storage = LocalStorage::open(data.path()).unwrap();
+        let w = |p: &str, t: &str| write(&storage, p, t);
+        w("acme/resources/burst/a.md", "alpha");
+        w("acme/resources/quiet/q.md", "quiet");
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let index = Arc::new(SearchIndex::open(dir.path(), 16).unwrap());
+            let recorder = Arc::new(Recorder::new(Box::new(|| {})));
+            let mut ix = Indexer::new(index, recorder.clone(), None, SearchSettings::default());
+            while ix.step(&storage).unwrap() {}
+            w("acme/resources/burst/b.md", "bravo");
+            record(
+                &recorder,
+                &storage,
+                &["resources/burst/b.md"],
+                ChangeKind::Write,
+            );
+            ix.step(&storage).unwrap();
+            // Killed after this write, before its record: no log names it.
+            w("acme/resources/burst/c.md", "charlie");
+            storage
+                .remove(
+                    &StorePath::parse("acme/resources/burst/a.md").unwrap(),
+                    false,
+                )
+                .unwrap();
+        }
+        let index = Arc::new(SearchIndex::open(dir.path(), 16).unwrap());
+        let recorder = Arc::new(Recorder::new(Box::new(|| {})));
+        let mut ix = Indexer::new(index.clone(), recorder, None, SearchSettings::default());
+        assert!(!ix.is_building(), "an intact index resumes");
+        while ix.step(&storage).unwrap() {}
+        assert_eq!(
+            find(&index, "charlie"),
+            vec!["viking://resources/burst/c.md"]
+        );
+        assert!(find(&index, "alpha").is_empty());
+        assert_eq!(find(&index, "quiet"), vec!["viking://resources/quiet/q.md"]);
     }
 
     #[test]

@@ -25,8 +25,12 @@ use crate::storage::{Storage, StorageError};
 pub const MAX_TERMS: usize = 64;
 /// BM25 that maps to a keyword relevance of 0.5.
 pub const BM25_HALF: f32 = 5.0;
-/// Most bytes of one hit's content attached by `read_content`.
-const MAX_CONTENT_BYTES: u64 = 1024 * 1024;
+/// How much file content `read_content` attaches (`search.find_content_max_bytes*`).
+#[derive(Debug, Clone, Copy)]
+pub struct ContentBounds {
+    pub per_hit: usize,
+    pub per_answer: usize,
+}
 
 /// The keyword relevance of a raw BM25 score, in [0, 1).
 pub fn keyword_score(bm25: f32) -> f64 {
@@ -247,6 +251,7 @@ pub fn run(
     req: &SearchRequest,
     state: IndexState,
     dense: Option<&Embedder>,
+    bounds: ContentBounds,
 ) -> ServiceResult<Value> {
     let (scope_paths, scope_uris) = scopes(who, req)?;
     let terms = query_terms(&req.query, MAX_TERMS);
@@ -275,7 +280,7 @@ pub fn run(
         fetch
     };
     let keyword_hits = index
-        .keyword_search(&terms, &scope_paths, kw_fetch)
+        .keyword_search(&who.account, &terms, &scope_paths, kw_fetch)
         .map_err(index_error)?;
     let candidates = match &dense {
         None => keyword_only(keyword_hits),
@@ -324,6 +329,7 @@ pub fn run(
     let mut resources = Vec::new();
     let mut skills = Vec::new();
     let mut provenance_items = Vec::new();
+    let mut content_left = bounds.per_answer;
     for s in &scored {
         let mut item = json!({
             "context_type": s.hit.context_type,
@@ -338,7 +344,14 @@ pub fn run(
             "overview": null,
         });
         if req.read_content {
-            if let Some(text) = read_content(storage, &s.hit.path) {
+            let allowed = bounds.per_hit.min(content_left);
+            if let Some(c) = read_content(storage, &s.hit.path, allowed) {
+                content_left = content_left.saturating_sub(c.text.len());
+                let mut text = c.text;
+                if c.truncated {
+                    text.push_str(&truncation_note(allowed == bounds.per_hit));
+                    item["content_truncated"] = Value::Bool(true);
+                }
                 item["content"] = Value::String(text);
             }
         }
@@ -400,10 +413,42 @@ fn visible(who: &Identity, hit: &Hit) -> bool {
     }
 }
 
-fn read_content(storage: &dyn Storage, path: &str) -> Option<String> {
+/// A hit's content, cut at a bound.
+struct HitContent {
+    text: String,
+    truncated: bool,
+}
+
+/// The line ending content that was cut. 0.5.2 attaches content as a plain string which its
+/// clients print as is, so the marker is text they show; `content_truncated` says it to
+/// programs.
+fn truncation_note(by_hit_bound: bool) -> String {
+    let bound = if by_hit_bound {
+        "search.find_content_max_bytes_per_hit"
+    } else {
+        "search.find_content_max_bytes, over all hits of this answer"
+    };
+    format!(
+        "\n[content truncated by the server ({bound}); read the whole file with \
+         GET /api/v1/content/read]"
+    )
+}
+
+/// At most `allowed` bytes of the file at `path` (whole UTF-8 characters).
+fn read_content(storage: &dyn Storage, path: &str, allowed: usize) -> Option<HitContent> {
     let p = crate::storage::StorePath::parse(path).ok()?;
-    match storage.read_range(&p, 0, MAX_CONTENT_BYTES) {
-        Ok(bytes) => Some(String::from_utf8_lossy(&bytes).into_owned()),
+    // One byte more tells whether there is more.
+    match storage.read_range(&p, 0, allowed as u64 + 1) {
+        Ok(bytes) => {
+            let truncated = bytes.len() > allowed;
+            let mut cut = bytes.len().min(allowed);
+            // Back off to the start of a character rather than split one.
+            while truncated && cut > 0 && bytes.get(cut).is_some_and(|b| b & 0xC0 == 0x80) {
+                cut -= 1;
+            }
+            let text = String::from_utf8_lossy(&bytes[..cut]).into_owned();
+            Some(HitContent { text, truncated })
+        }
         Err(StorageError::NotFound(_)) => None,
         Err(e) => {
             tracing::warn!(error = %e, "read_content: could not read a hit");

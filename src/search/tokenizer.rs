@@ -3,10 +3,14 @@
 //! `user`, `token`; `snake_case` → `snake_case`, `snake`, `case`), and CJK runs (Han, kana,
 //! Hangul) become overlapping character bigrams from tantivy's n-gram tokenizer, the usual
 //! dictionary-free approach (Lucene's CJK analyzer): a query "认证" matches any text containing
-//! it, with no dictionary to download.
+//! it, with no dictionary to download. Text is NFKC-normalised first (fullwidth `ＡＰＩ` and
+//! ligatures match their plain spelling), and each emoji is a token of its own.
+
+use std::borrow::Cow;
 
 use rust_stemmers::{Algorithm, Stemmer};
 use tantivy::tokenizer::{NgramTokenizer, Token, TokenStream, Tokenizer};
+use unicode_normalization::{is_nfkc_quick, IsNormalized, UnicodeNormalization};
 
 /// Name under which the analyzer is registered with tantivy.
 pub const NAME: &str = "longship_text";
@@ -46,9 +50,30 @@ fn is_word(c: char) -> bool {
     (c.is_alphanumeric() || c == '_') && !is_cjk(c)
 }
 
+/// Pictographic emoji (one token each). Skin-tone modifiers, variation selectors and joiners
+/// are not: `👍🏽` is found by `👍`.
+fn is_emoji(c: char) -> bool {
+    matches!(c as u32,
+        0x1F000..=0x1F3FA    // mahjong, cards, enclosed, pictographs (before the skin tones)
+        | 0x1F400..=0x1FAFF  // pictographs, emoticons, transport, supplemental, extended-A
+        | 0x2600..=0x27BF    // miscellaneous symbols, dingbats (☀ ✅ ❤)
+        | 0x2B00..=0x2BFF    // arrows and stars (⭐)
+        | 0x231A..=0x231B | 0x23E9..=0x23FA) // ⌚ ⌛ ⏩..⏺
+}
+
+/// `text` in NFKC (borrowed when it already is, as nearly all text is).
+fn nfkc(text: &str) -> Cow<'_, str> {
+    match is_nfkc_quick(text.chars()) {
+        IsNormalized::Yes => Cow::Borrowed(text),
+        _ => Cow::Owned(text.nfkc().collect()),
+    }
+}
+
 impl TextAnalyzer {
     /// Every token of `text`, in order.
     pub fn tokens(&mut self, text: &str) -> Vec<Token> {
+        let normalized = nfkc(text);
+        let text = normalized.as_ref();
         let stemmer = Stemmer::create(Algorithm::English);
         let mut out = Vec::new();
         let mut chars = text.char_indices().peekable();
@@ -73,6 +98,9 @@ impl TextAnalyzer {
                     chars.next();
                 }
                 self.cjk_tokens(&text[start..end], start, &mut out);
+            } else if is_emoji(c) {
+                push(&mut out, c.to_string(), start, start + c.len_utf8());
+                chars.next();
             } else {
                 chars.next();
             }
@@ -258,6 +286,15 @@ mod tests {
         assert_eq!(texts("认"), vec!["认"]);
         assert_eq!(texts("API认证flow"), vec!["api", "认证", "flow"]);
         assert_eq!(texts("ログイン"), vec!["ログ", "グイ", "イン"]);
+    }
+
+    #[test]
+    fn nfkc_and_emoji() {
+        assert_eq!(texts("ＡＰＩ　Ｔｏｋｅｎ"), texts("API Token"));
+        assert_eq!(texts("ﬁle"), texts("file"));
+        assert_eq!(texts("deploy 🚀 now"), vec!["deploy", "🚀", "now"]);
+        assert_eq!(texts("👍🏽✅"), vec!["👍", "✅"]);
+        assert_eq!(texts("ｶﾀｶﾅ"), texts("カタカナ"));
     }
 
     #[test]

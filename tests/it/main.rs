@@ -7,6 +7,7 @@
 
 mod admin;
 mod bad_input;
+mod budget;
 mod dev_mode;
 mod embed_server;
 mod fair;
@@ -23,6 +24,7 @@ mod ingest_limits;
 mod metrics;
 mod multi_instance;
 mod names;
+mod ranking;
 mod resources;
 mod s3;
 mod s3_publish;
