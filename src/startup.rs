@@ -26,6 +26,7 @@ use crate::error::{ErrorCode, ServiceError};
 use crate::http::health::HealthMonitor;
 use crate::http::{self, AppState};
 use crate::identity::AuthMode;
+use crate::search::changes::Recorder;
 use crate::telemetry::LogDrops;
 
 use crate::storage::backend::{local::LocalStorage, s3::S3Storage};
@@ -69,9 +70,14 @@ async fn load_registry(
     pools: &Pools,
     auth: &actix::Addr<AuthActor>,
     hashing: bool,
+    recorder: &Arc<Recorder>,
 ) -> Result<(), ServiceError> {
     use crate::jobs::auth::BootstrapRegistry;
-    let report = pools.storage().run(BootstrapRegistry { hashing }).await??;
+    let job = BootstrapRegistry {
+        hashing,
+        recorder: recorder.clone(),
+    };
+    let report = pools.storage().run(job).await??;
     tracing::info!(
         created = report.created_registry,
         migrated_keys = report.migrated_keys,
@@ -88,9 +94,10 @@ async fn load_registry_until_storage_answers(
     pools: &Pools,
     auth: &actix::Addr<AuthActor>,
     hashing: bool,
+    recorder: &Arc<Recorder>,
 ) -> Result<(), StartupError> {
     until_storage_answers("loading the account registry", || {
-        load_registry(pools, auth, hashing)
+        load_registry(pools, auth, hashing, recorder)
     })
     .await
     .map_err(|e| StartupError::Registry(e.message))
@@ -98,10 +105,16 @@ async fn load_registry_until_storage_answers(
 
 /// Dev mode: scaffold `default`/`default` (spec §4.4), waiting out storage outages like the
 /// registry load does; `/ready` says `initializing` until it is done.
-async fn scaffold_default_until_storage_answers(pools: &Pools) -> Result<(), ServiceError> {
+async fn scaffold_default_until_storage_answers(
+    pools: &Pools,
+    recorder: &Arc<Recorder>,
+) -> Result<(), ServiceError> {
     use crate::jobs::auth::ScaffoldDefault;
     until_storage_answers("creating the default account", || async {
-        pools.storage().run(ScaffoldDefault).await?
+        let job = ScaffoldDefault {
+            recorder: recorder.clone(),
+        };
+        pools.storage().run(job).await?
     })
     .await
 }
@@ -298,6 +311,7 @@ async fn serve(
         },
     );
     let search = crate::actors::search::start(&settings, backend.clone())?;
+    let recorder = search.recorder.clone();
     let mode = settings.auth_mode();
     let auth_arbiter = Arbiter::new();
     let auth = {
@@ -386,12 +400,12 @@ async fn serve(
     }
     let load_failure: Arc<Mutex<Option<StartupError>>> = Arc::default();
     if mode == AuthMode::Dev {
-        let pools = pools.clone();
+        let (pools, recorder) = (pools.clone(), recorder.clone());
         let loaded = registry_loaded.clone();
         actix_rt::spawn(async move {
             // A failure here (say a file where a preset directory belongs) leaves the server
             // serving what exists: dev mode has nothing else to wait for.
-            if let Err(e) = scaffold_default_until_storage_answers(&pools).await {
+            if let Err(e) = scaffold_default_until_storage_answers(&pools, &recorder).await {
                 tracing::error!(error = %e.message, "could not create the default account");
             }
             loaded.store(true, Ordering::Release);
@@ -400,8 +414,9 @@ async fn serve(
     if mode == AuthMode::ApiKey {
         let (pools, auth, handle) = (pools.clone(), auth.clone(), server.handle());
         let (hashing, failure) = (settings.auth.api_key_hashing, load_failure.clone());
+        let recorder = recorder.clone();
         actix_rt::spawn(async move {
-            match load_registry_until_storage_answers(&pools, &auth, hashing).await {
+            match load_registry_until_storage_answers(&pools, &auth, hashing, &recorder).await {
                 Ok(()) => registry_loaded.store(true, Ordering::Release),
                 Err(e) => {
                     tracing::error!(error = %e, "stopping: the account registry did not load");
