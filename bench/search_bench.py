@@ -399,7 +399,7 @@ def hybrid_relevance(docs, queries, expected):
             "LONGSHIP_EMBEDDING__DENSE__MODEL": "all-MiniLM-L6-v2",
             "LONGSHIP_EMBEDDING__DENSE__DIMENSION": "384",
             "LONGSHIP_EMBEDDING__DENSE__BATCH_SIZE": "16",
-            "LONGSHIP_EMBEDDING__DENSE__TIMEOUT_MS": "120000",
+            "LONGSHIP_EMBEDDING__DENSE__TIMEOUT_MS": "10000",  # per text
             "LONGSHIP_EMBEDDING__MAX_CONCURRENT": "1",
         }
         took = {}

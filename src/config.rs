@@ -583,9 +583,11 @@ impl VlmSettings {
                 )));
             }
         }
-        if self.max_concurrent == 0 || self.timeout.is_nan() || self.timeout <= 0.0 {
+        // The slots are a channel of that capacity, allocated up front.
+        if !(1..=256).contains(&self.max_concurrent) || self.timeout.is_nan() || self.timeout <= 0.0
+        {
             return Err(ConfigError::Invalid(
-                "vlm.max_concurrent must be >= 1 and vlm.timeout positive".into(),
+                "vlm.max_concurrent must be between 1 and 256 and vlm.timeout positive".into(),
             ));
         }
         if let Some(base) = self.api_base.as_deref() {

@@ -14,7 +14,16 @@ use std::path::Path;
 const LAYERS: &[(&str, &[&str])] = &[
     (
         "leaves",
-        &["error", "decode", "time", "identity", "config", "telemetry"],
+        &[
+            "error",
+            "decode",
+            "time",
+            "identity",
+            "config",
+            "telemetry",
+            "net",
+            "slots",
+        ],
     ),
     ("storage", &["storage"]),
     ("domain", &["search", "ingest"]),

@@ -8,7 +8,7 @@
 //! failing provider only delays vectors, never indexing or queries.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -86,6 +86,8 @@ pub struct EmbedStep;
 pub struct EmbedActor {
     embedder: Arc<Embedder>,
     storage: Arc<dyn Storage>,
+    /// `EmbedStep`s sent and not yet handled (the timer tops it up to the thread count).
+    pending: Arc<AtomicUsize>,
 }
 
 impl Actor for EmbedActor {
@@ -96,11 +98,13 @@ impl Handler<EmbedStep> for EmbedActor {
     type Result = ();
 
     fn handle(&mut self, _msg: EmbedStep, ctx: &mut Self::Context) {
+        self.pending.fetch_sub(1, Ordering::AcqRel);
         let more = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             self.embedder.step(self.storage.as_ref())
         }))
         .unwrap_or(false);
         if more {
+            self.pending.fetch_add(1, Ordering::AcqRel);
             ctx.address().do_send(EmbedStep);
         }
     }
@@ -268,9 +272,11 @@ fn open_niced(settings: &Settings) -> Result<SearchIndex, IndexError> {
     })
 }
 
-/// Embedder threads (`embedding.max_concurrent`, at most 4) and their 500 ms timer.
+/// Embedder threads (`embedding.max_concurrent`, at most 4) and their 500 ms timer. A thread
+/// waiting for a request slot (the adaptive in-flight limit) blocks in the embedder; the
+/// timer only tops the mailbox up to one step per thread, so steps never pile up meanwhile.
 fn start_embedders(settings: &Settings, embedder: Arc<Embedder>, storage: Arc<dyn Storage>) {
-    let threads = settings.embedding.max_concurrent.clamp(1, 4);
+    let threads = Embedder::threads(&settings.embedding);
     let nice = settings.pools.thread_nice;
     tracing::info!(
         model = embedder.model(),
@@ -278,6 +284,8 @@ fn start_embedders(settings: &Settings, embedder: Arc<Embedder>, storage: Arc<dy
         threads,
         "dense retrieval enabled"
     );
+    let pending = Arc::new(AtomicUsize::new(0));
+    let pending_for_actors = pending.clone();
     let addr = SyncArbiter::start_with_thread_builder(
         threads,
         || std::thread::Builder::new().name("embedder".into()),
@@ -290,6 +298,7 @@ fn start_embedders(settings: &Settings, embedder: Arc<Embedder>, storage: Arc<dy
             EmbedActor {
                 embedder: embedder.clone(),
                 storage: storage.clone(),
+                pending: pending_for_actors.clone(),
             }
         },
     );
@@ -298,7 +307,8 @@ fn start_embedders(settings: &Settings, embedder: Arc<Embedder>, storage: Arc<dy
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            for _ in 0..threads {
+            while pending.load(Ordering::Acquire) < threads {
+                pending.fetch_add(1, Ordering::AcqRel);
                 addr.do_send(EmbedStep);
             }
         }

@@ -84,9 +84,11 @@ impl SearchSettings {
 #[serde(deny_unknown_fields, default)]
 pub struct EmbeddingSettings {
     pub dense: DenseSettings,
-    /// Embedding requests in flight at once.
+    /// Ceiling of embedding requests in flight at once (embedder threads: this, at most 4);
+    /// the embedder starts at one and adapts (`search::embed::pace`).
     pub max_concurrent: usize,
-    /// Attempts of one batch before it waits for the next background retry.
+    /// Attempts of one batch at an unreachable or erroring provider before it waits for the
+    /// next background retry (timeouts and 429/503 adapt the pace instead).
     pub max_retries: usize,
     /// Age a stored vector object must reach before the garbage-collection sweep may delete
     /// it when no indexed document references it (or it belongs to another model), so a
@@ -119,9 +121,10 @@ pub struct DenseSettings {
     pub api_key: Option<String>,
     /// Vector length the model returns (0 = accept what it returns).
     pub dimension: usize,
-    /// Texts per request.
+    /// Ceiling of texts per request (the batch adapts below it).
     pub batch_size: usize,
-    /// Timeout of one request in milliseconds.
+    /// Milliseconds allowed per text: a request of n texts times out after n × this (raised
+    /// while one text alone times out; `search::embed::pace`).
     pub timeout_ms: u64,
 }
 
@@ -134,7 +137,7 @@ impl Default for DenseSettings {
             api_key: None,
             dimension: 0,
             batch_size: 32,
-            timeout_ms: 10_000,
+            timeout_ms: 2_000,
         }
     }
 }
@@ -179,6 +182,9 @@ impl EmbeddingSettings {
         }
         if !(1..=2048).contains(&self.dense.batch_size) {
             return bad("embedding.dense.batch_size must be between 1 and 2048".into());
+        }
+        if !(1..=600_000).contains(&self.dense.timeout_ms) {
+            return bad("embedding.dense.timeout_ms must be between 1 and 600000".into());
         }
         if self.dense.dimension > 65_536 {
             return bad("embedding.dense.dimension must be at most 65536".into());

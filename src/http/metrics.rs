@@ -102,7 +102,7 @@ impl Metrics {
             &["name"],
         )?;
         let search = GaugeVec::new(
-            Opts::new("search", "Search index state: docs, index_lag (changes seen but not applied), building, reconciling, commits, errors, embedding backlog, stored vectors deleted and vector GC runs"),
+            Opts::new("search", "Search index state: docs, index_lag (changes seen but not applied), building, reconciling, commits, errors, embedding backlog and adaptive pace (batch_size, in_flight_limit, timeouts, throttled), stored vectors deleted and vector GC runs"),
             &["name"],
         )?;
         let auth_events = IntCounterVec::new(

@@ -258,6 +258,21 @@ fn retrieval(search: &Value) -> Component {
     if e["model"].is_string() {
         let n = |k: &str| e[k].as_u64().unwrap_or(0).to_string();
         rows.push(row("Embedding Backlog", n("backlog")));
+        rows.push(row(
+            "Embedding Batch Size",
+            format!("{} of {}", n("batch_size"), n("batch_size_max")),
+        ));
+        rows.push(row(
+            "Embedding Requests In Flight",
+            format!(
+                "{} (limit {} of {})",
+                n("requests_in_flight"),
+                n("in_flight_limit"),
+                n("in_flight_limit_max")
+            ),
+        ));
+        rows.push(row("Embedding Timeouts", n("timeouts")));
+        rows.push(row("Embedding Throttled", n("throttled")));
         rows.push(row("Stored Vectors Deleted", n("stored_vectors_deleted")));
         rows.push(row("Vector GC Runs", n("vector_gc_runs")));
     }

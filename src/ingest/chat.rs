@@ -2,18 +2,21 @@
 //! bounded concurrency per instance, a timeout per request, retries with backoff. The API key
 //! is sent as a bearer token and never logged or echoed in errors.
 
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Value};
 
 use crate::config::VlmSettings;
+use crate::net::client;
+use crate::slots::Slots;
 
 /// Shared by every ingestion of the instance.
 #[derive(Clone)]
 pub struct ChatClient {
     settings: Arc<VlmSettings>,
-    slots: Arc<(Mutex<usize>, Condvar)>,
+    /// Requests in flight on this instance (`vlm.max_concurrent`).
+    slots: Arc<Slots>,
 }
 
 impl std::fmt::Debug for ChatClient {
@@ -21,18 +24,6 @@ impl std::fmt::Debug for ChatClient {
         f.debug_struct("ChatClient")
             .field("settings", &self.settings)
             .finish()
-    }
-}
-
-/// Held while a request is in flight.
-struct Slot<'a>(&'a (Mutex<usize>, Condvar));
-
-impl Drop for Slot<'_> {
-    fn drop(&mut self) {
-        if let Ok(mut n) = self.0 .0.lock() {
-            *n = n.saturating_sub(1);
-        }
-        self.0 .1.notify_one();
     }
 }
 
@@ -44,22 +35,12 @@ impl ChatClient {
         }
         Some(ChatClient {
             settings: Arc::new(settings.clone()),
-            slots: Arc::new((Mutex::new(0), Condvar::new())),
+            slots: Arc::new(Slots::new(settings.max_concurrent, settings.max_concurrent)),
         })
     }
 
     pub fn model(&self) -> &str {
         self.settings.model.as_deref().unwrap_or("")
-    }
-
-    fn acquire(&self) -> Slot<'_> {
-        let (lock, cv) = &*self.slots;
-        let mut n = lock.lock().unwrap_or_else(|p| p.into_inner());
-        while *n >= self.settings.max_concurrent {
-            n = cv.wait(n).unwrap_or_else(|p| p.into_inner());
-        }
-        *n += 1;
-        Slot(&self.slots)
     }
 
     fn endpoint(&self) -> String {
@@ -79,12 +60,11 @@ impl ChatClient {
     /// An HTTP session for one ingestion. Built and dropped on the pool thread that uses it:
     /// a blocking client owns a runtime, which must never be dropped on an async thread.
     pub fn session(&self) -> Result<ChatSession<'_>, String> {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let http = reqwest::blocking::Client::builder()
-            .timeout(Duration::from_secs_f64(self.settings.timeout))
-            .connect_timeout(Duration::from_secs_f64(self.settings.timeout.min(10.0)))
-            .build()
-            .map_err(|e| format!("chat client: {}", without_url(&e)))?;
+        let http =
+            client::blocking_builder(Duration::from_secs_f64(self.settings.timeout.min(10.0)))
+                .timeout(Duration::from_secs_f64(self.settings.timeout))
+                .build()
+                .map_err(|e| format!("chat client: {}", client::describe(&e)))?;
         Ok(ChatSession { chat: self, http })
     }
 }
@@ -113,7 +93,7 @@ impl ChatSession<'_> {
             if attempt > 0 {
                 std::thread::sleep(Duration::from_millis(200 * (1 << attempt.min(5))));
             }
-            let _slot = chat.acquire();
+            let _slot = chat.slots.acquire();
             let mut req = self
                 .http
                 .post(chat.endpoint())
@@ -126,7 +106,7 @@ impl ChatSession<'_> {
                 Ok(resp) if resp.status().is_success() => {
                     let v: Value = match resp
                         .bytes()
-                        .map_err(|e| without_url(&e))
+                        .map_err(|e| client::describe(&e))
                         .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
                     {
                         Ok(v) => v,
@@ -149,18 +129,9 @@ impl ChatSession<'_> {
                     }
                 }
                 Err(e) if e.is_timeout() => last = "timed out".into(),
-                Err(e) => last = without_url(&e),
+                Err(e) => last = client::describe(&e),
             }
         }
         Err(format!("chat model {} failed: {last}", chat.model()))
     }
-}
-
-/// A reqwest error without its URL (which could carry a key in a query string).
-fn without_url(e: &reqwest::Error) -> String {
-    let mut msg = e.to_string();
-    if let Some(url) = e.url() {
-        msg = msg.replace(url.as_str(), "<api_base>");
-    }
-    msg
 }

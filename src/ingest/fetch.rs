@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use crate::config::ResourceSettings;
 use crate::error::{ErrorCode, ServiceError, ServiceResult};
+use crate::net::client;
 
 /// True for addresses a server-side fetch must not reach.
 pub fn is_forbidden(ip: IpAddr) -> bool {
@@ -118,7 +119,6 @@ pub fn fetch_to_file(
         .map_err(|e| ServiceError::invalid_argument(format!("Invalid URL {raw_url:.200}: {e}")))?;
     let allow = settings.allow_private_urls;
     check_url(&url, allow).map_err(|m| refused(raw_url, &m))?;
-    let _ = rustls::crypto::ring::default_provider().install_default();
     let max_redirects = settings.fetch_max_redirects;
     let policy = reqwest::redirect::Policy::custom(move |attempt| {
         if attempt.previous().len() > max_redirects {
@@ -130,15 +130,13 @@ pub fn fetch_to_file(
         }
         attempt.follow()
     });
-    let client = reqwest::blocking::Client::builder()
+    let client = client::blocking_builder(Duration::from_secs(settings.fetch_timeout_secs.min(10)))
         .redirect(policy)
         .dns_resolver(Arc::new(GuardedResolver {
             allow_private: allow,
         }))
         .no_proxy()
         .timeout(Duration::from_secs(settings.fetch_timeout_secs))
-        .connect_timeout(Duration::from_secs(settings.fetch_timeout_secs.min(10)))
-        .user_agent(concat!("longship/", env!("CARGO_PKG_VERSION")))
         .build()
         .map_err(|e| ServiceError::internal(format!("HTTP client: {e}")))?;
     let budget = FetchBudget::new(settings);

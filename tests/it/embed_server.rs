@@ -8,19 +8,51 @@
 //! sharing a word with it — which is what the hybrid tests need to tell the vector signal
 //! from the keyword one. It can be taken down (connections refused) and brought back on the
 //! same port.
+//!
+//! It can also stand for a slow or busy provider ([`Behaviour`]): a delay per text computed
+//! one request at a time, as one CPU-bound model does (requests queue behind each other, and
+//! an abandoned request is still computed), an extra stall of the first request, and
+//! throttle answers (429/503 with `Retry-After`) for the next requests. Every request is
+//! logged with its arrival and answer times.
 
+use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 pub const DIM: usize = 64;
+
+/// How the provider behaves; changeable while it runs.
+#[derive(Default)]
+pub struct Behaviour {
+    /// Time to compute one text; requests are computed one at a time.
+    pub per_text: Mutex<Duration>,
+    /// Extra time the next embeddings request takes (once).
+    pub stall_next: Mutex<Option<Duration>>,
+    /// Answers (status, `Retry-After` seconds) for the next embeddings requests, in order.
+    pub throttle: Mutex<VecDeque<(u16, u64)>>,
+    /// Every embeddings request: arrival, answer, status, texts.
+    pub log: Mutex<Vec<Logged>>,
+    /// The model: held while a request is computed.
+    model: Mutex<()>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Logged {
+    pub arrived: Instant,
+    pub answered: Instant,
+    pub status: u16,
+    pub texts: usize,
+}
 
 pub struct EmbedServer {
     pub port: u16,
     /// Texts embedded so far (documents and queries).
     pub inputs: Arc<AtomicU64>,
+    pub behaviour: Arc<Behaviour>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
@@ -53,29 +85,63 @@ impl EmbedServer {
     pub fn start() -> EmbedServer {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind embed server");
         let port = listener.local_addr().unwrap().port();
-        Self::serve(listener, port, Arc::new(AtomicU64::new(0)))
+        Self::serve(
+            listener,
+            port,
+            Arc::new(AtomicU64::new(0)),
+            Arc::new(Behaviour::default()),
+        )
     }
 
-    fn serve(listener: TcpListener, port: u16, inputs: Arc<AtomicU64>) -> EmbedServer {
+    fn serve(
+        listener: TcpListener,
+        port: u16,
+        inputs: Arc<AtomicU64>,
+        behaviour: Arc<Behaviour>,
+    ) -> EmbedServer {
         let stop = Arc::new(AtomicBool::new(false));
-        let (stop2, inputs2) = (stop.clone(), inputs.clone());
+        let (stop2, inputs2, behaviour2) = (stop.clone(), inputs.clone(), behaviour.clone());
         let thread = std::thread::spawn(move || {
             for conn in listener.incoming() {
                 if stop2.load(Ordering::Acquire) {
                     return;
                 }
                 if let Ok(stream) = conn {
-                    let (inputs, stop) = (inputs2.clone(), stop2.clone());
-                    std::thread::spawn(move || handle(stream, &inputs, &stop));
+                    let (inputs, stop, b) = (inputs2.clone(), stop2.clone(), behaviour2.clone());
+                    std::thread::spawn(move || handle(stream, &inputs, &stop, &b));
                 }
             }
         });
         EmbedServer {
             port,
             inputs,
+            behaviour,
             stop,
             thread: Some(thread),
         }
+    }
+
+    /// Every text takes `per_text` to compute, one request at a time.
+    pub fn set_per_text(&self, per_text: Duration) {
+        *self.behaviour.per_text.lock().unwrap() = per_text;
+    }
+
+    /// The next embeddings request takes `extra` longer.
+    pub fn stall_next(&self, extra: Duration) {
+        *self.behaviour.stall_next.lock().unwrap() = Some(extra);
+    }
+
+    /// The next embeddings requests are answered `status` with `Retry-After: secs`.
+    pub fn throttle_next(&self, answers: &[(u16, u64)]) {
+        self.behaviour
+            .throttle
+            .lock()
+            .unwrap()
+            .extend(answers.iter().copied());
+    }
+
+    pub fn log(&self) -> Vec<Logged> {
+        self.behaviour.log.lock().unwrap().clone()
     }
 
     pub fn api_base(&self) -> String {
@@ -94,7 +160,12 @@ impl EmbedServer {
     /// Serve again on the same port.
     pub fn bring_back(&mut self) {
         let listener = TcpListener::bind(("127.0.0.1", self.port)).expect("rebind embed server");
-        let fresh = Self::serve(listener, self.port, self.inputs.clone());
+        let fresh = Self::serve(
+            listener,
+            self.port,
+            self.inputs.clone(),
+            self.behaviour.clone(),
+        );
         self.take_down();
         *self = fresh;
     }
@@ -106,7 +177,23 @@ impl Drop for EmbedServer {
     }
 }
 
-fn handle(stream: TcpStream, inputs: &AtomicU64, stop: &AtomicBool) {
+/// Compute `texts` as the configured model would: one request at a time, `per_text` each,
+/// plus a pending stall. Returns a throttle answer instead when one is queued.
+fn compute(b: &Behaviour, texts: usize) -> Option<(u16, u64)> {
+    if let Some(t) = b.throttle.lock().unwrap().pop_front() {
+        return Some(t);
+    }
+    let _model = b.model.lock().unwrap();
+    let stall = b.stall_next.lock().unwrap().take().unwrap_or_default();
+    let per_text = *b.per_text.lock().unwrap();
+    let busy = stall + per_text * texts as u32;
+    if !busy.is_zero() {
+        std::thread::sleep(busy);
+    }
+    None
+}
+
+fn handle(stream: TcpStream, inputs: &AtomicU64, stop: &AtomicBool, b: &Behaviour) {
     let _ = stream.set_read_timeout(Some(std::time::Duration::from_secs(10)));
     let mut reader = BufReader::new(match stream.try_clone() {
         Ok(s) => s,
@@ -142,38 +229,62 @@ fn handle(stream: TcpStream, inputs: &AtomicU64, stop: &AtomicBool) {
         if stop.load(Ordering::Acquire) {
             return;
         }
+        let arrived = Instant::now();
+        let mut retry_after = None;
+        let mut texts_in = 0;
         let (status, out) = if line.starts_with("POST") && line.contains("/embeddings") {
             match serde_json::from_slice::<serde_json::Value>(&body) {
-                Ok(req) => {
-                    let texts: Vec<String> = match &req["input"] {
-                        serde_json::Value::String(s) => vec![s.clone()],
-                        serde_json::Value::Array(a) => a
-                            .iter()
-                            .map(|t| t.as_str().unwrap_or_default().to_string())
-                            .collect(),
-                        _ => Vec::new(),
-                    };
-                    inputs.fetch_add(texts.len() as u64, Ordering::Relaxed);
-                    let data: Vec<serde_json::Value> = texts
+                Ok(req) if req["input"].is_array() || req["input"].is_string() => {
+                    texts_in = req["input"].as_array().map_or(1, |a| a.len());
+                    if let Some((status, secs)) = compute(b, texts_in) {
+                        retry_after = Some(secs);
+                        (
+                            status,
+                            serde_json::json!({"error": {"message": "slow down"}}),
+                        )
+                    } else {
+                        let texts: Vec<String> = match &req["input"] {
+                            serde_json::Value::String(s) => vec![s.clone()],
+                            serde_json::Value::Array(a) => a
+                                .iter()
+                                .map(|t| t.as_str().unwrap_or_default().to_string())
+                                .collect(),
+                            _ => Vec::new(),
+                        };
+                        inputs.fetch_add(texts.len() as u64, Ordering::Relaxed);
+                        let data: Vec<serde_json::Value> = texts
                         .iter()
                         .enumerate()
                         .map(|(i, t)| serde_json::json!({"object": "embedding", "index": i, "embedding": embed(t)}))
                         .collect();
-                    (
-                        200,
-                        serde_json::json!({"object": "list", "data": data, "model": req["model"]}),
-                    )
+                        (
+                            200,
+                            serde_json::json!({"object": "list", "data": data, "model": req["model"]}),
+                        )
+                    }
                 }
+                Ok(_) => (400, serde_json::json!({"error": "no input"})),
                 Err(e) => (400, serde_json::json!({"error": e.to_string()})),
             }
         } else {
             (404, serde_json::json!({"error": "not found"}))
         };
         let text = out.to_string();
+        let retry_header = retry_after
+            .map(|s| format!("retry-after: {s}\r\n"))
+            .unwrap_or_default();
         let head = format!(
-            "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+            "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\n{retry_header}content-length: {}\r\n\r\n",
             text.len()
         );
+        if texts_in > 0 {
+            b.log.lock().unwrap().push(Logged {
+                arrived,
+                answered: Instant::now(),
+                status,
+                texts: texts_in,
+            });
+        }
         if writer.write_all(head.as_bytes()).is_err() || writer.write_all(text.as_bytes()).is_err()
         {
             return;

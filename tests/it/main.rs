@@ -9,6 +9,7 @@ mod admin;
 mod bad_input;
 mod budget;
 mod dev_mode;
+mod embed_adapt;
 mod embed_server;
 mod fair;
 mod find;

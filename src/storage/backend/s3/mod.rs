@@ -88,9 +88,8 @@ impl S3Storage {
     /// Configure the client. Makes no request: an unreachable store at startup is reported by
     /// `/ready` and recovers without a restart.
     pub fn open(settings: &S3Settings) -> StorageResult<Self> {
-        // reqwest is built without a bundled TLS provider; ring is the one we ship. An error
-        // only means some provider is installed already.
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        // reqwest is built without a bundled TLS provider: the shared set-up installs ring.
+        crate::net::client::install_tls();
         let retry = RetryConfig {
             backoff: BackoffConfig {
                 init_backoff: Duration::from_millis(50),

@@ -10,17 +10,28 @@
 //! background and vectors of two models never meet in one ranking.
 //!
 //! The provider failing or slow never fails a write or a find: documents stay keyword-
-//! searchable, batches are retried with exponential backoff, and the provider's state and the
-//! backlog are reported (observer, /metrics).
+//! searchable, the embedder adapts batch size and requests in flight to the provider
+//! ([`pace`]), failed batches are retried after a pause (the provider's `Retry-After`, or
+//! exponential backoff), and the provider's state and the backlog are reported (observer,
+//! /metrics).
 //!
 //! Vectors are removed with their documents: the embedder counts, per account and content
-//! hash, the indexed documents that reference a vector. When a change this instance made
-//! leaves a hash unreferenced, [`Embedder::release`] deletes its stored object (only the
-//! writing instance deletes, so instances do not race to). What that misses is collected by
-//! the sweep in [`super::vector_gc`].
+//! hash, the indexed documents that reference a vector ([`refs`]). When a change this
+//! instance made leaves a hash unreferenced, [`Embedder::release`] deletes its stored object
+//! (only the writing instance deletes, so instances do not race to). What that misses is
+//! collected by the sweep in [`super::vector_gc`].
+//!
+//! Parts: [`provider`] (the HTTP client), [`pace`] (adaptation), [`queue`] (documents
+//! waiting), [`refs`] (reference counts), [`vectors`] (encoding), [`nearest`] (search).
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::ops::Bound;
+mod nearest;
+mod pace;
+mod provider;
+mod queue;
+mod refs;
+mod vectors;
+
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -28,122 +39,39 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
+pub use provider::EmbedError;
+pub use refs::VectorRef;
+
 use super::docs;
 use crate::config::EmbeddingSettings;
 use crate::storage::{Storage, StorageError, StorePath};
+use pace::Pace;
+use provider::Provider;
+use queue::{Queue, Want};
+use refs::{account_of, Docs};
+use vectors::{decode, dot, encode};
 
 /// How long another instance's change waits for its writer's vector before computing it.
 const ORIGIN_GRACE: Duration = Duration::from_secs(15);
 /// Longest pause between retries of a failing provider.
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// Longest `Retry-After` honoured (a provider asking for more is asked again then).
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
+/// Pause after a timeout that cut the pace (lets the provider finish the abandoned request).
+const CUT_PAUSE: Duration = Duration::from_secs(1);
 /// Characters of a document sent to the model (models truncate anyway).
 const MAX_INPUT_CHARS: usize = 8000;
 /// Timeout of a query embedding (a find never waits longer for the model).
 const QUERY_TIMEOUT: Duration = Duration::from_secs(2);
-
-#[derive(Debug, Clone)]
-struct Want {
-    path: String,
-    account: String,
-    hash: String,
-    local: bool,
-    queued_at: Instant,
-    not_before: Instant,
-}
-
-/// A stored vector: the account it is stored under and the content hash it is keyed by.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct VectorRef {
-    pub account: String,
-    pub hash: String,
-}
-
-/// The indexed documents as the embedder sees them: each one's content hash, and how many
-/// documents of each account reference each hash (exact, updated with every change).
-#[derive(Debug, Default)]
-struct Docs {
-    /// Ordered, so a subtree is one range, not a scan of every document.
-    by_path: BTreeMap<String, String>,
-    refs: HashMap<String, HashMap<String, u32>>,
-}
-
-fn account_of(path: &str) -> &str {
-    path.split('/').next().unwrap_or_default()
-}
-
-impl Docs {
-    /// Index `path` with content `hash`; returns the reference it replaced, if it differs.
-    fn insert(&mut self, path: &str, hash: &str) -> Option<VectorRef> {
-        let old = self.by_path.insert(path.to_string(), hash.to_string());
-        if old.as_deref() == Some(hash) {
-            return None;
-        }
-        *self
-            .refs
-            .entry(hash.to_string())
-            .or_default()
-            .entry(account_of(path).to_string())
-            .or_default() += 1;
-        old.map(|h| self.unref(path, h))
-    }
-
-    /// Drop one reference of the document at `path` to `hash`.
-    fn unref(&mut self, path: &str, hash: String) -> VectorRef {
-        let account = account_of(path);
-        if let Some(by_account) = self.refs.get_mut(&hash) {
-            if let Some(n) = by_account.get_mut(account) {
-                *n = n.saturating_sub(1);
-                if *n == 0 {
-                    by_account.remove(account);
-                }
-            }
-            if by_account.is_empty() {
-                self.refs.remove(&hash);
-            }
-        }
-        VectorRef {
-            account: account.to_string(),
-            hash,
-        }
-    }
-
-    fn remove_subtree(&mut self, prefix: &str) -> Vec<VectorRef> {
-        let under = format!("{prefix}/");
-        let exact = self.by_path.get_key_value(prefix).map(|(p, _)| p.clone());
-        let gone: Vec<String> = exact
-            .into_iter()
-            .chain(
-                self.by_path
-                    .range::<str, _>((Bound::Included(under.as_str()), Bound::Unbounded))
-                    .map(|(p, _)| p)
-                    .take_while(|p| p.starts_with(&under))
-                    .cloned(),
-            )
-            .collect();
-        gone.into_iter()
-            .filter_map(|p| {
-                let hash = self.by_path.remove(&p)?;
-                Some(self.unref(&p, hash))
-            })
-            .collect()
-    }
-
-    fn referenced_in(&self, account: &str, hash: &str) -> bool {
-        self.refs
-            .get(hash)
-            .is_some_and(|a| a.get(account).is_some_and(|n| *n > 0))
-    }
-
-    fn referenced(&self, hash: &str) -> bool {
-        self.refs.contains_key(hash)
-    }
-}
+/// Embedder threads at most (the ceiling of requests in flight).
+pub const MAX_THREADS: usize = 4;
 
 #[derive(Debug, Default)]
 struct ProviderState {
     /// Consecutive failed requests (0 = healthy).
     failures: u32,
     last_error: Option<String>,
+    /// No request before this (a backoff or the provider's `Retry-After`).
     retry_at: Option<Instant>,
 }
 
@@ -165,22 +93,14 @@ pub struct EmbedStats {
 pub struct Embedder {
     cfg: EmbeddingSettings,
     model_key: String,
-    http: ureq::Agent,
-    queue: Mutex<VecDeque<Want>>,
+    provider: Provider,
+    pace: Pace,
+    queue: Queue,
     vectors: RwLock<HashMap<String, Arc<Vec<f32>>>>,
     docs: RwLock<Docs>,
     state: Mutex<ProviderState>,
     pub stats: EmbedStats,
     max_bytes: usize,
-}
-
-/// Why an embedding request failed.
-#[derive(Debug, thiserror::Error)]
-pub enum EmbedError {
-    #[error("embedding provider unavailable: {0}")]
-    Unavailable(String),
-    #[error("embedding provider answered badly: {0}")]
-    BadAnswer(String),
 }
 
 impl Embedder {
@@ -189,22 +109,28 @@ impl Embedder {
         if !cfg.enabled() {
             return None;
         }
-        let http = ureq::AgentBuilder::new()
-            .timeout(Duration::from_millis(cfg.dense.timeout_ms))
-            .timeout_connect(Duration::from_secs(3))
-            .build();
         let digest = Sha256::digest(format!("{}|{}", cfg.dense.model, cfg.dense.dimension));
         Some(Ok(Embedder {
             cfg: cfg.clone(),
             model_key: hex::encode(&digest[..8]),
-            http,
-            queue: Mutex::new(VecDeque::new()),
+            provider: Provider::new(&cfg.dense),
+            pace: Pace::new(
+                cfg.dense.batch_size,
+                Self::threads(cfg),
+                Duration::from_millis(cfg.dense.timeout_ms),
+            ),
+            queue: Queue::default(),
             vectors: RwLock::new(HashMap::new()),
             docs: RwLock::new(Docs::default()),
             state: Mutex::new(ProviderState::default()),
             stats: EmbedStats::default(),
             max_bytes,
         }))
+    }
+
+    /// Embedder threads for `cfg`: `embedding.max_concurrent`, at most [`MAX_THREADS`].
+    pub fn threads(cfg: &EmbeddingSettings) -> usize {
+        cfg.max_concurrent.clamp(1, MAX_THREADS)
     }
 
     pub fn model(&self) -> &str {
@@ -244,12 +170,7 @@ impl Embedder {
         let (replaced, first_in_account) = match self.docs.write() {
             Ok(mut d) => {
                 let replaced = d.insert(path, hash);
-                let first = d
-                    .refs
-                    .get(hash)
-                    .and_then(|a| a.get(&account))
-                    .is_some_and(|n| *n == 1);
-                (replaced, first)
+                (replaced, d.count_in(&account, hash) == 1)
             }
             Err(_) => (None, false),
         };
@@ -265,16 +186,14 @@ impl Embedder {
             return;
         }
         let now = Instant::now();
-        if let Ok(mut q) = self.queue.lock() {
-            q.push_back(Want {
-                path: path.to_string(),
-                account,
-                hash: hash.to_string(),
-                local,
-                queued_at: now,
-                not_before: now,
-            });
-        }
+        self.queue.push(Want {
+            path: path.to_string(),
+            account,
+            hash: hash.to_string(),
+            local,
+            queued_at: now,
+            not_before: now,
+        });
     }
 
     /// Forget every document at or under `prefix` (a full storage path); returns the vectors
@@ -345,35 +264,37 @@ impl Embedder {
 
     /// Documents waiting for a vector (queued or being embedded).
     pub fn backlog(&self) -> usize {
-        self.queue.lock().map(|q| q.len()).unwrap_or(0)
-            + self.stats.in_flight.load(Ordering::Relaxed) as usize
+        self.queue.len() + self.stats.in_flight.load(Ordering::Relaxed) as usize
+    }
+
+    /// When requests may be sent again, if the provider is paused (backoff, `Retry-After`).
+    fn paused_until(&self) -> Option<Instant> {
+        self.state
+            .lock()
+            .ok()
+            .and_then(|s| s.retry_at)
+            .filter(|t| *t > Instant::now())
     }
 
     /// One batch of background work; true if more is ready now.
     pub fn step(&self, storage: &dyn Storage) -> bool {
-        let now = Instant::now();
-        if self
-            .state
-            .lock()
-            .ok()
-            .and_then(|s| s.retry_at)
-            .is_some_and(|t| t > now)
-        {
+        if self.paused_until().is_some() {
             return false;
         }
-        let batch = self.take_batch(now);
+        let batch = self.queue.take(self.pace.batch(), Instant::now());
         if batch.is_empty() {
             return false;
         }
         let taken = batch.len() as u64;
         self.stats.in_flight.fetch_add(taken, Ordering::Relaxed);
-        let more = self.resolve(storage, batch, now);
+        let more = self.resolve(storage, batch);
         self.stats.in_flight.fetch_sub(taken, Ordering::Relaxed);
         more
     }
 
     /// Load or compute the vectors of `batch`; true if more work is ready now.
-    fn resolve(&self, storage: &dyn Storage, batch: Vec<Want>, now: Instant) -> bool {
+    fn resolve(&self, storage: &dyn Storage, batch: Vec<Want>) -> bool {
+        let now = Instant::now();
         let mut to_embed: Vec<(Want, String)> = Vec::new();
         let mut later = Vec::new();
         for w in batch {
@@ -399,8 +320,6 @@ impl Embedder {
                 continue;
             }
             if !w.local && w.queued_at.elapsed() < ORIGIN_GRACE {
-                let mut w = w;
-                w.not_before = now + Duration::from_secs(2);
                 later.push(w);
                 continue;
             }
@@ -409,14 +328,37 @@ impl Embedder {
                 None => continue,
             }
         }
-        self.requeue(later);
+        self.queue
+            .requeue(later, Some(now + Duration::from_secs(2)));
         if to_embed.is_empty() {
-            return self.ready_now();
+            return self.queue.ready_now();
+        }
+        self.embed(storage, to_embed)
+    }
+
+    /// Send `to_embed` to the provider once a request may go (in-flight limit, pause), cut to
+    /// the current batch size; keep the vectors or put the documents back for later.
+    fn embed(&self, storage: &dyn Storage, mut to_embed: Vec<(Want, String)>) -> bool {
+        let slot = self.pace.slot();
+        // While this thread waited, the provider may have been paused or the batch cut.
+        if let Some(at) = self.paused_until() {
+            self.queue
+                .requeue(to_embed.into_iter().map(|(w, _)| w).collect(), Some(at));
+            return false;
+        }
+        let n = self.pace.batch();
+        if to_embed.len() > n {
+            let rest = to_embed.split_off(n);
+            self.queue
+                .requeue(rest.into_iter().map(|(w, _)| w).collect(), None);
         }
         let texts: Vec<String> = to_embed.iter().map(|(_, t)| t.clone()).collect();
-        match self.call(&texts, None) {
+        let started = Instant::now();
+        match self.call(&texts) {
             Ok(vectors) => {
+                self.pace.succeeded(texts.len(), started.elapsed());
                 self.healthy();
+                drop(slot);
                 for ((w, _), v) in to_embed.into_iter().zip(vectors) {
                     // Removed while the provider was answering: nothing to keep.
                     if !self.is_current(&w) {
@@ -426,21 +368,28 @@ impl Embedder {
                     self.insert_if_current(&w, v);
                     self.stats.embedded.fetch_add(1, Ordering::Relaxed);
                 }
-                self.ready_now()
+                self.queue.ready_now()
             }
             Err(e) => {
-                let pause = self.failed(&e);
-                tracing::warn!(error = %e, retry_in_s = pause.as_secs(), backlog = self.backlog(),
+                let pause = match &e {
+                    EmbedError::TimedOut(_) if self.pace.timed_out(texts.len()) => {
+                        self.failed(&e, Some(CUT_PAUSE))
+                    }
+                    EmbedError::Throttled { retry_after, .. } => {
+                        self.pace.throttled();
+                        self.failed(&e, retry_after.map(|d| d.min(MAX_RETRY_AFTER)))
+                    }
+                    _ => self.failed(&e, None),
+                };
+                tracing::warn!(error = %e, texts = texts.len(), retry_in_ms = pause.as_millis() as u64,
+                    batch_size = self.pace.batch(), in_flight_limit = self.pace.in_flight_limit(),
+                    backlog = self.backlog(),
                     "embedding batch failed; documents stay keyword-searchable");
-                let retry = Instant::now() + pause;
-                self.requeue(
-                    to_embed
-                        .into_iter()
-                        .map(|(mut w, _)| {
-                            w.not_before = retry;
-                            w
-                        })
-                        .collect(),
+                // The pause is set: threads waiting for the slot see it.
+                drop(slot);
+                self.queue.requeue(
+                    to_embed.into_iter().map(|(w, _)| w).collect(),
+                    Some(Instant::now() + pause),
                 );
                 false
             }
@@ -451,37 +400,7 @@ impl Embedder {
     fn is_current(&self, w: &Want) -> bool {
         self.docs
             .read()
-            .is_ok_and(|d| d.by_path.get(&w.path) == Some(&w.hash))
-    }
-
-    fn take_batch(&self, now: Instant) -> Vec<Want> {
-        let Ok(mut q) = self.queue.lock() else {
-            return Vec::new();
-        };
-        let mut out = Vec::new();
-        let mut rest = VecDeque::with_capacity(q.len());
-        while let Some(w) = q.pop_front() {
-            if out.len() < self.cfg.dense.batch_size && w.not_before <= now {
-                out.push(w);
-            } else {
-                rest.push_back(w);
-            }
-        }
-        *q = rest;
-        out
-    }
-
-    fn requeue(&self, wants: Vec<Want>) {
-        if let Ok(mut q) = self.queue.lock() {
-            q.extend(wants);
-        }
-    }
-
-    fn ready_now(&self) -> bool {
-        let now = Instant::now();
-        self.queue
-            .lock()
-            .is_ok_and(|q| q.iter().any(|w| w.not_before <= now))
+            .is_ok_and(|d| d.is_current(&w.path, &w.hash))
     }
 
     /// Keep `v` in memory if the document of `w` still has that content. The check and the
@@ -491,7 +410,7 @@ impl Embedder {
         let Ok(d) = self.docs.read() else {
             return false;
         };
-        if d.by_path.get(&w.path) != Some(&w.hash) {
+        if !d.is_current(&w.path, &w.hash) {
             return false;
         }
         self.insert(&w.hash, v);
@@ -542,131 +461,68 @@ impl Embedder {
         }
     }
 
-    /// Record a failure; returns the pause before the next attempt.
-    fn failed(&self, e: &EmbedError) -> Duration {
+    /// Record a failure and pause the provider: for `pause` if given, else exponential
+    /// backoff by consecutive failures. Returns the pause.
+    fn failed(&self, e: &EmbedError, pause: Option<Duration>) -> Duration {
         self.stats.failed_requests.fetch_add(1, Ordering::Relaxed);
         let Ok(mut s) = self.state.lock() else {
             return MAX_BACKOFF;
         };
         s.failures = s.failures.saturating_add(1);
         s.last_error = Some(e.to_string());
-        let pause = Duration::from_secs(1u64 << s.failures.min(6)).min(MAX_BACKOFF);
-        s.retry_at = Some(Instant::now() + pause);
+        let pause = pause
+            .unwrap_or_else(|| Duration::from_secs(1u64 << s.failures.min(6)).min(MAX_BACKOFF));
+        let until = Instant::now() + pause;
+        // Never shorten a pause another thread set (a `Retry-After` is a floor).
+        s.retry_at = Some(s.retry_at.map_or(until, |t| t.max(until)));
         pause
     }
 
-    /// One request for `texts`, retried up to `max_retries` times (short pauses).
-    fn call(
-        &self,
-        texts: &[String],
-        timeout: Option<Duration>,
-    ) -> Result<Vec<Vec<f32>>, EmbedError> {
-        let attempts = if timeout.is_some() {
-            1
-        } else {
-            self.cfg.max_retries.max(1)
-        };
+    /// One background request for `texts`: an unreachable provider or a server error is
+    /// tried `max_retries` times with short pauses; a timeout or a throttle is returned at
+    /// once (the pace adapts to it).
+    fn call(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, EmbedError> {
+        let timeout = self.pace.timeout_for(texts.len());
         let mut last = EmbedError::Unavailable("no attempt".into());
-        for attempt in 0..attempts {
+        for attempt in 0..self.cfg.max_retries.max(1) {
             if attempt > 0 {
                 std::thread::sleep(Duration::from_millis(200 << attempt.min(4)));
             }
-            match self.request(texts, timeout) {
+            self.stats.requests.fetch_add(1, Ordering::Relaxed);
+            match self.provider.embed(texts, timeout) {
                 Ok(v) => return Ok(v),
+                Err(e @ (EmbedError::TimedOut(_) | EmbedError::Throttled { .. })) => return Err(e),
                 Err(e) => last = e,
             }
         }
         Err(last)
     }
 
-    fn request(
-        &self,
-        texts: &[String],
-        timeout: Option<Duration>,
-    ) -> Result<Vec<Vec<f32>>, EmbedError> {
-        self.stats.requests.fetch_add(1, Ordering::Relaxed);
-        let url = format!(
-            "{}/embeddings",
-            self.cfg.dense.api_base.trim_end_matches('/')
-        );
-        let body = json!({"model": self.cfg.dense.model, "input": texts});
-        let mut req = self.http.post(&url).set("content-type", "application/json");
-        if let Some(key) = &self.cfg.dense.api_key {
-            req = req.set("authorization", &format!("Bearer {key}"));
-        }
-        if let Some(t) = timeout {
-            req = req.timeout(t);
-        }
-        let text = match req.send_string(&body.to_string()) {
-            Ok(resp) => resp
-                .into_string()
-                .map_err(|e| EmbedError::Unavailable(e.to_string()))?,
-            Err(ureq::Error::Status(code, resp)) => {
-                let short: String = resp
-                    .into_string()
-                    .unwrap_or_default()
-                    .chars()
-                    .take(200)
-                    .collect();
-                return Err(EmbedError::Unavailable(format!("HTTP {code}: {short}")));
-            }
-            Err(ureq::Error::Transport(t)) => {
-                return Err(EmbedError::Unavailable(t.kind().to_string()))
-            }
-        };
-        let v: Value =
-            serde_json::from_str(&text).map_err(|e| EmbedError::BadAnswer(e.to_string()))?;
-        let data = v["data"]
-            .as_array()
-            .ok_or_else(|| EmbedError::BadAnswer("no data array".into()))?;
-        let mut out: Vec<Option<Vec<f32>>> = vec![None; texts.len()];
-        for (n, item) in data.iter().enumerate() {
-            let i = item["index"].as_u64().map(|i| i as usize).unwrap_or(n);
-            let emb = item["embedding"]
-                .as_array()
-                .ok_or_else(|| EmbedError::BadAnswer("no embedding".into()))?;
-            let v: Vec<f32> = emb
-                .iter()
-                .filter_map(|x| x.as_f64())
-                .map(|x| x as f32)
-                .collect();
-            if v.len() != emb.len() || v.is_empty() {
-                return Err(EmbedError::BadAnswer("non-numeric embedding".into()));
-            }
-            if self.cfg.dense.dimension != 0 && v.len() != self.cfg.dense.dimension {
-                return Err(EmbedError::BadAnswer(format!(
-                    "model returned {} dimensions, embedding.dense.dimension is {}",
-                    v.len(),
-                    self.cfg.dense.dimension
-                )));
-            }
-            if let Some(slot) = out.get_mut(i) {
-                *slot = Some(normalize(v));
-            }
-        }
-        out.into_iter()
-            .collect::<Option<Vec<_>>>()
-            .ok_or_else(|| EmbedError::BadAnswer("fewer embeddings than inputs".into()))
-    }
-
     /// The query's vector, or why there is none (a find then answers from keywords). Never
-    /// waits for a provider known to be failing, and at most [`QUERY_TIMEOUT`] otherwise.
+    /// waits for a paused provider, and at most [`QUERY_TIMEOUT`] otherwise.
     pub fn embed_query(&self, text: &str) -> Result<Vec<f32>, EmbedError> {
-        if let Some(retry) = self.state.lock().ok().and_then(|s| s.retry_at) {
-            if retry > Instant::now() {
-                return Err(EmbedError::Unavailable(
-                    "provider is failing; retrying in the background".into(),
-                ));
-            }
+        if self.paused_until().is_some() {
+            return Err(EmbedError::Unavailable(
+                "provider is paused (failing or throttling); retrying in the background".into(),
+            ));
         }
-        let out = self.call(&[text.to_string()], Some(QUERY_TIMEOUT));
-        match out {
+        self.stats.requests.fetch_add(1, Ordering::Relaxed);
+        match self.provider.embed(&[text.to_string()], QUERY_TIMEOUT) {
             Ok(mut v) => {
                 self.healthy();
                 v.pop().ok_or_else(|| EmbedError::BadAnswer("empty".into()))
             }
+            // A provider busy with document batches answers a query slowly: that says
+            // nothing about its health and must not pause the background work.
+            Err(e @ EmbedError::TimedOut(_)) => Err(e),
             Err(e) => {
-                self.failed(&e);
+                let retry_after = match &e {
+                    EmbedError::Throttled { retry_after, .. } => {
+                        retry_after.map(|d| d.min(MAX_RETRY_AFTER))
+                    }
+                    _ => None,
+                };
+                self.failed(&e, retry_after);
                 Err(e)
             }
         }
@@ -680,34 +536,20 @@ impl Embedder {
 
     /// The `k` documents inside `scopes` (full storage path prefixes) most similar to `q`.
     pub fn nearest(&self, q: &[f32], scopes: &[String], k: usize) -> Vec<(String, f32)> {
-        let Ok(docs) = self.docs.read() else {
+        let (Ok(docs), Ok(vectors)) = (self.docs.read(), self.vectors.read()) else {
             return Vec::new();
         };
-        let Ok(vectors) = self.vectors.read() else {
-            return Vec::new();
-        };
-        let in_scope = |p: &str| {
-            scopes.iter().any(|s| {
-                p == s || (p.starts_with(s.as_str()) && p.as_bytes().get(s.len()) == Some(&b'/'))
-            })
-        };
-        let mut scored: Vec<(String, f32)> = docs
-            .by_path
-            .iter()
-            .filter(|(p, _)| in_scope(p))
-            .filter_map(|(p, hash)| {
-                let v = vectors.get(hash)?;
-                (v.len() == q.len()).then(|| (p.clone(), dot(q, v)))
-            })
-            .collect();
-        scored.sort_by(|a, b| b.1.total_cmp(&a.1));
-        scored.truncate(k);
-        scored
+        nearest::nearest(&docs, &vectors, q, scopes, k)
     }
 
     pub fn status(&self) -> Value {
+        let paused_ms = self
+            .paused_until()
+            .map(|t| t.saturating_duration_since(Instant::now()).as_millis() as u64)
+            .unwrap_or(0);
         let s = self.state.lock().ok();
         let failures = s.as_ref().map(|s| s.failures).unwrap_or(0);
+        let batch = self.pace.batch();
         json!({
             "provider": self.cfg.dense.provider,
             "model": self.cfg.dense.model,
@@ -724,6 +566,16 @@ impl Embedder {
             "failed_requests": self.stats.failed_requests.load(Ordering::Relaxed),
             "stored_vectors_deleted": self.stats.vectors_deleted.load(Ordering::Relaxed),
             "vector_gc_runs": self.stats.gc_runs.load(Ordering::Relaxed),
+            "batch_size": batch,
+            "batch_size_max": self.pace.max_batch(),
+            "timeout_per_text_ms": self.pace.per_text().as_millis() as u64,
+            "in_flight_limit": self.pace.in_flight_limit(),
+            "in_flight_limit_max": Self::threads(&self.cfg),
+            "requests_in_flight": self.pace.in_flight(),
+            "timeouts": self.pace.timeouts.load(Ordering::Relaxed),
+            "timed_out_texts": self.pace.timed_out_texts.load(Ordering::Relaxed),
+            "throttled": self.pace.throttles.load(Ordering::Relaxed),
+            "paused_ms": paused_ms,
         })
     }
 
@@ -733,70 +585,9 @@ impl Embedder {
     }
 }
 
-fn normalize(mut v: Vec<f32>) -> Vec<f32> {
-    let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-    if n > 0.0 && n.is_finite() {
-        v.iter_mut().for_each(|x| *x /= n);
-    }
-    v
-}
-
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
-}
-
-fn encode(v: &[f32]) -> Vec<u8> {
-    v.iter().flat_map(|x| x.to_le_bytes()).collect()
-}
-
-fn decode(bytes: &[u8]) -> Option<Vec<f32>> {
-    if bytes.is_empty() || !bytes.len().is_multiple_of(4) {
-        return None;
-    }
-    Some(
-        bytes
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect(),
-    )
-}
-
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-
-    #[test]
-    fn a_subtree_is_its_path_and_what_is_under_it_only() {
-        let mut d = Docs::default();
-        for p in [
-            "acme/r/b",
-            "acme/r/b/c.md",
-            "acme/r/b/d/e.md",
-            "acme/r/b-c.md",
-            "acme/r/bc",
-        ] {
-            d.insert(p, p);
-        }
-        let mut gone: Vec<_> = d
-            .remove_subtree("acme/r/b")
-            .into_iter()
-            .map(|r| r.hash)
-            .collect();
-        gone.sort();
-        assert_eq!(gone, ["acme/r/b", "acme/r/b/c.md", "acme/r/b/d/e.md"]);
-        let mut left: Vec<_> = d.by_path.keys().cloned().collect();
-        left.sort();
-        assert_eq!(left, ["acme/r/b-c.md", "acme/r/bc"]);
-    }
-
-    #[test]
-    fn vectors_round_trip_and_normalise() {
-        let v = normalize(vec![3.0, 4.0]);
-        assert!((v[0] - 0.6).abs() < 1e-6 && (v[1] - 0.8).abs() < 1e-6);
-        assert_eq!(decode(&encode(&v)).unwrap(), v);
-        assert!(decode(&[1, 2, 3]).is_none());
-        assert!((dot(&v, &v) - 1.0).abs() < 1e-6);
-    }
 
     pub(crate) fn embedder(grace_secs: u64) -> Embedder {
         let mut cfg = EmbeddingSettings::default();
