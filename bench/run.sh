@@ -21,7 +21,7 @@ tmp="$(mktemp)"
   echo "- reproduce: \`bash bench/run.sh\`"
   echo
 } > "$tmp"
-for script in system_bench.py auth_bench.py fs_bench.py sessions_bench.py resources_bench.py fair_bench.py s3_bench.py s3_scale_bench.py search_bench.py harden_bench.py vector_gc_bench.py budget_bench.py; do
+for script in system_bench.py overhead_bench.py auth_bench.py fs_bench.py sessions_bench.py resources_bench.py fair_bench.py s3_bench.py s3_scale_bench.py search_bench.py harden_bench.py vector_gc_bench.py budget_bench.py; do
   if [ -f "$here/$script" ]; then
     echo "== $script" >&2
     # resources_bench.py takes file counts, vector_gc_bench.py its sizes from the environment.

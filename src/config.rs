@@ -329,6 +329,9 @@ pub struct LoggingSettings {
     pub format: LogFormat,
     /// A tracing `EnvFilter` directive; `RUST_LOG` overrides it.
     pub level: String,
+    /// Log lines queued for the writer thread at most; beyond that lines are dropped (and
+    /// counted) rather than blocking the request that logs them.
+    pub buffer_lines: usize,
 }
 
 impl Default for LoggingSettings {
@@ -336,6 +339,7 @@ impl Default for LoggingSettings {
         LoggingSettings {
             format: LogFormat::Text,
             level: "info".into(),
+            buffer_lines: 16384,
         }
     }
 }

@@ -26,8 +26,11 @@ fn main() {
         }
         return;
     }
-    longship::telemetry::init(&settings.logging);
-    if let Err(e) = longship::startup::run(settings) {
+    let telemetry = longship::telemetry::init(&settings.logging);
+    let outcome = longship::startup::run(settings, telemetry.drops.clone());
+    // Flush the queued log lines before exiting.
+    drop(telemetry);
+    if let Err(e) = outcome {
         fail(&e);
     }
 }

@@ -26,6 +26,8 @@ use crate::error::{ErrorCode, ServiceError};
 use crate::http::health::HealthMonitor;
 use crate::http::{self, AppState};
 use crate::identity::AuthMode;
+use crate::search::changes::Recorder;
+use crate::telemetry::LogDrops;
 
 use crate::storage::backend::{local::LocalStorage, s3::S3Storage};
 use crate::storage::Storage;
@@ -68,9 +70,14 @@ async fn load_registry(
     pools: &Pools,
     auth: &actix::Addr<AuthActor>,
     hashing: bool,
+    recorder: &Arc<Recorder>,
 ) -> Result<(), ServiceError> {
     use crate::jobs::auth::BootstrapRegistry;
-    let report = pools.storage().run(BootstrapRegistry { hashing }).await??;
+    let job = BootstrapRegistry {
+        hashing,
+        recorder: recorder.clone(),
+    };
+    let report = pools.storage().run(job).await??;
     tracing::info!(
         created = report.created_registry,
         migrated_keys = report.migrated_keys,
@@ -87,9 +94,10 @@ async fn load_registry_until_storage_answers(
     pools: &Pools,
     auth: &actix::Addr<AuthActor>,
     hashing: bool,
+    recorder: &Arc<Recorder>,
 ) -> Result<(), StartupError> {
     until_storage_answers("loading the account registry", || {
-        load_registry(pools, auth, hashing)
+        load_registry(pools, auth, hashing, recorder)
     })
     .await
     .map_err(|e| StartupError::Registry(e.message))
@@ -97,10 +105,16 @@ async fn load_registry_until_storage_answers(
 
 /// Dev mode: scaffold `default`/`default` (spec §4.4), waiting out storage outages like the
 /// registry load does; `/ready` says `initializing` until it is done.
-async fn scaffold_default_until_storage_answers(pools: &Pools) -> Result<(), ServiceError> {
+async fn scaffold_default_until_storage_answers(
+    pools: &Pools,
+    recorder: &Arc<Recorder>,
+) -> Result<(), ServiceError> {
     use crate::jobs::auth::ScaffoldDefault;
     until_storage_answers("creating the default account", || async {
-        pools.storage().run(ScaffoldDefault).await?
+        let job = ScaffoldDefault {
+            recorder: recorder.clone(),
+        };
+        pools.storage().run(job).await?
     })
     .await
 }
@@ -255,15 +269,19 @@ fn stop_on_signals(
 }
 
 /// Run the server until it is told to stop.
-pub fn run(settings: Settings) -> Result<(), StartupError> {
+pub fn run(settings: Settings, log_drops: LogDrops) -> Result<(), StartupError> {
     tune_allocator();
     let settings = Arc::new(settings);
     let backend = open_storage(&settings)?;
     let system = actix_rt::System::new();
-    system.block_on(serve(settings, backend))
+    system.block_on(serve(settings, backend, log_drops))
 }
 
-async fn serve(settings: Arc<Settings>, backend: Arc<dyn Storage>) -> Result<(), StartupError> {
+async fn serve(
+    settings: Arc<Settings>,
+    backend: Arc<dyn Storage>,
+    log_drops: LogDrops,
+) -> Result<(), StartupError> {
     let share = settings.pools.account_share_percent;
     let pools = Pools::start(
         backend.clone(),
@@ -292,6 +310,7 @@ async fn serve(settings: Arc<Settings>, backend: Arc<dyn Storage>) -> Result<(),
         },
     );
     let search = crate::actors::search::start(&settings, backend.clone())?;
+    let recorder = search.recorder.clone();
     let mode = settings.auth_mode();
     let auth_arbiter = Arbiter::new();
     let auth = {
@@ -319,7 +338,7 @@ async fn serve(settings: Arc<Settings>, backend: Arc<dyn Storage>) -> Result<(),
         settings: settings.clone(),
         health,
         workers,
-        metrics: Arc::new(crate::http::metrics::Metrics::new()?),
+        metrics: Arc::new(crate::http::metrics::Metrics::new(log_drops)?),
         registry_sink: Arc::new(ActorSink::new(auth.clone())),
         registry_loaded: registry_loaded.clone(),
         ingest: Arc::new(crate::ingest::gate::IngestRuntime::new(&settings)),
@@ -380,12 +399,12 @@ async fn serve(settings: Arc<Settings>, backend: Arc<dyn Storage>) -> Result<(),
     }
     let load_failure: Arc<Mutex<Option<StartupError>>> = Arc::default();
     if mode == AuthMode::Dev {
-        let pools = pools.clone();
+        let (pools, recorder) = (pools.clone(), recorder.clone());
         let loaded = registry_loaded.clone();
         actix_rt::spawn(async move {
             // A failure here (say a file where a preset directory belongs) leaves the server
             // serving what exists: dev mode has nothing else to wait for.
-            if let Err(e) = scaffold_default_until_storage_answers(&pools).await {
+            if let Err(e) = scaffold_default_until_storage_answers(&pools, &recorder).await {
                 tracing::error!(error = %e.message, "could not create the default account");
             }
             loaded.store(true, Ordering::Release);
@@ -394,8 +413,9 @@ async fn serve(settings: Arc<Settings>, backend: Arc<dyn Storage>) -> Result<(),
     if mode == AuthMode::ApiKey {
         let (pools, auth, handle) = (pools.clone(), auth.clone(), server.handle());
         let (hashing, failure) = (settings.auth.api_key_hashing, load_failure.clone());
+        let recorder = recorder.clone();
         actix_rt::spawn(async move {
-            match load_registry_until_storage_answers(&pools, &auth, hashing).await {
+            match load_registry_until_storage_answers(&pools, &auth, hashing, &recorder).await {
                 Ok(()) => registry_loaded.store(true, Ordering::Release),
                 Err(e) => {
                     tracing::error!(error = %e, "stopping: the account registry did not load");

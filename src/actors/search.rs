@@ -15,7 +15,7 @@ use std::time::Duration;
 use actix::prelude::*;
 
 use crate::config::Settings;
-use crate::search::changes::{self, Recorder};
+use crate::search::changes::Recorder;
 use crate::search::embed::Embedder;
 use crate::search::index::{IndexError, SearchIndex};
 use crate::search::index_dirs;
@@ -126,17 +126,14 @@ impl SearchHandle {
     /// False on timeout.
     pub async fn wait_fresh(&self, account: &str, deadline: Duration) -> bool {
         let target = self.recorder.recorded_for(account);
-        let until = tokio::time::Instant::now() + deadline;
-        loop {
-            if self.index.stats.applied_local.load(Ordering::Acquire) >= target {
-                return true;
-            }
-            if tokio::time::Instant::now() >= until {
-                return false;
-            }
-            self.waker.wake();
-            tokio::time::sleep(Duration::from_millis(5)).await;
+        // Subscribed before the check, so a count published in between is not missed.
+        let mut applied = self.index.stats.applied_local.subscribe();
+        if *applied.borrow_and_update() >= target {
+            return true;
         }
+        self.waker.wake();
+        let reached = tokio::time::timeout(deadline, applied.wait_for(|n| *n >= target)).await;
+        reached.is_ok_and(|seen| seen.is_ok())
     }
 
     /// The index's state for /ready, /metrics and the observer.
@@ -160,8 +157,9 @@ pub fn index_base(settings: &Settings) -> PathBuf {
     settings.storage.data_dir.join(".longship").join("search")
 }
 
-/// Open the index (refusing a directory another process holds), install the change
-/// recorder, and start the writer thread and its timer. Must run inside an actix System.
+/// Open the index (refusing a directory another process holds), create the process's change
+/// recorder (jobs that change indexed content get it through the returned handle), and start
+/// the writer thread and its timer. Must run inside an actix System.
 pub fn start(settings: &Settings, storage: Arc<dyn Storage>) -> Result<SearchHandle, IndexError> {
     let index = Arc::new(open_niced(settings)?);
     let dir = index.dir.clone();
@@ -177,9 +175,7 @@ pub fn start(settings: &Settings, storage: Arc<dyn Storage>) -> Result<SearchHan
     };
     let waker = Arc::new(Waker::default());
     let wake_for_records = waker.clone();
-    let recorder = changes::install(Arc::new(Recorder::new(Box::new(move || {
-        wake_for_records.wake()
-    }))));
+    let recorder = Arc::new(Recorder::new(Box::new(move || wake_for_records.wake())));
     let indexer = Indexer::new(
         index.clone(),
         recorder.clone(),

@@ -15,8 +15,6 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::error::{ErrorCode, ServiceError};
 use crate::jobs::content::{DownloadFile, ReadFile, ReadSidecar, WriteFile};
-use crate::jobs::search::Recorded;
-use crate::search::ChangeKind;
 use crate::storage::fs::read::Sidecar;
 use crate::storage::fs::write::{self, WriteMode};
 use crate::storage::uri::{self, Access};
@@ -275,13 +273,12 @@ async fn write(
     let target = write::renamed(&parsed, caller.account())?;
     uri::authorize(&target, &caller.identity, Access::Write)?;
     write::check_target(&target)?;
-    let changed = vec![target.store_path().clone()];
     let job = WriteFile {
         uri: target,
         content: body.content,
         mode,
         quota: state.settings.quota.clone(),
+        recorder: state.search.recorder.clone(),
     };
-    let job = Recorded::on_success(job, changed, ChangeKind::Write);
     Ok(ApiOk::new(state.pools.storage().run(job).await??))
 }

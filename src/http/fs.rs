@@ -10,8 +10,6 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::error::ServiceError;
 use crate::jobs::fs::{CopyFiles, ListDir, ListTree, MakeDir, MoveEntry, RemoveEntry, StatEntry};
-use crate::jobs::search::Recorded;
-use crate::search::ChangeKind;
 use crate::storage::fs::entry::{Output, Render};
 use crate::storage::fs::listing::{PageOpts, SortBy};
 use crate::storage::uri::{Access, VikingUri};
@@ -255,12 +253,11 @@ async fn mkdir(
     if uri.is_session_file() {
         return Err(session_file(&uri));
     }
-    let changed = vec![uri.store_path().clone()];
     let job = MakeDir {
         uri,
         description: body.description,
+        recorder: state.search.recorder.clone(),
     };
-    let job = Recorded::on_success(job, changed, ChangeKind::Mkdir);
     Ok(ApiOk::new(state.pools.storage().run(job).await??))
 }
 
@@ -286,13 +283,11 @@ async fn rm(
     if uri.is_session_file() {
         return Err(session_file(&uri));
     }
-    let changed = vec![uri.store_path().clone()];
     let job = RemoveEntry {
         uri,
         recursive: q.recursive,
+        recorder: state.search.recorder.clone(),
     };
-    // Recorded whatever the outcome: a failed recursive removal may have removed part of it.
-    let job = Recorded::always(job, changed, ChangeKind::Remove);
     Ok(ApiOk::new(state.pools.storage().run(job).await??))
 }
 
@@ -315,8 +310,11 @@ async fn mv(
         return Err(session_file(&from));
     }
     check_transfer("mv", &from, &to)?;
-    let changed = vec![from.store_path().clone(), to.store_path().clone()];
-    let job = Recorded::on_success(MoveEntry { from, to }, changed, ChangeKind::Move);
+    let job = MoveEntry {
+        from,
+        to,
+        recorder: state.search.recorder.clone(),
+    };
     Ok(ApiOk::new(state.pools.storage().run(job).await??))
 }
 
@@ -337,13 +335,11 @@ async fn cp(
     let from = resolve_uri(&caller, &body.from_uri, Access::Read)?;
     let to = resolve_uri(&caller, &body.to_uri, Access::Write)?;
     check_transfer("cp", &from, &to)?;
-    let changed = vec![to.store_path().clone()];
     let job = CopyFiles {
         from,
         to,
         recursive: body.recursive,
+        recorder: state.search.recorder.clone(),
     };
-    // A copy that failed part-way may have written some files: record on server errors too.
-    let job = Recorded::always(job, changed, ChangeKind::Copy);
     Ok(ApiOk::new(state.pools.storage().run(job).await??))
 }

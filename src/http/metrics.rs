@@ -3,16 +3,30 @@
 //! bounded. Pool and auth figures are read at scrape time; scraping touches no storage. Running
 //! totals (`_total`) are counters, levels are gauges.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::sync::Mutex;
 
 use actix_web::{web, HttpResponse};
 use prometheus::{
-    Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec,
-    Opts, Registry, TextEncoder,
+    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
+use thread_local::ThreadLocal;
 
 use super::routes::{at, Routes};
 use super::AppState;
+use crate::telemetry::LogDrops;
+
+/// One route's request series, resolved once per HTTP worker thread: counting a request is
+/// then a lookup in that thread's own map (no lock, no label hashing by Prometheus, no
+/// allocation) and two atomic adds.
+/// A route sees few methods and statuses, so these are scanned, not hashed.
+#[derive(Default)]
+struct RouteSeries {
+    latency: Vec<(String, Histogram)>,
+    counts: Vec<(String, u16, IntCounter)>,
+}
 
 /// Every series this server exports.
 pub struct Metrics {
@@ -33,6 +47,10 @@ pub struct Metrics {
     auth_events: IntCounterVec,
     storage_up: Gauge,
     ingest: IntGaugeVec,
+    log_dropped: IntCounter,
+    log_drops: LogDrops,
+    /// Per worker thread: route → its resolved series.
+    handles: ThreadLocal<RefCell<HashMap<String, RouteSeries>>>,
     /// Scrapes copy running totals into counters; one at a time, so none is added twice.
     scrape: Mutex<()>,
 }
@@ -42,7 +60,7 @@ pub struct Metrics {
 pub struct MetricsError(#[from] prometheus::Error);
 
 impl Metrics {
-    pub fn new() -> Result<Self, MetricsError> {
+    pub fn new(log_drops: LogDrops) -> Result<Self, MetricsError> {
         let registry = Registry::new_custom(Some("longship".into()), None)?;
         let requests = IntCounterVec::new(
             Opts::new(
@@ -103,8 +121,13 @@ impl Metrics {
             ),
             &["name"],
         )?;
+        let log_dropped = IntCounter::new(
+            "log_lines_dropped_total",
+            "Log lines dropped because the log writer's queue (logging.buffer_lines) was full",
+        )?;
         for c in [
-            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(log_dropped.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(requests.clone()),
             Box::new(latency.clone()),
             Box::new(pool_threads.clone()),
             Box::new(pool_capacity.clone()),
@@ -137,19 +160,44 @@ impl Metrics {
             auth_events,
             storage_up,
             ingest,
+            log_dropped,
+            log_drops,
+            handles: ThreadLocal::new(),
             scrape: Mutex::new(()),
         })
     }
 
     /// Count one finished request.
     pub fn observe(&self, method: &str, route: &str, status: u16, seconds: f64) {
-        let status = status.to_string();
-        self.requests
-            .with_label_values(&[method, route, status.as_str()])
-            .inc();
-        self.latency
-            .with_label_values(&[method, route])
-            .observe(seconds);
+        let mut routes = self.handles.get_or_default().borrow_mut();
+        if !routes.contains_key(route) {
+            routes.insert(route.to_string(), RouteSeries::default());
+        }
+        let Some(series) = routes.get_mut(route) else {
+            return;
+        };
+        match series.latency.iter().find(|(m, _)| m == method) {
+            Some((_, h)) => h.observe(seconds),
+            None => {
+                let h = self.latency.with_label_values(&[method, route]);
+                h.observe(seconds);
+                series.latency.push((method.to_string(), h));
+            }
+        }
+        let count = series
+            .counts
+            .iter()
+            .find(|(m, s, _)| *s == status && m == method);
+        match count {
+            Some((_, _, c)) => c.inc(),
+            None => {
+                let c = self
+                    .requests
+                    .with_label_values(&[method, route, &status.to_string()]);
+                c.inc();
+                series.counts.push((method.to_string(), status, c));
+            }
+        }
     }
 
     fn encode(&self) -> Result<String, MetricsError> {
@@ -187,6 +235,7 @@ async fn metrics(state: web::Data<AppState>) -> HttpResponse {
                 .with_label_values(&[name])
                 .set(gauge.load(std::sync::atomic::Ordering::Relaxed) as i64);
         }
+        catch_up(&m.log_dropped, m.log_drops.dropped());
         m.storage_up
             .set(if state.health.snapshot().ok { 1.0 } else { 0.0 });
         if let Some(mut status) = auth_status {
@@ -245,5 +294,60 @@ fn export_numbers(gauge: &GaugeVec, prefix: &str, value: &serde_json::Value) {
             .with_label_values(&[prefix])
             .set(f64::from(u8::from(*b))),
         _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn series(text: &str, name: &str) -> Option<f64> {
+        text.lines()
+            .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+    }
+
+    #[test]
+    fn cached_handles_keep_every_label_set_apart() {
+        let m = Metrics::new(LogDrops::none()).unwrap();
+        for _ in 0..3 {
+            m.observe("GET", "/health", 200, 0.001);
+        }
+        m.observe("GET", "/health", 503, 0.001);
+        m.observe("POST", "/health", 405, 0.001);
+        m.observe("GET", "/api/v1/fs/ls", 200, 0.001);
+        // Another thread has its own cache over the same series.
+        std::thread::scope(|s| {
+            s.spawn(|| m.observe("GET", "/health", 200, 0.001));
+        });
+        let text = m.encode().unwrap();
+        let count =
+            |labels: &str| series(&text, &format!("longship_http_requests_total{{{labels}}}"));
+        assert_eq!(
+            count(r#"method="GET",route="/health",status="200""#),
+            Some(4.0)
+        );
+        assert_eq!(
+            count(r#"method="GET",route="/health",status="503""#),
+            Some(1.0)
+        );
+        assert_eq!(
+            count(r#"method="POST",route="/health",status="405""#),
+            Some(1.0)
+        );
+        assert_eq!(
+            count(r#"method="GET",route="/api/v1/fs/ls",status="200""#),
+            Some(1.0)
+        );
+        let latency = |labels: &str| {
+            series(
+                &text,
+                &format!("longship_http_request_duration_seconds_count{{{labels}}}"),
+            )
+        };
+        assert_eq!(latency(r#"method="GET",route="/health""#), Some(5.0));
+        assert_eq!(latency(r#"method="POST",route="/health""#), Some(1.0));
+        assert_eq!(series(&text, "longship_log_lines_dropped_total"), Some(0.0));
     }
 }

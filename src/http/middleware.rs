@@ -23,7 +23,8 @@ const PROCESS_TIME: HeaderName = HeaderName::from_static("x-process-time");
 #[derive(Clone, Debug)]
 pub struct RequestId(pub String);
 
-/// Echo a well-formed, single `X-Request-ID`, else mint a UUID4 (spec §1.1).
+/// Echo a well-formed, single `X-Request-ID`, else mint a UUID4 (spec §1.1) from the thread's
+/// userspace RNG (a system call per request for OS randomness costs more than the request).
 fn pick_request_id(req: &ServiceRequest) -> String {
     let mut values = req.headers().get_all(&REQUEST_ID);
     if let (Some(v), None) = (values.next(), values.next()) {
@@ -34,7 +35,9 @@ fn pick_request_id(req: &ServiceRequest) -> String {
             }
         }
     }
-    uuid::Uuid::new_v4().to_string()
+    uuid::Builder::from_random_bytes(rand::random())
+        .into_uuid()
+        .to_string()
 }
 
 pub async fn request_context(
@@ -44,8 +47,6 @@ pub async fn request_context(
     let start = Instant::now();
     let request_id = pick_request_id(&req);
     req.extensions_mut().insert(RequestId(request_id.clone()));
-    let method = req.method().clone();
-    let path = req.path().to_string();
     let span = tracing::info_span!("request", request_id = %request_id);
     // The pools queue this request's jobs in its caller's lane (set by the `Caller` extractor).
     let outcome = REQUEST_START
@@ -70,24 +71,24 @@ pub async fn request_context(
     if let Ok(v) = HeaderValue::from_str(&format!("{:.6}", elapsed.as_secs_f64())) {
         headers.insert(PROCESS_TIME, v);
     }
-    let route = res.request().match_pattern();
-    if let Some(state) = res
-        .request()
-        .app_data::<actix_web::web::Data<super::AppState>>()
-    {
+    let status = res.status().as_u16();
+    // Method and path are read from the request the response carries (no copies kept).
+    let req = res.request();
+    let route = req.match_pattern();
+    if let Some(state) = req.app_data::<actix_web::web::Data<super::AppState>>() {
         state.metrics.observe(
-            method.as_str(),
+            req.method().as_str(),
             route.as_deref().unwrap_or("unmatched"),
-            res.status().as_u16(),
+            status,
             elapsed.as_secs_f64(),
         );
     }
     let _entered = span.enter();
     tracing::info!(
         target: "longship::access",
-        %method,
-        path = %path,
-        status = res.status().as_u16(),
+        method = %req.method(),
+        path = %req.path(),
+        status,
         latency_ms = elapsed.as_secs_f64() * 1000.0,
         "request"
     );

@@ -484,6 +484,7 @@ async fn add_resource(
     let job = AddResource {
         req,
         settings: state.settings.clone(),
+        recorder: state.search.recorder.clone(),
         chat: state.ingest.chat.clone(),
         on_published: (!body.wait).then_some(published_tx),
         ticket,

@@ -10,13 +10,11 @@ use serde_json::{Map, Value};
 use utoipa::IntoParams;
 
 use crate::error::ServiceError;
-use crate::jobs::search::Recorded;
 use crate::jobs::sessions::{
     AddMessages, CommitSession, CreateSession, DeleteSession, GetArchive, GetContext, GetSession,
     ListSessions,
 };
 use crate::jobs::BlockingJob;
-use crate::search::ChangeKind;
 use crate::storage::sessions::commit;
 use crate::storage::sessions::ops::CreateOptions;
 use crate::storage::sessions::{id, is_busy, policy, SessionRef, LOCK_TIMEOUT};
@@ -136,8 +134,10 @@ async fn delete(
     path: web::Path<String>,
 ) -> ApiResult {
     let session = session_of(&caller, &path)?;
-    let changed = session.dir().map(|d| vec![d]).unwrap_or_default();
-    let job = Recorded::always(DeleteSession { session }, changed, ChangeKind::Session);
+    let job = DeleteSession {
+        session,
+        recorder: state.search.recorder.clone(),
+    };
     Ok(ApiOk::new(run_session_job(&state, job).await?))
 }
 
@@ -186,9 +186,11 @@ async fn commit_session(
 ) -> ApiResult {
     let session = session_of(&caller, &path)?;
     let options = commit::parse_options(&body)?;
-    let changed = session.dir().map(|d| vec![d]).unwrap_or_default();
-    let job = CommitSession { session, options };
-    let job = Recorded::on_success(job, changed, ChangeKind::Session);
+    let job = CommitSession {
+        session,
+        options,
+        recorder: state.search.recorder.clone(),
+    };
     Ok(ApiOk::new(state.pools.commit().run(job).await??))
 }
 

@@ -98,10 +98,11 @@ pub fn keep_alive<T>(
 ) -> T {
     let every = stale_after / 4;
     // Dropping the sender (work done, or unwinding) wakes the helper at once.
-    let (done, finished) = std::sync::mpsc::channel::<()>();
+    let (done, finished) = crossbeam_channel::bounded::<()>(0);
     std::thread::scope(|scope| {
         scope.spawn(move || {
-            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = finished.recv_timeout(every)
+            while let Err(crossbeam_channel::RecvTimeoutError::Timeout) =
+                finished.recv_timeout(every)
             {
                 let _ = touch(storage, account, user, task_id);
             }

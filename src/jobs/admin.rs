@@ -6,13 +6,16 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
+use super::search::{account_paths, record_outcome, RecordWhen};
 use super::{BlockingJob, JobContext};
 use crate::error::ServiceResult;
+use crate::search::changes::{ChangeKind, Recorder};
 use crate::storage::registry::accounts::{self, AccountSummary, Created};
 use crate::storage::registry::deletion::Removal;
 use crate::storage::registry::model::{UserEntry, UsersFile};
 use crate::storage::registry::users;
 use crate::storage::registry::{OpCtx, RegistrySink};
+use crate::storage::scaffold;
 use crate::storage::tasks::TaskOwner;
 
 /// How registry-changing jobs reach the AuthActor, and how they store keys.
@@ -20,6 +23,9 @@ use crate::storage::tasks::TaskOwner;
 pub struct Registry {
     pub sink: Arc<dyn RegistrySink>,
     pub hashing: bool,
+    /// Account and user creation and deletion change indexed content (scaffold sidecars,
+    /// whole spaces).
+    pub recorder: Arc<Recorder>,
 }
 
 impl Registry {
@@ -45,13 +51,23 @@ impl BlockingJob for CreateAccount {
     type Output = ServiceResult<Created>;
 
     fn run(self, ctx: &JobContext<'_>) -> Self::Output {
-        accounts::create(
+        let out = accounts::create(
             &self.registry.cx(ctx),
             &self.account,
             &self.admin,
             self.seed.as_deref(),
             self.user_config.as_ref(),
-        )
+        );
+        // The new account's scaffold (directory abstracts) becomes findable at once.
+        let sidecars: Vec<String> = scaffold::account_sidecars()
+            .into_iter()
+            .chain(scaffold::user_sidecars(&self.admin))
+            .collect();
+        let changed = account_paths(&self.account, &sidecars);
+        let kind = ChangeKind::Mkdir;
+        let recorder = &self.registry.recorder;
+        record_outcome(recorder, ctx, &out, &changed, kind, RecordWhen::OnSuccess);
+        out
     }
 }
 
@@ -89,7 +105,20 @@ impl BlockingJob for DeleteAccount {
     type Output = ServiceResult<Removal>;
 
     fn run(self, ctx: &JobContext<'_>) -> Self::Output {
-        accounts::delete(&self.registry.cx(ctx), &self.account)
+        let out = accounts::delete(&self.registry.cx(ctx), &self.account);
+        // Every instance drops the account's documents (a re-created account starts empty).
+        let changed = account_paths(&self.account, &[""]);
+        let kind = ChangeKind::Purge;
+        let recorder = &self.registry.recorder;
+        record_outcome(
+            recorder,
+            ctx,
+            &out,
+            &changed,
+            kind,
+            RecordWhen::EvenIfPartial,
+        );
+        out
     }
 }
 
@@ -107,14 +136,19 @@ impl BlockingJob for RegisterUser {
     type Output = ServiceResult<String>;
 
     fn run(self, ctx: &JobContext<'_>) -> Self::Output {
-        users::register(
+        let out = users::register(
             &self.registry.cx(ctx),
             &self.account,
             &self.user,
             &self.role,
             self.seed.as_deref(),
             self.user_config.as_ref(),
-        )
+        );
+        let changed = account_paths(&self.account, &scaffold::user_sidecars(&self.user));
+        let kind = ChangeKind::Mkdir;
+        let recorder = &self.registry.recorder;
+        record_outcome(recorder, ctx, &out, &changed, kind, RecordWhen::OnSuccess);
+        out
     }
 }
 
@@ -157,12 +191,24 @@ impl BlockingJob for RemoveUser {
     type Output = ServiceResult<Removal>;
 
     fn run(self, ctx: &JobContext<'_>) -> Self::Output {
-        users::remove(
+        let out = users::remove(
             &self.registry.cx(ctx),
             &self.account,
             &self.user,
             self.owner,
-        )
+        );
+        let changed = account_paths(&self.account, &[format!("user/{}", self.user)]);
+        let kind = ChangeKind::Purge;
+        let recorder = &self.registry.recorder;
+        record_outcome(
+            recorder,
+            ctx,
+            &out,
+            &changed,
+            kind,
+            RecordWhen::EvenIfPartial,
+        );
+        out
     }
 }
 

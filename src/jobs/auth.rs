@@ -1,9 +1,11 @@
 //! Registry jobs the AuthActor delegates to (it never does I/O or Argon2 itself).
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use super::{BlockingJob, JobContext};
 use crate::error::ServiceResult;
+use crate::search::changes::Recorder;
 use crate::storage::keys::{self, HashCandidate};
 use crate::storage::registry::load::{self, AccountStates, CheckOutcome, ProbeOutcome};
 use crate::storage::Version;
@@ -78,6 +80,7 @@ impl BlockingJob for VerifyArgon {
 /// Startup: create/scaffold the registry and migrate plaintext keys when hashing is on.
 pub struct BootstrapRegistry {
     pub hashing: bool,
+    pub recorder: Arc<Recorder>,
 }
 
 impl BlockingJob for BootstrapRegistry {
@@ -85,34 +88,36 @@ impl BlockingJob for BootstrapRegistry {
 
     fn run(self, ctx: &JobContext<'_>) -> Self::Output {
         let report = crate::storage::registry::bootstrap::run(ctx.storage, self.hashing)?;
-        record_default_scaffold(ctx);
+        record_default_scaffold(&self.recorder, ctx);
         Ok(report)
     }
 }
 
 /// Startup in dev mode: the `default` account and user exist as the contract promises (§4.4).
-pub struct ScaffoldDefault;
+pub struct ScaffoldDefault {
+    pub recorder: Arc<Recorder>,
+}
 
 impl BlockingJob for ScaffoldDefault {
     type Output = ServiceResult<()>;
 
     fn run(self, ctx: &JobContext<'_>) -> Self::Output {
         crate::storage::scaffold::init_default(ctx.storage)?;
-        record_default_scaffold(ctx);
+        record_default_scaffold(&self.recorder, ctx);
         Ok(())
     }
 }
 
 /// Startup scaffolds run while the search index may already be building from storage: name
 /// the sidecars they may have written, so the live index holds them like a rebuilt one would.
-fn record_default_scaffold(ctx: &JobContext<'_>) {
+fn record_default_scaffold(recorder: &Recorder, ctx: &JobContext<'_>) {
     use crate::storage::scaffold;
     let sidecars: Vec<String> = scaffold::account_sidecars()
         .into_iter()
         .chain(scaffold::user_sidecars(scaffold::DEFAULT_ID))
         .collect();
     let refs: Vec<&str> = sidecars.iter().map(String::as_str).collect();
-    crate::search::record_paths(
+    recorder.record_paths(
         ctx.storage,
         scaffold::DEFAULT_ID,
         &refs,

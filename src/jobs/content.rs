@@ -1,6 +1,7 @@
 //! Content jobs (spec §7 C1–C5) over `storage::fs::{read, write}`, and large-body decoding.
 
 use std::marker::PhantomData;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
@@ -9,10 +10,12 @@ use serde_json::Value;
 use crate::config::QuotaSettings;
 use crate::decode::parse_json;
 use crate::error::{ServiceError, ServiceResult};
+use crate::search::changes::{ChangeKind, Recorder};
 use crate::storage::fs::read::{self, Sidecar};
 use crate::storage::fs::write::{self, WriteMode};
 use crate::storage::uri::VikingUri;
 
+use super::search::{record_outcome, RecordWhen};
 use super::{BlockingJob, JobContext};
 
 /// C1: lines `[offset, offset+limit)` of a file, already JSON-encoded as a string.
@@ -65,19 +68,31 @@ pub struct WriteFile {
     pub mode: WriteMode,
     /// The account's content quota (`[quota]`).
     pub quota: QuotaSettings,
+    pub recorder: Arc<Recorder>,
 }
 
 impl BlockingJob for WriteFile {
     type Output = ServiceResult<Value>;
 
     fn run(self, ctx: &JobContext<'_>) -> Self::Output {
-        write::write_file(
+        let out = write::write_file(
             ctx.storage,
             &self.uri,
             &self.content,
             self.mode,
             &self.quota,
-        )
+        );
+        let changed = [self.uri.store_path().clone()];
+        let kind = ChangeKind::Write;
+        record_outcome(
+            &self.recorder,
+            ctx,
+            &out,
+            &changed,
+            kind,
+            RecordWhen::OnSuccess,
+        );
+        out
     }
 }
 

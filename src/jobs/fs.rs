@@ -1,5 +1,7 @@
 //! Filesystem and grep/glob jobs (spec §6, §8 S1/S2) over `storage::fs`.
 
+use std::sync::Arc;
+
 use serde_json::Value;
 
 use crate::error::ServiceResult;
@@ -10,7 +12,9 @@ use crate::storage::fs::listing::{Page, PageOpts, SortBy};
 use crate::storage::fs::{cp, glob, grep, listing, mkdir, mv, rm, stat};
 use crate::storage::uri::VikingUri;
 
+use super::search::{record_outcome, RecordWhen};
 use super::{BlockingJob, JobContext};
+use crate::search::changes::{ChangeKind, Recorder};
 
 /// F1 (non-recursive) ls of one directory.
 pub struct ListDir {
@@ -78,13 +82,25 @@ impl BlockingJob for StatEntry {
 pub struct MakeDir {
     pub uri: VikingUri,
     pub description: Option<String>,
+    pub recorder: Arc<Recorder>,
 }
 
 impl BlockingJob for MakeDir {
     type Output = ServiceResult<Value>;
 
     fn run(self, ctx: &JobContext<'_>) -> Self::Output {
-        mkdir::make_dir(ctx.storage, &self.uri, self.description.as_deref())
+        let out = mkdir::make_dir(ctx.storage, &self.uri, self.description.as_deref());
+        let changed = [self.uri.store_path().clone()];
+        let kind = ChangeKind::Mkdir;
+        record_outcome(
+            &self.recorder,
+            ctx,
+            &out,
+            &changed,
+            kind,
+            RecordWhen::OnSuccess,
+        );
+        out
     }
 }
 
@@ -92,13 +108,26 @@ impl BlockingJob for MakeDir {
 pub struct RemoveEntry {
     pub uri: VikingUri,
     pub recursive: bool,
+    pub recorder: Arc<Recorder>,
 }
 
 impl BlockingJob for RemoveEntry {
     type Output = ServiceResult<Value>;
 
     fn run(self, ctx: &JobContext<'_>) -> Self::Output {
-        rm::remove(ctx.storage, ctx.abandoned(), &self.uri, self.recursive)
+        let out = rm::remove(ctx.storage, ctx.abandoned(), &self.uri, self.recursive);
+        // A failed recursive removal may have removed part of the tree.
+        let changed = [self.uri.store_path().clone()];
+        let kind = ChangeKind::Remove;
+        record_outcome(
+            &self.recorder,
+            ctx,
+            &out,
+            &changed,
+            kind,
+            RecordWhen::EvenIfPartial,
+        );
+        out
     }
 }
 
@@ -106,13 +135,25 @@ impl BlockingJob for RemoveEntry {
 pub struct MoveEntry {
     pub from: VikingUri,
     pub to: VikingUri,
+    pub recorder: Arc<Recorder>,
 }
 
 impl BlockingJob for MoveEntry {
     type Output = ServiceResult<Value>;
 
     fn run(self, ctx: &JobContext<'_>) -> Self::Output {
-        mv::move_entry(ctx.storage, &self.from, &self.to)
+        let out = mv::move_entry(ctx.storage, &self.from, &self.to);
+        let changed = [self.from.store_path().clone(), self.to.store_path().clone()];
+        let kind = ChangeKind::Move;
+        record_outcome(
+            &self.recorder,
+            ctx,
+            &out,
+            &changed,
+            kind,
+            RecordWhen::OnSuccess,
+        );
+        out
     }
 }
 
@@ -121,19 +162,32 @@ pub struct CopyFiles {
     pub from: VikingUri,
     pub to: VikingUri,
     pub recursive: bool,
+    pub recorder: Arc<Recorder>,
 }
 
 impl BlockingJob for CopyFiles {
     type Output = ServiceResult<Value>;
 
     fn run(self, ctx: &JobContext<'_>) -> Self::Output {
-        cp::copy_entry(
+        let out = cp::copy_entry(
             ctx.storage,
             &self.from,
             &self.to,
             self.recursive,
             ctx.yielder(),
-        )
+        );
+        // A copy that failed part-way may have written some files.
+        let changed = [self.to.store_path().clone()];
+        let kind = ChangeKind::Copy;
+        record_outcome(
+            &self.recorder,
+            ctx,
+            &out,
+            &changed,
+            kind,
+            RecordWhen::EvenIfPartial,
+        );
+        out
     }
 }
 

@@ -14,7 +14,7 @@ use crate::ingest::chat::ChatClient;
 use crate::ingest::gate::IngestTicket;
 use crate::ingest::pipeline::{self, IngestRequest, Published, Source};
 use crate::ingest::{active, refine, uploads};
-use crate::search::ChangeKind;
+use crate::search::changes::{ChangeKind, Recorder};
 use crate::storage::tasks::{self, TaskOwner, TaskStatus};
 
 use super::{BlockingJob, JobContext};
@@ -81,6 +81,7 @@ impl BlockingJob for RemoveUpload {
 pub struct AddResource {
     pub req: IngestRequest,
     pub settings: Arc<Settings>,
+    pub recorder: Arc<Recorder>,
     pub chat: Option<ChatClient>,
     /// Receives the result (with `task_id`) as soon as the tree is visible, for a wait=false
     /// answer; dropped unsent when the ingestion fails before that.
@@ -96,6 +97,7 @@ impl BlockingJob for AddResource {
         let AddResource {
             req,
             settings,
+            recorder,
             chat,
             on_published,
             ticket,
@@ -104,7 +106,9 @@ impl BlockingJob for AddResource {
         let owner = TaskOwner::user(&req.account, &req.user);
         tasks::create_with_id(ctx.storage, &owner, &req.task_id, TASK_TYPE, None)?;
         let outcome = active::touch(ctx.storage, &owner.account, &owner.user, &req.task_id)
-            .and_then(|()| ingest_and_summarise(ctx, &req, &settings, chat.as_ref(), on_published))
+            .and_then(|()| {
+                ingest_and_summarise(ctx, &req, &settings, &recorder, chat.as_ref(), on_published)
+            })
             .and_then(|(result, wait_answer)| {
                 tasks::complete(ctx.storage, &owner, &req.task_id, result)?;
                 Ok(wait_answer)
@@ -123,6 +127,7 @@ fn ingest_and_summarise(
     ctx: &JobContext<'_>,
     req: &IngestRequest,
     settings: &Settings,
+    recorder: &Recorder,
     chat: Option<&ChatClient>,
     on_published: Option<oneshot::Sender<Value>>,
 ) -> ServiceResult<(Value, Value)> {
@@ -147,7 +152,7 @@ fn ingest_and_summarise(
         &mut || heartbeat.beat(),
     )?;
     // The whole tree, sidecars included, becomes findable on every instance.
-    record_tree(ctx, &req.account, &published);
+    record_tree(recorder, ctx, &req.account, &published);
     if let Source::Upload { id } = &req.source {
         // Consumed: upstream deletes a temp upload once it is used.
         let _ = uploads::remove(ctx.storage, &req.account, id);
@@ -195,7 +200,7 @@ fn ingest_and_summarise(
         semantic_errors = refined.errors;
         if refined.processed > 0 {
             // The model rewrote sidecars: index them again.
-            record_tree(ctx, &owner.account, &published);
+            record_tree(recorder, ctx, &owner.account, &published);
         }
     }
     let queue_status = json!({
@@ -230,9 +235,9 @@ fn ingest_and_summarise(
 }
 
 /// Record an ingested tree for the search index (one record for the whole subtree).
-fn record_tree(ctx: &JobContext<'_>, account: &str, published: &Published) {
+fn record_tree(recorder: &Recorder, ctx: &JobContext<'_>, account: &str, published: &Published) {
     let subtree = published.root_uri.segments().join("/");
-    crate::search::record(ctx.storage, account, &subtree, ChangeKind::Ingest);
+    recorder.record_paths(ctx.storage, account, &[&subtree], ChangeKind::Ingest);
 }
 
 /// How many ingestions of `account` are still working on any instance.

@@ -1,12 +1,12 @@
-//! Jobs of the search area: answering find/search on the storage pool, and recording the
-//! change a write job made once it succeeded.
+//! Jobs of the search area: answering find/search on the storage pool, and the one way a job
+//! records the change it made once it succeeded.
 
 use std::sync::Arc;
 
 use super::{BlockingJob, JobContext};
 use crate::error::{ErrorCode, ServiceError, ServiceResult};
 use crate::identity::Identity;
-use crate::search::changes::{self, ChangeKind};
+use crate::search::changes::{ChangeKind, Recorder};
 use crate::search::embed::Embedder;
 use crate::search::index::SearchIndex;
 use crate::search::query::{self, ContentBounds, IndexState};
@@ -59,9 +59,10 @@ impl BlockingJob for FindContext {
 
 /// Storage paths inside `account` (`rest` = paths relative to the account root; `""` = the
 /// whole account), skipping any that are not valid paths.
-pub fn account_paths(account: &str, rest: &[&str]) -> Vec<StorePath> {
+pub fn account_paths(account: &str, rest: &[impl AsRef<str>]) -> Vec<StorePath> {
     rest.iter()
         .filter_map(|r| {
+            let r = r.as_ref();
             let full = if r.is_empty() {
                 account.to_string()
             } else {
@@ -72,58 +73,82 @@ pub fn account_paths(account: &str, rest: &[&str]) -> Vec<StorePath> {
         .collect()
 }
 
-/// Runs `job`, then records that `paths` changed so every instance re-indexes them: on
-/// success only, or (`always`) also when it failed part-way (a server-side error of a
-/// deletion that may have removed part of a tree). Refused requests record nothing.
-#[derive(Clone)]
-pub struct Recorded<J> {
-    pub job: J,
-    pub paths: Vec<StorePath>,
-    pub kind: ChangeKind,
-    pub always: bool,
+/// When a job that changes indexed content records its change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordWhen {
+    /// Only after it succeeded.
+    OnSuccess,
+    /// Also after a server-side failure part-way (a deletion or copy that may have changed
+    /// part of a tree). Refused requests (client errors) changed nothing and record nothing.
+    EvenIfPartial,
 }
 
-impl<J> Recorded<J> {
-    /// Record `paths` after `job` succeeds.
-    pub fn on_success(job: J, paths: Vec<StorePath>, kind: ChangeKind) -> Self {
-        Recorded {
-            job,
-            paths,
-            kind,
-            always: false,
+/// Record, on the pool thread that made the change, that `paths` changed so every instance
+/// re-indexes them. Every job that changes indexed content carries the process's
+/// [`Recorder`] as a field (it cannot be built without one) and calls this at the end of its
+/// `run` with its outcome.
+pub fn record_outcome<T>(
+    recorder: &Recorder,
+    ctx: &JobContext<'_>,
+    outcome: &ServiceResult<T>,
+    paths: &[StorePath],
+    kind: ChangeKind,
+    when: RecordWhen,
+) {
+    let changed = match outcome {
+        Ok(_) => true,
+        Err(e) => {
+            when == RecordWhen::EvenIfPartial
+                && matches!(
+                    e.code,
+                    ErrorCode::Internal | ErrorCode::Unavailable | ErrorCode::DeadlineExceeded
+                )
         }
-    }
-
-    /// Record `paths` after `job`, whatever it returned.
-    pub fn always(job: J, paths: Vec<StorePath>, kind: ChangeKind) -> Self {
-        Recorded {
-            job,
-            paths,
-            kind,
-            always: true,
-        }
+    };
+    if changed {
+        recorder.record_store_paths(ctx.storage, paths, kind);
     }
 }
 
-impl<T: Send + 'static, J: BlockingJob<Output = ServiceResult<T>>> BlockingJob for Recorded<J> {
-    type Output = ServiceResult<T>;
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::backend::local::LocalStorage;
 
-    fn run(self, ctx: &JobContext<'_>) -> Self::Output {
-        let out = self.job.run(ctx);
-        let partial = |e: &ServiceError| {
-            matches!(
-                e.code,
-                ErrorCode::Internal | ErrorCode::Unavailable | ErrorCode::DeadlineExceeded
-            )
-        };
-        let changed = match &out {
-            Ok(_) => true,
-            Err(e) => self.always && partial(e),
-        };
-        if changed {
-            let refs: Vec<&StorePath> = self.paths.iter().collect();
-            changes::record_store_paths(ctx.storage, &refs, self.kind);
-        }
-        out
+    #[test]
+    fn outcomes_record_what_changed_and_refusals_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = LocalStorage::open(dir.path()).unwrap();
+        let never = || false;
+        let ctx = JobContext::new(&storage, &never, &|| {});
+        let recorder = Recorder::new(Box::new(|| {}));
+        let paths = account_paths("acme", &["resources/a"]);
+        let kind = ChangeKind::Remove;
+        let ok: ServiceResult<()> = Ok(());
+        let refused: ServiceResult<()> = Err(ServiceError::invalid_argument("no"));
+        let broke: ServiceResult<()> = Err(ServiceError::new(ErrorCode::Internal, "half done"));
+        record_outcome(&recorder, &ctx, &ok, &paths, kind, RecordWhen::OnSuccess);
+        assert_eq!(recorder.recorded_for("acme"), 1);
+        record_outcome(
+            &recorder,
+            &ctx,
+            &refused,
+            &paths,
+            kind,
+            RecordWhen::EvenIfPartial,
+        );
+        record_outcome(&recorder, &ctx, &broke, &paths, kind, RecordWhen::OnSuccess);
+        assert_eq!(recorder.recorded(), 1);
+        record_outcome(
+            &recorder,
+            &ctx,
+            &broke,
+            &paths,
+            kind,
+            RecordWhen::EvenIfPartial,
+        );
+        let queued = recorder.drain_local();
+        assert_eq!(queued.len(), 2);
+        assert_eq!(queued[1].1.paths, ["resources/a"]);
     }
 }

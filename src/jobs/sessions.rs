@@ -1,15 +1,19 @@
 //! Session jobs (spec §9 SE1–SE9) over `storage::sessions`. Reads and message writes run on the
 //! storage pool, commits and the startup repair sweep on the commit pool.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use serde_json::Value;
 
 use crate::error::ServiceResult;
+use crate::search::changes::{ChangeKind, Recorder};
 use crate::storage::sessions::commit::{self, CommitOptions};
 use crate::storage::sessions::context;
 use crate::storage::sessions::ops::{self, CreateOptions};
 use crate::storage::sessions::SessionRef;
 
+use super::search::{record_outcome, RecordWhen};
 use super::{BlockingJob, JobContext};
 
 /// SE1: create a session; an existing id → 409.
@@ -57,12 +61,24 @@ impl BlockingJob for GetSession {
 #[derive(Clone)]
 pub struct DeleteSession {
     pub session: SessionRef,
+    pub recorder: Arc<Recorder>,
 }
 
 impl BlockingJob for DeleteSession {
     type Output = ServiceResult<Value>;
     fn run(self, ctx: &JobContext<'_>) -> Self::Output {
-        ops::delete(ctx.storage, &self.session)
+        let out = ops::delete(ctx.storage, &self.session);
+        let changed: Vec<_> = self.session.dir().into_iter().collect();
+        let kind = ChangeKind::Session;
+        record_outcome(
+            &self.recorder,
+            ctx,
+            &out,
+            &changed,
+            kind,
+            RecordWhen::EvenIfPartial,
+        );
+        out
     }
 }
 
@@ -86,12 +102,24 @@ impl BlockingJob for AddMessages {
 pub struct CommitSession {
     pub session: SessionRef,
     pub options: CommitOptions,
+    pub recorder: Arc<Recorder>,
 }
 
 impl BlockingJob for CommitSession {
     type Output = ServiceResult<Value>;
     fn run(self, ctx: &JobContext<'_>) -> Self::Output {
-        commit::commit(ctx.storage, &self.session, &self.options)
+        let out = commit::commit(ctx.storage, &self.session, &self.options);
+        let changed: Vec<_> = self.session.dir().into_iter().collect();
+        let kind = ChangeKind::Session;
+        record_outcome(
+            &self.recorder,
+            ctx,
+            &out,
+            &changed,
+            kind,
+            RecordWhen::OnSuccess,
+        );
+        out
     }
 }
 

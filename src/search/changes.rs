@@ -1,7 +1,8 @@
 //! The shared change log that keeps every instance's index fresh.
 //!
 //! Whoever changes indexed content (content write, rm, mv, cp, session commit, ingest, account
-//! or user deletion) calls [`record`] AFTER the storage change succeeded. A record names one
+//! or user deletion) records it through the process's one [`Recorder`] (built at startup and
+//! carried by every job that changes indexed content) AFTER the storage change succeeded. A record names one
 //! subtree (or a few, for mv) inside one account; it carries no content: applying it means
 //! "make the index match what storage holds under these paths now", so applying a record
 //! twice, late, or out of order is harmless.
@@ -22,7 +23,7 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::time::epoch_millis_now;
@@ -234,61 +235,46 @@ impl Recorder {
     }
 }
 
-static RECORDER: OnceLock<Arc<Recorder>> = OnceLock::new();
-
-/// Make `recorder` the one [`record`] uses (once per process, at startup).
-pub fn install(recorder: Arc<Recorder>) -> Arc<Recorder> {
-    let _ = RECORDER.set(recorder);
-    RECORDER.get().cloned().unwrap_or_else(|| {
-        // Unreachable: set above or earlier.
-        Arc::new(Recorder::new(Box::new(|| {})))
-    })
-}
-
-/// The installed recorder, if the server has one.
-pub fn recorder() -> Option<&'static Arc<Recorder>> {
-    RECORDER.get()
-}
-
-/// Record that `subtree` of `account` changed (after the change is in storage), so every
-/// instance re-indexes it: `subtree` is a path inside the account (`resources/guide`,
-/// `user/bob/memories/x.md`), `""` for the whole account. Never fails the caller: a record
-/// that cannot be written is logged and left to the reconcile.
-pub fn record(storage: &dyn Storage, account: &str, subtree: &str, kind: ChangeKind) {
-    record_paths(storage, account, &[subtree], kind);
-}
-
-/// [`record`] for several subtrees changed by one operation (`mv`: source and target).
-pub fn record_paths(storage: &dyn Storage, account: &str, subtrees: &[&str], kind: ChangeKind) {
-    let Some(rec) = RECORDER.get() else {
-        tracing::debug!(account, "no search change recorder installed");
-        return;
-    };
-    let change = Change {
-        account: account.to_string(),
-        paths: subtrees
-            .iter()
-            .map(|s| s.trim_matches('/').to_string())
-            .collect(),
-        kind,
-        at: epoch_millis_now(),
-    };
-    rec.record(storage, change);
-}
-
-/// [`record_paths`] for full storage paths (`acme/resources/x`), grouped by account.
-pub fn record_store_paths(storage: &dyn Storage, paths: &[&StorePath], kind: ChangeKind) {
-    let mut by_account: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-    for p in paths {
-        let s = p.as_str();
-        let (account, rest) = s.split_once('/').unwrap_or((s, ""));
-        if account.is_empty() {
-            continue;
-        }
-        by_account.entry(account).or_default().push(rest);
+impl Recorder {
+    /// Record that `subtrees` of `account` changed (after the change is in storage), so every
+    /// instance re-indexes them: paths inside the account (`resources/guide`,
+    /// `user/bob/memories/x.md`), `""` for the whole account; several for one operation (`mv`:
+    /// source and target). Never fails the caller: a record that cannot be written is logged
+    /// and left to the reconcile.
+    pub fn record_paths(
+        &self,
+        storage: &dyn Storage,
+        account: &str,
+        subtrees: &[&str],
+        kind: ChangeKind,
+    ) {
+        let change = Change {
+            account: account.to_string(),
+            paths: subtrees
+                .iter()
+                .map(|s| s.trim_matches('/').to_string())
+                .collect(),
+            kind,
+            at: epoch_millis_now(),
+        };
+        self.record(storage, change);
     }
-    for (account, rest) in by_account {
-        record_paths(storage, account, &rest, kind);
+
+    /// [`Recorder::record_paths`] for full storage paths (`acme/resources/x`), grouped by
+    /// account.
+    pub fn record_store_paths(&self, storage: &dyn Storage, paths: &[StorePath], kind: ChangeKind) {
+        let mut by_account: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        for p in paths {
+            let s = p.as_str();
+            let (account, rest) = s.split_once('/').unwrap_or((s, ""));
+            if account.is_empty() {
+                continue;
+            }
+            by_account.entry(account).or_default().push(rest);
+        }
+        for (account, rest) in by_account {
+            self.record_paths(storage, account, &rest, kind);
+        }
     }
 }
 

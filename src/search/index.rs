@@ -156,8 +156,9 @@ impl DirLock {
 /// Counters shown in /metrics, /ready and the observer.
 #[derive(Debug, Default)]
 pub struct IndexStats {
-    /// Records made by this process that the index has applied.
-    pub applied_local: AtomicU64,
+    /// Records made by this process that the index has applied; the writer publishes each new
+    /// count, and read-your-writes waiters (`SearchHandle::wait_fresh`) await it (no polling).
+    pub applied_local: tokio::sync::watch::Sender<u64>,
     /// Changes seen (local queue + remote records behind a gap) and not yet applied.
     pub lag: AtomicU64,
     /// A full build or reconcile is running.
@@ -460,7 +461,7 @@ impl SearchIndex {
     /// process made (the difference to `applied_local` is local lag).
     pub fn status(&self, recorded: u64) -> serde_json::Value {
         let s = &self.stats;
-        let applied = s.applied_local.load(Ordering::Relaxed);
+        let applied = *s.applied_local.borrow();
         let building = s.building.load(Ordering::Relaxed);
         let last = s.last_commit_ms.load(Ordering::Relaxed);
         let local_lag = recorded.saturating_sub(applied);

@@ -238,10 +238,12 @@ impl Indexer {
         if dirty {
             self.commit()?;
         }
-        self.index
-            .stats
-            .applied_local
-            .fetch_add(n_local, Ordering::Release);
+        if n_local > 0 {
+            self.index
+                .stats
+                .applied_local
+                .send_modify(|applied| *applied += n_local);
+        }
         if let Some(e) = &self.embedder {
             // After the whole step (a move's source and target are one change; tailing the
             // others first narrows the race with another writer of the same content). Only

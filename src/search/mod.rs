@@ -19,4 +19,4 @@ pub mod request;
 pub mod tokenizer;
 pub mod vector_gc;
 
-pub use changes::{record, record_paths, ChangeKind};
+pub use changes::ChangeKind;

@@ -78,3 +78,89 @@ fn counts_requests_by_route_and_exports_pools_and_auth() {
     assert_eq!(value(&text, "longship_storage_up"), Some(1.0));
     assert!(!text.contains(ROOT_KEY));
 }
+
+/// Issue #19: the access log must never hold a request up. Here stderr (and stdout) is a pipe
+/// nobody reads: once its kernel buffer and the writer's small queue are full, a blocking
+/// logger would stall every HTTP worker on its next log line. The burst must still be answered
+/// promptly and the lines that did not fit are counted in /metrics.
+#[test]
+fn an_unread_log_pipe_never_stalls_requests_and_drops_are_counted() {
+    use std::process::{Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_longship"));
+    cmd.arg("serve")
+        .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .stdin(Stdio::null())
+        // Held open and never read.
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, _) in std::env::vars() {
+        if k.starts_with("LONGSHIP_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.env("RUST_LOG", "info")
+        .env("LONGSHIP_LOGGING__BUFFER_LINES", "64");
+    let mut child = cmd.spawn().expect("spawn longship");
+    let url = |p: &str| format!("http://127.0.0.1:{port}{p}");
+    let agent = || {
+        ureq::AgentBuilder::new()
+            .timeout(Duration::from_secs(10))
+            .build()
+    };
+    let up = Instant::now();
+    let probe = agent();
+    while probe.get(&url("/health")).call().is_err() {
+        assert!(
+            up.elapsed() < Duration::from_secs(30),
+            "server did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // ~150 bytes a line: 4 × 1000 lines are several times a 64 KiB pipe buffer plus the queue.
+    let started = Instant::now();
+    let workers: Vec<_> = (0..4)
+        .map(|_| {
+            let get = url("/health");
+            let client = agent();
+            std::thread::spawn(move || {
+                let begun = Instant::now();
+                let mut answered = 0;
+                for _ in 0..1000 {
+                    if begun.elapsed() > Duration::from_secs(60) {
+                        break;
+                    }
+                    if matches!(client.get(&get).call(), Ok(r) if r.status() == 200) {
+                        answered += 1;
+                    }
+                }
+                answered
+            })
+        })
+        .collect();
+    let answered: usize = workers.into_iter().map(|w| w.join().unwrap()).sum();
+    let took = started.elapsed();
+    let text = probe
+        .get(&url("/metrics"))
+        .call()
+        .expect("metrics answers while the log pipe is full")
+        .into_string()
+        .unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(
+        answered, 4000,
+        "requests stalled or failed (after {took:?})"
+    );
+    let dropped = value(&text, "longship_log_lines_dropped_total").unwrap_or(0.0);
+    assert!(dropped > 0.0, "no dropped lines counted:\n{text}");
+}

@@ -239,7 +239,7 @@ pub struct ApplyChange {
     pub generation: u64,
     pub account: String,
     pub snapshot: Option<AccountSnapshot>,
-    pub ack: Option<std::sync::mpsc::SyncSender<()>>,
+    pub ack: Option<crossbeam_channel::Sender<()>>,
 }
 
 impl Handler<ApplyChange> for AuthActor {

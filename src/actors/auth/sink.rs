@@ -26,7 +26,7 @@ impl ActorSink {
 
 impl RegistrySink for ActorSink {
     fn publish(&self, generation: u64, account: &str, snapshot: Option<AccountSnapshot>) {
-        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let (tx, rx) = crossbeam_channel::bounded(1);
         self.addr.do_send(ApplyChange {
             generation,
             account: account.to_string(),

@@ -11,12 +11,9 @@ use utoipa::{IntoParams, ToSchema};
 use crate::error::{ServiceError, ServiceResult};
 use crate::identity::{validate_id, validate_new_id, IdKind, Role};
 use crate::jobs::admin::{self as jobs, Registry};
-use crate::jobs::search::{account_paths, Recorded};
 use crate::jobs::BlockingJob;
-use crate::search::ChangeKind;
 use crate::storage::registry::query::Paging;
 use crate::storage::registry::{account_not_found, user_not_found};
-use crate::storage::scaffold;
 
 use super::auth::{Caller, RootOnly, Rule};
 use super::envelope::{ApiOk, ApiResult};
@@ -62,6 +59,7 @@ pub(super) fn registry(state: &AppState) -> Registry {
     Registry {
         sink: state.registry_sink.clone(),
         hashing: state.settings.auth.api_key_hashing,
+        recorder: state.search.recorder.clone(),
     }
 }
 
@@ -138,18 +136,7 @@ async fn create_account(
         seed: body.seed,
         user_config: non_null(body.user_config),
     };
-    // The new account's scaffold (directory abstracts) becomes findable at once.
-    let sidecars: Vec<String> = scaffold::account_sidecars()
-        .into_iter()
-        .chain(scaffold::user_sidecars(&body.admin_user_id))
-        .collect();
-    let sidecars: Vec<&str> = sidecars.iter().map(String::as_str).collect();
-    let changed = account_paths(&body.account_id, &sidecars);
-    let created = run(
-        &state,
-        Recorded::on_success(job, changed, ChangeKind::Mkdir),
-    )
-    .await?;
+    let created = run(&state, job).await?;
     Ok(ApiOk::new(json!({
         "account_id": body.account_id,
         "admin_user_id": body.admin_user_id,
@@ -202,9 +189,7 @@ async fn delete_account(
         registry: registry(&state),
         account: account.clone(),
     };
-    // Every instance drops the account's documents (a re-created account starts empty).
-    let changed = account_paths(&account, &[""]);
-    let removal = run(&state, Recorded::always(job, changed, ChangeKind::Purge)).await?;
+    let removal = run(&state, job).await?;
     Ok(ApiOk::new(json!({
         "account_id": account,
         "status": "deleting",

@@ -9,11 +9,8 @@ use utoipa::{IntoParams, ToSchema};
 use crate::error::ServiceError;
 use crate::identity::{validate_id, validate_new_id, IdKind, Role};
 use crate::jobs::admin as jobs;
-use crate::jobs::search::{account_paths, Recorded};
-use crate::search::ChangeKind;
 use crate::storage::registry::model::UserEntry;
 use crate::storage::registry::query::Paging;
-use crate::storage::scaffold;
 use crate::storage::tasks::TaskOwner;
 
 use super::{
@@ -71,14 +68,7 @@ pub(super) async fn register_user(
         seed: body.seed,
         user_config: non_null(body.user_config),
     };
-    let sidecars = scaffold::user_sidecars(&body.user_id);
-    let sidecars: Vec<&str> = sidecars.iter().map(String::as_str).collect();
-    let changed = account_paths(&account, &sidecars);
-    let user_key = run(
-        &state,
-        Recorded::on_success(job, changed, ChangeKind::Mkdir),
-    )
-    .await?;
+    let user_key = run(&state, job).await?;
     Ok(ApiOk::new(json!({
         "account_id": account,
         "user_id": body.user_id,
@@ -203,8 +193,7 @@ pub(super) async fn remove_user(
         user: user.clone(),
         owner,
     };
-    let changed = account_paths(&account, &[&format!("user/{user}")]);
-    let removal = run(&state, Recorded::always(job, changed, ChangeKind::Purge)).await?;
+    let removal = run(&state, job).await?;
     Ok(ApiOk::new(json!({
         "account_id": account,
         "user_id": user,
