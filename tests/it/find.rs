@@ -559,12 +559,22 @@ fn hybrid_with_a_provider_that_goes_down_and_comes_back() {
         "Bananas ripen quickly in a warm kitchen",
     );
     // "automobile" shares no word with the car document: only the vector signal finds it.
+    // Scoped to resources: the dev-mode scaffold's sidecars (user, agent) are indexed too and,
+    // sharing no word with it, tie at a vector score of 0.
     let ok = eventually(BOUND, || {
-        let r = find(&a, None, json!({"query": "automobile"}));
+        let r = find(
+            &a,
+            None,
+            json!({"query": "automobile", "target_uri": "viking://resources"}),
+        );
         uris(&r).first().map(String::as_str) == Some("viking://resources/garage/car.md")
     });
     assert!(ok.is_some(), "vector match not found");
-    let r = find(&a, None, json!({"query": "automobile"}));
+    let r = find(
+        &a,
+        None,
+        json!({"query": "automobile", "target_uri": "viking://resources"}),
+    );
     let hit = &r.result()["resources"][0];
     assert!(
         hit["match_reason"]
@@ -621,7 +631,11 @@ fn hybrid_with_a_provider_that_goes_down_and_comes_back() {
     // Back up: the backlog drains and the new document becomes a vector match too.
     provider.bring_back();
     let drained = eventually(Duration::from_secs(90), || {
-        let r = find(&a, None, json!({"query": "automobile"}));
+        let r = find(
+            &a,
+            None,
+            json!({"query": "automobile", "target_uri": "viking://resources"}),
+        );
         uris(&r).contains(&"viking://resources/garage/vehicle.md".to_string())
     });
     assert!(drained.is_some(), "{}", search_status(&a));
