@@ -370,10 +370,17 @@ mod tests {
             "viking://~/resources",
             "viking://resources/.relations.json",
             "viking://resources/.watch_tasks.json",
-            "viking://resources/x/.path.ovlock",
         ] {
             assert!(check_target(&u(bad)).is_err(), "{bad}");
         }
+        // Storage-internal names are refused earlier, by the URI parser, on every route.
+        let id = Identity {
+            role: Role::User,
+            account: "acme".into(),
+            user: "alice".into(),
+        };
+        let e = parse("viking://resources/x/.path.ovlock", &id).unwrap_err();
+        assert!(e.message.contains("reserved"), "{}", e.message);
         assert_eq!(context_type(&u("viking://~/memories/t/a.md")), "memory");
         assert_eq!(context_type(&u("viking://agent/skills/a.md")), "skill");
         assert_eq!(context_type(&u("viking://resources/a.md")), "resource");
