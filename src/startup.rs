@@ -272,15 +272,25 @@ fn stop_on_signals(
 pub fn run(settings: Settings, log_drops: LogDrops) -> Result<(), StartupError> {
     tune_allocator();
     let settings = Arc::new(settings);
+    // Bound first: a port in use fails the start before anything (an index directory, a
+    // scaffold) is created or logged.
+    let addr = format!("{}:{}", settings.server.host, settings.server.port);
+    let listener =
+        std::net::TcpListener::bind((settings.server.host.as_str(), settings.server.port))
+            .map_err(|source| StartupError::Bind {
+                addr: addr.clone(),
+                source,
+            })?;
     let backend = open_storage(&settings)?;
     let system = actix_rt::System::new();
-    system.block_on(serve(settings, backend, log_drops))
+    system.block_on(serve(settings, backend, log_drops, listener))
 }
 
 async fn serve(
     settings: Arc<Settings>,
     backend: Arc<dyn Storage>,
     log_drops: LogDrops,
+    listener: std::net::TcpListener,
 ) -> Result<(), StartupError> {
     let share = settings.pools.account_share_percent;
     let pools = Pools::start(
@@ -363,7 +373,7 @@ async fn serve(
     .shutdown_timeout(settings.server.shutdown_timeout_secs);
     let addr = format!("{}:{}", settings.server.host, settings.server.port);
     let server = server
-        .bind((settings.server.host.as_str(), settings.server.port))
+        .listen(listener)
         .map_err(|source| StartupError::Bind {
             addr: addr.clone(),
             source,

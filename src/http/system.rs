@@ -52,10 +52,7 @@ async fn health(state: web::Data<AppState>, req: HttpRequest) -> HttpResponse {
 
 /// Readiness: a fresh storage probe through the pool, bounded by a deadline.
 async fn ready(state: web::Data<AppState>) -> HttpResponse {
-    if !state.is_initialized() {
-        return HttpResponse::ServiceUnavailable()
-            .json(json!({"status": "not_ready", "reason": "initializing"}));
-    }
+    let initialized = state.is_initialized();
     let probe = state.health.probe(&state.pools, READY_PROBE_DEADLINE).await;
     let filesystem = match &probe {
         Ok(()) => "ok".to_string(),
@@ -65,14 +62,14 @@ async fn ready(state: web::Data<AppState>) -> HttpResponse {
         crate::identity::AuthMode::Dev => "not_configured",
         crate::identity::AuthMode::ApiKey => "ok",
     };
-    let ok = probe.is_ok();
+    let ok = probe.is_ok() && initialized;
     // The index never fails readiness: while it is (re)built, find answers from what is
     // indexed and says so, so a rebuild never takes every instance out of a load balancer.
     let search = state.search.status();
-    let body = json!({
+    let mut body = json!({
         "status": if ok { "ready" } else { "not_ready" },
         "checks": {
-            "agfs": {"status": if ok { "ok" } else { "error" }, "checks": {"filesystem": filesystem}},
+            "agfs": {"status": if probe.is_ok() { "ok" } else { "error" }, "checks": {"filesystem": filesystem}},
             "vectordb": "not_configured",
             "api_key_manager": key_manager,
             "embedding": if state.search.embedder.is_some() { "ok" } else { "not_configured" },
@@ -80,6 +77,11 @@ async fn ready(state: web::Data<AppState>) -> HttpResponse {
             "search_index": {"status": "ok", "state": search["state"], "docs": search["docs"], "index_lag": search["index_lag"]},
         }
     });
+    if !initialized {
+        // The registry (or the dev-mode scaffold) is not in place yet; the checks still say
+        // why, e.g. a store that does not answer.
+        body["reason"] = "initializing".into();
+    }
     let status = if ok {
         StatusCode::OK
     } else {

@@ -99,7 +99,8 @@ fn s3_server_starts_while_the_store_is_down_and_reports_not_ready() {
         .env("LONGSHIP_STORAGE__S3__MAX_RETRIES", "1")
         .env("AWS_ACCESS_KEY_ID", "k")
         .env("AWS_SECRET_ACCESS_KEY", "s");
-    let s = Server::start(&st, opts);
+    // Live, never initialized: the dev-mode scaffold waits for the store.
+    let s = Server::start_live(&st, opts);
     let r = s.get("/ready", None);
     assert_eq!(r.status, 503, "{:?}", r.body);
     let why = r.body["checks"]["agfs"]["checks"]["filesystem"]
