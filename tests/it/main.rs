@@ -22,6 +22,7 @@ mod fuzz;
 mod harden;
 mod harness;
 mod ingest_limits;
+mod layout;
 mod metrics;
 mod multi_instance;
 mod names;
