@@ -81,7 +81,11 @@ pub fn summarize_dir(
 
 /// Children of `dir` with what is known about them (a child directory's abstract from
 /// `abstracts` or its sidecar, the head of each file), within a prompt budget.
-pub fn gather(storage: &dyn Storage, dir: &VikingUri, abstracts: &HashMap<String, String>) -> String {
+pub fn gather(
+    storage: &dyn Storage,
+    dir: &VikingUri,
+    abstracts: &HashMap<String, String>,
+) -> String {
     let mut entries = storage.list(dir.store_path()).unwrap_or_default();
     entries.sort_by(|a, b| a.name.cmp(&b.name));
     let mut text = String::new();

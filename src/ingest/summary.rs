@@ -92,9 +92,8 @@ fn summarize_dir(
 /// A file child's abstract from its first bytes (`None` = not text), and whether it is a
 /// document that may speak for its directory (text that is not source code).
 pub fn child_abstract(name: &str, head: Option<&str>, size: u64) -> (String, bool) {
-    let is_code = head.is_some_and(|h| {
-        super::convert::kind_of(name, h.as_bytes()) == super::convert::Kind::Code
-    });
+    let is_code = head
+        .is_some_and(|h| super::convert::kind_of(name, h.as_bytes()) == super::convert::Kind::Code);
     match head {
         Some(text) if is_code => (code_abstract(name, text), false),
         Some(text) => (file_abstract(name, text), true),
@@ -126,7 +125,10 @@ pub fn text_head(buf: &[u8]) -> Option<String> {
 
 /// The document that speaks for a directory: one named like it, a README or index, or the
 /// only/first Markdown file.
-pub fn main_document<'a>(dir_name: &str, docs: &'a [(String, String)]) -> Option<&'a (String, String)> {
+pub fn main_document<'a>(
+    dir_name: &str,
+    docs: &'a [(String, String)],
+) -> Option<&'a (String, String)> {
     let lower = dir_name.to_lowercase();
     docs.iter()
         .find(|(n, _)| stem(n).to_lowercase() == lower)
@@ -168,11 +170,7 @@ pub fn extractive(name: &str, main_text: Option<&str>, children: &[ChildInfo]) -
             let line = if c.abstract_text.is_empty() {
                 format!("- {}{slash}\n", c.name)
             } else {
-                format!(
-                    "- {}{slash}: {}\n",
-                    c.name,
-                    truncate(&c.abstract_text, 200)
-                )
+                format!("- {}{slash}: {}\n", c.name, truncate(&c.abstract_text, 200))
             };
             if overview.len() + line.len() > OVERVIEW_MAX - 40 {
                 overview.push_str(&format!("- … and {} more\n", children.len() - i));

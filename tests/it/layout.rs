@@ -80,7 +80,10 @@ fn a_directory_overview_follows_its_children_on_every_instance() {
         o.contains("alpha.md") && o.contains("beta.md")
     });
     let overview = sidecar(&a, &key, "overview", dir);
-    assert!(both.is_some(), "overview never listed both children: {overview}");
+    assert!(
+        both.is_some(),
+        "overview never listed both children: {overview}"
+    );
     assert!(
         overview.contains("quokkawhistle"),
         "the overview carries the children's abstracts: {overview}"
@@ -126,7 +129,11 @@ fn a_directory_overview_follows_its_children_on_every_instance() {
     assert!(sidecar(&b, &key, "overview", "viking://resources/notes/deep").contains("gamma.md"));
     // No mark is left behind once everything is refreshed.
     let left = eventually(BOUND, || st.list("acme/_system/overviews").is_empty());
-    assert!(left.is_some(), "marks left: {:?}", st.list("acme/_system/overviews"));
+    assert!(
+        left.is_some(),
+        "marks left: {:?}",
+        st.list("acme/_system/overviews")
+    );
 }
 
 #[test]

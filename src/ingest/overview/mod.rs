@@ -269,15 +269,24 @@ mod tests {
             kind,
             at: 0,
         };
-        r.note_change(&storage, &change(&["resources/d/.overview.md"], ChangeKind::Write));
+        r.note_change(
+            &storage,
+            &change(&["resources/d/.overview.md"], ChangeKind::Write),
+        );
         assert_eq!(r.pending(), 0);
-        r.note_change(&storage, &change(&["user/bob/sessions/s/x"], ChangeKind::Session));
+        r.note_change(
+            &storage,
+            &change(&["user/bob/sessions/s/x"], ChangeKind::Session),
+        );
         assert_eq!(r.pending(), 0);
         r.note_change(
             &storage,
             &change(&["resources/d/a.md", "resources/e/f"], ChangeKind::Move),
         );
         assert_eq!(r.pending(), 2);
-        assert_eq!(marks::list(&storage, &p("acme/resources/d")).unwrap().len(), 1);
+        assert_eq!(
+            marks::list(&storage, &p("acme/resources/d")).unwrap().len(),
+            1
+        );
     }
 }

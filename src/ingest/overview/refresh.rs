@@ -122,6 +122,12 @@ pub fn refresh(
             .text
             .as_deref()
             .is_some_and(|t| okf::body(t) != format!("# {}", uri.name()));
+    // A directory removed while this refresh read it (an rm, an account deleted) must not
+    // come back holding only sidecars: writes create missing parents.
+    if !storage.stat(dir)?.is_some_and(|m| m.is_dir()) {
+        marks::clear(storage, dir, &listed)?;
+        return Ok(Refreshed::Gone);
+    }
     let shown = uri.uri();
     let mut written = Vec::new();
     let mut abstract_changed = false;
@@ -279,7 +285,11 @@ mod tests {
             "acme/resources/notes/alpha.md",
             "# Alpha\n\nAlpha explains the nightingale protocol.\n",
         );
-        write(&storage, "acme/resources/notes/beta.md", "# Beta\n\nBeta text.\n");
+        write(
+            &storage,
+            "acme/resources/notes/beta.md",
+            "# Beta\n\nBeta text.\n",
+        );
         assert_eq!(
             refresh(&storage, &dir, None).unwrap(),
             Refreshed::NothingPending
@@ -291,7 +301,10 @@ mod tests {
             "{out:?}"
         );
         let overview = body(&storage, "acme/resources/notes/.overview.md");
-        assert!(overview.contains("alpha.md: Alpha: Alpha explains the nightingale protocol."), "{overview}");
+        assert!(
+            overview.contains("alpha.md: Alpha: Alpha explains the nightingale protocol."),
+            "{overview}"
+        );
         assert!(overview.contains("beta.md"), "{overview}");
         assert!(marks::list(&storage, &dir).unwrap().is_empty());
         // Nothing new: a second mark rewrites nothing.
@@ -307,12 +320,20 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let storage = LocalStorage::open(tmp.path()).unwrap();
         let preset = StorePath::parse("acme/user/bob/memories").unwrap();
-        let text = okf::render("viking://user/bob/memories", okf::CONTEXT_WRITE, false, "Memories.");
+        let text = okf::render(
+            "viking://user/bob/memories",
+            okf::CONTEXT_WRITE,
+            false,
+            "Memories.",
+        );
         write(&storage, "acme/user/bob/memories/.abstract.md", &text);
         write(&storage, "acme/user/bob/memories/m.md", "a memory");
         marks::put(&storage, &preset).unwrap();
         assert_eq!(refresh(&storage, &preset, None).unwrap(), Refreshed::Preset);
-        assert_eq!(body(&storage, "acme/user/bob/memories/.abstract.md"), "Memories.");
+        assert_eq!(
+            body(&storage, "acme/user/bob/memories/.abstract.md"),
+            "Memories."
+        );
 
         let described = StorePath::parse("acme/resources/p").unwrap();
         let text = okf::render("viking://resources/p", okf::MKDIR, true, "Project papers.");
@@ -320,7 +341,10 @@ mod tests {
         write(&storage, "acme/resources/p/a.md", "# A\n\nSome paper.\n");
         marks::put(&storage, &described).unwrap();
         refresh(&storage, &described, None).unwrap();
-        assert_eq!(body(&storage, "acme/resources/p/.abstract.md"), "Project papers.");
+        assert_eq!(
+            body(&storage, "acme/resources/p/.abstract.md"),
+            "Project papers."
+        );
         assert!(body(&storage, "acme/resources/p/.overview.md").contains("a.md"));
     }
 
