@@ -14,6 +14,23 @@ const WRITE: &str = "/api/v1/content/write";
 /// Generous bound for a debounced refresh (debounce 300 ms here) to be visible.
 const BOUND: Duration = Duration::from_secs(20);
 
+/// Wait until every directory-summary refresh of `account` is done (no mark left, seen twice
+/// a moment apart: a refresh clears its marks just before it records its sidecars), so a test
+/// can snapshot storage or rankings that the refresh would otherwise change under it.
+pub(crate) fn wait_summaries_settled(st: &Storage, account: &str) {
+    let marks = format!("{account}/_system/overviews");
+    let settled = eventually(Duration::from_secs(60), || {
+        st.list(&marks).is_empty() && {
+            std::thread::sleep(Duration::from_millis(500));
+            st.list(&marks).is_empty()
+        }
+    });
+    assert!(
+        settled.is_some(),
+        "directory summaries of {account} never settled"
+    );
+}
+
 fn quick() -> Opts {
     Opts::default().env("LONGSHIP_RESOURCES__OVERVIEW_DEBOUNCE_MS", "300")
 }

@@ -152,16 +152,11 @@ fn live_index_ranks_like_a_rebuilt_one_and_placeholders_are_not_indexed() {
     );
     // The summaries of sky/ follow its writes: compare rankings once they settled (no
     // refresh left to do, and the index caught up with the sidecars written).
-    let quiet =
-        || st.list("default/_system/overviews").is_empty() && search_status(&s)["index_lag"] == 0;
-    // Twice, a moment apart: a refresh clears its marks just before it records its sidecars.
-    let settled = eventually(Duration::from_secs(60), || {
-        quiet() && {
-            std::thread::sleep(Duration::from_millis(500));
-            quiet()
-        }
+    crate::layout::wait_summaries_settled(&st, "default");
+    let caught_up = eventually(Duration::from_secs(60), || {
+        search_status(&s)["index_lag"] == 0
     });
-    assert!(settled.is_some(), "directory summaries never settled");
+    assert!(caught_up.is_some(), "index never caught up");
     let queries: Vec<Value> = words
         .iter()
         .map(|w| json!({"query": w, "limit": 10}))
