@@ -13,6 +13,7 @@ pub mod health;
 pub mod resources;
 pub mod search;
 pub mod sessions;
+pub mod tags;
 pub mod tasks;
 
 use crate::error::ServiceError;
