@@ -55,6 +55,16 @@ pub struct AppState {
     pub registry_loaded: Arc<std::sync::atomic::AtomicBool>,
     /// Resource ingestion: per-account caps, the optional chat model.
     pub ingest: Arc<crate::ingest::gate::IngestRuntime>,
+    /// Memory extraction: figures for /metrics and the wake-up of the scheduler.
+    pub memory: Arc<MemoryRuntime>,
+}
+
+/// What handlers share with the memory-extraction scheduler.
+#[derive(Debug, Default)]
+pub struct MemoryRuntime {
+    pub stats: Arc<crate::memory::stats::MemoryStats>,
+    /// A commit here wakes the scheduler at once (it polls otherwise).
+    pub wake: tokio::sync::Notify,
 }
 
 impl AppState {
