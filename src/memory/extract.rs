@@ -420,8 +420,7 @@ impl Extractor<'_> {
     fn resolve(&self, entry: &Entry, plan: &mut Plan) -> ServiceResult<()> {
         let all = types::builtin();
         // Path → (stored version, stored text, planned text) as operations accumulate.
-        let mut state: BTreeMap<String, (Option<Version>, Option<String>, Option<String>, String)> =
-            BTreeMap::new();
+        let mut state: BTreeMap<String, Slot> = BTreeMap::new();
         let mut skipped = Vec::new();
         let mem_root = memories_rel(&entry.user);
         for op in plan.operations.clone() {
@@ -582,6 +581,9 @@ impl Extractor<'_> {
         Ok(true)
     }
 }
+
+/// One file while operations accumulate: stored version, stored text, planned text, type.
+type Slot = (Option<Version>, Option<String>, Option<String>, String);
 
 fn strip_meta(fields: &Map<String, Value>) -> Map<String, Value> {
     let mut f = fields.clone();
