@@ -725,10 +725,7 @@ fn outcome_of(plan: &Plan, no_model: bool) -> Value {
     }
     let written = plan.writes.len();
     let (kind, reason) = if no_model {
-        (
-            "skipped".to_string(),
-            crate::storage::sessions::commit::NO_MODEL.to_string(),
-        )
+        ("skipped".to_string(), archive::NO_MODEL.to_string())
     } else if written > 0 {
         (
             "ok".to_string(),

@@ -204,17 +204,25 @@ pub fn phase2(
         .extra
         .get("extraction_outcome")
         .cloned()
-        .unwrap_or_else(|| super::commit::skipped_outcome(super::commit::NO_MODEL));
+        .unwrap_or_else(|| skipped_outcome(NO_MODEL));
     let mut result = task_result(s, &rec.archive_id);
     result["extraction_outcome"] = outcome;
     Ok(result)
+}
+
+/// The reason a commit extracts nothing when no chat model is configured.
+pub const NO_MODEL: &str = "no chat model configured";
+
+/// The `extraction_outcome` of a commit that extracts nothing.
+pub fn skipped_outcome(reason: &str) -> Value {
+    json!({"kind": "skipped", "reason": reason})
 }
 
 /// The result of a completed `session_commit` task (spec SE7) with no memories extracted;
 /// `extraction_outcome` (Longship's key, always present) says why: by default no model.
 pub fn task_result(s: &SessionRef, archive_id: &str) -> Value {
     json!({
-        "extraction_outcome": super::commit::skipped_outcome(super::commit::NO_MODEL),
+        "extraction_outcome": skipped_outcome(NO_MODEL),
         "session_id": s.sid,
         "archive_uri": s.archive_uri(archive_id),
         "memories_extracted": {"total": 0},

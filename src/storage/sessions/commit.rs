@@ -55,8 +55,7 @@ impl Default for MemoryMode {
     }
 }
 
-/// The reason a commit extracts nothing when no chat model is configured.
-pub const NO_MODEL: &str = "no chat model configured";
+pub use super::archive::{skipped_outcome, NO_MODEL};
 
 fn invalid(field: &str, message: &str, kind: &str) -> ServiceError {
     if field.is_empty() {
@@ -428,11 +427,6 @@ fn record(
             MemoryMode::Deferred { .. } => Map::new(),
         },
     }
-}
-
-/// The `extraction_outcome` of a commit that extracts nothing.
-pub fn skipped_outcome(reason: &str) -> Value {
-    json!({"kind": "skipped", "reason": reason})
 }
 
 /// The live file cut in two.
