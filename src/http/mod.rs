@@ -19,6 +19,7 @@ pub mod routes;
 pub mod search;
 pub mod sessions;
 pub mod system;
+pub mod tags;
 pub mod tasks;
 
 use std::sync::Arc;
@@ -126,6 +127,7 @@ fn register(routes: &mut routes::Routes) {
     admin::configure(routes);
     fs::configure(routes);
     content::configure(routes);
+    tags::configure(routes);
     search::configure(routes);
     sessions::configure(routes);
     tasks::configure(routes);

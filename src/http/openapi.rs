@@ -22,7 +22,7 @@ use utoipa::openapi::{
 use utoipa::{IntoParams, PartialSchema, ToSchema};
 
 use super::routes::{at, Routes};
-use super::{admin, content, fs, resources, search, sessions, system, tasks};
+use super::{admin, content, fs, resources, search, sessions, system, tags, tasks};
 
 pub const ROUTE: &str = "/openapi.json";
 
@@ -163,6 +163,10 @@ fn operations() -> Vec<Operation> {
         op(Get, "/api/v1/content/overview", "content", "A directory's level-1 summary (.overview.md)", Data, Body::None, query_of::<content::UriQuery>),
         op(Get, "/api/v1/content/download", "content", "A file's raw bytes (application/octet-stream)", Data, Body::None, query_of::<content::UriQuery>),
         op(Post, "/api/v1/content/write", "content", "Write (replace, append or create) a file", Data, Body::Json(json_of::<content::WriteBody>, true), no_query),
+        // tags
+        op(Post, "/api/v1/content/set_tags", "content", "Set a node's k=v tags (replace, append or clear; recursive for a tree)", Data, Body::Json(json_of::<tags::SetTagsBody>, true), no_query),
+        op(Post, "/api/v1/fs/attrs/set_tags", "fs", "Same as /content/set_tags", Data, Body::Json(json_of::<tags::SetTagsBody>, true), no_query),
+        op(Get, "/api/v1/fs/attrs", "fs", "A node's logical attributes (its tags)", Data, Body::None, query_of::<tags::AttrsQuery>),
         // search
         op(Post, "/api/v1/search/grep", "search", "Regular-expression search in file contents", Data, Body::Json(json_of::<search::GrepBody>, true), no_query),
         op(Post, "/api/v1/search/glob", "search", "Find paths by glob pattern", Data, Body::Json(json_of::<search::GlobBody>, true), no_query),

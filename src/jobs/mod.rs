@@ -14,6 +14,7 @@ pub mod memory;
 pub mod resources;
 pub mod search;
 pub mod sessions;
+pub mod tags;
 pub mod tasks;
 
 use crate::error::ServiceError;

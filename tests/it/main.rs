@@ -37,5 +37,6 @@ mod sessions;
 mod sessions_durability;
 mod storage_backends;
 mod system;
+mod tags;
 mod tasks;
 mod walks;
