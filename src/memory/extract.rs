@@ -565,6 +565,13 @@ impl Extractor<'_> {
                         }
                         Err(e) => return Err(e.into()),
                     }
+                    // 0.5.2 tags extracted memories with their type (a reserved key only the
+                    // server sets); merged by key, so a resumed run repeats it harmlessly.
+                    crate::storage::tags::set_server_tags(
+                        self.storage,
+                        &p,
+                        &[format!("memory_type={}", w.memory_type)],
+                    )?;
                 }
                 None => {
                     let now = read_opt(self.storage, &p)?.map(|(t, _)| t);
@@ -572,6 +579,7 @@ impl Extractor<'_> {
                         None => {}
                         Some(t) if Some(&t) == w.before.as_ref() => {
                             crate::storage::remove_if_exists(self.storage, &p, false)?;
+                            crate::storage::tags::forget_node(self.storage, &p)?;
                         }
                         Some(_) => return Ok(false),
                     }

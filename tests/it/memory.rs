@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::chat_server::{Answer, ChatServer};
-use crate::harness::api::{ok, Dev};
+use crate::harness::api::{ok, q, Dev};
 use crate::harness::{Opts, Server, Storage};
 
 fn with_model(model: &ChatServer) -> Opts {
@@ -140,6 +140,16 @@ fn each_type_is_extracted_and_the_same_fact_twice_updates_one_file() {
     assert_eq!(body_of(&st, &pref), "- Drinks oat milk flat whites");
     let text = st.read_string(&pref);
     assert!(text.contains("\"memory_type\": \"preferences\""), "{text}");
+    // Tagged memory_type=<type> through the tag store (fs/attrs reports it, find filters it).
+    let r = c.get(&format!(
+        "/api/v1/fs/attrs?uri={}",
+        q("viking://user/alice/memories/entities/pet/rex.md")
+    ));
+    assert_eq!(
+        ok(&r)["attrs"]["tags"],
+        json!(["memory_type=entities"]),
+        "{r:?}"
+    );
     // The archive's memory_diff.json lists the adds with their URIs.
     let diff: Value = serde_json::from_str(
         &st.read_string("acme/user/alice/sessions/s1/history/archive_001/memory_diff.json"),
