@@ -59,6 +59,16 @@ pub struct AppState {
     /// Directory summaries that follow their children (`ingest::overview`): jobs that change
     /// what a directory holds without recording a search change call `mark_dirty` on it.
     pub overviews: Arc<crate::ingest::overview::OverviewRefresher>,
+    /// Memory extraction: figures for /metrics and the wake-up of the scheduler.
+    pub memory: Arc<MemoryRuntime>,
+}
+
+/// What handlers share with the memory-extraction scheduler.
+#[derive(Debug, Default)]
+pub struct MemoryRuntime {
+    pub stats: Arc<crate::memory::stats::MemoryStats>,
+    /// A commit here wakes the scheduler at once (it polls otherwise).
+    pub wake: tokio::sync::Notify,
 }
 
 impl AppState {

@@ -185,13 +185,22 @@ async fn commit_session(
     OptionalJson(body): OptionalJson<Map<String, Value>>,
 ) -> ApiResult {
     let session = session_of(&caller, &path)?;
-    let options = commit::parse_options(&body)?;
+    let mut options = commit::parse_options(&body)?;
+    if state.ingest.chat.is_some() {
+        options.memory = commit::MemoryMode::Deferred {
+            backlog_limit: state.settings.memory.backlog_limit,
+        };
+    }
     let job = CommitSession {
         session,
         options,
         recorder: state.search.recorder.clone(),
     };
-    Ok(ApiOk::new(state.pools.commit().run(job).await??))
+    let out = state.pools.commit().run(job).await??;
+    if out["archived"] == true {
+        state.memory.wake.notify_one();
+    }
+    Ok(ApiOk::new(out))
 }
 
 /// SE8.

@@ -8,6 +8,7 @@
 //! point of no return is the atomic rewrite of the live `messages.jsonl`; see [`recovery`].
 
 pub mod archive;
+pub mod backlog;
 pub mod commit;
 pub mod context;
 mod deps;
