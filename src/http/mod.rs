@@ -18,6 +18,7 @@ pub mod resources;
 pub mod routes;
 pub mod search;
 pub mod sessions;
+pub mod stats;
 pub mod system;
 pub mod tags;
 pub mod tasks;
@@ -130,6 +131,7 @@ fn register(routes: &mut routes::Routes) {
     tags::configure(routes);
     search::configure(routes);
     sessions::configure(routes);
+    stats::configure(routes);
     tasks::configure(routes);
     resources::configure(routes);
 }

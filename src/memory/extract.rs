@@ -270,7 +270,20 @@ impl Extractor<'_> {
             Err(e) => return Err(e.into()),
         }
         let result = task_result(entry, archive_uri, &diff);
-        self.complete_task(owner, entry, result)?;
+        let counts: BTreeMap<String, u64> = result["memories_extracted"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter(|(k, _)| *k != "total")
+            .map(|(k, v)| (k.clone(), v.as_u64().unwrap_or(0)))
+            .collect();
+        if self.complete_task(owner, entry, result)? {
+            crate::storage::sessions::config::add_memories_extracted(
+                self.storage,
+                &entry.session(),
+                &counts,
+            )?;
+        }
         self.finish(entry, Some(()))?;
         self.stats
             .completed
@@ -278,11 +291,17 @@ impl Extractor<'_> {
         Ok(RunOutcome::Finished)
     }
 
-    fn complete_task(&self, owner: &TaskOwner, entry: &Entry, result: Value) -> ServiceResult<()> {
+    /// Complete the task; true when this call completed it.
+    fn complete_task(
+        &self,
+        owner: &TaskOwner,
+        entry: &Entry,
+        result: Value,
+    ) -> ServiceResult<bool> {
         match tasks::get(self.storage, owner, &entry.task_id)? {
-            Some(t) if t.status.is_terminal() => Ok(()),
-            Some(_) => tasks::complete(self.storage, owner, &entry.task_id, result).map(drop),
-            None => Ok(()),
+            Some(t) if t.status.is_terminal() => Ok(false),
+            Some(_) => tasks::complete(self.storage, owner, &entry.task_id, result).map(|_| true),
+            None => Ok(false),
         }
     }
 
