@@ -277,13 +277,18 @@ impl Extractor<'_> {
             .filter(|(k, _)| *k != "total")
             .map(|(k, v)| (k.clone(), v.as_u64().unwrap_or(0)))
             .collect();
-        if self.complete_task(owner, entry, result)? {
+        // Counted before the task completes, so a client seeing it completed sees the counts
+        // (a crash between the two counts this extraction twice: the figure is advisory).
+        let pending = tasks::get(self.storage, owner, &entry.task_id)?
+            .is_some_and(|t| !t.status.is_terminal());
+        if pending {
             crate::storage::sessions::config::add_memories_extracted(
                 self.storage,
                 &entry.session(),
                 &counts,
             )?;
         }
+        self.complete_task(owner, entry, result)?;
         self.finish(entry, Some(()))?;
         self.stats
             .completed
