@@ -18,6 +18,7 @@ pub mod resources;
 pub mod routes;
 pub mod search;
 pub mod sessions;
+pub mod stats;
 pub mod system;
 pub mod tags;
 pub mod tasks;
@@ -133,6 +134,7 @@ fn register(routes: &mut routes::Routes) {
     tags::configure(routes);
     search::configure(routes);
     sessions::configure(routes);
+    stats::configure(routes);
     tasks::configure(routes);
     resources::configure(routes);
 }

@@ -74,3 +74,22 @@ impl BlockingJob for ExtractMemories {
         x.run(&self.account, &self.task_id)
     }
 }
+
+/// `GET /api/v1/stats/memories` for one user.
+pub struct MemoryHealth {
+    pub account: String,
+    pub user: String,
+    pub category: Option<String>,
+}
+
+impl BlockingJob for MemoryHealth {
+    type Output = ServiceResult<serde_json::Value>;
+    fn run(self, ctx: &JobContext<'_>) -> Self::Output {
+        crate::memory::health::memory_stats(
+            ctx.storage,
+            &self.account,
+            &self.user,
+            self.category.as_deref(),
+        )
+    }
+}

@@ -270,6 +270,24 @@ impl Extractor<'_> {
             Err(e) => return Err(e.into()),
         }
         let result = task_result(entry, archive_uri, &diff);
+        let counts: BTreeMap<String, u64> = result["memories_extracted"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter(|(k, _)| *k != "total")
+            .map(|(k, v)| (k.clone(), v.as_u64().unwrap_or(0)))
+            .collect();
+        // Counted before the task completes, so a client seeing it completed sees the counts
+        // (a crash between the two counts this extraction twice: the figure is advisory).
+        let pending = tasks::get(self.storage, owner, &entry.task_id)?
+            .is_some_and(|t| !t.status.is_terminal());
+        if pending {
+            crate::storage::sessions::config::add_memories_extracted(
+                self.storage,
+                &entry.session(),
+                &counts,
+            )?;
+        }
         self.complete_task(owner, entry, result)?;
         self.finish(entry, Some(()))?;
         self.stats
@@ -278,11 +296,17 @@ impl Extractor<'_> {
         Ok(RunOutcome::Finished)
     }
 
-    fn complete_task(&self, owner: &TaskOwner, entry: &Entry, result: Value) -> ServiceResult<()> {
+    /// Complete the task; true when this call completed it.
+    fn complete_task(
+        &self,
+        owner: &TaskOwner,
+        entry: &Entry,
+        result: Value,
+    ) -> ServiceResult<bool> {
         match tasks::get(self.storage, owner, &entry.task_id)? {
-            Some(t) if t.status.is_terminal() => Ok(()),
-            Some(_) => tasks::complete(self.storage, owner, &entry.task_id, result).map(drop),
-            None => Ok(()),
+            Some(t) if t.status.is_terminal() => Ok(false),
+            Some(_) => tasks::complete(self.storage, owner, &entry.task_id, result).map(|_| true),
+            None => Ok(false),
         }
     }
 

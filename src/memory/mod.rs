@@ -6,6 +6,7 @@
 
 pub mod extract;
 pub mod file;
+pub mod health;
 pub mod model;
 pub mod stats;
 pub mod types;

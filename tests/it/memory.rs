@@ -486,3 +486,81 @@ fn two_instances_never_lose_each_others_updates() {
         "{r:?}"
     );
 }
+
+#[test]
+fn stats_config_and_tool_results_routes() {
+    let model = ChatServer::start();
+    let st = Storage::new();
+    let s = Server::start(&st, with_model(&model));
+    let c = Dev::alice(&s);
+    let id = commit(
+        &c,
+        "st",
+        &[
+            "remember pref tea = Likes green tea",
+            "remember event trip_booked = Alice booked a trip",
+        ],
+    );
+    wait_task(&c, &id, Duration::from_secs(60));
+    let r = c.get("/api/v1/stats/memories");
+    let v = ok(&r);
+    assert_eq!(v["total_memories"], 2, "{v}");
+    assert_eq!(v["by_category"]["preferences"], 1, "{v}");
+    assert_eq!(v["by_category"]["events"], 1, "{v}");
+    assert_eq!(v["hotness_distribution"]["warm"], 2, "{v}");
+    let v = ok(&c.get("/api/v1/stats/memories?category=events")).clone();
+    assert_eq!(v["total_memories"], 1, "{v}");
+    let r = c.get("/api/v1/stats/memories?category=nope");
+    assert_eq!(r.status, 400, "{:?}", r.body);
+    let v = ok(&c.get("/api/v1/stats/sessions/st")).clone();
+    assert_eq!(
+        v,
+        json!({"session_id": "st", "total_turns": 2, "memories_extracted": 2})
+    );
+    assert_eq!(c.get("/api/v1/stats/sessions/missing").status, 404);
+
+    // PATCH config changes only what it names.
+    let r = c.call(
+        "PATCH",
+        "/api/v1/sessions/st/config",
+        Some(json!({"memory_extraction_config": {"events": {"tags": ["trip=yes"]}}})),
+    );
+    let v = ok(&r).clone();
+    assert_eq!(
+        v["memory_extraction_config"],
+        json!({"events": {"tags": ["trip=yes"]}})
+    );
+    let r = c.call(
+        "PATCH",
+        "/api/v1/sessions/st/config",
+        Some(json!({"auto_commit_policy": {"message_count_threshold": 5}})),
+    );
+    let v = ok(&r).clone();
+    assert_eq!(v["auto_commit_policy"]["message_count_threshold"], 5);
+    assert_eq!(
+        v["memory_extraction_config"],
+        json!({"events": {"tags": ["trip=yes"]}})
+    );
+    let r = c.call(
+        "PATCH",
+        "/api/v1/sessions/st/config",
+        Some(json!({"other": 1})),
+    );
+    assert_eq!(r.status, 400, "{:?}", r.body);
+    let r = c.call("PATCH", "/api/v1/sessions/nope/config", Some(json!({})));
+    assert_eq!(r.status, 404, "{:?}", r.body);
+
+    for path in [
+        "/api/v1/sessions/st/tool-results",
+        "/api/v1/sessions/st/tool-results/t1",
+        "/api/v1/sessions/st/tool-results/t1/search",
+    ] {
+        let r = c.get(path);
+        assert_eq!(r.status, 501, "{path}: {:?}", r.body);
+        assert!(
+            r.body.to_string().contains("tool outputs inline"),
+            "{:?}",
+            r.body
+        );
+    }
+}

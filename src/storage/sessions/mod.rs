@@ -10,6 +10,7 @@
 pub mod archive;
 pub mod backlog;
 pub mod commit;
+pub mod config;
 pub mod context;
 mod deps;
 pub mod fit;
