@@ -107,8 +107,10 @@ pub fn dir_indexable(path: &StorePath) -> bool {
             {
                 return false;
             }
-            // Inside a session only the archive history is walked.
-            !matches!(rest, [_, "sessions", _, next, ..] if *next != "history")
+            // Nothing of a user's sessions is indexed (0.5.2 skips the session namespace:
+            // live messages, archives and their summaries are session internals, found
+            // through the sessions API and the memories a commit extracts).
+            !(*scope == "user" && matches!(rest, [_, "sessions", ..]))
         }
     }
 }
@@ -130,13 +132,7 @@ pub fn file_indexable(path: &StorePath) -> bool {
     if name.starts_with('.') && !sidecar {
         return false;
     }
-    // Session directory itself: only its sidecars (live messages are not indexed).
-    match &segs[2..] {
-        [_, "sessions", _, _] => sidecar,
-        [_, "sessions", _, "history", _, _] => sidecar || name == "messages.jsonl",
-        [_, "sessions", _, "history", ..] => false,
-        _ => true,
-    }
+    true
 }
 
 /// Read and prepare the file at `path` (`meta` from a listing or stat). `Ok(None)` if it is
@@ -398,9 +394,7 @@ mod tests {
             "acme/resources/docs/.overview.md",
             "acme/user/bob/memories/facts/x.md",
             "acme/agent/skills/s.md",
-            "acme/user/bob/sessions/s1/.overview.md",
-            "acme/user/bob/sessions/s1/history/archive_001/messages.jsonl",
-            "acme/user/bob/sessions/s1/history/archive_001/.abstract.md",
+            "acme/resources/notes/sessions/s1/x/a.md",
         ] {
             assert!(file_indexable(&p(yes)), "{yes}");
         }
@@ -412,6 +406,10 @@ mod tests {
             "acme/resources/x/.path.ovlock",
             "acme/user/bob/sessions/s1/messages.jsonl",
             "acme/user/bob/sessions/s1/.meta.json",
+            "acme/user/bob/sessions/s1/.overview.md",
+            "acme/user/bob/sessions/.abstract.md",
+            "acme/user/bob/sessions/s1/history/archive_001/messages.jsonl",
+            "acme/user/bob/sessions/s1/history/archive_001/.abstract.md",
             "acme/user/bob/sessions/s1/history/archive_001/.done",
             "acme/system/x.md",
             "acme/a.md",

@@ -30,8 +30,9 @@ use super::docs::DocSource;
 use super::tokenizer::{self, TextAnalyzer};
 use crate::time::epoch_millis_now;
 
-/// Bump whenever fields or the analyzer change: older indexes are rebuilt.
-pub const SCHEMA_VERSION: u32 = 3;
+/// Bump whenever fields, the analyzer or what is indexed change: older indexes are rebuilt
+/// (4: nothing under a user's sessions is indexed any more).
+pub const SCHEMA_VERSION: u32 = 4;
 /// Weight of a match in the path words against one in the body (0.5: chosen on the bench's
 /// python3-doc query set, where 2.0 let file names like `code` outrank the page itself).
 const NAME_BOOST: f32 = 0.5;

@@ -183,3 +183,72 @@ fn a_refresh_an_instance_never_did_is_done_by_another() {
         sidecar(&b, &key, "overview", dir)
     );
 }
+
+#[test]
+fn a_committed_sessions_archive_is_not_found_as_a_resource() {
+    let st = Storage::new();
+    let s = Server::start(&st, Opts::default());
+    let admin = create_account(&s, "acme", "admin1");
+    let bob = crate::harness::api::register(&s, &admin, "acme", "bob", "user");
+    let r = s.post("/api/v1/sessions", Some(&bob), json!({"session_id": "s1"}));
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    for text in [
+        "we planned the wombatfjord migration",
+        "the wombatfjord cutover is on friday",
+    ] {
+        let r = s.post(
+            "/api/v1/sessions/s1/messages",
+            Some(&bob),
+            json!({"role": "user", "content": text}),
+        );
+        assert_eq!(r.status, 200, "{:?}", r.body);
+    }
+    let r = s.post("/api/v1/sessions/s1/commit", Some(&bob), json!({}));
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    // The archive exists (the commit answered after writing it)…
+    let r = s.get(
+        "/api/v1/fs/ls?uri=viking://user/bob/sessions/s1/history&output=original",
+        Some(&bob),
+    );
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert!(
+        !r.result().as_array().map(Vec::is_empty).unwrap_or(true),
+        "no archive: {:?}",
+        r.body
+    );
+    // …and a document with the same word is found, so the index has caught up.
+    write(
+        &s,
+        &bob,
+        "viking://resources/control.md",
+        "wombatfjord control document",
+    );
+    for route in ["/api/v1/search/find", "/api/v1/search/search"] {
+        let r = s.post(
+            route,
+            Some(&bob),
+            json!({"query": "wombatfjord", "limit": 50}),
+        );
+        assert_eq!(r.status, 200, "{:?}", r.body);
+        let res = r.result();
+        let hits: Vec<(String, String)> = ["memories", "resources", "skills"]
+            .iter()
+            .flat_map(|k| res[*k].as_array().cloned().unwrap_or_default())
+            .map(|h| {
+                (
+                    h["uri"].as_str().unwrap_or_default().to_string(),
+                    h["context_type"].as_str().unwrap_or_default().to_string(),
+                )
+            })
+            .collect();
+        assert!(
+            hits.iter()
+                .any(|(u, _)| u == "viking://resources/control.md"),
+            "{route}: {hits:?}"
+        );
+        assert!(
+            hits.iter().all(|(u, _)| !u.contains("/sessions/")),
+            "{route}: session internals reported: {hits:?}"
+        );
+    }
+}
