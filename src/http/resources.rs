@@ -275,7 +275,6 @@ pub(super) struct AddResourceBody {
     #[serde(default = "default_true")]
     #[allow(dead_code)]
     directly_upload_media: bool,
-    #[allow(dead_code)]
     preserve_structure: Option<bool>,
     #[serde(default)]
     #[allow(dead_code)]
@@ -479,6 +478,7 @@ async fn add_resource(
         ignore_dirs: body.ignore_dirs.clone(),
         include: body.include.clone(),
         exclude: body.exclude.clone(),
+        preserve_structure: body.preserve_structure.unwrap_or(true),
     };
     let (published_tx, published) = oneshot::channel();
     let job = AddResource {

@@ -5,9 +5,16 @@
 //! Layout (after OpenViking 0.5.2): a single document `guide.md` becomes `guide/guide.md`, or
 //! `guide/<sections…>` when it is larger than the split budget; HTML and PDF are converted to
 //! Markdown first; a code or unsupported file keeps its name (`main.rs/main.rs` would read
-//! oddly, so the directory is the stem: `main/main.rs`). An archive becomes `<name>/` with
-//! its tree: small Markdown/text and code files unchanged, HTML/PDF as `<stem>.md`, a large
-//! document as a `<stem>/` directory of sections.
+//! oddly, so the directory is the stem: `main/main.rs`). An archive (or an uploaded
+//! directory) becomes `<name>/` with its tree, each file laid out as 0.5.2's directory import
+//! does: a file 0.5.2 has a document parser for ([`parsed_in_directory`]: Markdown, `.txt`,
+//! HTML, PDF) becomes a directory named after the document holding it as Markdown (or its
+//! sections), exactly like a single file (`docs/a.md` → `docs/a/a.md`); every other file (code,
+//! configuration, other text, unsupported formats) is stored unchanged under its own name.
+//! A document directory meeting a folder of the same name merges into it; a file meeting one
+//! already written is replaced by the later one (sorted order), with a warning. With
+//! `preserve_structure: false` every document directory and file lands directly under the
+//! root.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -17,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use super::archive::{self, ArchiveLimits};
 use super::convert::{self, Kind};
 use super::names::{deduplicate, doc_name, entry_name, stem};
-use super::split::{self, estimate_tokens, Limits};
+use super::split::{self, Limits};
 
 /// Directory names never imported (0.5.2's `IGNORE_DIRS`).
 pub const IGNORE_DIRS: &[&str] = &[
@@ -55,6 +62,14 @@ pub struct ParseOptions {
     pub max_nodes: usize,
     /// Most bytes the tree may hold after splitting (`ingest_max_bytes`).
     pub max_bytes: u64,
+    /// Directories and archives keep their folders (0.5.2's default); false puts every
+    /// document and file directly under the root.
+    #[serde(default = "keep_structure")]
+    pub preserve_structure: bool,
+}
+
+fn keep_structure() -> bool {
+    true
 }
 
 /// What the child reports on success.
@@ -93,14 +108,16 @@ pub fn parse_source(input: &Path, work: &Path, opts: &ParseOptions) -> Result<Pa
         let (src_root, name) = archive_root(&unpacked, &opts.source_name)?;
         let root = entry_name(&name).unwrap_or_else(|| "archive".into());
         let filters = Filters::new(opts)?;
+        let tree_root = out.join(&root);
         let mut walk = Walk {
             opts,
+            root: &tree_root,
             limits,
             filters,
             report: &mut report,
             unsupported: Vec::new(),
         };
-        walk.dir(&src_root, &out.join(&root), "")?;
+        walk.dir(&src_root, &tree_root, "")?;
         let unsupported = std::mem::take(&mut walk.unsupported);
         if !unsupported.is_empty() {
             report.warnings.push(format!(
@@ -313,6 +330,8 @@ impl Filters {
 
 struct Walk<'a> {
     opts: &'a ParseOptions,
+    /// The tree's root on disk (warnings name paths below it).
+    root: &'a Path,
     limits: Limits,
     filters: Filters,
     report: &'a mut ParseReport,
@@ -328,7 +347,6 @@ impl Walk<'_> {
             .filter_map(Result::ok)
             .collect();
         entries.sort_by_key(|e| e.file_name());
-        let mut used: Vec<String> = Vec::new();
         for entry in entries {
             let name = entry.file_name().to_string_lossy().into_owned();
             if name.starts_with('.') {
@@ -347,27 +365,31 @@ impl Walk<'_> {
                 if self.filters.skip_dir(&name, &child_rel) {
                     continue;
                 }
-                let stored = deduplicate(&name, false, |n| used.iter().any(|u| u == n));
-                used.push(stored.clone());
-                self.dir(&entry.path(), &dest.join(&stored), &child_rel)?;
+                // Flat: the folder's files land in `dest` itself.
+                let sub = if self.opts.preserve_structure {
+                    self.subdir(dest, &name)
+                } else {
+                    dest.to_path_buf()
+                };
+                self.dir(&entry.path(), &sub, &child_rel)?;
                 continue;
             }
             if self.filters.skip_file(&name, &child_rel) {
                 continue;
             }
-            self.file(&entry.path(), dest, &name, &child_rel, &mut used)?;
+            self.file(&entry.path(), dest, &name, &child_rel)?;
         }
         Ok(())
     }
 
-    fn file(
-        &mut self,
-        path: &Path,
-        dest: &Path,
-        name: &str,
-        rel: &str,
-        used: &mut Vec<String>,
-    ) -> Result<(), String> {
+    /// Where a folder (or a document's directory) named `name` goes under `dest`: merged
+    /// into a directory of that name, renamed (`name_1`) only when a file holds the name.
+    fn subdir(&mut self, dest: &Path, name: &str) -> PathBuf {
+        let stored = deduplicate(name, false, |n| dest.join(n).is_file());
+        dest.join(stored)
+    }
+
+    fn file(&mut self, path: &Path, dest: &Path, name: &str, rel: &str) -> Result<(), String> {
         let bytes = fs::read(path).map_err(|e| format!("scratch directory: {e}"))?;
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(());
@@ -379,9 +401,20 @@ impl Walk<'_> {
             ));
             return Ok(());
         }
+        if !parsed_in_directory(name) {
+            if kind == Kind::Other {
+                if self.opts.strict {
+                    return Err(format!(
+                        "unsupported file {rel} (strict mode refuses files it cannot parse)"
+                    ));
+                }
+                self.unsupported.push(rel.to_string());
+            }
+            let stored = deduplicate(name, true, |n| dest.join(n).is_dir());
+            return self.put(&dest.join(stored), &bytes, rel);
+        }
         let text = match document_text(kind, &bytes) {
-            None => None,
-            Some(Ok(t)) => Some(t),
+            Some(Ok(t)) => t,
             Some(Err(e)) => {
                 if self.opts.strict {
                     return Err(format!("cannot parse {rel}: {e}"));
@@ -391,47 +424,42 @@ impl Walk<'_> {
                     .push(format!("Failed to parse {rel}: {e}"));
                 return Ok(());
             }
+            // A `.pdf` that is not a PDF: stored as it came, like an unsupported file.
+            None => return self.put(&dest.join(name), &bytes, rel),
         };
-        let Some(text) = text else {
-            if kind == Kind::Other {
-                if self.opts.strict {
-                    return Err(format!(
-                        "unsupported file {rel} (strict mode refuses files it cannot parse)"
-                    ));
-                }
-                self.unsupported.push(rel.to_string());
-            }
-            let stored = deduplicate(name, true, |n| used.iter().any(|u| u == n));
-            used.push(stored.clone());
-            return write(&dest.join(stored), &bytes, self.report, self.opts);
-        };
-        let converted = matches!(kind, Kind::Html | Kind::Pdf);
-        let fits =
-            estimate_tokens(&text) <= self.limits.max_tokens && text.len() <= self.limits.max_chars;
-        if fits {
-            let file = if converted {
-                format!("{}.md", stem(name))
-            } else {
-                name.to_string()
-            };
-            let stored = deduplicate(&file, true, |n| used.iter().any(|u| u == n));
-            used.push(stored.clone());
-            let data = if converted { text.into_bytes() } else { bytes };
-            return write(&dest.join(stored), &data, self.report, self.opts);
-        }
         let doc = doc_name(stem(name), 50);
-        let stored = deduplicate(&doc, false, |n| used.iter().any(|u| u == n));
-        used.push(stored.clone());
+        let home = self.subdir(dest, &doc);
         for piece in split::layout(&text, &doc, self.limits) {
-            write(
-                &dest.join(&stored).join(&piece.path),
-                piece.text.as_bytes(),
-                self.report,
-                self.opts,
-            )?;
+            self.put(&home.join(&piece.path), piece.text.as_bytes(), rel)?;
         }
         Ok(())
     }
+
+    /// Write one file of the tree; a file already there (two sources meeting at one name) is
+    /// replaced, as 0.5.2's merge does, and named in a warning.
+    fn put(&mut self, path: &Path, data: &[u8], rel: &str) -> Result<(), String> {
+        if path.is_file() {
+            let shown = path
+                .strip_prefix(self.root)
+                .map(|p| p.to_string_lossy().into_owned())
+                .unwrap_or_else(|_| rel.to_string());
+            self.report.warnings.push(format!(
+                "{rel} replaced {shown}, written before it under the same name"
+            ));
+            self.report.files = self.report.files.saturating_sub(1);
+        }
+        write(path, data, self.report, self.opts)
+    }
+}
+
+/// Whether 0.5.2 runs a document parser on this file inside a directory or archive (by
+/// extension, as its parser registry does: Markdown, `.txt`/`.text`, HTML, PDF); such a file
+/// becomes a directory named after the document. Everything else is stored as it is.
+pub fn parsed_in_directory(name: &str) -> bool {
+    matches!(
+        super::names::extension(name).as_str(),
+        "md" | "markdown" | "mdown" | "mkd" | "txt" | "text" | "html" | "htm" | "pdf"
+    )
 }
 
 /// Write one file of the tree, counting it (and the directories it creates) against the
@@ -487,6 +515,7 @@ mod tests {
             },
             max_nodes: 10_000,
             max_bytes: 1 << 30,
+            preserve_structure: true,
         }
     }
 
@@ -524,8 +553,101 @@ mod tests {
         assert_eq!(r.root, "proj");
         assert_eq!(r.files, 2, "{r:?}");
         let root = work.path().join("out/proj");
-        assert!(root.join("a.md").is_file() && root.join("src/main.rs").is_file());
+        assert!(root.join("a/a.md").is_file() && root.join("src/main.rs").is_file());
         assert!(!root.join("node_modules").exists() && !root.join("drafts").exists());
+    }
+
+    fn zip_of(path: &Path, entries: &[(&str, &str)]) {
+        let mut w = zip::ZipWriter::new(fs::File::create(path).unwrap());
+        for (name, data) in entries {
+            w.start_file(*name, zip::write::SimpleFileOptions::default())
+                .unwrap();
+            w.write_all(data.as_bytes()).unwrap();
+        }
+        w.finish().unwrap();
+    }
+
+    /// Every file under `root`, relative, sorted.
+    fn files_under(root: &Path) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut stack = vec![root.to_path_buf()];
+        while let Some(dir) = stack.pop() {
+            for e in fs::read_dir(&dir).unwrap().flatten() {
+                if e.path().is_dir() {
+                    stack.push(e.path());
+                } else {
+                    let rel = e.path().strip_prefix(root).unwrap().to_owned();
+                    out.push(rel.to_string_lossy().into_owned());
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn directories_lay_documents_out_as_0_5_2() {
+        let entries = [
+            ("docs/Getting Started.md", "# Start\n\nHello."),
+            ("docs/notes.txt", "plain notes"),
+            ("docs/page.html", "<h1>Page</h1><p>Body text.</p>"),
+            ("docs/api.md", "# API\n\nThe API."),
+            ("docs/api/auth.md", "# Auth\n\nKeys."),
+            ("src/main.rs", "fn main() {}"),
+            ("data.csv", "a,b\n1,2"),
+            ("same.md", "# First"),
+            ("same.txt", "second"),
+        ];
+        let work = tempfile::tempdir().unwrap();
+        let input = work.path().join("in");
+        zip_of(&input, &entries);
+        let r = parse_source(&input, work.path(), &opts("proj.zip")).unwrap();
+        assert_eq!(r.root, "proj");
+        assert_eq!(
+            files_under(&work.path().join("out/proj")),
+            [
+                "data.csv",
+                "docs/Getting_Started/Getting_Started.md",
+                "docs/api/api.md",
+                "docs/api/auth/auth.md",
+                "docs/notes/notes.md",
+                "docs/page/page.md",
+                "same/same.md",
+                "src/main.rs",
+            ]
+        );
+        // Two documents meeting at one name: the later one replaces the earlier, named.
+        let same = fs::read_to_string(work.path().join("out/proj/same/same.md")).unwrap();
+        assert_eq!(same.trim(), "second");
+        assert!(
+            r.warnings
+                .iter()
+                .any(|w| w.contains("same.txt replaced same/same.md")),
+            "{:?}",
+            r.warnings
+        );
+        assert_eq!(r.files, 8, "{r:?}");
+
+        // Flat: every document directory and file directly under the root.
+        let work = tempfile::tempdir().unwrap();
+        let input = work.path().join("in");
+        zip_of(&input, &entries);
+        let mut o = opts("proj.zip");
+        o.preserve_structure = false;
+        parse_source(&input, work.path(), &o).unwrap();
+        assert_eq!(
+            files_under(&work.path().join("out/proj")),
+            [
+                "Getting_Started/Getting_Started.md",
+                "api/api.md",
+                "auth/auth.md",
+                "data.csv",
+                "main.rs",
+                "notes/notes.md",
+                "page/page.md",
+                "same/same.md",
+            ]
+        );
     }
 
     #[test]

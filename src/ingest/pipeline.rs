@@ -67,6 +67,8 @@ pub struct IngestRequest {
     pub ignore_dirs: Option<String>,
     pub include: Option<String>,
     pub exclude: Option<String>,
+    /// 0.5.2's `preserve_structure` (default true): false lays a directory out flat.
+    pub preserve_structure: bool,
 }
 
 /// A tree made visible.
@@ -179,6 +181,7 @@ fn ingest_staged(
         archive,
         max_nodes: settings.ingest_max_nodes,
         max_bytes: settings.ingest_max_bytes,
+        preserve_structure: req.preserve_structure,
     };
     let limits = ChildLimits {
         memory_bytes: settings.parser_memory_mb * 1024 * 1024,

@@ -123,6 +123,13 @@ pub fn text_head(buf: &[u8]) -> Option<String> {
     }
 }
 
+/// Whether a child named `child` speaks for the directory `dir_name`: named like it, or a
+/// README, index or overview.
+fn speaks_for(child: &str, dir_name: &str) -> bool {
+    let s = stem(child).to_lowercase();
+    s == dir_name.to_lowercase() || s == "readme" || s == "index" || s == "overview"
+}
+
 /// The document that speaks for a directory: one named like it, a README or index, or the
 /// only/first Markdown file.
 pub fn main_document<'a>(
@@ -132,22 +139,32 @@ pub fn main_document<'a>(
     let lower = dir_name.to_lowercase();
     docs.iter()
         .find(|(n, _)| stem(n).to_lowercase() == lower)
-        .or_else(|| {
-            docs.iter().find(|(n, _)| {
-                let s = stem(n).to_lowercase();
-                s == "readme" || s == "index" || s == "overview"
-            })
-        })
+        .or_else(|| docs.iter().find(|(n, _)| speaks_for(n, dir_name)))
         .or_else(|| docs.iter().find(|(n, _)| n.ends_with(".md")))
         .or_else(|| docs.first())
 }
 
 /// L0/L1 of a directory from its main document's text and its children.
 pub fn extractive(name: &str, main_text: Option<&str>, children: &[ChildInfo]) -> DirSummary {
-    let title = main_text
-        .and_then(first_heading)
-        .unwrap_or_else(|| name.to_string());
-    let lead = main_text.map(lead_paragraph).unwrap_or_default();
+    // Without a document of its own, a directory speaks with the abstract of a child
+    // directory that holds its main document (0.5.2 lays `README.md` out as `README/`).
+    let speaker = match main_text {
+        Some(_) => None,
+        None => children
+            .iter()
+            .find(|c| c.is_dir && speaks_for(&c.name, name) && !c.abstract_text.is_empty()),
+    };
+    let (title, lead) = match (main_text, speaker) {
+        (Some(text), _) => (
+            first_heading(text).unwrap_or_else(|| name.to_string()),
+            lead_paragraph(text),
+        ),
+        (None, Some(child)) => match child.abstract_text.split_once(": ") {
+            Some((title, rest)) => (title.to_string(), rest.to_string()),
+            None => (name.to_string(), child.abstract_text.clone()),
+        },
+        (None, None) => (name.to_string(), String::new()),
+    };
     let mut overview = format!("# {title}\n\n");
     if !lead.is_empty() {
         overview.push_str(&truncate(&lead, 800));

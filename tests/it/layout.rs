@@ -252,3 +252,147 @@ fn a_committed_sessions_archive_is_not_found_as_a_resource() {
         );
     }
 }
+
+/// The files of a project as a client has them on disk (and zips them, as the SDK does).
+const PROJECT: &[(&str, &str)] = &[
+    ("README.md", "# Kit\n\nThe kit builds marmoset pipelines.\n"),
+    (
+        "docs/Getting Started.md",
+        "# Getting Started\n\nInstall the kit.\n",
+    ),
+    ("docs/api.md", "# API\n\nThe API reference.\n"),
+    ("docs/api/auth.md", "# Auth\n\nKeys are hashed.\n"),
+    ("docs/notes.txt", "plain notes about releases\n"),
+    ("docs/page.html", "<h1>Page</h1><p>Rendered page body.</p>"),
+    ("src/lib.rs", "// Library root.\npub fn build() {}\n"),
+    ("data/table.csv", "a,b\n1,2\n"),
+];
+
+/// 0.5.2's layout of PROJECT under its root, node by node (directories and files).
+const PROJECT_LAYOUT: &[&str] = &[
+    "README",
+    "README/README.md",
+    "data",
+    "data/table.csv",
+    "docs",
+    "docs/Getting_Started",
+    "docs/Getting_Started/Getting_Started.md",
+    "docs/api",
+    "docs/api/api.md",
+    "docs/api/auth",
+    "docs/api/auth/auth.md",
+    "docs/notes",
+    "docs/notes/notes.md",
+    "docs/page",
+    "docs/page/page.md",
+    "src",
+    "src/lib.rs",
+];
+
+fn sorted_tree(s: &Server, key: &str, uri: &str) -> Vec<String> {
+    let mut t = crate::resources::tree(s, key, uri);
+    t.sort();
+    t
+}
+
+#[test]
+fn ingested_directories_and_zips_are_laid_out_as_0_5_2() {
+    let host = tempfile::tempdir().unwrap();
+    let allowed = host.path().join("shared");
+    for (rel, text) in PROJECT {
+        let path = allowed.join("kit").join(rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
+    let config = host.path().join("longship.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[resources]\nlocal_path_allowlist = [{:?}]\n",
+            allowed.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let st = Storage::new();
+    let s = Server::start(
+        &st,
+        Opts::default()
+            .arg("--config")
+            .arg(config.to_str().unwrap()),
+    );
+    let key = create_account(&s, "acme", "admin1");
+
+    // A ZIP (what the SDK uploads for a directory).
+    let entries: Vec<(&str, &[u8])> = PROJECT.iter().map(|(p, t)| (*p, t.as_bytes())).collect();
+    let zip = crate::resources::zip_bytes(&entries);
+    let r = crate::resources::add_file(&s, &key, "kit.zip", &zip, json!({}));
+    assert_eq!(r["root_uri"], "viking://resources/kit", "{r}");
+    assert_eq!(
+        sorted_tree(&s, &key, "viking://resources/kit"),
+        PROJECT_LAYOUT
+    );
+
+    // The same directory from the server's disk.
+    let r = s.post(
+        "/api/v1/resources",
+        Some(&key),
+        json!({"path": allowed.join("kit").to_str().unwrap(), "wait": true,
+               "to": "viking://resources/kit_local"}),
+    );
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(
+        sorted_tree(&s, &key, "viking://resources/kit_local"),
+        PROJECT_LAYOUT
+    );
+
+    // Each document node holds the document as Markdown and has its own summaries; code and
+    // other files keep their names and bytes.
+    let read = |uri: &str| {
+        let r = s.get(&format!("/api/v1/content/read?uri={uri}"), Some(&key));
+        assert_eq!(r.status, 200, "{uri}: {:?}", r.body);
+        r.result().as_str().unwrap_or_default().to_string()
+    };
+    assert!(read("viking://resources/kit/docs/page/page.md").contains("Rendered page body."));
+    assert_eq!(read("viking://resources/kit/src/lib.rs"), PROJECT[6].1);
+    assert_eq!(
+        read("viking://resources/kit/docs/notes/notes.md").trim(),
+        "plain notes about releases"
+    );
+    assert_eq!(
+        sidecar(&s, &key, "abstract", "viking://resources/kit/docs/api/auth"),
+        "Auth: Keys are hashed."
+    );
+    assert_eq!(
+        sidecar(&s, &key, "abstract", "viking://resources/kit"),
+        "Kit: The kit builds marmoset pipelines."
+    );
+
+    // preserve_structure=false: every document node and file directly under the root.
+    let r = crate::resources::add_file(
+        &s,
+        &key,
+        "kit.zip",
+        &zip,
+        json!({"preserve_structure": false, "to": "viking://resources/flat"}),
+    );
+    assert_eq!(r["root_uri"], "viking://resources/flat", "{r}");
+    assert_eq!(
+        sorted_tree(&s, &key, "viking://resources/flat"),
+        [
+            "Getting_Started",
+            "Getting_Started/Getting_Started.md",
+            "README",
+            "README/README.md",
+            "api",
+            "api/api.md",
+            "auth",
+            "auth/auth.md",
+            "lib.rs",
+            "notes",
+            "notes/notes.md",
+            "page",
+            "page/page.md",
+            "table.csv",
+        ]
+    );
+}

@@ -49,7 +49,7 @@ pub(crate) fn upload_id(s: &Server, key: &str, filename: &str, data: &[u8]) -> S
 }
 
 /// Upload and add with wait=true; returns the result.
-fn add_file(s: &Server, key: &str, filename: &str, data: &[u8], extra: Value) -> Value {
+pub(crate) fn add_file(s: &Server, key: &str, filename: &str, data: &[u8], extra: Value) -> Value {
     let id = upload_id(s, key, filename, data);
     let mut body = json!({"temp_file_id": id, "source_name": filename, "wait": true});
     for (k, v) in extra.as_object().unwrap() {
@@ -352,12 +352,17 @@ fn zipped_directories_honour_filters_and_survive_hostile_entries() {
     files.sort();
     assert_eq!(
         files,
+        // 0.5.2's directory layout: each document a directory named after it.
         [
-            "README.md",
+            "README",
+            "README/README.md",
             "docs",
-            "docs/a_b.md",
-            "docs/a_b_1.md",
-            "docs/page.md",
+            "docs/a_b",
+            "docs/a_b/a_b.md",
+            "docs/a_b_1",
+            "docs/a_b_1/a_b_1.md",
+            "docs/page",
+            "docs/page/page.md",
             "src",
             "src/lib.rs",
             "src/util.py"
@@ -388,7 +393,7 @@ fn zipped_directories_honour_filters_and_survive_hostile_entries() {
     assert_eq!(r["root_uri"], "viking://resources/mdonly");
     let files = tree(&s, &key, "viking://resources/mdonly");
     assert!(
-        files.iter().all(|f| f.ends_with(".md") || f == "docs"),
+        files.iter().all(|f| f.ends_with(".md") || !f.contains('.')),
         "{files:?}"
     );
 
@@ -873,7 +878,8 @@ fn a_configured_chat_model_writes_summaries_and_its_failure_degrades_them() {
         "Model abstract of a."
     );
     assert!(sidecar(&s, &key, "overview", "viking://resources/kit").contains("Model overview."));
-    assert_eq!(calls.load(Ordering::Relaxed), 2);
+    // kit/, kit/a/, and the directories b.md and a/one.md become (0.5.2's layout).
+    assert_eq!(calls.load(Ordering::Relaxed), 4);
     assert!(!s.log_text().contains("sk-test-secret-value"));
 
     // wait=false with a slow model: system/wait times out with 504, then returns once done.
@@ -1021,7 +1027,11 @@ fn allow_listed_local_files_and_directories_are_ingested() {
     assert_eq!(r.result()["root_uri"], "viking://resources/proj");
     let mut files = tree(&s, &key, "viking://resources/proj");
     files.sort();
-    assert_eq!(files, ["README.md", "src", "src/lib.rs"], "{files:?}");
+    assert_eq!(
+        files,
+        ["README", "README/README.md", "src", "src/lib.rs"],
+        "{files:?}"
+    );
     let warnings = r.result()["warnings"].to_string();
     assert!(warnings.contains("symbolic link"), "{warnings}");
     assert!(read(&s, &key, "viking://resources/proj/src/lib.rs").contains("calibrate_quasar"));
