@@ -775,7 +775,8 @@ impl Sweep {
         let st = Storage::new();
         let s = Server::start(
             &st,
-            Opts::default().env("LONGSHIP_SERVER__MAX_BODY_BYTES", &MAX_BODY.to_string()),
+            crate::layout::with_summaries(Opts::default())
+                .env("LONGSHIP_SERVER__MAX_BODY_BYTES", &MAX_BODY.to_string()),
         );
         let w = setup(&s);
         // The fixtures' directory summaries are refreshed in the background: snapshot after.

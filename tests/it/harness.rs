@@ -67,7 +67,19 @@ impl Default for Opts {
         Opts {
             root_key: Some(ROOT_KEY.to_string()),
             args: Vec::new(),
-            env: Vec::new(),
+            // Directory summaries are refreshed in the background after writes (a debounce
+            // later, possibly with the chat model): suites that count hits, snapshot storage
+            // or script a model turn that off unless they opt in (`layout::with_summaries`).
+            env: vec![
+                (
+                    "LONGSHIP_RESOURCES__OVERVIEW_DEBOUNCE_MS".into(),
+                    "3600000".into(),
+                ),
+                (
+                    "LONGSHIP_RESOURCES__OVERVIEW_SWEEP_SECS".into(),
+                    "3600".into(),
+                ),
+            ],
         }
     }
 }

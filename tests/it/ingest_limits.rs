@@ -297,9 +297,10 @@ fn an_archive_or_document_that_multiplies_itself_is_refused_while_another_accoun
         json!({"temp_file_id": id, "source_name": "kit.zip", "wait": true}),
     );
     assert_eq!(r.status, 200, "{:?}", r.body);
+    // 0.5.2's directory layout: each document a directory named after it.
     assert_eq!(
         tree(&s, &attacker, "viking://resources/kit"),
-        ["a.md", "b.md"]
+        ["a", "a/a.md", "b", "b/b.md"]
     );
 }
 
@@ -341,9 +342,12 @@ fn archive_entries_are_stored_only_under_names_the_api_can_reach() {
     assert!(warnings.contains("%2e%2e"), "{warnings}");
     assert!(warnings.contains("longer than"), "{warnings}");
     assert!(warnings.contains("more than once"), "{warnings}");
-    assert_eq!(tree(&s, &key, "viking://resources/names"), ["ok.md"]);
+    assert_eq!(
+        tree(&s, &key, "viking://resources/names"),
+        ["ok", "ok/ok.md"]
+    );
     let r = s.get(
-        "/api/v1/content/read?uri=viking://resources/names/ok.md",
+        "/api/v1/content/read?uri=viking://resources/names/ok/ok.md",
         Some(&key),
     );
     assert_eq!(r.status, 200, "{:?}", r.body);

@@ -31,8 +31,14 @@ pub(crate) fn wait_summaries_settled(st: &Storage, account: &str) {
     );
 }
 
+/// `opts` with directory summaries refreshed as shipped (the harness turns them off).
+pub(crate) fn with_summaries(opts: Opts) -> Opts {
+    opts.env("LONGSHIP_RESOURCES__OVERVIEW_DEBOUNCE_MS", "1000")
+        .env("LONGSHIP_RESOURCES__OVERVIEW_SWEEP_SECS", "30")
+}
+
 fn quick() -> Opts {
-    Opts::default().env("LONGSHIP_RESOURCES__OVERVIEW_DEBOUNCE_MS", "300")
+    with_summaries(Opts::default()).env("LONGSHIP_RESOURCES__OVERVIEW_DEBOUNCE_MS", "300")
 }
 
 fn sidecar(s: &Server, key: &str, which: &str, uri: &str) -> String {
@@ -172,7 +178,7 @@ fn a_refresh_an_instance_never_did_is_done_by_another() {
     a.kill9();
     let b = Server::start(
         &st,
-        Opts::default().env("LONGSHIP_RESOURCES__OVERVIEW_SWEEP_SECS", "1"),
+        with_summaries(Opts::default()).env("LONGSHIP_RESOURCES__OVERVIEW_SWEEP_SECS", "1"),
     );
     let done = eventually(BOUND, || {
         sidecar(&b, &key, "overview", dir).contains("marmotlantern")

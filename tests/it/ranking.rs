@@ -48,7 +48,7 @@ fn wait_built(s: &Server) {
 #[test]
 fn another_accounts_writes_leave_scores_byte_identical() {
     let st = Storage::new();
-    let s = Server::start(&st, Opts::default());
+    let s = Server::start(&st, crate::layout::with_summaries(Opts::default()));
     let alice = create_account(&s, "alice", "admin");
     let mallory = create_account(&s, "mallory", "admin");
     write(
@@ -107,7 +107,8 @@ fn live_index_ranks_like_a_rebuilt_one_and_placeholders_are_not_indexed() {
     let st = Storage::new();
     let dir = tempfile::tempdir().unwrap();
     let index_dir = dir.path().join("idx");
-    let opts = Opts::dev().env("LONGSHIP_SEARCH__INDEX_DIR", index_dir.to_str().unwrap());
+    let opts = crate::layout::with_summaries(Opts::dev())
+        .env("LONGSHIP_SEARCH__INDEX_DIR", index_dir.to_str().unwrap());
     let mut s = Server::start(&st, opts.clone());
     let words = [
         "orbit", "comet", "nebula", "quasar", "pulsar", "galaxy", "meteor", "zenith",
@@ -200,7 +201,8 @@ fn restart_after_kill9_repairs_the_writes_it_did_not_record() {
     let dir = tempfile::tempdir().unwrap();
     let index_dir = dir.path().join("idx");
     // The periodic reconcile stays at its default (300 s): only the startup repair can help.
-    let opts = Opts::dev().env("LONGSHIP_SEARCH__INDEX_DIR", index_dir.to_str().unwrap());
+    let opts = crate::layout::with_summaries(Opts::dev())
+        .env("LONGSHIP_SEARCH__INDEX_DIR", index_dir.to_str().unwrap());
     let mut s = Server::start(&st, opts.clone());
     for i in 0..5 {
         write(
