@@ -442,7 +442,7 @@ impl Extractor<'_> {
 
     /// Turn the operations into planned writes against what storage holds now.
     fn resolve(&self, entry: &Entry, plan: &mut Plan) -> ServiceResult<()> {
-        let all = types::builtin();
+        let all = super::templates::effective_types(self.storage, &entry.account)?;
         // Path → (stored version, stored text, planned text) as operations accumulate.
         let mut state: BTreeMap<String, Slot> = BTreeMap::new();
         let mut skipped = Vec::new();
@@ -669,19 +669,19 @@ fn event_date(fields: &Map<String, Value>, dates: &[String]) -> BTreeMap<String,
 fn enabled_types(storage: &dyn Storage, entry: &Entry) -> ServiceResult<Vec<MemoryType>> {
     let meta = SessionMeta::load(storage, &entry.session())?;
     let policy = meta.map(|m| m.memory_policy).unwrap_or(Value::Null);
-    Ok(filter_types(&policy))
+    let all = super::templates::effective_types(storage, &entry.account)?;
+    Ok(filter_types(all, &policy))
 }
 
-/// The built-in types a normalised `memory_policy` allows.
-pub fn filter_types(policy: &Value) -> Vec<MemoryType> {
+/// The types (built-in, with the account's template edits) a normalised `memory_policy` allows.
+pub fn filter_types(all: Vec<MemoryType>, policy: &Value) -> Vec<MemoryType> {
     if policy["self"]["enabled"].as_bool() == Some(false) {
         return Vec::new();
     }
     let wanted: Option<Vec<&str>> = policy["memory_types"]
         .as_array()
         .map(|a| a.iter().filter_map(Value::as_str).collect());
-    types::builtin()
-        .into_iter()
+    all.into_iter()
         .filter(|t| wanted.as_ref().is_none_or(|w| w.contains(&t.name)))
         .collect()
 }
@@ -883,9 +883,9 @@ mod tests {
 
     #[test]
     fn policy_filters_types() {
-        assert_eq!(filter_types(&Value::Null).len(), 4);
-        assert!(filter_types(&json!({"self": {"enabled": false}})).is_empty());
-        let t = filter_types(&json!({"memory_types": ["events"]}));
+        assert_eq!(filter_types(types::builtin(), &Value::Null).len(), 4);
+        assert!(filter_types(types::builtin(), &json!({"self": {"enabled": false}})).is_empty());
+        let t = filter_types(types::builtin(), &json!({"memory_types": ["events"]}));
         assert_eq!(t.len(), 1);
         assert_eq!(backoff(0, 300), 5);
         assert_eq!(backoff(20, 300), 300);
