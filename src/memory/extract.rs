@@ -145,6 +145,18 @@ impl Extractor<'_> {
         let s = entry.session();
         let owner = TaskOwner::user(&entry.account, &entry.user);
         let dir = s.archive(&entry.archive)?;
+        if SessionMeta::load(self.storage, &s)?.is_none() {
+            // The session (or its user) was deleted: nothing left to extract from.
+            let _ = tasks::update(self.storage, &owner, &entry.task_id, |t| {
+                if !t.status.is_terminal() {
+                    t.status = tasks::TaskStatus::Failed;
+                    t.error =
+                        Some("the session was deleted before its memories were extracted".into());
+                }
+            });
+            self.finish(&entry, None)?;
+            return Ok(RunOutcome::Finished);
+        }
         let archive_uri = s.archive_uri(&entry.archive);
         match archive::state(self.storage, &dir)? {
             State::Done(_) => {}

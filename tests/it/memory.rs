@@ -688,3 +688,29 @@ fn account_memory_templates_edit_what_the_model_reads_and_memories_stay_private(
     let r = s.delete(&format!("{base}/preferences"), Some(&admin));
     assert_eq!(ok(&r)["status"], "system_default", "{:?}", r.body);
 }
+
+#[test]
+fn a_deleted_session_leaves_no_extraction_behind() {
+    let model = ChatServer::start();
+    model.set_default(Some(Answer::Error500));
+    let st = Storage::new();
+    let s = Server::start(&st, with_model(&model));
+    let c = Dev::alice(&s);
+    let id = commit(&c, "gone", &["remember pref tea = Likes green tea"]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while model.requests.load(std::sync::atomic::Ordering::Relaxed) == 0 {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    ok(&c.delete("/api/v1/sessions/gone"));
+    model.set_default(None);
+    let t = wait_task(&c, &id, Duration::from_secs(30));
+    assert_eq!(t["status"], "failed", "{t}");
+    assert!(t["error"].as_str().unwrap().contains("deleted"), "{t}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !st.list("acme/_system/memory/backlog").is_empty() {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(memory_files(&st).is_empty());
+}
