@@ -54,7 +54,7 @@ pub fn log(line: &AccessLine<'_>) -> bool {
 thread_local! {
     static LINE: RefCell<Vec<u8>> = RefCell::new(Vec::with_capacity(256));
     /// The second the cached prefix is for, and `YYYY-MM-DDTHH:MM:SS.` of it.
-    static SECOND: RefCell<(u64, String)> = RefCell::new((u64::MAX, String::new()));
+    static SECOND: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
 }
 
 fn render(buf: &mut Vec<u8>, format: LogFormat, now: SystemTime, line: &AccessLine<'_>) {

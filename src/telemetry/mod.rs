@@ -15,8 +15,8 @@ use std::thread::{JoinHandle, Thread};
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
-use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::filter::Targets;
+use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::EnvFilter;
@@ -167,8 +167,8 @@ fn write_lines<W: Write>(rx: Receiver<Vec<u8>>, out: W, stop: &AtomicBool) {
 /// usual case) become a [`Targets`] filter, which decides per callsite once; only directives
 /// that need span or field matching pay for [`EnvFilter`], which tracks every span.
 enum LogFilter {
-    Targets(Targets),
-    Env(EnvFilter),
+    Targets(Box<Targets>),
+    Env(Box<EnvFilter>),
 }
 
 fn log_filter(settings: &LoggingSettings, rust_log: Option<String>) -> LogFilter {
@@ -177,10 +177,10 @@ fn log_filter(settings: &LoggingSettings, rust_log: Option<String>) -> LogFilter
     // tantivy logs every commit and merge at info; only its warnings matter to operators.
     let quiet_tantivy = from_env.is_none() && !directives.contains("tantivy");
     match directives.parse::<Targets>() {
-        Ok(targets) if quiet_tantivy => {
-            LogFilter::Targets(targets.with_target("tantivy", tracing::Level::WARN))
-        }
-        Ok(targets) => LogFilter::Targets(targets),
+        Ok(targets) if quiet_tantivy => LogFilter::Targets(Box::new(
+            targets.with_target("tantivy", tracing::Level::WARN),
+        )),
+        Ok(targets) => LogFilter::Targets(Box::new(targets)),
         Err(_) => {
             let mut filter =
                 EnvFilter::try_new(&directives).unwrap_or_else(|_| EnvFilter::new("info"));
@@ -189,7 +189,7 @@ fn log_filter(settings: &LoggingSettings, rust_log: Option<String>) -> LogFilter
                     filter = filter.add_directive(d);
                 }
             }
-            LogFilter::Env(filter)
+            LogFilter::Env(Box::new(filter))
         }
     }
 }
@@ -197,8 +197,8 @@ fn log_filter(settings: &LoggingSettings, rust_log: Option<String>) -> LogFilter
 /// Install the global tracing subscriber (text or JSON lines on stderr, non-blocking).
 pub fn init(settings: &LoggingSettings) -> Telemetry {
     let (targets, env) = match log_filter(settings, std::env::var("RUST_LOG").ok()) {
-        LogFilter::Targets(t) => (Some(t), None),
-        LogFilter::Env(e) => (None, Some(e)),
+        LogFilter::Targets(t) => (Some(*t), None),
+        LogFilter::Env(e) => (None, Some(*e)),
     };
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let registry = tracing_subscriber::registry().with(targets).with(env);
@@ -222,9 +222,7 @@ pub fn init(settings: &LoggingSettings) -> Telemetry {
         .with_thread_names(true)
         .with_ansi(ansi);
     let installed = match settings.format {
-        LogFormat::Json => registry
-            .with(layer.json().flatten_event(true))
-            .try_init(),
+        LogFormat::Json => registry.with(layer.json().flatten_event(true)).try_init(),
         LogFormat::Text => registry.with(layer).try_init(),
     };
     // The access log bypasses the formatter but not the filter: it is on when the filter lets
