@@ -251,12 +251,10 @@ impl Extractor<'_> {
         };
         if !writes.is_empty() {
             if let Some(r) = self.recorder {
-                r.record_paths(
-                    self.storage,
-                    &entry.account,
-                    &[&memories_rel(&entry.user)],
-                    ChangeKind::Write,
-                );
+                // Each file, so the directory summaries of their parents are refreshed too
+                // (the overview refresher marks the parents of recorded paths).
+                let rels: Vec<&str> = writes.iter().map(|w| w.rel.as_str()).collect();
+                r.record_paths(self.storage, &entry.account, &rels, ChangeKind::Write);
             }
             self.stats
                 .written

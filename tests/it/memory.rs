@@ -140,6 +140,13 @@ fn each_type_is_extracted_and_the_same_fact_twice_updates_one_file() {
     assert_eq!(body_of(&st, &pref), "- Drinks oat milk flat whites");
     let text = st.read_string(&pref);
     assert!(text.contains("\"memory_type\": \"preferences\""), "{text}");
+    // The memory directories' summaries follow (the layout refresher, marked by the record).
+    let sidecar = format!("{MEM}/preferences/alice/.abstract.md");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !st.exists(&sidecar) {
+        assert!(Instant::now() < deadline, "{sidecar} never written");
+        std::thread::sleep(Duration::from_millis(100));
+    }
     // Tagged memory_type=<type> through the tag store (fs/attrs reports it, find filters it).
     let r = c.get(&format!(
         "/api/v1/fs/attrs?uri={}",
