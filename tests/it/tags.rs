@@ -398,3 +398,157 @@ fn tags_reach_instance_b_and_concurrent_writers_on_two_instances_keep_all() {
     let tags = attrs(&ca, "viking://resources/shared/n.md");
     assert_eq!(tags.len(), 1 + 2 * rounds, "{tags:?}");
 }
+
+fn tag_list(v: &Value) -> Vec<String> {
+    v.as_array()
+        .unwrap_or_else(|| panic!("no tags: {v}"))
+        .iter()
+        .map(|t| t.as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn listings_filter_and_report_tags_and_add_resource_stores_them() {
+    let st = Storage::new();
+    let s = Server::start(&st, Opts::default());
+    let key = crate::harness::api::create_account(&s, "acme", "alice");
+    let zip = crate::resources::zip_bytes(&[
+        ("README.md", b"# Kit\n\nA kit of tools for koalas.\n"),
+        ("docs/guide.md", b"# Guide\n\nkoala guide text\n"),
+    ]);
+    let r = crate::resources::add_file(
+        &s,
+        &key,
+        "kit.zip",
+        &zip,
+        json!({"tags": ["Source=Upload", "team=docs"]}),
+    );
+    let root = r["root_uri"].as_str().unwrap().to_string();
+    let get = |path: &str| {
+        let r = s.get(path, Some(&key));
+        assert_eq!(r.status, 200, "{path}: {:?}", r.body);
+        r.result().clone()
+    };
+    let attrs_of =
+        |uri: &str| tag_list(&get(&format!("/api/v1/fs/attrs?uri={}", q(uri)))["attrs"]["tags"]);
+    // Every node of the ingested tree carries the tags.
+    let tagged = strings(&["source=upload", "team=docs"]);
+    assert_eq!(attrs_of(&root), tagged);
+    assert_eq!(attrs_of(&format!("{root}/docs")), tagged);
+    let files: Vec<String> = crate::resources::tree(&s, &key, &q(&root))
+        .into_iter()
+        .filter(|p| p.ends_with(".md") && !p.contains("/.") && !p.starts_with('.'))
+        .collect();
+    assert!(!files.is_empty());
+    for f in &files {
+        assert_eq!(attrs_of(&format!("{root}/{f}")), tagged, "{f}");
+    }
+    // A find filtered by them sees the tree.
+    let r = s.post(
+        FIND,
+        Some(&key),
+        json!({"query": "koala", "tags": ["team=docs"]}),
+    );
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert!(
+        !r.result()["resources"].as_array().unwrap().is_empty(),
+        "{:?}",
+        r.body
+    );
+
+    // One file gets an extra tag; ls/tree/grep/glob filter on it and report tags.
+    let guide = files
+        .iter()
+        .find(|f| f.contains("guide"))
+        .map(|f| format!("{root}/{f}"))
+        .expect("guide file");
+    let r = s.post(
+        SET_TAGS,
+        Some(&key),
+        json!({"uri": guide, "tags": ["star=yes"], "mode": "append"}),
+    );
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let guide_dir = guide.rsplit_once('/').unwrap().0.to_string();
+    let ls = get(&format!(
+        "/api/v1/fs/ls?uri={}&tags=star%3Dyes&include_tags=true&output=original",
+        q(&guide_dir)
+    ));
+    let ls = ls.as_array().unwrap();
+    assert_eq!(ls.len(), 1, "{ls:?}");
+    assert_eq!(ls[0]["uri"], guide.as_str());
+    assert_eq!(
+        tag_list(&ls[0]["tags"]),
+        strings(&["source=upload", "team=docs", "star=yes"])
+    );
+    // Without include_tags no tags field; without a filter every entry.
+    let plain = get(&format!(
+        "/api/v1/fs/ls?uri={}&output=original",
+        q(&guide_dir)
+    ));
+    assert!(plain
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|e| e.get("tags").is_none()));
+    let tree = get(&format!(
+        "/api/v1/fs/tree?uri={}&tags=star%3Dyes&tags=team%3Ddocs&output=original",
+        q(&root)
+    ));
+    let tree_uris: Vec<&str> = tree
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["uri"].as_str().unwrap())
+        .collect();
+    assert_eq!(tree_uris, [guide.as_str()]);
+    let grep = s.post(
+        "/api/v1/search/grep",
+        Some(&key),
+        json!({"uri": root, "pattern": "koala", "tags": ["star=yes"]}),
+    );
+    let grep = ok(&grep);
+    let matches = grep["matches"].as_array().unwrap();
+    assert!(!matches.is_empty(), "{grep}");
+    assert!(matches.iter().all(|m| m["uri"] == guide.as_str()), "{grep}");
+    assert_eq!(
+        tag_list(&matches[0]["tags"]),
+        strings(&["source=upload", "team=docs", "star=yes"])
+    );
+    let grep_all = s.post(
+        "/api/v1/search/grep",
+        Some(&key),
+        json!({"uri": root, "pattern": "koala", "include_tags": true}),
+    );
+    let grep_all = ok(&grep_all);
+    assert!(grep_all["count"].as_u64().unwrap() >= 2, "{grep_all}");
+    assert!(grep_all["matches"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|m| tag_list(&m["tags"]).contains(&"team=docs".to_string())));
+    let glob = s.post(
+        "/api/v1/search/glob",
+        Some(&key),
+        json!({"uri": root, "pattern": "**/*.md", "tags": ["star=yes"]}),
+    );
+    let glob = ok(&glob);
+    assert_eq!(glob["count"], 1, "{glob}");
+    assert_eq!(glob["matches"][0]["uri"], guide.as_str());
+    assert_eq!(tag_list(&glob["matches"][0]["tags"]).len(), 3);
+    // Bad tag filters: 400.
+    for path in [
+        format!("/api/v1/fs/ls?uri={}&tags=nope", q(&root)),
+        format!("/api/v1/fs/tree?uri={}&tags=a%3Db%3Dc", q(&root)),
+    ] {
+        err(&s.get(&path, Some(&key)), 400, "INVALID_ARGUMENT");
+    }
+    err(
+        &s.post(
+            "/api/v1/search/glob",
+            Some(&key),
+            json!({"pattern": "*", "tags": ["x"]}),
+        ),
+        400,
+        "INVALID_ARGUMENT",
+    );
+}
