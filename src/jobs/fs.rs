@@ -235,10 +235,12 @@ impl BlockingJob for GlobFiles {
             ctx.abandoned(),
             &self.who,
             &self.uri,
-            &self.pattern,
-            self.node_limit,
-            self.render.as_ref(),
-            &self.tags,
+            &glob::GlobQuery {
+                pattern: &self.pattern,
+                node_limit: self.node_limit,
+                render_as: self.render.as_ref(),
+                tags: &self.tags,
+            },
         )
     }
 }

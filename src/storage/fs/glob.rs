@@ -48,6 +48,18 @@ pub fn depth_bound(pattern: &str) -> Option<usize> {
     Some(pattern.split('/').count())
 }
 
+/// What a glob looks for and how it answers.
+#[derive(Clone, Copy)]
+pub struct GlobQuery<'a> {
+    pub pattern: &'a str,
+    /// `None` = unlimited.
+    pub node_limit: Option<usize>,
+    /// `extra_fields` given: stat-like objects instead of URI strings.
+    pub render_as: Option<&'a Render>,
+    /// `tags` / `include_tags`.
+    pub tags: &'a TagQuery,
+}
+
 /// S2: paths below `base` matching `pattern`, as `who` sees them; at most `node_limit`
 /// (`None` = unlimited), as URI strings or (`render` given: `extra_fields`) stat-like objects.
 /// The result is JSON-encoded here: an unlimited glob can answer megabytes.
@@ -56,11 +68,14 @@ pub fn glob(
     abandoned: &dyn Fn() -> bool,
     who: &Identity,
     base: &VikingUri,
-    pattern: &str,
-    node_limit: Option<usize>,
-    render_as: Option<&Render>,
-    tags: &TagQuery,
+    query: &GlobQuery<'_>,
 ) -> ServiceResult<Vec<u8>> {
+    let GlobQuery {
+        pattern,
+        node_limit,
+        render_as,
+        tags,
+    } = *query;
     let matcher = compile(pattern)?;
     match stat(storage, base)? {
         Some(m) if m.is_dir() => {}
