@@ -11,6 +11,7 @@ use crate::config::QuotaSettings;
 use crate::decode::parse_json;
 use crate::error::{ServiceError, ServiceResult};
 use crate::search::changes::{ChangeKind, Recorder};
+use crate::storage::fs::batch;
 use crate::storage::fs::read::{self, Sidecar};
 use crate::storage::fs::write::{self, WriteMode};
 use crate::storage::tags::{self, TagMode};
@@ -130,5 +131,65 @@ impl<T: DeserializeOwned + Send + 'static> BlockingJob for DecodeJson<T> {
 
     fn run(self, _ctx: &JobContext<'_>) -> Self::Output {
         parse_json(&self.body)
+    }
+}
+
+/// One operation of a batch as the handler validated it (content still as sent).
+pub struct PlannedOp {
+    pub uri: VikingUri,
+    pub content: batch::RawContent,
+    pub mode: batch::BatchMode,
+    pub expected_sha256: Option<String>,
+    pub tags: Option<(Vec<String>, TagMode)>,
+}
+
+/// `content/batch-write`: decode, check, write in URI order; everything written is recorded
+/// for search, also when a later operation stopped the batch.
+pub struct BatchWrite {
+    pub root: VikingUri,
+    /// Sorted by URI.
+    pub ops: Vec<PlannedOp>,
+    pub skip_conflicts: bool,
+    pub quota: QuotaSettings,
+    pub recorder: Arc<Recorder>,
+}
+
+impl BlockingJob for BatchWrite {
+    type Output = ServiceResult<Value>;
+
+    fn run(self, ctx: &JobContext<'_>) -> Self::Output {
+        match crate::storage::fs::stat(ctx.storage, &self.root)? {
+            Some(m) if m.is_dir() => {}
+            _ => {
+                return Err(ServiceError::invalid_argument(format!(
+                    "batch-write root must be an existing directory: {}",
+                    self.root.uri()
+                )))
+            }
+        }
+        let mut ops = Vec::with_capacity(self.ops.len());
+        for p in self.ops {
+            let (content, text) = p.content.decode(&p.uri)?;
+            ops.push(batch::BatchOp {
+                uri: p.uri,
+                content,
+                text,
+                mode: p.mode,
+                expected_sha256: p.expected_sha256,
+                tags: p.tags,
+            });
+        }
+        let out = batch::batch_write(
+            ctx.storage,
+            &self.root,
+            &ops,
+            self.skip_conflicts,
+            &self.quota,
+        );
+        if !out.written.is_empty() {
+            self.recorder
+                .record_store_paths(ctx.storage, &out.written, ChangeKind::Write);
+        }
+        out.result
     }
 }

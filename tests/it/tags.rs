@@ -552,3 +552,173 @@ fn listings_filter_and_report_tags_and_add_resource_stores_them() {
         "INVALID_ARGUMENT",
     );
 }
+
+const BATCH: &str = "/api/v1/content/batch-write";
+
+fn sha(s: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(s.as_bytes()))
+}
+
+fn read(c: &Dev, uri: &str) -> String {
+    ok(&c.read(uri, "")).as_str().unwrap().to_string()
+}
+
+#[test]
+fn batch_write_checks_revisions_skips_conflicts_keeps_earlier_writes_and_is_bounded() {
+    let st = Storage::new();
+    let s = Server::start(
+        &st,
+        Opts::dev()
+            .env("LONGSHIP_CONTENT__BATCH_WRITE_MAX_OPERATIONS", "5")
+            .env("LONGSHIP_CONTENT__BATCH_WRITE_MAX_BYTES", "4096"),
+    );
+    let c = Dev::new(&s, "acme", "alice");
+    let root = "viking://resources/bw";
+    c.put_file("viking://resources/bw/a.md", "one");
+    // Revisions match: every operation written, created/updated reported, tags stored.
+    let r = c.post(
+        BATCH,
+        json!({"root_uri": root, "operations": [
+            {"uri": "viking://resources/bw/b.md", "content": "bandicoot", "mode": "create", "tags": ["k=v"]},
+            {"uri": "viking://resources/bw/a.md", "content": "two", "expected_sha256": sha("one")},
+            {"uri": "viking://resources/bw/bin/c.dat", "content_base64": "AAEC"},
+            {"uri": "viking://resources/bw/a.md.log", "content": "x", "mode": "append"},
+        ]}),
+    );
+    let res = ok(&r);
+    assert_eq!(res["root_uri"], root);
+    assert_eq!(res["updated"], json!(["viking://resources/bw/a.md"]));
+    assert_eq!(
+        res["created"],
+        json!([
+            "viking://resources/bw/a.md.log",
+            "viking://resources/bw/b.md",
+            "viking://resources/bw/bin/c.dat"
+        ])
+    );
+    assert!(res.get("conflicts").is_none());
+    assert_eq!(read(&c, "viking://resources/bw/a.md"), "two");
+    assert_eq!(attrs(&c, "viking://resources/bw/b.md"), ["k=v"]);
+    assert_eq!(
+        hit_uris(&c, json!({"query": "bandicoot", "tags": ["k=v"]})),
+        ["viking://resources/bw/b.md"]
+    );
+    let dl = c.get(&format!(
+        "/api/v1/content/download?uri={}",
+        q("viking://resources/bw/bin/c.dat")
+    ));
+    assert_eq!(dl.raw, [0u8, 1, 2]);
+
+    // A stale revision: 409 and nothing of the batch written (checked before any write).
+    let stale = json!({"root_uri": root, "operations": [
+        {"uri": "viking://resources/bw/a.md", "content": "three", "expected_sha256": sha("one")},
+        {"uri": "viking://resources/bw/d.md", "content": "d"},
+        {"uri": "viking://resources/bw/gone.md", "content": "g", "expected_sha256": sha("x")},
+    ]});
+    err(&c.post(BATCH, stale.clone()), 409, "CONFLICT");
+    assert_eq!(read(&c, "viking://resources/bw/a.md"), "two");
+    err(&c.read("viking://resources/bw/d.md", ""), 404, "NOT_FOUND");
+    // skip_conflicts: conflicting targets reported per item and left alone, the rest written;
+    // an unchanged body under a matching revision is reported unchanged.
+    let mut skip = stale;
+    skip["skip_conflicts"] = json!(true);
+    skip["operations"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"uri": "viking://resources/bw/b.md", "content": "bandicoot", "expected_sha256": sha("bandicoot")}));
+    let r = c.post(BATCH, skip);
+    let res = ok(&r);
+    assert_eq!(res["created"], json!(["viking://resources/bw/d.md"]));
+    assert_eq!(res["unchanged"], json!(["viking://resources/bw/b.md"]));
+    let conflicts = res["conflicts"].as_array().unwrap();
+    let conflict_uris: Vec<&str> = conflicts
+        .iter()
+        .map(|c| c["uri"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        conflict_uris,
+        [
+            "viking://resources/bw/a.md",
+            "viking://resources/bw/gone.md"
+        ]
+    );
+    assert!(
+        conflicts.iter().all(|c| c["code"] == "CONFLICT"),
+        "{conflicts:?}"
+    );
+    assert_eq!(read(&c, "viking://resources/bw/a.md"), "two");
+    assert_eq!(read(&c, "viking://resources/bw/d.md"), "d");
+
+    // Bounds: more operations than allowed is 400, more bytes 413; nothing written.
+    let many: Vec<Value> = (0..6)
+        .map(|i| json!({"uri": format!("viking://resources/bw/m{i}.md"), "content": "m"}))
+        .collect();
+    err(
+        &c.post(BATCH, json!({"root_uri": root, "operations": many})),
+        400,
+        "INVALID_ARGUMENT",
+    );
+    let big = json!({"root_uri": root, "operations": [
+        {"uri": "viking://resources/bw/big1.md", "content": "x".repeat(3000)},
+        {"uri": "viking://resources/bw/big2.md", "content": "x".repeat(3000)},
+    ]});
+    err(&c.post(BATCH, big), 413, "RESOURCE_EXHAUSTED");
+    err(
+        &c.read("viking://resources/bw/big1.md", ""),
+        404,
+        "NOT_FOUND",
+    );
+    err(&c.read("viking://resources/bw/m0.md", ""), 404, "NOT_FOUND");
+
+    // Bad input: clear 400s.
+    for bad in [
+        json!({"root_uri": root, "operations": []}),
+        json!({"root_uri": "viking://resources", "operations": [{"uri": "viking://resources/x.md", "content": "x"}]}),
+        json!({"root_uri": root, "operations": [{"uri": "viking://resources/other/x.md", "content": "x"}]}),
+        json!({"root_uri": root, "operations": [{"uri": "viking://resources/bw/x.md"}]}),
+        json!({"root_uri": root, "operations": [{"uri": "viking://resources/bw/x.md", "content": "x", "content_base64": "eA=="}]}),
+        json!({"root_uri": root, "operations": [{"uri": "viking://resources/bw/x.md", "content_base64": "%%%"}]}),
+        json!({"root_uri": root, "operations": [{"uri": "viking://resources/bw/x.md", "content": "x", "mode": "merge"}]}),
+        json!({"root_uri": root, "operations": [{"uri": "viking://resources/bw/x.md", "content": "x", "expected_sha256": "ABC"}]}),
+        json!({"root_uri": root, "operations": [{"uri": "viking://resources/bw/x.md", "content": "x", "tags": ["bad"]}]}),
+        json!({"root_uri": root, "operations": [{"uri": "viking://resources/bw/x.md", "content": "x", "tags": ["memory_type=events"]}]}),
+        json!({"root_uri": root, "operations": [{"uri": "viking://resources/bw/x.md", "content": "x"}, {"uri": "viking://resources/bw/x.md", "content": "y"}]}),
+        json!({"root_uri": root, "operations": [{"uri": "viking://resources/bw/bin", "content": "x"}]}),
+        json!({"root_uri": "viking://resources/bw/a.md", "operations": [{"uri": "viking://resources/bw/a.md/x.md", "content": "x"}]}),
+        json!({"root_uri": root, "operations": [{"uri": "viking://resources/bw/x.md", "content": "x", "zzz": 1}]}),
+    ] {
+        let r = c.post(BATCH, bad.clone());
+        assert_eq!(r.status, 400, "{bad}: {:?}", r.body);
+    }
+    err(&c.read("viking://resources/bw/x.md", ""), 404, "NOT_FOUND");
+
+    // A later operation failing keeps the earlier ones: the quota admits the first, not the
+    // second.
+    let q_st = Storage::new();
+    let qs = Server::start(
+        &q_st,
+        Opts::dev().env("LONGSHIP_QUOTA__ACCOUNT_MAX_BYTES", "2000"),
+    );
+    let qc = Dev::new(&qs, "acme", "alice");
+    qc.put_file("viking://resources/q/seed.md", "seed");
+    let r = qc.post(
+        BATCH,
+        json!({"root_uri": "viking://resources/q", "operations": [
+            {"uri": "viking://resources/q/a.md", "content": "small"},
+            {"uri": "viking://resources/q/b.md", "content": "x".repeat(5000)},
+        ]}),
+    );
+    assert_eq!(r.status, 429, "{:?}", r.body);
+    assert_eq!(
+        r.body["error"]["details"]["written"],
+        json!(["viking://resources/q/a.md"])
+    );
+    assert_eq!(read(&qc, "viking://resources/q/a.md"), "small");
+    err(&qc.read("viking://resources/q/b.md", ""), 404, "NOT_FOUND");
+    // And the kept write is findable.
+    assert_eq!(
+        hit_uris(&qc, json!({"query": "small"})),
+        ["viking://resources/q/a.md"]
+    );
+}

@@ -6,6 +6,7 @@
 //! message may contain the data directory or an account name, so [`StorageFail`] replaces it.
 
 pub mod attrs;
+pub mod batch;
 pub mod cp;
 pub mod entry;
 pub mod glob;
