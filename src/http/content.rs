@@ -345,13 +345,13 @@ pub(super) struct BatchWriteBody {
 /// A batch's root: inside a resource directory, or inside a memory type directory.
 fn batch_root_ok(root: &uri::VikingUri) -> bool {
     let segs: Vec<&str> = root.segments().iter().map(String::as_str).collect();
-    match segs.as_slice() {
-        ["resources", _, ..] => true,
-        ["user", _, "resources", _, ..] => true,
-        ["user", _, "memories", _, ..] => true,
-        ["user", _, "peers", _, "memories", _, ..] => true,
-        _ => false,
-    }
+    matches!(
+        segs.as_slice(),
+        ["resources", _, ..]
+            | ["user", _, "resources", _, ..]
+            | ["user", _, "memories", _, ..]
+            | ["user", _, "peers", _, "memories", _, ..]
+    )
 }
 
 fn is_sha256_hex(s: &str) -> bool {
