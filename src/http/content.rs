@@ -14,11 +14,15 @@ use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 
 use crate::error::{ErrorCode, ServiceError};
-use crate::jobs::content::{BatchWrite, DownloadFile, PlannedOp, ReadFile, ReadSidecar, WriteFile};
+use crate::jobs::content::{
+    BatchWrite, DownloadFile, PlannedOp, ReadFile, ReadSidecar, Reindex, WriteFile,
+};
+use crate::jobs::tasks::CreateTask;
 use crate::storage::fs::read::Sidecar;
 use crate::storage::fs::write::{self, WriteMode};
-use crate::storage::fs::{attrs, batch};
+use crate::storage::fs::{attrs, batch, reindex};
 use crate::storage::tags::TagMode;
+use crate::storage::tasks::TaskOwner;
 use crate::storage::uri::{self, Access};
 
 use super::auth::{resolve_uri, Caller, DataAccess};
@@ -34,7 +38,8 @@ pub fn configure(routes: &mut Routes) {
         .add(at("/api/v1/content/overview").get(overview))
         .add(at("/api/v1/content/download").get(download))
         .add(at("/api/v1/content/write").post(write))
-        .add(at("/api/v1/content/batch-write").post(batch_write));
+        .add(at("/api/v1/content/batch-write").post(batch_write))
+        .add(at("/api/v1/content/reindex").post(reindex_route));
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -507,4 +512,111 @@ async fn batch_write(
         recorder: state.search.recorder.clone(),
     };
     Ok(ApiOk::new(state.pools.storage().run(job).await??))
+}
+
+fn default_reindex_mode() -> String {
+    "vectors_only".into()
+}
+
+/// 0.5.2 `ReindexRequest`.
+#[derive(Deserialize, ToSchema)]
+pub(super) struct ReindexBody {
+    uri: String,
+    /// `vectors_only` (default) or `semantic_and_vectors`.
+    #[serde(default = "default_reindex_mode")]
+    mode: String,
+    /// Accepted (stored vectors are keyed by content; the index re-reads every document).
+    #[serde(default, deserialize_with = "flexible_bool")]
+    #[allow(dead_code)]
+    force: bool,
+    /// true (default): answer when the rebuild is done; false: a task.
+    #[serde(default = "default_true", deserialize_with = "flexible_bool")]
+    wait: bool,
+    #[serde(default = "default_true", deserialize_with = "flexible_bool")]
+    recursive: bool,
+    tags: Option<Vec<String>>,
+    tag_mode: Option<String>,
+}
+
+/// How long a wait=true reindex waits for this instance's index to apply the rebuild.
+const REINDEX_APPLY_WAIT: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// `POST /content/reindex` (0.5.2): rebuild a subtree's derived state (index entries with
+/// their tags, vectors) from storage; a USER only in their own namespace.
+async fn reindex_route(
+    state: web::Data<AppState>,
+    caller: Caller<DataAccess>,
+    ApiJson(body): ApiJson<ReindexBody>,
+) -> ApiResult {
+    let target = uri::parse(&body.uri, &caller.identity)?;
+    reindex::authorize(&target, &caller.identity)?;
+    // A rebuild changes no content; retagging does.
+    let access = if body.tags.is_some() || body.tag_mode.as_deref() == Some("clear") {
+        Access::Write
+    } else {
+        Access::Read
+    };
+    uri::authorize(&target, &caller.identity, access)?;
+    let object_type = reindex::object_type(&target)?;
+    reindex::check_mode(&body.mode, object_type)?;
+    if !body.recursive
+        && matches!(
+            object_type,
+            "global_namespace" | "user_namespace" | "skill_namespace"
+        )
+    {
+        return Err(ServiceError::invalid_argument(format!(
+            "recursive=false is not supported for namespace reindex target {}",
+            target.uri()
+        )));
+    }
+    let tag_mode = TagMode::parse_or_refuse(body.tag_mode.as_deref().unwrap_or("replace"))?;
+    let tags = match (&body.tags, tag_mode) {
+        (None, TagMode::Replace | TagMode::Append) => None,
+        (tags, mode) => Some((super::tags::client_tags(tags.as_deref())?, mode)),
+    };
+    let mut job = Reindex {
+        uri: target.clone(),
+        object_type,
+        mode: body.mode.clone(),
+        recursive: body.recursive,
+        tags,
+        task: None,
+        recorder: state.search.recorder.clone(),
+    };
+    if !body.wait {
+        let owner = TaskOwner::user(caller.account(), &caller.identity.user);
+        let task_id = crate::storage::tasks::new_id();
+        state
+            .pools
+            .storage()
+            .run(CreateTask {
+                owner: owner.clone(),
+                task_id: task_id.clone(),
+                task_type: "reindex",
+                resource_id: Some(target.uri()),
+            })
+            .await??;
+        job.task = Some((owner, task_id.clone()));
+        // Runs on; the task reports its end.
+        drop(state.pools.commit().submit(job)?);
+        return Ok(ApiOk::new(serde_json::json!({
+            "task_id": task_id,
+            "status": "accepted",
+            "uri": target.uri(),
+            "object_type": object_type,
+            "mode": body.mode,
+        })));
+    }
+    let mut result = state.pools.commit().run(job).await??;
+    // Done means this instance's index has applied the rebuild (others follow within
+    // search.refresh_interval_ms).
+    if !state
+        .search
+        .wait_fresh(caller.account(), REINDEX_APPLY_WAIT)
+        .await
+    {
+        result["warnings"] = serde_json::json!(["the search index is still applying the rebuild"]);
+    }
+    Ok(ApiOk::new(result))
 }

@@ -11,10 +11,11 @@ use crate::config::QuotaSettings;
 use crate::decode::parse_json;
 use crate::error::{ServiceError, ServiceResult};
 use crate::search::changes::{ChangeKind, Recorder};
-use crate::storage::fs::batch;
 use crate::storage::fs::read::{self, Sidecar};
 use crate::storage::fs::write::{self, WriteMode};
+use crate::storage::fs::{attrs, batch, reindex};
 use crate::storage::tags::{self, TagMode};
+use crate::storage::tasks::{self, TaskOwner};
 use crate::storage::uri::VikingUri;
 
 use super::search::{record_outcome, RecordWhen};
@@ -191,5 +192,71 @@ impl BlockingJob for BatchWrite {
                 .record_store_paths(ctx.storage, &out.written, ChangeKind::Write);
         }
         out.result
+    }
+}
+
+/// `content/reindex`: optionally retag, count the subtree, and record it so the index writer
+/// rebuilds its entries (with their tags and vectors) from storage. With a task (wait=false)
+/// the task carries the outcome.
+pub struct Reindex {
+    pub uri: VikingUri,
+    pub object_type: &'static str,
+    pub mode: String,
+    pub recursive: bool,
+    pub tags: Option<(Vec<String>, TagMode)>,
+    /// wait=false: the task to complete (created by this job).
+    pub task: Option<(TaskOwner, String)>,
+    pub recorder: Arc<Recorder>,
+}
+
+impl Reindex {
+    fn rebuild(&self, ctx: &JobContext<'_>) -> ServiceResult<Value> {
+        let started = std::time::Instant::now();
+        if let Some((tags, mode)) = &self.tags {
+            attrs::set_tags(
+                ctx.storage,
+                &|| false,
+                &self.uri,
+                tags,
+                *mode,
+                self.recursive,
+            )?;
+        }
+        let docs = reindex::scan(ctx.storage, &self.uri, self.recursive, ctx.yielder())?;
+        let changed = if self.recursive {
+            vec![self.uri.store_path().clone()]
+        } else {
+            reindex::direct_files(ctx.storage, &self.uri)?
+        };
+        self.recorder
+            .record_store_paths(ctx.storage, &changed, ChangeKind::Write);
+        Ok(reindex::result(
+            &self.uri,
+            self.object_type,
+            &self.mode,
+            docs,
+            started.elapsed().as_millis() as u64,
+        ))
+    }
+}
+
+impl BlockingJob for Reindex {
+    type Output = ServiceResult<Value>;
+
+    fn run(self, ctx: &JobContext<'_>) -> Self::Output {
+        let Some((owner, id)) = &self.task else {
+            return self.rebuild(ctx);
+        };
+        tasks::mark_running(ctx.storage, owner, id)?;
+        let out = self.rebuild(ctx);
+        match &out {
+            Ok(result) => {
+                tasks::complete(ctx.storage, owner, id, result.clone())?;
+            }
+            Err(e) => {
+                let _ = tasks::fail(ctx.storage, owner, id, &e.message);
+            }
+        }
+        out
     }
 }

@@ -722,3 +722,125 @@ fn batch_write_checks_revisions_skips_conflicts_keeps_earlier_writes_and_is_boun
         ["viking://resources/q/a.md"]
     );
 }
+
+const REINDEX: &str = "/api/v1/content/reindex";
+
+fn find_with_key(s: &Server, key: &str, query: &str) -> Vec<String> {
+    let r = s.post(FIND, Some(key), json!({"query": query}));
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    ["memories", "resources", "skills"]
+        .iter()
+        .flat_map(|k| r.result()[*k].as_array().cloned().unwrap_or_default())
+        .map(|h| h["uri"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn reindex_rebuilds_a_subtree_waiting_or_as_a_task_and_users_only_their_own() {
+    let st = Storage::new();
+    let s = Server::start(&st, Opts::default());
+    let admin = crate::harness::api::create_account(&s, "acme", "alice");
+    let bob = crate::harness::api::register(&s, &admin, "acme", "bob", "user");
+    let write = |key: &str, uri: &str, content: &str| {
+        let r = s.post(
+            "/api/v1/content/write",
+            Some(key),
+            json!({"uri": uri, "content": content}),
+        );
+        assert_eq!(r.status, 200, "{:?}", r.body);
+    };
+    write(&admin, "viking://resources/lib/seen.md", "visible platypus");
+    // Files put in storage behind the server's back are not indexed (no change record)...
+    crate::harness::api::plant(&st, "acme/resources/lib/planted.md", b"hidden echidna");
+    assert!(find_with_key(&s, &admin, "echidna").is_empty());
+    // ...until a reindex of their subtree: wait=true answers when the index has them.
+    let r = s.post(
+        REINDEX,
+        Some(&admin),
+        json!({"uri": "viking://resources/lib"}),
+    );
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let res = r.result();
+    assert_eq!(res["status"], "completed");
+    assert_eq!(res["mode"], "vectors_only");
+    assert_eq!(res["object_type"], "resource");
+    assert!(res["scanned_records"].as_u64().unwrap() >= 2, "{res}");
+    assert_eq!(
+        find_with_key(&s, &admin, "echidna"),
+        ["viking://resources/lib/planted.md"]
+    );
+    // Tags planted with it (a restored map) come back with the rebuild too.
+    crate::harness::api::plant(
+        &st,
+        "acme/resources/lib/.longship-tags",
+        br#"{"nodes":{"planted.md":["restored=yes"]}}"#,
+    );
+    let r = s.post(
+        REINDEX,
+        Some(&admin),
+        json!({"uri": "viking://resources/lib/planted.md", "mode": "semantic_and_vectors"}),
+    );
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let r = s.post(
+        FIND,
+        Some(&admin),
+        json!({"query": "echidna", "tags": ["restored=yes"]}),
+    );
+    assert_eq!(
+        r.result()["resources"][0]["uri"],
+        "viking://resources/lib/planted.md"
+    );
+
+    // wait=false: a task that completes with the result.
+    crate::harness::api::plant(&st, "acme/resources/lib/late.md", b"late wombat");
+    let r = s.post(
+        REINDEX,
+        Some(&admin),
+        json!({"uri": "viking://resources/lib", "wait": false}),
+    );
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(r.result()["status"], "accepted");
+    let task = r.result()["task_id"].as_str().unwrap().to_string();
+    let done = eventually(BOUND, || {
+        let t = s.get(&format!("/api/v1/tasks/{task}"), Some(&admin));
+        t.status == 200 && t.result()["status"] == "completed"
+    });
+    assert!(done.is_some(), "the reindex task completes");
+    assert!(eventually(BOUND, || find_with_key(&s, &admin, "wombat").len() == 1).is_some());
+
+    // A USER may reindex only their own namespace.
+    write(&bob, "viking://user/bob/memories/facts/f.md", "bob fact");
+    let r = s.post(
+        REINDEX,
+        Some(&bob),
+        json!({"uri": "viking://resources/lib"}),
+    );
+    assert_eq!(r.status, 403, "{:?}", r.body);
+    let r = s.post(REINDEX, Some(&bob), json!({"uri": "viking://user/alice"}));
+    assert_eq!(r.status, 403, "{:?}", r.body);
+    let r = s.post(REINDEX, Some(&bob), json!({"uri": "viking://user/bob"}));
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(r.result()["object_type"], "user_namespace");
+
+    // Bad input: 400 / 404.
+    for (body, status) in [
+        (
+            json!({"uri": "viking://resources/lib", "mode": "everything"}),
+            400,
+        ),
+        (json!({"uri": "viking://user", "recursive": false}), 400),
+        (
+            json!({"uri": "viking://resources/lib", "tags": ["bad"]}),
+            400,
+        ),
+        (
+            json!({"uri": "viking://resources/lib", "wait": "perhaps"}),
+            400,
+        ),
+        (json!({"mode": "vectors_only"}), 400),
+        (json!({"uri": "viking://resources/none"}), 404),
+    ] {
+        let r = s.post(REINDEX, Some(&admin), body.clone());
+        assert_eq!(r.status, status, "{body}: {:?}", r.body);
+    }
+}

@@ -15,6 +15,7 @@ pub mod listing;
 pub mod mkdir;
 pub mod mv;
 pub mod read;
+pub mod reindex;
 pub mod rm;
 pub mod stat;
 mod transfer;
