@@ -25,6 +25,7 @@ pub struct Settings {
     pub vlm: VlmSettings,
     pub quota: QuotaSettings,
     pub content: ContentSettings,
+    pub memory: MemorySettings,
 }
 
 /// Content maintenance routes (`content/batch-write`).
@@ -42,6 +43,40 @@ impl Default for ContentSettings {
         ContentSettings {
             batch_write_max_operations: 1000,
             batch_write_max_bytes: 32 * 1024 * 1024,
+        }
+    }
+}
+
+/// Long-term memory extraction after a commit (Phase 2, `crate::memory`); it runs only when a
+/// `[vlm]` chat model is configured.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MemorySettings {
+    /// Estimated tokens of conversation sent to the model per request; longer archives are
+    /// cut into pieces of this size.
+    pub max_input_tokens: u64,
+    /// Repair turns for an answer that is not valid JSON or not the asked-for operations.
+    pub repair_attempts: u32,
+    /// Existing memories shown to the model per piece as merge candidates.
+    pub candidates: usize,
+    /// Extractions one account may have waiting; a commit beyond it gets 429.
+    pub backlog_limit: usize,
+    /// How often each instance looks for waiting extractions (commits on this instance wake it
+    /// at once).
+    pub poll_interval_ms: u64,
+    /// Longest wait before retrying an extraction whose model was unavailable.
+    pub retry_max_secs: u64,
+}
+
+impl Default for MemorySettings {
+    fn default() -> Self {
+        MemorySettings {
+            max_input_tokens: 4000,
+            repair_attempts: 2,
+            candidates: 8,
+            backlog_limit: 1000,
+            poll_interval_ms: 1000,
+            retry_max_secs: 300,
         }
     }
 }
@@ -468,6 +503,13 @@ pub struct ResourceSettings {
     pub ingest_max_bytes: u64,
     /// Local scratch directory for parsing; empty = the system temp directory.
     pub work_dir: String,
+    /// A directory whose children changed has its `.abstract.md`/`.overview.md` rewritten
+    /// once no further change came for this many milliseconds (at most 10 times this after
+    /// the first change, however busy the directory).
+    pub overview_debounce_ms: u64,
+    /// Seconds between scans for directories marked for a refresh that no instance did
+    /// (its instance died); a mark seen in two scans in a row is refreshed here.
+    pub overview_sweep_secs: u64,
 }
 
 impl Default for ResourceSettings {
@@ -496,6 +538,8 @@ impl Default for ResourceSettings {
             ingest_max_nodes: 50_000,
             ingest_max_bytes: 1024 * 1024 * 1024,
             work_dir: String::new(),
+            overview_debounce_ms: 1000,
+            overview_sweep_secs: 30,
         }
     }
 }
@@ -505,6 +549,11 @@ impl ResourceSettings {
         if self.upload_max_bytes == 0 || self.fetch_max_bytes == 0 {
             return Err(ConfigError::Invalid(
                 "resources.upload_max_bytes and resources.fetch_max_bytes must be positive".into(),
+            ));
+        }
+        if self.overview_sweep_secs == 0 {
+            return Err(ConfigError::Invalid(
+                "resources.overview_sweep_secs must be >= 1".into(),
             ));
         }
         if self.stale_after_secs < 2 || self.sweep_interval_secs == 0 {

@@ -18,6 +18,7 @@ pub mod resources;
 pub mod routes;
 pub mod search;
 pub mod sessions;
+pub mod stats;
 pub mod system;
 pub mod tags;
 pub mod tasks;
@@ -56,6 +57,19 @@ pub struct AppState {
     pub registry_loaded: Arc<std::sync::atomic::AtomicBool>,
     /// Resource ingestion: per-account caps, the optional chat model.
     pub ingest: Arc<crate::ingest::gate::IngestRuntime>,
+    /// Directory summaries that follow their children (`ingest::overview`): jobs that change
+    /// what a directory holds without recording a search change call `mark_dirty` on it.
+    pub overviews: Arc<crate::ingest::overview::OverviewRefresher>,
+    /// Memory extraction: figures for /metrics and the wake-up of the scheduler.
+    pub memory: Arc<MemoryRuntime>,
+}
+
+/// What handlers share with the memory-extraction scheduler.
+#[derive(Debug, Default)]
+pub struct MemoryRuntime {
+    pub stats: Arc<crate::memory::stats::MemoryStats>,
+    /// A commit here wakes the scheduler at once (it polls otherwise).
+    pub wake: tokio::sync::Notify,
 }
 
 impl AppState {
@@ -120,6 +134,7 @@ fn register(routes: &mut routes::Routes) {
     tags::configure(routes);
     search::configure(routes);
     sessions::configure(routes);
+    stats::configure(routes);
     tasks::configure(routes);
     resources::configure(routes);
 }

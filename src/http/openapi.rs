@@ -22,7 +22,7 @@ use utoipa::openapi::{
 use utoipa::{IntoParams, PartialSchema, ToSchema};
 
 use super::routes::{at, Routes};
-use super::{admin, content, fs, resources, search, sessions, system, tags, tasks};
+use super::{admin, content, fs, resources, search, sessions, stats, system, tags, tasks};
 
 pub const ROUTE: &str = "/openapi.json";
 
@@ -119,7 +119,7 @@ fn json_of<T: ToSchema>(out: &mut Schemas) -> String {
 
 fn operations() -> Vec<Operation> {
     use Auth::*;
-    use HttpMethod::{Delete, Get, Post, Put};
+    use HttpMethod::{Delete, Get, Patch, Post, Put};
     let op = |method, path, tag, summary, auth, body, query| Operation {
         method,
         path,
@@ -185,6 +185,12 @@ fn operations() -> Vec<Operation> {
         op(Post, "/api/v1/sessions/{sid}/commit", "sessions", "Archive the live messages (commit pool)", Data, Body::Untyped("keep_recent_count, retention_mode, keep_recent_turn_count, min_raw_tail_steps, retained_message_token_budget, enable_working_memory, reset_context, extraction_metadata", false), no_query),
         op(Get, "/api/v1/sessions/{sid}/archives/{archive_id}", "sessions", "One archive's messages and summary", Data, Body::None, no_query),
         op(Get, "/api/v1/sessions/{sid}/context", "sessions", "Archive summaries and live messages within a token budget", Data, Body::None, query_of::<sessions::ContextQuery>),
+        op(Patch, "/api/v1/sessions/{sid}/config", "sessions", "Change a session's event tags and auto-commit policy", Data, Body::Untyped("memory_extraction_config, auto_commit_policy, telemetry", false), no_query),
+        op(Get, "/api/v1/sessions/{sid}/tool-results", "sessions", "Not implemented (501): tool outputs stay inline in messages", Data, Body::None, no_query),
+        op(Get, "/api/v1/sessions/{sid}/tool-results/{tool_result_id}", "sessions", "Not implemented (501): tool outputs stay inline in messages", Data, Body::None, no_query),
+        op(Get, "/api/v1/sessions/{sid}/tool-results/{tool_result_id}/search", "sessions", "Not implemented (501): tool outputs stay inline in messages", Data, Body::None, no_query),
+        op(Get, "/api/v1/stats/memories", "stats", "The caller's memories by category, with hotness and staleness", Data, Body::None, query_of::<stats::MemoriesQuery>),
+        op(Get, "/api/v1/stats/sessions/{session_id}", "stats", "One session's turns and memories extracted", Data, Body::None, no_query),
         // tasks
         op(Get, "/api/v1/tasks", "tasks", "List the caller's tasks", AnyRole, Body::None, query_of::<tasks::ListQuery>),
         op(Get, "/api/v1/tasks/{task_id}", "tasks", "One task", AnyRole, Body::None, no_query),
@@ -379,6 +385,7 @@ fn operation_id(op: &Operation) -> String {
         HttpMethod::Post => "post",
         HttpMethod::Put => "put",
         HttpMethod::Delete => "delete",
+        HttpMethod::Patch => "patch",
         _ => "other",
     };
     let path: String = op

@@ -10,6 +10,8 @@ pub mod auth;
 pub mod content;
 pub mod fs;
 pub mod health;
+pub mod memory;
+pub mod overviews;
 pub mod resources;
 pub mod search;
 pub mod sessions;

@@ -8,6 +8,7 @@
 mod admin;
 mod bad_input;
 mod budget;
+mod chat_server;
 mod dev_mode;
 mod embed_adapt;
 mod embed_server;
@@ -22,6 +23,8 @@ mod fuzz;
 mod harden;
 mod harness;
 mod ingest_limits;
+mod layout;
+mod memory;
 mod metrics;
 mod multi_instance;
 mod names;
