@@ -582,6 +582,7 @@ async fn reindex_route(
         recursive: body.recursive,
         tags,
         task: None,
+        overviews: (body.mode == "semantic_and_vectors").then(|| state.overviews.clone()),
         recorder: state.search.recorder.clone(),
     };
     if !body.wait {
@@ -616,7 +617,9 @@ async fn reindex_route(
         .wait_fresh(caller.account(), REINDEX_APPLY_WAIT)
         .await
     {
-        result["warnings"] = serde_json::json!(["the search index is still applying the rebuild"]);
+        if let Some(w) = result["warnings"].as_array_mut() {
+            w.push("the search index is still applying the rebuild".into());
+        }
     }
     Ok(ApiOk::new(result))
 }

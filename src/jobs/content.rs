@@ -10,6 +10,7 @@ use serde_json::Value;
 use crate::config::QuotaSettings;
 use crate::decode::parse_json;
 use crate::error::{ServiceError, ServiceResult};
+use crate::ingest::overview::OverviewRefresher;
 use crate::search::changes::{ChangeKind, Recorder};
 use crate::storage::fs::read::{self, Sidecar};
 use crate::storage::fs::write::{self, WriteMode};
@@ -206,6 +207,8 @@ pub struct Reindex {
     pub tags: Option<(Vec<String>, TagMode)>,
     /// wait=false: the task to complete (created by this job).
     pub task: Option<(TaskOwner, String)>,
+    /// `semantic_and_vectors`: every directory of the subtree is marked for a summary refresh.
+    pub overviews: Option<Arc<OverviewRefresher>>,
     pub recorder: Arc<Recorder>,
 }
 
@@ -222,7 +225,20 @@ impl Reindex {
                 self.recursive,
             )?;
         }
-        let docs = reindex::scan(ctx.storage, &self.uri, self.recursive, ctx.yielder())?;
+        let mut dirs = 0usize;
+        let mut mark = |dir: &VikingUri| {
+            if let Some(r) = &self.overviews {
+                r.mark_dirty(ctx.storage, dir.store_path());
+                dirs += 1;
+            }
+        };
+        let docs = reindex::scan(
+            ctx.storage,
+            &self.uri,
+            self.recursive,
+            &mut mark,
+            ctx.yielder(),
+        )?;
         let changed = if self.recursive {
             vec![self.uri.store_path().clone()]
         } else {
@@ -230,13 +246,19 @@ impl Reindex {
         };
         self.recorder
             .record_store_paths(ctx.storage, &changed, ChangeKind::Write);
-        Ok(reindex::result(
+        let mut result = reindex::result(
             &self.uri,
             self.object_type,
             &self.mode,
             docs,
             started.elapsed().as_millis() as u64,
-        ))
+        );
+        if dirs > 0 {
+            result["warnings"] = serde_json::json!([format!(
+                "{dirs} directory summaries are being regenerated in the background"
+            )]);
+        }
+        Ok(result)
     }
 }
 

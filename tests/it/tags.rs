@@ -808,6 +808,41 @@ fn reindex_rebuilds_a_subtree_waiting_or_as_a_task_and_users_only_their_own() {
     assert!(done.is_some(), "the reindex task completes");
     assert!(eventually(BOUND, || find_with_key(&s, &admin, "wombat").len() == 1).is_some());
 
+    // semantic_and_vectors also regenerates the subtree's directory summaries.
+    let r = s.post(
+        "/api/v1/fs/mkdir",
+        Some(&admin),
+        json!({"uri": "viking://resources/sem"}),
+    );
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    crate::harness::api::plant(
+        &st,
+        "acme/resources/sem/numbat-facts.md",
+        b"# Numbat facts\n\nNumbats eat termites.\n",
+    );
+    let overview = || {
+        let r = s.get(
+            &format!(
+                "/api/v1/content/overview?uri={}",
+                q("viking://resources/sem")
+            ),
+            Some(&admin),
+        );
+        r.result().as_str().unwrap_or_default().to_string()
+    };
+    assert!(!overview().contains("numbat"), "{}", overview());
+    let r = s.post(
+        REINDEX,
+        Some(&admin),
+        json!({"uri": "viking://resources/sem", "mode": "semantic_and_vectors"}),
+    );
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert!(
+        eventually(BOUND, || overview().to_lowercase().contains("numbat")).is_some(),
+        "summary regenerated: {}",
+        overview()
+    );
+
     // A USER may reindex only their own namespace.
     write(&bob, "viking://user/bob/memories/facts/f.md", "bob fact");
     let r = s.post(

@@ -61,11 +61,13 @@ pub fn authorize(uri: &VikingUri, who: &Identity) -> ServiceResult<()> {
 }
 
 /// Count the documents a reindex of `uri` rebuilds (files, and each directory's two summaries),
-/// as a ROOT view so hidden sidecars count. `between_steps` runs after each node.
+/// as a ROOT view so hidden sidecars count; `on_dir` sees every directory (the root too).
+/// `between_steps` runs after each node.
 pub fn scan(
     storage: &dyn Storage,
     uri: &VikingUri,
     recursive: bool,
+    on_dir: &mut dyn FnMut(&VikingUri),
     between_steps: &dyn Fn(),
 ) -> ServiceResult<u64> {
     let meta = stat(storage, uri)?;
@@ -90,9 +92,12 @@ pub fn scan(
         order: Order::ByName,
         exclude: None,
     };
+    on_dir(uri);
     let mut n = 0u64;
-    walker.run(storage, &|| false, uri, |_, meta, _| {
-        if !meta.is_dir() {
+    walker.run(storage, &|| false, uri, |node, meta, _| {
+        if meta.is_dir() {
+            on_dir(node);
+        } else {
             n += 1;
         }
         between_steps();
