@@ -113,7 +113,8 @@ fn tags_round_trip_filter_find_and_refuse_bad_input() {
     );
 
     // find: each hit reports its tags; `tags` and filter conditions select by them.
-    let all = hits(&c, json!({"query": "quokka"}));
+    // Level 2: the directory summaries (refreshed in the background) may mention it too.
+    let all = hits(&c, json!({"query": "quokka", "level": 2}));
     assert_eq!(all.len(), 2, "{all:?}");
     let lion = all
         .iter()
@@ -142,7 +143,7 @@ fn tags_round_trip_filter_find_and_refuse_bad_input() {
     assert_eq!(
         hit_uris(
             &c,
-            json!({"query": "quokka", "filter": {"op": "must_not", "field": "search_tags", "conds": ["team=pinnipeds"]}})
+            json!({"query": "quokka", "level": 2, "filter": {"op": "must_not", "field": "search_tags", "conds": ["team=pinnipeds"]}})
         ),
         ["viking://resources/zoo/lion.md"]
     );
@@ -329,7 +330,10 @@ fn tags_move_and_copy_with_their_node_and_go_with_it() {
         attrs(&c, "viking://resources/moved/sub/b.md"),
         ["owner=alice"]
     );
-    let mut copies = hit_uris(&c, json!({"query": "beta", "tags": ["owner=alice"]}));
+    let mut copies = hit_uris(
+        &c,
+        json!({"query": "beta", "tags": ["owner=alice"], "level": 2}),
+    );
     copies.sort();
     assert_eq!(
         copies,
@@ -359,7 +363,7 @@ fn tags_reach_instance_b_and_concurrent_writers_on_two_instances_keep_all() {
     let cb = Dev::new(&b, "acme", "alice");
     ca.put_file("viking://resources/shared/n.md", "numbat notes");
     eventually(BOUND, || {
-        hit_uris(&cb, json!({"query": "numbat"})).len() == 1
+        hit_uris(&cb, json!({"query": "numbat", "level": 2})).len() == 1
     })
     .expect("the file reaches B");
     set(
@@ -718,7 +722,7 @@ fn batch_write_checks_revisions_skips_conflicts_keeps_earlier_writes_and_is_boun
     err(&qc.read("viking://resources/q/b.md", ""), 404, "NOT_FOUND");
     // And the kept write is findable.
     assert_eq!(
-        hit_uris(&qc, json!({"query": "small"})),
+        hit_uris(&qc, json!({"query": "small", "level": 2})),
         ["viking://resources/q/a.md"]
     );
 }
@@ -726,7 +730,7 @@ fn batch_write_checks_revisions_skips_conflicts_keeps_earlier_writes_and_is_boun
 const REINDEX: &str = "/api/v1/content/reindex";
 
 fn find_with_key(s: &Server, key: &str, query: &str) -> Vec<String> {
-    let r = s.post(FIND, Some(key), json!({"query": query}));
+    let r = s.post(FIND, Some(key), json!({"query": query, "level": 2}));
     assert_eq!(r.status, 200, "{:?}", r.body);
     ["memories", "resources", "skills"]
         .iter()
@@ -784,7 +788,7 @@ fn reindex_rebuilds_a_subtree_waiting_or_as_a_task_and_users_only_their_own() {
     let r = s.post(
         FIND,
         Some(&admin),
-        json!({"query": "echidna", "tags": ["restored=yes"]}),
+        json!({"query": "echidna", "tags": ["restored=yes"], "level": 2}),
     );
     assert_eq!(
         r.result()["resources"][0]["uri"],
