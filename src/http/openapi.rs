@@ -167,6 +167,8 @@ fn operations() -> Vec<Operation> {
         op(Get, "/api/v1/content/overview", "content", "A directory's level-1 summary (.overview.md)", Data, Body::None, query_of::<content::UriQuery>),
         op(Get, "/api/v1/content/download", "content", "A file's raw bytes (application/octet-stream)", Data, Body::None, query_of::<content::UriQuery>),
         op(Post, "/api/v1/content/write", "content", "Write (replace, append or create) a file", Data, Body::Json(json_of::<content::WriteBody>, true), no_query),
+        op(Post, "/api/v1/content/batch-write", "content", "Write several files under one directory (per-operation expected_sha256, skip_conflicts)", Data, Body::Json(json_of::<content::BatchWriteBody>, true), no_query),
+        op(Post, "/api/v1/content/reindex", "content", "Rebuild a subtree's index entries and vectors (wait=false: a task)", Data, Body::Json(json_of::<content::ReindexBody>, true), no_query),
         // tags
         op(Post, "/api/v1/content/set_tags", "content", "Set a node's k=v tags (replace, append or clear; recursive for a tree)", Data, Body::Json(json_of::<tags::SetTagsBody>, true), no_query),
         op(Post, "/api/v1/fs/attrs/set_tags", "fs", "Same as /content/set_tags", Data, Body::Json(json_of::<tags::SetTagsBody>, true), no_query),
