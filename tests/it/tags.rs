@@ -742,7 +742,8 @@ fn find_with_key(s: &Server, key: &str, query: &str) -> Vec<String> {
 #[test]
 fn reindex_rebuilds_a_subtree_waiting_or_as_a_task_and_users_only_their_own() {
     let st = Storage::new();
-    let s = Server::start(&st, Opts::default());
+    // Summaries refreshed as shipped (the harness defers them): semantic reindex uses them.
+    let s = Server::start(&st, crate::layout::with_summaries(Opts::default()));
     let admin = crate::harness::api::create_account(&s, "acme", "alice");
     let bob = crate::harness::api::register(&s, &admin, "acme", "bob", "user");
     let write = |key: &str, uri: &str, content: &str| {
