@@ -102,7 +102,8 @@ fn no_model_completes_with_the_reason() {
 fn each_type_is_extracted_and_the_same_fact_twice_updates_one_file() {
     let model = ChatServer::start();
     let st = Storage::new();
-    let s = Server::start(&st, with_model(&model));
+    // Directory summaries refreshed as shipped (the harness defers them): checked below.
+    let s = Server::start(&st, crate::layout::with_summaries(with_model(&model)));
     let c = Dev::alice(&s);
     let id = commit(
         &c,
