@@ -149,6 +149,10 @@ fn operations() -> Vec<Operation> {
         op(Delete, "/api/v1/admin/accounts/{account_id}/users/{user_id}", "admin", "Remove a user and revoke their key", RootOrAdmin, Body::None, no_query),
         op(Put, "/api/v1/admin/accounts/{account_id}/users/{user_id}/role", "admin", "Promote a user to admin", RootOrAdmin, Body::Json(json_of::<admin::users::RoleBody>, true), no_query),
         op(Post, "/api/v1/admin/accounts/{account_id}/users/{user_id}/key", "admin", "Issue a new key for a user (the old one stops working)", RootOrAdmin, Body::Json(json_of::<admin::users::KeyBody>, false), no_query),
+        op(Get, "/api/v1/admin/accounts/{account_id}/memory-templates", "admin", "The account's editable memory templates: defaults and effective", RootOrAdmin, Body::None, no_query),
+        op(Get, "/api/v1/admin/accounts/{account_id}/memory-templates/{memory_type}", "admin", "One memory template: defaults and effective", RootOrAdmin, Body::None, no_query),
+        op(Put, "/api/v1/admin/accounts/{account_id}/memory-templates/{memory_type}", "admin", "Edit a memory template's description, field descriptions (and events' content template)", RootOrAdmin, Body::Untyped("description, content_template, fields: [{name, description}]", true), no_query),
+        op(Delete, "/api/v1/admin/accounts/{account_id}/memory-templates/{memory_type}", "admin", "Go back to the default memory template", RootOrAdmin, Body::None, no_query),
         // fs
         op(Get, "/api/v1/fs/ls", "fs", "List a directory", Data, Body::None, query_of::<fs::ListQuery>),
         op(Get, "/api/v1/fs/tree", "fs", "List a directory tree", Data, Body::None, query_of::<fs::ListQuery>),
