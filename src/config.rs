@@ -24,7 +24,27 @@ pub struct Settings {
     pub resources: ResourceSettings,
     pub vlm: VlmSettings,
     pub quota: QuotaSettings,
+    pub content: ContentSettings,
     pub memory: MemorySettings,
+}
+
+/// Content maintenance routes (`content/batch-write`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ContentSettings {
+    /// Most operations one `content/batch-write` may carry (more: 400).
+    pub batch_write_max_operations: usize,
+    /// Most content bytes (decoded) one `content/batch-write` may write in all (more: 413).
+    pub batch_write_max_bytes: u64,
+}
+
+impl Default for ContentSettings {
+    fn default() -> Self {
+        ContentSettings {
+            batch_write_max_operations: 1000,
+            batch_write_max_bytes: 32 * 1024 * 1024,
+        }
+    }
 }
 
 /// Long-term memory extraction after a commit (Phase 2, `crate::memory`); it runs only when a
