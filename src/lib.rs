@@ -16,6 +16,7 @@ pub mod jobs;
 pub mod net;
 pub mod reserved;
 pub mod search;
+pub mod skills;
 pub mod slots;
 pub mod startup;
 pub mod storage;

@@ -28,7 +28,7 @@ const LAYERS: &[(&str, &[&str])] = &[
         ],
     ),
     ("storage", &["storage"]),
-    ("domain", &["search", "ingest"]),
+    ("domain", &["search", "ingest", "skills"]),
     ("jobs", &["jobs"]),
     ("actors", &["actors"]),
     ("http", &["http"]),

@@ -15,6 +15,7 @@ pub mod fetch;
 pub mod gate;
 pub mod local;
 pub mod names;
+pub mod package;
 pub mod parse;
 pub mod pipeline;
 pub mod process;

@@ -55,6 +55,9 @@ pub struct ParseOptions {
     pub max_nodes: usize,
     /// Most bytes the tree may hold after splitting (`ingest_max_bytes`).
     pub max_bytes: u64,
+    /// A file package (a skill's ZIP): unpacked as is, see [`super::package`].
+    #[serde(default)]
+    pub package: bool,
 }
 
 /// What the child reports on success.
@@ -70,10 +73,16 @@ pub struct ParseReport {
     pub dirs: usize,
     pub bytes: u64,
     pub warnings: Vec<String>,
+    /// A file package: the directories holding a `SKILL.md` (see [`super::package`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub packages: Vec<String>,
 }
 
 /// Parse `input` into `<work>/out/<root>/`.
 pub fn parse_source(input: &Path, work: &Path, opts: &ParseOptions) -> Result<ParseReport, String> {
+    if opts.package {
+        return super::package::unpack(input, work, opts);
+    }
     let out = work.join("out");
     fs::create_dir_all(&out).map_err(|e| format!("scratch directory: {e}"))?;
     let mut head = [0u8; 8];
@@ -487,6 +496,7 @@ mod tests {
             },
             max_nodes: 10_000,
             max_bytes: 1 << 30,
+            package: false,
         }
     }
 

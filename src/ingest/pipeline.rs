@@ -179,6 +179,7 @@ fn ingest_staged(
         archive,
         max_nodes: settings.ingest_max_nodes,
         max_bytes: settings.ingest_max_bytes,
+        package: false,
     };
     let limits = ChildLimits {
         memory_bytes: settings.parser_memory_mb * 1024 * 1024,
@@ -436,7 +437,7 @@ fn free_child(
 }
 
 /// Copy the local tree into storage; records every directory's relative path.
-fn upload_tree(
+pub fn upload_tree(
     storage: &dyn Storage,
     local: &Path,
     dest: &StorePath,

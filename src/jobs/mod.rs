@@ -13,6 +13,7 @@ pub mod health;
 pub mod resources;
 pub mod search;
 pub mod sessions;
+pub mod skills;
 pub mod tasks;
 
 use crate::error::ServiceError;
