@@ -18,6 +18,7 @@ pub mod resources;
 pub mod routes;
 pub mod search;
 pub mod sessions;
+pub mod skills;
 pub mod system;
 pub mod tasks;
 
@@ -120,6 +121,7 @@ fn register(routes: &mut routes::Routes) {
     sessions::configure(routes);
     tasks::configure(routes);
     resources::configure(routes);
+    skills::configure(routes);
 }
 
 /// Unknown routes.

@@ -32,6 +32,9 @@ pub struct InstallSkill {
     pub req: InstallRequest,
     /// PUT: the skill must exist already.
     pub replace_only: bool,
+    /// PUT: who replaces it and the request's `target_uri`: the installed package is located
+    /// (own root, then the account's) and its root replaces `req.root`.
+    pub update_target: Option<(Identity, Option<String>)>,
     pub settings: Arc<Settings>,
     pub recorder: Arc<Recorder>,
     pub chat: Option<ChatClient>,
@@ -44,7 +47,16 @@ impl BlockingJob for InstallSkill {
 
     fn run(self, ctx: &JobContext<'_>) -> Self::Output {
         let _ticket = self.ticket;
-        let req = &self.req;
+        let mut req = self.req;
+        if let Some((who, target)) = &self.update_target {
+            let expected = req.expected_name.clone().unwrap_or_default();
+            let skill = store::locate(ctx.storage, who, &expected, target.as_deref())?;
+            crate::storage::uri::authorize(&skill, who, crate::storage::uri::Access::Write)?;
+            req.root = skill.parent().ok_or_else(|| {
+                crate::error::ServiceError::internal("a skill package has no parent")
+            })?;
+        }
+        let req = &req;
         let owner = TaskOwner::user(&req.account, &req.user);
         tasks::create_with_id(ctx.storage, &owner, &req.task_id, TASK_TYPE, None)?;
         let stale_after = Duration::from_secs(self.settings.resources.stale_after_secs);
