@@ -11,7 +11,9 @@ use serde_json::{json, Map, Value};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::error::ServiceError;
-use crate::jobs::skills::{DescribeSkills, FindSkills, InstallSkill, ListSkills, RemoveSkill, ShowSkill};
+use crate::jobs::skills::{
+    DescribeSkills, FindSkills, InstallSkill, ListSkills, RemoveSkill, ShowSkill,
+};
 use crate::skills::find::SkillQuery;
 use crate::skills::format;
 use crate::skills::store::{self, DetailOpts, InstallRequest, SkillData};
@@ -171,7 +173,10 @@ fn present(v: &Option<String>) -> Option<String> {
 }
 
 /// What the request's `data` / `temp_file_id` name (an upload wins, as in 0.5.2).
-fn skill_data(data: Option<&Value>, temp_file_id: &Option<String>) -> Result<SkillData, ServiceError> {
+fn skill_data(
+    data: Option<&Value>,
+    temp_file_id: &Option<String>,
+) -> Result<SkillData, ServiceError> {
     if let Some(id) = present(temp_file_id) {
         return Ok(SkillData::Upload { id });
     }
@@ -199,7 +204,9 @@ fn skill_data(data: Option<&Value>, temp_file_id: &Option<String>) -> Result<Ski
                 _ => "null",
             }
         ))),
-        None => Err(value_error("Either 'data' or 'temp_file_id' must be provided")),
+        None => Err(value_error(
+            "Either 'data' or 'temp_file_id' must be provided",
+        )),
     }
 }
 
@@ -220,7 +227,9 @@ async fn add(
     ApiJson(body): ApiJson<AddSkillBody>,
 ) -> ApiResult {
     if body.data.is_none() && present(&body.temp_file_id).is_none() {
-        return Err(value_error("Either 'data' or 'temp_file_id' must be provided"));
+        return Err(value_error(
+            "Either 'data' or 'temp_file_id' must be provided",
+        ));
     }
     let data = skill_data(body.data.as_ref(), &body.temp_file_id)?;
     let root = store::root_for_target(&caller.identity, body.target_uri.as_deref(), Access::Write)?;
@@ -240,7 +249,11 @@ async fn add(
     };
     let ticket = state.ingest.enter(caller.account())?;
     if body.list_only {
-        let job = DescribeSkills { req, settings: state.settings.clone(), ticket };
+        let job = DescribeSkills {
+            req,
+            settings: state.settings.clone(),
+            ticket,
+        };
         return Ok(ApiOk::new(state.pools.ingest().run(job).await??));
     }
     let job = InstallSkill {
@@ -270,7 +283,9 @@ async fn update(
     let upload = present(&body.temp_file_id);
     if body.from_source {
         if body.data.is_some() || upload.is_some() {
-            return Err(value_error("from_source cannot be combined with data or temp_file_id"));
+            return Err(value_error(
+                "from_source cannot be combined with data or temp_file_id",
+            ));
         }
         // Only a Git install records a source to update from, and this server has none.
         return Err(ServiceError::invalid_argument(
@@ -278,7 +293,9 @@ async fn update(
         ));
     }
     if body.data.is_none() && upload.is_none() {
-        return Err(value_error("Either data, temp_file_id, or from_source must be provided"));
+        return Err(value_error(
+            "Either data, temp_file_id, or from_source must be provided",
+        ));
     }
     let data = skill_data(body.data.as_ref(), &body.temp_file_id)?;
     let source = body
@@ -328,17 +345,31 @@ async fn list(
         let root = uri::parse(&raw, &caller.identity)?;
         uri::authorize(&root, &caller.identity, Access::Read)?;
         let shown = root.uri();
-        let skills = state.pools.storage().run(ListSkills { roots: vec![root], limit }).await??;
-        return Ok(ApiOk::new(json!({"root_uri": shown, "total": skills.len(), "skills": skills})));
+        let skills = state
+            .pools
+            .storage()
+            .run(ListSkills {
+                roots: vec![root],
+                limit,
+            })
+            .await??;
+        return Ok(ApiOk::new(
+            json!({"root_uri": shown, "total": skills.len(), "skills": skills}),
+        ));
     }
     let roots = store::roots(&caller.identity)?;
     let shown: Vec<String> = roots.iter().map(|r| r.uri()).collect();
     let skills = state
         .pools
         .storage()
-        .run(ListSkills { roots: roots.to_vec(), limit })
+        .run(ListSkills {
+            roots: roots.to_vec(),
+            limit,
+        })
         .await??;
-    Ok(ApiOk::new(json!({"root_uris": shown, "total": skills.len(), "skills": skills})))
+    Ok(ApiOk::new(
+        json!({"root_uris": shown, "total": skills.len(), "skills": skills}),
+    ))
 }
 
 /// `POST /api/v1/skills/find`.
@@ -385,7 +416,10 @@ async fn find(
             (roots.to_vec(), shown)
         }
     };
-    let fresh = state.search.wait_fresh(caller.account(), FRESHNESS_WAIT).await;
+    let fresh = state
+        .search
+        .wait_fresh(caller.account(), FRESHNESS_WAIT)
+        .await;
     let job = FindSkills {
         index: state.search.index.clone(),
         who: caller.identity.clone(),
@@ -407,7 +441,10 @@ async fn find(
 }
 
 /// `POST /api/v1/skills/validate`: always a verdict (200), never a refusal of the skill.
-async fn validate(_caller: Caller<AnyRole>, ApiJson(body): ApiJson<ValidateSkillBody>) -> ApiResult {
+async fn validate(
+    _caller: Caller<AnyRole>,
+    ApiJson(body): ApiJson<ValidateSkillBody>,
+) -> ApiResult {
     Ok(ApiOk::new(format::verdict(
         &body.data,
         body.strict,
@@ -427,8 +464,10 @@ async fn show(
         None => None,
         Some(l @ 0..=2) => Some(l as u8),
         Some(_) => {
-            return Err(ServiceError::invalid_argument("Skill show level must be 0, 1, or 2")
-                .with_details(json!({"field": "level", "allowed": [0, 1, 2]})))
+            return Err(
+                ServiceError::invalid_argument("Skill show level must be 0, 1, or 2")
+                    .with_details(json!({"field": "level", "allowed": [0, 1, 2]})),
+            )
         }
     };
     let name = format::check_path_name(&path.into_inner())?;

@@ -56,7 +56,9 @@ fn find_packages(dir: &Path, rel: &str, out: &mut Vec<String>) -> Result<(), Str
 fn count(dir: &Path, report: &mut ParseReport, opts: &ParseOptions) -> Result<(), String> {
     for entry in fs::read_dir(dir).map_err(|e| format!("scratch directory: {e}"))? {
         let entry = entry.map_err(|e| format!("scratch directory: {e}"))?;
-        let meta = entry.metadata().map_err(|e| format!("scratch directory: {e}"))?;
+        let meta = entry
+            .metadata()
+            .map_err(|e| format!("scratch directory: {e}"))?;
         if meta.is_dir() {
             report.dirs += 1;
             count(&entry.path(), report, opts)?;
@@ -71,7 +73,10 @@ fn count(dir: &Path, report: &mut ParseReport, opts: &ParseOptions) -> Result<()
             ));
         }
         if report.bytes > opts.max_bytes {
-            return Err(format!("the package holds more than {} bytes", opts.max_bytes));
+            return Err(format!(
+                "the package holds more than {} bytes",
+                opts.max_bytes
+            ));
         }
     }
     Ok(())

@@ -60,20 +60,33 @@ impl BlockingJob for InstallSkill {
         let owner = TaskOwner::user(&req.account, &req.user);
         tasks::create_with_id(ctx.storage, &owner, &req.task_id, TASK_TYPE, None)?;
         let stale_after = Duration::from_secs(self.settings.resources.stale_after_secs);
-        let outcome = active::touch(ctx.storage, &req.account, &req.user, &req.task_id).and_then(|()| {
-            let mut heartbeat =
-                active::Heartbeat::new(ctx.storage, &req.account, &req.user, &req.task_id, stale_after);
-            store::install(
-                ctx.storage,
-                req,
-                &self.settings.resources,
-                &self.settings.quota,
-                self.replace_only,
-                &mut || heartbeat.beat(),
-            )
-        });
+        let outcome =
+            active::touch(ctx.storage, &req.account, &req.user, &req.task_id).and_then(|()| {
+                let mut heartbeat = active::Heartbeat::new(
+                    ctx.storage,
+                    &req.account,
+                    &req.user,
+                    &req.task_id,
+                    stale_after,
+                );
+                store::install(
+                    ctx.storage,
+                    req,
+                    &self.settings.resources,
+                    &self.settings.quota,
+                    self.replace_only,
+                    &mut || heartbeat.beat(),
+                )
+            });
         let changed = [req.root.store_path().clone()];
-        record_outcome(&self.recorder, ctx, &outcome, &changed, ChangeKind::Ingest, RecordWhen::OnSuccess);
+        record_outcome(
+            &self.recorder,
+            ctx,
+            &outcome,
+            &changed,
+            ChangeKind::Ingest,
+            RecordWhen::OnSuccess,
+        );
         let answer = outcome.and_then(|installed| {
             if let SkillData::Upload { id } = &req.data {
                 // Consumed, as 0.5.2 deletes a temp upload once used.
@@ -164,7 +177,12 @@ impl BlockingJob for ShowSkill {
     type Output = ServiceResult<Value>;
 
     fn run(self, ctx: &JobContext<'_>) -> Self::Output {
-        let skill = store::locate(ctx.storage, &self.who, &self.name, self.target_uri.as_deref())?;
+        let skill = store::locate(
+            ctx.storage,
+            &self.who,
+            &self.name,
+            self.target_uri.as_deref(),
+        )?;
         store::detail(ctx.storage, &skill, self.opts)
     }
 }
@@ -181,11 +199,23 @@ impl BlockingJob for RemoveSkill {
     type Output = ServiceResult<Value>;
 
     fn run(self, ctx: &JobContext<'_>) -> Self::Output {
-        let skill = store::locate(ctx.storage, &self.who, &self.name, self.target_uri.as_deref())?;
+        let skill = store::locate(
+            ctx.storage,
+            &self.who,
+            &self.name,
+            self.target_uri.as_deref(),
+        )?;
         crate::storage::uri::authorize(&skill, &self.who, crate::storage::uri::Access::Delete)?;
         let out = store::remove(ctx.storage, &skill);
         let changed = [skill.store_path().clone()];
-        record_outcome(&self.recorder, ctx, &out, &changed, ChangeKind::Remove, RecordWhen::EvenIfPartial);
+        record_outcome(
+            &self.recorder,
+            ctx,
+            &out,
+            &changed,
+            ChangeKind::Remove,
+            RecordWhen::EvenIfPartial,
+        );
         out?;
         let shown = skill.uri();
         Ok(json!({"name": skill.name(), "uri": shown, "root_uri": shown, "privacy_deleted": false}))
@@ -205,7 +235,16 @@ impl BlockingJob for FindSkills {
     type Output = ServiceResult<Vec<Value>>;
 
     fn run(self, ctx: &JobContext<'_>) -> Self::Output {
-        let state = IndexState { catching_up: self.catching_up };
-        find::find(ctx.storage, &self.index, &self.who, &self.query, state, self.embedder.as_deref())
+        let state = IndexState {
+            catching_up: self.catching_up,
+        };
+        find::find(
+            ctx.storage,
+            &self.index,
+            &self.who,
+            &self.query,
+            state,
+            self.embedder.as_deref(),
+        )
     }
 }

@@ -68,18 +68,27 @@ pub fn find(
         Ok(r) => r,
         Err(_) => return Err(ServiceError::internal("skills find: unsupported request")),
     };
-    let bounds = ContentBounds { per_hit: 0, per_answer: 0 };
+    let bounds = ContentBounds {
+        per_hit: 0,
+        per_answer: 0,
+    };
     let answer = query::run(index, storage, who, &req, state, dense, bounds)?;
     let hits = answer["skills"].as_array().cloned().unwrap_or_default();
     let mut seen = std::collections::HashSet::new();
     let mut out = Vec::new();
     for hit in hits {
-        let Some(hit_uri) = hit["uri"].as_str() else { continue };
-        let Some(root) = package_root(hit_uri) else { continue };
+        let Some(hit_uri) = hit["uri"].as_str() else {
+            continue;
+        };
+        let Some(root) = package_root(hit_uri) else {
+            continue;
+        };
         if !seen.insert(root.clone()) {
             continue;
         }
-        let Ok(root_uri) = uri::parse(&root, who) else { continue };
+        let Ok(root_uri) = uri::parse(&root, who) else {
+            continue;
+        };
         let abstract_text = sidecar_text(storage, &root_uri, ABSTRACT_FILE);
         let meta: Map<String, Value> = format::abstract_meta(&abstract_text);
         let name = meta

@@ -52,10 +52,10 @@ pub fn split_front_matter(text: &str) -> Option<(&str, &str)> {
 
 /// The front matter as a JSON object (a YAML mapping with string keys).
 fn front_matter_map(text: &str) -> Result<(Map<String, Value>, String), String> {
-    let (front, body) =
-        split_front_matter(text).ok_or_else(|| "SKILL.md must have YAML frontmatter".to_string())?;
-    let value: Value = serde_norway::from_str(front)
-        .map_err(|e| format!("Invalid YAML frontmatter: {e}"))?;
+    let (front, body) = split_front_matter(text)
+        .ok_or_else(|| "SKILL.md must have YAML frontmatter".to_string())?;
+    let value: Value =
+        serde_norway::from_str(front).map_err(|e| format!("Invalid YAML frontmatter: {e}"))?;
     match value {
         Value::Object(map) => Ok((map, body.trim().to_string())),
         _ => Err("Invalid YAML frontmatter".into()),
@@ -67,8 +67,10 @@ fn front_matter_map(text: &str) -> Result<(Map<String, Value>, String), String> 
 pub fn check_name(name: Option<&Value>) -> Result<String, ServiceError> {
     let name = match name {
         None | Some(Value::Null) => {
-            return Err(ServiceError::invalid_argument("Skill must have 'name' field")
-                .with_details(json!({"field": "name"})))
+            return Err(
+                ServiceError::invalid_argument("Skill must have 'name' field")
+                    .with_details(json!({"field": "name"})),
+            )
         }
         Some(Value::String(s)) => s.trim(),
         Some(_) => {
@@ -89,7 +91,9 @@ pub fn check_name(name: Option<&Value>) -> Result<String, ServiceError> {
         return Err(ServiceError::invalid_argument(format!(
             "Skill name cannot exceed {MAX_NAME_CHARS} characters"
         ))
-        .with_details(json!({"field": "name", "max_length": MAX_NAME_CHARS, "actual_length": chars})));
+        .with_details(
+            json!({"field": "name", "max_length": MAX_NAME_CHARS, "actual_length": chars}),
+        ));
     }
     if !name_chars_ok(name) {
         return Err(
@@ -122,7 +126,11 @@ fn split_allowed_tools(value: &Value) -> Result<Vec<String>, String> {
     match value {
         Value::Array(items) => items
             .iter()
-            .map(|t| t.as_str().map(str::to_string).ok_or_else(|| WRONG.to_string()))
+            .map(|t| {
+                t.as_str()
+                    .map(str::to_string)
+                    .ok_or_else(|| WRONG.to_string())
+            })
             .collect(),
         Value::String(s) => {
             let mut tools = Vec::new();
@@ -228,8 +236,10 @@ pub fn from_structured(data: &Map<String, Value>) -> Result<SkillDef, ServiceErr
         None | Some(Value::Null) => String::new(),
         Some(Value::String(s)) => s.trim().to_string(),
         Some(_) => {
-            return Err(ServiceError::invalid_argument("Skill 'content' must be a string")
-                .with_details(json!({"field": "content"})))
+            return Err(
+                ServiceError::invalid_argument("Skill 'content' must be a string")
+                    .with_details(json!({"field": "content"})),
+            )
         }
     };
     if body.len() > MAX_DEFINITION_BYTES {
@@ -332,7 +342,12 @@ fn issue(rule: &str, message: &str, field: &str) -> Value {
 
 /// The `validate` verdict of 0.5.2 (always an answer, never a refusal): `data` is `SKILL.md`
 /// text or a structured skill.
-pub fn verdict(data: &Value, strict: bool, skill_dir_name: Option<&str>, source_path: Option<&str>) -> Value {
+pub fn verdict(
+    data: &Value,
+    strict: bool,
+    skill_dir_name: Option<&str>,
+    source_path: Option<&str>,
+) -> Value {
     let source = source_path.unwrap_or("");
     let parsed: Result<Map<String, Value>, String> = match data {
         Value::Object(m) => {
@@ -367,7 +382,11 @@ pub fn verdict(data: &Value, strict: bool, skill_dir_name: Option<&str>, source_
         .or_else(|| parsed.get("allowed-tools"))
         .cloned();
     if let Some(t) = tools {
-        let list = if t.is_array() { t } else { Value::Array(vec![t]) };
+        let list = if t.is_array() {
+            t
+        } else {
+            Value::Array(vec![t])
+        };
         parsed.insert("allowed_tools".into(), list);
     }
     parsed.remove("allowed-tools");
@@ -380,13 +399,21 @@ pub fn verdict(data: &Value, strict: bool, skill_dir_name: Option<&str>, source_
     let mut warnings = Vec::new();
     let name = parsed.get("name").cloned().unwrap_or(Value::Null);
     let description = parsed.get("description").cloned().unwrap_or(Value::Null);
-    let content = parsed.get("content").and_then(Value::as_str).unwrap_or("").to_string();
+    let content = parsed
+        .get("content")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
     let name_str = name.as_str().map(str::trim).filter(|s| !s.is_empty());
     if name_str.is_none() {
         errors.push(issue("name_required", "name is required", "name"));
     }
     if description.as_str().is_none_or(|d| d.trim().is_empty()) {
-        errors.push(issue("description_required", "description is required", "description"));
+        errors.push(issue(
+            "description_required",
+            "description is required",
+            "description",
+        ));
     }
     let mut mode_issue = |i: Value| {
         if strict {
@@ -405,7 +432,11 @@ pub fn verdict(data: &Value, strict: bool, skill_dir_name: Option<&str>, source_
             ));
         }
         if n.chars().count() > MAX_NAME_CHARS {
-            mode_issue(issue("name_max_length", "name must not exceed 64 characters", "name"));
+            mode_issue(issue(
+                "name_max_length",
+                "name must not exceed 64 characters",
+                "name",
+            ));
         }
         if !name_chars_ok(n) {
             mode_issue(issue(
@@ -415,7 +446,10 @@ pub fn verdict(data: &Value, strict: bool, skill_dir_name: Option<&str>, source_
             ));
         }
     }
-    if description.as_str().is_some_and(|d| d.chars().count() > MAX_DESCRIPTION_CHARS) {
+    if description
+        .as_str()
+        .is_some_and(|d| d.chars().count() > MAX_DESCRIPTION_CHARS)
+    {
         mode_issue(issue(
             "description_max_length",
             "description must not exceed 1024 characters",
@@ -424,9 +458,19 @@ pub fn verdict(data: &Value, strict: bool, skill_dir_name: Option<&str>, source_
     }
     let body_lines = content.lines().count();
     if strict && body_lines > MAX_BODY_LINES {
-        warnings.push(issue("body_max_lines", "SKILL.md body exceeds 500 lines", "content"));
+        warnings.push(issue(
+            "body_max_lines",
+            "SKILL.md body exceeds 500 lines",
+            "content",
+        ));
     }
-    let or_empty = |v: &Value| if is_falsy(v) { Value::from("") } else { v.clone() };
+    let or_empty = |v: &Value| {
+        if is_falsy(v) {
+            Value::from("")
+        } else {
+            v.clone()
+        }
+    };
     let or_list = |v: Option<&Value>| match v {
         Some(v) if !is_falsy(v) => v.clone(),
         _ => json!([]),
@@ -488,15 +532,26 @@ mod tests {
         assert_eq!(again, def);
         let meta = abstract_meta(&abstract_yaml(&def));
         assert!(meta_is_skill(&meta));
-        assert_eq!(meta["allowed_tools"], json!(["Bash(git add:*)", "Read", "Write"]));
+        assert_eq!(
+            meta["allowed_tools"],
+            json!(["Bash(git add:*)", "Read", "Write"])
+        );
     }
 
     #[test]
     fn refuses_missing_or_wrong_front_matter() {
         let no_front = parse_definition("# just markdown\n").unwrap_err();
-        assert!(no_front.message.contains("frontmatter"), "{}", no_front.message);
+        assert!(
+            no_front.message.contains("frontmatter"),
+            "{}",
+            no_front.message
+        );
         let bad_yaml = parse_definition("---\nname: [unclosed\n---\nbody\n").unwrap_err();
-        assert!(bad_yaml.message.contains("Invalid YAML"), "{}", bad_yaml.message);
+        assert!(
+            bad_yaml.message.contains("Invalid YAML"),
+            "{}",
+            bad_yaml.message
+        );
         let list = parse_definition("---\n- a\n- b\n---\nbody\n").unwrap_err();
         assert_eq!(list.message, "Invalid YAML frontmatter");
         let no_desc = parse_definition("---\nname: x\n---\nbody\n").unwrap_err();
@@ -505,10 +560,17 @@ mod tests {
         assert!(bad_name.message.contains("Invalid skill name"));
         let long = format!("---\nname: {}\ndescription: d\n---\nb\n", "a".repeat(65));
         assert!(parse_definition(&long).unwrap_err().message.contains("64"));
-        let unbalanced = parse_definition("---\nname: x\ndescription: d\nallowed-tools: Bash(a\n---\nb\n");
+        let unbalanced =
+            parse_definition("---\nname: x\ndescription: d\nallowed-tools: Bash(a\n---\nb\n");
         assert!(unbalanced.unwrap_err().message.contains("unbalanced"));
-        let huge = format!("---\nname: x\ndescription: d\n---\n{}", "a".repeat(MAX_DEFINITION_BYTES));
-        assert_eq!(parse_definition(&huge).unwrap_err().code, crate::error::ErrorCode::PayloadTooLarge);
+        let huge = format!(
+            "---\nname: x\ndescription: d\n---\n{}",
+            "a".repeat(MAX_DEFINITION_BYTES)
+        );
+        assert_eq!(
+            parse_definition(&huge).unwrap_err().code,
+            crate::error::ErrorCode::PayloadTooLarge
+        );
     }
 
     #[test]
@@ -527,10 +589,24 @@ mod tests {
         assert_eq!(lax["warnings"].as_array().unwrap().len(), 2);
         let strict = verdict(&json!(text), true, Some("other"), None);
         assert_eq!(strict["valid"], false);
-        let rules: Vec<_> = strict["errors"].as_array().unwrap().iter().map(|e| e["rule"].clone()).collect();
-        assert_eq!(rules, [json!("name_matches_directory"), json!("name_allowed_characters")]);
+        let rules: Vec<_> = strict["errors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["rule"].clone())
+            .collect();
+        assert_eq!(
+            rules,
+            [
+                json!("name_matches_directory"),
+                json!("name_allowed_characters")
+            ]
+        );
         let structured = verdict(&json!({"name": "a"}), false, None, None);
         assert_eq!(structured["errors"][0]["rule"], "description_required");
-        assert_eq!(verdict(&json!(3), false, None, None)["errors"][0]["message"], "Unsupported data type: int");
+        assert_eq!(
+            verdict(&json!(3), false, None, None)["errors"][0]["message"],
+            "Unsupported data type: int"
+        );
     }
 }

@@ -108,7 +108,11 @@ pub fn roots(who: &Identity) -> ServiceResult<[VikingUri; 2]> {
 
 /// The skills root a `target_uri` selects (0.5.2: the agent root or anything under it, the
 /// caller's user root or anything under it; the caller must be allowed to `access` it).
-pub fn root_for_target(who: &Identity, target: Option<&str>, access: Access) -> ServiceResult<VikingUri> {
+pub fn root_for_target(
+    who: &Identity,
+    target: Option<&str>,
+    access: Access,
+) -> ServiceResult<VikingUri> {
     let [user_root, agent_root] = roots(who)?;
     let Some(raw) = target.map(str::trim).filter(|t| !t.is_empty()) else {
         uri::authorize(&user_root, who, access)?;
@@ -120,11 +124,11 @@ pub fn root_for_target(who: &Identity, target: Option<&str>, access: Access) -> 
     } else if target.starts_with(&user_root) {
         user_root
     } else {
-        return Err(ServiceError::invalid_argument(format!(
-            "Unsupported skill target URI: {raw}"
-        ))
-        .with_details(json!({"field": "target_uri",
-                             "allowed": [user_root.uri(), agent_root.uri()]})));
+        return Err(
+            ServiceError::invalid_argument(format!("Unsupported skill target URI: {raw}"))
+                .with_details(json!({"field": "target_uri",
+                             "allowed": [user_root.uri(), agent_root.uri()]})),
+        );
     };
     uri::authorize(&root, who, access)?;
     Ok(root)
@@ -156,7 +160,12 @@ fn prepare(
     heartbeat: &mut dyn FnMut(),
 ) -> ServiceResult<Sources> {
     let single = |def: SkillDef| Sources {
-        packages: vec![Prepared { def, dir: None, auxiliary: 0, bytes: 0 }],
+        packages: vec![Prepared {
+            def,
+            dir: None,
+            auxiliary: 0,
+            bytes: 0,
+        }],
         from_directory: false,
         warnings: Vec::new(),
     };
@@ -168,7 +177,13 @@ fn prepare(
             let input = scratch.path().join("input");
             uploads::copy_to_local(storage, &req.account, id, &meta, &input)?;
             if is_zip(&input, &meta.original_filename) {
-                unpack_packages(&input, scratch.path(), &meta.original_filename, settings, heartbeat)?
+                unpack_packages(
+                    &input,
+                    scratch.path(),
+                    &meta.original_filename,
+                    settings,
+                    heartbeat,
+                )?
             } else {
                 if meta.size > MAX_DEFINITION_BYTES as u64 {
                     return Err(format::too_large(meta.size as usize));
@@ -185,7 +200,9 @@ fn prepare(
     let mut sources = select(sources, &req.names)?;
     if let Some(expected) = &req.expected_name {
         if sources.packages.len() > 1 {
-            sources.packages.retain(|p| p.dir.as_ref().is_some_and(|d| d.ends_with(expected)));
+            sources
+                .packages
+                .retain(|p| p.dir.as_ref().is_some_and(|d| d.ends_with(expected)));
         }
         let [only] = sources.packages.as_slice() else {
             return Err(ServiceError::invalid_argument(
@@ -308,7 +325,11 @@ fn unpack_packages(
     heartbeat: &mut dyn FnMut(),
 ) -> ServiceResult<Sources> {
     let opts = ParseOptions {
-        source_name: if name.is_empty() { "skill.zip".into() } else { name.to_string() },
+        source_name: if name.is_empty() {
+            "skill.zip".into()
+        } else {
+            name.to_string()
+        },
         strict: false,
         ignore_dirs: None,
         include: None,
@@ -336,14 +357,25 @@ fn unpack_packages(
     let mut packages = Vec::new();
     for rel in &report.packages {
         if rel.split('/').any(|s| s == ".." || s.is_empty()) {
-            return Err(ServiceError::internal("the parser reported an unsafe package path"));
+            return Err(ServiceError::internal(
+                "the parser reported an unsafe package path",
+            ));
         }
         let dir = work.join("out").join(rel);
         let def = format::parse_definition(&read_definition(&dir.join(DEFINITION_FILE))?)?;
         let (files, bytes) = local_size(&dir);
-        packages.push(Prepared { def, dir: Some(dir), auxiliary: files.saturating_sub(1), bytes });
+        packages.push(Prepared {
+            def,
+            dir: Some(dir),
+            auxiliary: files.saturating_sub(1),
+            bytes,
+        });
     }
-    Ok(Sources { packages, from_directory: true, warnings: report.warnings })
+    Ok(Sources {
+        packages,
+        from_directory: true,
+        warnings: report.warnings,
+    })
 }
 
 /// Files and bytes under a local directory.
@@ -370,7 +402,10 @@ fn local_size(dir: &Path) -> (usize, u64) {
 }
 
 /// The lock that serialises installs and removals of one skill.
-fn skill_lock(storage: &dyn Storage, skill: &VikingUri) -> ServiceResult<Box<dyn crate::storage::LockGuard>> {
+fn skill_lock(
+    storage: &dyn Storage,
+    skill: &VikingUri,
+) -> ServiceResult<Box<dyn crate::storage::LockGuard>> {
     let digest = hex::encode(Sha256::digest(skill.store_path().to_string().as_bytes()));
     storage
         .lock(&format!("skill:{}", &digest[..32]), LOCK_WAIT)
@@ -403,7 +438,16 @@ pub fn install(
         let bytes = prepared.bytes + 64 * 1024;
         crate::storage::quota::admit(storage, &req.account, bytes, files, quota)?;
         let slot = staging.join(&i.to_string())?;
-        let outcome = stage_and_swap(storage, req, prepared, &skill_uri, &slot, replace_only, heartbeat, settings);
+        let outcome = stage_and_swap(
+            storage,
+            req,
+            prepared,
+            &skill_uri,
+            &slot,
+            replace_only,
+            heartbeat,
+            settings,
+        );
         let _ = storage.remove(&slot, true);
         outcome?;
         crate::storage::quota::charge(storage, &req.account, bytes as i64, files as i64, quota);
@@ -444,35 +488,57 @@ fn stage_and_swap(
                 path = path.join(seg)?;
                 uri = uri.child(seg)?;
             }
-            for (file, body) in [(ABSTRACT_FILE, &s.abstract_text), (OVERVIEW_FILE, &s.overview)] {
+            for (file, body) in [
+                (ABSTRACT_FILE, &s.abstract_text),
+                (OVERVIEW_FILE, &s.overview),
+            ] {
                 let text = okf::render(&uri.uri(), INGEST_SIDECARS, false, body);
                 storage.write_staged(&path.join(file)?, text.as_bytes())?;
             }
         }
     }
     let shown = skill_uri.uri();
-    let overview = if def.body.trim().is_empty() { def.description.as_str() } else { def.body.as_str() };
+    let overview = if def.body.trim().is_empty() {
+        def.description.as_str()
+    } else {
+        def.body.as_str()
+    };
     let mut source = req.source.clone();
     source.insert("skill_name".into(), def.name.clone().into());
     let source_text = serde_json::to_string_pretty(&Value::Object(sorted(source)))
         .map_err(ServiceError::internal)?;
     for (file, text) in [
         (DEFINITION_FILE, format::to_skill_md(def)),
-        (ABSTRACT_FILE, okf::render(&shown, SKILL_SIDECARS, false, &format::abstract_yaml(def))),
-        (OVERVIEW_FILE, okf::render(&shown, SKILL_SIDECARS, false, overview)),
+        (
+            ABSTRACT_FILE,
+            okf::render(&shown, SKILL_SIDECARS, false, &format::abstract_yaml(def)),
+        ),
+        (
+            OVERVIEW_FILE,
+            okf::render(&shown, SKILL_SIDECARS, false, overview),
+        ),
         (SOURCE_FILE, source_text),
     ] {
         storage.write_staged(&tree.join(file)?, text.as_bytes())?;
     }
     storage.sync_staged()?;
     let _lock = skill_lock(storage, skill_uri)?;
-    let exists = storage.stat(skill_uri.store_path())?.is_some_and(|m| m.is_dir());
+    let exists = storage
+        .stat(skill_uri.store_path())?
+        .is_some_and(|m| m.is_dir());
     if replace_only && !exists {
         return Err(not_found(skill_uri));
     }
     let stale_after = Duration::from_secs(settings.stale_after_secs);
     let keep = |work: &dyn Fn() -> Result<(), StorageError>| {
-        active::keep_alive(storage, &req.account, &req.user, &req.task_id, stale_after, work)
+        active::keep_alive(
+            storage,
+            &req.account,
+            &req.user,
+            &req.task_id,
+            stale_after,
+            work,
+        )
     };
     let old = staging.join("previous")?;
     if exists {
@@ -502,7 +568,12 @@ fn not_found(skill: &VikingUri) -> ServiceError {
 
 /// The installed package `name`: under `target`'s root when given, else the caller's own,
 /// then the account's (0.5.2's order).
-pub fn locate(storage: &dyn Storage, who: &Identity, name: &str, target: Option<&str>) -> ServiceResult<VikingUri> {
+pub fn locate(
+    storage: &dyn Storage,
+    who: &Identity,
+    name: &str,
+    target: Option<&str>,
+) -> ServiceResult<VikingUri> {
     let name = format::check_path_name(name)?;
     let mut candidates = Vec::new();
     if target.is_some_and(|t| !t.trim().is_empty()) {
@@ -513,7 +584,9 @@ pub fn locate(storage: &dyn Storage, who: &Identity, name: &str, target: Option<
     }
     for skill in &candidates {
         if uri::authorize(skill, who, Access::Read).is_ok()
-            && storage.stat(skill.store_path())?.is_some_and(|m| m.is_dir())
+            && storage
+                .stat(skill.store_path())?
+                .is_some_and(|m| m.is_dir())
         {
             return Ok(skill.clone());
         }
@@ -544,18 +617,30 @@ pub fn summary_of(name: &str, skill: &VikingUri, meta: &Map<String, Value>) -> V
 /// The skills directly under `root` (at most `limit` directories looked at): a directory is
 /// a skill when its abstract names a valid skill, or, without a readable one, when it holds
 /// `SKILL.md`.
-pub fn list_root(storage: &dyn Storage, root: &VikingUri, limit: usize) -> ServiceResult<Vec<Value>> {
+pub fn list_root(
+    storage: &dyn Storage,
+    root: &VikingUri,
+    limit: usize,
+) -> ServiceResult<Vec<Value>> {
     let mut entries = match storage.list(root.store_path()) {
         Ok(e) => e,
-        Err(StorageError::NotFound(_)) | Err(StorageError::NotADirectory(_)) => return Ok(Vec::new()),
+        Err(StorageError::NotFound(_)) | Err(StorageError::NotADirectory(_)) => {
+            return Ok(Vec::new())
+        }
         Err(e) => return Err(e.into()),
     };
-    entries.retain(|e| e.meta.is_dir() && !uri::is_hidden_name(&e.name) && !crate::storage::is_internal_name(&e.name));
+    entries.retain(|e| {
+        e.meta.is_dir()
+            && !uri::is_hidden_name(&e.name)
+            && !crate::storage::is_internal_name(&e.name)
+    });
     entries.sort_by(|a, b| a.name.cmp(&b.name));
     entries.truncate(limit);
     let mut out = Vec::new();
     for e in entries {
-        let Ok(skill) = root.child(&e.name) else { continue };
+        let Ok(skill) = root.child(&e.name) else {
+            continue;
+        };
         let abstract_text = sidecar_text(storage, &skill, ABSTRACT_FILE);
         let meta = format::abstract_meta(&abstract_text);
         let listed = if !meta.is_empty() {
@@ -594,7 +679,10 @@ pub fn detail(storage: &dyn Storage, skill: &VikingUri, opts: DetailOpts) -> Ser
     if level.is_none() || level == Some(1) {
         out["overview"] = sidecar_text(storage, skill, OVERVIEW_FILE).into();
     }
-    if level == Some(2) || opts.include_content == Some(true) || (level.is_none() && opts.include_content != Some(false)) {
+    if level == Some(2)
+        || opts.include_content == Some(true)
+        || (level.is_none() && opts.include_content != Some(false))
+    {
         let bytes = match storage.read(&skill.store_path().join(DEFINITION_FILE)?) {
             Ok(b) => b,
             Err(StorageError::NotFound(_)) => Vec::new(),
@@ -625,7 +713,10 @@ fn source_record(storage: &dyn Storage, skill: &VikingUri) -> Value {
         Ok(bytes) => match serde_json::from_slice::<Value>(&bytes) {
             Ok(Value::Object(mut m)) => {
                 m.insert("tracked".into(), true.into());
-                m.insert("metadata_uri".into(), format!("{}/{SOURCE_FILE}", skill.uri()).into());
+                m.insert(
+                    "metadata_uri".into(),
+                    format!("{}/{SOURCE_FILE}", skill.uri()).into(),
+                );
                 Value::Object(m)
             }
             _ => untracked("Skill source metadata is invalid."),
@@ -652,7 +743,11 @@ fn exhausted(message: String) -> ServiceError {
 
 /// The package's files, breadth first (hidden ones included, `.source.json` left out); with
 /// integrity each file's size and SHA-256 and a revision hash over them all.
-fn manifest(storage: &dyn Storage, skill: &VikingUri, integrity: bool) -> ServiceResult<(Vec<Value>, Option<String>)> {
+fn manifest(
+    storage: &dyn Storage,
+    skill: &VikingUri,
+    integrity: bool,
+) -> ServiceResult<(Vec<Value>, Option<String>)> {
     let mut items: Vec<(String, Value)> = Vec::new();
     let mut queue = std::collections::VecDeque::from([(skill.clone(), String::new(), 0usize)]);
     let mut total: u64 = 0;
@@ -667,7 +762,11 @@ fn manifest(storage: &dyn Storage, skill: &VikingUri, integrity: bool) -> Servic
             if crate::storage::is_internal_name(&e.name) {
                 continue;
             }
-            let path = if rel.is_empty() { e.name.clone() } else { format!("{rel}/{}", e.name) };
+            let path = if rel.is_empty() {
+                e.name.clone()
+            } else {
+                format!("{rel}/{}", e.name)
+            };
             if path == SOURCE_FILE {
                 continue;
             }
@@ -689,7 +788,9 @@ fn manifest(storage: &dyn Storage, skill: &VikingUri, integrity: bool) -> Servic
                 }
             } else if integrity {
                 if e.meta.size > INTEGRITY_MAX_FILE_BYTES {
-                    return Err(exhausted(format!("Skill file exceeds integrity size limit: {path}")));
+                    return Err(exhausted(format!(
+                        "Skill file exceeds integrity size limit: {path}"
+                    )));
                 }
                 total += e.meta.size;
                 if total > INTEGRITY_MAX_TOTAL_BYTES {
@@ -716,7 +817,10 @@ fn manifest(storage: &dyn Storage, skill: &VikingUri, integrity: bool) -> Servic
             let mut m = Map::new();
             m.insert("is_dir".into(), v["is_dir"].clone());
             m.insert("path".into(), p.clone().into());
-            m.insert("sha256".into(), v.get("sha256").cloned().unwrap_or(Value::Null));
+            m.insert(
+                "sha256".into(),
+                v.get("sha256").cloned().unwrap_or(Value::Null),
+            );
             m.insert("size".into(), v.get("size").cloned().unwrap_or(Value::Null));
             Value::Object(m)
         })
@@ -742,9 +846,18 @@ material given.";
 /// With a chat model: rewrite the package's L1 overview from its definition (the L0 stays the
 /// header fields that listings read). A model failure leaves the instructions as overview and
 /// returns the reason.
-pub fn refine_overview(storage: &dyn Storage, chat: &crate::ingest::chat::ChatClient, skill: &VikingUri) -> Result<(), String> {
+pub fn refine_overview(
+    storage: &dyn Storage,
+    chat: &crate::ingest::chat::ChatClient,
+    skill: &VikingUri,
+) -> Result<(), String> {
     let text = storage
-        .read(&skill.store_path().join(DEFINITION_FILE).map_err(|e| e.to_string())?)
+        .read(
+            &skill
+                .store_path()
+                .join(DEFINITION_FILE)
+                .map_err(|e| e.to_string())?,
+        )
         .map_err(|e| e.to_string())?;
     let text = String::from_utf8_lossy(&text);
     let material = summary::truncate(&text, 16_000);
@@ -760,7 +873,13 @@ pub fn refine_overview(storage: &dyn Storage, chat: &crate::ingest::chat::ChatCl
     }
     let body = okf::render(&skill.uri(), SKILL_SIDECARS, false, &overview);
     storage
-        .write(&skill.store_path().join(OVERVIEW_FILE).map_err(|e| e.to_string())?, body.as_bytes())
+        .write(
+            &skill
+                .store_path()
+                .join(OVERVIEW_FILE)
+                .map_err(|e| e.to_string())?,
+            body.as_bytes(),
+        )
         .map_err(|e| e.to_string())?;
     Ok(())
 }
