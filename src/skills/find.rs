@@ -8,6 +8,7 @@ use super::format;
 use super::store;
 use crate::error::{ServiceError, ServiceResult};
 use crate::identity::Identity;
+use crate::search::docs::skill_package_root;
 use crate::search::embed::Embedder;
 use crate::search::index::SearchIndex;
 use crate::search::query::{self, ContentBounds, IndexState};
@@ -27,18 +28,6 @@ pub struct SkillQuery {
     pub roots: Vec<VikingUri>,
 }
 
-/// The package root of a hit URI (`…/skills/<name>` of a user or of the agent).
-fn package_root(hit: &str) -> Option<String> {
-    let rest = hit.strip_prefix("viking://")?;
-    let segs: Vec<&str> = rest.split('/').collect();
-    let n = match segs.as_slice() {
-        ["user", _, "skills", name, ..] if !name.starts_with('.') => 4,
-        ["agent", "skills", name, ..] if !name.starts_with('.') => 3,
-        _ => return None,
-    };
-    Some(format!("viking://{}", segs[..n].join("/")))
-}
-
 /// Run the find and describe each package found, best first, at most `limit`.
 pub fn find(
     storage: &dyn Storage,
@@ -50,8 +39,7 @@ pub fn find(
 ) -> ServiceResult<Vec<Value>> {
     let mut body = json!({
         "query": q.query,
-        // Several hits of one package collapse into one: ask for more.
-        "limit": (q.limit.saturating_mul(4)).clamp(10, 1000),
+        "limit": q.limit,
         "context_type": "skill",
         "target_uri": q.roots.iter().map(VikingUri::uri).collect::<Vec<_>>(),
     });
@@ -80,7 +68,7 @@ pub fn find(
         let Some(hit_uri) = hit["uri"].as_str() else {
             continue;
         };
-        let Some(root) = package_root(hit_uri) else {
+        let Some(root) = skill_package_root(hit_uri) else {
             continue;
         };
         if !seen.insert(root.clone()) {
@@ -108,23 +96,4 @@ pub fn find(
         }
     }
     Ok(out)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::package_root;
-
-    #[test]
-    fn hits_map_to_their_package() {
-        assert_eq!(
-            package_root("viking://user/bob/skills/pdf/scripts/run.py").as_deref(),
-            Some("viking://user/bob/skills/pdf")
-        );
-        assert_eq!(
-            package_root("viking://agent/skills/pdf/.abstract.md").as_deref(),
-            Some("viking://agent/skills/pdf")
-        );
-        assert_eq!(package_root("viking://agent/skills/.pdf.backup/x"), None);
-        assert_eq!(package_root("viking://resources/skills/pdf"), None);
-    }
 }

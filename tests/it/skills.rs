@@ -197,6 +197,33 @@ fn inline_skills_are_stored_listed_shown_found_and_deleted() {
         "{hits}"
     );
 
+    // find/search report skill hits inside packages only, one per package (0.5.2): not the
+    // registry directory's own summary, not SKILL.md beside its package's overview.
+    let hits = ok(&s.post(
+        "/api/v1/search/find",
+        Some(&alice),
+        json!({"query": "shared skill registry agent pdf forms merge"}),
+    ))
+    .clone();
+    let uris: Vec<&str> = hits["skills"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["uri"].as_str().unwrap())
+        .collect();
+    assert!(!uris.is_empty(), "{hits}");
+    assert!(
+        !uris
+            .iter()
+            .any(|u| *u == "viking://agent/skills/.abstract.md"),
+        "{uris:?}"
+    );
+    let pdf_hits = uris
+        .iter()
+        .filter(|u| u.starts_with("viking://user/alice/skills/pdf-tools/"))
+        .count();
+    assert_eq!(pdf_hits, 1, "{uris:?}");
+
     // Delete: gone from storage, the listing and find.
     let gone = ok(&s.delete(&format!("{SKILLS}/pdf-tools"), Some(&alice))).clone();
     assert_eq!(gone["uri"], "viking://user/alice/skills/pdf-tools");
