@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 
 use crate::harness::api::{create_account, err, ok, register};
 use crate::harness::{Opts, Server, Storage, ROOT_KEY};
-use crate::resources::{upload_id, zip_bytes};
+use crate::resources::{upload_id, zip_bytes, Fake};
 
 const SKILLS: &str = "/api/v1/skills";
 
@@ -673,4 +673,64 @@ fn roles_keep_private_skills_private_and_share_agent_skills() {
     // Another account sees none of it.
     let carol = create_account(&s, "other", "carol");
     assert!(names(ok(&s.get(SKILLS, Some(&carol)))).is_empty());
+}
+
+#[test]
+fn a_configured_chat_model_writes_the_overview_and_its_failure_keeps_the_instructions() {
+    // A stand-in OpenAI-compatible provider: answers for skills named "good-*", fails others.
+    let model = Fake::start(std::sync::Arc::new(|path: &str, body: &str| {
+        let v: Value = serde_json::from_str(body).unwrap_or(Value::Null);
+        let prompt = v["messages"][1]["content"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        if path != "/v1/chat/completions" || !prompt.contains("Skill package: good-") {
+            return (500, vec![], b"{}".to_vec());
+        }
+        let out = json!({"choices": [{"message": {"role": "assistant",
+                          "content": "# Model overview\n\nWhen to use the skill."}}]});
+        (
+            200,
+            vec![("Content-Type".into(), "application/json".into())],
+            out.to_string().into_bytes(),
+        )
+    }));
+    let st = Storage::new();
+    let s = Server::start(
+        &st,
+        Opts::default()
+            .env("LONGSHIP_VLM__PROVIDER", "openai")
+            .env("LONGSHIP_VLM__API_BASE", &model.url("/v1"))
+            .env("LONGSHIP_VLM__MODEL", "tiny")
+            .env("LONGSHIP_VLM__API_KEY", "sk-test")
+            .env("LONGSHIP_VLM__MAX_RETRIES", "0"),
+    );
+    let alice = create_account(&s, "acme", "alice");
+    let good = skill_md("good-notes", "Take notes.", "Write bullets.");
+    let r = ok(&s.post(SKILLS, Some(&alice), json!({"data": good, "wait": true}))).clone();
+    assert!(r.get("warnings").is_none(), "{r}");
+    let shown = ok(&s.get(&format!("{SKILLS}/good-notes"), Some(&alice))).clone();
+    assert_eq!(
+        shown["overview"],
+        "# Model overview\n\nWhen to use the skill."
+    );
+    // The abstract stays the header fields that listings read.
+    assert!(shown["abstract"]
+        .as_str()
+        .unwrap()
+        .starts_with("name: good-notes\n"));
+    let bad = skill_md("bad-notes", "Take notes badly.", "Scribble.");
+    let r = ok(&s.post(SKILLS, Some(&alice), json!({"data": bad, "wait": true}))).clone();
+    assert!(
+        r["warnings"].to_string().contains("chat model failed"),
+        "{r}"
+    );
+    assert_eq!(
+        ok(&s.get(&format!("{SKILLS}/bad-notes"), Some(&alice)))["overview"],
+        "Scribble."
+    );
+    assert_eq!(
+        names(ok(&s.get(SKILLS, Some(&alice)))),
+        ["bad-notes", "good-notes"]
+    );
 }
