@@ -11,6 +11,7 @@ use serde_json::{json, Map, Value};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::error::ServiceError;
+use crate::ingest::git;
 use crate::jobs::skills::{
     DescribeSkills, FindSkills, InstallSkill, ListSkills, RemoveSkill, ShowSkill,
 };
@@ -183,11 +184,7 @@ fn skill_data(
     match data {
         Some(Value::String(s)) => {
             if !s.contains('\n') && GIT_PREFIXES.iter().any(|p| s.starts_with(p)) {
-                return Err(ServiceError::unimplemented(
-                    "Installing skills from a Git URL is not supported by this server yet; \
-                     upload the skill directory instead (the SDK and `ov add-skill` zip a local \
-                     directory for you)",
-                ));
+                return Ok(SkillData::Git(git::parse_source(s)?));
             }
             if s.len() > format::MAX_DEFINITION_BYTES {
                 return Err(format::too_large(s.len()));
@@ -214,6 +211,7 @@ fn skill_data(
 fn default_source(data: &SkillData, operation: &str) -> Map<String, Value> {
     let source = match data {
         SkillData::Upload { .. } => "temp_upload",
+        SkillData::Git(_) | SkillData::FromSource => "git",
         _ => "inline_content",
     };
     let v = json!({"type": "api", "source": source, "operation": operation});
@@ -287,17 +285,17 @@ async fn update(
                 "from_source cannot be combined with data or temp_file_id",
             ));
         }
-        // Only a Git install records a source to update from, and this server has none.
-        return Err(ServiceError::invalid_argument(
-            "Skill has no recorded Git source; supply content or an upload",
-        ));
-    }
-    if body.data.is_none() && upload.is_none() {
+    } else if body.data.is_none() && upload.is_none() {
         return Err(value_error(
             "Either data, temp_file_id, or from_source must be provided",
         ));
     }
-    let data = skill_data(body.data.as_ref(), &body.temp_file_id)?;
+    let data = if body.from_source {
+        // Resolved on the pool from the installed package's record.
+        SkillData::FromSource
+    } else {
+        skill_data(body.data.as_ref(), &body.temp_file_id)?
+    };
     let source = body
         .source_metadata
         .clone()

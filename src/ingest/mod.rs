@@ -13,6 +13,7 @@ pub mod chat;
 pub mod convert;
 pub mod fetch;
 pub mod gate;
+pub mod git;
 pub mod local;
 pub mod names;
 pub mod package;

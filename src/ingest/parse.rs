@@ -81,7 +81,16 @@ pub struct ParseReport {
 /// Parse `input` into `<work>/out/<root>/`.
 pub fn parse_source(input: &Path, work: &Path, opts: &ParseOptions) -> Result<ParseReport, String> {
     if opts.package {
-        return super::package::unpack(input, work, opts);
+        let u = super::package::unpack(input, work, opts.archive, opts.max_nodes, opts.max_bytes)?;
+        return Ok(ParseReport {
+            root: super::package::ROOT.into(),
+            source_format: "directory".into(),
+            files: u.files,
+            dirs: u.dirs,
+            bytes: u.bytes,
+            warnings: u.warnings,
+            packages: u.packages,
+        });
     }
     let out = work.join("out");
     fs::create_dir_all(&out).map_err(|e| format!("scratch directory: {e}"))?;

@@ -55,6 +55,9 @@ impl BlockingJob for InstallSkill {
             req.root = skill.parent().ok_or_else(|| {
                 crate::error::ServiceError::internal("a skill package has no parent")
             })?;
+            if matches!(req.data, SkillData::FromSource) {
+                req.data = SkillData::Git(store::recorded_git_source(ctx.storage, &skill)?);
+            }
         }
         let req = &req;
         let owner = TaskOwner::user(&req.account, &req.user);

@@ -20,12 +20,13 @@ use crate::config::{QuotaSettings, ResourceSettings};
 use crate::error::{ErrorCode, ServiceError, ServiceResult};
 use crate::identity::Identity;
 use crate::ingest::archive::ArchiveLimits;
+use crate::ingest::git::{self, GitSource};
 use crate::ingest::package::DEFINITION_FILE;
 use crate::ingest::parse::ParseOptions;
 use crate::ingest::pipeline::{self, INGEST_SIDECARS};
 use crate::ingest::sandbox::{self, ChildLimits};
 use crate::ingest::scratch::Scratch;
-use crate::ingest::{active, summary, uploads};
+use crate::ingest::{active, local, summary, uploads};
 use crate::storage::fs::entry::{sidecar_text, ABSTRACT_FILE, OVERVIEW_FILE};
 use crate::storage::okf::{self, GeneratedBy};
 use crate::storage::uri::{self, Access, VikingUri};
@@ -57,6 +58,10 @@ pub enum SkillData {
     Structured(Map<String, Value>),
     /// A temp upload of the caller: a `SKILL.md` file or a ZIP of a package.
     Upload { id: String },
+    /// A Git repository (http(s)), cloned under the URL-fetch rules.
+    Git(GitSource),
+    /// PUT `from_source`: the Git source recorded in the installed package.
+    FromSource,
 }
 
 /// One install (add, or the replacement of PUT).
@@ -138,6 +143,8 @@ pub fn root_for_target(
 struct Prepared {
     def: SkillDef,
     dir: Option<PathBuf>,
+    /// Where it came from, when the package has its own record (a Git subdirectory).
+    source: Option<Map<String, Value>>,
     /// Files besides `SKILL.md`.
     auxiliary: usize,
     bytes: u64,
@@ -163,6 +170,7 @@ fn prepare(
         packages: vec![Prepared {
             def,
             dir: None,
+            source: None,
             auxiliary: 0,
             bytes: 0,
         }],
@@ -190,6 +198,12 @@ fn prepare(
                 }
                 single(format::parse_definition(&read_definition(&input)?)?)
             }
+        }
+        SkillData::Git(src) => from_git(src, scratch.path(), settings, heartbeat)?,
+        SkillData::FromSource => {
+            return Err(ServiceError::internal(
+                "from_source was not resolved to its Git source",
+            ))
         }
     };
     if !req.names.is_empty() && !sources.from_directory {
@@ -367,6 +381,7 @@ fn unpack_packages(
         packages.push(Prepared {
             def,
             dir: Some(dir),
+            source: None,
             auxiliary: files.saturating_sub(1),
             bytes,
         });
@@ -375,6 +390,78 @@ fn unpack_packages(
         packages,
         from_directory: true,
         warnings: report.warnings,
+    })
+}
+
+/// Clone a repository (SSRF rules, limits), pack it like a server-local directory and unpack
+/// it in the parser child like an upload; each package records its Git source.
+fn from_git(
+    src: &GitSource,
+    work: &Path,
+    settings: &ResourceSettings,
+    heartbeat: &mut dyn FnMut(),
+) -> ServiceResult<Sources> {
+    let dir = git::clone(src, work, settings, heartbeat)?;
+    let zip = work.join("repo.zip");
+    let limits = ArchiveLimits {
+        max_entries: settings.archive_max_entries,
+        max_total_bytes: settings.archive_max_total_bytes,
+        max_ratio: settings.archive_max_ratio,
+        max_depth: settings.archive_max_depth,
+    };
+    let mut warnings = Vec::new();
+    local::pack_dir(&dir, "repo", &zip, limits, &mut warnings).map_err(|m| {
+        ServiceError::invalid_argument(format!("Cannot import {:.200}: {m}", src.source))
+    })?;
+    let _ = std::fs::remove_dir_all(work.join("repo"));
+    let mut sources = unpack_packages(&zip, work, "repo.zip", settings, heartbeat)?;
+    sources.warnings.splice(0..0, warnings);
+    let top = work.join("out").join("package").join("repo");
+    for p in &mut sources.packages {
+        let inner = p
+            .dir
+            .as_ref()
+            .and_then(|d| d.strip_prefix(&top).ok())
+            .map(|r| r.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let subdir = match (
+            src.subdir.as_deref().filter(|s| !s.is_empty()),
+            inner.is_empty(),
+        ) {
+            (Some(base), true) => base.to_string(),
+            (Some(base), false) => format!("{}/{inner}", base.trim_end_matches('/')),
+            (None, _) => inner,
+        };
+        let record = json!({"type": "git", "source": src.source, "clone_url": src.clone_url,
+                            "ref_name": src.ref_name, "subdir": subdir});
+        p.source = record.as_object().cloned();
+    }
+    Ok(sources)
+}
+
+/// The Git source recorded in an installed package (for PUT `from_source`).
+pub fn recorded_git_source(storage: &dyn Storage, skill: &VikingUri) -> ServiceResult<GitSource> {
+    let none = || {
+        ServiceError::invalid_argument(
+            "Skill has no recorded Git source; supply content or an upload",
+        )
+    };
+    let bytes = match storage.read(&skill.store_path().join(SOURCE_FILE)?) {
+        Ok(b) => b,
+        Err(StorageError::NotFound(_)) => return Err(none()),
+        Err(e) => return Err(e.into()),
+    };
+    let v: Value = serde_json::from_slice(&bytes).map_err(|_| none())?;
+    let text = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
+    if text("type").as_deref() != Some("git") {
+        return Err(none());
+    }
+    let clone_url = text("clone_url").ok_or_else(none)?;
+    Ok(GitSource {
+        source: text("source").unwrap_or_else(|| clone_url.clone()),
+        clone_url,
+        ref_name: text("ref_name"),
+        subdir: text("subdir"),
     })
 }
 
@@ -503,7 +590,10 @@ fn stage_and_swap(
     } else {
         def.body.as_str()
     };
-    let mut source = req.source.clone();
+    let mut source = prepared
+        .source
+        .clone()
+        .unwrap_or_else(|| req.source.clone());
     source.insert("skill_name".into(), def.name.clone().into());
     let source_text = serde_json::to_string_pretty(&Value::Object(sorted(source)))
         .map_err(ServiceError::internal)?;

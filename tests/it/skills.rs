@@ -213,9 +213,7 @@ fn inline_skills_are_stored_listed_shown_found_and_deleted() {
         .collect();
     assert!(!uris.is_empty(), "{hits}");
     assert!(
-        !uris
-            .iter()
-            .any(|u| *u == "viking://agent/skills/.abstract.md"),
+        !uris.contains(&"viking://agent/skills/.abstract.md"),
         "{uris:?}"
     );
     let pdf_hits = uris
@@ -296,7 +294,7 @@ fn bad_definitions_are_refused_and_validate_gives_verdicts() {
         "INVALID_ARGUMENT",
     );
     err(
-        &add(json!("https://github.com/acme/skills")),
+        &add(json!("git@github.com:acme/skills.git")),
         501,
         "UNIMPLEMENTED",
     );
@@ -732,5 +730,204 @@ fn a_configured_chat_model_writes_the_overview_and_its_failure_keeps_the_instruc
     assert_eq!(
         names(ok(&s.get(SKILLS, Some(&alice)))),
         ["bad-notes", "good-notes"]
+    );
+}
+
+/// A Git repository of two skills, served over the dumb HTTP protocol by a static file server
+/// on loopback (`<url>/kit.git`). `commit` rewrites alpha's description.
+struct GitRepo {
+    dir: tempfile::TempDir,
+    server: Fake,
+}
+
+fn git(dir: &std::path::Path, args: &[&str]) {
+    let out = std::process::Command::new("git")
+        .args([
+            "-c",
+            "user.email=t@example.com",
+            "-c",
+            "user.name=t",
+            "-c",
+            "init.defaultBranch=main",
+        ])
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl GitRepo {
+    fn new() -> GitRepo {
+        let dir = tempfile::tempdir().unwrap();
+        let work = dir.path().join("work");
+        std::fs::create_dir_all(work.join("skills/alpha/scripts")).unwrap();
+        std::fs::create_dir_all(work.join("skills/beta")).unwrap();
+        std::fs::write(work.join("README.md"), "# Kit\n").unwrap();
+        std::fs::write(
+            work.join("skills/beta/SKILL.md"),
+            skill_md("beta", "Beta renames files.", "b"),
+        )
+        .unwrap();
+        std::fs::write(
+            work.join("skills/alpha/scripts/convert.sh"),
+            "echo convert\n",
+        )
+        .unwrap();
+        git(dir.path(), &["init", "-q", "work"]);
+        let repo = GitRepo::with_server(dir);
+        repo.commit("Alpha converts units.");
+        repo
+    }
+
+    fn with_server(dir: tempfile::TempDir) -> GitRepo {
+        let root = dir.path().to_path_buf();
+        let server = Fake::start(std::sync::Arc::new(move |path: &str, _body: &str| {
+            let rel = path.split('?').next().unwrap_or("").trim_start_matches('/');
+            if rel.contains("..") {
+                return (404, vec![], Vec::new());
+            }
+            match std::fs::read(root.join(rel)) {
+                Ok(bytes) => (200, vec![], bytes),
+                Err(_) => (404, vec![], Vec::new()),
+            }
+        }));
+        GitRepo { dir, server }
+    }
+
+    fn commit(&self, alpha_description: &str) {
+        let work = self.dir.path().join("work");
+        std::fs::write(
+            work.join("skills/alpha/SKILL.md"),
+            skill_md("alpha", alpha_description, "Run scripts/convert.sh."),
+        )
+        .unwrap();
+        git(&work, &["add", "-A"]);
+        git(&work, &["commit", "-q", "-m", "update"]);
+        let bare = self.dir.path().join("kit.git");
+        let _ = std::fs::remove_dir_all(&bare);
+        git(
+            self.dir.path(),
+            &["clone", "-q", "--bare", "work", "kit.git"],
+        );
+        git(&bare, &["update-server-info"]);
+    }
+
+    fn url(&self) -> String {
+        self.server.url("/kit.git")
+    }
+}
+
+#[test]
+fn skills_install_from_a_git_repository_under_the_fetch_rules() {
+    let repo = GitRepo::new();
+    // Default rules: a loopback repository is refused like a loopback fetch.
+    let st = Storage::new();
+    let s = Server::start(&st, Opts::default());
+    let alice = create_account(&s, "acme", "alice");
+    let e = err(
+        &s.post(SKILLS, Some(&alice), json!({"data": repo.url()})),
+        400,
+        "INVALID_ARGUMENT",
+    );
+    assert!(e["message"].as_str().unwrap().contains("loopback"), "{e}");
+    err(
+        &s.post(
+            SKILLS,
+            Some(&alice),
+            json!({"data": "ssh://git@example.com/a/b.git"}),
+        ),
+        501,
+        "UNIMPLEMENTED",
+    );
+    drop(s);
+
+    // Tests reach the loopback repository the way URL-fetch tests do.
+    let st = Storage::new();
+    let s = Server::start(
+        &st,
+        Opts::default().env("LONGSHIP_RESOURCES__ALLOW_PRIVATE_URLS", "true"),
+    );
+    let alice = create_account(&s, "acme", "alice");
+    let listed = ok(&s.post(
+        SKILLS,
+        Some(&alice),
+        json!({"data": repo.url(), "list_only": true}),
+    ))
+    .clone();
+    assert_eq!(listed["total"], 2, "{listed}");
+    assert_eq!(listed["skills"][0]["name"], "alpha");
+    assert!(names(ok(&s.get(SKILLS, Some(&alice)))).is_empty());
+    let added = ok(&s.post(
+        SKILLS,
+        Some(&alice),
+        json!({"data": repo.url(), "skills": ["alpha"], "wait": true}),
+    ))
+    .clone();
+    assert_eq!(
+        added["root_uri"], "viking://user/alice/skills/alpha",
+        "{added}"
+    );
+    assert_eq!(
+        st.read_string("acme/user/alice/skills/alpha/scripts/convert.sh"),
+        "echo convert\n"
+    );
+    assert!(!st.exists("acme/user/alice/skills/beta"));
+    let shown = ok(&s.get(&format!("{SKILLS}/alpha?include_source=true"), Some(&alice))).clone();
+    assert_eq!(shown["source"]["type"], "git", "{shown}");
+    assert_eq!(shown["source"]["clone_url"], repo.url());
+    assert_eq!(shown["source"]["subdir"], "skills/alpha");
+    assert!(!shown["files"].to_string().contains(".git/"), "{shown}");
+
+    // The repository moves on; PUT from_source re-clones the recorded source.
+    repo.commit("Alpha converts units and currencies.");
+    let r = ok(&s.put(
+        &format!("{SKILLS}/alpha"),
+        Some(&alice),
+        json!({"from_source": true, "wait": true}),
+    ))
+    .clone();
+    assert_eq!(r["action"], "update", "{r}");
+    assert_eq!(
+        ok(&s.get(&format!("{SKILLS}/alpha"), Some(&alice)))["description"],
+        "Alpha converts units and currencies."
+    );
+    // A skill added inline has no Git source to update from.
+    ok(&s.post(SKILLS, Some(&alice), json!({"data": PDF})));
+    let e = err(
+        &s.put(
+            &format!("{SKILLS}/pdf-tools"),
+            Some(&alice),
+            json!({"from_source": true}),
+        ),
+        400,
+        "INVALID_ARGUMENT",
+    );
+    assert!(
+        e["message"]
+            .as_str()
+            .unwrap()
+            .contains("no recorded Git source"),
+        "{e}"
+    );
+    // A repository that is not there.
+    let e = err(
+        &s.post(
+            SKILLS,
+            Some(&alice),
+            json!({"data": repo.server.url("/missing.git")}),
+        ),
+        400,
+        "INVALID_ARGUMENT",
+    );
+    assert!(
+        e["message"].as_str().unwrap().contains("Cannot clone"),
+        "{e}"
     );
 }
