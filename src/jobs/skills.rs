@@ -81,14 +81,18 @@ impl BlockingJob for InstallSkill {
                     &mut || heartbeat.beat(),
                 )
             });
-        let changed = [req.root.store_path().clone()];
+        // The packages installed; after a server error part-way (several packages), the root.
+        let changed: Vec<_> = match &outcome {
+            Ok(installed) => installed.iter().map(|i| i.uri.store_path().clone()).collect(),
+            Err(_) => vec![req.root.store_path().clone()],
+        };
         record_outcome(
             &self.recorder,
             ctx,
             &outcome,
             &changed,
             ChangeKind::Ingest,
-            RecordWhen::OnSuccess,
+            RecordWhen::EvenIfPartial,
         );
         let answer = outcome.and_then(|installed| {
             if let SkillData::Upload { id } = &req.data {
