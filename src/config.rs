@@ -24,6 +24,41 @@ pub struct Settings {
     pub resources: ResourceSettings,
     pub vlm: VlmSettings,
     pub quota: QuotaSettings,
+    pub memory: MemorySettings,
+}
+
+/// Long-term memory extraction after a commit (Phase 2, `crate::memory`); it runs only when a
+/// `[vlm]` chat model is configured.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MemorySettings {
+    /// Estimated tokens of conversation sent to the model per request; longer archives are
+    /// cut into pieces of this size.
+    pub max_input_tokens: u64,
+    /// Repair turns for an answer that is not valid JSON or not the asked-for operations.
+    pub repair_attempts: u32,
+    /// Existing memories shown to the model per piece as merge candidates.
+    pub candidates: usize,
+    /// Extractions one account may have waiting; a commit beyond it gets 429.
+    pub backlog_limit: usize,
+    /// How often each instance looks for waiting extractions (commits on this instance wake it
+    /// at once).
+    pub poll_interval_ms: u64,
+    /// Longest wait before retrying an extraction whose model was unavailable.
+    pub retry_max_secs: u64,
+}
+
+impl Default for MemorySettings {
+    fn default() -> Self {
+        MemorySettings {
+            max_input_tokens: 4000,
+            repair_attempts: 2,
+            candidates: 8,
+            backlog_limit: 1000,
+            poll_interval_ms: 1000,
+            retry_max_secs: 300,
+        }
+    }
 }
 
 /// Per-account storage quota (`storage::quota`): what an account's content may hold. Off by

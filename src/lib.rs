@@ -13,6 +13,7 @@ pub mod http;
 pub mod identity;
 pub mod ingest;
 pub mod jobs;
+pub mod memory;
 pub mod net;
 pub mod reserved;
 pub mod search;

@@ -225,6 +225,89 @@ fn spawn_ingest_sweep(pools: Pools, settings: &Settings) {
     });
 }
 
+/// Feed waiting memory extractions (the shared backlog: this instance's commits and others')
+/// to the memory pool: a scan every `memory.poll_interval_ms` or as soon as a commit here
+/// wakes it; at most one extraction per user at a time from this instance (the extraction's
+/// own storage lock makes it one across instances).
+fn spawn_memory_scheduler(
+    pools: Pools,
+    settings: &Settings,
+    chat: Option<crate::ingest::chat::ChatClient>,
+    search: &crate::actors::search::SearchHandle,
+    runtime: Arc<crate::http::MemoryRuntime>,
+) {
+    use crate::actors::fair::Lane;
+    use crate::jobs::memory::{ExtractMemories, ScanMemoryBacklog};
+    use std::sync::atomic::Ordering::Relaxed;
+    let memory_settings = settings.memory.clone();
+    let every = Duration::from_millis(settings.memory.poll_interval_ms.max(10));
+    let (index, recorder) = (search.index.clone(), search.recorder.clone());
+    let running: std::rc::Rc<std::cell::RefCell<std::collections::HashSet<(String, String)>>> =
+        Default::default();
+    actix_rt::spawn(async move {
+        loop {
+            match pools
+                .storage()
+                .run_in(Lane::System, ScanMemoryBacklog)
+                .await
+            {
+                Ok(Ok(waiting)) => {
+                    let stats = &runtime.stats;
+                    stats.backlog.store(waiting.len() as u64, Relaxed);
+                    stats
+                        .backlog_due
+                        .store(waiting.iter().filter(|w| w.due).count() as u64, Relaxed);
+                    for w in waiting.into_iter().filter(|w| w.due) {
+                        let key = (w.account.clone(), w.user.clone());
+                        if running.borrow().contains(&key) {
+                            continue;
+                        }
+                        let job = ExtractMemories {
+                            account: w.account.clone(),
+                            task_id: w.task_id.clone(),
+                            chat: chat.clone(),
+                            index: index.clone(),
+                            recorder: recorder.clone(),
+                            stats: runtime.stats.clone(),
+                            settings: memory_settings.clone(),
+                        };
+                        let lane = Lane::Account(Arc::from(w.account.as_str()));
+                        let Ok(rx) = pools.memory().submit_in(lane, job) else {
+                            break; // the pool is full; the rest wait for the next scan
+                        };
+                        running.borrow_mut().insert(key.clone());
+                        stats.running.fetch_add(1, Relaxed);
+                        let (running, runtime) = (running.clone(), runtime.clone());
+                        actix_rt::spawn(async move {
+                            match rx.await {
+                                Ok(Ok(Ok(outcome))) => {
+                                    tracing::debug!(task = %w.task_id, ?outcome, "memory extraction run")
+                                }
+                                Ok(Ok(Err(e))) => {
+                                    tracing::warn!(task = %w.task_id, error = %e.message, "memory extraction failed; retried on a later scan")
+                                }
+                                other => {
+                                    tracing::warn!(task = %w.task_id, outcome = ?other.err(), "memory extraction did not run")
+                                }
+                            }
+                            running.borrow_mut().remove(&key);
+                            runtime.stats.running.fetch_sub(1, Relaxed);
+                            // The user's next extraction may be waiting.
+                            runtime.wake.notify_one();
+                        });
+                    }
+                }
+                Ok(Err(e)) => tracing::warn!(error = %e.message, "memory backlog scan failed"),
+                Err(e) => tracing::debug!(error = %e, "memory backlog scan not run"),
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = runtime.wake.notified() => {}
+            }
+        }
+    });
+}
+
 /// Make large buffers go back to the system when freed.
 ///
 /// glibc serves allocations above its mmap threshold with their own mappings, returned on
@@ -317,6 +400,14 @@ async fn serve(
                 nice: settings.pools.ingest_thread_nice,
                 lane_share_percent: share,
             },
+            // Global extraction concurrency comes from the chat settings.
+            memory: PoolSpec {
+                name: "memory",
+                threads: settings.vlm.max_concurrent.clamp(1, 8),
+                capacity: settings.vlm.max_concurrent.clamp(1, 8) * 2,
+                nice: settings.pools.ingest_thread_nice,
+                lane_share_percent: 100,
+            },
         },
     );
     let search = crate::actors::search::start(&settings, backend.clone())?;
@@ -352,11 +443,19 @@ async fn serve(
         registry_sink: Arc::new(ActorSink::new(auth.clone())),
         registry_loaded: registry_loaded.clone(),
         ingest: Arc::new(crate::ingest::gate::IngestRuntime::new(&settings)),
+        memory: Arc::new(crate::http::MemoryRuntime::default()),
         search,
         body_budget: Arc::new(crate::http::admission::BodyBudget::new(
             crate::http::admission::BudgetLimits::from_settings(&settings.server),
         )),
     };
+    spawn_memory_scheduler(
+        pools.clone(),
+        &settings,
+        state.ingest.chat.clone(),
+        &state.search,
+        state.memory.clone(),
+    );
     let max_body = settings.server.max_body_bytes;
     let app_state = web::Data::new(state);
     let server = HttpServer::new(move || {

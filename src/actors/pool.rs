@@ -287,6 +287,7 @@ struct PoolsInner {
     storage: Pool,
     commit: Pool,
     ingest: Pool,
+    memory: Pool,
     backend: Arc<dyn Storage>,
 }
 
@@ -296,6 +297,7 @@ pub struct PoolSpecs {
     pub storage: PoolSpec,
     pub commit: PoolSpec,
     pub ingest: PoolSpec,
+    pub memory: PoolSpec,
 }
 
 impl Pools {
@@ -306,6 +308,7 @@ impl Pools {
                 storage: start_pool(specs.storage, &backend),
                 commit: start_pool(specs.commit, &backend),
                 ingest: start_pool(specs.ingest, &backend),
+                memory: start_pool(specs.memory, &backend),
                 backend,
             }),
         }
@@ -327,9 +330,15 @@ impl Pools {
         &self.inner.ingest
     }
 
+    /// Memory extraction after commits (chat-model calls): its own threads, so a slow model
+    /// never holds a commit or an ingestion.
+    pub fn memory(&self) -> &Pool {
+        &self.inner.memory
+    }
+
     /// Every pool, for observers.
-    pub fn all(&self) -> [&Pool; 3] {
-        [self.storage(), self.commit(), self.ingest()]
+    pub fn all(&self) -> [&Pool; 4] {
+        [self.storage(), self.commit(), self.ingest(), self.memory()]
     }
 
     pub fn backend(&self) -> &Arc<dyn Storage> {
@@ -453,6 +462,7 @@ mod tests {
             storage,
             commit: spec("commit", 1, 1),
             ingest: spec("ingest", 1, 1),
+            memory: spec("memory", 1, 1),
         };
         (dir, Pools::start(backend, specs))
     }

@@ -15,8 +15,10 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::error::{ErrorCode, ServiceError};
 use crate::jobs::content::{DownloadFile, ReadFile, ReadSidecar, WriteFile};
+use crate::storage::fs::attrs;
 use crate::storage::fs::read::Sidecar;
 use crate::storage::fs::write::{self, WriteMode};
+use crate::storage::tags::TagMode;
 use crate::storage::uri::{self, Access};
 
 use super::auth::{resolve_uri, Caller, DataAccess};
@@ -252,6 +254,11 @@ async fn write(
         body.tag_mode.as_deref(),
         &["replace", "append", "clear"],
     )?;
+    let tag_mode = TagMode::parse_or_refuse(body.tag_mode.as_deref().unwrap_or("replace"))?;
+    let tags = match (&body.tags, tag_mode) {
+        (None, TagMode::Replace | TagMode::Append) => None,
+        (tags, mode) => Some((super::tags::client_tags(tags.as_deref())?, mode)),
+    };
     one_of(
         "edit_source",
         body.edit_source.as_deref(),
@@ -273,11 +280,18 @@ async fn write(
     let target = write::renamed(&parsed, caller.account())?;
     uri::authorize(&target, &caller.identity, Access::Write)?;
     write::check_target(&target)?;
+    if tags.is_some() && !attrs::supports_tags(&target) {
+        return Err(ServiceError::invalid_argument(format!(
+            "tags are not supported for namespace: {}",
+            target.uri()
+        )));
+    }
     let job = WriteFile {
         uri: target,
         content: body.content,
         mode,
         quota: state.settings.quota.clone(),
+        tags,
         recorder: state.search.recorder.clone(),
     };
     Ok(ApiOk::new(state.pools.storage().run(job).await??))

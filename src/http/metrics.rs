@@ -47,6 +47,10 @@ pub struct Metrics {
     auth_events: IntCounterVec,
     storage_up: Gauge,
     ingest: IntGaugeVec,
+    /// Memory extraction: backlog, running, and running totals.
+    memory: IntGaugeVec,
+    memory_calls: IntCounterVec,
+    memory_tokens: IntCounterVec,
     log_dropped: IntCounter,
     log_drops: LogDrops,
     /// Per worker thread: route → its resolved series.
@@ -121,6 +125,30 @@ impl Metrics {
             ),
             &["name"],
         )?;
+        let memory = IntGaugeVec::new(
+            Opts::new(
+                "memory",
+                "Memory extraction: backlog (waiting extractions of every instance, at the last \
+                 scan), backlog_due (of which due now), running (on this instance), completed, \
+                 deferred (model unavailable, retried later) and written (memory files) since start",
+            ),
+            &["name"],
+        )?;
+        let memory_calls = IntCounterVec::new(
+            Opts::new(
+                "memory_extraction_calls_total",
+                "Chat-model calls of memory extraction by outcome: ok, empty, parse_error, \
+                 schema_error, provider_error, timeout",
+            ),
+            &["kind"],
+        )?;
+        let memory_tokens = IntCounterVec::new(
+            Opts::new(
+                "memory_extraction_tokens_total",
+                "Chat-model tokens spent on memory extraction, per account",
+            ),
+            &["account"],
+        )?;
         let log_dropped = IntCounter::new(
             "log_lines_dropped_total",
             "Log lines dropped because the log writer's queue (logging.buffer_lines) was full",
@@ -141,6 +169,9 @@ impl Metrics {
             Box::new(auth_events.clone()),
             Box::new(storage_up.clone()),
             Box::new(ingest.clone()),
+            Box::new(memory.clone()),
+            Box::new(memory_calls.clone()),
+            Box::new(memory_tokens.clone()),
         ] {
             registry.register(c)?;
         }
@@ -160,6 +191,9 @@ impl Metrics {
             auth_events,
             storage_up,
             ingest,
+            memory,
+            memory_calls,
+            memory_tokens,
             log_dropped,
             log_drops,
             handles: ThreadLocal::new(),
@@ -234,6 +268,25 @@ async fn metrics(state: web::Data<AppState>) -> HttpResponse {
             m.ingest
                 .with_label_values(&[name])
                 .set(gauge.load(std::sync::atomic::Ordering::Relaxed) as i64);
+        }
+        let ms = &state.memory.stats;
+        for (name, v) in [
+            ("backlog", &ms.backlog),
+            ("backlog_due", &ms.backlog_due),
+            ("running", &ms.running),
+            ("completed", &ms.completed),
+            ("deferred", &ms.deferred),
+            ("written", &ms.written),
+        ] {
+            m.memory
+                .with_label_values(&[name])
+                .set(v.load(std::sync::atomic::Ordering::Relaxed) as i64);
+        }
+        for (kind, n) in ms.outcomes() {
+            catch_up(&m.memory_calls.with_label_values(&[kind]), n);
+        }
+        for (account, n) in ms.tokens() {
+            catch_up(&m.memory_tokens.with_label_values(&[account.as_str()]), n);
         }
         catch_up(&m.log_dropped, m.log_drops.dropped());
         m.storage_up

@@ -19,7 +19,9 @@ pub mod routes;
 pub mod search;
 pub mod sessions;
 pub mod skills;
+pub mod stats;
 pub mod system;
+pub mod tags;
 pub mod tasks;
 
 use std::sync::Arc;
@@ -56,6 +58,16 @@ pub struct AppState {
     pub registry_loaded: Arc<std::sync::atomic::AtomicBool>,
     /// Resource ingestion: per-account caps, the optional chat model.
     pub ingest: Arc<crate::ingest::gate::IngestRuntime>,
+    /// Memory extraction: figures for /metrics and the wake-up of the scheduler.
+    pub memory: Arc<MemoryRuntime>,
+}
+
+/// What handlers share with the memory-extraction scheduler.
+#[derive(Debug, Default)]
+pub struct MemoryRuntime {
+    pub stats: Arc<crate::memory::stats::MemoryStats>,
+    /// A commit here wakes the scheduler at once (it polls otherwise).
+    pub wake: tokio::sync::Notify,
 }
 
 impl AppState {
@@ -117,8 +129,10 @@ fn register(routes: &mut routes::Routes) {
     admin::configure(routes);
     fs::configure(routes);
     content::configure(routes);
+    tags::configure(routes);
     search::configure(routes);
     sessions::configure(routes);
+    stats::configure(routes);
     tasks::configure(routes);
     resources::configure(routes);
     skills::configure(routes);

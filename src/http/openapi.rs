@@ -22,7 +22,9 @@ use utoipa::openapi::{
 use utoipa::{IntoParams, PartialSchema, ToSchema};
 
 use super::routes::{at, Routes};
-use super::{admin, content, fs, resources, search, sessions, skills, system, tasks};
+use super::{
+    admin, content, fs, resources, search, sessions, skills, stats, system, tags, tasks,
+};
 
 pub const ROUTE: &str = "/openapi.json";
 
@@ -119,7 +121,7 @@ fn json_of<T: ToSchema>(out: &mut Schemas) -> String {
 
 fn operations() -> Vec<Operation> {
     use Auth::*;
-    use HttpMethod::{Delete, Get, Post, Put};
+    use HttpMethod::{Delete, Get, Patch, Post, Put};
     let op = |method, path, tag, summary, auth, body, query| Operation {
         method,
         path,
@@ -163,6 +165,10 @@ fn operations() -> Vec<Operation> {
         op(Get, "/api/v1/content/overview", "content", "A directory's level-1 summary (.overview.md)", Data, Body::None, query_of::<content::UriQuery>),
         op(Get, "/api/v1/content/download", "content", "A file's raw bytes (application/octet-stream)", Data, Body::None, query_of::<content::UriQuery>),
         op(Post, "/api/v1/content/write", "content", "Write (replace, append or create) a file", Data, Body::Json(json_of::<content::WriteBody>, true), no_query),
+        // tags
+        op(Post, "/api/v1/content/set_tags", "content", "Set a node's k=v tags (replace, append or clear; recursive for a tree)", Data, Body::Json(json_of::<tags::SetTagsBody>, true), no_query),
+        op(Post, "/api/v1/fs/attrs/set_tags", "fs", "Same as /content/set_tags", Data, Body::Json(json_of::<tags::SetTagsBody>, true), no_query),
+        op(Get, "/api/v1/fs/attrs", "fs", "A node's logical attributes (its tags)", Data, Body::None, query_of::<tags::AttrsQuery>),
         // search
         op(Post, "/api/v1/search/grep", "search", "Regular-expression search in file contents", Data, Body::Json(json_of::<search::GrepBody>, true), no_query),
         op(Post, "/api/v1/search/glob", "search", "Find paths by glob pattern", Data, Body::Json(json_of::<search::GlobBody>, true), no_query),
@@ -179,6 +185,12 @@ fn operations() -> Vec<Operation> {
         op(Post, "/api/v1/sessions/{sid}/commit", "sessions", "Archive the live messages (commit pool)", Data, Body::Untyped("keep_recent_count, retention_mode, keep_recent_turn_count, min_raw_tail_steps, retained_message_token_budget, enable_working_memory, reset_context, extraction_metadata", false), no_query),
         op(Get, "/api/v1/sessions/{sid}/archives/{archive_id}", "sessions", "One archive's messages and summary", Data, Body::None, no_query),
         op(Get, "/api/v1/sessions/{sid}/context", "sessions", "Archive summaries and live messages within a token budget", Data, Body::None, query_of::<sessions::ContextQuery>),
+        op(Patch, "/api/v1/sessions/{sid}/config", "sessions", "Change a session's event tags and auto-commit policy", Data, Body::Untyped("memory_extraction_config, auto_commit_policy, telemetry", false), no_query),
+        op(Get, "/api/v1/sessions/{sid}/tool-results", "sessions", "Not implemented (501): tool outputs stay inline in messages", Data, Body::None, no_query),
+        op(Get, "/api/v1/sessions/{sid}/tool-results/{tool_result_id}", "sessions", "Not implemented (501): tool outputs stay inline in messages", Data, Body::None, no_query),
+        op(Get, "/api/v1/sessions/{sid}/tool-results/{tool_result_id}/search", "sessions", "Not implemented (501): tool outputs stay inline in messages", Data, Body::None, no_query),
+        op(Get, "/api/v1/stats/memories", "stats", "The caller's memories by category, with hotness and staleness", Data, Body::None, query_of::<stats::MemoriesQuery>),
+        op(Get, "/api/v1/stats/sessions/{session_id}", "stats", "One session's turns and memories extracted", Data, Body::None, no_query),
         // tasks
         op(Get, "/api/v1/tasks", "tasks", "List the caller's tasks", AnyRole, Body::None, query_of::<tasks::ListQuery>),
         op(Get, "/api/v1/tasks/{task_id}", "tasks", "One task", AnyRole, Body::None, no_query),
@@ -381,6 +393,7 @@ fn operation_id(op: &Operation) -> String {
         HttpMethod::Post => "post",
         HttpMethod::Put => "put",
         HttpMethod::Delete => "delete",
+        HttpMethod::Patch => "patch",
         _ => "other",
     };
     let path: String = op

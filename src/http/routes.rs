@@ -61,6 +61,15 @@ impl Endpoint {
         self.method(Method::PUT, handler)
     }
 
+    pub fn patch<F, Args>(self, handler: F) -> Self
+    where
+        F: Handler<Args>,
+        Args: FromRequest + 'static,
+        F::Output: Responder + 'static,
+    {
+        self.method(Method::PATCH, handler)
+    }
+
     pub fn delete<F, Args>(self, handler: F) -> Self
     where
         F: Handler<Args>,

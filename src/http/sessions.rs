@@ -12,10 +12,11 @@ use utoipa::IntoParams;
 use crate::error::ServiceError;
 use crate::jobs::sessions::{
     AddMessages, CommitSession, CreateSession, DeleteSession, GetArchive, GetContext, GetSession,
-    ListSessions,
+    ListSessions, UpdateSessionConfig,
 };
 use crate::jobs::BlockingJob;
 use crate::storage::sessions::commit;
+use crate::storage::sessions::config::ConfigUpdate;
 use crate::storage::sessions::ops::CreateOptions;
 use crate::storage::sessions::{id, is_busy, policy, SessionRef, LOCK_TIMEOUT};
 
@@ -35,7 +36,64 @@ pub fn configure(routes: &mut Routes) {
         .add(at(format!("{BASE}/{{sid}}/messages/batch")).post(add_batch))
         .add(at(format!("{BASE}/{{sid}}/commit")).post(commit_session))
         .add(at(format!("{BASE}/{{sid}}/archives/{{archive_id}}")).get(get_archive))
-        .add(at(format!("{BASE}/{{sid}}/context")).get(get_context));
+        .add(at(format!("{BASE}/{{sid}}/context")).get(get_context))
+        .add(at(format!("{BASE}/{{sid}}/config")).patch(update_config))
+        .add(at(format!("{BASE}/{{sid}}/tool-results")).get(tool_results))
+        .add(at(format!("{BASE}/{{sid}}/tool-results/{{tool_result_id}}")).get(tool_results))
+        .add(
+            at(format!(
+                "{BASE}/{{sid}}/tool-results/{{tool_result_id}}/search"
+            ))
+            .get(tool_results),
+        );
+}
+
+/// `PATCH /sessions/{id}/config` (0.5.2): only `memory_extraction_config` (event tags) and
+/// `auto_commit_policy` (`null` = no automatic commits) change; `telemetry` is accepted.
+async fn update_config(
+    state: web::Data<AppState>,
+    caller: Caller<SessionAccess>,
+    path: web::Path<String>,
+    OptionalJson(body): OptionalJson<Map<String, Value>>,
+) -> ApiResult {
+    let session = session_of(&caller, &path)?;
+    if let Some(k) = body.keys().find(|k| {
+        !matches!(
+            k.as_str(),
+            "memory_extraction_config" | "auto_commit_policy" | "telemetry"
+        )
+    }) {
+        return Err(ServiceError::validation(
+            &["body", k],
+            "Extra inputs are not permitted",
+            "extra_forbidden",
+        ));
+    }
+    let event_tags = match body.get("memory_extraction_config") {
+        None | Some(Value::Null) => None,
+        some => policy::extraction_tags(some, "memory_extraction_config", "events")?,
+    };
+    let auto_commit_policy = match body.get("auto_commit_policy") {
+        None => None,
+        some => Some(policy::auto_commit(some)?),
+    };
+    let job = UpdateSessionConfig {
+        session,
+        update: ConfigUpdate {
+            event_tags,
+            auto_commit_policy,
+        },
+    };
+    Ok(ApiOk::new(run_session_job(&state, job).await?))
+}
+
+/// The tool-results routes read tool outputs that 0.5.2 moves out of messages; Longship keeps
+/// tool outputs inside the messages, so there is nothing to list or read here.
+async fn tool_results(_caller: Caller<SessionAccess>) -> ApiResult {
+    Err(ServiceError::unimplemented(
+        "session tool-results are not available: Longship keeps tool outputs inline in the \
+         session messages (tool-output externalisation is not implemented)",
+    ))
 }
 
 /// Run a session job on the storage pool. A job that finds the session locked (a commit or
@@ -185,13 +243,22 @@ async fn commit_session(
     OptionalJson(body): OptionalJson<Map<String, Value>>,
 ) -> ApiResult {
     let session = session_of(&caller, &path)?;
-    let options = commit::parse_options(&body)?;
+    let mut options = commit::parse_options(&body)?;
+    if state.ingest.chat.is_some() {
+        options.memory = commit::MemoryMode::Deferred {
+            backlog_limit: state.settings.memory.backlog_limit,
+        };
+    }
     let job = CommitSession {
         session,
         options,
         recorder: state.search.recorder.clone(),
     };
-    Ok(ApiOk::new(state.pools.commit().run(job).await??))
+    let out = state.pools.commit().run(job).await??;
+    if out["archived"] == true {
+        state.memory.wake.notify_one();
+    }
+    Ok(ApiOk::new(out))
 }
 
 /// SE8.

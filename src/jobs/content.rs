@@ -13,6 +13,7 @@ use crate::error::{ServiceError, ServiceResult};
 use crate::search::changes::{ChangeKind, Recorder};
 use crate::storage::fs::read::{self, Sidecar};
 use crate::storage::fs::write::{self, WriteMode};
+use crate::storage::tags::{self, TagMode};
 use crate::storage::uri::VikingUri;
 
 use super::search::{record_outcome, RecordWhen};
@@ -68,6 +69,8 @@ pub struct WriteFile {
     pub mode: WriteMode,
     /// The account's content quota (`[quota]`).
     pub quota: QuotaSettings,
+    /// Tags to apply after the write (normalised, no reserved keys) and how.
+    pub tags: Option<(Vec<String>, TagMode)>,
     pub recorder: Arc<Recorder>,
 }
 
@@ -82,6 +85,15 @@ impl BlockingJob for WriteFile {
             self.mode,
             &self.quota,
         );
+        // Tags after the content (the file exists then); recorded once, after both, whether
+        // or not the tags could be written (the content changed either way).
+        let tagged = match (&out, &self.tags) {
+            // 0.5.2: replacing with no tags leaves the tags as they are.
+            (Ok(_), Some((tags, mode))) if !(*mode == TagMode::Replace && tags.is_empty()) => {
+                tags::set_user_tags(ctx.storage, self.uri.store_path(), tags, *mode).map(drop)
+            }
+            _ => Ok(()),
+        };
         let changed = [self.uri.store_path().clone()];
         let kind = ChangeKind::Write;
         record_outcome(
@@ -92,6 +104,7 @@ impl BlockingJob for WriteFile {
             kind,
             RecordWhen::OnSuccess,
         );
+        tagged?;
         out
     }
 }

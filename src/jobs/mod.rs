@@ -10,10 +10,12 @@ pub mod auth;
 pub mod content;
 pub mod fs;
 pub mod health;
+pub mod memory;
 pub mod resources;
 pub mod search;
 pub mod sessions;
 pub mod skills;
+pub mod tags;
 pub mod tasks;
 
 use crate::error::ServiceError;

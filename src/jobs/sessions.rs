@@ -158,3 +158,30 @@ impl BlockingJob for RepairInterruptedCommits {
         ops::sweep_interrupted(ctx.storage)
     }
 }
+
+/// `PATCH /sessions/{id}/config`.
+#[derive(Clone)]
+pub struct UpdateSessionConfig {
+    pub session: SessionRef,
+    pub update: crate::storage::sessions::config::ConfigUpdate,
+}
+
+impl BlockingJob for UpdateSessionConfig {
+    type Output = ServiceResult<Value>;
+    fn run(self, ctx: &JobContext<'_>) -> Self::Output {
+        crate::storage::sessions::config::update(ctx.storage, &self.session, &self.update)
+    }
+}
+
+/// `GET /api/v1/stats/sessions/{id}`.
+#[derive(Clone)]
+pub struct SessionExtractionStats {
+    pub session: SessionRef,
+}
+
+impl BlockingJob for SessionExtractionStats {
+    type Output = ServiceResult<Value>;
+    fn run(self, ctx: &JobContext<'_>) -> Self::Output {
+        crate::storage::sessions::config::extraction_stats(ctx.storage, &self.session)
+    }
+}

@@ -40,6 +40,33 @@ pub struct DocSource {
     pub mtime_ms: i64,
     /// sha256 of the indexed bytes (keys stored vectors).
     pub hash: String,
+    /// The node's tags (`storage::tags`); a sidecar carries its directory's.
+    pub tags: Vec<String>,
+}
+
+/// The node whose tags a document carries: the file itself, or for a directory's
+/// `.abstract.md`/`.overview.md` the directory.
+pub fn tag_owner(path: &StorePath) -> Option<StorePath> {
+    if level_of(path.name()) < 2 {
+        path.parent()
+    } else {
+        Some(path.clone())
+    }
+}
+
+/// Fill in the tags of `docs` (one read of each distinct tag map, together).
+fn attach_tags(storage: &dyn Storage, docs: &mut [DocSource]) -> Result<(), StorageError> {
+    let owners: Vec<StorePath> = docs.iter().filter_map(|d| tag_owner(&d.path)).collect();
+    if owners.is_empty() {
+        return Ok(());
+    }
+    let tags = crate::storage::tags::read_many_nodes(storage, &owners)?;
+    for d in docs {
+        if let Some(t) = tag_owner(&d.path).and_then(|o| tags.get(&o)) {
+            d.tags = t.clone();
+        }
+    }
+    Ok(())
 }
 
 /// The skill package a skill URI belongs to (`viking://user/{u}/skills/<name>` or
@@ -142,7 +169,12 @@ pub fn load(
     } else {
         storage.read(path)
     };
-    Ok(present(bytes)?.and_then(|b| prepare(path, meta, &b)))
+    let mut doc: Vec<DocSource> = present(bytes)?
+        .and_then(|b| prepare(path, meta, &b))
+        .into_iter()
+        .collect();
+    attach_tags(storage, &mut doc)?;
+    Ok(doc.pop())
 }
 
 /// Read and prepare a batch of files met by one listing or walk. Files within `max_bytes` are
@@ -169,6 +201,7 @@ pub fn load_many(
     for (path, meta) in cut {
         docs.extend(load(storage, path, meta, max_bytes)?);
     }
+    attach_tags(storage, &mut docs)?;
     Ok(docs)
 }
 
@@ -244,6 +277,7 @@ fn prepare(path: &StorePath, meta: &Meta, bytes: &[u8]) -> Option<DocSource> {
             .map(|d| d.as_millis() as i64)
             .unwrap_or(0),
         hash,
+        tags: Vec::new(),
     })
 }
 

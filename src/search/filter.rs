@@ -6,7 +6,8 @@
 //! "gte"|"lte":time}`, `{"op":"prefix","field":F,"prefix":s}`, `{"op":"contains","field":F,
 //! "substring":s}`, `{"op":"regex","field":F,"pattern":s}`. Fields: `uri`, `context_type`,
 //! `level`, `updated_at`, `created_at` (Longship keeps no separate creation time: it equals
-//! `updated_at`). Tags (`search_tags`) are not stored: a filter on them is refused.
+//! `updated_at`), and `search_tags` (alias `tags`: a document matches a value when one of its
+//! tags equals it, normalised as tags are; `prefix`/`contains`/`regex` when one tag matches).
 
 use regex::Regex;
 use serde_json::Value;
@@ -20,7 +21,7 @@ const MAX_NODES: usize = 256;
 /// Longest regex pattern; compiled with a size limit too.
 const MAX_REGEX: usize = 1024;
 
-pub const FIELDS: &str = "uri, context_type, level, updated_at, created_at";
+pub const FIELDS: &str = "uri, context_type, level, updated_at, created_at, search_tags";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FilterField {
@@ -29,6 +30,8 @@ pub enum FilterField {
     Level,
     /// Both time fields read the file's modification time.
     Time,
+    /// The document's `k=v` tags (several values).
+    Tags,
 }
 
 #[derive(Debug, Clone)]
@@ -50,15 +53,25 @@ pub struct DocView<'a> {
     pub context_type: &'a str,
     pub level: u64,
     pub mtime_ms: i64,
+    pub tags: &'a [String],
 }
 
 impl DocView<'_> {
+    /// Whether `test` holds for the field's text (for tags: for one of them).
+    fn any_text(&self, f: FilterField, test: impl Fn(&str) -> bool) -> bool {
+        match f {
+            FilterField::Tags => self.tags.iter().any(|t| test(t)),
+            _ => test(&self.text(f)),
+        }
+    }
+
     fn text(&self, f: FilterField) -> String {
         match f {
             FilterField::Uri => self.uri.to_string(),
             FilterField::ContextType => self.context_type.to_string(),
             FilterField::Level => self.level.to_string(),
             FilterField::Time => self.mtime_ms.to_string(),
+            FilterField::Tags => self.tags.join(","),
         }
     }
 
@@ -81,6 +94,10 @@ impl DocView<'_> {
                     FilterField::Uri => {
                         let s = s.trim_end_matches('/');
                         self.uri == s
+                    }
+                    FilterField::Tags => {
+                        let want = s.to_lowercase();
+                        self.tags.contains(&want)
                     }
                     _ => self.text(f) == s,
                 }
@@ -106,9 +123,9 @@ impl Filter {
                     && lte.is_none_or(|b| x <= b)
                     && lt.is_none_or(|b| x < b)
             }
-            Filter::Prefix(f, p) => d.text(*f).starts_with(p.as_str()),
-            Filter::Contains(f, s) => d.text(*f).contains(s.as_str()),
-            Filter::Regex(f, r) => r.is_match(&d.text(*f)),
+            Filter::Prefix(f, p) => d.any_text(*f, |t| t.starts_with(p.as_str())),
+            Filter::Contains(f, s) => d.any_text(*f, |t| t.contains(s.as_str())),
+            Filter::Regex(f, r) => d.any_text(*f, |t| r.is_match(t)),
         }
     }
 }
@@ -298,10 +315,7 @@ fn field(map: &serde_json::Map<String, Value>, loc: &[String]) -> ServiceResult<
             "context_type" => Ok(FilterField::ContextType),
             "level" => Ok(FilterField::Level),
             "updated_at" | "created_at" => Ok(FilterField::Time),
-            "search_tags" | "tags" => Err(bad(
-                &floc,
-                "tags are not stored by this server; filtering on them is not supported",
-            )),
+            "search_tags" | "tags" => Ok(FilterField::Tags),
             other => Err(bad(
                 &floc,
                 &format!("unknown field {:?}; supported: {FIELDS}", truncate(other)),
@@ -327,7 +341,27 @@ mod tests {
             context_type: "resource",
             level,
             mtime_ms,
+            tags: &[],
         }
+    }
+
+    #[test]
+    fn tag_conditions_match_any_of_the_documents_tags() {
+        let tags = vec!["team=core".to_string(), "lang=rust".to_string()];
+        let d = DocView {
+            uri: "viking://resources/a.md",
+            context_type: "resource",
+            level: 2,
+            mtime_ms: 0,
+            tags: &tags,
+        };
+        let f = |v| parse(&v, &loc()).unwrap();
+        assert!(f(json!({"op":"must","field":"search_tags","conds":["Team=Core"]})).matches(&d));
+        assert!(!f(json!({"op":"must","field":"search_tags","conds":["team=web"]})).matches(&d));
+        assert!(f(json!({"op":"must_not","field":"tags","conds":["team=web"]})).matches(&d));
+        assert!(f(json!({"op":"prefix","field":"search_tags","prefix":"lang="})).matches(&d));
+        assert!(!f(json!({"op":"contains","field":"search_tags","substring":"go"})).matches(&d));
+        assert!(parse(&json!({"op":"range","field":"search_tags","gte":1}), &loc()).is_err());
     }
 
     #[test]

@@ -31,7 +31,7 @@ use super::tokenizer::{self, TextAnalyzer};
 use crate::time::epoch_millis_now;
 
 /// Bump whenever fields or the analyzer change: older indexes are rebuilt.
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;
 /// Weight of a match in the path words against one in the body (0.5: chosen on the bench's
 /// python3-doc query set, where 2.0 let file names like `code` outrank the page itself).
 const NAME_BOOST: f32 = 0.5;
@@ -80,6 +80,8 @@ struct Fields {
     size: Field,
     mtime: Field,
     hash: Field,
+    /// The node's `k=v` tags (a directory's on its sidecars), exact terms.
+    tags: Field,
 }
 
 fn schema() -> (Schema, Fields) {
@@ -101,6 +103,7 @@ fn schema() -> (Schema, Fields) {
         size: b.add_u64_field("size", STORED),
         mtime: b.add_i64_field("mtime", INDEXED | STORED | FAST),
         hash: b.add_text_field("hash", STORED),
+        tags: b.add_text_field("tags", STRING | STORED),
     };
     (b.build(), fields)
 }
@@ -115,6 +118,8 @@ pub struct Hit {
     pub abstract_text: String,
     pub mtime_ms: i64,
     pub hash: String,
+    /// The document's `k=v` tags.
+    pub tags: Vec<String>,
     /// Raw BM25 (0 when the hit came from another signal).
     pub bm25: f32,
 }
@@ -434,6 +439,9 @@ impl SearchIndex {
         d.add_u64(f.size, doc.size);
         d.add_i64(f.mtime, doc.mtime_ms);
         d.add_text(f.hash, &doc.hash);
+        for t in &doc.tags {
+            d.add_text(f.tags, t);
+        }
         let w = self.writer();
         w.delete_term(Term::from_field_text(f.path, doc.path.as_str()));
         w.add_document(d)?;
@@ -567,6 +575,19 @@ impl SearchIndex {
         scopes: &[String],
         limit: usize,
     ) -> Result<Vec<Hit>, IndexError> {
+        self.keyword_search_tagged(account, terms, scopes, &[], limit)
+    }
+
+    /// [`SearchIndex::keyword_search`] among documents carrying every tag of `tags`
+    /// (normalised `k=v`), so a rare tag is not lost behind the candidate cut.
+    pub fn keyword_search_tagged(
+        &self,
+        account: &str,
+        terms: &[String],
+        scopes: &[String],
+        tags: &[String],
+        limit: usize,
+    ) -> Result<Vec<Hit>, IndexError> {
         if terms.is_empty() || scopes.is_empty() || limit == 0 {
             return Ok(Vec::new());
         }
@@ -591,10 +612,18 @@ impl SearchIndex {
                 )),
             ));
         }
-        let query = BooleanQuery::new(vec![
+        let mut clauses: Vec<(Occur, Box<dyn Query>)> = vec![
             (Occur::Must, Box::new(BooleanQuery::new(should))),
             (Occur::Must, self.scope_query(scopes)),
-        ]);
+        ];
+        for t in tags {
+            let q: Box<dyn Query> = Box::new(TermQuery::new(
+                Term::from_field_text(f.tags, t),
+                IndexRecordOption::Basic,
+            ));
+            clauses.push((Occur::Must, Box::new(ConstScoreQuery::new(q, 0.0))));
+        }
+        let query = BooleanQuery::new(clauses);
         let searcher = self.reader.searcher();
         let stats = AccountStatistics {
             index: self,
@@ -675,6 +704,10 @@ impl SearchIndex {
             abstract_text: s(f.abstract_text),
             mtime_ms: doc.get_first(f.mtime).and_then(|v| v.as_i64()).unwrap_or(0),
             hash: s(f.hash),
+            tags: doc
+                .get_all(f.tags)
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect(),
             bm25: if score.is_finite() { score } else { 0.0 },
         })
     }
@@ -701,6 +734,7 @@ mod tests {
             size: text.len() as u64,
             mtime_ms: 1_000,
             hash: String::new(),
+            tags: Vec::new(),
         }
     }
 

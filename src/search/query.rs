@@ -280,7 +280,7 @@ pub fn run(
         fetch
     };
     let keyword_hits = index
-        .keyword_search(&who.account, &terms, &scope_paths, kw_fetch)
+        .keyword_search_tagged(&who.account, &terms, &scope_paths, &req.tags, kw_fetch)
         .map_err(index_error)?;
     let candidates = match &dense {
         None => keyword_only(keyword_hits),
@@ -306,6 +306,7 @@ pub fn run(
                 context_type: &hit.context_type,
                 level: hit.level,
                 mtime_ms: hit.mtime_ms,
+                tags: &hit.tags,
             };
             if !f.matches(&view) {
                 continue;
@@ -344,7 +345,7 @@ pub fn run(
             "level": s.hit.level,
             "score": s.score,
             "abstract": s.hit.abstract_text,
-            "tags": [],
+            "tags": s.hit.tags,
             "category": "",
             "match_reason": s.reason,
             "relations": [],

@@ -59,6 +59,8 @@ pub struct SearchRequest {
     pub read_content: bool,
     pub search_type: SearchType,
     pub session_id: Option<String>,
+    /// `tags`, normalised: every one must be on a hit (also in `filter`).
+    pub tags: Vec<String>,
 }
 
 fn loc_of(field: &str) -> [&str; 2] {
@@ -681,19 +683,15 @@ pub fn validate(
             None => range,
         });
     }
-    if !body.tags.0.is_empty() {
-        for t in &body.tags.0 {
-            let t = t.trim();
-            if t.matches('=').count() != 1 || t.starts_with('=') || t.ends_with('=') {
-                return Err(ServiceError::invalid_argument(format!(
-                    "invalid search tag '{}': expected strict k=v format",
-                    t.chars().take(64).collect::<String>()
-                )));
-            }
-        }
-        return Err(ServiceError::invalid_argument(
-            "tags are not stored by this server, so a find or search filtered by tags is not supported",
-        ));
+    // 0.5.2: every tag must match, ANDed with the rest of the filter.
+    let tags = crate::storage::tags::normalize(&body.tags.0)?;
+    if !tags.is_empty() {
+        let mut all: Vec<Filter> = filter.into_iter().collect();
+        all.extend(
+            tags.iter()
+                .map(|t| Filter::Must(FilterField::Tags, vec![Value::String(t.clone())])),
+        );
+        filter = Some(Filter::And(all));
     }
     if has_image {
         return Err(ServiceError::unimplemented(
@@ -720,6 +718,7 @@ pub fn validate(
         read_content: body.read_content,
         search_type,
         session_id: body.session_id.map(|t| t.0),
+        tags,
     }))
 }
 
@@ -791,7 +790,7 @@ mod tests {
         );
         assert!(msg(json!({"query":"a","context_type":"nope"}), Route::Find)
             .contains("memory, resource, skill"));
-        assert!(msg(json!({"query":"a","tags":["k=v"]}), Route::Find).contains("not stored"));
+        assert!(msg(json!({"query":"a","tags":["k=v=w"]}), Route::Find).contains("strict k=v"));
         assert!(msg(json!({"query":"a","since":"yesterday"}), Route::Find).contains("body.since"));
         assert!(
             msg(json!({"query":"a","filter":{"op":"x"}}), Route::Find).contains("body.filter.op")

@@ -19,6 +19,7 @@ pub mod registry;
 pub mod scaffold;
 pub mod seglog;
 pub mod sessions;
+pub mod tags;
 pub mod tasks;
 pub mod uri;
 

@@ -147,10 +147,7 @@ fn bad_input_is_a_clear_400() {
             "memory, resource, skill",
         ),
         (json!({"query": "x", "level": 7}), "body.level"),
-        (
-            json!({"query": "x", "tags": ["team=core"]}),
-            "tags are not stored",
-        ),
+        (json!({"query": "x", "tags": ["team"]}), "strict k=v"),
         (
             json!({"query": "x", "time_field": "born_at"}),
             "body.time_field",

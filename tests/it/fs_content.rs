@@ -186,7 +186,7 @@ fn write_rows() {
         "/api/v1/content/write",
         json!({"uri": "viking://resources/o.md", "content": "o", "mode": "replace", "wait": true,
                "timeout": 5, "telemetry": {"summary": true}, "processing_mode": "vectors_only",
-               "tags": ["a"], "tag_mode": "append", "acl": null, "edit_source": "manual"}),
+               "tags": ["a=b"], "tag_mode": "append", "acl": null, "edit_source": "manual"}),
     );
     ok(&r);
     // Context types and user-scope targets.

@@ -9,6 +9,7 @@ use serde_json::{json, Value};
 use super::transfer::{check_destination, exists_conflict, source_meta, source_missing};
 use super::StorageFail;
 use crate::error::{ServiceError, ServiceResult};
+use crate::storage::tags;
 use crate::storage::uri::{is_internal_name, VikingUri};
 use crate::storage::{Storage, StorageError};
 
@@ -39,6 +40,9 @@ fn copy_tree(
 ) -> ServiceResult<u64> {
     storage
         .mkdir(to.store_path())
+        .map_err(|e| StorageFail(to).map(e))?;
+    // The children's tags (an internal file the listing below skips).
+    tags::copy_children(storage, from.store_path(), to.store_path())
         .map_err(|e| StorageFail(to).map(e))?;
     let mut entries = storage
         .list(from.store_path())
@@ -83,6 +87,7 @@ pub fn copy_entry(
     } else {
         copy_file(storage, from, to)?
     };
+    tags::copy_node(storage, from.store_path(), to.store_path())?;
     Ok(json!({
         "from": from.uri(),
         "to": to.uri(),

@@ -5,6 +5,7 @@
 //! ([`super::uri`]), so an operation only ever sees a safe path inside the caller's account. Errors name URIs, never storage paths: a backend
 //! message may contain the data directory or an account name, so [`StorageFail`] replaces it.
 
+pub mod attrs;
 pub mod cp;
 pub mod entry;
 pub mod glob;

@@ -5,6 +5,7 @@ use serde_json::{json, Value};
 use super::transfer::{check_destination, exists_conflict, source_meta, source_missing};
 use super::StorageFail;
 use crate::error::ServiceResult;
+use crate::storage::tags;
 use crate::storage::uri::VikingUri;
 use crate::storage::{Storage, StorageError};
 
@@ -13,7 +14,13 @@ pub fn move_entry(storage: &dyn Storage, from: &VikingUri, to: &VikingUri) -> Se
     let src = source_meta(storage, from)?;
     check_destination(storage, &src, to)?;
     match storage.rename(from.store_path(), to.store_path()) {
-        Ok(()) => Ok(json!({"from": from.uri(), "to": to.uri()})),
+        Ok(()) => {
+            // Its own tags follow it (its subtree's went with the tree).
+            if let Err(e) = tags::move_node(storage, from.store_path(), to.store_path()) {
+                tracing::error!(from = %from.uri(), to = %to.uri(), error = %e.message, "tags not moved with their node");
+            }
+            Ok(json!({"from": from.uri(), "to": to.uri()}))
+        }
         // Created between the check and the rename: still never replaced.
         Err(StorageError::AlreadyExists(_)) => Err(exists_conflict(to)),
         Err(StorageError::NotFound(_)) => Err(source_missing(from)),

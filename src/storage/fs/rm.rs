@@ -6,6 +6,7 @@ use super::walk::{Flow, Order, Walker};
 use super::{stat, StorageFail};
 use crate::error::{ServiceError, ServiceResult};
 use crate::identity::{Identity, Role};
+use crate::storage::tags;
 use crate::storage::uri::VikingUri;
 use crate::storage::{remove_if_exists, Storage};
 
@@ -34,6 +35,8 @@ pub fn remove(
     // Removed concurrently: the outcome the caller asked for.
     remove_if_exists(storage, uri.store_path(), meta.is_dir())
         .map_err(|e| StorageFail(uri).map(e))?;
+    // Its own tags go too (its subtree's went with the tree).
+    tags::forget_node(storage, uri.store_path()).map_err(|e| StorageFail(uri).map(e))?;
     done(count)
 }
 

@@ -200,15 +200,32 @@ pub fn phase2(
         "completed_memory_steps": {},
     });
     storage.write(&dir.join(DONE)?, done.to_string().as_bytes())?;
-    Ok(task_result(s, &rec.archive_id))
+    let outcome = meta
+        .extra
+        .get("extraction_outcome")
+        .cloned()
+        .unwrap_or_else(|| skipped_outcome(NO_MODEL));
+    let mut result = task_result(s, &rec.archive_id);
+    result["extraction_outcome"] = outcome;
+    Ok(result)
 }
 
-/// The result of a completed `session_commit` task (spec SE7).
+/// The reason a commit extracts nothing when no chat model is configured.
+pub const NO_MODEL: &str = "no chat model configured";
+
+/// The `extraction_outcome` of a commit that extracts nothing.
+pub fn skipped_outcome(reason: &str) -> Value {
+    json!({"kind": "skipped", "reason": reason})
+}
+
+/// The result of a completed `session_commit` task (spec SE7) with no memories extracted;
+/// `extraction_outcome` (Longship's key, always present) says why: by default no model.
 pub fn task_result(s: &SessionRef, archive_id: &str) -> Value {
     json!({
+        "extraction_outcome": skipped_outcome(NO_MODEL),
         "session_id": s.sid,
         "archive_uri": s.archive_uri(archive_id),
-        "memories_extracted": {},
+        "memories_extracted": {"total": 0},
         "session_skills_extracted": 0,
         "session_skill_uris": [],
         "memory_extraction": {"skipped": 0, "skipped_operations": []},

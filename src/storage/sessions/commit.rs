@@ -16,7 +16,7 @@ use super::archive::{self, ArchiveMeta, Phase1};
 use super::live::{self, Span, YIELD_EVERY};
 use super::load::{load_for_update, not_found};
 use super::meta::{PendingCommit, SessionMeta};
-use super::{deps, policy, recovery, tokens, SessionRef};
+use super::{backlog, deps, policy, recovery, tokens, SessionRef};
 
 /// Defaults of turn_budget retention (spec SE7 step 3).
 const DEFAULT_TURNS: u64 = 3;
@@ -34,7 +34,28 @@ pub struct CommitOptions {
     pub enable_working_memory: Option<bool>,
     pub reset_context: bool,
     pub event_tags: Option<Vec<String>>,
+    /// What Phase 2 does about long-term memories (set by the caller, not the body).
+    pub memory: MemoryMode,
 }
+
+/// Whether a commit leaves memory extraction to the background extractor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MemoryMode {
+    /// Nothing to extract: the task completes inline with this reason in its
+    /// `extraction_outcome` (kind `skipped`).
+    Skip(String),
+    /// A backlog entry is written before Phase 1 (refused with 429 when the account already has
+    /// `backlog_limit` waiting); the extractor completes the task.
+    Deferred { backlog_limit: usize },
+}
+
+impl Default for MemoryMode {
+    fn default() -> Self {
+        MemoryMode::Skip(NO_MODEL.to_string())
+    }
+}
+
+pub use super::archive::{skipped_outcome, NO_MODEL};
 
 fn invalid(field: &str, message: &str, kind: &str) -> ServiceError {
     if field.is_empty() {
@@ -127,6 +148,7 @@ pub fn parse_options(body: &Map<String, Value>) -> Result<CommitOptions, Service
         enable_working_memory,
         reset_context,
         event_tags,
+        memory: MemoryMode::default(),
     })
 }
 
@@ -306,6 +328,21 @@ pub fn commit(storage: &dyn Storage, s: &SessionRef, o: &CommitOptions) -> Servi
     let n = meta.commit_count.max(highest) + 1;
     let name = archive::name(n);
     let task_id = deps::task_create(storage, s)?;
+    let mut o = o.clone();
+    if matches!(o.memory, MemoryMode::Deferred { .. })
+        && !policy::extracts_memories(&meta.memory_policy)
+    {
+        o.memory = MemoryMode::Skip("memory_policy extracts no memory types".into());
+    }
+    let o = &o;
+    if let MemoryMode::Deferred { backlog_limit } = &o.memory {
+        // Before anything is archived: a full backlog refuses the commit with nothing changed
+        // but a task that fails at once.
+        if let Err(e) = backlog::enqueue(storage, s, &name, &task_id, *backlog_limit) {
+            let _ = deps::task_fail(storage, s, &task_id, &e.message);
+            return Err(e);
+        }
+    }
     meta.internal.pending_commit = Some(PendingCommit {
         archive: name.clone(),
         task_id: Some(task_id.clone()),
@@ -381,7 +418,14 @@ fn record(
             min_raw_tail_steps: o.min_raw_tail_steps,
             enable_working_memory: wm,
         },
-        extra: Map::new(),
+        extra: match &o.memory {
+            MemoryMode::Skip(reason) => {
+                let mut m = Map::new();
+                m.insert("extraction_outcome".into(), skipped_outcome(reason));
+                m
+            }
+            MemoryMode::Deferred { .. } => Map::new(),
+        },
     }
 }
 

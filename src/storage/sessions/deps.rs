@@ -34,12 +34,23 @@ pub fn task_running(storage: &dyn Storage, s: &SessionRef, id: &str) -> ServiceR
     tasks::mark_running(storage, &owner(s), id).map(drop)
 }
 
+/// Phase 2's end: completes the task, unless its memory extraction waits in the backlog (then
+/// the extractor completes it and the task shows `running`).
 pub fn task_complete(
     storage: &dyn Storage,
     s: &SessionRef,
     id: &str,
     result: Value,
 ) -> ServiceResult<()> {
+    if super::backlog::holds(storage, &s.account, id)? {
+        return tasks::update(storage, &owner(s), id, |t| {
+            if !t.status.is_terminal() {
+                t.status = tasks::TaskStatus::Running;
+                t.stage = Some("memory_extraction".into());
+            }
+        })
+        .map(drop);
+    }
     tasks::complete(storage, &owner(s), id, result).map(drop)
 }
 

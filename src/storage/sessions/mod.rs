@@ -8,7 +8,9 @@
 //! point of no return is the atomic rewrite of the live `messages.jsonl`; see [`recovery`].
 
 pub mod archive;
+pub mod backlog;
 pub mod commit;
+pub mod config;
 pub mod context;
 mod deps;
 pub mod fit;

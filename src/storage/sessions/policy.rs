@@ -156,6 +156,14 @@ pub fn memory(input: Option<&Value>) -> Result<Value, ServiceError> {
     Ok(Value::Object(out))
 }
 
+/// False when a normalised memory policy switches self memory off or lists no memory types.
+pub fn extracts_memories(policy: &Value) -> bool {
+    policy["self"]["enabled"].as_bool() != Some(false)
+        && policy["memory_types"]
+            .as_array()
+            .is_none_or(|t| !t.is_empty())
+}
+
 /// True when a normalised memory policy turns working memory on.
 pub fn working_memory_enabled(policy: &Value) -> bool {
     policy["working_memory"]["enabled"]

@@ -1,0 +1,372 @@
+//! Asking the chat model for memory operations and judging its answer. The request asks for
+//! structured output (see `ChatSession::complete_structured`); every answer is checked
+//! against Longship's own schema here, whatever the provider promised. An invalid answer gets
+//! a bounded number of repair turns (the model is told what was wrong). Each call's outcome is
+//! counted by kind.
+
+use serde_json::{json, Map, Value};
+
+use crate::ingest::chat::{ChatFailure, ChatSession};
+
+use super::types::MemoryType;
+
+/// How one model call ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum OutcomeKind {
+    /// Valid operations, at least one.
+    Ok,
+    /// A valid answer with nothing to remember.
+    Empty,
+    /// Not JSON (prose, truncated output, ...).
+    ParseError,
+    /// JSON, but not the operations Longship asked for.
+    SchemaError,
+    /// The provider failed (HTTP errors, unreachable, unreadable answers).
+    ProviderError,
+    /// The provider did not answer in time.
+    Timeout,
+}
+
+impl OutcomeKind {
+    pub const ALL: [OutcomeKind; 6] = [
+        OutcomeKind::Ok,
+        OutcomeKind::Empty,
+        OutcomeKind::ParseError,
+        OutcomeKind::SchemaError,
+        OutcomeKind::ProviderError,
+        OutcomeKind::Timeout,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutcomeKind::Ok => "ok",
+            OutcomeKind::Empty => "empty",
+            OutcomeKind::ParseError => "parse_error",
+            OutcomeKind::SchemaError => "schema_error",
+            OutcomeKind::ProviderError => "provider_error",
+            OutcomeKind::Timeout => "timeout",
+        }
+    }
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// One operation the model asked for (validated).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Operation {
+    pub op: String,
+    pub memory_type: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uri: Option<String>,
+    #[serde(default)]
+    pub fields: Map<String, Value>,
+}
+
+/// A memory shown to the model as a merge candidate.
+#[derive(Debug, Clone)]
+pub struct Candidate {
+    pub uri: String,
+    pub memory_type: String,
+    pub body: String,
+}
+
+/// The result of asking about one piece of conversation.
+#[derive(Debug, Default)]
+pub struct Asked {
+    pub operations: Vec<Operation>,
+    /// Outcome of every call made (first try and repairs).
+    pub calls: Vec<OutcomeKind>,
+    /// Why the last failing call failed.
+    pub last_error: Option<String>,
+    pub tokens: u64,
+    /// The provider failed or timed out: the piece was not judged at all (retry later).
+    pub unavailable: Option<ChatFailure>,
+}
+
+/// The JSON schema of an answer (sent to providers that accept one).
+pub fn answer_schema(types: &[MemoryType]) -> Value {
+    let names: Vec<&str> = types.iter().map(|t| t.name).collect();
+    json!({
+        "type": "object",
+        "properties": {
+            "operations": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "op": {"type": "string", "enum": ["add", "update", "delete", "noop"]},
+                        "memory_type": {"type": "string", "enum": names},
+                        "uri": {"type": "string"},
+                        "fields": {"type": "object", "additionalProperties": {"type": "string"}}
+                    },
+                    "required": ["op", "memory_type"]
+                }
+            }
+        },
+        "required": ["operations"]
+    })
+}
+
+fn instructions(types: &[MemoryType]) -> String {
+    let mut s = String::from(
+        "You maintain a user's long-term memory. Read the conversation and decide what is worth \
+         remembering across future conversations, by memory type below. Reply with one JSON \
+         object and nothing else: {\"operations\": [...]}. Each operation is \
+         {\"op\": \"add\"|\"update\"|\"delete\"|\"noop\", \"memory_type\": <type>, \
+         \"uri\": <only for update/delete: the uri of an existing memory listed below>, \
+         \"fields\": {<field>: <string>}}. Use \"update\" to add new facts to an existing \
+         memory, \"delete\" when the conversation shows an existing memory is wrong, \"noop\" \
+         when an existing memory already says it. Facts the assistant merely repeated from \
+         existing memories are not new. Nothing worth remembering: {\"operations\": []}.\n\n\
+         Memory types:\n",
+    );
+    for t in types {
+        s.push_str(&format!("\n## {}\n{}\nFields:\n", t.name, t.description));
+        for f in &t.fields {
+            s.push_str(&format!(
+                "- {} ({}): {}\n",
+                f.name,
+                f.merge.as_str(),
+                f.description
+            ));
+        }
+    }
+    s
+}
+
+fn user_prompt(conversation: &str, candidates: &[Candidate], today: &str) -> String {
+    let mut s = format!("Today is {today}.\n\nExisting memories that may be related:\n");
+    if candidates.is_empty() {
+        s.push_str("(none)\n");
+    }
+    for c in candidates {
+        s.push_str(&format!("\n[{}] {}\n{}\n", c.memory_type, c.uri, c.body));
+    }
+    s.push_str("\nConversation (index, role, text):\n");
+    s.push_str(conversation);
+    s
+}
+
+/// The text between the first `{` and the last `}` (models often wrap JSON in prose or code
+/// fences).
+fn json_part(text: &str) -> Option<&str> {
+    let start = text.find('{')?;
+    let end = text.rfind('}')?;
+    (end > start).then(|| &text[start..=end])
+}
+
+/// Parse and validate one answer.
+pub fn judge(
+    text: &str,
+    types: &[MemoryType],
+    candidates: &[Candidate],
+) -> Result<Vec<Operation>, (OutcomeKind, String)> {
+    let Some(part) = json_part(text) else {
+        return Err((
+            OutcomeKind::ParseError,
+            "the answer contains no JSON object".into(),
+        ));
+    };
+    let value: Value = serde_json::from_str(part).map_err(|e| {
+        (
+            OutcomeKind::ParseError,
+            format!("the answer is not valid JSON: {e}"),
+        )
+    })?;
+    let schema = |m: String| (OutcomeKind::SchemaError, m);
+    let Some(ops) = value.get("operations").and_then(Value::as_array) else {
+        return Err(schema("the object has no \"operations\" array".into()));
+    };
+    let mut out = Vec::with_capacity(ops.len());
+    for (i, op) in ops.iter().enumerate() {
+        let Some(obj) = op.as_object() else {
+            return Err(schema(format!("operations[{i}] is not an object")));
+        };
+        let kind = obj.get("op").and_then(Value::as_str).unwrap_or("");
+        if !matches!(kind, "add" | "update" | "delete" | "noop") {
+            return Err(schema(format!(
+                "operations[{i}].op must be add, update, delete or noop"
+            )));
+        }
+        let type_name = obj.get("memory_type").and_then(Value::as_str).unwrap_or("");
+        let Some(t) = types.iter().find(|t| t.name == type_name) else {
+            return Err(schema(format!(
+                "operations[{i}].memory_type \"{type_name}\" is not one of the listed types"
+            )));
+        };
+        let fields = match obj.get("fields") {
+            None | Some(Value::Null) => Map::new(),
+            Some(Value::Object(f)) => f.clone(),
+            Some(_) => return Err(schema(format!("operations[{i}].fields must be an object"))),
+        };
+        let mut clean = Map::new();
+        for (k, v) in fields {
+            if t.field(&k).is_none() {
+                continue; // unknown fields are dropped, not fatal
+            }
+            let s = match v {
+                Value::String(s) => s,
+                Value::Number(n) => n.to_string(),
+                Value::Array(items) => items
+                    .iter()
+                    .map(|x| {
+                        x.as_str()
+                            .map(str::to_string)
+                            .unwrap_or_else(|| x.to_string())
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+                _ => {
+                    return Err(schema(format!(
+                        "operations[{i}].fields.{k} must be a string"
+                    )))
+                }
+            };
+            clean.insert(k, Value::String(s));
+        }
+        let uri = obj.get("uri").and_then(Value::as_str).map(str::to_string);
+        match kind {
+            "delete" => {
+                let known = uri
+                    .as_deref()
+                    .is_some_and(|u| candidates.iter().any(|c| c.uri == u));
+                if !known {
+                    return Err(schema(format!(
+                        "operations[{i}]: delete needs the uri of a listed existing memory"
+                    )));
+                }
+            }
+            "add" | "update" => {
+                let by_candidate = kind == "update"
+                    && uri
+                        .as_deref()
+                        .is_some_and(|u| candidates.iter().any(|c| c.uri == u));
+                let required = if by_candidate {
+                    vec![]
+                } else {
+                    t.required_fields()
+                };
+                for r in required {
+                    if clean
+                        .get(r)
+                        .and_then(Value::as_str)
+                        .is_none_or(|s| s.trim().is_empty())
+                    {
+                        return Err(schema(format!(
+                            "operations[{i}].fields.{r} is required for {type_name}"
+                        )));
+                    }
+                }
+            }
+            _ => {}
+        }
+        out.push(Operation {
+            op: kind.to_string(),
+            memory_type: type_name.to_string(),
+            uri,
+            fields: clean,
+        });
+    }
+    Ok(out)
+}
+
+/// Ask about one piece of conversation, repairing invalid answers up to `repairs` times.
+pub fn ask(
+    chat: &ChatSession<'_>,
+    types: &[MemoryType],
+    conversation: &str,
+    candidates: &[Candidate],
+    today: &str,
+    repairs: u32,
+) -> Asked {
+    let schema = answer_schema(types);
+    let mut messages = vec![
+        json!({"role": "system", "content": instructions(types)}),
+        json!({"role": "user", "content": user_prompt(conversation, candidates, today)}),
+    ];
+    let mut asked = Asked::default();
+    for _ in 0..=repairs {
+        let answer = match chat.complete_structured(&messages, "memory_operations", &schema) {
+            Ok(a) => a,
+            Err(f) => {
+                asked.calls.push(match f {
+                    ChatFailure::Timeout(_) => OutcomeKind::Timeout,
+                    ChatFailure::Provider(_) => OutcomeKind::ProviderError,
+                });
+                asked.last_error = Some(f.message().to_string());
+                asked.unavailable = Some(f);
+                return asked;
+            }
+        };
+        asked.tokens += answer.total_tokens;
+        match judge(&answer.text, types, candidates) {
+            Ok(ops) => {
+                let useful = ops.iter().any(|o| o.op != "noop");
+                asked.calls.push(if useful {
+                    OutcomeKind::Ok
+                } else {
+                    OutcomeKind::Empty
+                });
+                asked.operations = ops;
+                return asked;
+            }
+            Err((kind, why)) => {
+                asked.calls.push(kind);
+                asked.last_error = Some(why.clone());
+                messages.push(json!({"role": "assistant", "content": answer.text}));
+                messages.push(json!({"role": "user", "content": format!(
+                    "That answer cannot be used: {why}. Reply again with only the JSON object \
+                     {{\"operations\": [...]}} as described."
+                )}));
+            }
+        }
+    }
+    asked
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn judges_answers_by_kind() {
+        let types = super::super::types::builtin();
+        let ok = r#"Sure! ```json
+{"operations":[{"op":"add","memory_type":"preferences","fields":{"user":"bob","topic":"tea","content":"- green tea"}}]}
+```"#;
+        assert_eq!(judge(ok, &types, &[]).unwrap().len(), 1);
+        assert_eq!(
+            judge("I think the user likes tea.", &types, &[])
+                .unwrap_err()
+                .0,
+            OutcomeKind::ParseError
+        );
+        assert_eq!(
+            judge(
+                r#"{"operations":[{"op":"add","memory_type":"pref"#,
+                &types,
+                &[]
+            )
+            .unwrap_err()
+            .0,
+            OutcomeKind::ParseError
+        );
+        assert_eq!(
+            judge(r#"{"memories":[]}"#, &types, &[]).unwrap_err().0,
+            OutcomeKind::SchemaError
+        );
+        assert_eq!(
+            judge(r#"{"operations":[{"op":"add","memory_type":"preferences","fields":{"topic":"tea"}}]}"#, &types, &[]).unwrap_err().0,
+            OutcomeKind::SchemaError
+        );
+        assert_eq!(
+            judge(r#"{"operations":[{"op":"delete","memory_type":"preferences","uri":"viking://x"}]}"#, &types, &[]).unwrap_err().0,
+            OutcomeKind::SchemaError
+        );
+        assert!(judge(r#"{"operations":[]}"#, &types, &[])
+            .unwrap()
+            .is_empty());
+    }
+}

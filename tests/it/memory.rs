@@ -1,0 +1,566 @@
+//! Long-term memory extraction (commit Phase 2) through the real binary. The chat model is a
+//! small deterministic stand-in on loopback (`chat_server.rs`), standing for any
+//! OpenAI-compatible provider: it turns `remember ...` lines of the conversation into memory
+//! operations, and misbehaves on cue.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::chat_server::{Answer, ChatServer};
+use crate::harness::api::{ok, q, Dev};
+use crate::harness::{Opts, Server, Storage};
+
+fn with_model(model: &ChatServer) -> Opts {
+    Opts::dev()
+        .env("LONGSHIP_VLM__API_BASE", &model.api_base())
+        .env("LONGSHIP_VLM__MODEL", "stand-in")
+        .env("LONGSHIP_VLM__MAX_RETRIES", "0")
+        .env("LONGSHIP_VLM__TIMEOUT", "2")
+        .env("LONGSHIP_MEMORY__POLL_INTERVAL_MS", "200")
+        .env("LONGSHIP_MEMORY__RETRY_MAX_SECS", "1")
+}
+
+/// Add `lines` as user messages to session `sid` and commit; the phase-2 task id.
+fn commit(c: &Dev, sid: &str, lines: &[&str]) -> String {
+    let r = c.post("/api/v1/sessions", json!({"session_id": sid}));
+    assert!(r.status == 200 || r.status == 409, "{:?}", r.body);
+    for l in lines {
+        ok(&c.post(
+            &format!("/api/v1/sessions/{sid}/messages"),
+            json!({"role": "user", "content": l}),
+        ));
+    }
+    let r = c.post(&format!("/api/v1/sessions/{sid}/commit"), json!({}));
+    let out = ok(&r).clone();
+    assert_eq!(out["status"], "accepted", "{out}");
+    out["task_id"].as_str().unwrap().to_string()
+}
+
+fn wait_task(c: &Dev, id: &str, within: Duration) -> Value {
+    let deadline = Instant::now() + within;
+    loop {
+        let t = ok(&c.get(&format!("/api/v1/tasks/{id}"))).clone();
+        if t["status"] == "completed" || t["status"] == "failed" {
+            return t;
+        }
+        assert!(Instant::now() < deadline, "task {id} not done: {t}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+const MEM: &str = "acme/user/alice/memories";
+
+fn memory_files(st: &Storage) -> Vec<String> {
+    fn walk(st: &Storage, rel: &str, out: &mut Vec<String>) {
+        for name in st.list(rel) {
+            let p = format!("{rel}/{name}");
+            if st.at(&p).is_dir() {
+                walk(st, &p, out);
+            } else if !name.starts_with('.') {
+                out.push(p);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    if st.exists(MEM) {
+        walk(st, MEM, &mut out);
+    }
+    out.sort();
+    out
+}
+
+fn body_of(st: &Storage, rel: &str) -> String {
+    let text = st.read_string(rel);
+    text.split("<!-- MEMORY_FIELDS")
+        .next()
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn no_model_completes_with_the_reason() {
+    let st = Storage::new();
+    let s = Server::start(&st, Opts::dev());
+    let c = Dev::alice(&s);
+    let id = commit(&c, "nm", &["remember pref tea = Likes green tea"]);
+    let t = wait_task(&c, &id, Duration::from_secs(30));
+    assert_eq!(t["status"], "completed");
+    let r = &t["result"];
+    assert_eq!(r["extraction_outcome"]["kind"], "skipped");
+    assert_eq!(
+        r["extraction_outcome"]["reason"],
+        "no chat model configured"
+    );
+    assert_eq!(r["memories_extracted"]["total"], 0);
+    assert_eq!(r["memory_extraction"]["skipped"], 0);
+    assert!(memory_files(&st).is_empty());
+}
+
+#[test]
+fn each_type_is_extracted_and_the_same_fact_twice_updates_one_file() {
+    let model = ChatServer::start();
+    let st = Storage::new();
+    let s = Server::start(&st, with_model(&model));
+    let c = Dev::alice(&s);
+    let id = commit(
+        &c,
+        "s1",
+        &[
+            "remember pref coffee = Drinks oat milk flat whites",
+            "remember entity pet/rex = Rex is the user's beagle",
+            "remember event dentist_booked = Alice booked a dentist visit",
+            "remember profile - = Lives in Lisbon",
+        ],
+    );
+    let t = wait_task(&c, &id, Duration::from_secs(60));
+    assert_eq!(t["status"], "completed", "{t}");
+    let r = &t["result"];
+    assert_eq!(r["extraction_outcome"]["kind"], "ok", "{r}");
+    assert_eq!(r["memories_extracted"]["total"], 4, "{r}");
+    for ty in ["preferences", "entities", "events", "profile"] {
+        assert_eq!(r["memories_extracted"][ty], 1, "{ty}: {r}");
+    }
+    let files = memory_files(&st);
+    assert_eq!(files.len(), 4, "{files:?}");
+    let pref = format!("{MEM}/preferences/alice/coffee.md");
+    assert!(files.contains(&pref), "{files:?}");
+    assert!(
+        files.contains(&format!("{MEM}/entities/pet/rex.md")),
+        "{files:?}"
+    );
+    assert!(files.contains(&format!("{MEM}/profile.md")), "{files:?}");
+    assert!(
+        files
+            .iter()
+            .any(|f| f.starts_with(&format!("{MEM}/events/")) && f.ends_with("/dentist_booked.md")),
+        "{files:?}"
+    );
+    assert_eq!(body_of(&st, &pref), "- Drinks oat milk flat whites");
+    let text = st.read_string(&pref);
+    assert!(text.contains("\"memory_type\": \"preferences\""), "{text}");
+    // Tagged memory_type=<type> through the tag store (fs/attrs reports it, find filters it).
+    let r = c.get(&format!(
+        "/api/v1/fs/attrs?uri={}",
+        q("viking://user/alice/memories/entities/pet/rex.md")
+    ));
+    assert_eq!(
+        ok(&r)["attrs"]["tags"],
+        json!(["memory_type=entities"]),
+        "{r:?}"
+    );
+    // The archive's memory_diff.json lists the adds with their URIs.
+    let diff: Value = serde_json::from_str(
+        &st.read_string("acme/user/alice/sessions/s1/history/archive_001/memory_diff.json"),
+    )
+    .unwrap();
+    assert_eq!(diff["summary"]["total_adds"], 4, "{diff}");
+    assert!(diff["operations"]["adds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|a| a["uri"] == "viking://user/alice/memories/preferences/alice/coffee.md"));
+    assert_eq!(diff["extraction_outcome"]["counts"]["ok"], 1);
+
+    // The same preference again plus a new line on the topic: one file, updated.
+    let id = commit(
+        &c,
+        "s2",
+        &[
+            "remember pref coffee = Drinks oat milk flat whites",
+            "remember pref coffee = Avoids coffee after 3pm",
+        ],
+    );
+    let t = wait_task(&c, &id, Duration::from_secs(60));
+    assert_eq!(t["result"]["memories_extracted"]["preferences"], 1, "{t}");
+    assert_eq!(memory_files(&st).len(), 4);
+    assert_eq!(
+        body_of(&st, &pref),
+        "- Drinks oat milk flat whites\n- Avoids coffee after 3pm"
+    );
+    let diff: Value = serde_json::from_str(
+        &st.read_string("acme/user/alice/sessions/s2/history/archive_001/memory_diff.json"),
+    )
+    .unwrap();
+    assert_eq!(diff["summary"]["total_updates"], 1, "{diff}");
+    assert_eq!(diff["summary"]["total_adds"], 0, "{diff}");
+
+    // Exactly the same fact a third time: nothing changes.
+    let before = st.read_string(&pref);
+    let id = commit(
+        &c,
+        "s3",
+        &["remember pref coffee = drinks oat milk flat whites."],
+    );
+    let t = wait_task(&c, &id, Duration::from_secs(60));
+    assert_eq!(t["result"]["memories_extracted"]["total"], 0, "{t}");
+    assert_eq!(t["result"]["extraction_outcome"]["kind"], "empty", "{t}");
+    assert_eq!(st.read_string(&pref), before);
+
+    // find returns the memory under `memories`.
+    let r = c.post(
+        "/api/v1/search/find",
+        json!({"query": "oat milk flat whites"}),
+    );
+    let found = ok(&r)["memories"].as_array().cloned().unwrap_or_default();
+    assert!(
+        found
+            .iter()
+            .any(|m| m["uri"] == "viking://user/alice/memories/preferences/alice/coffee.md"),
+        "{r:?}"
+    );
+    // /metrics counts the outcomes and tokens.
+    let m = s.get("/metrics", None);
+    let text = String::from_utf8_lossy(&m.raw).to_string();
+    assert!(
+        text.contains("longship_memory_extraction_calls_total{kind=\"ok\"} 3"),
+        "{text}"
+    );
+    assert!(
+        text.contains("longship_memory_extraction_tokens_total{account=\"acme\"} 360"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_retrieved_memory_echoed_by_the_conversation_is_not_added_again() {
+    let model = ChatServer::start();
+    let st = Storage::new();
+    let s = Server::start(&st, with_model(&model));
+    let c = Dev::alice(&s);
+    // Stored by an agent through content/write: indexed as a memory at once.
+    let uri = "viking://user/alice/memories/preferences/alice/drinks.md";
+    ok(&c.post(
+        "/api/v1/content/write",
+        json!({"uri": uri, "content": "- Drinks oat milk flat whites", "mode": "create"}),
+    ));
+    let r = c.post(
+        "/api/v1/search/find",
+        json!({"query": "oat milk flat whites", "context_type": "memory"}),
+    );
+    assert!(
+        ok(&r)["memories"].to_string().contains("drinks.md"),
+        "{r:?}"
+    );
+    // The conversation repeats it under another topic name.
+    let id = commit(
+        &c,
+        "echo",
+        &["remember pref beverages = Drinks oat milk flat whites"],
+    );
+    let t = wait_task(&c, &id, Duration::from_secs(60));
+    assert_eq!(t["result"]["memories_extracted"]["total"], 0, "{t}");
+    assert_eq!(
+        memory_files(&st),
+        vec![format!("{MEM}/preferences/alice/drinks.md")]
+    );
+    // The stand-in was shown the stored memory as a candidate.
+    let bodies = model.script.bodies.lock().unwrap().clone();
+    assert!(bodies[0].to_string().contains(uri), "{}", bodies[0]);
+}
+
+#[test]
+fn bad_answers_are_repaired_or_reported_by_kind_never_written() {
+    let model = ChatServer::start();
+    let st = Storage::new();
+    let s = Server::start(&st, with_model(&model));
+    let c = Dev::alice(&s);
+
+    // Prose, then truncated JSON, then a good answer: repaired within the 2 repair turns.
+    model.push(&[Answer::Prose, Answer::Truncated]);
+    let id = commit(&c, "r1", &["remember pref tea = Likes green tea"]);
+    let t = wait_task(&c, &id, Duration::from_secs(60));
+    let o = &t["result"]["extraction_outcome"];
+    assert_eq!(o["kind"], "ok", "{t}");
+    assert_eq!(o["counts"]["parse_error"], 2, "{o}");
+    assert_eq!(o["counts"]["ok"], 1, "{o}");
+    assert_eq!(memory_files(&st).len(), 1);
+
+    // Wrong schema three times: reported, nothing written.
+    model.push(&[
+        Answer::WrongSchema,
+        Answer::WrongSchema,
+        Answer::WrongSchema,
+    ]);
+    let id = commit(&c, "r2", &["remember pref juice = Likes orange juice"]);
+    let t = wait_task(&c, &id, Duration::from_secs(60));
+    let r = &t["result"];
+    assert_eq!(r["extraction_outcome"]["kind"], "schema_error", "{t}");
+    assert!(
+        r["extraction_outcome"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("operations"),
+        "{r}"
+    );
+    assert_eq!(r["memories_extracted"]["total"], 0);
+    assert_eq!(r["memory_extraction"]["skipped"], 1, "{r}");
+    assert_eq!(memory_files(&st).len(), 1);
+
+    // A provider without json_schema support: asked again in JSON mode, works.
+    model
+        .script
+        .refuse_schema
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    let id = commit(&c, "r3", &["remember pref bread = Likes rye bread"]);
+    let t = wait_task(&c, &id, Duration::from_secs(60));
+    assert_eq!(t["result"]["extraction_outcome"]["kind"], "ok", "{t}");
+    let last = model.script.bodies.lock().unwrap().last().cloned().unwrap();
+    assert_eq!(last["response_format"]["type"], "json_object", "{last}");
+    assert_eq!(memory_files(&st).len(), 2);
+
+    // HTTP 500 and a slow answer (past vlm.timeout): the task waits (never completes empty,
+    // never slows other requests), then succeeds once the model answers.
+    model.push(&[Answer::Error500, Answer::Slow(Duration::from_secs(4))]);
+    let id = commit(&c, "r4", &["remember pref cake = Likes carrot cake"]);
+    let started = Instant::now();
+    let mut saw_waiting = false;
+    while started.elapsed() < Duration::from_secs(3) {
+        let h = s.get("/health", None);
+        assert_eq!(h.status, 200);
+        let t = ok(&c.get(&format!("/api/v1/tasks/{id}"))).clone();
+        if t["stage"]
+            .as_str()
+            .unwrap_or("")
+            .contains("waiting for the model")
+        {
+            saw_waiting = true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let t = wait_task(&c, &id, Duration::from_secs(60));
+    assert_eq!(t["result"]["extraction_outcome"]["kind"], "ok", "{t}");
+    assert!(saw_waiting, "the task should show it waits for the model");
+    let m = String::from_utf8_lossy(&s.get("/metrics", None).raw).to_string();
+    assert!(
+        m.contains("longship_memory_extraction_calls_total{kind=\"provider_error\"} 1"),
+        "{m}"
+    );
+    assert!(
+        m.contains("longship_memory_extraction_calls_total{kind=\"timeout\"} 1"),
+        "{m}"
+    );
+    assert!(
+        m.contains("longship_memory_extraction_calls_total{kind=\"schema_error\"} 3"),
+        "{m}"
+    );
+    // Every memory file is whole Markdown with its fields.
+    for f in memory_files(&st) {
+        let text = st.read_string(&f);
+        assert!(text.trim_end().ends_with("-->"), "{f}: {text}");
+    }
+    assert_eq!(memory_files(&st).len(), 3);
+}
+
+#[test]
+fn model_down_then_up_drains_the_backlog() {
+    let model = ChatServer::start();
+    model.set_default(Some(Answer::Error500));
+    let st = Storage::new();
+    let s = Server::start(&st, with_model(&model));
+    let c = Dev::alice(&s);
+    let ids: Vec<String> = (0..3)
+        .map(|i| {
+            commit(
+                &c,
+                &format!("d{i}"),
+                &[&format!("remember pref topic{i} = Fact number {i}")],
+            )
+        })
+        .collect();
+    // Down: the backlog holds them, visible in /metrics; the tasks are not completed.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let m = String::from_utf8_lossy(&s.get("/metrics", None).raw).to_string();
+        if m.contains("longship_memory{name=\"backlog\"} 3")
+            && model.requests.load(std::sync::atomic::Ordering::Relaxed) >= 3
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{m}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for id in &ids {
+        let t = ok(&c.get(&format!("/api/v1/tasks/{id}"))).clone();
+        assert_ne!(t["status"], "completed", "{t}");
+    }
+    // A restart keeps the backlog.
+    let mut s = s;
+    s.restart();
+    let c = Dev::alice(&s);
+    model.set_default(None);
+    for id in &ids {
+        let t = wait_task(&c, id, Duration::from_secs(60));
+        assert_eq!(t["result"]["extraction_outcome"]["kind"], "ok", "{t}");
+    }
+    assert_eq!(memory_files(&st).len(), 3);
+    // The entries go right after their tasks complete.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !st.list("acme/_system/memory/backlog").is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "{:?}",
+            st.list("acme/_system/memory/backlog")
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn kill_9_mid_extraction_extracts_exactly_once_after_restart() {
+    let model = ChatServer::start();
+    let st = Storage::new();
+    let mut s = Server::start(&st, with_model(&model).env("LONGSHIP_VLM__TIMEOUT", "30"));
+    model.push(&[Answer::Slow(Duration::from_secs(3))]);
+    let c = Dev::alice(&s);
+    let id = commit(
+        &c,
+        "k1",
+        &[
+            "remember pref tea = Likes green tea",
+            "remember entity pet/rex = A beagle",
+        ],
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while model.requests.load(std::sync::atomic::Ordering::Relaxed) == 0 {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    s.restart(); // kill -9, then start on the same storage
+    let c = Dev::alice(&s);
+    let t = wait_task(&c, &id, Duration::from_secs(60));
+    assert_eq!(t["result"]["memories_extracted"]["total"], 2, "{t}");
+    let files = memory_files(&st);
+    assert_eq!(files.len(), 2, "{files:?}");
+    assert_eq!(
+        body_of(&st, &format!("{MEM}/preferences/alice/tea.md")),
+        "- Likes green tea"
+    );
+    // Restarting again does not extract it a second time.
+    let asked = model.requests.load(std::sync::atomic::Ordering::Relaxed);
+    s.restart();
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        model.requests.load(std::sync::atomic::Ordering::Relaxed),
+        asked
+    );
+    assert_eq!(memory_files(&st).len(), 2);
+}
+
+#[test]
+fn two_instances_never_lose_each_others_updates() {
+    let model = ChatServer::start();
+    let st = Storage::new();
+    let a = Server::start(&st, with_model(&model));
+    let b = Server::start(&st, with_model(&model));
+    let (ca, cb) = (Dev::alice(&a), Dev::alice(&b));
+    let mut ids = Vec::new();
+    for i in 0..4 {
+        let (c, name) = if i % 2 == 0 { (&ca, "a") } else { (&cb, "b") };
+        ids.push(commit(
+            c,
+            &format!("{name}{i}"),
+            &[
+                &format!("remember pref music = Listens to album {i}"),
+                &format!("remember entity place/spot{i} = Place {i}"),
+            ],
+        ));
+    }
+    for id in &ids {
+        let t = wait_task(&ca, id, Duration::from_secs(90));
+        assert_eq!(t["result"]["extraction_outcome"]["kind"], "ok", "{t}");
+    }
+    let files = memory_files(&st);
+    assert_eq!(files.len(), 5, "{files:?}");
+    let music = body_of(&st, &format!("{MEM}/preferences/alice/music.md"));
+    for i in 0..4 {
+        assert!(music.contains(&format!("Listens to album {i}")), "{music}");
+    }
+    assert_eq!(music.lines().count(), 4, "{music}");
+    // Another user sees none of alice's memories.
+    let bob = Dev::new(&a, "acme", "bob");
+    let r = bob.post("/api/v1/search/find", json!({"query": "album"}));
+    assert!(
+        ok(&r)["memories"].as_array().is_none_or(|m| m.is_empty()),
+        "{r:?}"
+    );
+}
+
+#[test]
+fn stats_config_and_tool_results_routes() {
+    let model = ChatServer::start();
+    let st = Storage::new();
+    let s = Server::start(&st, with_model(&model));
+    let c = Dev::alice(&s);
+    let id = commit(
+        &c,
+        "st",
+        &[
+            "remember pref tea = Likes green tea",
+            "remember event trip_booked = Alice booked a trip",
+        ],
+    );
+    wait_task(&c, &id, Duration::from_secs(60));
+    let r = c.get("/api/v1/stats/memories");
+    let v = ok(&r);
+    assert_eq!(v["total_memories"], 2, "{v}");
+    assert_eq!(v["by_category"]["preferences"], 1, "{v}");
+    assert_eq!(v["by_category"]["events"], 1, "{v}");
+    assert_eq!(v["hotness_distribution"]["warm"], 2, "{v}");
+    let v = ok(&c.get("/api/v1/stats/memories?category=events")).clone();
+    assert_eq!(v["total_memories"], 1, "{v}");
+    let r = c.get("/api/v1/stats/memories?category=nope");
+    assert_eq!(r.status, 400, "{:?}", r.body);
+    let v = ok(&c.get("/api/v1/stats/sessions/st")).clone();
+    assert_eq!(
+        v,
+        json!({"session_id": "st", "total_turns": 2, "memories_extracted": 2})
+    );
+    assert_eq!(c.get("/api/v1/stats/sessions/missing").status, 404);
+
+    // PATCH config changes only what it names.
+    let r = c.call(
+        "PATCH",
+        "/api/v1/sessions/st/config",
+        Some(json!({"memory_extraction_config": {"events": {"tags": ["trip=yes"]}}})),
+    );
+    let v = ok(&r).clone();
+    assert_eq!(
+        v["memory_extraction_config"],
+        json!({"events": {"tags": ["trip=yes"]}})
+    );
+    let r = c.call(
+        "PATCH",
+        "/api/v1/sessions/st/config",
+        Some(json!({"auto_commit_policy": {"message_count_threshold": 5}})),
+    );
+    let v = ok(&r).clone();
+    assert_eq!(v["auto_commit_policy"]["message_count_threshold"], 5);
+    assert_eq!(
+        v["memory_extraction_config"],
+        json!({"events": {"tags": ["trip=yes"]}})
+    );
+    let r = c.call(
+        "PATCH",
+        "/api/v1/sessions/st/config",
+        Some(json!({"other": 1})),
+    );
+    assert_eq!(r.status, 400, "{:?}", r.body);
+    let r = c.call("PATCH", "/api/v1/sessions/nope/config", Some(json!({})));
+    assert_eq!(r.status, 404, "{:?}", r.body);
+
+    for path in [
+        "/api/v1/sessions/st/tool-results",
+        "/api/v1/sessions/st/tool-results/t1",
+        "/api/v1/sessions/st/tool-results/t1/search",
+    ] {
+        let r = c.get(path);
+        assert_eq!(r.status, 501, "{path}: {:?}", r.body);
+        assert!(
+            r.body.to_string().contains("tool outputs inline"),
+            "{:?}",
+            r.body
+        );
+    }
+}
