@@ -22,9 +22,7 @@ use utoipa::openapi::{
 use utoipa::{IntoParams, PartialSchema, ToSchema};
 
 use super::routes::{at, Routes};
-use super::{
-    admin, content, fs, resources, search, sessions, skills, stats, system, tags, tasks,
-};
+use super::{admin, content, fs, resources, search, sessions, skills, stats, system, tags, tasks};
 
 pub const ROUTE: &str = "/openapi.json";
 

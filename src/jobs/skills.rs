@@ -83,7 +83,10 @@ impl BlockingJob for InstallSkill {
             });
         // The packages installed; after a server error part-way (several packages), the root.
         let changed: Vec<_> = match &outcome {
-            Ok(installed) => installed.iter().map(|i| i.uri.store_path().clone()).collect(),
+            Ok(installed) => installed
+                .iter()
+                .map(|i| i.uri.store_path().clone())
+                .collect(),
             Err(_) => vec![req.root.store_path().clone()],
         };
         record_outcome(

@@ -923,10 +923,13 @@ fn manifest(
 pub fn remove(storage: &dyn Storage, skill: &VikingUri) -> ServiceResult<()> {
     let _lock = skill_lock(storage, skill)?;
     match storage.remove(skill.store_path(), true) {
-        Ok(()) => Ok(()),
-        Err(StorageError::NotFound(_)) => Err(not_found(skill)),
-        Err(e) => Err(e.into()),
+        Ok(()) => {}
+        Err(StorageError::NotFound(_)) => return Err(not_found(skill)),
+        Err(e) => return Err(e.into()),
     }
+    // Its own tags go too (kept in the skills root's map; its subtree's went with it).
+    crate::storage::tags::forget_node(storage, skill.store_path())?;
+    Ok(())
 }
 
 const OVERVIEW_SYSTEM: &str = "You write the overview of an agent skill for a retrieval \

@@ -222,10 +222,23 @@ fn inline_skills_are_stored_listed_shown_found_and_deleted() {
         .count();
     assert_eq!(pdf_hits, 1, "{uris:?}");
 
+    // Tags on a skill (the tag store) are removed with it.
+    ok(&s.post(
+        "/api/v1/content/set_tags",
+        Some(&alice),
+        json!({"uri": "viking://user/alice/skills/pdf-tools", "tags": ["team=docs"]}),
+    ));
+    assert!(st
+        .read_string("acme/user/alice/skills/.longship-tags")
+        .contains("team=docs"));
+
     // Delete: gone from storage, the listing and find.
     let gone = ok(&s.delete(&format!("{SKILLS}/pdf-tools"), Some(&alice))).clone();
     assert_eq!(gone["uri"], "viking://user/alice/skills/pdf-tools");
     assert!(!st.exists(dir));
+    assert!(!st
+        .read_string("acme/user/alice/skills/.longship-tags")
+        .contains("team=docs"));
     assert_eq!(names(ok(&s.get(SKILLS, Some(&alice)))), ["csv-clean"]);
     let found = ok(&s.post(
         &format!("{SKILLS}/find"),
