@@ -24,7 +24,27 @@ pub struct Settings {
     pub resources: ResourceSettings,
     pub vlm: VlmSettings,
     pub quota: QuotaSettings,
+    pub content: ContentSettings,
     pub memory: MemorySettings,
+}
+
+/// Content maintenance routes (`content/batch-write`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ContentSettings {
+    /// Most operations one `content/batch-write` may carry (more: 400).
+    pub batch_write_max_operations: usize,
+    /// Most content bytes (decoded) one `content/batch-write` may write in all (more: 413).
+    pub batch_write_max_bytes: u64,
+}
+
+impl Default for ContentSettings {
+    fn default() -> Self {
+        ContentSettings {
+            batch_write_max_operations: 1000,
+            batch_write_max_bytes: 32 * 1024 * 1024,
+        }
+    }
 }
 
 /// Long-term memory extraction after a commit (Phase 2, `crate::memory`); it runs only when a
@@ -483,6 +503,13 @@ pub struct ResourceSettings {
     pub ingest_max_bytes: u64,
     /// Local scratch directory for parsing; empty = the system temp directory.
     pub work_dir: String,
+    /// A directory whose children changed has its `.abstract.md`/`.overview.md` rewritten
+    /// once no further change came for this many milliseconds (at most 10 times this after
+    /// the first change, however busy the directory).
+    pub overview_debounce_ms: u64,
+    /// Seconds between scans for directories marked for a refresh that no instance did
+    /// (its instance died); a mark seen in two scans in a row is refreshed here.
+    pub overview_sweep_secs: u64,
 }
 
 impl Default for ResourceSettings {
@@ -511,6 +538,8 @@ impl Default for ResourceSettings {
             ingest_max_nodes: 50_000,
             ingest_max_bytes: 1024 * 1024 * 1024,
             work_dir: String::new(),
+            overview_debounce_ms: 1000,
+            overview_sweep_secs: 30,
         }
     }
 }
@@ -520,6 +549,11 @@ impl ResourceSettings {
         if self.upload_max_bytes == 0 || self.fetch_max_bytes == 0 {
             return Err(ConfigError::Invalid(
                 "resources.upload_max_bytes and resources.fetch_max_bytes must be positive".into(),
+            ));
+        }
+        if self.overview_sweep_secs == 0 {
+            return Err(ConfigError::Invalid(
+                "resources.overview_sweep_secs must be >= 1".into(),
             ));
         }
         if self.stale_after_secs < 2 || self.sweep_interval_secs == 0 {

@@ -225,6 +225,32 @@ fn spawn_ingest_sweep(pools: Pools, settings: &Settings) {
     });
 }
 
+/// Directory summaries follow their children: every change recorded for search marks the
+/// parents of its paths, and a debounced worker refreshes them (`ingest::overview`).
+fn start_overview_refresh(
+    settings: &Settings,
+    pools: &Pools,
+    recorder: &Arc<Recorder>,
+    ingest: &crate::ingest::gate::IngestRuntime,
+) -> Arc<crate::ingest::overview::OverviewRefresher> {
+    use crate::ingest::overview::OverviewRefresher;
+    let refresher = Arc::new(OverviewRefresher::new(Duration::from_millis(
+        settings.resources.overview_debounce_ms,
+    )));
+    let observer = refresher.clone();
+    recorder.observe(Box::new(move |storage, change| {
+        observer.note_change(storage, change)
+    }));
+    crate::actors::overviews::spawn(
+        pools.clone(),
+        refresher.clone(),
+        recorder.clone(),
+        ingest.chat.clone(),
+        Duration::from_secs(settings.resources.overview_sweep_secs.max(1)),
+    );
+    refresher
+}
+
 /// Feed waiting memory extractions (the shared backlog: this instance's commits and others')
 /// to the memory pool: a scan every `memory.poll_interval_ms` or as soon as a commit here
 /// wakes it; at most one extraction per user at a time from this instance (the extraction's
@@ -430,6 +456,9 @@ async fn serve(
     let health = HealthMonitor::new(backend.kind(), backend.describe());
     health.spawn_periodic(pools.clone(), Duration::from_secs(5));
 
+    let ingest = Arc::new(crate::ingest::gate::IngestRuntime::new(&settings));
+    let overviews = start_overview_refresh(&settings, &pools, &recorder, &ingest);
+
     let workers = settings.workers();
     let auth_for_state = auth.clone();
     let state = AppState {
@@ -442,7 +471,8 @@ async fn serve(
         metrics: Arc::new(crate::http::metrics::Metrics::new(log_drops)?),
         registry_sink: Arc::new(ActorSink::new(auth.clone())),
         registry_loaded: registry_loaded.clone(),
-        ingest: Arc::new(crate::ingest::gate::IngestRuntime::new(&settings)),
+        ingest,
+        overviews,
         memory: Arc::new(crate::http::MemoryRuntime::default()),
         search,
         body_budget: Arc::new(crate::http::admission::BodyBudget::new(

@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod fair;
+pub mod overviews;
 pub mod pool;
 pub mod search;
 

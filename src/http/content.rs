@@ -14,16 +14,20 @@ use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 
 use crate::error::{ErrorCode, ServiceError};
-use crate::jobs::content::{DownloadFile, ReadFile, ReadSidecar, WriteFile};
-use crate::storage::fs::attrs;
+use crate::jobs::content::{
+    BatchWrite, DownloadFile, PlannedOp, ReadFile, ReadSidecar, Reindex, WriteFile,
+};
+use crate::jobs::tasks::CreateTask;
 use crate::storage::fs::read::Sidecar;
 use crate::storage::fs::write::{self, WriteMode};
+use crate::storage::fs::{attrs, batch, reindex};
 use crate::storage::tags::TagMode;
+use crate::storage::tasks::TaskOwner;
 use crate::storage::uri::{self, Access};
 
 use super::auth::{resolve_uri, Caller, DataAccess};
 use super::envelope::{encoded_ok, slices, ApiOk, ApiResult};
-use super::extract::{decode_required_json, flexible_bool, int_in_range, ApiQuery};
+use super::extract::{decode_required_json, flexible_bool, int_in_range, ApiJson, ApiQuery};
 use super::routes::{at, Routes};
 use super::AppState;
 
@@ -33,7 +37,9 @@ pub fn configure(routes: &mut Routes) {
         .add(at("/api/v1/content/abstract").get(abstract_))
         .add(at("/api/v1/content/overview").get(overview))
         .add(at("/api/v1/content/download").get(download))
-        .add(at("/api/v1/content/write").post(write));
+        .add(at("/api/v1/content/write").post(write))
+        .add(at("/api/v1/content/batch-write").post(batch_write))
+        .add(at("/api/v1/content/reindex").post(reindex_route));
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -295,4 +301,325 @@ async fn write(
         recorder: state.search.recorder.clone(),
     };
     Ok(ApiOk::new(state.pools.storage().run(job).await??))
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// One operation of `BatchWriteBody` (0.5.2 `BatchWriteOperation`, extra fields forbidden).
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct BatchOpBody {
+    uri: String,
+    /// Exactly one of `content` and `content_base64`.
+    content: Option<String>,
+    content_base64: Option<String>,
+    /// `replace` (default), `append`, `create` or `upsert`.
+    #[serde(default = "default_mode")]
+    mode: String,
+    /// Lower-case hex sha256 the current file must have (else a conflict).
+    expected_sha256: Option<String>,
+    tags: Option<Vec<String>>,
+    tag_mode: Option<String>,
+    #[schema(value_type = Option<Object>)]
+    acl: Option<Value>,
+}
+
+/// 0.5.2 `BatchWriteRequest` (extra fields forbidden).
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)] // accepted fields with nothing to do on this server
+pub(super) struct BatchWriteBody {
+    root_uri: String,
+    operations: Vec<BatchOpBody>,
+    /// Accepted: indexing is done when the answer is sent.
+    #[serde(default = "default_true", deserialize_with = "flexible_bool")]
+    wait: bool,
+    #[schema(value_type = Option<Object>)]
+    telemetry: Option<Value>,
+    /// Leave conflicting targets untouched and report them instead of failing.
+    #[serde(default, deserialize_with = "flexible_bool")]
+    skip_conflicts: bool,
+    #[serde(default, deserialize_with = "flexible_bool")]
+    defer_processing: bool,
+    processing_mode: Option<String>,
+    edit_source: Option<String>,
+}
+
+/// A batch's root: inside a resource directory, or inside a memory type directory.
+fn batch_root_ok(root: &uri::VikingUri) -> bool {
+    let segs: Vec<&str> = root.segments().iter().map(String::as_str).collect();
+    matches!(
+        segs.as_slice(),
+        ["resources", _, ..]
+            | ["user", _, "resources", _, ..]
+            | ["user", _, "memories", _, ..]
+            | ["user", _, "peers", _, "memories", _, ..]
+    )
+}
+
+fn is_sha256_hex(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// `POST /content/batch-write` (0.5.2).
+async fn batch_write(
+    state: web::Data<AppState>,
+    caller: Caller<DataAccess>,
+    ApiJson(body): ApiJson<BatchWriteBody>,
+) -> ApiResult {
+    let limits = &state.settings.content;
+    one_of(
+        "processing_mode",
+        body.processing_mode.as_deref(),
+        &["semantic_and_vectors", "vectors_only"],
+    )?;
+    one_of(
+        "edit_source",
+        body.edit_source.as_deref(),
+        &["manual", "agent", "compile"],
+    )?;
+    if body.operations.is_empty() {
+        return Err(ServiceError::invalid_argument(
+            "batch-write operations must not be empty",
+        ));
+    }
+    if body.operations.len() > limits.batch_write_max_operations {
+        return Err(ServiceError::invalid_argument(format!(
+            "batch-write carries {} operations; at most {} (content.batch_write_max_operations)",
+            body.operations.len(),
+            limits.batch_write_max_operations
+        )));
+    }
+    let root = resolve_uri(&caller, &body.root_uri, Access::Write)?;
+    if !batch_root_ok(&root) {
+        return Err(ServiceError::invalid_argument(format!(
+            "batch-write root must be inside a resource directory or a memory type directory: {}",
+            root.uri()
+        )));
+    }
+    let root_type = attrs::context_type(&root);
+    let mut total: u64 = 0;
+    let mut seen = std::collections::HashSet::new();
+    let mut ops = Vec::with_capacity(body.operations.len());
+    for (i, op) in body.operations.into_iter().enumerate() {
+        let at = |field: &str| ["body", "operations", &i.to_string(), field].map(String::from);
+        write::preflight(&op.uri)?;
+        let target = resolve_uri(&caller, &op.uri, Access::Write)?;
+        let shown = target.uri();
+        if !seen.insert(shown.clone()) {
+            return Err(ServiceError::invalid_argument(format!(
+                "duplicate batch-write target: {shown}"
+            )));
+        }
+        if target == root || !target.starts_with(&root) {
+            return Err(ServiceError::invalid_argument(format!(
+                "batch-write target is outside root_uri: {shown}"
+            )));
+        }
+        if attrs::context_type(&target) != root_type {
+            return Err(ServiceError::invalid_argument(format!(
+                "batch-write target has a different context type: {shown}"
+            )));
+        }
+        write::check_target(&target)?;
+        let content = match (op.content, op.content_base64) {
+            (Some(t), None) => batch::RawContent::Text(t),
+            (None, Some(b)) => batch::RawContent::Base64(b),
+            _ => {
+                return Err(ServiceError::invalid_argument(format!(
+                    "batch-write requires exactly one of content or content_base64: {shown}"
+                )))
+            }
+        };
+        let mode = batch::BatchMode::parse(&op.mode).ok_or_else(|| {
+            let loc = at("mode");
+            let refs: Vec<&str> = loc.iter().map(String::as_str).collect();
+            ServiceError::validation(
+                &refs,
+                "Input should be 'replace', 'append', 'create' or 'upsert'",
+                "literal_error",
+            )
+        })?;
+        if matches!(content, batch::RawContent::Base64(_)) && mode == batch::BatchMode::Append {
+            return Err(ServiceError::invalid_argument(format!(
+                "batch-write append does not support binary content: {shown}"
+            )));
+        }
+        if root_type == "memory" {
+            if mode == batch::BatchMode::Append {
+                return Err(ServiceError::invalid_argument(
+                    "batch-write append is not supported for memories",
+                ));
+            }
+            if matches!(content, batch::RawContent::Base64(_)) {
+                return Err(ServiceError::invalid_argument(format!(
+                    "batch-write binary content is not supported for memories: {shown}"
+                )));
+            }
+        }
+        if let Some(sha) = &op.expected_sha256 {
+            if !is_sha256_hex(sha) {
+                let loc = at("expected_sha256");
+                let refs: Vec<&str> = loc.iter().map(String::as_str).collect();
+                return Err(ServiceError::validation(
+                    &refs,
+                    "String should match pattern '^[a-f0-9]{64}$'",
+                    "string_pattern_mismatch",
+                ));
+            }
+        }
+        if op.acl.as_ref().is_some_and(|a| !a.is_null()) {
+            return Err(ServiceError::unimplemented(
+                "Per-resource ACLs are not implemented by this server; write without acl",
+            ));
+        }
+        let tag_mode = TagMode::parse_or_refuse(op.tag_mode.as_deref().unwrap_or("replace"))?;
+        let tags = match (&op.tags, tag_mode) {
+            (None, TagMode::Replace | TagMode::Append) => None,
+            (tags, mode) => Some((super::tags::client_tags(tags.as_deref())?, mode)),
+        };
+        if tags.is_some() && body.defer_processing {
+            return Err(ServiceError::invalid_argument(
+                "defer_processing does not support tags or ACL updates",
+            ));
+        }
+        total = total.saturating_add(content.decoded_len());
+        ops.push(PlannedOp {
+            uri: target,
+            content,
+            mode,
+            expected_sha256: op.expected_sha256,
+            tags,
+        });
+    }
+    if total > limits.batch_write_max_bytes {
+        return Err(ServiceError::new(
+            ErrorCode::PayloadTooLarge,
+            format!(
+                "batch-write content is {total} bytes; at most {} (content.batch_write_max_bytes)",
+                limits.batch_write_max_bytes
+            ),
+        ));
+    }
+    ops.sort_by_key(|o| o.uri.uri());
+    let job = BatchWrite {
+        root,
+        ops,
+        skip_conflicts: body.skip_conflicts,
+        quota: state.settings.quota.clone(),
+        recorder: state.search.recorder.clone(),
+    };
+    Ok(ApiOk::new(state.pools.storage().run(job).await??))
+}
+
+fn default_reindex_mode() -> String {
+    "vectors_only".into()
+}
+
+/// 0.5.2 `ReindexRequest`.
+#[derive(Deserialize, ToSchema)]
+pub(super) struct ReindexBody {
+    uri: String,
+    /// `vectors_only` (default) or `semantic_and_vectors`.
+    #[serde(default = "default_reindex_mode")]
+    mode: String,
+    /// Accepted (stored vectors are keyed by content; the index re-reads every document).
+    #[serde(default, deserialize_with = "flexible_bool")]
+    #[allow(dead_code)]
+    force: bool,
+    /// true (default): answer when the rebuild is done; false: a task.
+    #[serde(default = "default_true", deserialize_with = "flexible_bool")]
+    wait: bool,
+    #[serde(default = "default_true", deserialize_with = "flexible_bool")]
+    recursive: bool,
+    tags: Option<Vec<String>>,
+    tag_mode: Option<String>,
+}
+
+/// How long a wait=true reindex waits for this instance's index to apply the rebuild.
+const REINDEX_APPLY_WAIT: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// `POST /content/reindex` (0.5.2): rebuild a subtree's derived state (index entries with
+/// their tags, vectors) from storage; a USER only in their own namespace.
+async fn reindex_route(
+    state: web::Data<AppState>,
+    caller: Caller<DataAccess>,
+    ApiJson(body): ApiJson<ReindexBody>,
+) -> ApiResult {
+    let target = uri::parse(&body.uri, &caller.identity)?;
+    reindex::authorize(&target, &caller.identity)?;
+    // A rebuild changes no content; retagging does.
+    let access = if body.tags.is_some() || body.tag_mode.as_deref() == Some("clear") {
+        Access::Write
+    } else {
+        Access::Read
+    };
+    uri::authorize(&target, &caller.identity, access)?;
+    let object_type = reindex::object_type(&target)?;
+    reindex::check_mode(&body.mode, object_type)?;
+    if !body.recursive
+        && matches!(
+            object_type,
+            "global_namespace" | "user_namespace" | "skill_namespace"
+        )
+    {
+        return Err(ServiceError::invalid_argument(format!(
+            "recursive=false is not supported for namespace reindex target {}",
+            target.uri()
+        )));
+    }
+    let tag_mode = TagMode::parse_or_refuse(body.tag_mode.as_deref().unwrap_or("replace"))?;
+    let tags = match (&body.tags, tag_mode) {
+        (None, TagMode::Replace | TagMode::Append) => None,
+        (tags, mode) => Some((super::tags::client_tags(tags.as_deref())?, mode)),
+    };
+    let mut job = Reindex {
+        uri: target.clone(),
+        object_type,
+        mode: body.mode.clone(),
+        recursive: body.recursive,
+        tags,
+        task: None,
+        overviews: (body.mode == "semantic_and_vectors").then(|| state.overviews.clone()),
+        recorder: state.search.recorder.clone(),
+    };
+    if !body.wait {
+        let owner = TaskOwner::user(caller.account(), &caller.identity.user);
+        let task_id = crate::storage::tasks::new_id();
+        state
+            .pools
+            .storage()
+            .run(CreateTask {
+                owner: owner.clone(),
+                task_id: task_id.clone(),
+                task_type: "reindex",
+                resource_id: Some(target.uri()),
+            })
+            .await??;
+        job.task = Some((owner, task_id.clone()));
+        // Runs on; the task reports its end.
+        drop(state.pools.commit().submit(job)?);
+        return Ok(ApiOk::new(serde_json::json!({
+            "task_id": task_id,
+            "status": "accepted",
+            "uri": target.uri(),
+            "object_type": object_type,
+            "mode": body.mode,
+        })));
+    }
+    let mut result = state.pools.commit().run(job).await??;
+    // Done means this instance's index has applied the rebuild (others follow within
+    // search.refresh_interval_ms).
+    if !state
+        .search
+        .wait_fresh(caller.account(), REINDEX_APPLY_WAIT)
+        .await
+    {
+        if let Some(w) = result["warnings"].as_array_mut() {
+            w.push("the search index is still applying the rebuild".into());
+        }
+    }
+    Ok(ApiOk::new(result))
 }

@@ -12,6 +12,7 @@ use crate::error::ServiceError;
 use crate::jobs::fs::{CopyFiles, ListDir, ListTree, MakeDir, MoveEntry, RemoveEntry, StatEntry};
 use crate::storage::fs::entry::{Output, Render};
 use crate::storage::fs::listing::{PageOpts, SortBy};
+use crate::storage::tags::TagQuery;
 use crate::storage::uri::{Access, VikingUri};
 
 use super::auth::{resolve_uri, Caller, DataAccess};
@@ -57,6 +58,23 @@ pub(super) struct ListQuery {
     level_limit: Option<i64>,
     #[serde(default, deserialize_with = "flexible_bool")]
     directories_only: bool,
+    /// Each entry with its `tags` (`tags`, which may repeat, is read from the raw query: only
+    /// entries carrying every `k=v` tag).
+    #[serde(default, deserialize_with = "flexible_bool")]
+    include_tags: bool,
+}
+
+/// `tags` may repeat (`?tags=a=1&tags=b=2`); read them from the raw query and normalise them
+/// (strict `k=v`: anything else is 400).
+pub(super) fn query_tags(req: &HttpRequest) -> Result<Vec<String>, ServiceError> {
+    let raw: Vec<String> = form_urlencoded::parse(req.query_string().as_bytes())
+        .filter(|(k, _)| k == "tags")
+        .map(|(_, v)| v.into_owned())
+        .collect();
+    if raw.len() > 4 * crate::storage::tags::MAX_TAGS {
+        return Err(ServiceError::invalid_argument("too many tags"));
+    }
+    crate::storage::tags::normalize(&raw)
 }
 
 fn literal_error(field: &str, allowed: &str, got: &str) -> ServiceError {
@@ -117,6 +135,10 @@ impl ListQuery {
             node_limit,
             offset: at_least("offset", self.offset, 0, 0)?,
             simple: self.simple,
+            tags: TagQuery {
+                required: query_tags(req)?,
+                include: self.include_tags,
+            },
         })
     }
 }

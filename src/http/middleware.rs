@@ -8,20 +8,17 @@ use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::http::StatusCode;
 use actix_web::middleware::Next;
-use actix_web::{HttpMessage, HttpResponse};
+use actix_web::HttpResponse;
 use tracing::Instrument;
 
 use crate::error::{ErrorCode, ServiceError};
+use crate::telemetry::access;
 
 use super::envelope::REQUEST_START;
 use super::error::error_body;
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 const PROCESS_TIME: HeaderName = HeaderName::from_static("x-process-time");
-
-/// The request id of the current request (in request extensions).
-#[derive(Clone, Debug)]
-pub struct RequestId(pub String);
 
 /// Echo a well-formed, single `X-Request-ID`, else mint a UUID4 (spec §1.1) from the thread's
 /// userspace RNG (a system call per request for OS randomness costs more than the request).
@@ -46,7 +43,6 @@ pub async fn request_context(
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
     let start = Instant::now();
     let request_id = pick_request_id(&req);
-    req.extensions_mut().insert(RequestId(request_id.clone()));
     let span = tracing::info_span!("request", request_id = %request_id);
     // The pools queue this request's jobs in its caller's lane (set by the `Caller` extractor).
     let outcome = REQUEST_START
@@ -68,7 +64,7 @@ pub async fn request_context(
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         headers.insert(REQUEST_ID, v);
     }
-    if let Ok(v) = HeaderValue::from_str(&format!("{:.6}", elapsed.as_secs_f64())) {
+    if let Ok(v) = HeaderValue::from_str(&access::seconds_with_micros(elapsed)) {
         headers.insert(PROCESS_TIME, v);
     }
     let status = res.status().as_u16();
@@ -83,15 +79,24 @@ pub async fn request_context(
             elapsed.as_secs_f64(),
         );
     }
-    let _entered = span.enter();
-    tracing::info!(
-        target: "longship::access",
-        method = %req.method(),
-        path = %req.path(),
+    let line = access::AccessLine {
+        request_id: &request_id,
+        method: req.method().as_str(),
+        path: req.path(),
         status,
-        latency_ms = elapsed.as_secs_f64() * 1000.0,
-        "request"
-    );
+        elapsed,
+    };
+    if !access::log(&line) {
+        let _entered = span.enter();
+        tracing::info!(
+            target: "longship::access",
+            method = %req.method(),
+            path = %req.path(),
+            status,
+            latency_ms = elapsed.as_secs_f64() * 1000.0,
+            "request"
+        );
+    }
     Ok(res)
 }
 

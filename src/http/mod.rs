@@ -58,6 +58,9 @@ pub struct AppState {
     pub registry_loaded: Arc<std::sync::atomic::AtomicBool>,
     /// Resource ingestion: per-account caps, the optional chat model.
     pub ingest: Arc<crate::ingest::gate::IngestRuntime>,
+    /// Directory summaries that follow their children (`ingest::overview`): jobs that change
+    /// what a directory holds without recording a search change call `mark_dirty` on it.
+    pub overviews: Arc<crate::ingest::overview::OverviewRefresher>,
     /// Memory extraction: figures for /metrics and the wake-up of the scheduler.
     pub memory: Arc<MemoryRuntime>,
 }

@@ -149,6 +149,10 @@ fn operations() -> Vec<Operation> {
         op(Delete, "/api/v1/admin/accounts/{account_id}/users/{user_id}", "admin", "Remove a user and revoke their key", RootOrAdmin, Body::None, no_query),
         op(Put, "/api/v1/admin/accounts/{account_id}/users/{user_id}/role", "admin", "Promote a user to admin", RootOrAdmin, Body::Json(json_of::<admin::users::RoleBody>, true), no_query),
         op(Post, "/api/v1/admin/accounts/{account_id}/users/{user_id}/key", "admin", "Issue a new key for a user (the old one stops working)", RootOrAdmin, Body::Json(json_of::<admin::users::KeyBody>, false), no_query),
+        op(Get, "/api/v1/admin/accounts/{account_id}/memory-templates", "admin", "The account's editable memory templates: defaults and effective", RootOrAdmin, Body::None, no_query),
+        op(Get, "/api/v1/admin/accounts/{account_id}/memory-templates/{memory_type}", "admin", "One memory template: defaults and effective", RootOrAdmin, Body::None, no_query),
+        op(Put, "/api/v1/admin/accounts/{account_id}/memory-templates/{memory_type}", "admin", "Edit a memory template's description, field descriptions (and events' content template)", RootOrAdmin, Body::Untyped("description, content_template, fields: [{name, description}]", true), no_query),
+        op(Delete, "/api/v1/admin/accounts/{account_id}/memory-templates/{memory_type}", "admin", "Go back to the default memory template", RootOrAdmin, Body::None, no_query),
         // fs
         op(Get, "/api/v1/fs/ls", "fs", "List a directory", Data, Body::None, query_of::<fs::ListQuery>),
         op(Get, "/api/v1/fs/tree", "fs", "List a directory tree", Data, Body::None, query_of::<fs::ListQuery>),
@@ -163,6 +167,8 @@ fn operations() -> Vec<Operation> {
         op(Get, "/api/v1/content/overview", "content", "A directory's level-1 summary (.overview.md)", Data, Body::None, query_of::<content::UriQuery>),
         op(Get, "/api/v1/content/download", "content", "A file's raw bytes (application/octet-stream)", Data, Body::None, query_of::<content::UriQuery>),
         op(Post, "/api/v1/content/write", "content", "Write (replace, append or create) a file", Data, Body::Json(json_of::<content::WriteBody>, true), no_query),
+        op(Post, "/api/v1/content/batch-write", "content", "Write several files under one directory (per-operation expected_sha256, skip_conflicts)", Data, Body::Json(json_of::<content::BatchWriteBody>, true), no_query),
+        op(Post, "/api/v1/content/reindex", "content", "Rebuild a subtree's index entries and vectors (wait=false: a task)", Data, Body::Json(json_of::<content::ReindexBody>, true), no_query),
         // tags
         op(Post, "/api/v1/content/set_tags", "content", "Set a node's k=v tags (replace, append or clear; recursive for a tree)", Data, Body::Json(json_of::<tags::SetTagsBody>, true), no_query),
         op(Post, "/api/v1/fs/attrs/set_tags", "fs", "Same as /content/set_tags", Data, Body::Json(json_of::<tags::SetTagsBody>, true), no_query),

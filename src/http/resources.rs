@@ -21,6 +21,7 @@ use crate::jobs::resources::{
     AddResource, CommitUpload, CountPendingIngestions, RemoveUpload, WriteUploadPart,
 };
 use crate::jobs::PoolError;
+use crate::storage::tags::TagMode;
 use crate::storage::tasks;
 use crate::storage::uri::{self, Access, Scope, VikingUri};
 
@@ -360,14 +361,8 @@ fn validate(b: &AddResourceBody) -> Result<(), ServiceError> {
             "enum",
         ));
     }
-    // Dropping these silently would lose what the caller asked for: tags a later find could
-    // not match, or an access restriction that would not hold.
-    if b.tags.as_ref().is_some_and(|t| !t.is_empty()) {
-        return Err(ServiceError::invalid_argument(
-            "tags are not stored by this server (find cannot filter on them either); add the \
-             resource without tags",
-        ));
-    }
+    // Dropping this silently would lose what the caller asked for: an access restriction
+    // that would not hold.
     if b.acl.as_ref().is_some_and(|a| !a.is_null()) {
         return Err(ServiceError::unimplemented(
             "Per-resource ACLs are not implemented by this server: resources under \
@@ -439,6 +434,13 @@ async fn add_resource(
     ApiJson(body): ApiJson<AddResourceBody>,
 ) -> ApiResult {
     validate(&body)?;
+    // 0.5.2: tags (strict k=v here) on every node of the ingested tree, under tag_mode.
+    let tag_mode = TagMode::parse_or_refuse(&body.tag_mode)?;
+    let tags = match (&body.tags, tag_mode) {
+        (None, TagMode::Replace | TagMode::Append) => None,
+        (Some(t), TagMode::Replace) if t.is_empty() => None,
+        (tags, mode) => Some((super::tags::client_tags(tags.as_deref())?, mode)),
+    };
     let source = source_of(&state, &body)?;
     let target = match (body.to.as_deref(), body.parent.as_deref()) {
         (Some(to), _) if !to.trim().is_empty() => {
@@ -483,6 +485,7 @@ async fn add_resource(
     let (published_tx, published) = oneshot::channel();
     let job = AddResource {
         req,
+        tags,
         settings: state.settings.clone(),
         recorder: state.search.recorder.clone(),
         chat: state.ingest.chat.clone(),

@@ -14,6 +14,7 @@ use crate::search::query::ContentBounds;
 use crate::search::request::{FindBody, Route, SearchBody};
 use crate::storage::fs::entry::{Output, Render};
 use crate::storage::fs::grep::GrepQuery;
+use crate::storage::tags::TagQuery;
 use crate::storage::uri::{self, Access};
 
 use super::admission::owner_of;
@@ -126,6 +127,22 @@ pub(super) struct GrepBody {
     exclude_uri: Option<String>,
     before_context: Option<i64>,
     after_context: Option<i64>,
+    /// Only files carrying every `k=v` tag; each match then reports its file's `tags`.
+    tags: Option<Vec<String>>,
+    /// Each match with its file's `tags`.
+    #[serde(default, deserialize_with = "flexible_bool")]
+    include_tags: bool,
+}
+
+fn tag_query(tags: Option<&[String]>, include: bool) -> Result<TagQuery, ServiceError> {
+    let raw = tags.unwrap_or_default();
+    if raw.len() > 4 * crate::storage::tags::MAX_TAGS {
+        return Err(ServiceError::invalid_argument("too many tags"));
+    }
+    Ok(TagQuery {
+        required: crate::storage::tags::normalize(raw)?,
+        include,
+    })
 }
 
 /// S1.
@@ -159,6 +176,7 @@ async fn grep(
             exclude,
             before_context,
             after_context,
+            tags: tag_query(body.tags.as_deref(), body.include_tags)?,
         },
     };
     Ok(encoded_ok(state.pools.storage().run(job).await??))
@@ -176,6 +194,11 @@ pub(super) struct GlobBody {
     uri: String,
     node_limit: Option<i64>,
     extra_fields: Option<Vec<String>>,
+    /// Only paths carrying every `k=v` tag; matches are then `{uri, tags}` objects.
+    tags: Option<Vec<String>>,
+    /// Matches as objects with their `tags`.
+    #[serde(default, deserialize_with = "flexible_bool")]
+    include_tags: bool,
 }
 
 /// S2.
@@ -207,6 +230,7 @@ async fn glob(
         pattern: body.pattern,
         node_limit: limit(body.node_limit),
         render,
+        tags: tag_query(body.tags.as_deref(), body.include_tags)?,
     };
     Ok(encoded_ok(state.pools.storage().run(job).await??))
 }

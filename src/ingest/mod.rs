@@ -16,6 +16,7 @@ pub mod gate;
 pub mod git;
 pub mod local;
 pub mod names;
+pub mod overview;
 pub mod package;
 pub mod parse;
 pub mod pipeline;

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use super::chat::ChatClient;
+use super::chat::{ChatClient, ChatSession};
 use super::pipeline::write_sidecar_pair;
 use super::summary::{self, ABSTRACT_MAX, OVERVIEW_MAX};
 use crate::storage::fs::entry::{sidecar_text, ABSTRACT_FILE};
@@ -37,19 +37,8 @@ pub fn refine(storage: &dyn Storage, chat: &ChatClient, dirs: &[(String, VikingU
     let mut abstracts: HashMap<String, String> = HashMap::new();
     for (_, dir) in dirs {
         let material = gather(storage, dir, &abstracts);
-        let prompt = format!(
-            "Directory: {}\n\n{material}\n\nReply exactly in this form:\nABSTRACT: <one sentence, \
-             at most 200 characters>\nOVERVIEW:\n<a Markdown overview of the directory and what \
-             each child holds, at most 3000 characters>",
-            dir.name()
-        );
-        match session
-            .complete(SYSTEM, &prompt)
-            .and_then(|r| parse_reply(&r))
-        {
+        match summarize_dir(&session, dir, &material) {
             Ok((abs, overview)) => {
-                let abs = summary::truncate(&abs, ABSTRACT_MAX);
-                let overview = summary::truncate(&overview, OVERVIEW_MAX);
                 match write_sidecar_pair(storage, dir.store_path(), dir, &abs, &overview) {
                     Ok(()) => {
                         out.processed += 1;
@@ -68,8 +57,35 @@ pub fn refine(storage: &dyn Storage, chat: &ChatClient, dirs: &[(String, VikingU
     out
 }
 
-/// Children of `dir` with what is known about them, within a prompt budget.
-fn gather(storage: &dyn Storage, dir: &VikingUri, abstracts: &HashMap<String, String>) -> String {
+/// The model's abstract and overview of `dir` from `material` (its children, as [`gather`]
+/// writes them), each within its length bound.
+pub fn summarize_dir(
+    session: &ChatSession<'_>,
+    dir: &VikingUri,
+    material: &str,
+) -> Result<(String, String), String> {
+    let prompt = format!(
+        "Directory: {}\n\n{material}\n\nReply exactly in this form:\nABSTRACT: <one sentence, \
+         at most 200 characters>\nOVERVIEW:\n<a Markdown overview of the directory and what \
+         each child holds, at most 3000 characters>",
+        dir.name()
+    );
+    let (abs, overview) = session
+        .complete(SYSTEM, &prompt)
+        .and_then(|r| parse_reply(&r))?;
+    Ok((
+        summary::truncate(&abs, ABSTRACT_MAX),
+        summary::truncate(&overview, OVERVIEW_MAX),
+    ))
+}
+
+/// Children of `dir` with what is known about them (a child directory's abstract from
+/// `abstracts` or its sidecar, the head of each file), within a prompt budget.
+pub fn gather(
+    storage: &dyn Storage,
+    dir: &VikingUri,
+    abstracts: &HashMap<String, String>,
+) -> String {
     let mut entries = storage.list(dir.store_path()).unwrap_or_default();
     entries.sort_by(|a, b| a.name.cmp(&b.name));
     let mut text = String::new();

@@ -70,18 +70,9 @@ fn summarize_dir(
             });
         } else {
             let head = read_head(&path);
-            let is_code = head.as_deref().is_some_and(|h| {
-                super::convert::kind_of(&child, h.as_bytes()) == super::convert::Kind::Code
-            });
-            let abstract_text = match &head {
-                Some(text) if is_code => code_abstract(&child, text),
-                Some(text) => file_abstract(&child, text),
-                None => format!(
-                    "{child} ({} bytes, binary)",
-                    entry.metadata().map(|m| m.len()).unwrap_or(0)
-                ),
-            };
-            if let (Some(text), false) = (head, is_code) {
+            let size = entry.metadata().map(|m| m.len()).unwrap_or(0);
+            let (abstract_text, is_doc) = child_abstract(&child, head.as_deref(), size);
+            if let (Some(text), true) = (head, is_doc) {
                 docs.push((child.clone(), text));
             }
             children.push(ChildInfo {
@@ -98,6 +89,18 @@ fn summarize_dir(
     abstract_text
 }
 
+/// A file child's abstract from its first bytes (`None` = not text), and whether it is a
+/// document that may speak for its directory (text that is not source code).
+pub fn child_abstract(name: &str, head: Option<&str>, size: u64) -> (String, bool) {
+    let is_code = head
+        .is_some_and(|h| super::convert::kind_of(name, h.as_bytes()) == super::convert::Kind::Code);
+    match head {
+        Some(text) if is_code => (code_abstract(name, text), false),
+        Some(text) => (file_abstract(name, text), true),
+        None => (format!("{name} ({size} bytes, binary)"), false),
+    }
+}
+
 fn read_head(path: &Path) -> Option<String> {
     let mut buf = Vec::new();
     fs::File::open(path)
@@ -105,9 +108,14 @@ fn read_head(path: &Path) -> Option<String> {
         .take(HEAD_BYTES)
         .read_to_end(&mut buf)
         .ok()?;
-    match std::str::from_utf8(&buf) {
+    text_head(&buf)
+}
+
+/// The first bytes of a file as text, `None` when they are not UTF-8 text (the cut may fall
+/// inside a character).
+pub fn text_head(buf: &[u8]) -> Option<String> {
+    match std::str::from_utf8(buf) {
         Ok(s) if !s.contains('\0') => Some(s.to_string()),
-        // The cut may fall inside a character.
         Err(e) if e.error_len().is_none() && e.valid_up_to() > 0 => {
             Some(String::from_utf8_lossy(&buf[..e.valid_up_to()]).into_owned())
         }
@@ -117,7 +125,10 @@ fn read_head(path: &Path) -> Option<String> {
 
 /// The document that speaks for a directory: one named like it, a README or index, or the
 /// only/first Markdown file.
-fn main_document<'a>(dir_name: &str, docs: &'a [(String, String)]) -> Option<&'a (String, String)> {
+pub fn main_document<'a>(
+    dir_name: &str,
+    docs: &'a [(String, String)],
+) -> Option<&'a (String, String)> {
     let lower = dir_name.to_lowercase();
     docs.iter()
         .find(|(n, _)| stem(n).to_lowercase() == lower)
@@ -155,12 +166,12 @@ pub fn extractive(name: &str, main_text: Option<&str>, children: &[ChildInfo]) -
     if !children.is_empty() {
         overview.push_str("## Contents\n\n");
         for (i, c) in children.iter().enumerate() {
-            let line = format!(
-                "- {}{}: {}\n",
-                c.name,
-                if c.is_dir { "/" } else { "" },
-                truncate(&c.abstract_text, 200)
-            );
+            let slash = if c.is_dir { "/" } else { "" };
+            let line = if c.abstract_text.is_empty() {
+                format!("- {}{slash}\n", c.name)
+            } else {
+                format!("- {}{slash}: {}\n", c.name, truncate(&c.abstract_text, 200))
+            };
             if overview.len() + line.len() > OVERVIEW_MAX - 40 {
                 overview.push_str(&format!("- … and {} more\n", children.len() - i));
                 break;

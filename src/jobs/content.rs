@@ -10,10 +10,13 @@ use serde_json::Value;
 use crate::config::QuotaSettings;
 use crate::decode::parse_json;
 use crate::error::{ServiceError, ServiceResult};
+use crate::ingest::overview::OverviewRefresher;
 use crate::search::changes::{ChangeKind, Recorder};
 use crate::storage::fs::read::{self, Sidecar};
 use crate::storage::fs::write::{self, WriteMode};
+use crate::storage::fs::{attrs, batch, reindex};
 use crate::storage::tags::{self, TagMode};
+use crate::storage::tasks::{self, TaskOwner};
 use crate::storage::uri::VikingUri;
 
 use super::search::{record_outcome, RecordWhen};
@@ -130,5 +133,152 @@ impl<T: DeserializeOwned + Send + 'static> BlockingJob for DecodeJson<T> {
 
     fn run(self, _ctx: &JobContext<'_>) -> Self::Output {
         parse_json(&self.body)
+    }
+}
+
+/// One operation of a batch as the handler validated it (content still as sent).
+pub struct PlannedOp {
+    pub uri: VikingUri,
+    pub content: batch::RawContent,
+    pub mode: batch::BatchMode,
+    pub expected_sha256: Option<String>,
+    pub tags: Option<(Vec<String>, TagMode)>,
+}
+
+/// `content/batch-write`: decode, check, write in URI order; everything written is recorded
+/// for search, also when a later operation stopped the batch.
+pub struct BatchWrite {
+    pub root: VikingUri,
+    /// Sorted by URI.
+    pub ops: Vec<PlannedOp>,
+    pub skip_conflicts: bool,
+    pub quota: QuotaSettings,
+    pub recorder: Arc<Recorder>,
+}
+
+impl BlockingJob for BatchWrite {
+    type Output = ServiceResult<Value>;
+
+    fn run(self, ctx: &JobContext<'_>) -> Self::Output {
+        match crate::storage::fs::stat(ctx.storage, &self.root)? {
+            Some(m) if m.is_dir() => {}
+            _ => {
+                return Err(ServiceError::invalid_argument(format!(
+                    "batch-write root must be an existing directory: {}",
+                    self.root.uri()
+                )))
+            }
+        }
+        let mut ops = Vec::with_capacity(self.ops.len());
+        for p in self.ops {
+            let (content, text) = p.content.decode(&p.uri)?;
+            ops.push(batch::BatchOp {
+                uri: p.uri,
+                content,
+                text,
+                mode: p.mode,
+                expected_sha256: p.expected_sha256,
+                tags: p.tags,
+            });
+        }
+        let out = batch::batch_write(
+            ctx.storage,
+            &self.root,
+            &ops,
+            self.skip_conflicts,
+            &self.quota,
+        );
+        if !out.written.is_empty() {
+            self.recorder
+                .record_store_paths(ctx.storage, &out.written, ChangeKind::Write);
+        }
+        out.result
+    }
+}
+
+/// `content/reindex`: optionally retag, count the subtree, and record it so the index writer
+/// rebuilds its entries (with their tags and vectors) from storage. With a task (wait=false)
+/// the task carries the outcome.
+pub struct Reindex {
+    pub uri: VikingUri,
+    pub object_type: &'static str,
+    pub mode: String,
+    pub recursive: bool,
+    pub tags: Option<(Vec<String>, TagMode)>,
+    /// wait=false: the task to complete (created by this job).
+    pub task: Option<(TaskOwner, String)>,
+    /// `semantic_and_vectors`: every directory of the subtree is marked for a summary refresh.
+    pub overviews: Option<Arc<OverviewRefresher>>,
+    pub recorder: Arc<Recorder>,
+}
+
+impl Reindex {
+    fn rebuild(&self, ctx: &JobContext<'_>) -> ServiceResult<Value> {
+        let started = std::time::Instant::now();
+        if let Some((tags, mode)) = &self.tags {
+            attrs::set_tags(
+                ctx.storage,
+                &|| false,
+                &self.uri,
+                tags,
+                *mode,
+                self.recursive,
+            )?;
+        }
+        let mut dirs = 0usize;
+        let mut mark = |dir: &VikingUri| {
+            if let Some(r) = &self.overviews {
+                r.mark_dirty(ctx.storage, dir.store_path());
+                dirs += 1;
+            }
+        };
+        let docs = reindex::scan(
+            ctx.storage,
+            &self.uri,
+            self.recursive,
+            &mut mark,
+            ctx.yielder(),
+        )?;
+        let changed = if self.recursive {
+            vec![self.uri.store_path().clone()]
+        } else {
+            reindex::direct_files(ctx.storage, &self.uri)?
+        };
+        self.recorder
+            .record_store_paths(ctx.storage, &changed, ChangeKind::Write);
+        let mut result = reindex::result(
+            &self.uri,
+            self.object_type,
+            &self.mode,
+            docs,
+            started.elapsed().as_millis() as u64,
+        );
+        if dirs > 0 {
+            result["warnings"] = serde_json::json!([format!(
+                "{dirs} directory summaries are being regenerated in the background"
+            )]);
+        }
+        Ok(result)
+    }
+}
+
+impl BlockingJob for Reindex {
+    type Output = ServiceResult<Value>;
+
+    fn run(self, ctx: &JobContext<'_>) -> Self::Output {
+        let Some((owner, id)) = &self.task else {
+            return self.rebuild(ctx);
+        };
+        tasks::mark_running(ctx.storage, owner, id)?;
+        let out = self.rebuild(ctx);
+        match &out {
+            Ok(result) => {
+                tasks::complete(ctx.storage, owner, id, result.clone())?;
+            }
+            Err(e) => {
+                let _ = tasks::fail(ctx.storage, owner, id, &e.message);
+            }
+        }
+        out
     }
 }

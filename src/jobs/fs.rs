@@ -10,6 +10,7 @@ use crate::storage::fs::entry::Render;
 use crate::storage::fs::grep::GrepQuery;
 use crate::storage::fs::listing::{Page, PageOpts, SortBy};
 use crate::storage::fs::{cp, glob, grep, listing, mkdir, mv, rm, stat};
+use crate::storage::tags::TagQuery;
 use crate::storage::uri::VikingUri;
 
 use super::search::{record_outcome, RecordWhen};
@@ -221,6 +222,8 @@ pub struct GlobFiles {
     pub node_limit: Option<usize>,
     /// `extra_fields` given: stat-like objects instead of URI strings.
     pub render: Option<Render>,
+    /// `tags` / `include_tags`.
+    pub tags: TagQuery,
 }
 
 impl BlockingJob for GlobFiles {
@@ -232,9 +235,12 @@ impl BlockingJob for GlobFiles {
             ctx.abandoned(),
             &self.who,
             &self.uri,
-            &self.pattern,
-            self.node_limit,
-            self.render.as_ref(),
+            &glob::GlobQuery {
+                pattern: &self.pattern,
+                node_limit: self.node_limit,
+                render_as: self.render.as_ref(),
+                tags: &self.tags,
+            },
         )
     }
 }

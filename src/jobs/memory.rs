@@ -93,3 +93,32 @@ impl BlockingJob for MemoryHealth {
         )
     }
 }
+
+/// What a memory-template request does.
+pub enum TemplateOp {
+    List,
+    Get(String),
+    /// `None` = back to the default (DELETE).
+    Put(String, Option<serde_json::Value>),
+}
+
+/// The account memory-template routes (the account must exist).
+pub struct MemoryTemplates {
+    pub account: String,
+    pub op: TemplateOp,
+}
+
+impl BlockingJob for MemoryTemplates {
+    type Output = ServiceResult<serde_json::Value>;
+    fn run(self, ctx: &JobContext<'_>) -> Self::Output {
+        use crate::memory::templates;
+        crate::storage::registry::accounts::get(ctx.storage, &self.account)?;
+        match self.op {
+            TemplateOp::List => templates::list(ctx.storage, &self.account),
+            TemplateOp::Get(t) => templates::get(ctx.storage, &self.account, &t),
+            TemplateOp::Put(t, body) => {
+                templates::put(ctx.storage, &self.account, &t, body.as_ref())
+            }
+        }
+    }
+}

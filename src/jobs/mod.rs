@@ -11,6 +11,7 @@ pub mod content;
 pub mod fs;
 pub mod health;
 pub mod memory;
+pub mod overviews;
 pub mod resources;
 pub mod search;
 pub mod sessions;

@@ -15,6 +15,8 @@ use crate::ingest::gate::IngestTicket;
 use crate::ingest::pipeline::{self, IngestRequest, Published, Source};
 use crate::ingest::{active, refine, uploads};
 use crate::search::changes::{ChangeKind, Recorder};
+use crate::storage::fs::attrs;
+use crate::storage::tags::TagMode;
 use crate::storage::tasks::{self, TaskOwner, TaskStatus};
 
 use super::{BlockingJob, JobContext};
@@ -80,6 +82,8 @@ impl BlockingJob for RemoveUpload {
 /// `queue_status`).
 pub struct AddResource {
     pub req: IngestRequest,
+    /// Tags for every node of the tree (normalised, no reserved keys), and how.
+    pub tags: Option<(Vec<String>, TagMode)>,
     pub settings: Arc<Settings>,
     pub recorder: Arc<Recorder>,
     pub chat: Option<ChatClient>,
@@ -96,6 +100,7 @@ impl BlockingJob for AddResource {
     fn run(self, ctx: &JobContext<'_>) -> Self::Output {
         let AddResource {
             req,
+            tags,
             settings,
             recorder,
             chat,
@@ -107,7 +112,15 @@ impl BlockingJob for AddResource {
         tasks::create_with_id(ctx.storage, &owner, &req.task_id, TASK_TYPE, None)?;
         let outcome = active::touch(ctx.storage, &owner.account, &owner.user, &req.task_id)
             .and_then(|()| {
-                ingest_and_summarise(ctx, &req, &settings, &recorder, chat.as_ref(), on_published)
+                ingest_and_summarise(
+                    ctx,
+                    &req,
+                    tags.as_ref(),
+                    &settings,
+                    &recorder,
+                    chat.as_ref(),
+                    on_published,
+                )
             })
             .and_then(|(result, wait_answer)| {
                 tasks::complete(ctx.storage, &owner, &req.task_id, result)?;
@@ -123,9 +136,11 @@ impl BlockingJob for AddResource {
 }
 
 /// Publish the tree, then compute summaries; returns (the task's result, the wait=true answer).
+#[allow(clippy::too_many_arguments)]
 fn ingest_and_summarise(
     ctx: &JobContext<'_>,
     req: &IngestRequest,
+    tags: Option<&(Vec<String>, TagMode)>,
     settings: &Settings,
     recorder: &Recorder,
     chat: Option<&ChatClient>,
@@ -151,6 +166,21 @@ fn ingest_and_summarise(
         &settings.quota,
         &mut || heartbeat.beat(),
     )?;
+    if let Some((tags, mode)) = tags {
+        // Before the record, so the index sees the tree with its tags.
+        let tagged = attrs::set_tags(
+            ctx.storage,
+            &|| false,
+            &published.root_uri,
+            tags,
+            *mode,
+            true,
+        );
+        if let Err(e) = tagged {
+            record_tree(recorder, ctx, &req.account, &published);
+            return Err(e);
+        }
+    }
     // The whole tree, sidecars included, becomes findable on every instance.
     record_tree(recorder, ctx, &req.account, &published);
     if let Source::Upload { id } = &req.source {

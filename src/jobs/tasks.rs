@@ -48,3 +48,25 @@ impl BlockingJob for CancelTask {
         query::cancel(ctx.storage, &self.caller, &self.task_id)
     }
 }
+
+/// Create a pending task a later job completes (so the id answers at once).
+pub struct CreateTask {
+    pub owner: crate::storage::tasks::TaskOwner,
+    pub task_id: String,
+    pub task_type: &'static str,
+    pub resource_id: Option<String>,
+}
+
+impl BlockingJob for CreateTask {
+    type Output = ServiceResult<TaskRecord>;
+
+    fn run(self, ctx: &JobContext<'_>) -> Self::Output {
+        crate::storage::tasks::create_with_id(
+            ctx.storage,
+            &self.owner,
+            &self.task_id,
+            self.task_type,
+            self.resource_id.as_deref(),
+        )
+    }
+}

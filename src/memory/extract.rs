@@ -145,6 +145,18 @@ impl Extractor<'_> {
         let s = entry.session();
         let owner = TaskOwner::user(&entry.account, &entry.user);
         let dir = s.archive(&entry.archive)?;
+        if SessionMeta::load(self.storage, &s)?.is_none() {
+            // The session (or its user) was deleted: nothing left to extract from.
+            let _ = tasks::update(self.storage, &owner, &entry.task_id, |t| {
+                if !t.status.is_terminal() {
+                    t.status = tasks::TaskStatus::Failed;
+                    t.error =
+                        Some("the session was deleted before its memories were extracted".into());
+                }
+            });
+            self.finish(&entry, None)?;
+            return Ok(RunOutcome::Finished);
+        }
         let archive_uri = s.archive_uri(&entry.archive);
         match archive::state(self.storage, &dir)? {
             State::Done(_) => {}
@@ -239,12 +251,10 @@ impl Extractor<'_> {
         };
         if !writes.is_empty() {
             if let Some(r) = self.recorder {
-                r.record_paths(
-                    self.storage,
-                    &entry.account,
-                    &[&memories_rel(&entry.user)],
-                    ChangeKind::Write,
-                );
+                // Each file, so the directory summaries of their parents are refreshed too
+                // (the overview refresher marks the parents of recorded paths).
+                let rels: Vec<&str> = writes.iter().map(|w| w.rel.as_str()).collect();
+                r.record_paths(self.storage, &entry.account, &rels, ChangeKind::Write);
             }
             self.stats
                 .written
@@ -442,7 +452,7 @@ impl Extractor<'_> {
 
     /// Turn the operations into planned writes against what storage holds now.
     fn resolve(&self, entry: &Entry, plan: &mut Plan) -> ServiceResult<()> {
-        let all = types::builtin();
+        let all = super::templates::effective_types(self.storage, &entry.account)?;
         // Path → (stored version, stored text, planned text) as operations accumulate.
         let mut state: BTreeMap<String, Slot> = BTreeMap::new();
         let mut skipped = Vec::new();
@@ -669,19 +679,19 @@ fn event_date(fields: &Map<String, Value>, dates: &[String]) -> BTreeMap<String,
 fn enabled_types(storage: &dyn Storage, entry: &Entry) -> ServiceResult<Vec<MemoryType>> {
     let meta = SessionMeta::load(storage, &entry.session())?;
     let policy = meta.map(|m| m.memory_policy).unwrap_or(Value::Null);
-    Ok(filter_types(&policy))
+    let all = super::templates::effective_types(storage, &entry.account)?;
+    Ok(filter_types(all, &policy))
 }
 
-/// The built-in types a normalised `memory_policy` allows.
-pub fn filter_types(policy: &Value) -> Vec<MemoryType> {
+/// The types (built-in, with the account's template edits) a normalised `memory_policy` allows.
+pub fn filter_types(all: Vec<MemoryType>, policy: &Value) -> Vec<MemoryType> {
     if policy["self"]["enabled"].as_bool() == Some(false) {
         return Vec::new();
     }
     let wanted: Option<Vec<&str>> = policy["memory_types"]
         .as_array()
         .map(|a| a.iter().filter_map(Value::as_str).collect());
-    types::builtin()
-        .into_iter()
+    all.into_iter()
         .filter(|t| wanted.as_ref().is_none_or(|w| w.contains(&t.name)))
         .collect()
 }
@@ -883,9 +893,9 @@ mod tests {
 
     #[test]
     fn policy_filters_types() {
-        assert_eq!(filter_types(&Value::Null).len(), 4);
-        assert!(filter_types(&json!({"self": {"enabled": false}})).is_empty());
-        let t = filter_types(&json!({"memory_types": ["events"]}));
+        assert_eq!(filter_types(types::builtin(), &Value::Null).len(), 4);
+        assert!(filter_types(types::builtin(), &json!({"self": {"enabled": false}})).is_empty());
+        let t = filter_types(types::builtin(), &json!({"memory_types": ["events"]}));
         assert_eq!(t.len(), 1);
         assert_eq!(backoff(0, 300), 5);
         assert_eq!(backoff(20, 300), 300);

@@ -9,6 +9,7 @@ pub mod file;
 pub mod health;
 pub mod model;
 pub mod stats;
+pub mod templates;
 pub mod types;
 
 pub use crate::config::MemorySettings;

@@ -34,7 +34,8 @@ impl MergeOp {
 #[derive(Debug, Clone)]
 pub struct Field {
     pub name: &'static str,
-    pub description: &'static str,
+    /// What the model reads (an account may rewrite it: `memory::templates`).
+    pub description: String,
     pub merge: MergeOp,
 }
 
@@ -48,12 +49,13 @@ pub enum Mode {
 #[derive(Debug, Clone)]
 pub struct MemoryType {
     pub name: &'static str,
-    pub description: &'static str,
+    /// What the model reads (an account may rewrite it: `memory::templates`).
+    pub description: String,
     /// Relative to the user's space (`user/<user>/`).
     pub directory: &'static str,
     pub filename_template: &'static str,
     /// The file body; `None` = the `content` field as written.
-    pub content_template: Option<&'static str>,
+    pub content_template: Option<String>,
     pub fields: Vec<Field>,
     pub mode: Mode,
 }
@@ -85,10 +87,10 @@ impl MemoryType {
     }
 }
 
-fn field(name: &'static str, merge: MergeOp, description: &'static str) -> Field {
+fn field(name: &'static str, merge: MergeOp, description: &str) -> Field {
     Field {
         name,
-        description,
+        description: description.to_string(),
         merge,
     }
 }
@@ -100,7 +102,8 @@ pub fn builtin() -> Vec<MemoryType> {
             name: "profile",
             description: "Lasting facts about who the user is right now: name, home, work, \
                           studies, family situation, long-term health. Not events, plans, \
-                          tastes or moods. One file per user.",
+                          tastes or moods. One file per user."
+                .into(),
             directory: "memories",
             filename_template: "profile.md",
             content_template: None,
@@ -116,7 +119,8 @@ pub fn builtin() -> Vec<MemoryType> {
             name: "preferences",
             description: "What the user likes, dislikes or habitually chooses, one topic per \
                           memory (coding style, tools, food, travel, ...). Keep unrelated \
-                          topics apart.",
+                          topics apart."
+                .into(),
             directory: "memories/preferences",
             filename_template: "{{ user|lower }}/{{ topic|lower }}.md",
             content_template: None,
@@ -144,7 +148,8 @@ pub fn builtin() -> Vec<MemoryType> {
             name: "entities",
             description: "Cards for people, pets, places, organisations, products, works and \
                           projects the user talks about: what each is and how it relates to \
-                          the user. One memory per real-world thing.",
+                          the user. One memory per real-world thing."
+                .into(),
             directory: "memories/entities",
             filename_template: "{{ category|lower }}/{{ name|lower }}.md",
             content_template: None,
@@ -173,10 +178,11 @@ pub fn builtin() -> Vec<MemoryType> {
             name: "events",
             description: "Things that happened or were decided, promised or scheduled, one \
                           atomic occurrence per memory, with concrete dates (YYYY-MM-DD) instead \
-                          of relative ones. Not the conversation itself.",
+                          of relative ones. Not the conversation itself."
+                .into(),
             directory: "memories/events",
             filename_template: "{{ year }}/{{ month }}/{{ day }}/{{ event_name }}.md",
-            content_template: Some("{{ summary }}"),
+            content_template: Some("{{ summary }}".into()),
             fields: vec![
                 field(
                     "event_name",
@@ -212,10 +218,15 @@ pub fn names() -> Vec<&'static str> {
     builtin().iter().map(|t| t.name).collect()
 }
 
+/// Instructions one rendering may execute (a loop cannot run away).
+pub const RENDER_FUEL: u64 = 50_000;
+
 /// Render a template with string variables; undefined variables are empty.
 pub fn render(template: &str, vars: &BTreeMap<String, String>) -> Result<String, String> {
     let mut env = Environment::new();
     env.set_undefined_behavior(minijinja::UndefinedBehavior::Lenient);
+    // Account templates are client text: bound the work one rendering may do.
+    env.set_fuel(Some(RENDER_FUEL));
     env.render_str(template, vars)
         .map_err(|e| format!("template: {e}"))
 }
@@ -278,7 +289,7 @@ pub fn relative_path(
 
 /// The body of a memory file from its fields.
 pub fn body(t: &MemoryType, fields: &Map<String, Value>) -> Result<String, String> {
-    match t.content_template {
+    match t.content_template.as_deref() {
         None => Ok(fields
             .get("content")
             .and_then(Value::as_str)

@@ -23,7 +23,7 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::time::epoch_millis_now;
@@ -104,7 +104,13 @@ pub struct Recorder {
     next_seq: AtomicU64,
     local: Mutex<LocalRecords>,
     wake: Box<dyn Fn() + Send + Sync>,
+    /// Told of every record after it was made, on the thread that made it (directory
+    /// summaries follow their children's changes through it: `ingest::overview`).
+    observer: OnceLock<ChangeObserver>,
 }
+
+/// What [`Recorder::observe`] installs.
+pub type ChangeObserver = Box<dyn Fn(&dyn Storage, &Change) + Send + Sync>;
 
 /// This process's records not yet taken by the index writer, and how many were made.
 /// One lock orders the queue and the counts alike, so "the index applied the first N
@@ -129,11 +135,19 @@ impl Recorder {
             next_seq: AtomicU64::new(0),
             local: Mutex::new(LocalRecords::default()),
             wake,
+            observer: OnceLock::new(),
         }
     }
 
     pub fn writer(&self) -> &str {
         &self.writer
+    }
+
+    /// Install the one observer of this process's records (at startup; a second is ignored).
+    pub fn observe(&self, observer: ChangeObserver) {
+        if self.observer.set(observer).is_err() {
+            tracing::warn!("a change observer was already installed");
+        }
     }
 
     fn locked(&self) -> std::sync::MutexGuard<'_, LocalRecords> {
@@ -176,9 +190,13 @@ impl Recorder {
             local
                 .latest_by_account
                 .insert(change.account.clone(), count);
-            local.queue.push_back((seq, change));
+            local.queue.push_back((seq, change.clone()));
         }
         (self.wake)();
+        // Outside the lock: the observer may do storage I/O.
+        if let Some(observe) = self.observer.get() {
+            observe(storage, &change);
+        }
     }
 
     /// Take the records this process made since the last call.

@@ -33,10 +33,7 @@ use crate::storage::uri::{self, Access, VikingUri};
 use crate::storage::{Storage, StorageError, StorePath};
 
 /// Who wrote a skill's own sidecars (0.5.2's component and trigger).
-pub const SKILL_SIDECARS: GeneratedBy = GeneratedBy {
-    component: "SkillProcessor",
-    trigger: "skill_ingest",
-};
+pub const SKILL_SIDECARS: GeneratedBy = okf::SKILL_INGEST;
 
 /// Where a package's source is recorded (0.5.2's name).
 pub const SOURCE_FILE: &str = ".source.json";

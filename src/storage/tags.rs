@@ -454,6 +454,61 @@ pub fn read_many_nodes(
     Ok(out)
 }
 
+/// The tag part of a listing request (ls, tree, grep, glob): keep only nodes carrying every
+/// tag of `required`, and report each node's tags when `include`.
+#[derive(Debug, Clone, Default)]
+pub struct TagQuery {
+    /// Normalised `k=v`.
+    pub required: Vec<String>,
+    pub include: bool,
+}
+
+impl TagQuery {
+    /// Whether the listing needs any node's tags at all.
+    pub fn active(&self) -> bool {
+        self.include || !self.required.is_empty()
+    }
+
+    /// Whether a node with `tags` is kept.
+    pub fn keeps(&self, tags: &[String]) -> bool {
+        self.required.iter().all(|t| tags.contains(t))
+    }
+}
+
+/// Tags of nodes met by a walk: each directory's map is read once.
+#[derive(Default)]
+pub struct TagCache {
+    maps: HashMap<StorePath, BTreeMap<String, Vec<String>>>,
+}
+
+impl TagCache {
+    pub fn tags_of(
+        &mut self,
+        storage: &dyn Storage,
+        node: &StorePath,
+    ) -> StorageResult<Vec<String>> {
+        let (dir, name) = owner(node)?;
+        if !self.maps.contains_key(&dir) {
+            let map = match read_children(storage, &dir) {
+                Ok(m) => m,
+                Err(StorageError::NotADirectory(_)) => BTreeMap::new(),
+                Err(e) => return Err(e),
+            };
+            // A walk of a huge tree keeps a bounded number of maps.
+            if self.maps.len() >= 4096 {
+                self.maps.clear();
+            }
+            self.maps.insert(dir.clone(), map);
+        }
+        Ok(self
+            .maps
+            .get(&dir)
+            .and_then(|m| m.get(name))
+            .cloned()
+            .unwrap_or_default())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -778,6 +778,8 @@ impl Sweep {
             Opts::default().env("LONGSHIP_SERVER__MAX_BODY_BYTES", &MAX_BODY.to_string()),
         );
         let w = setup(&s);
+        // The fixtures' directory summaries are refreshed in the background: snapshot after.
+        crate::layout::wait_summaries_settled(&st, "acme");
         let before = st.stored_digest("");
         // Keys are relative to the data dir on local disk, to the prefix on S3.
         let root = if st.is_s3() { "" } else { "viking/" };

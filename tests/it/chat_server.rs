@@ -43,7 +43,7 @@ pub struct Script {
     pub default: Mutex<Option<Answer>>,
     /// Refuse `response_format: json_schema` with 400 (a provider that only has JSON mode).
     pub refuse_schema: AtomicBool,
-    /// Every request body received.
+    /// Every memory-extraction request body received.
     pub bodies: Mutex<Vec<Value>>,
 }
 
@@ -171,10 +171,22 @@ fn serve(stream: TcpStream, count: &AtomicU64, script: &Script) {
     }
     let mut body = vec![0u8; len];
     let _ = reader.read_exact(&mut body);
-    count.fetch_add(1, Ordering::Relaxed);
     let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    script.bodies.lock().unwrap().push(v.clone());
-    let (status, out) = answer(&v, script);
+    // Directory summaries use the same model: they get a fixed summary and neither consume
+    // the script nor count as memory requests.
+    let is_memory = v["messages"][0]["content"]
+        .as_str()
+        .is_some_and(|s| s.contains("long-term memory"));
+    let (status, out) = if is_memory {
+        count.fetch_add(1, Ordering::Relaxed);
+        script.bodies.lock().unwrap().push(v.clone());
+        answer(&v, script)
+    } else {
+        let reply =
+            "ABSTRACT: A directory of memories.\nOVERVIEW:\n# Memories\n\nA directory of memories.";
+        let out = json!({"choices": [{"message": {"role": "assistant", "content": reply}}]});
+        (200, out.to_string())
+    };
     let mut w = stream;
     let head = format!(
         "HTTP/1.1 {status} X\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",

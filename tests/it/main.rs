@@ -23,6 +23,7 @@ mod fuzz;
 mod harden;
 mod harness;
 mod ingest_limits;
+mod layout;
 mod memory;
 mod metrics;
 mod multi_instance;

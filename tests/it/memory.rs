@@ -140,6 +140,13 @@ fn each_type_is_extracted_and_the_same_fact_twice_updates_one_file() {
     assert_eq!(body_of(&st, &pref), "- Drinks oat milk flat whites");
     let text = st.read_string(&pref);
     assert!(text.contains("\"memory_type\": \"preferences\""), "{text}");
+    // The memory directories' summaries follow (the layout refresher, marked by the record).
+    let sidecar = format!("{MEM}/preferences/alice/.abstract.md");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !st.exists(&sidecar) {
+        assert!(Instant::now() < deadline, "{sidecar} never written");
+        std::thread::sleep(Duration::from_millis(100));
+    }
     // Tagged memory_type=<type> through the tag store (fs/attrs reports it, find filters it).
     let r = c.get(&format!(
         "/api/v1/fs/attrs?uri={}",
@@ -563,4 +570,154 @@ fn stats_config_and_tool_results_routes() {
             r.body
         );
     }
+}
+
+#[test]
+fn account_memory_templates_edit_what_the_model_reads_and_memories_stay_private() {
+    use crate::harness::api::{create_account, register};
+    let model = ChatServer::start();
+    let st = Storage::new();
+    let mut opts = with_model(&model);
+    opts.root_key = Opts::default().root_key;
+    let s = Server::start(&st, opts);
+    let admin = create_account(&s, "acme", "alice");
+    let other = create_account(&s, "zeta", "zed");
+    let bob = register(&s, &admin, "acme", "bob", "user");
+    let base = "/api/v1/admin/accounts/acme/memory-templates";
+
+    let list = s.get(base, Some(&admin));
+    let names: Vec<String> = ok(&list)["templates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["memory_type"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(names, ["profile", "events", "preferences", "entities"]);
+    let one = ok(&s.get(&format!("{base}/preferences"), Some(&admin))).clone();
+    assert_eq!(one["status"], "system_default");
+    assert_eq!(one["effective"], one["defaults"]);
+    assert_eq!(
+        one["defaults"]["filename_template"],
+        "{{ user|lower }}/{{ topic|lower }}.md"
+    );
+
+    let body = json!({"description": "Only what the user likes to eat and drink.",
+        "fields": [{"name": "topic", "description": "The dish or drink, one or two words."}]});
+    let r = s.put(&format!("{base}/preferences"), Some(&admin), body);
+    assert_eq!(ok(&r)["status"], "custom", "{:?}", r.body);
+    assert_eq!(
+        ok(&r)["effective"]["description"],
+        "Only what the user likes to eat and drink."
+    );
+    // Locked values, unknown fields and other accounts are refused.
+    let r = s.put(
+        &format!("{base}/preferences"),
+        Some(&admin),
+        json!({"filename_template": "x.md"}),
+    );
+    assert_eq!(r.status, 400, "{:?}", r.body);
+    let r = s.put(
+        &format!("{base}/preferences"),
+        Some(&admin),
+        json!({"fields": [{"name": "user", "description": "x"}]}),
+    );
+    assert_eq!(r.status, 400, "{:?}", r.body);
+    assert_eq!(s.get(&format!("{base}/soul"), Some(&admin)).status, 404);
+    assert_eq!(s.get(base, Some(&other)).status, 403);
+    assert_eq!(s.get(base, Some(&bob)).status, 403);
+    assert_eq!(
+        s.get("/api/v1/admin/accounts/nope/memory-templates", None)
+            .status,
+        401
+    );
+
+    // Extraction reads the account's wording.
+    let sid = "tpl";
+    ok(&s.post("/api/v1/sessions", Some(&bob), json!({"session_id": sid})));
+    ok(&s.post(
+        &format!("/api/v1/sessions/{sid}/messages"),
+        Some(&bob),
+        json!({"role": "user", "content": "remember pref soup = Likes miso soup"}),
+    ));
+    let r = s.post(
+        &format!("/api/v1/sessions/{sid}/commit"),
+        Some(&bob),
+        json!({}),
+    );
+    let task = ok(&r)["task_id"].as_str().unwrap().to_string();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let t = ok(&s.get(&format!("/api/v1/tasks/{task}"), Some(&bob))).clone();
+        if t["status"] == "completed" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{t}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let system = model.script.bodies.lock().unwrap()[0]["messages"][0]["content"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        system.contains("Only what the user likes to eat and drink."),
+        "{system}"
+    );
+    assert!(
+        system.contains("The dish or drink, one or two words."),
+        "{system}"
+    );
+
+    // bob's memory is bob's: alice (same account) neither finds nor reads it.
+    let uri = "viking://user/bob/memories/preferences/alice/soup.md";
+    let r = s.get(&format!("/api/v1/content/read?uri={}", q(uri)), Some(&bob));
+    assert!(
+        ok(&r).to_string().contains("Likes miso soup"),
+        "{:?}",
+        r.body
+    );
+    let r = s.get(
+        &format!("/api/v1/content/read?uri={}", q(uri)),
+        Some(&admin),
+    );
+    assert!(r.status == 403 || r.status == 404, "{:?}", r.body);
+    let r = s.post(
+        "/api/v1/search/find",
+        Some(&admin),
+        json!({"query": "miso soup"}),
+    );
+    assert!(
+        ok(&r)["memories"].as_array().is_none_or(|m| m.is_empty()),
+        "{:?}",
+        r.body
+    );
+
+    // DELETE goes back to the default.
+    let r = s.delete(&format!("{base}/preferences"), Some(&admin));
+    assert_eq!(ok(&r)["status"], "system_default", "{:?}", r.body);
+}
+
+#[test]
+fn a_deleted_session_leaves_no_extraction_behind() {
+    let model = ChatServer::start();
+    model.set_default(Some(Answer::Error500));
+    let st = Storage::new();
+    let s = Server::start(&st, with_model(&model));
+    let c = Dev::alice(&s);
+    let id = commit(&c, "gone", &["remember pref tea = Likes green tea"]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while model.requests.load(std::sync::atomic::Ordering::Relaxed) == 0 {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    ok(&c.delete("/api/v1/sessions/gone"));
+    model.set_default(None);
+    let t = wait_task(&c, &id, Duration::from_secs(30));
+    assert_eq!(t["status"], "failed", "{t}");
+    assert!(t["error"].as_str().unwrap().contains("deleted"), "{t}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !st.list("acme/_system/memory/backlog").is_empty() {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(memory_files(&st).is_empty());
 }

@@ -944,3 +944,62 @@ fn skills_install_from_a_git_repository_under_the_fetch_rules() {
         "{e}"
     );
 }
+
+#[test]
+fn directory_summary_refreshes_keep_a_skill_packages_own_summary() {
+    let st = Storage::new();
+    let s = Server::start(
+        &st,
+        Opts::default().env("LONGSHIP_RESOURCES__OVERVIEW_DEBOUNCE_MS", "300"),
+    );
+    let alice = create_account(&s, "acme", "alice");
+    let zip = zip_bytes(&[
+        ("SKILL.md", PDF.as_bytes()),
+        ("reference/forms.md", b"# Forms\n\nFields.\n"),
+    ]);
+    let id = upload_id(&s, &alice, "pdf.zip", &zip);
+    ok(&s.post(
+        SKILLS,
+        Some(&alice),
+        json!({"temp_file_id": id, "wait": true, "target_uri": "viking://agent/skills"}),
+    ));
+    // Children of the package and of its subdirectory change: both directories are refreshed.
+    for uri in [
+        "viking://agent/skills/pdf-tools/notes.md",
+        "viking://agent/skills/pdf-tools/reference/more.md",
+    ] {
+        ok(&s.post(
+            "/api/v1/content/write",
+            Some(&alice),
+            json!({"uri": uri, "content": "# Notes\n\nExtra material.\n", "mode": "create"}),
+        ));
+    }
+    crate::layout::wait_summaries_settled(&st, "acme");
+    let shown = ok(&s.get(&format!("{SKILLS}/pdf-tools"), Some(&alice))).clone();
+    assert!(
+        shown["abstract"]
+            .as_str()
+            .unwrap()
+            .starts_with("name: pdf-tools\n"),
+        "{shown}"
+    );
+    assert_eq!(
+        shown["description"],
+        "Fill and merge PDF forms with the pdftk command line."
+    );
+    assert!(
+        shown["overview"]
+            .as_str()
+            .unwrap()
+            .starts_with("# PDF tools"),
+        "{shown}"
+    );
+    assert_eq!(names(ok(&s.get(SKILLS, Some(&alice)))), ["pdf-tools"]);
+    // The subdirectory's ordinary summary follows its children.
+    let sub = ok(&s.get(
+        "/api/v1/content/overview?uri=viking://agent/skills/pdf-tools/reference",
+        Some(&alice),
+    ))
+    .clone();
+    assert!(sub.as_str().unwrap().contains("more"), "{sub}");
+}

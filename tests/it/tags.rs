@@ -113,7 +113,8 @@ fn tags_round_trip_filter_find_and_refuse_bad_input() {
     );
 
     // find: each hit reports its tags; `tags` and filter conditions select by them.
-    let all = hits(&c, json!({"query": "quokka"}));
+    // Level 2: the directory summaries (refreshed in the background) may mention it too.
+    let all = hits(&c, json!({"query": "quokka", "level": 2}));
     assert_eq!(all.len(), 2, "{all:?}");
     let lion = all
         .iter()
@@ -142,7 +143,7 @@ fn tags_round_trip_filter_find_and_refuse_bad_input() {
     assert_eq!(
         hit_uris(
             &c,
-            json!({"query": "quokka", "filter": {"op": "must_not", "field": "search_tags", "conds": ["team=pinnipeds"]}})
+            json!({"query": "quokka", "level": 2, "filter": {"op": "must_not", "field": "search_tags", "conds": ["team=pinnipeds"]}})
         ),
         ["viking://resources/zoo/lion.md"]
     );
@@ -329,7 +330,10 @@ fn tags_move_and_copy_with_their_node_and_go_with_it() {
         attrs(&c, "viking://resources/moved/sub/b.md"),
         ["owner=alice"]
     );
-    let mut copies = hit_uris(&c, json!({"query": "beta", "tags": ["owner=alice"]}));
+    let mut copies = hit_uris(
+        &c,
+        json!({"query": "beta", "tags": ["owner=alice"], "level": 2}),
+    );
     copies.sort();
     assert_eq!(
         copies,
@@ -359,7 +363,7 @@ fn tags_reach_instance_b_and_concurrent_writers_on_two_instances_keep_all() {
     let cb = Dev::new(&b, "acme", "alice");
     ca.put_file("viking://resources/shared/n.md", "numbat notes");
     eventually(BOUND, || {
-        hit_uris(&cb, json!({"query": "numbat"})).len() == 1
+        hit_uris(&cb, json!({"query": "numbat", "level": 2})).len() == 1
     })
     .expect("the file reaches B");
     set(
@@ -397,4 +401,485 @@ fn tags_reach_instance_b_and_concurrent_writers_on_two_instances_keep_all() {
     });
     let tags = attrs(&ca, "viking://resources/shared/n.md");
     assert_eq!(tags.len(), 1 + 2 * rounds, "{tags:?}");
+}
+
+fn tag_list(v: &Value) -> Vec<String> {
+    v.as_array()
+        .unwrap_or_else(|| panic!("no tags: {v}"))
+        .iter()
+        .map(|t| t.as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn listings_filter_and_report_tags_and_add_resource_stores_them() {
+    let st = Storage::new();
+    let s = Server::start(&st, Opts::default());
+    let key = crate::harness::api::create_account(&s, "acme", "alice");
+    let zip = crate::resources::zip_bytes(&[
+        ("README.md", b"# Kit\n\nA kit of tools for koalas.\n"),
+        ("docs/guide.md", b"# Guide\n\nkoala guide text\n"),
+    ]);
+    let r = crate::resources::add_file(
+        &s,
+        &key,
+        "kit.zip",
+        &zip,
+        json!({"tags": ["Source=Upload", "team=docs"]}),
+    );
+    let root = r["root_uri"].as_str().unwrap().to_string();
+    let get = |path: &str| {
+        let r = s.get(path, Some(&key));
+        assert_eq!(r.status, 200, "{path}: {:?}", r.body);
+        r.result().clone()
+    };
+    let attrs_of =
+        |uri: &str| tag_list(&get(&format!("/api/v1/fs/attrs?uri={}", q(uri)))["attrs"]["tags"]);
+    // Every node of the ingested tree carries the tags.
+    let tagged = strings(&["source=upload", "team=docs"]);
+    assert_eq!(attrs_of(&root), tagged);
+    assert_eq!(attrs_of(&format!("{root}/docs")), tagged);
+    let files: Vec<String> = crate::resources::tree(&s, &key, &q(&root))
+        .into_iter()
+        .filter(|p| p.ends_with(".md") && !p.contains("/.") && !p.starts_with('.'))
+        .collect();
+    assert!(!files.is_empty());
+    for f in &files {
+        assert_eq!(attrs_of(&format!("{root}/{f}")), tagged, "{f}");
+    }
+    // A find filtered by them sees the tree.
+    let r = s.post(
+        FIND,
+        Some(&key),
+        json!({"query": "koala", "tags": ["team=docs"]}),
+    );
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert!(
+        !r.result()["resources"].as_array().unwrap().is_empty(),
+        "{:?}",
+        r.body
+    );
+
+    // One file gets an extra tag; ls/tree/grep/glob filter on it and report tags.
+    let guide = files
+        .iter()
+        .find(|f| f.contains("guide"))
+        .map(|f| format!("{root}/{f}"))
+        .expect("guide file");
+    let r = s.post(
+        SET_TAGS,
+        Some(&key),
+        json!({"uri": guide, "tags": ["star=yes"], "mode": "append"}),
+    );
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let guide_dir = guide.rsplit_once('/').unwrap().0.to_string();
+    let ls = get(&format!(
+        "/api/v1/fs/ls?uri={}&tags=star%3Dyes&include_tags=true&output=original",
+        q(&guide_dir)
+    ));
+    let ls = ls.as_array().unwrap();
+    assert_eq!(ls.len(), 1, "{ls:?}");
+    assert_eq!(ls[0]["uri"], guide.as_str());
+    assert_eq!(
+        tag_list(&ls[0]["tags"]),
+        strings(&["source=upload", "team=docs", "star=yes"])
+    );
+    // Without include_tags no tags field; without a filter every entry.
+    let plain = get(&format!(
+        "/api/v1/fs/ls?uri={}&output=original",
+        q(&guide_dir)
+    ));
+    assert!(plain
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|e| e.get("tags").is_none()));
+    let tree = get(&format!(
+        "/api/v1/fs/tree?uri={}&tags=star%3Dyes&tags=team%3Ddocs&output=original",
+        q(&root)
+    ));
+    let tree_uris: Vec<&str> = tree
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["uri"].as_str().unwrap())
+        .collect();
+    assert_eq!(tree_uris, [guide.as_str()]);
+    let grep = s.post(
+        "/api/v1/search/grep",
+        Some(&key),
+        json!({"uri": root, "pattern": "koala", "tags": ["star=yes"]}),
+    );
+    let grep = ok(&grep);
+    let matches = grep["matches"].as_array().unwrap();
+    assert!(!matches.is_empty(), "{grep}");
+    assert!(matches.iter().all(|m| m["uri"] == guide.as_str()), "{grep}");
+    assert_eq!(
+        tag_list(&matches[0]["tags"]),
+        strings(&["source=upload", "team=docs", "star=yes"])
+    );
+    let grep_all = s.post(
+        "/api/v1/search/grep",
+        Some(&key),
+        json!({"uri": root, "pattern": "koala", "include_tags": true}),
+    );
+    let grep_all = ok(&grep_all);
+    assert!(grep_all["count"].as_u64().unwrap() >= 2, "{grep_all}");
+    assert!(grep_all["matches"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|m| tag_list(&m["tags"]).contains(&"team=docs".to_string())));
+    let glob = s.post(
+        "/api/v1/search/glob",
+        Some(&key),
+        json!({"uri": root, "pattern": "**/*.md", "tags": ["star=yes"]}),
+    );
+    let glob = ok(&glob);
+    assert_eq!(glob["count"], 1, "{glob}");
+    assert_eq!(glob["matches"][0]["uri"], guide.as_str());
+    assert_eq!(tag_list(&glob["matches"][0]["tags"]).len(), 3);
+    // Bad tag filters: 400.
+    for path in [
+        format!("/api/v1/fs/ls?uri={}&tags=nope", q(&root)),
+        format!("/api/v1/fs/tree?uri={}&tags=a%3Db%3Dc", q(&root)),
+    ] {
+        err(&s.get(&path, Some(&key)), 400, "INVALID_ARGUMENT");
+    }
+    err(
+        &s.post(
+            "/api/v1/search/glob",
+            Some(&key),
+            json!({"pattern": "*", "tags": ["x"]}),
+        ),
+        400,
+        "INVALID_ARGUMENT",
+    );
+}
+
+const BATCH: &str = "/api/v1/content/batch-write";
+
+fn sha(s: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(s.as_bytes()))
+}
+
+fn read(c: &Dev, uri: &str) -> String {
+    ok(&c.read(uri, "")).as_str().unwrap().to_string()
+}
+
+#[test]
+fn batch_write_checks_revisions_skips_conflicts_keeps_earlier_writes_and_is_bounded() {
+    let st = Storage::new();
+    let s = Server::start(
+        &st,
+        Opts::dev()
+            .env("LONGSHIP_CONTENT__BATCH_WRITE_MAX_OPERATIONS", "5")
+            .env("LONGSHIP_CONTENT__BATCH_WRITE_MAX_BYTES", "4096"),
+    );
+    let c = Dev::new(&s, "acme", "alice");
+    let root = "viking://resources/bw";
+    c.put_file("viking://resources/bw/a.md", "one");
+    // Revisions match: every operation written, created/updated reported, tags stored.
+    let r = c.post(
+        BATCH,
+        json!({"root_uri": root, "operations": [
+            {"uri": "viking://resources/bw/b.md", "content": "bandicoot", "mode": "create", "tags": ["k=v"]},
+            {"uri": "viking://resources/bw/a.md", "content": "two", "expected_sha256": sha("one")},
+            {"uri": "viking://resources/bw/bin/c.dat", "content_base64": "AAEC"},
+            {"uri": "viking://resources/bw/a.md.log", "content": "x", "mode": "append"},
+        ]}),
+    );
+    let res = ok(&r);
+    assert_eq!(res["root_uri"], root);
+    assert_eq!(res["updated"], json!(["viking://resources/bw/a.md"]));
+    assert_eq!(
+        res["created"],
+        json!([
+            "viking://resources/bw/a.md.log",
+            "viking://resources/bw/b.md",
+            "viking://resources/bw/bin/c.dat"
+        ])
+    );
+    assert!(res.get("conflicts").is_none());
+    assert_eq!(read(&c, "viking://resources/bw/a.md"), "two");
+    assert_eq!(attrs(&c, "viking://resources/bw/b.md"), ["k=v"]);
+    assert_eq!(
+        hit_uris(&c, json!({"query": "bandicoot", "tags": ["k=v"]})),
+        ["viking://resources/bw/b.md"]
+    );
+    let dl = c.get(&format!(
+        "/api/v1/content/download?uri={}",
+        q("viking://resources/bw/bin/c.dat")
+    ));
+    assert_eq!(dl.raw, [0u8, 1, 2]);
+
+    // A stale revision: 409 and nothing of the batch written (checked before any write).
+    let stale = json!({"root_uri": root, "operations": [
+        {"uri": "viking://resources/bw/a.md", "content": "three", "expected_sha256": sha("one")},
+        {"uri": "viking://resources/bw/d.md", "content": "d"},
+        {"uri": "viking://resources/bw/gone.md", "content": "g", "expected_sha256": sha("x")},
+    ]});
+    err(&c.post(BATCH, stale.clone()), 409, "CONFLICT");
+    assert_eq!(read(&c, "viking://resources/bw/a.md"), "two");
+    err(&c.read("viking://resources/bw/d.md", ""), 404, "NOT_FOUND");
+    // skip_conflicts: conflicting targets reported per item and left alone, the rest written;
+    // an unchanged body under a matching revision is reported unchanged.
+    let mut skip = stale;
+    skip["skip_conflicts"] = json!(true);
+    skip["operations"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"uri": "viking://resources/bw/b.md", "content": "bandicoot", "expected_sha256": sha("bandicoot")}));
+    let r = c.post(BATCH, skip);
+    let res = ok(&r);
+    assert_eq!(res["created"], json!(["viking://resources/bw/d.md"]));
+    assert_eq!(res["unchanged"], json!(["viking://resources/bw/b.md"]));
+    let conflicts = res["conflicts"].as_array().unwrap();
+    let conflict_uris: Vec<&str> = conflicts
+        .iter()
+        .map(|c| c["uri"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        conflict_uris,
+        [
+            "viking://resources/bw/a.md",
+            "viking://resources/bw/gone.md"
+        ]
+    );
+    assert!(
+        conflicts.iter().all(|c| c["code"] == "CONFLICT"),
+        "{conflicts:?}"
+    );
+    assert_eq!(read(&c, "viking://resources/bw/a.md"), "two");
+    assert_eq!(read(&c, "viking://resources/bw/d.md"), "d");
+
+    // Bounds: more operations than allowed is 400, more bytes 413; nothing written.
+    let many: Vec<Value> = (0..6)
+        .map(|i| json!({"uri": format!("viking://resources/bw/m{i}.md"), "content": "m"}))
+        .collect();
+    err(
+        &c.post(BATCH, json!({"root_uri": root, "operations": many})),
+        400,
+        "INVALID_ARGUMENT",
+    );
+    let big = json!({"root_uri": root, "operations": [
+        {"uri": "viking://resources/bw/big1.md", "content": "x".repeat(3000)},
+        {"uri": "viking://resources/bw/big2.md", "content": "x".repeat(3000)},
+    ]});
+    err(&c.post(BATCH, big), 413, "RESOURCE_EXHAUSTED");
+    err(
+        &c.read("viking://resources/bw/big1.md", ""),
+        404,
+        "NOT_FOUND",
+    );
+    err(&c.read("viking://resources/bw/m0.md", ""), 404, "NOT_FOUND");
+
+    // Bad input: clear 400s.
+    for bad in [
+        json!({"root_uri": root, "operations": []}),
+        json!({"root_uri": "viking://resources", "operations": [{"uri": "viking://resources/x.md", "content": "x"}]}),
+        json!({"root_uri": root, "operations": [{"uri": "viking://resources/other/x.md", "content": "x"}]}),
+        json!({"root_uri": root, "operations": [{"uri": "viking://resources/bw/x.md"}]}),
+        json!({"root_uri": root, "operations": [{"uri": "viking://resources/bw/x.md", "content": "x", "content_base64": "eA=="}]}),
+        json!({"root_uri": root, "operations": [{"uri": "viking://resources/bw/x.md", "content_base64": "%%%"}]}),
+        json!({"root_uri": root, "operations": [{"uri": "viking://resources/bw/x.md", "content": "x", "mode": "merge"}]}),
+        json!({"root_uri": root, "operations": [{"uri": "viking://resources/bw/x.md", "content": "x", "expected_sha256": "ABC"}]}),
+        json!({"root_uri": root, "operations": [{"uri": "viking://resources/bw/x.md", "content": "x", "tags": ["bad"]}]}),
+        json!({"root_uri": root, "operations": [{"uri": "viking://resources/bw/x.md", "content": "x", "tags": ["memory_type=events"]}]}),
+        json!({"root_uri": root, "operations": [{"uri": "viking://resources/bw/x.md", "content": "x"}, {"uri": "viking://resources/bw/x.md", "content": "y"}]}),
+        json!({"root_uri": root, "operations": [{"uri": "viking://resources/bw/bin", "content": "x"}]}),
+        json!({"root_uri": "viking://resources/bw/a.md", "operations": [{"uri": "viking://resources/bw/a.md/x.md", "content": "x"}]}),
+        json!({"root_uri": root, "operations": [{"uri": "viking://resources/bw/x.md", "content": "x", "zzz": 1}]}),
+    ] {
+        let r = c.post(BATCH, bad.clone());
+        assert_eq!(r.status, 400, "{bad}: {:?}", r.body);
+    }
+    err(&c.read("viking://resources/bw/x.md", ""), 404, "NOT_FOUND");
+
+    // A later operation failing keeps the earlier ones: the quota admits the first, not the
+    // second.
+    let q_st = Storage::new();
+    let qs = Server::start(
+        &q_st,
+        Opts::dev().env("LONGSHIP_QUOTA__ACCOUNT_MAX_BYTES", "2000"),
+    );
+    let qc = Dev::new(&qs, "acme", "alice");
+    qc.put_file("viking://resources/q/seed.md", "seed");
+    let r = qc.post(
+        BATCH,
+        json!({"root_uri": "viking://resources/q", "operations": [
+            {"uri": "viking://resources/q/a.md", "content": "small"},
+            {"uri": "viking://resources/q/b.md", "content": "x".repeat(5000)},
+        ]}),
+    );
+    assert_eq!(r.status, 429, "{:?}", r.body);
+    assert_eq!(
+        r.body["error"]["details"]["written"],
+        json!(["viking://resources/q/a.md"])
+    );
+    assert_eq!(read(&qc, "viking://resources/q/a.md"), "small");
+    err(&qc.read("viking://resources/q/b.md", ""), 404, "NOT_FOUND");
+    // And the kept write is findable.
+    assert_eq!(
+        hit_uris(&qc, json!({"query": "small", "level": 2})),
+        ["viking://resources/q/a.md"]
+    );
+}
+
+const REINDEX: &str = "/api/v1/content/reindex";
+
+fn find_with_key(s: &Server, key: &str, query: &str) -> Vec<String> {
+    let r = s.post(FIND, Some(key), json!({"query": query, "level": 2}));
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    ["memories", "resources", "skills"]
+        .iter()
+        .flat_map(|k| r.result()[*k].as_array().cloned().unwrap_or_default())
+        .map(|h| h["uri"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn reindex_rebuilds_a_subtree_waiting_or_as_a_task_and_users_only_their_own() {
+    let st = Storage::new();
+    let s = Server::start(&st, Opts::default());
+    let admin = crate::harness::api::create_account(&s, "acme", "alice");
+    let bob = crate::harness::api::register(&s, &admin, "acme", "bob", "user");
+    let write = |key: &str, uri: &str, content: &str| {
+        let r = s.post(
+            "/api/v1/content/write",
+            Some(key),
+            json!({"uri": uri, "content": content}),
+        );
+        assert_eq!(r.status, 200, "{:?}", r.body);
+    };
+    write(&admin, "viking://resources/lib/seen.md", "visible platypus");
+    // Files put in storage behind the server's back are not indexed (no change record)...
+    crate::harness::api::plant(&st, "acme/resources/lib/planted.md", b"hidden echidna");
+    assert!(find_with_key(&s, &admin, "echidna").is_empty());
+    // ...until a reindex of their subtree: wait=true answers when the index has them.
+    let r = s.post(
+        REINDEX,
+        Some(&admin),
+        json!({"uri": "viking://resources/lib"}),
+    );
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let res = r.result();
+    assert_eq!(res["status"], "completed");
+    assert_eq!(res["mode"], "vectors_only");
+    assert_eq!(res["object_type"], "resource");
+    assert!(res["scanned_records"].as_u64().unwrap() >= 2, "{res}");
+    assert_eq!(
+        find_with_key(&s, &admin, "echidna"),
+        ["viking://resources/lib/planted.md"]
+    );
+    // Tags planted with it (a restored map) come back with the rebuild too.
+    crate::harness::api::plant(
+        &st,
+        "acme/resources/lib/.longship-tags",
+        br#"{"nodes":{"planted.md":["restored=yes"]}}"#,
+    );
+    let r = s.post(
+        REINDEX,
+        Some(&admin),
+        json!({"uri": "viking://resources/lib/planted.md", "mode": "semantic_and_vectors"}),
+    );
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let r = s.post(
+        FIND,
+        Some(&admin),
+        json!({"query": "echidna", "tags": ["restored=yes"], "level": 2}),
+    );
+    assert_eq!(
+        r.result()["resources"][0]["uri"],
+        "viking://resources/lib/planted.md"
+    );
+
+    // wait=false: a task that completes with the result.
+    crate::harness::api::plant(&st, "acme/resources/lib/late.md", b"late wombat");
+    let r = s.post(
+        REINDEX,
+        Some(&admin),
+        json!({"uri": "viking://resources/lib", "wait": false}),
+    );
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(r.result()["status"], "accepted");
+    let task = r.result()["task_id"].as_str().unwrap().to_string();
+    let done = eventually(BOUND, || {
+        let t = s.get(&format!("/api/v1/tasks/{task}"), Some(&admin));
+        t.status == 200 && t.result()["status"] == "completed"
+    });
+    assert!(done.is_some(), "the reindex task completes");
+    assert!(eventually(BOUND, || find_with_key(&s, &admin, "wombat").len() == 1).is_some());
+
+    // semantic_and_vectors also regenerates the subtree's directory summaries.
+    let r = s.post(
+        "/api/v1/fs/mkdir",
+        Some(&admin),
+        json!({"uri": "viking://resources/sem"}),
+    );
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    crate::harness::api::plant(
+        &st,
+        "acme/resources/sem/numbat-facts.md",
+        b"# Numbat facts\n\nNumbats eat termites.\n",
+    );
+    let overview = || {
+        let r = s.get(
+            &format!(
+                "/api/v1/content/overview?uri={}",
+                q("viking://resources/sem")
+            ),
+            Some(&admin),
+        );
+        r.result().as_str().unwrap_or_default().to_string()
+    };
+    assert!(!overview().contains("numbat"), "{}", overview());
+    let r = s.post(
+        REINDEX,
+        Some(&admin),
+        json!({"uri": "viking://resources/sem", "mode": "semantic_and_vectors"}),
+    );
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert!(
+        eventually(BOUND, || overview().to_lowercase().contains("numbat")).is_some(),
+        "summary regenerated: {}",
+        overview()
+    );
+
+    // A USER may reindex only their own namespace.
+    write(&bob, "viking://user/bob/memories/facts/f.md", "bob fact");
+    let r = s.post(
+        REINDEX,
+        Some(&bob),
+        json!({"uri": "viking://resources/lib"}),
+    );
+    assert_eq!(r.status, 403, "{:?}", r.body);
+    let r = s.post(REINDEX, Some(&bob), json!({"uri": "viking://user/alice"}));
+    assert_eq!(r.status, 403, "{:?}", r.body);
+    let r = s.post(REINDEX, Some(&bob), json!({"uri": "viking://user/bob"}));
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(r.result()["object_type"], "user_namespace");
+
+    // Bad input: 400 / 404.
+    for (body, status) in [
+        (
+            json!({"uri": "viking://resources/lib", "mode": "everything"}),
+            400,
+        ),
+        (json!({"uri": "viking://user", "recursive": false}), 400),
+        (
+            json!({"uri": "viking://resources/lib", "tags": ["bad"]}),
+            400,
+        ),
+        (
+            json!({"uri": "viking://resources/lib", "wait": "perhaps"}),
+            400,
+        ),
+        (json!({"mode": "vectors_only"}), 400),
+        (json!({"uri": "viking://resources/none"}), 404),
+    ] {
+        let r = s.post(REINDEX, Some(&admin), body.clone());
+        assert_eq!(r.status, status, "{body}: {:?}", r.body);
+    }
 }

@@ -21,6 +21,7 @@ use super::extract::{ApiJson, ApiQuery};
 use super::routes::{at, Routes};
 use super::AppState;
 
+mod templates;
 pub(super) mod users;
 
 use users::{get_user, list_users, regenerate_key, register_user, remove_user, set_role};
@@ -45,7 +46,16 @@ pub fn configure(routes: &mut Routes) {
                 .delete(remove_user),
         )
         .add(at(format!("{base}/{{account_id}}/users/{{user_id}}/role")).put(set_role))
-        .add(at(format!("{base}/{{account_id}}/users/{{user_id}}/key")).post(regenerate_key));
+        .add(at(format!("{base}/{{account_id}}/users/{{user_id}}/key")).post(regenerate_key))
+        .add(at(format!("{base}/{{account_id}}/memory-templates")).get(templates::list))
+        .add(
+            at(format!(
+                "{base}/{{account_id}}/memory-templates/{{memory_type}}"
+            ))
+            .get(templates::get)
+            .put(templates::put)
+            .delete(templates::reset),
+        );
 }
 
 pub(super) async fn run<J: BlockingJob<Output = ServiceResult<T>>, T: Send + 'static>(

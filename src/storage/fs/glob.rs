@@ -10,9 +10,10 @@ use serde_json::{json, Value};
 
 use super::entry::{render_many, Item, Render};
 use super::walk::{Flow, Order, Walker};
-use super::{dir_not_found, not_a_directory, stat};
+use super::{dir_not_found, not_a_directory, stat, StorageFail};
 use crate::error::{ServiceError, ServiceResult};
 use crate::identity::Identity;
+use crate::storage::tags::{TagCache, TagQuery};
 use crate::storage::uri::{child_visible, VikingUri};
 use crate::storage::Storage;
 
@@ -47,6 +48,18 @@ pub fn depth_bound(pattern: &str) -> Option<usize> {
     Some(pattern.split('/').count())
 }
 
+/// What a glob looks for and how it answers.
+#[derive(Clone, Copy)]
+pub struct GlobQuery<'a> {
+    pub pattern: &'a str,
+    /// `None` = unlimited.
+    pub node_limit: Option<usize>,
+    /// `extra_fields` given: stat-like objects instead of URI strings.
+    pub render_as: Option<&'a Render>,
+    /// `tags` / `include_tags`.
+    pub tags: &'a TagQuery,
+}
+
 /// S2: paths below `base` matching `pattern`, as `who` sees them; at most `node_limit`
 /// (`None` = unlimited), as URI strings or (`render` given: `extra_fields`) stat-like objects.
 /// The result is JSON-encoded here: an unlimited glob can answer megabytes.
@@ -55,10 +68,14 @@ pub fn glob(
     abandoned: &dyn Fn() -> bool,
     who: &Identity,
     base: &VikingUri,
-    pattern: &str,
-    node_limit: Option<usize>,
-    render_as: Option<&Render>,
+    query: &GlobQuery<'_>,
 ) -> ServiceResult<Vec<u8>> {
+    let GlobQuery {
+        pattern,
+        node_limit,
+        render_as,
+        tags,
+    } = *query;
     let matcher = compile(pattern)?;
     match stat(storage, base)? {
         Some(m) if m.is_dir() => {}
@@ -95,10 +112,21 @@ pub fn glob(
         order: Order::ByName,
         exclude: None,
     };
+    let mut cache = TagCache::default();
+    let mut match_tags: Vec<Vec<String>> = Vec::new();
     if limit != Some(0) {
         walker.run(storage, abandoned, &start, |uri, meta, _| {
             let rel = uri.rel_to(base).unwrap_or_default();
             if matcher.is_match(&rel) {
+                if tags.active() {
+                    let t = cache
+                        .tags_of(storage, uri.store_path())
+                        .map_err(|e| StorageFail(uri).map(e))?;
+                    if !tags.keeps(&t) {
+                        return Ok(Flow::Continue);
+                    }
+                    match_tags.push(t);
+                }
                 matches.push((uri.clone(), meta.clone(), None));
                 if limit.is_some_and(|l| matches.len() >= l) {
                     return Ok(Flow::Stop);
@@ -111,6 +139,11 @@ pub fn glob(
     // Rendered entries read their sidecars together (bounded parallel on an object store).
     let matches: Vec<Value> = match render_as {
         Some(r) => render_many(storage, &matches, r, &|| !abandoned()),
+        // 0.5.2: with tags asked for, matches are objects carrying them.
+        None if tags.active() => matches
+            .iter()
+            .map(|(uri, _, _)| json!({"uri": uri.uri()}))
+            .collect(),
         None => matches
             .into_iter()
             .map(|(uri, meta, _)| match meta.is_dir() {
@@ -119,6 +152,14 @@ pub fn glob(
             })
             .collect(),
     };
+    let mut matches = matches;
+    if tags.active() {
+        for (m, t) in matches.iter_mut().zip(match_tags) {
+            if let Value::Object(map) = m {
+                map.insert("tags".into(), Value::from(t));
+            }
+        }
+    }
     serde_json::to_vec(&json!({"matches": matches, "count": n})).map_err(ServiceError::internal)
 }
 

@@ -11,6 +11,7 @@ use super::walk::{Ended, Flow, Order, Walker};
 use super::{file_not_found, lossy_string, stat, StorageFail};
 use crate::error::{ServiceError, ServiceResult};
 use crate::identity::Identity;
+use crate::storage::tags::{TagCache, TagQuery};
 use crate::storage::uri::VikingUri;
 use crate::storage::{Storage, StorageError};
 
@@ -24,6 +25,8 @@ pub struct GrepQuery {
     pub exclude: Option<VikingUri>,
     pub before_context: usize,
     pub after_context: usize,
+    /// `tags` / `include_tags`: only files carrying the tags; each match with its file's tags.
+    pub tags: TagQuery,
 }
 
 /// Compiled-program budget of a grep regex: generous for real patterns, and a pattern such as
@@ -79,6 +82,8 @@ struct Match<'a> {
     before_context: Option<Vec<Around<'a>>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     after_context: Option<Vec<Around<'a>>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tags: Option<&'a [String]>,
 }
 
 /// The `matches` array being written, with its counters.
@@ -109,23 +114,43 @@ impl Hits {
 const READ_BATCH: usize = 128;
 
 impl GrepQuery {
+    /// `None`: the file lacks a required tag (skipped); else its tags when they are reported.
+    #[allow(clippy::option_option)]
+    fn file_tags(
+        &self,
+        storage: &dyn Storage,
+        cache: &mut TagCache,
+        file: &VikingUri,
+    ) -> ServiceResult<Option<Option<Vec<String>>>> {
+        if !self.tags.active() {
+            return Ok(Some(None));
+        }
+        let tags = cache
+            .tags_of(storage, file.store_path())
+            .map_err(|e| StorageFail(file).map(e))?;
+        if !self.tags.keeps(&tags) {
+            return Ok(None);
+        }
+        Ok(Some(Some(tags)))
+    }
+
     /// Read and grep `files` (in order) until the limit is reached or the client has gone.
     fn grep_batch(
         &self,
         regex: &Regex,
         storage: &dyn Storage,
         abandoned: &dyn Fn() -> bool,
-        files: &[VikingUri],
+        files: &[(VikingUri, Option<Vec<String>>)],
         hits: &mut Hits,
     ) -> ServiceResult<()> {
-        let paths: Vec<_> = files.iter().map(|u| u.store_path().clone()).collect();
+        let paths: Vec<_> = files.iter().map(|(u, _)| u.store_path().clone()).collect();
         let read = storage.read_many(&paths, &|| !abandoned());
-        for (uri, got) in files.iter().zip(read) {
+        for ((uri, tags), got) in files.iter().zip(read) {
             if hits.full() || abandoned() {
                 break;
             }
             match got {
-                Ok(bytes) => self.grep_bytes(regex, uri, bytes, hits)?,
+                Ok(bytes) => self.grep_bytes(regex, uri, tags.as_deref(), bytes, hits)?,
                 // Removed or replaced by a directory since it was listed.
                 Err(StorageError::NotFound(_)) | Err(StorageError::IsADirectory(_)) => {}
                 Err(e) => return Err(StorageFail(uri).map(e)),
@@ -139,6 +164,7 @@ impl GrepQuery {
         regex: &Regex,
         storage: &dyn Storage,
         uri: &VikingUri,
+        tags: Option<&[String]>,
         hits: &mut Hits,
     ) -> ServiceResult<()> {
         let bytes = match storage.read(uri.store_path()) {
@@ -147,13 +173,14 @@ impl GrepQuery {
             Err(StorageError::NotFound(_)) | Err(StorageError::IsADirectory(_)) => return Ok(()),
             Err(e) => return Err(StorageFail(uri).map(e)),
         };
-        self.grep_bytes(regex, uri, bytes, hits)
+        self.grep_bytes(regex, uri, tags, bytes, hits)
     }
 
     fn grep_bytes(
         &self,
         regex: &Regex,
         uri: &VikingUri,
+        tags: Option<&[String]>,
         bytes: Vec<u8>,
         hits: &mut Hits,
     ) -> ServiceResult<()> {
@@ -172,6 +199,7 @@ impl GrepQuery {
                         content: line,
                         before_context: None,
                         after_context: None,
+                        tags,
                     })?;
                 }
             }
@@ -201,6 +229,7 @@ impl GrepQuery {
                 content: line,
                 before_context: Some(around(i.saturating_sub(self.before_context), i)),
                 after_context: Some(around(i + 1, to)),
+                tags,
             })?;
         }
         Ok(())
@@ -228,8 +257,12 @@ pub fn grep(
     if excluded || hits.full() {
         // nothing to scan
     } else if !meta.is_dir() {
-        query.grep_file(&regex, storage, uri, &mut hits)?;
+        let mut cache = TagCache::default();
+        if let Some(tags) = query.file_tags(storage, &mut cache, uri)? {
+            query.grep_file(&regex, storage, uri, tags.as_deref(), &mut hits)?;
+        }
     } else {
+        let mut cache = TagCache::default();
         let walker = Walker {
             who,
             show_hidden_files: false,
@@ -237,7 +270,7 @@ pub fn grep(
             order: Order::ByName,
             exclude: query.exclude.as_ref(),
         };
-        let mut batch: Vec<VikingUri> = Vec::with_capacity(READ_BATCH);
+        let mut batch: Vec<(VikingUri, Option<Vec<String>>)> = Vec::with_capacity(READ_BATCH);
         let ended = walker.run(storage, abandoned, uri, |file, meta, _| {
             if meta.is_dir() {
                 return Ok(Flow::Continue);
@@ -245,7 +278,10 @@ pub fn grep(
             if abandoned() {
                 return Ok(Flow::Stop);
             }
-            batch.push(file.clone());
+            let Some(tags) = query.file_tags(storage, &mut cache, file)? else {
+                return Ok(Flow::Continue);
+            };
+            batch.push((file.clone(), tags));
             if batch.len() < READ_BATCH {
                 return Ok(Flow::Continue);
             }

@@ -9,11 +9,13 @@ use serde_json::Value;
 
 use super::entry::{render_many, Item, Render};
 use super::walk::{caseless, Ended, Flow, Order, Walker};
-use super::{dir_not_found, not_a_directory, stat};
+use super::{dir_not_found, not_a_directory, stat, StorageFail};
 use crate::error::{ServiceError, ServiceResult};
 use crate::identity::Identity;
+use crate::storage::tags::{TagCache, TagQuery};
 use crate::storage::uri::VikingUri;
 use crate::storage::{DirEntry, Storage};
+use std::collections::HashMap;
 
 /// `sort_by` of F1.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,6 +47,23 @@ pub struct PageOpts {
     pub offset: usize,
     /// `simple=true`: URI strings instead of objects.
     pub simple: bool,
+    /// `tags` / `include_tags` (0.5.2).
+    pub tags: TagQuery,
+}
+
+/// Each entry's tags when the listing asks for them (one map read per directory).
+fn entry_tags(
+    storage: &dyn Storage,
+    cache: &mut TagCache,
+    query: &TagQuery,
+    uri: &VikingUri,
+) -> ServiceResult<Vec<String>> {
+    if !query.active() {
+        return Ok(Vec::new());
+    }
+    cache
+        .tags_of(storage, uri.store_path())
+        .map_err(|e| StorageFail(uri).map(e))
 }
 
 /// The start of a listing must be an existing directory. A fresh account has no root
@@ -98,6 +117,22 @@ pub fn ls(
         exclude: None,
     };
     let mut entries = walker.children(storage, dir)?;
+    let mut cache = TagCache::default();
+    let mut tags_by_name: HashMap<String, Vec<String>> = HashMap::new();
+    if opts.tags.active() {
+        let mut kept = Vec::with_capacity(entries.len());
+        for e in entries {
+            let Ok(child) = dir.child(&e.name) else {
+                continue;
+            };
+            let tags = entry_tags(storage, &mut cache, &opts.tags, &child)?;
+            if opts.tags.keeps(&tags) {
+                tags_by_name.insert(e.name.clone(), tags);
+                kept.push(e);
+            }
+        }
+        entries = kept;
+    }
     let end = opts.offset.saturating_add(opts.node_limit);
     let has_more = entries.len() > end;
     // Order only what the page needs: O(n) selection, then sort the prefix.
@@ -111,7 +146,24 @@ pub fn ls(
         .skip(opts.offset)
         .filter_map(|e| Some((dir.child(&e.name).ok()?, e.meta, None)))
         .collect();
-    page(&render_page(storage, &|| false, opts, shown), has_more)
+    let tags: Vec<Vec<String>> = shown
+        .iter()
+        .map(|(u, _, _)| tags_by_name.remove(u.name()).unwrap_or_default())
+        .collect();
+    let rendered = render_page(storage, &|| false, opts, shown);
+    page(&with_tags(rendered, tags, opts), has_more)
+}
+
+/// `include_tags`: each rendered entry gets its `tags`.
+fn with_tags(mut rendered: Vec<Value>, tags: Vec<Vec<String>>, opts: &PageOpts) -> Vec<Value> {
+    if opts.tags.include {
+        for (item, t) in rendered.iter_mut().zip(tags) {
+            if let Value::Object(map) = item {
+                map.insert("tags".into(), Value::from(t));
+            }
+        }
+    }
+    rendered
 }
 
 /// A page's entries as URIs (`simple`) or rendered, their sidecars read together (bounded
@@ -154,8 +206,15 @@ pub fn tree(
         exclude: None,
     };
     let mut seen = 0usize;
+    let mut cache = TagCache::default();
+    let mut tags = Vec::new();
     let ended = walker.run(storage, abandoned, dir, |uri, meta, _depth| {
         if directories_only && !meta.is_dir() {
+            return Ok(Flow::Continue);
+        }
+        // A node without the tags is not listed; its subtree still is walked.
+        let node_tags = entry_tags(storage, &mut cache, &opts.tags, uri)?;
+        if !opts.tags.keeps(&node_tags) {
             return Ok(Flow::Continue);
         }
         if items.len() == opts.node_limit {
@@ -166,6 +225,7 @@ pub fn tree(
         if seen > opts.offset {
             let rel = uri.rel_to(dir).unwrap_or_default();
             items.push((uri.clone(), meta.clone(), Some(rel)));
+            tags.push(node_tags);
         }
         Ok(Flow::Continue)
     })?;
@@ -173,5 +233,6 @@ pub fn tree(
         tracing::debug!(uri = %dir, "tree abandoned by the client");
         return page(&[], false);
     }
-    page(&render_page(storage, abandoned, opts, items), has_more)
+    let rendered = render_page(storage, abandoned, opts, items);
+    page(&with_tags(rendered, tags, opts), has_more)
 }

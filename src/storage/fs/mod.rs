@@ -6,6 +6,7 @@
 //! message may contain the data directory or an account name, so [`StorageFail`] replaces it.
 
 pub mod attrs;
+pub mod batch;
 pub mod cp;
 pub mod entry;
 pub mod glob;
@@ -14,6 +15,7 @@ pub mod listing;
 pub mod mkdir;
 pub mod mv;
 pub mod read;
+pub mod reindex;
 pub mod rm;
 pub mod stat;
 mod transfer;
