@@ -61,8 +61,17 @@ pub fn pretty_table(headers: &[&str], rows: &[Vec<String>]) -> String {
     out.join("\n")
 }
 
-/// `queue`: the storage and commit pools are Longship's work queues.
-fn queue(pools: &[PoolSnapshot]) -> Component {
+/// The memory-extraction backlog (shared storage, every instance's commits) beside the pools.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Backlog {
+    pub waiting: u64,
+    /// Runs put back because the model was unavailable (this instance, since start).
+    pub deferred: u64,
+}
+
+/// `queue`: the storage and commit pools are Longship's work queues, and the backlog of
+/// memory extractions waiting for one.
+fn queue(pools: &[PoolSnapshot], backlog: Backlog) -> Component {
     let row = |name: &str, pending: usize, running: usize, done: u64, errors: u64| {
         vec![
             name.to_string(),
@@ -90,6 +99,19 @@ fn queue(pools: &[PoolSnapshot]) -> Component {
         done += p.completed;
         errors += p.panicked;
     }
+    rows.push(vec![
+        "memory_backlog".to_string(),
+        backlog.waiting.to_string(),
+        "0".to_string(),
+        "0".to_string(),
+        backlog.deferred.to_string(),
+        "0".to_string(),
+        backlog.waiting.to_string(),
+    ]);
+    queues.push(json!({
+        "queue": "memory_backlog", "pending": backlog.waiting, "in_progress": 0,
+        "processed": 0, "requeued": backlog.deferred, "errors": 0, "total": backlog.waiting,
+    }));
     rows.push(row("TOTAL", pending, running, done, errors));
     // A pool whose queue is full sheds new work with 503: that is the unhealthy state.
     let healthy = pools.iter().all(|p| p.queued + p.running < p.capacity);
@@ -333,12 +355,13 @@ pub struct LockSnapshot {
 pub fn cli_components(
     storage: &StorageHealth,
     pools: &[PoolSnapshot],
+    backlog: Backlog,
     search: &Value,
     locks: LockSnapshot,
 ) -> Vec<Component> {
     let jobs_done = pools.iter().map(|p| p.completed).sum();
     vec![
-        queue(pools),
+        queue(pools, backlog),
         vikingdb(search),
         models(search),
         lock(storage, locks),

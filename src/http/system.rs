@@ -123,6 +123,8 @@ async fn observer(
     let storage_pool = state.pools.storage().snapshot();
     let commit_pool = state.pools.commit().snapshot();
     let ingest_pool = state.pools.ingest().snapshot();
+    let memory_pool = state.pools.memory().snapshot();
+    let memory = memory_status(&state.memory.stats);
     let (held, waiting, timed_out) = crate::storage::lock_counts::snapshot();
     let cli = super::observer_cli::cli_components(
         &storage,
@@ -130,7 +132,12 @@ async fn observer(
             storage_pool.clone(),
             commit_pool.clone(),
             ingest_pool.clone(),
+            memory_pool.clone(),
         ],
+        super::observer_cli::Backlog {
+            waiting: memory["backlog"].as_u64().unwrap_or(0),
+            deferred: memory["deferred"].as_u64().unwrap_or(0),
+        },
         &state.search.status(),
         super::observer_cli::LockSnapshot {
             held,
@@ -158,8 +165,10 @@ async fn observer(
                 "storage": storage_pool,
                 "commit": commit_pool,
                 "ingest": ingest_pool,
+                "memory": memory_pool,
             }),
         ),
+        ("memory", true, memory),
         (
             "auth",
             auth.is_ok(),
@@ -232,4 +241,23 @@ fn render_table(value: &Value) -> Value {
         .collect::<Vec<_>>()
         .join("\n");
     Value::String(text)
+}
+
+/// Memory extraction figures for the observer (the same as `/metrics`).
+fn memory_status(stats: &crate::memory::stats::MemoryStats) -> Value {
+    use std::sync::atomic::Ordering::Relaxed;
+    let calls: serde_json::Map<String, Value> = stats
+        .outcomes()
+        .into_iter()
+        .map(|(k, n)| (k.to_string(), json!(n)))
+        .collect();
+    json!({
+        "backlog": stats.backlog.load(Relaxed),
+        "backlog_due": stats.backlog_due.load(Relaxed),
+        "running": stats.running.load(Relaxed),
+        "completed": stats.completed.load(Relaxed),
+        "deferred": stats.deferred.load(Relaxed),
+        "written": stats.written.load(Relaxed),
+        "calls": calls,
+    })
 }

@@ -392,6 +392,20 @@ fn model_down_then_up_drains_the_backlog() {
         let t = ok(&c.get(&format!("/api/v1/tasks/{id}"))).clone();
         assert_ne!(t["status"], "completed", "{t}");
     }
+    // The observer shows it too (dev mode: no key needed).
+    let o = s.get("/api/v1/observer/system?format=json", None);
+    assert_eq!(
+        o.result()["components"]["memory"]["status"]["backlog"],
+        3,
+        "{:?}",
+        o.body
+    );
+    assert!(
+        o.result()["components"]["memory"]["status"]["calls"]["provider_error"]
+            .as_u64()
+            .unwrap()
+            >= 3
+    );
     // A restart keeps the backlog.
     let mut s = s;
     s.restart();
