@@ -17,6 +17,7 @@ pub mod memory;
 pub mod net;
 pub mod reserved;
 pub mod search;
+pub mod skills;
 pub mod slots;
 pub mod startup;
 pub mod storage;

@@ -28,7 +28,7 @@ const LAYERS: &[(&str, &[&str])] = &[
         ],
     ),
     ("storage", &["storage"]),
-    ("domain", &["search", "ingest", "memory"]),
+    ("domain", &["search", "ingest", "memory", "skills"]),
     ("jobs", &["jobs"]),
     ("actors", &["actors"]),
     ("http", &["http"]),

@@ -18,6 +18,7 @@ pub mod resources;
 pub mod routes;
 pub mod search;
 pub mod sessions;
+pub mod skills;
 pub mod stats;
 pub mod system;
 pub mod tags;
@@ -137,6 +138,7 @@ fn register(routes: &mut routes::Routes) {
     stats::configure(routes);
     tasks::configure(routes);
     resources::configure(routes);
+    skills::configure(routes);
 }
 
 /// Unknown routes.

@@ -22,7 +22,7 @@ use utoipa::openapi::{
 use utoipa::{IntoParams, PartialSchema, ToSchema};
 
 use super::routes::{at, Routes};
-use super::{admin, content, fs, resources, search, sessions, stats, system, tags, tasks};
+use super::{admin, content, fs, resources, search, sessions, skills, stats, system, tags, tasks};
 
 pub const ROUTE: &str = "/openapi.json";
 
@@ -202,6 +202,14 @@ fn operations() -> Vec<Operation> {
         // resources
         op(Post, "/api/v1/resources/temp_upload", "resources", "Upload a file for a later add_resource (multipart, streamed)", Data, Body::Multipart, no_query),
         op(Post, "/api/v1/resources", "resources", "Ingest a resource (upload, URL or allowed server path) with L0/L1 summaries", Data, Body::Json(json_of::<resources::AddResourceBody>, true), no_query),
+        // skills
+        op(Post, "/api/v1/skills", "skills", "Install skills from SKILL.md text, a structured skill or an upload (SKILL.md or ZIP)", Data, Body::Json(json_of::<skills::AddSkillBody>, true), no_query),
+        op(Get, "/api/v1/skills", "skills", "List the caller's and the account's skills", Data, Body::None, query_of::<skills::ListSkillsQuery>),
+        op(Post, "/api/v1/skills/find", "skills", "Find skills by a query on their descriptions and instructions", Data, Body::Json(json_of::<skills::FindSkillsBody>, true), no_query),
+        op(Post, "/api/v1/skills/validate", "skills", "Validate a SKILL.md against the Agent Skills rules (always a verdict)", AnyRole, Body::Json(json_of::<skills::ValidateSkillBody>, true), no_query),
+        op(Get, "/api/v1/skills/{skill_name}", "skills", "One installed skill: abstract, overview, SKILL.md, files", Data, Body::None, query_of::<skills::ShowSkillQuery>),
+        op(Put, "/api/v1/skills/{skill_name}", "skills", "Replace an installed skill (same name)", Data, Body::Json(json_of::<skills::UpdateSkillBody>, true), no_query),
+        op(Delete, "/api/v1/skills/{skill_name}", "skills", "Remove an installed skill", Data, Body::None, query_of::<skills::TargetQuery>),
     ]
 }
 

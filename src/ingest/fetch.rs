@@ -83,7 +83,7 @@ impl reqwest::dns::Resolve for GuardedResolver {
 }
 
 /// Checks that need no DNS: scheme, credentials, literal addresses.
-fn check_url(url: &reqwest::Url, allow_private: bool) -> Result<(), String> {
+pub fn check_url(url: &reqwest::Url, allow_private: bool) -> Result<(), String> {
     if !matches!(url.scheme(), "http" | "https") {
         return Err(format!("scheme {:?} is not http or https", url.scheme()));
     }

@@ -66,6 +66,9 @@ pub struct ParseOptions {
     /// document and file directly under the root.
     #[serde(default = "keep_structure")]
     pub preserve_structure: bool,
+    /// A file package (a skill's ZIP): unpacked as is, see [`super::package`].
+    #[serde(default)]
+    pub package: bool,
 }
 
 fn keep_structure() -> bool {
@@ -85,10 +88,25 @@ pub struct ParseReport {
     pub dirs: usize,
     pub bytes: u64,
     pub warnings: Vec<String>,
+    /// A file package: the directories holding a `SKILL.md` (see [`super::package`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub packages: Vec<String>,
 }
 
 /// Parse `input` into `<work>/out/<root>/`.
 pub fn parse_source(input: &Path, work: &Path, opts: &ParseOptions) -> Result<ParseReport, String> {
+    if opts.package {
+        let u = super::package::unpack(input, work, opts.archive, opts.max_nodes, opts.max_bytes)?;
+        return Ok(ParseReport {
+            root: super::package::ROOT.into(),
+            source_format: "directory".into(),
+            files: u.files,
+            dirs: u.dirs,
+            bytes: u.bytes,
+            warnings: u.warnings,
+            packages: u.packages,
+        });
+    }
     let out = work.join("out");
     fs::create_dir_all(&out).map_err(|e| format!("scratch directory: {e}"))?;
     let mut head = [0u8; 8];
@@ -516,6 +534,7 @@ mod tests {
             max_nodes: 10_000,
             max_bytes: 1 << 30,
             preserve_structure: true,
+            package: false,
         }
     }
 

@@ -182,6 +182,7 @@ fn ingest_staged(
         max_nodes: settings.ingest_max_nodes,
         max_bytes: settings.ingest_max_bytes,
         preserve_structure: req.preserve_structure,
+        package: false,
     };
     let limits = ChildLimits {
         memory_bytes: settings.parser_memory_mb * 1024 * 1024,
@@ -439,7 +440,7 @@ fn free_child(
 }
 
 /// Copy the local tree into storage; records every directory's relative path.
-fn upload_tree(
+pub fn upload_tree(
     storage: &dyn Storage,
     local: &Path,
     dest: &StorePath,

@@ -15,6 +15,7 @@ pub mod overviews;
 pub mod resources;
 pub mod search;
 pub mod sessions;
+pub mod skills;
 pub mod tags;
 pub mod tasks;
 

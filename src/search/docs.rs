@@ -69,6 +69,20 @@ fn attach_tags(storage: &dyn Storage, docs: &mut [DocSource]) -> Result<(), Stor
     Ok(())
 }
 
+/// The skill package a skill URI belongs to (`viking://user/{u}/skills/<name>` or
+/// `viking://agent/skills/<name>`); `None` for the skill roots themselves and hidden names
+/// (0.5.2 reports skill hits only inside a package, one per package).
+pub fn skill_package_root(uri: &str) -> Option<String> {
+    let rest = uri.strip_prefix("viking://")?;
+    let segs: Vec<&str> = rest.split('/').collect();
+    let n = match segs.as_slice() {
+        ["user", _, "skills", name, ..] if !name.starts_with('.') => 4,
+        ["agent", "skills", name, ..] if !name.starts_with('.') => 3,
+        _ => return None,
+    };
+    Some(format!("viking://{}", segs[..n].join("/")))
+}
+
 /// `memory` under a user's memories, `skill` under a user's or the agent's skills, else
 /// `resource` (spec R2).
 pub fn context_type(rel: &[&str]) -> &'static str {
@@ -423,6 +437,23 @@ mod tests {
         assert_eq!(context_type(&["user", "b", "memories", "x.md"]), "memory");
         assert_eq!(context_type(&["user", "b", "skills", "x.md"]), "skill");
         assert_eq!(context_type(&["agent", "skills", "x.md"]), "skill");
+        assert_eq!(
+            skill_package_root("viking://user/bob/skills/pdf/scripts/run.py").as_deref(),
+            Some("viking://user/bob/skills/pdf")
+        );
+        assert_eq!(
+            skill_package_root("viking://agent/skills/pdf/.abstract.md").as_deref(),
+            Some("viking://agent/skills/pdf")
+        );
+        assert_eq!(
+            skill_package_root("viking://agent/skills/.abstract.md"),
+            None
+        );
+        assert_eq!(
+            skill_package_root("viking://agent/skills/.pdf.backup/x"),
+            None
+        );
+        assert_eq!(skill_package_root("viking://resources/skills/pdf"), None);
         assert_eq!(context_type(&["resources", "x.md"]), "resource");
         assert_eq!(context_type(&["user", "b", "note.md"]), "resource");
     }

@@ -287,6 +287,7 @@ pub fn run(
         Some((e, q)) => fuse(index, e, q, keyword_hits, &scope_paths, kw_fetch)?,
     };
     let mut scored: Vec<Scored> = Vec::new();
+    let mut skill_roots = std::collections::HashSet::new();
     let mut ceiling = 1.0f64;
     for c in candidates {
         let hit = c.hit;
@@ -310,6 +311,12 @@ pub fn run(
             if !f.matches(&view) {
                 continue;
             }
+        }
+        // Skill hits: only inside a package, and one per package (its best), as 0.5.2.
+        if hit.context_type == "skill"
+            && !super::docs::skill_package_root(&hit.uri).is_some_and(|p| skill_roots.insert(p))
+        {
+            continue;
         }
         // Lists are in rank order; the reported score never rises down the list.
         let score = c.relevance.min(ceiling);

@@ -14,6 +14,13 @@ pub const CONTEXT_WRITE: GeneratedBy = GeneratedBy {
     trigger: "context_write",
 };
 
+/// A skill package's own sidecars (its header fields and instructions): directory-summary
+/// refreshes leave them as they are, like presets.
+pub const SKILL_INGEST: GeneratedBy = GeneratedBy {
+    component: "SkillProcessor",
+    trigger: "skill_ingest",
+};
+
 /// Sidecars written by `fs/mkdir`.
 pub const MKDIR: GeneratedBy = GeneratedBy {
     component: "FSService",

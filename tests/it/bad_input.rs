@@ -1531,6 +1531,8 @@ fn wrong_methods_and_unknown_routes() {
         ("/api/v1/sessions/s1/commit", &["POST"], ""),
         ("/api/v1/sessions/s1/archives/archive_001", &["GET"], ""),
         ("/api/v1/sessions/s1/context", &["GET"], ""),
+        ("/api/v1/sessions/s1/config", &["PATCH"], ""),
+        ("/api/v1/stats/memories", &["GET"], ""),
     ];
     let mut cases = Vec::new();
     for (path, allowed, query) in known {
@@ -1555,7 +1557,6 @@ fn wrong_methods_and_unknown_routes() {
         "/api/v1/fs/ls/extra",
         "/api/v1/fs/",
         "/api/v1/sessions/s1/unknown",
-        "/api/v1/sessions/s1/tool-results",
         "/api/v1/admin/accounts/acme/users/bob/unknown",
         "/api/v1/admin/accounts/acme/settings",
         "/api/v1/tasks/t1/cancel/x",
@@ -1576,7 +1577,7 @@ fn wrong_methods_and_unknown_routes() {
     }
     total += cases.len();
     assert_healthy(s, "method/route sweep");
-    sweep.finish("the method/route sweep", total, 244);
+    sweep.finish("the method/route sweep", total, 254);
 }
 
 /// 200 concurrent bad requests (8 threads × 25), mixed from the cases of the other sweeps.

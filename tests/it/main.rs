@@ -36,6 +36,7 @@ mod s3_scale;
 mod seaweed;
 mod sessions;
 mod sessions_durability;
+mod skills;
 mod storage_backends;
 mod system;
 mod tags;

@@ -632,16 +632,16 @@ fn requests_are_validated_like_0_5_2() {
 
 /// A tiny HTTP/1.1 server on loopback; `handler(path, body) -> (status, headers, body)`.
 /// Stands in for web sites and for an OpenAI-compatible chat provider.
-struct Fake {
+pub(crate) struct Fake {
     port: u16,
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
-type Handler = dyn Fn(&str, &str) -> (u16, Vec<(String, String)>, Vec<u8>) + Send + Sync;
+pub(crate) type Handler = dyn Fn(&str, &str) -> (u16, Vec<(String, String)>, Vec<u8>) + Send + Sync;
 
 impl Fake {
-    fn start(handler: Arc<Handler>) -> Fake {
+    pub(crate) fn start(handler: Arc<Handler>) -> Fake {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_nonblocking(true).unwrap();
         let port = listener.local_addr().unwrap().port();
@@ -664,7 +664,7 @@ impl Fake {
         }
     }
 
-    fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.port)
     }
 }

@@ -91,7 +91,9 @@ pub fn refresh(
     let abstract_now = current(storage, dir, ABSTRACT_FILE)?;
     let overview_now = current(storage, dir, OVERVIEW_FILE)?;
     let trigger = abstract_now.text.as_deref().and_then(trigger_of);
-    if trigger == Some(okf::CONTEXT_WRITE.trigger) {
+    // Presets keep their text, and so does a skill package's own summary (its header fields,
+    // which skill listings read back).
+    if trigger == Some(okf::CONTEXT_WRITE.trigger) || trigger == Some(okf::SKILL_INGEST.trigger) {
         marks::clear(storage, dir, &listed)?;
         return Ok(Refreshed::Preset);
     }
