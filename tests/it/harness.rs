@@ -571,8 +571,24 @@ impl Server {
         format!("http://127.0.0.1:{}{}", self.port, path)
     }
 
+    /// The server's log so far. The server's log writer drains its queue every
+    /// `telemetry::FLUSH_INTERVAL` (50 ms), so this first lets a few intervals pass: a line
+    /// logged before the call is then in the file, and a check that a line is absent means it.
     pub fn log_text(&self) -> String {
+        std::thread::sleep(longship::telemetry::FLUSH_INTERVAL * 4);
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Wait (at most `within`) until the log contains `needle`; the log is returned either way.
+    pub fn log_until(&self, needle: &str, within: Duration) -> String {
+        let start = Instant::now();
+        loop {
+            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+            if log.contains(needle) || start.elapsed() > within {
+                return log;
+            }
+            std::thread::sleep(longship::telemetry::FLUSH_INTERVAL);
+        }
     }
 
     pub fn pid(&self) -> u32 {

@@ -44,7 +44,7 @@ fn s3_server_ready_follows_the_store_and_recovers_without_restart() {
     let r = s.get("/ready", None);
     assert_eq!(r.status, 200, "{:?}", r.body);
     assert_eq!(r.body["checks"]["agfs"]["checks"]["filesystem"], "ok");
-    let log = s.log_text();
+    let log = s.log_until("storage_backend=\"s3\"", Duration::from_secs(10));
     assert!(log.contains("storage_backend=\"s3\""), "{log}");
     assert!(!st.local("").exists(), "nothing of /local on disk");
     sw.stop();
@@ -61,7 +61,8 @@ fn s3_server_ready_follows_the_store_and_recovers_without_restart() {
         "{why}"
     );
     assert!(
-        s.log_text().contains("object store"),
+        s.log_until("object store", Duration::from_secs(10))
+            .contains("object store"),
         "the log names the store"
     );
     assert_eq!(
@@ -112,7 +113,8 @@ fn s3_server_starts_while_the_store_is_down_and_reports_not_ready() {
         "no endpoint to clients: {why}"
     );
     assert!(
-        s.log_text().contains(&port.to_string()),
+        s.log_until(&port.to_string(), Duration::from_secs(10))
+            .contains(&port.to_string()),
         "the log names the endpoint"
     );
 }

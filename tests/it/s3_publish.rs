@@ -114,7 +114,7 @@ fn s3_another_instance_sees_an_ingested_tree_whole_or_not_at_all() {
     eprintln!("B lists {:?}", resource_names(&b, &key));
     assert!(whole > 0, "B saw the tree once it was added");
     assert!(absent_while_adding > 0, "B listed while the add ran");
-    let log = a.log_text();
+    let log = a.log_until("resource published", Duration::from_secs(10));
     let publish_ms = log
         .lines()
         .find(|l| l.contains("resource published"))
