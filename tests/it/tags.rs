@@ -884,3 +884,44 @@ fn reindex_rebuilds_a_subtree_waiting_or_as_a_task_and_users_only_their_own() {
         assert_eq!(r.status, status, "{body}: {:?}", r.body);
     }
 }
+
+/// A removed user's tags go with them: the user directory's own entry lives in its parent's
+/// tag file, so a user registered later under the same id must start with no tags.
+#[test]
+fn a_removed_users_tags_are_not_inherited_by_a_new_user_of_that_id() {
+    let st = Storage::new();
+    let s = Server::start(&st, Opts::default());
+    let admin = crate::harness::api::create_account(&s, "acme", "alice");
+    let bob = crate::harness::api::register(&s, &admin, "acme", "bob", "user");
+    let attrs_of = |key: &str| {
+        let r = s.get(
+            &format!("/api/v1/fs/attrs?uri={}", q("viking://user/bob")),
+            Some(key),
+        );
+        assert_eq!(r.status, 200, "{:?}", r.body);
+        tag_list(&r.result()["attrs"]["tags"])
+    };
+    let r = s.post(
+        SET_TAGS,
+        Some(&bob),
+        json!({"uri": "viking://user/bob", "tags": ["team=red"]}),
+    );
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(attrs_of(&bob), ["team=red"]);
+    let r = s.delete(
+        "/api/v1/admin/accounts/acme/users/bob",
+        Some(crate::harness::ROOT_KEY),
+    );
+    assert!(r.status == 200 || r.status == 202, "{:?}", r.body);
+    let task = r.result()["task_id"].as_str().unwrap_or_default().to_string();
+    let done = std::time::Instant::now();
+    while done.elapsed() < BOUND {
+        let t = s.get(&format!("/api/v1/tasks/{task}"), Some(crate::harness::ROOT_KEY));
+        if t.result()["status"] == "completed" {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let bob_again = crate::harness::api::register(&s, &admin, "acme", "bob", "user");
+    assert!(attrs_of(&bob_again).is_empty());
+}

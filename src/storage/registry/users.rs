@@ -251,11 +251,11 @@ impl DeletionTarget for UserDeletion<'_> {
 
     fn remove_data(&self, cx: &OpCtx<'_>) -> ServiceResult<()> {
         let account_root = StorePath::root().join(self.account)?;
-        remove_if_exists(
-            cx.storage,
-            &account_root.join("user")?.join(self.user)?,
-            true,
-        )?;
+        let user_dir = account_root.join("user")?.join(self.user)?;
+        remove_if_exists(cx.storage, &user_dir, true)?;
+        // The user directory's own tags live in its parent's tag file: a user registered
+        // later under the same id must not inherit them.
+        crate::storage::tags::forget_node(cx.storage, &user_dir)?;
         remove_if_exists(
             cx.storage,
             &TaskOwner::user(self.account, self.user).dir()?,
