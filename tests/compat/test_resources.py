@@ -28,7 +28,8 @@ def test_add_resource_file_and_directory(tenant, tmp_path):
     assert task["status"] == "completed"
     assert task["task_type"] == "add_resource"
     names = sorted(e["rel_path"] for e in alice.tree("viking://resources/projects/sdkproj"))
-    assert names == ["README.md", "src", "src/app.py"]
+    # 0.5.2 lays a document out as a directory named after it (README.md -> README/README.md).
+    assert names == ["README", "README/README.md", "src", "src/app.py"]
     assert [e["name"] for e in alice.ls("viking://resources/projects")] == ["sdkproj"]
     assert alice.abstract("viking://resources/projects/sdkproj") == \
         "SDK Project: Uploaded as a zip by the SDK."

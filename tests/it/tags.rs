@@ -913,10 +913,16 @@ fn a_removed_users_tags_are_not_inherited_by_a_new_user_of_that_id() {
         Some(crate::harness::ROOT_KEY),
     );
     assert!(r.status == 200 || r.status == 202, "{:?}", r.body);
-    let task = r.result()["task_id"].as_str().unwrap_or_default().to_string();
+    let task = r.result()["task_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
     let done = std::time::Instant::now();
     while done.elapsed() < BOUND {
-        let t = s.get(&format!("/api/v1/tasks/{task}"), Some(crate::harness::ROOT_KEY));
+        let t = s.get(
+            &format!("/api/v1/tasks/{task}"),
+            Some(crate::harness::ROOT_KEY),
+        );
         if t.result()["status"] == "completed" {
             break;
         }
