@@ -17,14 +17,7 @@ pub(super) async fn list(
     caller: Caller<RootOrAdmin>,
     path: web::Path<String>,
 ) -> ApiResult {
-    let account = path.into_inner();
-    own_account(&caller, &account)?;
-    path_account(&account)?;
-    let job = MemoryTemplates {
-        account,
-        op: TemplateOp::List,
-    };
-    Ok(ApiOk::new(run(&state, job).await?))
+    run_templates(&state, &caller, path.into_inner(), TemplateOp::List).await
 }
 
 pub(super) async fn get(
@@ -33,13 +26,7 @@ pub(super) async fn get(
     path: web::Path<(String, String)>,
 ) -> ApiResult {
     let (account, memory_type) = path.into_inner();
-    own_account(&caller, &account)?;
-    path_account(&account)?;
-    let job = MemoryTemplates {
-        account,
-        op: TemplateOp::Get(memory_type),
-    };
-    Ok(ApiOk::new(run(&state, job).await?))
+    run_templates(&state, &caller, account, TemplateOp::Get(memory_type)).await
 }
 
 pub(super) async fn put(
@@ -49,13 +36,8 @@ pub(super) async fn put(
     ApiJson(body): ApiJson<Value>,
 ) -> ApiResult {
     let (account, memory_type) = path.into_inner();
-    own_account(&caller, &account)?;
-    path_account(&account)?;
-    let job = MemoryTemplates {
-        account,
-        op: TemplateOp::Put(memory_type, Some(body)),
-    };
-    Ok(ApiOk::new(run(&state, job).await?))
+    let op = TemplateOp::Put(memory_type, Some(body));
+    run_templates(&state, &caller, account, op).await
 }
 
 pub(super) async fn reset(
@@ -64,11 +46,20 @@ pub(super) async fn reset(
     path: web::Path<(String, String)>,
 ) -> ApiResult {
     let (account, memory_type) = path.into_inner();
-    own_account(&caller, &account)?;
+    let op = TemplateOp::Put(memory_type, None);
+    run_templates(&state, &caller, account, op).await
+}
+
+/// The checks every template route makes, then the job.
+async fn run_templates(
+    state: &AppState,
+    caller: &Caller<RootOrAdmin>,
+    account: String,
+    op: TemplateOp,
+) -> ApiResult {
+    own_account(caller, &account)?;
     path_account(&account)?;
-    let job = MemoryTemplates {
-        account,
-        op: TemplateOp::Put(memory_type, None),
-    };
-    Ok(ApiOk::new(run(&state, job).await?))
+    Ok(ApiOk::new(
+        run(state, MemoryTemplates { account, op }).await?,
+    ))
 }
