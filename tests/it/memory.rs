@@ -659,7 +659,7 @@ fn account_memory_templates_edit_what_the_model_reads_and_memories_stay_private(
         json!({"fields": [{"name": "user", "description": "x"}]}),
     );
     assert_eq!(r.status, 400, "{:?}", r.body);
-    assert_eq!(s.get(&format!("{base}/soul"), Some(&admin)).status, 404);
+    assert_eq!(s.get(&format!("{base}/cases"), Some(&admin)).status, 404);
     assert_eq!(s.get(base, Some(&other)).status, 403);
     assert_eq!(s.get(base, Some(&bob)).status, 403);
     assert_eq!(
