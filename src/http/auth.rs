@@ -116,6 +116,9 @@ impl<R: Rule> Caller<R> {
     }
 }
 
+/// Where the WebDAV share is mounted (`http::webdav`), the only paths that take HTTP Basic.
+pub const WEBDAV_PREFIX: &str = "/webdav/resources";
+
 /// The presented key: `X-API-Key` if non-empty, else `Authorization: Bearer <key>`.
 pub fn presented_key(req: &HttpRequest) -> Option<String> {
     let header = |name: &str| {
@@ -134,7 +137,7 @@ pub fn presented_key(req: &HttpRequest) -> Option<String> {
     }
     // WebDAV only (file managers and litmus speak nothing else): HTTP Basic with the key as
     // the password. Sent in the clear, so fit for TLS or loopback only (README).
-    if req.path().starts_with(super::webdav::PREFIX) {
+    if req.path().starts_with(WEBDAV_PREFIX) {
         return basic_password(authorization);
     }
     None

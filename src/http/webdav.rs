@@ -31,7 +31,7 @@ use super::routes::{at, Endpoint, Routes};
 use super::AppState;
 
 /// Where the resources scope is mounted.
-pub const PREFIX: &str = "/webdav/resources";
+pub const PREFIX: &str = super::auth::WEBDAV_PREFIX;
 /// The route of everything below it (actix pattern syntax).
 pub const TAIL_ROUTE: &str = "/webdav/resources/{path:.*}";
 /// Most children one PROPFIND lists (0.5.2's node limit).
