@@ -42,3 +42,4 @@ mod system;
 mod tags;
 mod tasks;
 mod walks;
+mod webdav;
