@@ -553,7 +553,6 @@ impl Embedder {
         json!({
             "provider": self.cfg.dense.provider,
             "model": self.cfg.dense.model,
-            "api_base": self.cfg.dense.api_base,
             "state": if failures == 0 { "ok" } else { "failing" },
             "healthy": failures == 0,
             "consecutive_failures": failures,
