@@ -1,6 +1,7 @@
 //! HTTP: routes, extractors, the envelope and the error mapping. No I/O happens here; handlers
 //! extract and validate, send a message to an actor or pool, and map the reply.
 
+pub mod acl;
 pub mod admin;
 pub mod admission;
 pub mod auth;
@@ -130,6 +131,7 @@ fn register(routes: &mut routes::Routes) {
     openapi::configure(routes);
     metrics::configure(routes);
     admin::configure(routes);
+    acl::configure(routes);
     fs::configure(routes);
     content::configure(routes);
     tags::configure(routes);

@@ -22,7 +22,9 @@ use utoipa::openapi::{
 use utoipa::{IntoParams, PartialSchema, ToSchema};
 
 use super::routes::{at, Routes};
-use super::{admin, content, fs, resources, search, sessions, skills, stats, system, tags, tasks};
+use super::{
+    acl, admin, content, fs, resources, search, sessions, skills, stats, system, tags, tasks,
+};
 
 pub const ROUTE: &str = "/openapi.json";
 
@@ -149,6 +151,19 @@ fn operations() -> Vec<Operation> {
         op(Delete, "/api/v1/admin/accounts/{account_id}/users/{user_id}", "admin", "Remove a user and revoke their key", RootOrAdmin, Body::None, no_query),
         op(Put, "/api/v1/admin/accounts/{account_id}/users/{user_id}/role", "admin", "Promote a user to admin", RootOrAdmin, Body::Json(json_of::<admin::users::RoleBody>, true), no_query),
         op(Post, "/api/v1/admin/accounts/{account_id}/users/{user_id}/key", "admin", "Issue a new key for a user (the old one stops working)", RootOrAdmin, Body::Json(json_of::<admin::users::KeyBody>, false), no_query),
+        // account groups (issue #23)
+        op(Post, "/api/v1/admin/accounts/{account_id}/groups", "admin", "Create a group of users (ACL principal group:<id>)", RootOrAdmin, Body::Json(json_of::<admin::groups::CreateGroupBody>, true), no_query),
+        op(Get, "/api/v1/admin/accounts/{account_id}/groups", "admin", "List the account's groups with their member counts", RootOrAdmin, Body::None, no_query),
+        op(Delete, "/api/v1/admin/accounts/{account_id}/groups/{group_id}", "admin", "Delete a group", RootOrAdmin, Body::None, no_query),
+        op(Get, "/api/v1/admin/accounts/{account_id}/groups/{group_id}/members", "admin", "A group's members", RootOrAdmin, Body::None, no_query),
+        op(Put, "/api/v1/admin/accounts/{account_id}/groups/{group_id}/members/{user_id}", "admin", "Add a user of the account to a group", RootOrAdmin, Body::None, no_query),
+        op(Delete, "/api/v1/admin/accounts/{account_id}/groups/{group_id}/members/{user_id}", "admin", "Remove a user from a group", RootOrAdmin, Body::None, no_query),
+        // ACLs (issue #23)
+        op(Get, "/api/v1/acl", "acl", "A viking://resources node's ACL: mode, direct, inherited and effective entries (manage needed)", Data, Body::None, query_of::<acl::AclQuery>),
+        op(Put, "/api/v1/acl", "acl", "Set a node's entries and/or acl_mode (inherit | restricted)", Data, Body::Json(json_of::<acl::SetAclBody>, true), no_query),
+        op(Delete, "/api/v1/acl", "acl", "Drop a node's own ACL (back to plain inheritance)", Data, Body::None, query_of::<acl::AclQuery>),
+        op(Post, "/api/v1/acl/grant", "acl", "Grant a principal (user:<id>, user:*, group:<id>) a level (read < write < manage)", Data, Body::Json(json_of::<acl::GrantBody>, true), no_query),
+        op(Post, "/api/v1/acl/revoke", "acl", "Revoke a principal's direct grant", Data, Body::Json(json_of::<acl::RevokeBody>, true), no_query),
         op(Get, "/api/v1/admin/accounts/{account_id}/memory-templates", "admin", "The account's editable memory templates: defaults and effective", RootOrAdmin, Body::None, no_query),
         op(Get, "/api/v1/admin/accounts/{account_id}/memory-templates/{memory_type}", "admin", "One memory template: defaults and effective", RootOrAdmin, Body::None, no_query),
         op(Put, "/api/v1/admin/accounts/{account_id}/memory-templates/{memory_type}", "admin", "Edit a memory template's description, field descriptions (and events' content template)", RootOrAdmin, Body::Untyped("description, content_template, fields: [{name, description}]", true), no_query),

@@ -5,6 +5,7 @@
 //! travels in the job struct, not in [`JobContext`]. This module knows nothing about actix: the
 //! pools in `crate::actors::pool` execute jobs, and handlers submit them.
 
+pub mod acl;
 pub mod admin;
 pub mod auth;
 pub mod content;

@@ -589,6 +589,20 @@ impl SearchIndex {
         tags: &[String],
         limit: usize,
     ) -> Result<Vec<Hit>, IndexError> {
+        self.keyword_search_filtered(account, terms, scopes, tags, None, limit)
+    }
+
+    /// [`SearchIndex::keyword_search_tagged`] among the documents `access` lets the caller
+    /// read (ACLs), inside the query so the top `limit` are all readable ones.
+    pub fn keyword_search_filtered(
+        &self,
+        account: &str,
+        terms: &[String],
+        scopes: &[String],
+        tags: &[String],
+        access: Option<&super::access::PathFilter>,
+        limit: usize,
+    ) -> Result<Vec<Hit>, IndexError> {
         if terms.is_empty() || scopes.is_empty() || limit == 0 {
             return Ok(Vec::new());
         }
@@ -623,6 +637,9 @@ impl SearchIndex {
                 IndexRecordOption::Basic,
             ));
             clauses.push((Occur::Must, Box::new(ConstScoreQuery::new(q, 0.0))));
+        }
+        if let Some(filter) = access {
+            clauses.push((Occur::Must, filter.query(f.anc)));
         }
         let query = BooleanQuery::new(clauses);
         let searcher = self.reader.searcher();

@@ -7,6 +7,7 @@
 //! ([`query`], [`filter`]). The actor running the writer lives in
 //! `crate::actors::search`; routes in `crate::http::search`.
 
+pub mod access;
 pub mod changes;
 pub mod docs;
 pub mod embed;

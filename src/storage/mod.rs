@@ -8,6 +8,7 @@
 //! (so `_system/accounts.json`, `acme/user/bob/memories/x.md`). Nothing above the trait may
 //! assume a local directory; the local backend maps `/local` to `<data_dir>/viking`.
 
+pub mod acl;
 pub mod backend;
 pub mod fs;
 pub mod keys;

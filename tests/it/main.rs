@@ -5,6 +5,7 @@
     reason = "a test fails by panicking"
 )]
 
+mod acl;
 mod admin;
 mod bad_input;
 mod budget;

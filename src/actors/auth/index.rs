@@ -142,6 +142,8 @@ impl KeyIndex {
     pub fn replace_account(&mut self, id: &str, snapshot: Option<AccountSnapshot>) {
         self.unindex(id);
         let old = self.accounts.remove(id);
+        // The enforcement point reads ACLs and groups from here (no I/O on its path).
+        crate::storage::acl::directory().set(id, snapshot.as_ref().map(|s| s.access.clone()));
         let Some(snap) = snapshot else {
             return;
         };
@@ -308,6 +310,7 @@ mod tests {
             deletion: None,
             users: f,
             users_version: None,
+            access: Default::default(),
         }
     }
 

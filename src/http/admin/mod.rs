@@ -21,6 +21,7 @@ use super::extract::{ApiJson, ApiQuery};
 use super::routes::{at, Routes};
 use super::AppState;
 
+pub(super) mod groups;
 mod templates;
 pub(super) mod users;
 
@@ -55,6 +56,20 @@ pub fn configure(routes: &mut Routes) {
             .get(templates::get)
             .put(templates::put)
             .delete(templates::reset),
+        )
+        .add(
+            at(format!("{base}/{{account_id}}/groups"))
+                .post(groups::create)
+                .get(groups::list),
+        )
+        .add(at(format!("{base}/{{account_id}}/groups/{{group_id}}")).delete(groups::delete))
+        .add(at(format!("{base}/{{account_id}}/groups/{{group_id}}/members")).get(groups::members))
+        .add(
+            at(format!(
+                "{base}/{{account_id}}/groups/{{group_id}}/members/{{user_id}}"
+            ))
+            .put(groups::add_member)
+            .delete(groups::remove_member),
         );
 }
 

@@ -536,10 +536,21 @@ impl Embedder {
 
     /// The `k` documents inside `scopes` (full storage path prefixes) most similar to `q`.
     pub fn nearest(&self, q: &[f32], scopes: &[String], k: usize) -> Vec<(String, f32)> {
+        self.nearest_where(q, scopes, k, &|_| true)
+    }
+
+    /// [`Embedder::nearest`] among the documents `keep` accepts (ACLs), before the top `k`.
+    pub fn nearest_where(
+        &self,
+        q: &[f32],
+        scopes: &[String],
+        k: usize,
+        keep: &dyn Fn(&str) -> bool,
+    ) -> Vec<(String, f32)> {
         let (Ok(docs), Ok(vectors)) = (self.docs.read(), self.vectors.read()) else {
             return Vec::new();
         };
-        nearest::nearest(&docs, &vectors, q, scopes, k)
+        nearest::nearest(&docs, &vectors, q, scopes, k, keep)
     }
 
     pub fn status(&self) -> Value {

@@ -31,6 +31,8 @@ pub struct AccountSnapshot {
     pub deletion: Option<Deletion>,
     pub users: UsersFile,
     pub users_version: Option<Version>,
+    /// Its ACL table and groups (`storage::acl`), which travel with the registry.
+    pub access: std::sync::Arc<crate::storage::acl::AccountAccess>,
 }
 
 /// Accounts re-read: `None` = the account no longer exists.
@@ -73,12 +75,14 @@ fn snapshot(
         return Ok(None);
     }
     let (users, users_version) = read_users(storage, id)?;
+    let access = crate::storage::acl::files::read_access(storage, id)?;
     *files_read += 1;
     Ok(Some(AccountSnapshot {
         id: id.to_string(),
         deletion: entry.deletion.clone(),
         users,
         users_version,
+        access: std::sync::Arc::new(access),
     }))
 }
 

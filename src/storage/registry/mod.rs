@@ -67,6 +67,9 @@ impl OpCtx<'_> {
         users: model::UsersFile,
         version: Option<crate::storage::Version>,
     ) -> ServiceResult<u64> {
+        // Groups and ACLs travel in the same snapshot: announcing without them would drop
+        // them from memory until the next reload.
+        let access = crate::storage::acl::files::read_access(self.storage, account)?;
         self.announce(
             account,
             Some(AccountSnapshot {
@@ -74,6 +77,7 @@ impl OpCtx<'_> {
                 deletion: None,
                 users,
                 users_version: version,
+                access: std::sync::Arc::new(access),
             }),
         )
     }
