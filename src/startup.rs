@@ -461,6 +461,10 @@ async fn serve(
 
     let workers = settings.workers();
     let auth_for_state = auth.clone();
+    let registry_sink: Arc<dyn crate::storage::registry::RegistrySink> =
+        Arc::new(ActorSink::new(auth.clone()));
+    // Moves and removals keep ACL rows on their nodes and announce through it.
+    crate::storage::acl::store::install_sink(registry_sink.clone());
     let state = AppState {
         pools: pools.clone(),
         auth: auth_for_state,
@@ -469,7 +473,7 @@ async fn serve(
         health,
         workers,
         metrics: Arc::new(crate::http::metrics::Metrics::new(log_drops)?),
-        registry_sink: Arc::new(ActorSink::new(auth.clone())),
+        registry_sink,
         registry_loaded: registry_loaded.clone(),
         ingest,
         overviews,
