@@ -407,6 +407,7 @@ fn names(r: &Resp) -> Vec<String> {
 }
 
 #[test]
+#[ignore = "stage 2: needs the account switch acl.enabled (account configuration store)"]
 fn enforcement_matrix_over_routes() {
     let st = Storage::new();
     let s = Server::start(&st, Opts::default());
@@ -771,6 +772,7 @@ fn enforcement_matrix_over_routes() {
 }
 
 #[test]
+#[ignore = "stage 2: needs the account switch acl.enabled (account configuration store)"]
 fn find_returns_exactly_the_permitted_documents_with_a_full_limit() {
     let st = Storage::new();
     let s = Server::start(&st, Opts::default());
@@ -824,6 +826,7 @@ fn find_returns_exactly_the_permitted_documents_with_a_full_limit() {
 }
 
 #[test]
+#[ignore = "stage 2: needs the account switch acl.enabled (account configuration store)"]
 fn grants_and_revocations_reach_another_instance_within_the_bound() {
     let st = Storage::new();
     let a_srv = Server::start(&st, Opts::default());
