@@ -36,7 +36,11 @@ fn is_mutation(req: &ServiceRequest) -> bool {
         let path = req.path();
         return !READ_ONLY_POSTS.iter().any(|p| path.starts_with(p));
     }
-    *m == Method::PUT || *m == Method::PATCH || *m == Method::DELETE
+    *m == Method::PUT
+        || *m == Method::PATCH
+        || *m == Method::DELETE
+        // WebDAV's changing methods.
+        || matches!(m.as_str(), "MKCOL" | "MOVE" | "COPY")
 }
 
 /// The note for one request (targets and caller are kept only for mutations).

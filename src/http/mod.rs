@@ -26,6 +26,7 @@ pub mod system;
 pub mod tags;
 pub mod tasks;
 pub mod user_settings;
+pub mod webdav;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -148,6 +149,7 @@ fn register(routes: &mut routes::Routes) {
     skills::configure(routes);
     console::configure(routes);
     user_settings::configure(routes);
+    webdav::configure(routes);
 }
 
 /// Unknown routes.

@@ -20,6 +20,7 @@ pub mod settings;
 pub mod skills;
 pub mod tags;
 pub mod tasks;
+pub mod webdav;
 
 use crate::error::ServiceError;
 use crate::storage::Storage;

@@ -44,3 +44,4 @@ mod system;
 mod tags;
 mod tasks;
 mod walks;
+mod webdav;
