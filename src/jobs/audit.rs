@@ -254,6 +254,11 @@ impl BlockingJob for ContextCommits {
     }
 }
 
+/// Tokens per date: (vlm input, vlm output, embedding input).
+type ByDate = BTreeMap<String, [u64; 3]>;
+/// Tokens per (account, user, model, source): (input, output).
+type ByModel = BTreeMap<(String, String, String, String), [u64; 2]>;
+
 /// Token totals of the usage log in `[since, until)` visible to the caller: per date
 /// (`vlm_input`, `vlm_output`, `embedding_input`) and per account/user/model/source.
 fn token_totals(
@@ -262,12 +267,9 @@ fn token_totals(
     since: &str,
     until: &str,
     keep_going: &dyn Fn() -> bool,
-) -> ServiceResult<(
-    BTreeMap<String, [u64; 3]>,
-    BTreeMap<(String, String, String, String), [u64; 2]>,
-)> {
-    let mut by_date: BTreeMap<String, [u64; 3]> = BTreeMap::new();
-    let mut by_model: BTreeMap<(String, String, String, String), [u64; 2]> = BTreeMap::new();
+) -> ServiceResult<(ByDate, ByModel)> {
+    let mut by_date = ByDate::new();
+    let mut by_model = ByModel::new();
     audit::read_range(
         storage,
         USAGE_DIR,

@@ -56,6 +56,9 @@ fn ids(v: &Value) -> Vec<String> {
     out
 }
 
+/// (request id, who, method, path, body, expected status).
+type Call<'a> = (&'a str, &'a str, &'a str, String, Option<Value>, u16);
+
 #[test]
 fn every_mutation_once_with_filters_and_visibility() {
     let st = Storage::new();
@@ -65,7 +68,7 @@ fn every_mutation_once_with_filters_and_visibility() {
     let olga = create_account(&s, "other", "olga");
 
     let w = |uri: &str, content: &str| json!({"uri": uri, "content": content});
-    let calls: Vec<(&str, &str, &str, String, Option<Value>, u16)> = vec![
+    let calls: Vec<Call> = vec![
         (
             "t-mkdir",
             "alice",

@@ -217,9 +217,10 @@ pub(super) async fn patch_settings(
 /// types when it names none).
 fn user_settings(account: &str, user: &str, config: &Map<String, Value>) -> ServiceResult<Value> {
     let stored = config.get("memory_policy").filter(|v| !v.is_null());
-    let mut policy = crate::storage::sessions::policy::memory(stored)?;
+    let known = crate::memory::types::known_names();
+    let mut policy = crate::storage::sessions::policy::memory(stored, &known)?;
     if policy.is_null() {
-        policy = crate::storage::sessions::policy::memory(Some(&json!({})))?;
+        policy = crate::storage::sessions::policy::memory(Some(&json!({})), &known)?;
     }
     if policy.get("memory_types").is_none() {
         let mut names = crate::memory::types::names();
@@ -268,22 +269,9 @@ pub(super) async fn patch_user_settings(
     let value = match body.memory_policy {
         Value::Null => None,
         v => {
-            let normalised = crate::storage::sessions::policy::memory(Some(&v))?;
-            if let Some(types) = normalised.get("memory_types").and_then(Value::as_array) {
-                let known = crate::memory::types::names();
-                let mut unknown: Vec<&str> = types
-                    .iter()
-                    .filter_map(Value::as_str)
-                    .filter(|t| !known.contains(t))
-                    .collect();
-                if !unknown.is_empty() {
-                    unknown.sort_unstable();
-                    return Err(ServiceError::invalid_argument(format!(
-                        "Unknown memory_policy.memory_types: {}",
-                        unknown.join(", ")
-                    )));
-                }
-            }
+            // Unknown memory types are refused there (400), as 0.5.2 does.
+            let known = crate::memory::types::known_names();
+            let normalised = crate::storage::sessions::policy::memory(Some(&v), &known)?;
             Some(normalised)
         }
     };
