@@ -21,6 +21,7 @@ pub mod routes;
 pub mod search;
 pub mod sessions;
 pub mod skills;
+pub mod snapshot;
 pub mod stats;
 pub mod system;
 pub mod tags;
@@ -149,6 +150,7 @@ fn register(routes: &mut routes::Routes) {
     skills::configure(routes);
     console::configure(routes);
     user_settings::configure(routes);
+    snapshot::configure(routes);
     webdav::configure(routes);
 }
 

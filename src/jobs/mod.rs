@@ -18,6 +18,7 @@ pub mod search;
 pub mod sessions;
 pub mod settings;
 pub mod skills;
+pub mod snapshot;
 pub mod tags;
 pub mod tasks;
 pub mod webdav;

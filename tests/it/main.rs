@@ -39,6 +39,7 @@ mod sessions;
 mod sessions_durability;
 mod settings;
 mod skills;
+mod snapshot;
 mod storage_backends;
 mod system;
 mod tags;
