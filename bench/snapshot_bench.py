@@ -3,7 +3,8 @@
 Plants FILES files (~1 KiB each) in DIRS directories under viking://resources/sb (local disk,
 behind the server's back), commits them, changes CHANGED_PCT % of the files (rewritten with new
 content), commits again, and reports for each commit: wall time, objects and bytes the snapshot
-store gained (`_system/snapshots/objects`, measured on disk), and a no-change commit. Bytes
+repository files written (objects, the ref and stat-cache shards, measured on disk by
+mtime), and a no-change commit. Bytes
 written must follow the change, not the tree. Dev mode, loopback, one client, local backend.
 The binary is $LONGSHIP_BIN (default target/release/longship); the report states which.
 Usage: python3 bench/snapshot_bench.py [files] [dirs] [changed_pct]
@@ -32,12 +33,16 @@ def post(url, path, body):
         return json.loads(r.read())["result"]
 
 
-def store_usage(objects_dir):
+def written_since(repo_dir, since):
+    """(objects, bytes) of files under the repository written at or after `since` (objects,
+    refs and stat-cache shards alike)."""
     count = size = 0
-    for root, _, names in os.walk(objects_dir):
+    for root, _, names in os.walk(repo_dir):
         for n in names:
-            count += 1
-            size += os.path.getsize(os.path.join(root, n))
+            st = os.stat(os.path.join(root, n))
+            if st.st_mtime >= since:
+                count += 1
+                size += st.st_size
     return count, size
 
 
@@ -57,25 +62,25 @@ def main():
         tree_bytes += len(data)
         with open(os.path.join(d, f"f{i:05}.md"), "wb") as f:
             f.write(data)
-    objects = os.path.join(data_dir, "viking", ACCOUNT, "_system", "snapshots", "objects")
+    repo = os.path.join(data_dir, "viking", ACCOUNT, "_system", "snapshots")
     server = Server(data_dir, root_key=None)
     rows = []
     try:
         def commit(label):
-            before = store_usage(objects)
+            since = time.time() - 0.01
             t = time.perf_counter()
             res = post(server.url, "/api/v1/snapshot/commit",
                        {"message": label, "paths": ["viking://resources/sb"]})
             took = time.perf_counter() - t
-            after = store_usage(objects)
-            rows.append((label, took, after[0] - before[0], after[1] - before[1],
-                         len(res.get("changed") or []), res["result"]))
+            files, size = written_since(repo, since)
+            rows.append((label, took, files, size, len(res.get("changed") or []),
+                         res["result"]))
 
         commit("first commit (whole tree)")
         changed = max(1, int(FILES * CHANGED_PCT / 100))
         step = FILES // changed
         for k in range(changed):
-            i = k * step
+            i = (k * step + k) % FILES
             with open(os.path.join(base, f"d{i % DIRS:03}", f"f{i:05}.md"), "wb") as f:
                 f.write(content(i, 1))
         commit(f"after {changed} files changed ({CHANGED_PCT:g} %)")
@@ -87,7 +92,7 @@ def main():
     print(f"## Snapshots: {FILES} files in {DIRS} directories ({tree_bytes / 1e6:.1f} MB), "
           f"{CHANGED_PCT:g} % changed\n")
     print(f"Binary: `{os.path.relpath(BIN)}`; local backend; dev mode; loopback; one client.\n")
-    print("| commit | time | new objects | bytes written to the store | changed paths | result |")
+    print("| commit | time | files written (objects, ref, stat cache) | bytes written | changed paths | result |")
     print("|---|---|---|---|---|---|")
     for label, took, objs, size, n, result in rows:
         print(f"| {label} | {took:.2f} s | {objs} | {size:,} | {n} | {result} |")
