@@ -90,8 +90,12 @@ impl<'a> StatCache<'a> {
             if !dirty {
                 continue;
             }
-            let Some(path) = self.shard_path(dir) else { continue };
-            let Ok(data) = serde_json::to_vec(shard) else { continue };
+            let Some(path) = self.shard_path(dir) else {
+                continue;
+            };
+            let Ok(data) = serde_json::to_vec(shard) else {
+                continue;
+            };
             if let Err(e) = self.storage.write(&path, &data) {
                 tracing::warn!(error = %e, "snapshot stat cache not saved");
             }
