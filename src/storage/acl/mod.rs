@@ -81,10 +81,20 @@ pub struct Switches {
     pub hide_denied: bool,
 }
 
-/// The account's ACL switches, from the account configuration store. Until an account has
-/// a configuration, ACLs are off (0.5.2's default).
-pub fn switches(_account: &str) -> Switches {
-    Switches::default()
+/// How the switches are read: installed once at startup over the account configuration
+/// store (`storage::account_config`, as fresh as the key map).
+type SwitchSource = Box<dyn Fn(&str) -> Switches + Send + Sync>;
+
+static SWITCHES: std::sync::OnceLock<SwitchSource> = std::sync::OnceLock::new();
+
+pub fn install_switches(source: SwitchSource) {
+    let _ = SWITCHES.set(source);
+}
+
+/// The account's ACL switches (`acl.enabled`, `acl.hide_denied` of its configuration). With
+/// none stored, or before the store is installed, ACLs are off (0.5.2's default).
+pub fn switches(account: &str) -> Switches {
+    SWITCHES.get().map(|f| f(account)).unwrap_or_default()
 }
 
 /// What the AuthActor loaded, per account: read by the enforcement point (no I/O).

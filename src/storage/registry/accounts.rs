@@ -229,6 +229,7 @@ impl DeletionTarget for AccountDeletion<'_> {
                 users,
                 users_version,
                 access: Default::default(),
+                config: None,
             }),
         )?;
         Ok(())

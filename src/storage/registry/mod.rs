@@ -78,6 +78,13 @@ impl OpCtx<'_> {
                 users,
                 users_version: version,
                 access: std::sync::Arc::new(access),
+                // Re-read so the snapshot carries it; unreadable now: keep what is known.
+                config: crate::storage::account_config::stored::read_for_snapshot(
+                    self.storage,
+                    account,
+                )
+                .ok()
+                .flatten(),
             }),
         )
     }
