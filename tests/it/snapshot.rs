@@ -280,6 +280,21 @@ fn commit_show_diff_restore_over_edits_moves_and_deletes_and_undo() {
         q("viking://resources/proj/a.md")
     ));
     assert_eq!(saved.raw.as_slice(), b"never committed\n");
+
+    // The stat cache never hides an edit: same length, written right after a commit.
+    c.put_file("viking://resources/proj/a.md", "alpha X\n");
+    commit(&c, &[proj], "x");
+    c.put_file("viking://resources/proj/a.md", "alpha Y\n");
+    let y = commit(&c, &[proj], "y");
+    assert_eq!(
+        changed(&y),
+        pairs(&[("viking://resources/proj/a.md", "modified")])
+    );
+    let r = c.get(&format!(
+        "/api/v1/snapshot/show?target_ref=main&path={}",
+        q("viking://resources/proj/a.md")
+    ));
+    assert_eq!(r.raw.as_slice(), b"alpha Y\n");
 }
 
 #[test]
