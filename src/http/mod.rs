@@ -5,6 +5,7 @@ pub mod admin;
 pub mod admission;
 pub mod auth;
 pub mod content;
+pub mod diagnostics;
 pub mod envelope;
 pub mod error;
 pub mod extract;
@@ -139,6 +140,7 @@ fn register(routes: &mut routes::Routes) {
     tasks::configure(routes);
     resources::configure(routes);
     skills::configure(routes);
+    diagnostics::configure(routes);
 }
 
 /// Unknown routes.
