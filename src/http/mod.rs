@@ -7,6 +7,7 @@ pub mod audit;
 pub mod auth;
 pub mod console;
 pub mod content;
+pub mod diagnostics;
 pub mod envelope;
 pub mod error;
 pub mod extract;
@@ -168,6 +169,7 @@ fn register(routes: &mut routes::Routes) {
     tasks::configure(routes);
     resources::configure(routes);
     skills::configure(routes);
+    diagnostics::configure(routes);
     console::configure(routes);
     user_settings::configure(routes);
     snapshot::configure(routes);
