@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod middleware;
 pub mod observer_cli;
 pub mod openapi;
+pub mod pack;
 pub mod resources;
 pub mod routes;
 pub mod search;
@@ -139,6 +140,7 @@ fn register(routes: &mut routes::Routes) {
     tasks::configure(routes);
     resources::configure(routes);
     skills::configure(routes);
+    pack::configure(routes);
 }
 
 /// Unknown routes.

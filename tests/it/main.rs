@@ -28,6 +28,7 @@ mod memory;
 mod metrics;
 mod multi_instance;
 mod names;
+mod pack;
 mod ranking;
 mod resources;
 mod s3;
