@@ -122,11 +122,11 @@ fn stream_pack(
     let (tx, rx) = mpsc::channel::<Bytes>(CHANNEL_CHUNKS);
     // The job runs to the end of the pack or until the channel closes; its result is only
     // logged (the response has started by then).
-    let _ = state.pools.ingest().submit(ExportPack {
+    drop(state.pools.ingest().submit(ExportPack {
         who,
         source,
         out: tx,
-    })?;
+    })?);
     let rx = Rc::new(std::cell::RefCell::new(rx));
     let last_handed: Rc<Cell<Option<Instant>>> = Rc::new(Cell::new(None));
     let watch_rx = Rc::downgrade(&rx);

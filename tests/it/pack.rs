@@ -284,12 +284,11 @@ fn backup_wipe_restore() {
     );
 }
 
+/// Changes one member's bytes (by name); `None` drops it.
+type Edit<'a> = dyn Fn(&str, Vec<u8>) -> Option<Vec<u8>> + 'a;
+
 /// Rebuild a pack: `edit` may change any member's bytes (by name) and the manifest.
-fn rebuild(
-    pack: &[u8],
-    edit: &dyn Fn(&str, Vec<u8>) -> Option<Vec<u8>>,
-    extra: &[(&str, Vec<u8>)],
-) -> Vec<u8> {
+fn rebuild(pack: &[u8], edit: &Edit, extra: &[(&str, Vec<u8>)]) -> Vec<u8> {
     let mut src = zip::ZipArchive::new(std::io::Cursor::new(pack.to_vec())).unwrap();
     let mut out = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
     let opts = zip::write::SimpleFileOptions::default()

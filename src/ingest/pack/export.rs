@@ -461,7 +461,7 @@ pub fn write_pack<W: Write + Send>(
     } else {
         root.uri()
     };
-    let root_user = format::owner_user(&root.segments().to_vec(), "").map(str::to_string);
+    let root_user = format::owner_user(root.segments(), "").map(str::to_string);
     let mut manifest = json!({
         "kind": KIND,
         "format_version": FORMAT_VERSION,

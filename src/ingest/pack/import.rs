@@ -118,7 +118,7 @@ fn classify(name: &str, base: &str) -> ServiceResult<Member> {
         return Err(unsafe_entry());
     }
     let parts: Vec<&str> = name.split('/').collect();
-    if parts.iter().any(|p| *p == "..") {
+    if parts.contains(&"..") {
         return Err(unsafe_entry());
     }
     if parts[0] != base {
