@@ -22,6 +22,8 @@ pub enum ErrorCode {
     /// A request body that stopped arriving (HTTP 408).
     RequestTimeout,
     MethodNotAllowed,
+    /// A request body of a kind the method does not take (HTTP 415; WebDAV MKCOL).
+    UnsupportedMediaType,
     DeadlineExceeded,
     Unavailable,
     Unimplemented,
@@ -42,7 +44,7 @@ impl ErrorCode {
             ErrorCode::FailedPrecondition => "FAILED_PRECONDITION",
             // Body-size rejections share the size/rate-limit code, with HTTP 413.
             ErrorCode::ResourceExhausted | ErrorCode::PayloadTooLarge => "RESOURCE_EXHAUSTED",
-            ErrorCode::MethodNotAllowed => "INVALID_ARGUMENT",
+            ErrorCode::MethodNotAllowed | ErrorCode::UnsupportedMediaType => "INVALID_ARGUMENT",
             ErrorCode::DeadlineExceeded | ErrorCode::RequestTimeout => "DEADLINE_EXCEEDED",
             ErrorCode::Unavailable => "UNAVAILABLE",
             ErrorCode::Unimplemented => "UNIMPLEMENTED",

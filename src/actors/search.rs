@@ -126,13 +126,18 @@ impl SearchHandle {
     /// False on timeout.
     pub async fn wait_fresh(&self, account: &str, deadline: Duration) -> bool {
         let target = self.recorder.recorded_for(account);
+        let stats = &self.index.stats;
         // Subscribed before the check, so a count published in between is not missed.
-        let mut applied = self.index.stats.applied_local.subscribe();
-        if *applied.borrow_and_update() >= target {
+        let mut applied = stats.applied_local.subscribe();
+        if stats.applied_for(account) >= target {
             return true;
         }
         self.waker.wake();
-        let reached = tokio::time::timeout(deadline, applied.wait_for(|n| *n >= target)).await;
+        let reached = tokio::time::timeout(
+            deadline,
+            applied.wait_for(|_| stats.applied_for(account) >= target),
+        )
+        .await;
         reached.is_ok_and(|seen| seen.is_ok())
     }
 

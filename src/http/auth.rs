@@ -129,6 +129,9 @@ impl<R: Rule> Caller<R> {
     }
 }
 
+/// Where the WebDAV share is mounted (`http::webdav`), the only paths that take HTTP Basic.
+pub const WEBDAV_PREFIX: &str = "/webdav/resources";
+
 /// The presented key: `X-API-Key` if non-empty, else `Authorization: Bearer <key>`.
 pub fn presented_key(req: &HttpRequest) -> Option<String> {
     let header = |name: &str| {
@@ -141,11 +144,31 @@ pub fn presented_key(req: &HttpRequest) -> Option<String> {
     if let Some(k) = header("x-api-key") {
         return Some(k.to_string());
     }
-    header("authorization")
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
-        .filter(|k| !k.is_empty())
-        .map(str::to_string)
+    let authorization = header("authorization")?;
+    if let Some(key) = authorization.strip_prefix("Bearer ") {
+        return Some(key.trim().to_string()).filter(|k| !k.is_empty());
+    }
+    // WebDAV only (file managers and litmus speak nothing else): HTTP Basic with the key as
+    // the password. Sent in the clear, so fit for TLS or loopback only (README).
+    if req.path().starts_with(WEBDAV_PREFIX) {
+        return basic_password(authorization);
+    }
+    None
+}
+
+/// The password of an `Authorization: Basic` value (`user:password`, base64).
+fn basic_password(value: &str) -> Option<String> {
+    use base64::Engine;
+    let (scheme, encoded) = value.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    let (_user, password) = text.split_once(':')?;
+    Some(password.to_string()).filter(|p| !p.is_empty())
 }
 
 /// An identity header, trimmed; empty → absent. A value with bytes outside visible ASCII is

@@ -192,7 +192,7 @@ fn one_of(field: &str, value: Option<&str>, allowed: &[&str]) -> Result<(), Serv
 /// never re-allocated (and transiently doubled) while it arrives. A `Content-Encoding` body is
 /// decompressed as the framework's own extractors do, and the limit applies to the decoded
 /// bytes (a gzip bomb is a 413, not an allocation).
-async fn collect_body(
+pub(super) async fn collect_body(
     state: &AppState,
     req: &HttpRequest,
     payload: web::Payload,

@@ -24,6 +24,7 @@ pub mod stats;
 pub mod system;
 pub mod tags;
 pub mod tasks;
+pub mod webdav;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -141,6 +142,7 @@ fn register(routes: &mut routes::Routes) {
     resources::configure(routes);
     skills::configure(routes);
     pack::configure(routes);
+    webdav::configure(routes);
 }
 
 /// Unknown routes.

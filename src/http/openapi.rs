@@ -24,6 +24,7 @@ use utoipa::{IntoParams, PartialSchema, ToSchema};
 use super::routes::{at, Routes};
 use super::{
     admin, content, fs, pack, resources, search, sessions, skills, stats, system, tags, tasks,
+    webdav,
 };
 
 pub const ROUTE: &str = "/openapi.json";
@@ -95,6 +96,8 @@ enum Body {
     Untyped(&'static str, bool),
     /// `multipart/form-data` with one `file` part.
     Multipart,
+    /// Raw bytes (WebDAV PUT).
+    Octets,
 }
 
 struct Operation {
@@ -124,7 +127,7 @@ fn json_of<T: ToSchema>(out: &mut Schemas) -> String {
 
 fn operations() -> Vec<Operation> {
     use Auth::*;
-    use HttpMethod::{Delete, Get, Patch, Post, Put};
+    use HttpMethod::{Delete, Get, Head, Options, Patch, Post, Put};
     let op = |method, path, tag, summary, auth, body, query| Operation {
         method,
         path,
@@ -220,6 +223,17 @@ fn operations() -> Vec<Operation> {
         op(Get, "/api/v1/skills/{skill_name}", "skills", "One installed skill: abstract, overview, SKILL.md, files", Data, Body::None, query_of::<skills::ShowSkillQuery>),
         op(Put, "/api/v1/skills/{skill_name}", "skills", "Replace an installed skill (same name)", Data, Body::Json(json_of::<skills::UpdateSkillBody>, true), no_query),
         op(Delete, "/api/v1/skills/{skill_name}", "skills", "Remove an installed skill", Data, Body::None, query_of::<skills::TargetQuery>),
+        // webdav (PROPFIND, MKCOL, MOVE: the path items' `x-webdav-methods`)
+        op(Options, webdav::PREFIX, "webdav", "WebDAV methods and class (Allow, DAV headers)", Open, Body::None, no_query),
+        op(Get, webdav::PREFIX, "webdav", "WebDAV: the resources root is a collection (405)", Data, Body::None, no_query),
+        op(Head, webdav::PREFIX, "webdav", "WebDAV: the resources root is a collection (405)", Data, Body::None, no_query),
+        op(Put, webdav::PREFIX, "webdav", "WebDAV: the resources root is a collection (405)", Data, Body::Octets, no_query),
+        op(Delete, webdav::PREFIX, "webdav", "WebDAV: the resources root cannot be deleted (405)", Data, Body::None, no_query),
+        op(Options, WEBDAV_TAIL, "webdav", "WebDAV methods and class (Allow, DAV headers)", Open, Body::None, no_query),
+        op(Get, WEBDAV_TAIL, "webdav", "WebDAV: a file's bytes (a collection: 405)", Data, Body::None, no_query),
+        op(Head, WEBDAV_TAIL, "webdav", "WebDAV: a file's length, type, ETag and modification time", Data, Body::None, no_query),
+        op(Put, WEBDAV_TAIL, "webdav", "WebDAV: store any bytes byte-exact (201 created, 204 replaced; parent missing: 409)", Data, Body::Octets, no_query),
+        op(Delete, WEBDAV_TAIL, "webdav", "WebDAV: remove a file or a whole collection (204)", Data, Body::None, no_query),
     ]
 }
 
@@ -340,6 +354,13 @@ pub fn document() -> OpenApi {
                 Some(format!("A JSON object: {fields} (see docs/API.md)")),
                 ObjectBuilder::new().into(),
             ))),
+            Body::Octets => builder.request_body(Some(
+                RequestBodyBuilder::new()
+                    .required(Some(Required::True))
+                    .description(Some("the file's bytes, stored as sent"))
+                    .content("application/octet-stream", ContentBuilder::new().build())
+                    .build(),
+            )),
             Body::Multipart => builder.request_body(Some(
                 RequestBodyBuilder::new()
                     .required(Some(Required::True))
@@ -369,6 +390,7 @@ pub fn document() -> OpenApi {
         }
         paths.add_path_operation(op.path, vec![op.method], builder.build());
     }
+    webdav_extension_methods(&mut paths);
     let components = ComponentsBuilder::new()
         .schemas_from_iter(schemas)
         .security_scheme(
@@ -401,6 +423,28 @@ pub fn document() -> OpenApi {
         .build()
 }
 
+/// The OpenAPI form of the WebDAV tail route (`{path:.*}` in actix syntax).
+const WEBDAV_TAIL: &str = "/webdav/resources/{path}";
+
+/// OpenAPI 3.1 has no field for PROPFIND, MKCOL or MOVE: the WebDAV path items list them
+/// (method → summary) in `x-webdav-methods`.
+fn webdav_extension_methods(paths: &mut Paths) {
+    let summaries = serde_json::json!({
+        "PROPFIND": "Properties of a file or collection (Depth 0 or 1; infinity answered as 1; at most 10,000 children): 207 multistatus XML",
+        "MKCOL": "Create a collection (201; exists: 405; parent missing: 409; a body: 415)",
+        "MOVE": "Move to the Destination header's path (RFC 4918 Overwrite: T replaces, F answers 412)",
+    });
+    for path in [webdav::PREFIX, WEBDAV_TAIL] {
+        if let Some(item) = paths.paths.get_mut(path) {
+            let ext: utoipa::openapi::extensions::Extensions =
+                [("x-webdav-methods".to_string(), summaries.clone())]
+                    .into_iter()
+                    .collect();
+            item.extensions = Some(ext);
+        }
+    }
+}
+
 fn operation_id(op: &Operation) -> String {
     let method = match op.method {
         HttpMethod::Get => "get",
@@ -408,6 +452,8 @@ fn operation_id(op: &Operation) -> String {
         HttpMethod::Put => "put",
         HttpMethod::Delete => "delete",
         HttpMethod::Patch => "patch",
+        HttpMethod::Head => "head",
+        HttpMethod::Options => "options",
         _ => "other",
     };
     let path: String = op
@@ -437,11 +483,23 @@ mod tests {
         let mut documented = Vec::new();
         for (path, item) in doc["paths"].as_object().expect("paths") {
             for method in item.as_object().expect("path item").keys() {
-                if ["get", "post", "put", "delete", "patch"].contains(&method.as_str()) {
+                if ["get", "post", "put", "delete", "patch", "head", "options"]
+                    .contains(&method.as_str())
+                {
                     documented.push((method.to_uppercase(), path.clone()));
                 }
             }
+            if let Some(dav) = item["x-webdav-methods"].as_object() {
+                for method in dav.keys() {
+                    documented.push((method.clone(), path.clone()));
+                }
+            }
         }
+        // actix's `{name:regex}` is OpenAPI's `{name}`.
+        let registered: Vec<(actix_web::http::Method, String)> = registered
+            .into_iter()
+            .map(|(m, p)| (m, p.replace(":.*}", "}")))
+            .collect();
         for (method, path) in &registered {
             assert!(
                 documented.contains(&(method.as_str().to_string(), path.clone())),

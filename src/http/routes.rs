@@ -23,7 +23,7 @@ pub fn at(path: impl Into<String>) -> Endpoint {
 }
 
 impl Endpoint {
-    fn method<F, Args>(mut self, method: Method, handler: F) -> Self
+    pub fn method<F, Args>(mut self, method: Method, handler: F) -> Self
     where
         F: Handler<Args>,
         Args: FromRequest + 'static,

@@ -19,6 +19,7 @@ pub mod sessions;
 pub mod skills;
 pub mod tags;
 pub mod tasks;
+pub mod webdav;
 
 use crate::error::ServiceError;
 use crate::storage::Storage;

@@ -22,6 +22,7 @@
 //! repairs anything else.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::ops::Bound;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
@@ -113,17 +114,22 @@ pub struct Recorder {
 pub type ChangeObserver = Box<dyn Fn(&dyn Storage, &Change) + Send + Sync>;
 
 /// This process's records not yet taken by the index writer, and how many were made.
-/// One lock orders the queue and the counts alike, so "the index applied the first N
-/// records" always includes the N-th record made.
+/// One lock orders the queues and the counts alike, so "the index applied the first N
+/// records of an account" always includes the N-th record made for it.
 #[derive(Default)]
 struct LocalRecords {
-    queue: VecDeque<(u64, Change)>,
+    /// Per account, in record order. The index writer serves the accounts in turn
+    /// ([`Recorder::next_fair`]), so one tenant's burst of large changes (copies of big trees)
+    /// never queues another tenant's small write behind all of it.
+    queues: BTreeMap<String, VecDeque<(u64, Change)>>,
+    /// The account the last record was taken from (the next one comes from the account after).
+    last_served: Option<String>,
     /// Records made by this process so far.
     recorded: u64,
-    /// Per account: the count of records made when its latest one was (read-your-writes: a
-    /// find of that account waits until the index applied this many; other tenants' writes
-    /// never make it wait).
-    latest_by_account: HashMap<String, u64>,
+    /// Per account: records made by this process (read-your-writes: a find of that account
+    /// waits until the index applied this many of its records; other tenants' writes never
+    /// make it wait).
+    recorded_by_account: HashMap<String, u64>,
 }
 
 impl Recorder {
@@ -160,11 +166,11 @@ impl Recorder {
         self.locked().recorded
     }
 
-    /// How many records the index must have applied before a find of `account` sees every
-    /// change this process recorded for it.
+    /// How many of `account`'s records the index must have applied before a find of
+    /// `account` sees every change this process recorded for it.
     pub fn recorded_for(&self, account: &str) -> u64 {
         self.locked()
-            .latest_by_account
+            .recorded_by_account
             .get(account)
             .copied()
             .unwrap_or(0)
@@ -186,11 +192,15 @@ impl Recorder {
         {
             let mut local = self.locked();
             local.recorded += 1;
-            let count = local.recorded;
+            *local
+                .recorded_by_account
+                .entry(change.account.clone())
+                .or_default() += 1;
             local
-                .latest_by_account
-                .insert(change.account.clone(), count);
-            local.queue.push_back((seq, change.clone()));
+                .queues
+                .entry(change.account.clone())
+                .or_default()
+                .push_back((seq, change.clone()));
         }
         (self.wake)();
         // Outside the lock: the observer may do storage I/O.
@@ -199,9 +209,44 @@ impl Recorder {
         }
     }
 
-    /// Take the records this process made since the last call.
+    /// Take the oldest queued record of the account after the one served last (round robin
+    /// over the accounts with queued records), or None when nothing is queued.
+    pub fn next_fair(&self) -> Option<(u64, Change)> {
+        let mut local = self.locked();
+        let after = local.last_served.take();
+        let account = after
+            .as_deref()
+            .and_then(|a| {
+                local
+                    .queues
+                    .range::<str, _>((Bound::Excluded(a), Bound::Unbounded))
+                    .next()
+            })
+            .or_else(|| local.queues.iter().next())
+            .map(|(account, _)| account.clone())?;
+        let queue = local.queues.get_mut(&account)?;
+        let record = queue.pop_front();
+        if queue.is_empty() {
+            local.queues.remove(&account);
+        }
+        local.last_served = Some(account);
+        record
+    }
+
+    /// Take every queued record, in the order [`Recorder::next_fair`] serves them.
+    #[cfg(test)]
     pub fn drain_local(&self) -> Vec<(u64, Change)> {
-        self.locked().queue.drain(..).collect()
+        std::iter::from_fn(|| self.next_fair()).collect()
+    }
+
+    /// The lowest sequence number still queued (every record below it, of this process, has
+    /// been taken), or None when nothing is queued.
+    pub fn oldest_queued(&self) -> Option<u64> {
+        self.locked()
+            .queues
+            .values()
+            .filter_map(|q| q.front().map(|(seq, _)| *seq))
+            .min()
     }
 
     /// Remove this writer's buckets whose newest record is older than `retention`, and other
@@ -554,16 +599,39 @@ mod tests {
         r.record(&storage, other);
         r.record(&storage, change("resources/c.md"));
         assert_eq!(r.recorded(), 3);
-        assert_eq!(r.recorded_for("acme"), 3);
-        assert_eq!(r.recorded_for("globex"), 2);
+        assert_eq!(r.recorded_for("acme"), 2);
+        assert_eq!(r.recorded_for("globex"), 1);
         assert_eq!(r.recorded_for("initech"), 0);
-        // The queue holds them in the order counted.
+        // Served in turn between the accounts.
         let drained: Vec<_> = r
             .drain_local()
             .into_iter()
             .map(|(_, c)| c.account)
             .collect();
         assert_eq!(drained, ["acme", "globex", "acme"]);
+    }
+
+    #[test]
+    fn accounts_are_served_in_turn_not_in_arrival_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = LocalStorage::open(dir.path()).unwrap();
+        let r = Recorder::new(Box::new(|| {}));
+        for name in ["big1", "big2", "big3"] {
+            r.record(&storage, change(&format!("resources/{name}")));
+        }
+        let mut small = change("resources/small.md");
+        small.account = "victim".into();
+        r.record(&storage, small);
+        assert_eq!(r.oldest_queued(), Some(0));
+        let (seq, first) = r.next_fair().unwrap();
+        assert_eq!((seq, first.paths[0].as_str()), (0, "resources/big1"));
+        // The victim's one record comes next, not after the whole burst.
+        assert_eq!(r.next_fair().unwrap().1.account, "victim");
+        assert_eq!(r.oldest_queued(), Some(1));
+        let rest: Vec<_> = r.drain_local().into_iter().map(|(s, _)| s).collect();
+        assert_eq!(rest, [1, 2]);
+        assert_eq!(r.oldest_queued(), None);
+        assert!(r.next_fair().is_none());
     }
 
     #[test]

@@ -165,6 +165,8 @@ pub struct IndexStats {
     /// Records made by this process that the index has applied; the writer publishes each new
     /// count, and read-your-writes waiters (`SearchHandle::wait_fresh`) await it (no polling).
     pub applied_local: tokio::sync::watch::Sender<u64>,
+    /// The same per account (a waiter checks its own account's count when woken).
+    applied_by_account: std::sync::Mutex<HashMap<String, u64>>,
     /// Changes seen (local queue + remote records behind a gap) and not yet applied.
     pub lag: AtomicU64,
     /// A full build or reconcile is running.
@@ -182,6 +184,31 @@ pub struct IndexStats {
 }
 
 impl IndexStats {
+    /// Publish records applied (per account), then wake the read-your-writes waiters.
+    pub fn note_applied_local(&self, applied: HashMap<String, u64>) {
+        let total: u64 = applied.values().sum();
+        {
+            let mut by_account = self
+                .applied_by_account
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            for (account, n) in applied {
+                *by_account.entry(account).or_default() += n;
+            }
+        }
+        self.applied_local.send_modify(|count| *count += total);
+    }
+
+    /// This process's records of `account` the index has applied.
+    pub fn applied_for(&self, account: &str) -> u64 {
+        self.applied_by_account
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(account)
+            .copied()
+            .unwrap_or(0)
+    }
+
     /// Count one answered find or search with `hits` hits.
     pub fn note_query(&self, hits: usize) {
         self.queries.fetch_add(1, Ordering::Relaxed);

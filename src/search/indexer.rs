@@ -29,6 +29,9 @@ use crate::time::epoch_millis_now;
 
 /// Longest slice of reconcile work in one step (tail steps run between slices).
 const RECONCILE_SLICE: Duration = Duration::from_millis(250);
+/// Longest slice of applying this process's own records in one step (then commit, so the
+/// accounts served so far see their changes).
+const LOCAL_SLICE: Duration = Duration::from_millis(250);
 /// Files fetched together while (re)indexing a subtree: one [`docs::load_many`] call, so an
 /// object store serves them with bounded parallel requests instead of one at a time.
 const LOAD_BATCH: usize = 64;
@@ -72,10 +75,14 @@ pub struct Indexer {
     complete: bool,
     /// Own records applied, by sequence (persisted so a restart does not replay them).
     own_next: u64,
+    /// The highest own record applied so far.
+    own_newest: Option<u64>,
     /// The change-log writer of the process that last committed this index, while its
     /// possibly unrecorded last writes are still to be repaired.
     previous_writer: Option<String>,
     settings: SearchSettings,
+    /// [`LOCAL_SLICE`]; shorter in tests.
+    local_slice: Duration,
     last_reconcile: Instant,
     last_prune: Instant,
 }
@@ -106,7 +113,9 @@ impl Indexer {
             vector_sweep: None,
             complete: resumable,
             own_next: 0,
+            own_newest: None,
             settings,
+            local_slice: LOCAL_SLICE,
             last_reconcile: Instant::now(),
             last_prune: Instant::now(),
         };
@@ -207,15 +216,31 @@ impl Indexer {
                 }
             }
         }
-        // Own records first: read-your-writes.
-        let local = self.recorder.drain_local();
-        let n_local = local.len() as u64;
+        // Own records first (read-your-writes), the accounts served in turn and for at most
+        // one slice: another tenant's queued copies of big trees delay an account's write by
+        // at most one of them, not all.
+        let slice_started = Instant::now();
+        let mut applied_here: HashMap<String, u64> = HashMap::new();
+        let mut more_local = false;
         let mut gone_here = Vec::new();
-        for (seq, change) in &local {
-            gone_here.extend(self.apply(storage, change, true)?);
-            self.own_next = self.own_next.max(seq + 1);
+        while let Some((seq, change)) = self.recorder.next_fair() {
+            gone_here.extend(self.apply(storage, &change, true)?);
+            *applied_here.entry(change.account).or_default() += 1;
+            self.own_newest = self.own_newest.max(Some(seq));
             dirty = true;
+            if slice_started.elapsed() >= self.local_slice {
+                more_local = true;
+                break;
+            }
         }
+        // Every own record below the oldest still queued has been applied (records are taken
+        // out of sequence order between accounts).
+        self.own_next = match self.recorder.oldest_queued() {
+            Some(oldest) => oldest,
+            None => self
+                .own_newest
+                .map_or(self.own_next, |n| self.own_next.max(n + 1)),
+        };
         // Other writers.
         let poll = self.tail.poll(storage, self.recorder.writer())?;
         let mut gone_elsewhere = Vec::new();
@@ -238,11 +263,8 @@ impl Indexer {
         if dirty {
             self.commit()?;
         }
-        if n_local > 0 {
-            self.index
-                .stats
-                .applied_local
-                .send_modify(|applied| *applied += n_local);
+        if !applied_here.is_empty() {
+            self.index.stats.note_applied_local(applied_here);
         }
         if let Some(e) = &self.embedder {
             // After the whole step (a move's source and target are one change; tailing the
@@ -251,7 +273,7 @@ impl Indexer {
             e.release(self.complete.then_some(storage), gone_here);
             e.release(None, gone_elsewhere);
         }
-        let mut more = self.reconcile_slice(storage)?;
+        let mut more = more_local | self.reconcile_slice(storage)?;
         if self.reconcile.is_none() {
             more |= self.sweep_slice(storage);
         }
@@ -563,6 +585,49 @@ mod tests {
         ix.want_reconcile(false);
         while ix.step(&storage).unwrap() {}
         assert!(find(&index, "alpha").is_empty());
+    }
+
+    #[test]
+    fn another_accounts_burst_delays_a_write_by_one_record_not_all() {
+        let data = tempfile::tempdir().unwrap();
+        let storage = LocalStorage::open(data.path()).unwrap();
+        let (_dir, index, recorder, mut ix) = open_indexer(None);
+        while ix.step(&storage).unwrap() {}
+        // One step applies one record (a slice shorter than any apply).
+        ix.local_slice = Duration::ZERO;
+        for i in 0..3 {
+            write(&storage, &format!("acme/resources/copy{i}/a.md"), "burst");
+            record(
+                &recorder,
+                &storage,
+                &[&format!("resources/copy{i}")],
+                ChangeKind::Copy,
+            );
+        }
+        write(&storage, "globex/resources/mine.md", "victim");
+        recorder.record(
+            &storage,
+            Change {
+                account: "globex".into(),
+                paths: vec!["resources/mine.md".into()],
+                kind: ChangeKind::Write,
+                at: 0,
+            },
+        );
+        assert!(ix.step(&storage).unwrap(), "more records wait");
+        assert_eq!(index.stats.applied_for("acme"), 1);
+        assert_eq!(index.stats.applied_for("globex"), 0);
+        ix.step(&storage).unwrap();
+        // The victim's write is applied second, while two of the burst still wait.
+        assert_eq!(index.stats.applied_for("globex"), 1);
+        assert_eq!(index.stats.applied_for("acme"), 1);
+        assert_eq!(
+            ix.own_next, 1,
+            "the restart cursor stays below the unapplied records"
+        );
+        while ix.step(&storage).unwrap() {}
+        assert_eq!(index.stats.applied_for("acme"), 3);
+        assert_eq!(ix.own_next, 4);
     }
 
     #[test]

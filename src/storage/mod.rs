@@ -22,6 +22,7 @@ pub mod sessions;
 pub mod tags;
 pub mod tasks;
 pub mod uri;
+pub mod webdav;
 
 pub use path::{is_internal_name, StorePath, INTERNAL_PREFIX};
 

@@ -43,3 +43,4 @@ mod system;
 mod tags;
 mod tasks;
 mod walks;
+mod webdav;

@@ -1,0 +1,647 @@
+//! WebDAV over the caller's resources (`/webdav/resources`, issue #24; 0.5.2's methods plus
+//! RFC 4918 `Overwrite` on MOVE and byte-exact PUT). Written over actix-web rather than the
+//! `dav-server` crate: see docs/ARCHITECTURE.md "WebDAV".
+//!
+//! Every path is mapped to `viking://resources/…` and goes through the same parse and
+//! `uri::authorize` as the JSON API; every storage touch is a job on the storage pool. Errors
+//! are the API's error envelope with the WebDAV headers; a 401 carries
+//! `WWW-Authenticate: Basic` (clients such as litmus and GVFS send credentials only then).
+
+use std::convert::Infallible;
+
+use actix_web::body::SizedStream;
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::http::{Method, StatusCode};
+use actix_web::web::{self, Bytes};
+use actix_web::{HttpRequest, HttpResponse, ResponseError};
+use futures_util::StreamExt;
+use percent_encoding::percent_decode_str;
+
+use crate::error::{ErrorCode, ServiceError};
+use crate::jobs::fs::RemoveEntry;
+use crate::jobs::webdav::{FetchFile, MakeCollection, MoveNode, Propfind, PutFile};
+use crate::storage::fs::write;
+use crate::storage::uri::{self, Access, VikingUri};
+use crate::storage::webdav::{is_hidden, multistatus, Outcome};
+
+use super::admission::owner_of;
+use super::auth::{Caller, DataAccess};
+use super::envelope::slices;
+use super::routes::{at, Endpoint, Routes};
+use super::AppState;
+
+/// Where the resources scope is mounted.
+pub const PREFIX: &str = super::auth::WEBDAV_PREFIX;
+/// The route of everything below it (actix pattern syntax).
+pub const TAIL_ROUTE: &str = "/webdav/resources/{path:.*}";
+/// Most children one PROPFIND lists (0.5.2's node limit).
+pub const CHILD_LIMIT: usize = 10_000;
+/// Largest PROPFIND body read (a property request is a few hundred bytes; beyond: 413).
+pub const PROPFIND_MAX_BODY: usize = 64 * 1024;
+/// The methods served, as `Allow` lists them.
+pub const METHODS: &str = "OPTIONS, PROPFIND, GET, HEAD, PUT, DELETE, MKCOL, MOVE";
+/// The WebDAV-only methods (no OpenAPI 3.1 operation field exists for them).
+pub const EXTENSION_METHODS: [&str; 3] = ["PROPFIND", "MKCOL", "MOVE"];
+
+pub fn configure(routes: &mut Routes) {
+    for path in [PREFIX, TAIL_ROUTE] {
+        let ep = at(path)
+            .method(Method::OPTIONS, options)
+            .get(get)
+            .method(Method::HEAD, head)
+            .put(put)
+            .delete(delete);
+        let ep = extension(ep, "PROPFIND", propfind);
+        let ep = extension(ep, "MKCOL", mkcol);
+        routes.add(extension(ep, "MOVE", move_));
+    }
+}
+
+/// Add a handler for an extension method (a valid token, so `from_bytes` cannot fail).
+fn extension<F, Args>(ep: Endpoint, name: &str, handler: F) -> Endpoint
+where
+    F: actix_web::Handler<Args>,
+    Args: actix_web::FromRequest + 'static,
+    F::Output: actix_web::Responder + 'static,
+{
+    match Method::from_bytes(name.as_bytes()) {
+        Ok(m) => ep.method(m, handler),
+        Err(_) => ep,
+    }
+}
+
+/// A WebDAV error: the API envelope plus the WebDAV headers (and the Basic challenge on 401).
+#[derive(Debug)]
+pub struct DavError(ServiceError);
+
+impl From<ServiceError> for DavError {
+    fn from(e: ServiceError) -> Self {
+        DavError(e)
+    }
+}
+
+impl From<crate::jobs::PoolError> for DavError {
+    fn from(e: crate::jobs::PoolError) -> Self {
+        DavError(e.into())
+    }
+}
+
+impl std::fmt::Display for DavError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl ResponseError for DavError {
+    fn status_code(&self) -> StatusCode {
+        self.0.status_code()
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut res = self.0.error_response();
+        dav_headers(res.headers_mut());
+        if self.0.code == ErrorCode::Unauthenticated {
+            res.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"Longship WebDAV\", charset=\"UTF-8\""),
+            );
+        }
+        res
+    }
+}
+
+type DavResult = Result<HttpResponse, DavError>;
+
+fn dav_headers(h: &mut header::HeaderMap) {
+    h.insert(header::ALLOW, HeaderValue::from_static(METHODS));
+    h.insert(
+        header::HeaderName::from_static("dav"),
+        HeaderValue::from_static("1"),
+    );
+    h.insert(
+        header::HeaderName::from_static("ms-author-via"),
+        HeaderValue::from_static("DAV"),
+    );
+}
+
+fn reply(status: StatusCode) -> actix_web::HttpResponseBuilder {
+    let mut b = HttpResponse::build(status);
+    b.insert_header((header::ALLOW, METHODS))
+        .insert_header(("DAV", "1"))
+        .insert_header(("MS-Author-Via", "DAV"));
+    b
+}
+
+fn not_allowed(message: &str) -> DavError {
+    DavError(ServiceError::new(ErrorCode::MethodNotAllowed, message))
+}
+
+fn hidden(shown: &str) -> DavError {
+    DavError(ServiceError::not_found(
+        "resource",
+        shown,
+        format!("Not found: {shown}"),
+    ))
+}
+
+/// The decoded segments of a path below [`PREFIX`] (`""` = the resources root). Traversal,
+/// separators inside a segment and drive prefixes are 400, as 0.5.2; hidden names 404.
+fn segments_of(path: &str) -> Result<Vec<String>, DavError> {
+    let Some(rest) = path.strip_prefix(PREFIX) else {
+        return Err(DavError(ServiceError::invalid_argument(format!(
+            "path must be under {PREFIX}"
+        ))));
+    };
+    if !(rest.is_empty() || rest.starts_with('/')) {
+        return Err(DavError(ServiceError::invalid_argument(format!(
+            "path must be under {PREFIX}"
+        ))));
+    }
+    uri::check_size(rest)?;
+    let mut out = Vec::new();
+    for raw in rest.split('/').filter(|s| !s.is_empty()) {
+        let seg = percent_decode_str(raw).decode_utf8().map_err(|_| {
+            DavError(ServiceError::invalid_argument(
+                "path segments must be UTF-8 after percent-decoding",
+            ))
+        })?;
+        let mut chars = seg.chars();
+        let drive =
+            matches!((chars.next(), chars.next()), (Some(c), Some(':')) if c.is_ascii_alphabetic());
+        if seg == "." || seg == ".." || seg.contains(['/', '\\']) || drive {
+            return Err(DavError(ServiceError::invalid_argument(format!(
+                "unsafe WebDAV path segment: {raw}"
+            ))));
+        }
+        if is_hidden(&seg) {
+            return Err(hidden(&format!("{PREFIX}{rest}")));
+        }
+        out.push(seg.into_owned());
+    }
+    Ok(out)
+}
+
+/// The `viking://resources/…` URI of `segs` for `caller`, checked for `access` at the one
+/// enforcement point the JSON API uses.
+fn resource_uri(
+    caller: &Caller<DataAccess>,
+    segs: &[String],
+    access: Access,
+) -> Result<VikingUri, DavError> {
+    let mut raw = String::from("viking://resources");
+    for s in segs {
+        raw.push('/');
+        raw.push_str(s);
+    }
+    let uri = uri::parse(&raw, &caller.identity)?;
+    uri::authorize(&uri, &caller.identity, access)?;
+    Ok(uri)
+}
+
+fn target(
+    req: &HttpRequest,
+    caller: &Caller<DataAccess>,
+    access: Access,
+) -> Result<(Vec<String>, VikingUri), DavError> {
+    let segs = segments_of(req.uri().path())?;
+    let uri = resource_uri(caller, &segs, access)?;
+    Ok((segs, uri))
+}
+
+/// OPTIONS: the methods and DAV class; no key needed (as 0.5.2).
+async fn options() -> HttpResponse {
+    reply(StatusCode::NO_CONTENT).finish()
+}
+
+/// The request body when it is small enough to read: at most `limit` bytes (413 beyond).
+async fn small_body(
+    req: &HttpRequest,
+    payload: web::Payload,
+    limit: usize,
+) -> Result<Bytes, DavError> {
+    let too_large = || {
+        DavError(ServiceError::new(
+            ErrorCode::PayloadTooLarge,
+            format!("request body larger than {limit} bytes"),
+        ))
+    };
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(too_large());
+    }
+    let mut payload = payload.into_inner();
+    let mut buf = web::BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|e| {
+            super::admission::refusal(&e).unwrap_or_else(|| {
+                ServiceError::invalid_argument(format!("Could not read the request body: {e}"))
+            })
+        })?;
+        if buf.len() + chunk.len() > limit {
+            return Err(too_large());
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(buf.freeze())
+}
+
+/// A PROPFIND body must be well-formed XML (RFC 4918 §9.1: 400 otherwise); its property
+/// selection is answered with every live property, as 0.5.2 does.
+fn check_xml(body: &[u8]) -> Result<(), DavError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(());
+    }
+    let mut reader = quick_xml::Reader::from_reader(body);
+    let mut buf = Vec::new();
+    let mut depth = 0usize;
+    let mut roots = 0usize;
+    loop {
+        let event = reader.read_event_into(&mut buf).map_err(|e| {
+            DavError(ServiceError::invalid_argument(format!(
+                "PROPFIND body is not well-formed XML: {e}"
+            )))
+        })?;
+        match event {
+            quick_xml::events::Event::Start(_) => {
+                if depth == 0 {
+                    roots += 1;
+                }
+                depth += 1;
+            }
+            quick_xml::events::Event::Empty(_) if depth == 0 => roots += 1,
+            quick_xml::events::Event::End(_) => depth = depth.saturating_sub(1),
+            // Text outside the root element: not one document.
+            quick_xml::events::Event::Text(t)
+                if depth == 0 && !t.iter().all(u8::is_ascii_whitespace) =>
+            {
+                roots += 2
+            }
+            quick_xml::events::Event::Eof => break,
+            _ => {}
+        }
+        buf.clear();
+    }
+    if roots != 1 || depth != 0 {
+        return Err(DavError(ServiceError::invalid_argument(
+            "PROPFIND body is not well-formed XML: expected one root element",
+        )));
+    }
+    Ok(())
+}
+
+/// PROPFIND: depth 0 or 1 (anything else is answered as 1, at most [`CHILD_LIMIT`] children).
+async fn propfind(
+    state: web::Data<AppState>,
+    caller: Result<Caller<DataAccess>, ServiceError>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> DavResult {
+    let caller = caller?;
+    let (_, uri) = target(&req, &caller, Access::Read)?;
+    let body = small_body(&req, payload, PROPFIND_MAX_BODY).await?;
+    check_xml(&body)?;
+    let depth = req
+        .headers()
+        .get("depth")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .unwrap_or("1");
+    let children = depth != "0";
+    // The answer is memory held until sent: reserved before it is built, then its real size.
+    let charge = state
+        .body_budget
+        .charge(owner_of(&caller.identity, state.mode));
+    charge
+        .add(if children { 64 * 1024 } else { 1024 })
+        .map_err(|r| r.error())?;
+    let job = Propfind {
+        who: caller.identity.clone(),
+        uri,
+        href_base: PREFIX.to_string(),
+        children,
+        limit: CHILD_LIMIT,
+    };
+    let Some(xml) = state.pools.storage().run(job).await?? else {
+        return Err(hidden(req.uri().path()));
+    };
+    charge.set(xml.len());
+    let bytes = Bytes::from(xml);
+    let len = bytes.len() as u64;
+    let chunks = futures_util::stream::iter(slices(bytes).map(move |c| {
+        let _held = &charge;
+        Ok::<_, Infallible>(c)
+    }));
+    Ok(reply(StatusCode::MULTI_STATUS)
+        .content_type("application/xml; charset=utf-8")
+        .body(SizedStream::new(len, chunks)))
+}
+
+async fn get(
+    state: web::Data<AppState>,
+    caller: Result<Caller<DataAccess>, ServiceError>,
+    req: HttpRequest,
+) -> DavResult {
+    fetch(state, caller?, req, true).await
+}
+
+async fn head(
+    state: web::Data<AppState>,
+    caller: Result<Caller<DataAccess>, ServiceError>,
+    req: HttpRequest,
+) -> DavResult {
+    fetch(state, caller?, req, false).await
+}
+
+/// GET/HEAD of a file (a collection is 405, as 0.5.2).
+async fn fetch(
+    state: web::Data<AppState>,
+    caller: Caller<DataAccess>,
+    req: HttpRequest,
+    with_body: bool,
+) -> DavResult {
+    let (segs, uri) = target(&req, &caller, Access::Read)?;
+    if segs.is_empty() {
+        return Err(not_allowed("GET is only supported for files"));
+    }
+    let job = FetchFile {
+        uri: uri.clone(),
+        with_body,
+    };
+    let Some((meta, body)) = state.pools.storage().run(job).await?? else {
+        return Err(hidden(req.uri().path()));
+    };
+    if meta.is_dir() {
+        return Err(not_allowed("GET is only supported for files"));
+    }
+    let mut b = reply(StatusCode::OK);
+    b.content_type(multistatus::content_type(uri.name()))
+        .insert_header((header::LAST_MODIFIED, multistatus::http_date(meta.modified)));
+    if let Some(tag) = multistatus::etag(&meta) {
+        b.insert_header((header::ETAG, tag));
+    }
+    match body {
+        Some(bytes) => {
+            let bytes = Bytes::from(bytes);
+            let len = bytes.len() as u64;
+            let chunks = futures_util::stream::iter(slices(bytes).map(Ok::<_, Infallible>));
+            Ok(b.body(SizedStream::new(len, chunks)))
+        }
+        // HEAD: the length of the body a GET would send (actix sends no body for HEAD).
+        None => Ok(b.body(SizedStream::new(
+            meta.size,
+            futures_util::stream::empty::<Result<Bytes, Infallible>>(),
+        ))),
+    }
+}
+
+/// PUT: any bytes, stored byte-exact by one atomic write; the body is read within
+/// `server.max_body_bytes` and charged to the in-flight body budget as it arrives.
+async fn put(
+    state: web::Data<AppState>,
+    caller: Result<Caller<DataAccess>, ServiceError>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> DavResult {
+    let caller = caller?;
+    let (segs, uri) = target(&req, &caller, Access::Write)?;
+    if segs.is_empty() {
+        return Err(not_allowed("PUT requires a file path"));
+    }
+    write::check_target(&uri)?;
+    let data = super::content::collect_body(&state, &req, payload).await?;
+    let job = PutFile {
+        uri,
+        data,
+        quota: state.settings.quota.clone(),
+        recorder: state.search.recorder.clone(),
+    };
+    match state.pools.storage().run(job).await?? {
+        Outcome::Replaced => Ok(reply(StatusCode::NO_CONTENT).finish()),
+        Outcome::Created => Ok(reply(StatusCode::CREATED)
+            .insert_header((header::LOCATION, req.uri().path().to_string()))
+            .finish()),
+    }
+}
+
+/// DELETE of a file or a whole collection (the resources root: 405).
+async fn delete(
+    state: web::Data<AppState>,
+    caller: Result<Caller<DataAccess>, ServiceError>,
+    req: HttpRequest,
+) -> DavResult {
+    let caller = caller?;
+    let segs = segments_of(req.uri().path())?;
+    if segs.is_empty() {
+        return Err(not_allowed("Deleting the resources root is not supported"));
+    }
+    let uri = resource_uri(&caller, &segs, Access::Delete)?;
+    let stat = FetchFile {
+        uri: uri.clone(),
+        with_body: false,
+    };
+    let Some((meta, _)) = state.pools.storage().run(stat).await?? else {
+        return Err(hidden(req.uri().path()));
+    };
+    let job = RemoveEntry {
+        uri,
+        recursive: meta.is_dir(),
+        recorder: state.search.recorder.clone(),
+    };
+    state.pools.storage().run(job).await??;
+    Ok(reply(StatusCode::NO_CONTENT).finish())
+}
+
+/// True when the request carries a body.
+fn has_body(req: &HttpRequest) -> bool {
+    let h = req.headers();
+    let declared = h
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    declared.is_some_and(|n| n > 0)
+        || (declared.is_none()
+            && h.get(header::TRANSFER_ENCODING)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.to_ascii_lowercase().contains("chunked")))
+}
+
+/// MKCOL: one new collection; a body is 415 (RFC 4918 §9.3: none is defined).
+async fn mkcol(
+    state: web::Data<AppState>,
+    caller: Result<Caller<DataAccess>, ServiceError>,
+    req: HttpRequest,
+) -> DavResult {
+    let caller = caller?;
+    let segs = segments_of(req.uri().path())?;
+    if segs.is_empty() {
+        return Err(not_allowed("MKCOL requires a collection path"));
+    }
+    if has_body(&req) {
+        return Err(DavError(ServiceError::new(
+            ErrorCode::UnsupportedMediaType,
+            "MKCOL takes no request body",
+        )));
+    }
+    let uri = resource_uri(&caller, &segs, Access::Write)?;
+    let job = MakeCollection {
+        uri,
+        recorder: state.search.recorder.clone(),
+    };
+    state.pools.storage().run(job).await??;
+    Ok(reply(StatusCode::CREATED).finish())
+}
+
+/// The request's own authority (`Host`), lower-cased.
+fn own_host(req: &HttpRequest) -> Option<String> {
+    req.headers()
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .map(|h| h.trim().to_ascii_lowercase())
+}
+
+/// The path of a `Destination` header: an absolute URL must name this server; the path must
+/// stay under [`PREFIX`] (403 otherwise; `..` is resolved first, so it cannot climb out).
+fn destination_path(req: &HttpRequest) -> Result<String, DavError> {
+    let bad = |m: &str| DavError(ServiceError::invalid_argument(m.to_string()));
+    let raw = req
+        .headers()
+        .get("destination")
+        .ok_or_else(|| bad("Destination header is required"))?
+        .to_str()
+        .map_err(|_| bad("Destination header must be ASCII (percent-encode the path)"))?
+        .trim();
+    uri::check_size(raw)?;
+    let base = url::Url::parse("http://destination.invalid/").map_err(|e| bad(&e.to_string()))?;
+    let parsed = match url::Url::parse(raw) {
+        Ok(u) => {
+            let authority = match (u.host_str(), u.port()) {
+                (Some(h), Some(p)) => format!("{h}:{p}"),
+                (Some(h), None) => h.to_string(),
+                _ => String::new(),
+            };
+            if !matches!(u.scheme(), "http" | "https")
+                || own_host(req).as_deref() != Some(authority.to_ascii_lowercase().as_str())
+            {
+                return Err(DavError(ServiceError::permission_denied(
+                    "Destination must be on this server",
+                )));
+            }
+            u
+        }
+        Err(url::ParseError::RelativeUrlWithoutBase) if raw.starts_with('/') => base
+            .join(raw)
+            .map_err(|_| bad("Destination is not a valid URL"))?,
+        Err(_) => return Err(bad("Destination is not a valid URL")),
+    };
+    let path = parsed.path().to_string();
+    if !(path == PREFIX || path.starts_with(&format!("{PREFIX}/"))) {
+        return Err(DavError(ServiceError::permission_denied(format!(
+            "Destination must stay under {PREFIX}"
+        ))));
+    }
+    Ok(path)
+}
+
+/// MOVE (RFC 4918 §9.9): `Overwrite: T` (default) replaces an existing target, `F` answers
+/// 412; 201 for a new target, 204 for a replaced one.
+async fn move_(
+    state: web::Data<AppState>,
+    caller: Result<Caller<DataAccess>, ServiceError>,
+    req: HttpRequest,
+) -> DavResult {
+    let caller = caller?;
+    let from_segs = segments_of(req.uri().path())?;
+    if from_segs.is_empty() {
+        return Err(not_allowed("Moving the resources root is not supported"));
+    }
+    let to_segs = segments_of(&destination_path(&req)?)?;
+    if to_segs.is_empty() {
+        return Err(DavError(ServiceError::permission_denied(
+            "cannot replace the resources root",
+        )));
+    }
+    let overwrite = match req
+        .headers()
+        .get("overwrite")
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.trim().to_ascii_uppercase())
+        .as_deref()
+    {
+        None | Some("T") => true,
+        Some("F") => false,
+        Some(_) => {
+            return Err(DavError(ServiceError::invalid_argument(
+                "Overwrite must be T or F",
+            )))
+        }
+    };
+    let from = resource_uri(&caller, &from_segs, Access::Delete)?;
+    let to = resource_uri(&caller, &to_segs, Access::Write)?;
+    if from == to || to.starts_with(&from) || from.starts_with(&to) {
+        return Err(DavError(ServiceError::permission_denied(
+            "MOVE source and destination must differ and not contain each other",
+        )));
+    }
+    let job = MoveNode {
+        from,
+        to,
+        overwrite,
+        recorder: state.search.recorder.clone(),
+    };
+    match state.pools.storage().run(job).await?? {
+        Outcome::Created => Ok(reply(StatusCode::CREATED).finish()),
+        Outcome::Replaced => Ok(reply(StatusCode::NO_CONTENT).finish()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_decode_and_refuse_traversal_and_hidden_names() {
+        assert!(segments_of("/webdav/resources").unwrap().is_empty());
+        assert!(segments_of("/webdav/resources/").unwrap().is_empty());
+        assert_eq!(
+            segments_of("/webdav/resources/a%20b/c%C3%A9.md").unwrap(),
+            vec!["a b".to_string(), "cé.md".to_string()]
+        );
+        for bad in [
+            "/webdav/resources/..",
+            "/webdav/resources/a/%2e%2e/b",
+            "/webdav/resources/a%2Fb",
+            "/webdav/resources/a%5Cb",
+            "/webdav/resources/C:",
+            "/webdav/resources/%FF",
+            "/webdav/resourcesx",
+        ] {
+            assert_eq!(
+                segments_of(bad).unwrap_err().0.code,
+                ErrorCode::InvalidArgument,
+                "{bad}"
+            );
+        }
+        for gone in [
+            "/webdav/resources/d/.overview.md",
+            "/webdav/resources/.longship-tags",
+        ] {
+            assert_eq!(segments_of(gone).unwrap_err().0.code, ErrorCode::NotFound);
+        }
+    }
+
+    #[test]
+    fn propfind_bodies_must_be_one_well_formed_element() {
+        assert!(check_xml(b"").is_ok());
+        assert!(check_xml(
+            br#"<?xml version="1.0"?><D:propfind xmlns:D="DAV:"><D:allprop/></D:propfind>"#
+        )
+        .is_ok());
+        for bad in [&b"<a>"[..], b"<a></b>", b"<a/><b/>", b"junk"] {
+            assert!(check_xml(bad).is_err(), "{}", String::from_utf8_lossy(bad));
+        }
+    }
+}

@@ -1,0 +1,259 @@
+//! WebDAV over the resources scope (issue #24): what the methods need beyond the fs
+//! operations — a byte-exact put, a collection create with WebDAV's status rules, an RFC 4918
+//! move (`Overwrite`), and the PROPFIND answer ([`multistatus`]).
+//!
+//! Callers have parsed and authorized the URIs (the one enforcement point, `uri::authorize`);
+//! the functions here only ever see paths inside the caller's account.
+
+pub mod multistatus;
+
+use serde_json::json;
+
+use super::fs::entry::{ABSTRACT_FILE, OVERVIEW_FILE};
+use super::fs::{already_exists, mkdir, rm, stat, StorageFail};
+use super::uri::VikingUri;
+use super::{remove_if_exists, tags, Storage, StorageError};
+use crate::config::QuotaSettings;
+use crate::error::{ErrorCode, ServiceError, ServiceResult};
+
+/// Names WebDAV never shows or lets a client address (0.5.2 hides the same derived files),
+/// besides the storage-internal names every route refuses.
+const HIDDEN_FILES: [&str; 3] = [ABSTRACT_FILE, OVERVIEW_FILE, ".relations.json"];
+
+/// True for a name WebDAV hides: derived summaries and storage-internal names.
+pub fn is_hidden(name: &str) -> bool {
+    HIDDEN_FILES.contains(&name) || crate::reserved::is_internal_name(name)
+}
+
+/// What a put or move did to its target (201 or 204).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Created,
+    Replaced,
+}
+
+/// 409: the parent collection of `uri` is missing (RFC 4918 §9.7.1, §9.3.1).
+fn missing_parent(uri: &VikingUri) -> ServiceError {
+    let shown = uri.uri();
+    ServiceError::conflict(format!("parent collection does not exist: {shown}"))
+        .with_details(json!({"resource": shown}))
+}
+
+fn not_allowed(message: String) -> ServiceError {
+    ServiceError::new(ErrorCode::MethodNotAllowed, message)
+}
+
+/// The parent of `uri` must be an existing directory.
+fn check_parent(storage: &dyn Storage, uri: &VikingUri) -> ServiceResult<()> {
+    let Some(parent) = uri.parent() else {
+        return Err(missing_parent(uri));
+    };
+    match stat(storage, &parent)? {
+        Some(m) if m.is_dir() => Ok(()),
+        _ => Err(missing_parent(uri)),
+    }
+}
+
+/// PUT: store `data` byte-exact at `uri` with one atomic write (the backend's crash-safe
+/// replace, as `content/write`), within the account's quota. Any bytes, any file name.
+pub fn put_file(
+    storage: &dyn Storage,
+    uri: &VikingUri,
+    data: &[u8],
+    quota: &QuotaSettings,
+) -> ServiceResult<Outcome> {
+    check_parent(storage, uri)?;
+    let existing = stat(storage, uri)?;
+    if existing.as_ref().is_some_and(|m| m.is_dir()) {
+        return Err(not_allowed(format!(
+            "PUT is only supported for files; a collection exists at {}",
+            uri.uri()
+        )));
+    }
+    let account = uri.store_path().segments().next().unwrap_or_default();
+    let (bytes, files) = match &existing {
+        Some(m) => (data.len() as i64 - m.size as i64, 0),
+        None => (data.len() as i64, 1),
+    };
+    super::quota::admit(storage, account, bytes.max(0) as u64, files, quota)?;
+    storage
+        .write(uri.store_path(), data)
+        .map_err(|e| StorageFail(uri).map(e))?;
+    super::quota::charge(storage, account, bytes, files as i64, quota);
+    Ok(match existing {
+        Some(_) => Outcome::Replaced,
+        None => Outcome::Created,
+    })
+}
+
+/// MKCOL: create one collection (with its abstract sidecar, as `fs/mkdir`); an existing node
+/// is 405 and a missing parent 409 (RFC 4918 §9.3.1).
+pub fn make_collection(storage: &dyn Storage, uri: &VikingUri) -> ServiceResult<()> {
+    if stat(storage, uri)?.is_some() {
+        return Err(not_allowed(format!("already exists: {}", uri.uri())));
+    }
+    check_parent(storage, uri)?;
+    match mkdir::make_dir(storage, uri, None) {
+        Ok(_) => Ok(()),
+        // Created concurrently: it exists now, as the client sees on its next look.
+        Err(e) if e.code == ErrorCode::Conflict => {
+            Err(not_allowed(format!("already exists: {}", uri.uri())))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// 412 for `Overwrite: F` onto an existing target.
+fn target_exists(to: &VikingUri) -> ServiceError {
+    let shown = to.uri();
+    ServiceError::new(
+        ErrorCode::FailedPrecondition,
+        format!("destination exists and Overwrite is F: {shown}"),
+    )
+    .with_details(json!({"resource": shown}))
+}
+
+/// MOVE `from` to `to` (RFC 4918 §9.9). Without an existing target: one no-replace rename, so
+/// a target created meanwhile is never overwritten (412 with `Overwrite: F`). With one and
+/// `overwrite`: a file onto a file is one atomic write of the target (readers see the old or
+/// the new bytes, never neither), then the source is removed; otherwise the target is
+/// removed, then the source renamed. The caller has checked rights and that the two differ
+/// and do not contain each other.
+pub fn move_to(
+    storage: &dyn Storage,
+    from: &VikingUri,
+    to: &VikingUri,
+    overwrite: bool,
+) -> ServiceResult<Outcome> {
+    let Some(src) = stat(storage, from)? else {
+        let shown = from.uri();
+        return Err(ServiceError::not_found(
+            "resource",
+            &shown,
+            format!("Resource not found: {shown}"),
+        ));
+    };
+    check_parent(storage, to)?;
+    let outcome = match stat(storage, to)? {
+        None => Outcome::Created,
+        Some(_) if !overwrite => return Err(target_exists(to)),
+        Some(dst) if !dst.is_dir() && !src.is_dir() => {
+            let data = storage
+                .read(from.store_path())
+                .map_err(|e| StorageFail(from).map(e))?;
+            storage
+                .write(to.store_path(), &data)
+                .map_err(|e| StorageFail(to).map(e))?;
+            move_tags(storage, from, to, true);
+            remove_if_exists(storage, from.store_path(), false)
+                .map_err(|e| StorageFail(from).map(e))?;
+            return Ok(Outcome::Replaced);
+        }
+        Some(dst) => {
+            rm::remove(storage, &|| false, to, dst.is_dir())?;
+            Outcome::Replaced
+        }
+    };
+    match storage.rename(from.store_path(), to.store_path()) {
+        Ok(()) => {
+            move_tags(storage, from, to, outcome == Outcome::Replaced);
+            Ok(outcome)
+        }
+        // Created between the look and the rename: never replaced.
+        Err(StorageError::AlreadyExists(_)) if !overwrite => Err(target_exists(to)),
+        Err(StorageError::AlreadyExists(_)) => Err(already_exists(to)),
+        Err(e) => Err(StorageFail(from).map(e)),
+    }
+}
+
+/// The node's own tags follow it (a directory's subtree carried its children's).
+fn move_tags(storage: &dyn Storage, from: &VikingUri, to: &VikingUri, replaced: bool) {
+    if replaced {
+        if let Err(e) = tags::forget_node(storage, to.store_path()) {
+            tracing::error!(to = %to.uri(), error = %e, "tags of a replaced node not dropped");
+        }
+    }
+    if let Err(e) = tags::move_node(storage, from.store_path(), to.store_path()) {
+        tracing::error!(from = %from.uri(), to = %to.uri(), error = %e.message, "tags not moved with their node");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::{Identity, Role};
+    use crate::storage::backend::local::LocalStorage;
+    use crate::storage::uri::parse;
+
+    fn setup() -> (tempfile::TempDir, LocalStorage, Identity) {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = LocalStorage::open(dir.path()).unwrap();
+        let who = Identity {
+            role: Role::User,
+            account: "acme".into(),
+            user: "alice".into(),
+        };
+        (dir, storage, who)
+    }
+
+    #[test]
+    fn put_is_byte_exact_and_needs_a_parent() {
+        let (_d, s, who) = setup();
+        let q = QuotaSettings::default();
+        let root = parse("viking://resources", &who).unwrap();
+        s.mkdir(root.store_path()).unwrap();
+        let f = parse("viking://resources/img.png", &who).unwrap();
+        let bytes: Vec<u8> = (0..=255u8).cycle().take(3000).collect();
+        assert_eq!(put_file(&s, &f, &bytes, &q).unwrap(), Outcome::Created);
+        assert_eq!(s.read(f.store_path()).unwrap(), bytes);
+        assert_eq!(put_file(&s, &f, b"x", &q).unwrap(), Outcome::Replaced);
+        let orphan = parse("viking://resources/nope/a.bin", &who).unwrap();
+        assert_eq!(
+            put_file(&s, &orphan, b"x", &q).unwrap_err().code,
+            ErrorCode::Conflict
+        );
+        assert_eq!(
+            put_file(&s, &root, b"x", &q).unwrap_err().code,
+            ErrorCode::MethodNotAllowed
+        );
+    }
+
+    #[test]
+    fn move_honours_overwrite() {
+        let (_d, s, who) = setup();
+        let q = QuotaSettings::default();
+        let u = |p: &str| parse(&format!("viking://resources/{p}"), &who).unwrap();
+        s.mkdir(u("").store_path()).unwrap();
+        put_file(&s, &u("a.txt"), b"A", &q).unwrap();
+        put_file(&s, &u("b.txt"), b"B", &q).unwrap();
+        let e = move_to(&s, &u("a.txt"), &u("b.txt"), false).unwrap_err();
+        assert_eq!(e.code, ErrorCode::FailedPrecondition);
+        assert_eq!(s.read(u("b.txt").store_path()).unwrap(), b"B");
+        assert_eq!(
+            move_to(&s, &u("a.txt"), &u("b.txt"), true).unwrap(),
+            Outcome::Replaced
+        );
+        assert_eq!(s.read(u("b.txt").store_path()).unwrap(), b"A");
+        assert!(s.stat(u("a.txt").store_path()).unwrap().is_none());
+        assert_eq!(
+            move_to(&s, &u("b.txt"), &u("c.txt"), false).unwrap(),
+            Outcome::Created
+        );
+        make_collection(&s, &u("d")).unwrap();
+        assert_eq!(
+            make_collection(&s, &u("d")).unwrap_err().code,
+            ErrorCode::MethodNotAllowed
+        );
+        assert_eq!(
+            make_collection(&s, &u("x/y")).unwrap_err().code,
+            ErrorCode::Conflict
+        );
+        // A file over a directory (overwrite): the directory goes.
+        assert_eq!(
+            move_to(&s, &u("c.txt"), &u("d"), true).unwrap(),
+            Outcome::Replaced
+        );
+        assert!(!s.stat(u("d").store_path()).unwrap().unwrap().is_dir());
+        assert!(is_hidden(".overview.md") && is_hidden(".longship-x") && !is_hidden(".x"));
+    }
+}
