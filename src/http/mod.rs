@@ -20,6 +20,7 @@ pub mod routes;
 pub mod search;
 pub mod sessions;
 pub mod skills;
+pub mod snapshot;
 pub mod stats;
 pub mod system;
 pub mod tags;
@@ -142,6 +143,7 @@ fn register(routes: &mut routes::Routes) {
     resources::configure(routes);
     skills::configure(routes);
     pack::configure(routes);
+    snapshot::configure(routes);
     webdav::configure(routes);
 }
 
