@@ -7,6 +7,7 @@ pub mod audit;
 pub mod auth;
 pub mod console;
 pub mod content;
+pub mod diagnostics;
 pub mod envelope;
 pub mod error;
 pub mod extract;
@@ -150,6 +151,7 @@ fn register(routes: &mut routes::Routes) {
     resources::configure(routes);
     skills::configure(routes);
     pack::configure(routes);
+    diagnostics::configure(routes);
     console::configure(routes);
     user_settings::configure(routes);
     snapshot::configure(routes);

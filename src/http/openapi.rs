@@ -23,8 +23,8 @@ use utoipa::{IntoParams, PartialSchema, ToSchema};
 
 use super::routes::{at, Routes};
 use super::{
-    admin, console, content, fs, pack, resources, search, sessions, skills, snapshot, stats,
-    system, tags, tasks, user_settings, webdav,
+    admin, console, content, diagnostics, fs, pack, resources, search, sessions, skills, snapshot,
+    stats, system, tags, tasks, user_settings, webdav,
 };
 
 pub const ROUTE: &str = "/openapi.json";
@@ -145,6 +145,16 @@ fn operations() -> Vec<Operation> {
         op(Get, "/metrics", "system", "Prometheus metrics (text format)", Open, Body::None, no_query),
         op(Get, "/api/v1/system/status", "system", "Server status and the caller's identity", AnyRole, Body::None, no_query),
         op(Get, "/api/v1/observer/system", "system", "Component health in the observer shape `ov status` reads", AnyRole, Body::None, query_of::<system::ObserverQuery>),
+        op(Get, "/api/v1/observer/queue", "system", "Observer component: pools and the ingestion, extraction and embedding backlogs", AnyRole, Body::None, query_of::<system::ObserverQuery>),
+        op(Get, "/api/v1/observer/vikingdb", "system", "Observer component: the index (documents, segments, lag, stored vectors)", AnyRole, Body::None, query_of::<system::ObserverQuery>),
+        op(Get, "/api/v1/observer/models", "system", "Observer component: configured models and their health (keys masked)", AnyRole, Body::None, query_of::<system::ObserverQuery>),
+        op(Get, "/api/v1/observer/lock", "system", "Observer component: held, waiting and timed-out named locks", AnyRole, Body::None, query_of::<system::ObserverQuery>),
+        op(Get, "/api/v1/observer/retrieval", "system", "Observer component: query counts and latencies", AnyRole, Body::None, query_of::<system::ObserverQuery>),
+        op(Get, "/api/v1/observer/filesystem", "system", "Observer component: storage backend health and operation counts", AnyRole, Body::None, query_of::<system::ObserverQuery>),
+        op(Post, "/api/v1/system/consistency", "system", "Check that the index, stored vectors and summaries agree with storage for a subtree", Data, Body::Json(json_of::<diagnostics::ConsistencyBody>, true), no_query),
+        op(Get, "/api/v1/debug/health", "system", "Account-scoped health", AnyRole, Body::None, no_query),
+        op(Get, "/api/v1/debug/vector/scroll", "system", "Page through the account's index records (503 NO_VECTOR_DB without an embedding model)", AnyRole, Body::None, query_of::<diagnostics::ScrollQuery>),
+        op(Get, "/api/v1/debug/vector/count", "system", "Count the account's index records (503 NO_VECTOR_DB without an embedding model)", AnyRole, Body::None, query_of::<diagnostics::CountQuery>),
         op(Post, "/api/v1/system/wait", "system", "Wait until the account's ingestions and this instance's index have caught up", AnyRole, Body::Json(json_of::<resources::WaitBody>, false), no_query),
         // admin
         op(Post, "/api/v1/admin/accounts", "admin", "Create an account and its first admin; returns the admin's key", Root, Body::Json(json_of::<admin::CreateAccountBody>, true), no_query),

@@ -9,6 +9,7 @@ pub mod admin;
 pub mod audit;
 pub mod auth;
 pub mod content;
+pub mod diagnostics;
 pub mod fs;
 pub mod health;
 pub mod memory;

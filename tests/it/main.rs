@@ -29,6 +29,7 @@ mod memory;
 mod metrics;
 mod multi_instance;
 mod names;
+mod observer;
 mod pack;
 mod ranking;
 mod resources;
