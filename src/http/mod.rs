@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod middleware;
 pub mod observer_cli;
 pub mod openapi;
+pub mod pack;
 pub mod resources;
 pub mod routes;
 pub mod search;
@@ -169,6 +170,7 @@ fn register(routes: &mut routes::Routes) {
     tasks::configure(routes);
     resources::configure(routes);
     skills::configure(routes);
+    pack::configure(routes);
     diagnostics::configure(routes);
     console::configure(routes);
     user_settings::configure(routes);

@@ -14,6 +14,7 @@ pub mod fs;
 pub mod health;
 pub mod memory;
 pub mod overviews;
+pub mod pack;
 pub mod resources;
 pub mod search;
 pub mod sessions;
