@@ -8,6 +8,7 @@ pub mod audit;
 pub mod auth;
 pub mod console;
 pub mod content;
+pub mod diagnostics;
 pub mod envelope;
 pub mod error;
 pub mod extract;
@@ -17,6 +18,7 @@ pub mod metrics;
 pub mod middleware;
 pub mod observer_cli;
 pub mod openapi;
+pub mod pack;
 pub mod resources;
 pub mod routes;
 pub mod search;
@@ -81,6 +83,26 @@ pub struct MemoryRuntime {
     pub stats: Arc<crate::memory::stats::MemoryStats>,
     /// A commit here wakes the scheduler at once (it polls otherwise).
     pub wake: tokio::sync::Notify,
+    /// Accounts whose backlog changed here since the scheduler last looked.
+    pub dirty: std::sync::Mutex<std::collections::HashSet<String>>,
+}
+
+impl MemoryRuntime {
+    /// Have the scheduler look at `account`'s backlog now.
+    pub fn wake_account(&self, account: &str) {
+        if let Ok(mut d) = self.dirty.lock() {
+            d.insert(account.to_string());
+        }
+        self.wake.notify_one();
+    }
+
+    /// The accounts to look at, emptied.
+    pub fn take_dirty(&self) -> Vec<String> {
+        self.dirty
+            .lock()
+            .map(|mut d| d.drain().collect())
+            .unwrap_or_default()
+    }
 }
 
 impl AppState {
@@ -150,6 +172,8 @@ fn register(routes: &mut routes::Routes) {
     tasks::configure(routes);
     resources::configure(routes);
     skills::configure(routes);
+    pack::configure(routes);
+    diagnostics::configure(routes);
     console::configure(routes);
     user_settings::configure(routes);
     snapshot::configure(routes);

@@ -9,6 +9,7 @@
 
 pub mod access;
 pub mod changes;
+pub mod consistency;
 pub mod docs;
 pub mod embed;
 pub mod filter;
@@ -16,6 +17,7 @@ pub mod index;
 pub mod index_dirs;
 pub mod indexer;
 pub mod query;
+pub mod records;
 pub mod request;
 pub mod tokenizer;
 pub mod vector_gc;
