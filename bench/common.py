@@ -9,6 +9,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+import uuid
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.environ.get("LONGSHIP_BIN", os.path.join(ROOT, "target", "release", "longship"))
@@ -139,3 +140,32 @@ def percentile(values, p):
 
 def temp_dir():
     return tempfile.mkdtemp(prefix="longship-bench-")
+
+
+def multipart(filename, data):
+    boundary = "bench" + uuid.uuid4().hex
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; "
+            f"filename=\"{filename}\"\r\nContent-Type: application/octet-stream\r\n\r\n").encode()
+    body += data + f"\r\n--{boundary}--\r\n".encode()
+    return f"multipart/form-data; boundary={boundary}", body
+
+
+def upload(url, key, filename, data, timeout=120):
+    ct, body = multipart(filename, data)
+    req = urllib.request.Request(url + "/api/v1/resources/temp_upload", data=body, method="POST")
+    req.add_header("X-API-Key", key)
+    req.add_header("Content-Type", ct)
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, None
+    except OSError:
+        return 0, None
+
+
+def safe_call(*args, **kwargs):
+    try:
+        return call(*args, **kwargs)
+    except OSError:
+        return 0, None

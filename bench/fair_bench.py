@@ -29,43 +29,11 @@ import time
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from common import BIN, ROOT_KEY, Server, call, percentile, temp_dir
+from common import BIN, ROOT_KEY, Server, call, percentile, safe_call, temp_dir, upload
 
 SECONDS = float(sys.argv[1]) if len(sys.argv) > 1 else 30.0
 LABEL = sys.argv[2] if len(sys.argv) > 2 else os.path.basename(BIN)
 TREE_FILES = 5000
-
-
-def multipart(filename, data):
-    boundary = "fairbench" + uuid.uuid4().hex
-    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; "
-            f"filename=\"{filename}\"\r\nContent-Type: application/octet-stream\r\n\r\n").encode()
-    body += data + f"\r\n--{boundary}--\r\n".encode()
-    return f"multipart/form-data; boundary={boundary}", body
-
-
-def upload(url, key, filename, data, timeout=120):
-    import urllib.request
-    ct, body = multipart(filename, data)
-    req = urllib.request.Request(url + "/api/v1/resources/temp_upload", data=body, method="POST")
-    req.add_header("X-API-Key", key)
-    req.add_header("Content-Type", ct)
-    import json
-    import urllib.error
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as r:
-            return r.status, json.loads(r.read())
-    except urllib.error.HTTPError as e:
-        return e.code, None
-    except OSError:
-        return 0, None
-
-
-def safe_call(*args, **kwargs):
-    try:
-        return call(*args, **kwargs)
-    except OSError:
-        return 0, None
 
 
 class Drip(BaseHTTPRequestHandler):

@@ -20,8 +20,7 @@ import time
 import zipfile
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from common import BIN, ROOT_KEY, Server, call, percentile, temp_dir
-from fair_bench import safe_call, upload
+from common import BIN, ROOT_KEY, Server, call, percentile, safe_call, temp_dir, upload
 
 LABEL = sys.argv[1] if len(sys.argv) > 1 else os.path.basename(BIN)
 
@@ -141,6 +140,49 @@ def item5():
         srv.stop()
 
 
+def item5_sections(max_nodes=None):
+    """A document archive that stays under the ratio limits but splits into more sections than
+    one ingestion may produce (`resources.ingest_max_nodes`)."""
+    import random
+    rng = random.Random(5)
+    vocab = ["".join(rng.choice("bcdfghklmnprstvz") + rng.choice("aeiou") for _ in range(3))
+             for _ in range(5000)]
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        for i in range(120):
+            parts = []
+            for s in range(600):
+                words = " ".join(rng.choice(vocab) for _ in range(60))
+                parts.append(f"## Section {s}\n\n{words}\n")
+            z.writestr(f"docs/book{i:03d}.md", "# Book\n\n" + "\n".join(parts))
+    data = buf.getvalue()
+    data_dir = temp_dir()
+    env = {"LONGSHIP_RESOURCES__INGEST_MAX_NODES": str(max_nodes)} if max_nodes else {}
+    srv = Server(data_dir, env=env)
+    try:
+        keys = accounts(srv.url, ("attacker", "victim"))
+
+        def work():
+            t = time.perf_counter()
+            status, body = upload(srv.url, keys["attacker"], "books.zip", data, timeout=900)
+            if status != 200:
+                return time.perf_counter() - t, status, "upload refused"
+            status, body = safe_call(srv.url + "/api/v1/resources", "POST", keys["attacker"],
+                                     {"temp_file_id": body["result"]["temp_file_id"],
+                                      "wait": True}, timeout=900)
+            msg = (body or {}).get("error", {}).get("message", "") if isinstance(body, dict) else ""
+            return time.perf_counter() - t, status, msg[:90]
+
+        (secs, status, msg), probe_txt = with_probe(srv.url, keys["victim"], work)
+        stored = count_files(data_dir, "attacker")
+        cap = f"ingest_max_nodes {max_nodes}" if max_nodes else "default ingest_max_nodes"
+        return f"| 5b: zip of 120 documents × 600 sections ({len(data) / 1e6:.2f} MB, under " \
+               f"the ratio limit; {cap}) | answered {status} in {secs:.1f} s ({msg}); {stored} files " \
+               f"stored | {probe_txt} |"
+    finally:
+        srv.stop()
+
+
 def item6():
     data_dir = temp_dir()
     srv = Server(data_dir)
@@ -185,7 +227,8 @@ def main():
     print(f"### Tenant isolation, items 4-6 ({LABEL})\n")
     print("| attack | outcome | victim meanwhile |")
     print("|---|---|---|")
-    for run in (lambda: item4(site), item5, item6):
+    for run in (lambda: item4(site), item5, item5_sections, lambda: item5_sections(5000),
+                item6):
         print(run(), flush=True)
     print()
     site_server.shutdown()

@@ -19,6 +19,7 @@ pub mod reserved;
 pub mod search;
 pub mod skills;
 pub mod slots;
+pub mod snapshot;
 pub mod startup;
 pub mod storage;
 pub mod telemetry;

@@ -28,7 +28,10 @@ const LAYERS: &[(&str, &[&str])] = &[
         ],
     ),
     ("storage", &["storage"]),
-    ("domain", &["search", "ingest", "memory", "skills"]),
+    (
+        "domain",
+        &["search", "ingest", "memory", "skills", "snapshot"],
+    ),
     ("jobs", &["jobs"]),
     ("actors", &["actors"]),
     ("http", &["http"]),

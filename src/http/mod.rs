@@ -19,6 +19,7 @@ pub mod routes;
 pub mod search;
 pub mod sessions;
 pub mod skills;
+pub mod snapshot;
 pub mod stats;
 pub mod system;
 pub mod tags;
@@ -140,6 +141,7 @@ fn register(routes: &mut routes::Routes) {
     tasks::configure(routes);
     resources::configure(routes);
     skills::configure(routes);
+    snapshot::configure(routes);
     webdav::configure(routes);
 }
 

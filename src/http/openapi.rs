@@ -23,7 +23,8 @@ use utoipa::{IntoParams, PartialSchema, ToSchema};
 
 use super::routes::{at, Routes};
 use super::{
-    admin, content, fs, resources, search, sessions, skills, stats, system, tags, tasks, webdav,
+    admin, content, fs, resources, search, sessions, skills, snapshot, stats, system, tags, tasks,
+    webdav,
 };
 
 pub const ROUTE: &str = "/openapi.json";
@@ -214,6 +215,17 @@ fn operations() -> Vec<Operation> {
         op(Get, "/api/v1/skills/{skill_name}", "skills", "One installed skill: abstract, overview, SKILL.md, files", Data, Body::None, query_of::<skills::ShowSkillQuery>),
         op(Put, "/api/v1/skills/{skill_name}", "skills", "Replace an installed skill (same name)", Data, Body::Json(json_of::<skills::UpdateSkillBody>, true), no_query),
         op(Delete, "/api/v1/skills/{skill_name}", "skills", "Remove an installed skill", Data, Body::None, query_of::<skills::TargetQuery>),
+        // snapshots (issue #22)
+        op(Post, "/api/v1/snapshot/commit", "snapshot", "Record the live state of paths (ROOT: the account) as a new version on a branch", Data, Body::Json(json_of::<snapshot::CommitBody>, true), no_query),
+        op(Get, "/api/v1/snapshot/log", "snapshot", "A branch's versions, newest first (optionally only those changing some paths)", Data, Body::None, query_of::<snapshot::LogQuery>),
+        op(Get, "/api/v1/snapshot/versions", "snapshot", "Compile output versions: 501, Compile is out of scope", Data, Body::None, no_query),
+        op(Post, "/api/v1/snapshot/restore", "snapshot", "Bring a directory back to a version as a forward commit (dry_run: the plan); Compile mode 501", Data, Body::Json(json_of::<snapshot::RestoreBody>, true), no_query),
+        op(Get, "/api/v1/snapshot/show", "snapshot", "A version's commit metadata, or one file's raw bytes at a version", Data, Body::None, query_of::<snapshot::ShowQuery>),
+        op(Get, "/api/v1/snapshot/diff", "snapshot", "Unified diff of one file between two versions (size-limited)", Data, Body::None, query_of::<snapshot::DiffQuery>),
+        op(Get, "/api/v1/snapshot/diff-paths", "snapshot", "Changed files under directories between two versions, paged", Data, Body::None, query_of::<snapshot::DiffPathsQuery>),
+        op(Get, "/api/v1/snapshot/ignore", "snapshot", "The account's .ovgitignore rules (admins)", Data, Body::None, no_query),
+        op(Put, "/api/v1/snapshot/ignore", "snapshot", "Replace the account's .ovgitignore rules (admins)", Data, Body::Json(json_of::<snapshot::SetIgnoreBody>, true), no_query),
+        op(Delete, "/api/v1/snapshot/ignore", "snapshot", "Delete the account's .ovgitignore rules (admins)", Data, Body::None, no_query),
         // webdav (PROPFIND, MKCOL, COPY, MOVE: the path items' `x-webdav-methods`)
         op(Options, webdav::PREFIX, "webdav", "WebDAV methods and class (Allow, DAV headers)", Open, Body::None, no_query),
         op(Get, webdav::PREFIX, "webdav", "WebDAV: the resources root is a collection (405)", Data, Body::None, no_query),

@@ -142,7 +142,10 @@ async fn create(
     };
     let session = session_of(&caller, &sid)?;
     let options = CreateOptions {
-        memory_policy: policy::memory(body.get("memory_policy"))?,
+        memory_policy: policy::memory(
+            body.get("memory_policy"),
+            &crate::memory::types::known_names(),
+        )?,
         auto_commit_policy: policy::auto_commit(body.get("auto_commit_policy"))?,
         event_tags: policy::extraction_tags(
             body.get("memory_extraction_config"),

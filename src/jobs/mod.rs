@@ -16,6 +16,7 @@ pub mod resources;
 pub mod search;
 pub mod sessions;
 pub mod skills;
+pub mod snapshot;
 pub mod tags;
 pub mod tasks;
 pub mod webdav;

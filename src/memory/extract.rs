@@ -37,6 +37,7 @@ use crate::storage::{Storage, StorageError, StorePath, Version};
 
 use super::file::{self, MemoryFile};
 use super::model::{self, Candidate, Operation, OutcomeKind};
+use super::scope::{self, Owner, Scope, Speaker};
 use super::stats::MemoryStats;
 use super::types::{self, MemoryType, Mode};
 use super::MemorySettings;
@@ -95,6 +96,12 @@ struct Plan {
     unresolved: Vec<Value>,
     /// Archive message dates (YYYY-MM-DD) by index, for event paths.
     dates: Vec<String>,
+    /// Who wrote each archived message (whose memory an operation is).
+    #[serde(default)]
+    speakers: Vec<Speaker>,
+    /// Whose memories this extraction may write.
+    #[serde(default)]
+    scope: Scope,
 }
 
 fn plan_path(account: &str, task_id: &str) -> ServiceResult<StorePath> {
@@ -110,9 +117,9 @@ fn user_lock_name(e: &Entry) -> String {
     format!("memory:{}/{}", e.account, e.user)
 }
 
-/// The user's memory directories inside the account (`user/<user>/memories`).
-fn memories_rel(user: &str) -> String {
-    format!("user/{user}/memories")
+/// An owner's memory directory inside the account (`user/<user>[/peers/<peer>]/memories`).
+fn memories_rel(user: &str, owner: &Owner) -> String {
+    format!("{}/memories", scope::owner_root(user, owner))
 }
 
 fn account_path(account: &str, rel: &str) -> ServiceResult<StorePath> {
@@ -173,7 +180,8 @@ impl Extractor<'_> {
         }
         if let Some(diff) = archive::read_json(self.storage, &dir.join(MEMORY_DIFF)?)? {
             // Done before a crash: only the bookkeeping is left.
-            let result = task_result(&entry, &archive_uri, &diff);
+            let effective = effective_type_names(&session_policy(self.storage, &entry)?);
+            let result = task_result(&entry, &archive_uri, &diff, &effective);
             self.complete_task(&owner, &entry, result)?;
             self.finish(&entry, None)?;
             return Ok(RunOutcome::Finished);
@@ -197,6 +205,9 @@ impl Extractor<'_> {
                 })?;
             }
         }
+        // Single-file types with start values (soul, identity) exist before the model may
+        // update them, as 0.5.2 lays them out (create-only: a rerun writes nothing).
+        self.init_single_files(&entry)?;
         let plan_at = plan_path(&entry.account, &entry.task_id)?;
         let mut plan = match archive::read_json(self.storage, &plan_at)? {
             Some(v) => serde_json::from_value::<Plan>(v).map_err(ServiceError::internal)?,
@@ -279,7 +290,8 @@ impl Extractor<'_> {
             Ok(_) | Err(StorageError::Conflict(_)) | Err(StorageError::AlreadyExists(_)) => {}
             Err(e) => return Err(e.into()),
         }
-        let result = task_result(entry, archive_uri, &diff);
+        let effective = effective_type_names(&session_policy(self.storage, entry)?);
+        let result = task_result(entry, archive_uri, &diff, &effective);
         let counts: BTreeMap<String, u64> = result["memories_extracted"]
             .as_object()
             .into_iter()
@@ -340,6 +352,8 @@ impl Extractor<'_> {
             .filter_map(|l| serde_json::from_str::<Value>(l).ok())
             .collect();
         let enabled = enabled_types(self.storage, entry)?;
+        let speakers = scope::speakers(&messages);
+        let scope = Scope::new(&session_policy(self.storage, entry)?, &speakers);
         let mut plan = Plan {
             dates: messages
                 .iter()
@@ -352,9 +366,11 @@ impl Extractor<'_> {
                         .collect()
                 })
                 .collect(),
+            speakers,
+            scope,
             ..Plan::default()
         };
-        if enabled.is_empty() || messages.is_empty() {
+        if enabled.is_empty() || messages.is_empty() || plan.scope.is_empty() {
             return Ok(Ok(plan));
         }
         let session = match chat.session() {
@@ -366,10 +382,11 @@ impl Extractor<'_> {
             .take(10)
             .collect::<String>();
         for piece in pieces(&messages, self.settings.max_input_tokens) {
-            let candidates = self.candidates(entry, &piece.text, &enabled)?;
+            let candidates = self.candidates(entry, &piece.text, &enabled, &plan.scope)?;
             let asked = model::ask(
                 &session,
                 &enabled,
+                &plan.scope.peers,
                 &piece.text,
                 &candidates,
                 &today,
@@ -412,15 +429,28 @@ impl Extractor<'_> {
         entry: &Entry,
         text: &str,
         enabled: &[MemoryType],
+        scope: &Scope,
     ) -> ServiceResult<Vec<Candidate>> {
         let mut rels: Vec<String> = Vec::new();
-        if enabled.iter().any(|t| t.name == "profile") {
-            rels.push(format!("{}/profile.md", memories_rel(&entry.user)));
+        let owners = scope.owners();
+        for owner in &owners {
+            // Single-file memories (profile, soul, identity) are always candidates.
+            for t in enabled.iter().filter(|t| t.single_file()) {
+                rels.push(format!(
+                    "{}/{}/{}",
+                    scope::owner_root(&entry.user, owner),
+                    t.directory,
+                    t.filename_template
+                ));
+            }
         }
         if let Some(index) = self.index {
             let terms = tokenizer::query_terms(text, 64);
-            let scope = format!("{}/{}", entry.account, memories_rel(&entry.user));
-            match index.keyword_search(&entry.account, &terms, &[scope], self.settings.candidates) {
+            let scopes: Vec<String> = owners
+                .iter()
+                .map(|o| format!("{}/{}", entry.account, memories_rel(&entry.user, o)))
+                .collect();
+            match index.keyword_search(&entry.account, &terms, &scopes, self.settings.candidates) {
                 Ok(hits) => {
                     for h in hits {
                         if let Some(rel) = h.path.strip_prefix(&format!("{}/", entry.account)) {
@@ -456,7 +486,7 @@ impl Extractor<'_> {
         // Path → (stored version, stored text, planned text) as operations accumulate.
         let mut state: BTreeMap<String, Slot> = BTreeMap::new();
         let mut skipped = Vec::new();
-        let mem_root = memories_rel(&entry.user);
+        let owners = plan.scope.owners();
         for op in plan.operations.clone() {
             let Some(t) = all.iter().find(|t| t.name == op.memory_type) else {
                 continue;
@@ -464,79 +494,56 @@ impl Extractor<'_> {
             if op.op == "noop" {
                 continue;
             }
+            let mut skip = |why: String| {
+                skipped.push(json!({"memory_type": t.name, "op": op.op, "reason": why}));
+            };
+            // An existing memory named by its URI: only in a space this extraction may write.
             let by_uri = op
                 .uri
                 .as_deref()
                 .and_then(|u| u.strip_prefix("viking://"))
-                .filter(|rel| rel.starts_with(&format!("{mem_root}/")) && !rel.contains(".."))
-                .map(str::to_string);
-            let rel = if op.op == "delete" || (op.op == "update" && by_uri.is_some()) {
-                match by_uri {
-                    Some(r) => r,
-                    None => continue,
-                }
-            } else {
-                let extra = event_date(&op.fields, &plan.dates);
-                match types::relative_path(t, &op.fields, &extra) {
-                    Ok(p) => format!("user/{}/{}/{}", entry.user, t.directory, p),
-                    Err(why) => {
-                        skipped.push(json!({"memory_type": t.name, "op": op.op, "reason": why}));
-                        continue;
+                .filter(|rel| !rel.contains(".."))
+                .and_then(|rel| {
+                    let (owner, below) = scope::split_owner(&entry.user, rel)?;
+                    (owners.contains(&owner) && below.starts_with("memories/"))
+                        .then(|| (rel.to_string(), owner))
+                });
+            let targets: Vec<(String, Owner)> =
+                if op.op == "delete" || (op.op == "update" && by_uri.is_some()) {
+                    match by_uri {
+                        Some(r) => vec![r],
+                        None => continue,
                     }
-                }
-            };
-            if !state.contains_key(&rel) {
-                let stored = read_opt(self.storage, &account_path(&entry.account, &rel)?)?;
-                let (v, text) = match stored {
-                    Some((t, v)) => (Some(v), Some(t)),
-                    None => (None, None),
+                } else {
+                    let owners = match plan.scope.targets(t, &op, &plan.speakers) {
+                        Ok(o) => o,
+                        Err(why) => {
+                            skip(why);
+                            continue;
+                        }
+                    };
+                    let extra = event_date(&op.fields, &plan.dates);
+                    // Identity fields name the file: a block edit there has no name yet.
+                    let named = match types::relative_path(t, &op.fields, &extra) {
+                        Ok(p) => p,
+                        Err(why) => {
+                            skip(why);
+                            continue;
+                        }
+                    };
+                    owners
+                        .into_iter()
+                        .map(|o| {
+                            let root = scope::owner_root(&entry.user, &o);
+                            (format!("{root}/{}/{named}", t.directory), o)
+                        })
+                        .collect()
                 };
-                state.insert(rel.clone(), (v, text.clone(), text, t.name.to_string()));
-            }
-            let Some(slot) = state.get_mut(&rel) else {
-                continue;
-            };
-            if op.op == "delete" {
-                slot.2 = None;
-                continue;
-            }
-            let current = slot.2.as_deref().map(file::parse);
-            let next = match current {
-                Some(cur) => {
-                    if t.mode == Mode::AddOnly {
-                        continue;
-                    }
-                    let mut old_fields = cur.fields.clone();
-                    old_fields.insert("content".into(), Value::String(cur.body.clone()));
-                    let mut fields = file::merge_fields(t, &old_fields, &op.fields);
-                    let body = types::body(t, &fields).map_err(ServiceError::internal)?;
-                    fields.remove("content");
-                    if body == cur.body && strip_meta(&fields) == strip_meta(&cur.fields) {
-                        continue; // nothing new: the conversation repeated the memory
-                    }
-                    let version = cur
-                        .fields
-                        .get("version")
-                        .and_then(Value::as_u64)
-                        .unwrap_or(1)
-                        + 1;
-                    fields.insert("version".into(), json!(version));
-                    fields.insert("memory_type".into(), json!(t.name));
-                    MemoryFile { body, fields }
+            for (rel, owner) in targets {
+                if let Err(why) = self.plan_one(entry, t, &op, &rel, &owner, &mut state)? {
+                    skip(why);
                 }
-                None => {
-                    let body = types::body(t, &op.fields).map_err(ServiceError::internal)?;
-                    if body.trim().is_empty() || self.echoes_existing(entry, &body)? {
-                        continue;
-                    }
-                    let mut fields = op.fields.clone();
-                    fields.remove("content");
-                    fields.insert("version".into(), json!(1));
-                    fields.insert("memory_type".into(), json!(t.name));
-                    MemoryFile { body, fields }
-                }
-            };
-            slot.2 = Some(file::render(&next));
+            }
         }
         plan.writes = state
             .into_iter()
@@ -554,14 +561,142 @@ impl Extractor<'_> {
         Ok(())
     }
 
+    /// Apply one operation to the planned text of `rel`. `Ok(Err(why))` = skipped.
+    fn plan_one(
+        &self,
+        entry: &Entry,
+        t: &MemoryType,
+        op: &Operation,
+        rel: &str,
+        owner: &Owner,
+        state: &mut BTreeMap<String, Slot>,
+    ) -> ServiceResult<Result<(), String>> {
+        if !state.contains_key(rel) {
+            let stored = read_opt(self.storage, &account_path(&entry.account, rel)?)?;
+            let (v, text) = match stored {
+                Some((t, v)) => (Some(v), Some(t)),
+                None => (None, None),
+            };
+            state.insert(rel.to_string(), (v, text.clone(), text, t.name.to_string()));
+        }
+        let Some(slot) = state.get_mut(rel) else {
+            return Ok(Ok(()));
+        };
+        if op.op == "delete" {
+            slot.2 = None;
+            return Ok(Ok(()));
+        }
+        let current = slot.2.as_deref().map(file::parse);
+        let next = match current {
+            Some(cur) => {
+                if t.mode == Mode::AddOnly {
+                    return Ok(Ok(()));
+                }
+                let mut old_fields = cur.fields.clone();
+                if t.content_template.is_none() {
+                    old_fields.insert("content".into(), Value::String(cur.body.clone()));
+                }
+                let mut fields = match file::merge_fields(t, &old_fields, &op.fields) {
+                    Ok(f) => f,
+                    Err(why) => return Ok(Err(why)),
+                };
+                let body = types::body(t, &fields).map_err(ServiceError::internal)?;
+                if t.content_template.is_none() {
+                    fields.remove("content");
+                }
+                if body == cur.body && strip_meta(&fields) == strip_meta(&cur.fields) {
+                    return Ok(Ok(())); // nothing new: the conversation repeated the memory
+                }
+                let version = cur
+                    .fields
+                    .get("version")
+                    .and_then(Value::as_u64)
+                    .unwrap_or(1)
+                    + 1;
+                fields.insert("version".into(), json!(version));
+                fields.insert("memory_type".into(), json!(t.name));
+                MemoryFile { body, fields }
+            }
+            None => {
+                let mut fields = match file::merge_fields(t, &t.init_fields(), &op.fields) {
+                    Ok(f) => f,
+                    Err(why) => return Ok(Err(why)),
+                };
+                let body = types::body(t, &fields).map_err(ServiceError::internal)?;
+                if body.trim().is_empty() || self.echoes_existing(entry, owner, &body)? {
+                    return Ok(Ok(()));
+                }
+                if t.content_template.is_none() {
+                    fields.remove("content");
+                }
+                if let Some(p) = owner {
+                    fields.insert("peer_id".into(), json!(p));
+                }
+                fields.insert("version".into(), json!(1));
+                fields.insert("memory_type".into(), json!(t.name));
+                MemoryFile { body, fields }
+            }
+        };
+        slot.2 = Some(file::render(&next));
+        Ok(Ok(()))
+    }
+
+    /// Write the start file of each enabled single-file type with start values (soul,
+    /// identity) in the user's space when it does not exist yet; recorded and tagged like
+    /// extracted memories, but not counted as extracted.
+    fn init_single_files(&self, entry: &Entry) -> ServiceResult<()> {
+        let policy = session_policy(self.storage, entry)?;
+        if policy["self"]["enabled"].as_bool() == Some(false) {
+            return Ok(());
+        }
+        let mut written = Vec::new();
+        for t in enabled_types(self.storage, entry)? {
+            let fields = t.init_fields();
+            if !t.single_file() || fields.is_empty() {
+                continue;
+            }
+            let rel = format!(
+                "{}/{}/{}",
+                scope::owner_root(&entry.user, &None),
+                t.directory,
+                t.filename_template
+            );
+            let p = account_path(&entry.account, &rel)?;
+            if self.storage.stat(&p)?.is_some() {
+                continue;
+            }
+            let body = types::body(&t, &fields).map_err(ServiceError::internal)?;
+            let mut fields = fields;
+            fields.insert("version".into(), json!(1));
+            fields.insert("memory_type".into(), json!(t.name));
+            let text = file::render(&MemoryFile { body, fields });
+            match self.storage.write_if(&p, text.as_bytes(), None) {
+                Ok(_) => {}
+                Err(StorageError::Conflict(_)) | Err(StorageError::AlreadyExists(_)) => continue,
+                Err(e) => return Err(e.into()),
+            }
+            crate::storage::tags::set_server_tags(
+                self.storage,
+                &p,
+                &[format!("memory_type={}", t.name)],
+            )?;
+            written.push(rel);
+        }
+        if let (Some(r), false) = (self.recorder, written.is_empty()) {
+            let rels: Vec<&str> = written.iter().map(String::as_str).collect();
+            r.record_paths(self.storage, &entry.account, &rels, ChangeKind::Write);
+        }
+        Ok(())
+    }
+
     /// A new memory whose every line some stored memory of the user already holds (found by
     /// keyword search, read from storage) is an echo, not a new memory.
-    fn echoes_existing(&self, entry: &Entry, body: &str) -> ServiceResult<bool> {
+    fn echoes_existing(&self, entry: &Entry, owner: &Owner, body: &str) -> ServiceResult<bool> {
         let Some(index) = self.index else {
             return Ok(false);
         };
         let terms = tokenizer::query_terms(body, 32);
-        let scope = format!("{}/{}", entry.account, memories_rel(&entry.user));
+        let scope = format!("{}/{}", entry.account, memories_rel(&entry.user, owner));
         let Ok(hits) = index.keyword_search(&entry.account, &terms, &[scope], 5) else {
             return Ok(false);
         };
@@ -640,14 +775,13 @@ fn type_of<'t>(types: &'t [MemoryType], user: &str, rel: &str) -> Option<&'t Mem
     if name.starts_with('.') || !name.ends_with(".md") {
         return None;
     }
+    let (_, below) = scope::split_owner(user, rel)?;
     types
         .iter()
         .filter(|t| {
-            let dir = format!("user/{user}/{}/", t.directory);
-            rel.starts_with(&dir)
-                && (t.filename_template.contains('/')
-                    || t.filename_template.contains("{{")
-                    || rel == format!("{dir}{}", t.filename_template))
+            let dir = format!("{}/", t.directory);
+            below.starts_with(&dir)
+                && (!t.single_file() || below == format!("{dir}{}", t.filename_template))
         })
         .max_by_key(|t| t.directory.len())
 }
@@ -674,20 +808,33 @@ fn event_date(fields: &Map<String, Value>, dates: &[String]) -> BTreeMap<String,
     out
 }
 
-/// The types this session extracts: its `memory_policy.memory_types` (else every built-in
-/// type); none when `self` memory is switched off.
-fn enabled_types(storage: &dyn Storage, entry: &Entry) -> ServiceResult<Vec<MemoryType>> {
+/// The session's normalised `memory_policy` (`null` when it has none or is gone).
+fn session_policy(storage: &dyn Storage, entry: &Entry) -> ServiceResult<Value> {
     let meta = SessionMeta::load(storage, &entry.session())?;
-    let policy = meta.map(|m| m.memory_policy).unwrap_or(Value::Null);
+    Ok(meta.map(|m| m.memory_policy).unwrap_or(Value::Null))
+}
+
+/// The types this session extracts: its `memory_policy.memory_types` (else every built-in
+/// type), with the account's template edits. Whose memories they may be is `scope`'s part.
+fn enabled_types(storage: &dyn Storage, entry: &Entry) -> ServiceResult<Vec<MemoryType>> {
+    let policy = session_policy(storage, entry)?;
     let all = super::templates::effective_types(storage, &entry.account)?;
     Ok(filter_types(all, &policy))
 }
 
+/// 0.5.2's `effective_memory_types` of a policy: the listed types, else every type extracted
+/// by default (agent-evolution types never: agent evolution is off).
+pub fn effective_type_names(policy: &Value) -> Vec<String> {
+    filter_types(types::builtin(), policy)
+        .into_iter()
+        .map(|t| t.name.to_string())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect()
+}
+
 /// The types (built-in, with the account's template edits) a normalised `memory_policy` allows.
 pub fn filter_types(all: Vec<MemoryType>, policy: &Value) -> Vec<MemoryType> {
-    if policy["self"]["enabled"].as_bool() == Some(false) {
-        return Vec::new();
-    }
     let wanted: Option<Vec<&str>> = policy["memory_types"]
         .as_array()
         .map(|a| a.iter().filter_map(Value::as_str).collect());
@@ -725,7 +872,11 @@ fn pieces(messages: &[Value], max_tokens: u64) -> Vec<Piece> {
             }
             body.push(' ');
         }
-        let mut line = format!("[{i}] {role}: {}\n", body.trim());
+        let who = match m["peer_id"].as_str().filter(|p| !p.trim().is_empty()) {
+            Some(p) if role == "user" => format!("{role} (peer {})", p.trim()),
+            _ => role.to_string(),
+        };
+        let mut line = format!("[{i}] {who}: {}\n", body.trim());
         let mut cost = tokens::estimate_text(&line);
         if cost > budget {
             let keep = (budget as usize * 4).saturating_sub(64);
@@ -834,7 +985,12 @@ fn diff_doc(archive_uri: &str, plan: &Plan, writes: &[PlannedWrite], outcome: Va
 }
 
 /// The completed task's result from the diff (0.5.2's fields plus `extraction_outcome`).
-fn task_result(entry: &Entry, archive_uri: &str, diff: &Value) -> Value {
+fn task_result(
+    entry: &Entry,
+    archive_uri: &str,
+    diff: &Value,
+    effective_types: &[String],
+) -> Value {
     let s = entry.session();
     let mut result = archive::task_result(&s, &entry.archive);
     let mut per_type: BTreeMap<String, u64> = BTreeMap::new();
@@ -862,7 +1018,7 @@ fn task_result(entry: &Entry, archive_uri: &str, diff: &Value) -> Value {
         .unwrap_or_default();
     result["memory_extraction"] = json!({"skipped": skipped.len(), "skipped_operations": skipped});
     result["memory_diff_uri"] = json!(format!("{archive_uri}/{MEMORY_DIFF}"));
-    result["effective_memory_types"] = json!(types::names());
+    result["effective_memory_types"] = json!(effective_types);
     let tokens = diff["extraction_outcome"]["tokens"].as_u64().unwrap_or(0);
     result["token_usage"]["llm"]["total_tokens"] = json!(tokens);
     result["token_usage"]["total"]["total_tokens"] = json!(tokens);
@@ -893,8 +1049,22 @@ mod tests {
 
     #[test]
     fn policy_filters_types() {
-        assert_eq!(filter_types(types::builtin(), &Value::Null).len(), 4);
-        assert!(filter_types(types::builtin(), &json!({"self": {"enabled": false}})).is_empty());
+        assert_eq!(filter_types(types::builtin(), &Value::Null).len(), 6);
+        assert_eq!(
+            effective_type_names(&Value::Null),
+            [
+                "entities",
+                "events",
+                "identity",
+                "preferences",
+                "profile",
+                "soul"
+            ]
+        );
+        assert_eq!(
+            effective_type_names(&json!({"memory_types": ["soul", "cases"]})),
+            ["soul"]
+        );
         let t = filter_types(types::builtin(), &json!({"memory_types": ["events"]}));
         assert_eq!(t.len(), 1);
         assert_eq!(backoff(0, 300), 5);

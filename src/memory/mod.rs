@@ -8,6 +8,7 @@ pub mod extract;
 pub mod file;
 pub mod health;
 pub mod model;
+pub mod scope;
 pub mod stats;
 pub mod templates;
 pub mod types;

@@ -60,6 +60,10 @@ pub struct Operation {
     pub memory_type: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uri: Option<String>,
+    /// The peer the memory is about (0.5.2's `peer_id`); `None` = the user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer_id: Option<String>,
+    /// Field values: strings, or `{"blocks": [...]}` on a patch field.
     #[serde(default)]
     pub fields: Map<String, Value>,
 }
@@ -86,9 +90,16 @@ pub struct Asked {
 }
 
 /// The JSON schema of an answer (sent to providers that accept one).
-pub fn answer_schema(types: &[MemoryType]) -> Value {
+pub fn answer_schema(types: &[MemoryType], peers: &[String]) -> Value {
     let names: Vec<&str> = types.iter().map(|t| t.name).collect();
-    json!({
+    let block = json!({"type": "object", "properties": {
+        "search": {"type": "string"}, "replace": {"type": "string"}, "delete": {"type": "string"}}});
+    let value = json!({"anyOf": [
+        {"type": "string"},
+        {"type": "object", "properties": {"blocks": {"type": "array", "items": block}},
+         "required": ["blocks"]}
+    ]});
+    let mut schema = json!({
         "type": "object",
         "properties": {
             "operations": {
@@ -99,17 +110,22 @@ pub fn answer_schema(types: &[MemoryType]) -> Value {
                         "op": {"type": "string", "enum": ["add", "update", "delete", "noop"]},
                         "memory_type": {"type": "string", "enum": names},
                         "uri": {"type": "string"},
-                        "fields": {"type": "object", "additionalProperties": {"type": "string"}}
+                        "fields": {"type": "object", "additionalProperties": value}
                     },
                     "required": ["op", "memory_type"]
                 }
             }
         },
         "required": ["operations"]
-    })
+    });
+    if !peers.is_empty() {
+        schema["properties"]["operations"]["items"]["properties"]["peer_id"] =
+            json!({"type": "string", "enum": peers});
+    }
+    schema
 }
 
-fn instructions(types: &[MemoryType]) -> String {
+fn instructions(types: &[MemoryType], peers: &[String]) -> String {
     let mut s = String::from(
         "You maintain a user's long-term memory. Read the conversation and decide what is worth \
          remembering across future conversations, by memory type below. Reply with one JSON \
@@ -119,9 +135,22 @@ fn instructions(types: &[MemoryType]) -> String {
          \"fields\": {<field>: <string>}}. Use \"update\" to add new facts to an existing \
          memory, \"delete\" when the conversation shows an existing memory is wrong, \"noop\" \
          when an existing memory already says it. Facts the assistant merely repeated from \
-         existing memories are not new. Nothing worth remembering: {\"operations\": []}.\n\n\
-         Memory types:\n",
+         existing memories are not new. Nothing worth remembering: {\"operations\": []}.\n\
+         A field value is a string. To change part of an existing memory, a field marked \
+         \"patch\" may instead be {\"blocks\": [{\"search\": <exact stored text>, \
+         \"replace\": <new text>} or {\"delete\": <exact stored lines>}]}. A plain string on a \
+         Markdown field adds its lines; a line '- <Key>: <value>' replaces the stored line with \
+         the same key.\n",
     );
+    if !peers.is_empty() {
+        s.push_str(&format!(
+            "Messages marked (peer <id>) come from another person in the conversation. A memory \
+             about one of them carries \"peer_id\": <id> (one of: {}); a memory about the user \
+             has no peer_id. Events belong to whoever wrote the messages in their ranges.\n",
+            peers.join(", ")
+        ));
+    }
+    s.push_str("\nMemory types:\n");
     for t in types {
         s.push_str(&format!("\n## {}\n{}\nFields:\n", t.name, t.description));
         for f in &t.fields {
@@ -202,9 +231,34 @@ pub fn judge(
             Some(_) => return Err(schema(format!("operations[{i}].fields must be an object"))),
         };
         let mut clean = Map::new();
+        let mut peer_id = match obj.get("peer_id") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(p)) if p.trim().is_empty() => None,
+            Some(Value::String(p)) => Some(p.trim().to_string()),
+            Some(_) => return Err(schema(format!("operations[{i}].peer_id must be a string"))),
+        };
         for (k, v) in fields {
-            if t.field(&k).is_none() {
+            if k == "peer_id" && peer_id.is_none() {
+                peer_id = v
+                    .as_str()
+                    .map(str::trim)
+                    .filter(|p| !p.is_empty())
+                    .map(str::to_string);
+                continue;
+            }
+            let Some(field) = t.field(&k) else {
                 continue; // unknown fields are dropped, not fatal
+            };
+            if let Value::Object(patch) = &v {
+                if field.merge != super::types::MergeOp::Patch {
+                    return Err(schema(format!(
+                        "operations[{i}].fields.{k}: blocks are only for patch fields"
+                    )));
+                }
+                check_blocks(patch)
+                    .map_err(|m| schema(format!("operations[{i}].fields.{k}: {m}")))?;
+                clean.insert(k, v);
+                continue;
             }
             let s = match v {
                 Value::String(s) => s,
@@ -249,11 +303,12 @@ pub fn judge(
                     t.required_fields()
                 };
                 for r in required {
-                    if clean
-                        .get(r)
-                        .and_then(Value::as_str)
-                        .is_none_or(|s| s.trim().is_empty())
-                    {
+                    let given = match clean.get(r) {
+                        Some(Value::String(s)) => !s.trim().is_empty(),
+                        Some(Value::Object(_)) => true,
+                        _ => false,
+                    };
+                    if !given {
                         return Err(schema(format!(
                             "operations[{i}].fields.{r} is required for {type_name}"
                         )));
@@ -266,24 +321,50 @@ pub fn judge(
             op: kind.to_string(),
             memory_type: type_name.to_string(),
             uri,
+            peer_id,
             fields: clean,
         });
     }
     Ok(out)
 }
 
+/// `{"blocks": [...]}`: each block `{search, replace}` or `{delete}`, texts non-empty.
+fn check_blocks(patch: &Map<String, Value>) -> Result<(), String> {
+    let Some(blocks) = patch.get("blocks").and_then(Value::as_array) else {
+        return Err("an object value must be {\"blocks\": [...]}".into());
+    };
+    if blocks.is_empty() || blocks.len() > 64 {
+        return Err("blocks must hold 1 to 64 edits".into());
+    }
+    for (j, b) in blocks.iter().enumerate() {
+        let text = |k: &str| b.get(k).and_then(Value::as_str);
+        let ok = match (text("search"), text("replace"), text("delete")) {
+            (Some(s), Some(_), None) => !s.is_empty(),
+            (None, None, Some(d)) => !d.is_empty(),
+            _ => false,
+        };
+        if !ok {
+            return Err(format!(
+                "blocks[{j}] must be {{\"search\", \"replace\"}} or {{\"delete\"}} with non-empty text"
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Ask about one piece of conversation, repairing invalid answers up to `repairs` times.
 pub fn ask(
     chat: &ChatSession<'_>,
     types: &[MemoryType],
+    peers: &[String],
     conversation: &str,
     candidates: &[Candidate],
     today: &str,
     repairs: u32,
 ) -> Asked {
-    let schema = answer_schema(types);
+    let schema = answer_schema(types, peers);
     let mut messages = vec![
-        json!({"role": "system", "content": instructions(types)}),
+        json!({"role": "system", "content": instructions(types, peers)}),
         json!({"role": "user", "content": user_prompt(conversation, candidates, today)}),
     ];
     let mut asked = Asked::default();
@@ -368,5 +449,22 @@ mod tests {
         assert!(judge(r#"{"operations":[]}"#, &types, &[])
             .unwrap()
             .is_empty());
+        // Blocks on a patch field, a peer id; blocks on an immutable field are refused.
+        let ops = judge(
+            r#"{"operations":[{"op":"add","memory_type":"preferences","peer_id":"bob","fields":{"user":"bob","topic":"tea","content":{"blocks":[{"search":"a","replace":"b"}]}}}]}"#,
+            &types,
+            &[],
+        )
+        .unwrap();
+        assert_eq!(ops[0].peer_id.as_deref(), Some("bob"));
+        assert!(ops[0].fields["content"].is_object());
+        assert_eq!(
+            judge(r#"{"operations":[{"op":"add","memory_type":"preferences","fields":{"user":"bob","topic":{"blocks":[{"search":"a","replace":"b"}]},"content":"x"}}]}"#, &types, &[]).unwrap_err().0,
+            OutcomeKind::SchemaError
+        );
+        assert_eq!(
+            judge(r#"{"operations":[{"op":"add","memory_type":"profile","fields":{"content":{"blocks":[{"search":"","replace":"b"}]}}}]}"#, &types, &[]).unwrap_err().0,
+            OutcomeKind::SchemaError
+        );
     }
 }

@@ -19,6 +19,18 @@ pub const EDITABLE: &[(&str, &[&str])] = &[
     ("events", &["event_name", "summary"]),
     ("preferences", &["topic", "content"]),
     ("entities", &["category", "name", "content"]),
+    ("soul", &["core_truths", "boundaries", "vibe", "continuity"]),
+    (
+        "identity",
+        &[
+            "creature",
+            "name",
+            "vibe",
+            "avatar",
+            "emoji",
+            "introduction",
+        ],
+    ),
 ];
 
 /// Types whose content template is editable.
@@ -58,11 +70,18 @@ fn data(t: &MemoryType) -> Value {
         "filename_template": t.filename_template,
         "content_template": t.content_template,
         "enabled": true,
+        "peer_enabled": t.peer_enabled,
         "operation_mode": if t.mode == Mode::AddOnly { "add_only" } else { "upsert" },
-        "fields": t.fields.iter().map(|f| json!({
-            "name": f.name, "type": "string", "description": f.description,
-            "merge_op": f.merge.as_str(),
-        })).collect::<Vec<_>>(),
+        "fields": t.fields.iter().map(|f| {
+            let mut v = json!({
+                "name": f.name, "type": "string", "description": f.description,
+                "merge_op": f.merge.as_str(),
+            });
+            if let Some(init) = f.init_value {
+                v["init_value"] = json!(init);
+            }
+            v
+        }).collect::<Vec<_>>(),
     })
 }
 
@@ -280,7 +299,11 @@ mod tests {
         let st = LocalStorage::open(d.path()).unwrap();
         let g = get(&st, "acme", "preferences").unwrap();
         assert_eq!(g["status"], "system_default");
-        assert!(get(&st, "acme", "soul").is_err());
+        assert!(get(&st, "acme", "cases").is_err());
+        assert_eq!(
+            get(&st, "acme", "soul").unwrap()["status"],
+            "system_default"
+        );
         let body = json!({"description": "Only food preferences.",
             "fields": [{"name": "topic", "description": "The dish."}]});
         let r = put(&st, "acme", "preferences", Some(&body)).unwrap();
@@ -335,7 +358,7 @@ mod tests {
                 .as_array()
                 .unwrap()
                 .len(),
-            4
+            6
         );
     }
 }

@@ -16,9 +16,21 @@ pub enum MergeOp {
     Immutable,
     /// The new value replaces the old one.
     Replace,
-    /// Markdown lines: the old ones stay, new lines not already present (ignoring case,
-    /// spacing and bullet markers) are appended.
+    /// An edit of the stored value (see `memory::file::patch_value`): SEARCH/REPLACE/DELETE
+    /// blocks, or a plain new value merged by the field's [`Shape`].
     Patch,
+}
+
+/// What a text field holds, which decides how a plain (non-block) patch value merges.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    /// One value (a name, a sentence, a paragraph): a new value replaces it, as 0.5.2 does
+    /// with a plain patch string.
+    Scalar,
+    /// Markdown bullets, one fact per line: a new `- Key: value` line replaces the stored line
+    /// with the same key (a stale fact is replaced), other new lines are appended unless
+    /// already present — so a model that reports only what is new never erases the rest.
+    Lines,
 }
 
 impl MergeOp {
@@ -37,6 +49,9 @@ pub struct Field {
     /// What the model reads (an account may rewrite it: `memory::templates`).
     pub description: String,
     pub merge: MergeOp,
+    pub shape: Shape,
+    /// The value a memory file of a single-file type starts with (Longship's words).
+    pub init_value: Option<&'static str>,
 }
 
 /// Whether a type updates existing files or only ever adds new ones.
@@ -58,6 +73,8 @@ pub struct MemoryType {
     pub content_template: Option<String>,
     pub fields: Vec<Field>,
     pub mode: Mode,
+    /// May be written for a peer (`user/<user>/peers/<peer_id>/...`) as well as the user.
+    pub peer_enabled: bool,
 }
 
 impl MemoryType {
@@ -67,10 +84,32 @@ impl MemoryType {
 
     /// Fields the file name is made of (they must be present and non-empty).
     pub fn identity_fields(&self) -> Vec<&'static str> {
+        let used = template_variables(self.filename_template);
         self.fields
             .iter()
-            .filter(|f| self.filename_template.contains(f.name))
+            .filter(|f| used.iter().any(|u| u == f.name))
             .map(|f| f.name)
+            .collect()
+    }
+
+    /// One file per user (the file name has no variables): `profile.md`, `soul.md`, ...
+    pub fn single_file(&self) -> bool {
+        !self.filename_template.contains("{{")
+    }
+
+    /// The fields a new file of this type starts with (empty when no field has a start value).
+    pub fn init_fields(&self) -> Map<String, Value> {
+        if self.fields.iter().all(|f| f.init_value.is_none()) {
+            return Map::new();
+        }
+        self.fields
+            .iter()
+            .map(|f| {
+                (
+                    f.name.to_string(),
+                    Value::String(f.init_value.unwrap_or("").into()),
+                )
+            })
             .collect()
     }
 
@@ -87,12 +126,40 @@ impl MemoryType {
     }
 }
 
+/// The first identifier of every `{{ ... }}` expression of a template.
+fn template_variables(template: &str) -> Vec<String> {
+    template
+        .split("{{")
+        .skip(1)
+        .filter_map(|part| {
+            let expr = part.split("}}").next()?.trim_start();
+            let name: String = expr
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            (!name.is_empty()).then_some(name)
+        })
+        .collect()
+}
+
 fn field(name: &'static str, merge: MergeOp, description: &str) -> Field {
+    let shape = if name == "content" {
+        Shape::Lines
+    } else {
+        Shape::Scalar
+    };
     Field {
         name,
         description: description.to_string(),
         merge,
+        shape,
+        init_value: None,
     }
+}
+
+fn with_init(mut f: Field, init: &'static str) -> Field {
+    f.init_value = Some(init);
+    f
 }
 
 /// The built-in user memory types, in extraction order.
@@ -110,10 +177,13 @@ pub fn builtin() -> Vec<MemoryType> {
             fields: vec![field(
                 "content",
                 MergeOp::Patch,
-                "Markdown: a '# <name>' heading, then one '- ' bullet per lasting fact, each \
-                 ending with '(as of YYYY-MM-DD)'.",
+                "Markdown: a '# <name>' heading, then one bullet per lasting fact written as \
+                 '- <Attribute>: <value> (as of YYYY-MM-DD)', e.g. '- Residence: Lisbon (as of \
+                 2026-12-07)'. A fact that changed is given again with the same attribute and \
+                 its new value; it replaces the old one.",
             )],
             mode: Mode::Upsert,
+            peer_enabled: true,
         },
         MemoryType {
             name: "preferences",
@@ -143,6 +213,7 @@ pub fn builtin() -> Vec<MemoryType> {
                 ),
             ],
             mode: Mode::Upsert,
+            peer_enabled: true,
         },
         MemoryType {
             name: "entities",
@@ -173,6 +244,7 @@ pub fn builtin() -> Vec<MemoryType> {
                 ),
             ],
             mode: Mode::Upsert,
+            peer_enabled: true,
         },
         MemoryType {
             name: "events",
@@ -192,12 +264,12 @@ pub fn builtin() -> Vec<MemoryType> {
                 ),
                 field(
                     "goal",
-                    MergeOp::Replace,
+                    MergeOp::Patch,
                     "Its purpose in five words or fewer.",
                 ),
                 field(
                     "summary",
-                    MergeOp::Replace,
+                    MergeOp::Patch,
                     "One or two sentences in the third person: who did or decided what, and \
                      when.",
                 ),
@@ -209,8 +281,115 @@ pub fn builtin() -> Vec<MemoryType> {
                 ),
             ],
             mode: Mode::AddOnly,
+            peer_enabled: true,
+        },
+        MemoryType {
+            name: "soul",
+            description: "Who the assistant is for this user: the values it holds, the lines \
+                          it does not cross, its manner, and how it keeps continuity. Change it \
+                          only when the user shapes the assistant's character or asks for a \
+                          different way of working together."
+                .into(),
+            directory: "memories",
+            filename_template: "soul.md",
+            content_template: Some(
+                "# soul.md\n\n## Core truths\n{{ core_truths }}\n\n## Boundaries\n\
+                 {{ boundaries }}\n\n## Vibe\n{{ vibe }}\n\n## Continuity\n{{ continuity }}\n"
+                    .into(),
+            ),
+            fields: vec![
+                with_init(
+                    field("core_truths", MergeOp::Patch, "The assistant's values."),
+                    "Be useful rather than impressive. Hold real opinions. Look things up \
+                     before asking. Earn trust by getting things right.",
+                ),
+                with_init(
+                    field(
+                        "boundaries",
+                        MergeOp::Patch,
+                        "What the assistant will not do, and what it asks first.",
+                    ),
+                    "Keep the user's private matters private. Ask before acting outside this \
+                     conversation. Do not send unfinished answers.",
+                ),
+                with_init(
+                    field("vibe", MergeOp::Patch, "How the assistant talks."),
+                    "Brief when that serves, thorough when the task needs it.",
+                ),
+                with_init(
+                    field(
+                        "continuity",
+                        MergeOp::Patch,
+                        "How the assistant carries memory between conversations.",
+                    ),
+                    "These memory files are what carries over between conversations: read \
+                     them, keep them current, and say so when this one changes.",
+                ),
+            ],
+            mode: Mode::Upsert,
+            peer_enabled: true,
+        },
+        MemoryType {
+            name: "identity",
+            description: "The assistant's own identity as agreed with this user: its name, \
+                          what kind of being it is, its temperament, emoji, avatar and how it \
+                          introduces itself. Change it only when the user names or describes \
+                          the assistant."
+                .into(),
+            directory: "memories",
+            filename_template: "identity.md",
+            content_template: Some(
+                "# identity.md\n\n- Name: {{ name }}\n- Creature: {{ creature }}\n\
+                 - Vibe: {{ vibe }}\n- Emoji: {{ emoji }}\n- Avatar: {{ avatar }}\n\n\
+                 {{ introduction }}\n"
+                    .into(),
+            ),
+            fields: vec![
+                with_init(
+                    field(
+                        "creature",
+                        MergeOp::Patch,
+                        "What kind of being the assistant is (AI, robot, familiar, ...).",
+                    ),
+                    "AI assistant",
+                ),
+                with_init(
+                    field("name", MergeOp::Immutable, "The assistant's name."),
+                    "",
+                ),
+                field("vibe", MergeOp::Patch, "The assistant's temperament."),
+                field("emoji", MergeOp::Patch, "The assistant's signature emoji."),
+                field(
+                    "avatar",
+                    MergeOp::Patch,
+                    "Path or URL of the assistant's avatar.",
+                ),
+                with_init(
+                    field(
+                        "introduction",
+                        MergeOp::Patch,
+                        "How the assistant introduces itself, in its own voice.",
+                    ),
+                    "Not introduced yet.",
+                ),
+            ],
+            mode: Mode::Upsert,
+            peer_enabled: true,
         },
     ]
+}
+
+/// The agent-evolution types of 0.5.2 (`cases` and the execution types). Longship does not
+/// extract them (agent evolution is off for every account, as 0.5.2's default), but a
+/// `memory_policy` may name them: they are known names that select nothing.
+pub const AGENT_EVOLUTION: &[&str] = &["cases", "experiences", "trajectories"];
+
+/// Every type name a `memory_policy.memory_types` may list (0.5.2's enabled built-ins).
+pub fn known_names() -> Vec<&'static str> {
+    let mut out = names();
+    out.extend_from_slice(AGENT_EVOLUTION);
+    out.sort_unstable();
+    out
 }
 
 /// Names of the built-in types.

@@ -5,8 +5,9 @@
 //!
 //! Its "model" is a script, not a language model: every conversation line of the form
 //! `remember <kind> <key> = <text>` (`pref <topic>`, `entity <category>/<name>`,
-//! `event <name>`, `profile -`) becomes one memory operation, so a test knows exactly what a
-//! correct extraction writes. Misbehaviour is scripted per request ([`Answer`]): prose,
+//! `event <name>`, `profile -`, `identity <field>`, `soul <field>`) becomes one memory
+//! operation — of a type the request lists, and about the peer who wrote the line, if one
+//! did — so a test knows exactly what a correct extraction writes. Misbehaviour is scripted per request ([`Answer`]): prose,
 //! truncated JSON, a wrong schema, HTTP 500, a slow answer, or refusing `json_schema`.
 
 use std::collections::VecDeque;
@@ -109,15 +110,17 @@ impl Drop for ChatServer {
     }
 }
 
-/// The operations the script extracts from a prompt's conversation lines.
-pub fn scripted_operations(prompt: &str) -> Value {
+/// The operations the script extracts from a prompt's conversation lines (every type when
+/// `system` is empty, else the types it lists as `## <type>`).
+pub fn scripted_operations(system: &str, prompt: &str) -> Value {
+    let listed = |t: &str| system.is_empty() || system.contains(&format!("\n## {t}\n"));
     let mut ops = Vec::new();
     for line in prompt.lines() {
         // "[3] user: remember pref coffee = Drinks oat milk flat whites"
         let Some((head, rest)) = line.split_once("remember ") else {
             continue;
         };
-        if !head.starts_with('[') || !head.contains("user:") {
+        if !head.starts_with('[') || !(head.contains("] user:") || head.contains("] user (peer")) {
             continue;
         }
         let index = head
@@ -129,12 +132,17 @@ pub fn scripted_operations(prompt: &str) -> Value {
             continue;
         };
         let text = text.trim();
+        let peer = head
+            .split_once("(peer ")
+            .and_then(|(_, p)| p.split(')').next())
+            .map(str::to_string);
+        let who = peer.clone().unwrap_or_else(|| "alice".into());
         let mut words = spec.split_whitespace();
         let kind = words.next().unwrap_or("");
         let key = words.next().unwrap_or("");
-        let op = match kind {
+        let mut op = match kind {
             "pref" => json!({"op": "add", "memory_type": "preferences",
-                "fields": {"user": "alice", "topic": key, "content": format!("- {text}")}}),
+                "fields": {"user": who, "topic": key, "content": format!("- {text}")}}),
             "entity" => {
                 let (cat, name) = key.split_once('/').unwrap_or(("thing", key));
                 json!({"op": "add", "memory_type": "entities",
@@ -143,9 +151,18 @@ pub fn scripted_operations(prompt: &str) -> Value {
             "event" => json!({"op": "add", "memory_type": "events",
                 "fields": {"event_name": key, "goal": "planned", "summary": text, "ranges": index}}),
             "profile" => json!({"op": "add", "memory_type": "profile",
-                "fields": {"content": format!("# alice\n- {text}")}}),
+                "fields": {"content": format!("# {who}\n- {text}")}}),
+            "identity" => json!({"op": "update", "memory_type": "identity",
+                "fields": {key: text}}),
+            "soul" => json!({"op": "update", "memory_type": "soul", "fields": {key: text}}),
             _ => continue,
         };
+        if !listed(op["memory_type"].as_str().unwrap_or("")) {
+            continue;
+        }
+        if let (Some(p), false) = (&peer, op["fields"]["ranges"].is_string()) {
+            op["peer_id"] = json!(p);
+        }
         ops.push(op);
     }
     json!({"operations": ops})
@@ -212,8 +229,9 @@ fn answer(v: &Value, script: &Script) -> (u16, String) {
         .or_else(|| script.default.lock().unwrap().clone())
         .unwrap_or(Answer::Good);
     // The first user message holds the conversation (repair turns come later).
+    let system = v["messages"][0]["content"].as_str().unwrap_or("");
     let prompt = v["messages"][1]["content"].as_str().unwrap_or("");
-    let good = scripted_operations(prompt).to_string();
+    let good = scripted_operations(system, prompt).to_string();
     let content = match mode {
         Answer::Good => good,
         Answer::Slow(d) => {

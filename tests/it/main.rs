@@ -37,6 +37,7 @@ mod seaweed;
 mod sessions;
 mod sessions_durability;
 mod skills;
+mod snapshot;
 mod storage_backends;
 mod system;
 mod tags;

@@ -51,6 +51,13 @@ fn wait_task(c: &Dev, id: &str, within: Duration) -> Value {
 
 const MEM: &str = "acme/user/alice/memories";
 
+/// The start files every extraction with a model writes once (soul, identity): left out of
+/// [`memory_files`], checked by their own test.
+fn is_start_file(p: &str) -> bool {
+    p == format!("{MEM}/soul.md") || p == format!("{MEM}/identity.md")
+}
+
+/// Memory files of alice (her own and her peers'), start files left out.
 fn memory_files(st: &Storage) -> Vec<String> {
     fn walk(st: &Storage, rel: &str, out: &mut Vec<String>) {
         for name in st.list(rel) {
@@ -66,6 +73,11 @@ fn memory_files(st: &Storage) -> Vec<String> {
     if st.exists(MEM) {
         walk(st, MEM, &mut out);
     }
+    let peers = "acme/user/alice/peers";
+    if st.exists(peers) {
+        walk(st, peers, &mut out);
+    }
+    out.retain(|p| !is_start_file(p));
     out.sort();
     out
 }
@@ -607,7 +619,17 @@ fn account_memory_templates_edit_what_the_model_reads_and_memories_stay_private(
         .iter()
         .map(|t| t["memory_type"].as_str().unwrap().to_string())
         .collect();
-    assert_eq!(names, ["profile", "events", "preferences", "entities"]);
+    assert_eq!(
+        names,
+        [
+            "profile",
+            "events",
+            "preferences",
+            "entities",
+            "soul",
+            "identity"
+        ]
+    );
     let one = ok(&s.get(&format!("{base}/preferences"), Some(&admin))).clone();
     assert_eq!(one["status"], "system_default");
     assert_eq!(one["effective"], one["defaults"]);
@@ -637,7 +659,7 @@ fn account_memory_templates_edit_what_the_model_reads_and_memories_stay_private(
         json!({"fields": [{"name": "user", "description": "x"}]}),
     );
     assert_eq!(r.status, 400, "{:?}", r.body);
-    assert_eq!(s.get(&format!("{base}/soul"), Some(&admin)).status, 404);
+    assert_eq!(s.get(&format!("{base}/cases"), Some(&admin)).status, 404);
     assert_eq!(s.get(base, Some(&other)).status, 403);
     assert_eq!(s.get(base, Some(&bob)).status, 403);
     assert_eq!(
@@ -735,4 +757,239 @@ fn a_deleted_session_leaves_no_extraction_behind() {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert!(memory_files(&st).is_empty());
+}
+
+/// Create session `sid` (with `policy` as its `memory_policy`), add `msgs`, commit; the task.
+fn commit_messages(c: &Dev, sid: &str, policy: Option<Value>, msgs: &[Value]) -> String {
+    let mut body = json!({"session_id": sid});
+    if let Some(p) = policy {
+        body["memory_policy"] = p;
+    }
+    ok(&c.post("/api/v1/sessions", body));
+    for m in msgs {
+        ok(&c.post(&format!("/api/v1/sessions/{sid}/messages"), m.clone()));
+    }
+    let out = ok(&c.post(&format!("/api/v1/sessions/{sid}/commit"), json!({}))).clone();
+    assert_eq!(out["status"], "accepted", "{out}");
+    out["task_id"].as_str().unwrap().to_string()
+}
+
+fn fields_of(st: &Storage, rel: &str) -> Value {
+    let text = st.read_string(rel);
+    let json = text
+        .split("<!-- MEMORY_FIELDS")
+        .nth(1)
+        .and_then(|r| r.rsplit_once("-->"))
+        .map(|(j, _)| j.trim().to_string())
+        .unwrap_or_default();
+    serde_json::from_str(&json).unwrap_or(Value::Null)
+}
+
+#[test]
+fn soul_and_identity_are_kept_and_the_policy_picks_the_types() {
+    let model = ChatServer::start();
+    let st = Storage::new();
+    let s = Server::start(&st, with_model(&model));
+    let c = Dev::alice(&s);
+    let id = commit(
+        &c,
+        "s1",
+        &[
+            "remember identity name = Nova",
+            "remember identity creature = robot",
+            "remember pref tea = Likes green tea",
+        ],
+    );
+    let t = wait_task(&c, &id, Duration::from_secs(60));
+    let r = &t["result"];
+    // 0.5.2's default types for a plain user session (agent evolution off: no cases).
+    assert_eq!(
+        r["effective_memory_types"],
+        json!([
+            "entities",
+            "events",
+            "identity",
+            "preferences",
+            "profile",
+            "soul"
+        ]),
+        "{r}"
+    );
+    assert_eq!(r["memories_extracted"]["identity"], 1, "{r}");
+    assert_eq!(r["memories_extracted"]["preferences"], 1, "{r}");
+    // Both single-file types exist in 0.5.2's places, with their fields.
+    let soul = format!("{MEM}/soul.md");
+    let identity = format!("{MEM}/identity.md");
+    assert!(
+        body_of(&st, &soul).contains("## Core truths"),
+        "{}",
+        st.read_string(&soul)
+    );
+    assert_eq!(fields_of(&st, &soul)["memory_type"], "soul");
+    let f = fields_of(&st, &identity);
+    assert_eq!(f["name"], "Nova", "{f}");
+    assert_eq!(f["creature"], "robot", "{f}");
+    assert!(body_of(&st, &identity).contains("- Name: Nova"));
+    let r = c.get(&format!(
+        "/api/v1/fs/attrs?uri={}",
+        q("viking://user/alice/memories/soul.md")
+    ));
+    assert_eq!(
+        ok(&r)["attrs"]["tags"],
+        json!(["memory_type=soul"]),
+        "{r:?}"
+    );
+    // The name is immutable once set.
+    let id = commit(&c, "s2", &["remember identity name = Other"]);
+    let t = wait_task(&c, &id, Duration::from_secs(60));
+    assert_eq!(t["result"]["memories_extracted"]["total"], 0, "{t}");
+    assert_eq!(fields_of(&st, &identity)["name"], "Nova");
+
+    // A session listing only events extracts only events, and says so.
+    let id = commit_messages(
+        &c,
+        "only-events",
+        Some(json!({"memory_types": ["events"]})),
+        &[
+            json!({"role": "user", "content": "remember pref jam = Likes jam"}),
+            json!({"role": "user", "content": "remember event trip_booked = Alice booked a trip"}),
+        ],
+    );
+    let t = wait_task(&c, &id, Duration::from_secs(60));
+    assert_eq!(
+        t["result"]["effective_memory_types"],
+        json!(["events"]),
+        "{t}"
+    );
+    assert_eq!(t["result"]["memories_extracted"]["total"], 1, "{t}");
+    assert_eq!(t["result"]["memories_extracted"]["events"], 1, "{t}");
+    assert!(!memory_files(&st).iter().any(|f| f.ends_with("/jam.md")));
+    // Only the listed types were offered to the model.
+    let bodies = model.script.bodies.lock().unwrap().clone();
+    let last = bodies.last().unwrap()["messages"][0]["content"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        last.contains("\n## events\n") && !last.contains("\n## preferences\n"),
+        "{last}"
+    );
+    // An unknown type is refused as 0.5.2 refuses it.
+    let r = c.post(
+        "/api/v1/sessions",
+        json!({"session_id": "bad", "memory_policy": {"memory_types": ["nope"]}}),
+    );
+    assert_eq!(r.status, 400, "{:?}", r.body);
+    assert!(r
+        .body
+        .to_string()
+        .contains("Unknown memory_policy.memory_types: nope"));
+}
+
+#[test]
+fn peer_memories_go_to_the_peers_space_as_the_policy_allows() {
+    let model = ChatServer::start();
+    let st = Storage::new();
+    let s = Server::start(&st, with_model(&model));
+    let c = Dev::alice(&s);
+    let bob = |text: &str| json!({"role": "user", "content": text, "peer_id": "bob"});
+    let me = |text: &str| json!({"role": "user", "content": text});
+    let id = commit_messages(
+        &c,
+        "p1",
+        None,
+        &[
+            me("remember pref tea = Likes green tea"),
+            bob("remember pref coffee = Drinks espresso"),
+            bob("remember event moved_house = Bob moved to Porto"),
+        ],
+    );
+    let t = wait_task(&c, &id, Duration::from_secs(60));
+    assert_eq!(t["result"]["memories_extracted"]["total"], 3, "{t}");
+    let files = memory_files(&st);
+    let peer = "acme/user/alice/peers/bob/memories";
+    assert!(
+        files.contains(&format!("{MEM}/preferences/alice/tea.md")),
+        "{files:?}"
+    );
+    let coffee = format!("{peer}/preferences/bob/coffee.md");
+    assert!(files.contains(&coffee), "{files:?}");
+    assert_eq!(fields_of(&st, &coffee)["peer_id"], "bob");
+    // The event's owner comes from who wrote the messages of its ranges.
+    assert!(
+        files
+            .iter()
+            .any(|f| f.starts_with(&format!("{peer}/events/")) && f.ends_with("/moved_house.md")),
+        "{files:?}"
+    );
+    // The model was told who the peer is.
+    let bodies = model.script.bodies.lock().unwrap().clone();
+    let prompt = bodies[0]["messages"][1]["content"].as_str().unwrap();
+    assert!(
+        prompt.contains("user (peer bob): remember pref coffee"),
+        "{prompt}"
+    );
+
+    // Self memory off: the peer's memory is written; the user's own event (its ranges name
+    // the user's message) is skipped with the reason.
+    let id = commit_messages(
+        &c,
+        "p2",
+        Some(json!({"self": {"enabled": false}})),
+        &[
+            me("remember event jam_made = Alice made jam"),
+            bob("remember pref music = Plays jazz"),
+        ],
+    );
+    let t = wait_task(&c, &id, Duration::from_secs(60));
+    assert_eq!(t["result"]["memories_extracted"]["total"], 1, "{t}");
+    assert!(st.exists(&format!("{peer}/preferences/bob/music.md")));
+    assert!(!memory_files(&st)
+        .iter()
+        .any(|f| f.ends_with("/jam_made.md")));
+    let skipped = t["result"]["memory_extraction"]["skipped_operations"].to_string();
+    assert!(skipped.contains("self memory is off"), "{t}");
+
+    // Peer memory off: the peer's line is not the user's either.
+    let id = commit_messages(
+        &c,
+        "p3",
+        Some(json!({"peer": {"enabled": false}})),
+        &[bob("remember pref books = Reads sci-fi")],
+    );
+    let t = wait_task(&c, &id, Duration::from_secs(60));
+    assert_eq!(t["result"]["memories_extracted"]["total"], 0, "{t}");
+    assert!(!memory_files(&st).iter().any(|f| f.ends_with("/books.md")));
+}
+
+#[test]
+fn a_changed_profile_fact_replaces_the_stale_one() {
+    let model = ChatServer::start();
+    let st = Storage::new();
+    let s = Server::start(&st, with_model(&model));
+    let c = Dev::alice(&s);
+    let id = commit(
+        &c,
+        "f1",
+        &["remember profile - = Residence: Berlin (as of 2025-01-02)"],
+    );
+    wait_task(&c, &id, Duration::from_secs(60));
+    let id = commit(
+        &c,
+        "f2",
+        &["remember profile - = Occupation: nurse (as of 2025-03-01)"],
+    );
+    wait_task(&c, &id, Duration::from_secs(60));
+    let id = commit(
+        &c,
+        "f3",
+        &["remember profile - = Residence: Lisbon (as of 2026-12-07)"],
+    );
+    let t = wait_task(&c, &id, Duration::from_secs(60));
+    assert_eq!(t["result"]["memories_extracted"]["profile"], 1, "{t}");
+    // The old residence is gone, the untouched fact stays: one current value per attribute.
+    assert_eq!(
+        body_of(&st, &format!("{MEM}/profile.md")),
+        "# alice\n- Residence: Lisbon (as of 2026-12-07)\n- Occupation: nurse (as of 2025-03-01)"
+    );
 }

@@ -74,8 +74,13 @@ pub fn auto_commit(input: Option<&Value>) -> Result<Value, ServiceError> {
     Ok(Value::Object(out))
 }
 
-/// Normalised `memory_policy`; absent or `null` stays `null`.
-pub fn memory(input: Option<&Value>) -> Result<Value, ServiceError> {
+/// The agent-evolution types: listed only together (with `experiences`) or not at all, as
+/// 0.5.2 normalises `memory_types`.
+const AGENT_EVOLUTION: &[&str] = &["cases", "experiences", "trajectories"];
+
+/// Normalised `memory_policy`; absent or `null` stays `null`. `known` = every memory type name
+/// a policy may list (the memory domain's; another name is refused as 0.5.2 does).
+pub fn memory(input: Option<&Value>, known: &[&str]) -> Result<Value, ServiceError> {
     let obj = match input {
         None | Some(Value::Null) => return Ok(Value::Null),
         Some(Value::Object(o)) => o,
@@ -141,8 +146,24 @@ pub fn memory(input: Option<&Value>) -> Result<Value, ServiceError> {
                     }
                 }
             }
+            if types.iter().any(|t| t == "experiences") {
+                types.extend(AGENT_EVOLUTION.iter().map(|t| t.to_string()));
+            } else {
+                types.retain(|t| !AGENT_EVOLUTION.contains(&t.as_str()));
+            }
             types.sort();
             types.dedup();
+            let unknown: Vec<&str> = types
+                .iter()
+                .map(String::as_str)
+                .filter(|t| !known.contains(t))
+                .collect();
+            if !unknown.is_empty() {
+                return Err(ServiceError::invalid_argument(format!(
+                    "Unknown memory_policy.memory_types: {}",
+                    unknown.join(", ")
+                )));
+            }
             out.insert("memory_types".into(), json!(types));
         }
         Some(_) => {
@@ -156,12 +177,17 @@ pub fn memory(input: Option<&Value>) -> Result<Value, ServiceError> {
     Ok(Value::Object(out))
 }
 
-/// False when a normalised memory policy switches self memory off or lists no memory types.
+/// False when a normalised memory policy switches both self and peer memory off or lists no
+/// memory types Longship extracts (peer memories need messages with a `peer_id`: the
+/// extraction decides that from the archive).
 pub fn extracts_memories(policy: &Value) -> bool {
-    policy["self"]["enabled"].as_bool() != Some(false)
-        && policy["memory_types"]
-            .as_array()
-            .is_none_or(|t| !t.is_empty())
+    let on = |k: &str| policy[k]["enabled"].as_bool() != Some(false);
+    (on("self") || on("peer"))
+        && policy["memory_types"].as_array().is_none_or(|t| {
+            t.iter()
+                .filter_map(Value::as_str)
+                .any(|t| !AGENT_EVOLUTION.contains(&t))
+        })
 }
 
 /// True when a normalised memory policy turns working memory on.
@@ -262,9 +288,13 @@ mod tests {
 
     #[test]
     fn memory_policy() {
-        let p = memory(Some(
-            &json!({"working_memory": {"enabled": true}, "memory_types": ["b", "a"]}),
-        ))
+        let known = ["a", "b", "cases", "experiences", "trajectories"];
+        let p = memory(
+            Some(
+                &json!({"working_memory": {"enabled": true}, "memory_types": ["b", "a", "cases"]}),
+            ),
+            &known,
+        )
         .unwrap();
         assert_eq!(
             p,
@@ -272,8 +302,22 @@ mod tests {
                    "working_memory": {"enabled": true}, "memory_types": ["a", "b"]})
         );
         assert!(working_memory_enabled(&p));
-        assert!(memory(Some(&json!({"other": 1}))).is_err());
-        assert_eq!(memory(None).unwrap(), Value::Null);
+        assert!(memory(Some(&json!({"other": 1})), &known).is_err());
+        assert_eq!(memory(None, &known).unwrap(), Value::Null);
+        let e = memory(Some(&json!({"memory_types": ["a", "zz"]})), &known).unwrap_err();
+        assert_eq!(e.message, "Unknown memory_policy.memory_types: zz");
+        let p = memory(Some(&json!({"memory_types": ["experiences"]})), &known).unwrap();
+        assert_eq!(
+            p["memory_types"],
+            json!(["cases", "experiences", "trajectories"])
+        );
+        assert!(!extracts_memories(&p));
+        assert!(!extracts_memories(
+            &json!({"self": {"enabled": false}, "peer": {"enabled": false}})
+        ));
+        assert!(extracts_memories(
+            &json!({"self": {"enabled": false}, "peer": {"enabled": true}})
+        ));
     }
 
     #[test]
