@@ -6,7 +6,9 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+mod audit;
 mod retrieval;
+pub use audit::AuditSettings;
 pub use retrieval::{DenseSettings, EmbeddingSettings, SearchSettings};
 
 /// Every setting of the server. `config/default.toml` documents each with its default; a test
@@ -26,6 +28,7 @@ pub struct Settings {
     pub quota: QuotaSettings,
     pub content: ContentSettings,
     pub memory: MemorySettings,
+    pub audit: AuditSettings,
 }
 
 /// Content maintenance routes (`content/batch-write`).
@@ -796,6 +799,7 @@ impl Settings {
             return bad("storage.stale_temp_secs must be at least 60".into());
         }
         self.search.validate()?;
+        self.audit.validate()?;
         self.embedding.validate()?;
         self.resources.validate()?;
         self.vlm.validate()?;

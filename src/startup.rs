@@ -261,11 +261,11 @@ fn spawn_memory_scheduler(
     chat: Option<crate::ingest::chat::ChatClient>,
     search: &crate::actors::search::SearchHandle,
     runtime: Arc<crate::http::MemoryRuntime>,
+    account_configs: crate::storage::account_config::AccountConfigs,
 ) {
     use crate::actors::fair::Lane;
     use crate::jobs::memory::{ExtractMemories, ScanMemoryBacklog};
     use std::sync::atomic::Ordering::Relaxed;
-    let memory_settings = settings.memory.clone();
     let every = Duration::from_millis(settings.memory.poll_interval_ms.max(10));
     let (index, recorder) = (search.index.clone(), search.recorder.clone());
     let running: std::rc::Rc<std::cell::RefCell<std::collections::HashSet<(String, String)>>> =
@@ -295,7 +295,8 @@ fn spawn_memory_scheduler(
                             index: index.clone(),
                             recorder: recorder.clone(),
                             stats: runtime.stats.clone(),
-                            settings: memory_settings.clone(),
+                            // The account's own memory settings over the server's.
+                            settings: account_configs.effective(&w.account).memory,
                         };
                         let lane = Lane::Account(Arc::from(w.account.as_str()));
                         let Ok(rx) = pools.memory().submit_in(lane, job) else {
@@ -440,11 +441,18 @@ async fn serve(
     let recorder = search.recorder.clone();
     let mode = settings.auth_mode();
     let auth_arbiter = Arbiter::new();
+    let account_configs = crate::storage::account_config::AccountConfigs::new(
+        crate::storage::account_config::ClusterDefaults {
+            audit_enabled: settings.audit.enabled,
+            memory: settings.memory.clone(),
+        },
+    );
     let auth = {
         let config = AuthConfig {
             root_key: settings.auth.root_api_key.clone(),
             refresh_interval: Duration::from_millis(settings.auth.refresh_interval_ms),
             sweep_interval: Duration::from_secs(settings.auth.sweep_interval_secs),
+            configs: account_configs.clone(),
         };
         let pools = pools.clone();
         AuthActor::start_in_arbiter(&auth_arbiter.handle(), move |_| {
@@ -461,6 +469,12 @@ async fn serve(
 
     let workers = settings.workers();
     let auth_for_state = auth.clone();
+    // Each process writes its own audit log (no shared hot object); the id names it.
+    let audit = crate::actors::audit::start(
+        &settings.audit,
+        pools.clone(),
+        uuid::Uuid::new_v4().simple().to_string(),
+    );
     let state = AppState {
         pools: pools.clone(),
         auth: auth_for_state,
@@ -471,6 +485,8 @@ async fn serve(
         metrics: Arc::new(crate::http::metrics::Metrics::new(log_drops)?),
         registry_sink: Arc::new(ActorSink::new(auth.clone())),
         registry_loaded: registry_loaded.clone(),
+        account_configs,
+        audit: audit.clone(),
         ingest,
         overviews,
         memory: Arc::new(crate::http::MemoryRuntime::default()),
@@ -485,6 +501,7 @@ async fn serve(
         state.ingest.chat.clone(),
         &state.search,
         state.memory.clone(),
+        state.account_configs.clone(),
     );
     let max_body = settings.server.max_body_bytes;
     let app_state = web::Data::new(state);
@@ -571,6 +588,10 @@ async fn serve(
     // What is left of the one shutdown deadline after the HTTP drain.
     let deadline = stop_requested.get().copied().unwrap_or_else(Instant::now)
         + Duration::from_secs(settings.server.shutdown_timeout_secs);
+    // The audit entries of the last requests are written before the pools stop.
+    audit
+        .flush_now(deadline.saturating_duration_since(Instant::now()))
+        .await;
     let drained = pools
         .drain(deadline.saturating_duration_since(Instant::now()))
         .await;

@@ -224,6 +224,12 @@ impl<R: Rule> FromRequest for Caller<R> {
                 Some(Resolution(r)) => r?,
                 None => resolve(&state, &req).await?,
             };
+            // Noted before the role check: a refused mutation is audited with its 403.
+            crate::telemetry::audit_note::caller(
+                identity.role.as_str(),
+                &identity.account,
+                &identity.user,
+            );
             R::check(&identity, state.mode)?;
             // Jobs of this request wait in its account's lane (fair between accounts).
             crate::actors::fair::attribute_request(&identity.account);

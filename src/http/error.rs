@@ -49,6 +49,14 @@ impl ResponseError for ServiceError {
         if let Some(secs) = self.retry_after {
             builder.insert_header((header::RETRY_AFTER, secs.to_string()));
         }
-        builder.json(error_body(self))
+        let mut res = builder.json(error_body(self));
+        // For the audit log (the middleware records the outcome's code, not the message).
+        res.extensions_mut()
+            .insert(ErrorCodeSent(self.code.as_str()));
+        res
     }
 }
+
+/// The error code a response carries, for the audit log.
+#[derive(Debug, Clone, Copy)]
+pub struct ErrorCodeSent(pub &'static str);

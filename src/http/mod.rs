@@ -3,7 +3,9 @@
 
 pub mod admin;
 pub mod admission;
+pub mod audit;
 pub mod auth;
+pub mod console;
 pub mod content;
 pub mod envelope;
 pub mod error;
@@ -24,6 +26,7 @@ pub mod stats;
 pub mod system;
 pub mod tags;
 pub mod tasks;
+pub mod user_settings;
 pub mod webdav;
 
 use std::sync::Arc;
@@ -58,6 +61,10 @@ pub struct AppState {
     pub body_budget: Arc<admission::BodyBudget>,
     /// False while the account registry is still loading at startup (api_key mode).
     pub registry_loaded: Arc<std::sync::atomic::AtomicBool>,
+    /// Accounts' effective settings (`acl.enabled`, audit, memory): `account_configs.effective(id)`.
+    pub account_configs: crate::storage::account_config::AccountConfigs,
+    /// The audit log's writer (`http::audit` records every mutation through it).
+    pub audit: crate::actors::audit::AuditLog,
     /// Resource ingestion: per-account caps, the optional chat model.
     pub ingest: Arc<crate::ingest::gate::IngestRuntime>,
     /// Directory summaries that follow their children (`ingest::overview`): jobs that change
@@ -141,6 +148,8 @@ fn register(routes: &mut routes::Routes) {
     tasks::configure(routes);
     resources::configure(routes);
     skills::configure(routes);
+    console::configure(routes);
+    user_settings::configure(routes);
     snapshot::configure(routes);
     webdav::configure(routes);
 }

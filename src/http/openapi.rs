@@ -23,8 +23,8 @@ use utoipa::{IntoParams, PartialSchema, ToSchema};
 
 use super::routes::{at, Routes};
 use super::{
-    admin, content, fs, resources, search, sessions, skills, snapshot, stats, system, tags, tasks,
-    webdav,
+    admin, console, content, fs, resources, search, sessions, skills, snapshot, stats, system,
+    tags, tasks, user_settings, webdav,
 };
 
 pub const ROUTE: &str = "/openapi.json";
@@ -158,6 +158,22 @@ fn operations() -> Vec<Operation> {
         op(Get, "/api/v1/admin/accounts/{account_id}/memory-templates/{memory_type}", "admin", "One memory template: defaults and effective", RootOrAdmin, Body::None, no_query),
         op(Put, "/api/v1/admin/accounts/{account_id}/memory-templates/{memory_type}", "admin", "Edit a memory template's description, field descriptions (and events' content template)", RootOrAdmin, Body::Untyped("description, content_template, fields: [{name, description}]", true), no_query),
         op(Delete, "/api/v1/admin/accounts/{account_id}/memory-templates/{memory_type}", "admin", "Go back to the default memory template", RootOrAdmin, Body::None, no_query),
+        op(Get, "/api/v1/admin/accounts/{account_id}/configuration", "admin", "The account's explicit settings (acl, audit, memory; model sections ROOT only)", RootOrAdmin, Body::None, no_query),
+        op(Patch, "/api/v1/admin/accounts/{account_id}/configuration", "admin", "Three-state PATCH of the account's settings (null removes); every instance within auth.refresh_interval_ms", RootOrAdmin, Body::Json(json_of::<admin::settings::ConfigPatchBody>, true), no_query),
+        op(Get, "/api/v1/admin/accounts/{account_id}/settings", "admin", "Deprecated: the ACL and agent-evolution switches", RootOrAdmin, Body::None, no_query),
+        op(Patch, "/api/v1/admin/accounts/{account_id}/settings", "admin", "Deprecated: set the ACL switch", RootOrAdmin, Body::Json(json_of::<admin::settings::LegacySettingsBody>, true), no_query),
+        op(Get, "/api/v1/admin/configuration", "admin", "The cluster's settings (model keys masked; source=file: 501)", Root, Body::None, no_query),
+        op(Patch, "/api/v1/admin/configuration", "admin", "Cluster settings cannot change at runtime: 501 with the reason (an empty patch answers the settings)", Root, Body::Json(json_of::<admin::settings::ConfigPatchBody>, false), no_query),
+        op(Post, "/api/v1/admin/migrate", "admin", "Legacy data migration: 501 (Longship has only the current layout)", Root, Body::Untyped("action: migrate | cleanup", false), no_query),
+        op(Get, "/api/v1/admin/accounts/{account_id}/users/{user_id}/settings", "admin", "The user's memory policy (all known memory types when it names none)", RootOrAdmin, Body::None, no_query),
+        op(Patch, "/api/v1/admin/accounts/{account_id}/users/{user_id}/settings", "admin", "Set (or clear with null) the user's memory policy", RootOrAdmin, Body::Json(json_of::<admin::settings::UserSettingsBody>, true), no_query),
+        op(Get, "/api/v1/user-settings/add-locations", "user-settings", "The caller's add locations: override and effective", Data, Body::None, no_query),
+        op(Patch, "/api/v1/user-settings/add-locations", "user-settings", "Set (or clear with null) the caller's default add_resource / add_skill targets", Data, Body::Json(json_of::<user_settings::AddLocationsBody>, true), no_query),
+        op(Delete, "/api/v1/user-settings/add-locations", "user-settings", "Clear the caller's add locations", Data, Body::None, no_query),
+        op(Get, "/api/v1/console/audit", "console", "Audit log of mutations (ROOT: all; ADMIN: the account; USER: own)", AnyRole, Body::None, query_of::<console::AuditParams>),
+        op(Get, "/api/v1/console/context-commits", "console", "Content-adding requests per hour bucket", AnyRole, Body::None, query_of::<console::DateRangeParams>),
+        op(Get, "/api/v1/console/tokens", "console", "Model tokens per day, and per account, user and model", AnyRole, Body::None, query_of::<console::DateRangeParams>),
+        op(Get, "/api/v1/console/dashboard/summary", "console", "Content counts, today's tokens and retrievals", AnyRole, Body::None, no_query),
         // fs
         op(Get, "/api/v1/fs/ls", "fs", "List a directory", Data, Body::None, query_of::<fs::ListQuery>),
         op(Get, "/api/v1/fs/tree", "fs", "List a directory tree", Data, Body::None, query_of::<fs::ListQuery>),

@@ -249,7 +249,11 @@ async fn commit_session(
     let mut options = commit::parse_options(&body)?;
     if state.ingest.chat.is_some() {
         options.memory = commit::MemoryMode::Deferred {
-            backlog_limit: state.settings.memory.backlog_limit,
+            backlog_limit: state
+                .account_configs
+                .effective(caller.account())
+                .memory
+                .backlog_limit,
         };
     }
     let job = CommitSession {

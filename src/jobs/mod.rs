@@ -6,6 +6,7 @@
 //! pools in `crate::actors::pool` execute jobs, and handlers submit them.
 
 pub mod admin;
+pub mod audit;
 pub mod auth;
 pub mod content;
 pub mod fs;
@@ -15,6 +16,7 @@ pub mod overviews;
 pub mod resources;
 pub mod search;
 pub mod sessions;
+pub mod settings;
 pub mod skills;
 pub mod snapshot;
 pub mod tags;

@@ -397,6 +397,15 @@ impl Extractor<'_> {
                 plan.calls.push(k.as_str().to_string());
             }
             self.stats.add_tokens(&entry.account, asked.tokens);
+            crate::telemetry::usage::record(crate::telemetry::usage::Usage {
+                account: entry.account.clone(),
+                user: Some(entry.user.clone()),
+                source: "vlm",
+                model: session.model().to_string(),
+                input_tokens: asked.input_tokens,
+                output_tokens: asked.output_tokens,
+                at: crate::time::iso_micros_now(),
+            });
             plan.tokens += asked.tokens;
             if let Some(f) = asked.unavailable {
                 return Ok(Err(f.message().to_string()));

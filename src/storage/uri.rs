@@ -225,6 +225,13 @@ pub fn is_hidden_name(name: &str) -> bool {
 
 /// Parse and normalise a URI-valued input for `who` (spec §5.1–§5.4).
 pub fn parse(raw: &str, who: &Identity) -> ServiceResult<VikingUri> {
+    let uri = parse_uri(raw, who)?;
+    // The audit log names what a request targeted (a no-op outside an audited request).
+    crate::telemetry::audit_note::target(|| uri.uri());
+    Ok(uri)
+}
+
+fn parse_uri(raw: &str, who: &Identity) -> ServiceResult<VikingUri> {
     check_size(raw)?;
     let trimmed = raw.trim();
     if trimmed.is_empty() {

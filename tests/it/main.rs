@@ -6,6 +6,7 @@
 )]
 
 mod admin;
+mod audit;
 mod bad_input;
 mod budget;
 mod chat_server;
@@ -36,6 +37,7 @@ mod s3_scale;
 mod seaweed;
 mod sessions;
 mod sessions_durability;
+mod settings;
 mod skills;
 mod snapshot;
 mod storage_backends;

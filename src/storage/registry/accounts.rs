@@ -228,6 +228,7 @@ impl DeletionTarget for AccountDeletion<'_> {
                 deletion: Some(mark.clone()),
                 users,
                 users_version,
+                config: None,
             }),
         )?;
         Ok(())

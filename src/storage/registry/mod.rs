@@ -74,6 +74,13 @@ impl OpCtx<'_> {
                 deletion: None,
                 users,
                 users_version: version,
+                // Re-read so the snapshot carries it; unreadable now: keep what is known.
+                config: crate::storage::account_config::stored::read_for_snapshot(
+                    self.storage,
+                    account,
+                )
+                .ok()
+                .flatten(),
             }),
         )
     }
