@@ -69,6 +69,19 @@ impl Rule for RootOrAdmin {
     }
 }
 
+/// Any role, api_key mode only (0.5.2's `require_auth_role(ROOT, ADMIN, USER)`: pack export
+/// and import; dev mode is refused like the admin API).
+pub struct AnyKey;
+
+impl Rule for AnyKey {
+    fn check(_: &Identity, mode: AuthMode) -> Result<(), ServiceError> {
+        if mode == AuthMode::Dev {
+            return Err(ServiceError::permission_denied(ADMIN_NEEDS_API_KEY));
+        }
+        Ok(())
+    }
+}
+
 impl Rule for DataAccess {
     fn check(identity: &Identity, mode: AuthMode) -> Result<(), ServiceError> {
         if identity.role == Role::Root && mode == AuthMode::ApiKey {

@@ -253,6 +253,26 @@ impl Metrics {
         }
     }
 
+    /// One route's latency on this instance: requests, total seconds, and the upper bound of
+    /// the bucket holding the 95th percentile (None before any request).
+    pub fn route_latency(&self, method: &str, route: &str) -> (u64, f64, Option<f64>) {
+        use prometheus::core::Metric;
+        let h = self.latency.with_label_values(&[method, route]);
+        let m = h.metric();
+        let hist = m.get_histogram();
+        let count = hist.get_sample_count();
+        let target = (count as f64 * 0.95).ceil() as u64;
+        let p95 = (count > 0)
+            .then(|| {
+                hist.get_bucket()
+                    .iter()
+                    .find(|b| b.cumulative_count() >= target)
+                    .map(|b| b.upper_bound())
+            })
+            .flatten();
+        (count, hist.get_sample_sum(), p95)
+    }
+
     fn encode(&self) -> Result<String, MetricsError> {
         let mut out = Vec::new();
         TextEncoder::new().encode(&self.registry.gather(), &mut out)?;

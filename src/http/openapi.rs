@@ -23,8 +23,8 @@ use utoipa::{IntoParams, PartialSchema, ToSchema};
 
 use super::routes::{at, Routes};
 use super::{
-    admin, console, content, fs, resources, search, sessions, skills, snapshot, stats, system,
-    tags, tasks, user_settings, webdav,
+    admin, console, content, diagnostics, fs, pack, resources, search, sessions, skills, snapshot,
+    stats, system, tags, tasks, user_settings, webdav,
 };
 
 pub const ROUTE: &str = "/openapi.json";
@@ -62,6 +62,8 @@ enum Auth {
     Root,
     /// The root key or the account's admin key, api_key mode only.
     RootOrAdmin,
+    /// Any key (root, admin or user); api_key mode only.
+    AnyKey,
 }
 
 impl Auth {
@@ -77,6 +79,7 @@ impl Auth {
             Auth::RootOrAdmin => {
                 "The root key, or an admin key of the account in the path; api_key mode only."
             }
+            Auth::AnyKey => "Any key (root, admin or user); api_key mode only (403 in dev mode).",
         }
     }
 }
@@ -142,6 +145,16 @@ fn operations() -> Vec<Operation> {
         op(Get, "/metrics", "system", "Prometheus metrics (text format)", Open, Body::None, no_query),
         op(Get, "/api/v1/system/status", "system", "Server status and the caller's identity", AnyRole, Body::None, no_query),
         op(Get, "/api/v1/observer/system", "system", "Component health in the observer shape `ov status` reads", AnyRole, Body::None, query_of::<system::ObserverQuery>),
+        op(Get, "/api/v1/observer/queue", "system", "Observer component: pools and the ingestion, extraction and embedding backlogs", AnyRole, Body::None, query_of::<system::ObserverQuery>),
+        op(Get, "/api/v1/observer/vikingdb", "system", "Observer component: the index (documents, segments, lag, stored vectors)", AnyRole, Body::None, query_of::<system::ObserverQuery>),
+        op(Get, "/api/v1/observer/models", "system", "Observer component: configured models and their health (keys masked)", AnyRole, Body::None, query_of::<system::ObserverQuery>),
+        op(Get, "/api/v1/observer/lock", "system", "Observer component: held, waiting and timed-out named locks", AnyRole, Body::None, query_of::<system::ObserverQuery>),
+        op(Get, "/api/v1/observer/retrieval", "system", "Observer component: query counts and latencies", AnyRole, Body::None, query_of::<system::ObserverQuery>),
+        op(Get, "/api/v1/observer/filesystem", "system", "Observer component: storage backend health and operation counts", AnyRole, Body::None, query_of::<system::ObserverQuery>),
+        op(Post, "/api/v1/system/consistency", "system", "Check that the index, stored vectors and summaries agree with storage for a subtree", Data, Body::Json(json_of::<diagnostics::ConsistencyBody>, true), no_query),
+        op(Get, "/api/v1/debug/health", "system", "Account-scoped health", AnyRole, Body::None, no_query),
+        op(Get, "/api/v1/debug/vector/scroll", "system", "Page through the account's index records (503 NO_VECTOR_DB without an embedding model)", AnyRole, Body::None, query_of::<diagnostics::ScrollQuery>),
+        op(Get, "/api/v1/debug/vector/count", "system", "Count the account's index records (503 NO_VECTOR_DB without an embedding model)", AnyRole, Body::None, query_of::<diagnostics::CountQuery>),
         op(Post, "/api/v1/system/wait", "system", "Wait until the account's ingestions and this instance's index have caught up", AnyRole, Body::Json(json_of::<resources::WaitBody>, false), no_query),
         // admin
         op(Post, "/api/v1/admin/accounts", "admin", "Create an account and its first admin; returns the admin's key", Root, Body::Json(json_of::<admin::CreateAccountBody>, true), no_query),
@@ -190,6 +203,11 @@ fn operations() -> Vec<Operation> {
         op(Post, "/api/v1/content/write", "content", "Write (replace, append or create) a file", Data, Body::Json(json_of::<content::WriteBody>, true), no_query),
         op(Post, "/api/v1/content/batch-write", "content", "Write several files under one directory (per-operation expected_sha256, skip_conflicts)", Data, Body::Json(json_of::<content::BatchWriteBody>, true), no_query),
         op(Post, "/api/v1/content/reindex", "content", "Rebuild a subtree's index entries and vectors (wait=false: a task)", Data, Body::Json(json_of::<content::ReindexBody>, true), no_query),
+        // pack (.ovpack, 0.5.2's format)
+        op(Post, "/api/v1/pack/export", "pack", "Export a subtree as a .ovpack ZIP (streamed as it is read)", AnyKey, Body::Json(json_of::<pack::ExportBody>, true), no_query),
+        op(Post, "/api/v1/pack/backup", "pack", "Back up the account's resources and user scopes (and, a Longship extension, agent skills) as a .ovpack ZIP", RootOrAdmin, Body::Json(json_of::<pack::BackupBody>, false), no_query),
+        op(Post, "/api/v1/pack/import", "pack", "Import an uploaded .ovpack under a parent URI (atomic; answers the root's uri)", AnyKey, Body::Json(json_of::<pack::ImportBody>, true), no_query),
+        op(Post, "/api/v1/pack/restore", "pack", "Restore an uploaded backup .ovpack to its scope roots (atomic per root)", RootOrAdmin, Body::Json(json_of::<pack::RestoreBody>, true), no_query),
         // tags
         op(Post, "/api/v1/content/set_tags", "content", "Set a node's k=v tags (replace, append or clear; recursive for a tree)", Data, Body::Json(json_of::<tags::SetTagsBody>, true), no_query),
         op(Post, "/api/v1/fs/attrs/set_tags", "fs", "Same as /content/set_tags", Data, Body::Json(json_of::<tags::SetTagsBody>, true), no_query),

@@ -125,6 +125,20 @@ pub struct Hit {
     pub bm25: f32,
 }
 
+/// One indexed document with its size (consistency checks, debug listings).
+#[derive(Debug, Clone)]
+pub struct IndexedDoc {
+    pub hit: Hit,
+    pub size: u64,
+}
+
+impl IndexedDoc {
+    /// The account the document belongs to (its path's first segment).
+    pub fn account(&self) -> &str {
+        self.hit.path.split('/').next().unwrap_or("")
+    }
+}
+
 /// An exclusive advisory lock on `<dir>/LOCK`, released when the process exits.
 pub(super) struct DirLock {
     _file: File,
@@ -505,6 +519,7 @@ impl SearchIndex {
         serde_json::json!({
             "state": if building { "building" } else if lag > 0 { "catching_up" } else { "ready" },
             "docs": self.num_docs(),
+            "segments": self.reader.searcher().segment_readers().len(),
             "index_lag": lag,
             "local_changes_pending": local_lag,
             "remote_changes_pending": s.lag.load(Ordering::Relaxed),
@@ -577,6 +592,23 @@ impl SearchIndex {
                 }
             }
         }
+        Ok(out)
+    }
+
+    /// Every document at or under `root` (a full storage path) with its size, sorted by path:
+    /// what `system/consistency` compares with storage and `debug/vector/*` page through.
+    pub fn documents_under(&self, root: &str) -> Result<Vec<IndexedDoc>, IndexError> {
+        let searcher = self.reader.searcher();
+        let f = self.fields;
+        let q = TermQuery::new(Term::from_field_text(f.anc, root), IndexRecordOption::Basic);
+        let mut out = Vec::new();
+        for addr in searcher.search(&q, &tantivy::collector::DocSetCollector)? {
+            let doc: TantivyDocument = searcher.doc(addr)?;
+            let size = doc.get_first(f.size).and_then(|v| v.as_u64()).unwrap_or(0);
+            let hit = self.hit(&searcher, addr, 0.0)?;
+            out.push(IndexedDoc { hit, size });
+        }
+        out.sort_by(|a, b| a.hit.path.cmp(&b.hit.path));
         Ok(out)
     }
 

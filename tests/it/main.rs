@@ -29,6 +29,8 @@ mod memory;
 mod metrics;
 mod multi_instance;
 mod names;
+mod observer;
+mod pack;
 mod ranking;
 mod resources;
 mod s3;

@@ -147,6 +147,16 @@ impl Embedder {
         Duration::from_secs(self.cfg.vector_gc_grace_secs)
     }
 
+    /// True while this instance holds the vector of content `hash` in memory.
+    pub fn has_vector(&self, hash: &str) -> bool {
+        self.vectors.read().is_ok_and(|v| v.contains_key(hash))
+    }
+
+    /// Where the vector of content `hash` in `account` is stored (for checks).
+    pub fn stored_vector_path(&self, account: &str, hash: &str) -> Option<StorePath> {
+        self.vector_path(account, hash)
+    }
+
     fn vector_path(&self, account: &str, hash: &str) -> Option<StorePath> {
         let prefix = hash.get(..2)?;
         StorePath::parse(&format!(
