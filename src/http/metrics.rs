@@ -315,6 +315,7 @@ async fn metrics(state: web::Data<AppState>) -> HttpResponse {
             ("running", &ms.running),
             ("completed", &ms.completed),
             ("deferred", &ms.deferred),
+            ("budget_deferred", &ms.budget_deferred),
             ("written", &ms.written),
         ] {
             m.memory

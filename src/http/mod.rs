@@ -82,6 +82,26 @@ pub struct MemoryRuntime {
     pub stats: Arc<crate::memory::stats::MemoryStats>,
     /// A commit here wakes the scheduler at once (it polls otherwise).
     pub wake: tokio::sync::Notify,
+    /// Accounts whose backlog changed here since the scheduler last looked.
+    pub dirty: std::sync::Mutex<std::collections::HashSet<String>>,
+}
+
+impl MemoryRuntime {
+    /// Have the scheduler look at `account`'s backlog now.
+    pub fn wake_account(&self, account: &str) {
+        if let Ok(mut d) = self.dirty.lock() {
+            d.insert(account.to_string());
+        }
+        self.wake.notify_one();
+    }
+
+    /// The accounts to look at, emptied.
+    pub fn take_dirty(&self) -> Vec<String> {
+        self.dirty
+            .lock()
+            .map(|mut d| d.drain().collect())
+            .unwrap_or_default()
+    }
 }
 
 impl AppState {

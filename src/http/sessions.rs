@@ -246,6 +246,7 @@ async fn commit_session(
     OptionalJson(body): OptionalJson<Map<String, Value>>,
 ) -> ApiResult {
     let session = session_of(&caller, &path)?;
+    let account = session.account.clone();
     let mut options = commit::parse_options(&body)?;
     if state.ingest.chat.is_some() {
         options.memory = commit::MemoryMode::Deferred {
@@ -263,7 +264,7 @@ async fn commit_session(
     };
     let out = state.pools.commit().run(job).await??;
     if out["archived"] == true {
-        state.memory.wake.notify_one();
+        state.memory.wake_account(&account);
     }
     Ok(ApiOk::new(out))
 }

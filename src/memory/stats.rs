@@ -19,6 +19,8 @@ pub struct MemoryStats {
     pub completed: AtomicU64,
     /// Extractions put back for later (model unavailable).
     pub deferred: AtomicU64,
+    /// Extractions put back to the next UTC day (the account's daily token budget is spent).
+    pub budget_deferred: AtomicU64,
     /// Memory files added, updated or deleted.
     pub written: AtomicU64,
     /// Chat tokens spent on extraction, per account.
