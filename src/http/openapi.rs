@@ -273,7 +273,7 @@ fn operations() -> Vec<Operation> {
         op(Get, "/api/v1/snapshot/ignore", "snapshot", "The account's .ovgitignore rules (admins)", Data, Body::None, no_query),
         op(Put, "/api/v1/snapshot/ignore", "snapshot", "Replace the account's .ovgitignore rules (admins)", Data, Body::Json(json_of::<snapshot::SetIgnoreBody>, true), no_query),
         op(Delete, "/api/v1/snapshot/ignore", "snapshot", "Delete the account's .ovgitignore rules (admins)", Data, Body::None, no_query),
-        // webdav (PROPFIND, MKCOL, MOVE: the path items' `x-webdav-methods`)
+        // webdav (PROPFIND, MKCOL, COPY, MOVE: the path items' `x-webdav-methods`)
         op(Options, webdav::PREFIX, "webdav", "WebDAV methods and class (Allow, DAV headers)", Open, Body::None, no_query),
         op(Get, webdav::PREFIX, "webdav", "WebDAV: the resources root is a collection (405)", Data, Body::None, no_query),
         op(Head, webdav::PREFIX, "webdav", "WebDAV: the resources root is a collection (405)", Data, Body::None, no_query),
@@ -476,12 +476,13 @@ pub fn document() -> OpenApi {
 /// The OpenAPI form of the WebDAV tail route (`{path:.*}` in actix syntax).
 const WEBDAV_TAIL: &str = "/webdav/resources/{path}";
 
-/// OpenAPI 3.1 has no field for PROPFIND, MKCOL or MOVE: the WebDAV path items list them
+/// OpenAPI 3.1 has no field for PROPFIND, MKCOL, COPY or MOVE: the WebDAV path items list them
 /// (method → summary) in `x-webdav-methods`.
 fn webdav_extension_methods(paths: &mut Paths) {
     let summaries = serde_json::json!({
         "PROPFIND": "Properties of a file or collection (Depth 0 or 1; infinity answered as 1; at most 10,000 children): 207 multistatus XML",
         "MKCOL": "Create a collection (201; exists: 405; parent missing: 409; a body: 415)",
+        "COPY": "Copy to the Destination header's path (Depth 0: a collection without members; Overwrite as MOVE)",
         "MOVE": "Move to the Destination header's path (RFC 4918 Overwrite: T replaces, F answers 412)",
     });
     for path in [webdav::PREFIX, WEBDAV_TAIL] {
