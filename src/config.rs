@@ -6,7 +6,9 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+mod audit;
 mod retrieval;
+pub use audit::AuditSettings;
 pub use retrieval::{DenseSettings, EmbeddingSettings, SearchSettings};
 
 /// Every setting of the server. `config/default.toml` documents each with its default; a test
@@ -26,6 +28,7 @@ pub struct Settings {
     pub quota: QuotaSettings,
     pub content: ContentSettings,
     pub memory: MemorySettings,
+    pub audit: AuditSettings,
 }
 
 /// Content maintenance routes (`content/batch-write`).
@@ -61,11 +64,15 @@ pub struct MemorySettings {
     pub candidates: usize,
     /// Extractions one account may have waiting; a commit beyond it gets 429.
     pub backlog_limit: usize,
-    /// How often each instance looks for waiting extractions (commits on this instance wake it
-    /// at once).
+    /// How often each instance lists every account's backlog, for extractions committed on
+    /// other instances (commits on this instance, finished extractions and retries that come
+    /// due look at their own account at once).
     pub poll_interval_ms: u64,
     /// Longest wait before retrying an extraction whose model was unavailable.
     pub retry_max_secs: u64,
+    /// Chat tokens one account's extractions may spend per UTC day (0 = no budget). Beyond it
+    /// extractions wait in the backlog until the next day; none is dropped.
+    pub daily_token_budget: u64,
 }
 
 impl Default for MemorySettings {
@@ -75,8 +82,9 @@ impl Default for MemorySettings {
             repair_attempts: 2,
             candidates: 8,
             backlog_limit: 1000,
-            poll_interval_ms: 1000,
+            poll_interval_ms: 10_000,
             retry_max_secs: 300,
+            daily_token_budget: 0,
         }
     }
 }
@@ -796,6 +804,7 @@ impl Settings {
             return bad("storage.stale_temp_secs must be at least 60".into());
         }
         self.search.validate()?;
+        self.audit.validate()?;
         self.embedding.validate()?;
         self.resources.validate()?;
         self.vlm.validate()?;

@@ -27,6 +27,10 @@ pub enum ErrorCode {
     DeadlineExceeded,
     Unavailable,
     Unimplemented,
+    /// The debug vector routes without an embedding model (0.5.2: `NO_VECTOR_DB`, 503).
+    NoVectorDb,
+    /// A `filter` the debug vector routes cannot read (0.5.2: `INVALID_FILTER`, 400).
+    InvalidFilter,
     Internal,
 }
 
@@ -48,6 +52,8 @@ impl ErrorCode {
             ErrorCode::DeadlineExceeded | ErrorCode::RequestTimeout => "DEADLINE_EXCEEDED",
             ErrorCode::Unavailable => "UNAVAILABLE",
             ErrorCode::Unimplemented => "UNIMPLEMENTED",
+            ErrorCode::NoVectorDb => "NO_VECTOR_DB",
+            ErrorCode::InvalidFilter => "INVALID_FILTER",
             ErrorCode::Internal => "INTERNAL",
         }
     }

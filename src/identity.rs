@@ -66,6 +66,8 @@ pub enum IdKind {
     Account,
     User,
     Peer,
+    /// A group of users (ACL principals `group:<id>`).
+    Group,
 }
 
 impl IdKind {
@@ -74,6 +76,7 @@ impl IdKind {
             IdKind::Account => "account_id",
             IdKind::User => "user_id",
             IdKind::Peer => "peer_id",
+            IdKind::Group => "group_id",
         }
     }
 }

@@ -252,82 +252,159 @@ fn start_overview_refresh(
 }
 
 /// Feed waiting memory extractions (the shared backlog: this instance's commits and others')
-/// to the memory pool: a scan every `memory.poll_interval_ms` or as soon as a commit here
-/// wakes it; at most one extraction per user at a time from this instance (the extraction's
-/// own storage lock makes it one across instances).
+/// to the memory pool. Every account's backlog is listed once per `memory.poll_interval_ms`
+/// (commits made on other instances); in between only the accounts that need it are: one
+/// with a commit or a finished extraction here (`MemoryRuntime::wake_account`), or whose
+/// waiting entry comes due. At most one extraction per user at a time from this instance (the
+/// extraction's own storage lock makes it one across instances).
 fn spawn_memory_scheduler(
     pools: Pools,
     settings: &Settings,
     chat: Option<crate::ingest::chat::ChatClient>,
     search: &crate::actors::search::SearchHandle,
     runtime: Arc<crate::http::MemoryRuntime>,
+    account_configs: crate::storage::account_config::AccountConfigs,
 ) {
     use crate::actors::fair::Lane;
     use crate::jobs::memory::{ExtractMemories, ScanMemoryBacklog};
+    use std::collections::HashMap;
     use std::sync::atomic::Ordering::Relaxed;
-    let memory_settings = settings.memory.clone();
     let every = Duration::from_millis(settings.memory.poll_interval_ms.max(10));
     let (index, recorder) = (search.index.clone(), search.recorder.clone());
     let running: std::rc::Rc<std::cell::RefCell<std::collections::HashSet<(String, String)>>> =
         Default::default();
+    /// Pause before looking again at an extraction that could not run.
+    const RETRY_PAUSE: Duration = Duration::from_secs(1);
+    /// What the last look at one account found.
+    #[derive(Default)]
+    struct Seen {
+        entries: u64,
+        due: u64,
+        /// When to look again without being woken (the earliest entry coming due).
+        look_at: Option<f64>,
+    }
     actix_rt::spawn(async move {
+        let mut seen: HashMap<String, Seen> = HashMap::new();
+        let mut next_full = Instant::now();
         loop {
-            match pools
-                .storage()
-                .run_in(Lane::System, ScanMemoryBacklog)
-                .await
-            {
-                Ok(Ok(waiting)) => {
-                    let stats = &runtime.stats;
-                    stats.backlog.store(waiting.len() as u64, Relaxed);
-                    stats
-                        .backlog_due
-                        .store(waiting.iter().filter(|w| w.due).count() as u64, Relaxed);
-                    for w in waiting.into_iter().filter(|w| w.due) {
-                        let key = (w.account.clone(), w.user.clone());
-                        if running.borrow().contains(&key) {
-                            continue;
-                        }
-                        let job = ExtractMemories {
-                            account: w.account.clone(),
-                            task_id: w.task_id.clone(),
-                            chat: chat.clone(),
-                            index: index.clone(),
-                            recorder: recorder.clone(),
-                            stats: runtime.stats.clone(),
-                            settings: memory_settings.clone(),
-                        };
-                        let lane = Lane::Account(Arc::from(w.account.as_str()));
-                        let Ok(rx) = pools.memory().submit_in(lane, job) else {
-                            break; // the pool is full; the rest wait for the next scan
-                        };
-                        running.borrow_mut().insert(key.clone());
-                        stats.running.fetch_add(1, Relaxed);
-                        let (running, runtime) = (running.clone(), runtime.clone());
-                        actix_rt::spawn(async move {
-                            match rx.await {
-                                Ok(Ok(Ok(outcome))) => {
-                                    tracing::debug!(task = %w.task_id, ?outcome, "memory extraction run")
-                                }
-                                Ok(Ok(Err(e))) => {
-                                    tracing::warn!(task = %w.task_id, error = %e.message, "memory extraction failed; retried on a later scan")
-                                }
-                                other => {
-                                    tracing::warn!(task = %w.task_id, outcome = ?other.err(), "memory extraction did not run")
-                                }
-                            }
-                            running.borrow_mut().remove(&key);
-                            runtime.stats.running.fetch_sub(1, Relaxed);
-                            // The user's next extraction may be waiting.
-                            runtime.wake.notify_one();
-                        });
+            let now = crate::time::epoch_secs_now();
+            let accounts = if Instant::now() >= next_full {
+                next_full = Instant::now() + every;
+                runtime.take_dirty();
+                None
+            } else {
+                let mut a = runtime.take_dirty();
+                for (name, s) in &seen {
+                    if s.look_at.is_some_and(|t| t <= now) && !a.contains(name) {
+                        a.push(name.clone());
                     }
                 }
-                Ok(Err(e)) => tracing::warn!(error = %e.message, "memory backlog scan failed"),
-                Err(e) => tracing::debug!(error = %e, "memory backlog scan not run"),
+                Some(a)
+            };
+            if accounts.as_ref().is_none_or(|a| !a.is_empty()) {
+                let scan = ScanMemoryBacklog {
+                    accounts: accounts.clone(),
+                };
+                match pools.storage().run_in(Lane::System, scan).await {
+                    Ok(Ok(waiting)) => {
+                        match &accounts {
+                            None => seen.clear(),
+                            Some(a) => a.iter().for_each(|n| {
+                                seen.remove(n);
+                            }),
+                        }
+                        for w in &waiting {
+                            let s = seen.entry(w.account.clone()).or_default();
+                            s.entries += 1;
+                            if w.due {
+                                s.due += 1;
+                            } else {
+                                s.look_at =
+                                    Some(s.look_at.map_or(w.not_before, |t| t.min(w.not_before)));
+                            }
+                        }
+                        let stats = &runtime.stats;
+                        stats
+                            .backlog
+                            .store(seen.values().map(|s| s.entries).sum(), Relaxed);
+                        stats
+                            .backlog_due
+                            .store(seen.values().map(|s| s.due).sum(), Relaxed);
+                        let mut pool_full = false;
+                        for w in waiting.into_iter().filter(|w| w.due) {
+                            let key = (w.account.clone(), w.user.clone());
+                            if running.borrow().contains(&key) {
+                                continue; // looked at again when that extraction ends
+                            }
+                            if pool_full {
+                                // Look again shortly, when the pool has room.
+                                if let Some(s) = seen.get_mut(&w.account) {
+                                    s.look_at = Some(now + 1.0);
+                                }
+                                continue;
+                            }
+                            let job = ExtractMemories {
+                                account: w.account.clone(),
+                                task_id: w.task_id.clone(),
+                                chat: chat.clone(),
+                                index: index.clone(),
+                                recorder: recorder.clone(),
+                                stats: runtime.stats.clone(),
+                                // The account's own memory settings over the server's.
+                                settings: account_configs.effective(&w.account).memory,
+                            };
+                            let lane = Lane::Account(Arc::from(w.account.as_str()));
+                            let Ok(rx) = pools.memory().submit_in(lane, job) else {
+                                pool_full = true;
+                                if let Some(s) = seen.get_mut(&w.account) {
+                                    s.look_at = Some(now + 1.0);
+                                }
+                                continue;
+                            };
+                            running.borrow_mut().insert(key.clone());
+                            stats.running.fetch_add(1, Relaxed);
+                            let (running, runtime) = (running.clone(), runtime.clone());
+                            actix_rt::spawn(async move {
+                                // Look at the account again at once when the entry moved on;
+                                // after a pause when it could not (the user's extraction runs
+                                // on another instance, or storage failed), so as not to spin.
+                                let again_now = match rx.await {
+                                    Ok(Ok(Ok(outcome))) => {
+                                        tracing::debug!(task = %w.task_id, ?outcome, "memory extraction run");
+                                        outcome != crate::memory::extract::RunOutcome::Busy
+                                    }
+                                    Ok(Ok(Err(e))) => {
+                                        tracing::warn!(task = %w.task_id, error = %e.message, "memory extraction failed; retried on a later scan");
+                                        false
+                                    }
+                                    other => {
+                                        tracing::warn!(task = %w.task_id, outcome = ?other.err(), "memory extraction did not run");
+                                        false
+                                    }
+                                };
+                                running.borrow_mut().remove(&key);
+                                runtime.stats.running.fetch_sub(1, Relaxed);
+                                if !again_now {
+                                    tokio::time::sleep(RETRY_PAUSE.min(every)).await;
+                                }
+                                runtime.wake_account(&w.account);
+                            });
+                        }
+                    }
+                    Ok(Err(e)) => tracing::warn!(error = %e.message, "memory backlog scan failed"),
+                    Err(e) => tracing::debug!(error = %e, "memory backlog scan not run"),
+                }
+            }
+            // Sleep until the next full scan, the earliest entry coming due, or a wake.
+            let now = crate::time::epoch_secs_now();
+            let mut wait = next_full.saturating_duration_since(Instant::now());
+            if let Some(t) = seen.values().filter_map(|s| s.look_at).reduce(f64::min) {
+                wait = wait.min(Duration::from_secs_f64(
+                    (t - now).clamp(0.0, 86_400.0) + 0.05,
+                ));
             }
             tokio::select! {
-                _ = tokio::time::sleep(every) => {}
+                _ = tokio::time::sleep(wait) => {}
                 _ = runtime.wake.notified() => {}
             }
         }
@@ -440,11 +517,18 @@ async fn serve(
     let recorder = search.recorder.clone();
     let mode = settings.auth_mode();
     let auth_arbiter = Arbiter::new();
+    let account_configs = crate::storage::account_config::AccountConfigs::new(
+        crate::storage::account_config::ClusterDefaults {
+            audit_enabled: settings.audit.enabled,
+            memory: settings.memory.clone(),
+        },
+    );
     let auth = {
         let config = AuthConfig {
             root_key: settings.auth.root_api_key.clone(),
             refresh_interval: Duration::from_millis(settings.auth.refresh_interval_ms),
             sweep_interval: Duration::from_secs(settings.auth.sweep_interval_secs),
+            configs: account_configs.clone(),
         };
         let pools = pools.clone();
         AuthActor::start_in_arbiter(&auth_arbiter.handle(), move |_| {
@@ -461,6 +545,30 @@ async fn serve(
 
     let workers = settings.workers();
     let auth_for_state = auth.clone();
+    let registry_sink: Arc<dyn crate::storage::registry::RegistrySink> =
+        Arc::new(ActorSink::new(auth.clone()));
+    // Moves and removals keep ACL rows on their nodes and announce through it.
+    crate::storage::acl::store::install_sink(registry_sink.clone());
+    // ACLs read the account switches from the configuration store.
+    let configs = account_configs.clone();
+    crate::storage::acl::install_switches(Box::new(move |account| {
+        let doc = configs.stored(account);
+        let flag = |field: &str| {
+            doc.as_ref()
+                .and_then(|d| d.get("acl")?.get(field)?.as_bool())
+                .unwrap_or(false)
+        };
+        crate::storage::acl::Switches {
+            enabled: flag("enabled"),
+            hide_denied: flag("hide_denied"),
+        }
+    }));
+    // Each process writes its own audit log (no shared hot object); the id names it.
+    let audit = crate::actors::audit::start(
+        &settings.audit,
+        pools.clone(),
+        uuid::Uuid::new_v4().simple().to_string(),
+    );
     let state = AppState {
         pools: pools.clone(),
         auth: auth_for_state,
@@ -469,8 +577,10 @@ async fn serve(
         health,
         workers,
         metrics: Arc::new(crate::http::metrics::Metrics::new(log_drops)?),
-        registry_sink: Arc::new(ActorSink::new(auth.clone())),
+        registry_sink,
         registry_loaded: registry_loaded.clone(),
+        account_configs,
+        audit: audit.clone(),
         ingest,
         overviews,
         memory: Arc::new(crate::http::MemoryRuntime::default()),
@@ -485,6 +595,7 @@ async fn serve(
         state.ingest.chat.clone(),
         &state.search,
         state.memory.clone(),
+        state.account_configs.clone(),
     );
     let max_body = settings.server.max_body_bytes;
     let app_state = web::Data::new(state);
@@ -571,6 +682,10 @@ async fn serve(
     // What is left of the one shutdown deadline after the HTTP drain.
     let deadline = stop_requested.get().copied().unwrap_or_else(Instant::now)
         + Duration::from_secs(settings.server.shutdown_timeout_secs);
+    // The audit entries of the last requests are written before the pools stop.
+    audit
+        .flush_now(deadline.saturating_duration_since(Instant::now()))
+        .await;
     let drained = pools
         .drain(deadline.saturating_duration_since(Instant::now()))
         .await;

@@ -69,6 +69,19 @@ impl Rule for RootOrAdmin {
     }
 }
 
+/// Any role, api_key mode only (0.5.2's `require_auth_role(ROOT, ADMIN, USER)`: pack export
+/// and import; dev mode is refused like the admin API).
+pub struct AnyKey;
+
+impl Rule for AnyKey {
+    fn check(_: &Identity, mode: AuthMode) -> Result<(), ServiceError> {
+        if mode == AuthMode::Dev {
+            return Err(ServiceError::permission_denied(ADMIN_NEEDS_API_KEY));
+        }
+        Ok(())
+    }
+}
+
 impl Rule for DataAccess {
     fn check(identity: &Identity, mode: AuthMode) -> Result<(), ServiceError> {
         if identity.role == Role::Root && mode == AuthMode::ApiKey {
@@ -224,6 +237,12 @@ impl<R: Rule> FromRequest for Caller<R> {
                 Some(Resolution(r)) => r?,
                 None => resolve(&state, &req).await?,
             };
+            // Noted before the role check: a refused mutation is audited with its 403.
+            crate::telemetry::audit_note::caller(
+                identity.role.as_str(),
+                &identity.account,
+                &identity.user,
+            );
             R::check(&identity, state.mode)?;
             // Jobs of this request wait in its account's lane (fair between accounts).
             crate::actors::fair::attribute_request(&identity.account);

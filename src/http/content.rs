@@ -292,15 +292,22 @@ async fn write(
             target.uri()
         )));
     }
+    let acl = super::acl::acl_field(&caller, &target, body.acl.as_ref())?;
+    let staged = acl.is_some();
+    super::acl::stage_acl(&state, &target, acl).await?;
     let job = WriteFile {
-        uri: target,
+        uri: target.clone(),
         content: body.content,
         mode,
         quota: state.settings.quota.clone(),
         tags,
         recorder: state.search.recorder.clone(),
     };
-    Ok(ApiOk::new(state.pools.storage().run(job).await??))
+    let out = state.pools.storage().run(job).await?;
+    if out.is_err() && staged {
+        super::acl::unstage_acl(&state, &target).await;
+    }
+    Ok(ApiOk::new(out?))
 }
 
 fn default_true() -> bool {

@@ -10,7 +10,9 @@ use super::envelope::elapsed_secs;
 
 pub fn status_of(code: ErrorCode) -> StatusCode {
     match code {
-        ErrorCode::InvalidArgument | ErrorCode::InvalidUri => StatusCode::BAD_REQUEST,
+        ErrorCode::InvalidArgument | ErrorCode::InvalidUri | ErrorCode::InvalidFilter => {
+            StatusCode::BAD_REQUEST
+        }
         ErrorCode::Unauthenticated => StatusCode::UNAUTHORIZED,
         ErrorCode::PermissionDenied => StatusCode::FORBIDDEN,
         ErrorCode::NotFound => StatusCode::NOT_FOUND,
@@ -22,7 +24,7 @@ pub fn status_of(code: ErrorCode) -> StatusCode {
         ErrorCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
         ErrorCode::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
         ErrorCode::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
-        ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorCode::Unavailable | ErrorCode::NoVectorDb => StatusCode::SERVICE_UNAVAILABLE,
         ErrorCode::Unimplemented => StatusCode::NOT_IMPLEMENTED,
         ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
     }
@@ -49,6 +51,14 @@ impl ResponseError for ServiceError {
         if let Some(secs) = self.retry_after {
             builder.insert_header((header::RETRY_AFTER, secs.to_string()));
         }
-        builder.json(error_body(self))
+        let mut res = builder.json(error_body(self));
+        // For the audit log (the middleware records the outcome's code, not the message).
+        res.extensions_mut()
+            .insert(ErrorCodeSent(self.code.as_str()));
+        res
     }
 }
+
+/// The error code a response carries, for the audit log.
+#[derive(Debug, Clone, Copy)]
+pub struct ErrorCodeSent(pub &'static str);

@@ -230,9 +230,10 @@ async fn stat(
 pub(super) struct MkdirBody {
     uri: String,
     description: Option<String>,
-    /// Accepted and ignored: ACLs are out of scope (§12).
+    /// `{"entries": [...], "acl_mode": ...}` (0.5.2): the new directory's own ACL; needs
+    /// manage there.
     #[serde(default)]
-    #[allow(dead_code)]
+    #[schema(value_type = Option<Object>)]
     acl: Option<serde_json::Value>,
 }
 
@@ -275,12 +276,19 @@ async fn mkdir(
     if uri.is_session_file() {
         return Err(session_file(&uri));
     }
+    let acl = super::acl::acl_field(&caller, &uri, body.acl.as_ref())?;
+    let staged = acl.is_some();
+    super::acl::stage_acl(&state, &uri, acl).await?;
     let job = MakeDir {
-        uri,
+        uri: uri.clone(),
         description: body.description,
         recorder: state.search.recorder.clone(),
     };
-    Ok(ApiOk::new(state.pools.storage().run(job).await??))
+    let out = state.pools.storage().run(job).await?;
+    if out.is_err() && staged {
+        super::acl::unstage_acl(&state, &uri).await;
+    }
+    Ok(ApiOk::new(out?))
 }
 
 #[derive(Deserialize, IntoParams)]

@@ -10,7 +10,7 @@ use std::sync::Mutex;
 use actix_web::{web, HttpResponse};
 use prometheus::{
     Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
-    IntGaugeVec, Opts, Registry, TextEncoder,
+    IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 use thread_local::ThreadLocal;
 
@@ -51,6 +51,9 @@ pub struct Metrics {
     memory: IntGaugeVec,
     memory_calls: IntCounterVec,
     memory_tokens: IntCounterVec,
+    /// Audit log entries by outcome (written, dropped, usage_dropped, flush_failures).
+    audit: IntCounterVec,
+    audit_queued: IntGauge,
     log_dropped: IntCounter,
     log_drops: LogDrops,
     /// Per worker thread: route → its resolved series.
@@ -149,6 +152,18 @@ impl Metrics {
             ),
             &["account"],
         )?;
+        let audit = IntCounterVec::new(
+            Opts::new(
+                "audit_entries_total",
+                "Audit log entries by outcome: written (durable), dropped (queue full: never \
+                 written), usage_dropped (token records dropped), flush_failures (batches retried)",
+            ),
+            &["outcome"],
+        )?;
+        let audit_queued = IntGauge::new(
+            "audit_entries_queued",
+            "Audit entries waiting for their batch (lost if the process is killed now)",
+        )?;
         let log_dropped = IntCounter::new(
             "log_lines_dropped_total",
             "Log lines dropped because the log writer's queue (logging.buffer_lines) was full",
@@ -172,6 +187,8 @@ impl Metrics {
             Box::new(memory.clone()),
             Box::new(memory_calls.clone()),
             Box::new(memory_tokens.clone()),
+            Box::new(audit.clone()),
+            Box::new(audit_queued.clone()),
         ] {
             registry.register(c)?;
         }
@@ -194,6 +211,8 @@ impl Metrics {
             memory,
             memory_calls,
             memory_tokens,
+            audit,
+            audit_queued,
             log_dropped,
             log_drops,
             handles: ThreadLocal::new(),
@@ -232,6 +251,26 @@ impl Metrics {
                 series.counts.push((method.to_string(), status, c));
             }
         }
+    }
+
+    /// One route's latency on this instance: requests, total seconds, and the upper bound of
+    /// the bucket holding the 95th percentile (None before any request).
+    pub fn route_latency(&self, method: &str, route: &str) -> (u64, f64, Option<f64>) {
+        use prometheus::core::Metric;
+        let h = self.latency.with_label_values(&[method, route]);
+        let m = h.metric();
+        let hist = m.get_histogram();
+        let count = hist.get_sample_count();
+        let target = (count as f64 * 0.95).ceil() as u64;
+        let p95 = (count > 0)
+            .then(|| {
+                hist.get_bucket()
+                    .iter()
+                    .find(|b| b.cumulative_count() >= target)
+                    .map(|b| b.upper_bound())
+            })
+            .flatten();
+        (count, hist.get_sample_sum(), p95)
     }
 
     fn encode(&self) -> Result<String, MetricsError> {
@@ -276,6 +315,7 @@ async fn metrics(state: web::Data<AppState>) -> HttpResponse {
             ("running", &ms.running),
             ("completed", &ms.completed),
             ("deferred", &ms.deferred),
+            ("budget_deferred", &ms.budget_deferred),
             ("written", &ms.written),
         ] {
             m.memory
@@ -289,6 +329,19 @@ async fn metrics(state: web::Data<AppState>) -> HttpResponse {
             catch_up(&m.memory_tokens.with_label_values(&[account.as_str()]), n);
         }
         catch_up(&m.log_dropped, m.log_drops.dropped());
+        {
+            use std::sync::atomic::Ordering::Relaxed;
+            let a = &state.audit.stats;
+            for (outcome, n) in [
+                ("written", a.written.load(Relaxed)),
+                ("dropped", a.dropped.load(Relaxed)),
+                ("usage_dropped", crate::telemetry::usage::dropped()),
+                ("flush_failures", a.flush_failures.load(Relaxed)),
+            ] {
+                catch_up(&m.audit.with_label_values(&[outcome]), n);
+            }
+            m.audit_queued.set(a.queued.load(Relaxed) as i64);
+        }
         m.storage_up
             .set(if state.health.snapshot().ok { 1.0 } else { 0.0 });
         if let Some(mut status) = auth_status {

@@ -44,14 +44,18 @@ pub async fn request_context(
     let start = Instant::now();
     let request_id = pick_request_id(&req);
     let span = tracing::info_span!("request", request_id = %request_id);
+    let note = super::audit::begin(&req);
     // The pools queue this request's jobs in its caller's lane (set by the `Caller` extractor).
     let outcome = REQUEST_START
         .scope(
             start,
-            crate::actors::fair::scope_request(async {
-                let res = next.call(req).await?;
-                Ok::<_, actix_web::Error>(envelope_framework_errors(res.map_into_boxed_body()))
-            }),
+            crate::actors::fair::scope_request(crate::telemetry::audit_note::scope(
+                note.clone(),
+                async {
+                    let res = next.call(req).await?;
+                    Ok::<_, actix_web::Error>(envelope_framework_errors(res.map_into_boxed_body()))
+                },
+            )),
         )
         .instrument(span.clone())
         .await;
@@ -67,6 +71,7 @@ pub async fn request_context(
     if let Ok(v) = HeaderValue::from_str(&access::seconds_with_micros(elapsed)) {
         headers.insert(PROCESS_TIME, v);
     }
+    super::audit::finish(&note, &res, &request_id, elapsed);
     let status = res.status().as_u16();
     // Method and path are read from the request the response carries (no copies kept).
     let req = res.request();

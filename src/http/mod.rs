@@ -1,10 +1,14 @@
 //! HTTP: routes, extractors, the envelope and the error mapping. No I/O happens here; handlers
 //! extract and validate, send a message to an actor or pool, and map the reply.
 
+pub mod acl;
 pub mod admin;
 pub mod admission;
+pub mod audit;
 pub mod auth;
+pub mod console;
 pub mod content;
+pub mod diagnostics;
 pub mod envelope;
 pub mod error;
 pub mod extract;
@@ -14,6 +18,7 @@ pub mod metrics;
 pub mod middleware;
 pub mod observer_cli;
 pub mod openapi;
+pub mod pack;
 pub mod resources;
 pub mod routes;
 pub mod search;
@@ -24,6 +29,7 @@ pub mod stats;
 pub mod system;
 pub mod tags;
 pub mod tasks;
+pub mod user_settings;
 pub mod webdav;
 
 use std::sync::Arc;
@@ -58,6 +64,10 @@ pub struct AppState {
     pub body_budget: Arc<admission::BodyBudget>,
     /// False while the account registry is still loading at startup (api_key mode).
     pub registry_loaded: Arc<std::sync::atomic::AtomicBool>,
+    /// Accounts' effective settings (`acl.enabled`, audit, memory): `account_configs.effective(id)`.
+    pub account_configs: crate::storage::account_config::AccountConfigs,
+    /// The audit log's writer (`http::audit` records every mutation through it).
+    pub audit: crate::actors::audit::AuditLog,
     /// Resource ingestion: per-account caps, the optional chat model.
     pub ingest: Arc<crate::ingest::gate::IngestRuntime>,
     /// Directory summaries that follow their children (`ingest::overview`): jobs that change
@@ -73,6 +83,26 @@ pub struct MemoryRuntime {
     pub stats: Arc<crate::memory::stats::MemoryStats>,
     /// A commit here wakes the scheduler at once (it polls otherwise).
     pub wake: tokio::sync::Notify,
+    /// Accounts whose backlog changed here since the scheduler last looked.
+    pub dirty: std::sync::Mutex<std::collections::HashSet<String>>,
+}
+
+impl MemoryRuntime {
+    /// Have the scheduler look at `account`'s backlog now.
+    pub fn wake_account(&self, account: &str) {
+        if let Ok(mut d) = self.dirty.lock() {
+            d.insert(account.to_string());
+        }
+        self.wake.notify_one();
+    }
+
+    /// The accounts to look at, emptied.
+    pub fn take_dirty(&self) -> Vec<String> {
+        self.dirty
+            .lock()
+            .map(|mut d| d.drain().collect())
+            .unwrap_or_default()
+    }
 }
 
 impl AppState {
@@ -132,6 +162,7 @@ fn register(routes: &mut routes::Routes) {
     openapi::configure(routes);
     metrics::configure(routes);
     admin::configure(routes);
+    acl::configure(routes);
     fs::configure(routes);
     content::configure(routes);
     tags::configure(routes);
@@ -141,6 +172,10 @@ fn register(routes: &mut routes::Routes) {
     tasks::configure(routes);
     resources::configure(routes);
     skills::configure(routes);
+    pack::configure(routes);
+    diagnostics::configure(routes);
+    console::configure(routes);
+    user_settings::configure(routes);
     snapshot::configure(routes);
     webdav::configure(routes);
 }

@@ -23,8 +23,8 @@ use utoipa::{IntoParams, PartialSchema, ToSchema};
 
 use super::routes::{at, Routes};
 use super::{
-    admin, content, fs, resources, search, sessions, skills, snapshot, stats, system, tags, tasks,
-    webdav,
+    acl, admin, console, content, diagnostics, fs, pack, resources, search, sessions, skills,
+    snapshot, stats, system, tags, tasks, user_settings, webdav,
 };
 
 pub const ROUTE: &str = "/openapi.json";
@@ -62,6 +62,8 @@ enum Auth {
     Root,
     /// The root key or the account's admin key, api_key mode only.
     RootOrAdmin,
+    /// Any key (root, admin or user); api_key mode only.
+    AnyKey,
 }
 
 impl Auth {
@@ -77,6 +79,7 @@ impl Auth {
             Auth::RootOrAdmin => {
                 "The root key, or an admin key of the account in the path; api_key mode only."
             }
+            Auth::AnyKey => "Any key (root, admin or user); api_key mode only (403 in dev mode).",
         }
     }
 }
@@ -142,6 +145,16 @@ fn operations() -> Vec<Operation> {
         op(Get, "/metrics", "system", "Prometheus metrics (text format)", Open, Body::None, no_query),
         op(Get, "/api/v1/system/status", "system", "Server status and the caller's identity", AnyRole, Body::None, no_query),
         op(Get, "/api/v1/observer/system", "system", "Component health in the observer shape `ov status` reads", AnyRole, Body::None, query_of::<system::ObserverQuery>),
+        op(Get, "/api/v1/observer/queue", "system", "Observer component: pools and the ingestion, extraction and embedding backlogs", AnyRole, Body::None, query_of::<system::ObserverQuery>),
+        op(Get, "/api/v1/observer/vikingdb", "system", "Observer component: the index (documents, segments, lag, stored vectors)", AnyRole, Body::None, query_of::<system::ObserverQuery>),
+        op(Get, "/api/v1/observer/models", "system", "Observer component: configured models and their health (keys masked)", AnyRole, Body::None, query_of::<system::ObserverQuery>),
+        op(Get, "/api/v1/observer/lock", "system", "Observer component: held, waiting and timed-out named locks", AnyRole, Body::None, query_of::<system::ObserverQuery>),
+        op(Get, "/api/v1/observer/retrieval", "system", "Observer component: query counts and latencies", AnyRole, Body::None, query_of::<system::ObserverQuery>),
+        op(Get, "/api/v1/observer/filesystem", "system", "Observer component: storage backend health and operation counts", AnyRole, Body::None, query_of::<system::ObserverQuery>),
+        op(Post, "/api/v1/system/consistency", "system", "Check that the index, stored vectors and summaries agree with storage for a subtree", Data, Body::Json(json_of::<diagnostics::ConsistencyBody>, true), no_query),
+        op(Get, "/api/v1/debug/health", "system", "Account-scoped health", AnyRole, Body::None, no_query),
+        op(Get, "/api/v1/debug/vector/scroll", "system", "Page through the account's index records (503 NO_VECTOR_DB without an embedding model)", AnyRole, Body::None, query_of::<diagnostics::ScrollQuery>),
+        op(Get, "/api/v1/debug/vector/count", "system", "Count the account's index records (503 NO_VECTOR_DB without an embedding model)", AnyRole, Body::None, query_of::<diagnostics::CountQuery>),
         op(Post, "/api/v1/system/wait", "system", "Wait until the account's ingestions and this instance's index have caught up", AnyRole, Body::Json(json_of::<resources::WaitBody>, false), no_query),
         // admin
         op(Post, "/api/v1/admin/accounts", "admin", "Create an account and its first admin; returns the admin's key", Root, Body::Json(json_of::<admin::CreateAccountBody>, true), no_query),
@@ -154,10 +167,39 @@ fn operations() -> Vec<Operation> {
         op(Delete, "/api/v1/admin/accounts/{account_id}/users/{user_id}", "admin", "Remove a user and revoke their key", RootOrAdmin, Body::None, no_query),
         op(Put, "/api/v1/admin/accounts/{account_id}/users/{user_id}/role", "admin", "Promote a user to admin", RootOrAdmin, Body::Json(json_of::<admin::users::RoleBody>, true), no_query),
         op(Post, "/api/v1/admin/accounts/{account_id}/users/{user_id}/key", "admin", "Issue a new key for a user (the old one stops working)", RootOrAdmin, Body::Json(json_of::<admin::users::KeyBody>, false), no_query),
+        // account groups (issue #23)
+        op(Post, "/api/v1/admin/accounts/{account_id}/groups", "admin", "Create a group of users (ACL principal group:<id>)", RootOrAdmin, Body::Json(json_of::<admin::groups::CreateGroupBody>, true), no_query),
+        op(Get, "/api/v1/admin/accounts/{account_id}/groups", "admin", "List the account's groups with their member counts", RootOrAdmin, Body::None, no_query),
+        op(Delete, "/api/v1/admin/accounts/{account_id}/groups/{group_id}", "admin", "Delete a group", RootOrAdmin, Body::None, no_query),
+        op(Get, "/api/v1/admin/accounts/{account_id}/groups/{group_id}/members", "admin", "A group's members", RootOrAdmin, Body::None, no_query),
+        op(Put, "/api/v1/admin/accounts/{account_id}/groups/{group_id}/members/{user_id}", "admin", "Add a user of the account to a group", RootOrAdmin, Body::None, no_query),
+        op(Delete, "/api/v1/admin/accounts/{account_id}/groups/{group_id}/members/{user_id}", "admin", "Remove a user from a group", RootOrAdmin, Body::None, no_query),
+        // ACLs (issue #23)
+        op(Get, "/api/v1/acl", "acl", "A viking://resources node's ACL: mode, direct, inherited and effective entries (manage needed)", Data, Body::None, query_of::<acl::AclQuery>),
+        op(Put, "/api/v1/acl", "acl", "Set a node's entries and/or acl_mode (inherit | restricted)", Data, Body::Json(json_of::<acl::SetAclBody>, true), no_query),
+        op(Delete, "/api/v1/acl", "acl", "Drop a node's own ACL (back to plain inheritance)", Data, Body::None, query_of::<acl::AclQuery>),
+        op(Post, "/api/v1/acl/grant", "acl", "Grant a principal (user:<id>, user:*, group:<id>) a level (read < write < manage)", Data, Body::Json(json_of::<acl::GrantBody>, true), no_query),
+        op(Post, "/api/v1/acl/revoke", "acl", "Revoke a principal's direct grant", Data, Body::Json(json_of::<acl::RevokeBody>, true), no_query),
         op(Get, "/api/v1/admin/accounts/{account_id}/memory-templates", "admin", "The account's editable memory templates: defaults and effective", RootOrAdmin, Body::None, no_query),
         op(Get, "/api/v1/admin/accounts/{account_id}/memory-templates/{memory_type}", "admin", "One memory template: defaults and effective", RootOrAdmin, Body::None, no_query),
         op(Put, "/api/v1/admin/accounts/{account_id}/memory-templates/{memory_type}", "admin", "Edit a memory template's description, field descriptions (and events' content template)", RootOrAdmin, Body::Untyped("description, content_template, fields: [{name, description}]", true), no_query),
         op(Delete, "/api/v1/admin/accounts/{account_id}/memory-templates/{memory_type}", "admin", "Go back to the default memory template", RootOrAdmin, Body::None, no_query),
+        op(Get, "/api/v1/admin/accounts/{account_id}/configuration", "admin", "The account's explicit settings (acl, audit, memory; model sections ROOT only)", RootOrAdmin, Body::None, no_query),
+        op(Patch, "/api/v1/admin/accounts/{account_id}/configuration", "admin", "Three-state PATCH of the account's settings (null removes); every instance within auth.refresh_interval_ms", RootOrAdmin, Body::Json(json_of::<admin::settings::ConfigPatchBody>, true), no_query),
+        op(Get, "/api/v1/admin/accounts/{account_id}/settings", "admin", "Deprecated: the ACL and agent-evolution switches", RootOrAdmin, Body::None, no_query),
+        op(Patch, "/api/v1/admin/accounts/{account_id}/settings", "admin", "Deprecated: set the ACL switch", RootOrAdmin, Body::Json(json_of::<admin::settings::LegacySettingsBody>, true), no_query),
+        op(Get, "/api/v1/admin/configuration", "admin", "The cluster's settings (model keys masked; source=file: 501)", Root, Body::None, no_query),
+        op(Patch, "/api/v1/admin/configuration", "admin", "Cluster settings cannot change at runtime: 501 with the reason (an empty patch answers the settings)", Root, Body::Json(json_of::<admin::settings::ConfigPatchBody>, false), no_query),
+        op(Post, "/api/v1/admin/migrate", "admin", "Legacy data migration: 501 (Longship has only the current layout)", Root, Body::Untyped("action: migrate | cleanup", false), no_query),
+        op(Get, "/api/v1/admin/accounts/{account_id}/users/{user_id}/settings", "admin", "The user's memory policy (all known memory types when it names none)", RootOrAdmin, Body::None, no_query),
+        op(Patch, "/api/v1/admin/accounts/{account_id}/users/{user_id}/settings", "admin", "Set (or clear with null) the user's memory policy", RootOrAdmin, Body::Json(json_of::<admin::settings::UserSettingsBody>, true), no_query),
+        op(Get, "/api/v1/user-settings/add-locations", "user-settings", "The caller's add locations: override and effective", Data, Body::None, no_query),
+        op(Patch, "/api/v1/user-settings/add-locations", "user-settings", "Set (or clear with null) the caller's default add_resource / add_skill targets", Data, Body::Json(json_of::<user_settings::AddLocationsBody>, true), no_query),
+        op(Delete, "/api/v1/user-settings/add-locations", "user-settings", "Clear the caller's add locations", Data, Body::None, no_query),
+        op(Get, "/api/v1/console/audit", "console", "Audit log of mutations (ROOT: all; ADMIN: the account; USER: own)", AnyRole, Body::None, query_of::<console::AuditParams>),
+        op(Get, "/api/v1/console/context-commits", "console", "Content-adding requests per hour bucket", AnyRole, Body::None, query_of::<console::DateRangeParams>),
+        op(Get, "/api/v1/console/tokens", "console", "Model tokens per day, and per account, user and model", AnyRole, Body::None, query_of::<console::DateRangeParams>),
+        op(Get, "/api/v1/console/dashboard/summary", "console", "Content counts, today's tokens and retrievals", AnyRole, Body::None, no_query),
         // fs
         op(Get, "/api/v1/fs/ls", "fs", "List a directory", Data, Body::None, query_of::<fs::ListQuery>),
         op(Get, "/api/v1/fs/tree", "fs", "List a directory tree", Data, Body::None, query_of::<fs::ListQuery>),
@@ -174,6 +216,11 @@ fn operations() -> Vec<Operation> {
         op(Post, "/api/v1/content/write", "content", "Write (replace, append or create) a file", Data, Body::Json(json_of::<content::WriteBody>, true), no_query),
         op(Post, "/api/v1/content/batch-write", "content", "Write several files under one directory (per-operation expected_sha256, skip_conflicts)", Data, Body::Json(json_of::<content::BatchWriteBody>, true), no_query),
         op(Post, "/api/v1/content/reindex", "content", "Rebuild a subtree's index entries and vectors (wait=false: a task)", Data, Body::Json(json_of::<content::ReindexBody>, true), no_query),
+        // pack (.ovpack, 0.5.2's format)
+        op(Post, "/api/v1/pack/export", "pack", "Export a subtree as a .ovpack ZIP (streamed as it is read)", AnyKey, Body::Json(json_of::<pack::ExportBody>, true), no_query),
+        op(Post, "/api/v1/pack/backup", "pack", "Back up the account's resources and user scopes (and, a Longship extension, agent skills) as a .ovpack ZIP", RootOrAdmin, Body::Json(json_of::<pack::BackupBody>, false), no_query),
+        op(Post, "/api/v1/pack/import", "pack", "Import an uploaded .ovpack under a parent URI (atomic; answers the root's uri)", AnyKey, Body::Json(json_of::<pack::ImportBody>, true), no_query),
+        op(Post, "/api/v1/pack/restore", "pack", "Restore an uploaded backup .ovpack to its scope roots (atomic per root)", RootOrAdmin, Body::Json(json_of::<pack::RestoreBody>, true), no_query),
         // tags
         op(Post, "/api/v1/content/set_tags", "content", "Set a node's k=v tags (replace, append or clear; recursive for a tree)", Data, Body::Json(json_of::<tags::SetTagsBody>, true), no_query),
         op(Post, "/api/v1/fs/attrs/set_tags", "fs", "Same as /content/set_tags", Data, Body::Json(json_of::<tags::SetTagsBody>, true), no_query),
@@ -226,7 +273,7 @@ fn operations() -> Vec<Operation> {
         op(Get, "/api/v1/snapshot/ignore", "snapshot", "The account's .ovgitignore rules (admins)", Data, Body::None, no_query),
         op(Put, "/api/v1/snapshot/ignore", "snapshot", "Replace the account's .ovgitignore rules (admins)", Data, Body::Json(json_of::<snapshot::SetIgnoreBody>, true), no_query),
         op(Delete, "/api/v1/snapshot/ignore", "snapshot", "Delete the account's .ovgitignore rules (admins)", Data, Body::None, no_query),
-        // webdav (PROPFIND, MKCOL, MOVE: the path items' `x-webdav-methods`)
+        // webdav (PROPFIND, MKCOL, COPY, MOVE: the path items' `x-webdav-methods`)
         op(Options, webdav::PREFIX, "webdav", "WebDAV methods and class (Allow, DAV headers)", Open, Body::None, no_query),
         op(Get, webdav::PREFIX, "webdav", "WebDAV: the resources root is a collection (405)", Data, Body::None, no_query),
         op(Head, webdav::PREFIX, "webdav", "WebDAV: the resources root is a collection (405)", Data, Body::None, no_query),
@@ -429,12 +476,13 @@ pub fn document() -> OpenApi {
 /// The OpenAPI form of the WebDAV tail route (`{path:.*}` in actix syntax).
 const WEBDAV_TAIL: &str = "/webdav/resources/{path}";
 
-/// OpenAPI 3.1 has no field for PROPFIND, MKCOL or MOVE: the WebDAV path items list them
+/// OpenAPI 3.1 has no field for PROPFIND, MKCOL, COPY or MOVE: the WebDAV path items list them
 /// (method → summary) in `x-webdav-methods`.
 fn webdav_extension_methods(paths: &mut Paths) {
     let summaries = serde_json::json!({
         "PROPFIND": "Properties of a file or collection (Depth 0 or 1; infinity answered as 1; at most 10,000 children): 207 multistatus XML",
         "MKCOL": "Create a collection (201; exists: 405; parent missing: 409; a body: 415)",
+        "COPY": "Copy to the Destination header's path (Depth 0: a collection without members; Overwrite as MOVE)",
         "MOVE": "Move to the Destination header's path (RFC 4918 Overwrite: T replaces, F answers 412)",
     });
     for path in [webdav::PREFIX, WEBDAV_TAIL] {

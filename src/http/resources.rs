@@ -360,14 +360,6 @@ fn validate(b: &AddResourceBody) -> Result<(), ServiceError> {
             "enum",
         ));
     }
-    // Dropping this silently would lose what the caller asked for: an access restriction
-    // that would not hold.
-    if b.acl.as_ref().is_some_and(|a| !a.is_null()) {
-        return Err(ServiceError::unimplemented(
-            "Per-resource ACLs are not implemented by this server: resources under \
-             viking://resources are readable by every user of the account; add it without acl",
-        ));
-    }
     if b.timeout.is_some_and(|t| !t.is_finite() || t < 0.0) {
         return Err(ServiceError::validation(
             &["body", "timeout"],
@@ -467,7 +459,25 @@ async fn add_resource(
             create: true,
         },
     };
+    // An `acl` binds to the exact target, stored before the tree appears there; with only a
+    // parent the final name is chosen while publishing, after which a row would come late.
+    let acl = match &target {
+        Target::Exact(uri) => super::acl::acl_field(&caller, uri, body.acl.as_ref())?,
+        Target::Under { .. } if body.acl.as_ref().is_some_and(|a| !a.is_null()) => {
+            return Err(ServiceError::invalid_argument(
+                "acl needs the exact target: give 'to' (a viking://resources/… URI below the root)",
+            ))
+        }
+        Target::Under { .. } => None,
+    };
+    let acl_target = match (&target, &acl) {
+        (Target::Exact(uri), Some(_)) => Some(uri.clone()),
+        _ => None,
+    };
     let ticket = state.ingest.enter(caller.account())?;
+    if let Some(uri) = &acl_target {
+        super::acl::stage_acl(&state, uri, acl).await?;
+    }
     let task_id = tasks::new_id();
     let req = IngestRequest {
         account: caller.account().to_string(),
@@ -498,10 +508,15 @@ async fn add_resource(
         return match published.await {
             Ok(result) => Ok(ApiOk::new(result)),
             // Failed before publishing: the job's error (the task is failed already).
-            Err(_) => match done.await {
-                Ok(outcome) => Err(failure_of(outcome)),
-                Err(_) => Err(ServiceError::internal("the ingestion job was lost")),
-            },
+            Err(_) => {
+                if let Some(uri) = &acl_target {
+                    super::acl::unstage_acl(&state, uri).await;
+                }
+                match done.await {
+                    Ok(outcome) => Err(failure_of(outcome)),
+                    Err(_) => Err(ServiceError::internal("the ingestion job was lost")),
+                }
+            }
         };
     }
     let deadline = body
@@ -524,9 +539,13 @@ async fn add_resource(
         None => done.await,
     };
     let answer = match outcome {
-        Ok(r) => flatten(r)?,
-        Err(_) => return Err(ServiceError::internal("the ingestion job was lost")),
+        Ok(r) => flatten(r),
+        Err(_) => Err(ServiceError::internal("the ingestion job was lost")),
     };
+    if let (Err(_), Some(uri)) = (&answer, &acl_target) {
+        super::acl::unstage_acl(&state, uri).await;
+    }
+    let answer = answer?;
     // wait=true also waits until find here sees the tree (read-your-writes of the index).
     let _ = state.search.wait_fresh(caller.account(), INDEX_WAIT).await;
     Ok(ApiOk::new(answer))

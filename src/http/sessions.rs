@@ -246,10 +246,15 @@ async fn commit_session(
     OptionalJson(body): OptionalJson<Map<String, Value>>,
 ) -> ApiResult {
     let session = session_of(&caller, &path)?;
+    let account = session.account.clone();
     let mut options = commit::parse_options(&body)?;
     if state.ingest.chat.is_some() {
         options.memory = commit::MemoryMode::Deferred {
-            backlog_limit: state.settings.memory.backlog_limit,
+            backlog_limit: state
+                .account_configs
+                .effective(caller.account())
+                .memory
+                .backlog_limit,
         };
     }
     let job = CommitSession {
@@ -259,7 +264,7 @@ async fn commit_session(
     };
     let out = state.pools.commit().run(job).await??;
     if out["archived"] == true {
-        state.memory.wake.notify_one();
+        state.memory.wake_account(&account);
     }
     Ok(ApiOk::new(out))
 }

@@ -27,6 +27,9 @@ pub fn configure(routes: &mut Routes) {
         .add(at("/ready").get(ready))
         .add(at("/api/v1/system/status").get(status))
         .add(at("/api/v1/observer/system").get(observer));
+    for name in super::observer_cli::NAMES {
+        routes.add(at(format!("/api/v1/observer/{name}")).get(observer_component));
+    }
 }
 
 /// Liveness: never touches storage; touches the AuthActor only when a key is presented, and
@@ -102,49 +105,132 @@ pub(super) struct ObserverQuery {
     format: Option<String>,
 }
 
+/// `format`: table (default) or json.
+fn wants_table(format: Option<&str>) -> Result<bool, ServiceError> {
+    match format {
+        None | Some("table") => Ok(true),
+        Some("json") => Ok(false),
+        Some(other) => Err(ServiceError::validation(
+            &["query", "format"],
+            &format!("Input should be 'table' or 'json', got {other:?}"),
+            "literal_error",
+        )),
+    }
+}
+
+/// The six components `ov status` reads, from this instance's snapshots (no storage I/O).
+fn cli_components(state: &AppState) -> Vec<super::observer_cli::Component> {
+    use super::observer_cli::RouteLatency;
+    use super::observer_cli::{mask_key, Backlog, Backlogs, Inputs, LockSnapshot, ModelInfo};
+    use std::sync::atomic::Ordering::Relaxed;
+    let storage = state.health.snapshot();
+    let pools: Vec<_> = state.pools.all().iter().map(|p| p.snapshot()).collect();
+    let ms = &state.memory.stats;
+    let search = state.search.status();
+    let (held, waiting, timed_out) = crate::storage::lock_counts::snapshot();
+    let vlm = &state.settings.vlm;
+    // The chat model's health: its last memory-extraction calls (provider errors, timeouts).
+    let chat = state.ingest.chat.as_ref().map(|c| {
+        let failing = ms.consecutive_model_failures() > 0;
+        ModelInfo {
+            model: c.model().to_string(),
+            provider: vlm.provider.clone().unwrap_or_else(|| "openai".into()),
+            key: mask_key(vlm.api_key.as_deref()),
+            state: if failing { "failing" } else { "ok" }.into(),
+            healthy: !failing,
+        }
+    });
+    let e = &search["embedding"];
+    let embedding = e["model"].as_str().map(|model| ModelInfo {
+        model: model.to_string(),
+        provider: e["provider"].as_str().unwrap_or("openai").to_string(),
+        key: mask_key(state.settings.embedding.dense.api_key.as_deref()),
+        state: e["state"].as_str().unwrap_or("unknown").to_string(),
+        healthy: e["healthy"].as_bool().unwrap_or(true),
+    });
+    let latency = [
+        ("find", "/api/v1/search/find"),
+        ("search", "/api/v1/search/search"),
+    ]
+    .into_iter()
+    .map(|(name, route)| {
+        let (count, sum_seconds, p95) = state.metrics.route_latency("POST", route);
+        RouteLatency {
+            name,
+            count,
+            sum_seconds,
+            p95_ms: p95.map(|s| s * 1000.0),
+        }
+    })
+    .collect();
+    super::observer_cli::cli_components(&Inputs {
+        storage: &storage,
+        pools: &pools,
+        backlogs: Backlogs {
+            extraction: Backlog {
+                waiting: ms.backlog.load(Relaxed),
+                deferred: ms.deferred.load(Relaxed),
+            },
+            ingestion_in_flight: state.ingest.in_flight.load(Relaxed) as u64,
+            uploads_in_flight: state.ingest.uploads_in_flight.load(Relaxed) as u64,
+            embedding: e["backlog"].as_u64().unwrap_or(0),
+        },
+        search: &search,
+        locks: LockSnapshot {
+            held,
+            waiting,
+            timed_out,
+            held_locks: crate::storage::lock_counts::held_locks(100),
+        },
+        chat,
+        embedding,
+        latency,
+    })
+}
+
+/// True when every observer component is healthy (`debug/health`).
+pub(super) fn observers_healthy(state: &AppState) -> bool {
+    cli_components(state).iter().all(|c| c.healthy)
+}
+
+/// One component (`/api/v1/observer/{queue,vikingdb,models,lock,retrieval,filesystem}`) in
+/// upstream's `{name, is_healthy, has_errors, status}`; no storage I/O.
+async fn observer_component(
+    state: web::Data<AppState>,
+    _caller: Caller<AnyRole>,
+    ApiQuery(q): ApiQuery<ObserverQuery>,
+    req: HttpRequest,
+) -> ApiResult {
+    let as_table = wants_table(q.format.as_deref())?;
+    let name = req.path().rsplit('/').next().unwrap_or_default();
+    let Some(c) = cli_components(&state).into_iter().find(|c| c.name == name) else {
+        return Err(ServiceError::new(
+            crate::error::ErrorCode::NotFound,
+            "Not Found",
+        ));
+    };
+    Ok(ApiOk::new(json!({
+        "name": c.name,
+        "is_healthy": c.healthy,
+        "has_errors": !c.healthy,
+        "status": if as_table { Value::String(c.table) } else { c.json },
+    })))
+}
+
 /// Component health in the upstream observer shape; no storage I/O (reads the last probe).
 async fn observer(
     state: web::Data<AppState>,
     _caller: Caller<AnyRole>,
     ApiQuery(q): ApiQuery<ObserverQuery>,
 ) -> ApiResult {
-    let as_table = match q.format.as_deref() {
-        None | Some("table") => true,
-        Some("json") => false,
-        Some(other) => {
-            return Err(ServiceError::validation(
-                &["query", "format"],
-                &format!("Input should be 'table' or 'json', got {other:?}"),
-                "literal_error",
-            ))
-        }
-    };
+    let as_table = wants_table(q.format.as_deref())?;
     let storage = state.health.snapshot();
     let storage_pool = state.pools.storage().snapshot();
     let commit_pool = state.pools.commit().snapshot();
     let ingest_pool = state.pools.ingest().snapshot();
     let memory_pool = state.pools.memory().snapshot();
     let memory = memory_status(&state.memory.stats);
-    let (held, waiting, timed_out) = crate::storage::lock_counts::snapshot();
-    let cli = super::observer_cli::cli_components(
-        &storage,
-        &[
-            storage_pool.clone(),
-            commit_pool.clone(),
-            ingest_pool.clone(),
-            memory_pool.clone(),
-        ],
-        super::observer_cli::Backlog {
-            waiting: memory["backlog"].as_u64().unwrap_or(0),
-            deferred: memory["deferred"].as_u64().unwrap_or(0),
-        },
-        &state.search.status(),
-        super::observer_cli::LockSnapshot {
-            held,
-            waiting,
-            timed_out,
-        },
-    );
+    let cli = cli_components(&state);
     let auth = state.auth_status().await;
     let components = [
         (

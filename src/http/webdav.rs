@@ -19,7 +19,7 @@ use percent_encoding::percent_decode_str;
 
 use crate::error::{ErrorCode, ServiceError};
 use crate::jobs::fs::RemoveEntry;
-use crate::jobs::webdav::{FetchFile, MakeCollection, MoveNode, Propfind, PutFile};
+use crate::jobs::webdav::{CopyNode, FetchFile, MakeCollection, MoveNode, Propfind, PutFile};
 use crate::storage::fs::write;
 use crate::storage::uri::{self, Access, VikingUri};
 use crate::storage::webdav::{is_hidden, multistatus, Outcome};
@@ -39,9 +39,7 @@ pub const CHILD_LIMIT: usize = 10_000;
 /// Largest PROPFIND body read (a property request is a few hundred bytes; beyond: 413).
 pub const PROPFIND_MAX_BODY: usize = 64 * 1024;
 /// The methods served, as `Allow` lists them.
-pub const METHODS: &str = "OPTIONS, PROPFIND, GET, HEAD, PUT, DELETE, MKCOL, MOVE";
-/// The WebDAV-only methods (no OpenAPI 3.1 operation field exists for them).
-pub const EXTENSION_METHODS: [&str; 3] = ["PROPFIND", "MKCOL", "MOVE"];
+pub const METHODS: &str = "OPTIONS, PROPFIND, GET, HEAD, PUT, DELETE, MKCOL, COPY, MOVE";
 
 pub fn configure(routes: &mut Routes) {
     for path in [PREFIX, TAIL_ROUTE] {
@@ -53,6 +51,7 @@ pub fn configure(routes: &mut Routes) {
             .delete(delete);
         let ep = extension(ep, "PROPFIND", propfind);
         let ep = extension(ep, "MKCOL", mkcol);
+        let ep = extension(ep, "COPY", copy);
         routes.add(extension(ep, "MOVE", move_));
     }
 }
@@ -252,43 +251,59 @@ async fn small_body(
 /// A PROPFIND body must be well-formed XML (RFC 4918 §9.1: 400 otherwise); its property
 /// selection is answered with every live property, as 0.5.2 does.
 fn check_xml(body: &[u8]) -> Result<(), DavError> {
+    use quick_xml::events::Event;
+    use quick_xml::name::ResolveResult;
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(());
     }
-    let mut reader = quick_xml::Reader::from_reader(body);
+    let invalid = |why: String| {
+        DavError(ServiceError::invalid_argument(format!(
+            "PROPFIND body is not well-formed XML: {why}"
+        )))
+    };
+    let mut reader = quick_xml::reader::NsReader::from_reader(body);
     let mut buf = Vec::new();
     let mut depth = 0usize;
     let mut roots = 0usize;
     loop {
-        let event = reader.read_event_into(&mut buf).map_err(|e| {
-            DavError(ServiceError::invalid_argument(format!(
-                "PROPFIND body is not well-formed XML: {e}"
-            )))
-        })?;
+        let (ns, event) = reader
+            .read_resolved_event_into(&mut buf)
+            .map_err(|e| invalid(e.to_string()))?;
+        if let ResolveResult::Unknown(prefix) = ns {
+            let prefix = String::from_utf8_lossy(&prefix).into_owned();
+            return Err(invalid(format!("undeclared namespace prefix '{prefix}'")));
+        }
+        let element = match &event {
+            Event::Start(e) | Event::Empty(e) => Some(e.clone().into_owned()),
+            _ => None,
+        };
+        if let Some(e) = element {
+            // Namespaces in XML 1.0: a prefix may not be bound to the empty name.
+            for attr in e.attributes() {
+                let attr = attr.map_err(|err| invalid(err.to_string()))?;
+                if attr.key.as_ref().starts_with(b"xmlns:") && attr.value.is_empty() {
+                    return Err(invalid("a namespace prefix bound to \"\"".into()));
+                }
+            }
+        }
         match event {
-            quick_xml::events::Event::Start(_) => {
+            Event::Start(_) => {
                 if depth == 0 {
                     roots += 1;
                 }
                 depth += 1;
             }
-            quick_xml::events::Event::Empty(_) if depth == 0 => roots += 1,
-            quick_xml::events::Event::End(_) => depth = depth.saturating_sub(1),
+            Event::Empty(_) if depth == 0 => roots += 1,
+            Event::End(_) => depth = depth.saturating_sub(1),
             // Text outside the root element: not one document.
-            quick_xml::events::Event::Text(t)
-                if depth == 0 && !t.iter().all(u8::is_ascii_whitespace) =>
-            {
-                roots += 2
-            }
-            quick_xml::events::Event::Eof => break,
+            Event::Text(t) if depth == 0 && !t.iter().all(u8::is_ascii_whitespace) => roots += 2,
+            Event::Eof => break,
             _ => {}
         }
         buf.clear();
     }
     if roots != 1 || depth != 0 {
-        return Err(DavError(ServiceError::invalid_argument(
-            "PROPFIND body is not well-formed XML: expected one root element",
-        )));
+        return Err(invalid("expected one root element".into()));
     }
     Ok(())
 }
@@ -546,6 +561,60 @@ fn destination_path(req: &HttpRequest) -> Result<String, DavError> {
     Ok(path)
 }
 
+/// The `Overwrite` header: T (default) or F.
+fn overwrite_of(req: &HttpRequest) -> Result<bool, DavError> {
+    match req
+        .headers()
+        .get("overwrite")
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.trim().to_ascii_uppercase())
+        .as_deref()
+    {
+        None | Some("T") => Ok(true),
+        Some("F") => Ok(false),
+        Some(_) => Err(DavError(ServiceError::invalid_argument(
+            "Overwrite must be T or F",
+        ))),
+    }
+}
+
+/// Source and target of a MOVE or COPY, checked (`source_access` on the source, write on the
+/// target; they must differ and not contain each other: 403).
+fn transfer_ends(
+    req: &HttpRequest,
+    caller: &Caller<DataAccess>,
+    verb: &str,
+    source_access: Access,
+) -> Result<(VikingUri, VikingUri), DavError> {
+    let from_segs = segments_of(req.uri().path())?;
+    if from_segs.is_empty() {
+        return Err(not_allowed(&format!(
+            "{verb} of the resources root is not supported"
+        )));
+    }
+    let to_segs = segments_of(&destination_path(req)?)?;
+    if to_segs.is_empty() {
+        return Err(DavError(ServiceError::permission_denied(
+            "cannot replace the resources root",
+        )));
+    }
+    let from = resource_uri(caller, &from_segs, source_access)?;
+    let to = resource_uri(caller, &to_segs, Access::Write)?;
+    if from == to || to.starts_with(&from) || from.starts_with(&to) {
+        return Err(DavError(ServiceError::permission_denied(format!(
+            "{verb} source and destination must differ and not contain each other"
+        ))));
+    }
+    Ok((from, to))
+}
+
+fn transferred(outcome: Outcome) -> HttpResponse {
+    match outcome {
+        Outcome::Created => reply(StatusCode::CREATED).finish(),
+        Outcome::Replaced => reply(StatusCode::NO_CONTENT).finish(),
+    }
+}
+
 /// MOVE (RFC 4918 §9.9): `Overwrite: T` (default) replaces an existing target, `F` answers
 /// 412; 201 for a new target, 204 for a replaced one.
 async fn move_(
@@ -554,48 +623,41 @@ async fn move_(
     req: HttpRequest,
 ) -> DavResult {
     let caller = caller?;
-    let from_segs = segments_of(req.uri().path())?;
-    if from_segs.is_empty() {
-        return Err(not_allowed("Moving the resources root is not supported"));
-    }
-    let to_segs = segments_of(&destination_path(&req)?)?;
-    if to_segs.is_empty() {
-        return Err(DavError(ServiceError::permission_denied(
-            "cannot replace the resources root",
-        )));
-    }
-    let overwrite = match req
-        .headers()
-        .get("overwrite")
-        .and_then(|v| v.to_str().ok())
-        .map(|v| v.trim().to_ascii_uppercase())
-        .as_deref()
-    {
-        None | Some("T") => true,
-        Some("F") => false,
-        Some(_) => {
-            return Err(DavError(ServiceError::invalid_argument(
-                "Overwrite must be T or F",
-            )))
-        }
-    };
-    let from = resource_uri(&caller, &from_segs, Access::Delete)?;
-    let to = resource_uri(&caller, &to_segs, Access::Write)?;
-    if from == to || to.starts_with(&from) || from.starts_with(&to) {
-        return Err(DavError(ServiceError::permission_denied(
-            "MOVE source and destination must differ and not contain each other",
-        )));
-    }
+    let overwrite = overwrite_of(&req)?;
+    let (from, to) = transfer_ends(&req, &caller, "MOVE", Access::Delete)?;
     let job = MoveNode {
         from,
         to,
         overwrite,
         recorder: state.search.recorder.clone(),
     };
-    match state.pools.storage().run(job).await?? {
-        Outcome::Created => Ok(reply(StatusCode::CREATED).finish()),
-        Outcome::Replaced => Ok(reply(StatusCode::NO_CONTENT).finish()),
-    }
+    Ok(transferred(state.pools.storage().run(job).await??))
+}
+
+/// COPY (RFC 4918 §9.8): `Overwrite` as MOVE; `Depth: 0` copies a collection without its
+/// members, anything else (infinity) the whole tree.
+async fn copy(
+    state: web::Data<AppState>,
+    caller: Result<Caller<DataAccess>, ServiceError>,
+    req: HttpRequest,
+) -> DavResult {
+    let caller = caller?;
+    let overwrite = overwrite_of(&req)?;
+    let deep = req
+        .headers()
+        .get("depth")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        != Some("0");
+    let (from, to) = transfer_ends(&req, &caller, "COPY", Access::Read)?;
+    let job = CopyNode {
+        from,
+        to,
+        overwrite,
+        deep,
+        recorder: state.search.recorder.clone(),
+    };
+    Ok(transferred(state.pools.storage().run(job).await??))
 }
 
 #[cfg(test)]
@@ -640,7 +702,14 @@ mod tests {
             br#"<?xml version="1.0"?><D:propfind xmlns:D="DAV:"><D:allprop/></D:propfind>"#
         )
         .is_ok());
-        for bad in [&b"<a>"[..], b"<a></b>", b"<a/><b/>", b"junk"] {
+        for bad in [
+            &b"<a>"[..],
+            b"<a></b>",
+            b"<a/><b/>",
+            b"junk",
+            b"<D:propfind/>",
+            br#"<propfind xmlns="DAV:"><prop><bar:foo xmlns:bar=""/></prop></propfind>"#,
+        ] {
             assert!(check_xml(bad).is_err(), "{}", String::from_utf8_lossy(bad));
         }
     }

@@ -21,10 +21,10 @@ pub struct ArchiveLimits {
 
 /// Entries above this size must respect `max_ratio` (smaller ones cannot hold much, but a
 /// thousand of them can: the whole archive is checked too).
-const ENTRY_RATIO_FLOOR: u64 = 64 * 1024;
+pub(crate) const ENTRY_RATIO_FLOOR: u64 = 64 * 1024;
 /// Once the archive unpacked more than this, its unpacked total must respect `max_ratio`
 /// against the archive's own size.
-const ARCHIVE_RATIO_FLOOR: u64 = 1024 * 1024;
+pub(crate) const ARCHIVE_RATIO_FLOOR: u64 = 1024 * 1024;
 
 /// Unpack `zip_path` into `dest` (an existing, empty directory). Returns the number of files
 /// written. Warnings name what was skipped or renamed.
@@ -224,7 +224,7 @@ fn name_too_long(e: &io::Error) -> bool {
 
 /// Copy at most `limit` bytes; more → `FileTooLarge`; `bad_ratio(bytes_so_far)` naming a
 /// broken rule → `InvalidData` with that name.
-fn copy_limited(
+pub(crate) fn copy_limited(
     from: &mut impl Read,
     to: &mut impl Write,
     limit: u64,

@@ -79,8 +79,22 @@ pub struct ChatSession<'a> {
 }
 
 impl ChatSession<'_> {
+    pub fn model(&self) -> &str {
+        self.chat.model()
+    }
+
     /// One completion of `prompt` (with a system message); the reply's text.
     pub fn complete(&self, system: &str, prompt: &str) -> Result<String, String> {
+        self.complete_counted(system, prompt).map(|(text, _)| text)
+    }
+
+    /// [`ChatSession::complete`] with the tokens spent: (input, output) as the provider
+    /// reported them, estimated (4 bytes a token) when it reported none.
+    pub fn complete_counted(
+        &self,
+        system: &str,
+        prompt: &str,
+    ) -> Result<(String, (u64, u64)), String> {
         let chat = self.chat;
         let body = json!({
             "model": chat.model(),
@@ -119,7 +133,15 @@ impl ChatSession<'_> {
                         }
                     };
                     match v["choices"][0]["message"]["content"].as_str() {
-                        Some(text) if !text.trim().is_empty() => return Ok(text.to_string()),
+                        Some(text) if !text.trim().is_empty() => {
+                            let input = v["usage"]["prompt_tokens"]
+                                .as_u64()
+                                .unwrap_or((system.len() + prompt.len()) as u64 / 4);
+                            let output = v["usage"]["completion_tokens"]
+                                .as_u64()
+                                .unwrap_or(text.len() as u64 / 4);
+                            return Ok((text.to_string(), (input, output)));
+                        }
                         _ => last = "the answer had no message content".into(),
                     }
                 }
@@ -162,6 +184,9 @@ impl ChatFailure {
 pub struct Completion {
     pub text: String,
     pub total_tokens: u64,
+    /// The input and output parts (the console's token view).
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
 }
 
 /// Structured-output modes, strongest first; a provider refusing one (HTTP 400/422) is asked
@@ -238,12 +263,21 @@ impl ChatSession<'_> {
                                 .as_str()
                                 .unwrap_or("")
                                 .to_string();
-                            let total_tokens =
-                                v["usage"]["total_tokens"].as_u64().unwrap_or_else(|| {
-                                    (body["messages"].to_string().len() as u64 + text.len() as u64)
-                                        / 4
-                                });
-                            return Ok(Completion { text, total_tokens });
+                            let prompt_tokens = v["usage"]["prompt_tokens"]
+                                .as_u64()
+                                .unwrap_or(body["messages"].to_string().len() as u64 / 4);
+                            let completion_tokens = v["usage"]["completion_tokens"]
+                                .as_u64()
+                                .unwrap_or(text.len() as u64 / 4);
+                            let total_tokens = v["usage"]["total_tokens"]
+                                .as_u64()
+                                .unwrap_or(prompt_tokens + completion_tokens);
+                            return Ok(Completion {
+                                text,
+                                total_tokens,
+                                prompt_tokens,
+                                completion_tokens,
+                            });
                         }
                         Err(e) => last = ChatFailure::Provider(format!("unreadable answer: {e}")),
                     }

@@ -17,6 +17,7 @@ pub mod git;
 pub mod local;
 pub mod names;
 pub mod overview;
+pub mod pack;
 pub mod package;
 pub mod parse;
 pub mod pipeline;

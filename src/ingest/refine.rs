@@ -70,9 +70,23 @@ pub fn summarize_dir(
          each child holds, at most 3000 characters>",
         dir.name()
     );
-    let (abs, overview) = session
-        .complete(SYSTEM, &prompt)
-        .and_then(|r| parse_reply(&r))?;
+    let (reply, (input, output)) = session.complete_counted(SYSTEM, &prompt)?;
+    // Summary tokens are the account's (no user asked for them).
+    crate::telemetry::usage::record(crate::telemetry::usage::Usage {
+        account: dir
+            .store_path()
+            .segments()
+            .next()
+            .unwrap_or_default()
+            .to_string(),
+        user: None,
+        source: "vlm",
+        model: session.model().to_string(),
+        input_tokens: input,
+        output_tokens: output,
+        at: crate::time::iso_micros_now(),
+    });
+    let (abs, overview) = parse_reply(&reply)?;
     Ok((
         summary::truncate(&abs, ABSTRACT_MAX),
         summary::truncate(&overview, OVERVIEW_MAX),

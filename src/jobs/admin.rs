@@ -29,7 +29,7 @@ pub struct Registry {
 }
 
 impl Registry {
-    fn cx<'a>(&'a self, ctx: &'a JobContext<'_>) -> OpCtx<'a> {
+    pub fn cx<'a>(&'a self, ctx: &'a JobContext<'_>) -> OpCtx<'a> {
         OpCtx {
             storage: ctx.storage,
             sink: self.sink.as_ref(),

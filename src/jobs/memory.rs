@@ -22,21 +22,30 @@ pub struct Waiting {
     pub user: String,
     pub task_id: String,
     pub due: bool,
+    /// Not before this time (epoch seconds).
+    pub not_before: f64,
     pub enqueued_at: f64,
 }
 
-/// Every account's backlog entries, oldest first.
-pub struct ScanMemoryBacklog;
+/// The backlog entries of some accounts (`None` = every account), oldest first.
+pub struct ScanMemoryBacklog {
+    pub accounts: Option<Vec<String>>,
+}
 
 impl BlockingJob for ScanMemoryBacklog {
     type Output = ServiceResult<Vec<Waiting>>;
     fn run(self, ctx: &JobContext<'_>) -> Self::Output {
         let now = epoch_secs_now();
         let mut out = Vec::new();
-        for account in crate::storage::account_names(ctx.storage)? {
+        let accounts = match self.accounts {
+            Some(a) => a,
+            None => crate::storage::account_names(ctx.storage)?,
+        };
+        for account in accounts {
             for e in backlog::list_account(ctx.storage, &account)? {
                 out.push(Waiting {
                     due: e.is_due(now),
+                    not_before: e.not_before,
                     account: e.account,
                     user: e.user,
                     task_id: e.task_id,

@@ -5,16 +5,21 @@
 //! travels in the job struct, not in [`JobContext`]. This module knows nothing about actix: the
 //! pools in `crate::actors::pool` execute jobs, and handlers submit them.
 
+pub mod acl;
 pub mod admin;
+pub mod audit;
 pub mod auth;
 pub mod content;
+pub mod diagnostics;
 pub mod fs;
 pub mod health;
 pub mod memory;
 pub mod overviews;
+pub mod pack;
 pub mod resources;
 pub mod search;
 pub mod sessions;
+pub mod settings;
 pub mod skills;
 pub mod snapshot;
 pub mod tags;

@@ -137,3 +137,38 @@ impl BlockingJob for MoveNode {
         out
     }
 }
+
+/// COPY with RFC 4918 `Overwrite` and Depth (0: a collection without its members).
+pub struct CopyNode {
+    pub from: VikingUri,
+    pub to: VikingUri,
+    pub overwrite: bool,
+    pub deep: bool,
+    pub recorder: Arc<Recorder>,
+}
+
+impl BlockingJob for CopyNode {
+    type Output = ServiceResult<Outcome>;
+
+    fn run(self, ctx: &JobContext<'_>) -> Self::Output {
+        let out = webdav::copy_to(
+            ctx.storage,
+            &self.from,
+            &self.to,
+            self.overwrite,
+            self.deep,
+            ctx.yielder(),
+        );
+        // A copy that failed part-way may have written some files.
+        let changed = [self.to.store_path().clone()];
+        record_outcome(
+            &self.recorder,
+            ctx,
+            &out,
+            &changed,
+            ChangeKind::Copy,
+            RecordWhen::EvenIfPartial,
+        );
+        out
+    }
+}

@@ -209,13 +209,30 @@ impl Extractor<'_> {
         // update them, as 0.5.2 lays them out (create-only: a rerun writes nothing).
         self.init_single_files(&entry)?;
         let plan_at = plan_path(&entry.account, &entry.task_id)?;
-        let mut plan = match archive::read_json(self.storage, &plan_at)? {
+        let stored_plan = archive::read_json(self.storage, &plan_at)?;
+        if stored_plan.is_none() {
+            if let Some(delay) = self.wait_for_budget(&entry, &version, &owner)? {
+                return Ok(RunOutcome::Deferred { delay_secs: delay });
+            }
+        }
+        let mut plan = match stored_plan {
             Some(v) => serde_json::from_value::<Plan>(v).map_err(ServiceError::internal)?,
             None => match self.ask_model(&entry, chat)? {
                 Ok(p) => {
                     let data = serde_json::to_vec(&p).map_err(ServiceError::internal)?;
                     match self.storage.write_if(&plan_at, &data, None) {
-                        Ok(_) => p,
+                        Ok(_) => {
+                            // Charged once, by the run whose plan was stored.
+                            if let Err(e) = super::budget::charge(
+                                self.storage,
+                                &entry.account,
+                                &super::budget::today(),
+                                p.tokens,
+                            ) {
+                                tracing::warn!(account = %entry.account, error = %e.message, "memory token usage not charged");
+                            }
+                            p
+                        }
                         Err(StorageError::Conflict(_)) | Err(StorageError::AlreadyExists(_)) => {
                             let v =
                                 archive::read_json(self.storage, &plan_at)?.unwrap_or(Value::Null);
@@ -276,6 +293,35 @@ impl Extractor<'_> {
         self.conclude(&entry, &owner, &dir, &archive_uri, diff)
     }
 
+    /// `Some(delay)` when the account's daily token budget is spent: the entry is put back
+    /// until the next UTC day, the task says why, nothing is lost.
+    fn wait_for_budget(
+        &self,
+        entry: &Entry,
+        version: &Version,
+        owner: &TaskOwner,
+    ) -> ServiceResult<Option<u64>> {
+        let budget = self.settings.daily_token_budget;
+        let Some(used) = super::budget::exhausted(self.storage, &entry.account, budget)? else {
+            return Ok(None);
+        };
+        let delay = super::budget::secs_to_next_day();
+        let why = format!(
+            "daily token budget spent ({used} of {budget} tokens today); resumes after 00:00 UTC"
+        );
+        tracing::info!(account = %entry.account, task = %entry.task_id, used, budget, delay, "memory extraction waits for the daily token budget");
+        backlog::defer_for_budget(self.storage, entry, version, delay as f64, &why)?;
+        let _ = tasks::update(self.storage, owner, &entry.task_id, |t| {
+            if !t.status.is_terminal() {
+                t.stage = Some(format!("memory_extraction: waiting ({why})"));
+            }
+        });
+        self.stats
+            .budget_deferred
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(Some(delay))
+    }
+
     /// Write the done marker, complete the task, drop the plan and the entry.
     fn conclude(
         &self,
@@ -283,8 +329,12 @@ impl Extractor<'_> {
         owner: &TaskOwner,
         dir: &StorePath,
         archive_uri: &str,
-        diff: Value,
+        mut diff: Value,
     ) -> ServiceResult<RunOutcome> {
+        if entry.budget_waits > 0 {
+            // How often it waited for the account's daily token budget before it ran.
+            diff["extraction_outcome"]["budget_waits"] = json!(entry.budget_waits);
+        }
         let data = serde_json::to_vec_pretty(&diff).map_err(ServiceError::internal)?;
         match self.storage.write_if(&dir.join(MEMORY_DIFF)?, &data, None) {
             Ok(_) | Err(StorageError::Conflict(_)) | Err(StorageError::AlreadyExists(_)) => {}
@@ -299,14 +349,15 @@ impl Extractor<'_> {
             .filter(|(k, _)| *k != "total")
             .map(|(k, v)| (k.clone(), v.as_u64().unwrap_or(0)))
             .collect();
-        // Counted before the task completes, so a client seeing it completed sees the counts
-        // (a crash between the two counts this extraction twice: the figure is advisory).
+        // Counted before the task completes, so a client seeing it completed sees the counts;
+        // the count remembers the task, so a run resumed after a crash here adds nothing.
         let pending = tasks::get(self.storage, owner, &entry.task_id)?
             .is_some_and(|t| !t.status.is_terminal());
         if pending {
             crate::storage::sessions::config::add_memories_extracted(
                 self.storage,
                 &entry.session(),
+                &entry.task_id,
                 &counts,
             )?;
         }
@@ -397,6 +448,15 @@ impl Extractor<'_> {
                 plan.calls.push(k.as_str().to_string());
             }
             self.stats.add_tokens(&entry.account, asked.tokens);
+            crate::telemetry::usage::record(crate::telemetry::usage::Usage {
+                account: entry.account.clone(),
+                user: Some(entry.user.clone()),
+                source: "vlm",
+                model: session.model().to_string(),
+                input_tokens: asked.input_tokens,
+                output_tokens: asked.output_tokens,
+                at: crate::time::iso_micros_now(),
+            });
             plan.tokens += asked.tokens;
             if let Some(f) = asked.unavailable {
                 return Ok(Err(f.message().to_string()));

@@ -4,6 +4,7 @@
 //! backlog of extractions lives in `storage::sessions::backlog` (commits write it); the jobs
 //! are in `jobs/memory.rs` and the scheduler that feeds them in `startup.rs`.
 
+pub mod budget;
 pub mod extract;
 pub mod file;
 pub mod health;

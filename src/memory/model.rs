@@ -85,6 +85,9 @@ pub struct Asked {
     /// Why the last failing call failed.
     pub last_error: Option<String>,
     pub tokens: u64,
+    /// The input and output parts of `tokens`.
+    pub input_tokens: u64,
+    pub output_tokens: u64,
     /// The provider failed or timed out: the piece was not judged at all (retry later).
     pub unavailable: Option<ChatFailure>,
 }
@@ -382,6 +385,8 @@ pub fn ask(
             }
         };
         asked.tokens += answer.total_tokens;
+        asked.input_tokens += answer.prompt_tokens;
+        asked.output_tokens += answer.completion_tokens;
         match judge(&answer.text, types, candidates) {
             Ok(ops) => {
                 let useful = ops.iter().any(|o| o.op != "noop");

@@ -19,15 +19,29 @@ pub struct MemoryStats {
     pub completed: AtomicU64,
     /// Extractions put back for later (model unavailable).
     pub deferred: AtomicU64,
+    /// Extractions put back to the next UTC day (the account's daily token budget is spent).
+    pub budget_deferred: AtomicU64,
     /// Memory files added, updated or deleted.
     pub written: AtomicU64,
     /// Chat tokens spent on extraction, per account.
     tokens: Mutex<HashMap<String, u64>>,
+    /// Calls in a row the provider failed or did not answer (0 after any answer).
+    model_failures: AtomicU64,
 }
 
 impl MemoryStats {
     pub fn count(&self, kind: OutcomeKind) {
         self.outcomes[kind.index()].fetch_add(1, Ordering::Relaxed);
+        if matches!(kind, OutcomeKind::ProviderError | OutcomeKind::Timeout) {
+            self.model_failures.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.model_failures.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// Extraction calls in a row the chat model failed (the observer's model health).
+    pub fn consecutive_model_failures(&self) -> u64 {
+        self.model_failures.load(Ordering::Relaxed)
     }
 
     pub fn outcomes(&self) -> Vec<(&'static str, u64)> {

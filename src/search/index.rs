@@ -125,6 +125,20 @@ pub struct Hit {
     pub bm25: f32,
 }
 
+/// One indexed document with its size (consistency checks, debug listings).
+#[derive(Debug, Clone)]
+pub struct IndexedDoc {
+    pub hit: Hit,
+    pub size: u64,
+}
+
+impl IndexedDoc {
+    /// The account the document belongs to (its path's first segment).
+    pub fn account(&self) -> &str {
+        self.hit.path.split('/').next().unwrap_or("")
+    }
+}
+
 /// An exclusive advisory lock on `<dir>/LOCK`, released when the process exits.
 pub(super) struct DirLock {
     _file: File,
@@ -505,6 +519,7 @@ impl SearchIndex {
         serde_json::json!({
             "state": if building { "building" } else if lag > 0 { "catching_up" } else { "ready" },
             "docs": self.num_docs(),
+            "segments": self.reader.searcher().segment_readers().len(),
             "index_lag": lag,
             "local_changes_pending": local_lag,
             "remote_changes_pending": s.lag.load(Ordering::Relaxed),
@@ -580,6 +595,23 @@ impl SearchIndex {
         Ok(out)
     }
 
+    /// Every document at or under `root` (a full storage path) with its size, sorted by path:
+    /// what `system/consistency` compares with storage and `debug/vector/*` page through.
+    pub fn documents_under(&self, root: &str) -> Result<Vec<IndexedDoc>, IndexError> {
+        let searcher = self.reader.searcher();
+        let f = self.fields;
+        let q = TermQuery::new(Term::from_field_text(f.anc, root), IndexRecordOption::Basic);
+        let mut out = Vec::new();
+        for addr in searcher.search(&q, &tantivy::collector::DocSetCollector)? {
+            let doc: TantivyDocument = searcher.doc(addr)?;
+            let size = doc.get_first(f.size).and_then(|v| v.as_u64()).unwrap_or(0);
+            let hit = self.hit(&searcher, addr, 0.0)?;
+            out.push(IndexedDoc { hit, size });
+        }
+        out.sort_by(|a, b| a.hit.path.cmp(&b.hit.path));
+        Ok(out)
+    }
+
     /// Every indexed document's path and content hash (to re-attach stored vectors).
     pub fn hashes(&self) -> Result<Vec<(String, String)>, IndexError> {
         let mut out = Vec::new();
@@ -616,6 +648,20 @@ impl SearchIndex {
         tags: &[String],
         limit: usize,
     ) -> Result<Vec<Hit>, IndexError> {
+        self.keyword_search_filtered(account, terms, scopes, tags, None, limit)
+    }
+
+    /// [`SearchIndex::keyword_search_tagged`] among the documents `access` lets the caller
+    /// read (ACLs), inside the query so the top `limit` are all readable ones.
+    pub fn keyword_search_filtered(
+        &self,
+        account: &str,
+        terms: &[String],
+        scopes: &[String],
+        tags: &[String],
+        access: Option<&super::access::PathFilter>,
+        limit: usize,
+    ) -> Result<Vec<Hit>, IndexError> {
         if terms.is_empty() || scopes.is_empty() || limit == 0 {
             return Ok(Vec::new());
         }
@@ -650,6 +696,9 @@ impl SearchIndex {
                 IndexRecordOption::Basic,
             ));
             clauses.push((Occur::Must, Box::new(ConstScoreQuery::new(q, 0.0))));
+        }
+        if let Some(filter) = access {
+            clauses.push((Occur::Must, filter.query(f.anc)));
         }
         let query = BooleanQuery::new(clauses);
         let searcher = self.reader.searcher();

@@ -7,7 +7,9 @@
 //! ([`query`], [`filter`]). The actor running the writer lives in
 //! `crate::actors::search`; routes in `crate::http::search`.
 
+pub mod access;
 pub mod changes;
+pub mod consistency;
 pub mod docs;
 pub mod embed;
 pub mod filter;
@@ -15,6 +17,7 @@ pub mod index;
 pub mod index_dirs;
 pub mod indexer;
 pub mod query;
+pub mod records;
 pub mod request;
 pub mod tokenizer;
 pub mod vector_gc;

@@ -10,6 +10,7 @@
 
 use serde_json::{json, Value};
 
+use super::access::PathFilter;
 use super::docs;
 use super::embed::Embedder;
 use super::filter::DocView;
@@ -18,6 +19,7 @@ use super::request::{SearchRequest, SearchType};
 use super::tokenizer::query_terms;
 use crate::error::{ServiceError, ServiceResult};
 use crate::identity::{Identity, Role};
+use crate::storage::acl::AclView;
 use crate::storage::uri::{self, Access, Scope};
 use crate::storage::{Storage, StorageError};
 
@@ -89,7 +91,7 @@ pub fn scopes(who: &Identity, req: &SearchRequest) -> ServiceResult<(Vec<String>
     }
     for raw in explicit {
         let target = uri::parse(raw, who)?;
-        uri::authorize(&target, who, Access::Read)?;
+        uri::authorize_scope(&target, who, Access::Read)?;
         match (target.scope(), target.segments().len()) {
             (Scope::Root, _) => {
                 add(format!("{acct}/resources"), "viking://resources".into());
@@ -149,6 +151,7 @@ fn fuse(
     q: &[f32],
     keyword_hits: Vec<Hit>,
     scopes: &[String],
+    access: Option<&PathFilter>,
     k: usize,
 ) -> ServiceResult<Vec<Candidate>> {
     use std::collections::HashMap;
@@ -171,7 +174,7 @@ fn fuse(
         };
         by_path.insert(f.hit.path.clone(), f);
     }
-    let nearest = e.nearest(q, scopes, k);
+    let nearest = e.nearest_where(q, scopes, k, &|p| access.is_none_or(|f| f.matches(p)));
     let missing: Vec<String> = nearest
         .iter()
         .filter(|(p, _)| !by_path.contains_key(p))
@@ -254,6 +257,8 @@ pub fn run(
     bounds: ContentBounds,
 ) -> ServiceResult<Value> {
     let (scope_paths, scope_uris) = scopes(who, req)?;
+    // ACLs: the caller's readable resources, as a clause of the index query.
+    let access = AclView::for_caller(who).and_then(|v| PathFilter::for_view(&v, &who.account));
     let terms = query_terms(&req.query, MAX_TERMS);
     let post_filtered = req.filter.is_some()
         || !req.levels.is_empty()
@@ -280,18 +285,33 @@ pub fn run(
         fetch
     };
     let keyword_hits = index
-        .keyword_search_tagged(&who.account, &terms, &scope_paths, &req.tags, kw_fetch)
+        .keyword_search_filtered(
+            &who.account,
+            &terms,
+            &scope_paths,
+            &req.tags,
+            access.as_ref(),
+            kw_fetch,
+        )
         .map_err(index_error)?;
     let candidates = match &dense {
         None => keyword_only(keyword_hits),
-        Some((e, q)) => fuse(index, e, q, keyword_hits, &scope_paths, kw_fetch)?,
+        Some((e, q)) => fuse(
+            index,
+            e,
+            q,
+            keyword_hits,
+            &scope_paths,
+            access.as_ref(),
+            kw_fetch,
+        )?,
     };
     let mut scored: Vec<Scored> = Vec::new();
     let mut skill_roots = std::collections::HashSet::new();
     let mut ceiling = 1.0f64;
     for c in candidates {
         let hit = c.hit;
-        if !visible(who, &hit) {
+        if !visible(who, &hit) || access.as_ref().is_some_and(|f| !f.matches(&hit.path)) {
             continue;
         }
         if !req.levels.is_empty() && !req.levels.contains(&hit.level) {

@@ -16,6 +16,7 @@ use super::ignore_rules::{self, Rules};
 use super::objects::{blob_id, ObjectStore};
 use super::refs::{BranchHead, Refs};
 use super::scope::{live_files, within};
+use super::statcache::StatCache;
 use super::tree::{self, Flat};
 use super::{repo_root, tree_path_uri, Author};
 use crate::error::{ServiceError, ServiceResult};
@@ -54,8 +55,9 @@ pub fn capture(
         .map_err(ServiceError::from)?;
     let mut files = Flat::new();
     let mut ignored = 0;
+    let mut cache = StatCache::new(storage, &super::repo_root(account)?);
     for scope in scopes {
-        for path in live_files(storage, account, scope, abandoned)? {
+        for (path, listed) in live_files(storage, account, scope, abandoned)? {
             if rules.ignores(&path) {
                 ignored += 1;
                 continue;
@@ -63,7 +65,12 @@ pub fn capture(
             if files.contains_key(&path) {
                 continue;
             }
-            let data = match storage.read(&root.join_path(&path).map_err(ServiceError::from)?) {
+            if let Some(id) = listed.as_ref().and_then(|v| cache.get(&path, v)) {
+                files.insert(path, id);
+                continue;
+            }
+            let at = root.join_path(&path).map_err(ServiceError::from)?;
+            let (data, version) = match storage.read_versioned(&at) {
                 Ok(d) => d,
                 // Removed since it was listed: not part of this version.
                 Err(StorageError::NotFound(_)) => continue,
@@ -73,9 +80,11 @@ pub fn capture(
             if !known_blobs.contains(&id) {
                 objects.put(Kind::Blob, &data)?;
             }
+            cache.put(&path, &version, &id);
             files.insert(path, id);
         }
     }
+    cache.save();
     Ok(LiveState { files, ignored })
 }
 

@@ -15,6 +15,7 @@ pub mod objects;
 pub mod refs;
 pub mod restore;
 pub mod scope;
+pub mod statcache;
 pub mod tree;
 
 use crate::error::{ServiceError, ServiceResult};

@@ -240,10 +240,13 @@ fn apply(
     }
     for path in to_delete {
         touched.push((*path).clone());
-        match storage.remove(&root.join_path(path).map_err(ServiceError::from)?, false) {
+        let at = root.join_path(path).map_err(ServiceError::from)?;
+        match storage.remove(&at, false) {
             Ok(()) | Err(StorageError::NotFound(_)) => {}
             Err(e) => return Err(e.into()),
         }
+        // A removed node's tags go with it, as with `fs rm` (tags are not versioned).
+        forget_tags(storage, &at);
     }
     Ok(())
 }
@@ -308,6 +311,7 @@ fn prune_empty_dirs(storage: &dyn Storage, root: &StorePath, scope: &str, delete
                     if storage.remove(&at, false).is_err() {
                         break;
                     }
+                    forget_tags(storage, &at);
                 }
                 _ => break,
             }
@@ -316,5 +320,11 @@ fn prune_empty_dirs(storage: &dyn Storage, root: &StorePath, scope: &str, delete
                 None => break,
             }
         }
+    }
+}
+
+fn forget_tags(storage: &dyn Storage, node: &StorePath) {
+    if let Err(e) = crate::storage::tags::forget_node(storage, node) {
+        tracing::warn!(error = %e, "snapshot restore: tags of a removed node not forgotten");
     }
 }

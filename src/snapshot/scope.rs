@@ -10,7 +10,7 @@
 use crate::error::{ServiceError, ServiceResult};
 use crate::reserved::is_internal_name;
 use crate::storage::uri::VikingUri;
-use crate::storage::{EntryKind, Storage, StorageError, StorePath};
+use crate::storage::{EntryKind, Storage, StorageError, StorePath, Version};
 
 const SCOPES: [&str; 3] = ["resources", "user", "agent"];
 
@@ -47,13 +47,14 @@ pub fn within(path: &str, scope: &str) -> bool {
             && path.as_bytes()[scope.len()] == b'/')
 }
 
-/// Covered files stored under `scope` now (tree paths, sorted). A file scope yields itself.
+/// Covered files stored under `scope` now (tree paths, sorted, with the listed version). A file
+/// scope yields itself.
 pub fn live_files(
     storage: &dyn Storage,
     account: &str,
     scope: &str,
     abandoned: &dyn Fn() -> bool,
-) -> ServiceResult<Vec<String>> {
+) -> ServiceResult<Vec<(String, Option<Version>)>> {
     let root = StorePath::root()
         .join(account)
         .map_err(ServiceError::from)?;
@@ -66,7 +67,7 @@ pub fn live_files(
             None => return Ok(out),
             Some(meta) if meta.kind == EntryKind::File => {
                 if covered(scope) {
-                    out.push(scope.to_string());
+                    out.push((scope.to_string(), meta.version));
                 }
                 return Ok(out);
             }
@@ -92,10 +93,10 @@ pub fn live_files(
             }
             match e.meta.kind {
                 EntryKind::Dir => stack.push(path),
-                EntryKind::File => out.push(path),
+                EntryKind::File => out.push((path, e.meta.version)),
             }
         }
     }
-    out.sort();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(out)
 }

@@ -8,6 +8,9 @@
 //! (so `_system/accounts.json`, `acme/user/bob/memories/x.md`). Nothing above the trait may
 //! assume a local directory; the local backend maps `/local` to `<data_dir>/viking`.
 
+pub mod account_config;
+pub mod acl;
+pub mod audit;
 pub mod backend;
 pub mod fs;
 pub mod keys;
@@ -22,6 +25,7 @@ pub mod sessions;
 pub mod tags;
 pub mod tasks;
 pub mod uri;
+pub mod user_config;
 pub mod webdav;
 
 pub use path::{is_internal_name, StorePath, INTERNAL_PREFIX};

@@ -246,6 +246,12 @@ fn update_map(
     )))
 }
 
+/// The body of a directory's tag map holding `nodes` (child name → tags), for a tree written
+/// whole before anyone reads it (a staged pack import).
+pub fn map_body(nodes: BTreeMap<String, Vec<String>>) -> Vec<u8> {
+    serde_json::to_vec(&TagMap { nodes }).unwrap_or_default()
+}
+
 /// The tags of `node` (empty when it has none).
 pub fn read_tags(storage: &dyn Storage, node: &StorePath) -> StorageResult<Vec<String>> {
     let (dir, name) = owner(node)?;

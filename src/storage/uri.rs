@@ -13,6 +13,7 @@ use std::fmt;
 use percent_encoding::percent_decode_str;
 use serde_json::json;
 
+use super::acl;
 use super::path::MAX_SEGMENT_BYTES;
 use super::StorePath;
 use crate::error::{ServiceError, ServiceResult};
@@ -63,6 +64,15 @@ pub enum Access {
 }
 
 impl Access {
+    /// The ACL level this access needs (0.5.2: delete and move-away need manage).
+    pub fn level(self) -> acl::Level {
+        match self {
+            Access::Read => acl::Level::Read,
+            Access::Write => acl::Level::Write,
+            Access::Delete => acl::Level::Manage,
+        }
+    }
+
     fn permission(self) -> &'static str {
         match self {
             Access::Read => "read",
@@ -225,6 +235,13 @@ pub fn is_hidden_name(name: &str) -> bool {
 
 /// Parse and normalise a URI-valued input for `who` (spec §5.1–§5.4).
 pub fn parse(raw: &str, who: &Identity) -> ServiceResult<VikingUri> {
+    let uri = parse_uri(raw, who)?;
+    // The audit log names what a request targeted (a no-op outside an audited request).
+    crate::telemetry::audit_note::target(|| uri.uri());
+    Ok(uri)
+}
+
+fn parse_uri(raw: &str, who: &Identity) -> ServiceResult<VikingUri> {
     check_size(raw)?;
     let trimmed = raw.trim();
     if trimmed.is_empty() {
@@ -440,8 +457,27 @@ fn denied_with(uri: &VikingUri, message: &str) -> ServiceError {
 const NAMESPACE_ROOT: &str =
     "Deleting a namespace root requires root access; use a concrete content path instead.";
 
-/// The access table of spec §5.2 for `who` (whose account the URI already belongs to).
+/// The one access check of every route: the access table of spec §5.2 for `who` (whose
+/// account the URI already belongs to), then, under `viking://resources`, the node's ACL
+/// (`storage::acl::enforce`: USER callers in accounts with `acl.enabled`).
 pub fn authorize(uri: &VikingUri, who: &Identity, access: Access) -> ServiceResult<()> {
+    authorize_scope(uri, who, access)?;
+    acl::enforce(uri, who, access.level())
+}
+
+impl acl::Node for VikingUri {
+    fn resources_rel(&self) -> Option<String> {
+        (self.scope() == Scope::Resources).then(|| self.segs[1..].join("/"))
+    }
+
+    fn uri_string(&self) -> String {
+        self.uri()
+    }
+}
+
+/// The access table of spec §5.2 alone, without ACLs: for find/search targets, whose ACLs
+/// are applied inside the index query instead (a denied target finds nothing, as 0.5.2).
+pub fn authorize_scope(uri: &VikingUri, who: &Identity, access: Access) -> ServiceResult<()> {
     let root = who.role == Role::Root;
     let segs = uri.segments();
     match (uri.scope(), segs.len(), access) {

@@ -24,6 +24,8 @@ use tracing_subscriber::EnvFilter;
 use crate::config::{LogFormat, LoggingSettings};
 
 pub mod access;
+pub mod audit_note;
+pub mod usage;
 
 /// How long a queued line may wait before the writer drains the queue.
 pub const FLUSH_INTERVAL: Duration = Duration::from_millis(50);

@@ -177,7 +177,7 @@ fn bad_input_leaves_storage_unchanged() {
     let s = Server::start(&st, Opts::default());
     let admin = create_account(&s, "acme", "alice");
     register(&s, &admin, "acme", "bob", "user");
-    let before = st.at("").digest();
+    let before = data_digest(&st);
     let long = "a".repeat(256);
     let cases: Vec<(&str, String, Option<Value>, u16, &str)> = vec![
         (
@@ -376,7 +376,14 @@ fn bad_input_leaves_storage_unchanged() {
         b"{not json",
     );
     assert_eq!(malformed.status, 400);
-    assert_eq!(st.at("").digest(), before);
+    assert_eq!(data_digest(&st), before);
+}
+
+/// The whole store but the audit log (which records the refused requests, by design).
+fn data_digest(st: &Storage) -> std::collections::BTreeMap<String, String> {
+    let mut d = st.at("").digest();
+    d.retain(|k, _| !k.starts_with("_system/audit"));
+    d
 }
 
 #[test]

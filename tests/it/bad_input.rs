@@ -1558,7 +1558,7 @@ fn wrong_methods_and_unknown_routes() {
         "/api/v1/fs/",
         "/api/v1/sessions/s1/unknown",
         "/api/v1/admin/accounts/acme/users/bob/unknown",
-        "/api/v1/admin/accounts/acme/settings",
+        "/api/v1/admin/accounts/acme/nothing-here",
         "/api/v1/tasks/t1/cancel/x",
         "/%00",
         "/api/v1/%2E%2E/admin/accounts",

@@ -269,9 +269,12 @@ impl Storage {
                     .map(|r| r.display().to_string())
                     .unwrap_or_default();
                 let name = e.file_name().to_string_lossy().to_string();
+                // The audit log records refused requests too (by design): not data.
                 if rel.ends_with(".log")
                     || rel.starts_with(".longship")
                     || name.starts_with(".longship-tmp-probe-")
+                    || rel.contains("_system/audit")
+                    || rel.contains("_system/usage")
                 {
                     continue;
                 }

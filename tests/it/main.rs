@@ -5,7 +5,9 @@
     reason = "a test fails by panicking"
 )]
 
+mod acl;
 mod admin;
+mod audit;
 mod bad_input;
 mod budget;
 mod chat_server;
@@ -28,6 +30,8 @@ mod memory;
 mod metrics;
 mod multi_instance;
 mod names;
+mod observer;
+mod pack;
 mod ranking;
 mod resources;
 mod s3;
@@ -36,6 +40,7 @@ mod s3_scale;
 mod seaweed;
 mod sessions;
 mod sessions_durability;
+mod settings;
 mod skills;
 mod snapshot;
 mod storage_backends;

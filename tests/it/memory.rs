@@ -993,3 +993,97 @@ fn a_changed_profile_fact_replaces_the_stale_one() {
         "# alice\n- Residence: Lisbon (as of 2026-12-07)\n- Occupation: nurse (as of 2025-03-01)"
     );
 }
+
+#[test]
+fn a_spent_daily_token_budget_defers_extraction_and_loses_nothing() {
+    let model = ChatServer::start();
+    let st = Storage::new();
+    // The stand-in reports 120 tokens per call: the first extraction spends the budget.
+    let s = Server::start(
+        &st,
+        with_model(&model).env("LONGSHIP_MEMORY__DAILY_TOKEN_BUDGET", "100"),
+    );
+    let c = Dev::alice(&s);
+    let id = commit(&c, "b1", &["remember pref tea = Likes green tea"]);
+    let t = wait_task(&c, &id, Duration::from_secs(60));
+    assert_eq!(t["result"]["memories_extracted"]["total"], 1, "{t}");
+    let day: String = longship::time::millis_z_now().chars().take(10).collect();
+    let usage = format!("acme/_system/memory/usage/{day}.json");
+    assert_eq!(
+        serde_json::from_str::<Value>(&st.read_string(&usage)).unwrap()["tokens"],
+        120
+    );
+    let asked = model.requests.load(std::sync::atomic::Ordering::Relaxed);
+    let id = commit(&c, "b2", &["remember pref jam = Likes jam"]);
+    // The task says why it waits; the model is not asked; the entry stays in the backlog.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let entry = format!("acme/_system/memory/backlog/{id}.json");
+    loop {
+        let t = ok(&c.get(&format!("/api/v1/tasks/{id}"))).clone();
+        if t["stage"]
+            .as_str()
+            .is_some_and(|s| s.contains("daily token budget spent (120 of 100 tokens today)"))
+        {
+            assert_eq!(t["status"], "running", "{t}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "never deferred: {t}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(st.exists(&entry));
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(
+        model.requests.load(std::sync::atomic::Ordering::Relaxed),
+        asked
+    );
+    let m = String::from_utf8_lossy(&s.get("/metrics", None).raw).to_string();
+    assert!(
+        m.contains("longship_memory{name=\"budget_deferred\"} 1"),
+        "{m}"
+    );
+    // The next UTC day (simulated: the day's figure and the entry's wait are cleared, as the
+    // clock would): the extraction runs and says it waited.
+    let mut e: Value = serde_json::from_str(&st.read_string(&entry)).unwrap();
+    assert_eq!(e["budget_waits"], 1, "{e}");
+    e["not_before"] = json!(0.0);
+    st.write(&usage, br#"{"tokens": 0}"#);
+    st.write(&entry, e.to_string().as_bytes());
+    drop(s);
+    let s = Server::start(
+        &st,
+        with_model(&model).env("LONGSHIP_MEMORY__DAILY_TOKEN_BUDGET", "100"),
+    );
+    let c = Dev::alice(&s);
+    let t = wait_task(&c, &id, Duration::from_secs(60));
+    assert_eq!(t["result"]["memories_extracted"]["total"], 1, "{t}");
+    assert_eq!(t["result"]["extraction_outcome"]["budget_waits"], 1, "{t}");
+    assert!(st.exists(&format!("{MEM}/preferences/alice/jam.md")));
+    assert!(!st.exists(&entry));
+}
+
+#[test]
+fn local_commits_and_retries_run_without_waiting_for_the_full_backlog_scan() {
+    let model = ChatServer::start();
+    let st = Storage::new();
+    // A full scan every 10 minutes: only the account's own wake-ups and due times drive this.
+    let s = Server::start(
+        &st,
+        with_model(&model).env("LONGSHIP_MEMORY__POLL_INTERVAL_MS", "600000"),
+    );
+    let c = Dev::alice(&s);
+    // Let the start-up full scan pass, so the rest depends on wake-ups and timers.
+    std::thread::sleep(Duration::from_millis(500));
+    model.push(&[Answer::Error500]);
+    let started = Instant::now();
+    let id = commit(&c, "w1", &["remember pref tea = Likes green tea"]);
+    let t = wait_task(&c, &id, Duration::from_secs(30));
+    assert_eq!(t["result"]["extraction_outcome"]["kind"], "ok", "{t}");
+    assert!(started.elapsed() < Duration::from_secs(30));
+    // Two commits of one user in a row: the second runs when the first ends.
+    let a = commit(&c, "w2", &["remember pref jam = Likes jam"]);
+    let b = commit(&c, "w3", &["remember pref bread = Likes rye bread"]);
+    for id in [a, b] {
+        let t = wait_task(&c, &id, Duration::from_secs(30));
+        assert_eq!(t["result"]["memories_extracted"]["total"], 1, "{t}");
+    }
+}

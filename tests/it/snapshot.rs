@@ -251,6 +251,11 @@ fn commit_show_diff_restore_over_edits_moves_and_deletes_and_undo() {
     })
     .expect("restored content reaches find");
 
+    ok(&c.post(
+        "/api/v1/content/set_tags",
+        json!({"uri": "viking://resources/proj/b.md", "tags": ["stage=old"]}),
+    ));
+
     // Undo: restore the version the restore was made on.
     let undone = ok(&c.post(
         RESTORE,
@@ -275,11 +280,32 @@ fn commit_show_diff_restore_over_edits_moves_and_deletes_and_undo() {
     c.put_file("viking://resources/proj/a.md", "never committed\n");
     let r = ok(&c.post(RESTORE, json!({"project_dir": proj, "source_commit": c1}))).clone();
     let before = r["parent_commit"].as_str().unwrap().to_string();
+    // b.md came back; the tags it had when a restore deleted it went with it (as with rm).
+    let attrs = c.get(&format!(
+        "/api/v1/fs/attrs?uri={}",
+        q("viking://resources/proj/b.md")
+    ));
+    assert_eq!(ok(&attrs)["attrs"]["tags"], json!([]), "{:?}", attrs.body);
     let saved = c.get(&format!(
         "/api/v1/snapshot/show?target_ref={before}&path={}",
         q("viking://resources/proj/a.md")
     ));
     assert_eq!(saved.raw.as_slice(), b"never committed\n");
+
+    // The stat cache never hides an edit: same length, written right after a commit.
+    c.put_file("viking://resources/proj/a.md", "alpha X\n");
+    commit(&c, &[proj], "x");
+    c.put_file("viking://resources/proj/a.md", "alpha Y\n");
+    let y = commit(&c, &[proj], "y");
+    assert_eq!(
+        changed(&y),
+        pairs(&[("viking://resources/proj/a.md", "modified")])
+    );
+    let r = c.get(&format!(
+        "/api/v1/snapshot/show?target_ref=main&path={}",
+        q("viking://resources/proj/a.md")
+    ));
+    assert_eq!(r.raw.as_slice(), b"alpha Y\n");
 }
 
 #[test]

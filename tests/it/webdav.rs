@@ -231,6 +231,27 @@ fn every_method_through_a_plain_http_client() {
     assert_eq!(mv("/moved", "/moved/inner", None).status, 403);
     assert_eq!(mv("/docs/k.md", "/none/k.md", None).status, 409);
 
+    // COPY: a whole collection (Depth infinity), Overwrite F onto it 412, Depth 0 shallow.
+    let cp = |from: &str, to: &str, extra: &[(&str, &str)]| {
+        let d = dest(to);
+        let mut h = vec![("Destination", d.as_str())];
+        h.extend_from_slice(extra);
+        dav(&s, "COPY", from, &key, &h, b"")
+    };
+    assert_eq!(cp("/docs", "/copy", &[]).status, 201);
+    assert_eq!(
+        dav(&s, "GET", "/copy/k.md", &key, &[], b"").raw,
+        &bytes[..10]
+    );
+    assert_eq!(cp("/docs", "/copy", &[("Overwrite", "F")]).status, 412);
+    assert_eq!(cp("/docs", "/copy", &[("Depth", "0")]).status, 204);
+    assert_eq!(dav(&s, "GET", "/copy/k.md", &key, &[], b"").status, 404);
+    assert_eq!(
+        dav(&s, "GET", "/docs/k.md", &key, &[], b"").raw,
+        &bytes[..10]
+    );
+    assert_eq!(cp("/docs", "/docs/inner", &[]).status, 403);
+
     // Hostile Destinations: another host, climbing out, traversal, missing; nothing changes.
     let before = propfind(&s, "/docs", &key, "1");
     for (d, status) in [

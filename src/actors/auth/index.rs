@@ -9,6 +9,7 @@
 use std::collections::HashMap;
 
 use crate::identity::{Identity, Role};
+use crate::storage::account_config::AccountConfigs;
 use crate::storage::keys::{self, HashCandidate, KeyShape};
 use crate::storage::registry::model::UserEntry;
 use crate::storage::registry::AccountSnapshot;
@@ -59,6 +60,8 @@ pub struct KeyIndex {
     accounts: HashMap<String, AccountState>,
     /// First 8 characters → (account, user), for stored legacy (64-hex) keys only.
     legacy: HashMap<String, Vec<(String, String)>>,
+    /// Accounts' stored configuration, published with each snapshot applied here.
+    configs: AccountConfigs,
 }
 
 fn role_of(entry: &UserEntry) -> Role {
@@ -105,6 +108,13 @@ fn identity(account: &str, user: &str, role: Role) -> Identity {
 }
 
 impl KeyIndex {
+    pub fn new(configs: AccountConfigs) -> Self {
+        KeyIndex {
+            configs,
+            ..KeyIndex::default()
+        }
+    }
+
     pub fn account_count(&self) -> usize {
         self.accounts.len()
     }
@@ -142,9 +152,15 @@ impl KeyIndex {
     pub fn replace_account(&mut self, id: &str, snapshot: Option<AccountSnapshot>) {
         self.unindex(id);
         let old = self.accounts.remove(id);
+        // The enforcement point reads ACLs and groups from here (no I/O on its path).
+        crate::storage::acl::directory().set(id, snapshot.as_ref().map(|s| s.access.clone()));
         let Some(snap) = snapshot else {
+            self.configs.set(id, None);
             return;
         };
+        if let Some(config) = snap.config {
+            self.configs.set(id, Some(config));
+        }
         let mut state = AccountState {
             deleting: snap.deletion.is_some(),
             users: HashMap::with_capacity(snap.users.users.len()),
@@ -308,6 +324,8 @@ mod tests {
             deletion: None,
             users: f,
             users_version: None,
+            access: Default::default(),
+            config: None,
         }
     }
 

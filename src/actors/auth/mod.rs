@@ -54,6 +54,8 @@ pub struct AuthConfig {
     /// How often the sweep looks for registry changes whose announcement was lost (a writer
     /// killed between its registry write and its marker bump, and never retried).
     pub sweep_interval: Duration,
+    /// Where applied snapshots publish accounts' stored configuration.
+    pub configs: crate::storage::account_config::AccountConfigs,
 }
 
 /// Counters exposed through [`AuthStatus`] (observer `components.auth.status`).
@@ -115,7 +117,7 @@ impl AuthActor {
             pools,
             interval: config.refresh_interval,
             sweep_interval: config.sweep_interval,
-            index: KeyIndex::default(),
+            index: KeyIndex::new(config.configs),
             marker: Gate::new(config.refresh_interval.min(MARKER_SPACING_MAX)),
             probes: HashMap::new(),
             probe_spacing: config.refresh_interval.min(PROBE_SPACING_MAX),

@@ -21,6 +21,9 @@ use super::extract::{ApiJson, ApiQuery};
 use super::routes::{at, Routes};
 use super::AppState;
 
+mod cluster;
+pub(super) mod groups;
+pub(super) mod settings;
 mod templates;
 pub(super) mod users;
 
@@ -29,6 +32,12 @@ use users::{get_user, list_users, regenerate_key, register_user, remove_user, se
 pub fn configure(routes: &mut Routes) {
     let base = "/api/v1/admin/accounts";
     routes
+        .add(
+            at("/api/v1/admin/configuration")
+                .get(cluster::get_configuration)
+                .patch(cluster::patch_configuration),
+        )
+        .add(at("/api/v1/admin/migrate").post(cluster::migrate))
         .add(at(base).post(create_account).get(list_accounts))
         .add(
             at(format!("{base}/{{account_id}}"))
@@ -46,6 +55,11 @@ pub fn configure(routes: &mut Routes) {
                 .delete(remove_user),
         )
         .add(at(format!("{base}/{{account_id}}/users/{{user_id}}/role")).put(set_role))
+        .add(
+            at(format!("{base}/{{account_id}}/users/{{user_id}}/settings"))
+                .get(settings::get_user_settings)
+                .patch(settings::patch_user_settings),
+        )
         .add(at(format!("{base}/{{account_id}}/users/{{user_id}}/key")).post(regenerate_key))
         .add(at(format!("{base}/{{account_id}}/memory-templates")).get(templates::list))
         .add(
@@ -55,6 +69,30 @@ pub fn configure(routes: &mut Routes) {
             .get(templates::get)
             .put(templates::put)
             .delete(templates::reset),
+        )
+        .add(
+            at(format!("{base}/{{account_id}}/groups"))
+                .post(groups::create)
+                .get(groups::list),
+        )
+        .add(at(format!("{base}/{{account_id}}/groups/{{group_id}}")).delete(groups::delete))
+        .add(at(format!("{base}/{{account_id}}/groups/{{group_id}}/members")).get(groups::members))
+        .add(
+            at(format!(
+                "{base}/{{account_id}}/groups/{{group_id}}/members/{{user_id}}"
+            ))
+            .put(groups::add_member)
+            .delete(groups::remove_member),
+        )
+        .add(
+            at(format!("{base}/{{account_id}}/configuration"))
+                .get(settings::get_configuration)
+                .patch(settings::patch_configuration),
+        )
+        .add(
+            at(format!("{base}/{{account_id}}/settings"))
+                .get(settings::get_settings)
+                .patch(settings::patch_settings),
         );
 }
 

@@ -147,6 +147,16 @@ impl Embedder {
         Duration::from_secs(self.cfg.vector_gc_grace_secs)
     }
 
+    /// True while this instance holds the vector of content `hash` in memory.
+    pub fn has_vector(&self, hash: &str) -> bool {
+        self.vectors.read().is_ok_and(|v| v.contains_key(hash))
+    }
+
+    /// Where the vector of content `hash` in `account` is stored (for checks).
+    pub fn stored_vector_path(&self, account: &str, hash: &str) -> Option<StorePath> {
+        self.vector_path(account, hash)
+    }
+
     fn vector_path(&self, account: &str, hash: &str) -> Option<StorePath> {
         let prefix = hash.get(..2)?;
         StorePath::parse(&format!(
@@ -536,10 +546,21 @@ impl Embedder {
 
     /// The `k` documents inside `scopes` (full storage path prefixes) most similar to `q`.
     pub fn nearest(&self, q: &[f32], scopes: &[String], k: usize) -> Vec<(String, f32)> {
+        self.nearest_where(q, scopes, k, &|_| true)
+    }
+
+    /// [`Embedder::nearest`] among the documents `keep` accepts (ACLs), before the top `k`.
+    pub fn nearest_where(
+        &self,
+        q: &[f32],
+        scopes: &[String],
+        k: usize,
+        keep: &dyn Fn(&str) -> bool,
+    ) -> Vec<(String, f32)> {
         let (Ok(docs), Ok(vectors)) = (self.docs.read(), self.vectors.read()) else {
             return Vec::new();
         };
-        nearest::nearest(&docs, &vectors, q, scopes, k)
+        nearest::nearest(&docs, &vectors, q, scopes, k, keep)
     }
 
     pub fn status(&self) -> Value {

@@ -13,6 +13,7 @@ pub fn nearest(
     q: &[f32],
     scopes: &[String],
     k: usize,
+    keep: &dyn Fn(&str) -> bool,
 ) -> Vec<(String, f32)> {
     let in_scope = |p: &str| {
         scopes.iter().any(|s| {
@@ -22,7 +23,7 @@ pub fn nearest(
     let mut scored: Vec<(String, f32)> = docs
         .by_path
         .iter()
-        .filter(|(p, _)| in_scope(p))
+        .filter(|(p, _)| in_scope(p) && keep(p))
         .filter_map(|(p, hash)| {
             let v = vectors.get(hash)?;
             (v.len() == q.len()).then(|| (p.clone(), dot(q, v)))
@@ -51,7 +52,9 @@ mod tests {
         .into_iter()
         .map(|(h, v)| (h.to_string(), Arc::new(v)))
         .collect();
-        let got = nearest(&d, &v, &[1.0, 0.0], &["acme/resources".into()], 5);
+        let got = nearest(&d, &v, &[1.0, 0.0], &["acme/resources".into()], 5, &|_| {
+            true
+        });
         let paths: Vec<_> = got.iter().map(|(p, _)| p.as_str()).collect();
         assert_eq!(paths, ["acme/resources/a.md", "acme/resources/b.md"]);
     }

@@ -401,7 +401,7 @@ impl Storage for LocalStorage {
     }
 
     fn lock(&self, name: &str, timeout: Duration) -> StorageResult<Box<dyn LockGuard>> {
-        crate::storage::lock_counts::counted(|| self.flock_named(name, timeout))
+        crate::storage::lock_counts::counted(name, || self.flock_named(name, timeout))
     }
 
     fn sweep_temp_files(&self, older_than: Duration) -> StorageResult<usize> {

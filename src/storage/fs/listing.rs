@@ -12,6 +12,7 @@ use super::walk::{caseless, Ended, Flow, Order, Walker};
 use super::{dir_not_found, not_a_directory, stat, StorageFail};
 use crate::error::{ServiceError, ServiceResult};
 use crate::identity::Identity;
+use crate::storage::acl::{AclView, Shown};
 use crate::storage::tags::{TagCache, TagQuery};
 use crate::storage::uri::VikingUri;
 use crate::storage::{DirEntry, Storage};
@@ -117,6 +118,20 @@ pub fn ls(
         exclude: None,
     };
     let mut entries = walker.children(storage, dir)?;
+    // ACLs: children the caller may not read are placeholders (or left out).
+    let acl = AclView::for_caller(who);
+    let shown_of = |name: &str| match (&acl, dir.child(name)) {
+        (Some(view), Ok(child)) => view.shown(&child),
+        _ => Shown::Full,
+    };
+    if acl.is_some() {
+        // A denied node's tags are not the caller's to filter on.
+        entries.retain(|e| match shown_of(&e.name) {
+            Shown::Full => true,
+            Shown::Denied => !opts.tags.active(),
+            Shown::Hidden => false,
+        });
+    }
     let mut cache = TagCache::default();
     let mut tags_by_name: HashMap<String, Vec<String>> = HashMap::new();
     if opts.tags.active() {
@@ -150,8 +165,58 @@ pub fn ls(
         .iter()
         .map(|(u, _, _)| tags_by_name.remove(u.name()).unwrap_or_default())
         .collect();
-    let rendered = render_page(storage, &|| false, opts, shown);
+    let denied: Vec<bool> = shown
+        .iter()
+        .map(|(u, _, _)| shown_of(u.name()) == Shown::Denied)
+        .collect();
+    let rendered = render_with_placeholders(storage, &|| false, opts, shown, &denied);
     page(&with_tags(rendered, tags, opts), has_more)
+}
+
+/// 0.5.2's placeholder for a node the caller may not read: name, type, URI, nothing else.
+fn placeholder(item: &Item, simple: bool) -> Value {
+    let (uri, meta, rel) = item;
+    if simple {
+        return Value::String(uri.uri());
+    }
+    let mut m = serde_json::Map::new();
+    m.insert("name".into(), uri.name().into());
+    m.insert("isDir".into(), meta.is_dir().into());
+    if let Some(rel) = rel {
+        m.insert("rel_path".into(), rel.clone().into());
+    }
+    m.insert("uri".into(), uri.uri().into());
+    m.insert("access".into(), "denied".into());
+    Value::Object(m)
+}
+
+/// [`render_page`] with `denied[i]` items as placeholders (their sidecars are never read).
+fn render_with_placeholders(
+    storage: &dyn Storage,
+    abandoned: &dyn Fn() -> bool,
+    opts: &PageOpts,
+    items: Vec<Item>,
+    denied: &[bool],
+) -> Vec<Value> {
+    if !denied.iter().any(|d| *d) {
+        return render_page(storage, abandoned, opts, items);
+    }
+    let holders: Vec<Option<Value>> = items
+        .iter()
+        .zip(denied)
+        .map(|(item, d)| d.then(|| placeholder(item, opts.simple)))
+        .collect();
+    let full: Vec<Item> = items
+        .into_iter()
+        .zip(denied)
+        .filter(|(_, d)| !**d)
+        .map(|(item, _)| item)
+        .collect();
+    let mut rendered = render_page(storage, abandoned, opts, full).into_iter();
+    holders
+        .into_iter()
+        .map(|h| h.unwrap_or_else(|| rendered.next().unwrap_or(Value::Null)))
+        .collect()
 }
 
 /// `include_tags`: each rendered entry gets its `tags`.
@@ -208,12 +273,21 @@ pub fn tree(
     let mut seen = 0usize;
     let mut cache = TagCache::default();
     let mut tags = Vec::new();
-    let ended = walker.run(storage, abandoned, dir, |uri, meta, _depth| {
+    let mut denied = Vec::new();
+    let ended = walker.run_listing(storage, abandoned, dir, |uri, meta, _depth, shown| {
         if directories_only && !meta.is_dir() {
             return Ok(Flow::Continue);
         }
+        let is_denied = shown == Shown::Denied;
+        if is_denied && opts.tags.active() {
+            return Ok(Flow::SkipChildren);
+        }
         // A node without the tags is not listed; its subtree still is walked.
-        let node_tags = entry_tags(storage, &mut cache, &opts.tags, uri)?;
+        let node_tags = if is_denied {
+            Vec::new()
+        } else {
+            entry_tags(storage, &mut cache, &opts.tags, uri)?
+        };
         if !opts.tags.keeps(&node_tags) {
             return Ok(Flow::Continue);
         }
@@ -226,6 +300,7 @@ pub fn tree(
             let rel = uri.rel_to(dir).unwrap_or_default();
             items.push((uri.clone(), meta.clone(), Some(rel)));
             tags.push(node_tags);
+            denied.push(is_denied);
         }
         Ok(Flow::Continue)
     })?;
@@ -233,6 +308,6 @@ pub fn tree(
         tracing::debug!(uri = %dir, "tree abandoned by the client");
         return page(&[], false);
     }
-    let rendered = render_page(storage, abandoned, opts, items);
+    let rendered = render_with_placeholders(storage, abandoned, opts, items, &denied);
     page(&with_tags(rendered, tags, opts), has_more)
 }

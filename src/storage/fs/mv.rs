@@ -5,15 +5,22 @@ use serde_json::{json, Value};
 use super::transfer::{check_destination, exists_conflict, source_meta, source_missing};
 use super::StorageFail;
 use crate::error::ServiceResult;
-use crate::storage::tags;
 use crate::storage::uri::VikingUri;
+use crate::storage::{acl, tags};
 use crate::storage::{Storage, StorageError};
 
 /// Move `from` to `to`; the handler has checked rights, identity and overlap.
 pub fn move_entry(storage: &dyn Storage, from: &VikingUri, to: &VikingUri) -> ServiceResult<Value> {
     let src = source_meta(storage, from)?;
     check_destination(storage, &src, to)?;
-    match storage.rename(from.store_path(), to.store_path()) {
+    // ACL rows reach the destination before the nodes do, so a moved node is never
+    // readable there without its ACL (not even if this process dies mid-move).
+    acl::store::before_move(storage, from, to)?;
+    let moved = storage.rename(from.store_path(), to.store_path());
+    if let Err(e) = acl::store::after_move(storage, from, to, moved.is_ok()) {
+        tracing::error!(from = %from.uri(), to = %to.uri(), error = %e.message, "ACL rows not settled after a move");
+    }
+    match moved {
         Ok(()) => {
             // Its own tags follow it (its subtree's went with the tree).
             if let Err(e) = tags::move_node(storage, from.store_path(), to.store_path()) {

@@ -6,8 +6,8 @@ use super::walk::{Flow, Order, Walker};
 use super::{stat, StorageFail};
 use crate::error::{ServiceError, ServiceResult};
 use crate::identity::{Identity, Role};
-use crate::storage::tags;
 use crate::storage::uri::VikingUri;
+use crate::storage::{acl, tags};
 use crate::storage::{remove_if_exists, Storage};
 
 /// Remove `uri`; a missing target is success with nothing deleted.
@@ -37,6 +37,8 @@ pub fn remove(
         .map_err(|e| StorageFail(uri).map(e))?;
     // Its own tags go too (its subtree's went with the tree).
     tags::forget_node(storage, uri.store_path()).map_err(|e| StorageFail(uri).map(e))?;
+    // And its subtree's ACL rows: a node created there later starts from its parent's.
+    acl::store::after_remove(storage, uri)?;
     done(count)
 }
 

@@ -13,6 +13,7 @@ use std::cmp::Ordering;
 
 use crate::error::ServiceResult;
 use crate::identity::Identity;
+use crate::storage::acl::{AclView, Shown};
 use crate::storage::uri::{child_visible, is_hidden_name, VikingUri};
 use crate::storage::{DirEntry, Meta, Storage, StorageError, StorageResult};
 
@@ -184,7 +185,9 @@ impl Walker<'_> {
     }
 
     /// Walk below `start` (not visiting `start` itself), calling `visit(uri, meta, depth)`;
-    /// stops early once `abandoned()` says nobody waits for the answer.
+    /// stops early once `abandoned()` says nobody waits for the answer. Nodes the caller's
+    /// ACLs deny reading are not visited (a denied directory is still entered when a node
+    /// below it has an ACL of its own, which may allow).
     pub fn run(
         &self,
         storage: &dyn Storage,
@@ -192,6 +195,33 @@ impl Walker<'_> {
         start: &VikingUri,
         mut visit: impl FnMut(&VikingUri, &Meta, usize) -> ServiceResult<Flow>,
     ) -> ServiceResult<Ended> {
+        self.walk(storage, abandoned, start, false, &mut |u, m, d, _| {
+            visit(u, m, d)
+        })
+    }
+
+    /// [`Walker::run`] for listings (tree): a node the caller may not read is visited once
+    /// as [`Shown::Denied`] (0.5.2's `access: "denied"` placeholder) and not entered, unless
+    /// the account hides denied nodes.
+    pub fn run_listing(
+        &self,
+        storage: &dyn Storage,
+        abandoned: &dyn Fn() -> bool,
+        start: &VikingUri,
+        mut visit: impl FnMut(&VikingUri, &Meta, usize, Shown) -> ServiceResult<Flow>,
+    ) -> ServiceResult<Ended> {
+        self.walk(storage, abandoned, start, true, &mut visit)
+    }
+
+    fn walk(
+        &self,
+        storage: &dyn Storage,
+        abandoned: &dyn Fn() -> bool,
+        start: &VikingUri,
+        placeholders: bool,
+        visit: &mut dyn FnMut(&VikingUri, &Meta, usize, Shown) -> ServiceResult<Flow>,
+    ) -> ServiceResult<Ended> {
+        let acl = AclView::for_caller(self.who);
         let mut stack: Vec<Frame> = Vec::new();
         if self.max_depth == 0 {
             return Ok(Ended::Complete);
@@ -222,7 +252,20 @@ impl Walker<'_> {
             if self.exclude.is_some_and(|ex| uri.starts_with(ex)) {
                 continue;
             }
-            match visit(&uri, &entry.meta, depth)? {
+            let shown = acl.as_ref().map_or(Shown::Full, |v| v.shown(&uri));
+            let flow = match shown {
+                Shown::Full => visit(&uri, &entry.meta, depth, Shown::Full)?,
+                Shown::Denied if placeholders => {
+                    match visit(&uri, &entry.meta, depth, Shown::Denied)? {
+                        Flow::Stop => Flow::Stop,
+                        _ => Flow::SkipChildren,
+                    }
+                }
+                // Not shown; entered only if a node below has an ACL of its own.
+                _ if acl.as_ref().is_some_and(|v| v.has_rows_below(&uri)) => Flow::Continue,
+                _ => Flow::SkipChildren,
+            };
+            match flow {
                 Flow::Stop => return Ok(Ended::Stopped),
                 Flow::SkipChildren => {}
                 Flow::Continue => {

@@ -228,6 +228,8 @@ impl DeletionTarget for AccountDeletion<'_> {
                 deletion: Some(mark.clone()),
                 users,
                 users_version,
+                access: Default::default(),
+                config: None,
             }),
         )?;
         Ok(())

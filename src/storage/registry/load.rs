@@ -31,6 +31,11 @@ pub struct AccountSnapshot {
     pub deletion: Option<Deletion>,
     pub users: UsersFile,
     pub users_version: Option<Version>,
+    /// Its ACL table and groups (`storage::acl`), which travel with the registry.
+    pub access: std::sync::Arc<crate::storage::acl::AccountAccess>,
+    /// The account's stored configuration (`<account>/_system/setting.json`); `None`: not
+    /// read with this snapshot (keep what is known).
+    pub config: Option<std::sync::Arc<crate::storage::account_config::stored::StoredConfig>>,
 }
 
 /// Accounts re-read: `None` = the account no longer exists.
@@ -73,12 +78,17 @@ fn snapshot(
         return Ok(None);
     }
     let (users, users_version) = read_users(storage, id)?;
+    let access = crate::storage::acl::files::read_access(storage, id)?;
+    let config = crate::storage::account_config::stored::read_for_snapshot(storage, id)?;
+    // Counted with its users.json: one account re-read.
     *files_read += 1;
     Ok(Some(AccountSnapshot {
         id: id.to_string(),
         deletion: entry.deletion.clone(),
         users,
         users_version,
+        access: std::sync::Arc::new(access),
+        config,
     }))
 }
 

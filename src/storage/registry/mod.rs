@@ -67,6 +67,9 @@ impl OpCtx<'_> {
         users: model::UsersFile,
         version: Option<crate::storage::Version>,
     ) -> ServiceResult<u64> {
+        // Groups and ACLs travel in the same snapshot: announcing without them would drop
+        // them from memory until the next reload.
+        let access = crate::storage::acl::files::read_access(self.storage, account)?;
         self.announce(
             account,
             Some(AccountSnapshot {
@@ -74,6 +77,14 @@ impl OpCtx<'_> {
                 deletion: None,
                 users,
                 users_version: version,
+                access: std::sync::Arc::new(access),
+                // Re-read so the snapshot carries it; unreadable now: keep what is known.
+                config: crate::storage::account_config::stored::read_for_snapshot(
+                    self.storage,
+                    account,
+                )
+                .ok()
+                .flatten(),
             }),
         )
     }

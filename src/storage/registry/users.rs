@@ -21,7 +21,7 @@ use super::{
 const DELETE_LOCK_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The account's entry, if it exists and is not being deleted (404 / 412 otherwise).
-fn active_account(storage: &dyn Storage, account: &str) -> ServiceResult<AccountEntry> {
+pub fn active_account(storage: &dyn Storage, account: &str) -> ServiceResult<AccountEntry> {
     let (file, _) = read_accounts(storage)?;
     let entry = file
         .accounts
@@ -35,7 +35,7 @@ fn active_account(storage: &dyn Storage, account: &str) -> ServiceResult<Account
 }
 
 /// Users.json of an active account and the entry of `user` in it (404 / 412 otherwise).
-fn existing_user(
+pub fn existing_user(
     storage: &dyn Storage,
     account: &str,
     user: &str,

@@ -29,6 +29,9 @@ pub struct Entry {
     pub not_before: f64,
     #[serde(default)]
     pub last_error: Option<String>,
+    /// Times it was put back because the account's daily token budget was spent.
+    #[serde(default)]
+    pub budget_waits: u32,
 }
 
 impl Entry {
@@ -134,6 +137,7 @@ pub fn enqueue(
         attempts: 0,
         not_before: 0.0,
         last_error: None,
+        budget_waits: 0,
     };
     let data = serde_json::to_vec(&entry).map_err(ServiceError::internal)?;
     storage.write_if(&path(&s.account, task_id)?, &data, None)?;
@@ -153,6 +157,26 @@ pub fn reschedule(
     next.attempts += 1;
     next.not_before = epoch_secs_now() + delay_secs;
     next.last_error = Some(error.to_string());
+    let data = serde_json::to_vec(&next).map_err(ServiceError::internal)?;
+    match storage.write_if(&path(&entry.account, &entry.task_id)?, &data, Some(version)) {
+        Ok(_) | Err(StorageError::Conflict(_)) | Err(StorageError::NotFound(_)) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Put the entry back until `delay_secs` from now because the account's daily token budget is
+/// spent (not a failure: the retry backoff is not raised).
+pub fn defer_for_budget(
+    storage: &dyn Storage,
+    entry: &Entry,
+    version: &Version,
+    delay_secs: f64,
+    why: &str,
+) -> ServiceResult<()> {
+    let mut next = entry.clone();
+    next.budget_waits += 1;
+    next.not_before = epoch_secs_now() + delay_secs;
+    next.last_error = Some(why.to_string());
     let data = serde_json::to_vec(&next).map_err(ServiceError::internal)?;
     match storage.write_if(&path(&entry.account, &entry.task_id)?, &data, Some(version)) {
         Ok(_) | Err(StorageError::Conflict(_)) | Err(StorageError::NotFound(_)) => Ok(()),

@@ -73,10 +73,13 @@ pub fn extraction_stats(storage: &dyn Storage, s: &SessionRef) -> ServiceResult<
 }
 
 /// Add one extraction's counts (per memory type) to the session's `memories_extracted`
-/// (compare-and-swap on the meta, retried; a session deleted meanwhile is left alone).
+/// (compare-and-swap on the meta, retried; a session deleted meanwhile is left alone). The
+/// task id is remembered in the same write: a second call for it (a resumed extraction) adds
+/// nothing.
 pub fn add_memories_extracted(
     storage: &dyn Storage,
     s: &SessionRef,
+    task_id: &str,
     per_type: &BTreeMap<String, u64>,
 ) -> ServiceResult<()> {
     let total: u64 = per_type.values().sum();
@@ -87,6 +90,19 @@ pub fn add_memories_extracted(
         let Some(mut meta) = SessionMeta::load(storage, s)? else {
             return Ok(());
         };
+        if meta
+            .internal
+            .counted_extractions
+            .iter()
+            .any(|t| t == task_id)
+        {
+            return Ok(());
+        }
+        let counted = &mut meta.internal.counted_extractions;
+        counted.push(task_id.to_string());
+        if counted.len() > super::meta::COUNTED_KEEP {
+            counted.remove(0);
+        }
         if !meta.memories_extracted.is_object() {
             meta.memories_extracted = json!({"total": 0});
         }
@@ -106,4 +122,28 @@ pub fn add_memories_extracted(
     }
     tracing::warn!(session = %s.uri(), "memories_extracted not updated: the session kept changing");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::backend::local::LocalStorage;
+
+    #[test]
+    fn an_extraction_is_counted_once() {
+        let d = tempfile::tempdir().unwrap();
+        let st = LocalStorage::open(d.path()).unwrap();
+        let s = SessionRef::new("acme", "bob", "s1");
+        SessionMeta::new(&s, "2026-12-07T00:00:00Z")
+            .save(&st, &s)
+            .unwrap();
+        let counts: BTreeMap<String, u64> = [("preferences".to_string(), 2)].into();
+        add_memories_extracted(&st, &s, "t1", &counts).unwrap();
+        // The same task again (resumed after a crash before its task completed): no change.
+        add_memories_extracted(&st, &s, "t1", &counts).unwrap();
+        add_memories_extracted(&st, &s, "t2", &counts).unwrap();
+        let m = SessionMeta::load(&st, &s).unwrap().unwrap();
+        assert_eq!(m.memories_extracted["total"], 4);
+        assert_eq!(m.memories_extracted["preferences"], 4);
+    }
 }

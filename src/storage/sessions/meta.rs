@@ -91,7 +91,14 @@ pub struct Internal {
     /// first chunk).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log: Option<LogState>,
+    /// Memory-extraction tasks already added to `memories_extracted` (the newest
+    /// [`COUNTED_KEEP`]), so an extraction resumed after a crash is not counted twice.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub counted_extractions: Vec<String>,
 }
+
+/// How many counted extraction task ids a session meta remembers.
+pub const COUNTED_KEEP: usize = 256;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PendingCommit {

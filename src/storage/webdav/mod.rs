@@ -10,7 +10,7 @@ pub mod multistatus;
 use serde_json::json;
 
 use super::fs::entry::{ABSTRACT_FILE, OVERVIEW_FILE};
-use super::fs::{already_exists, mkdir, rm, stat, StorageFail};
+use super::fs::{already_exists, cp, mkdir, rm, stat, StorageFail};
 use super::uri::VikingUri;
 use super::{remove_if_exists, tags, Storage, StorageError};
 use crate::config::QuotaSettings;
@@ -166,6 +166,48 @@ pub fn move_to(
     }
 }
 
+/// COPY `from` to `to` (RFC 4918 §9.8): a file, a whole collection (`deep`), or with Depth 0
+/// a collection without its members. An existing target is 412 without `overwrite`, else
+/// removed first; the copy itself is create-only per file (`fs/cp`). The caller has checked
+/// rights and that the two differ and do not contain each other.
+pub fn copy_to(
+    storage: &dyn Storage,
+    from: &VikingUri,
+    to: &VikingUri,
+    overwrite: bool,
+    deep: bool,
+    between_steps: &dyn Fn(),
+) -> ServiceResult<Outcome> {
+    let Some(src) = stat(storage, from)? else {
+        let shown = from.uri();
+        return Err(ServiceError::not_found(
+            "resource",
+            &shown,
+            format!("Resource not found: {shown}"),
+        ));
+    };
+    check_parent(storage, to)?;
+    let outcome = match stat(storage, to)? {
+        None => Outcome::Created,
+        Some(_) if !overwrite => return Err(target_exists(to)),
+        Some(dst) => {
+            rm::remove(storage, &|| false, to, dst.is_dir())?;
+            Outcome::Replaced
+        }
+    };
+    let copied = if src.is_dir() && !deep {
+        mkdir::make_dir(storage, to, None).map(drop)
+    } else {
+        cp::copy_entry(storage, from, to, true, between_steps).map(drop)
+    };
+    match copied {
+        Ok(()) => Ok(outcome),
+        // Created between the look and the copy: never merged into.
+        Err(e) if e.code == ErrorCode::Conflict && !overwrite => Err(target_exists(to)),
+        Err(e) => Err(e),
+    }
+}
+
 /// The node's own tags follow it (a directory's subtree carried its children's).
 fn move_tags(storage: &dyn Storage, from: &VikingUri, to: &VikingUri, replaced: bool) {
     if replaced {
@@ -255,5 +297,23 @@ mod tests {
         );
         assert!(!s.stat(u("d").store_path()).unwrap().unwrap().is_dir());
         assert!(is_hidden(".overview.md") && is_hidden(".longship-x") && !is_hidden(".x"));
+        // COPY: a deep copy of a collection, 412 onto it without overwrite, shallow copies.
+        put_file(&s, &u("e/f.txt"), b"F", &q).unwrap_err();
+        make_collection(&s, &u("e")).unwrap();
+        put_file(&s, &u("e/f.txt"), b"F", &q).unwrap();
+        let none = || {};
+        assert_eq!(
+            copy_to(&s, &u("e"), &u("g"), false, true, &none).unwrap(),
+            Outcome::Created
+        );
+        assert_eq!(s.read(u("g/f.txt").store_path()).unwrap(), b"F");
+        let e = copy_to(&s, &u("e"), &u("g"), false, true, &none).unwrap_err();
+        assert_eq!(e.code, ErrorCode::FailedPrecondition);
+        assert_eq!(
+            copy_to(&s, &u("e"), &u("g"), true, false, &none).unwrap(),
+            Outcome::Replaced
+        );
+        assert!(s.stat(u("g/f.txt").store_path()).unwrap().is_none());
+        assert!(s.stat(u("e/f.txt").store_path()).unwrap().is_some());
     }
 }

@@ -776,7 +776,7 @@ impl Storage for S3Storage {
     fn lock(&self, name: &str, timeout: Duration) -> StorageResult<Box<dyn LockGuard>> {
         // Waiting for the lock is not the store hanging: the deadline starts after the wait.
         let limit = timeout + self.deadline.per_operation();
-        crate::storage::lock_counts::counted(|| {
+        crate::storage::lock_counts::counted(name, || {
             let guard = self.block_on_within(
                 limit,
                 false,

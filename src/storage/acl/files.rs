@@ -1,0 +1,23 @@
+//! Where an account's ACL table and groups are stored, and reading both for the account's
+//! registry snapshot (kept apart from the operations in `store`, which use the registry).
+
+use super::model::{AclFile, GroupsFile};
+use super::AccountAccess;
+use crate::error::ServiceResult;
+use crate::storage::registry::store::{groups_path, read_doc};
+use crate::storage::{Storage, StorePath};
+
+/// `<account>/_system/acl.json`.
+pub fn acl_path(account: &str) -> ServiceResult<StorePath> {
+    Ok(StorePath::root()
+        .join(account)?
+        .join("_system")?
+        .join("acl.json")?)
+}
+
+/// Both files of an account, for its registry snapshot (missing files are empty).
+pub fn read_access(storage: &dyn Storage, account: &str) -> ServiceResult<AccountAccess> {
+    let (acl, _): (AclFile, _) = read_doc(storage, &acl_path(account)?)?;
+    let (groups, _): (GroupsFile, _) = read_doc(storage, &groups_path(account)?)?;
+    Ok(AccountAccess::new(acl, groups))
+}

@@ -1,0 +1,69 @@
+//! What the audit log needs to know about the request being served, gathered where it is
+//! known: the caller (set by the auth extractor) and the `viking://` targets (noted by
+//! `uri::parse`, which every route uses to read a URI). The request middleware opens the scope
+//! and reads the note after the handler, so no route has to call the audit log itself.
+//!
+//! A task-local: a no-op outside a request (pool threads, background tasks).
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+/// Targets kept per request (a batch route names many; the first ones identify it).
+pub const MAX_TARGETS: usize = 8;
+/// Longest target kept (URIs are at most 4096 bytes; the log keeps their start).
+const MAX_TARGET_BYTES: usize = 1024;
+
+#[derive(Debug, Default, Clone)]
+pub struct Note {
+    /// Whether this request is audited (a mutation): targets are noted only then.
+    pub wanted: bool,
+    /// (role, account, user) of the authenticated caller.
+    pub caller: Option<(&'static str, String, String)>,
+    pub targets: Vec<String>,
+    /// Targets beyond [`MAX_TARGETS`], counted.
+    pub more_targets: usize,
+}
+
+pub type Slot = Rc<RefCell<Note>>;
+
+tokio::task_local! {
+    static NOTE: Slot;
+}
+
+/// Run one request's future with an empty note; the returned slot holds what was noted.
+pub async fn scope<F: std::future::Future>(slot: Slot, fut: F) -> F::Output {
+    NOTE.scope(slot, fut).await
+}
+
+/// The authenticated caller of the current request.
+pub fn caller(role: &'static str, account: &str, user: &str) {
+    let _ = NOTE.try_with(|n| {
+        let mut n = n.borrow_mut();
+        if n.wanted {
+            n.caller = Some((role, account.to_string(), user.to_string()));
+        }
+    });
+}
+
+/// A `viking://` URI the current request names (parsed successfully); `uri` is called only
+/// when the request is audited.
+pub fn target(uri: impl FnOnce() -> String) {
+    let _ = NOTE.try_with(|n| {
+        let mut n = n.borrow_mut();
+        if !n.wanted {
+            return;
+        }
+        if n.targets.len() >= MAX_TARGETS {
+            n.more_targets += 1;
+            return;
+        }
+        let uri = uri();
+        let mut end = uri.len().min(MAX_TARGET_BYTES);
+        while !uri.is_char_boundary(end) {
+            end -= 1;
+        }
+        if !n.targets.iter().any(|t| t == &uri[..end]) {
+            n.targets.push(uri[..end].to_string());
+        }
+    });
+}

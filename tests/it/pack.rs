@@ -1,0 +1,552 @@
+//! Pack export/import/backup/restore (issue #22) through the real binary, on either backend:
+//! round trip byte-identical (files, sidecars, tags), conflict policies, backup → wipe →
+//! restore, hostile packs refused with nothing written, kill -9 during an import.
+
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::harness::api::{create_account, ok, q};
+use crate::harness::{Opts, Resp, Server, Storage};
+use crate::resources::upload_id;
+
+const EXPORT: &str = "/api/v1/pack/export";
+const IMPORT: &str = "/api/v1/pack/import";
+const BACKUP: &str = "/api/v1/pack/backup";
+const RESTORE: &str = "/api/v1/pack/restore";
+
+fn write(s: &Server, key: &str, uri: &str, content: &str) {
+    let r = s.post(
+        "/api/v1/content/write",
+        Some(key),
+        json!({"uri": uri, "content": content, "mode": "create", "wait": true}),
+    );
+    assert_eq!(r.status, 200, "write {uri}: {:?}", r.body);
+}
+
+fn tags_of(s: &Server, key: &str, uri: &str) -> Value {
+    let r = s.get(&format!("/api/v1/fs/attrs?uri={}", q(uri)), Some(key));
+    ok(&r)["attrs"]["tags"].clone()
+}
+
+/// A tree with nested files, a described directory (sidecars) and tags.
+fn seed(s: &Server, key: &str) {
+    let r = s.post(
+        "/api/v1/fs/mkdir",
+        Some(key),
+        json!({"uri": "viking://resources/proj/docs", "description": "Project docs"}),
+    );
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    write(
+        s,
+        key,
+        "viking://resources/proj/readme.md",
+        "# Proj\n\nhello pack\n",
+    );
+    write(
+        s,
+        key,
+        "viking://resources/proj/docs/guide.md",
+        "guide ünïcode ✓\n",
+    );
+    write(s, key, "viking://resources/proj/docs/deep/x.txt", "deep\n");
+    for (uri, tag) in [
+        ("viking://resources/proj/readme.md", "team=core"),
+        ("viking://resources/proj/docs", "kind=docs"),
+    ] {
+        let r = s.post(
+            "/api/v1/content/set_tags",
+            Some(key),
+            json!({"uri": uri, "tags": [tag]}),
+        );
+        assert_eq!(r.status, 200, "{:?}", r.body);
+    }
+}
+
+fn export(s: &Server, key: &str, uri: &str) -> Vec<u8> {
+    let r = s.post(EXPORT, Some(key), json!({"uri": uri}));
+    assert_eq!(r.status, 200, "export {uri}: {:?}", r.body);
+    assert_eq!(r.header("content-type"), Some("application/zip"));
+    r.raw
+}
+
+fn import(s: &Server, key: &str, pack: &[u8], body: Value) -> Resp {
+    let id = upload_id(s, key, "p.ovpack", pack);
+    let mut body = body;
+    body["temp_file_id"] = json!(id);
+    s.post(IMPORT, Some(key), body)
+}
+
+/// Content of every file under `rel` (relative path → bytes), sidecars included.
+fn files(st: &Storage, rel: &str) -> std::collections::BTreeMap<String, String> {
+    st.at(rel)
+        .digest()
+        .into_iter()
+        .filter(|(k, _)| !k.ends_with('/'))
+        .collect()
+}
+
+fn names(pack: &[u8]) -> Vec<String> {
+    let mut zip = zip::ZipArchive::new(std::io::Cursor::new(pack.to_vec())).unwrap();
+    (0..zip.len())
+        .map(|i| zip.by_index_raw(i).unwrap().name().unwrap().into_owned())
+        .collect()
+}
+
+fn manifest(pack: &[u8]) -> Value {
+    let name = names(pack)
+        .into_iter()
+        .find(|n| n.ends_with("/_ovpack/manifest.json"))
+        .unwrap();
+    let mut zip = zip::ZipArchive::new(std::io::Cursor::new(pack.to_vec())).unwrap();
+    let mut s = String::new();
+    zip.by_name(&name).unwrap().read_to_string(&mut s).unwrap();
+    serde_json::from_str(&s).unwrap()
+}
+
+#[test]
+fn export_import_round_trip_is_byte_identical_with_tags() {
+    let st = Storage::new();
+    let s = Server::start(&st, Opts::default());
+    let key = create_account(&s, "acme", "ann");
+    seed(&s, &key);
+    let pack = export(&s, &key, "viking://resources/proj");
+    let listed = names(&pack);
+    assert_eq!(listed.first().map(String::as_str), Some("proj/"));
+    assert_eq!(
+        listed.last().map(String::as_str),
+        Some("proj/_ovpack/manifest.json"),
+        "manifest last: {listed:?}"
+    );
+    assert!(
+        listed.contains(&"proj/files/docs/.abstract.md".to_string()),
+        "{listed:?}"
+    );
+    let m = manifest(&pack);
+    assert_eq!(m["format_version"], 3);
+    assert_eq!(m["kind"], "openviking.ovpack");
+    assert_eq!(m["root"]["uri"], "viking://resources/proj");
+
+    let r = import(
+        &s,
+        &key,
+        &pack,
+        json!({"parent": "viking://resources/copy"}),
+    );
+    assert_eq!(ok(&r)["uri"], "viking://resources/copy/proj");
+    let original = files(&st, "acme/resources/proj");
+    assert!(original.len() >= 4, "{original:?}");
+    assert_eq!(files(&st, "acme/resources/copy/proj"), original);
+    assert_eq!(
+        tags_of(&s, &key, "viking://resources/copy/proj/readme.md"),
+        json!(["team=core"])
+    );
+    assert_eq!(
+        tags_of(&s, &key, "viking://resources/copy/proj/docs"),
+        json!(["kind=docs"])
+    );
+    // Findable after the import (indexing follows the publish).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = s.post(
+            "/api/v1/search/find",
+            Some(&key),
+            json!({"query": "hello pack", "target_uri": "viking://resources/copy"}),
+        );
+        let hits = ok(&r)["resources"].as_array().cloned().unwrap_or_default();
+        if hits
+            .iter()
+            .any(|h| h["uri"] == "viking://resources/copy/proj/readme.md")
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never findable: {:?}", r.body);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn conflict_policies_apply_to_the_whole_root() {
+    let st = Storage::new();
+    let s = Server::start(&st, Opts::default());
+    let key = create_account(&s, "acme", "ann");
+    seed(&s, &key);
+    let pack = export(&s, &key, "viking://resources/proj");
+    let r = import(&s, &key, &pack, json!({"parent": "viking://resources/c"}));
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    write(
+        &s,
+        &key,
+        "viking://resources/c/proj/extra.md",
+        "added later\n",
+    );
+    let before = files(&st, "acme/resources/c/proj");
+    // fail (default): 409, nothing changes.
+    let r = import(&s, &key, &pack, json!({"parent": "viking://resources/c"}));
+    assert_eq!(r.status, 409, "{:?}", r.body);
+    assert_eq!(files(&st, "acme/resources/c/proj"), before);
+    // skip: the existing root's uri, nothing changes.
+    let r = import(
+        &s,
+        &key,
+        &pack,
+        json!({"parent": "viking://resources/c", "on_conflict": "skip"}),
+    );
+    assert_eq!(ok(&r)["uri"], "viking://resources/c/proj");
+    assert_eq!(files(&st, "acme/resources/c/proj"), before);
+    // overwrite: replaced whole (the later file is gone).
+    let r = import(
+        &s,
+        &key,
+        &pack,
+        json!({"parent": "viking://resources/c", "on_conflict": "overwrite"}),
+    );
+    assert_eq!(ok(&r)["uri"], "viking://resources/c/proj");
+    assert_eq!(
+        files(&st, "acme/resources/c/proj"),
+        files(&st, "acme/resources/proj")
+    );
+    // A bad policy is a 400.
+    let r = import(
+        &s,
+        &key,
+        &pack,
+        json!({"parent": "viking://resources/c", "on_conflict": "merge"}),
+    );
+    assert_eq!(r.status, 400, "{:?}", r.body);
+    // vector_mode=require: this pack carries no vectors.
+    let r = import(
+        &s,
+        &key,
+        &pack,
+        json!({"parent": "viking://resources/d", "vector_mode": "require"}),
+    );
+    assert_eq!(r.status, 400, "{:?}", r.body);
+    assert!(!st.exists("acme/resources/d/proj"));
+}
+
+#[test]
+fn backup_wipe_restore() {
+    let st = Storage::new();
+    let s = Server::start(&st, Opts::default());
+    let key = create_account(&s, "acme", "ann");
+    seed(&s, &key);
+    write(
+        &s,
+        &key,
+        "viking://user/ann/resources/notes/n.md",
+        "my note\n",
+    );
+    let r = s.post(BACKUP, Some(&key), json!({}));
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let pack = r.raw;
+    let m = manifest(&pack);
+    assert_eq!(m["root"]["package_type"], "backup");
+    assert_eq!(m["scopes"], json!(["resources", "user"]));
+    let res_before = files(&st, "acme/resources");
+    let user_before = files(&st, "acme/user/ann/resources/notes");
+    // Wipe.
+    let r = s.delete(
+        &format!(
+            "/api/v1/fs?uri={}&recursive=true",
+            q("viking://resources/proj")
+        ),
+        Some(&key),
+    );
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let r = s.delete(
+        &format!(
+            "/api/v1/fs?uri={}&recursive=true",
+            q("viking://user/ann/resources/notes")
+        ),
+        Some(&key),
+    );
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    // A backup is not an import, and the default policy refuses existing scopes.
+    let r = import(&s, &key, &pack, json!({"parent": "viking://resources"}));
+    assert_eq!(r.status, 400, "{:?}", r.body);
+    let id = upload_id(&s, &key, "b.ovpack", &pack);
+    let r = s.post(RESTORE, Some(&key), json!({"temp_file_id": id}));
+    assert_eq!(r.status, 409, "{:?}", r.body);
+    let id = upload_id(&s, &key, "b.ovpack", &pack);
+    let r = s.post(
+        RESTORE,
+        Some(&key),
+        json!({"temp_file_id": id, "on_conflict": "overwrite"}),
+    );
+    assert_eq!(ok(&r)["uri"], "viking://");
+    assert_eq!(files(&st, "acme/resources"), res_before);
+    assert_eq!(files(&st, "acme/user/ann/resources/notes"), user_before);
+    assert_eq!(
+        tags_of(&s, &key, "viking://resources/proj/readme.md"),
+        json!(["team=core"])
+    );
+}
+
+/// Changes one member's bytes (by name); `None` drops it.
+type Edit<'a> = dyn Fn(&str, Vec<u8>) -> Option<Vec<u8>> + 'a;
+
+/// Rebuild a pack: `edit` may change any member's bytes (by name) and the manifest.
+fn rebuild(pack: &[u8], edit: &Edit, extra: &[(&str, Vec<u8>)]) -> Vec<u8> {
+    let mut src = zip::ZipArchive::new(std::io::Cursor::new(pack.to_vec())).unwrap();
+    let mut out = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let opts = zip::write::SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Deflated);
+    for i in 0..src.len() {
+        let mut f = src.by_index(i).unwrap();
+        let name = f.name().unwrap().into_owned();
+        let mut data = Vec::new();
+        f.read_to_end(&mut data).unwrap();
+        drop(f);
+        if name.ends_with('/') {
+            out.add_directory(name.trim_end_matches('/'), opts).unwrap();
+            continue;
+        }
+        if let Some(data) = edit(&name, data) {
+            out.start_file(name, opts).unwrap();
+            out.write_all(&data).unwrap();
+        }
+    }
+    for (name, data) in extra {
+        out.start_file(*name, opts).unwrap();
+        out.write_all(data).unwrap();
+    }
+    out.finish().unwrap().into_inner()
+}
+
+#[test]
+fn hostile_packs_are_refused_with_nothing_written() {
+    let st = Storage::new();
+    let s = Server::start(&st, Opts::default());
+    let key = create_account(&s, "acme", "ann");
+    seed(&s, &key);
+    let pack = export(&s, &key, "viking://resources/proj");
+    let readme = "proj/files/readme.md";
+    let mut cases: Vec<(&str, Vec<u8>)> = vec![
+        ("truncated", pack[..pack.len() / 2].to_vec()),
+        ("not a zip", b"hello".to_vec()),
+        (
+            "content changed",
+            rebuild(
+                &pack,
+                &|n, d| Some(if n == readme { b"evil".to_vec() } else { d }),
+                &[],
+            ),
+        ),
+        (
+            "member outside files",
+            rebuild(&pack, &|_, d| Some(d), &[("proj/other.md", b"x".to_vec())]),
+        ),
+        (
+            "escaping path",
+            rebuild(
+                &pack,
+                &|_, d| Some(d),
+                &[("proj/files/../../escape.md", b"x".to_vec())],
+            ),
+        ),
+        (
+            "second root",
+            rebuild(
+                &pack,
+                &|_, d| Some(d),
+                &[("other/files/a.md", b"x".to_vec())],
+            ),
+        ),
+        (
+            "missing file",
+            rebuild(&pack, &|n, d| (n != readme).then_some(d), &[]),
+        ),
+    ];
+    // A manifest that lies about a size (digest recomputed so only the size lies).
+    let lying = rebuild(
+        &pack,
+        &|n, d| {
+            if !n.ends_with("manifest.json") {
+                return Some(d);
+            }
+            let mut m: Value = serde_json::from_slice(&d).unwrap();
+            for e in m["entries"].as_array_mut().unwrap() {
+                if e["path"] == "readme.md" {
+                    e["size"] = json!(3);
+                }
+            }
+            Some(serde_json::to_vec(&m).unwrap())
+        },
+        &[],
+    );
+    cases.push(("lying size", lying));
+    // A bomb: 20 MiB of zeros declared honestly in the manifest.
+    let zeros = vec![0u8; 20 << 20];
+    let bomb = rebuild(
+        &pack,
+        &|n, d| {
+            if n == readme {
+                return Some(vec![0u8; 20 << 20]);
+            }
+            if !n.ends_with("manifest.json") {
+                return Some(d);
+            }
+            let mut m: Value = serde_json::from_slice(&d).unwrap();
+            let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(vec![0u8; 20 << 20]));
+            let mut items = Vec::new();
+            for e in m["entries"].as_array_mut().unwrap() {
+                if e["path"] == "readme.md" {
+                    e["size"] = json!(20 << 20);
+                    e["sha256"] = json!(sha);
+                }
+                if e["kind"] == "file" {
+                    items
+                        .push(json!({"path": e["path"], "sha256": e["sha256"], "size": e["size"]}));
+                }
+            }
+            items.sort_by(|a, b| a["path"].as_str().cmp(&b["path"].as_str()));
+            m["content_sha256"] = json!(hex::encode(<sha2::Sha256 as sha2::Digest>::digest(
+                serde_json::to_vec(&items).unwrap()
+            )));
+            Some(serde_json::to_vec(&m).unwrap())
+        },
+        &[],
+    );
+    drop(zeros);
+    cases.push(("bomb", bomb));
+    let before = st.stored_digest("acme/resources");
+    for (what, bad) in cases {
+        let r = import(&s, &key, &bad, json!({"parent": "viking://resources/h"}));
+        assert_eq!(r.status, 400, "{what}: {:?}", r.body);
+        assert_eq!(r.code(), "INVALID_ARGUMENT", "{what}: {:?}", r.body);
+    }
+    assert!(!st.exists("acme/resources/h/proj"));
+    assert_eq!(
+        st.stored_digest("acme/resources"),
+        before,
+        "nothing written"
+    );
+    assert!(!st.exists("escape.md") && !st.exists("acme/escape.md"));
+}
+
+#[test]
+fn roles_and_modes_follow_upstream() {
+    let st = Storage::new();
+    let s = Server::start(&st, Opts::default());
+    let admin = create_account(&s, "acme", "ann");
+    let user = crate::harness::api::register(&s, &admin, "acme", "bob", "user");
+    seed(&s, &admin);
+    // A user may export and import, not back up or restore.
+    let r = s.post(
+        EXPORT,
+        Some(&user),
+        json!({"uri": "viking://resources/proj"}),
+    );
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let r = s.post(BACKUP, Some(&user), json!({}));
+    assert_eq!(r.status, 403, "{:?}", r.body);
+    // Export of a missing tree, or of a scope 0.5.2 does not pack: 4xx before any byte.
+    let r = s.post(
+        EXPORT,
+        Some(&admin),
+        json!({"uri": "viking://resources/nope"}),
+    );
+    assert_eq!(r.status, 404, "{:?}", r.body);
+    let r = s.post(
+        EXPORT,
+        Some(&admin),
+        json!({"uri": "viking://agent/skills"}),
+    );
+    assert_eq!(r.status, 400, "{:?}", r.body);
+    let r = s.post(
+        EXPORT,
+        Some(&admin),
+        json!({"uri": "viking://resources/proj", "extra": 1}),
+    );
+    assert_eq!(r.status, 400, "{:?}", r.body);
+    // Another user's space is not the caller's to import into.
+    let pack = export(&s, &admin, "viking://resources/proj");
+    let r = import(&s, &user, &pack, json!({"parent": "viking://user/ann/x"}));
+    assert!(r.status == 400 || r.status == 403, "{:?}", r.body);
+    // Dev mode refuses the pack routes as 0.5.2 does.
+    let st2 = Storage::new();
+    let dev = Server::start(&st2, Opts::dev());
+    let r = dev.post(EXPORT, None, json!({"uri": "viking://resources"}));
+    assert_eq!(r.status, 403, "{:?}", r.body);
+}
+
+#[test]
+fn kill9_during_import_leaves_nothing_partial() {
+    let st = Storage::new();
+    let mut s = Server::start(&st, Opts::default());
+    let key = create_account(&s, "acme", "ann");
+    // Many files, so the import stages for a while.
+    let r = s.post(
+        "/api/v1/fs/mkdir",
+        Some(&key),
+        json!({"uri": "viking://resources/big"}),
+    );
+    assert_eq!(r.status, 200);
+    let batch: Vec<Value> = (0..400)
+        .map(|i| json!({"path": format!("f{i:04}.md"), "content": format!("file {i}\n").repeat(200)}))
+        .collect();
+    let r = s.post(
+        "/api/v1/content/batch-write",
+        Some(&key),
+        json!({"uri": "viking://resources/big", "operations": batch}),
+    );
+    if r.status != 200 {
+        for i in 0..400 {
+            write(
+                &s,
+                &key,
+                &format!("viking://resources/big/f{i:04}.md"),
+                &format!("file {i}\n").repeat(200),
+            );
+        }
+    }
+    let pack = export(&s, &key, "viking://resources/big");
+    let id = upload_id(&s, &key, "big.ovpack", &pack);
+    let url = s.url(IMPORT);
+    let k = key.clone();
+    let client = std::thread::spawn(move || {
+        let _ = ureq::post(&url)
+            .set("X-API-Key", &k)
+            .timeout(Duration::from_secs(60))
+            .send_json(json!({"temp_file_id": id, "parent": "viking://resources/dst"}));
+    });
+    // Kill as soon as the staging tree appears (bounded wait).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let staged = loop {
+        let found = st
+            .list("acme/_system/ingest")
+            .into_iter()
+            .any(|n| n.starts_with("pack_"));
+        if found || Instant::now() > deadline {
+            break found;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    s.kill9();
+    let _ = client.join();
+    assert!(staged, "the import never started staging within the bound");
+    s.restart();
+    let full = files(&st, "acme/resources/big");
+    let got = files(&st, "acme/resources/dst/big");
+    assert!(
+        got.is_empty() || got == full,
+        "partial import visible: {} of {} files",
+        got.len(),
+        full.len()
+    );
+    // The staging tree goes with the startup sweep.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while st
+        .list("acme/_system/ingest")
+        .iter()
+        .any(|n| n.starts_with("pack_"))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "staging left behind (staged={staged})"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
