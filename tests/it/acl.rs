@@ -883,3 +883,47 @@ fn grants_and_revocations_reach_another_instance_within_the_bound() {
     assert_eq!(read_on(&a_srv, &a.bob), 403);
     eprintln!("grant reached B after {granted:?}, membership removal after {revoked:?}");
 }
+
+/// WebDAV goes through the same checks: a restricted directory is neither listed by PROPFIND
+/// nor readable or writable for a user outside its ACL.
+#[test]
+fn webdav_honours_acls() {
+    let st = Storage::new();
+    let s = Server::start(&st, Opts::default());
+    let a = acme(&s);
+    mkdir(&s, &a.alice, "viking://resources/open");
+    mkdir(&s, &a.alice, "viking://resources/team");
+    write(&s, &a.alice, "viking://resources/team/plan.md", "plan");
+    ok(&set_acl(
+        &s,
+        &a.alice,
+        "viking://resources/team",
+        json!({"acl_mode": "restricted", "entries": [
+            {"principal": "group:eng", "level": "read"}
+        ]}),
+    ));
+    enable_acl(&s, &a.alice, "acme");
+    let dav = |key: &str, method: &str, path: &str, depth: &str, body: &[u8]| {
+        s.raw(
+            method,
+            &format!("/webdav/resources{path}"),
+            &[("X-API-Key", key), ("Depth", depth)],
+            body,
+        )
+    };
+    let listing = |key: &str| {
+        let r = dav(key, "PROPFIND", "/", "1", b"");
+        assert_eq!(r.status, 207);
+        String::from_utf8_lossy(&r.raw).into_owned()
+    };
+    // bob (group eng) sees and reads it; carol sees neither the directory nor its file.
+    assert!(listing(&a.bob).contains("/team/"));
+    assert_eq!(dav(&a.bob, "GET", "/team/plan.md", "0", b"").status, 200);
+    let carol_sees = listing(&a.carol);
+    assert!(carol_sees.contains("/open/"), "{carol_sees}");
+    assert!(!carol_sees.contains("team"), "{carol_sees}");
+    assert_eq!(dav(&a.carol, "GET", "/team/plan.md", "0", b"").status, 403);
+    assert_eq!(dav(&a.carol, "PUT", "/team/new.md", "0", b"x").status, 403);
+    // Read is not write, even for bob.
+    assert_eq!(dav(&a.bob, "PUT", "/team/new.md", "0", b"x").status, 403);
+}

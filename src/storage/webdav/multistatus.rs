@@ -12,6 +12,7 @@ use sha2::{Digest, Sha256};
 use super::is_hidden;
 use crate::error::ServiceResult;
 use crate::identity::Identity;
+use crate::storage::acl::{AclView, Shown};
 use crate::storage::fs::{stat, walk, StorageFail};
 use crate::storage::uri::{self, VikingUri};
 use crate::storage::{Meta, Storage};
@@ -76,7 +77,17 @@ pub fn propfind(
         let mut entries = storage
             .list(req.uri.store_path())
             .map_err(|e| StorageFail(req.uri).map(e))?;
-        entries.retain(|e| !is_hidden(&e.name) && uri::child_visible(req.uri, &e.name, who));
+        // Children the caller may not read are left out (a WebDAV client has no use for a
+        // placeholder it cannot open), as the JSON listing does with `acl.hide_denied`.
+        let acl = AclView::for_caller(who);
+        let readable = |name: &str| match (&acl, req.uri.child(name)) {
+            (Some(view), Ok(child)) => view.shown(&child) == Shown::Full,
+            (Some(_), Err(_)) => false,
+            (None, _) => true,
+        };
+        entries.retain(|e| {
+            !is_hidden(&e.name) && uri::child_visible(req.uri, &e.name, who) && readable(&e.name)
+        });
         entries.sort_by(|a, b| walk::caseless(&a.name, &b.name));
         entries.truncate(req.limit);
         out.reserve(entries.len() * 512);
