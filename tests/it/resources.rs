@@ -598,9 +598,10 @@ fn requests_are_validated_like_0_5_2() {
             "strict k=v",
         ),
         (
+            // ACLs are stored before the node appears, so they need its exact URI.
             json!({"path": "https://example.com/x", "acl": {"mode": "restricted"}}),
-            501,
-            "Per-resource ACLs",
+            400,
+            "acl needs the exact target",
         ),
         (
             json!({"temp_file_id": "upload_0123456789abcdef0123456789abcdef", "parent": "viking://resources/missing"}),
