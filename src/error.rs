@@ -24,6 +24,10 @@ pub enum ErrorCode {
     MethodNotAllowed,
     /// A request body of a kind the method does not take (HTTP 415; WebDAV MKCOL).
     UnsupportedMediaType,
+    /// A WebDAV write on a locked resource without its lock token (HTTP 423).
+    Locked,
+    /// More dead properties than a resource may hold (HTTP 507, WebDAV PROPPATCH).
+    InsufficientStorage,
     DeadlineExceeded,
     Unavailable,
     Unimplemented,
@@ -49,6 +53,8 @@ impl ErrorCode {
             // Body-size rejections share the size/rate-limit code, with HTTP 413.
             ErrorCode::ResourceExhausted | ErrorCode::PayloadTooLarge => "RESOURCE_EXHAUSTED",
             ErrorCode::MethodNotAllowed | ErrorCode::UnsupportedMediaType => "INVALID_ARGUMENT",
+            ErrorCode::Locked => "CONFLICT",
+            ErrorCode::InsufficientStorage => "RESOURCE_EXHAUSTED",
             ErrorCode::DeadlineExceeded | ErrorCode::RequestTimeout => "DEADLINE_EXCEEDED",
             ErrorCode::Unavailable => "UNAVAILABLE",
             ErrorCode::Unimplemented => "UNIMPLEMENTED",

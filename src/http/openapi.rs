@@ -273,7 +273,7 @@ fn operations() -> Vec<Operation> {
         op(Get, "/api/v1/snapshot/ignore", "snapshot", "The account's .ovgitignore rules (admins)", Data, Body::None, no_query),
         op(Put, "/api/v1/snapshot/ignore", "snapshot", "Replace the account's .ovgitignore rules (admins)", Data, Body::Json(json_of::<snapshot::SetIgnoreBody>, true), no_query),
         op(Delete, "/api/v1/snapshot/ignore", "snapshot", "Delete the account's .ovgitignore rules (admins)", Data, Body::None, no_query),
-        // webdav (PROPFIND, MKCOL, COPY, MOVE: the path items' `x-webdav-methods`)
+        // webdav (PROPFIND, PROPPATCH, MKCOL, COPY, MOVE, LOCK, UNLOCK: the path items' `x-webdav-methods`)
         op(Options, webdav::PREFIX, "webdav", "WebDAV methods and class (Allow, DAV headers)", Open, Body::None, no_query),
         op(Get, webdav::PREFIX, "webdav", "WebDAV: the resources root is a collection (405)", Data, Body::None, no_query),
         op(Head, webdav::PREFIX, "webdav", "WebDAV: the resources root is a collection (405)", Data, Body::None, no_query),
@@ -476,7 +476,7 @@ pub fn document() -> OpenApi {
 /// The OpenAPI form of the WebDAV tail route (`{path:.*}` in actix syntax).
 const WEBDAV_TAIL: &str = "/webdav/resources/{path}";
 
-/// OpenAPI 3.1 has no field for PROPFIND, MKCOL, COPY or MOVE: the WebDAV path items list them
+/// OpenAPI 3.1 has no field for PROPFIND, PROPPATCH, MKCOL, COPY, MOVE, LOCK or UNLOCK: the WebDAV path items list them
 /// (method → summary) in `x-webdav-methods`.
 fn webdav_extension_methods(paths: &mut Paths) {
     let summaries = serde_json::json!({
@@ -484,6 +484,9 @@ fn webdav_extension_methods(paths: &mut Paths) {
         "MKCOL": "Create a collection (201; exists: 405; parent missing: 409; a body: 415)",
         "COPY": "Copy to the Destination header's path (Depth 0: a collection without members; Overwrite as MOVE)",
         "MOVE": "Move to the Destination header's path (RFC 4918 Overwrite: T replaces, F answers 412)",
+        "PROPPATCH": "Set/remove dead properties, all or nothing (207; live properties 403, the rest 424; over the per-resource bounds: 507)",
+        "LOCK": "Exclusive or shared write lock, Depth 0 or infinity, Timeout capped by webdav.max_lock_timeout_secs (200 + Lock-Token; an unmapped URL: 201, an empty resource); no body + If: refresh; conflict: 423",
+        "UNLOCK": "Release the lock named by the Lock-Token header (204; none: 409; another user's: 403)",
     });
     for path in [webdav::PREFIX, WEBDAV_TAIL] {
         if let Some(item) = paths.paths.get_mut(path) {

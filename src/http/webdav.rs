@@ -18,10 +18,15 @@ use futures_util::StreamExt;
 use percent_encoding::percent_decode_str;
 
 use crate::error::{ErrorCode, ServiceError};
-use crate::jobs::fs::RemoveEntry;
-use crate::jobs::webdav::{CopyNode, FetchFile, MakeCollection, MoveNode, Propfind, PutFile};
+use crate::jobs::webdav::{
+    CopyNode, DeleteNode, FetchFile, LockAction, LockNode, MakeCollection, MoveNode, PatchProps,
+    Patched, Propfind, PutFile, UnlockNode,
+};
 use crate::storage::fs::write;
 use crate::storage::uri::{self, Access, VikingUri};
+use crate::storage::webdav::conditions::{self, List, Subject};
+use crate::storage::webdav::locks::{LockRequest, WriteCheck};
+use crate::storage::webdav::xml::{self, PropChange};
 use crate::storage::webdav::{is_hidden, multistatus, Outcome};
 
 use super::admission::owner_of;
@@ -39,7 +44,14 @@ pub const CHILD_LIMIT: usize = 10_000;
 /// Largest PROPFIND body read (a property request is a few hundred bytes; beyond: 413).
 pub const PROPFIND_MAX_BODY: usize = 64 * 1024;
 /// The methods served, as `Allow` lists them.
-pub const METHODS: &str = "OPTIONS, PROPFIND, GET, HEAD, PUT, DELETE, MKCOL, COPY, MOVE";
+pub const METHODS: &str =
+    "OPTIONS, PROPFIND, PROPPATCH, GET, HEAD, PUT, DELETE, MKCOL, COPY, MOVE, LOCK, UNLOCK";
+/// The DAV compliance classes (2: locking).
+const DAV_CLASSES: &str = "1, 2";
+/// Largest PROPPATCH body (dead properties are bounded per resource anyway; beyond: 413).
+pub const PROPPATCH_MAX_BODY: usize = 256 * 1024;
+/// Largest LOCK body (a lockinfo is a few hundred bytes; beyond: 413).
+pub const LOCK_MAX_BODY: usize = 64 * 1024;
 
 pub fn configure(routes: &mut Routes) {
     for path in [PREFIX, TAIL_ROUTE] {
@@ -52,6 +64,9 @@ pub fn configure(routes: &mut Routes) {
         let ep = extension(ep, "PROPFIND", propfind);
         let ep = extension(ep, "MKCOL", mkcol);
         let ep = extension(ep, "COPY", copy);
+        let ep = extension(ep, "PROPPATCH", proppatch);
+        let ep = extension(ep, "LOCK", lock);
+        let ep = extension(ep, "UNLOCK", unlock);
         routes.add(extension(ep, "MOVE", move_));
     }
 }
@@ -115,7 +130,7 @@ fn dav_headers(h: &mut header::HeaderMap) {
     h.insert(header::ALLOW, HeaderValue::from_static(METHODS));
     h.insert(
         header::HeaderName::from_static("dav"),
-        HeaderValue::from_static("1"),
+        HeaderValue::from_static(DAV_CLASSES),
     );
     h.insert(
         header::HeaderName::from_static("ms-author-via"),
@@ -126,7 +141,7 @@ fn dav_headers(h: &mut header::HeaderMap) {
 fn reply(status: StatusCode) -> actix_web::HttpResponseBuilder {
     let mut b = HttpResponse::build(status);
     b.insert_header((header::ALLOW, METHODS))
-        .insert_header(("DAV", "1"))
+        .insert_header(("DAV", DAV_CLASSES))
         .insert_header(("MS-Author-Via", "DAV"));
     b
 }
@@ -319,6 +334,7 @@ async fn propfind(
     let (_, uri) = target(&req, &caller, Access::Read)?;
     let body = small_body(&req, payload, PROPFIND_MAX_BODY).await?;
     check_xml(&body)?;
+    let kind = xml::propfind(&body)?;
     let depth = req
         .headers()
         .get("depth")
@@ -339,6 +355,7 @@ async fn propfind(
         href_base: PREFIX.to_string(),
         children,
         limit: CHILD_LIMIT,
+        kind,
     };
     let Some(xml) = state.pools.storage().run(job).await?? else {
         return Err(hidden(req.uri().path()));
@@ -427,10 +444,12 @@ async fn put(
         return Err(not_allowed("PUT requires a file path"));
     }
     write::check_target(&uri)?;
+    let check = write_check(&req, &caller, &uri)?;
     let data = super::content::collect_body(&state, &req, payload).await?;
     let job = PutFile {
         uri,
         data,
+        check,
         quota: state.settings.quota.clone(),
         recorder: state.search.recorder.clone(),
     };
@@ -454,20 +473,15 @@ async fn delete(
         return Err(not_allowed("Deleting the resources root is not supported"));
     }
     let uri = resource_uri(&caller, &segs, Access::Delete)?;
-    let stat = FetchFile {
-        uri: uri.clone(),
-        with_body: false,
-    };
-    let Some((meta, _)) = state.pools.storage().run(stat).await?? else {
-        return Err(hidden(req.uri().path()));
-    };
-    let job = RemoveEntry {
+    let job = DeleteNode {
+        check: write_check(&req, &caller, &uri)?,
         uri,
-        recursive: meta.is_dir(),
         recorder: state.search.recorder.clone(),
     };
-    state.pools.storage().run(job).await??;
-    Ok(reply(StatusCode::NO_CONTENT).finish())
+    match state.pools.storage().run(job).await?? {
+        Some(()) => Ok(reply(StatusCode::NO_CONTENT).finish()),
+        None => Err(hidden(req.uri().path())),
+    }
 }
 
 /// True when the request carries a body.
@@ -503,6 +517,7 @@ async fn mkcol(
     }
     let uri = resource_uri(&caller, &segs, Access::Write)?;
     let job = MakeCollection {
+        check: write_check(&req, &caller, &uri)?,
         uri,
         recorder: state.search.recorder.clone(),
     };
@@ -626,6 +641,7 @@ async fn move_(
     let overwrite = overwrite_of(&req)?;
     let (from, to) = transfer_ends(&req, &caller, "MOVE", Access::Delete)?;
     let job = MoveNode {
+        check: write_check(&req, &caller, &from)?,
         from,
         to,
         overwrite,
@@ -651,6 +667,7 @@ async fn copy(
         != Some("0");
     let (from, to) = transfer_ends(&req, &caller, "COPY", Access::Read)?;
     let job = CopyNode {
+        check: write_check(&req, &caller, &from)?,
         from,
         to,
         overwrite,
@@ -658,6 +675,275 @@ async fn copy(
         recorder: state.search.recorder.clone(),
     };
     Ok(transferred(state.pools.storage().run(job).await??))
+}
+
+/// The `If` header's resource tag as a node of the caller's view (`None`: elsewhere, or not
+/// readable — its lists are then false).
+fn tagged_node(
+    req: &HttpRequest,
+    caller: &Caller<DataAccess>,
+    tag: &str,
+) -> Option<crate::storage::StorePath> {
+    let path = match url::Url::parse(tag) {
+        Ok(u) => {
+            let authority = match (u.host_str(), u.port()) {
+                (Some(h), Some(p)) => format!("{h}:{p}"),
+                (Some(h), None) => h.to_string(),
+                _ => return None,
+            };
+            if own_host(req).as_deref() != Some(authority.to_ascii_lowercase().as_str()) {
+                return None;
+            }
+            u.path().to_string()
+        }
+        Err(_) if tag.starts_with('/') => tag.to_string(),
+        Err(_) => return None,
+    };
+    let segs = segments_of(path.trim_end_matches('/')).ok()?;
+    resource_uri(caller, &segs, Access::Read)
+        .ok()
+        .map(|u| u.store_path().clone())
+}
+
+/// The lock and `If` checks of a write to `uri` (a malformed `If` header: 400 here, before
+/// any work).
+fn write_check(
+    req: &HttpRequest,
+    caller: &Caller<DataAccess>,
+    uri: &VikingUri,
+) -> Result<WriteCheck, DavError> {
+    let header = match req.headers().get("if") {
+        None => None,
+        Some(v) => {
+            let raw = v.to_str().map_err(|_| {
+                DavError(ServiceError::invalid_argument("malformed If header: not ASCII"))
+            })?;
+            let lists = conditions::parse(raw)?;
+            Some(
+                lists
+                    .into_iter()
+                    .map(|l| List {
+                        subject: match l.subject {
+                            Subject::Request => Subject::Request,
+                            Subject::Tagged(t) => Subject::Tagged(tagged_node(req, caller, &t)),
+                        },
+                        conditions: l.conditions,
+                    })
+                    .collect(),
+            )
+        }
+    };
+    Ok(WriteCheck {
+        user: caller.identity.user.clone(),
+        request: uri.store_path().clone(),
+        header,
+    })
+}
+
+/// The granted timeout: the first `Timeout` value understood (`Second-N` or `Infinite`),
+/// capped by `webdav.max_lock_timeout_secs`, which is also the default.
+fn timeout_of(req: &HttpRequest, max: u64) -> u64 {
+    let Some(raw) = req.headers().get("timeout").and_then(|v| v.to_str().ok()) else {
+        return max;
+    };
+    for part in raw.split(',').map(str::trim) {
+        if part.eq_ignore_ascii_case("infinite") {
+            return max;
+        }
+        let secs = part
+            .get(..7)
+            .filter(|p| p.eq_ignore_ascii_case("second-"))
+            .and_then(|_| part[7..].parse::<u64>().ok());
+        if let Some(n) = secs {
+            return n.clamp(1, max);
+        }
+    }
+    max
+}
+
+/// LOCK (RFC 4918 §9.10): a new exclusive or shared write lock (depth 0 or infinity; an
+/// unmapped URL gets an empty resource, 201), or with no body a refresh of the lock named in
+/// `If`. Needs write access.
+async fn lock(
+    state: web::Data<AppState>,
+    caller: Result<Caller<DataAccess>, ServiceError>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> DavResult {
+    let caller = caller?;
+    let (segs, uri) = target(&req, &caller, Access::Write)?;
+    if segs.is_empty() {
+        return Err(not_allowed("the resources root cannot be locked"));
+    }
+    let check = write_check(&req, &caller, &uri)?;
+    let body = small_body(&req, payload, LOCK_MAX_BODY).await?;
+    let info = xml::lockinfo(&body)?;
+    let timeout_secs = timeout_of(&req, state.settings.webdav.max_lock_timeout_secs);
+    let action = match info {
+        Some(info) => {
+            let deep = match req
+                .headers()
+                .get("depth")
+                .and_then(|v| v.to_str().ok())
+                .map(|v| v.trim().to_ascii_lowercase())
+                .as_deref()
+            {
+                None | Some("infinity") => true,
+                Some("0") => false,
+                Some(_) => {
+                    return Err(DavError(ServiceError::invalid_argument(
+                        "LOCK Depth must be 0 or infinity",
+                    )))
+                }
+            };
+            LockAction::Take(LockRequest {
+                user: caller.identity.user.clone(),
+                shared: info.shared,
+                deep,
+                timeout_secs,
+                owner: info.owner,
+            })
+        }
+        None => {
+            let tokens: Vec<String> = check
+                .header
+                .as_ref()
+                .map(|h| {
+                    conditions::submitted_tokens(h)
+                        .into_iter()
+                        .map(str::to_string)
+                        .collect()
+                })
+                .unwrap_or_default();
+            if tokens.is_empty() {
+                return Err(DavError(ServiceError::invalid_argument(
+                    "a LOCK without a body refreshes a lock: name its token in an If header",
+                )));
+            }
+            LockAction::Refresh {
+                tokens,
+                timeout_secs,
+            }
+        }
+    };
+    let fresh = matches!(action, LockAction::Take(_));
+    let job = LockNode {
+        uri,
+        action,
+        check,
+        quota: state.settings.quota.clone(),
+        recorder: state.search.recorder.clone(),
+    };
+    let (created, root, granted) = state.pools.storage().run(job).await??;
+    let mut xml = String::from(
+        "<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<D:prop xmlns:D=\"DAV:\"><D:lockdiscovery>",
+    );
+    multistatus::activelock(&mut xml, PREFIX, &root, &granted);
+    xml.push_str("</D:lockdiscovery></D:prop>\n");
+    let mut b = reply(if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    });
+    if fresh {
+        b.insert_header(("Lock-Token", format!("<{}>", granted.token)));
+    }
+    Ok(b.content_type("application/xml; charset=utf-8").body(xml))
+}
+
+/// UNLOCK (RFC 4918 §9.11): the `Lock-Token` header names the caller's lock.
+async fn unlock(
+    state: web::Data<AppState>,
+    caller: Result<Caller<DataAccess>, ServiceError>,
+    req: HttpRequest,
+) -> DavResult {
+    let caller = caller?;
+    let (_, uri) = target(&req, &caller, Access::Write)?;
+    let token = req
+        .headers()
+        .get("lock-token")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .and_then(|v| v.strip_prefix('<'))
+        .and_then(|v| v.strip_suffix('>'))
+        .filter(|t| !t.is_empty() && t.len() <= 256)
+        .ok_or_else(|| {
+            DavError(ServiceError::invalid_argument(
+                "UNLOCK needs a Lock-Token header: <opaquelocktoken:…>",
+            ))
+        })?;
+    let job = UnlockNode {
+        uri,
+        token: token.to_string(),
+        user: caller.identity.user.clone(),
+    };
+    state.pools.storage().run(job).await??;
+    Ok(reply(StatusCode::NO_CONTENT).finish())
+}
+
+/// PROPPATCH (RFC 4918 §9.2): dead properties set and removed in document order, all or
+/// nothing; a live property in it is 403 (the others 424) and nothing changes.
+async fn proppatch(
+    state: web::Data<AppState>,
+    caller: Result<Caller<DataAccess>, ServiceError>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> DavResult {
+    let caller = caller?;
+    let (segs, uri) = target(&req, &caller, Access::Write)?;
+    let check = write_check(&req, &caller, &uri)?;
+    let body = small_body(&req, payload, PROPPATCH_MAX_BODY).await?;
+    let changes = xml::proppatch(&body)?;
+    if segs.is_empty() {
+        return Err(DavError(ServiceError::permission_denied(
+            "the resources root carries no properties",
+        )));
+    }
+    let names: Vec<xml::PropName> = changes
+        .iter()
+        .map(|c| match c {
+            PropChange::Set(n, _) | PropChange::Remove(n) => n.clone(),
+        })
+        .collect();
+    let job = PatchProps {
+        uri,
+        changes,
+        check,
+    };
+    let outcome = state.pools.storage().run(job).await??;
+    let Some(outcome) = outcome else {
+        return Err(hidden(req.uri().path()));
+    };
+    let mut out = String::from(
+        "<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<D:multistatus xmlns:D=\"DAV:\"><D:response><D:href>",
+    );
+    out.push_str(&quick_xml::escape::escape(req.uri().path()));
+    out.push_str("</D:href>");
+    let mut group = |names: &[&xml::PropName], status: &str| {
+        if names.is_empty() {
+            return;
+        }
+        out.push_str("<D:propstat><D:prop>");
+        for (ns, name) in names {
+            multistatus::prop_element(&mut out, ns, name, None);
+        }
+        out.push_str("</D:prop><D:status>HTTP/1.1 ");
+        out.push_str(status);
+        out.push_str("</D:status></D:propstat>");
+    };
+    match outcome {
+        Patched::Applied => group(&names.iter().collect::<Vec<_>>(), "200 OK"),
+        Patched::Protected(bad) => {
+            let (refused, rest): (Vec<&xml::PropName>, Vec<&xml::PropName>) =
+                names.iter().partition(|n| bad.contains(n));
+            group(&refused, "403 Forbidden");
+            group(&rest, "424 Failed Dependency");
+        }
+    }
+    out.push_str("</D:response></D:multistatus>\n");
+    Ok(reply(StatusCode::MULTI_STATUS)
+        .content_type("application/xml; charset=utf-8")
+        .body(out))
 }
 
 #[cfg(test)]

@@ -11,10 +11,12 @@ use crate::config::QuotaSettings;
 use crate::error::ServiceResult;
 use crate::identity::Identity;
 use crate::search::changes::{ChangeKind, Recorder};
-use crate::storage::fs::{read, stat};
+use crate::storage::fs::{read, rm, stat};
 use crate::storage::uri::VikingUri;
-use crate::storage::webdav::{self, multistatus, Outcome};
-use crate::storage::Meta;
+use crate::storage::webdav::locks::{self, Lock, LockRequest, Touched, WriteCheck};
+use crate::storage::webdav::xml::{PropChange, PropName, PropfindKind};
+use crate::storage::webdav::{self, multistatus, props, Outcome};
+use crate::storage::{Meta, StorePath};
 
 /// PROPFIND: the multistatus document, or `None` for a missing node.
 pub struct Propfind {
@@ -23,6 +25,7 @@ pub struct Propfind {
     pub href_base: String,
     pub children: bool,
     pub limit: usize,
+    pub kind: PropfindKind,
 }
 
 impl BlockingJob for Propfind {
@@ -34,6 +37,7 @@ impl BlockingJob for Propfind {
             href_base: &self.href_base,
             children: self.children,
             limit: self.limit,
+            kind: &self.kind,
         };
         multistatus::propfind(ctx.storage, &self.who, &req)
     }
@@ -64,6 +68,7 @@ impl BlockingJob for FetchFile {
 pub struct PutFile {
     pub uri: VikingUri,
     pub data: Bytes,
+    pub check: WriteCheck,
     pub quota: QuotaSettings,
     pub recorder: Arc<Recorder>,
 }
@@ -72,6 +77,15 @@ impl BlockingJob for PutFile {
     type Output = ServiceResult<Outcome>;
 
     fn run(self, ctx: &JobContext<'_>) -> Self::Output {
+        let exists = stat(ctx.storage, &self.uri)?.is_some();
+        self.check.enforce(
+            ctx.storage,
+            &[Touched {
+                node: self.uri.store_path(),
+                subtree: false,
+                membership: !exists,
+            }],
+        )?;
         let out = webdav::put_file(ctx.storage, &self.uri, &self.data, &self.quota);
         let changed = [self.uri.store_path().clone()];
         record_outcome(
@@ -89,6 +103,7 @@ impl BlockingJob for PutFile {
 /// MKCOL.
 pub struct MakeCollection {
     pub uri: VikingUri,
+    pub check: WriteCheck,
     pub recorder: Arc<Recorder>,
 }
 
@@ -96,6 +111,14 @@ impl BlockingJob for MakeCollection {
     type Output = ServiceResult<()>;
 
     fn run(self, ctx: &JobContext<'_>) -> Self::Output {
+        self.check.enforce(
+            ctx.storage,
+            &[Touched {
+                node: self.uri.store_path(),
+                subtree: false,
+                membership: true,
+            }],
+        )?;
         let out = webdav::make_collection(ctx.storage, &self.uri);
         let changed = [self.uri.store_path().clone()];
         record_outcome(
@@ -115,6 +138,7 @@ pub struct MoveNode {
     pub from: VikingUri,
     pub to: VikingUri,
     pub overwrite: bool,
+    pub check: WriteCheck,
     pub recorder: Arc<Recorder>,
 }
 
@@ -122,7 +146,17 @@ impl BlockingJob for MoveNode {
     type Output = ServiceResult<Outcome>;
 
     fn run(self, ctx: &JobContext<'_>) -> Self::Output {
+        let touched = [&self.from, &self.to].map(|uri| Touched {
+            node: uri.store_path(),
+            subtree: true,
+            membership: true,
+        });
+        self.check.enforce(ctx.storage, &touched)?;
         let out = webdav::move_to(ctx.storage, &self.from, &self.to, self.overwrite);
+        if out.is_ok() {
+            // Locks stay where they were taken (RFC 4918 §9.9.4): the moved nodes lose theirs.
+            locks::forget(ctx.storage, self.from.store_path())?;
+        }
         let changed = [self.from.store_path().clone(), self.to.store_path().clone()];
         // Replacing removes the old target before the rename: a failure there may leave it
         // half done.
@@ -144,6 +178,7 @@ pub struct CopyNode {
     pub to: VikingUri,
     pub overwrite: bool,
     pub deep: bool,
+    pub check: WriteCheck,
     pub recorder: Arc<Recorder>,
 }
 
@@ -151,6 +186,14 @@ impl BlockingJob for CopyNode {
     type Output = ServiceResult<Outcome>;
 
     fn run(self, ctx: &JobContext<'_>) -> Self::Output {
+        self.check.enforce(
+            ctx.storage,
+            &[Touched {
+                node: self.to.store_path(),
+                subtree: true,
+                membership: true,
+            }],
+        )?;
         let out = webdav::copy_to(
             ctx.storage,
             &self.from,
@@ -170,5 +213,185 @@ impl BlockingJob for CopyNode {
             RecordWhen::EvenIfPartial,
         );
         out
+    }
+}
+
+/// DELETE of a file or a whole collection, after the lock checks; its locks go with it.
+pub struct DeleteNode {
+    pub uri: VikingUri,
+    pub check: WriteCheck,
+    pub recorder: Arc<Recorder>,
+}
+
+impl BlockingJob for DeleteNode {
+    /// `None`: nothing there.
+    type Output = ServiceResult<Option<()>>;
+
+    fn run(self, ctx: &JobContext<'_>) -> Self::Output {
+        let Some(meta) = stat(ctx.storage, &self.uri)? else {
+            return Ok(None);
+        };
+        let node = self.uri.store_path();
+        self.check.enforce(
+            ctx.storage,
+            &[Touched {
+                node,
+                subtree: meta.is_dir(),
+                membership: true,
+            }],
+        )?;
+        let out = rm::remove(ctx.storage, &|| false, &self.uri, meta.is_dir()).map(drop);
+        record_outcome(
+            &self.recorder,
+            ctx,
+            &out,
+            &[node.clone()],
+            ChangeKind::Remove,
+            RecordWhen::EvenIfPartial,
+        );
+        out?;
+        locks::forget(ctx.storage, node)?;
+        Ok(Some(()))
+    }
+}
+
+/// What LOCK does: a new lock (creating an empty resource at an unmapped URL, RFC 4918
+/// §7.3) or a refresh of one the caller holds.
+pub enum LockAction {
+    Take(LockRequest),
+    Refresh { tokens: Vec<String>, timeout_secs: u64 },
+}
+
+/// LOCK.
+pub struct LockNode {
+    pub uri: VikingUri,
+    pub action: LockAction,
+    pub check: WriteCheck,
+    pub quota: QuotaSettings,
+    pub recorder: Arc<Recorder>,
+}
+
+/// A granted or refreshed lock: whether an empty resource was created, the lock's root, the
+/// lock.
+pub type Granted = (bool, StorePath, Lock);
+
+impl BlockingJob for LockNode {
+    type Output = ServiceResult<Granted>;
+
+    fn run(self, ctx: &JobContext<'_>) -> Self::Output {
+        let req = match self.action {
+            LockAction::Refresh {
+                tokens,
+                timeout_secs,
+            } => {
+                let (root, lock) =
+                    locks::refresh(ctx.storage, &self.uri, &tokens, &self.check.user, timeout_secs)?;
+                return Ok((false, root, lock));
+            }
+            LockAction::Take(req) => req,
+        };
+        let node = self.uri.store_path();
+        let mut created = false;
+        if stat(ctx.storage, &self.uri)?.is_none() {
+            // A lock-null resource: an empty file, created under the same checks as a PUT.
+            self.check.enforce(
+                ctx.storage,
+                &[Touched {
+                    node,
+                    subtree: false,
+                    membership: true,
+                }],
+            )?;
+            let out = webdav::put_file(ctx.storage, &self.uri, b"", &self.quota);
+            record_outcome(
+                &self.recorder,
+                ctx,
+                &out,
+                &[node.clone()],
+                ChangeKind::Write,
+                RecordWhen::OnSuccess,
+            );
+            created = out? == Outcome::Created;
+        }
+        match locks::take(ctx.storage, &self.uri, &req) {
+            Ok(lock) => Ok((created, node.clone(), lock)),
+            Err(e) => {
+                if created {
+                    let gone = rm::remove(ctx.storage, &|| false, &self.uri, false).map(drop);
+                    record_outcome(
+                        &self.recorder,
+                        ctx,
+                        &gone,
+                        &[node.clone()],
+                        ChangeKind::Remove,
+                        RecordWhen::OnSuccess,
+                    );
+                }
+                Err(e)
+            }
+        }
+    }
+}
+
+/// UNLOCK.
+pub struct UnlockNode {
+    pub uri: VikingUri,
+    pub token: String,
+    pub user: String,
+}
+
+impl BlockingJob for UnlockNode {
+    type Output = ServiceResult<()>;
+
+    fn run(self, ctx: &JobContext<'_>) -> Self::Output {
+        locks::release(ctx.storage, &self.uri, &self.token, &self.user)
+    }
+}
+
+/// What a PROPPATCH did: applied, or refused as a whole because these properties are
+/// protected (live) ones.
+pub enum Patched {
+    Applied,
+    Protected(Vec<PropName>),
+}
+
+/// PROPPATCH: dead properties, all or nothing; live ones are protected.
+pub struct PatchProps {
+    pub uri: VikingUri,
+    pub changes: Vec<PropChange>,
+    pub check: WriteCheck,
+}
+
+impl BlockingJob for PatchProps {
+    /// `None`: nothing there.
+    type Output = ServiceResult<Option<Patched>>;
+
+    fn run(self, ctx: &JobContext<'_>) -> Self::Output {
+        if stat(ctx.storage, &self.uri)?.is_none() {
+            return Ok(None);
+        }
+        let node = self.uri.store_path();
+        self.check.enforce(
+            ctx.storage,
+            &[Touched {
+                node,
+                subtree: false,
+                membership: false,
+            }],
+        )?;
+        let protected: Vec<PropName> = self
+            .changes
+            .iter()
+            .map(|c| match c {
+                PropChange::Set(n, _) | PropChange::Remove(n) => n,
+            })
+            .filter(|(ns, name)| ns == "DAV:" && multistatus::LIVE_NAMES.contains(&name.as_str()))
+            .cloned()
+            .collect();
+        if !protected.is_empty() {
+            return Ok(Some(Patched::Protected(protected)));
+        }
+        props::patch(ctx.storage, node, &self.changes)?;
+        Ok(Some(Patched::Applied))
     }
 }

@@ -44,6 +44,8 @@ fn copy_tree(
     // The children's tags (an internal file the listing below skips).
     tags::copy_children(storage, from.store_path(), to.store_path())
         .map_err(|e| StorageFail(to).map(e))?;
+    crate::storage::webdav::props::copy_children(storage, from.store_path(), to.store_path())
+        .map_err(|e| StorageFail(to).map(e))?;
     let mut entries = storage
         .list(from.store_path())
         .map_err(|e| StorageFail(from).map(e))?;
@@ -88,6 +90,8 @@ pub fn copy_entry(
         copy_file(storage, from, to)?
     };
     tags::copy_node(storage, from.store_path(), to.store_path())?;
+    crate::storage::webdav::props::copy_node(storage, from.store_path(), to.store_path())
+        .map_err(|e| StorageFail(to).map(e))?;
     Ok(json!({
         "from": from.uri(),
         "to": to.uri(),

@@ -6,7 +6,7 @@ use super::transfer::{check_destination, exists_conflict, source_meta, source_mi
 use super::StorageFail;
 use crate::error::ServiceResult;
 use crate::storage::uri::VikingUri;
-use crate::storage::{acl, tags};
+use crate::storage::{acl, tags, webdav};
 use crate::storage::{Storage, StorageError};
 
 /// Move `from` to `to`; the handler has checked rights, identity and overlap.
@@ -25,6 +25,10 @@ pub fn move_entry(storage: &dyn Storage, from: &VikingUri, to: &VikingUri) -> Se
             // Its own tags follow it (its subtree's went with the tree).
             if let Err(e) = tags::move_node(storage, from.store_path(), to.store_path()) {
                 tracing::error!(from = %from.uri(), to = %to.uri(), error = %e.message, "tags not moved with their node");
+            }
+            // And its WebDAV dead properties.
+            if let Err(e) = webdav::props::move_node(storage, from.store_path(), to.store_path(), false) {
+                tracing::error!(from = %from.uri(), to = %to.uri(), error = %e, "dead properties not moved with their node");
             }
             Ok(json!({"from": from.uri(), "to": to.uri()}))
         }

@@ -37,6 +37,8 @@ pub fn remove(
         .map_err(|e| StorageFail(uri).map(e))?;
     // Its own tags go too (its subtree's went with the tree).
     tags::forget_node(storage, uri.store_path()).map_err(|e| StorageFail(uri).map(e))?;
+    crate::storage::webdav::props::forget_node(storage, uri.store_path())
+        .map_err(|e| StorageFail(uri).map(e))?;
     // And its subtree's ACL rows: a node created there later starts from its parent's.
     acl::store::after_remove(storage, uri)?;
     done(count)

@@ -5,7 +5,11 @@
 //! Callers have parsed and authorized the URIs (the one enforcement point, `uri::authorize`);
 //! the functions here only ever see paths inside the caller's account.
 
+pub mod conditions;
+pub mod locks;
 pub mod multistatus;
+pub mod props;
+pub mod xml;
 
 use serde_json::json;
 
@@ -196,7 +200,10 @@ pub fn copy_to(
         }
     };
     let copied = if src.is_dir() && !deep {
-        mkdir::make_dir(storage, to, None).map(drop)
+        mkdir::make_dir(storage, to, None).and_then(|_| {
+            props::copy_node(storage, from.store_path(), to.store_path())
+                .map_err(|e| StorageFail(to).map(e))
+        })
     } else {
         cp::copy_entry(storage, from, to, true, between_steps).map(drop)
     };
@@ -217,6 +224,9 @@ fn move_tags(storage: &dyn Storage, from: &VikingUri, to: &VikingUri, replaced: 
     }
     if let Err(e) = tags::move_node(storage, from.store_path(), to.store_path()) {
         tracing::error!(from = %from.uri(), to = %to.uri(), error = %e.message, "tags not moved with their node");
+    }
+    if let Err(e) = props::move_node(storage, from.store_path(), to.store_path(), replaced) {
+        tracing::error!(from = %from.uri(), to = %to.uri(), error = %e, "dead properties not moved with their node");
     }
 }
 

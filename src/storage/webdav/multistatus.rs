@@ -9,13 +9,16 @@ use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
 use quick_xml::escape::escape;
 use sha2::{Digest, Sha256};
 
+use super::locks::{Lock, LockTable};
+use super::props::{self, DeadProp};
+use super::xml::PropfindKind;
 use super::is_hidden;
 use crate::error::ServiceResult;
 use crate::identity::Identity;
 use crate::storage::acl::{AclView, Shown};
 use crate::storage::fs::{stat, walk, StorageFail};
 use crate::storage::uri::{self, VikingUri};
-use crate::storage::{Meta, Storage};
+use crate::storage::{Meta, Storage, StorePath};
 
 /// Bytes of one href segment that are percent-encoded (RFC 3986 `pchar` stays literal).
 const HREF_SEGMENT: &AsciiSet = &CONTROLS
@@ -46,6 +49,17 @@ pub struct Request<'a> {
     pub children: bool,
     /// Most children listed.
     pub limit: usize,
+    /// Which properties.
+    pub kind: &'a PropfindKind,
+}
+
+/// One resource of the answer.
+struct Item<'a> {
+    href: String,
+    name: &'a str,
+    meta: &'a Meta,
+    dead: &'a [DeadProp],
+    locks: Vec<(StorePath, Lock)>,
 }
 
 /// The answer, or `None` when the node does not exist.
@@ -64,15 +78,19 @@ pub fn propfind(
         .skip(1)
         .map(String::as_str)
         .collect();
+    let mut table = LockTable::load(storage, &who.account)?;
+    let own_dead = props::read(storage, req.uri.store_path()).map_err(|e| StorageFail(req.uri).map(e))?;
     let mut out = String::with_capacity(1024);
     out.push_str("<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<D:multistatus xmlns:D=\"DAV:\">");
     let own_name = rel.last().copied().unwrap_or("resources");
-    response(
-        &mut out,
-        &href(req.href_base, &rel, None, meta.is_dir()),
-        own_name,
-        &meta,
-    );
+    let item = Item {
+        href: href(req.href_base, &rel, None, meta.is_dir()),
+        name: own_name,
+        meta: &meta,
+        dead: &own_dead,
+        locks: table.covering(req.uri.store_path())?,
+    };
+    response(&mut out, req, &item);
     if req.children && meta.is_dir() {
         let mut entries = storage
             .list(req.uri.store_path())
@@ -90,14 +108,29 @@ pub fn propfind(
         });
         entries.sort_by(|a, b| walk::caseless(&a.name, &b.name));
         entries.truncate(req.limit);
+        let dead = props::read_children(storage, req.uri.store_path())
+            .map_err(|e| StorageFail(req.uri).map(e))?;
         out.reserve(entries.len() * 512);
         for e in &entries {
-            let h = href(req.href_base, &rel, Some(&e.name), e.meta.is_dir());
-            response(&mut out, &h, &e.name, &e.meta);
+            let node = req.uri.store_path().join(&e.name)?;
+            let item = Item {
+                href: href(req.href_base, &rel, Some(&e.name), e.meta.is_dir()),
+                name: &e.name,
+                meta: &e.meta,
+                dead: dead.get(&e.name).map(Vec::as_slice).unwrap_or_default(),
+                locks: table.covering(&node)?,
+            };
+            response(&mut out, req, &item);
         }
     }
     out.push_str("</D:multistatus>\n");
     Ok(Some(out.into_bytes()))
+}
+
+/// The href of a stored node (its path below `<account>/resources`).
+pub fn node_href(base: &str, node: &StorePath, is_dir: bool) -> String {
+    let rel: Vec<&str> = node.segments().skip(2).collect();
+    href(base, &rel, None, is_dir)
 }
 
 /// The href of `rel` (+ `child`), each segment percent-encoded; collections end with `/`.
@@ -133,30 +166,155 @@ pub fn http_date(t: SystemTime) -> String {
     httpdate::fmt_http_date(t)
 }
 
-fn response(out: &mut String, href: &str, name: &str, meta: &Meta) {
-    out.push_str("<D:response><D:href>");
-    out.push_str(&escape(href));
-    out.push_str("</D:href><D:propstat><D:prop><D:displayname>");
-    out.push_str(&escape(name));
-    out.push_str("</D:displayname>");
+/// The live properties of a resource: (name in `DAV:`, rendered value).
+fn live_props(req: &Request<'_>, item: &Item<'_>) -> Vec<(&'static str, String)> {
+    let meta = item.meta;
+    let mut out = vec![("displayname", escape(item.name).into_owned())];
     if meta.is_dir() {
-        out.push_str("<D:resourcetype><D:collection/></D:resourcetype>");
-        out.push_str("<D:getcontenttype>httpd/unix-directory</D:getcontenttype>");
+        out.push(("resourcetype", "<D:collection/>".into()));
+        out.push(("getcontenttype", "httpd/unix-directory".into()));
     } else {
-        out.push_str("<D:resourcetype/><D:getcontentlength>");
-        out.push_str(itoa::Buffer::new().format(meta.size));
-        out.push_str("</D:getcontentlength><D:getcontenttype>");
-        out.push_str(&escape(content_type(name)));
-        out.push_str("</D:getcontenttype>");
+        out.push(("resourcetype", String::new()));
+        out.push((
+            "getcontentlength",
+            itoa::Buffer::new().format(meta.size).to_string(),
+        ));
+        out.push(("getcontenttype", escape(content_type(item.name)).into_owned()));
         if let Some(tag) = etag(meta) {
-            out.push_str("<D:getetag>");
-            out.push_str(&escape(tag));
-            out.push_str("</D:getetag>");
+            out.push(("getetag", escape(tag).into_owned()));
         }
     }
-    out.push_str("<D:getlastmodified>");
-    out.push_str(&http_date(meta.modified));
-    out.push_str("</D:getlastmodified></D:prop><D:status>HTTP/1.1 200 OK</D:status></D:propstat></D:response>");
+    out.push(("getlastmodified", http_date(meta.modified)));
+    let mut locks = String::new();
+    for (root, lock) in &item.locks {
+        activelock(&mut locks, req.href_base, root, lock);
+    }
+    out.push(("lockdiscovery", locks));
+    out.push(("supportedlock", SUPPORTED_LOCK.into()));
+    out
+}
+
+/// The names of the live properties (what `allprop` and `propname` list).
+pub const LIVE_NAMES: [&str; 9] = [
+    "displayname",
+    "resourcetype",
+    "getcontentlength",
+    "getcontenttype",
+    "getetag",
+    "getlastmodified",
+    "lockdiscovery",
+    "supportedlock",
+    "creationdate",
+];
+
+const SUPPORTED_LOCK: &str = "<D:lockentry><D:lockscope><D:exclusive/></D:lockscope><D:locktype><D:write/></D:locktype></D:lockentry><D:lockentry><D:lockscope><D:shared/></D:lockscope><D:locktype><D:write/></D:locktype></D:lockentry>";
+
+/// One `activelock` (RFC 4918 §14.1), for `lockdiscovery` and the LOCK answer.
+pub fn activelock(out: &mut String, href_base: &str, root: &StorePath, lock: &Lock) {
+    out.push_str("<D:activelock><D:locktype><D:write/></D:locktype><D:lockscope>");
+    out.push_str(if lock.shared {
+        "<D:shared/>"
+    } else {
+        "<D:exclusive/>"
+    });
+    out.push_str("</D:lockscope><D:depth>");
+    out.push_str(if lock.deep { "infinity" } else { "0" });
+    out.push_str("</D:depth>");
+    if !lock.owner.is_empty() {
+        out.push_str("<D:owner>");
+        out.push_str(&lock.owner);
+        out.push_str("</D:owner>");
+    }
+    out.push_str("<D:timeout>Second-");
+    out.push_str(itoa::Buffer::new().format(lock.seconds_left()));
+    out.push_str("</D:timeout><D:locktoken><D:href>");
+    out.push_str(&escape(lock.token.as_str()));
+    out.push_str("</D:href></D:locktoken><D:lockroot><D:href>");
+    // Whether the root is a collection does not matter to clients here; no trailing slash.
+    out.push_str(&escape(node_href(href_base, root, false)));
+    out.push_str("</D:href></D:lockroot></D:activelock>");
+}
+
+/// A property element: `DAV:` ones with the `D:` prefix, others declaring their namespace.
+pub fn prop_element(out: &mut String, ns: &str, name: &str, value: Option<&str>) {
+    let open_tail = match value {
+        Some(v) if !v.is_empty() => Some(v),
+        _ => None,
+    };
+    let (open, close) = if ns == "DAV:" {
+        (format!("<D:{name}"), format!("</D:{name}>"))
+    } else if ns.is_empty() {
+        (format!("<{name} xmlns=\"\""), format!("</{name}>"))
+    } else {
+        (
+            format!("<X:{name} xmlns:X=\"{}\"", escape(ns)),
+            format!("</X:{name}>"),
+        )
+    };
+    out.push_str(&open);
+    match open_tail {
+        Some(v) => {
+            out.push('>');
+            out.push_str(v);
+            out.push_str(&close);
+        }
+        None => out.push_str("/>"),
+    }
+}
+
+fn propstat(out: &mut String, body: &str, status: &str) {
+    out.push_str("<D:propstat><D:prop>");
+    out.push_str(body);
+    out.push_str("</D:prop><D:status>HTTP/1.1 ");
+    out.push_str(status);
+    out.push_str("</D:status></D:propstat>");
+}
+
+fn response(out: &mut String, req: &Request<'_>, item: &Item<'_>) {
+    out.push_str("<D:response><D:href>");
+    out.push_str(&escape(item.href.as_str()));
+    out.push_str("</D:href>");
+    let live = live_props(req, item);
+    let mut found = String::new();
+    let mut missing = String::new();
+    match req.kind {
+        PropfindKind::All => {
+            for (name, value) in &live {
+                prop_element(&mut found, "DAV:", name, Some(value));
+            }
+            for d in item.dead {
+                prop_element(&mut found, &d.ns, &d.name, Some(&d.xml));
+            }
+        }
+        PropfindKind::Names => {
+            for (name, _) in &live {
+                prop_element(&mut found, "DAV:", name, None);
+            }
+            for d in item.dead {
+                prop_element(&mut found, &d.ns, &d.name, None);
+            }
+        }
+        PropfindKind::Named(names) => {
+            for (ns, name) in names {
+                let live_value = (ns == "DAV:")
+                    .then(|| live.iter().find(|(n, _)| n == name))
+                    .flatten();
+                let dead = item.dead.iter().find(|d| &d.ns == ns && &d.name == name);
+                match (live_value, dead) {
+                    (Some((_, v)), _) => prop_element(&mut found, ns, name, Some(v)),
+                    (None, Some(d)) => prop_element(&mut found, ns, name, Some(&d.xml)),
+                    (None, None) => prop_element(&mut missing, ns, name, None),
+                }
+            }
+        }
+    }
+    if !found.is_empty() || missing.is_empty() {
+        propstat(out, &found, "200 OK");
+    }
+    if !missing.is_empty() {
+        propstat(out, &missing, "404 Not Found");
+    }
+    out.push_str("</D:response>");
 }
 
 #[cfg(test)]
@@ -185,6 +343,7 @@ mod tests {
             href_base: "/webdav/resources",
             children: true,
             limit: 2,
+            kind: &PropfindKind::All,
         };
         let xml = String::from_utf8(propfind(&s, &who, &req).unwrap().unwrap()).unwrap();
         assert!(
