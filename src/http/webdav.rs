@@ -716,7 +716,9 @@ fn write_check(
         None => None,
         Some(v) => {
             let raw = v.to_str().map_err(|_| {
-                DavError(ServiceError::invalid_argument("malformed If header: not ASCII"))
+                DavError(ServiceError::invalid_argument(
+                    "malformed If header: not ASCII",
+                ))
             })?;
             let lists = conditions::parse(raw)?;
             Some(

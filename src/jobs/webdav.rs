@@ -245,7 +245,7 @@ impl BlockingJob for DeleteNode {
             &self.recorder,
             ctx,
             &out,
-            &[node.clone()],
+            std::slice::from_ref(node),
             ChangeKind::Remove,
             RecordWhen::EvenIfPartial,
         );
@@ -259,7 +259,10 @@ impl BlockingJob for DeleteNode {
 /// §7.3) or a refresh of one the caller holds.
 pub enum LockAction {
     Take(LockRequest),
-    Refresh { tokens: Vec<String>, timeout_secs: u64 },
+    Refresh {
+        tokens: Vec<String>,
+        timeout_secs: u64,
+    },
 }
 
 /// LOCK.
@@ -284,8 +287,13 @@ impl BlockingJob for LockNode {
                 tokens,
                 timeout_secs,
             } => {
-                let (root, lock) =
-                    locks::refresh(ctx.storage, &self.uri, &tokens, &self.check.user, timeout_secs)?;
+                let (root, lock) = locks::refresh(
+                    ctx.storage,
+                    &self.uri,
+                    &tokens,
+                    &self.check.user,
+                    timeout_secs,
+                )?;
                 return Ok((false, root, lock));
             }
             LockAction::Take(req) => req,
@@ -307,7 +315,7 @@ impl BlockingJob for LockNode {
                 &self.recorder,
                 ctx,
                 &out,
-                &[node.clone()],
+                std::slice::from_ref(node),
                 ChangeKind::Write,
                 RecordWhen::OnSuccess,
             );
@@ -322,7 +330,7 @@ impl BlockingJob for LockNode {
                         &self.recorder,
                         ctx,
                         &gone,
-                        &[node.clone()],
+                        std::slice::from_ref(node),
                         ChangeKind::Remove,
                         RecordWhen::OnSuccess,
                     );

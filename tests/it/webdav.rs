@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use crate::find::eventually;
-use crate::harness::api::create_account;
+use crate::harness::api::{create_account, register};
 use crate::harness::{Opts, Resp, Server, Storage, ROOT_KEY};
 
 const DAV: &str = "/webdav/resources";
@@ -55,8 +55,17 @@ fn every_method_through_a_plain_http_client() {
     // OPTIONS needs no key and names the methods and the class.
     let r = s.raw("OPTIONS", DAV, &[], b"");
     assert_eq!(r.status, 204);
-    assert_eq!(r.header("dav"), Some("1"));
-    for m in ["PROPFIND", "PUT", "MKCOL", "MOVE", "DELETE"] {
+    assert_eq!(r.header("dav"), Some("1, 2"));
+    for m in [
+        "PROPFIND",
+        "PUT",
+        "MKCOL",
+        "MOVE",
+        "DELETE",
+        "LOCK",
+        "UNLOCK",
+        "PROPPATCH",
+    ] {
         assert!(r.header("allow").unwrap().contains(m), "{:?}", r.headers);
     }
     // No key: 401 with the Basic challenge; a wrong one too; the root key is not a tenant.
@@ -382,5 +391,385 @@ fn a_webdav_write_is_found_on_another_instance() {
     assert_eq!(
         dav(&b, "GET", "/notes/blob.bin", &key, &[], b"").raw,
         b"quokka\x00\x01\x02"
+    );
+}
+
+const LOCKINFO: &[u8] = br#"<?xml version="1.0" encoding="utf-8"?>
+<D:lockinfo xmlns:D="DAV:"><D:lockscope><D:exclusive/></D:lockscope><D:locktype><D:write/></D:locktype><D:owner><D:href>it-test</D:href></D:owner></D:lockinfo>"#;
+
+/// LOCK `path` exclusively; returns the token (from `Lock-Token`, also in the body).
+fn take_lock(s: &Server, path: &str, key: &str, headers: &[(&str, &str)]) -> (u16, String) {
+    let r = dav(s, "LOCK", path, key, headers, LOCKINFO);
+    assert!(
+        r.status == 200 || r.status == 201,
+        "LOCK {path}: {}",
+        text(&r)
+    );
+    let header = r
+        .header("lock-token")
+        .expect("Lock-Token header")
+        .to_string();
+    let token = header.trim_matches(['<', '>']).to_string();
+    assert!(token.starts_with("opaquelocktoken:"), "{header}");
+    assert!(text(&r).contains(&token), "{}", text(&r));
+    (r.status, token)
+}
+
+/// The key works on `s` (another instance learns a new key within its refresh interval).
+fn known_on(s: &Server, key: &str) {
+    let ok = eventually(BOUND, || {
+        dav(s, "PROPFIND", "", key, &[("Depth", "0")], b"").status == 207
+    });
+    assert!(ok.is_some(), "the key reaches the other instance");
+}
+
+#[test]
+fn locks_guard_writes_on_every_instance() {
+    let st = Storage::new();
+    let opts = Opts::default().env("LONGSHIP_AUTH__REFRESH_INTERVAL_MS", "500");
+    let a = Server::start(&st, opts.clone());
+    let b = Server::start(&st, opts);
+    let key = create_account(&a, "acme", "alice");
+    let bob = register(&a, &key, "acme", "bob", "user");
+    known_on(&b, &key);
+    known_on(&b, &bob);
+    assert_eq!(dav(&a, "MKCOL", "/docs", &key, &[], b"").status, 201);
+    assert_eq!(dav(&a, "PUT", "/docs/a.md", &key, &[], b"one").status, 201);
+
+    // Lock on A; the lock is visible in PROPFIND (with supportedlock) on B.
+    let (status, token) = take_lock(&a, "/docs/a.md", &key, &[("Timeout", "Second-600")]);
+    assert_eq!(status, 200);
+    let xml = propfind(&b, "/docs/a.md", &key, "0");
+    assert!(
+        xml.contains(&token) && xml.contains("<D:exclusive/>"),
+        "{xml}"
+    );
+    assert!(xml.contains("<D:supportedlock><D:lockentry>"), "{xml}");
+    // A second exclusive lock conflicts, on either instance.
+    assert_eq!(
+        dav(&b, "LOCK", "/docs/a.md", &key, &[], LOCKINFO).status,
+        423
+    );
+
+    // Writes without the token: 423 on both instances, nothing changed.
+    let if_token = format!("(<{token}>)");
+    let dest = format!("{DAV}/docs/b.md");
+    for s in [&a, &b] {
+        assert_eq!(dav(s, "PUT", "/docs/a.md", &key, &[], b"two").status, 423);
+        assert_eq!(dav(s, "DELETE", "/docs/a.md", &key, &[], b"").status, 423);
+        let r = dav(
+            s,
+            "MOVE",
+            "/docs/a.md",
+            &key,
+            &[("Destination", &dest)],
+            b"",
+        );
+        assert_eq!(r.status, 423, "{}", text(&r));
+        let patch = br#"<D:propertyupdate xmlns:D="DAV:"><D:set><D:prop><x xmlns="urn:t">1</x></D:prop></D:set></D:propertyupdate>"#;
+        assert_eq!(
+            dav(s, "PROPPATCH", "/docs/a.md", &key, &[], patch).status,
+            423
+        );
+        // Deleting the collection would remove the locked member: 423 too.
+        assert_eq!(dav(s, "DELETE", "/docs", &key, &[], b"").status, 423);
+        // Another user of the account presenting alice's token: still locked.
+        let r = dav(s, "PUT", "/docs/a.md", &bob, &[("If", &if_token)], b"bob");
+        assert_eq!(r.status, 423, "{}", text(&r));
+    }
+    assert_eq!(dav(&a, "GET", "/docs/a.md", &key, &[], b"").raw, b"one");
+
+    // With the token (on B, where the lock was not taken): written.
+    let r = dav(&b, "PUT", "/docs/a.md", &key, &[("If", &if_token)], b"two");
+    assert_eq!(r.status, 204, "{}", text(&r));
+    // A false If (an unknown token): 412; a malformed one: 400 at once; nothing changed.
+    let r = dav(
+        &a,
+        "PUT",
+        "/docs/a.md",
+        &key,
+        &[("If", "(<opaquelocktoken:x>)")],
+        b"3",
+    );
+    assert_eq!(r.status, 412, "{}", text(&r));
+    for bad in ["(", "<x>", "(<a> junk)", "([unquoted])", "()"] {
+        let t = Instant::now();
+        let r = dav(&a, "PUT", "/docs/a.md", &key, &[("If", bad)], b"3");
+        assert_eq!(r.status, 400, "{bad}: {}", text(&r));
+        assert!(t.elapsed() < Duration::from_secs(30));
+    }
+    assert_eq!(dav(&b, "GET", "/docs/a.md", &key, &[], b"").raw, b"two");
+
+    // A hostile LOCK body of megabytes: 413 at once, no lock taken.
+    let t = Instant::now();
+    let big = vec![b'<'; 4 * 1024 * 1024];
+    let r = dav(&a, "LOCK", "/docs/other.md", &key, &[], &big);
+    assert_eq!(r.status, 413, "{}", text(&r));
+    assert!(t.elapsed() < Duration::from_secs(30));
+    assert_eq!(
+        dav(&a, "LOCK", "/docs/x.md", &key, &[], b"<junk").status,
+        400
+    );
+    assert_eq!(dav(&a, "GET", "/docs/other.md", &key, &[], b"").status, 404);
+
+    // Refresh (no body, token in If) through B; UNLOCK by bob is refused, by alice on B works.
+    let r = dav(
+        &b,
+        "LOCK",
+        "/docs/a.md",
+        &key,
+        &[("If", &if_token), ("Timeout", "Second-300")],
+        b"",
+    );
+    assert_eq!(r.status, 200, "{}", text(&r));
+    assert!(
+        text(&r).contains("Second-300") || text(&r).contains("Second-299"),
+        "{}",
+        text(&r)
+    );
+    let lock_token = format!("<{token}>");
+    assert_eq!(
+        dav(
+            &b,
+            "UNLOCK",
+            "/docs/a.md",
+            &bob,
+            &[("Lock-Token", &lock_token)],
+            b""
+        )
+        .status,
+        403
+    );
+    assert_eq!(
+        dav(
+            &b,
+            "UNLOCK",
+            "/docs/a.md",
+            &key,
+            &[("Lock-Token", &lock_token)],
+            b""
+        )
+        .status,
+        204
+    );
+    assert_eq!(
+        dav(
+            &b,
+            "UNLOCK",
+            "/docs/a.md",
+            &key,
+            &[("Lock-Token", &lock_token)],
+            b""
+        )
+        .status,
+        409
+    );
+    assert_eq!(dav(&a, "PUT", "/docs/a.md", &key, &[], b"free").status, 204);
+
+    // A depth-infinity lock on the collection guards new members too; the token admits them.
+    let (_, coll) = take_lock(&a, "/docs", &key, &[("Depth", "infinity")]);
+    assert_eq!(dav(&b, "PUT", "/docs/new.md", &key, &[], b"n").status, 423);
+    assert_eq!(dav(&b, "MKCOL", "/docs/sub", &key, &[], b"").status, 423);
+    let if_coll = format!("(<{coll}>)");
+    assert_eq!(
+        dav(&b, "PUT", "/docs/new.md", &key, &[("If", &if_coll)], b"n").status,
+        201
+    );
+    let r = dav(
+        &a,
+        "UNLOCK",
+        "/docs",
+        &key,
+        &[("Lock-Token", &format!("<{coll}>"))],
+        b"",
+    );
+    assert_eq!(r.status, 204);
+
+    // LOCK of an unmapped URL creates an empty resource (201).
+    let (status, fresh) = take_lock(&a, "/docs/fresh.md", &key, &[]);
+    assert_eq!(status, 201);
+    let r = dav(&b, "GET", "/docs/fresh.md", &key, &[], b"");
+    assert_eq!((r.status, r.raw.len()), (200, 0));
+    assert_eq!(
+        dav(&b, "PUT", "/docs/fresh.md", &key, &[], b"x").status,
+        423
+    );
+    // Deleting it drops its lock: the path is free afterwards.
+    let if_fresh = format!("(<{fresh}>)");
+    assert_eq!(
+        dav(
+            &a,
+            "DELETE",
+            "/docs/fresh.md",
+            &key,
+            &[("If", &if_fresh)],
+            b""
+        )
+        .status,
+        204
+    );
+    assert_eq!(
+        dav(&b, "PUT", "/docs/fresh.md", &key, &[], b"y").status,
+        201
+    );
+}
+
+#[test]
+fn a_lock_expires_after_its_capped_timeout() {
+    let st = Storage::new();
+    let s = Server::start(
+        &st,
+        Opts::default().env("LONGSHIP_WEBDAV__MAX_LOCK_TIMEOUT_SECS", "4"),
+    );
+    let key = create_account(&s, "acme", "alice");
+    assert_eq!(dav(&s, "PUT", "/t.md", &key, &[], b"t").status, 201);
+    let sent = Instant::now();
+    let r = dav(
+        &s,
+        "LOCK",
+        "/t.md",
+        &key,
+        &[("Timeout", "Infinite, Second-99999")],
+        LOCKINFO,
+    );
+    assert_eq!(r.status, 200, "{}", text(&r));
+    // Infinite is capped by the configured maximum.
+    assert!(
+        text(&r).contains("<D:timeout>Second-4</D:timeout>") || text(&r).contains("Second-3<"),
+        "{}",
+        text(&r)
+    );
+    let r = dav(&s, "PUT", "/t.md", &key, &[], b"early");
+    if sent.elapsed() < Duration::from_secs(3) {
+        // Answered well inside the lock's lifetime: refused.
+        assert_eq!(r.status, 423, "{}", text(&r));
+    }
+    // After the timeout the lock is gone: the write goes through, never before it was due.
+    let freed = eventually(Duration::from_secs(60), || {
+        dav(&s, "PUT", "/t.md", &key, &[], b"late").status == 204
+    });
+    assert!(freed.is_some(), "the lock expires");
+    assert!(
+        sent.elapsed() >= Duration::from_millis(3500),
+        "{:?}",
+        sent.elapsed()
+    );
+    let xml = propfind(&s, "/t.md", &key, "0");
+    assert!(!xml.contains("opaquelocktoken"), "{xml}");
+}
+
+#[test]
+fn dead_properties_round_trip_and_follow_moves() {
+    let st = Storage::new();
+    let s = Server::start(&st, Opts::default());
+    let key = create_account(&s, "acme", "alice");
+    assert_eq!(dav(&s, "MKCOL", "/p", &key, &[], b"").status, 201);
+    assert_eq!(dav(&s, "PUT", "/p/a.md", &key, &[], b"a").status, 201);
+    let set = br#"<?xml version="1.0"?><D:propertyupdate xmlns:D="DAV:" xmlns:Z="urn:zoo"><D:set><D:prop><Z:animal>koala &amp; <Z:b>joey</Z:b></Z:animal><Z:colour>grey</Z:colour></D:prop></D:set></D:propertyupdate>"#;
+    let r = dav(&s, "PROPPATCH", "/p/a.md", &key, &[], set);
+    assert_eq!(r.status, 207, "{}", text(&r));
+    assert_eq!(
+        text(&r).matches("HTTP/1.1 200 OK").count(),
+        1,
+        "{}",
+        text(&r)
+    );
+    let named = br#"<D:propfind xmlns:D="DAV:"><D:prop><Z:animal xmlns:Z="urn:zoo"/><Z:size xmlns:Z="urn:zoo"/><D:getcontentlength/></D:prop></D:propfind>"#;
+    let by_name = |path: &str| {
+        let r = dav(&s, "PROPFIND", path, &key, &[("Depth", "0")], named);
+        assert_eq!(r.status, 207, "{}", text(&r));
+        text(&r)
+    };
+    let xml = by_name("/p/a.md");
+    assert!(
+        xml.contains(
+            r#"<X:animal xmlns:X="urn:zoo">koala &amp; <b xmlns="urn:zoo">joey</b></X:animal>"#
+        ),
+        "{xml}"
+    );
+    assert!(
+        xml.contains("<D:getcontentlength>1</D:getcontentlength>"),
+        "{xml}"
+    );
+    assert!(
+        xml.contains(r#"<X:size xmlns:X="urn:zoo"/></D:prop><D:status>HTTP/1.1 404 Not Found"#),
+        "{xml}"
+    );
+    assert!(!xml.contains("grey"), "only the named ones: {xml}");
+    assert!(
+        propfind(&s, "/p/", &key, "1").contains("grey"),
+        "allprop lists dead ones"
+    );
+
+    // A live property is protected: 403 for it, 424 for the rest, nothing changed.
+    let live = br#"<D:propertyupdate xmlns:D="DAV:"><D:set><D:prop><D:getetag>x</D:getetag><y xmlns="urn:zoo">1</y></D:prop></D:set></D:propertyupdate>"#;
+    let r = dav(&s, "PROPPATCH", "/p/a.md", &key, &[], live);
+    assert_eq!(r.status, 207);
+    assert!(
+        text(&r).contains("403 Forbidden") && text(&r).contains("424 Failed Dependency"),
+        "{}",
+        text(&r)
+    );
+    assert!(!propfind(&s, "/p/a.md", &key, "0").contains("urn:zoo\">1<"));
+    // Malformed and missing: 400, 404.
+    assert_eq!(
+        dav(&s, "PROPPATCH", "/p/a.md", &key, &[], b"<x").status,
+        400
+    );
+    assert_eq!(
+        dav(&s, "PROPPATCH", "/p/none.md", &key, &[], set).status,
+        404
+    );
+
+    // MOVE carries them; the old name has none; COPY duplicates; DELETE drops them.
+    let dest = |p: &str| format!("http://127.0.0.1:{}{DAV}{p}", s.port);
+    let r = dav(
+        &s,
+        "MOVE",
+        "/p/a.md",
+        &key,
+        &[("Destination", &dest("/p/b.md"))],
+        b"",
+    );
+    assert_eq!(r.status, 201);
+    assert!(by_name("/p/b.md").contains("koala"));
+    assert_eq!(dav(&s, "PUT", "/p/a.md", &key, &[], b"again").status, 201);
+    assert!(!by_name("/p/a.md").contains("koala"));
+    // A moved collection carries its members' properties.
+    assert_eq!(
+        dav(&s, "MOVE", "/p", &key, &[("Destination", &dest("/q"))], b"").status,
+        201
+    );
+    assert!(by_name("/q/b.md").contains("koala"));
+    assert_eq!(
+        dav(
+            &s,
+            "COPY",
+            "/q/b.md",
+            &key,
+            &[("Destination", &dest("/q/c.md"))],
+            b""
+        )
+        .status,
+        201
+    );
+    assert!(by_name("/q/c.md").contains("koala"));
+    assert_eq!(dav(&s, "DELETE", "/q/b.md", &key, &[], b"").status, 204);
+    assert_eq!(dav(&s, "PUT", "/q/b.md", &key, &[], b"new").status, 201);
+    assert!(!by_name("/q/b.md").contains("koala"));
+
+    // Bounded: more than 64 properties on one resource is 507 and changes nothing.
+    let mut many = String::from(r#"<D:propertyupdate xmlns:D="DAV:"><D:set><D:prop>"#);
+    for i in 0..70 {
+        many.push_str(&format!(r#"<n{i} xmlns="urn:many">v</n{i}>"#));
+    }
+    many.push_str("</D:prop></D:set></D:propertyupdate>");
+    let r = dav(&s, "PROPPATCH", "/q/c.md", &key, &[], many.as_bytes());
+    assert_eq!(r.status, 507, "{}", text(&r));
+    assert!(!propfind(&s, "/q/c.md", &key, "0").contains("urn:many"));
+    // The map itself is never addressable.
+    assert_eq!(
+        dav(&s, "GET", "/q/.longship-props", &key, &[], b"").status,
+        404
     );
 }

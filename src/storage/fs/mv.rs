@@ -27,7 +27,9 @@ pub fn move_entry(storage: &dyn Storage, from: &VikingUri, to: &VikingUri) -> Se
                 tracing::error!(from = %from.uri(), to = %to.uri(), error = %e.message, "tags not moved with their node");
             }
             // And its WebDAV dead properties.
-            if let Err(e) = webdav::props::move_node(storage, from.store_path(), to.store_path(), false) {
+            if let Err(e) =
+                webdav::props::move_node(storage, from.store_path(), to.store_path(), false)
+            {
                 tracing::error!(from = %from.uri(), to = %to.uri(), error = %e, "dead properties not moved with their node");
             }
             Ok(json!({"from": from.uri(), "to": to.uri()}))

@@ -4,7 +4,9 @@
 //! [`super::locks::WriteCheck`] against the stored locks and the resources' ETags.
 
 use crate::error::{ServiceError, ServiceResult};
-use crate::storage::StorePath;
+use sha2::{Digest, Sha256};
+
+use crate::storage::{Meta, StorePath};
 
 /// Longest `If` header read (a client names a few tokens; beyond: 400).
 pub const MAX_IF_HEADER: usize = 16 * 1024;
@@ -135,7 +137,9 @@ fn parse_list(mut s: &str, count: &mut usize) -> ServiceResult<Vec<Condition>> {
             s = after;
             Check::ETag(tag.to_string())
         } else {
-            return Err(malformed("expected a state token '<…>' or an entity tag '[…]'"));
+            return Err(malformed(
+                "expected a state token '<…>' or an entity tag '[…]'",
+            ));
         };
         *count += 1;
         if *count > MAX_CONDITIONS {
@@ -162,6 +166,13 @@ pub fn submitted_tokens<T>(header: &IfHeader<T>) -> Vec<&str> {
         .collect()
 }
 
+/// A strong ETag from the stored version (opaque: a hash, never a path or inode).
+pub fn etag_of(meta: &Meta) -> Option<String> {
+    let v = meta.version.as_ref()?;
+    let digest = Sha256::digest(v.0.as_bytes());
+    Some(format!("\"{}\"", hex::encode(&digest[..12])))
+}
+
 /// Two entity tags match (weak comparison: `W/` ignored, as clients echo what they were given).
 pub fn etag_matches(given: &str, current: &str) -> bool {
     given.strip_prefix("W/").unwrap_or(given) == current.strip_prefix("W/").unwrap_or(current)
@@ -176,18 +187,12 @@ mod tests {
         let h = parse("(<opaquelocktoken:a> [\"e1\"]) (Not <DAV:no-lock>)").unwrap();
         assert_eq!(h.len(), 2);
         assert_eq!(h[0].subject, Subject::Request);
-        assert_eq!(
-            h[0].conditions[1].check,
-            Check::ETag("\"e1\"".to_string())
-        );
+        assert_eq!(h[0].conditions[1].check, Check::ETag("\"e1\"".to_string()));
         assert!(h[1].conditions[0].not);
         assert_eq!(submitted_tokens(&h), vec!["opaquelocktoken:a"]);
         let h = parse("<http://h/webdav/resources/a> (<t1>) <http://h/x> ([W/\"x\"])").unwrap();
         assert_eq!(h.len(), 2);
-        assert_eq!(
-            h[1].subject,
-            Subject::Tagged("http://h/x".to_string())
-        );
+        assert_eq!(h[1].subject, Subject::Tagged("http://h/x".to_string()));
         assert!(etag_matches("W/\"x\"", "\"x\""));
     }
 

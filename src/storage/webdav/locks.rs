@@ -31,8 +31,6 @@ use crate::storage::{remove_if_exists, Storage, StorageError, StorePath, Version
 const MAX_LOCKS_PER_NODE: usize = 64;
 /// Most locked nodes per account (beyond: 507).
 pub const MAX_LOCKED_NODES: usize = 10_000;
-/// Longest owner description kept (the client's `<owner>`; beyond: 400).
-pub const MAX_OWNER_BYTES: usize = 4096;
 const CAS_ATTEMPTS: u32 = 50;
 
 /// One lock.
@@ -126,9 +124,7 @@ impl<'a> LockTable<'a> {
         let dir = locks_dir(account)?;
         let names = match storage.list(&dir) {
             Ok(entries) => entries.into_iter().map(|e| e.name).collect(),
-            Err(StorageError::NotFound(_)) | Err(StorageError::NotADirectory(_)) => {
-                HashSet::new()
-            }
+            Err(StorageError::NotFound(_)) | Err(StorageError::NotADirectory(_)) => HashSet::new(),
             Err(e) => return Err(e.into()),
         };
         Ok(LockTable {
@@ -320,7 +316,7 @@ impl WriteCheck {
                     Check::ETag(e) => {
                         let meta = storage.stat(node)?;
                         meta.as_ref()
-                            .and_then(super::multistatus::etag)
+                            .and_then(conditions::etag_of)
                             .is_some_and(|cur| conditions::etag_matches(e, &cur))
                     }
                 };
@@ -386,7 +382,9 @@ fn update<T>(
         } else {
             let body = serde_json::to_vec(&file)
                 .map_err(|e| ServiceError::internal(format!("lock object: {e}")))?;
-            storage.write_if(&path, &body, version.as_ref()).map(|_| false)
+            storage
+                .write_if(&path, &body, version.as_ref())
+                .map(|_| false)
         };
         match written {
             Ok(emptied) => {
@@ -616,15 +614,21 @@ mod tests {
             user: "bob".into(),
             ..check.clone()
         };
-        assert_eq!(bob.enforce(&s, &touched).unwrap_err().code, ErrorCode::Locked);
+        assert_eq!(
+            bob.enforce(&s, &touched).unwrap_err().code,
+            ErrorCode::Locked
+        );
         // A false If: 412.
-        check.header = Some(resolve(conditions::parse("(<opaquelocktoken:nope>)").unwrap()));
+        check.header = Some(resolve(
+            conditions::parse("(<opaquelocktoken:nope>)").unwrap(),
+        ));
         assert_eq!(
             check.enforce(&s, &touched).unwrap_err().code,
             ErrorCode::FailedPrecondition
         );
         // Refresh through a member, release, and the write is free again.
-        let (root, l) = refresh(&s, &member, &[lock.token.clone()], "alice", 120).unwrap();
+        let (root, l) =
+            refresh(&s, &member, std::slice::from_ref(&lock.token), "alice", 120).unwrap();
         assert_eq!(&root, coll.store_path());
         assert_eq!(l.timeout_secs, 120);
         assert_eq!(
@@ -639,7 +643,9 @@ mod tests {
         take(&s, &member, &req("alice", true, false)).unwrap();
         take(&s, &member, &req("bob", true, false)).unwrap();
         assert_eq!(
-            take(&s, &coll, &req("carol", false, true)).unwrap_err().code,
+            take(&s, &coll, &req("carol", false, true))
+                .unwrap_err()
+                .code,
             ErrorCode::Locked
         );
     }

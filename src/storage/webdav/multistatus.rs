@@ -7,12 +7,11 @@ use std::time::SystemTime;
 
 use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
 use quick_xml::escape::escape;
-use sha2::{Digest, Sha256};
 
+use super::is_hidden;
 use super::locks::{Lock, LockTable};
 use super::props::{self, DeadProp};
 use super::xml::PropfindKind;
-use super::is_hidden;
 use crate::error::ServiceResult;
 use crate::identity::Identity;
 use crate::storage::acl::{AclView, Shown};
@@ -79,7 +78,8 @@ pub fn propfind(
         .map(String::as_str)
         .collect();
     let mut table = LockTable::load(storage, &who.account)?;
-    let own_dead = props::read(storage, req.uri.store_path()).map_err(|e| StorageFail(req.uri).map(e))?;
+    let own_dead =
+        props::read(storage, req.uri.store_path()).map_err(|e| StorageFail(req.uri).map(e))?;
     let mut out = String::with_capacity(1024);
     out.push_str("<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<D:multistatus xmlns:D=\"DAV:\">");
     let own_name = rel.last().copied().unwrap_or("resources");
@@ -156,9 +156,7 @@ pub fn content_type(name: &str) -> String {
 
 /// A strong ETag from the stored version (opaque: a hash, never a path or inode).
 pub fn etag(meta: &Meta) -> Option<String> {
-    let v = meta.version.as_ref()?;
-    let digest = Sha256::digest(v.0.as_bytes());
-    Some(format!("\"{}\"", hex::encode(&digest[..12])))
+    super::conditions::etag_of(meta)
 }
 
 /// An HTTP date (RFC 1123), as `getlastmodified` and `Last-Modified` carry it.
@@ -179,7 +177,10 @@ fn live_props(req: &Request<'_>, item: &Item<'_>) -> Vec<(&'static str, String)>
             "getcontentlength",
             itoa::Buffer::new().format(meta.size).to_string(),
         ));
-        out.push(("getcontenttype", escape(content_type(item.name)).into_owned()));
+        out.push((
+            "getcontenttype",
+            escape(content_type(item.name)).into_owned(),
+        ));
         if let Some(tag) = etag(meta) {
             out.push(("getetag", escape(tag).into_owned()));
         }

@@ -104,7 +104,11 @@ pub fn read(storage: &dyn Storage, node: &StorePath) -> StorageResult<Vec<DeadPr
     let Ok((dir, name)) = owner(node) else {
         return Ok(Vec::new());
     };
-    Ok(load(storage, &dir)?.0.nodes.remove(name).unwrap_or_default())
+    Ok(load(storage, &dir)?
+        .0
+        .nodes
+        .remove(name)
+        .unwrap_or_default())
 }
 
 /// The dead properties of every child of `dir` that has some, by name (one read).

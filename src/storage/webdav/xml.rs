@@ -3,14 +3,16 @@
 //! each method asks. Malformed XML is a 400 (RFC 4918 §8.2).
 
 use quick_xml::escape::{escape, resolve_predefined_entity};
-use quick_xml::XmlVersion;
 use quick_xml::events::Event;
 use quick_xml::name::ResolveResult;
+use quick_xml::XmlVersion;
 
 use crate::error::{ServiceError, ServiceResult};
 
 /// The WebDAV namespace.
 pub const DAV: &str = "DAV:";
+/// Longest lock owner description kept (the client's `<owner>`; beyond: 400).
+pub const MAX_OWNER_BYTES: usize = 4096;
 /// Deepest element nesting read.
 const MAX_DEPTH: usize = 64;
 
@@ -113,9 +115,7 @@ pub fn parse(body: &[u8]) -> ServiceResult<Option<Element>> {
     let mut stack: Vec<Element> = Vec::new();
     let mut root: Option<Element> = None;
     loop {
-        let (ns, event) = reader
-            .read_resolved_event_into(&mut buf)
-            .map_err(invalid)?;
+        let (ns, event) = reader.read_resolved_event_into(&mut buf).map_err(invalid)?;
         let ns = match ns {
             ResolveResult::Bound(n) => String::from_utf8_lossy(n.as_ref()).into_owned(),
             ResolveResult::Unbound => String::new(),
@@ -337,7 +337,7 @@ pub fn lockinfo(body: &[u8]) -> ServiceResult<Option<LockInfo>> {
         .child(DAV, "owner")
         .map(Element::inner_xml)
         .unwrap_or_default();
-    if owner.len() > super::locks::MAX_OWNER_BYTES {
+    if owner.len() > MAX_OWNER_BYTES {
         return Err(bad("lock owner longer than 4 KiB"));
     }
     Ok(Some(LockInfo { shared, owner }))
