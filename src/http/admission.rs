@@ -502,8 +502,10 @@ pub async fn admit_body(
     req.extensions_mut()
         .insert(super::auth::Resolution(resolution));
     let charge = Arc::new(state.body_budget.charge(owner));
-    let is_upload = req.path() == crate::ingest::uploads::ROUTE;
     let compressed = is_compressed(&req);
+    // Temp uploads and large WebDAV PUTs stream into storage pieces.
+    let is_upload = req.path() == crate::ingest::uploads::ROUTE
+        || super::webdav::streams_put(req.method(), req.path(), declared, max_body, compressed);
     // Over the per-body limit the handler refuses it (413) without reading it.
     let oversize = !is_upload && declared.is_some_and(|n| n > max_body);
     let (up_front, cap) = if is_upload {

@@ -18,9 +18,11 @@ use futures_util::StreamExt;
 use percent_encoding::percent_decode_str;
 
 use crate::error::{ErrorCode, ServiceError};
+use crate::ingest::uploads;
+use crate::jobs::resources::{RemoveUpload, WriteUploadPart};
 use crate::jobs::webdav::{
     CopyNode, DeleteNode, FetchFile, LockAction, LockNode, MakeCollection, MoveNode, PatchProps,
-    Patched, Propfind, PutFile, UnlockNode,
+    Patched, Propfind, PutFile, PutStaged, UnlockNode,
 };
 use crate::storage::fs::write;
 use crate::storage::uri::{self, Access, VikingUri};
@@ -430,8 +432,27 @@ async fn fetch(
     }
 }
 
-/// PUT: any bytes, stored byte-exact by one atomic write; the body is read within
-/// `server.max_body_bytes` and charged to the in-flight body budget as it arrives.
+/// Whether a request is a WebDAV PUT whose body is streamed into storage pieces rather than
+/// read whole: announced larger than `server.max_body_bytes`, or sent without a length
+/// (chunked). The admission middleware charges such a body at most one piece.
+pub fn streams_put(
+    method: &Method,
+    path: &str,
+    declared: Option<usize>,
+    max_body: usize,
+    compressed: bool,
+) -> bool {
+    method == Method::PUT
+        && path.starts_with(PREFIX)
+        && !compressed
+        && declared.is_none_or(|n| n > max_body)
+}
+
+/// PUT: any bytes, stored byte-exact by one atomic write. A body within
+/// `server.max_body_bytes` is read whole (charged to the in-flight body budget as it
+/// arrives); a larger one (up to `webdav.max_put_bytes`) or one without a length is streamed
+/// into temp-upload pieces of 8 MiB, each written as it fills, then into the target by one
+/// streamed atomic write (`PutStaged`), so memory holds one piece per request.
 async fn put(
     state: web::Data<AppState>,
     caller: Result<Caller<DataAccess>, ServiceError>,
@@ -445,6 +466,26 @@ async fn put(
     }
     write::check_target(&uri)?;
     let check = write_check(&req, &caller, &uri)?;
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<usize>().ok());
+    let compressed = req
+        .headers()
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| !v.trim().eq_ignore_ascii_case("identity"));
+    let max_body = state.settings.server.max_body_bytes;
+    if streams_put(
+        req.method(),
+        req.uri().path(),
+        declared,
+        max_body,
+        compressed,
+    ) {
+        return put_streamed(&state, &caller, &req, uri, check, declared, payload).await;
+    }
     let data = super::content::collect_body(&state, &req, payload).await?;
     let job = PutFile {
         uri,
@@ -453,12 +494,135 @@ async fn put(
         quota: state.settings.quota.clone(),
         recorder: state.search.recorder.clone(),
     };
-    match state.pools.storage().run(job).await?? {
-        Outcome::Replaced => Ok(reply(StatusCode::NO_CONTENT).finish()),
-        Outcome::Created => Ok(reply(StatusCode::CREATED)
+    Ok(created_or_replaced(
+        &req,
+        state.pools.storage().run(job).await??,
+    ))
+}
+
+fn created_or_replaced(req: &HttpRequest, outcome: Outcome) -> HttpResponse {
+    match outcome {
+        Outcome::Replaced => reply(StatusCode::NO_CONTENT).finish(),
+        Outcome::Created => reply(StatusCode::CREATED)
             .insert_header((header::LOCATION, req.uri().path().to_string()))
-            .finish()),
+            .finish(),
     }
+}
+
+/// The streamed PUT (see [`put`]).
+async fn put_streamed(
+    state: &AppState,
+    caller: &Caller<DataAccess>,
+    req: &HttpRequest,
+    uri: VikingUri,
+    check: WriteCheck,
+    declared: Option<usize>,
+    payload: web::Payload,
+) -> DavResult {
+    let max = state.settings.webdav.max_put_bytes;
+    let too_large = || {
+        DavError(ServiceError::new(
+            ErrorCode::PayloadTooLarge,
+            format!("PUT body larger than webdav.max_put_bytes ({max} bytes)"),
+        ))
+    };
+    if declared.is_some_and(|n| n as u64 > max) {
+        return Err(too_large());
+    }
+    let account = caller.account().to_string();
+    let id = uploads::new_id("");
+    let mut payload = payload.into_inner();
+    let mut buf = web::BytesMut::new();
+    let mut size = 0u64;
+    let mut parts = 0u32;
+    let streamed: Result<(), DavError> = async {
+        while let Some(chunk) = payload.next().await {
+            let chunk = chunk.map_err(|e| {
+                super::admission::refusal(&e).unwrap_or_else(|| {
+                    ServiceError::invalid_argument(format!("Could not read the request body: {e}"))
+                })
+            })?;
+            size += chunk.len() as u64;
+            if size > max {
+                return Err(too_large());
+            }
+            buf.extend_from_slice(&chunk);
+            while buf.len() >= uploads::PART_BYTES {
+                let piece = buf.split_to(uploads::PART_BYTES).freeze();
+                write_piece(state, &account, &id, parts, piece).await?;
+                parts += 1;
+            }
+        }
+        Ok(())
+    }
+    .await;
+    if let Err(e) = streamed {
+        remove_staged(state, &account, &id, parts).await;
+        return Err(e);
+    }
+    if parts == 0 {
+        // It fitted in one piece after all: one write, no staging.
+        let job = PutFile {
+            uri,
+            data: buf.freeze(),
+            check,
+            quota: state.settings.quota.clone(),
+            recorder: state.search.recorder.clone(),
+        };
+        return Ok(created_or_replaced(
+            req,
+            state.pools.storage().run(job).await??,
+        ));
+    }
+    if !buf.is_empty() {
+        if let Err(e) = write_piece(state, &account, &id, parts, buf.freeze()).await {
+            remove_staged(state, &account, &id, parts).await;
+            return Err(e);
+        }
+        parts += 1;
+    }
+    let job = PutStaged {
+        uri,
+        upload_id: id,
+        parts,
+        size,
+        check,
+        quota: state.settings.quota.clone(),
+        recorder: state.search.recorder.clone(),
+    };
+    Ok(created_or_replaced(
+        req,
+        state.pools.storage().run(job).await??,
+    ))
+}
+
+async fn write_piece(
+    state: &AppState,
+    account: &str,
+    id: &str,
+    n: u32,
+    data: Bytes,
+) -> Result<(), DavError> {
+    let job = WriteUploadPart {
+        account: account.to_string(),
+        id: id.to_string(),
+        n,
+        data,
+        quota: state.settings.quota.clone(),
+    };
+    Ok(state.pools.storage().run(job).await??)
+}
+
+/// Drop the staging of a PUT that failed (a leftover is removed by the upload sweep).
+async fn remove_staged(state: &AppState, account: &str, id: &str, parts: u32) {
+    if parts == 0 {
+        return;
+    }
+    let job = RemoveUpload {
+        account: account.to_string(),
+        id: id.to_string(),
+    };
+    let _ = state.pools.storage().run(job).await;
 }
 
 /// DELETE of a file or a whole collection (the resources root: 405).

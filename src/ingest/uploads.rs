@@ -150,6 +150,16 @@ pub fn open(
     Ok(meta)
 }
 
+/// Piece `n` of a stored upload (complete or still arriving).
+pub fn read_part(storage: &dyn Storage, account: &str, id: &str, n: u32) -> ServiceResult<Vec<u8>> {
+    storage
+        .read(&part_path(account, id, n)?)
+        .map_err(|e| match e {
+            StorageError::NotFound(_) => not_found(id),
+            other => other.into(),
+        })
+}
+
 /// Copy a stored upload into a local file, piece by piece.
 pub fn copy_to_local(
     storage: &dyn Storage,

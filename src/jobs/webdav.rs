@@ -10,6 +10,7 @@ use super::{BlockingJob, JobContext};
 use crate::config::QuotaSettings;
 use crate::error::ServiceResult;
 use crate::identity::Identity;
+use crate::ingest::uploads;
 use crate::search::changes::{ChangeKind, Recorder};
 use crate::storage::fs::{read, rm, stat};
 use crate::storage::uri::VikingUri;
@@ -401,5 +402,73 @@ impl BlockingJob for PatchProps {
         }
         props::patch(ctx.storage, node, &self.changes)?;
         Ok(Some(Patched::Applied))
+    }
+}
+
+/// PUT of a body larger than `server.max_body_bytes`, staged as temp-upload pieces
+/// (`ingest::uploads`): streamed piece by piece into one atomic write of the target, then the
+/// staging is removed (whatever the outcome; the upload sweep removes what a crash left).
+pub struct PutStaged {
+    pub uri: VikingUri,
+    pub upload_id: String,
+    pub parts: u32,
+    pub size: u64,
+    pub check: WriteCheck,
+    pub quota: QuotaSettings,
+    pub recorder: Arc<Recorder>,
+}
+
+impl BlockingJob for PutStaged {
+    type Output = ServiceResult<Outcome>;
+
+    fn run(self, ctx: &JobContext<'_>) -> Self::Output {
+        let account = self.check.account().to_string();
+        let out = (|| {
+            let exists = stat(ctx.storage, &self.uri)?.is_some();
+            self.check.enforce(
+                ctx.storage,
+                &[Touched {
+                    node: self.uri.store_path(),
+                    subtree: false,
+                    membership: !exists,
+                }],
+            )?;
+            let mut next = 0u32;
+            let mut read_bytes = 0u64;
+            let mut next_piece = || -> ServiceResult<Option<Vec<u8>>> {
+                if next == self.parts {
+                    if read_bytes != self.size {
+                        return Err(crate::error::ServiceError::internal(format!(
+                            "staged PUT is damaged: {read_bytes} of {} bytes",
+                            self.size
+                        )));
+                    }
+                    return Ok(None);
+                }
+                let piece = uploads::read_part(ctx.storage, &account, &self.upload_id, next)?;
+                next += 1;
+                read_bytes += piece.len() as u64;
+                Ok(Some(piece))
+            };
+            webdav::put_pieces(
+                ctx.storage,
+                &self.uri,
+                self.size,
+                &self.quota,
+                &mut next_piece,
+            )
+        })();
+        record_outcome(
+            &self.recorder,
+            ctx,
+            &out,
+            std::slice::from_ref(self.uri.store_path()),
+            ChangeKind::Write,
+            RecordWhen::OnSuccess,
+        );
+        if let Err(e) = uploads::remove(ctx.storage, &account, &self.upload_id) {
+            tracing::warn!(error = %e.message, "staged PUT pieces not removed (the upload sweep will)");
+        }
+        out
     }
 }

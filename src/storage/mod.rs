@@ -147,6 +147,24 @@ pub trait Storage: Send + Sync + 'static {
         expected: Option<&Version>,
     ) -> StorageResult<Version>;
 
+    /// Atomically create or replace a file whose content arrives in pieces (a large upload
+    /// staged elsewhere), holding one piece at a time: readers see the old content or the
+    /// whole new one. `next_piece` gives `None` after the last piece; pieces but the last are
+    /// at least 5 MiB (S3's smallest multipart part). The default concatenates the pieces in
+    /// memory; the backends stream them (local: a temporary file renamed into place; S3: a
+    /// multipart upload, completed only after the last piece).
+    fn write_pieces(
+        &self,
+        path: &StorePath,
+        next_piece: &mut dyn FnMut() -> StorageResult<Option<Vec<u8>>>,
+    ) -> StorageResult<Version> {
+        let mut all = Vec::new();
+        while let Some(piece) = next_piece()? {
+            all.extend_from_slice(&piece);
+        }
+        self.write(path, &all)
+    }
+
     /// Append to a file (creating it), atomically with respect to every other write of it.
     fn append(&self, path: &StorePath, data: &[u8]) -> StorageResult<Version>;
 

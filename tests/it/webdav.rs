@@ -773,3 +773,57 @@ fn dead_properties_round_trip_and_follow_moves() {
         404
     );
 }
+
+#[test]
+fn a_put_larger_than_the_body_limit_streams_and_round_trips() {
+    let st = Storage::new();
+    let s = Server::start(
+        &st,
+        Opts::default()
+            .env("LONGSHIP_SERVER__MAX_BODY_BYTES", "1048576")
+            .env("LONGSHIP_WEBDAV__MAX_PUT_BYTES", "31457280"),
+    );
+    let key = create_account(&s, "acme", "alice");
+    assert_eq!(dav(&s, "MKCOL", "/big", &key, &[], b"").status, 201);
+    // 20 MiB + a little: 20x the body limit, three staging pieces of 8 MiB.
+    let mut rng = 0x2545_f491_4f6c_dd1d_u64;
+    let bytes: Vec<u8> = (0..20 * 1024 * 1024 + 12_345)
+        .map(|_| {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng as u8
+        })
+        .collect();
+    let r = dav(&s, "PUT", "/big/blob.bin", &key, &[], &bytes);
+    assert_eq!(r.status, 201, "{}", text(&r));
+    let r = dav(&s, "GET", "/big/blob.bin", &key, &[], b"");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.raw.len(), bytes.len());
+    assert!(r.raw == bytes, "the streamed PUT is stored byte-exact");
+    // Replacing it the same way is 204; a small body still takes the one-write path.
+    let r = dav(
+        &s,
+        "PUT",
+        "/big/blob.bin",
+        &key,
+        &[],
+        &bytes[..9 * 1024 * 1024],
+    );
+    assert_eq!(r.status, 204, "{}", text(&r));
+    assert!(dav(&s, "GET", "/big/blob.bin", &key, &[], b"").raw == bytes[..9 * 1024 * 1024]);
+    assert_eq!(
+        dav(&s, "PUT", "/big/small.md", &key, &[], b"small").status,
+        201
+    );
+    // The staging pieces are gone once the PUT answered.
+    let staged = st.list("acme/_system/uploads");
+    assert!(staged.is_empty(), "{staged:?}");
+    // Over webdav.max_put_bytes (announced): 413 from the headers, nothing stored.
+    let big = vec![b'x'; 31 * 1024 * 1024];
+    let t = Instant::now();
+    let r = dav(&s, "PUT", "/big/huge.bin", &key, &[], &big);
+    assert_eq!(r.status, 413, "{}", text(&r));
+    assert!(t.elapsed() < Duration::from_secs(60));
+    assert_eq!(dav(&s, "GET", "/big/huge.bin", &key, &[], b"").status, 404);
+}

@@ -225,6 +225,48 @@ impl Storage for LocalStorage {
         self.replace_file(&self.full(path), data)
     }
 
+    /// Pieces go to a temporary file beside the target (no lock held while they arrive),
+    /// which is synced and renamed into place under the path's lock.
+    fn write_pieces(
+        &self,
+        path: &StorePath,
+        next_piece: &mut dyn FnMut() -> StorageResult<Option<Vec<u8>>>,
+    ) -> StorageResult<Version> {
+        if path.is_root() {
+            return Err(StorageError::InvalidPath("cannot write the root".into()));
+        }
+        let target = self.full(path);
+        let dir = target
+            .parent()
+            .ok_or_else(|| StorageError::InvalidPath("cannot write the root".into()))?
+            .to_path_buf();
+        self.create_dirs(&dir)?;
+        let tmp = dir.join(format!("{TEMP_PREFIX}{}", uuid::Uuid::new_v4().simple()));
+        let result = (|| {
+            let mut f = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&tmp)
+                .map_err(|e| map_io(e, &tmp))?;
+            while let Some(piece) = next_piece()? {
+                f.write_all(&piece).map_err(|e| map_io(e, &target))?;
+            }
+            f.sync_all().map_err(|e| map_io(e, &target))?;
+            let meta = f.metadata().map_err(|e| map_io(e, &target))?;
+            let _lock = self.stripe_lock(path)?;
+            if target.is_dir() {
+                return Err(StorageError::IsADirectory(path.to_string()));
+            }
+            fs::rename(&tmp, &target).map_err(|e| map_io(e, &target))?;
+            sync_dir(&dir).map_err(|e| map_io(e, &dir))?;
+            Ok(version_of(&meta))
+        })();
+        if result.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        result
+    }
+
     fn write_if(
         &self,
         path: &StorePath,

@@ -253,6 +253,11 @@ pub struct WriteCheck {
 }
 
 impl WriteCheck {
+    /// The account of the request's node.
+    pub fn account(&self) -> &str {
+        account_of(&self.request)
+    }
+
     /// 412 when the `If` header is false; 423 when a touched node is locked by a lock whose
     /// token the caller did not submit.
     pub fn enforce(&self, storage: &dyn Storage, touched: &[Touched<'_>]) -> ServiceResult<()> {

@@ -16,7 +16,7 @@ use serde_json::json;
 use super::fs::entry::{ABSTRACT_FILE, OVERVIEW_FILE};
 use super::fs::{already_exists, cp, mkdir, rm, stat, StorageFail};
 use super::uri::VikingUri;
-use super::{remove_if_exists, tags, Storage, StorageError};
+use super::{remove_if_exists, tags, Storage, StorageError, StorePath};
 use crate::config::QuotaSettings;
 use crate::error::{ErrorCode, ServiceError, ServiceResult};
 
@@ -66,6 +66,44 @@ pub fn put_file(
     data: &[u8],
     quota: &QuotaSettings,
 ) -> ServiceResult<Outcome> {
+    put_with(storage, uri, data.len() as u64, quota, &mut |path| {
+        storage.write(path, data)
+    })
+}
+
+/// PUT of a large body staged in pieces: `size` bytes that `next_piece` yields in order,
+/// streamed into one atomic write ([`Storage::write_pieces`]); otherwise as [`put_file`].
+pub fn put_pieces(
+    storage: &dyn Storage,
+    uri: &VikingUri,
+    size: u64,
+    quota: &QuotaSettings,
+    next_piece: &mut dyn FnMut() -> ServiceResult<Option<Vec<u8>>>,
+) -> ServiceResult<Outcome> {
+    // The piece reader's own error (a vanished staging piece) is kept for the caller.
+    let mut failure: Option<ServiceError> = None;
+    let out = put_with(storage, uri, size, quota, &mut |path| {
+        storage.write_pieces(path, &mut || {
+            next_piece().map_err(|e| {
+                let msg = e.message.clone();
+                failure = Some(e);
+                StorageError::Unavailable(msg)
+            })
+        })
+    });
+    match (out, failure) {
+        (Err(_), Some(e)) => Err(e),
+        (out, _) => out,
+    }
+}
+
+fn put_with(
+    storage: &dyn Storage,
+    uri: &VikingUri,
+    size: u64,
+    quota: &QuotaSettings,
+    write: &mut dyn FnMut(&StorePath) -> Result<super::Version, StorageError>,
+) -> ServiceResult<Outcome> {
     check_parent(storage, uri)?;
     let existing = stat(storage, uri)?;
     if existing.as_ref().is_some_and(|m| m.is_dir()) {
@@ -76,13 +114,11 @@ pub fn put_file(
     }
     let account = uri.store_path().segments().next().unwrap_or_default();
     let (bytes, files) = match &existing {
-        Some(m) => (data.len() as i64 - m.size as i64, 0),
-        None => (data.len() as i64, 1),
+        Some(m) => (size as i64 - m.size as i64, 0),
+        None => (size as i64, 1),
     };
     super::quota::admit(storage, account, bytes.max(0) as u64, files, quota)?;
-    storage
-        .write(uri.store_path(), data)
-        .map_err(|e| StorageFail(uri).map(e))?;
+    write(uri.store_path()).map_err(|e| StorageFail(uri).map(e))?;
     super::quota::charge(storage, account, bytes, files as i64, quota);
     Ok(match existing {
         Some(_) => Outcome::Replaced,

@@ -721,6 +721,47 @@ impl Storage for S3Storage {
         })
     }
 
+    /// A multipart upload: each piece is one part (its own storage call, within the
+    /// per-operation deadline); the object appears whole when the upload completes, and an
+    /// upload that fails part-way is aborted (the store drops its parts).
+    fn write_pieces(
+        &self,
+        path: &StorePath,
+        next_piece: &mut dyn FnMut() -> StorageResult<Option<Vec<u8>>>,
+    ) -> StorageResult<Version> {
+        let inner = &self.inner;
+        let key = self.block_on(inner.prepare_write(path))?;
+        let mut upload = self.block_on(async {
+            inner
+                .store
+                .put_multipart(&key)
+                .await
+                .map_err(|e| inner.err(e, path))
+        })?;
+        let sent = (|| {
+            while let Some(piece) = next_piece()? {
+                let part = upload.put_part(PutPayload::from(piece));
+                self.block_on(async { part.await.map_err(|e| inner.err(e, path)) })?;
+            }
+            let done =
+                self.block_on(async { upload.complete().await.map_err(|e| inner.err(e, path)) })?;
+            done.e_tag.map(Version).ok_or_else(|| {
+                StorageError::Unavailable(format!(
+                    "object store {} returned no ETag for {path}",
+                    inner.endpoint
+                ))
+            })
+        })();
+        if sent.is_err() {
+            if let Err(e) =
+                self.block_on(async { upload.abort().await.map_err(|e| inner.err(e, path)) })
+            {
+                tracing::warn!(path = %path, error = %e, "multipart upload not aborted (the store expires it)");
+            }
+        }
+        sent
+    }
+
     fn write_if(
         &self,
         path: &StorePath,
