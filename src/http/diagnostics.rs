@@ -123,7 +123,7 @@ async fn vector_scroll(
     };
     if q.cursor
         .as_ref()
-        .is_some_and(|c| c.len() > uri::MAX_URI_BYTES + 32)
+        .is_some_and(|c| c.len() > 2 * (uri::MAX_URI_BYTES + 32))
     {
         return Err(ServiceError::invalid_argument(
             "cursor is not one this server gave",

@@ -134,26 +134,44 @@ impl Selection<'_> {
         Ok(self.docs()?.len())
     }
 
-    /// Up to `limit` records after `cursor` (the last URI of the previous page, with its
-    /// level), and the next cursor (None on the last page).
+    /// Up to `limit` records after `cursor` and the next cursor (None on the last page), in
+    /// path order. The cursor is opaque to clients (hex of the last record's path inside the
+    /// account); each page reads only its own documents from the index.
     pub fn scroll(&self, limit: usize, cursor: Option<&str>) -> ServiceResult<Value> {
-        let docs = self.docs()?;
-        let key = |d: &IndexedDoc| format!("{}#{}", d.hit.uri, d.hit.level);
-        let mut keyed: Vec<(String, &IndexedDoc)> = docs.iter().map(|d| (key(d), d)).collect();
-        keyed.sort_by(|a, b| a.0.cmp(&b.0));
-        let start = match cursor {
-            None | Some("") => 0,
-            Some(c) => keyed.partition_point(|(k, _)| k.as_str() <= c),
+        let account = self.root.split('/').next().unwrap_or_default();
+        let after = match cursor {
+            None | Some("") => None,
+            Some(c) => {
+                let rel = hex::decode(c)
+                    .ok()
+                    .and_then(|b| String::from_utf8(b).ok())
+                    .ok_or_else(|| {
+                        ServiceError::invalid_argument("cursor is not one this server gave")
+                    })?;
+                Some(format!("{account}/{rel}"))
+            }
         };
-        let page: Vec<&(String, &IndexedDoc)> = keyed.iter().skip(start).take(limit).collect();
-        let next = (start + page.len() < keyed.len())
-            .then(|| page.last().map(|(k, _)| k.clone()))
-            .flatten();
+        let keep = |d: &IndexedDoc| {
+            crate::storage::StorePath::parse(&d.hit.path)
+                .is_ok_and(|p| !super::consistency::other_users_space(&p, self.own_user))
+                && self.filter.is_none_or(|f| f.matches(d))
+        };
+        let (page, more) = self
+            .index
+            .documents_page(self.root, after.as_deref(), limit, &keep)
+            .map_err(ServiceError::internal)?;
+        let next = more
+            .then(|| page.last())
+            .flatten()
+            .map(|d| {
+                let rel = d.hit.path.split_once('/').map(|(_, r)| r).unwrap_or_default();
+                hex::encode(rel)
+            });
         let records: Vec<Value> = page
             .iter()
-            .map(|(k, d)| {
+            .map(|d| {
                 json!({
-                    "id": k,
+                    "id": format!("{}#{}", d.hit.uri, d.hit.level),
                     "uri": d.hit.uri,
                     "level": d.hit.level,
                     "context_type": d.hit.context_type,
