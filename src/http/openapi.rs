@@ -21,6 +21,9 @@ use utoipa::openapi::{
 };
 use utoipa::{IntoParams, PartialSchema, ToSchema};
 
+use crate::storage::sessions::commit::CommitBody;
+use crate::storage::sessions::message::{AddMessageBody, BatchBody};
+
 use super::routes::{at, Routes};
 use super::{
     acl, admin, console, content, diagnostics, fs, pack, resources, search, sessions, skills,
@@ -232,16 +235,16 @@ fn operations() -> Vec<Operation> {
         op(Post, "/api/v1/search/search", "search", "find with session context and search_type", Data, Body::Json(json_of::<crate::search::request::SearchBody>, true), no_query),
         op(Post, "/api/v1/search/recall", "search", "Deprecated upstream; answers 501", Data, Body::None, no_query),
         // sessions
-        op(Post, "/api/v1/sessions", "sessions", "Create a session", Data, Body::Untyped("session_id, memory_policy, auto_commit_policy, memory_extraction_config", false), no_query),
+        op(Post, "/api/v1/sessions", "sessions", "Create a session", Data, Body::Json(json_of::<sessions::CreateSessionBody>, false), no_query),
         op(Get, "/api/v1/sessions", "sessions", "List the caller's sessions", Data, Body::None, no_query),
         op(Get, "/api/v1/sessions/{sid}", "sessions", "One session (auto_create makes a missing one)", Data, Body::None, query_of::<sessions::GetQuery>),
         op(Delete, "/api/v1/sessions/{sid}", "sessions", "Delete a session and its archives", Data, Body::None, no_query),
-        op(Post, "/api/v1/sessions/{sid}/messages", "sessions", "Append one message", Data, Body::Untyped("role, content or parts, created_at, peer_id", true), no_query),
-        op(Post, "/api/v1/sessions/{sid}/messages/batch", "sessions", "Append several messages at once", Data, Body::Untyped("messages: [message]", true), no_query),
-        op(Post, "/api/v1/sessions/{sid}/commit", "sessions", "Archive the live messages (commit pool)", Data, Body::Untyped("keep_recent_count, retention_mode, keep_recent_turn_count, min_raw_tail_steps, retained_message_token_budget, enable_working_memory, reset_context, extraction_metadata", false), no_query),
+        op(Post, "/api/v1/sessions/{sid}/messages", "sessions", "Append one message", Data, Body::Json(json_of::<AddMessageBody>, true), no_query),
+        op(Post, "/api/v1/sessions/{sid}/messages/batch", "sessions", "Append several messages at once", Data, Body::Json(json_of::<BatchBody>, true), no_query),
+        op(Post, "/api/v1/sessions/{sid}/commit", "sessions", "Archive the live messages (commit pool)", Data, Body::Json(json_of::<CommitBody>, false), no_query),
         op(Get, "/api/v1/sessions/{sid}/archives/{archive_id}", "sessions", "One archive's messages and summary", Data, Body::None, no_query),
         op(Get, "/api/v1/sessions/{sid}/context", "sessions", "Archive summaries and live messages within a token budget", Data, Body::None, query_of::<sessions::ContextQuery>),
-        op(Patch, "/api/v1/sessions/{sid}/config", "sessions", "Change a session's event tags and auto-commit policy", Data, Body::Untyped("memory_extraction_config, auto_commit_policy, telemetry", false), no_query),
+        op(Patch, "/api/v1/sessions/{sid}/config", "sessions", "Change a session's event tags and auto-commit policy", Data, Body::Json(json_of::<sessions::UpdateConfigBody>, false), no_query),
         op(Get, "/api/v1/sessions/{sid}/tool-results", "sessions", "Not implemented (501): tool outputs stay inline in messages", Data, Body::None, no_query),
         op(Get, "/api/v1/sessions/{sid}/tool-results/{tool_result_id}", "sessions", "Not implemented (501): tool outputs stay inline in messages", Data, Body::None, no_query),
         op(Get, "/api/v1/sessions/{sid}/tool-results/{tool_result_id}/search", "sessions", "Not implemented (501): tool outputs stay inline in messages", Data, Body::None, no_query),
