@@ -21,8 +21,8 @@ use utoipa::openapi::{
 };
 use utoipa::{IntoParams, PartialSchema, ToSchema};
 
-use crate::storage::sessions::commit::CommitBody;
-use crate::storage::sessions::message::{AddMessageBody, BatchBody};
+use crate::storage::sessions::commit::CommitSessionBody;
+use crate::storage::sessions::message::{AddMessageBody, MessageBatchBody};
 
 use super::routes::{at, Routes};
 use super::{
@@ -193,7 +193,7 @@ fn operations() -> Vec<Operation> {
         op(Patch, "/api/v1/admin/accounts/{account_id}/settings", "admin", "Deprecated: set the ACL switch", RootOrAdmin, Body::Json(json_of::<admin::settings::LegacySettingsBody>, true), no_query),
         op(Get, "/api/v1/admin/configuration", "admin", "The cluster's settings (model keys masked; source=file: 501)", Root, Body::None, no_query),
         op(Patch, "/api/v1/admin/configuration", "admin", "Cluster settings cannot change at runtime: 501 with the reason (an empty patch answers the settings)", Root, Body::Json(json_of::<admin::settings::ConfigPatchBody>, false), no_query),
-        op(Post, "/api/v1/admin/migrate", "admin", "Legacy data migration: 501 (Longship has only the current layout)", Root, Body::Untyped("action: migrate | cleanup", false), no_query),
+        op(Post, "/api/v1/admin/migrate", "admin", "Legacy data migration: 501 (Longship has only the current layout)", Root, Body::Json(json_of::<admin::cluster::MigrateBody>, false), no_query),
         op(Get, "/api/v1/admin/accounts/{account_id}/users/{user_id}/settings", "admin", "The user's memory policy (all known memory types when it names none)", RootOrAdmin, Body::None, no_query),
         op(Patch, "/api/v1/admin/accounts/{account_id}/users/{user_id}/settings", "admin", "Set (or clear with null) the user's memory policy", RootOrAdmin, Body::Json(json_of::<admin::settings::UserSettingsBody>, true), no_query),
         op(Get, "/api/v1/user-settings/add-locations", "user-settings", "The caller's add locations: override and effective", Data, Body::None, no_query),
@@ -240,8 +240,8 @@ fn operations() -> Vec<Operation> {
         op(Get, "/api/v1/sessions/{sid}", "sessions", "One session (auto_create makes a missing one)", Data, Body::None, query_of::<sessions::GetQuery>),
         op(Delete, "/api/v1/sessions/{sid}", "sessions", "Delete a session and its archives", Data, Body::None, no_query),
         op(Post, "/api/v1/sessions/{sid}/messages", "sessions", "Append one message", Data, Body::Json(json_of::<AddMessageBody>, true), no_query),
-        op(Post, "/api/v1/sessions/{sid}/messages/batch", "sessions", "Append several messages at once", Data, Body::Json(json_of::<BatchBody>, true), no_query),
-        op(Post, "/api/v1/sessions/{sid}/commit", "sessions", "Archive the live messages (commit pool)", Data, Body::Json(json_of::<CommitBody>, false), no_query),
+        op(Post, "/api/v1/sessions/{sid}/messages/batch", "sessions", "Append several messages at once", Data, Body::Json(json_of::<MessageBatchBody>, true), no_query),
+        op(Post, "/api/v1/sessions/{sid}/commit", "sessions", "Archive the live messages (commit pool)", Data, Body::Json(json_of::<CommitSessionBody>, false), no_query),
         op(Get, "/api/v1/sessions/{sid}/archives/{archive_id}", "sessions", "One archive's messages and summary", Data, Body::None, no_query),
         op(Get, "/api/v1/sessions/{sid}/context", "sessions", "Archive summaries and live messages within a token budget", Data, Body::None, query_of::<sessions::ContextQuery>),
         op(Patch, "/api/v1/sessions/{sid}/config", "sessions", "Change a session's event tags and auto-commit policy", Data, Body::Json(json_of::<sessions::UpdateConfigBody>, false), no_query),
@@ -567,6 +567,57 @@ mod tests {
                     .any(|(m, p)| m.as_str() == method && p == path),
                 "{method} {path} is documented but not served"
             );
+        }
+    }
+
+    #[test]
+    fn session_bodies_are_typed_schemas() {
+        let doc: Value = serde_json::from_str(document_json()).expect("JSON");
+        let schemas = &doc["components"]["schemas"];
+        for name in [
+            "CreateSessionBody",
+            "AddMessageBody",
+            "MessageBatchBody",
+            "CommitSessionBody",
+            "UpdateConfigBody",
+            "Part",
+            "TextPart",
+            "ContextPart",
+            "ImagePart",
+            "ToolPart",
+            "AutoCommitInput",
+            "MemoryPolicyInput",
+            "ExtractionConfigInput",
+            "ExtractionMetadataInput",
+            "EventTagsInput",
+            "MigrateBody",
+        ] {
+            assert!(schemas.get(name).is_some(), "schema {name} missing");
+        }
+        assert_eq!(schemas["Part"]["oneOf"].as_array().map(Vec::len), Some(4));
+        assert!(schemas["MemoryPolicyInput"]["properties"]
+            .get("self")
+            .is_some());
+        assert!(schemas["ContextPart"]["properties"]
+            .get("abstract")
+            .is_some());
+    }
+
+    /// Two request types with one schema name would silently share one definition.
+    #[test]
+    fn schema_names_are_unique() {
+        let mut schemas: Schemas = Vec::new();
+        for op in operations() {
+            if let Body::Json(add, _) = op.body {
+                add(&mut schemas);
+            }
+        }
+        let mut seen: std::collections::HashMap<String, String> = Default::default();
+        for (name, schema) in schemas {
+            let text = serde_json::to_string(&schema).expect("schema JSON");
+            if let Some(before) = seen.insert(name.clone(), text.clone()) {
+                assert_eq!(before, text, "two different schemas are named {name}");
+            }
         }
     }
 

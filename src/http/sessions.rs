@@ -17,9 +17,9 @@ use crate::jobs::sessions::{
     ListSessions, UpdateSessionConfig,
 };
 use crate::jobs::BlockingJob;
-use crate::storage::sessions::commit::{self, CommitBody};
+use crate::storage::sessions::commit::{self, CommitSessionBody};
 use crate::storage::sessions::config::ConfigUpdate;
-use crate::storage::sessions::message::{BatchBody, MessageInput};
+use crate::storage::sessions::message::{MessageBatchBody, MessageInput};
 use crate::storage::sessions::ops::CreateOptions;
 use crate::storage::sessions::policy::{
     self, AutoCommitInput, ExtractionConfigInput, MemoryPolicyInput,
@@ -233,7 +233,7 @@ async fn add_batch(
     state: web::Data<AppState>,
     caller: Caller<SessionAccess>,
     path: web::Path<String>,
-    ApiJson(body): ApiJson<BatchBody>,
+    ApiJson(body): ApiJson<MessageBatchBody>,
 ) -> ApiResult {
     add_messages(&state, &caller, &path, body.messages, true).await
 }
@@ -259,7 +259,7 @@ async fn commit_session(
     state: web::Data<AppState>,
     caller: Caller<SessionAccess>,
     path: web::Path<String>,
-    OptionalJson(body): OptionalJson<CommitBody>,
+    OptionalJson(body): OptionalJson<CommitSessionBody>,
 ) -> ApiResult {
     let session = session_of(&caller, &path)?;
     let account = session.account.clone();

@@ -61,9 +61,9 @@ impl Default for MemoryMode {
 pub use super::archive::{skipped_outcome, NO_MODEL};
 
 /// SE7's body (0.5.2 `CommitRequest`: unknown keys ignored), each field typed and bounded
-/// where it is decoded; [`CommitBody::options`] checks the rules across fields.
+/// where it is decoded; [`CommitSessionBody::options`] checks the rules across fields.
 #[derive(Debug, Clone, Default, Deserialize, ToSchema)]
-pub struct CommitBody {
+pub struct CommitSessionBody {
     /// Newest messages kept live (0..=10000, default 0).
     #[serde(default, deserialize_with = "count")]
     keep_recent_count: Option<i64>,
@@ -108,7 +108,7 @@ fn value_error(message: &str) -> ServiceError {
     ServiceError::validation(&["body"], &format!("Value error, {message}"), "value_error")
 }
 
-impl CommitBody {
+impl CommitSessionBody {
     /// The commit's options, after 0.5.2's model-level rules.
     pub fn options(self) -> Result<CommitOptions, ServiceError> {
         let as_count = |n: Option<i64>| n.map(|n| n.max(0) as u64);
@@ -543,7 +543,7 @@ mod tests {
     use super::*;
 
     fn parse_options(v: Value) -> Result<CommitOptions, ServiceError> {
-        crate::decode::parse_json::<CommitBody>(v.to_string().as_bytes())?.options()
+        crate::decode::parse_json::<CommitSessionBody>(v.to_string().as_bytes())?.options()
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Messages and parts as clients send them (SE5/SE6) and as they are stored (spec §9.1).
 //!
-//! The bodies are typed ([`MessageInput`], [`BatchBody`], the [`PartInput`] union): serde
+//! The bodies are typed ([`MessageInput`], [`MessageBatchBody`], the [`PartInput`] union): serde
 //! decodes them in the handler's extractor, each failure at its location (`parts.1.text`).
 //! [`build`] then applies the rules that need the caller (URIs canonicalised, `peer_id`
 //! checked), stamps ids and timestamps, and splits a user message made only of tool parts into
@@ -81,7 +81,7 @@ impl TryFrom<AddMessageBody> for MessageInput {
 /// SE6's body (0.5.2 `BatchAddMessageRequest`: at most [`MAX_BATCH`] messages; unknown keys
 /// ignored).
 #[derive(Debug, Deserialize, ToSchema)]
-pub struct BatchBody {
+pub struct MessageBatchBody {
     #[serde(deserialize_with = "batch_messages")]
     #[schema(value_type = Vec<AddMessageBody>)]
     pub messages: Vec<MessageInput>,

@@ -89,7 +89,7 @@ const AGENT_EVOLUTION: &[&str] = &["cases", "experiences", "trajectories"];
 
 /// `{"enabled": bool}` of a memory policy switch (other keys ignored).
 #[derive(Debug, Clone, Default, Deserialize, ToSchema)]
-pub struct Switch {
+pub struct PolicySwitch {
     #[serde(default, deserialize_with = "opt_strict_bool")]
     enabled: Option<bool>,
 }
@@ -101,9 +101,9 @@ pub struct MemoryPolicyInput {
     /// Memory type names; `experiences` brings the other agent-evolution types with it.
     memory_types: Option<Vec<String>>,
     #[schema(rename = "self")]
-    own: Option<Switch>,
-    peer: Option<Switch>,
-    working_memory: Option<Switch>,
+    own: Option<PolicySwitch>,
+    peer: Option<PolicySwitch>,
+    working_memory: Option<PolicySwitch>,
 }
 
 impl<'de> Deserialize<'de> for MemoryPolicyInput {
@@ -125,7 +125,7 @@ impl<'de> Deserialize<'de> for PolicyKeys {
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<PolicyKeys, A::Error> {
                 let mut p = MemoryPolicyInput::default();
-                let switch = |v: Option<decode::Object<Switch>>| v.map(|o| o.0);
+                let switch = |v: Option<decode::Object<PolicySwitch>>| v.map(|o| o.0);
                 while let Some(key) = map.next_key::<String>()? {
                     match key.as_str() {
                         "memory_types" => {
@@ -172,7 +172,7 @@ pub fn memory(input: Option<&MemoryPolicyInput>, known: &[&str]) -> Result<Value
     let Some(p) = input else {
         return Ok(Value::Null);
     };
-    let flag = |s: &Option<Switch>, default: bool| json!({"enabled": s.as_ref().and_then(|s| s.enabled).unwrap_or(default)});
+    let flag = |s: &Option<PolicySwitch>, default: bool| json!({"enabled": s.as_ref().and_then(|s| s.enabled).unwrap_or(default)});
     let mut out = Map::new();
     out.insert("self".into(), flag(&p.own, true));
     out.insert("peer".into(), flag(&p.peer, true));
