@@ -805,3 +805,92 @@ fn vectors_travel_and_are_reused_only_for_the_same_model() {
     assert!(recomputed.is_some(), "{}", embedding_status(&c));
     assert!(!st_c.exists(&stored_vector("acme", VEC_MODEL, DIM, docs[0].1)));
 }
+
+/// Fill `dir` (created) with `n` files named `<prefix>NNNN.md` holding `body` + index.
+fn fill(s: &Server, key: &str, dir: &str, prefix: &str, body: &str, n: usize) {
+    let r = s.post("/api/v1/fs/mkdir", Some(key), json!({"uri": dir}));
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let batch: Vec<Value> = (0..n)
+        .map(|i| json!({"uri": format!("{dir}/{prefix}{i:04}.md"), "content": format!("{body} {i}\n").repeat(100), "mode": "create"}))
+        .collect();
+    let r = s.post(
+        "/api/v1/content/batch-write",
+        Some(key),
+        json!({"root_uri": dir, "operations": batch}),
+    );
+    assert_eq!(r.status, 200, "{:?}", r.body);
+}
+
+/// kill -9 while an overwrite import stages or publishes (observed through the staging
+/// directory: killed once its journal appears or most files are staged): after the restart
+/// the target holds the old tree or the new one, whole — never a mix, never nothing.
+#[test]
+fn kill9_during_overwrite_import_leaves_old_or_new_whole() {
+    let st = Storage::new();
+    let mut s = Server::start(&st, Opts::default());
+    let key = create_account(&s, "acme", "ann");
+    let n = 300;
+    // Same names with other content, plus names only the old tree has.
+    fill(&s, &key, "viking://resources/src/big", "f", "new", n);
+    fill(&s, &key, "viking://resources/dst/big", "f", "old", n);
+    write(&s, &key, "viking://resources/dst/big/only-old.md", "old only\n");
+    let new_tree = files(&st, "acme/resources/src/big");
+    let old_tree = files(&st, "acme/resources/dst/big");
+    let pack = export(&s, &key, "viking://resources/src/big");
+    let id = upload_id(&s, &key, "big.ovpack", &pack);
+    let url = s.url(IMPORT);
+    let k = key.clone();
+    let client = std::thread::spawn(move || {
+        let _ = ureq::post(&url)
+            .set("X-API-Key", &k)
+            .timeout(Duration::from_secs(120))
+            .send_json(json!({"temp_file_id": id, "parent": "viking://resources/dst",
+                              "on_conflict": "overwrite"}));
+    });
+    let works = |st: &Storage| -> Vec<String> {
+        st.list("acme/_system/ingest")
+            .into_iter()
+            .filter(|n| n.starts_with("pack_"))
+            .collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut seen = false;
+    loop {
+        let ready = works(&st).iter().any(|w| {
+            seen = true;
+            st.exists(&format!("acme/_system/ingest/{w}/replace.json"))
+                || st.list(&format!("acme/_system/ingest/{w}/tree/0")).len() >= n * 3 / 4
+        });
+        if ready || Instant::now() > deadline || (seen && works(&st).is_empty()) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    s.kill9();
+    let _ = client.join();
+    assert!(seen, "the import never started staging within the bound");
+    s.restart();
+    let whole = |got: &std::collections::BTreeMap<String, String>| {
+        let rel = |m: &std::collections::BTreeMap<String, String>| -> Vec<(String, String)> {
+            m.iter()
+                .filter(|(k, _)| !k.contains("/.") && !k.starts_with('.'))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()
+        };
+        rel(got) == rel(&old_tree) || rel(got) == rel(&new_tree)
+    };
+    let got = files(&st, "acme/resources/dst/big");
+    assert!(
+        got.is_empty() || whole(&got),
+        "a mix is visible after restart: {} files",
+        got.len()
+    );
+    // Once the sweep settled the dead import, the target holds one of the trees whole.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !works(&st).is_empty() {
+        assert!(Instant::now() < deadline, "staging left behind");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let got = files(&st, "acme/resources/dst/big");
+    assert!(whole(&got), "target not whole after the sweep: {} files", got.len());
+}

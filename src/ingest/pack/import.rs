@@ -3,7 +3,9 @@
 //! hostile-archive limits of ingestion (entry count, total bytes, per-entry and whole-archive
 //! ratio, depth), every file is staged under `<account>/_system/ingest/<id>/tree/<unit>` with
 //! its size and sha256 checked as it is read, and each unit (the imported root; for a restore
-//! each scope root) is published with one rename — visible whole or not at all.
+//! each scope root) is published with one rename — visible whole or not at all; with
+//! `on_conflict=overwrite` with one atomic replacement (`ingest::replace`), the old tree or
+//! the new one whole, also across a crash.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
@@ -777,7 +779,14 @@ pub fn import(
         },
         heartbeat,
     );
-    let _ = storage.remove(&staging, true);
+    // A replacement a failure interrupted is finished before its trees' directory goes;
+    // if that fails too, the staging sweep retries it from the journal.
+    match crate::ingest::replace::settle(storage, &staging) {
+        Ok(()) => {
+            let _ = storage.remove(&staging, true);
+        }
+        Err(e) => tracing::error!(error = %e, "pack import: interrupted replacement left to the sweep"),
+    }
     outcome?;
     crate::storage::quota::charge(storage, &who.account, bytes as i64, files as i64, quota);
     Ok(Imported {
@@ -959,36 +968,25 @@ fn stage_and_publish(
         storage.write_staged(&dir.join(tags::TAGS_FILE)?, &tags::map_body(nodes))?;
     }
     storage.sync_staged()?;
-    // Publish each unit: one rename (overwrite: the old tree is moved aside first and put
-    // back if the new one cannot take its place).
+    // Publish each unit whole: one rename, or with overwrite one atomic replacement
+    // (`ingest::replace`: a swap on local disk, a journaled pair of moves on S3).
+    let mut pairs = Vec::with_capacity(units.len());
     for (i, unit) in units.iter().enumerate() {
-        let staged = staged_path(&tree, i, "")?;
-        if let Some(parent) = unit.target.parent() {
-            storage.mkdir(parent.store_path())?;
-        }
-        let aside_dir = staging.join("replaced")?;
-        let aside = aside_dir.join(&i.to_string())?;
-        let replaced = overwrite && {
-            storage.mkdir(&aside_dir)?;
-            match storage.rename(unit.target.store_path(), &aside) {
-                Ok(()) => true,
-                Err(StorageError::NotFound(_)) => false,
-                Err(e) => return Err(e.into()),
+        pairs.push((staged_path(&tree, i, "")?, unit.target.store_path().clone()));
+    }
+    if overwrite {
+        crate::ingest::replace::publish(storage, staging, &pairs)?;
+    } else {
+        for ((staged, target), unit) in pairs.iter().zip(units) {
+            if let Some(parent) = target.parent() {
+                storage.mkdir(&parent)?;
             }
-        };
-        if let Err(e) = storage.rename(&staged, unit.target.store_path()) {
-            if replaced {
-                let _ = storage.rename(&aside, unit.target.store_path());
-            }
-            return Err(match e {
+            storage.rename(staged, target).map_err(|e| match e {
                 StorageError::AlreadyExists(_) => {
                     ServiceError::conflict(format!("Resource already exists at {}", unit.target))
                 }
                 other => other.into(),
-            });
-        }
-        if replaced {
-            let _ = storage.remove(&aside, true);
+            })?;
         }
     }
     for (u, t) in root_tags {
