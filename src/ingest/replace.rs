@@ -101,7 +101,9 @@ pub fn settle(storage: &dyn Storage, work: &StorePath) -> StorageResult<()> {
     };
     let Ok(journal) = serde_json::from_slice::<Journal>(&body) else {
         tracing::error!(work = %work, "unreadable replace journal; left for an operator");
-        return Err(StorageError::Io(std::io::Error::other("unreadable replace journal")));
+        return Err(StorageError::Io(std::io::Error::other(
+            "unreadable replace journal",
+        )));
     };
     for (target, aside, staged) in &journal.units {
         let (target, aside, staged) = (
@@ -145,7 +147,8 @@ mod tests {
         assert!(st.stat(&p("a/resources/t/old.md")).unwrap().is_none());
         // A crash between the two moves of the journaled path: target gone, new tree staged.
         st.write(&p("a/w2/tree/0/newer.md"), b"newer").unwrap();
-        st.rename(&p("a/resources/t"), &p("a/w2/replaced/0")).unwrap();
+        st.rename(&p("a/resources/t"), &p("a/w2/replaced/0"))
+            .unwrap();
         let j = Journal {
             units: vec![(
                 "a/resources/t".into(),

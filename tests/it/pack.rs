@@ -833,7 +833,12 @@ fn kill9_during_overwrite_import_leaves_old_or_new_whole() {
     // Same names with other content, plus names only the old tree has.
     fill(&s, &key, "viking://resources/src/big", "f", "new", n);
     fill(&s, &key, "viking://resources/dst/big", "f", "old", n);
-    write(&s, &key, "viking://resources/dst/big/only-old.md", "old only\n");
+    write(
+        &s,
+        &key,
+        "viking://resources/dst/big/only-old.md",
+        "old only\n",
+    );
     let new_tree = files(&st, "acme/resources/src/big");
     let old_tree = files(&st, "acme/resources/dst/big");
     let pack = export(&s, &key, "viking://resources/src/big");
@@ -844,8 +849,10 @@ fn kill9_during_overwrite_import_leaves_old_or_new_whole() {
         let _ = ureq::post(&url)
             .set("X-API-Key", &k)
             .timeout(Duration::from_secs(120))
-            .send_json(json!({"temp_file_id": id, "parent": "viking://resources/dst",
-                              "on_conflict": "overwrite"}));
+            .send_json(
+                json!({"temp_file_id": id, "parent": "viking://resources/dst",
+                              "on_conflict": "overwrite"}),
+            );
     });
     let works = |st: &Storage| -> Vec<String> {
         st.list("acme/_system/ingest")
@@ -892,5 +899,9 @@ fn kill9_during_overwrite_import_leaves_old_or_new_whole() {
         std::thread::sleep(Duration::from_millis(100));
     }
     let got = files(&st, "acme/resources/dst/big");
-    assert!(whole(&got), "target not whole after the sweep: {} files", got.len());
+    assert!(
+        whole(&got),
+        "target not whole after the sweep: {} files",
+        got.len()
+    );
 }

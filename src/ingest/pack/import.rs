@@ -785,7 +785,9 @@ pub fn import(
         Ok(()) => {
             let _ = storage.remove(&staging, true);
         }
-        Err(e) => tracing::error!(error = %e, "pack import: interrupted replacement left to the sweep"),
+        Err(e) => {
+            tracing::error!(error = %e, "pack import: interrupted replacement left to the sweep")
+        }
     }
     outcome?;
     crate::storage::quota::charge(storage, &who.account, bytes as i64, files as i64, quota);
