@@ -656,7 +656,10 @@ impl SearchIndex {
                     if !seg.is_deleted(doc) {
                         let addr = DocAddress::new(ord as u32, doc);
                         let stored: TantivyDocument = searcher.doc(addr)?;
-                        let size = stored.get_first(f.size).and_then(|v| v.as_u64()).unwrap_or(0);
+                        let size = stored
+                            .get_first(f.size)
+                            .and_then(|v| v.as_u64())
+                            .unwrap_or(0);
                         let d = IndexedDoc {
                             hit: self.hit(&searcher, addr, 0.0)?,
                             size,
@@ -1028,7 +1031,9 @@ mod tests {
         assert_eq!(all.len(), want.len());
         // A filter narrows pages without losing any.
         let (odd, more) = idx
-            .documents_page("acme/resources/v", None, 100, &|d| d.hit.path.ends_with("1.md"))
+            .documents_page("acme/resources/v", None, 100, &|d| {
+                d.hit.path.ends_with("1.md")
+            })
             .unwrap();
         assert!(!more);
         assert_eq!(odd.len(), 2, "n01, n11");

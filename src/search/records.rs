@@ -160,13 +160,15 @@ impl Selection<'_> {
             .index
             .documents_page(self.root, after.as_deref(), limit, &keep)
             .map_err(ServiceError::internal)?;
-        let next = more
-            .then(|| page.last())
-            .flatten()
-            .map(|d| {
-                let rel = d.hit.path.split_once('/').map(|(_, r)| r).unwrap_or_default();
-                hex::encode(rel)
-            });
+        let next = more.then(|| page.last()).flatten().map(|d| {
+            let rel = d
+                .hit
+                .path
+                .split_once('/')
+                .map(|(_, r)| r)
+                .unwrap_or_default();
+            hex::encode(rel)
+        });
         let records: Vec<Value> = page
             .iter()
             .map(|d| {
