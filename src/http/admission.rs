@@ -505,7 +505,7 @@ pub async fn admit_body(
     let compressed = is_compressed(&req);
     // Temp uploads and large WebDAV PUTs stream into storage pieces.
     let is_upload = req.path() == crate::ingest::uploads::ROUTE
-        || super::webdav::streams_put(req.method(), req.path(), declared, max_body, compressed);
+        || streams_put(req.method(), req.path(), declared, max_body, compressed);
     // Over the per-body limit the handler refuses it (413) without reading it.
     let oversize = !is_upload && declared.is_some_and(|n| n > max_body);
     let (up_front, cap) = if is_upload {
@@ -550,6 +550,22 @@ pub async fn admit_body(
     let res = next.call(req).await;
     drop(charge);
     res.map(ServiceResponse::map_into_boxed_body)
+}
+
+/// Whether a request is a WebDAV PUT whose body is streamed into storage pieces rather than
+/// read whole: announced larger than `server.max_body_bytes`, or sent without a length
+/// (chunked). The admission middleware charges such a body at most one piece.
+pub fn streams_put(
+    method: &actix_web::http::Method,
+    path: &str,
+    declared: Option<usize>,
+    max_body: usize,
+    compressed: bool,
+) -> bool {
+    method == actix_web::http::Method::PUT
+        && path.starts_with(super::auth::WEBDAV_PREFIX)
+        && !compressed
+        && declared.is_none_or(|n| n > max_body)
 }
 
 #[cfg(test)]

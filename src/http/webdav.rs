@@ -432,22 +432,6 @@ async fn fetch(
     }
 }
 
-/// Whether a request is a WebDAV PUT whose body is streamed into storage pieces rather than
-/// read whole: announced larger than `server.max_body_bytes`, or sent without a length
-/// (chunked). The admission middleware charges such a body at most one piece.
-pub fn streams_put(
-    method: &Method,
-    path: &str,
-    declared: Option<usize>,
-    max_body: usize,
-    compressed: bool,
-) -> bool {
-    method == Method::PUT
-        && path.starts_with(PREFIX)
-        && !compressed
-        && declared.is_none_or(|n| n > max_body)
-}
-
 /// PUT: any bytes, stored byte-exact by one atomic write. A body within
 /// `server.max_body_bytes` is read whole (charged to the in-flight body budget as it
 /// arrives); a larger one (up to `webdav.max_put_bytes`) or one without a length is streamed
@@ -477,7 +461,7 @@ async fn put(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| !v.trim().eq_ignore_ascii_case("identity"));
     let max_body = state.settings.server.max_body_bytes;
-    if streams_put(
+    if super::admission::streams_put(
         req.method(),
         req.uri().path(),
         declared,
