@@ -184,7 +184,14 @@ fn run(
         undo(storage, &objects, &root, &live.files, touched);
         return Err(e);
     }
-    prune_empty_dirs(storage, &root, &req.scope, &to_delete);
+    let pruned = prune_empty_dirs(storage, &root, &req.scope, &to_delete);
+    // The ACL rows of what is gone go too, as with `fs rm` (ACLs are not versioned: a
+    // restored node has the permissions its place has now).
+    let mut gone: Vec<String> = to_delete.iter().map(|p| (*p).clone()).collect();
+    gone.extend(pruned);
+    if let Err(e) = crate::storage::acl::store::forget_account_paths(storage, account, &gone) {
+        tracing::error!(account, error = %e.message, "snapshot restore: ACL rows of removed nodes not dropped");
+    }
 
     let message = req
         .message
@@ -288,7 +295,13 @@ fn undo(
 }
 
 /// Directories left empty by deletions (below the scope) go too, as they would in git.
-fn prune_empty_dirs(storage: &dyn Storage, root: &StorePath, scope: &str, deleted: &[&String]) {
+fn prune_empty_dirs(
+    storage: &dyn Storage,
+    root: &StorePath,
+    scope: &str,
+    deleted: &[&String],
+) -> Vec<String> {
+    let mut pruned = Vec::new();
     let mut dirs: Vec<String> = deleted
         .iter()
         .filter_map(|p| p.rsplit_once('/').map(|(d, _)| d.to_string()))
@@ -312,6 +325,7 @@ fn prune_empty_dirs(storage: &dyn Storage, root: &StorePath, scope: &str, delete
                         break;
                     }
                     forget_tags(storage, &at);
+                    pruned.push(cur.clone());
                 }
                 _ => break,
             }
@@ -321,6 +335,7 @@ fn prune_empty_dirs(storage: &dyn Storage, root: &StorePath, scope: &str, delete
             }
         }
     }
+    pruned
 }
 
 fn forget_tags(storage: &dyn Storage, node: &StorePath) {

@@ -18,7 +18,7 @@ use crate::identity::Identity;
 use crate::ingest::archive::{self, ArchiveLimits};
 use crate::ingest::uploads;
 use crate::storage::uri::{self, Access, VikingUri};
-use crate::storage::{tags, Storage, StorageError, StorePath};
+use crate::storage::{acl, tags, Storage, StorageError, StorePath};
 
 /// The largest manifest or index-record file accepted (each is read whole).
 const MAX_META_BYTES: u64 = 64 * 1024 * 1024;
@@ -721,6 +721,13 @@ pub fn import(
             OnConflict::Overwrite => {}
         }
     }
+    // Replacing a tree removes it: the same right as `rm` of it (manage on every ACL row
+    // below, when ACLs apply), checked before anything is staged.
+    if req.on_conflict == OnConflict::Overwrite {
+        for u in units.iter().filter(|u| exists(storage, &u.target)) {
+            uri::authorize(&u.target, who, Access::Delete)?;
+        }
+    }
     let files = plan.entries.values().filter(|e| !e.dir).count() as u64;
     let bytes: u64 = plan.entries.values().map(|e| e.size).sum();
     crate::storage::quota::admit(storage, &who.account, bytes, files, quota)?;
@@ -869,8 +876,24 @@ fn stage_and_publish(
                 Err(e) => return Err(e.into()),
             }
         };
+        // The replaced tree's ACL rows go with it (0.5.2: imported nodes inherit from their
+        // parent); taken while nothing is at the target, put back if the old tree returns.
+        let rows = if replaced {
+            match acl::store::take_rows(storage, &unit.target) {
+                Ok(rows) => rows,
+                Err(e) => {
+                    let _ = storage.rename(&aside, unit.target.store_path());
+                    return Err(e);
+                }
+            }
+        } else {
+            Default::default()
+        };
         if let Err(e) = storage.rename(&staged, unit.target.store_path()) {
             if replaced {
+                if let Err(undo) = acl::store::put_back(storage, rows) {
+                    tracing::error!(target = %unit.target, error = %undo.message, "ACL rows not put back after a failed import");
+                }
                 let _ = storage.rename(&aside, unit.target.store_path());
             }
             return Err(match e {
