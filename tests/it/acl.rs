@@ -1107,3 +1107,94 @@ fn unannounced_acl_group_and_setting_changes_reach_every_instance() {
     let setting = until_both(200, "setting.json");
     eprintln!("unannounced changes applied after: groups {groups:?}, acl {acl:?}, settings {setting:?}");
 }
+
+/// `content/batch-write` applies each operation's `acl` as 0.5.2 does: manage on the target
+/// is needed (checked before anything is written), the written nodes carry their ACLs from
+/// the moment they exist, a target left untouched (a skipped conflict) keeps its old ACL, and
+/// `defer_processing` refuses ACLs.
+#[test]
+fn batch_write_applies_acls() {
+    let st = Storage::new();
+    let s = Server::start(&st, Opts::default());
+    let a = acme(&s);
+    enable_acl(&s, &a.alice, "acme");
+    mkdir(&s, &a.alice, "viking://resources/kb");
+    write(&s, &a.alice, "viking://resources/kb/old.md", "old");
+    const BATCH: &str = "/api/v1/content/batch-write";
+    let only_carol = json!({"acl_mode": "restricted", "entries": [
+        {"principal": "user:carol", "level": "read"}
+    ]});
+    let r = s.post(
+        BATCH,
+        Some(&a.alice),
+        json!({"root_uri": "viking://resources/kb", "operations": [
+            {"uri": "viking://resources/kb/secret.md", "content": "s", "acl": only_carol},
+            {"uri": "viking://resources/kb/open.md", "content": "o"},
+        ]}),
+    );
+    assert_eq!(ok(&r)["created"].as_array().unwrap().len(), 2, "{:?}", r.body);
+    assert_eq!(read_status(&s, &a.bob, "viking://resources/kb/secret.md"), 403);
+    assert_eq!(read_status(&s, &a.carol, "viking://resources/kb/secret.md"), 200);
+    assert_eq!(read_status(&s, &a.bob, "viking://resources/kb/open.md"), 200);
+    let got = ok(&get_acl(&s, &a.alice, "viking://resources/kb/secret.md")).clone();
+    assert_eq!(got["acl_mode"], "restricted", "{got}");
+
+    // A skipped conflict keeps its old ACL (none): the staged row is put back.
+    let r = s.post(
+        BATCH,
+        Some(&a.alice),
+        json!({"root_uri": "viking://resources/kb", "skip_conflicts": true, "operations": [
+            {"uri": "viking://resources/kb/old.md", "content": "x", "acl": only_carol,
+             "expected_sha256": "0".repeat(64)},
+        ]}),
+    );
+    assert_eq!(ok(&r)["conflicts"].as_array().unwrap().len(), 1, "{:?}", r.body);
+    assert_eq!(read_status(&s, &a.bob, "viking://resources/kb/old.md"), 200);
+    assert_eq!(rows(&st), ["kb/secret.md"]);
+
+    // Without manage on the target: 403 and nothing written; unknown principals: 400.
+    let before = st.stored_digest("acme/resources/kb");
+    let r = s.post(
+        BATCH,
+        Some(&a.carol),
+        json!({"root_uri": "viking://resources/kb", "operations": [
+            {"uri": "viking://resources/kb/open.md", "content": "c", "acl": {"acl_mode": "restricted"}},
+        ]}),
+    );
+    assert_eq!(r.status, 200, "carol has manage under the root by default: {:?}", r.body);
+    ok(&set_acl(
+        &s,
+        &a.alice,
+        "viking://resources/kb",
+        json!({"acl_mode": "restricted", "entries": [{"principal": "user:bob", "level": "write"}]}),
+    ));
+    let digest = st.stored_digest("acme/resources/kb");
+    let r = s.post(
+        BATCH,
+        Some(&a.bob),
+        json!({"root_uri": "viking://resources/kb", "operations": [
+            {"uri": "viking://resources/kb/b.md", "content": "b", "acl": {"acl_mode": "restricted"}},
+        ]}),
+    );
+    err(&r, 403, "PERMISSION_DENIED");
+    let r = s.post(
+        BATCH,
+        Some(&a.alice),
+        json!({"root_uri": "viking://resources/kb", "operations": [
+            {"uri": "viking://resources/kb/b.md", "content": "b",
+             "acl": {"entries": [{"principal": "user:ghost", "level": "read"}]}},
+        ]}),
+    );
+    err(&r, 400, "INVALID_ARGUMENT");
+    let r = s.post(
+        BATCH,
+        Some(&a.alice),
+        json!({"root_uri": "viking://resources/kb", "defer_processing": true, "operations": [
+            {"uri": "viking://resources/kb/b.md", "content": "b", "acl": {"acl_mode": "restricted"}},
+        ]}),
+    );
+    err(&r, 400, "INVALID_ARGUMENT");
+    assert_eq!(st.stored_digest("acme/resources/kb"), digest);
+    assert_ne!(digest, before);
+    assert!(!rows(&st).contains(&"kb/b.md".to_string()));
+}

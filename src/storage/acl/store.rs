@@ -232,40 +232,7 @@ pub fn change(
     check_principals(cx.storage, &account, &named)?;
     let (eff, _, _) = update_doc(cx.storage, &acl_path(&account)?, |t: &mut AclFile| {
         let before = t.nodes.get(&rel).cloned();
-        let mut row = before.clone().unwrap_or_default();
-        match &change {
-            Change::Set(spec) => {
-                if let Some(e) = &spec.entries {
-                    row.entries = e.clone();
-                }
-                if let Some(m) = spec.mode {
-                    row.acl_mode = Some(m);
-                }
-            }
-            Change::Grant(e) => {
-                row.entries.retain(|x| x.principal != e.principal);
-                row.entries.push(e.clone());
-                row.entries = normalize_entries(row.entries.drain(..));
-            }
-            Change::Revoke(p) => row.entries.retain(|x| &x.principal != p),
-            Change::Clear => row = NodeAcl::default(),
-        }
-        if row.entries.len() > MAX_ENTRIES_PER_NODE {
-            return Err(too_many_entries());
-        }
-        if row.acl_mode == Some(Mode::Inherit) {
-            row.acl_mode = None; // the default below the root; not stored
-        }
-        if row.is_trivial() {
-            t.nodes.remove(&rel);
-        } else {
-            if before.is_none() && t.nodes.len() >= MAX_ACL_NODES {
-                return Err(ServiceError::invalid_argument(format!(
-                    "an account holds ACLs on at most {MAX_ACL_NODES} nodes"
-                )));
-            }
-            t.nodes.insert(rel.clone(), row);
-        }
+        apply_row(t, &rel, &change)?;
         let eff = effective::resolve(t, &rel);
         Ok(if t.nodes.get(&rel) == before.as_ref() {
             Edit::Keep(eff)
@@ -275,6 +242,113 @@ pub fn change(
     })?;
     announce(cx, &account);
     Ok(report(eff, uri))
+}
+
+/// Apply `change` to the row of `rel` in the table (bounds checked; trivial rows dropped).
+fn apply_row(t: &mut AclFile, rel: &str, change: &Change) -> ServiceResult<()> {
+    let before = t.nodes.get(rel).cloned();
+    let mut row = before.clone().unwrap_or_default();
+    match change {
+        Change::Set(spec) => {
+            if let Some(e) = &spec.entries {
+                row.entries = e.clone();
+            }
+            if let Some(m) = spec.mode {
+                row.acl_mode = Some(m);
+            }
+        }
+        Change::Grant(e) => {
+            row.entries.retain(|x| x.principal != e.principal);
+            row.entries.push(e.clone());
+            row.entries = normalize_entries(row.entries.drain(..));
+        }
+        Change::Revoke(p) => row.entries.retain(|x| &x.principal != p),
+        Change::Clear => row = NodeAcl::default(),
+    }
+    if row.entries.len() > MAX_ENTRIES_PER_NODE {
+        return Err(too_many_entries());
+    }
+    if row.acl_mode == Some(Mode::Inherit) {
+        row.acl_mode = None; // the default below the root; not stored
+    }
+    if row.is_trivial() {
+        t.nodes.remove(rel);
+    } else {
+        if before.is_none() && t.nodes.len() >= MAX_ACL_NODES {
+            return Err(ServiceError::invalid_argument(format!(
+                "an account holds ACLs on at most {MAX_ACL_NODES} nodes"
+            )));
+        }
+        t.nodes.insert(rel.to_string(), row);
+    }
+    Ok(())
+}
+
+/// The `acl` fields of a batch write, stored in one change before anything is written (as a
+/// single write's are, so no node is ever readable without its ACL), with each node's row as
+/// it was, so [`StagedRows::settle`] can put back the rows of nodes the batch did not write.
+#[derive(Debug, Default)]
+pub struct StagedRows {
+    account: String,
+    before: Vec<(String, crate::storage::StorePath, Option<NodeAcl>)>,
+}
+
+/// Stage the rows of `specs` (nodes of `account`; every principal must exist): one
+/// compare-and-swap and one announcement for the whole batch.
+pub fn stage_many(
+    cx: &OpCtx<'_>,
+    account: &str,
+    specs: &[(VikingUri, AclSpec)],
+) -> ServiceResult<StagedRows> {
+    if specs.is_empty() {
+        return Ok(StagedRows::default());
+    }
+    let mut targets = Vec::with_capacity(specs.len());
+    let mut named = Vec::new();
+    for (uri, spec) in specs {
+        targets.push((target_rel(uri)?, uri.store_path().clone(), spec));
+        named.extend(spec.entries.iter().flatten().cloned());
+    }
+    check_principals(cx.storage, account, &named)?;
+    let (before, _, _) = update_doc(cx.storage, &acl_path(account)?, |t: &mut AclFile| {
+        let mut before = Vec::with_capacity(targets.len());
+        for (rel, path, spec) in &targets {
+            before.push((rel.clone(), path.clone(), t.nodes.get(rel).cloned()));
+            apply_row(t, rel, &Change::Set((*spec).clone()))?;
+        }
+        Ok(Edit::Write(before))
+    })?;
+    announce(cx, account);
+    Ok(StagedRows {
+        account: account.to_string(),
+        before,
+    })
+}
+
+impl StagedRows {
+    /// After the batch: nodes it did not write (conflicts, or not reached after an error)
+    /// get their rows back as they were.
+    pub fn settle(self, cx: &OpCtx<'_>, written: &[crate::storage::StorePath]) -> ServiceResult<()> {
+        let undo: Vec<_> = self
+            .before
+            .into_iter()
+            .filter(|(_, path, _)| !written.contains(path))
+            .collect();
+        if undo.is_empty() {
+            return Ok(());
+        }
+        update_doc(cx.storage, &acl_path(&self.account)?, |t: &mut AclFile| {
+            for (rel, _, row) in &undo {
+                match row {
+                    Some(r) => t.nodes.insert(rel.clone(), r.clone()),
+                    None => t.nodes.remove(rel),
+                };
+            }
+            Ok(Edit::Write(()))
+        })?;
+        announce(cx, &self.account);
+        Ok(())
+    }
 }
 
 fn report(eff: Effective, uri: &VikingUri) -> Value {
