@@ -460,6 +460,37 @@ pub fn seal_node(
     })
 }
 
+/// `uri`'s tree is about to be replaced whole (a pack import with overwrite): its rows
+/// become one seal on `uri` (restricted, no grants: ADMIN only) until [`take_rows`] drops it
+/// after the replacement. Returns the rows it replaced, for [`put_back`]. Nothing is sealed
+/// when the subtree has no rows, or at the resources root (its ACL is fixed).
+pub fn seal_subtree(storage: &dyn Storage, uri: &VikingUri) -> ServiceResult<SavedRows> {
+    let Some(rel) = rel_path(uri).filter(|r| !r.is_empty()) else {
+        return Ok(SavedRows::default());
+    };
+    let mut saved = Vec::new();
+    edit_table(storage, uri, |t| {
+        saved = rows_under(t, &rel).map(|k| (k.clone(), t.nodes[k].clone())).collect();
+        if saved.is_empty() {
+            return false;
+        }
+        for (k, _) in &saved {
+            t.nodes.remove(k);
+        }
+        let seal = NodeAcl {
+            acl_mode: Some(Mode::Restricted),
+            entries: Vec::new(),
+        };
+        t.nodes.insert(rel.clone(), seal);
+        true
+    })?;
+    Ok(SavedRows {
+        account: account_of(uri),
+        rel: Some(rel),
+        rows: saved,
+    })
+}
+
 /// Remove (and return) the rows of `uri`'s subtree: its content was moved out of reach (an
 /// import about to publish a new tree in its place). `viking://resources` itself takes every
 /// row of the account.
