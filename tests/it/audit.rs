@@ -457,7 +457,6 @@ fn console_tokens_count_embedding_tokens_in_the_asked_timezone() {
     assert_eq!(query["account_id"], "acme");
     let embedded = v["items"][0]["embedding_input"].as_u64().unwrap();
     assert!(embedded >= 4 * TOKENS_PER_TEXT, "{v}");
-    assert_eq!(embedded % TOKENS_PER_TEXT, 0, "{v}");
     assert_eq!(v["items"][0]["vlm_input"], 0);
 
     // Days in the asked zone: the same records fall on Kiritimati's date, and never on that
