@@ -186,7 +186,11 @@ fn zone(q: &[(String, String)]) -> ServiceResult<TimeZone> {
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"_+-/".contains(&b));
-    let found = if plain { TimeZone::get(name).ok() } else { None };
+    let found = if plain {
+        TimeZone::get(name).ok()
+    } else {
+        None
+    };
     found.ok_or_else(|| {
         ServiceError::invalid_argument(format!(
             "timezone: unknown IANA time zone name '{name:.64}'"

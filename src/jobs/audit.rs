@@ -162,7 +162,10 @@ fn local_day_hour(created_at: &str, zone: &TimeZone) -> Option<(String, u32)> {
 
 /// Today's date in `zone`.
 fn today_in(zone: &TimeZone) -> String {
-    jiff::Timestamp::now().to_zoned(zone.clone()).date().to_string()
+    jiff::Timestamp::now()
+        .to_zoned(zone.clone())
+        .date()
+        .to_string()
 }
 
 fn dates(start: &str, end: &str) -> Vec<String> {

@@ -9,10 +9,10 @@ use serde_json::Value;
 
 use crate::config::QuotaSettings;
 use crate::decode::parse_json;
-use crate::storage::acl::store as acl_store;
 use crate::error::{ServiceError, ServiceResult};
 use crate::ingest::overview::OverviewRefresher;
 use crate::search::changes::{ChangeKind, Recorder};
+use crate::storage::acl::store as acl_store;
 use crate::storage::fs::read::{self, Sidecar};
 use crate::storage::fs::write::{self, WriteMode};
 use crate::storage::fs::{attrs, batch, reindex};

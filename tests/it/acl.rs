@@ -960,13 +960,21 @@ fn acl_rows_follow_webdav_moves_restores_and_imports() {
     ]});
     mkdir(&s, &a.alice, "viking://resources/open");
     write(&s, &a.alice, "viking://resources/open/a.md", "a");
-    ok(&set_acl(&s, &a.alice, "viking://resources/open/a.md", only_carol.clone()));
+    ok(&set_acl(
+        &s,
+        &a.alice,
+        "viking://resources/open/a.md",
+        only_carol.clone(),
+    ));
     assert_eq!(read_status(&s, &a.bob, "viking://resources/open/a.md"), 403);
 
     let host = format!("127.0.0.1:{}", s.port);
     let mv = |from: &str, to: &str, overwrite: Option<&str>| {
         let dest = format!("http://{host}/webdav/resources{to}");
-        let mut h = vec![("X-API-Key", a.alice.as_str()), ("Destination", dest.as_str())];
+        let mut h = vec![
+            ("X-API-Key", a.alice.as_str()),
+            ("Destination", dest.as_str()),
+        ];
         if let Some(o) = overwrite {
             h.push(("Overwrite", o));
         }
@@ -975,7 +983,10 @@ fn acl_rows_follow_webdav_moves_restores_and_imports() {
     // MOVE to a new name: the row goes with the node.
     assert_eq!(mv("/open/a.md", "/open/b.md", None).status, 201);
     assert_eq!(read_status(&s, &a.bob, "viking://resources/open/b.md"), 403);
-    assert_eq!(read_status(&s, &a.carol, "viking://resources/open/b.md"), 200);
+    assert_eq!(
+        read_status(&s, &a.carol, "viking://resources/open/b.md"),
+        200
+    );
     // A node created where the source was starts from its parent's permissions.
     write(&s, &a.alice, "viking://resources/open/a.md", "new a");
     assert_eq!(read_status(&s, &a.bob, "viking://resources/open/a.md"), 200);
@@ -984,19 +995,35 @@ fn acl_rows_follow_webdav_moves_restores_and_imports() {
     assert_eq!(read_status(&s, &a.bob, "viking://resources/open/c.md"), 200);
     assert_eq!(mv("/open/b.md", "/open/c.md", Some("T")).status, 204);
     assert_eq!(read_status(&s, &a.bob, "viking://resources/open/c.md"), 403);
-    assert_eq!(read_status(&s, &a.carol, "viking://resources/open/c.md"), 200);
+    assert_eq!(
+        read_status(&s, &a.carol, "viking://resources/open/c.md"),
+        200
+    );
     // ... and a source without rows onto a file with one: the target's row goes.
     write(&s, &a.alice, "viking://resources/open/d.md", "d");
-    ok(&set_acl(&s, &a.alice, "viking://resources/open/d.md", only_carol.clone()));
+    ok(&set_acl(
+        &s,
+        &a.alice,
+        "viking://resources/open/d.md",
+        only_carol.clone(),
+    ));
     write(&s, &a.alice, "viking://resources/open/e.md", "e");
     assert_eq!(mv("/open/e.md", "/open/d.md", Some("T")).status, 204);
     assert_eq!(read_status(&s, &a.bob, "viking://resources/open/d.md"), 200);
     // A directory: the rows below it move too.
     mkdir(&s, &a.alice, "viking://resources/open/dir");
     write(&s, &a.alice, "viking://resources/open/dir/x.md", "x");
-    ok(&set_acl(&s, &a.alice, "viking://resources/open/dir/x.md", only_carol.clone()));
+    ok(&set_acl(
+        &s,
+        &a.alice,
+        "viking://resources/open/dir/x.md",
+        only_carol.clone(),
+    ));
     assert_eq!(mv("/open/dir", "/open/dir2", None).status, 201);
-    assert_eq!(read_status(&s, &a.bob, "viking://resources/open/dir2/x.md"), 403);
+    assert_eq!(
+        read_status(&s, &a.bob, "viking://resources/open/dir2/x.md"),
+        403
+    );
     assert_eq!(rows(&st), ["open/c.md", "open/dir2/x.md"]);
 
     // A snapshot restore that deletes a file drops its row.
@@ -1008,7 +1035,12 @@ fn acl_rows_follow_webdav_moves_restores_and_imports() {
     );
     let c1 = ok(&v1)["commit_oid"].as_str().unwrap().to_string();
     write(&s, &a.alice, "viking://resources/open/snap/t.md", "t");
-    ok(&set_acl(&s, &a.alice, "viking://resources/open/snap/t.md", only_carol.clone()));
+    ok(&set_acl(
+        &s,
+        &a.alice,
+        "viking://resources/open/snap/t.md",
+        only_carol.clone(),
+    ));
     let r = s.post(
         "/api/v1/snapshot/restore",
         Some(&a.alice),
@@ -1017,14 +1049,26 @@ fn acl_rows_follow_webdav_moves_restores_and_imports() {
     assert_eq!(ok(&r)["deleted"], 1, "{:?}", r.body);
     assert_eq!(rows(&st), ["open/c.md", "open/dir2/x.md"]);
     write(&s, &a.alice, "viking://resources/open/snap/t.md", "t again");
-    assert_eq!(read_status(&s, &a.bob, "viking://resources/open/snap/t.md"), 200);
+    assert_eq!(
+        read_status(&s, &a.bob, "viking://resources/open/snap/t.md"),
+        200
+    );
 
     // A pack import that replaces a tree: its rows go with it (imported nodes inherit).
     write(&s, &a.alice, "viking://resources/open/pk/p.md", "p");
-    let r = s.post("/api/v1/pack/export", Some(&a.alice), json!({"uri": "viking://resources/open/pk"}));
+    let r = s.post(
+        "/api/v1/pack/export",
+        Some(&a.alice),
+        json!({"uri": "viking://resources/open/pk"}),
+    );
     assert_eq!(r.status, 200, "{:?}", r.body);
     let pack = r.raw;
-    ok(&set_acl(&s, &a.alice, "viking://resources/open/pk/p.md", only_carol.clone()));
+    ok(&set_acl(
+        &s,
+        &a.alice,
+        "viking://resources/open/pk/p.md",
+        only_carol.clone(),
+    ));
     // Replacing it needs the right to remove it: write access alone is refused, nothing changes.
     ok(&set_acl(
         &s,
@@ -1049,11 +1093,20 @@ fn acl_rows_follow_webdav_moves_restores_and_imports() {
     let before = rows(&st);
     assert_eq!(import(&a.bob).status, 403);
     assert_eq!(rows(&st), before);
-    assert_eq!(read_status(&s, &a.carol, "viking://resources/open/pk/p.md"), 200);
-    assert_eq!(read_status(&s, &a.bob, "viking://resources/open/pk/p.md"), 403);
+    assert_eq!(
+        read_status(&s, &a.carol, "viking://resources/open/pk/p.md"),
+        200
+    );
+    assert_eq!(
+        read_status(&s, &a.bob, "viking://resources/open/pk/p.md"),
+        403
+    );
     ok(&import(&a.alice));
     assert_eq!(rows(&st), ["open", "open/c.md", "open/dir2/x.md"]);
-    assert_eq!(read_status(&s, &a.bob, "viking://resources/open/pk/p.md"), 200);
+    assert_eq!(
+        read_status(&s, &a.bob, "viking://resources/open/pk/p.md"),
+        200
+    );
 }
 
 /// Changes to acl.json, groups.json and setting.json written to storage but never announced
@@ -1082,7 +1135,10 @@ fn unannounced_acl_group_and_setting_changes_reach_every_instance() {
     let until_both = |want: u16, what: &str| {
         let since = Instant::now();
         while read_status(&a_srv, &a.bob, x) != want || read_status(&b_srv, &a.bob, x) != want {
-            assert!(since.elapsed() < bound, "{what}: not applied on both within {bound:?}");
+            assert!(
+                since.elapsed() < bound,
+                "{what}: not applied on both within {bound:?}"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         since.elapsed()
@@ -1105,7 +1161,9 @@ fn unannounced_acl_group_and_setting_changes_reach_every_instance() {
         d["acl"]["enabled"] = json!(false);
     });
     let setting = until_both(200, "setting.json");
-    eprintln!("unannounced changes applied after: groups {groups:?}, acl {acl:?}, settings {setting:?}");
+    eprintln!(
+        "unannounced changes applied after: groups {groups:?}, acl {acl:?}, settings {setting:?}"
+    );
 }
 
 /// `content/batch-write` applies each operation's `acl` as 0.5.2 does: manage on the target
@@ -1132,10 +1190,24 @@ fn batch_write_applies_acls() {
             {"uri": "viking://resources/kb/open.md", "content": "o"},
         ]}),
     );
-    assert_eq!(ok(&r)["created"].as_array().unwrap().len(), 2, "{:?}", r.body);
-    assert_eq!(read_status(&s, &a.bob, "viking://resources/kb/secret.md"), 403);
-    assert_eq!(read_status(&s, &a.carol, "viking://resources/kb/secret.md"), 200);
-    assert_eq!(read_status(&s, &a.bob, "viking://resources/kb/open.md"), 200);
+    assert_eq!(
+        ok(&r)["created"].as_array().unwrap().len(),
+        2,
+        "{:?}",
+        r.body
+    );
+    assert_eq!(
+        read_status(&s, &a.bob, "viking://resources/kb/secret.md"),
+        403
+    );
+    assert_eq!(
+        read_status(&s, &a.carol, "viking://resources/kb/secret.md"),
+        200
+    );
+    assert_eq!(
+        read_status(&s, &a.bob, "viking://resources/kb/open.md"),
+        200
+    );
     let got = ok(&get_acl(&s, &a.alice, "viking://resources/kb/secret.md")).clone();
     assert_eq!(got["acl_mode"], "restricted", "{got}");
 
@@ -1148,7 +1220,12 @@ fn batch_write_applies_acls() {
              "expected_sha256": "0".repeat(64)},
         ]}),
     );
-    assert_eq!(ok(&r)["conflicts"].as_array().unwrap().len(), 1, "{:?}", r.body);
+    assert_eq!(
+        ok(&r)["conflicts"].as_array().unwrap().len(),
+        1,
+        "{:?}",
+        r.body
+    );
     assert_eq!(read_status(&s, &a.bob, "viking://resources/kb/old.md"), 200);
     assert_eq!(rows(&st), ["kb/secret.md"]);
 
@@ -1161,7 +1238,11 @@ fn batch_write_applies_acls() {
             {"uri": "viking://resources/kb/open.md", "content": "c", "acl": {"acl_mode": "restricted"}},
         ]}),
     );
-    assert_eq!(r.status, 200, "carol has manage under the root by default: {:?}", r.body);
+    assert_eq!(
+        r.status, 200,
+        "carol has manage under the root by default: {:?}",
+        r.body
+    );
     ok(&set_acl(
         &s,
         &a.alice,

@@ -422,7 +422,10 @@ fn console_tokens_count_embedding_tokens_in_the_asked_timezone() {
     let today = chrono_today();
     let tokens = |tz: &str, day: &str| -> Value {
         let r = s.get(
-            &format!("/api/v1/console/tokens?start_date={day}&end_date={day}&timezone={}", q(tz)),
+            &format!(
+                "/api/v1/console/tokens?start_date={day}&end_date={day}&timezone={}",
+                q(tz)
+            ),
             Some(&alice),
         );
         assert_eq!(r.status, 200, "{:?}", r.body);
@@ -444,7 +447,10 @@ fn console_tokens_count_embedding_tokens_in_the_asked_timezone() {
         if docs >= 3 * TOKENS_PER_TEXT && asked {
             break v;
         }
-        assert!(Instant::now() < deadline, "embedding tokens not counted: {v}");
+        assert!(
+            Instant::now() < deadline,
+            "embedding tokens not counted: {v}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     };
     let rows = v["breakdown"].as_array().unwrap();
@@ -466,7 +472,10 @@ fn console_tokens_count_embedding_tokens_in_the_asked_timezone() {
     if kiritimati == date_at(14, now) {
         let there = tokens("Pacific/Kiritimati", &kiritimati);
         assert_eq!(there["items"][0]["date"], kiritimati.as_str());
-        assert!(there["items"][0]["embedding_input"].as_u64().unwrap() >= embedded, "{there}");
+        assert!(
+            there["items"][0]["embedding_input"].as_u64().unwrap() >= embedded,
+            "{there}"
+        );
         let behind = tokens("Etc/GMT+12", &kiritimati);
         assert_eq!(behind["items"][0]["embedding_input"], 0, "{behind}");
     } else {

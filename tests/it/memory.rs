@@ -1131,8 +1131,12 @@ fn the_users_memory_policy_applies_when_the_session_has_none() {
             Some(&key),
             json!({"role": "user", "content": "remember pref tea = Likes green tea"}),
         ));
-        let out = ok(&s.post(&format!("/api/v1/sessions/{sid}/commit"), Some(&key), json!({})))
-            .clone();
+        let out = ok(&s.post(
+            &format!("/api/v1/sessions/{sid}/commit"),
+            Some(&key),
+            json!({}),
+        ))
+        .clone();
         let id = out["task_id"].as_str().unwrap().to_string();
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {

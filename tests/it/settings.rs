@@ -217,8 +217,17 @@ fn stored_add_locations_are_where_resources_and_skills_go() {
     assert!(!root.starts_with("viking://resources/inbox/"), "{added}");
     // Skills: without a stored location, the user's own skills; with one, there.
     let skill = "---\nname: tidy\ndescription: Tidy a folder.\n---\n\nSort files by type.\n";
-    let r = s.post("/api/v1/skills", Some(&alice), json!({"data": skill, "wait": true}));
-    assert_eq!(r.result()["root_uri"], "viking://user/alice/skills/tidy", "{:?}", r.body);
+    let r = s.post(
+        "/api/v1/skills",
+        Some(&alice),
+        json!({"data": skill, "wait": true}),
+    );
+    assert_eq!(
+        r.result()["root_uri"],
+        "viking://user/alice/skills/tidy",
+        "{:?}",
+        r.body
+    );
     let r = s.call(
         "PATCH",
         LOCATIONS,
@@ -227,7 +236,16 @@ fn stored_add_locations_are_where_resources_and_skills_go() {
     );
     assert_eq!(r.status, 200, "{:?}", r.body);
     let skill2 = "---\nname: sweep\ndescription: Sweep a folder.\n---\n\nDelete temp files.\n";
-    let r = s.post("/api/v1/skills", Some(&alice), json!({"data": skill2, "wait": true}));
+    let r = s.post(
+        "/api/v1/skills",
+        Some(&alice),
+        json!({"data": skill2, "wait": true}),
+    );
     assert_eq!(r.status, 200, "{:?}", r.body);
-    assert_eq!(r.result()["root_uri"], "viking://agent/skills/sweep", "{:?}", r.body);
+    assert_eq!(
+        r.result()["root_uri"],
+        "viking://agent/skills/sweep",
+        "{:?}",
+        r.body
+    );
 }

@@ -9,8 +9,7 @@ use actix::fut::wrap_future;
 use actix::prelude::*;
 
 use crate::storage::registry::load::{
-    AccountSnapshot, AccountStates, CheckOutcome, KnownAccount, ProbeOutcome, Reload,
-    SideVersions,
+    AccountSnapshot, AccountStates, CheckOutcome, KnownAccount, ProbeOutcome, Reload, SideVersions,
 };
 use crate::storage::Version;
 
@@ -325,9 +324,13 @@ impl AuthActor {
                     .index
                     .account(id)
                     .map(|a| (a.deleting, a.users_version.clone(), a.side.clone()));
-                let stored = snap
-                    .as_ref()
-                    .map(|s| (s.deletion.is_some(), s.users_version.clone(), s.side.clone()));
+                let stored = snap.as_ref().map(|s| {
+                    (
+                        s.deletion.is_some(),
+                        s.users_version.clone(),
+                        s.side.clone(),
+                    )
+                });
                 now == before.get(id).cloned() && now != stored
             })
             .collect();

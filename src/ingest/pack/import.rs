@@ -896,7 +896,8 @@ fn replace_sealed(
         }
     }
     if outcome.is_ok() {
-        outcome = crate::ingest::replace::publish(storage, staging, pairs).map_err(ServiceError::from);
+        outcome =
+            crate::ingest::replace::publish(storage, staging, pairs).map_err(ServiceError::from);
     }
     if let Err(e) = outcome {
         for saved in sealed {

@@ -460,7 +460,11 @@ impl Embedder {
     /// per text ([`provider::estimate_tokens`]).
     fn record_usage(&self, batch: &[(Want, String)], reported: Option<u64>) {
         let mut per_account: std::collections::BTreeMap<&str, u64> = Default::default();
-        let total_bytes: u64 = batch.iter().map(|(_, t)| t.len() as u64).sum::<u64>().max(1);
+        let total_bytes: u64 = batch
+            .iter()
+            .map(|(_, t)| t.len() as u64)
+            .sum::<u64>()
+            .max(1);
         for (w, text) in batch {
             let tokens = match reported {
                 Some(n) => (n as u128 * text.len() as u128 / total_bytes as u128) as u64,
@@ -599,7 +603,12 @@ impl Embedder {
     /// The query's vector, or why there is none (a find then answers from keywords). Never
     /// waits for a paused provider, and at most [`QUERY_TIMEOUT`] otherwise.
     /// The query's tokens are charged to the asking `account` and `user`.
-    pub fn embed_query(&self, text: &str, account: &str, user: &str) -> Result<Vec<f32>, EmbedError> {
+    pub fn embed_query(
+        &self,
+        text: &str,
+        account: &str,
+        user: &str,
+    ) -> Result<Vec<f32>, EmbedError> {
         if self.paused_until().is_some() {
             return Err(EmbedError::Unavailable(
                 "provider is paused (failing or throttling); retrying in the background".into(),

@@ -192,7 +192,8 @@ mod tests {
         let v = v.vectors;
         assert_eq!(v[1], vec![0.0, 1.0]);
         assert!((v[0][0] - 0.6).abs() < 1e-6);
-        let counted = br#"{"data":[{"embedding":[1,0]}],"usage":{"prompt_tokens":7,"total_tokens":7}}"#;
+        let counted =
+            br#"{"data":[{"embedding":[1,0]}],"usage":{"prompt_tokens":7,"total_tokens":7}}"#;
         assert_eq!(p.parse(counted, 1).unwrap().prompt_tokens, Some(7));
         assert_eq!(estimate_tokens("abcde"), 2);
         assert_eq!(estimate_tokens(""), 1);

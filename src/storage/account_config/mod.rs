@@ -13,7 +13,6 @@ mod cache;
 mod schema;
 pub mod stored;
 
-
 use serde_json::{Map, Value};
 
 use crate::error::{ServiceError, ServiceResult};

@@ -328,7 +328,11 @@ pub fn stage_many(
 impl StagedRows {
     /// After the batch: nodes it did not write (conflicts, or not reached after an error)
     /// get their rows back as they were.
-    pub fn settle(self, cx: &OpCtx<'_>, written: &[crate::storage::StorePath]) -> ServiceResult<()> {
+    pub fn settle(
+        self,
+        cx: &OpCtx<'_>,
+        written: &[crate::storage::StorePath],
+    ) -> ServiceResult<()> {
         let undo: Vec<_> = self
             .before
             .into_iter()
@@ -439,7 +443,9 @@ pub fn seal_node(
     };
     let mut saved = Vec::new();
     edit_table(storage, to, |t| {
-        saved = rows_under(t, &dst).map(|k| (k.clone(), t.nodes[k].clone())).collect();
+        saved = rows_under(t, &dst)
+            .map(|k| (k.clone(), t.nodes[k].clone()))
+            .collect();
         if saved.is_empty() && rows_under(t, &src).next().is_none() {
             return false;
         }
@@ -470,7 +476,9 @@ pub fn seal_subtree(storage: &dyn Storage, uri: &VikingUri) -> ServiceResult<Sav
     };
     let mut saved = Vec::new();
     edit_table(storage, uri, |t| {
-        saved = rows_under(t, &rel).map(|k| (k.clone(), t.nodes[k].clone())).collect();
+        saved = rows_under(t, &rel)
+            .map(|k| (k.clone(), t.nodes[k].clone()))
+            .collect();
         if saved.is_empty() {
             return false;
         }
@@ -500,7 +508,9 @@ pub fn take_rows(storage: &dyn Storage, uri: &VikingUri) -> ServiceResult<SavedR
     };
     let mut saved = Vec::new();
     edit_table(storage, uri, |t| {
-        saved = rows_under(t, &rel).map(|k| (k.clone(), t.nodes[k].clone())).collect();
+        saved = rows_under(t, &rel)
+            .map(|k| (k.clone(), t.nodes[k].clone()))
+            .collect();
         for (k, _) in &saved {
             t.nodes.remove(k);
         }

@@ -84,7 +84,9 @@ pub fn stat_side(storage: &dyn Storage, account: &str) -> ServiceResult<SideVers
     Ok(SideVersions {
         acl: version(crate::storage::acl::files::acl_path(account)?)?,
         groups: version(super::store::groups_path(account)?)?,
-        config: version(crate::storage::account_config::stored::config_path(account)?)?,
+        config: version(crate::storage::account_config::stored::config_path(
+            account,
+        )?)?,
     })
 }
 

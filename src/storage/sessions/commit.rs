@@ -336,8 +336,7 @@ pub fn commit(storage: &dyn Storage, s: &SessionRef, o: &CommitOptions) -> Servi
     let name = archive::name(n);
     let task_id = deps::task_create(storage, s)?;
     let mut o = o.clone();
-    if matches!(o.memory, MemoryMode::Deferred { .. })
-        && !policy::extracts_memories(&memory_policy)
+    if matches!(o.memory, MemoryMode::Deferred { .. }) && !policy::extracts_memories(&memory_policy)
     {
         o.memory = MemoryMode::Skip("memory_policy extracts no memory types".into());
     }
