@@ -19,7 +19,9 @@ use longship::search::access::PathFilter;
 use longship::search::docs::DocSource;
 use longship::search::index::{Payload, SearchIndex, SCHEMA_VERSION};
 use longship::search::tokenizer::query_terms;
-use longship::storage::acl::{AccountAccess, AclFile, AclView, Entry, GroupsFile, Level, Mode, NodeAcl};
+use longship::storage::acl::{
+    AccountAccess, AclFile, AclView, Entry, GroupsFile, Level, Mode, NodeAcl,
+};
 use longship::storage::StorePath;
 use rand::distributions::{Distribution, WeightedIndex};
 use rand::rngs::StdRng;
@@ -145,7 +147,9 @@ fn main() {
     let index = SearchIndex::open(&dir.path().join("index"), WRITER_MB).expect("open");
     let started = Instant::now();
     for i in 0..n_docs {
-        index.upsert(&doc(i, &words, &mut rng, &zipf)).expect("upsert");
+        index
+            .upsert(&doc(i, &words, &mut rng, &zipf))
+            .expect("upsert");
         if (i + 1) % COMMIT_EVERY == 0 {
             index.commit(&payload()).expect("commit");
         }
@@ -201,7 +205,10 @@ fn main() {
             p99s.entry(side).or_default().push(p99);
         }
     }
-    let (none99, acl99) = (median(p99s["no ACL"].clone()), median(p99s["ACL filter"].clone()));
+    let (none99, acl99) = (
+        median(p99s["no ACL"].clone()),
+        median(p99s["ACL filter"].clone()),
+    );
     println!(
         "medians: no ACL p50 {:.3} ms p99 {none99:.3} ms; ACL filter p50 {:.3} ms p99 {acl99:.3} ms; p99 ratio {:.2} (bound 2.0); load average after: {}",
         median(p50s["no ACL"].clone()),
