@@ -89,6 +89,7 @@ pub fn run(
         Some(next) if task.is_active && next <= now => {}
         next => return Ok(RunOutcome::NotDue(next.filter(|_| task.is_active))),
     }
+    tracing::info!(account, task = task_id, url = %task.path, "watch run: fetching");
     let scratch = Scratch::create(settings, &format!("watch-{task_id}")).map_err(|e| {
         tracing::error!(error = %e, "cannot create the watch's scratch directory");
         ServiceError::unavailable("ingest", "no local scratch space for fetching")
