@@ -187,6 +187,10 @@ pub fn fetch_if_changed(
         .send()
         .map_err(|e| fetch_error(raw_url, &e, &budget))?;
     budget.check(raw_url)?;
+    let conditional = known.etag.is_some() || known.last_modified.is_some();
+    if conditional && resp.status() == reqwest::StatusCode::NOT_MODIFIED {
+        return Ok(Fetched::NotModified);
+    }
     if resp.status().is_redirection() {
         let location = resp
             .headers()
@@ -203,10 +207,6 @@ pub fn fetch_if_changed(
             raw_url,
             &format!("redirect to {location:.200} refused: {why}"),
         ));
-    }
-    let conditional = known.etag.is_some() || known.last_modified.is_some();
-    if conditional && resp.status() == reqwest::StatusCode::NOT_MODIFIED {
-        return Ok(Fetched::NotModified);
     }
     if !resp.status().is_success() {
         return Err(ServiceError::invalid_argument(format!(
