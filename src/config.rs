@@ -10,8 +10,8 @@ mod audit;
 mod retrieval;
 mod watch;
 pub use audit::AuditSettings;
-pub use watch::WatchSettings;
 pub use retrieval::{DenseSettings, EmbeddingSettings, SearchSettings};
+pub use watch::WatchSettings;
 
 /// Every setting of the server. `config/default.toml` documents each with its default; a test
 /// keeps the two equal.

@@ -21,11 +21,11 @@ use crate::jobs::resources::{
     AddResource, CommitUpload, CountPendingIngestions, NewWatch, RemoveUpload, WriteUploadPart,
 };
 use crate::jobs::watches::CheckWatchTarget;
-use crate::storage::watches::Watch;
 use crate::jobs::PoolError;
 use crate::storage::tags::TagMode;
 use crate::storage::tasks;
 use crate::storage::uri::{self, Access, Scope, VikingUri};
+use crate::storage::watches::Watch;
 
 use super::auth::{AnyRole, Caller, DataAccess};
 use super::envelope::{ApiOk, ApiResult};

@@ -102,7 +102,10 @@ pub fn check_interval(loc: &[&str], minutes: f64, positive: bool) -> Result<(), 
 }
 
 /// The canonical spelling of a `to_uri` the caller gave (as 0.5.2 validates it).
-fn canonical(caller: &Caller<DataAccess>, raw: Option<String>) -> Result<Option<String>, ServiceError> {
+fn canonical(
+    caller: &Caller<DataAccess>,
+    raw: Option<String>,
+) -> Result<Option<String>, ServiceError> {
     match raw.filter(|s| !s.trim().is_empty()) {
         Some(raw) => Ok(Some(uri::parse(&raw, &caller.identity)?.uri())),
         None => Ok(None),

@@ -137,7 +137,10 @@ pub enum Fetched {
     /// 304: the content is the one the validators name; nothing was written.
     NotModified,
     /// The content is in `dest`: its file name and the validators it came with.
-    Body { name: String, validators: Validators },
+    Body {
+        name: String,
+        validators: Validators,
+    },
 }
 
 /// [`fetch_to_file`] as a conditional request (`If-None-Match` / `If-Modified-Since` from

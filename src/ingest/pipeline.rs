@@ -189,7 +189,10 @@ fn ingest_staged(
         &mut validators,
     )?;
     let source_version = match validators {
-        Some(v) => Some((v, super::watch::file_sha256(&input).map_err(ServiceError::internal)?)),
+        Some(v) => Some((
+            v,
+            super::watch::file_sha256(&input).map_err(ServiceError::internal)?,
+        )),
         None => None,
     };
     if let (Source::Upload { .. }, Some(name)) = (&req.source, &req.source_name) {
@@ -501,8 +504,12 @@ fn restore_replaced(storage: &dyn Storage, staging: &StorePath) {
     };
     if matches!(storage.stat(&previous), Ok(Some(_))) && matches!(storage.stat(&target), Ok(None)) {
         match storage.rename(&previous, &target) {
-            Ok(()) => tracing::warn!(target = %target.as_str(), "restored a tree an interrupted refresh had moved aside"),
-            Err(e) => tracing::error!(target = %target.as_str(), error = %e, "could not restore a tree an interrupted refresh moved aside"),
+            Ok(()) => {
+                tracing::warn!(target = %target.as_str(), "restored a tree an interrupted refresh had moved aside")
+            }
+            Err(e) => {
+                tracing::error!(target = %target.as_str(), error = %e, "could not restore a tree an interrupted refresh moved aside")
+            }
         }
     }
 }

@@ -145,7 +145,12 @@ fn target_of(task: &Watch) -> ServiceResult<VikingUri> {
 
 /// The ingestion a changed watch runs: its options as stored, the fetched file as source,
 /// replacing its target.
-fn request(task: &Watch, target: VikingUri, name: String, file: std::path::PathBuf) -> IngestRequest {
+fn request(
+    task: &Watch,
+    target: VikingUri,
+    name: String,
+    file: std::path::PathBuf,
+) -> IngestRequest {
     let kw = &task.processor_kwargs;
     let text = |k: &str| kw.get(k).and_then(Value::as_str).map(str::to_string);
     IngestRequest {

@@ -199,7 +199,9 @@ impl BlockingJob for RemoveUser {
         );
         if out.is_ok() {
             // The user's watches go with the user.
-            if let Err(e) = crate::storage::watches::forget_user(ctx.storage, &self.account, &self.user) {
+            if let Err(e) =
+                crate::storage::watches::forget_user(ctx.storage, &self.account, &self.user)
+            {
                 tracing::error!(account = %self.account, user = %self.user, error = %e.message, "watches of a removed user not removed");
             }
         }

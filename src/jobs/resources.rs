@@ -293,7 +293,11 @@ fn ingest_and_summarise(
 }
 
 /// Store the watch of a just-published URL resource, knowing the content it was published from.
-fn start_watch(ctx: &JobContext<'_>, new: NewWatch, published: &Published) -> ServiceResult<String> {
+fn start_watch(
+    ctx: &JobContext<'_>,
+    new: NewWatch,
+    published: &Published,
+) -> ServiceResult<String> {
     let mut w = new.watch;
     w.to_uri = published.root_uri.uri();
     if let Some((validators, hash)) = &published.source_version {

@@ -213,6 +213,11 @@ fn tags_of(ctx: &JobContext<'_>, account: &str, task_id: &str) -> Option<(Vec<St
         .iter()
         .filter_map(|t| t.as_str().map(str::to_string))
         .collect();
-    let mode = TagMode::parse_or_refuse(kw.get("tag_mode").and_then(Value::as_str).unwrap_or("replace")).ok()?;
+    let mode = TagMode::parse_or_refuse(
+        kw.get("tag_mode")
+            .and_then(Value::as_str)
+            .unwrap_or("replace"),
+    )
+    .ok()?;
     Some((tags, mode))
 }

@@ -212,7 +212,9 @@ pub fn create(storage: &dyn Storage, watch: Watch, max_per_account: usize) -> Se
         if tasks.len() >= max_per_account {
             return Err(ServiceError::new(
                 ErrorCode::ResourceExhausted,
-                format!("This account already holds {max_per_account} watches (watch.max_per_account)"),
+                format!(
+                    "This account already holds {max_per_account} watches (watch.max_per_account)"
+                ),
             ));
         }
         tasks.push(watch.clone());
@@ -482,10 +484,19 @@ mod tests {
         let w = update(&st, &who("alice"), "w1", &paused, 1.0).unwrap();
         assert!(!w.is_active && w.next_execution_time.is_none());
         // A removed ancestor removes the watch below it; a sibling prefix does not.
-        assert_eq!(forget_under(&st, "acme", "viking://resources/b/c2").unwrap(), 0);
-        assert_eq!(forget_under(&st, "acme", "viking://resources/b").unwrap(), 1);
+        assert_eq!(
+            forget_under(&st, "acme", "viking://resources/b/c2").unwrap(),
+            0
+        );
+        assert_eq!(
+            forget_under(&st, "acme", "viking://resources/b").unwrap(),
+            1
+        );
         after_move(&st, "acme", "viking://resources/a", "viking://resources/z").unwrap();
-        assert_eq!(list(&st, &who("alice"), false).unwrap()[0].to_uri, "viking://resources/z");
+        assert_eq!(
+            list(&st, &who("alice"), false).unwrap()[0].to_uri,
+            "viking://resources/z"
+        );
         forget_user(&st, "acme", "alice").unwrap();
         assert!(list(&st, &who("alice"), false).unwrap().is_empty());
     }

@@ -198,13 +198,25 @@ fn changed_content_is_reingested_once_per_change_and_unchanged_is_not() {
     let s = Server::start(&st, opts());
     let key = create_account(&s, "acme", "alice");
     // Below the floor: accepted, raised, and the answer says so.
-    let etagged = add_watched(&s, &key, &site.url("/doc.md"), "viking://resources/doc", 0.01);
+    let etagged = add_watched(
+        &s,
+        &key,
+        &site.url("/doc.md"),
+        "viking://resources/doc",
+        0.01,
+    );
     assert!(etagged["watch_id"].is_string(), "{etagged:?}");
     assert!(
         etagged["warnings"].to_string().contains("minimum"),
         "{etagged:?}"
     );
-    let plain = add_watched(&s, &key, &site.url("/plain.md"), "viking://resources/plain", 0.02);
+    let plain = add_watched(
+        &s,
+        &key,
+        &site.url("/plain.md"),
+        "viking://resources/plain",
+        0.02,
+    );
     let w = watch_of(&s, &key, "viking://resources/doc");
     assert_eq!(w.status, 200, "{:?}", w.body);
     assert_eq!(w.result()["task_id"], etagged["watch_id"]);
@@ -217,7 +229,9 @@ fn changed_content_is_reingested_once_per_change_and_unchanged_is_not() {
     // Unchanged content: runs happen (a 304 for the ETag site, the same hash for the other),
     // nothing is ingested again.
     let long = Duration::from_secs(60);
-    wait_for("two 304 answers", long, || (site.count("/doc.md").1 >= 2).then_some(()));
+    wait_for("two 304 answers", long, || {
+        (site.count("/doc.md").1 >= 2).then_some(())
+    });
     wait_for("three fetches without validators", long, || {
         (site.count("/plain.md").0 >= 4).then_some(())
     });
@@ -233,7 +247,10 @@ fn changed_content_is_reingested_once_per_change_and_unchanged_is_not() {
     site.set_version(2);
     for (to, file) in [
         ("viking://resources/doc", "viking://resources/doc/doc.md"),
-        ("viking://resources/plain", "viking://resources/plain/plain.md"),
+        (
+            "viking://resources/plain",
+            "viking://resources/plain/plain.md",
+        ),
     ] {
         wait_for("the new version", long, || {
             read(&s, &key, file).contains("version 2").then_some(())
@@ -250,7 +267,11 @@ fn changed_content_is_reingested_once_per_change_and_unchanged_is_not() {
         (site.count("/doc.md").0 >= doc_seen + 2 && site.count("/plain.md").0 >= plain_seen + 2)
             .then_some(())
     });
-    assert_eq!(ingestions(&s, &key), 4, "one re-ingestion per watch and change");
+    assert_eq!(
+        ingestions(&s, &key),
+        4,
+        "one re-ingestion per watch and change"
+    );
     let w = watch_of(&s, &key, "viking://resources/plain");
     assert_eq!(w.result()["last_status"], "unchanged", "{:?}", w.body);
     let _ = plain;
@@ -261,7 +282,11 @@ fn changed_content_is_reingested_once_per_change_and_unchanged_is_not() {
         json!({"query": "version", "target_uri": "viking://resources/doc"}),
     );
     assert_eq!(r.status, 200, "{:?}", r.body);
-    assert!(r.body.to_string().contains("viking://resources/doc/doc.md"), "{:?}", r.body);
+    assert!(
+        r.body.to_string().contains("viking://resources/doc/doc.md"),
+        "{:?}",
+        r.body
+    );
 }
 
 #[test]
@@ -270,21 +295,34 @@ fn trigger_update_delete_by_id_and_uri_and_bad_input() {
     let st = Storage::new();
     let s = Server::start(&st, opts());
     let key = create_account(&s, "acme", "alice");
-    let added = add_watched(&s, &key, &site.url("/doc.md"), "viking://resources/doc", 60.0);
+    let added = add_watched(
+        &s,
+        &key,
+        &site.url("/doc.md"),
+        "viking://resources/doc",
+        60.0,
+    );
     let id = added["watch_id"].as_str().unwrap().to_string();
     let to = "viking://resources/doc";
 
     // Trigger answers at once; the run follows.
     let r = s.post(&format!("{WATCHES}/{id}/trigger"), Some(&key), json!({}));
     assert_eq!(r.status, 200, "{:?}", r.body);
-    assert_eq!(r.result(), &json!({"task_id": id, "to_uri": to, "scheduled": true}));
+    assert_eq!(
+        r.result(),
+        &json!({"task_id": id, "to_uri": to, "scheduled": true})
+    );
     let long = Duration::from_secs(60);
     wait_for("the triggered run", long, || {
         let w = s.get(&format!("{WATCHES}/{id}"), Some(&key));
         (w.result()["last_status"] == "unchanged").then_some(())
     });
     let before = site.count("/doc.md").0;
-    let r = s.post(&format!("{WATCHES}/trigger?to_uri={}", q(to)), Some(&key), json!({}));
+    let r = s.post(
+        &format!("{WATCHES}/trigger?to_uri={}", q(to)),
+        Some(&key),
+        json!({}),
+    );
     assert_eq!(r.status, 200, "{:?}", r.body);
     assert_eq!(r.result()["scheduled"], true);
     wait_for("the run triggered by to_uri", long, || {
@@ -292,7 +330,12 @@ fn trigger_update_delete_by_id_and_uri_and_bad_input() {
     });
 
     // PATCH by id and by to_uri; both keys must agree.
-    let r = s.call("PATCH", &format!("{WATCHES}/{id}"), Some(&key), Some(json!({"watch_interval": 30})));
+    let r = s.call(
+        "PATCH",
+        &format!("{WATCHES}/{id}"),
+        Some(&key),
+        Some(json!({"watch_interval": 30})),
+    );
     assert_eq!(r.status, 200, "{:?}", r.body);
     assert_eq!(r.result()["watch_interval"], 30.0);
     assert_eq!(r.result()["interval_raised"], false);
@@ -328,18 +371,34 @@ fn trigger_update_delete_by_id_and_uri_and_bad_input() {
         json!({"watch_interval": "NaN"}),
         json!({"unknown": 1}),
     ] {
-        let r = s.call("PATCH", &format!("{WATCHES}/{id}"), Some(&key), Some(body.clone()));
+        let r = s.call(
+            "PATCH",
+            &format!("{WATCHES}/{id}"),
+            Some(&key),
+            Some(body.clone()),
+        );
         assert_eq!(r.status, 400, "{body}: {:?}", r.body);
     }
-    assert_eq!(s.get(&format!("{WATCHES}/{id}"), Some(&key)).result()["watch_interval"], 30.0);
+    assert_eq!(
+        s.get(&format!("{WATCHES}/{id}"), Some(&key)).result()["watch_interval"],
+        30.0
+    );
     for path in [
         format!("{WATCHES}/no-such-id"),
         format!("{WATCHES}?to_uri={other}"),
     ] {
         assert_eq!(s.get(&path, Some(&key)).status, 404, "{path}");
     }
-    assert_eq!(s.delete(&format!("{WATCHES}/no-such-id"), Some(&key)).status, 404);
-    let r = s.post(&format!("{WATCHES}/no-such-id/trigger"), Some(&key), json!({}));
+    assert_eq!(
+        s.delete(&format!("{WATCHES}/no-such-id"), Some(&key))
+            .status,
+        404
+    );
+    let r = s.post(
+        &format!("{WATCHES}/no-such-id/trigger"),
+        Some(&key),
+        json!({}),
+    );
     assert_eq!(r.status, 404);
     // Another user of the account sees nothing of it.
     let bob = crate::harness::api::register(&s, &key, "acme", "bob", "user");
@@ -376,9 +435,18 @@ fn trigger_update_delete_by_id_and_uri_and_bad_input() {
     // DELETE by to_uri, then by id.
     let r = s.delete(&format!("{WATCHES}?to_uri={}", q(to)), Some(&key));
     assert_eq!(r.status, 200, "{:?}", r.body);
-    assert_eq!(r.result(), &json!({"task_id": id, "to_uri": to, "deleted": true}));
+    assert_eq!(
+        r.result(),
+        &json!({"task_id": id, "to_uri": to, "deleted": true})
+    );
     assert_eq!(watch_of(&s, &key, to).status, 404);
-    let again = add_watched(&s, &key, &site.url("/plain.md"), "viking://resources/plain", 60.0);
+    let again = add_watched(
+        &s,
+        &key,
+        &site.url("/plain.md"),
+        "viking://resources/plain",
+        60.0,
+    );
     let id2 = again["watch_id"].as_str().unwrap();
     let r = s.delete(&format!("{WATCHES}/{id2}"), Some(&key));
     assert_eq!(r.status, 200, "{:?}", r.body);
@@ -398,7 +466,13 @@ fn two_instances_run_each_period_once_and_take_over_after_kill9() {
     let a = Server::start(&st, opts());
     let b = Server::start(&st, opts());
     let key = create_account(&a, "acme", "alice");
-    add_watched(&a, &key, &site.url("/plain.md"), "viking://resources/plain", 0.03);
+    add_watched(
+        &a,
+        &key,
+        &site.url("/plain.md"),
+        "viking://resources/plain",
+        0.03,
+    );
     // Both instances know the watch and wake when it is due (scans every second); the lease
     // lets one of them run it per period.
     let start = site.count("/plain.md").0;
@@ -430,16 +504,20 @@ fn two_instances_run_each_period_once_and_take_over_after_kill9() {
     // Hold the next fetch: the instance that took the lease is stuck in it. Kill it.
     let (ran_a, ran_b) = (runs_logged(&a), runs_logged(&b));
     site.state.lock().unwrap().hold = true;
-    let runner = wait_for("a run that holds the lease", Duration::from_secs(60), || {
-        let (na, nb) = (runs_logged(&a), runs_logged(&b));
-        if na > ran_a {
-            Some('a')
-        } else if nb > ran_b {
-            Some('b')
-        } else {
-            None
-        }
-    });
+    let runner = wait_for(
+        "a run that holds the lease",
+        Duration::from_secs(60),
+        || {
+            let (na, nb) = (runs_logged(&a), runs_logged(&b));
+            if na > ran_a {
+                Some('a')
+            } else if nb > ran_b {
+                Some('b')
+            } else {
+                None
+            }
+        },
+    );
     let (mut dead, survivor) = if runner == 'a' { (a, b) } else { (b, a) };
     let survivor_runs = runs_logged(&survivor);
     let done_before = site.count("/plain.md").0;
@@ -465,9 +543,23 @@ fn restarts_keep_watches_and_removing_the_resource_removes_its_watch() {
     let st = Storage::new();
     let mut s = Server::start(&st, opts());
     let key = create_account(&s, "acme", "alice");
-    add_watched(&s, &key, &site.url("/doc.md"), "viking://resources/doc", 60.0);
-    add_watched(&s, &key, &site.url("/plain.md"), "viking://resources/dir/plain", 60.0);
-    let before = watch_of(&s, &key, "viking://resources/doc").result().clone();
+    add_watched(
+        &s,
+        &key,
+        &site.url("/doc.md"),
+        "viking://resources/doc",
+        60.0,
+    );
+    add_watched(
+        &s,
+        &key,
+        &site.url("/plain.md"),
+        "viking://resources/dir/plain",
+        60.0,
+    );
+    let before = watch_of(&s, &key, "viking://resources/doc")
+        .result()
+        .clone();
     s.restart();
     let after = watch_of(&s, &key, "viking://resources/doc");
     assert_eq!(after.status, 200, "{:?}", after.body);
@@ -481,7 +573,10 @@ fn restarts_keep_watches_and_removing_the_resource_removes_its_watch() {
     assert_eq!(r.status, 200, "{:?}", r.body);
     assert_eq!(watch_of(&s, &key, "viking://resources/doc2").status, 200);
     for uri in ["viking://resources/doc2", "viking://resources/dir"] {
-        let r = s.delete(&format!("/api/v1/fs?uri={}&recursive=true", q(uri)), Some(&key));
+        let r = s.delete(
+            &format!("/api/v1/fs?uri={}&recursive=true", q(uri)),
+            Some(&key),
+        );
         assert_eq!(r.status, 200, "{:?}", r.body);
     }
     assert_eq!(s.get(WATCHES, Some(&key)).result()["total"], 0);
