@@ -519,6 +519,17 @@ fn two_instances_run_each_period_once_and_take_over_after_kill9() {
         },
     );
     let (mut dead, survivor) = if runner == 'a' { (a, b) } else { (b, a) };
+    // The observer's queue component of the runner counts it.
+    let r = dead.get("/api/v1/observer/queue?format=json", Some(&key));
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let row = r.result()["status"]["queues"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|q| q["queue"] == "watches")
+        .cloned()
+        .unwrap();
+    assert_eq!(row["in_progress"], 1, "{row}");
     let survivor_runs = runs_logged(&survivor);
     let done_before = site.count("/plain.md").0;
     dead.kill9();
@@ -580,4 +591,23 @@ fn restarts_keep_watches_and_removing_the_resource_removes_its_watch() {
         assert_eq!(r.status, 200, "{:?}", r.body);
     }
     assert_eq!(s.get(WATCHES, Some(&key)).result()["total"], 0);
+    // A removed user's watches go with the user.
+    let bob = crate::harness::api::register(&s, &key, "acme", "bob", "user");
+    add_watched(
+        &s,
+        &bob,
+        &site.url("/doc.md"),
+        "viking://resources/bobdoc",
+        60.0,
+    );
+    assert!(st
+        .read_string("acme/_system/watches.json")
+        .contains("bobdoc"));
+    let r = s.delete("/api/v1/admin/accounts/acme/users/bob", Some(&key));
+    assert!(r.status == 200 || r.status == 202, "{:?}", r.body);
+    wait_for("the user's watch removed", Duration::from_secs(60), || {
+        (!st.read_string("acme/_system/watches.json")
+            .contains("bobdoc"))
+        .then_some(())
+    });
 }
