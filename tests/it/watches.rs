@@ -83,7 +83,10 @@ impl Site {
 impl Drop for Site {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
-        self.state.lock().unwrap().hold = false;
+        // Poisoned when an assertion failed while holding it: nothing to release then.
+        if let Ok(mut s) = self.state.lock() {
+            s.hold = false;
+        }
     }
 }
 
