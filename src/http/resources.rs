@@ -512,7 +512,13 @@ async fn add_resource(
     if !body.wait {
         // Answered once the tree is visible; summaries and the task's end follow on the pool.
         return match published.await {
-            Ok(result) => Ok(ApiOk::new(result)),
+            Ok(result) => {
+                if result.get("watch_id").is_some() {
+                    // The new watch is scheduled here at once (other instances: next scan).
+                    state.watches.changed(caller.account());
+                }
+                Ok(ApiOk::new(result))
+            }
             // Failed before publishing: the job's error (the task is failed already).
             Err(_) => {
                 if let Some(uri) = &acl_target {
@@ -552,6 +558,9 @@ async fn add_resource(
         super::acl::unstage_acl(&state, uri).await;
     }
     let answer = answer?;
+    if body.watch_interval > 0.0 {
+        state.watches.changed(caller.account());
+    }
     // wait=true also waits until find here sees the tree (read-your-writes of the index).
     let _ = state.search.wait_fresh(caller.account(), INDEX_WAIT).await;
     Ok(ApiOk::new(answer))
