@@ -453,13 +453,9 @@ fn publish(
     }
 }
 
-/// Where a replacing ingestion keeps the tree it replaces until the new one is in place, and
-/// the note naming the target (for the sweep, should the process die between the renames).
-const PREVIOUS: &str = "previous";
-const REPLACES: &str = "replaces";
-
-/// Swap the staged `tree` into `target`: move the old tree aside into the ingestion's staging
-/// directory (removed with it), rename the new one in; if that fails, the old one goes back.
+/// Swap the staged `tree` into `target` through `ingest::replace` (one atomic exchange on
+/// local disk; on S3 a journaled pair of moves the staging sweep settles after a crash), so
+/// readers see the old tree or the new one whole.
 fn replace(
     storage: &dyn Storage,
     req: &IngestRequest,
@@ -467,51 +463,11 @@ fn replace(
     target: &VikingUri,
 ) -> StorageResult<()> {
     let staging = staging_dir(&req.account, &req.task_id)?;
-    let previous = staging.join(PREVIOUS)?;
-    storage.write(
-        &staging.join(REPLACES)?,
-        target.store_path().as_str().as_bytes(),
-    )?;
-    let moved_aside = match storage.rename(target.store_path(), &previous) {
-        Ok(()) => true,
-        Err(StorageError::NotFound(_)) => false,
-        Err(e) => return Err(e),
-    };
-    match storage.rename(tree, target.store_path()) {
-        Ok(()) => Ok(()),
-        Err(e) => {
-            if moved_aside {
-                if let Err(back) = storage.rename(&previous, target.store_path()) {
-                    tracing::error!(target = %target.uri(), error = %back, "the replaced tree could not be put back");
-                }
-            }
-            Err(e)
-        }
-    }
-}
-
-/// A dead replacing ingestion's staging directory: put the tree it moved aside back when
-/// nothing took its place (it died between the two renames).
-fn restore_replaced(storage: &dyn Storage, staging: &StorePath) {
-    let Ok(previous) = staging.join(PREVIOUS) else {
-        return;
-    };
-    let Ok(note) = staging.join(REPLACES).and_then(|p| storage.read(&p)) else {
-        return;
-    };
-    let Ok(target) = StorePath::parse(&String::from_utf8_lossy(&note)) else {
-        return;
-    };
-    if matches!(storage.stat(&previous), Ok(Some(_))) && matches!(storage.stat(&target), Ok(None)) {
-        match storage.rename(&previous, &target) {
-            Ok(()) => {
-                tracing::warn!(target = %target.as_str(), "restored a tree an interrupted refresh had moved aside")
-            }
-            Err(e) => {
-                tracing::error!(target = %target.as_str(), error = %e, "could not restore a tree an interrupted refresh moved aside")
-            }
-        }
-    }
+    super::replace::publish(
+        storage,
+        &staging,
+        &[(tree.clone(), target.store_path().clone())],
+    )
 }
 
 /// The URI of every directory of the published tree, deepest first (so summaries can be
@@ -665,8 +621,13 @@ pub fn sweep_staging(storage: &dyn Storage, stale_after: Duration) -> ServiceRes
                 continue;
             }
             if !super::active::is_live(storage, &account, &name, stale_after)? {
-                restore_replaced(storage, &dir.join(&name)?);
-                let _ = storage.remove(&dir.join(&name)?, true);
+                let work = dir.join(&name)?;
+                // A replacement a crash interrupted is finished first (its trees live here).
+                if let Err(e) = super::replace::settle(storage, &work) {
+                    tracing::warn!(error = %e, work = %name, "interrupted replacement not settled yet; retried by the next sweep");
+                    continue;
+                }
+                let _ = storage.remove(&work, true);
                 removed += 1;
             }
         }
