@@ -191,7 +191,7 @@ fn ingest_staged(
     let source_version = match validators {
         Some(v) => Some((
             v,
-            super::watch::file_sha256(&input).map_err(ServiceError::internal)?,
+            fetch::file_sha256(&input).map_err(ServiceError::internal)?,
         )),
         None => None,
     };

@@ -4,14 +4,11 @@
 //! re-ingest only when the content changed (304, or the same SHA-256, means unchanged). The
 //! ingestion itself is the caller's (the `AddResource` job's logic, replacing the target).
 
-use std::io::Read;
-use std::path::Path;
 use std::time::Duration;
 
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 
-use super::fetch::{self, Fetched, Validators};
+use super::fetch::{self, file_sha256, Fetched, Validators};
 use super::pipeline::{IngestRequest, Source, Target};
 use super::scratch::Scratch;
 use crate::config::ResourceSettings;
@@ -22,21 +19,6 @@ use crate::storage::{Storage, StorageError};
 
 /// How long a run waits for the watch's lease before leaving it to its holder.
 const LEASE_WAIT: Duration = Duration::from_millis(200);
-
-/// SHA-256 of a file, hex.
-pub fn file_sha256(path: &Path) -> std::io::Result<String> {
-    let mut file = std::fs::File::open(path)?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        let n = file.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
-    Ok(hex::encode(hasher.finalize()))
-}
 
 /// What one attempt to run a watch did.
 #[derive(Debug, Clone, PartialEq)]
