@@ -453,7 +453,7 @@ fn publish(
     }
 }
 
-/// Swap the staged `tree` into `target` through `ingest::replace` (one atomic exchange on
+/// Swap the staged `tree` into `target` through `storage::replace` (one atomic exchange on
 /// local disk; on S3 a journaled pair of moves the staging sweep settles after a crash), so
 /// readers see the old tree or the new one whole.
 fn replace(
@@ -463,7 +463,7 @@ fn replace(
     target: &VikingUri,
 ) -> StorageResult<()> {
     let staging = staging_dir(&req.account, &req.task_id)?;
-    super::replace::publish(
+    crate::storage::replace::publish(
         storage,
         &staging,
         &[(tree.clone(), target.store_path().clone())],
