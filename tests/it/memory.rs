@@ -132,6 +132,14 @@ fn each_type_is_extracted_and_the_same_fact_twice_updates_one_file() {
     let r = &t["result"];
     assert_eq!(r["extraction_outcome"]["kind"], "ok", "{r}");
     assert_eq!(r["memories_extracted"]["total"], 4, "{r}");
+    // Tokens as the stand-in reports them (one request: 100 prompt + 20 completion), in the
+    // result and in the session's counters that 0.5.2's clients show (`ov session get`).
+    assert_eq!(r["token_usage"]["llm"]["prompt_tokens"], 100, "{r}");
+    assert_eq!(r["token_usage"]["llm"]["completion_tokens"], 20, "{r}");
+    assert_eq!(r["token_usage"]["llm"]["total_tokens"], 120, "{r}");
+    let meta = ok(&c.get("/api/v1/sessions/s1")).clone();
+    assert_eq!(meta["llm_token_usage"]["total_tokens"], 120, "{meta}");
+    assert_eq!(meta["llm_token_usage"]["prompt_tokens"], 100, "{meta}");
     for ty in ["preferences", "entities", "events", "profile"] {
         assert_eq!(r["memories_extracted"][ty], 1, "{ty}: {r}");
     }
@@ -1062,7 +1070,10 @@ fn a_spent_daily_token_budget_defers_extraction_and_loses_nothing() {
     // repeats the clean-up), so it may still be there for a moment.
     let deadline = Instant::now() + Duration::from_secs(10);
     while st.exists(&entry) {
-        assert!(Instant::now() < deadline, "the backlog entry stayed after the task");
+        assert!(
+            Instant::now() < deadline,
+            "the backlog entry stayed after the task"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
