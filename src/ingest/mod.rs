@@ -23,6 +23,7 @@ pub mod parse;
 pub mod pipeline;
 pub mod process;
 pub mod refine;
+pub mod replace;
 pub mod sandbox;
 pub mod scratch;
 pub mod split;

@@ -194,6 +194,14 @@ pub trait Storage: Send + Sync + 'static {
         self.write(path, data).map(|_| ())
     }
 
+    /// Swap two existing directories in one atomic step (each name then holds the other's
+    /// tree). `Ok(false)`: this backend cannot (S3; a local file system without
+    /// `RENAME_EXCHANGE`) and nothing changed — `ingest::replace` then publishes through a
+    /// journal and two moves instead.
+    fn exchange(&self, _a: &StorePath, _b: &StorePath) -> StorageResult<bool> {
+        Ok(false)
+    }
+
     /// Make every [`Storage::write_staged`] made so far durable.
     fn sync_staged(&self) -> StorageResult<()> {
         Ok(())
