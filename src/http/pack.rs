@@ -80,6 +80,7 @@ pub(super) struct ImportBody {
 /// 0.5.2 `RestoreRequest`.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = PackRestoreBody)]
 pub(super) struct RestoreBody {
     temp_file_id: String,
     on_conflict: Option<String>,
