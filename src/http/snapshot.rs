@@ -322,6 +322,7 @@ async fn restore(
             author,
         },
         recorder: state.search.recorder.clone(),
+        stale_after: std::time::Duration::from_secs(state.settings.resources.stale_after_secs),
     };
     Ok(ApiOk::new(state.pools.storage().run(job).await??))
 }

@@ -23,7 +23,6 @@ pub mod parse;
 pub mod pipeline;
 pub mod process;
 pub mod refine;
-pub mod replace;
 pub mod sandbox;
 pub mod scratch;
 pub mod split;

@@ -19,6 +19,7 @@ pub mod okf;
 mod path;
 pub mod quota;
 pub mod registry;
+pub mod replace;
 pub mod scaffold;
 pub mod seglog;
 pub mod sessions;
@@ -196,7 +197,7 @@ pub trait Storage: Send + Sync + 'static {
 
     /// Swap two existing directories in one atomic step (each name then holds the other's
     /// tree). `Ok(false)`: this backend cannot (S3; a local file system without
-    /// `RENAME_EXCHANGE`) and nothing changed — `ingest::replace` then publishes through a
+    /// `RENAME_EXCHANGE`) and nothing changed — `storage::replace` then publishes through a
     /// journal and two moves instead.
     fn exchange(&self, _a: &StorePath, _b: &StorePath) -> StorageResult<bool> {
         Ok(false)

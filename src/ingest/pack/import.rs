@@ -4,7 +4,7 @@
 //! ratio, depth), every file is staged under `<account>/_system/ingest/<id>/tree/<unit>` with
 //! its size and sha256 checked as it is read, and each unit (the imported root; for a restore
 //! each scope root) is published with one rename — visible whole or not at all; with
-//! `on_conflict=overwrite` with one atomic replacement (`ingest::replace`), the old tree or
+//! `on_conflict=overwrite` with one atomic replacement (`storage::replace`), the old tree or
 //! the new one whole, also across a crash.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -781,7 +781,7 @@ pub fn import(
     );
     // A replacement a failure interrupted is finished before its trees' directory goes;
     // if that fails too, the staging sweep retries it from the journal.
-    match crate::ingest::replace::settle(storage, &staging) {
+    match crate::storage::replace::settle(storage, &staging) {
         Ok(()) => {
             let _ = storage.remove(&staging, true);
         }
@@ -971,13 +971,13 @@ fn stage_and_publish(
     }
     storage.sync_staged()?;
     // Publish each unit whole: one rename, or with overwrite one atomic replacement
-    // (`ingest::replace`: a swap on local disk, a journaled pair of moves on S3).
+    // (`storage::replace`: a swap on local disk, a journaled pair of moves on S3).
     let mut pairs = Vec::with_capacity(units.len());
     for (i, unit) in units.iter().enumerate() {
         pairs.push((staged_path(&tree, i, "")?, unit.target.store_path().clone()));
     }
     if overwrite {
-        crate::ingest::replace::publish(storage, staging, &pairs)?;
+        crate::storage::replace::publish(storage, staging, &pairs)?;
     } else {
         for ((staged, target), unit) in pairs.iter().zip(units) {
             if let Some(parent) = target.parent() {
