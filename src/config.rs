@@ -8,9 +8,11 @@ use serde::{Deserialize, Serialize};
 
 mod audit;
 mod retrieval;
+mod watch;
 mod webdav;
 pub use audit::AuditSettings;
 pub use retrieval::{DenseSettings, EmbeddingSettings, SearchSettings};
+pub use watch::WatchSettings;
 pub use webdav::WebdavSettings;
 
 /// Every setting of the server. `config/default.toml` documents each with its default; a test
@@ -31,6 +33,7 @@ pub struct Settings {
     pub content: ContentSettings,
     pub memory: MemorySettings,
     pub audit: AuditSettings,
+    pub watch: WatchSettings,
     pub webdav: WebdavSettings,
 }
 
@@ -808,6 +811,7 @@ impl Settings {
         }
         self.search.validate()?;
         self.audit.validate()?;
+        self.watch.validate()?;
         self.webdav.validate()?;
         self.embedding.validate()?;
         self.resources.validate()?;
