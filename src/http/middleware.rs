@@ -1,5 +1,5 @@
-//! Per-request plumbing: request id, start time for the envelope's `time`, the access log line,
-//! and envelopes for framework answers (405) that would otherwise have an empty body.
+//! Per-request plumbing: the request's scope (id, start time for the envelope's `time`, lane,
+//! audit note: `telemetry::request`), the access log line, metrics, and envelopes for framework answers (405) that would otherwise have an empty body.
 
 use std::time::Instant;
 
@@ -9,6 +9,7 @@ use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::http::StatusCode;
 use actix_web::middleware::Next;
 use actix_web::HttpResponse;
+
 use crate::error::{ErrorCode, ServiceError};
 use crate::telemetry::access;
 use crate::telemetry::request::{self, RequestId, RequestScope};

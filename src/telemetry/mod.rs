@@ -229,14 +229,10 @@ pub fn init(settings: &LoggingSettings) -> Telemetry {
         .with_ansi(ansi);
     let installed = match settings.format {
         LogFormat::Json => registry
-            .with(
-                layer
-                    .json()
-                    .event_format(request::WithRequestId::new(
-                        format.json().flatten_event(true),
-                        true,
-                    )),
-            )
+            .with(layer.json().event_format(request::WithRequestId::new(
+                format.json().flatten_event(true),
+                true,
+            )))
             .try_init(),
         LogFormat::Text => registry
             .with(layer.event_format(request::WithRequestId::new(format, false)))

@@ -96,7 +96,10 @@ pub fn attribute_account(account: &str) {
 
 /// The account the current request works for, once known.
 pub fn account() -> Option<Arc<str>> {
-    REQUEST.try_with(|r| r.account.get().cloned()).ok().flatten()
+    REQUEST
+        .try_with(|r| r.account.get().cloned())
+        .ok()
+        .flatten()
 }
 
 /// Change the current request's audit note (no-op outside a request).

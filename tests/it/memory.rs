@@ -1062,7 +1062,10 @@ fn a_spent_daily_token_budget_defers_extraction_and_loses_nothing() {
     // repeats the clean-up), so it may still be there for a moment.
     let deadline = Instant::now() + Duration::from_secs(10);
     while st.exists(&entry) {
-        assert!(Instant::now() < deadline, "the backlog entry stayed after the task");
+        assert!(
+            Instant::now() < deadline,
+            "the backlog entry stayed after the task"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
