@@ -21,6 +21,9 @@ use utoipa::openapi::{
 };
 use utoipa::{IntoParams, PartialSchema, ToSchema};
 
+use crate::storage::sessions::commit::CommitSessionBody;
+use crate::storage::sessions::message::{AddMessageBody, MessageBatchBody};
+
 use super::routes::{at, Routes};
 use super::{
     acl, admin, console, content, diagnostics, fs, pack, resources, search, sessions, skills,
@@ -190,7 +193,7 @@ fn operations() -> Vec<Operation> {
         op(Patch, "/api/v1/admin/accounts/{account_id}/settings", "admin", "Deprecated: set the ACL switch", RootOrAdmin, Body::Json(json_of::<admin::settings::LegacySettingsBody>, true), no_query),
         op(Get, "/api/v1/admin/configuration", "admin", "The cluster's settings (model keys masked; source=file: 501)", Root, Body::None, no_query),
         op(Patch, "/api/v1/admin/configuration", "admin", "Cluster settings cannot change at runtime: 501 with the reason (an empty patch answers the settings)", Root, Body::Json(json_of::<admin::settings::ConfigPatchBody>, false), no_query),
-        op(Post, "/api/v1/admin/migrate", "admin", "Legacy data migration: 501 (Longship has only the current layout)", Root, Body::Untyped("action: migrate | cleanup", false), no_query),
+        op(Post, "/api/v1/admin/migrate", "admin", "Legacy data migration: 501 (Longship has only the current layout)", Root, Body::Json(json_of::<admin::cluster::MigrateBody>, false), no_query),
         op(Get, "/api/v1/admin/accounts/{account_id}/users/{user_id}/settings", "admin", "The user's memory policy (all known memory types when it names none)", RootOrAdmin, Body::None, no_query),
         op(Patch, "/api/v1/admin/accounts/{account_id}/users/{user_id}/settings", "admin", "Set (or clear with null) the user's memory policy", RootOrAdmin, Body::Json(json_of::<admin::settings::UserSettingsBody>, true), no_query),
         op(Get, "/api/v1/user-settings/add-locations", "user-settings", "The caller's add locations: override and effective", Data, Body::None, no_query),
@@ -232,16 +235,16 @@ fn operations() -> Vec<Operation> {
         op(Post, "/api/v1/search/search", "search", "find with session context and search_type", Data, Body::Json(json_of::<crate::search::request::SearchBody>, true), no_query),
         op(Post, "/api/v1/search/recall", "search", "Deprecated upstream; answers 501", Data, Body::None, no_query),
         // sessions
-        op(Post, "/api/v1/sessions", "sessions", "Create a session", Data, Body::Untyped("session_id, memory_policy, auto_commit_policy, memory_extraction_config", false), no_query),
+        op(Post, "/api/v1/sessions", "sessions", "Create a session", Data, Body::Json(json_of::<sessions::CreateSessionBody>, false), no_query),
         op(Get, "/api/v1/sessions", "sessions", "List the caller's sessions", Data, Body::None, no_query),
         op(Get, "/api/v1/sessions/{sid}", "sessions", "One session (auto_create makes a missing one)", Data, Body::None, query_of::<sessions::GetQuery>),
         op(Delete, "/api/v1/sessions/{sid}", "sessions", "Delete a session and its archives", Data, Body::None, no_query),
-        op(Post, "/api/v1/sessions/{sid}/messages", "sessions", "Append one message", Data, Body::Untyped("role, content or parts, created_at, peer_id", true), no_query),
-        op(Post, "/api/v1/sessions/{sid}/messages/batch", "sessions", "Append several messages at once", Data, Body::Untyped("messages: [message]", true), no_query),
-        op(Post, "/api/v1/sessions/{sid}/commit", "sessions", "Archive the live messages (commit pool)", Data, Body::Untyped("keep_recent_count, retention_mode, keep_recent_turn_count, min_raw_tail_steps, retained_message_token_budget, enable_working_memory, reset_context, extraction_metadata", false), no_query),
+        op(Post, "/api/v1/sessions/{sid}/messages", "sessions", "Append one message", Data, Body::Json(json_of::<AddMessageBody>, true), no_query),
+        op(Post, "/api/v1/sessions/{sid}/messages/batch", "sessions", "Append several messages at once", Data, Body::Json(json_of::<MessageBatchBody>, true), no_query),
+        op(Post, "/api/v1/sessions/{sid}/commit", "sessions", "Archive the live messages (commit pool)", Data, Body::Json(json_of::<CommitSessionBody>, false), no_query),
         op(Get, "/api/v1/sessions/{sid}/archives/{archive_id}", "sessions", "One archive's messages and summary", Data, Body::None, no_query),
         op(Get, "/api/v1/sessions/{sid}/context", "sessions", "Archive summaries and live messages within a token budget", Data, Body::None, query_of::<sessions::ContextQuery>),
-        op(Patch, "/api/v1/sessions/{sid}/config", "sessions", "Change a session's event tags and auto-commit policy", Data, Body::Untyped("memory_extraction_config, auto_commit_policy, telemetry", false), no_query),
+        op(Patch, "/api/v1/sessions/{sid}/config", "sessions", "Change a session's event tags and auto-commit policy", Data, Body::Json(json_of::<sessions::UpdateConfigBody>, false), no_query),
         op(Get, "/api/v1/sessions/{sid}/tool-results", "sessions", "Not implemented (501): tool outputs stay inline in messages", Data, Body::None, no_query),
         op(Get, "/api/v1/sessions/{sid}/tool-results/{tool_result_id}", "sessions", "Not implemented (501): tool outputs stay inline in messages", Data, Body::None, no_query),
         op(Get, "/api/v1/sessions/{sid}/tool-results/{tool_result_id}/search", "sessions", "Not implemented (501): tool outputs stay inline in messages", Data, Body::None, no_query),
@@ -564,6 +567,57 @@ mod tests {
                     .any(|(m, p)| m.as_str() == method && p == path),
                 "{method} {path} is documented but not served"
             );
+        }
+    }
+
+    #[test]
+    fn session_bodies_are_typed_schemas() {
+        let doc: Value = serde_json::from_str(document_json()).expect("JSON");
+        let schemas = &doc["components"]["schemas"];
+        for name in [
+            "CreateSessionBody",
+            "AddMessageBody",
+            "MessageBatchBody",
+            "CommitSessionBody",
+            "UpdateConfigBody",
+            "Part",
+            "TextPart",
+            "ContextPart",
+            "ImagePart",
+            "ToolPart",
+            "AutoCommitInput",
+            "MemoryPolicyInput",
+            "ExtractionConfigInput",
+            "ExtractionMetadataInput",
+            "EventTagsInput",
+            "MigrateBody",
+        ] {
+            assert!(schemas.get(name).is_some(), "schema {name} missing");
+        }
+        assert_eq!(schemas["Part"]["oneOf"].as_array().map(Vec::len), Some(4));
+        assert!(schemas["MemoryPolicyInput"]["properties"]
+            .get("self")
+            .is_some());
+        assert!(schemas["ContextPart"]["properties"]
+            .get("abstract")
+            .is_some());
+    }
+
+    /// Two request types with one schema name would silently share one definition.
+    #[test]
+    fn schema_names_are_unique() {
+        let mut schemas: Schemas = Vec::new();
+        for op in operations() {
+            if let Body::Json(add, _) = op.body {
+                add(&mut schemas);
+            }
+        }
+        let mut seen: std::collections::HashMap<String, String> = Default::default();
+        for (name, schema) in schemas {
+            let text = serde_json::to_string(&schema).expect("schema JSON");
+            if let Some(before) = seen.insert(name.clone(), text.clone()) {
+                assert_eq!(before, text, "two different schemas are named {name}");
+            }
         }
     }
 

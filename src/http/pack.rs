@@ -48,10 +48,9 @@ const STALL: Duration = Duration::from_secs(120);
 #[serde(deny_unknown_fields)]
 pub(super) struct ExportBody {
     uri: String,
-    /// Accepted as in 0.5.2; Longship packs carry no vector snapshot (vectors are recomputed
-    /// from content on import).
+    /// Carry the stored vectors of the packed files (0.5.2's dense snapshot, with the model
+    /// that made them); nothing to carry without an embedder.
     #[serde(default, deserialize_with = "flexible_bool")]
-    #[allow(dead_code)]
     include_vectors: bool,
 }
 
@@ -59,8 +58,8 @@ pub(super) struct ExportBody {
 #[derive(Deserialize, ToSchema, Default)]
 #[serde(deny_unknown_fields)]
 pub(super) struct BackupBody {
+    /// As for export.
     #[serde(default, deserialize_with = "flexible_bool")]
-    #[allow(dead_code)]
     include_vectors: bool,
 }
 
@@ -81,6 +80,7 @@ pub(super) struct ImportBody {
 /// 0.5.2 `RestoreRequest`.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = PackRestoreBody)]
 pub(super) struct RestoreBody {
     temp_file_id: String,
     on_conflict: Option<String>,
@@ -117,6 +117,7 @@ fn stream_pack(
     state: &AppState,
     who: crate::identity::Identity,
     source: PackSource,
+    include_vectors: bool,
 ) -> Result<HttpResponse, ServiceError> {
     let filename = format!("{}.ovpack", source.base_name());
     let (tx, rx) = mpsc::channel::<Bytes>(CHANNEL_CHUNKS);
@@ -126,6 +127,7 @@ fn stream_pack(
         who,
         source,
         out: tx,
+        vectors: state.search.embedder.clone().filter(|_| include_vectors),
     })?);
     let rx = Rc::new(std::cell::RefCell::new(rx));
     let last_handed: Rc<Cell<Option<Instant>>> = Rc::new(Cell::new(None));
@@ -165,16 +167,38 @@ async fn export(
         .storage()
         .run(CheckExport { uri: uri.clone() })
         .await??;
-    stream_pack(&state, caller.identity, PackSource::Tree(uri))
+    stream_pack(
+        &state,
+        caller.identity,
+        PackSource::Tree(uri),
+        body.include_vectors,
+    )
 }
 
 async fn backup(
     state: web::Data<AppState>,
     caller: Caller<RootOrAdmin>,
-    OptionalJson(_body): OptionalJson<BackupBody>,
+    OptionalJson(body): OptionalJson<BackupBody>,
 ) -> Result<HttpResponse, ServiceError> {
     let account_root = VikingUri::root(&caller.identity.account)?;
-    stream_pack(&state, caller.identity, PackSource::Backup { account_root })
+    let who = account_maintenance(caller.identity);
+    let include_vectors = body.include_vectors;
+    stream_pack(
+        &state,
+        who,
+        PackSource::Backup { account_root },
+        include_vectors,
+    )
+}
+
+/// 0.5.2 backs up and restores with account-wide authority (ROOT within the caller's
+/// account, every user's space, no resource ACL), whether the caller is ROOT or ADMIN;
+/// export and import keep the caller's own view.
+fn account_maintenance(who: crate::identity::Identity) -> crate::identity::Identity {
+    crate::identity::Identity {
+        role: crate::identity::Role::Root,
+        ..who
+    }
 }
 
 fn work_id() -> String {
@@ -198,6 +222,7 @@ async fn run_import(
         on_conflict: OnConflict::parse(on_conflict)?,
         vector_mode: VectorMode::parse(vector_mode)?,
         work_id: work_id(),
+        embedder: state.search.embedder.clone(),
     };
     let job = ImportPack {
         req,
@@ -237,7 +262,7 @@ async fn restore(
 ) -> ApiResult {
     run_import(
         &state,
-        caller.identity,
+        account_maintenance(caller.identity),
         body.temp_file_id,
         Destination::Restore,
         body.on_conflict.as_deref(),

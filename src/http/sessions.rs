@@ -2,27 +2,33 @@
 //! one job to a pool: reads and message writes to the storage pool, commits to the commit pool
 //! (full → 503 + Retry-After at once).
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix_web::{web, HttpResponse};
-use serde::Deserialize;
-use serde_json::{Map, Value};
-use utoipa::IntoParams;
+use serde::{Deserialize, Deserializer};
+use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
 
+use crate::decode::{opt_object, opt_string};
 use crate::error::ServiceError;
 use crate::jobs::sessions::{
     AddMessages, CommitSession, CreateSession, DeleteSession, GetArchive, GetContext, GetSession,
     ListSessions, UpdateSessionConfig,
 };
 use crate::jobs::BlockingJob;
-use crate::storage::sessions::commit;
+use crate::storage::sessions::commit::{self, CommitSessionBody};
 use crate::storage::sessions::config::ConfigUpdate;
+use crate::storage::sessions::message::{MessageBatchBody, MessageInput};
 use crate::storage::sessions::ops::CreateOptions;
-use crate::storage::sessions::{id, is_busy, policy, SessionRef, LOCK_TIMEOUT};
+use crate::storage::sessions::policy::{
+    self, AutoCommitInput, ExtractionConfigInput, MemoryPolicyInput,
+};
+use crate::storage::sessions::{id, is_busy, SessionRef, LOCK_TIMEOUT};
 
 use super::auth::{Caller, SessionAccess};
 use super::envelope::{encoded_ok, ApiOk, ApiResult};
-use super::extract::{ApiQuery, OptionalJson, RawBody};
+use super::extract::{ApiJson, ApiQuery, OptionalJson};
 use super::routes::{at, Routes};
 use super::AppState;
 
@@ -48,40 +54,47 @@ pub fn configure(routes: &mut Routes) {
         );
 }
 
-/// `PATCH /sessions/{id}/config` (0.5.2): only `memory_extraction_config` (event tags) and
-/// `auto_commit_policy` (`null` = no automatic commits) change; `telemetry` is accepted.
+/// `PATCH /sessions/{id}/config` body (0.5.2 `UpdateSessionConfigRequest`: unknown keys
+/// refused). Absent fields leave a setting as it is.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct UpdateConfigBody {
+    /// Event tags; an empty list (or no `events`) clears them.
+    #[serde(default, deserialize_with = "opt_object")]
+    memory_extraction_config: Option<ExtractionConfigInput>,
+    /// `null` switches automatic commits off.
+    #[serde(default, deserialize_with = "present_object")]
+    #[schema(value_type = Option<AutoCommitInput>)]
+    auto_commit_policy: Option<Option<AutoCommitInput>>,
+    /// Accepted (0.5.2's telemetry switch); Longship answers without telemetry.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    #[allow(dead_code)]
+    telemetry: Value,
+}
+
+/// A field whose presence matters: absent → `None`, `null` → `Some(None)`.
+fn present_object<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Option<Option<T>>, D::Error> {
+    opt_object(d).map(Some)
+}
+
+/// `PATCH /sessions/{id}/config` (0.5.2): only the event tags and `auto_commit_policy` change.
 async fn update_config(
     state: web::Data<AppState>,
     caller: Caller<SessionAccess>,
     path: web::Path<String>,
-    OptionalJson(body): OptionalJson<Map<String, Value>>,
+    OptionalJson(body): OptionalJson<UpdateConfigBody>,
 ) -> ApiResult {
     let session = session_of(&caller, &path)?;
-    if let Some(k) = body.keys().find(|k| {
-        !matches!(
-            k.as_str(),
-            "memory_extraction_config" | "auto_commit_policy" | "telemetry"
-        )
-    }) {
-        return Err(ServiceError::validation(
-            &["body", k],
-            "Extra inputs are not permitted",
-            "extra_forbidden",
-        ));
-    }
-    let event_tags = match body.get("memory_extraction_config") {
-        None | Some(Value::Null) => None,
-        some => policy::extraction_tags(some, "memory_extraction_config", "events")?,
-    };
-    let auto_commit_policy = match body.get("auto_commit_policy") {
-        None => None,
-        some => Some(policy::auto_commit(some)?),
-    };
     let job = UpdateSessionConfig {
         session,
         update: ConfigUpdate {
-            event_tags,
-            auto_commit_policy,
+            event_tags: body.memory_extraction_config.map(|c| c.event_tags()),
+            auto_commit_policy: body
+                .auto_commit_policy
+                .map(|p| policy::auto_commit(p.as_ref())),
         },
     };
     Ok(ApiOk::new(run_session_job(&state, job).await?))
@@ -122,36 +135,39 @@ fn session_of(caller: &Caller<SessionAccess>, sid: &str) -> Result<SessionRef, S
     Ok(SessionRef::new(caller.account(), caller.user(), sid))
 }
 
+/// SE1 body (0.5.2 `CreateSessionRequest`: unknown keys ignored).
+#[derive(Debug, Default, Deserialize, ToSchema)]
+pub(super) struct CreateSessionBody {
+    /// Generated when absent or empty.
+    #[serde(default, deserialize_with = "opt_string")]
+    session_id: Option<String>,
+    #[serde(default, deserialize_with = "opt_object")]
+    memory_policy: Option<MemoryPolicyInput>,
+    /// `null` or absent: no automatic commits.
+    #[serde(default, deserialize_with = "opt_object")]
+    auto_commit_policy: Option<AutoCommitInput>,
+    #[serde(default, deserialize_with = "opt_object")]
+    memory_extraction_config: Option<ExtractionConfigInput>,
+}
+
 /// SE1.
 async fn create(
     state: web::Data<AppState>,
     caller: Caller<SessionAccess>,
-    OptionalJson(body): OptionalJson<Map<String, Value>>,
+    OptionalJson(body): OptionalJson<CreateSessionBody>,
 ) -> ApiResult {
-    let sid = match body.get("session_id") {
-        None | Some(Value::Null) => id::generate(),
-        Some(Value::String(s)) if s.is_empty() => id::generate(),
-        Some(Value::String(s)) => s.clone(),
-        Some(_) => {
-            return Err(ServiceError::validation(
-                &["body", "session_id"],
-                "Input should be a valid string",
-                "string_type",
-            ))
-        }
+    let sid = match body.session_id {
+        Some(s) if !s.is_empty() => s,
+        _ => id::generate(),
     };
     let session = session_of(&caller, &sid)?;
     let options = CreateOptions {
         memory_policy: policy::memory(
-            body.get("memory_policy"),
+            body.memory_policy.as_ref(),
             &crate::memory::types::known_names(),
         )?,
-        auto_commit_policy: policy::auto_commit(body.get("auto_commit_policy"))?,
-        event_tags: policy::extraction_tags(
-            body.get("memory_extraction_config"),
-            "memory_extraction_config",
-            "events",
-        )?,
+        auto_commit_policy: policy::auto_commit(body.auto_commit_policy.as_ref()),
+        event_tags: body.memory_extraction_config.map(|c| c.event_tags()),
     };
     let out = run_session_job(&state, CreateSession { session, options }).await?;
     Ok(ApiOk::new(out))
@@ -202,14 +218,14 @@ async fn delete(
     Ok(ApiOk::new(run_session_job(&state, job).await?))
 }
 
-/// SE5 (decoded and validated on the pool, see `AddMessages`).
+/// SE5 (a body over 256 KiB is decoded on the storage pool, see `extract::decode_json`).
 async fn add_message(
     state: web::Data<AppState>,
     caller: Caller<SessionAccess>,
     path: web::Path<String>,
-    RawBody(body): RawBody,
+    ApiJson(message): ApiJson<MessageInput>,
 ) -> ApiResult {
-    add_messages(&state, &caller, &path, body, false).await
+    add_messages(&state, &caller, &path, vec![message], false).await
 }
 
 /// SE6.
@@ -217,22 +233,22 @@ async fn add_batch(
     state: web::Data<AppState>,
     caller: Caller<SessionAccess>,
     path: web::Path<String>,
-    RawBody(body): RawBody,
+    ApiJson(body): ApiJson<MessageBatchBody>,
 ) -> ApiResult {
-    add_messages(&state, &caller, &path, body, true).await
+    add_messages(&state, &caller, &path, body.messages, true).await
 }
 
 async fn add_messages(
     state: &AppState,
     caller: &Caller<SessionAccess>,
     sid: &str,
-    body: web::Bytes,
+    messages: Vec<MessageInput>,
     batch: bool,
 ) -> ApiResult {
     let session = session_of(caller, sid)?;
     let job = AddMessages {
         session,
-        body,
+        messages: Arc::new(messages),
         batch,
     };
     Ok(ApiOk::new(run_session_job(state, job).await?))
@@ -243,11 +259,11 @@ async fn commit_session(
     state: web::Data<AppState>,
     caller: Caller<SessionAccess>,
     path: web::Path<String>,
-    OptionalJson(body): OptionalJson<Map<String, Value>>,
+    OptionalJson(body): OptionalJson<CommitSessionBody>,
 ) -> ApiResult {
     let session = session_of(&caller, &path)?;
     let account = session.account.clone();
-    let mut options = commit::parse_options(&body)?;
+    let mut options = body.options()?;
     if state.ingest.chat.is_some() {
         options.memory = commit::MemoryMode::Deferred {
             backlog_limit: state

@@ -252,6 +252,7 @@ async fn versions(_caller: Caller<DataAccess>) -> ApiResult {
 /// `restore_version`, `current_version`) answers 501.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = SnapshotRestoreBody)]
 pub(super) struct RestoreBody {
     /// viking:// directory to restore; required unless the caller is ROOT (then the account).
     project_dir: Option<String>,
@@ -321,6 +322,7 @@ async fn restore(
             author,
         },
         recorder: state.search.recorder.clone(),
+        stale_after: std::time::Duration::from_secs(state.settings.resources.stale_after_secs),
     };
     Ok(ApiOk::new(state.pools.storage().run(job).await??))
 }

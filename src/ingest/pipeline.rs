@@ -547,7 +547,13 @@ pub fn sweep_staging(storage: &dyn Storage, stale_after: Duration) -> ServiceRes
                 continue;
             }
             if !super::active::is_live(storage, &account, &name, stale_after)? {
-                let _ = storage.remove(&dir.join(&name)?, true);
+                let work = dir.join(&name)?;
+                // A replacement a crash interrupted is finished first (its trees live here).
+                if let Err(e) = crate::storage::replace::settle(storage, &work) {
+                    tracing::warn!(error = %e, work = %name, "interrupted replacement not settled yet; retried by the next sweep");
+                    continue;
+                }
+                let _ = storage.remove(&work, true);
                 removed += 1;
             }
         }

@@ -18,6 +18,7 @@ use crate::ingest::pack::import::{self, ImportRequest, Imported};
 use crate::ingest::scratch::Scratch;
 use crate::ingest::{active, uploads};
 use crate::search::changes::{ChangeKind, Recorder};
+use crate::search::embed::Embedder;
 use crate::storage::uri::VikingUri;
 
 use super::{BlockingJob, JobContext};
@@ -85,6 +86,8 @@ pub struct ExportPack {
     pub who: Identity,
     pub source: PackSource,
     pub out: mpsc::Sender<Bytes>,
+    /// `include_vectors` with an embedder configured: its stored vectors travel.
+    pub vectors: Option<Arc<Embedder>>,
 }
 
 impl BlockingJob for ExportPack {
@@ -98,6 +101,7 @@ impl BlockingJob for ExportPack {
             &self.who,
             &self.source,
             ChannelWriter::new(self.out),
+            self.vectors.as_deref(),
             &keep_going,
         );
         match &out {

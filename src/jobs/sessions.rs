@@ -3,13 +3,13 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
 use serde_json::Value;
 
 use crate::error::ServiceResult;
 use crate::search::changes::{ChangeKind, Recorder};
 use crate::storage::sessions::commit::{self, CommitOptions};
 use crate::storage::sessions::context;
+use crate::storage::sessions::message::MessageInput;
 use crate::storage::sessions::ops::{self, CreateOptions};
 use crate::storage::sessions::SessionRef;
 
@@ -86,15 +86,17 @@ impl BlockingJob for DeleteSession {
 #[derive(Clone)]
 pub struct AddMessages {
     pub session: SessionRef,
-    pub body: Bytes,
-    /// SE6 (`{messages: [...]}`, answers with `added` too) or SE5 (one message).
+    /// Decoded and validated by the handler's extractor; shared, as a busy session retries
+    /// the job.
+    pub messages: Arc<Vec<MessageInput>>,
+    /// SE6 (answers with `added` too) or SE5 (one message).
     pub batch: bool,
 }
 
 impl BlockingJob for AddMessages {
     type Output = ServiceResult<Value>;
     fn run(self, ctx: &JobContext<'_>) -> Self::Output {
-        ops::add_from_body(ctx.storage, &self.session, &self.body, self.batch)
+        ops::add_inputs(ctx.storage, &self.session, &self.messages, self.batch)
     }
 }
 

@@ -5,7 +5,9 @@ use std::sync::Arc;
 use gix_hash::ObjectId;
 use serde_json::Value;
 
-use crate::error::ServiceResult;
+use crate::error::{ServiceError, ServiceResult};
+use crate::ingest::active;
+use crate::ingest::pipeline::staging_dir;
 use crate::search::changes::{ChangeKind, Recorder};
 use crate::snapshot::commit::{self, CommitRequest};
 use crate::snapshot::diff::{self, DiffPathsRequest};
@@ -32,13 +34,15 @@ impl BlockingJob for CommitSnapshot {
 pub struct RestoreSnapshot {
     pub req: RestoreRequest,
     pub recorder: Arc<Recorder>,
+    /// `resources.stale_after_secs`: the staging directory's marker must stay younger.
+    pub stale_after: std::time::Duration,
 }
 
 impl BlockingJob for RestoreSnapshot {
     type Output = ServiceResult<Value>;
 
     fn run(self, ctx: &JobContext<'_>) -> Self::Output {
-        let out = restore::restore(ctx.storage, &self.req, ctx.abandoned());
+        let out = staged_restore(ctx, &self.req, self.stale_after);
         if !out.touched.is_empty() {
             let scope = self.req.scope.as_str();
             let paths: Vec<&str> = if out.touched.len() > MAX_RECORDED_PATHS {
@@ -62,6 +66,43 @@ impl BlockingJob for RestoreSnapshot {
             None => Ok(out.result),
         }
     }
+}
+
+/// Run `req` with a staging directory under `_system/ingest/` kept from the staging sweep by an
+/// active marker while this lives (after a crash the sweep settles and removes it).
+fn staged_restore(
+    ctx: &JobContext<'_>,
+    req: &RestoreRequest,
+    stale_after: std::time::Duration,
+) -> restore::Outcome {
+    let failed = |e: ServiceError| restore::Outcome {
+        result: Value::Null,
+        touched: Vec::new(),
+        error: Some(e),
+    };
+    let (account, user) = (&req.who.account, &req.who.user);
+    let mut id = [0u8; 16];
+    rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut id);
+    let work_id = format!("restore_{}", hex::encode(id));
+    let dir = match staging_dir(account, &work_id) {
+        Ok(d) => d,
+        Err(e) => return failed(e.into()),
+    };
+    if let Err(e) = active::touch(ctx.storage, account, user, &work_id) {
+        return failed(e);
+    }
+    let mut heartbeat = active::Heartbeat::new(ctx.storage, account, user, &work_id, stale_after);
+    let out = restore::restore(
+        ctx.storage,
+        req,
+        restore::Staging {
+            dir,
+            beat: &mut || heartbeat.beat(),
+        },
+        ctx.abandoned(),
+    );
+    let _ = active::clear(ctx.storage, account, &work_id);
+    out
 }
 
 pub struct ShowSnapshot {

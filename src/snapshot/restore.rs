@@ -4,8 +4,11 @@
 //! live files (what to write, what to delete); authorize every planned path for the caller —
 //! one refusal and nothing is written; check every blob is readable; then, holding the
 //! account's restore lock, record the live state as a commit (so the restore can be undone by
-//! restoring that commit), write and delete, and commit the restored tree on top. A failure
-//! while writing puts back what it had changed (from the commit just made) before reporting.
+//! restoring that commit), build each restored directory whole in a staging directory (a copy
+//! of the live one with the restored files written and the removed ones deleted), publish it
+//! in place of the live one with one atomic replacement (`storage::replace`), and commit the
+//! restored tree on top. A failure before the publication leaves the live tree untouched; a
+//! crash during it is settled by the staging sweep: the old directory or the new one, whole.
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -66,13 +69,22 @@ fn authorize(who: &Identity, path: &str, access: Access) -> ServiceResult<()> {
     uri::authorize(&parsed, who, access)
 }
 
+/// Where a restore builds the restored directories: a work directory under
+/// `<account>/_system/ingest/` that the caller keeps from the staging sweep while the restore
+/// lives (its active marker), and `beat` keeps that marker fresh between files.
+pub struct Staging<'a> {
+    pub dir: StorePath,
+    pub beat: &'a mut dyn FnMut(),
+}
+
 pub fn restore(
     storage: &dyn Storage,
     req: &RestoreRequest,
+    staging: Staging<'_>,
     abandoned: &dyn Fn() -> bool,
 ) -> Outcome {
     let mut touched = Vec::new();
-    match run(storage, req, abandoned, &mut touched) {
+    match run(storage, req, staging, abandoned, &mut touched) {
         Ok(result) => Outcome {
             result,
             touched,
@@ -89,6 +101,7 @@ pub fn restore(
 fn run(
     storage: &dyn Storage,
     req: &RestoreRequest,
+    staging: Staging<'_>,
     abandoned: &dyn Fn() -> bool,
     touched: &mut Vec<String>,
 ) -> ServiceResult<Value> {
@@ -179,12 +192,21 @@ fn run(
     let root = StorePath::root()
         .join(account)
         .map_err(ServiceError::from)?;
-    let applied = apply(storage, &objects, &root, &to_write, &to_delete, touched);
-    if let Err(e) = applied {
-        undo(storage, &objects, &root, &live.files, touched);
-        return Err(e);
+    let work = staging.dir.clone();
+    let applied = publish_restored(
+        storage, &objects, &root, &req.scope, &to_write, &to_delete, staging,
+    );
+    // A replacement a failure interrupted is finished before its trees' directory goes; if
+    // that fails too, the staging sweep retries it from the journal.
+    match crate::storage::replace::settle(storage, &work) {
+        Ok(()) => {
+            let _ = storage.remove(&work, true);
+        }
+        Err(e) => tracing::error!(error = %e, "snapshot restore: replacement left to the sweep"),
     }
-    prune_empty_dirs(storage, &root, &req.scope, &to_delete);
+    applied?;
+    touched.extend(to_write.iter().map(|(p, _)| (*p).clone()));
+    touched.extend(to_delete.iter().map(|p| (*p).clone()));
 
     let message = req
         .message
@@ -223,92 +245,144 @@ fn scope_label(scope: &str) -> String {
     }
 }
 
-fn apply(
+/// The directories a restore replaces whole (tree paths): the scope itself, or for the whole
+/// account each scope root it changes (`resources`, `agent`, each `user/<id>`).
+fn units(scope: &str, changed: impl Iterator<Item = String>) -> Vec<String> {
+    if !scope.is_empty() {
+        return vec![scope.to_string()];
+    }
+    let mut out: Vec<String> = changed
+        .filter_map(|p| {
+            let segs: Vec<&str> = p.split('/').collect();
+            match segs.as_slice() {
+                ["user", uid, _, ..] => Some(format!("user/{uid}")),
+                [top, _, ..] => Some((*top).to_string()),
+                _ => None,
+            }
+        })
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// The part of tree path `path` below unit `unit` (`None`: not inside it).
+fn inside<'p>(unit: &str, path: &'p str) -> Option<&'p str> {
+    path.strip_prefix(unit)
+        .and_then(|r| r.strip_prefix('/'))
+        .filter(|r| !r.is_empty())
+}
+
+/// Build every restored directory under `staging` and publish them in place of the live ones.
+fn publish_restored(
     storage: &dyn Storage,
     objects: &ObjectStore<'_>,
     root: &StorePath,
+    scope: &str,
     to_write: &[(&String, &ObjectId)],
     to_delete: &[&String],
-    touched: &mut Vec<String>,
+    staging: Staging<'_>,
 ) -> ServiceResult<()> {
-    for (path, id) in to_write {
-        let data = objects
-            .get(id, Kind::Blob, MAX_BLOB_BYTES)?
-            .ok_or_else(|| ServiceError::internal(format!("snapshot object {id} is missing")))?;
-        touched.push((*path).clone());
-        storage.write(&root.join_path(path).map_err(ServiceError::from)?, &data)?;
-    }
-    for path in to_delete {
-        touched.push((*path).clone());
-        let at = root.join_path(path).map_err(ServiceError::from)?;
-        match storage.remove(&at, false) {
-            Ok(()) | Err(StorageError::NotFound(_)) => {}
-            Err(e) => return Err(e.into()),
+    let Staging { dir, beat } = staging;
+    let tree = dir.join("tree")?;
+    let changed = to_write
+        .iter()
+        .map(|(p, _)| (*p).clone())
+        .chain(to_delete.iter().map(|p| (*p).clone()));
+    let mut pairs = Vec::new();
+    for (i, unit) in units(scope, changed).iter().enumerate() {
+        let live = root.join_path(unit)?;
+        let staged = tree.join(&i.to_string())?;
+        storage.mkdir(&staged)?;
+        copy_raw(storage, &live, &staged, beat)?;
+        for (path, id) in to_write {
+            let Some(rel) = inside(unit, path) else {
+                continue;
+            };
+            let data = objects
+                .get(id, Kind::Blob, MAX_BLOB_BYTES)?
+                .ok_or_else(|| {
+                    ServiceError::internal(format!("snapshot object {id} is missing"))
+                })?;
+            storage.write_staged(&staged.join_path(rel)?, &data)?;
+            beat();
         }
-        // A removed node's tags go with it, as with `fs rm` (tags are not versioned).
-        forget_tags(storage, &at);
+        let mut emptied = Vec::new();
+        for path in to_delete {
+            let Some(rel) = inside(unit, path) else {
+                continue;
+            };
+            let at = staged.join_path(rel)?;
+            match storage.remove(&at, false) {
+                Ok(()) | Err(StorageError::NotFound(_)) => {}
+                Err(e) => return Err(e.into()),
+            }
+            // A removed node's tags go with it, as with `fs rm` (tags are not versioned).
+            forget_tags(storage, &at);
+            if let Some((parent, _)) = rel.rsplit_once('/') {
+                emptied.push(parent.to_string());
+            }
+        }
+        prune_empty_dirs(storage, &staged, emptied);
+        pairs.push((staged, live));
+    }
+    storage.sync_staged()?;
+    crate::storage::replace::publish(storage, &dir, &pairs)?;
+    Ok(())
+}
+
+/// Copy directory `from` (everything but storage-internal names other than the tag map:
+/// locks and publishing flags belong to the live tree) into the existing `to`.
+fn copy_raw(
+    storage: &dyn Storage,
+    from: &StorePath,
+    to: &StorePath,
+    beat: &mut dyn FnMut(),
+) -> ServiceResult<()> {
+    let entries = match storage.list(from) {
+        Ok(e) => e,
+        Err(StorageError::NotFound(_)) => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    for entry in entries {
+        let keep = !crate::storage::is_internal_name(&entry.name)
+            || entry.name == crate::storage::tags::TAGS_FILE;
+        if !keep {
+            continue;
+        }
+        let (src, dst) = (from.join(&entry.name)?, to.join(&entry.name)?);
+        if entry.meta.is_dir() {
+            storage.mkdir(&dst)?;
+            copy_raw(storage, &src, &dst, beat)?;
+        } else {
+            match storage.read(&src) {
+                Ok(data) => storage.write_staged(&dst, &data)?,
+                // Removed while we copied: the restored tree has no such file either.
+                Err(StorageError::NotFound(_)) => {}
+                Err(e) => return Err(e.into()),
+            }
+            beat();
+        }
     }
     Ok(())
 }
 
-/// Put every touched path back as it was (`live`); best effort, logged.
-fn undo(
-    storage: &dyn Storage,
-    objects: &ObjectStore<'_>,
-    root: &StorePath,
-    live: &Flat,
-    touched: &[String],
-) {
-    for path in touched {
-        let Ok(at) = root.join_path(path) else {
-            continue;
-        };
-        let outcome = match live.get(path) {
-            Some(id) => match objects.get(id, Kind::Blob, MAX_BLOB_BYTES) {
-                Ok(Some(data)) => storage
-                    .write(&at, &data)
-                    .map(|_| ())
-                    .map_err(|e| e.to_string()),
-                Ok(None) => Err("object missing".into()),
-                Err(e) => Err(e.message),
-            },
-            None => match storage.remove(&at, false) {
-                Ok(()) | Err(StorageError::NotFound(_)) => Ok(()),
-                Err(e) => Err(e.to_string()),
-            },
-        };
-        if let Err(why) = outcome {
-            tracing::error!(
-                path,
-                why,
-                "snapshot restore: could not put a file back after a failure"
-            );
-        }
-    }
-}
-
-/// Directories left empty by deletions (below the scope) go too, as they would in git.
-fn prune_empty_dirs(storage: &dyn Storage, root: &StorePath, scope: &str, deleted: &[&String]) {
-    let mut dirs: Vec<String> = deleted
-        .iter()
-        .filter_map(|p| p.rsplit_once('/').map(|(d, _)| d.to_string()))
-        .collect();
+/// Directories (paths relative to `base`) left empty by deletions go too, walking up, as they
+/// would in git; `base` itself (the restored directory) stays.
+fn prune_empty_dirs(storage: &dyn Storage, base: &StorePath, mut dirs: Vec<String>) {
     dirs.sort();
     dirs.dedup();
     // Deepest last, so `pop` takes it first; walk up while directories empty out.
     dirs.sort_by_key(|d| d.matches('/').count());
     while let Some(mut cur) = dirs.pop() {
-        loop {
-            // Never a scope root or a user's home, whatever the restore emptied.
-            let depth = cur.matches('/').count();
-            let home = cur.starts_with("user/") && depth < 2;
-            if !within(&cur, scope) || cur == scope || depth == 0 || home {
-                break;
-            }
-            let Ok(at) = root.join_path(&cur) else { break };
+        while let Ok(at) = base.join_path(&cur) {
             match storage.list(&at) {
-                Ok(entries) if entries.is_empty() => {
-                    if storage.remove(&at, false).is_err() {
+                Ok(entries)
+                    if entries
+                        .iter()
+                        .all(|e| e.name == crate::storage::tags::TAGS_FILE) =>
+                {
+                    if storage.remove(&at, true).is_err() {
                         break;
                     }
                     forget_tags(storage, &at);

@@ -19,6 +19,7 @@ pub mod okf;
 mod path;
 pub mod quota;
 pub mod registry;
+pub mod replace;
 pub mod scaffold;
 pub mod seglog;
 pub mod sessions;
@@ -192,6 +193,14 @@ pub trait Storage: Send + Sync + 'static {
     /// this default.
     fn write_staged(&self, path: &StorePath, data: &[u8]) -> StorageResult<()> {
         self.write(path, data).map(|_| ())
+    }
+
+    /// Swap two existing directories in one atomic step (each name then holds the other's
+    /// tree). `Ok(false)`: this backend cannot (S3; a local file system without
+    /// `RENAME_EXCHANGE`) and nothing changed — `storage::replace` then publishes through a
+    /// journal and two moves instead.
+    fn exchange(&self, _a: &StorePath, _b: &StorePath) -> StorageResult<bool> {
+        Ok(false)
     }
 
     /// Make every [`Storage::write_staged`] made so far durable.

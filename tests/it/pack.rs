@@ -550,3 +550,358 @@ fn kill9_during_import_leaves_nothing_partial() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// 0.5.2 backs up and restores with account-wide authority: an ADMIN's backup carries every
+/// user's space and its restore writes them back; an ADMIN's export keeps the caller's view
+/// (its own user space only), and a USER's export leaves out what its ACLs deny.
+#[test]
+fn admin_backup_covers_every_user_and_export_keeps_the_callers_view() {
+    let st = Storage::new();
+    let s = Server::start(&st, Opts::default());
+    let admin = create_account(&s, "acme", "ann");
+    let bob = crate::harness::api::register(&s, &admin, "acme", "bob", "user");
+    write(
+        &s,
+        &admin,
+        "viking://user/ann/resources/a.md",
+        "ann's note\n",
+    );
+    write(&s, &bob, "viking://user/bob/resources/b.md", "bob's note\n");
+    let paths = |pack: &[u8]| -> Vec<String> {
+        manifest(pack)["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["path"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let r = s.post(BACKUP, Some(&admin), json!({}));
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let backup = r.raw;
+    let got = paths(&backup);
+    for p in ["user/ann/resources/a.md", "user/bob/resources/b.md"] {
+        assert!(got.iter().any(|g| g == p), "backup lacks {p}: {got:?}");
+    }
+    // Export of viking://user by the ADMIN: its own space only (0.5.2's namespace rule).
+    let r = s.post(EXPORT, Some(&admin), json!({"uri": "viking://user"}));
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let got = paths(&r.raw);
+    assert!(got.iter().any(|g| g == "ann/resources/a.md"), "{got:?}");
+    assert!(!got.iter().any(|g| g.starts_with("bob")), "{got:?}");
+    // Bob loses his note; the ADMIN's restore brings it back.
+    let r = s.delete(
+        &format!("/api/v1/fs?uri={}", q("viking://user/bob/resources/b.md")),
+        Some(&bob),
+    );
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let id = upload_id(&s, &admin, "b.ovpack", &backup);
+    let r = s.post(
+        RESTORE,
+        Some(&admin),
+        json!({"temp_file_id": id, "on_conflict": "overwrite"}),
+    );
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(
+        st.read_string("acme/user/bob/resources/b.md"),
+        "bob's note\n"
+    );
+
+    // ACLs: a USER's export leaves out a subtree restricted to others.
+    let r = s.call(
+        "PATCH",
+        "/api/v1/admin/accounts/acme/configuration",
+        Some(&admin),
+        Some(json!({"settings": {"acl": {"enabled": true}}})),
+    );
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    write(&s, &admin, "viking://resources/team/open.md", "open\n");
+    write(
+        &s,
+        &admin,
+        "viking://resources/team/secret/plan.md",
+        "secret\n",
+    );
+    let r = s.put(
+        "/api/v1/acl",
+        Some(&admin),
+        json!({"uri": "viking://resources/team/secret", "acl_mode": "restricted",
+               "entries": [{"principal": "user:ann", "level": "manage"}]}),
+    );
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let denied = s.get(
+        &format!(
+            "/api/v1/content/read?uri={}",
+            q("viking://resources/team/secret/plan.md")
+        ),
+        Some(&bob),
+    );
+    assert_eq!(
+        denied.status, 403,
+        "the ACL is not in force: {:?}",
+        denied.body
+    );
+    let r = s.post(
+        EXPORT,
+        Some(&bob),
+        json!({"uri": "viking://resources/team"}),
+    );
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let got = paths(&r.raw);
+    assert!(got.iter().any(|g| g == "open.md"), "{got:?}");
+    assert!(!got.iter().any(|g| g.starts_with("secret")), "{got:?}");
+    // The ADMIN (implicit manage) still exports it whole.
+    let got = paths(&export(&s, &admin, "viking://resources/team"));
+    assert!(got.iter().any(|g| g == "secret/plan.md"), "{got:?}");
+}
+
+const VEC_MODEL: &str = "harness-hash-64";
+
+fn embedder_opts(api_base: &str, model: &str, dim: usize) -> Opts {
+    Opts::default()
+        .env("LONGSHIP_EMBEDDING__DENSE__PROVIDER", "openai")
+        .env("LONGSHIP_EMBEDDING__DENSE__API_BASE", api_base)
+        .env("LONGSHIP_EMBEDDING__DENSE__MODEL", model)
+        .env("LONGSHIP_EMBEDDING__DENSE__DIMENSION", &dim.to_string())
+}
+
+/// The documented layout of a stored vector: `<account>/_system/vectors/<model_key>/…`.
+fn stored_vector(account: &str, model: &str, dim: usize, content: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let key = hex::encode(&Sha256::digest(format!("{model}|{dim}"))[..8]);
+    let hash = hex::encode(Sha256::digest(content));
+    format!("{account}/_system/vectors/{key}/{}/{hash}.f32", &hash[..2])
+}
+
+fn embedding_status(s: &Server) -> Value {
+    let r = s.get(
+        "/api/v1/observer/system?format=json",
+        Some(crate::harness::ROOT_KEY),
+    );
+    r.result()["components"]["retrieval"]["status"]["embedding"].clone()
+}
+
+/// A loopback address where nothing answers (a provider that is down).
+fn dead_api_base() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    drop(l);
+    format!("http://127.0.0.1:{port}/v1")
+}
+
+/// `include_vectors` carries the stored vectors as 0.5.2's dense snapshot; an import reuses
+/// them only when the configured model (name and dimension) is the pack's — proved by a
+/// server whose provider is down ending up with the vectors — `require` fails otherwise with
+/// nothing written, and `auto` recomputes them in the background.
+#[test]
+fn vectors_travel_and_are_reused_only_for_the_same_model() {
+    use crate::embed_server::{EmbedServer, DIM};
+    let provider = EmbedServer::start();
+    let st = Storage::new();
+    let a = Server::start(&st, embedder_opts(&provider.api_base(), VEC_MODEL, DIM));
+    let key = create_account(&a, "acme", "ann");
+    let docs = [
+        ("vec/tidal.md", "A note about tidal energy and coastlines\n"),
+        ("vec/glacier.md", "Glaciers retreat in warm summers\n"),
+        ("vec/deep/coral.md", "Coral reefs bleach in hot water\n"),
+    ];
+    for (p, c) in docs {
+        write(&a, &key, &format!("viking://resources/{p}"), c);
+    }
+    let in_a = |c: &str| st.at(&stored_vector("acme", VEC_MODEL, DIM, c));
+    let stored = crate::find::eventually(Duration::from_secs(60), || {
+        docs.iter().all(|(_, c)| in_a(c).is_file())
+    });
+    assert!(stored.is_some(), "{}", embedding_status(&a));
+
+    let plain = export(&a, &key, "viking://resources/vec");
+    assert!(manifest(&plain)["index"].get("dense").is_none());
+    let r = a.post(
+        EXPORT,
+        Some(&key),
+        json!({"uri": "viking://resources/vec", "include_vectors": true}),
+    );
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let pack = r.raw;
+    let m = manifest(&pack);
+    let dense = &m["index"]["dense"];
+    assert_eq!(dense["path"], "_ovpack/dense.f32", "{m}");
+    assert_eq!(dense["dtype"], "float32");
+    assert_eq!(dense["dimensions"], DIM);
+    assert_eq!(dense["embedding"]["model"], VEC_MODEL);
+    assert!(
+        dense["count"].as_u64().unwrap() >= docs.len() as u64,
+        "{dense}"
+    );
+    // Each file's record points at exactly its stored vector.
+    let mut zip = zip::ZipArchive::new(std::io::Cursor::new(pack.clone())).unwrap();
+    let mut data = Vec::new();
+    zip.by_name("vec/_ovpack/dense.f32")
+        .unwrap()
+        .read_to_end(&mut data)
+        .unwrap();
+    let mut records = String::new();
+    zip.by_name("vec/_ovpack/index_records.jsonl")
+        .unwrap()
+        .read_to_string(&mut records)
+        .unwrap();
+    for (p, c) in docs {
+        let rel = p.strip_prefix("vec/").unwrap();
+        let rec: Value = records
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .find(|r| r["path"] == rel && r["vector"].is_object())
+            .unwrap_or_else(|| panic!("no vector record for {rel}: {records}"));
+        let off = rec["vector"]["dense"]["offset"].as_u64().unwrap() as usize * 4;
+        assert_eq!(
+            &data[off..off + DIM * 4],
+            &in_a(c).read().unwrap()[..],
+            "{rel}"
+        );
+    }
+
+    // B: same model, provider down. Only the pack can give it these vectors.
+    let st_b = Storage::new();
+    let b = Server::start(&st_b, embedder_opts(&dead_api_base(), VEC_MODEL, DIM));
+    let key_b = create_account(&b, "acme", "ann");
+    let r = import(
+        &b,
+        &key_b,
+        &pack,
+        json!({"parent": "viking://resources", "vector_mode": "require"}),
+    );
+    assert_eq!(ok(&r)["uri"], "viking://resources/vec");
+    for (_, c) in docs {
+        let got = st_b.at(&stored_vector("acme", VEC_MODEL, DIM, c)).read();
+        assert_eq!(got.ok(), in_a(c).read().ok(), "vector of {c:?} not reused");
+    }
+    let loaded = crate::find::eventually(Duration::from_secs(60), || {
+        embedding_status(&b)["loaded_from_storage"]
+            .as_u64()
+            .unwrap_or(0)
+            >= docs.len() as u64
+    });
+    assert!(loaded.is_some(), "{}", embedding_status(&b));
+
+    // C: another model. `require` fails with nothing written; `auto` recomputes.
+    let other = "harness-hash-64-other";
+    let st_c = Storage::new();
+    let c = Server::start(&st_c, embedder_opts(&provider.api_base(), other, DIM));
+    let key_c = create_account(&c, "acme", "ann");
+    let r = import(
+        &c,
+        &key_c,
+        &pack,
+        json!({"parent": "viking://resources", "vector_mode": "require"}),
+    );
+    assert_eq!(r.status, 400, "{:?}", r.body);
+    assert!(r.body.to_string().contains("incompatible"), "{:?}", r.body);
+    assert!(!st_c.exists("acme/resources/vec"));
+    let r = import(&c, &key_c, &pack, json!({"parent": "viking://resources"}));
+    assert_eq!(ok(&r)["uri"], "viking://resources/vec");
+    let recomputed = crate::find::eventually(Duration::from_secs(60), || {
+        docs.iter()
+            .all(|(_, t)| st_c.at(&stored_vector("acme", other, DIM, t)).is_file())
+    });
+    assert!(recomputed.is_some(), "{}", embedding_status(&c));
+    assert!(!st_c.exists(&stored_vector("acme", VEC_MODEL, DIM, docs[0].1)));
+}
+
+/// Fill `dir` (created) with `n` files named `<prefix>NNNN.md` holding `body` + index.
+fn fill(s: &Server, key: &str, dir: &str, prefix: &str, body: &str, n: usize) {
+    let r = s.post("/api/v1/fs/mkdir", Some(key), json!({"uri": dir}));
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let batch: Vec<Value> = (0..n)
+        .map(|i| json!({"uri": format!("{dir}/{prefix}{i:04}.md"), "content": format!("{body} {i}\n").repeat(100), "mode": "create"}))
+        .collect();
+    let r = s.post(
+        "/api/v1/content/batch-write",
+        Some(key),
+        json!({"root_uri": dir, "operations": batch}),
+    );
+    assert_eq!(r.status, 200, "{:?}", r.body);
+}
+
+/// kill -9 while an overwrite import stages or publishes (observed through the staging
+/// directory: killed once its journal appears or most files are staged): after the restart
+/// the target holds the old tree or the new one, whole — never a mix, never nothing.
+#[test]
+fn kill9_during_overwrite_import_leaves_old_or_new_whole() {
+    let st = Storage::new();
+    let mut s = Server::start(&st, Opts::default());
+    let key = create_account(&s, "acme", "ann");
+    let n = 300;
+    // Same names with other content, plus names only the old tree has.
+    fill(&s, &key, "viking://resources/src/big", "f", "new", n);
+    fill(&s, &key, "viking://resources/dst/big", "f", "old", n);
+    write(
+        &s,
+        &key,
+        "viking://resources/dst/big/only-old.md",
+        "old only\n",
+    );
+    let new_tree = files(&st, "acme/resources/src/big");
+    let old_tree = files(&st, "acme/resources/dst/big");
+    let pack = export(&s, &key, "viking://resources/src/big");
+    let id = upload_id(&s, &key, "big.ovpack", &pack);
+    let url = s.url(IMPORT);
+    let k = key.clone();
+    let client = std::thread::spawn(move || {
+        let _ = ureq::post(&url)
+            .set("X-API-Key", &k)
+            .timeout(Duration::from_secs(120))
+            .send_json(
+                json!({"temp_file_id": id, "parent": "viking://resources/dst",
+                              "on_conflict": "overwrite"}),
+            );
+    });
+    let works = |st: &Storage| -> Vec<String> {
+        st.list("acme/_system/ingest")
+            .into_iter()
+            .filter(|n| n.starts_with("pack_"))
+            .collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut seen = false;
+    loop {
+        let ready = works(&st).iter().any(|w| {
+            seen = true;
+            st.exists(&format!("acme/_system/ingest/{w}/replace.json"))
+                || st.list(&format!("acme/_system/ingest/{w}/tree/0")).len() >= n * 3 / 4
+        });
+        if ready || Instant::now() > deadline || (seen && works(&st).is_empty()) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    s.kill9();
+    let _ = client.join();
+    assert!(seen, "the import never started staging within the bound");
+    s.restart();
+    let whole = |got: &std::collections::BTreeMap<String, String>| {
+        let rel = |m: &std::collections::BTreeMap<String, String>| -> Vec<(String, String)> {
+            m.iter()
+                .filter(|(k, _)| !k.contains("/.") && !k.starts_with('.'))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()
+        };
+        rel(got) == rel(&old_tree) || rel(got) == rel(&new_tree)
+    };
+    let got = files(&st, "acme/resources/dst/big");
+    assert!(
+        got.is_empty() || whole(&got),
+        "a mix is visible after restart: {} files",
+        got.len()
+    );
+    // Once the sweep settled the dead import, the target holds one of the trees whole.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !works(&st).is_empty() {
+        assert!(Instant::now() < deadline, "staging left behind");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let got = files(&st, "acme/resources/dst/big");
+    assert!(
+        whole(&got),
+        "target not whole after the sweep: {} files",
+        got.len()
+    );
+}

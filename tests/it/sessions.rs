@@ -682,3 +682,242 @@ fn user_keys_own_their_sessions_and_commit_tasks_across_instances() {
         0
     );
 }
+
+/// The first validation error of a 400 answer: `(loc joined by '.', type)`.
+fn first_error(r: &crate::harness::Resp) -> (String, String) {
+    assert_eq!(r.status, 400, "{}", String::from_utf8_lossy(&r.raw));
+    let e = &r.body["error"]["details"]["validation_errors"][0];
+    let loc: Vec<String> = e["loc"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no validation error: {}", r.body))
+        .iter()
+        .map(|s| s.as_str().map_or_else(|| s.to_string(), str::to_string))
+        .collect();
+    (loc.join("."), e["type"].as_str().unwrap_or("").to_string())
+}
+
+/// Issue 19 item 3: the session bodies are typed; a failure deep inside one names its location,
+/// unknown keys follow each 0.5.2 model (ignored or refused, struct by struct), and a
+/// malformed or oversized body is a 4xx without harm to the server.
+#[test]
+fn typed_bodies_name_locations_and_follow_the_models() {
+    let st = Storage::new();
+    let s = Server::start(&st, Opts::dev());
+    let c = Dev::alice(&s);
+    let text = json!({"type": "text", "text": "a"});
+    let located = [
+        // (body of SE5, location, type)
+        (
+            json!({"role": "user", "parts": [text.clone(), {"type": "text", "text": 5}]}),
+            "body.parts.1.text",
+            "string_type",
+        ),
+        (
+            json!({"role": "user", "parts": [text.clone(), {"type": "context", "uri": ["x"]}]}),
+            "body.parts.1.uri",
+            "string_type",
+        ),
+        (
+            json!({"role": "user", "parts": [text.clone(), {"type": "context", "context_type": "nope"}]}),
+            "body.parts.1.context_type",
+            "literal_error",
+        ),
+        (
+            json!({"role": "user", "parts": [{"type": "image_url", "image_url": {"url": 5}}]}),
+            "body.parts.0.image_url.url",
+            "string_type",
+        ),
+        (
+            json!({"role": "user", "parts": [{"type": "image_url", "image_url": " "}]}),
+            "body.parts.0.image_url",
+            "value_error",
+        ),
+        (
+            json!({"role": "user", "parts": [text.clone(), {"type": "tool", "tool_id": 7}]}),
+            "body.parts.1.tool_id",
+            "string_type",
+        ),
+        (
+            json!({"role": "user", "parts": [text.clone(), 1]}),
+            "body.parts.1",
+            "dict_type",
+        ),
+        (
+            json!({"role": "user", "parts": "x"}),
+            "body.parts",
+            "list_type",
+        ),
+        (
+            json!({"role": "user", "content": "x", "source_message_ids": ["a", 2]}),
+            "body.source_message_ids.1",
+            "string_type",
+        ),
+        (json!({"content": "x"}), "body.role", "missing"),
+        (json!({"role": "user"}), "body", "value_error"),
+    ];
+    for (body, loc, kind) in located {
+        let r = c.post("/api/v1/sessions/t1/messages", body.clone());
+        assert_eq!(
+            first_error(&r),
+            (loc.to_string(), kind.to_string()),
+            "{body}"
+        );
+        assert!(
+            r.body["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains(loc)),
+            "{body}: {}",
+            r.body
+        );
+    }
+    // The same rules inside a batch, one level down.
+    let r = c.post(
+        "/api/v1/sessions/t1/messages/batch",
+        json!({"messages": [{"role": "user", "content": "ok"},
+                            {"role": "user", "parts": [{"type": "text", "text": {}}]}]}),
+    );
+    assert_eq!(
+        first_error(&r),
+        ("body.messages.1.parts.0.text".into(), "string_type".into())
+    );
+    let r = c.post(
+        "/api/v1/sessions/t1/messages/batch",
+        json!({"messages": [{"role": "user", "content": "ok"}, {"role": "user"}]}),
+    );
+    assert_eq!(
+        first_error(&r),
+        ("body.messages.1".into(), "value_error".into())
+    );
+    // Nothing of a refused body was stored (SE5 auto-creates only on success).
+    err(&c.get("/api/v1/sessions/t1"), 404, "NOT_FOUND");
+
+    // Unknown keys: ignored where 0.5.2's model ignores them (messages, parts, batch, create,
+    // commit) ...
+    let r = c.post(
+        "/api/v1/sessions/t1/messages",
+        json!({"role": "user", "zzz": 1, "telemetry": true,
+               "parts": [{"type": "text", "text": "hi", "zzz": 2},
+                         {"type": "tool", "tool_id": "a", "duration_ms": 3}]}),
+    );
+    assert_eq!(ok(&r)["message_count"], 1);
+    let r = c.post(
+        "/api/v1/sessions/t1/messages/batch",
+        json!({"messages": [{"role": "user", "content": "x", "zzz": 1}], "zzz": 1}),
+    );
+    assert_eq!(ok(&r)["added"], 1);
+    let live = String::from_utf8(st.session_live("acme/user/alice/sessions/t1")).unwrap();
+    let first: Value = serde_json::from_str(live.lines().next().unwrap()).unwrap();
+    assert_eq!(
+        first["parts"],
+        json!([{"type": "text", "text": "hi"},
+               {"type": "tool", "tool_id": "a", "tool_status": "pending", "duration_ms": 3}])
+    );
+    let r = c.post(
+        "/api/v1/sessions",
+        json!({"session_id": "t2", "zzz": 1, "memory_policy": {"self": {"enabled": false, "zzz": 1}}}),
+    );
+    ok(&r);
+    ok(&c.post(
+        "/api/v1/sessions/t1/commit",
+        json!({"zzz": 1, "keep_recent_count": 1}),
+    ));
+    // ... and refused where it forbids them (config PATCH, policies, extraction configs).
+    let refused = [
+        (
+            "PATCH",
+            "/api/v1/sessions/t2/config",
+            json!({"zzz": 1}),
+            "body.zzz",
+        ),
+        (
+            "PATCH",
+            "/api/v1/sessions/t2/config",
+            json!({"auto_commit_policy": {"zzz": 1}}),
+            "body.auto_commit_policy.zzz",
+        ),
+        (
+            "PATCH",
+            "/api/v1/sessions/t2/config",
+            json!({"memory_extraction_config": {"events": {"tags": [], "zzz": 1}}}),
+            "body.memory_extraction_config.events.zzz",
+        ),
+        (
+            "POST",
+            "/api/v1/sessions",
+            json!({"auto_commit_policy": {"zzz": 1}}),
+            "body.auto_commit_policy.zzz",
+        ),
+        (
+            "POST",
+            "/api/v1/sessions/t2/commit",
+            json!({"extraction_metadata": {"event": {"zzz": 1}}}),
+            "body.extraction_metadata.event.zzz",
+        ),
+    ];
+    for (method, path, body, loc) in refused {
+        let r = c.call(method, path, Some(body.clone()));
+        assert_eq!(
+            first_error(&r),
+            (loc.to_string(), "extra_forbidden".to_string()),
+            "{method} {path} {body}"
+        );
+    }
+    // A PATCH that only sets the known keys works; `null` switches automatic commits off.
+    let r = c.call(
+        "PATCH",
+        "/api/v1/sessions/t2/config",
+        Some(json!({"auto_commit_policy": null, "telemetry": false})),
+    );
+    assert_eq!(ok(&r)["auto_commit_policy"], Value::Null);
+
+    // Malformed and oversized bodies: a 4xx, the server unharmed.
+    let headers = [
+        ("X-OpenViking-Account", "acme"),
+        ("X-OpenViking-User", "alice"),
+        ("Content-Type", "application/json"),
+    ];
+    let deep = format!(
+        r#"{{"role":"user","parts":[{{"type":"tool","tool_input":{}1{}}}]}}"#,
+        "[".repeat(100_000),
+        "]".repeat(100_000)
+    );
+    let r = s.raw(
+        "POST",
+        "/api/v1/sessions/t1/messages",
+        &headers,
+        deep.as_bytes(),
+    );
+    assert_eq!(first_error(&r), ("body".into(), "json_invalid".into()));
+    let n = 150_000;
+    let mut huge = String::from(r#"{"messages":["#);
+    for i in 0..n {
+        if i > 0 {
+            huge.push(',');
+        }
+        huge.push_str(r#"{"role":"user","content":"x"}"#);
+    }
+    huge.push_str("]}");
+    let r = s.raw(
+        "POST",
+        "/api/v1/sessions/t1/messages/batch",
+        &headers,
+        huge.as_bytes(),
+    );
+    assert_eq!(first_error(&r), ("body.messages".into(), "too_long".into()));
+    assert!(
+        r.body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains(&format!("at most 100 items after validation, not {n}"))),
+        "{}",
+        r.body
+    );
+    let r = s.raw(
+        "POST",
+        "/api/v1/sessions/t1/messages",
+        &headers,
+        br#"{"role":"user","content":"x""#,
+    );
+    assert_eq!(first_error(&r), ("body".into(), "json_invalid".into()));
+    assert_eq!(ok(&c.get("/api/v1/sessions/t1"))["message_count"], 1);
+    assert_eq!(c.get("/health").status, 200);
+}

@@ -621,3 +621,110 @@ fn bad_input_is_refused_with_nothing_written() {
     ok(&admin("DELETE", "/api/v1/snapshot/ignore", None));
     assert_eq!(ok(&admin("GET", "/api/v1/snapshot/ignore", None)), "");
 }
+
+/// kill -9 while a restore builds or publishes the restored directory (observed through its
+/// staging directory: killed once the replacement's journal appears or most files are
+/// staged): after the restart the directory is the pre-restore tree or the restored one,
+/// whole — never a mix, never nothing once the sweep settled the dead restore.
+#[test]
+fn kill9_during_restore_leaves_old_or_new_whole() {
+    use std::collections::BTreeMap;
+    use std::time::Instant;
+    let st = Storage::new();
+    let mut s = Server::start(&st, Opts::default());
+    let key = create_account(&s, "acme", "ann");
+    let n = 300;
+    let dir = "viking://resources/big";
+    let r = s.post("/api/v1/fs/mkdir", Some(&key), json!({"uri": dir}));
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let batch = |body: &str, mode: &str| -> Vec<Value> {
+        (0..n)
+            .map(|i| json!({"uri": format!("{dir}/f{i:04}.md"), "content": format!("{body} {i}\n").repeat(100), "mode": mode}))
+            .collect()
+    };
+    let write_all = |ops: Vec<Value>| {
+        let r = s.post(
+            "/api/v1/content/batch-write",
+            Some(&key),
+            json!({"root_uri": dir, "operations": ops}),
+        );
+        assert_eq!(r.status, 200, "{:?}", r.body);
+    };
+    write_all(batch("first", "create"));
+    let visible = |m: BTreeMap<String, String>| -> BTreeMap<String, String> {
+        m.into_iter()
+            .filter(|(k, _)| !k.ends_with('/') && !k.contains("/.") && !k.starts_with('.'))
+            .collect()
+    };
+    let tree = |st: &Storage| visible(st.at("acme/resources/big").digest());
+    let r = s.post(COMMIT, Some(&key), json!({"message": "v1", "paths": [dir]}));
+    let c1 = ok(&r)["commit_oid"].as_str().unwrap().to_string();
+    let restored_tree = tree(&st);
+    write_all(batch("second", "replace"));
+    let r = s.post(
+        "/api/v1/content/write",
+        Some(&key),
+        json!({"uri": format!("{dir}/only-now.md"), "content": "x\n", "mode": "create", "wait": true}),
+    );
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let live_tree = tree(&st);
+    assert_ne!(live_tree, restored_tree);
+
+    let url = s.url(RESTORE);
+    let k = key.clone();
+    let body = json!({"project_dir": dir, "source_commit": c1});
+    let client = std::thread::spawn(move || {
+        let _ = ureq::post(&url)
+            .set("X-API-Key", &k)
+            .timeout(Duration::from_secs(120))
+            .send_json(body);
+    });
+    let works = |st: &Storage| -> Vec<String> {
+        st.list("acme/_system/ingest")
+            .into_iter()
+            .filter(|n| n.starts_with("restore_"))
+            .collect()
+    };
+    // Progress: the staging directory filling, or (a restore writing in place) the first
+    // live file changing.
+    let first = "acme/resources/big/f0000.md";
+    let before = st.read(first);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut seen = false;
+    loop {
+        let ready = works(&st).iter().any(|w| {
+            seen = true;
+            st.exists(&format!("acme/_system/ingest/{w}/replace.json"))
+                || st.list(&format!("acme/_system/ingest/{w}/tree/0")).len() >= n * 3 / 4
+        }) || st.read(first) != before;
+        if ready {
+            seen = true;
+        }
+        if ready || Instant::now() > deadline || (seen && works(&st).is_empty()) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    s.kill9();
+    let _ = client.join();
+    assert!(seen, "the restore showed no progress within the bound");
+    s.restart();
+    let whole = |got: &BTreeMap<String, String>| *got == live_tree || *got == restored_tree;
+    let got = tree(&st);
+    assert!(
+        got.is_empty() || whole(&got),
+        "a mix is visible after restart: {} files",
+        got.len()
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !works(&st).is_empty() {
+        assert!(Instant::now() < deadline, "staging left behind");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let got = tree(&st);
+    assert!(
+        whole(&got),
+        "not whole after the sweep: {} files",
+        got.len()
+    );
+}

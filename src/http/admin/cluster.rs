@@ -3,7 +3,9 @@
 //! them, model secrets masked, and refuses changes that would make instances disagree.
 
 use actix_web::{web, HttpRequest};
+use serde::Deserialize;
 use serde_json::{json, Value};
+use utoipa::ToSchema;
 
 use crate::decode::parse_query;
 use crate::error::{ServiceError, ServiceResult};
@@ -143,16 +145,23 @@ pub(super) async fn patch_configuration(
     Ok(ApiOk::new(json!({ "settings": cluster_settings(&state) })))
 }
 
+/// The migrate body (0.5.2 `MigrateLegacyDataRequest`: unknown keys ignored).
+#[derive(Debug, Default, Deserialize, ToSchema)]
+pub(in crate::http) struct MigrateBody {
+    /// `migrate` (default) or `cleanup`, any case.
+    #[serde(default, deserialize_with = "crate::decode::opt_string")]
+    action: Option<String>,
+}
+
 /// POST /api/v1/admin/migrate: 0.5.2 moves session data of its legacy layouts; Longship's
 /// storage has only the current layout, so there is nothing to migrate.
 pub(super) async fn migrate(
     _caller: Caller<RootOnly>,
-    OptionalJson(body): OptionalJson<Option<Value>>,
+    OptionalJson(body): OptionalJson<MigrateBody>,
 ) -> ApiResult {
     let action = body
-        .as_ref()
-        .and_then(|b| b.get("action"))
-        .and_then(Value::as_str)
+        .action
+        .as_deref()
         .unwrap_or("migrate")
         .trim()
         .to_ascii_lowercase();

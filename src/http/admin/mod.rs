@@ -21,7 +21,7 @@ use super::extract::{ApiJson, ApiQuery};
 use super::routes::{at, Routes};
 use super::AppState;
 
-mod cluster;
+pub(super) mod cluster;
 pub(super) mod groups;
 pub(super) mod settings;
 mod templates;

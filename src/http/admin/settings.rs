@@ -7,10 +7,12 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use utoipa::ToSchema;
 
+use crate::decode::opt_object;
 use crate::error::{ServiceError, ServiceResult};
 use crate::identity::Role;
 use crate::jobs::settings::{PatchAccountConfig, ReadAccountConfig};
 use crate::storage::account_config::{self, is_root_only_section, StoredConfig};
+use crate::storage::sessions::policy::{self, MemoryPolicyInput};
 
 use super::super::auth::{Caller, RootOrAdmin};
 use super::super::envelope::{ApiOk, ApiResult};
@@ -216,11 +218,10 @@ pub(super) async fn patch_settings(
 /// 0.5.2's user settings answer: the stored memory policy normalised (all known memory
 /// types when it names none).
 fn user_settings(account: &str, user: &str, config: &Map<String, Value>) -> ServiceResult<Value> {
-    let stored = config.get("memory_policy").filter(|v| !v.is_null());
     let known = crate::memory::types::known_names();
-    let mut policy = crate::storage::sessions::policy::memory(stored, &known)?;
+    let mut policy = policy::memory_from_value(config.get("memory_policy"), &known)?;
     if policy.is_null() {
-        policy = crate::storage::sessions::policy::memory(Some(&json!({})), &known)?;
+        policy = policy::memory(Some(&MemoryPolicyInput::default()), &known)?;
     }
     if policy.get("memory_types").is_none() {
         let mut names = crate::memory::types::names();
@@ -252,8 +253,9 @@ pub(super) async fn get_user_settings(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(in crate::http) struct UserSettingsBody {
-    #[schema(value_type = Object)]
-    memory_policy: Value,
+    #[serde(deserialize_with = "opt_object")]
+    #[schema(value_type = Option<MemoryPolicyInput>)]
+    memory_policy: Option<MemoryPolicyInput>,
 }
 
 /// PATCH /api/v1/admin/accounts/{id}/users/{uid}/settings.
@@ -267,12 +269,11 @@ pub(super) async fn patch_user_settings(
     own_account(&caller, &account)?;
     super::path_ids(&account, &user)?;
     let value = match body.memory_policy {
-        Value::Null => None,
-        v => {
+        None => None,
+        Some(p) => {
             // Unknown memory types are refused there (400), as 0.5.2 does.
             let known = crate::memory::types::known_names();
-            let normalised = crate::storage::sessions::policy::memory(Some(&v), &known)?;
-            Some(normalised)
+            Some(policy::memory(Some(&p), &known)?)
         }
     };
     let job = crate::jobs::settings::SetUserConfigKey {

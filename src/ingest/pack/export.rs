@@ -11,9 +11,12 @@ use sha2::{Digest, Sha256};
 use zip::write::SimpleFileOptions;
 use zip::ZipWriter;
 
+use super::dense::{DenseSpool, DocHasher};
 use super::format::{self, BACKUP_NAME, EXCLUDED_NAMES, FILES_DIR, FORMAT_VERSION, KIND};
 use crate::error::{ServiceError, ServiceResult};
 use crate::identity::Identity;
+use crate::search::embed::Embedder;
+use crate::storage::acl::{AclView, Level};
 use crate::storage::fs::entry::{ABSTRACT_FILE, OVERVIEW_FILE};
 use crate::storage::uri::{self, VikingUri};
 use crate::storage::{is_internal_name, tags, EntryKind, Storage, StorageError, StorePath};
@@ -93,6 +96,10 @@ struct Walk<'a, W: Write + Send> {
     records_hasher: Sha256,
     stats: PackStats,
     keep_going: &'a dyn Fn() -> bool,
+    /// The caller's resource ACLs (`None`: nothing restricts this caller, e.g. a backup).
+    acl: Option<AclView>,
+    /// Dense vectors to carry (`include_vectors` with an embedder configured).
+    vectors: Option<DenseSpool<'a>>,
 }
 
 fn io_err(e: impl std::fmt::Display) -> ServiceError {
@@ -143,6 +150,22 @@ fn is_session_path(segs: &[String], rel: &str) -> bool {
 }
 
 impl<W: Write + Send> Walk<'_, W> {
+    /// Whether child `name` of `dir` belongs in the pack for this caller: 0.5.2's namespace
+    /// visibility, then (USER callers with ACLs on) read permission — a denied directory is
+    /// left out whole, as 0.5.2's tree leaves out everything below it.
+    fn packs(&self, dir: &VikingUri, name: &str) -> ServiceResult<Option<VikingUri>> {
+        if is_internal_name(name) || !uri::child_visible(dir, name, self.who) {
+            return Ok(None);
+        }
+        let child = dir.child(name)?;
+        if let Some(view) = &self.acl {
+            if !view.allows(&child, Level::Read) {
+                return Ok(None);
+            }
+        }
+        Ok(Some(child))
+    }
+
     fn user_of(&self, rel: &str) -> Option<String> {
         format::owner_user(&self.root_segs, rel).map(str::to_string)
     }
@@ -172,6 +195,7 @@ impl<W: Write + Send> Walk<'_, W> {
         level: i64,
         text: Option<&str>,
         scalars: Map<String, Value>,
+        vector: Option<&[f32]>,
     ) -> ServiceResult<()> {
         let mut r = Map::new();
         r.insert(
@@ -190,6 +214,9 @@ impl<W: Write + Send> Walk<'_, W> {
         if !scalars.is_empty() {
             r.insert("scalars".into(), Value::Object(scalars));
         }
+        if let (Some(v), Some(spool)) = (vector, self.vectors.as_mut()) {
+            r.insert("vector".into(), spool.push(v)?);
+        }
         let line = format::record_line(&r);
         self.records_hasher.update(&line);
         self.records
@@ -204,6 +231,7 @@ impl<W: Write + Send> Walk<'_, W> {
         &mut self,
         rel: &str,
         texts: [Option<String>; 2],
+        vectors: [Option<Vec<f32>>; 2],
         dir_tags: &[String],
     ) -> ServiceResult<()> {
         if is_session_path(&self.root_segs, rel) {
@@ -213,7 +241,7 @@ impl<W: Write + Send> Walk<'_, W> {
         let abstract_text = texts[0].clone().unwrap_or_default();
         for (level, text) in texts.iter().enumerate() {
             let has_tags = level == 0 && !dir_tags.is_empty();
-            if text.is_none() && !has_tags {
+            if text.is_none() && !has_tags && vectors[level].is_none() {
                 continue;
             }
             let mut scalars = Map::new();
@@ -223,7 +251,14 @@ impl<W: Write + Send> Walk<'_, W> {
             if has_tags {
                 scalars.insert("search_tags".into(), json!(dir_tags));
             }
-            self.push_record(rel, true, level as i64, text.as_deref(), scalars)?;
+            self.push_record(
+                rel,
+                true,
+                level as i64,
+                text.as_deref(),
+                scalars,
+                vectors[level].as_deref(),
+            )?;
         }
         Ok(())
     }
@@ -238,23 +273,28 @@ impl<W: Write + Send> Walk<'_, W> {
         Ok(())
     }
 
-    /// Copy one file into the ZIP; returns its sidecar text when small enough to carry.
+    /// Copy one file into the ZIP; returns its sidecar text when small enough to carry, and
+    /// its stored vector when vectors are carried and it has one.
     fn add_file(
         &mut self,
         rel: &str,
         path: &StorePath,
         size: u64,
         keep_text: bool,
-    ) -> ServiceResult<Option<String>> {
+    ) -> ServiceResult<(Option<String>, Option<Vec<f32>>)> {
         self.zip
             .start_file(self.zip_path(rel), file_options(size))
             .map_err(io_err)?;
+        let mut doc_hash: Option<DocHasher> = self.vectors.as_ref().map(|v| v.doc_hasher());
         let mut hasher = Sha256::new();
         let mut written = 0u64;
         let mut text = None;
         if size <= PIECE_BYTES {
             let data = read_or_gone(self.storage, path)?;
             hasher.update(&data);
+            if let Some(h) = doc_hash.as_mut() {
+                h.update(&data);
+            }
             self.zip.write_all(&data).map_err(io_err)?;
             written = data.len() as u64;
             if keep_text && written <= MAX_RECORD_TEXT {
@@ -267,6 +307,9 @@ impl<W: Write + Send> Walk<'_, W> {
                     break;
                 }
                 hasher.update(&piece);
+                if let Some(h) = doc_hash.as_mut() {
+                    h.update(&piece);
+                }
                 self.zip.write_all(&piece).map_err(io_err)?;
                 written += piece.len() as u64;
                 if !(self.keep_going)() {
@@ -279,7 +322,11 @@ impl<W: Write + Send> Walk<'_, W> {
         self.digests.push((rel.to_string(), written, sha));
         self.stats.files += 1;
         self.stats.bytes += written;
-        Ok(text)
+        let vector = match (doc_hash, self.vectors.as_ref()) {
+            (Some(h), Some(spool)) if written > 0 => spool.lookup(self.storage, &h.finish()),
+            _ => None,
+        };
+        Ok((text, vector))
     }
 
     /// Pack directory `dir` (at `rel` in the pack) and everything below it, depth first.
@@ -295,47 +342,63 @@ impl<W: Write + Send> Walk<'_, W> {
         children.sort_by(|a, b| a.name.cmp(&b.name));
         let child_tags = tags::read_children(self.storage, dir.store_path())?;
         let mut texts: [Option<String>; 2] = [None, None];
+        let mut sidecar_vectors: [Option<Vec<f32>>; 2] = [None, None];
         // Files first (sidecars give the directory's records), then subdirectories.
         for child in children.iter().filter(|c| c.meta.kind == EntryKind::File) {
-            if is_internal_name(&child.name)
-                || EXCLUDED_NAMES.contains(&child.name.as_str())
-                || !uri::child_visible(dir, &child.name, self.who)
-            {
+            if EXCLUDED_NAMES.contains(&child.name.as_str()) {
                 continue;
             }
-            let child_uri = dir.child(&child.name)?;
+            let Some(child_uri) = self.packs(dir, &child.name)? else {
+                continue;
+            };
             let child_rel = join_rel(rel, &child.name);
             let sidecar = match child.name.as_str() {
                 ABSTRACT_FILE => Some(0),
                 OVERVIEW_FILE => Some(1),
                 _ => None,
             };
-            let text = self.add_file(
+            let (text, vector) = self.add_file(
                 &child_rel,
                 child_uri.store_path(),
                 child.meta.size,
                 sidecar.is_some(),
             )?;
-            if let (Some(level), Some(text)) = (sidecar, text) {
-                texts[level] = Some(text);
-            }
-            if let Some(t) = child_tags.get(&child.name).filter(|t| !t.is_empty()) {
-                if !is_session_path(&self.root_segs, &child_rel) {
-                    let mut scalars = Map::new();
-                    scalars.insert("search_tags".into(), json!(t));
-                    self.push_record(&child_rel, false, 2, None, scalars)?;
+            // A sidecar's vector rides on its directory's record.
+            let vector = match sidecar {
+                Some(level) => {
+                    texts[level] = text;
+                    sidecar_vectors[level] = vector;
+                    None
                 }
+                None => vector,
+            };
+            if is_session_path(&self.root_segs, &child_rel) {
+                continue;
+            }
+            let tags = child_tags.get(&child.name).filter(|t| !t.is_empty());
+            if tags.is_some() || vector.is_some() {
+                let mut scalars = Map::new();
+                if let Some(t) = tags {
+                    scalars.insert("search_tags".into(), json!(t));
+                }
+                if vector.is_some() {
+                    scalars.insert(
+                        "context_type".into(),
+                        json!(context_type(&self.root_segs, &child_rel)),
+                    );
+                    scalars.insert("level".into(), json!(2));
+                }
+                self.push_record(&child_rel, false, 2, None, scalars, vector.as_deref())?;
             }
         }
         // The backup root has no records of its own (0.5.2).
         if !(self.root_segs.is_empty() && rel.is_empty()) {
-            self.dir_records(rel, texts, own_tags)?;
+            self.dir_records(rel, texts, sidecar_vectors, own_tags)?;
         }
         for child in children.iter().filter(|c| c.meta.kind == EntryKind::Dir) {
-            if is_internal_name(&child.name) || !uri::child_visible(dir, &child.name, self.who) {
+            let Some(child_uri) = self.packs(dir, &child.name)? else {
                 continue;
-            }
-            let child_uri = dir.child(&child.name)?;
+            };
             let child_rel = join_rel(rel, &child.name);
             // A backup carries only the public scopes under its root.
             if self.root_segs.is_empty()
@@ -379,11 +442,14 @@ fn read_or_gone(storage: &dyn Storage, path: &StorePath) -> ServiceResult<Vec<u8
 }
 
 /// Write the pack of `source` to `out`. Errors after the first byte can only end the stream.
+/// With `vectors` (`include_vectors` and a configured embedder) the stored vectors of the
+/// packed files travel as 0.5.2's dense snapshot.
 pub fn write_pack<W: Write + Send>(
     storage: &dyn Storage,
     who: &Identity,
     source: &PackSource,
     out: W,
+    vectors: Option<&Embedder>,
     keep_going: &dyn Fn() -> bool,
 ) -> ServiceResult<PackStats> {
     let base = source.base_name();
@@ -392,6 +458,14 @@ pub fn write_pack<W: Write + Send>(
         PackSource::Backup { account_root } => (account_root.clone(), Vec::new(), true),
     };
     let records = spool_file().map_err(ServiceError::internal)?;
+    let vectors = match vectors {
+        Some(e) => Some(DenseSpool::new(
+            e,
+            &who.account,
+            spool_file().map_err(ServiceError::internal)?,
+        )),
+        None => None,
+    };
     let mut walk = Walk {
         storage,
         who,
@@ -405,6 +479,8 @@ pub fn write_pack<W: Write + Send>(
         records_hasher: Sha256::new(),
         stats: PackStats::default(),
         keep_going,
+        acl: AclView::for_caller(who),
+        vectors,
     };
     walk.zip
         .add_directory(format!("{base}/"), SimpleFileOptions::default())
@@ -437,6 +513,7 @@ pub fn write_pack<W: Write + Send>(
         record_count,
         records_hasher,
         stats,
+        vectors,
         ..
     } = walk;
     let content_sha =
@@ -452,6 +529,19 @@ pub fn write_pack<W: Write + Send>(
         .seek(SeekFrom::Start(0))
         .map_err(ServiceError::internal)?;
     std::io::copy(&mut (&mut records).take(u64::MAX), &mut zip).map_err(io_err)?;
+    let dense = match vectors {
+        Some(spool) => spool.finish()?,
+        None => None,
+    };
+    let dense_info = match dense {
+        Some((info, mut file)) => {
+            zip.start_file(format!("{base}/{}", format::DENSE_PATH), file_options(0))
+                .map_err(io_err)?;
+            std::io::copy(&mut file, &mut zip).map_err(io_err)?;
+            Some(info)
+        }
+        None => None,
+    };
     let scope = match source {
         PackSource::Tree(uri) => uri.segments()[0].clone(),
         PackSource::Backup { .. } => "root".into(),
@@ -474,6 +564,9 @@ pub fn write_pack<W: Write + Send>(
             "sha256": hex::encode(records_hasher.finalize()),
         }},
     });
+    if let Some(info) = dense_info {
+        manifest["index"]["dense"] = info;
+    }
     if backup {
         manifest["scopes"] = json!(format::PUBLIC_SCOPES);
         let skills = super::skills_ext::collect(storage, &root)?;

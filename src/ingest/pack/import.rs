@@ -3,7 +3,9 @@
 //! hostile-archive limits of ingestion (entry count, total bytes, per-entry and whole-archive
 //! ratio, depth), every file is staged under `<account>/_system/ingest/<id>/tree/<unit>` with
 //! its size and sha256 checked as it is read, and each unit (the imported root; for a restore
-//! each scope root) is published with one rename — visible whole or not at all.
+//! each scope root) is published with one rename — visible whole or not at all; with
+//! `on_conflict=overwrite` with one atomic replacement (`storage::replace`), the old tree or
+//! the new one whole, also across a crash.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
@@ -11,12 +13,14 @@ use std::path::Path;
 
 use serde_json::{Map, Value};
 
+use super::dense::{self, DenseInfo, DenseRef};
 use super::format::{self, check_rel_path, sha256_hex, FILES_DIR, INTERNAL_DIR};
 use crate::config::QuotaSettings;
 use crate::error::{ServiceError, ServiceResult};
 use crate::identity::Identity;
 use crate::ingest::archive::{self, ArchiveLimits};
 use crate::ingest::uploads;
+use crate::search::embed::Embedder;
 use crate::storage::uri::{self, Access, VikingUri};
 use crate::storage::{tags, Storage, StorageError, StorePath};
 
@@ -79,6 +83,8 @@ pub struct ImportRequest {
     pub vector_mode: VectorMode,
     /// Names the staging directory (`_system/ingest/<work_id>`) and the active marker.
     pub work_id: String,
+    /// The configured dense model, which may reuse the pack's vectors.
+    pub embedder: Option<std::sync::Arc<Embedder>>,
 }
 
 /// What an import published.
@@ -193,11 +199,15 @@ fn manifest_root(manifest: &Value, who: &Identity) -> ServiceResult<VikingUri> {
 
 /// Read a whole small member (manifest, index records) within `MAX_META_BYTES`.
 fn read_small(zip: &mut zip::ZipArchive<File>, name: &str) -> ServiceResult<Vec<u8>> {
+    read_limited(zip, name, MAX_META_BYTES)
+}
+
+fn read_limited(zip: &mut zip::ZipArchive<File>, name: &str, limit: u64) -> ServiceResult<Vec<u8>> {
     let mut entry = zip
         .by_name(name)
         .map_err(|e| invalid(format!("cannot read ovpack member {name:.200}: {e}")))?;
     let mut data = Vec::new();
-    archive::copy_limited(&mut entry, &mut data, MAX_META_BYTES, |_| None)
+    archive::copy_limited(&mut entry, &mut data, limit, |_| None)
         .map_err(|e| invalid(format!("cannot read ovpack member {name:.200}: {e}")))?;
     Ok(data)
 }
@@ -210,7 +220,8 @@ struct Plan {
     entries: BTreeMap<String, Entry>,
     /// path → tags from the index records (Longship's `search_tags`, 0.5.2's field name).
     tags: BTreeMap<String, Vec<String>>,
-    has_dense: bool,
+    /// The dense vector snapshot, checked: `index.dense`, the records' references, the data.
+    dense: Option<(DenseInfo, Vec<DenseRef>, Vec<u8>)>,
     backup: bool,
     skills: Vec<Value>,
 }
@@ -405,7 +416,8 @@ fn check_pack(
         .get("index")
         .filter(|i| i.is_object())
         .ok_or_else(|| invalid("Missing ovpack index"))?;
-    let has_dense = index.get("dense").is_some_and(|d| !d.is_null());
+    let dense_info = dense::parse_info(index)?;
+    let has_dense = dense_info.is_some();
     let mut expected_internal = BTreeSet::from([format!("{base}/{}", format::RECORDS_PATH)]);
     if has_dense {
         expected_internal.insert(format!("{base}/{}", format::DENSE_PATH));
@@ -437,6 +449,7 @@ fn check_pack(
     }
     let mut tag_map = BTreeMap::new();
     let mut ids = BTreeSet::new();
+    let mut dense_refs = Vec::new();
     for (i, line) in lines.iter().enumerate() {
         let r: Map<String, Value> = serde_json::from_str(line)
             .map_err(|_| invalid("Invalid JSON in ovpack index record").detail("line", i + 1))?;
@@ -462,6 +475,18 @@ fn check_pack(
         if !ids.insert(id.to_string()) {
             return Err(invalid("Duplicate ovpack index record id").detail("record_id", id));
         }
+        if let Some((offset, dimensions)) = dense::parse_record_ref(&r, i + 1)? {
+            let level = r.get("level").and_then(Value::as_i64).unwrap_or(2);
+            // Only a vector of a file in the pack can be keyed by content here.
+            let file = dense::record_file(path, entry.dir, level)
+                .filter(|f| entries.get(f).is_some_and(|e| !e.dir))
+                .unwrap_or_default();
+            dense_refs.push(DenseRef {
+                file,
+                offset,
+                dimensions,
+            });
+        }
         let found = r
             .get("scalars")
             .and_then(|s| s.get("search_tags"))
@@ -477,6 +502,26 @@ fn check_pack(
             tag_map.insert(path.to_string(), t);
         }
     }
+    let dense_data = match &dense_info {
+        Some(info) => {
+            let name = format!("{base}/{}", format::DENSE_PATH);
+            let data = read_limited(zip, &name, dense::MAX_DENSE_BYTES)?;
+            if !sha256_hex(&data).eq_ignore_ascii_case(&info.sha256) {
+                return Err(invalid("ovpack dense vector sha256 mismatch"));
+            }
+            Some(data)
+        }
+        None => None,
+    };
+    dense::check_refs(
+        dense_info.as_ref(),
+        &dense_refs,
+        dense_data.as_ref().map(|d| d.len() as u64),
+    )?;
+    let dense = match (dense_info, dense_data) {
+        (Some(info), Some(data)) => Some((info, dense_refs, data)),
+        _ => None,
+    };
     let skills = manifest
         .get(format::SKILLS_EXTENSION)
         .and_then(Value::as_array)
@@ -488,7 +533,7 @@ fn check_pack(
             members,
             entries,
             tags: tag_map,
-            has_dense,
+            dense,
             backup,
             skills,
         },
@@ -663,15 +708,7 @@ pub fn import(
             }
         }
     }
-    if req.vector_mode == VectorMode::Require {
-        return Err(invalid(if plan.has_dense {
-            "ovpack dense vector snapshot cannot be reused here: this server recomputes vectors \
-             from content (use vector_mode auto or recompute)"
-        } else {
-            "ovpack package does not contain a dense vector snapshot"
-        })
-        .detail("vector_mode", "require"));
-    }
+    let reuse = vectors_to_reuse(&plan, req.vector_mode, req.embedder.as_deref())?;
     // Conflicts, as 0.5.2: the import root, or (restore) the scope roots.
     let answer = match &req.destination {
         Destination::Under(_) => units[0].target.uri(),
@@ -735,9 +772,23 @@ pub fn import(
         archive_size,
         &limits,
         overwrite,
+        &Reuse {
+            vectors: &reuse,
+            embedder: req.embedder.as_deref(),
+            account: &who.account,
+        },
         heartbeat,
     );
-    let _ = storage.remove(&staging, true);
+    // A replacement a failure interrupted is finished before its trees' directory goes;
+    // if that fails too, the staging sweep retries it from the journal.
+    match crate::storage::replace::settle(storage, &staging) {
+        Ok(()) => {
+            let _ = storage.remove(&staging, true);
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "pack import: interrupted replacement left to the sweep")
+        }
+    }
     outcome?;
     crate::storage::quota::charge(storage, &who.account, bytes as i64, files as i64, quota);
     Ok(Imported {
@@ -746,6 +797,71 @@ pub fn import(
         files,
         bytes,
     })
+}
+
+/// The pack's vectors this server stores (by manifest file path), following `vector_mode`
+/// as 0.5.2: `recompute` never reuses; `auto` reuses when it can, else the indexer
+/// recomputes in the background; `require` fails when the vectors cannot be reused.
+fn vectors_to_reuse(
+    plan: &Plan,
+    mode: VectorMode,
+    embedder: Option<&Embedder>,
+) -> ServiceResult<BTreeMap<String, Vec<f32>>> {
+    let require = mode == VectorMode::Require;
+    let refuse = |message: &str| invalid(message).detail("vector_mode", "require");
+    if mode == VectorMode::Recompute {
+        return Ok(BTreeMap::new());
+    }
+    let Some((info, refs, data)) = plan.dense.as_ref().filter(|(_, r, _)| !r.is_empty()) else {
+        if require {
+            return Err(refuse(
+                "ovpack package does not contain a dense vector snapshot",
+            ));
+        }
+        return Ok(BTreeMap::new());
+    };
+    let Some(embedder) = embedder else {
+        if require {
+            return Err(refuse("Vector restore requires a writable vector store"));
+        }
+        return Ok(BTreeMap::new());
+    };
+    if let Some(reason) = dense::incompatibility(info, embedder) {
+        if require {
+            return Err(refuse(
+                "ovpack dense vector snapshot is incompatible with current embedding config",
+            )
+            .detail("reason", reason));
+        }
+        tracing::info!(
+            reason,
+            "pack import: vectors recomputed (the snapshot's model differs)"
+        );
+        return Ok(BTreeMap::new());
+    }
+    Ok(dense::vectors_by_file(refs, data))
+}
+
+/// Vectors stored as their files are staged (before the tree is published, so the indexer
+/// finds them when it first sees the files).
+struct Reuse<'a> {
+    vectors: &'a BTreeMap<String, Vec<f32>>,
+    embedder: Option<&'a Embedder>,
+    account: &'a str,
+}
+
+impl Reuse<'_> {
+    fn store(&self, storage: &dyn Storage, rel: &str, data: &[u8]) {
+        let (Some(v), Some(embedder)) = (self.vectors.get(rel), self.embedder) else {
+            return;
+        };
+        let mut hash = dense::DocHasher::new(embedder.max_doc_bytes());
+        hash.update(data);
+        // Never fails the import: the indexer computes what is not stored.
+        if let Err(e) = embedder.store_vector(storage, self.account, &hash.finish(), v) {
+            tracing::warn!(error = %e, "pack import: a carried vector was not stored");
+        }
+    }
 }
 
 fn exists(storage: &dyn Storage, uri: &VikingUri) -> bool {
@@ -770,6 +886,7 @@ fn stage_and_publish(
     archive_size: u64,
     limits: &ArchiveLimits,
     overwrite: bool,
+    reuse: &Reuse<'_>,
     heartbeat: &mut dyn FnMut(),
 ) -> ServiceResult<()> {
     let tree = staging.join("tree")?;
@@ -825,6 +942,7 @@ fn stage_and_publish(
         }
         total += read;
         storage.write_staged(&target, &data)?;
+        reuse.store(storage, rel, &data);
     }
     // Longship's backup extension: account skills, inline.
     if let Some(u) = units.iter().position(|u| u.prefix == "\u{0}skills") {
@@ -852,36 +970,25 @@ fn stage_and_publish(
         storage.write_staged(&dir.join(tags::TAGS_FILE)?, &tags::map_body(nodes))?;
     }
     storage.sync_staged()?;
-    // Publish each unit: one rename (overwrite: the old tree is moved aside first and put
-    // back if the new one cannot take its place).
+    // Publish each unit whole: one rename, or with overwrite one atomic replacement
+    // (`storage::replace`: a swap on local disk, a journaled pair of moves on S3).
+    let mut pairs = Vec::with_capacity(units.len());
     for (i, unit) in units.iter().enumerate() {
-        let staged = staged_path(&tree, i, "")?;
-        if let Some(parent) = unit.target.parent() {
-            storage.mkdir(parent.store_path())?;
-        }
-        let aside_dir = staging.join("replaced")?;
-        let aside = aside_dir.join(&i.to_string())?;
-        let replaced = overwrite && {
-            storage.mkdir(&aside_dir)?;
-            match storage.rename(unit.target.store_path(), &aside) {
-                Ok(()) => true,
-                Err(StorageError::NotFound(_)) => false,
-                Err(e) => return Err(e.into()),
+        pairs.push((staged_path(&tree, i, "")?, unit.target.store_path().clone()));
+    }
+    if overwrite {
+        crate::storage::replace::publish(storage, staging, &pairs)?;
+    } else {
+        for ((staged, target), unit) in pairs.iter().zip(units) {
+            if let Some(parent) = target.parent() {
+                storage.mkdir(&parent)?;
             }
-        };
-        if let Err(e) = storage.rename(&staged, unit.target.store_path()) {
-            if replaced {
-                let _ = storage.rename(&aside, unit.target.store_path());
-            }
-            return Err(match e {
+            storage.rename(staged, target).map_err(|e| match e {
                 StorageError::AlreadyExists(_) => {
                     ServiceError::conflict(format!("Resource already exists at {}", unit.target))
                 }
                 other => other.into(),
-            });
-        }
-        if replaced {
-            let _ = storage.remove(&aside, true);
+            })?;
         }
     }
     for (u, t) in root_tags {

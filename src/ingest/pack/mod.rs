@@ -2,6 +2,7 @@
 //! streaming writer (`export`), checked reader and atomic publisher (`import`), and Longship's
 //! backup extension for account skills (`skills_ext`).
 
+pub mod dense;
 pub mod export;
 pub mod format;
 pub mod import;

@@ -142,6 +142,53 @@ impl Embedder {
         &self.model_key
     }
 
+    /// The configured dimension (0: whatever the provider returns).
+    pub fn dimension(&self) -> usize {
+        self.cfg.dense.dimension
+    }
+
+    /// The configured provider's name (`openai`, …).
+    pub fn provider_name(&self) -> Option<&str> {
+        self.cfg.dense.provider.as_deref()
+    }
+
+    /// Bytes of a file a document (and so its content hash) covers.
+    pub fn max_doc_bytes(&self) -> usize {
+        self.max_bytes
+    }
+
+    /// The stored vector of content `hash` in `account`, when present and of this model's
+    /// dimension (exports carry it).
+    pub fn stored_vector(
+        &self,
+        storage: &dyn Storage,
+        account: &str,
+        hash: &str,
+    ) -> Option<Vec<f32>> {
+        let path = self.vector_path(account, hash)?;
+        let v = decode(&storage.read(&path).ok()?)?;
+        (self.cfg.dense.dimension == 0 || v.len() == self.cfg.dense.dimension).then_some(v)
+    }
+
+    /// Store `v` as the vector of content `hash` in `account` (create-only), exactly as if
+    /// this embedder had computed it: the indexer then loads it instead of asking the
+    /// provider (imports that carry vectors of this model).
+    pub fn store_vector(
+        &self,
+        storage: &dyn Storage,
+        account: &str,
+        hash: &str,
+        v: &[f32],
+    ) -> Result<(), StorageError> {
+        let Some(path) = self.vector_path(account, hash) else {
+            return Ok(());
+        };
+        match storage.write_if(&path, &encode(v), None) {
+            Ok(_) | Err(StorageError::Conflict(_)) | Err(StorageError::AlreadyExists(_)) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Minimum age of an unreferenced vector object before the sweep deletes it.
     pub fn gc_grace(&self) -> Duration {
         Duration::from_secs(self.cfg.vector_gc_grace_secs)

@@ -404,6 +404,22 @@ impl Storage for LocalStorage {
         crate::storage::lock_counts::counted(name, || self.flock_named(name, timeout))
     }
 
+    fn exchange(&self, a: &StorePath, b: &StorePath) -> StorageResult<bool> {
+        if a.is_root() || b.is_root() {
+            return Err(StorageError::InvalidPath("cannot exchange the root".into()));
+        }
+        let (pa, pb) = (self.full(a), self.full(b));
+        match rename_exchange(&pa, &pb) {
+            Ok(true) => {}
+            Ok(false) => return Ok(false),
+            Err(e) => return Err(map_io(e, &pb)),
+        }
+        for dir in [pa.parent(), pb.parent()].into_iter().flatten() {
+            sync_dir(dir).map_err(|e| map_io(e, dir))?;
+        }
+        Ok(true)
+    }
+
     fn sweep_temp_files(&self, older_than: Duration) -> StorageResult<usize> {
         let now = std::time::SystemTime::now();
         let mut removed = 0;
@@ -531,6 +547,31 @@ fn rename_noreplace(src: &Path, dst: &Path) -> io::Result<()> {
         return fs::rename(src, dst);
     }
     Err(err)
+}
+
+/// Swap `a` and `b` atomically (`renameat2(RENAME_EXCHANGE)`); `Ok(false)` where the file
+/// system does not support it.
+fn rename_exchange(a: &Path, b: &Path) -> io::Result<bool> {
+    let c_a = std::ffi::CString::new(a.as_os_str().as_bytes())?;
+    let c_b = std::ffi::CString::new(b.as_os_str().as_bytes())?;
+    // SAFETY: both pointers are valid NUL-terminated strings for the duration of the call.
+    let rc = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            c_a.as_ptr(),
+            libc::AT_FDCWD,
+            c_b.as_ptr(),
+            libc::RENAME_EXCHANGE,
+        )
+    };
+    if rc == 0 {
+        return Ok(true);
+    }
+    let err = io::Error::last_os_error();
+    match err.raw_os_error() {
+        Some(libc::EINVAL) | Some(libc::ENOSYS) => Ok(false),
+        _ => Err(err),
+    }
 }
 
 fn map_io(err: io::Error, path: &Path) -> StorageError {

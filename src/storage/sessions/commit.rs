@@ -5,9 +5,11 @@
 //! retained ones its suffix, so a 50k-message commit costs one read, one light parse for ids,
 //! and two writes. Write order and crash handling: see [`super::recovery`].
 
+use serde::{Deserialize, Deserializer};
 use serde_json::{json, Map, Value};
+use utoipa::ToSchema;
 
-use crate::decode::int_in_range;
+use crate::decode::{field_error, opt_int_in, opt_object, opt_strict_bool};
 use crate::error::{ServiceError, ServiceResult};
 use crate::storage::Storage;
 use crate::time;
@@ -16,7 +18,8 @@ use super::archive::{self, ArchiveMeta, Phase1};
 use super::live::{self, Span, YIELD_EVERY};
 use super::load::{load_for_update, not_found};
 use super::meta::{PendingCommit, SessionMeta};
-use super::{backlog, deps, policy, recovery, tokens, SessionRef};
+use super::policy::{self, ExtractionMetadataInput};
+use super::{backlog, deps, recovery, tokens, SessionRef};
 
 /// Defaults of turn_budget retention (spec SE7 step 3).
 const DEFAULT_TURNS: u64 = 3;
@@ -57,99 +60,91 @@ impl Default for MemoryMode {
 
 pub use super::archive::{skipped_outcome, NO_MODEL};
 
-fn invalid(field: &str, message: &str, kind: &str) -> ServiceError {
-    if field.is_empty() {
-        ServiceError::validation(&["body"], message, kind)
-    } else {
-        ServiceError::validation(&["body", field], message, kind)
-    }
+/// SE7's body (0.5.2 `CommitRequest`: unknown keys ignored), each field typed and bounded
+/// where it is decoded; [`CommitSessionBody::options`] checks the rules across fields.
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+pub struct CommitSessionBody {
+    /// Newest messages kept live (0..=10000, default 0).
+    #[serde(default, deserialize_with = "count")]
+    keep_recent_count: Option<i64>,
+    /// `turn_budget`: keep whole newest turns within a token budget.
+    #[serde(default, deserialize_with = "retention_mode")]
+    retention_mode: Option<String>,
+    #[serde(default, deserialize_with = "count")]
+    keep_recent_turn_count: Option<i64>,
+    #[serde(default, deserialize_with = "count")]
+    min_raw_tail_steps: Option<i64>,
+    /// At least 1.
+    #[serde(default, deserialize_with = "token_budget")]
+    retained_message_token_budget: Option<i64>,
+    #[serde(default, deserialize_with = "opt_strict_bool")]
+    enable_working_memory: Option<bool>,
+    #[serde(default, deserialize_with = "opt_strict_bool")]
+    reset_context: Option<bool>,
+    #[serde(default, deserialize_with = "opt_object")]
+    extraction_metadata: Option<ExtractionMetadataInput>,
 }
 
-fn int_field(
-    body: &Map<String, Value>,
-    field: &str,
-    min: i64,
-    max: Option<i64>,
-) -> Result<Option<u64>, ServiceError> {
-    let v = match body.get(field) {
-        None | Some(Value::Null) => return Ok(None),
-        Some(v) => v,
-    };
-    let Some(n) = v.as_i64() else {
-        return Err(invalid(
-            field,
-            "Input should be a valid integer",
-            "int_type",
-        ));
-    };
-    Ok(Some(int_in_range(&["body", field], n, min, max)? as u64))
+fn count<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+    opt_int_in(Value::deserialize(d)?, 0, Some(MAX_COUNT))
 }
 
-fn strict_bool(body: &Map<String, Value>, field: &str) -> Result<Option<bool>, ServiceError> {
-    match body.get(field) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Bool(b)) => Ok(Some(*b)),
-        Some(_) => Err(invalid(
-            field,
-            "Input should be a valid boolean",
-            "bool_type",
+fn token_budget<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+    opt_int_in(Value::deserialize(d)?, 1, None)
+}
+
+fn retention_mode<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    match Value::deserialize(d)? {
+        Value::Null => Ok(None),
+        Value::String(m) if m == "turn_budget" => Ok(Some(m)),
+        _ => Err(field_error(
+            "literal_error",
+            "Input should be 'turn_budget'",
         )),
     }
 }
 
-/// Validate a commit body (spec SE7); unknown top-level fields are ignored.
-pub fn parse_options(body: &Map<String, Value>) -> Result<CommitOptions, ServiceError> {
-    let keep_recent_count = int_field(body, "keep_recent_count", 0, Some(MAX_COUNT))?.unwrap_or(0);
-    let turn_budget = match body.get("retention_mode") {
-        None | Some(Value::Null) => false,
-        Some(Value::String(m)) if m == "turn_budget" => true,
-        Some(_) => {
-            return Err(invalid(
-                "retention_mode",
-                "Input should be 'turn_budget'",
-                "literal_error",
-            ))
+fn value_error(message: &str) -> ServiceError {
+    ServiceError::validation(&["body"], &format!("Value error, {message}"), "value_error")
+}
+
+impl CommitSessionBody {
+    /// The commit's options, after 0.5.2's model-level rules.
+    pub fn options(self) -> Result<CommitOptions, ServiceError> {
+        let as_count = |n: Option<i64>| n.map(|n| n.max(0) as u64);
+        let keep_recent_count = as_count(self.keep_recent_count).unwrap_or(0);
+        let turn_budget = self.retention_mode.is_some();
+        let keep_recent_turn_count = as_count(self.keep_recent_turn_count);
+        let min_raw_tail_steps = as_count(self.min_raw_tail_steps);
+        let retained_message_token_budget = as_count(self.retained_message_token_budget);
+        if !turn_budget
+            && (keep_recent_turn_count.is_some()
+                || min_raw_tail_steps.is_some()
+                || retained_message_token_budget.is_some())
+        {
+            return Err(value_error(
+                "keep_recent_turn_count, retained_message_token_budget and min_raw_tail_steps \
+                 require retention_mode='turn_budget'",
+            ));
         }
-    };
-    let keep_recent_turn_count = int_field(body, "keep_recent_turn_count", 0, Some(MAX_COUNT))?;
-    let min_raw_tail_steps = int_field(body, "min_raw_tail_steps", 0, Some(MAX_COUNT))?;
-    let retained_message_token_budget = int_field(body, "retained_message_token_budget", 1, None)?;
-    if !turn_budget
-        && (keep_recent_turn_count.is_some()
-            || min_raw_tail_steps.is_some()
-            || retained_message_token_budget.is_some())
-    {
-        return Err(invalid(
-            "",
-            "Value error, keep_recent_turn_count, retained_message_token_budget and min_raw_tail_steps require retention_mode='turn_budget'",
-            "value_error",
-        ));
+        let reset_context = self.reset_context.unwrap_or(false);
+        if reset_context && (keep_recent_count != 0 || turn_budget) {
+            return Err(value_error(
+                "reset_context requires keep_recent_count=0 and no retention_mode",
+            ));
+        }
+        Ok(CommitOptions {
+            keep_recent_count,
+            turn_budget,
+            keep_recent_turn_count,
+            retained_message_token_budget,
+            min_raw_tail_steps,
+            enable_working_memory: self.enable_working_memory,
+            reset_context,
+            event_tags: self.extraction_metadata.map(|m| m.event_tags()),
+            memory: MemoryMode::default(),
+        })
     }
-    let enable_working_memory = strict_bool(body, "enable_working_memory")?;
-    let reset_context = strict_bool(body, "reset_context")?.unwrap_or(false);
-    if reset_context && (keep_recent_count != 0 || turn_budget) {
-        return Err(invalid(
-            "",
-            "Value error, reset_context requires keep_recent_count=0 and no retention_mode",
-            "value_error",
-        ));
-    }
-    let event_tags = policy::extraction_tags(
-        body.get("extraction_metadata"),
-        "extraction_metadata",
-        "event",
-    )?;
-    Ok(CommitOptions {
-        keep_recent_count,
-        turn_budget,
-        keep_recent_turn_count,
-        retained_message_token_budget,
-        min_raw_tail_steps,
-        enable_working_memory,
-        reset_context,
-        event_tags,
-        memory: MemoryMode::default(),
-    })
 }
 
 /// How the live messages split: `[..at)` archived, `[at..)` retained.
@@ -547,40 +542,42 @@ fn archive_and_finish(
 mod tests {
     use super::*;
 
-    fn body(v: Value) -> Map<String, Value> {
-        v.as_object().cloned().unwrap_or_default()
+    fn parse_options(v: Value) -> Result<CommitOptions, ServiceError> {
+        crate::decode::parse_json::<CommitSessionBody>(v.to_string().as_bytes())?.options()
     }
 
     #[test]
     fn validates_bodies() {
-        let o = parse_options(&Map::new()).unwrap();
+        let o = parse_options(json!({})).unwrap();
         assert_eq!(o.keep_recent_count, 0);
         assert!(!o.reset_context);
-        assert!(parse_options(&body(json!({"keep_recent_count": 10001}))).is_err());
-        assert!(parse_options(&body(json!({"keep_recent_count": -1}))).is_err());
-        assert!(parse_options(&body(json!({"retention_mode": "other"}))).is_err());
-        assert!(parse_options(&body(json!({"keep_recent_turn_count": 2}))).is_err());
-        assert!(parse_options(&body(
+        assert!(o.event_tags.is_none());
+        let e = parse_options(json!({"keep_recent_count": 10001})).unwrap_err();
+        assert_eq!(
+            e.message,
+            "Invalid request parameters: body.keep_recent_count: Input should be less than or equal to 10000"
+        );
+        assert!(parse_options(json!({"keep_recent_count": -1})).is_err());
+        assert!(parse_options(json!({"keep_recent_count": 1.5})).is_err());
+        assert!(parse_options(json!({"retention_mode": "other"})).is_err());
+        assert!(parse_options(json!({"keep_recent_turn_count": 2})).is_err());
+        assert!(parse_options(
             json!({"retention_mode": "turn_budget", "keep_recent_turn_count": 2})
-        ))
+        )
         .is_ok());
-        assert!(parse_options(&body(
+        assert!(parse_options(
             json!({"retention_mode": "turn_budget", "retained_message_token_budget": 0})
-        ))
+        )
         .is_err());
-        assert!(parse_options(&body(json!({"enable_working_memory": "yes"}))).is_err());
-        let e = parse_options(&body(
-            json!({"reset_context": true, "keep_recent_count": 1}),
-        ))
-        .unwrap_err();
+        assert!(parse_options(json!({"enable_working_memory": "yes"})).is_err());
+        let e = parse_options(json!({"reset_context": true, "keep_recent_count": 1})).unwrap_err();
         assert!(e
             .message
             .contains("reset_context requires keep_recent_count=0"));
-        assert!(parse_options(&body(
-            json!({"extraction_metadata": {"event": {"tags": ["a=b"]}}})
-        ))
-        .is_ok());
-        assert!(parse_options(&body(json!({"extraction_metadata": {"other": 1}}))).is_err());
-        assert!(parse_options(&body(json!({"unknown_top": 1}))).is_ok());
+        let o =
+            parse_options(json!({"extraction_metadata": {"event": {"tags": ["a=b"]}}})).unwrap();
+        assert_eq!(o.event_tags, Some(vec!["a=b".to_string()]));
+        assert!(parse_options(json!({"extraction_metadata": {"other": 1}})).is_err());
+        assert!(parse_options(json!({"unknown_top": 1})).is_ok());
     }
 }

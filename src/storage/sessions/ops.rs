@@ -3,17 +3,16 @@
 
 use serde_json::{json, Value};
 
-use crate::decode::parse_required_json;
 use crate::error::{ServiceError, ServiceResult};
-use crate::identity::Identity;
 use crate::storage::{
     account_names, remove_if_exists, subdir_names, Storage, StorageError, StorePath,
 };
 use crate::time;
 
 use super::load::{load, load_for_read, load_for_update, not_found};
+use super::message::{self, MessageInput};
 use super::meta::SessionMeta;
-use super::{deps, live, message, policy, SessionRef, REPAIR_LOCK_TIMEOUT};
+use super::{deps, live, policy, SessionRef, REPAIR_LOCK_TIMEOUT};
 
 /// What SE1 (or an auto-create) stores beside the defaults.
 #[derive(Debug, Clone, Default)]
@@ -151,62 +150,21 @@ pub fn delete(storage: &dyn Storage, s: &SessionRef) -> ServiceResult<Value> {
     Ok(json!({"session_id": s.sid}))
 }
 
-/// SE5/SE6: decode, validate and append the messages of a request body, creating the session
-/// if needed. `batch`: SE6 (`{messages: [...]}`, answers with `added` too) or SE5 (one message).
-///
-/// The body is decoded here, on the pool, not on an HTTP worker: a 1 MiB batch costs a few
-/// milliseconds of parsing, which on a worker's event loop would delay every other request
-/// multiplexed onto it (`/health` included).
-pub fn add_from_body(
+/// SE5/SE6: build the stored form of the decoded messages (URIs canonicalised for the
+/// session's owner, ids stamped) and append them, creating the session if needed. `batch`:
+/// SE6 (answers with `added` too) or SE5.
+pub fn add_inputs(
     storage: &dyn Storage,
     s: &SessionRef,
-    body: &[u8],
+    inputs: &[MessageInput],
     batch: bool,
 ) -> ServiceResult<Value> {
-    let messages = decode_messages(body, batch, &s.identity())?;
+    let who = s.identity();
+    let mut messages = Vec::with_capacity(inputs.len());
+    for input in inputs {
+        messages.extend(message::build(input, &who)?);
+    }
     add(storage, s, &messages, batch)
-}
-
-/// The stored messages of an SE5 or SE6 body, with spec §1.3 validation errors.
-pub fn decode_messages(body: &[u8], batch: bool, who: &Identity) -> ServiceResult<Vec<Value>> {
-    let value: Value = parse_required_json(body)?;
-    if !batch {
-        return message::parse(&value, &["body".to_string()], who);
-    }
-    let items = match value.get("messages") {
-        Some(Value::Array(items)) => items,
-        None | Some(Value::Null) => {
-            return Err(ServiceError::validation(
-                &["body", "messages"],
-                "Field required",
-                "missing",
-            ))
-        }
-        Some(_) => {
-            return Err(ServiceError::validation(
-                &["body", "messages"],
-                "Input should be a valid list",
-                "list_type",
-            ))
-        }
-    };
-    if items.len() > message::MAX_BATCH {
-        return Err(ServiceError::validation(
-            &["body", "messages"],
-            &format!(
-                "List should have at most {} items after validation, not {}",
-                message::MAX_BATCH,
-                items.len()
-            ),
-            "too_long",
-        ));
-    }
-    let mut out = Vec::with_capacity(items.len());
-    for (i, item) in items.iter().enumerate() {
-        let loc = ["body".to_string(), "messages".to_string(), i.to_string()];
-        out.extend(message::parse(item, &loc, who)?);
-    }
-    Ok(out)
 }
 
 /// Append messages under the session lock (the SE5/SE6 result).
