@@ -6,6 +6,7 @@
 
 use actix_web::{web, HttpRequest};
 use chrono::{DateTime, Utc};
+use jiff::tz::TimeZone;
 use serde_json::{json, Value};
 
 use crate::decode::{int_in_range, parse_query};
@@ -132,6 +133,8 @@ async fn audit(state: web::Data<AppState>, caller: Caller<AnyRole>, req: HttpReq
         ));
     }
     crate::storage::audit::range(&filter)?;
+    // Checked as on the other console routes; the entries' times are shown in UTC.
+    zone(&q)?;
     if !state.account_configs.audit_enabled(caller.account()) {
         return disabled();
     }
@@ -143,8 +146,7 @@ async fn audit(state: web::Data<AppState>, caller: Caller<AnyRole>, req: HttpReq
     Ok(ApiOk::new(state.pools.storage().run(job).await??))
 }
 
-/// `start_date`/`end_date` (`YYYY-MM-DD`, required, at most 31 days apart) and `timezone`
-/// (UTC only: Longship keeps and buckets times in UTC).
+/// `start_date`/`end_date` (`YYYY-MM-DD`, required, at most 31 days apart).
 fn date_range(q: &[(String, String)]) -> ServiceResult<(String, String)> {
     let date = |key: &str| -> ServiceResult<String> {
         let raw = one(q, key).ok_or_else(|| {
@@ -169,12 +171,32 @@ fn date_range(q: &[(String, String)]) -> ServiceResult<(String, String)> {
             "the date range may span at most 31 days",
         ));
     }
-    match one(q, "timezone").map(str::trim) {
-        None | Some("") | Some("UTC") | Some("Etc/UTC") | Some("utc") => Ok((start, end)),
-        Some(_) => Err(ServiceError::invalid_argument(
-            "timezone: Longship buckets usage in UTC only (timezone=UTC or absent)",
-        )),
-    }
+    Ok((start, end))
+}
+
+/// `timezone`: the IANA zone (`Asia/Shanghai`) dates and hours are cut in, as 0.5.2; absent:
+/// UTC (Longship's servers keep UTC). An unknown name is 400.
+fn zone(q: &[(String, String)]) -> ServiceResult<TimeZone> {
+    let Some(name) = one(q, "timezone").map(str::trim).filter(|n| !n.is_empty()) else {
+        return Ok(TimeZone::UTC);
+    };
+    // Zone names are short and plain; anything else is refused before any lookup.
+    let plain = name.len() <= 64
+        && !name.contains("..")
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_+-/".contains(&b));
+    let found = if plain {
+        TimeZone::get(name).ok()
+    } else {
+        None
+    };
+    found.ok_or_else(|| {
+        ServiceError::invalid_argument(format!(
+            "timezone: unknown IANA time zone name '{name:.64}'"
+        ))
+        .with_details(serde_json::json!({"field": "timezone"}))
+    })
 }
 
 /// GET /api/v1/console/context-commits: content-adding requests per hour (or 4 hours).
@@ -185,6 +207,7 @@ async fn context_commits(
 ) -> ApiResult {
     let q = pairs(&req)?;
     let (start, end) = date_range(&q)?;
+    let zone = zone(&q)?;
     let bucket = match one(&q, "bucket").unwrap_or("hour") {
         "hour" => 1,
         "4h" => 4,
@@ -204,6 +227,7 @@ async fn context_commits(
         start,
         end,
         bucket_hours: bucket,
+        zone,
     };
     Ok(ApiOk::new(state.pools.storage().run(job).await??))
 }
@@ -216,6 +240,7 @@ async fn tokens(
 ) -> ApiResult {
     let q = pairs(&req)?;
     let (start, end) = date_range(&q)?;
+    let zone = zone(&q)?;
     if one(&q, "bucket").is_some_and(|b| b != "day") {
         return Err(ServiceError::validation(
             &["query", "bucket"],
@@ -230,6 +255,7 @@ async fn tokens(
         visibility: visibility(&caller),
         start,
         end,
+        zone,
     };
     Ok(ApiOk::new(state.pools.storage().run(job).await??))
 }
@@ -242,14 +268,7 @@ async fn dashboard_summary(
     req: HttpRequest,
 ) -> ApiResult {
     let q = pairs(&req)?;
-    match one(&q, "timezone").map(str::trim) {
-        None | Some("") | Some("UTC") | Some("Etc/UTC") | Some("utc") => {}
-        Some(_) => {
-            return Err(ServiceError::invalid_argument(
-                "timezone: Longship buckets usage in UTC only (timezone=UTC or absent)",
-            ))
-        }
-    }
+    let zone = zone(&q)?;
     if !state.account_configs.audit_enabled(caller.account()) {
         return disabled();
     }
@@ -257,6 +276,7 @@ async fn dashboard_summary(
         visibility: visibility(&caller),
         account: caller.account().to_string(),
         user: caller.user().to_string(),
+        zone,
     };
     let v: Value = state.pools.storage().run(job).await??;
     Ok(ApiOk::new(v))
@@ -276,7 +296,7 @@ pub(super) struct AuditParams {
     status: Option<String>,
     /// `filesystem`, `content`, `admin`, `sessions`, …; repeatable or comma-separated.
     api_type: Option<String>,
-    /// Accepted (times are UTC).
+    /// An IANA zone name, checked (unknown: 400); the entries' times are shown in UTC.
     timezone: Option<String>,
     /// Longship: the acting user.
     user: Option<String>,
@@ -294,12 +314,12 @@ pub(super) struct AuditParams {
 #[into_params(parameter_in = Query)]
 #[allow(dead_code)]
 pub(super) struct DateRangeParams {
-    /// `YYYY-MM-DD` (UTC), required.
+    /// `YYYY-MM-DD` (in `timezone`), required.
     start_date: String,
-    /// `YYYY-MM-DD` (UTC), required; at most 31 days after start_date.
+    /// `YYYY-MM-DD` (in `timezone`), required; at most 31 days after start_date.
     end_date: String,
     /// tokens: `day`; context-commits: `hour` or `4h`.
     bucket: Option<String>,
-    /// `UTC` (or absent): Longship buckets in UTC.
+    /// IANA zone the dates and hours are cut in (`Asia/Shanghai`); absent: UTC.
     timezone: Option<String>,
 }

@@ -477,17 +477,15 @@ async fn batch_write(
                 ));
             }
         }
-        if op.acl.as_ref().is_some_and(|a| !a.is_null()) {
-            return Err(ServiceError::unimplemented(
-                "Per-resource ACLs are not implemented by this server; write without acl",
-            ));
-        }
+        // 0.5.2: an explicit ACL needs manage on the target, checked before anything is
+        // written.
+        let acl = super::acl::acl_field(&caller, &target, op.acl.as_ref())?;
         let tag_mode = TagMode::parse_or_refuse(op.tag_mode.as_deref().unwrap_or("replace"))?;
         let tags = match (&op.tags, tag_mode) {
             (None, TagMode::Replace | TagMode::Append) => None,
             (tags, mode) => Some((super::tags::client_tags(tags.as_deref())?, mode)),
         };
-        if tags.is_some() && body.defer_processing {
+        if (tags.is_some() || acl.is_some()) && body.defer_processing {
             return Err(ServiceError::invalid_argument(
                 "defer_processing does not support tags or ACL updates",
             ));
@@ -499,6 +497,7 @@ async fn batch_write(
             mode,
             expected_sha256: op.expected_sha256,
             tags,
+            acl,
         });
     }
     if total > limits.batch_write_max_bytes {
@@ -517,6 +516,7 @@ async fn batch_write(
         skip_conflicts: body.skip_conflicts,
         quota: state.settings.quota.clone(),
         recorder: state.search.recorder.clone(),
+        registry: super::admin::registry(&state),
     };
     Ok(ApiOk::new(state.pools.storage().run(job).await??))
 }

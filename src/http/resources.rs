@@ -433,6 +433,13 @@ async fn add_resource(
         (tags, mode) => Some((super::tags::client_tags(tags.as_deref())?, mode)),
     };
     let source = source_of(&state, &body)?;
+    // Neither `to` nor `parent`: the caller's stored add location, created if missing (0.5.2).
+    let given = |v: &Option<String>| v.as_deref().is_some_and(|s| !s.trim().is_empty());
+    let stored_parent = if given(&body.to) || given(&body.parent) {
+        None
+    } else {
+        super::user_settings::stored_add_target(&state, &caller, "resource_uri").await?
+    };
     let target = match (body.to.as_deref(), body.parent.as_deref()) {
         (Some(to), _) if !to.trim().is_empty() => {
             let uri = resource_target(&caller, to, "to")?;
@@ -455,7 +462,10 @@ async fn add_resource(
             }
         }
         _ => Target::Under {
-            parent: uri::parse("viking://resources", &caller.identity)?,
+            parent: match &stored_parent {
+                Some(stored) => resource_target(&caller, stored, "resource_uri")?,
+                None => uri::parse("viking://resources", &caller.identity)?,
+            },
             create: true,
         },
     };

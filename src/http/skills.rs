@@ -230,7 +230,12 @@ async fn add(
         ));
     }
     let data = skill_data(body.data.as_ref(), &body.temp_file_id)?;
-    let root = store::root_for_target(&caller.identity, body.target_uri.as_deref(), Access::Write)?;
+    // Without `target_uri`: the caller's stored add location for skills (0.5.2).
+    let target = match present(&body.target_uri) {
+        Some(t) => Some(t),
+        None => super::user_settings::stored_add_target(&state, &caller, "skill_uri").await?,
+    };
+    let root = store::root_for_target(&caller.identity, target.as_deref(), Access::Write)?;
     let source = body
         .source_metadata
         .clone()

@@ -111,6 +111,23 @@ async fn store(
     state.pools.storage().run(job).await?
 }
 
+/// The caller's stored add location `field` (`resource_uri`, `skill_uri`), which
+/// `add_resource` without `to`/`parent` and `skills` without `target_uri` use (0.5.2); the
+/// caller checks it again, as it may have lost access since it was stored.
+pub(super) async fn stored_add_target(
+    state: &AppState,
+    caller: &Caller<DataAccess>,
+    field: &str,
+) -> ServiceResult<Option<String>> {
+    let config = read(state, caller).await?;
+    Ok(config
+        .get(KEY)
+        .and_then(|t| t.get(field))
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string))
+}
+
 async fn get_locations(state: web::Data<AppState>, caller: Caller<DataAccess>) -> ApiResult {
     Ok(ApiOk::new(answer(&read(&state, &caller).await?)))
 }

@@ -7,6 +7,8 @@ use std::sync::{Arc, Mutex};
 use serde_json::Value;
 
 use super::{BlockingJob, JobContext};
+use jiff::tz::TimeZone;
+
 use crate::error::ServiceResult;
 use crate::storage::audit::{
     self, visible_to, Entry, Filter, HourLog, Page, UsageEntry, Visibility, AUDIT_DIR, USAGE_DIR,
@@ -135,16 +137,35 @@ impl BlockingJob for QueryAudit {
     }
 }
 
-/// The UTC window of whole days `start..=end` (`YYYY-MM-DD`), as stored-time strings.
-fn day_window(start: &str, end: &str) -> (String, String) {
-    let next = chrono::NaiveDate::parse_from_str(end, "%Y-%m-%d")
-        .ok()
-        .and_then(|d| d.succ_opt())
-        .map_or_else(|| end.to_string(), |d| d.format("%Y-%m-%d").to_string());
+/// The window of whole days `start..=end` (`YYYY-MM-DD`) in `zone`, as stored-time strings
+/// (UTC): from the first day's local midnight to the local midnight after the last.
+fn day_window(start: &str, end: &str, zone: &TimeZone) -> (String, String) {
+    let midnight = |day: &str, plus: i64| -> Option<String> {
+        let d: jiff::civil::Date = day.parse().ok()?;
+        let d = d.checked_add(jiff::Span::new().days(plus)).ok()?;
+        let at = d.to_zoned(zone.clone()).ok()?.timestamp();
+        let utc = chrono::DateTime::<chrono::Utc>::from_timestamp(at.as_second(), 0)?;
+        Some(utc.format("%Y-%m-%dT%H:%M:%S%.6f+00:00").to_string())
+    };
     (
-        format!("{start}T00:00:00.000000+00:00"),
-        format!("{next}T00:00:00.000000+00:00"),
+        midnight(start, 0).unwrap_or_else(|| format!("{start}T00:00:00.000000+00:00")),
+        midnight(end, 1).unwrap_or_else(|| format!("{end}T23:59:59.999999+00:00")),
     )
+}
+
+/// The local date and hour in `zone` of a stored time.
+fn local_day_hour(created_at: &str, zone: &TimeZone) -> Option<(String, u32)> {
+    let at: jiff::Timestamp = created_at.parse().ok()?;
+    let local = at.to_zoned(zone.clone());
+    Some((local.date().to_string(), u32::try_from(local.hour()).ok()?))
+}
+
+/// Today's date in `zone`.
+fn today_in(zone: &TimeZone) -> String {
+    jiff::Timestamp::now()
+        .to_zoned(zone.clone())
+        .date()
+        .to_string()
 }
 
 fn dates(start: &str, end: &str) -> Vec<String> {
@@ -187,6 +208,8 @@ pub struct ContextCommits {
     pub start: String,
     pub end: String,
     pub bucket_hours: u32,
+    /// The zone dates and hours are cut in (0.5.2's `timezone`).
+    pub zone: TimeZone,
 }
 
 impl BlockingJob for ContextCommits {
@@ -205,7 +228,7 @@ impl BlockingJob for ContextCommits {
                 rows.insert((d.clone(), h), ops.iter().map(|o| (*o, 0)).collect());
             }
         }
-        let (since, until) = day_window(&self.start, &self.end);
+        let (since, until) = day_window(&self.start, &self.end, &self.zone);
         let keep_going = || !ctx.is_abandoned();
         audit::read_range(
             ctx.storage,
@@ -223,7 +246,7 @@ impl BlockingJob for ContextCommits {
                 let Some(op) = context_operation(&e) else {
                     return;
                 };
-                let Some((_, day, hour)) = hour_key(&e.created_at) else {
+                let Some((day, hour)) = local_day_hour(&e.created_at, &self.zone) else {
                     return;
                 };
                 let bucket = hour / self.bucket_hours * self.bucket_hours;
@@ -264,8 +287,8 @@ type ByModel = BTreeMap<(String, String, String, String), [u64; 2]>;
 fn token_totals(
     storage: &dyn Storage,
     visibility: &Visibility,
-    since: &str,
-    until: &str,
+    (since, until): (&str, &str),
+    zone: &TimeZone,
     keep_going: &dyn Fn() -> bool,
 ) -> ServiceResult<(ByDate, ByModel)> {
     let mut by_date = ByDate::new();
@@ -283,7 +306,9 @@ fn token_totals(
             if !visible_to(&u.account_id, u.user_id.as_deref(), visibility) {
                 return;
             }
-            let date = u.created_at.get(..10).unwrap_or("").to_string();
+            let Some((date, _)) = local_day_hour(&u.created_at, zone) else {
+                return;
+            };
             let slot = by_date.entry(date).or_default();
             if u.source == "embedding" {
                 slot[2] += u.input_tokens;
@@ -310,16 +335,23 @@ pub struct TokenSeries {
     pub visibility: Visibility,
     pub start: String,
     pub end: String,
+    /// The zone days are cut in (0.5.2's `timezone`).
+    pub zone: TimeZone,
 }
 
 impl BlockingJob for TokenSeries {
     type Output = ServiceResult<Value>;
 
     fn run(self, ctx: &JobContext<'_>) -> Self::Output {
-        let (since, until) = day_window(&self.start, &self.end);
+        let (since, until) = day_window(&self.start, &self.end, &self.zone);
         let keep_going = || !ctx.is_abandoned();
-        let (by_date, by_model) =
-            token_totals(ctx.storage, &self.visibility, &since, &until, &keep_going)?;
+        let (by_date, by_model) = token_totals(
+            ctx.storage,
+            &self.visibility,
+            (&since, &until),
+            &self.zone,
+            &keep_going,
+        )?;
         let items: Vec<Value> = dates(&self.start, &self.end)
             .into_iter()
             .map(|d| {
@@ -387,6 +419,8 @@ pub struct DashboardSummary {
     pub visibility: Visibility,
     pub account: String,
     pub user: String,
+    /// The zone "today" is in (0.5.2's `timezone`).
+    pub zone: TimeZone,
 }
 
 impl BlockingJob for DashboardSummary {
@@ -414,10 +448,15 @@ impl BlockingJob for DashboardSummary {
             COUNT_CAP,
             &keep_going,
         )?;
-        let today = chrono::Utc::now().format("%Y-%m-%d").to_string();
-        let (since, until) = day_window(&today, &today);
-        let (by_date, _) =
-            token_totals(ctx.storage, &self.visibility, &since, &until, &keep_going)?;
+        let today = today_in(&self.zone);
+        let (since, until) = day_window(&today, &today, &self.zone);
+        let (by_date, _) = token_totals(
+            ctx.storage,
+            &self.visibility,
+            (&since, &until),
+            &self.zone,
+            &keep_going,
+        )?;
         let t = by_date.get(&today).copied().unwrap_or_default();
         let (mut find, mut search) = (0u64, 0u64);
         audit::read_range(

@@ -12,6 +12,7 @@ use crate::decode::parse_json;
 use crate::error::{ServiceError, ServiceResult};
 use crate::ingest::overview::OverviewRefresher;
 use crate::search::changes::{ChangeKind, Recorder};
+use crate::storage::acl::store as acl_store;
 use crate::storage::fs::read::{self, Sidecar};
 use crate::storage::fs::write::{self, WriteMode};
 use crate::storage::fs::{attrs, batch, reindex};
@@ -143,10 +144,13 @@ pub struct PlannedOp {
     pub mode: batch::BatchMode,
     pub expected_sha256: Option<String>,
     pub tags: Option<(Vec<String>, TagMode)>,
+    /// The operation's `acl` (validated, manage checked).
+    pub acl: Option<crate::storage::acl::store::AclSpec>,
 }
 
 /// `content/batch-write`: decode, check, write in URI order; everything written is recorded
-/// for search, also when a later operation stopped the batch.
+/// for search, also when a later operation stopped the batch. The operations' ACLs are
+/// stored in one change before the writes; nodes the batch did not write get their rows back.
 pub struct BatchWrite {
     pub root: VikingUri,
     /// Sorted by URI.
@@ -154,6 +158,7 @@ pub struct BatchWrite {
     pub skip_conflicts: bool,
     pub quota: QuotaSettings,
     pub recorder: Arc<Recorder>,
+    pub registry: super::admin::Registry,
 }
 
 impl BlockingJob for BatchWrite {
@@ -170,8 +175,12 @@ impl BlockingJob for BatchWrite {
             }
         }
         let mut ops = Vec::with_capacity(self.ops.len());
+        let mut acls = Vec::new();
         for p in self.ops {
             let (content, text) = p.content.decode(&p.uri)?;
+            if let Some(spec) = p.acl.clone() {
+                acls.push((p.uri.clone(), spec));
+            }
             ops.push(batch::BatchOp {
                 uri: p.uri,
                 content,
@@ -179,8 +188,16 @@ impl BlockingJob for BatchWrite {
                 mode: p.mode,
                 expected_sha256: p.expected_sha256,
                 tags: p.tags,
+                acl: p.acl.is_some(),
             });
         }
+        let cx = crate::storage::registry::OpCtx {
+            storage: ctx.storage,
+            sink: self.registry.sink.as_ref(),
+            hashing: self.registry.hashing,
+        };
+        let account = self.root.store_path().segments().next().unwrap_or_default();
+        let staged = acl_store::stage_many(&cx, account, &acls)?;
         let out = batch::batch_write(
             ctx.storage,
             &self.root,
@@ -188,6 +205,9 @@ impl BlockingJob for BatchWrite {
             self.skip_conflicts,
             &self.quota,
         );
+        if let Err(e) = staged.settle(&cx, &out.written) {
+            tracing::error!(root = %self.root, error = %e.message, "ACL rows of unwritten batch targets not put back");
+        }
         if !out.written.is_empty() {
             self.recorder
                 .record_store_paths(ctx.storage, &out.written, ChangeKind::Write);

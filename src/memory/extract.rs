@@ -868,10 +868,12 @@ fn event_date(fields: &Map<String, Value>, dates: &[String]) -> BTreeMap<String,
     out
 }
 
-/// The session's normalised `memory_policy` (`null` when it has none or is gone).
+/// The normalised `memory_policy` the session's extraction follows: its own, else its
+/// user's stored one (0.5.2), else `null`.
 fn session_policy(storage: &dyn Storage, entry: &Entry) -> ServiceResult<Value> {
     let meta = SessionMeta::load(storage, &entry.session())?;
-    Ok(meta.map(|m| m.memory_policy).unwrap_or(Value::Null))
+    let own = meta.map(|m| m.memory_policy).unwrap_or(Value::Null);
+    crate::storage::user_config::effective_memory_policy(storage, &entry.account, &entry.user, &own)
 }
 
 /// The types this session extracts: its `memory_policy.memory_types` (else every built-in

@@ -272,7 +272,7 @@ pub fn run(
     // Dense retrieval when a model is configured and the caller did not ask for keywords.
     let wants_dense = req.search_type == SearchType::Semantic;
     let (dense, dense_note) = match (dense, wants_dense) {
-        (Some(e), true) => match e.embed_query(&req.query) {
+        (Some(e), true) => match e.embed_query(&req.query, &who.account, &who.user) {
             Ok(q) => (Some((e, q)), None),
             Err(err) => (None, Some(format!("vector search unavailable ({err}), keyword results only"))),
         },

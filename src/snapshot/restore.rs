@@ -207,6 +207,7 @@ fn run(
     applied?;
     touched.extend(to_write.iter().map(|(p, _)| (*p).clone()));
     touched.extend(to_delete.iter().map(|p| (*p).clone()));
+    forget_acl_rows(storage, &root, account, &req.scope, &to_delete);
 
     let message = req
         .message
@@ -365,6 +366,41 @@ fn copy_raw(
         }
     }
     Ok(())
+}
+
+/// The ACL rows of what the restore removed go too, as with `fs rm` (ACLs are not
+/// versioned: a restored node has the permissions its place has now): the deleted files and
+/// the directories above them (below the scope) that no longer exist.
+fn forget_acl_rows(
+    storage: &dyn Storage,
+    root: &StorePath,
+    account: &str,
+    scope: &str,
+    deleted: &[&String],
+) {
+    let mut gone: Vec<String> = deleted.iter().map(|p| (*p).clone()).collect();
+    let mut dirs = std::collections::BTreeSet::new();
+    for path in deleted {
+        let mut cur = path.as_str();
+        while let Some((dir, _)) = cur.rsplit_once('/') {
+            if !within(dir, scope) || dir == scope || !dirs.insert(dir.to_string()) {
+                break;
+            }
+            cur = dir;
+        }
+    }
+    for dir in dirs {
+        let gone_now = root
+            .join_path(&dir)
+            .ok()
+            .is_some_and(|at| matches!(storage.stat(&at), Ok(None)));
+        if gone_now {
+            gone.push(dir);
+        }
+    }
+    if let Err(e) = crate::storage::acl::store::forget_account_paths(storage, account, &gone) {
+        tracing::error!(account, error = %e.message, "snapshot restore: ACL rows of removed nodes not dropped");
+    }
 }
 
 /// Directories (paths relative to `base`) left empty by deletions go too, walking up, as they

@@ -29,6 +29,24 @@ pub fn read(storage: &dyn Storage, account: &str, user: &str) -> ServiceResult<M
     }
 }
 
+/// The memory policy a session of `user` works under (0.5.2's resolution at commit and
+/// extraction): the session's own `memory_policy` when it has one, else the user's stored
+/// one (admin `users/{id}/settings`, read now, so a change applies to the next commit),
+/// else `null` (every default).
+pub fn effective_memory_policy(
+    storage: &dyn Storage,
+    account: &str,
+    user: &str,
+    session_policy: &Value,
+) -> ServiceResult<Value> {
+    if !session_policy.is_null() {
+        return Ok(session_policy.clone());
+    }
+    Ok(read(storage, account, user)?
+        .remove("memory_policy")
+        .unwrap_or(Value::Null))
+}
+
 /// Set (`Some`) or remove (`None`) one top-level key; returns the file as stored after.
 pub fn set_key(
     storage: &dyn Storage,

@@ -927,3 +927,355 @@ fn webdav_honours_acls() {
     // Read is not write, even for bob.
     assert_eq!(dav(&a.bob, "PUT", "/team/new.md", "0", b"x").status, 403);
 }
+
+/// The node paths (below `viking://resources`) that have an ACL row in storage.
+fn rows(st: &Storage) -> Vec<String> {
+    let stored: Value = serde_json::from_str(&st.read_string("acme/_system/acl.json")).unwrap();
+    let mut keys: Vec<String> = stored["nodes"]
+        .as_object()
+        .map(|m| m.keys().cloned().collect())
+        .unwrap_or_default();
+    keys.sort();
+    keys
+}
+
+fn read_status(s: &Server, key: &str, uri: &str) -> u16 {
+    s.get(&format!("/api/v1/content/read?uri={}", q(uri)), Some(key))
+        .status
+}
+
+/// Every path that moves or removes content keeps the ACL table right, as `fs mv`/`rm` do
+/// (0.5.2: a moved node keeps its own ACL; a removed or replaced node's ACL goes, and what is
+/// created in its place starts from its parent's): WebDAV MOVE (new target, onto a file, a
+/// directory), a snapshot restore that deletes a file, and a pack import that replaces a tree
+/// (which also needs the right to remove that tree).
+#[test]
+fn acl_rows_follow_webdav_moves_restores_and_imports() {
+    let st = Storage::new();
+    let s = Server::start(&st, Opts::default());
+    let a = acme(&s);
+    enable_acl(&s, &a.alice, "acme");
+    let only_carol = json!({"acl_mode": "restricted", "entries": [
+        {"principal": "user:carol", "level": "read"}
+    ]});
+    mkdir(&s, &a.alice, "viking://resources/open");
+    write(&s, &a.alice, "viking://resources/open/a.md", "a");
+    ok(&set_acl(
+        &s,
+        &a.alice,
+        "viking://resources/open/a.md",
+        only_carol.clone(),
+    ));
+    assert_eq!(read_status(&s, &a.bob, "viking://resources/open/a.md"), 403);
+
+    let host = format!("127.0.0.1:{}", s.port);
+    let mv = |from: &str, to: &str, overwrite: Option<&str>| {
+        let dest = format!("http://{host}/webdav/resources{to}");
+        let mut h = vec![
+            ("X-API-Key", a.alice.as_str()),
+            ("Destination", dest.as_str()),
+        ];
+        if let Some(o) = overwrite {
+            h.push(("Overwrite", o));
+        }
+        s.raw("MOVE", &format!("/webdav/resources{from}"), &h, b"")
+    };
+    // MOVE to a new name: the row goes with the node.
+    assert_eq!(mv("/open/a.md", "/open/b.md", None).status, 201);
+    assert_eq!(read_status(&s, &a.bob, "viking://resources/open/b.md"), 403);
+    assert_eq!(
+        read_status(&s, &a.carol, "viking://resources/open/b.md"),
+        200
+    );
+    // A node created where the source was starts from its parent's permissions.
+    write(&s, &a.alice, "viking://resources/open/a.md", "new a");
+    assert_eq!(read_status(&s, &a.bob, "viking://resources/open/a.md"), 200);
+    // MOVE onto an existing file: the target takes the source's rows.
+    write(&s, &a.alice, "viking://resources/open/c.md", "c");
+    assert_eq!(read_status(&s, &a.bob, "viking://resources/open/c.md"), 200);
+    assert_eq!(mv("/open/b.md", "/open/c.md", Some("T")).status, 204);
+    assert_eq!(read_status(&s, &a.bob, "viking://resources/open/c.md"), 403);
+    assert_eq!(
+        read_status(&s, &a.carol, "viking://resources/open/c.md"),
+        200
+    );
+    // ... and a source without rows onto a file with one: the target's row goes.
+    write(&s, &a.alice, "viking://resources/open/d.md", "d");
+    ok(&set_acl(
+        &s,
+        &a.alice,
+        "viking://resources/open/d.md",
+        only_carol.clone(),
+    ));
+    write(&s, &a.alice, "viking://resources/open/e.md", "e");
+    assert_eq!(mv("/open/e.md", "/open/d.md", Some("T")).status, 204);
+    assert_eq!(read_status(&s, &a.bob, "viking://resources/open/d.md"), 200);
+    // A directory: the rows below it move too.
+    mkdir(&s, &a.alice, "viking://resources/open/dir");
+    write(&s, &a.alice, "viking://resources/open/dir/x.md", "x");
+    ok(&set_acl(
+        &s,
+        &a.alice,
+        "viking://resources/open/dir/x.md",
+        only_carol.clone(),
+    ));
+    assert_eq!(mv("/open/dir", "/open/dir2", None).status, 201);
+    assert_eq!(
+        read_status(&s, &a.bob, "viking://resources/open/dir2/x.md"),
+        403
+    );
+    assert_eq!(rows(&st), ["open/c.md", "open/dir2/x.md"]);
+
+    // A snapshot restore that deletes a file drops its row.
+    write(&s, &a.alice, "viking://resources/open/snap/s.md", "s");
+    let v1 = s.post(
+        "/api/v1/snapshot/commit",
+        Some(&a.alice),
+        json!({"message": "v1", "paths": ["viking://resources/open/snap"]}),
+    );
+    let c1 = ok(&v1)["commit_oid"].as_str().unwrap().to_string();
+    write(&s, &a.alice, "viking://resources/open/snap/t.md", "t");
+    ok(&set_acl(
+        &s,
+        &a.alice,
+        "viking://resources/open/snap/t.md",
+        only_carol.clone(),
+    ));
+    let r = s.post(
+        "/api/v1/snapshot/restore",
+        Some(&a.alice),
+        json!({"project_dir": "viking://resources/open/snap", "source_commit": c1}),
+    );
+    assert_eq!(ok(&r)["deleted"], 1, "{:?}", r.body);
+    assert_eq!(rows(&st), ["open/c.md", "open/dir2/x.md"]);
+    write(&s, &a.alice, "viking://resources/open/snap/t.md", "t again");
+    assert_eq!(
+        read_status(&s, &a.bob, "viking://resources/open/snap/t.md"),
+        200
+    );
+
+    // A pack import that replaces a tree: its rows go with it (imported nodes inherit).
+    write(&s, &a.alice, "viking://resources/open/pk/p.md", "p");
+    let r = s.post(
+        "/api/v1/pack/export",
+        Some(&a.alice),
+        json!({"uri": "viking://resources/open/pk"}),
+    );
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let pack = r.raw;
+    ok(&set_acl(
+        &s,
+        &a.alice,
+        "viking://resources/open/pk/p.md",
+        only_carol.clone(),
+    ));
+    // Replacing it needs the right to remove it: write access alone is refused, nothing changes.
+    ok(&set_acl(
+        &s,
+        &a.alice,
+        "viking://resources/open/pk",
+        json!({"entries": [{"principal": "user:bob", "level": "write"}]}),
+    ));
+    ok(&set_acl(
+        &s,
+        &a.alice,
+        "viking://resources/open",
+        json!({"acl_mode": "restricted", "entries": [{"principal": "user:*", "level": "read"}]}),
+    ));
+    let import = |key: &str| {
+        let id = crate::resources::upload_id(&s, key, "p.ovpack", &pack);
+        s.post(
+            "/api/v1/pack/import",
+            Some(key),
+            json!({"temp_file_id": id, "parent": "viking://resources/open", "on_conflict": "overwrite"}),
+        )
+    };
+    let before = rows(&st);
+    assert_eq!(import(&a.bob).status, 403);
+    assert_eq!(rows(&st), before);
+    assert_eq!(
+        read_status(&s, &a.carol, "viking://resources/open/pk/p.md"),
+        200
+    );
+    assert_eq!(
+        read_status(&s, &a.bob, "viking://resources/open/pk/p.md"),
+        403
+    );
+    ok(&import(&a.alice));
+    assert_eq!(rows(&st), ["open", "open/c.md", "open/dir2/x.md"]);
+    assert_eq!(
+        read_status(&s, &a.bob, "viking://resources/open/pk/p.md"),
+        200
+    );
+}
+
+/// Changes to acl.json, groups.json and setting.json written to storage but never announced
+/// (their writer died before bumping the registry marker) reach every instance through the
+/// registry sweep, like an unannounced key change: within the sweep interval plus one refresh.
+#[test]
+fn unannounced_acl_group_and_setting_changes_reach_every_instance() {
+    let st = Storage::new();
+    let opts = || Opts::default().env("LONGSHIP_AUTH__SWEEP_INTERVAL_SECS", "1");
+    let a_srv = Server::start(&st, opts());
+    let b_srv = Server::start(&st, opts());
+    let a = acme(&a_srv);
+    mkdir(&a_srv, &a.alice, "viking://resources/vault");
+    write(&a_srv, &a.alice, "viking://resources/vault/x.md", "x");
+    ok(&set_acl(
+        &a_srv,
+        &a.alice,
+        "viking://resources/vault",
+        json!({"acl_mode": "restricted", "entries": [{"principal": "group:eng", "level": "read"}]}),
+    ));
+    enable_acl(&a_srv, &a.alice, "acme");
+    ok(&a_srv.delete(&group_path("acme", "/eng/members/bob"), Some(&a.alice)));
+    let x = "viking://resources/vault/x.md";
+    // Sweep interval (1 s) + one refresh interval + the sweep's own wait, with room for load.
+    let bound = Duration::from_secs(20);
+    let until_both = |want: u16, what: &str| {
+        let since = Instant::now();
+        while read_status(&a_srv, &a.bob, x) != want || read_status(&b_srv, &a.bob, x) != want {
+            assert!(
+                since.elapsed() < bound,
+                "{what}: not applied on both within {bound:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        since.elapsed()
+    };
+    until_both(403, "announced membership removal");
+    let edit = |rel: &str, f: &dyn Fn(&mut Value)| {
+        let mut doc: Value = serde_json::from_str(&st.read_string(rel)).unwrap();
+        f(&mut doc);
+        st.write(rel, &serde_json::to_vec_pretty(&doc).unwrap());
+    };
+    edit("acme/_system/groups.json", &|d| {
+        d["groups"]["eng"]["members"] = json!(["bob"]);
+    });
+    let groups = until_both(200, "groups.json");
+    edit("acme/_system/acl.json", &|d| {
+        d["nodes"]["vault"]["entries"] = json!([]);
+    });
+    let acl = until_both(403, "acl.json");
+    edit("acme/_system/setting.json", &|d| {
+        d["acl"]["enabled"] = json!(false);
+    });
+    let setting = until_both(200, "setting.json");
+    eprintln!(
+        "unannounced changes applied after: groups {groups:?}, acl {acl:?}, settings {setting:?}"
+    );
+}
+
+/// `content/batch-write` applies each operation's `acl` as 0.5.2 does: manage on the target
+/// is needed (checked before anything is written), the written nodes carry their ACLs from
+/// the moment they exist, a target left untouched (a skipped conflict) keeps its old ACL, and
+/// `defer_processing` refuses ACLs.
+#[test]
+fn batch_write_applies_acls() {
+    let st = Storage::new();
+    let s = Server::start(&st, Opts::default());
+    let a = acme(&s);
+    enable_acl(&s, &a.alice, "acme");
+    mkdir(&s, &a.alice, "viking://resources/kb");
+    write(&s, &a.alice, "viking://resources/kb/old.md", "old");
+    const BATCH: &str = "/api/v1/content/batch-write";
+    let only_carol = json!({"acl_mode": "restricted", "entries": [
+        {"principal": "user:carol", "level": "read"}
+    ]});
+    let r = s.post(
+        BATCH,
+        Some(&a.alice),
+        json!({"root_uri": "viking://resources/kb", "operations": [
+            {"uri": "viking://resources/kb/secret.md", "content": "s", "acl": only_carol},
+            {"uri": "viking://resources/kb/open.md", "content": "o"},
+        ]}),
+    );
+    assert_eq!(
+        ok(&r)["created"].as_array().unwrap().len(),
+        2,
+        "{:?}",
+        r.body
+    );
+    assert_eq!(
+        read_status(&s, &a.bob, "viking://resources/kb/secret.md"),
+        403
+    );
+    assert_eq!(
+        read_status(&s, &a.carol, "viking://resources/kb/secret.md"),
+        200
+    );
+    assert_eq!(
+        read_status(&s, &a.bob, "viking://resources/kb/open.md"),
+        200
+    );
+    let got = ok(&get_acl(&s, &a.alice, "viking://resources/kb/secret.md")).clone();
+    assert_eq!(got["acl_mode"], "restricted", "{got}");
+
+    // A skipped conflict keeps its old ACL (none): the staged row is put back.
+    let r = s.post(
+        BATCH,
+        Some(&a.alice),
+        json!({"root_uri": "viking://resources/kb", "skip_conflicts": true, "operations": [
+            {"uri": "viking://resources/kb/old.md", "content": "x", "acl": only_carol,
+             "expected_sha256": "0".repeat(64)},
+        ]}),
+    );
+    assert_eq!(
+        ok(&r)["conflicts"].as_array().unwrap().len(),
+        1,
+        "{:?}",
+        r.body
+    );
+    assert_eq!(read_status(&s, &a.bob, "viking://resources/kb/old.md"), 200);
+    assert_eq!(rows(&st), ["kb/secret.md"]);
+
+    // Without manage on the target: 403 and nothing written; unknown principals: 400.
+    let before = st.stored_digest("acme/resources/kb");
+    let r = s.post(
+        BATCH,
+        Some(&a.carol),
+        json!({"root_uri": "viking://resources/kb", "operations": [
+            {"uri": "viking://resources/kb/open.md", "content": "c", "acl": {"acl_mode": "restricted"}},
+        ]}),
+    );
+    assert_eq!(
+        r.status, 200,
+        "carol has manage under the root by default: {:?}",
+        r.body
+    );
+    ok(&set_acl(
+        &s,
+        &a.alice,
+        "viking://resources/kb",
+        json!({"acl_mode": "restricted", "entries": [{"principal": "user:bob", "level": "write"}]}),
+    ));
+    let digest = st.stored_digest("acme/resources/kb");
+    let r = s.post(
+        BATCH,
+        Some(&a.bob),
+        json!({"root_uri": "viking://resources/kb", "operations": [
+            {"uri": "viking://resources/kb/b.md", "content": "b", "acl": {"acl_mode": "restricted"}},
+        ]}),
+    );
+    err(&r, 403, "PERMISSION_DENIED");
+    let r = s.post(
+        BATCH,
+        Some(&a.alice),
+        json!({"root_uri": "viking://resources/kb", "operations": [
+            {"uri": "viking://resources/kb/b.md", "content": "b",
+             "acl": {"entries": [{"principal": "user:ghost", "level": "read"}]}},
+        ]}),
+    );
+    err(&r, 400, "INVALID_ARGUMENT");
+    let r = s.post(
+        BATCH,
+        Some(&a.alice),
+        json!({"root_uri": "viking://resources/kb", "defer_processing": true, "operations": [
+            {"uri": "viking://resources/kb/b.md", "content": "b", "acl": {"acl_mode": "restricted"}},
+        ]}),
+    );
+    err(&r, 400, "INVALID_ARGUMENT");
+    assert_eq!(st.stored_digest("acme/resources/kb"), digest);
+    assert_ne!(digest, before);
+    assert!(!rows(&st).contains(&"kb/b.md".to_string()));
+}

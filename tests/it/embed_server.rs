@@ -1,7 +1,7 @@
 #![allow(dead_code)]
 //! A small deterministic OpenAI-compatible embedding server on loopback. In the tests it
 //! stands for a real provider (OpenAI, Ollama, vLLM…): `POST /v1/embeddings` with
-//! `{"model", "input": [..]}` answers `{"data": [{"index", "embedding"}]}`.
+//! `{"model", "input": [..]}` answers `{"data": [{"index", "embedding"}], "usage"}`.
 //!
 //! The embedding is a hashed bag of words (64 dimensions) in which a few synonyms share a
 //! bucket (car / automobile / vehicle), so a query can match a document by meaning without
@@ -64,6 +64,9 @@ fn canonical(word: &str) -> &str {
         w => w,
     }
 }
+
+/// The input tokens the stand-in reports per text (`usage.prompt_tokens`, as OpenAI does).
+pub const TOKENS_PER_TEXT: u64 = 7;
 
 pub fn embed(text: &str) -> Vec<f32> {
     let mut v = vec![0f32; DIM];
@@ -259,7 +262,9 @@ fn handle(stream: TcpStream, inputs: &AtomicU64, stop: &AtomicBool, b: &Behaviou
                         .collect();
                         (
                             200,
-                            serde_json::json!({"object": "list", "data": data, "model": req["model"]}),
+                            serde_json::json!({"object": "list", "data": data, "model": req["model"],
+                                "usage": {"prompt_tokens": TOKENS_PER_TEXT * texts.len() as u64,
+                                          "total_tokens": TOKENS_PER_TEXT * texts.len() as u64}}),
                         )
                     }
                 }

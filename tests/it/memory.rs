@@ -1096,3 +1096,68 @@ fn local_commits_and_retries_run_without_waiting_for_the_full_backlog_scan() {
         assert_eq!(t["result"]["memories_extracted"]["total"], 1, "{t}");
     }
 }
+
+/// A session created without a `memory_policy` follows its user's stored one (admin
+/// `users/{id}/settings`, 0.5.2), read at commit: a user whose policy extracts nothing gets
+/// commits that skip extraction; a session's own policy still wins.
+#[test]
+fn the_users_memory_policy_applies_when_the_session_has_none() {
+    use crate::harness::api::{create_account, ACCOUNTS};
+    let model = ChatServer::start();
+    let st = Storage::new();
+    let opts = Opts::default()
+        .env("LONGSHIP_VLM__API_BASE", &model.api_base())
+        .env("LONGSHIP_VLM__MODEL", "stand-in")
+        .env("LONGSHIP_VLM__MAX_RETRIES", "0")
+        .env("LONGSHIP_VLM__TIMEOUT", "2")
+        .env("LONGSHIP_MEMORY__POLL_INTERVAL_MS", "200");
+    let s = Server::start(&st, opts);
+    let key = create_account(&s, "acme", "alice");
+    let r = s.call(
+        "PATCH",
+        &format!("{ACCOUNTS}/acme/users/alice/settings"),
+        Some(&key),
+        Some(json!({"memory_policy": {"self": {"enabled": false}, "peer": {"enabled": false}}})),
+    );
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let commit_as = |sid: &str, policy: Option<Value>| {
+        let mut body = json!({"session_id": sid});
+        if let Some(p) = policy {
+            body["memory_policy"] = p;
+        }
+        ok(&s.post("/api/v1/sessions", Some(&key), body));
+        ok(&s.post(
+            &format!("/api/v1/sessions/{sid}/messages"),
+            Some(&key),
+            json!({"role": "user", "content": "remember pref tea = Likes green tea"}),
+        ));
+        let out = ok(&s.post(
+            &format!("/api/v1/sessions/{sid}/commit"),
+            Some(&key),
+            json!({}),
+        ))
+        .clone();
+        let id = out["task_id"].as_str().unwrap().to_string();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let t = ok(&s.get(&format!("/api/v1/tasks/{id}"), Some(&key))).clone();
+            if t["status"] == "completed" || t["status"] == "failed" {
+                return t;
+            }
+            assert!(Instant::now() < deadline, "task {id} not done: {t}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let t = commit_as("by-user-policy", None);
+    let r = &t["result"];
+    assert_eq!(r["extraction_outcome"]["kind"], "skipped", "{t}");
+    assert_eq!(
+        r["extraction_outcome"]["reason"],
+        "memory_policy extracts no memory types"
+    );
+    assert!(memory_files(&st).is_empty());
+    // The session's own policy wins over the user's.
+    let t = commit_as("own-policy", Some(json!({"memory_types": ["preferences"]})));
+    assert_eq!(t["result"]["extraction_outcome"]["kind"], "ok", "{t}");
+    assert_eq!(t["result"]["memories_extracted"]["total"], 1, "{t}");
+}

@@ -181,3 +181,71 @@ fn a_setting_changed_on_a_reaches_b_within_the_refresh_bound() {
         assert_eq!(effective(&c, &admin, "acme")["acl"]["enabled"], want);
     }
 }
+
+/// A user's stored add locations take effect as in 0.5.2: `add_resource` with neither `to`
+/// nor `parent` ingests under the stored `resource_uri` (created when missing), a skill added
+/// without `target_uri` goes to the stored `skill_uri`; explicit targets still win, and a
+/// location the user can no longer write to is refused at use.
+#[test]
+fn stored_add_locations_are_where_resources_and_skills_go() {
+    let st = Storage::new();
+    let s = Server::start(&st, Opts::default());
+    let alice = create_account(&s, "acme", "alice");
+    let bob = register(&s, &alice, "acme", "bob", "user");
+    const LOCATIONS: &str = "/api/v1/user-settings/add-locations";
+    let r = s.call(
+        "PATCH",
+        LOCATIONS,
+        Some(&bob),
+        Some(json!({"resource_uri": "viking://resources/inbox", "skill_uri": "viking://agent/skills"})),
+    );
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let added =
+        crate::resources::add_file(&s, &bob, "notes.md", b"# Notes\n\nkoala facts\n", json!({}));
+    let root = added["root_uri"].as_str().unwrap().to_string();
+    assert!(root.starts_with("viking://resources/inbox/"), "{added}");
+    assert!(st.exists("acme/resources/inbox"));
+    // An explicit parent wins.
+    let added = crate::resources::add_file(
+        &s,
+        &bob,
+        "other.md",
+        b"# Other\n\nwombat facts\n",
+        json!({"parent": "viking://resources"}),
+    );
+    let root = added["root_uri"].as_str().unwrap();
+    assert!(!root.starts_with("viking://resources/inbox/"), "{added}");
+    // Skills: without a stored location, the user's own skills; with one, there.
+    let skill = "---\nname: tidy\ndescription: Tidy a folder.\n---\n\nSort files by type.\n";
+    let r = s.post(
+        "/api/v1/skills",
+        Some(&alice),
+        json!({"data": skill, "wait": true}),
+    );
+    assert_eq!(
+        r.result()["root_uri"],
+        "viking://user/alice/skills/tidy",
+        "{:?}",
+        r.body
+    );
+    let r = s.call(
+        "PATCH",
+        LOCATIONS,
+        Some(&alice),
+        Some(json!({"skill_uri": "viking://agent/skills"})),
+    );
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let skill2 = "---\nname: sweep\ndescription: Sweep a folder.\n---\n\nDelete temp files.\n";
+    let r = s.post(
+        "/api/v1/skills",
+        Some(&alice),
+        json!({"data": skill2, "wait": true}),
+    );
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(
+        r.result()["root_uri"],
+        "viking://agent/skills/sweep",
+        "{:?}",
+        r.body
+    );
+}

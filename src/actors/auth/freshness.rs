@@ -9,14 +9,15 @@ use actix::fut::wrap_future;
 use actix::prelude::*;
 
 use crate::storage::registry::load::{
-    AccountSnapshot, AccountStates, CheckOutcome, KnownAccount, ProbeOutcome, Reload,
+    AccountSnapshot, AccountStates, CheckOutcome, KnownAccount, ProbeOutcome, Reload, SideVersions,
 };
 use crate::storage::Version;
 
 use super::gate::Next;
 
-/// What the map holds about one account: its deletion mark and users.json version.
-type AccountMark = (bool, Option<Version>);
+/// What the map holds about one account: its deletion mark, users.json version and the
+/// versions of the files that travel with it (ACLs, groups, settings).
+type AccountMark = (bool, Option<Version>, Option<SideVersions>);
 use super::AuthActor;
 use crate::jobs::auth as jobs;
 
@@ -274,11 +275,15 @@ impl AuthActor {
                 id: id.clone(),
                 deleting: a.deleting,
                 users_version: a.users_version.clone(),
+                side: a.side.clone(),
             })
             .collect();
         let before: HashMap<String, AccountMark> = known
             .iter()
-            .map(|k| (k.id.clone(), (k.deleting, k.users_version.clone())))
+            .map(|k| {
+                let mark = (k.deleting, k.users_version.clone(), k.side.clone());
+                (k.id.clone(), mark)
+            })
             .collect();
         self.spawn_job(
             ctx,
@@ -318,10 +323,14 @@ impl AuthActor {
                 let now = self
                     .index
                     .account(id)
-                    .map(|a| (a.deleting, a.users_version.clone()));
-                let stored = snap
-                    .as_ref()
-                    .map(|s| (s.deletion.is_some(), s.users_version.clone()));
+                    .map(|a| (a.deleting, a.users_version.clone(), a.side.clone()));
+                let stored = snap.as_ref().map(|s| {
+                    (
+                        s.deletion.is_some(),
+                        s.users_version.clone(),
+                        s.side.clone(),
+                    )
+                });
                 now == before.get(id).cloned() && now != stored
             })
             .collect();

@@ -43,6 +43,9 @@ pub struct AccountState {
     pub users: HashMap<String, UserState>,
     /// Version of users.json this state was read at (`None`: no file), for probes.
     pub users_version: Option<Version>,
+    /// Versions of acl.json, groups.json and setting.json as loaded (`None`: unknown), for
+    /// the sweep.
+    pub side: Option<crate::storage::registry::load::SideVersions>,
 }
 
 /// The outcome of an in-memory lookup.
@@ -165,6 +168,7 @@ impl KeyIndex {
             deleting: snap.deletion.is_some(),
             users: HashMap::with_capacity(snap.users.users.len()),
             users_version: snap.users_version,
+            side: snap.side,
         };
         for (user, entry) in snap.users.users {
             let key = stored_key(&entry);
@@ -326,6 +330,7 @@ mod tests {
             users_version: None,
             access: Default::default(),
             config: None,
+            side: None,
         }
     }
 

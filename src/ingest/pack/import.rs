@@ -22,7 +22,7 @@ use crate::ingest::archive::{self, ArchiveLimits};
 use crate::ingest::uploads;
 use crate::search::embed::Embedder;
 use crate::storage::uri::{self, Access, VikingUri};
-use crate::storage::{tags, Storage, StorageError, StorePath};
+use crate::storage::{acl, tags, Storage, StorageError, StorePath};
 
 /// The largest manifest or index-record file accepted (each is read whole).
 const MAX_META_BYTES: u64 = 64 * 1024 * 1024;
@@ -758,6 +758,13 @@ pub fn import(
             OnConflict::Overwrite => {}
         }
     }
+    // Replacing a tree removes it: the same right as `rm` of it (manage on every ACL row
+    // below, when ACLs apply), checked before anything is staged.
+    if req.on_conflict == OnConflict::Overwrite {
+        for u in units.iter().filter(|u| exists(storage, &u.target)) {
+            uri::authorize(&u.target, who, Access::Delete)?;
+        }
+    }
     let files = plan.entries.values().filter(|e| !e.dir).count() as u64;
     let bytes: u64 = plan.entries.values().map(|e| e.size).sum();
     crate::storage::quota::admit(storage, &who.account, bytes, files, quota)?;
@@ -862,6 +869,50 @@ impl Reuse<'_> {
             tracing::warn!(error = %e, "pack import: a carried vector was not stored");
         }
     }
+}
+
+/// Publish with overwrite, keeping the ACL table right (0.5.2: the replaced tree's ACLs go
+/// with it; imported nodes inherit from their parent). Each target's rows become one seal
+/// (ADMIN only) before the swap and are dropped after it, so neither tree is ever readable
+/// under rows that are not its own; a failed publish puts them back. The resources root's
+/// ACL is fixed (no seal): a restore of it drops every row right after the swap. A crash
+/// between the swap and the drop leaves the new tree readable by ADMIN only (fail closed)
+/// until an ADMIN clears its ACL.
+fn replace_sealed(
+    storage: &dyn Storage,
+    staging: &StorePath,
+    units: &[Unit],
+    pairs: &[(StorePath, StorePath)],
+) -> ServiceResult<()> {
+    let mut sealed = Vec::new();
+    let mut outcome = Ok(());
+    for unit in units {
+        match acl::store::seal_subtree(storage, &unit.target) {
+            Ok(saved) => sealed.push(saved),
+            Err(e) => {
+                outcome = Err(e);
+                break;
+            }
+        }
+    }
+    if outcome.is_ok() {
+        outcome =
+            crate::storage::replace::publish(storage, staging, pairs).map_err(ServiceError::from);
+    }
+    if let Err(e) = outcome {
+        for saved in sealed {
+            if let Err(undo) = acl::store::put_back(storage, saved) {
+                tracing::error!(error = %undo.message, "ACL rows not put back after a failed import");
+            }
+        }
+        return Err(e);
+    }
+    for unit in units {
+        if let Err(e) = acl::store::take_rows(storage, &unit.target) {
+            tracing::error!(target = %unit.target, error = %e.message, "ACL rows of a replaced tree not dropped (it stays sealed)");
+        }
+    }
+    Ok(())
 }
 
 fn exists(storage: &dyn Storage, uri: &VikingUri) -> bool {
@@ -977,7 +1028,7 @@ fn stage_and_publish(
         pairs.push((staged_path(&tree, i, "")?, unit.target.store_path().clone()));
     }
     if overwrite {
-        crate::storage::replace::publish(storage, staging, &pairs)?;
+        replace_sealed(storage, staging, units, &pairs)?;
     } else {
         for ((staged, target), unit) in pairs.iter().zip(units) {
             if let Some(parent) = target.parent() {

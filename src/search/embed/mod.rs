@@ -412,10 +412,12 @@ impl Embedder {
         let texts: Vec<String> = to_embed.iter().map(|(_, t)| t.clone()).collect();
         let started = Instant::now();
         match self.call(&texts) {
-            Ok(vectors) => {
+            Ok(answer) => {
                 self.pace.succeeded(texts.len(), started.elapsed());
                 self.healthy();
                 drop(slot);
+                self.record_usage(&to_embed, answer.prompt_tokens);
+                let vectors = answer.vectors;
                 for ((w, _), v) in to_embed.into_iter().zip(vectors) {
                     // Removed while the provider was answering: nothing to keep.
                     if !self.is_current(&w) {
@@ -451,6 +453,49 @@ impl Embedder {
                 false
             }
         }
+    }
+
+    /// Charge a document batch's input tokens to the accounts whose documents it embedded
+    /// (`console/tokens`): the provider's count shared out by text length, else an estimate
+    /// per text ([`provider::estimate_tokens`]).
+    fn record_usage(&self, batch: &[(Want, String)], reported: Option<u64>) {
+        let mut per_account: std::collections::BTreeMap<&str, u64> = Default::default();
+        let total_bytes: u64 = batch
+            .iter()
+            .map(|(_, t)| t.len() as u64)
+            .sum::<u64>()
+            .max(1);
+        for (w, text) in batch {
+            let tokens = match reported {
+                Some(n) => (n as u128 * text.len() as u128 / total_bytes as u128) as u64,
+                None => provider::estimate_tokens(text),
+            };
+            *per_account.entry(w.account.as_str()).or_default() += tokens;
+        }
+        // Rounding down may leave a few of the reported tokens; they go to the first account.
+        if let (Some(n), Some(first)) = (reported, per_account.values_mut().next()) {
+            let shared: u64 = batch
+                .iter()
+                .map(|(_, t)| (n as u128 * t.len() as u128 / total_bytes as u128) as u64)
+                .sum();
+            *first += n.saturating_sub(shared);
+        }
+        let at = crate::time::iso_micros_now();
+        for (account, tokens) in per_account {
+            self.record_tokens(account, None, tokens, &at);
+        }
+    }
+
+    fn record_tokens(&self, account: &str, user: Option<&str>, tokens: u64, at: &str) {
+        crate::telemetry::usage::record(crate::telemetry::usage::Usage {
+            account: account.to_string(),
+            user: user.map(str::to_string),
+            source: "embedding",
+            model: self.cfg.dense.model.clone(),
+            input_tokens: tokens,
+            output_tokens: 0,
+            at: at.to_string(),
+        });
     }
 
     /// The document of `w` is still indexed with that content.
@@ -538,7 +583,7 @@ impl Embedder {
     /// One background request for `texts`: an unreachable provider or a server error is
     /// tried `max_retries` times with short pauses; a timeout or a throttle is returned at
     /// once (the pace adapts to it).
-    fn call(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, EmbedError> {
+    fn call(&self, texts: &[String]) -> Result<provider::Embedded, EmbedError> {
         let timeout = self.pace.timeout_for(texts.len());
         let mut last = EmbedError::Unavailable("no attempt".into());
         for attempt in 0..self.cfg.max_retries.max(1) {
@@ -557,7 +602,13 @@ impl Embedder {
 
     /// The query's vector, or why there is none (a find then answers from keywords). Never
     /// waits for a paused provider, and at most [`QUERY_TIMEOUT`] otherwise.
-    pub fn embed_query(&self, text: &str) -> Result<Vec<f32>, EmbedError> {
+    /// The query's tokens are charged to the asking `account` and `user`.
+    pub fn embed_query(
+        &self,
+        text: &str,
+        account: &str,
+        user: &str,
+    ) -> Result<Vec<f32>, EmbedError> {
         if self.paused_until().is_some() {
             return Err(EmbedError::Unavailable(
                 "provider is paused (failing or throttling); retrying in the background".into(),
@@ -565,8 +616,14 @@ impl Embedder {
         }
         self.stats.requests.fetch_add(1, Ordering::Relaxed);
         match self.provider.embed(&[text.to_string()], QUERY_TIMEOUT) {
-            Ok(mut v) => {
+            Ok(answer) => {
                 self.healthy();
+                let tokens = answer
+                    .prompt_tokens
+                    .unwrap_or_else(|| provider::estimate_tokens(text));
+                let at = crate::time::iso_micros_now();
+                self.record_tokens(account, Some(user), tokens, &at);
+                let mut v = answer.vectors;
                 v.pop().ok_or_else(|| EmbedError::BadAnswer("empty".into()))
             }
             // A provider busy with document batches answers a query slowly: that says

@@ -36,6 +36,20 @@ fn answer_limit(texts: usize, dimension: usize) -> u64 {
     (texts.max(1) as u64 * dim as u64 * 32).max(16 << 20)
 }
 
+/// A provider's answer: the vectors in input order, and the input tokens it reports
+/// (`usage.prompt_tokens`, else `usage.total_tokens`; `None` when it reports none).
+pub struct Embedded {
+    pub vectors: Vec<Vec<f32>>,
+    pub prompt_tokens: Option<u64>,
+}
+
+/// Input tokens of `text` when the provider reports none: about four bytes a token (the
+/// usual rule of thumb for BPE models on English text), at least one. An estimate, marked as
+/// such in the docs; a provider's own count always wins.
+pub fn estimate_tokens(text: &str) -> u64 {
+    (text.len() as u64).div_ceil(4).max(1)
+}
+
 pub struct Provider {
     cfg: DenseSettings,
     /// Built on first use, on the blocking thread that needs it.
@@ -63,7 +77,7 @@ impl Provider {
     }
 
     /// One request for `texts`, abandoned after `timeout`.
-    pub fn embed(&self, texts: &[String], timeout: Duration) -> Result<Vec<Vec<f32>>, EmbedError> {
+    pub fn embed(&self, texts: &[String], timeout: Duration) -> Result<Embedded, EmbedError> {
         let url = format!("{}/embeddings", self.cfg.api_base.trim_end_matches('/'));
         let body = json!({"model": self.cfg.model, "input": texts});
         let mut req = self
@@ -112,10 +126,13 @@ impl Provider {
         self.parse(&body, texts.len())
     }
 
-    /// The vectors of an answer, in input order, normalised.
-    fn parse(&self, body: &[u8], inputs: usize) -> Result<Vec<Vec<f32>>, EmbedError> {
+    /// The vectors of an answer, in input order, normalised, and its reported token usage.
+    fn parse(&self, body: &[u8], inputs: usize) -> Result<Embedded, EmbedError> {
         let v: Value =
             serde_json::from_slice(body).map_err(|e| EmbedError::BadAnswer(e.to_string()))?;
+        let prompt_tokens = v["usage"]["prompt_tokens"]
+            .as_u64()
+            .or_else(|| v["usage"]["total_tokens"].as_u64());
         let data = v["data"]
             .as_array()
             .ok_or_else(|| EmbedError::BadAnswer("no data array".into()))?;
@@ -144,9 +161,14 @@ impl Provider {
                 *slot = Some(normalize(v));
             }
         }
-        out.into_iter()
+        let vectors = out
+            .into_iter()
             .collect::<Option<Vec<_>>>()
-            .ok_or_else(|| EmbedError::BadAnswer("fewer embeddings than inputs".into()))
+            .ok_or_else(|| EmbedError::BadAnswer("fewer embeddings than inputs".into()))?;
+        Ok(Embedded {
+            vectors,
+            prompt_tokens,
+        })
     }
 }
 
@@ -166,8 +188,15 @@ mod tests {
         let p = provider(2);
         let body = br#"{"data":[{"index":1,"embedding":[0,2]},{"index":0,"embedding":[3,4]}]}"#;
         let v = p.parse(body, 2).unwrap();
+        assert_eq!(v.prompt_tokens, None);
+        let v = v.vectors;
         assert_eq!(v[1], vec![0.0, 1.0]);
         assert!((v[0][0] - 0.6).abs() < 1e-6);
+        let counted =
+            br#"{"data":[{"embedding":[1,0]}],"usage":{"prompt_tokens":7,"total_tokens":7}}"#;
+        assert_eq!(p.parse(counted, 1).unwrap().prompt_tokens, Some(7));
+        assert_eq!(estimate_tokens("abcde"), 2);
+        assert_eq!(estimate_tokens(""), 1);
         assert!(matches!(
             p.parse(br#"{"data":[{"index":0,"embedding":[1,2]}]}"#, 2),
             Err(EmbedError::BadAnswer(_))

@@ -13,14 +13,12 @@ mod cache;
 mod schema;
 pub mod stored;
 
-use std::sync::Arc;
-
 use serde_json::{Map, Value};
 
 use crate::error::{ServiceError, ServiceResult};
-use crate::storage::registry::store::{read_doc, read_users, update_doc, Edit};
+use crate::storage::registry::store::{read_doc, update_doc, Edit};
 use crate::storage::registry::users::active_account;
-use crate::storage::registry::{AccountSnapshot, OpCtx};
+use crate::storage::registry::OpCtx;
 use crate::storage::Storage;
 
 pub use cache::{AccountConfigs, ClusterDefaults, Effective};
@@ -52,34 +50,20 @@ pub fn patch(
     schema::validate_patch(patch)?;
     active_account(cx.storage, account)?;
     let path = config_path(account)?;
-    let (changed, doc, _) = update_doc(cx.storage, &path, |doc: &mut StoredConfig| {
+    let (_, doc, _) = update_doc(cx.storage, &path, |doc: &mut StoredConfig| {
         let before = doc.clone();
         merge(doc, patch);
         schema::validate_document(doc)?;
         Ok(if *doc == before {
-            Edit::Keep(false)
+            Edit::Keep(())
         } else {
-            Edit::Write(true)
+            Edit::Write(())
         })
     })?;
-    if changed {
-        let (users, users_version) = read_users(cx.storage, account)?;
-        cx.announce(
-            account,
-            Some(AccountSnapshot {
-                id: account.to_string(),
-                deletion: None,
-                users,
-                users_version,
-                config: Some(Arc::new(doc.clone())),
-                // ACLs and groups travel in the same snapshot; without them they would be
-                // dropped from memory until the next reload.
-                access: Arc::new(crate::storage::acl::files::read_access(
-                    cx.storage, account,
-                )?),
-            }),
-        )?;
-    }
+    // Announced even when nothing changed: a retry of a patch whose announcement was lost
+    // (the writer died after its write) announces it. ACLs and groups travel in the same
+    // snapshot, so the account is re-read whole.
+    cx.announce_stored(account);
     Ok(doc)
 }
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use serde_json::{Map, Value};
 
 use crate::error::ServiceResult;
-use crate::storage::{Storage, StorageError, StorePath};
+use crate::storage::{Storage, StorageError, StorePath, Version};
 
 /// The explicit settings of one account, as stored (unknown sections kept verbatim).
 pub type StoredConfig = Map<String, Value>;
@@ -26,16 +26,25 @@ pub fn read_for_snapshot(
     storage: &dyn Storage,
     account: &str,
 ) -> ServiceResult<Option<Arc<StoredConfig>>> {
+    Ok(read_versioned_for_snapshot(storage, account)?.0)
+}
+
+/// [`read_for_snapshot`] with the version read (`None`: no file), which the registry sweep
+/// compares to find a change that was written but never announced.
+pub fn read_versioned_for_snapshot(
+    storage: &dyn Storage,
+    account: &str,
+) -> ServiceResult<(Option<Arc<StoredConfig>>, Option<Version>)> {
     let path = config_path(account)?;
-    match storage.read(&path) {
-        Ok(bytes) => match serde_json::from_slice::<StoredConfig>(&bytes) {
-            Ok(doc) => Ok(Some(Arc::new(doc))),
+    match storage.read_versioned(&path) {
+        Ok((bytes, version)) => match serde_json::from_slice::<StoredConfig>(&bytes) {
+            Ok(doc) => Ok((Some(Arc::new(doc)), Some(version))),
             Err(e) => {
                 tracing::warn!(account, error = %e, "account settings file is not a JSON object; keeping the last known settings");
-                Ok(None)
+                Ok((None, Some(version)))
             }
         },
-        Err(StorageError::NotFound(_)) => Ok(Some(Arc::new(StoredConfig::new()))),
+        Err(StorageError::NotFound(_)) => Ok((Some(Arc::new(StoredConfig::new())), None)),
         Err(e) => Err(e.into()),
     }
 }

@@ -4,7 +4,6 @@
 //! table right). Every change is a compare-and-swap of the one file, then announced through
 //! the registry generation marker (see the module docs of `acl`).
 
-use std::collections::BTreeSet;
 use std::sync::{Arc, OnceLock};
 
 use serde_json::Value;
@@ -16,7 +15,6 @@ use super::model::{
 };
 use super::rel_path;
 use crate::error::{ServiceError, ServiceResult};
-use crate::storage::registry::load::load_accounts;
 use crate::storage::registry::store::{groups_path, read_doc, read_users, update_doc, Edit};
 use crate::storage::registry::{OpCtx, RegistrySink};
 use crate::storage::uri::VikingUri;
@@ -28,14 +26,7 @@ pub use super::files::{acl_path, read_access};
 /// account's stored state to this process's AuthActor. The change itself is already durable,
 /// so a failure here is logged, not returned (the sweep and full reloads still find it).
 pub fn announce(cx: &OpCtx<'_>, account: &str) {
-    let ids = BTreeSet::from([account.to_string()]);
-    let result = load_accounts(cx.storage, &ids).and_then(|(mut states, _)| {
-        let snapshot = states.pop().and_then(|(_, s)| s);
-        cx.announce(account, snapshot)
-    });
-    if let Err(e) = result {
-        tracing::warn!(account, error = %e.message, "ACL change stored but not announced");
-    }
+    cx.announce_stored(account);
 }
 
 /// The sink moves and removals announce through (installed at startup; before that, and in
@@ -241,40 +232,7 @@ pub fn change(
     check_principals(cx.storage, &account, &named)?;
     let (eff, _, _) = update_doc(cx.storage, &acl_path(&account)?, |t: &mut AclFile| {
         let before = t.nodes.get(&rel).cloned();
-        let mut row = before.clone().unwrap_or_default();
-        match &change {
-            Change::Set(spec) => {
-                if let Some(e) = &spec.entries {
-                    row.entries = e.clone();
-                }
-                if let Some(m) = spec.mode {
-                    row.acl_mode = Some(m);
-                }
-            }
-            Change::Grant(e) => {
-                row.entries.retain(|x| x.principal != e.principal);
-                row.entries.push(e.clone());
-                row.entries = normalize_entries(row.entries.drain(..));
-            }
-            Change::Revoke(p) => row.entries.retain(|x| &x.principal != p),
-            Change::Clear => row = NodeAcl::default(),
-        }
-        if row.entries.len() > MAX_ENTRIES_PER_NODE {
-            return Err(too_many_entries());
-        }
-        if row.acl_mode == Some(Mode::Inherit) {
-            row.acl_mode = None; // the default below the root; not stored
-        }
-        if row.is_trivial() {
-            t.nodes.remove(&rel);
-        } else {
-            if before.is_none() && t.nodes.len() >= MAX_ACL_NODES {
-                return Err(ServiceError::invalid_argument(format!(
-                    "an account holds ACLs on at most {MAX_ACL_NODES} nodes"
-                )));
-            }
-            t.nodes.insert(rel.clone(), row);
-        }
+        apply_row(t, &rel, &change)?;
         let eff = effective::resolve(t, &rel);
         Ok(if t.nodes.get(&rel) == before.as_ref() {
             Edit::Keep(eff)
@@ -284,6 +242,117 @@ pub fn change(
     })?;
     announce(cx, &account);
     Ok(report(eff, uri))
+}
+
+/// Apply `change` to the row of `rel` in the table (bounds checked; trivial rows dropped).
+fn apply_row(t: &mut AclFile, rel: &str, change: &Change) -> ServiceResult<()> {
+    let before = t.nodes.get(rel).cloned();
+    let mut row = before.clone().unwrap_or_default();
+    match change {
+        Change::Set(spec) => {
+            if let Some(e) = &spec.entries {
+                row.entries = e.clone();
+            }
+            if let Some(m) = spec.mode {
+                row.acl_mode = Some(m);
+            }
+        }
+        Change::Grant(e) => {
+            row.entries.retain(|x| x.principal != e.principal);
+            row.entries.push(e.clone());
+            row.entries = normalize_entries(row.entries.drain(..));
+        }
+        Change::Revoke(p) => row.entries.retain(|x| &x.principal != p),
+        Change::Clear => row = NodeAcl::default(),
+    }
+    if row.entries.len() > MAX_ENTRIES_PER_NODE {
+        return Err(too_many_entries());
+    }
+    if row.acl_mode == Some(Mode::Inherit) {
+        row.acl_mode = None; // the default below the root; not stored
+    }
+    if row.is_trivial() {
+        t.nodes.remove(rel);
+    } else {
+        if before.is_none() && t.nodes.len() >= MAX_ACL_NODES {
+            return Err(ServiceError::invalid_argument(format!(
+                "an account holds ACLs on at most {MAX_ACL_NODES} nodes"
+            )));
+        }
+        t.nodes.insert(rel.to_string(), row);
+    }
+    Ok(())
+}
+
+/// The `acl` fields of a batch write, stored in one change before anything is written (as a
+/// single write's are, so no node is ever readable without its ACL), with each node's row as
+/// it was, so [`StagedRows::settle`] can put back the rows of nodes the batch did not write.
+#[derive(Debug, Default)]
+pub struct StagedRows {
+    account: String,
+    before: Vec<(String, crate::storage::StorePath, Option<NodeAcl>)>,
+}
+
+/// Stage the rows of `specs` (nodes of `account`; every principal must exist): one
+/// compare-and-swap and one announcement for the whole batch.
+pub fn stage_many(
+    cx: &OpCtx<'_>,
+    account: &str,
+    specs: &[(VikingUri, AclSpec)],
+) -> ServiceResult<StagedRows> {
+    if specs.is_empty() {
+        return Ok(StagedRows::default());
+    }
+    let mut targets = Vec::with_capacity(specs.len());
+    let mut named = Vec::new();
+    for (uri, spec) in specs {
+        targets.push((target_rel(uri)?, uri.store_path().clone(), spec));
+        named.extend(spec.entries.iter().flatten().cloned());
+    }
+    check_principals(cx.storage, account, &named)?;
+    let (before, _, _) = update_doc(cx.storage, &acl_path(account)?, |t: &mut AclFile| {
+        let mut before = Vec::with_capacity(targets.len());
+        for (rel, path, spec) in &targets {
+            before.push((rel.clone(), path.clone(), t.nodes.get(rel).cloned()));
+            apply_row(t, rel, &Change::Set((*spec).clone()))?;
+        }
+        Ok(Edit::Write(before))
+    })?;
+    announce(cx, account);
+    Ok(StagedRows {
+        account: account.to_string(),
+        before,
+    })
+}
+
+impl StagedRows {
+    /// After the batch: nodes it did not write (conflicts, or not reached after an error)
+    /// get their rows back as they were.
+    pub fn settle(
+        self,
+        cx: &OpCtx<'_>,
+        written: &[crate::storage::StorePath],
+    ) -> ServiceResult<()> {
+        let undo: Vec<_> = self
+            .before
+            .into_iter()
+            .filter(|(_, path, _)| !written.contains(path))
+            .collect();
+        if undo.is_empty() {
+            return Ok(());
+        }
+        update_doc(cx.storage, &acl_path(&self.account)?, |t: &mut AclFile| {
+            for (rel, _, row) in &undo {
+                match row {
+                    Some(r) => t.nodes.insert(rel.clone(), r.clone()),
+                    None => t.nodes.remove(rel),
+                };
+            }
+            Ok(Edit::Write(()))
+        })?;
+        announce(cx, &self.account);
+        Ok(())
+    }
 }
 
 fn report(eff: Effective, uri: &VikingUri) -> Value {
@@ -350,14 +419,173 @@ pub fn after_remove(storage: &dyn Storage, uri: &VikingUri) -> ServiceResult<()>
     })
 }
 
+/// The rows of a subtree, as they were before a change (`take_rows`, `seal_node`), so a
+/// failed operation can put them back with [`put_back`].
+#[derive(Debug, Default)]
+pub struct SavedRows {
+    account: String,
+    rel: Option<String>,
+    rows: Vec<(String, NodeAcl)>,
+}
+
+/// `uri` is about to receive other content in place (a WebDAV MOVE onto an existing file):
+/// until [`before_move`] gives it the source's rows, only ADMIN may read it — neither the old
+/// content under the source's rows nor the new content under the old rows is ever readable
+/// by someone the final rows would refuse. Nothing is sealed when neither node has a row
+/// (then nothing differs). Returns the rows it replaced, for [`put_back`] on failure.
+pub fn seal_node(
+    storage: &dyn Storage,
+    from: &VikingUri,
+    to: &VikingUri,
+) -> ServiceResult<SavedRows> {
+    let (Some(src), Some(dst)) = (rel_path(from), rel_path(to)) else {
+        return Ok(SavedRows::default());
+    };
+    let mut saved = Vec::new();
+    edit_table(storage, to, |t| {
+        saved = rows_under(t, &dst)
+            .map(|k| (k.clone(), t.nodes[k].clone()))
+            .collect();
+        if saved.is_empty() && rows_under(t, &src).next().is_none() {
+            return false;
+        }
+        for (k, _) in &saved {
+            t.nodes.remove(k);
+        }
+        let seal = NodeAcl {
+            acl_mode: Some(Mode::Restricted),
+            entries: Vec::new(),
+        };
+        t.nodes.insert(dst.clone(), seal);
+        true
+    })?;
+    Ok(SavedRows {
+        account: account_of(to),
+        rel: Some(dst),
+        rows: saved,
+    })
+}
+
+/// `uri`'s tree is about to be replaced whole (a pack import with overwrite): its rows
+/// become one seal on `uri` (restricted, no grants: ADMIN only) until [`take_rows`] drops it
+/// after the replacement. Returns the rows it replaced, for [`put_back`]. Nothing is sealed
+/// when the subtree has no rows, or at the resources root (its ACL is fixed).
+pub fn seal_subtree(storage: &dyn Storage, uri: &VikingUri) -> ServiceResult<SavedRows> {
+    let Some(rel) = rel_path(uri).filter(|r| !r.is_empty()) else {
+        return Ok(SavedRows::default());
+    };
+    let mut saved = Vec::new();
+    edit_table(storage, uri, |t| {
+        saved = rows_under(t, &rel)
+            .map(|k| (k.clone(), t.nodes[k].clone()))
+            .collect();
+        if saved.is_empty() {
+            return false;
+        }
+        for (k, _) in &saved {
+            t.nodes.remove(k);
+        }
+        let seal = NodeAcl {
+            acl_mode: Some(Mode::Restricted),
+            entries: Vec::new(),
+        };
+        t.nodes.insert(rel.clone(), seal);
+        true
+    })?;
+    Ok(SavedRows {
+        account: account_of(uri),
+        rel: Some(rel),
+        rows: saved,
+    })
+}
+
+/// Remove (and return) the rows of `uri`'s subtree: its content was moved out of reach (an
+/// import about to publish a new tree in its place). `viking://resources` itself takes every
+/// row of the account.
+pub fn take_rows(storage: &dyn Storage, uri: &VikingUri) -> ServiceResult<SavedRows> {
+    let Some(rel) = rel_path(uri) else {
+        return Ok(SavedRows::default());
+    };
+    let mut saved = Vec::new();
+    edit_table(storage, uri, |t| {
+        saved = rows_under(t, &rel)
+            .map(|k| (k.clone(), t.nodes[k].clone()))
+            .collect();
+        for (k, _) in &saved {
+            t.nodes.remove(k);
+        }
+        !saved.is_empty()
+    })?;
+    Ok(SavedRows {
+        account: account_of(uri),
+        rel: Some(rel),
+        rows: saved,
+    })
+}
+
+/// Undo [`take_rows`] / [`seal_node`]: the subtree's rows become what was saved.
+pub fn put_back(storage: &dyn Storage, saved: SavedRows) -> ServiceResult<()> {
+    let Some(rel) = saved.rel else {
+        return Ok(());
+    };
+    edit_account_table(storage, &saved.account, |t| {
+        let stale: Vec<String> = rows_under(t, &rel).cloned().collect();
+        if stale.is_empty() && saved.rows.is_empty() {
+            return false;
+        }
+        for k in stale {
+            t.nodes.remove(&k);
+        }
+        t.nodes.extend(saved.rows.iter().cloned());
+        true
+    })
+}
+
+/// After nodes of `account` were removed by account-relative storage paths
+/// (`resources/a/b.md`, as a snapshot restore names them): the rows at and below each go, in
+/// one change. Paths outside `resources/` have no rows.
+pub fn forget_account_paths(
+    storage: &dyn Storage,
+    account: &str,
+    paths: &[String],
+) -> ServiceResult<()> {
+    let rels: Vec<&str> = paths
+        .iter()
+        .filter_map(|p| p.strip_prefix("resources/"))
+        .filter(|r| !r.is_empty())
+        .collect();
+    if rels.is_empty() {
+        return Ok(());
+    }
+    edit_account_table(storage, account, |t| {
+        let gone: Vec<String> = rels
+            .iter()
+            .flat_map(|r| rows_under(t, r).cloned().collect::<Vec<_>>())
+            .collect();
+        for k in &gone {
+            t.nodes.remove(k);
+        }
+        !gone.is_empty()
+    })
+}
+
 /// Compare-and-swap `edit` (true = changed) on the table of `uri`'s account, announcing a
 /// change. A missing table is not created.
 fn edit_table(
     storage: &dyn Storage,
     uri: &VikingUri,
+    edit: impl FnMut(&mut AclFile) -> bool,
+) -> ServiceResult<()> {
+    edit_account_table(storage, &account_of(uri), edit)
+}
+
+/// [`edit_table`] by account id.
+fn edit_account_table(
+    storage: &dyn Storage,
+    account: &str,
     mut edit: impl FnMut(&mut AclFile) -> bool,
 ) -> ServiceResult<()> {
-    let account = account_of(uri);
+    let account = account.to_string();
     let path = acl_path(&account)?;
     if storage.stat(&path)?.is_none() {
         return Ok(());

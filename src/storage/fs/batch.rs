@@ -86,6 +86,8 @@ pub struct BatchOp {
     pub expected_sha256: Option<String>,
     /// Tags after the write (normalised, no reserved keys), and how.
     pub tags: Option<(Vec<String>, TagMode)>,
+    /// It carries an ACL (stored by the job): never skipped as unchanged (0.5.2).
+    pub acl: bool,
 }
 
 /// What a batch did: the answer (or the error that stopped it) and the paths it wrote, which
@@ -154,7 +156,7 @@ fn check<'a>(
         return Err(conflict(format!("Content revision changed: {shown}")));
     }
     let whole = op.mode != BatchMode::Append;
-    if skip_conflicts && whole && current == op.content && op.tags.is_none() {
+    if skip_conflicts && whole && current == op.content && op.tags.is_none() && !op.acl {
         return Ok(None);
     }
     Ok(Some(Pending {

@@ -230,6 +230,7 @@ impl DeletionTarget for AccountDeletion<'_> {
                 users_version,
                 access: Default::default(),
                 config: None,
+                side: None,
             }),
         )?;
         Ok(())

@@ -36,6 +36,58 @@ pub struct AccountSnapshot {
     /// The account's stored configuration (`<account>/_system/setting.json`); `None`: not
     /// read with this snapshot (keep what is known).
     pub config: Option<std::sync::Arc<crate::storage::account_config::stored::StoredConfig>>,
+    /// The versions `access` and `config` were read at; `None`: not read with this snapshot
+    /// (the sweep then leaves those files alone for this account until the next load).
+    pub side: Option<SideVersions>,
+}
+
+/// Versions of the account files that travel with its users.json: `_system/acl.json`,
+/// `_system/groups.json`, `_system/setting.json` (`None`: no such file). The sweep compares
+/// them with storage, so a change of one of them that was never announced is found like an
+/// unannounced key change.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SideVersions {
+    pub acl: Option<Version>,
+    pub groups: Option<Version>,
+    pub config: Option<Version>,
+}
+
+/// The account files beside users.json, as read for a snapshot.
+pub struct SideFiles {
+    pub access: std::sync::Arc<crate::storage::acl::AccountAccess>,
+    pub config: Option<std::sync::Arc<crate::storage::account_config::stored::StoredConfig>>,
+    pub versions: SideVersions,
+}
+
+/// Read an account's ACL table, groups and settings with their versions.
+pub fn read_side(storage: &dyn Storage, account: &str) -> ServiceResult<SideFiles> {
+    let (access, acl, groups) =
+        crate::storage::acl::files::read_access_versioned(storage, account)?;
+    let (config, config_version) =
+        crate::storage::account_config::stored::read_versioned_for_snapshot(storage, account)?;
+    Ok(SideFiles {
+        access: std::sync::Arc::new(access),
+        config,
+        versions: SideVersions {
+            acl,
+            groups,
+            config: config_version,
+        },
+    })
+}
+
+/// The current versions of those files (three stats, no reads).
+pub fn stat_side(storage: &dyn Storage, account: &str) -> ServiceResult<SideVersions> {
+    let version = |path: crate::storage::StorePath| -> ServiceResult<Option<Version>> {
+        Ok(storage.stat(&path)?.and_then(|m| m.version))
+    };
+    Ok(SideVersions {
+        acl: version(crate::storage::acl::files::acl_path(account)?)?,
+        groups: version(super::store::groups_path(account)?)?,
+        config: version(crate::storage::account_config::stored::config_path(
+            account,
+        )?)?,
+    })
 }
 
 /// Accounts re-read: `None` = the account no longer exists.
@@ -78,8 +130,7 @@ fn snapshot(
         return Ok(None);
     }
     let (users, users_version) = read_users(storage, id)?;
-    let access = crate::storage::acl::files::read_access(storage, id)?;
-    let config = crate::storage::account_config::stored::read_for_snapshot(storage, id)?;
+    let side = read_side(storage, id)?;
     // Counted with its users.json: one account re-read.
     *files_read += 1;
     Ok(Some(AccountSnapshot {
@@ -87,8 +138,9 @@ fn snapshot(
         deletion: entry.deletion.clone(),
         users,
         users_version,
-        access: std::sync::Arc::new(access),
-        config,
+        access: side.access,
+        config: side.config,
+        side: Some(side.versions),
     }))
 }
 
@@ -212,11 +264,14 @@ pub struct KnownAccount {
     pub id: String,
     pub deleting: bool,
     pub users_version: Option<Version>,
+    /// Versions of acl.json, groups.json and setting.json as loaded (`None`: unknown).
+    pub side: Option<SideVersions>,
 }
 
 /// The slow safety net behind the generation marker: find registry changes that were written
 /// but never announced (a writer died between its registry write and its marker bump). Reads
-/// accounts.json once and stats every known users.json; re-reads only what differs.
+/// accounts.json once and stats every known users.json, acl.json, groups.json and
+/// setting.json; re-reads only what differs.
 pub fn sweep(storage: &dyn Storage, known: &[KnownAccount]) -> ServiceResult<(AccountStates, u64)> {
     let accounts = read_accounts_for_reload(storage)?;
     let mut changed = BTreeSet::new();
@@ -230,7 +285,11 @@ pub fn sweep(storage: &dyn Storage, known: &[KnownAccount]) -> ServiceResult<(Ac
             }
             Some(_) => {
                 let version = storage.stat(&users_path(&k.id)?)?.and_then(|m| m.version);
-                if version != k.users_version {
+                let side_moved = match &k.side {
+                    Some(side) => stat_side(storage, &k.id)? != *side,
+                    None => false,
+                };
+                if version != k.users_version || side_moved {
                     changed.insert(k.id.clone());
                 }
             }
@@ -280,6 +339,7 @@ mod tests {
                     id: a.id.clone(),
                     deleting: a.deletion.is_some(),
                     users_version: a.users_version.clone(),
+                    side: a.side.clone(),
                 })
                 .collect(),
             _ => panic!("expected a full load"),

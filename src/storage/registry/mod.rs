@@ -67,9 +67,17 @@ impl OpCtx<'_> {
         users: model::UsersFile,
         version: Option<crate::storage::Version>,
     ) -> ServiceResult<u64> {
-        // Groups and ACLs travel in the same snapshot: announcing without them would drop
-        // them from memory until the next reload.
-        let access = crate::storage::acl::files::read_access(self.storage, account)?;
+        // Groups, ACLs and settings travel in the same snapshot: announcing without them
+        // would drop them from memory until the next reload.
+        let side = match load::read_side(self.storage, account) {
+            Ok(side) => side,
+            Err(e) => {
+                // The users.json change is durable: announce it anyway, so other instances
+                // re-read the whole account; this one does on its next check.
+                self.bump_only(account);
+                return Err(e);
+            }
+        };
         self.announce(
             account,
             Some(AccountSnapshot {
@@ -77,16 +85,41 @@ impl OpCtx<'_> {
                 deletion: None,
                 users,
                 users_version: version,
-                access: std::sync::Arc::new(access),
-                // Re-read so the snapshot carries it; unreadable now: keep what is known.
-                config: crate::storage::account_config::stored::read_for_snapshot(
-                    self.storage,
-                    account,
-                )
-                .ok()
-                .flatten(),
+                access: side.access,
+                config: side.config,
+                side: Some(side.versions),
             }),
         )
+    }
+
+    /// Announce a change of `account`'s stored state (its ACL table, groups or settings):
+    /// re-read the account and hand it to this process; if it cannot be re-read, the marker
+    /// is still bumped (the change is durable: every instance, this one included, re-reads
+    /// the account on its next check). Failures are logged, not returned: the change itself
+    /// has succeeded, and the sweep finds a change whose announcement was lost.
+    pub fn announce_stored(&self, account: &str) {
+        let ids = std::collections::BTreeSet::from([account.to_string()]);
+        let result = match load::load_accounts(self.storage, &ids) {
+            Ok((mut states, _)) => {
+                let snapshot = states.pop().and_then(|(_, s)| s);
+                self.announce(account, snapshot).map(drop)
+            }
+            Err(e) => {
+                self.bump_only(account);
+                Err(e)
+            }
+        };
+        if let Err(e) = result {
+            tracing::warn!(account, error = %e.message, "account change stored; announced only through the marker (or the sweep)");
+        }
+    }
+
+    /// Bump the marker without a snapshot for this process (it finds the change through its
+    /// own next marker check, like any other instance).
+    fn bump_only(&self, account: &str) {
+        if let Err(e) = generation::bump(self.storage, &[account], false) {
+            tracing::warn!(account, error = %e.message, "account change stored but the marker could not be bumped; the sweep will find it");
+        }
     }
 }
 

@@ -278,9 +278,16 @@ pub fn commit(storage: &dyn Storage, s: &SessionRef, o: &CommitOptions) -> Servi
         return Err(not_found(s));
     };
     recovery::sweep(storage, s, &mut meta)?;
+    // The session's policy, else its user's (0.5.2).
+    let memory_policy = crate::storage::user_config::effective_memory_policy(
+        storage,
+        &s.account,
+        &s.user,
+        &meta.memory_policy,
+    )?;
     let wm = o
         .enable_working_memory
-        .unwrap_or_else(|| policy::working_memory_enabled(&meta.memory_policy));
+        .unwrap_or_else(|| policy::working_memory_enabled(&memory_policy));
     remember(&mut meta, o);
     if let Some(tags) = &o.event_tags {
         meta.extra
@@ -324,8 +331,7 @@ pub fn commit(storage: &dyn Storage, s: &SessionRef, o: &CommitOptions) -> Servi
     let name = archive::name(n);
     let task_id = deps::task_create(storage, s)?;
     let mut o = o.clone();
-    if matches!(o.memory, MemoryMode::Deferred { .. })
-        && !policy::extracts_memories(&meta.memory_policy)
+    if matches!(o.memory, MemoryMode::Deferred { .. }) && !policy::extracts_memories(&memory_policy)
     {
         o.memory = MemoryMode::Skip("memory_policy extracts no memory types".into());
     }

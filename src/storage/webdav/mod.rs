@@ -12,7 +12,7 @@ use serde_json::json;
 use super::fs::entry::{ABSTRACT_FILE, OVERVIEW_FILE};
 use super::fs::{already_exists, cp, mkdir, rm, stat, StorageFail};
 use super::uri::VikingUri;
-use super::{remove_if_exists, tags, Storage, StorageError};
+use super::{acl, remove_if_exists, tags, Storage, StorageError};
 use crate::config::QuotaSettings;
 use crate::error::{ErrorCode, ServiceError, ServiceResult};
 
@@ -138,23 +138,23 @@ pub fn move_to(
         None => Outcome::Created,
         Some(_) if !overwrite => return Err(target_exists(to)),
         Some(dst) if !dst.is_dir() && !src.is_dir() => {
-            let data = storage
-                .read(from.store_path())
-                .map_err(|e| StorageFail(from).map(e))?;
-            storage
-                .write(to.store_path(), &data)
-                .map_err(|e| StorageFail(to).map(e))?;
-            move_tags(storage, from, to, true);
-            remove_if_exists(storage, from.store_path(), false)
-                .map_err(|e| StorageFail(from).map(e))?;
+            replace_file(storage, from, to)?;
             return Ok(Outcome::Replaced);
         }
         Some(dst) => {
+            // Its ACL rows go with it (`rm`), and the source's arrive below.
             rm::remove(storage, &|| false, to, dst.is_dir())?;
             Outcome::Replaced
         }
     };
-    match storage.rename(from.store_path(), to.store_path()) {
+    // ACL rows follow the node as with `fs mv` (0.5.2: a moved node keeps its own ACL and
+    // inherits from its new parent): copied before the rename, the source's dropped after.
+    acl::store::before_move(storage, from, to)?;
+    let renamed = storage.rename(from.store_path(), to.store_path());
+    if let Err(e) = acl::store::after_move(storage, from, to, renamed.is_ok()) {
+        tracing::error!(from = %from.uri(), to = %to.uri(), error = %e.message, "ACL rows not settled after a WebDAV move");
+    }
+    match renamed {
         Ok(()) => {
             move_tags(storage, from, to, outcome == Outcome::Replaced);
             Ok(outcome)
@@ -164,6 +164,26 @@ pub fn move_to(
         Err(StorageError::AlreadyExists(_)) => Err(already_exists(to)),
         Err(e) => Err(StorageFail(from).map(e)),
     }
+}
+
+/// A file onto an existing file: one atomic write of the target, then the source goes. The
+/// target is sealed (ADMIN only) from before the write until it carries the source's ACL
+/// rows, so no reader the final rows refuse sees either content meanwhile.
+fn replace_file(storage: &dyn Storage, from: &VikingUri, to: &VikingUri) -> ServiceResult<()> {
+    let data = storage
+        .read(from.store_path())
+        .map_err(|e| StorageFail(from).map(e))?;
+    let sealed = acl::store::seal_node(storage, from, to)?;
+    if let Err(e) = storage.write(to.store_path(), &data) {
+        if let Err(undo) = acl::store::put_back(storage, sealed) {
+            tracing::error!(to = %to.uri(), error = %undo.message, "ACL rows of a target not put back after a failed WebDAV move");
+        }
+        return Err(StorageFail(to).map(e));
+    }
+    acl::store::before_move(storage, from, to)?;
+    move_tags(storage, from, to, true);
+    remove_if_exists(storage, from.store_path(), false).map_err(|e| StorageFail(from).map(e))?;
+    acl::store::after_remove(storage, from)
 }
 
 /// COPY `from` to `to` (RFC 4918 §9.8): a file, a whole collection (`deep`), or with Depth 0
