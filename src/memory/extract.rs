@@ -30,6 +30,7 @@ use crate::search::index::SearchIndex;
 use crate::search::tokenizer;
 use crate::storage::sessions::archive::{self, State};
 use crate::storage::sessions::backlog::{self, Entry};
+use crate::storage::sessions::config::LlmUsage;
 use crate::storage::sessions::meta::SessionMeta;
 use crate::storage::sessions::tokens;
 use crate::storage::tasks::{self, TaskOwner};
@@ -89,6 +90,11 @@ struct Plan {
     calls: Vec<String>,
     last_error: Option<String>,
     tokens: u64,
+    /// The prompt and completion parts of `tokens` (as the provider reported them).
+    #[serde(default)]
+    prompt_tokens: u64,
+    #[serde(default)]
+    completion_tokens: u64,
     writes: Vec<PlannedWrite>,
     skipped: Vec<Value>,
     /// Operations that could not become a file (no usable name), from the last resolution.
@@ -359,6 +365,7 @@ impl Extractor<'_> {
                 &entry.session(),
                 &entry.task_id,
                 &counts,
+                &llm_usage(&diff),
             )?;
         }
         self.complete_task(owner, entry, result)?;
@@ -458,6 +465,8 @@ impl Extractor<'_> {
                 at: crate::time::iso_micros_now(),
             });
             plan.tokens += asked.tokens;
+            plan.prompt_tokens += asked.input_tokens;
+            plan.completion_tokens += asked.output_tokens;
             if let Some(f) = asked.unavailable {
                 return Ok(Err(f.message().to_string()));
             }
@@ -1007,7 +1016,8 @@ fn outcome_of(plan: &Plan, no_model: bool) -> Value {
             "the model found nothing worth remembering".into(),
         )
     };
-    json!({"kind": kind, "reason": reason, "counts": counts, "tokens": plan.tokens})
+    json!({"kind": kind, "reason": reason, "counts": counts, "tokens": plan.tokens,
+        "prompt_tokens": plan.prompt_tokens, "completion_tokens": plan.completion_tokens})
 }
 
 /// `memory_diff.json`: 0.5.2's shape plus `extraction_outcome`.
@@ -1046,6 +1056,16 @@ fn diff_doc(archive_uri: &str, plan: &Plan, writes: &[PlannedWrite], outcome: Va
     })
 }
 
+/// The chat tokens an extraction spent, from its diff's outcome.
+fn llm_usage(diff: &Value) -> LlmUsage {
+    let n = |k: &str| diff["extraction_outcome"][k].as_u64().unwrap_or(0);
+    LlmUsage {
+        prompt: n("prompt_tokens"),
+        completion: n("completion_tokens"),
+        total: n("tokens"),
+    }
+}
+
 /// The completed task's result from the diff (0.5.2's fields plus `extraction_outcome`).
 fn task_result(
     entry: &Entry,
@@ -1081,9 +1101,11 @@ fn task_result(
     result["memory_extraction"] = json!({"skipped": skipped.len(), "skipped_operations": skipped});
     result["memory_diff_uri"] = json!(format!("{archive_uri}/{MEMORY_DIFF}"));
     result["effective_memory_types"] = json!(effective_types);
-    let tokens = diff["extraction_outcome"]["tokens"].as_u64().unwrap_or(0);
-    result["token_usage"]["llm"]["total_tokens"] = json!(tokens);
-    result["token_usage"]["total"]["total_tokens"] = json!(tokens);
+    let usage = llm_usage(diff);
+    result["token_usage"]["llm"]["prompt_tokens"] = json!(usage.prompt);
+    result["token_usage"]["llm"]["completion_tokens"] = json!(usage.completion);
+    result["token_usage"]["llm"]["total_tokens"] = json!(usage.total);
+    result["token_usage"]["total"]["total_tokens"] = json!(usage.total);
     result["extraction_outcome"] = diff["extraction_outcome"].clone();
     result
 }

@@ -18,10 +18,11 @@ def _free_port() -> int:
 
 
 class Server:
-    def __init__(self, data_dir: str):
+    def __init__(self, data_dir: str, extra_env: dict | None = None):
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = {k: v for k, v in os.environ.items() if not k.startswith("LONGSHIP_")}
+        env.update(extra_env or {})
         self.log = open(os.path.join(data_dir, "server.log"), "wb")
         self.proc = subprocess.Popen(
             [os.environ["LONGSHIP_BIN"], "serve", "--port", str(self.port),

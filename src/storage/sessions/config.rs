@@ -72,18 +72,27 @@ pub fn extraction_stats(storage: &dyn Storage, s: &SessionRef) -> ServiceResult<
     }))
 }
 
-/// Add one extraction's counts (per memory type) to the session's `memories_extracted`
-/// (compare-and-swap on the meta, retried; a session deleted meanwhile is left alone). The
-/// task id is remembered in the same write: a second call for it (a resumed extraction) adds
-/// nothing.
+/// Chat tokens one extraction spent (0.5.2's `llm_token_usage` parts).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LlmUsage {
+    pub prompt: u64,
+    pub completion: u64,
+    pub total: u64,
+}
+
+/// Add one extraction's counts (per memory type) to the session's `memories_extracted`, and
+/// its chat tokens to `llm_token_usage` as 0.5.2 does (compare-and-swap on the meta, retried;
+/// a session deleted meanwhile is left alone). The task id is remembered in the same write: a
+/// second call for it (a resumed extraction) adds nothing.
 pub fn add_memories_extracted(
     storage: &dyn Storage,
     s: &SessionRef,
     task_id: &str,
     per_type: &BTreeMap<String, u64>,
+    usage: &LlmUsage,
 ) -> ServiceResult<()> {
     let total: u64 = per_type.values().sum();
-    if total == 0 {
+    if total == 0 && usage.total == 0 {
         return Ok(());
     }
     for _ in 0..16 {
@@ -114,6 +123,17 @@ pub fn add_memories_extracted(
             let now = counts[k.as_str()].as_u64().unwrap_or(0);
             counts[k.as_str()] = json!(now + v);
         }
+        if !meta.llm_token_usage.is_object() {
+            meta.llm_token_usage = super::meta::llm_usage_default();
+        }
+        let llm = &mut meta.llm_token_usage;
+        for (k, v) in [
+            ("prompt_tokens", usage.prompt),
+            ("completion_tokens", usage.completion),
+            ("total_tokens", usage.total),
+        ] {
+            llm[k] = json!(llm[k].as_u64().unwrap_or(0) + v);
+        }
         match meta.save(storage, s) {
             Ok(()) => return Ok(()),
             Err(e) if super::is_busy(&e) => continue,
@@ -138,12 +158,22 @@ mod tests {
             .save(&st, &s)
             .unwrap();
         let counts: BTreeMap<String, u64> = [("preferences".to_string(), 2)].into();
-        add_memories_extracted(&st, &s, "t1", &counts).unwrap();
+        let usage = LlmUsage {
+            prompt: 100,
+            completion: 20,
+            total: 120,
+        };
+        add_memories_extracted(&st, &s, "t1", &counts, &usage).unwrap();
         // The same task again (resumed after a crash before its task completed): no change.
-        add_memories_extracted(&st, &s, "t1", &counts).unwrap();
-        add_memories_extracted(&st, &s, "t2", &counts).unwrap();
+        add_memories_extracted(&st, &s, "t1", &counts, &usage).unwrap();
+        add_memories_extracted(&st, &s, "t2", &counts, &usage).unwrap();
+        // An extraction that found nothing still spent tokens.
+        add_memories_extracted(&st, &s, "t3", &BTreeMap::new(), &usage).unwrap();
         let m = SessionMeta::load(&st, &s).unwrap().unwrap();
         assert_eq!(m.memories_extracted["total"], 4);
         assert_eq!(m.memories_extracted["preferences"], 4);
+        assert_eq!(m.llm_token_usage["prompt_tokens"], 300);
+        assert_eq!(m.llm_token_usage["completion_tokens"], 60);
+        assert_eq!(m.llm_token_usage["total_tokens"], 360);
     }
 }

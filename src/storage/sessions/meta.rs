@@ -110,7 +110,7 @@ pub struct PendingCommit {
 fn memories_default() -> Value {
     json!({"total": 0})
 }
-fn llm_usage_default() -> Value {
+pub(super) fn llm_usage_default() -> Value {
     json!({"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0, "cached_tokens": 0, "reasoning_tokens": 0})
 }
 fn embedding_usage_default() -> Value {
