@@ -8,8 +8,10 @@ use serde::{Deserialize, Serialize};
 
 mod audit;
 mod retrieval;
+mod watch;
 pub use audit::AuditSettings;
 pub use retrieval::{DenseSettings, EmbeddingSettings, SearchSettings};
+pub use watch::WatchSettings;
 
 /// Every setting of the server. `config/default.toml` documents each with its default; a test
 /// keeps the two equal.
@@ -29,6 +31,7 @@ pub struct Settings {
     pub content: ContentSettings,
     pub memory: MemorySettings,
     pub audit: AuditSettings,
+    pub watch: WatchSettings,
 }
 
 /// Content maintenance routes (`content/batch-write`).
@@ -805,6 +808,7 @@ impl Settings {
         }
         self.search.validate()?;
         self.audit.validate()?;
+        self.watch.validate()?;
         self.embedding.validate()?;
         self.resources.validate()?;
         self.vlm.validate()?;

@@ -569,6 +569,16 @@ async fn serve(
         pools.clone(),
         uuid::Uuid::new_v4().simple().to_string(),
     );
+    let watches = crate::actors::watches::start(
+        pools.clone(),
+        crate::actors::watches::RunDeps {
+            settings: settings.clone(),
+            recorder: recorder.clone(),
+            chat: ingest.chat.clone(),
+            ingest: ingest.clone(),
+        },
+    )
+    .map_err(StartupError::Serve)?;
     let state = AppState {
         pools: pools.clone(),
         auth: auth_for_state,
@@ -584,6 +594,7 @@ async fn serve(
         ingest,
         overviews,
         memory: Arc::new(crate::http::MemoryRuntime::default()),
+        watches,
         search,
         body_budget: Arc::new(crate::http::admission::BodyBudget::new(
             crate::http::admission::BudgetLimits::from_settings(&settings.server),

@@ -7,6 +7,7 @@ pub mod fair;
 pub mod overviews;
 pub mod pool;
 pub mod search;
+pub mod watches;
 
 pub use fair::Lane;
 pub use pool::{Pool, Pools};

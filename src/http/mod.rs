@@ -30,6 +30,7 @@ pub mod system;
 pub mod tags;
 pub mod tasks;
 pub mod user_settings;
+pub mod watches;
 pub mod webdav;
 
 use std::sync::Arc;
@@ -75,6 +76,8 @@ pub struct AppState {
     pub overviews: Arc<crate::ingest::overview::OverviewRefresher>,
     /// Memory extraction: figures for /metrics and the wake-up of the scheduler.
     pub memory: Arc<MemoryRuntime>,
+    /// The watch scheduler: routes tell it of changes; the observer reads its figures.
+    pub watches: crate::actors::watches::WatchHandle,
 }
 
 /// What handlers share with the memory-extraction scheduler.
@@ -171,6 +174,7 @@ fn register(routes: &mut routes::Routes) {
     stats::configure(routes);
     tasks::configure(routes);
     resources::configure(routes);
+    watches::configure(routes);
     skills::configure(routes);
     pack::configure(routes);
     diagnostics::configure(routes);

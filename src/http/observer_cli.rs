@@ -80,6 +80,9 @@ pub struct Backlogs {
     pub uploads_in_flight: u64,
     /// Texts waiting for the embedding model on this instance (0 without one).
     pub embedding: u64,
+    /// Watches due and not yet started here, and watch runs in flight here.
+    pub watches_due: u64,
+    pub watches_running: u64,
 }
 
 /// `queue`: the pools are Longship's work queues; beside them the ingestion, extraction and
@@ -129,6 +132,7 @@ fn queue(pools: &[PoolSnapshot], backlogs: Backlogs) -> Component {
             b.extraction.deferred,
         ),
         ("embedding", b.embedding, 0, 0),
+        ("watches", b.watches_due, b.watches_running, 0),
     ];
     for (name, p, r, requeued) in extra {
         rows.push(row(name, p, r, 0, requeued, 0));

@@ -27,7 +27,7 @@ use crate::storage::sessions::message::{AddMessageBody, MessageBatchBody};
 use super::routes::{at, Routes};
 use super::{
     acl, admin, console, content, diagnostics, fs, pack, resources, search, sessions, skills,
-    snapshot, stats, system, tags, tasks, user_settings, webdav,
+    snapshot, stats, system, tags, tasks, user_settings, watches, webdav,
 };
 
 pub const ROUTE: &str = "/openapi.json";
@@ -250,6 +250,15 @@ fn operations() -> Vec<Operation> {
         op(Get, "/api/v1/sessions/{sid}/tool-results/{tool_result_id}/search", "sessions", "Not implemented (501): tool outputs stay inline in messages", Data, Body::None, no_query),
         op(Get, "/api/v1/stats/memories", "stats", "The caller's memories by category, with hotness and staleness", Data, Body::None, query_of::<stats::MemoriesQuery>),
         op(Get, "/api/v1/stats/sessions/{session_id}", "stats", "One session's turns and memories extracted", Data, Body::None, no_query),
+        // watches
+        op(Get, "/api/v1/watches", "watches", "List the caller's watches, or the one watching ?to_uri=", Data, Body::None, query_of::<watches::ListQuery>),
+        op(Patch, "/api/v1/watches", "watches", "Update the watch of ?to_uri=", Data, Body::Json(json_of::<watches::UpdateWatchBody>, true), query_of::<watches::KeyQuery>),
+        op(Delete, "/api/v1/watches", "watches", "Delete the watch of ?to_uri=", Data, Body::None, query_of::<watches::KeyQuery>),
+        op(Post, "/api/v1/watches/trigger", "watches", "Run the watch of ?to_uri= now (answers at once)", Data, Body::None, query_of::<watches::KeyQuery>),
+        op(Get, "/api/v1/watches/{task_id}", "watches", "One watch (?to_uri= must agree)", Data, Body::None, query_of::<watches::KeyQuery>),
+        op(Patch, "/api/v1/watches/{task_id}", "watches", "Update a watch: interval (minutes), active, reason, instruction", Data, Body::Json(json_of::<watches::UpdateWatchBody>, true), query_of::<watches::KeyQuery>),
+        op(Delete, "/api/v1/watches/{task_id}", "watches", "Delete a watch", Data, Body::None, query_of::<watches::KeyQuery>),
+        op(Post, "/api/v1/watches/{task_id}/trigger", "watches", "Run a watch now (answers at once)", Data, Body::None, query_of::<watches::KeyQuery>),
         // tasks
         op(Get, "/api/v1/tasks", "tasks", "List the caller's tasks", AnyRole, Body::None, query_of::<tasks::ListQuery>),
         op(Get, "/api/v1/tasks/{task_id}", "tasks", "One task", AnyRole, Body::None, no_query),

@@ -18,12 +18,14 @@ use crate::error::{ErrorCode, ServiceError};
 use crate::ingest::pipeline::{self, IngestRequest, Source, Target};
 use crate::ingest::uploads::{self, UploadMeta, PART_BYTES};
 use crate::jobs::resources::{
-    AddResource, CommitUpload, CountPendingIngestions, RemoveUpload, WriteUploadPart,
+    AddResource, CommitUpload, CountPendingIngestions, NewWatch, RemoveUpload, WriteUploadPart,
 };
+use crate::jobs::watches::CheckWatchTarget;
 use crate::jobs::PoolError;
 use crate::storage::tags::TagMode;
 use crate::storage::tasks;
 use crate::storage::uri::{self, Access, Scope, VikingUri};
+use crate::storage::watches::Watch;
 
 use super::auth::{AnyRole, Caller, DataAccess};
 use super::envelope::{ApiOk, ApiResult};
@@ -257,10 +259,8 @@ pub(super) struct AddResourceBody {
     #[serde(default)]
     create_parent: bool,
     #[serde(default)]
-    #[allow(dead_code)]
     reason: String,
     #[serde(default)]
-    #[allow(dead_code)]
     instruction: String,
     #[serde(default)]
     wait: bool,
@@ -291,7 +291,6 @@ pub(super) struct AddResourceBody {
     processing_mode: String,
     tags: Option<Vec<String>>,
     #[serde(default = "default_tag_mode")]
-    #[allow(dead_code)]
     tag_mode: String,
     acl: Option<Value>,
     timeout: Option<f64>,
@@ -326,6 +325,8 @@ fn validate(b: &AddResourceBody) -> Result<(), ServiceError> {
             "is_active=false requires watch_interval > 0 and either 'to' or 'parent'",
         ));
     }
+    // 0.5.2 takes any number; zero or less creates no watch.
+    super::watches::check_interval(&["body", "watch_interval"], b.watch_interval, false)?;
     if b.watch_interval > 0.0 {
         if present(&b.temp_file_id) {
             return Err(ServiceError::invalid_argument(
@@ -333,17 +334,12 @@ fn validate(b: &AddResourceBody) -> Result<(), ServiceError> {
                  static snapshot. Re-add the resource when the source changes.",
             ));
         }
-        return Err(ServiceError::unimplemented(
-            "Watches (watch_interval > 0) are not supported by this server; use \
-             watch_interval = 0 and re-add the resource to refresh it",
-        ));
-    }
-    if !b.watch_interval.is_finite() {
-        return Err(ServiceError::validation(
-            &["body", "watch_interval"],
-            "Input should be a finite number",
-            "finite_number",
-        ));
+        let path = b.path.as_deref().unwrap_or("").trim().to_ascii_lowercase();
+        if !(path.starts_with("http://") || path.starts_with("https://")) {
+            return Err(ServiceError::invalid_argument(
+                "watch_interval > 0 needs an http(s) URL as 'path': only URLs are re-fetched",
+            ));
+        }
     }
     if present(&b.to) && present(&b.parent) {
         return Err(ServiceError::invalid_argument(
@@ -472,7 +468,9 @@ async fn add_resource(
     // An `acl` binds to the exact target, stored before the tree appears there; with only a
     // parent the final name is chosen while publishing, after which a row would come late.
     let acl = match &target {
-        Target::Exact(uri) => super::acl::acl_field(&caller, uri, body.acl.as_ref())?,
+        Target::Exact(uri) | Target::Replace(uri) => {
+            super::acl::acl_field(&caller, uri, body.acl.as_ref())?
+        }
         Target::Under { .. } if body.acl.as_ref().is_some_and(|a| !a.is_null()) => {
             return Err(ServiceError::invalid_argument(
                 "acl needs the exact target: give 'to' (a viking://resources/… URI below the root)",
@@ -488,6 +486,13 @@ async fn add_resource(
     if let Some(uri) = &acl_target {
         super::acl::stage_acl(&state, uri, acl).await?;
     }
+    let watch = match body.watch_interval > 0.0 {
+        true => {
+            let normalized = tags.as_ref().map(|(t, _)| t.clone());
+            Some(new_watch(&state, &caller, &body, &target, normalized).await?)
+        }
+        false => None,
+    };
     let task_id = tasks::new_id();
     let req = IngestRequest {
         account: caller.account().to_string(),
@@ -511,12 +516,19 @@ async fn add_resource(
         chat: state.ingest.chat.clone(),
         on_published: (!body.wait).then_some(published_tx),
         ticket,
+        watch,
     };
     let done = state.pools.ingest().submit(job)?;
     if !body.wait {
         // Answered once the tree is visible; summaries and the task's end follow on the pool.
         return match published.await {
-            Ok(result) => Ok(ApiOk::new(result)),
+            Ok(result) => {
+                if result.get("watch_id").is_some() {
+                    // The new watch is scheduled here at once (other instances: next scan).
+                    state.watches.changed(caller.account());
+                }
+                Ok(ApiOk::new(result))
+            }
             // Failed before publishing: the job's error (the task is failed already).
             Err(_) => {
                 if let Some(uri) = &acl_target {
@@ -556,9 +568,83 @@ async fn add_resource(
         super::acl::unstage_acl(&state, uri).await;
     }
     let answer = answer?;
+    if body.watch_interval > 0.0 {
+        state.watches.changed(caller.account());
+    }
     // wait=true also waits until find here sees the tree (read-your-writes of the index).
     let _ = state.search.wait_fresh(caller.account(), INDEX_WAIT).await;
     Ok(ApiOk::new(answer))
+}
+
+/// The watch an add_resource with `watch_interval > 0` creates once its tree is published
+/// (refused at once when its exact target is watched already).
+async fn new_watch(
+    state: &AppState,
+    caller: &Caller<DataAccess>,
+    b: &AddResourceBody,
+    target: &Target,
+    tags: Option<Vec<String>>,
+) -> Result<NewWatch, ServiceError> {
+    if let Target::Exact(uri) = target {
+        let check = CheckWatchTarget {
+            account: caller.account().to_string(),
+            to_uri: uri.uri(),
+        };
+        flatten(state.pools.storage().run(check).await)?;
+    }
+    let now = crate::time::epoch_secs_now();
+    let mut kwargs = Map::new();
+    let mut put = |k: &str, v: Value| {
+        if !v.is_null() {
+            kwargs.insert(k.to_string(), v);
+        }
+    };
+    put("strict", json!(b.strict));
+    put("ignore_dirs", json!(b.ignore_dirs));
+    put("include", json!(b.include));
+    put("exclude", json!(b.exclude));
+    put("preserve_structure", json!(b.preserve_structure));
+    put("source_name", json!(b.source_name));
+    put("tags", json!(tags));
+    put("tag_mode", json!(b.tag_mode));
+    let mut watch = Watch {
+        task_id: tasks::new_id(),
+        path: b.path.as_deref().unwrap_or("").trim().to_string(),
+        to_uri: String::new(),
+        parent_uri: match target {
+            Target::Under { parent, .. } if present_str(&b.parent) => Some(parent.uri()),
+            _ => None,
+        },
+        reason: b.reason.clone(),
+        instruction: b.instruction.clone(),
+        watch_interval: b.watch_interval,
+        processing_mode: b.processing_mode.clone(),
+        processor_kwargs: kwargs,
+        created_at: now,
+        last_execution_time: None,
+        last_task_id: None,
+        last_status: None,
+        last_error: None,
+        next_execution_time: None,
+        is_active: b.is_active,
+        account_id: caller.account().to_string(),
+        user_id: caller.user().to_string(),
+        original_role: caller.role().as_str().to_string(),
+        etag: None,
+        last_modified: None,
+        content_hash: None,
+        runs: 0,
+        ingestions: 0,
+    };
+    watch.schedule_from(now, state.settings.watch.min_interval_minutes);
+    Ok(NewWatch {
+        watch,
+        max_per_account: state.settings.watch.max_per_account,
+    })
+}
+
+fn present_str(v: &Option<String>) -> bool {
+    v.as_deref().is_some_and(|s| !s.trim().is_empty())
 }
 
 /// The error of an ingestion that ended without publishing.

@@ -173,6 +173,8 @@ fn cli_components(state: &AppState) -> Vec<super::observer_cli::Component> {
             },
             ingestion_in_flight: state.ingest.in_flight.load(Relaxed) as u64,
             uploads_in_flight: state.ingest.uploads_in_flight.load(Relaxed) as u64,
+            watches_due: state.watches.stats.due.load(Relaxed) as u64,
+            watches_running: state.watches.stats.running.load(Relaxed) as u64,
             embedding: e["backlog"].as_u64().unwrap_or(0),
         },
         search: &search,

@@ -5,6 +5,8 @@
 //! same resolver.
 
 use std::io::{Read, Write};
+
+use sha2::{Digest, Sha256};
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::path::Path;
 use std::sync::Arc;
@@ -115,6 +117,42 @@ pub fn fetch_to_file(
     dest: &Path,
     settings: &ResourceSettings,
 ) -> ServiceResult<String> {
+    match fetch_if_changed(raw_url, dest, settings, &Validators::default())? {
+        Fetched::Body { name, .. } => Ok(name),
+        // Without validators no server answers 304.
+        Fetched::NotModified => Err(ServiceError::invalid_argument(format!(
+            "Fetching {raw_url:.200} failed: HTTP 304 to an unconditional request"
+        ))),
+    }
+}
+
+/// What a server said identifies one version of its content (`ETag`, `Last-Modified`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Validators {
+    pub etag: Option<String>,
+    pub last_modified: Option<String>,
+}
+
+/// The outcome of a conditional fetch.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Fetched {
+    /// 304: the content is the one the validators name; nothing was written.
+    NotModified,
+    /// The content is in `dest`: its file name and the validators it came with.
+    Body {
+        name: String,
+        validators: Validators,
+    },
+}
+
+/// [`fetch_to_file`] as a conditional request (`If-None-Match` / `If-Modified-Since` from
+/// `known`), under the same SSRF rules and limits.
+pub fn fetch_if_changed(
+    raw_url: &str,
+    dest: &Path,
+    settings: &ResourceSettings,
+    known: &Validators,
+) -> ServiceResult<Fetched> {
     let url = reqwest::Url::parse(raw_url.trim())
         .map_err(|e| ServiceError::invalid_argument(format!("Invalid URL {raw_url:.200}: {e}")))?;
     let allow = settings.allow_private_urls;
@@ -143,12 +181,21 @@ pub fn fetch_to_file(
     // A request's own timeout is one deadline for connect, redirects, headers and body (the
     // client-wide one only bounds each blocking wait, so a drip outlived it): it carries the
     // total; the rate is checked between reads.
-    let resp = client
-        .get(url.clone())
-        .timeout(budget.total)
+    let mut request = client.get(url.clone()).timeout(budget.total);
+    if let Some(etag) = &known.etag {
+        request = request.header(reqwest::header::IF_NONE_MATCH, etag.as_str());
+    }
+    if let Some(modified) = &known.last_modified {
+        request = request.header(reqwest::header::IF_MODIFIED_SINCE, modified.as_str());
+    }
+    let resp = request
         .send()
         .map_err(|e| fetch_error(raw_url, &e, &budget))?;
     budget.check(raw_url)?;
+    let conditional = known.etag.is_some() || known.last_modified.is_some();
+    if conditional && resp.status() == reqwest::StatusCode::NOT_MODIFIED {
+        return Ok(Fetched::NotModified);
+    }
     if resp.status().is_redirection() {
         let location = resp
             .headers()
@@ -179,6 +226,17 @@ pub fn fetch_to_file(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_ascii_lowercase();
+    let header = |name: reqwest::header::HeaderName| {
+        resp.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| !v.is_empty() && v.len() <= 512)
+            .map(str::to_string)
+    };
+    let validators = Validators {
+        etag: header(reqwest::header::ETAG),
+        last_modified: header(reqwest::header::LAST_MODIFIED),
+    };
     let max = settings.fetch_max_bytes;
     if resp.content_length().is_some_and(|n| n > max) {
         return Err(too_large(raw_url, max));
@@ -205,7 +263,25 @@ pub fn fetch_to_file(
         }
         out.write_all(&buf[..n]).map_err(ServiceError::internal)?;
     }
-    Ok(file_name(&final_url, &content_type))
+    Ok(Fetched::Body {
+        name: file_name(&final_url, &content_type),
+        validators,
+    })
+}
+
+/// SHA-256 of a file, hex.
+pub fn file_sha256(path: &Path) -> std::io::Result<String> {
+    let mut file = std::fs::File::open(path)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hex::encode(hasher.finalize()))
 }
 
 fn too_large(url: &str, max: u64) -> ServiceError {

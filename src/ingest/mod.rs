@@ -28,3 +28,4 @@ pub mod scratch;
 pub mod split;
 pub mod summary;
 pub mod uploads;
+pub mod watch;

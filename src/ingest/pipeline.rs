@@ -25,7 +25,7 @@ use crate::error::{ErrorCode, ServiceError, ServiceResult};
 use crate::storage::fs::entry::{ABSTRACT_FILE, OVERVIEW_FILE};
 use crate::storage::okf::{self, GeneratedBy};
 use crate::storage::uri::VikingUri;
-use crate::storage::{Storage, StorageError, StorePath};
+use crate::storage::{Storage, StorageError, StorageResult, StorePath};
 
 /// Who wrote an ingested tree's sidecars.
 pub const INGEST_SIDECARS: GeneratedBy = GeneratedBy {
@@ -40,6 +40,12 @@ pub enum Source {
     Upload { id: String },
     /// An http(s) URL the server fetches.
     Url(String),
+    /// An http(s) URL already fetched (by a watch, conditionally) into a local file.
+    Fetched {
+        url: String,
+        file: PathBuf,
+        name: String,
+    },
     /// A server-local file or directory, as the client named it; resolved against
     /// `resources.local_path_allowlist` on the blocking side.
     LocalPath(PathBuf),
@@ -52,6 +58,10 @@ pub enum Target {
     Exact(VikingUri),
     /// Under this directory with the source's name, renamed `name_1`, … on collision.
     Under { parent: VikingUri, create: bool },
+    /// Exactly this URI, replacing what is there (a watch's refresh): the old tree is moved
+    /// aside and the new one renamed into its place, so readers see the old tree or the new
+    /// one whole, never a mix.
+    Replace(VikingUri),
 }
 
 /// One ingestion as the job sees it.
@@ -82,6 +92,9 @@ pub struct Published {
     pub bytes: u64,
     /// Every directory of the tree, deepest first, with its relative path.
     pub dirs: Vec<(String, VikingUri)>,
+    /// For a URL source: the validators it was served with and the SHA-256 of its bytes (what
+    /// a watch compares the next fetch with).
+    pub source_version: Option<(fetch::Validators, String)>,
 }
 
 /// `<account>/_system/ingest/<task_id>`: staging and crash bookkeeping of one ingestion.
@@ -105,6 +118,7 @@ pub fn check_target(storage: &dyn Storage, target: &Target) -> ServiceResult<()>
                 return Err(conflict(uri));
             }
         }
+        Target::Replace(_) => {}
         Target::Under { parent, create } => match storage.stat(parent.store_path())? {
             Some(m) if m.is_dir() => {}
             Some(_) => return Err(invalid(format!("Parent URI is not a directory: {parent}"))),
@@ -164,8 +178,23 @@ fn ingest_staged(
         max_depth: settings.archive_max_depth,
     };
     let mut pack_warnings = Vec::new();
-    let (mut source_path, default_name) =
-        materialize(storage, req, settings, archive, &input, &mut pack_warnings)?;
+    let mut validators = None;
+    let (mut source_path, default_name) = materialize(
+        storage,
+        req,
+        settings,
+        archive,
+        &input,
+        &mut pack_warnings,
+        &mut validators,
+    )?;
+    let source_version = match validators {
+        Some(v) => Some((
+            v,
+            fetch::file_sha256(&input).map_err(ServiceError::internal)?,
+        )),
+        None => None,
+    };
     if let (Source::Upload { .. }, Some(name)) = (&req.source, &req.source_name) {
         // Clients upload under temporary names and say the real one in source_name.
         source_path = name.clone();
@@ -253,6 +282,7 @@ fn ingest_staged(
         files: report.files,
         bytes: report.bytes,
         dirs,
+        source_version,
     })
 }
 
@@ -265,6 +295,7 @@ fn materialize(
     archive: ArchiveLimits,
     input: &Path,
     warnings: &mut Vec<String>,
+    validators: &mut Option<fetch::Validators>,
 ) -> ServiceResult<(String, String)> {
     match &req.source {
         Source::Upload { id } => {
@@ -278,8 +309,23 @@ fn materialize(
             Ok((name.clone(), name))
         }
         Source::Url(url) => {
-            let name = fetch::fetch_to_file(url, input, settings)?;
-            Ok((url.clone(), name))
+            let known = fetch::Validators::default();
+            match fetch::fetch_if_changed(url, input, settings, &known)? {
+                fetch::Fetched::Body {
+                    name,
+                    validators: v,
+                } => {
+                    *validators = Some(v);
+                    Ok((url.clone(), name))
+                }
+                fetch::Fetched::NotModified => Err(invalid(format!(
+                    "Fetching {url:.200} failed: HTTP 304 to an unconditional request"
+                ))),
+            }
+        }
+        Source::Fetched { url, file, name } => {
+            fs::copy(file, input).map_err(ServiceError::internal)?;
+            Ok((url.clone(), name.clone()))
         }
         Source::LocalPath(path) => {
             let refused = || refuse_local(path);
@@ -336,7 +382,7 @@ fn stage(
     heartbeat: &mut dyn FnMut(),
 ) -> ServiceResult<(VikingUri, Vec<String>)> {
     let final_uri = match &req.target {
-        Target::Exact(uri) => uri.clone(),
+        Target::Exact(uri) | Target::Replace(uri) => uri.clone(),
         Target::Under { parent, .. } => free_child(storage, parent, &report.root, 0)?,
     };
     let mut rel_dirs = Vec::new();
@@ -364,6 +410,17 @@ fn publish(
     summaries: &BTreeMap<String, DirSummary>,
     stale_after: Duration,
 ) -> ServiceResult<VikingUri> {
+    if let Target::Replace(uri) = &req.target {
+        super::active::keep_alive(
+            storage,
+            &req.account,
+            &req.user,
+            &req.task_id,
+            stale_after,
+            || replace(storage, req, tree, uri),
+        )?;
+        return Ok(final_uri);
+    }
     let mut attempt = 0;
     loop {
         // A tree move on S3 is one call of many requests: keep the task's marker fresh
@@ -379,7 +436,7 @@ fn publish(
         match moved {
             Ok(()) => return Ok(final_uri),
             Err(StorageError::AlreadyExists(_)) => match &req.target {
-                Target::Exact(uri) => return Err(conflict(uri)),
+                Target::Exact(uri) | Target::Replace(uri) => return Err(conflict(uri)),
                 Target::Under { parent, .. } if attempt < 50 => {
                     attempt += 1;
                     final_uri = free_child(storage, parent, root_name, attempt)?;
@@ -394,6 +451,23 @@ fn publish(
             Err(e) => return Err(e.into()),
         }
     }
+}
+
+/// Swap the staged `tree` into `target` through `storage::replace` (one atomic exchange on
+/// local disk; on S3 a journaled pair of moves the staging sweep settles after a crash), so
+/// readers see the old tree or the new one whole.
+fn replace(
+    storage: &dyn Storage,
+    req: &IngestRequest,
+    tree: &StorePath,
+    target: &VikingUri,
+) -> StorageResult<()> {
+    let staging = staging_dir(&req.account, &req.task_id)?;
+    crate::storage::replace::publish(
+        storage,
+        &staging,
+        &[(tree.clone(), target.store_path().clone())],
+    )
 }
 
 /// The URI of every directory of the published tree, deepest first (so summaries can be

@@ -197,6 +197,14 @@ impl BlockingJob for RemoveUser {
             &self.user,
             self.owner,
         );
+        if out.is_ok() {
+            // The user's watches go with the user.
+            if let Err(e) =
+                crate::storage::watches::forget_user(ctx.storage, &self.account, &self.user)
+            {
+                tracing::error!(account = %self.account, user = %self.user, error = %e.message, "watches of a removed user not removed");
+            }
+        }
         let changed = account_paths(&self.account, &[format!("user/{}", self.user)]);
         let kind = ChangeKind::Purge;
         let recorder = &self.registry.recorder;

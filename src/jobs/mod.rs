@@ -24,6 +24,7 @@ pub mod skills;
 pub mod snapshot;
 pub mod tags;
 pub mod tasks;
+pub mod watches;
 pub mod webdav;
 
 use crate::error::ServiceError;

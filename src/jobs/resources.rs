@@ -18,6 +18,7 @@ use crate::search::changes::{ChangeKind, Recorder};
 use crate::storage::fs::attrs;
 use crate::storage::tags::TagMode;
 use crate::storage::tasks::{self, TaskOwner, TaskStatus};
+use crate::storage::watches::{self, Watch};
 
 use super::{BlockingJob, JobContext};
 
@@ -93,6 +94,15 @@ pub struct AddResource {
     /// The account's place under `resources.max_concurrent_per_account`, released when the
     /// ingestion ends.
     pub ticket: IngestTicket,
+    /// A watch to store once the tree is published (`watch_interval > 0`): its `to_uri`,
+    /// validators and content hash are filled in from the published tree.
+    pub watch: Option<NewWatch>,
+}
+
+/// A watch created with its first ingestion.
+pub struct NewWatch {
+    pub watch: Watch,
+    pub max_per_account: usize,
 }
 
 impl BlockingJob for AddResource {
@@ -106,6 +116,7 @@ impl BlockingJob for AddResource {
             chat,
             on_published,
             ticket,
+            watch,
         } = self;
         let _ticket = ticket;
         let owner = TaskOwner::user(&req.account, &req.user);
@@ -120,6 +131,7 @@ impl BlockingJob for AddResource {
                     &recorder,
                     chat.as_ref(),
                     on_published,
+                    watch,
                 )
             })
             .and_then(|(result, wait_answer)| {
@@ -145,6 +157,7 @@ fn ingest_and_summarise(
     recorder: &Recorder,
     chat: Option<&ChatClient>,
     on_published: Option<oneshot::Sender<Value>>,
+    watch: Option<NewWatch>,
 ) -> ServiceResult<(Value, Value)> {
     let owner = TaskOwner::user(&req.account, &req.user);
     tasks::update(ctx.storage, &owner, &req.task_id, |t| {
@@ -196,6 +209,21 @@ fn ingest_and_summarise(
         "errors": [],
         "task_id": req.task_id,
     });
+    let mut published = published;
+    if let Some(new) = watch {
+        if let Some(w) = raised_warning(&new.watch, settings.watch.min_interval_minutes) {
+            published.warnings.push(w);
+        }
+        match start_watch(ctx, new, &published) {
+            Ok(id) => result["watch_id"] = json!(id),
+            Err(e) => {
+                tracing::warn!(root = %published.root_uri, error = %e.message, "watch not created");
+                published
+                    .warnings
+                    .push(format!("the watch was not created: {}", e.message));
+            }
+        }
+    }
     if !published.warnings.is_empty() {
         result["warnings"] = json!(published.warnings);
     }
@@ -262,6 +290,34 @@ fn ingest_and_summarise(
         );
     }
     Ok((result, wait_answer))
+}
+
+/// Store the watch of a just-published URL resource, knowing the content it was published from.
+fn start_watch(
+    ctx: &JobContext<'_>,
+    new: NewWatch,
+    published: &Published,
+) -> ServiceResult<String> {
+    let mut w = new.watch;
+    w.to_uri = published.root_uri.uri();
+    if let Some((validators, hash)) = &published.source_version {
+        w.etag = validators.etag.clone();
+        w.last_modified = validators.last_modified.clone();
+        w.content_hash = Some(hash.clone());
+    }
+    let stored = watches::create(ctx.storage, w, new.max_per_account)?;
+    Ok(stored.task_id)
+}
+
+/// Says when the server's floor raises a watch's interval.
+fn raised_warning(w: &Watch, floor_minutes: f64) -> Option<String> {
+    (w.watch_interval < floor_minutes).then(|| {
+        format!(
+            "watch_interval {} is below this server's minimum; the watch runs every {} \
+             minute(s) (watch.min_interval_minutes)",
+            w.watch_interval, floor_minutes
+        )
+    })
 }
 
 /// Record an ingested tree for the search index (one record for the whole subtree).

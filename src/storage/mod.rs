@@ -27,6 +27,7 @@ pub mod tags;
 pub mod tasks;
 pub mod uri;
 pub mod user_config;
+pub mod watches;
 pub mod webdav;
 
 pub use path::{is_internal_name, StorePath, INTERNAL_PREFIX};

@@ -48,4 +48,5 @@ mod system;
 mod tags;
 mod tasks;
 mod walks;
+mod watches;
 mod webdav;

@@ -559,9 +559,10 @@ fn requests_are_validated_like_0_5_2() {
             "Connector",
         ),
         (
-            json!({"path": "https://example.com/x", "watch_interval": 5}),
-            501,
-            "Watches",
+            // Watches are implemented (tests/it/watches.rs); absurd intervals are refused.
+            json!({"path": "https://example.com/x", "watch_interval": 1e9}),
+            400,
+            "at most one year",
         ),
         (
             json!({"path": "https://example.com/x", "to": "viking://resources/a", "parent": "viking://resources"}),

@@ -6,7 +6,7 @@ use super::transfer::{check_destination, exists_conflict, source_meta, source_mi
 use super::StorageFail;
 use crate::error::ServiceResult;
 use crate::storage::uri::VikingUri;
-use crate::storage::{acl, tags};
+use crate::storage::{acl, tags, watches};
 use crate::storage::{Storage, StorageError};
 
 /// Move `from` to `to`; the handler has checked rights, identity and overlap.
@@ -25,6 +25,12 @@ pub fn move_entry(storage: &dyn Storage, from: &VikingUri, to: &VikingUri) -> Se
             // Its own tags follow it (its subtree's went with the tree).
             if let Err(e) = tags::move_node(storage, from.store_path(), to.store_path()) {
                 tracing::error!(from = %from.uri(), to = %to.uri(), error = %e.message, "tags not moved with their node");
+            }
+            // Watches follow their target (0.5.2 rewrites their to_uri).
+            if let Some(account) = super::rm::watched_account(from) {
+                if let Err(e) = watches::after_move(storage, account, &from.uri(), &to.uri()) {
+                    tracing::error!(from = %from.uri(), to = %to.uri(), error = %e.message, "watches not moved with their target");
+                }
             }
             Ok(json!({"from": from.uri(), "to": to.uri()}))
         }

@@ -7,7 +7,7 @@ use super::{stat, StorageFail};
 use crate::error::{ServiceError, ServiceResult};
 use crate::identity::{Identity, Role};
 use crate::storage::uri::VikingUri;
-use crate::storage::{acl, tags};
+use crate::storage::{acl, tags, watches};
 use crate::storage::{remove_if_exists, Storage};
 
 /// Remove `uri`; a missing target is success with nothing deleted.
@@ -39,7 +39,24 @@ pub fn remove(
     tags::forget_node(storage, uri.store_path()).map_err(|e| StorageFail(uri).map(e))?;
     // And its subtree's ACL rows: a node created there later starts from its parent's.
     acl::store::after_remove(storage, uri)?;
+    // A watch goes with its resource.
+    if let Some(account) = watched_account(uri) {
+        watches::forget_under(storage, account, &uri.uri())?;
+    }
     done(count)
+}
+
+/// The account of `uri` when a watch may target it or something below it (resource trees).
+pub(crate) fn watched_account(uri: &VikingUri) -> Option<&str> {
+    let segs = uri.segments();
+    let resources = match segs.first().map(String::as_str) {
+        Some("resources") => true,
+        Some("user") => segs.len() < 3 || segs[2] == "resources",
+        _ => segs.is_empty(),
+    };
+    resources
+        .then(|| uri.store_path().as_str().split('/').next())
+        .flatten()
 }
 
 /// Every node below `dir`, hidden ones included (they are deleted too).
