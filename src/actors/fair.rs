@@ -17,7 +17,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 
 /// Whose queue a job waits in.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -28,30 +28,11 @@ pub enum Lane {
     System,
 }
 
-tokio::task_local! {
-    /// The account of the request being served, set once its caller is known.
-    static REQUEST_LANE: OnceLock<Lane>;
-}
-
-/// Run one request's future with a lane slot that [`attribute_request`] fills once the caller
-/// is authenticated; jobs the request submits are then queued in that account's lane.
-pub async fn scope_request<F: std::future::Future>(fut: F) -> F::Output {
-    REQUEST_LANE.scope(OnceLock::new(), fut).await
-}
-
-/// Name the account the current request works for (first call wins; no-op outside a request).
-pub fn attribute_request(account: &str) {
-    let _ = REQUEST_LANE.try_with(|slot| slot.set(Lane::Account(Arc::from(account))));
-}
-
-/// The lane of the current request, or [`Lane::System`] outside one (background tasks,
-/// unauthenticated probes).
+/// The lane of the current request: its account once the caller is authenticated (the auth
+/// extractor names it in the request's scope, `telemetry::request`), else [`Lane::System`]
+/// (background tasks, unauthenticated probes).
 pub fn current_lane() -> Lane {
-    REQUEST_LANE
-        .try_with(|slot| slot.get().cloned())
-        .ok()
-        .flatten()
-        .unwrap_or(Lane::System)
+    crate::telemetry::request::account().map_or(Lane::System, Lane::Account)
 }
 
 /// Why a job was not admitted.

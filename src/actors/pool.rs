@@ -200,11 +200,12 @@ impl Pool {
             return Err(PoolError::Stopped { pool: self.name });
         }
         let (tx, rx) = oneshot::channel();
-        let span = tracing::Span::current();
+        let request_id = crate::telemetry::request::current_id();
         let name = self.name;
         let shared = self.shared.clone();
         let work: Work = Box::new(move |worker: &Worker<'_>| {
-            let _entered = span.enter();
+            // The job's log lines carry the id of the request that submitted it.
+            let _request = crate::telemetry::request::JobScope::enter(request_id);
             let abandoned = || {
                 (worker.yield_point)();
                 tx.is_closed()

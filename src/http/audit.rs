@@ -3,8 +3,6 @@
 //! known, see `telemetry::audit_note`) and, after it, queues one entry per audited request —
 //! so a route added later is audited without calling anything.
 
-use std::cell::RefCell;
-use std::rc::Rc;
 use std::time::Duration;
 
 use actix_web::body::BoxBody;
@@ -12,7 +10,7 @@ use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::Method;
 
 use crate::storage::audit::{api_type, Entry};
-use crate::telemetry::audit_note::{Note, Slot};
+use crate::telemetry::audit_note::Note;
 
 use super::error::ErrorCodeSent;
 use super::AppState;
@@ -30,7 +28,7 @@ const READ_ONLY_POSTS: &[&str] = &[
 ];
 
 /// Whether `req` is a mutation the audit log records.
-fn is_mutation(req: &ServiceRequest) -> bool {
+pub fn is_mutation(req: &ServiceRequest) -> bool {
     let m = req.method();
     if *m == Method::POST {
         let path = req.path();
@@ -43,17 +41,8 @@ fn is_mutation(req: &ServiceRequest) -> bool {
         || matches!(m.as_str(), "MKCOL" | "MOVE" | "COPY")
 }
 
-/// The note for one request (targets and caller are kept only for mutations).
-pub fn begin(req: &ServiceRequest) -> Slot {
-    Rc::new(RefCell::new(Note {
-        wanted: is_mutation(req),
-        ..Note::default()
-    }))
-}
-
 /// Queue the entry of an audited request whose caller is known and whose account is audited.
-pub fn finish(slot: &Slot, res: &ServiceResponse<BoxBody>, request_id: &str, elapsed: Duration) {
-    let note = slot.borrow();
+pub fn finish(note: &Note, res: &ServiceResponse<BoxBody>, request_id: &str, elapsed: Duration) {
     if !note.wanted {
         return;
     }

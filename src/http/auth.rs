@@ -6,6 +6,7 @@ use std::marker::PhantomData;
 use std::pin::Pin;
 use std::time::Duration;
 
+use actix_web::http::header::{self, HeaderName};
 use actix_web::{dev::Payload, web, FromRequest, HttpMessage, HttpRequest};
 
 use crate::error::ServiceError;
@@ -133,18 +134,20 @@ impl<R: Rule> Caller<R> {
 pub const WEBDAV_PREFIX: &str = "/webdav/resources";
 
 /// The presented key: `X-API-Key` if non-empty, else `Authorization: Bearer <key>`.
+const X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
+
 pub fn presented_key(req: &HttpRequest) -> Option<String> {
-    let header = |name: &str| {
+    let header = |name: &HeaderName| {
         req.headers()
             .get(name)
             .and_then(|v| v.to_str().ok())
             .map(str::trim)
             .filter(|v| !v.is_empty())
     };
-    if let Some(k) = header("x-api-key") {
+    if let Some(k) = header(&X_API_KEY) {
         return Some(k.to_string());
     }
-    let authorization = header("authorization")?;
+    let authorization = header(&header::AUTHORIZATION)?;
     if let Some(key) = authorization.strip_prefix("Bearer ") {
         return Some(key.trim().to_string()).filter(|k| !k.is_empty());
     }
@@ -245,7 +248,7 @@ impl<R: Rule> FromRequest for Caller<R> {
             );
             R::check(&identity, state.mode)?;
             // Jobs of this request wait in its account's lane (fair between accounts).
-            crate::actors::fair::attribute_request(&identity.account);
+            crate::telemetry::request::attribute_account(&identity.account);
             if R::VALIDATES_ACTOR_PEER {
                 check_actor_peer(&req)?;
             }

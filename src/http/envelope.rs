@@ -1,7 +1,5 @@
 //! The success envelope `{"status":"ok","result":…,"time":…}` (spec §1.1).
 
-use std::time::Instant;
-
 use std::convert::Infallible;
 
 use actix_web::body::{BoxBody, SizedStream};
@@ -11,17 +9,7 @@ use actix_web::{HttpRequest, HttpResponse, Responder};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-tokio::task_local! {
-    /// When the current request started; set by the request middleware.
-    pub static REQUEST_START: Instant;
-}
-
-/// Seconds since the current request started (0 outside a request).
-pub fn elapsed_secs() -> f64 {
-    REQUEST_START
-        .try_with(|start| start.elapsed().as_secs_f64())
-        .unwrap_or(0.0)
-}
+pub use crate::telemetry::request::elapsed_secs;
 
 /// A successful API answer.
 pub struct ApiOk {

@@ -28,6 +28,28 @@ struct RouteSeries {
     counts: Vec<(String, u16, IntCounter)>,
 }
 
+/// The route label of one registered resource (its pattern) with this worker's series for it.
+/// The route table puts one into each resource's app data (each HTTP worker builds its own
+/// resources), so counting a request needs neither a re-match of its path against the route
+/// table nor a lookup by name.
+pub struct RouteLabel {
+    pattern: Box<str>,
+    series: RefCell<RouteSeries>,
+}
+
+impl RouteLabel {
+    pub fn new(pattern: &str) -> Self {
+        RouteLabel {
+            pattern: pattern.into(),
+            series: RefCell::default(),
+        }
+    }
+
+    pub fn pattern(&self) -> &str {
+        &self.pattern
+    }
+}
+
 /// Every series this server exports.
 pub struct Metrics {
     registry: Registry,
@@ -220,15 +242,34 @@ impl Metrics {
         })
     }
 
-    /// Count one finished request.
+    /// Count one finished request of a route registered with a [`RouteLabel`]: its series
+    /// are the label's own (per worker thread), so nothing is looked up by name.
+    pub fn observe_route(&self, label: &RouteLabel, method: &str, status: u16, seconds: f64) {
+        if let Ok(mut series) = label.series.try_borrow_mut() {
+            self.observe_series(&mut series, method, &label.pattern, status, seconds);
+        }
+    }
+
+    /// Count one finished request of a route known by its pattern only (unmatched paths,
+    /// resources registered outside the route table).
     pub fn observe(&self, method: &str, route: &str, status: u16, seconds: f64) {
         let mut routes = self.handles.get_or_default().borrow_mut();
         if !routes.contains_key(route) {
             routes.insert(route.to_string(), RouteSeries::default());
         }
-        let Some(series) = routes.get_mut(route) else {
-            return;
-        };
+        if let Some(series) = routes.get_mut(route) {
+            self.observe_series(series, method, route, status, seconds);
+        }
+    }
+
+    fn observe_series(
+        &self,
+        series: &mut RouteSeries,
+        method: &str,
+        route: &str,
+        status: u16,
+        seconds: f64,
+    ) {
         match series.latency.iter().find(|(m, _)| m == method) {
             Some((_, h)) => h.observe(seconds),
             None => {

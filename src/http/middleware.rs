@@ -1,5 +1,5 @@
-//! Per-request plumbing: request id, start time for the envelope's `time`, the access log line,
-//! and envelopes for framework answers (405) that would otherwise have an empty body.
+//! Per-request plumbing: the request's scope (id, start time for the envelope's `time`, lane,
+//! audit note: `telemetry::request`), the access log line, metrics, and envelopes for framework answers (405) that would otherwise have an empty body.
 
 use std::time::Instant;
 
@@ -9,32 +9,35 @@ use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::http::StatusCode;
 use actix_web::middleware::Next;
 use actix_web::HttpResponse;
-use tracing::Instrument;
 
 use crate::error::{ErrorCode, ServiceError};
 use crate::telemetry::access;
+use crate::telemetry::request::{self, RequestId, RequestScope};
 
-use super::envelope::REQUEST_START;
 use super::error::error_body;
+use super::metrics::RouteLabel;
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 const PROCESS_TIME: HeaderName = HeaderName::from_static("x-process-time");
 
 /// Echo a well-formed, single `X-Request-ID`, else mint a UUID4 (spec §1.1) from the thread's
 /// userspace RNG (a system call per request for OS randomness costs more than the request).
-fn pick_request_id(req: &ServiceRequest) -> String {
+fn pick_request_id(req: &ServiceRequest) -> RequestId {
     let mut values = req.headers().get_all(&REQUEST_ID);
     if let (Some(v), None) = (values.next(), values.next()) {
         if let Ok(s) = v.to_str() {
             let ok_char = |c: char| c.is_ascii_alphanumeric() || "._:/-".contains(c);
             if (1..=128).contains(&s.len()) && s.chars().all(ok_char) {
-                return s.to_string();
+                return RequestId::from(s);
             }
         }
     }
-    uuid::Builder::from_random_bytes(rand::random())
+    let mut buf = uuid::Uuid::encode_buffer();
+    let id = uuid::Builder::from_random_bytes(rand::random())
         .into_uuid()
-        .to_string()
+        .hyphenated()
+        .encode_lower(&mut buf);
+    RequestId::from(&*id)
 }
 
 pub async fn request_context(
@@ -43,46 +46,41 @@ pub async fn request_context(
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
     let start = Instant::now();
     let request_id = pick_request_id(&req);
-    let span = tracing::info_span!("request", request_id = %request_id);
-    let note = super::audit::begin(&req);
-    // The pools queue this request's jobs in its caller's lane (set by the `Caller` extractor).
-    let outcome = REQUEST_START
-        .scope(
-            start,
-            crate::actors::fair::scope_request(crate::telemetry::audit_note::scope(
-                note.clone(),
-                async {
-                    let res = next.call(req).await?;
-                    Ok::<_, actix_web::Error>(envelope_framework_errors(res.map_into_boxed_body()))
-                },
-            )),
-        )
-        .instrument(span.clone())
-        .await;
-    let mut res = match outcome {
-        Ok(res) => res,
-        Err(err) => return Err(err),
-    };
+    let scope = RequestScope::new(request_id.clone(), start, super::audit::is_mutation(&req));
+    // Jobs submitted while serving run in the caller's lane and log with its request id.
+    let (outcome, scope) = request::run(scope, async {
+        let res = next.call(req).await?;
+        Ok::<_, actix_web::Error>(envelope_framework_errors(res.map_into_boxed_body()))
+    })
+    .await;
+    let mut res = outcome?;
     let elapsed = start.elapsed();
     let headers = res.headers_mut();
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         headers.insert(REQUEST_ID, v);
     }
-    if let Ok(v) = HeaderValue::from_str(&access::seconds_with_micros(elapsed)) {
+    let mut seconds = [0u8; 32];
+    if let Ok(v) = HeaderValue::from_bytes(access::seconds_with_micros_into(&mut seconds, elapsed))
+    {
         headers.insert(PROCESS_TIME, v);
     }
-    super::audit::finish(&note, &res, &request_id, elapsed);
+    if let Some(scope) = scope {
+        super::audit::finish(&scope.into_note(), &res, &request_id, elapsed);
+    }
     let status = res.status().as_u16();
     // Method and path are read from the request the response carries (no copies kept).
     let req = res.request();
-    let route = req.match_pattern();
     if let Some(state) = req.app_data::<actix_web::web::Data<super::AppState>>() {
-        state.metrics.observe(
-            req.method().as_str(),
-            route.as_deref().unwrap_or("unmatched"),
-            status,
-            elapsed.as_secs_f64(),
-        );
+        let method = req.method().as_str();
+        let seconds = elapsed.as_secs_f64();
+        match req.app_data::<RouteLabel>() {
+            Some(label) => state.metrics.observe_route(label, method, status, seconds),
+            None => {
+                let route = req.match_pattern();
+                let route = route.as_deref().unwrap_or("unmatched");
+                state.metrics.observe(method, route, status, seconds);
+            }
+        }
     }
     let line = access::AccessLine {
         request_id: &request_id,
@@ -92,9 +90,9 @@ pub async fn request_context(
         elapsed,
     };
     if !access::log(&line) {
-        let _entered = span.enter();
         tracing::info!(
             target: "longship::access",
+            request_id = %request_id,
             method = %req.method(),
             path = %req.path(),
             status,

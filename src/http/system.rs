@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use utoipa::IntoParams;
 
@@ -32,21 +32,39 @@ pub fn configure(routes: &mut Routes) {
     }
 }
 
+/// The `/health` answer (typed: built for every liveness probe, so no JSON tree).
+#[derive(Serialize)]
+struct Health {
+    status: &'static str,
+    healthy: bool,
+    version: &'static str,
+    auth_mode: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    account_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    role: Option<&'static str>,
+}
+
 /// Liveness: never touches storage; touches the AuthActor only when a key is presented, and
 /// then under a short deadline (spec §13.15).
 async fn health(state: web::Data<AppState>, req: HttpRequest) -> HttpResponse {
-    let mut body = json!({
-        "status": "ok",
-        "healthy": true,
-        "version": env!("CARGO_PKG_VERSION"),
-        "auth_mode": state.mode.as_str(),
-    });
+    let mut body = Health {
+        status: "ok",
+        healthy: true,
+        version: env!("CARGO_PKG_VERSION"),
+        auth_mode: state.mode.as_str(),
+        account_id: None,
+        user_id: None,
+        role: None,
+    };
     if let Some(key) = presented_key(&req) {
         if state.mode == crate::identity::AuthMode::ApiKey {
             if let Ok(id) = state.resolve_key(key, HEALTH_AUTH_DEADLINE).await {
-                body["account_id"] = id.account.into();
-                body["user_id"] = id.user.into();
-                body["role"] = id.role.as_str().into();
+                body.account_id = Some(id.account);
+                body.user_id = Some(id.user);
+                body.role = Some(id.role.as_str());
             }
         }
     }

@@ -134,13 +134,21 @@ fn json_str(buf: &mut Vec<u8>, s: &str) {
     let _ = serde_json::to_writer(&mut *buf, s);
 }
 
-/// `secs.micros` with six decimals (the `X-Process-Time` header), without float formatting.
-pub fn seconds_with_micros(d: Duration) -> String {
-    let mut buf = Vec::with_capacity(16);
-    decimal(&mut buf, d.as_secs());
-    buf.push(b'.');
-    padded(&mut buf, u64::from(d.subsec_micros()), 6);
-    String::from_utf8(buf).unwrap_or_default()
+/// `secs.micros` with six decimals (the `X-Process-Time` header), written into `buf` without
+/// float formatting or allocation (at most 20 + 1 + 6 bytes).
+pub fn seconds_with_micros_into(buf: &mut [u8; 32], d: Duration) -> &[u8] {
+    let mut secs = itoa::Buffer::new();
+    let secs = secs.format(d.as_secs()).as_bytes();
+    let mut micros = itoa::Buffer::new();
+    let micros = micros.format(d.subsec_micros()).as_bytes();
+    let dot = secs.len();
+    let end = dot + 7;
+    buf[..dot].copy_from_slice(secs);
+    buf[dot] = b'.';
+    let digits = end - micros.len();
+    buf[dot + 1..digits].fill(b'0');
+    buf[digits..end].copy_from_slice(micros);
+    &buf[..end]
 }
 
 #[cfg(test)]
@@ -184,7 +192,15 @@ mod tests {
 
     #[test]
     fn process_time_has_six_decimals() {
+        let seconds_with_micros = |d| {
+            let mut buf = [0u8; 32];
+            String::from_utf8_lossy(seconds_with_micros_into(&mut buf, d)).into_owned()
+        };
         assert_eq!(seconds_with_micros(Duration::from_micros(7)), "0.000007");
+        assert_eq!(
+            seconds_with_micros(Duration::new(u64::MAX, 999_999_999)),
+            "18446744073709551615.999999"
+        );
         assert_eq!(
             seconds_with_micros(Duration::from_micros(3_250_000)),
             "3.250000"

@@ -3,10 +3,10 @@
 //! `uri::parse`, which every route uses to read a URI). The request middleware opens the scope
 //! and reads the note after the handler, so no route has to call the audit log itself.
 //!
-//! A task-local: a no-op outside a request (pool threads, background tasks).
+//! Kept in the request's scope (`telemetry::request`): a no-op outside a request (pool
+//! threads, background tasks).
 
-use std::cell::RefCell;
-use std::rc::Rc;
+use super::request::with_note;
 
 /// Targets kept per request (a batch route names many; the first ones identify it).
 pub const MAX_TARGETS: usize = 8;
@@ -24,21 +24,9 @@ pub struct Note {
     pub more_targets: usize,
 }
 
-pub type Slot = Rc<RefCell<Note>>;
-
-tokio::task_local! {
-    static NOTE: Slot;
-}
-
-/// Run one request's future with an empty note; the returned slot holds what was noted.
-pub async fn scope<F: std::future::Future>(slot: Slot, fut: F) -> F::Output {
-    NOTE.scope(slot, fut).await
-}
-
 /// The authenticated caller of the current request.
 pub fn caller(role: &'static str, account: &str, user: &str) {
-    let _ = NOTE.try_with(|n| {
-        let mut n = n.borrow_mut();
+    with_note(|mut n| {
         if n.wanted {
             n.caller = Some((role, account.to_string(), user.to_string()));
         }
@@ -48,8 +36,7 @@ pub fn caller(role: &'static str, account: &str, user: &str) {
 /// A `viking://` URI the current request names (parsed successfully); `uri` is called only
 /// when the request is audited.
 pub fn target(uri: impl FnOnce() -> String) {
-    let _ = NOTE.try_with(|n| {
-        let mut n = n.borrow_mut();
+    with_note(|mut n| {
         if !n.wanted {
             return;
         }

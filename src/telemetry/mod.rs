@@ -25,6 +25,7 @@ use crate::config::{LogFormat, LoggingSettings};
 
 pub mod access;
 pub mod audit_note;
+pub mod request;
 pub mod usage;
 
 /// How long a queued line may wait before the writer drains the queue.
@@ -221,11 +222,21 @@ pub fn init(settings: &LoggingSettings) -> Telemetry {
     };
     let layer = tracing_subscriber::fmt::layer()
         .with_writer(queue.clone())
+        .with_ansi(ansi);
+    // Lines logged while a request is served carry its id (see `request::WithRequestId`).
+    let format = tracing_subscriber::fmt::format()
         .with_thread_names(true)
         .with_ansi(ansi);
     let installed = match settings.format {
-        LogFormat::Json => registry.with(layer.json().flatten_event(true)).try_init(),
-        LogFormat::Text => registry.with(layer).try_init(),
+        LogFormat::Json => registry
+            .with(layer.json().event_format(request::WithRequestId::new(
+                format.json().flatten_event(true),
+                true,
+            )))
+            .try_init(),
+        LogFormat::Text => registry
+            .with(layer.event_format(request::WithRequestId::new(format, false)))
+            .try_init(),
     };
     // The access log bypasses the formatter but not the filter: it is on when the filter lets
     // `longship::access` through at info.

@@ -431,12 +431,14 @@ fn hundred_megabyte_write_read_download() {
     assert_eq!(ok(&r), &json!(line.repeat(2)));
 
     // The worst moment is decoding the write body: the wire bytes, serde_json's unescape
-    // buffer and the decoded string (~318 MiB measured). Reads hold the file and its JSON form;
-    // downloads only the file. A regression to an extra copy anywhere crosses this bound.
+    // buffer and the decoded string (318–370 MiB measured: how much the allocator has handed
+    // back by the time the next buffer is taken varies from run to run). Reads hold the file
+    // and its JSON form; downloads only the file. An extra 100 MiB copy anywhere crosses this
+    // bound.
     let peak = peak_rss_mib(s.pid());
     // The bound is for the local backend; an object store client may buffer on its own.
     if !st.is_s3() {
-        assert!(peak < 370, "peak RSS {peak} MiB");
+        assert!(peak < 410, "peak RSS {peak} MiB");
     }
 
     // Beyond max_body_bytes: 413 in the envelope.
