@@ -9,46 +9,15 @@ use std::sync::Mutex;
 
 use actix_web::{web, HttpResponse};
 use prometheus::{
-    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
-    IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 use thread_local::ThreadLocal;
 
+use super::route_label::{RouteLabel, RouteSeries};
 use super::routes::{at, Routes};
 use super::AppState;
 use crate::telemetry::LogDrops;
-
-/// One route's request series, resolved once per HTTP worker thread: counting a request is
-/// then a lookup in that thread's own map (no lock, no label hashing by Prometheus, no
-/// allocation) and two atomic adds.
-/// A route sees few methods and statuses, so these are scanned, not hashed.
-#[derive(Default)]
-struct RouteSeries {
-    latency: Vec<(String, Histogram)>,
-    counts: Vec<(String, u16, IntCounter)>,
-}
-
-/// The route label of one registered resource (its pattern) with this worker's series for it.
-/// The route table puts one into each resource's app data (each HTTP worker builds its own
-/// resources), so counting a request needs neither a re-match of its path against the route
-/// table nor a lookup by name.
-pub struct RouteLabel {
-    pattern: Box<str>,
-    series: RefCell<RouteSeries>,
-}
-
-impl RouteLabel {
-    pub fn new(pattern: &str) -> Self {
-        RouteLabel {
-            pattern: pattern.into(),
-            series: RefCell::default(),
-        }
-    }
-
-    pub fn pattern(&self) -> &str {
-        &self.pattern
-    }
-}
 
 /// Every series this server exports.
 pub struct Metrics {
@@ -245,8 +214,8 @@ impl Metrics {
     /// Count one finished request of a route registered with a [`RouteLabel`]: its series
     /// are the label's own (per worker thread), so nothing is looked up by name.
     pub fn observe_route(&self, label: &RouteLabel, method: &str, status: u16, seconds: f64) {
-        if let Ok(mut series) = label.series.try_borrow_mut() {
-            self.observe_series(&mut series, method, &label.pattern, status, seconds);
+        if let Ok(mut series) = label.series().try_borrow_mut() {
+            self.observe_series(&mut series, method, label.pattern(), status, seconds);
         }
     }
 

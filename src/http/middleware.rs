@@ -15,7 +15,7 @@ use crate::telemetry::access;
 use crate::telemetry::request::{self, RequestId, RequestScope};
 
 use super::error::error_body;
-use super::metrics::RouteLabel;
+use super::route_label::RouteLabel;
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 const PROCESS_TIME: HeaderName = HeaderName::from_static("x-process-time");

@@ -20,6 +20,7 @@ pub mod observer_cli;
 pub mod openapi;
 pub mod pack;
 pub mod resources;
+pub mod route_label;
 pub mod routes;
 pub mod search;
 pub mod sessions;

@@ -108,7 +108,7 @@ impl<'a> Routes<'a> {
             self.listed.push((m.clone(), endpoint.path.clone()));
         }
         if let Some(config) = self.config.as_deref_mut() {
-            let label = super::metrics::RouteLabel::new(&endpoint.path);
+            let label = super::route_label::RouteLabel::new(&endpoint.path);
             config.service(endpoint.resource.app_data(label));
         }
         self

@@ -7,22 +7,12 @@
 //! threads, background tasks).
 
 use super::request::with_note;
+pub use super::request::Note;
 
 /// Targets kept per request (a batch route names many; the first ones identify it).
 pub const MAX_TARGETS: usize = 8;
 /// Longest target kept (URIs are at most 4096 bytes; the log keeps their start).
 const MAX_TARGET_BYTES: usize = 1024;
-
-#[derive(Debug, Default, Clone)]
-pub struct Note {
-    /// Whether this request is audited (a mutation): targets are noted only then.
-    pub wanted: bool,
-    /// (role, account, user) of the authenticated caller.
-    pub caller: Option<(&'static str, String, String)>,
-    pub targets: Vec<String>,
-    /// Targets beyond [`MAX_TARGETS`], counted.
-    pub more_targets: usize,
-}
 
 /// The authenticated caller of the current request.
 pub fn caller(role: &'static str, account: &str, user: &str) {

@@ -23,7 +23,17 @@ use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::registry::LookupSpan;
 
-use super::audit_note::Note;
+/// What the audit log needs to know about the request (filled by `audit_note`).
+#[derive(Debug, Default, Clone)]
+pub struct Note {
+    /// Whether this request is audited (a mutation): targets are noted only then.
+    pub wanted: bool,
+    /// (role, account, user) of the authenticated caller.
+    pub caller: Option<(&'static str, String, String)>,
+    pub targets: Vec<String>,
+    /// Targets beyond `audit_note::MAX_TARGETS`, counted.
+    pub more_targets: usize,
+}
 
 /// A request id: the client's well-formed `X-Request-ID` or a minted UUID. Cheap to clone
 /// (shared bytes), sendable to the pool thread that runs the request's jobs.

@@ -24,7 +24,11 @@ CJK = {
 
 
 def first_uri(result):
-    hits = result["memories"] + result["resources"] + result["skills"]
+    """The first file (level 2) hit. Folder summaries (L0/L1) written in the background after
+    the writes are hits too (RETRIEVAL.md R2), so whether one ranks above a file depends on
+    timing; the files' order does not."""
+    hits = [h for h in result["memories"] + result["resources"] + result["skills"]
+            if h["level"] == 2]
     assert hits, result
     return hits[0]["uri"]
 
@@ -57,10 +61,13 @@ def corpus(tenant):
 )
 def test_expected_document_first(corpus, query, expected):
     result = corpus.find(query, target_uri="viking://resources/find")
-    assert first_uri(result) == expected
+    assert first_uri(result) == expected, result
     for hit in result["resources"]:
         assert 0.0 <= hit["score"] <= 1.0
-        assert hit["context_type"] == "resource" and hit["level"] == 2
+        assert hit["context_type"] == "resource"
+        if hit["level"] != 2:
+            suffix = "/.abstract.md" if hit["level"] == 0 else "/.overview.md"
+            assert hit["level"] in (0, 1) and hit["uri"].endswith(suffix), hit
         assert hit["tags"] == [] and hit["relations"] == [] and "match_reason" in hit
     scores = [h["score"] for h in result["resources"]]
     assert scores == sorted(scores, reverse=True)
