@@ -213,6 +213,8 @@ def main():
     # (measured: 1 token/s with -t 2 against 7 with -t 1 at load 14).
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--ctx", type=int, default=8192)
+    # Longship's own default ([vlm] max_tokens); 400 cut gemma3-270m off inside its JSON.
+    ap.add_argument("--max-tokens", type=int, default=1024)
     args = ap.parse_args()
     begun = time.time()
     deadline = begun + args.minutes * 60
@@ -226,7 +228,7 @@ def main():
             "LONGSHIP_VLM__TIMEOUT": "300",
             "LONGSHIP_VLM__MAX_RETRIES": "0",
             "LONGSHIP_VLM__MAX_CONCURRENT": "1",
-            "LONGSHIP_VLM__MAX_TOKENS": "400",
+            "LONGSHIP_VLM__MAX_TOKENS": str(args.max_tokens),
             "LONGSHIP_MEMORY__RETRY_MAX_SECS": "10",
         })
         url = server.url
@@ -269,7 +271,8 @@ def report(args, rows, found, after_first, added, contents, wall):
     done = [r for r in rows if r["status"] == "completed"]
     print("## Memory extraction with gemma-3-270m (Q4_K_M) on llama-server\n")
     print(f"- longship: `{BIN}`; model `{os.path.basename(args.model)}`, llama-server "
-          f"`-t {args.threads} -c {args.ctx} --parallel 1`, structured output (json_schema)")
+          f"`-t {args.threads} -c {args.ctx} --parallel 1`, structured output (json_schema), "
+          f"max_tokens {args.max_tokens}")
     print(f"- {len(rows)} commits in two rounds, {len(done)} completed, wall {wall / 60:.1f} min "
           f"(bound {args.minutes:.0f} min); load average (1 min) during commits "
           f"{min(r.get('load', 0) for r in rows if 'load' in r):.1f}-"
