@@ -1,8 +1,11 @@
 """Shared helpers for Longship benchmarks: start release binaries, drive wrk, percentiles."""
+import atexit
+import http.client
 import json
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -138,8 +141,33 @@ def percentile(values, p):
     return s[k]
 
 
-def temp_dir():
-    return tempfile.mkdtemp(prefix="longship-bench-")
+_TEMP_DIRS = []
+
+
+def _remove_temp_dirs():
+    # Only in the process that made them (a forked helper process must not remove them).
+    for pid, d in _TEMP_DIRS:
+        if pid == os.getpid():
+            shutil.rmtree(d, ignore_errors=True)
+
+
+def _exit_on_signal(signum, _frame):
+    # SIGTERM/SIGHUP end the script through SystemExit, so `finally` blocks stop the servers
+    # and the atexit hook removes the temp dirs (a plain default-action kill would leave them).
+    raise SystemExit(128 + signum)
+
+
+atexit.register(_remove_temp_dirs)
+for _sig in (signal.SIGTERM, signal.SIGHUP):
+    if signal.getsignal(_sig) == signal.SIG_DFL:
+        signal.signal(_sig, _exit_on_signal)
+
+
+def temp_dir(prefix="longship-bench-"):
+    """A temp dir removed when the script ends (normally, by an exception, Ctrl-C or SIGTERM)."""
+    d = tempfile.mkdtemp(prefix=prefix)
+    _TEMP_DIRS.append((os.getpid(), d))
+    return d
 
 
 def multipart(filename, data):
@@ -148,6 +176,40 @@ def multipart(filename, data):
             f"filename=\"{filename}\"\r\nContent-Type: application/octet-stream\r\n\r\n").encode()
     body += data + f"\r\n--{boundary}--\r\n".encode()
     return f"multipart/form-data; boundary={boundary}", body
+
+
+def upload_file(url, key, filename, path, timeout=3600):
+    """temp_upload of the file at `path`, streamed from disk (multipart, Content-Length known,
+    the file never held whole): (status, body)."""
+    boundary = "bench" + uuid.uuid4().hex
+    head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; "
+            f"filename=\"{filename}\"\r\nContent-Type: application/octet-stream\r\n\r\n").encode()
+    tail = f"\r\n--{boundary}--\r\n".encode()
+    size = os.path.getsize(path)
+    host, port = url.split("//", 1)[1].split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=timeout)
+    try:
+        conn.putrequest("POST", "/api/v1/resources/temp_upload")
+        conn.putheader("X-API-Key", key)
+        conn.putheader("Content-Type", f"multipart/form-data; boundary={boundary}")
+        conn.putheader("Content-Length", str(len(head) + size + len(tail)))
+        conn.endheaders()
+        conn.send(head)
+        with open(path, "rb") as f:
+            while True:
+                chunk = f.read(1 << 20)
+                if not chunk:
+                    break
+                conn.send(chunk)
+        conn.send(tail)
+        resp = conn.getresponse()
+        raw = resp.read()
+        try:
+            return resp.status, json.loads(raw)
+        except ValueError:
+            return resp.status, raw
+    finally:
+        conn.close()
 
 
 def upload(url, key, filename, data, timeout=120):
