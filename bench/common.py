@@ -133,6 +133,58 @@ def wrk(url, seconds=10, connections=32, threads=2, headers=None):
             "errors": int(errs.group(1)) if errs else 0, "raw": out}
 
 
+def _probe_health(port, stop, out, started, every):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    samples = []
+    while not stop.is_set():
+        t = time.perf_counter()
+        try:
+            conn.request("GET", "/health")
+            conn.getresponse().read()
+        except (OSError, http.client.HTTPException):
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            continue
+        samples.append((t - started, (time.perf_counter() - t) * 1000))
+        time.sleep(every)
+    out.put(samples)
+
+
+class HealthProbe:
+    """GET /health every `every` s on one keep-alive connection, from a separate process (so
+    the script's own work does not delay it). `now()` is the probe's clock; `stats(start,
+    end)` gives the latencies of the requests started in that window."""
+
+    def __init__(self, port, every=0.005):
+        import multiprocessing as mp
+        self.started = time.perf_counter()
+        self._stop, self._out = mp.Event(), mp.Queue()
+        self._proc = mp.Process(target=_probe_health,
+                                args=(port, self._stop, self._out, self.started, every))
+        self._proc.start()
+        self.samples = None
+
+    def now(self):
+        return time.perf_counter() - self.started
+
+    def finish(self):
+        if self.samples is None:
+            self._stop.set()
+            self.samples = self._out.get(timeout=60)
+            self._proc.join()
+        return self
+
+    def kill(self):
+        if self.samples is None and self._proc.is_alive():
+            self._proc.terminate()
+            self._proc.join()
+
+    def stats(self, start, end):
+        v = [ms for t, ms in self.samples if start <= t <= end]
+        if not v:
+            return {"n": 0, "p50": float("nan"), "p99": float("nan"), "max": float("nan")}
+        return {"n": len(v), "p50": percentile(v, 50), "p99": percentile(v, 99), "max": max(v)}
+
+
 def percentile(values, p):
     if not values:
         return float("nan")

@@ -27,7 +27,6 @@ Usage: python3 bench/pack_bench.py [files] [total_mb] [local|s3|both]
 import hashlib
 import http.client
 import json
-import multiprocessing as mp
 import os
 import random
 import shutil
@@ -38,8 +37,7 @@ import threading
 import time
 import zipfile
 
-from common import (BIN, ROOT_KEY, Server, call, percentile, temp_dir,
-                    upload_file)
+from common import BIN, ROOT_KEY, HealthProbe, Server, call, temp_dir, upload_file
 
 FILES = int(sys.argv[1]) if len(sys.argv) > 1 else 10000
 TOTAL_MB = float(sys.argv[2]) if len(sys.argv) > 2 else 1024
@@ -107,22 +105,6 @@ def build_pack(path, files, total_bytes):
     return size * files
 
 
-def probe(port, stop, out, started):
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    samples = []
-    while not stop.is_set():
-        t = time.perf_counter()
-        try:
-            conn.request("GET", "/health")
-            conn.getresponse().read()
-        except (OSError, http.client.HTTPException):
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-            continue
-        samples.append((t - started, (time.perf_counter() - t) * 1000))
-        time.sleep(0.005)
-    out.put(samples)
-
-
 def status_kib(pid, field):
     with open(f"/proc/{pid}/status") as f:
         for line in f:
@@ -165,13 +147,6 @@ class PeakRss:
         self._thread.join()
         hwm = status_kib(self.pid, "VmHWM") if self.reset else 0
         return {"hwm_mib": hwm / 1024, "sampled_mib": self.sampled / 1024, "reset": self.reset}
-
-
-def window(samples, start, end):
-    v = [ms for t, ms in samples if start <= t <= end]
-    if not v:
-        return {"n": 0, "p50": float("nan"), "p99": float("nan"), "max": float("nan")}
-    return {"n": len(v), "p50": percentile(v, 50), "p99": percentile(v, 99), "max": max(v)}
 
 
 def settle(server, key, deadline_s=3600):
@@ -244,15 +219,13 @@ def run_backend(name, pack_path, file_bytes, storage_env):
         server = Server(d, env=LIMITS)
     finally:
         os.environ.pop("BENCH_STORAGE_ENV", None)
-    prober = None
+    health = None
     try:
         _, b = call(server.url + "/api/v1/admin/accounts", "POST", ROOT_KEY,
                     {"account_id": "bench", "admin_user_id": "alice"})
         key = b["result"]["user_key"]
-        started = time.perf_counter()
-        stop, q = mp.Event(), mp.Queue()
-        prober = mp.Process(target=probe, args=(server.port, stop, q, started))
-        prober.start()
+        health = HealthProbe(server.port)
+        started = health.started
         time.sleep(3)
         idle = (0.0, time.perf_counter() - started)
         base_rss = server.rss_kib()
@@ -287,10 +260,7 @@ def run_backend(name, pack_path, file_bytes, storage_env):
         exp = (t3 - started, t4 - started)
         # at least every file and directory (plus any sidecars the server made meanwhile)
         assert entries >= FILES + DIRS + 2, (entries, FILES + DIRS + 2)
-        stop.set()
-        samples = q.get(timeout=60)
-        prober.join()
-        prober = None
+        health.finish()
         mb = file_bytes / 1e6
         return {
             "upload_s": t1 - t0, "import_s": t2 - t1, "settle_s": settle_s, "settled": settled,
@@ -301,14 +271,13 @@ def run_backend(name, pack_path, file_bytes, storage_env):
             "export_mbs": mb / (t4 - t3), "export_files_s": FILES / (t4 - t3),
             "base_rss_mib": base_rss / 1024, "upload_rss": upload_rss,
             "import_rss": import_rss, "export_rss": export_rss,
-            "health": {"idle": window(samples, *idle), "upload": window(samples, *upl),
-                       "import": window(samples, *imp), "export": window(samples, *exp)},
+            "health": {"idle": health.stats(*idle), "upload": health.stats(*upl),
+                       "import": health.stats(*imp), "export": health.stats(*exp)},
             "load_max": max(loads), "loads": loads,
         }
     finally:
-        if prober is not None:
-            prober.terminate()
-            prober.join()
+        if health is not None:
+            health.kill()
         server.stop()
         shutil.rmtree(d, ignore_errors=True)
 
