@@ -249,6 +249,7 @@ def run_backend(name, pack_path, file_bytes, storage_env):
         imp = (t1 - started, t2 - started)
 
         settle_s, settled = settle(server, key)
+        settled_rss = server.rss_kib()
         loads.append(os.getloadavg()[0])
 
         rss = PeakRss(server.proc.pid)
@@ -260,7 +261,32 @@ def run_backend(name, pack_path, file_bytes, storage_env):
         exp = (t3 - started, t4 - started)
         # at least every file and directory (plus any sidecars the server made meanwhile)
         assert entries >= FILES + DIRS + 2, (entries, FILES + DIRS + 2)
-        health.finish()
+        first = health.finish()
+        windows = {"idle": first.stats(*idle), "upload": first.stats(*upl),
+                   "import": first.stats(*imp), "export": first.stats(*exp)}
+
+        # The same export from a fresh process over the same data (restarted, settled): its
+        # peak is the export's own, without what the import and indexing left allocated.
+        server.stop()
+        if storage_env:
+            os.environ["BENCH_STORAGE_ENV"] = json.dumps(storage_env)
+        try:
+            server = Server(d, env=LIMITS)
+        finally:
+            os.environ.pop("BENCH_STORAGE_ENV", None)
+        health = HealthProbe(server.port)
+        settle(server, key)
+        fresh_rss = server.rss_kib()
+        rss = PeakRss(server.proc.pid)
+        f3 = health.now()
+        t5 = time.perf_counter()
+        fresh_bytes, _, fresh_entries = export_pack(server, key)
+        t6 = time.perf_counter()
+        fresh_export_rss = rss.finish()
+        fexp = (f3, health.now())
+        loads.append(os.getloadavg()[0])
+        assert fresh_entries == entries, (fresh_entries, entries, fresh_bytes, pack_bytes)
+        windows["fresh_export"] = health.finish().stats(*fexp)
         mb = file_bytes / 1e6
         return {
             "upload_s": t1 - t0, "import_s": t2 - t1, "settle_s": settle_s, "settled": settled,
@@ -269,10 +295,13 @@ def run_backend(name, pack_path, file_bytes, storage_env):
             "upload_mbs": os.path.getsize(pack_path) / 1e6 / (t1 - t0),
             "import_mbs": mb / (t2 - t1), "import_files_s": FILES / (t2 - t1),
             "export_mbs": mb / (t4 - t3), "export_files_s": FILES / (t4 - t3),
+            "fresh_export_s": t6 - t5, "fresh_export_mbs": mb / (t6 - t5),
+            "fresh_export_files_s": FILES / (t6 - t5),
             "base_rss_mib": base_rss / 1024, "upload_rss": upload_rss,
             "import_rss": import_rss, "export_rss": export_rss,
-            "health": {"idle": health.stats(*idle), "upload": health.stats(*upl),
-                       "import": health.stats(*imp), "export": health.stats(*exp)},
+            "settled_rss_mib": settled_rss / 1024, "fresh_rss_mib": fresh_rss / 1024,
+            "fresh_export_rss": fresh_export_rss,
+            "health": windows,
             "load_max": max(loads), "loads": loads,
         }
     finally:
@@ -331,11 +360,13 @@ def main():
         h = r["health"]["idle"]
         print(f"| {name} | idle | - | - | - | - | - | {r['base_rss_mib']:.0f} (VmRSS) | "
               f"{h['p50']:.2f} / {h['p99']:.2f} / {h['max']:.2f} ({h['n']}) |")
-        for phase, secs, mbs, fps in (
-                ("upload (temp_upload)", r["upload_s"], r["upload_mbs"], None),
-                ("import", r["import_s"], r["import_mbs"], r["import_files_s"]),
-                ("export", r["export_s"], r["export_mbs"], r["export_files_s"])):
-            key = phase.split()[0]
+        for phase, key, secs, mbs, fps in (
+                ("upload (temp_upload)", "upload", r["upload_s"], r["upload_mbs"], None),
+                ("import", "import", r["import_s"], r["import_mbs"], r["import_files_s"]),
+                ("export (same process, after indexing settled)", "export", r["export_s"],
+                 r["export_mbs"], r["export_files_s"]),
+                ("export (fresh process)", "fresh_export", r["fresh_export_s"],
+                 r["fresh_export_mbs"], r["fresh_export_files_s"])):
             rs = r[key + "_rss"]
             h = r["health"][key]
             mb = pack_size / 1e6 if key == "upload" else file_bytes / 1e6
@@ -343,11 +374,13 @@ def main():
                   f"{'-' if fps is None else f'{fps:.0f}'} | "
                   f"{rs['hwm_mib']:.0f} / {rs['sampled_mib']:.0f} | "
                   f"{h['p50']:.2f} / {h['p99']:.2f} / {h['max']:.2f} ({h['n']}) |")
-    print("\n| backend | indexing settled after import (s) | export first byte s | "
+    print("\n| backend | indexing settled after import (s) | RSS once settled MiB | "
+          "RSS of the fresh process before its export MiB | export first byte s | "
           "export pack MB | export ZIP entries |")
-    print("|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|")
     for name, r in results:
-        print(f"| {name} | {r['settle_s']:.1f} | {r['first_byte_s']:.2f} | {r['pack_mb']:.1f} | "
+        print(f"| {name} | {r['settle_s']:.1f} | {r['settled_rss_mib']:.0f} | "
+              f"{r['fresh_rss_mib']:.0f} | {r['first_byte_s']:.2f} | {r['pack_mb']:.1f} | "
               f"{r['export_entries']} |")
 
 
