@@ -21,6 +21,9 @@ Prints a report and exits non-zero on any mismatch. Not part of CI. Run it with:
     cargo build --bin longship
     /tmp/ov-venv/bin/python tests/compat/pack_0_5_2.py
 
+`pack_0_5_2.py --fixture PATH` writes the small 0.5.2 pack with vectors that
+tests/it/pack.rs imports (tests/fixtures/ov052-vectors.ovpack).
+
 Environment: LONGSHIP_BIN (default target/debug/longship), OPENVIKING_SERVER (default the
 `openviking-server` next to the running Python), PACK_COMPAT_KEEP=1 keeps the temp dirs.
 """
@@ -229,22 +232,24 @@ def source_text(rel, variant):
     return f"{SOURCE_TREE[rel]}\nCopy {variant}.\n"
 
 
-def source_zip(variant):
+def source_zip(variant, rels):
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
-        for rel in SOURCE_TREE:
+        for rel in rels:
             z.writestr(f"compat-tree/{rel}", source_text(rel, variant).encode("utf-8"))
     return buf.getvalue()
 
 
-def build_tree(api, name):
+def build_tree(api, name, rels=tuple(SOURCE_TREE)):
     """Add the source tree as resource `name` (each server writes its own L0/L1), tag it.
     Each tree's texts name the tree, so no two trees share a file's content (a content's
     vector is stored once per model in Longship)."""
     root = f"viking://resources/{name}"
-    tid = api.upload(source_zip(name), "compat-tree.zip")
+    tid = api.upload(source_zip(name, rels), "compat-tree.zip")
     api.ok("POST", "/api/v1/resources", json={"temp_file_id": tid, "to": root, "wait": True})
     for rel, tags in TAGS.items():
+        if rel not in rels and not any(r.startswith(rel + "/") for r in rels):
+            continue
         target = tree_uri(api, root, rel)
         api.ok("POST", "/api/v1/content/set_tags", json={"uri": target, "tags": tags})
     return root
@@ -375,7 +380,33 @@ def check_findable(f, side, api, root, rels, pack=None):
                     f"({hit.get('abstract')!r} vs {want!r})")
 
 
+def write_fixture(path):
+    """Write a small pack exported by 0.5.2 with vectors (one tagged file) to `path`: the
+    fixture of tests/it/pack.rs's import of a real 0.5.2 pack."""
+    work = tempfile.mkdtemp(prefix="pack-fixture-")
+    embed = EmbedStandIn(EMBED_DIM, EMBED_MODEL)
+    chat = ChatStandIn(ADMIN)
+    server = None
+    try:
+        server = start_openviking(work, embed, chat)
+        ov = account_api(server.url)
+        root = build_tree(ov, "ov052", rels=("guide/intro.md",))
+        pack = export_with_vectors(ov, root)
+        with open(path, "wb") as out:
+            out.write(pack.data)
+        print(f"wrote {path}: {pack.summary()}")
+    finally:
+        if server:
+            server.stop()
+        embed.stop()
+        chat.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def main():
+    if len(sys.argv) == 3 and sys.argv[1] == "--fixture":
+        write_fixture(sys.argv[2])
+        return 0
     keep = os.environ.get("PACK_COMPAT_KEEP") == "1"
     work = tempfile.mkdtemp(prefix="pack-compat-")
     embed = EmbedStandIn(EMBED_DIM, EMBED_MODEL)
@@ -416,6 +447,10 @@ def run(f, ov, ls, work):
         with open(os.path.join(work, name), "wb") as out:
             out.write(pack.data)
         return pack
+
+    for rel, tags in TAGS.items():
+        f.check(ov.tags(tree_uri(ov, ov_root, rel)) == sorted(tags),
+                f"0.5.2 holds the tags of {rel} before its export")
 
     print("\n== (a) export from 0.5.2 -> import into Longship")
     pack_a = save(Pack(ov.export(ov_root)), "a-from-0.5.2.ovpack")

@@ -910,6 +910,77 @@ fn vectors_travel_and_are_reused_only_for_the_same_model() {
     assert!(!st_d.exists("acme/resources/vec"));
 }
 
+/// A pack exported by a real OpenViking 0.5.2 with vectors (tests/fixtures/ov052-vectors.ovpack,
+/// written by `tests/compat/pack_0_5_2.py --fixture`: one tagged file under two directories
+/// with 0.5.2's L0/L1, `embedding` {provider openai, model standin-embed, input multimodal,
+/// 64 dimensions}) imports byte-identical, and with that model configured (its provider down:
+/// only the pack can supply vectors) `require` stores the pack's vectors under the files'
+/// content hashes — a directory's L0/L1 under its sidecars'.
+#[test]
+fn a_pack_exported_by_openviking_0_5_2_imports_with_its_vectors() {
+    let pack = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/ov052-vectors.ovpack"
+    ))
+    .unwrap();
+    let mut zip = zip::ZipArchive::new(std::io::Cursor::new(pack.clone())).unwrap();
+    let mut member = |name: &str| {
+        let mut data = Vec::new();
+        zip.by_name(name).unwrap().read_to_end(&mut data).unwrap();
+        data
+    };
+    let dense = member("ov052/_ovpack/dense.f32");
+    let records = String::from_utf8(member("ov052/_ovpack/index_records.jsonl")).unwrap();
+    let packed_files: Vec<(String, Vec<u8>)> = names(&pack)
+        .into_iter()
+        .filter_map(|n| {
+            let rel = n.strip_prefix("ov052/files/")?.to_string();
+            (!rel.is_empty() && !rel.ends_with('/')).then(|| (rel, member(&n)))
+        })
+        .collect();
+    assert_eq!(packed_files.len(), 7, "{packed_files:?}");
+
+    let st = Storage::new();
+    let s = Server::start(&st, embedder_opts(&dead_api_base(), "standin-embed", 64));
+    let key = create_account(&s, "acme", "ann");
+    let r = import(
+        &s,
+        &key,
+        &pack,
+        json!({"parent": "viking://resources", "vector_mode": "require"}),
+    );
+    assert_eq!(ok(&r)["uri"], "viking://resources/ov052");
+    for (rel, data) in &packed_files {
+        let got = st.at(&format!("acme/resources/ov052/{rel}")).read().ok();
+        assert_eq!(got.as_deref(), Some(&data[..]), "{rel}");
+    }
+    let content = |rel: &str| {
+        let (_, d) = packed_files.iter().find(|(r, _)| r == rel).unwrap();
+        String::from_utf8(d.clone()).unwrap()
+    };
+    for (path, level, file) in [
+        ("guide/intro/intro.md", 2, "guide/intro/intro.md"),
+        ("guide", 0, "guide/.abstract.md"),
+        ("guide", 1, "guide/.overview.md"),
+    ] {
+        let rec: Value = records
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .find(|r| r["path"] == path && r["level"] == level)
+            .unwrap_or_else(|| panic!("no record {path} {level}: {records}"));
+        let off = rec["vector"]["dense"]["offset"].as_u64().unwrap() as usize * 4;
+        let stored = st
+            .at(&stored_vector("acme", "standin-embed", 64, &content(file)))
+            .read()
+            .ok();
+        assert_eq!(
+            stored.as_deref(),
+            Some(&dense[off..off + 64 * 4]),
+            "vector of {file} not reused"
+        );
+    }
+}
+
 /// Fill `dir` (created) with `n` files named `<prefix>NNNN.md` holding `body` + index.
 fn fill(s: &Server, key: &str, dir: &str, prefix: &str, body: &str, n: usize) {
     let r = s.post("/api/v1/fs/mkdir", Some(key), json!({"uri": dir}));
