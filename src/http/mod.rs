@@ -134,12 +134,11 @@ impl AppState {
         match tokio::time::timeout(deadline, self.auth.send(ResolveKey { key })).await {
             Ok(Ok(answer)) => answer.map(|resolved| {
                 if let Some(epoch) = resolved.cacheable_at {
-                    worker_cache::remember(
-                        &self.auth_published,
-                        digest,
-                        epoch,
-                        resolved.identity.clone(),
-                    );
+                    let cached = worker_cache::CachedKey {
+                        identity: resolved.identity.clone(),
+                        hashed: resolved.hashed,
+                    };
+                    worker_cache::remember(&self.auth_published, digest, epoch, cached);
                 }
                 resolved.identity
             }),

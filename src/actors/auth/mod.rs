@@ -82,7 +82,8 @@ pub struct Counters {
     pub probes: u64,
     pub probe_reloads: u64,
     pub check_failures: u64,
-    /// Hashed keys answered from the verification cache / needing Argon2.
+    /// Hashed keys answered from a cache (the verification cache, or a worker's) / needing
+    /// Argon2.
     pub cache_hits: u64,
     pub cache_misses: u64,
     pub argon_verifications: u64,
@@ -179,11 +180,12 @@ impl AuthActor {
     }
 
     fn status(&self) -> serde_json::Value {
-        // Resolves answered by the workers' caches count as resolves, as they did before the
-        // caches existed.
+        // Resolves answered by the workers' caches count as resolves (and hashed keys among
+        // them as verification-cache hits), as they did before the caches existed.
         let mut counters = self.counters.clone();
         counters.worker_cache_hits = self.published.worker_hits();
         counters.resolves += counters.worker_cache_hits;
+        counters.cache_hits += self.published.worker_hashed_hits();
         json!({
             "root_key_configured": self.root_key.is_some(),
             "loaded": self.loaded,
@@ -220,6 +222,8 @@ pub struct ResolveKey {
 pub struct Resolved {
     pub identity: Identity,
     pub cacheable_at: Option<u64>,
+    /// Answered from the Argon2 verification cache (the key is stored hashed).
+    pub hashed: bool,
 }
 
 /// Load the whole registry (startup, before serving).

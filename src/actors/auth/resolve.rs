@@ -51,6 +51,7 @@ impl Handler<ResolveKey> for AuthActor {
                 return answer(Ok(Resolved {
                     identity: Identity::root(),
                     cacheable_at: Some(self.map_epoch),
+                    hashed: false,
                 }));
             }
         }
@@ -102,6 +103,7 @@ impl AuthActor {
                 answer(Ok(Resolved {
                     identity,
                     cacheable_at: Some(self.map_epoch),
+                    hashed: cached,
                 }))
             }
             Lookup::NeedsArgon(candidates) => self.verify(p, candidates, stage, ctx),
@@ -216,6 +218,7 @@ impl AuthActor {
             Ok(Some(identity)) => answer(Ok(Resolved {
                 identity,
                 cacheable_at: None,
+                hashed: true,
             })),
             _ => act.miss(p, stage, ctx),
         }))

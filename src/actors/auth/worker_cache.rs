@@ -40,6 +40,8 @@ pub struct Published {
     /// (0: no check has finished yet).
     fresh_since: AtomicU64,
     worker_hits: AtomicU64,
+    /// Of those, hits for keys stored hashed (the actor counts them as verification-cache hits).
+    worker_hashed_hits: AtomicU64,
 }
 
 impl Published {
@@ -52,6 +54,7 @@ impl Published {
             epoch: AtomicU64::new(0),
             fresh_since: AtomicU64::new(0),
             worker_hits: AtomicU64::new(0),
+            worker_hashed_hits: AtomicU64::new(0),
         }
     }
 
@@ -70,6 +73,11 @@ impl Published {
     /// Requests answered from worker caches.
     pub fn worker_hits(&self) -> u64 {
         self.worker_hits.load(Ordering::Relaxed)
+    }
+
+    /// Of [`Published::worker_hits`], those for keys stored as Argon2 hashes.
+    pub fn worker_hashed_hits(&self) -> u64 {
+        self.worker_hashed_hits.load(Ordering::Relaxed)
     }
 
     /// The epoch a cached entry must carry to answer a request arriving `now`; `None` when
@@ -98,12 +106,20 @@ impl KeyDigest {
     }
 }
 
+/// What the actor answered for one key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CachedKey {
+    pub identity: Identity,
+    /// The key is stored hashed (the answer came from the Argon2 verification cache).
+    pub hashed: bool,
+}
+
 /// One worker's resolved keys.
 #[derive(Debug, Default)]
 pub struct WorkerCache {
     /// The [`Published`] these entries came from.
     owner: u64,
-    entries: HashMap<KeyDigest, (u64, Identity)>,
+    entries: HashMap<KeyDigest, (u64, CachedKey)>,
 }
 
 impl WorkerCache {
@@ -113,13 +129,13 @@ impl WorkerCache {
         published: &Published,
         digest: &KeyDigest,
         now: Instant,
-    ) -> Option<Identity> {
+    ) -> Option<CachedKey> {
         if self.owner != published.id {
             return None;
         }
         let epoch = published.current_epoch(now)?;
         match self.entries.get(digest) {
-            Some((e, identity)) if *e == epoch => Some(identity.clone()),
+            Some((e, cached)) if *e == epoch => Some(cached.clone()),
             Some(_) => {
                 self.entries.remove(digest);
                 None
@@ -134,7 +150,7 @@ impl WorkerCache {
         published: &Published,
         digest: KeyDigest,
         epoch: u64,
-        identity: Identity,
+        cached: CachedKey,
     ) {
         if published.interval.is_zero() {
             return;
@@ -154,7 +170,7 @@ impl WorkerCache {
                 self.entries.clear();
             }
         }
-        self.entries.insert(digest, (epoch, identity));
+        self.entries.insert(digest, (epoch, cached));
     }
 
     pub fn len(&self) -> usize {
@@ -177,17 +193,19 @@ pub fn lookup(published: &Published, digest: &KeyDigest) -> Option<Identity> {
             .ok()?
             .get(published, digest, Instant::now())
     });
-    if hit.is_some() {
-        published.worker_hits.fetch_add(1, Ordering::Relaxed);
+    let hit = hit?;
+    published.worker_hits.fetch_add(1, Ordering::Relaxed);
+    if hit.hashed {
+        published.worker_hashed_hits.fetch_add(1, Ordering::Relaxed);
     }
-    hit
+    Some(hit.identity)
 }
 
 /// Remember on this thread what the actor answered from its map at `epoch`.
-pub fn remember(published: &Published, digest: KeyDigest, epoch: u64, identity: Identity) {
+pub fn remember(published: &Published, digest: KeyDigest, epoch: u64, cached: CachedKey) {
     CACHE.with(|c| {
         if let Ok(mut cache) = c.try_borrow_mut() {
-            cache.insert(published, digest, epoch, identity);
+            cache.insert(published, digest, epoch, cached);
         }
     });
 }
@@ -197,11 +215,14 @@ mod tests {
     use super::*;
     use crate::identity::Role;
 
-    fn bob() -> Identity {
-        Identity {
-            role: Role::User,
-            account: "acme".into(),
-            user: "bob".into(),
+    fn bob() -> CachedKey {
+        CachedKey {
+            identity: Identity {
+                role: Role::User,
+                account: "acme".into(),
+                user: "bob".into(),
+            },
+            hashed: false,
         }
     }
 
@@ -300,7 +321,19 @@ mod tests {
         let d = KeyDigest::of("k-thread");
         assert_eq!(lookup(&p, &d), None);
         remember(&p, d, 3, bob());
-        assert_eq!(lookup(&p, &d), Some(bob()));
-        assert_eq!(p.worker_hits(), 1);
+        assert_eq!(lookup(&p, &d), Some(bob().identity));
+        assert_eq!((p.worker_hits(), p.worker_hashed_hits()), (1, 0));
+        let hashed = KeyDigest::of("k-hashed");
+        remember(
+            &p,
+            hashed,
+            3,
+            CachedKey {
+                hashed: true,
+                ..bob()
+            },
+        );
+        assert_eq!(lookup(&p, &hashed), Some(bob().identity));
+        assert_eq!((p.worker_hits(), p.worker_hashed_hits()), (2, 1));
     }
 }
