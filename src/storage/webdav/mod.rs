@@ -247,27 +247,56 @@ pub fn copy_to(
         ));
     };
     check_parent(storage, to)?;
+    // 0.5.2 keeps an overwritten copy target's ACL: the target's rows are saved, dropped
+    // with it, sealed while the copy writes, and come back on the nodes written again.
+    let mut target_rows = None;
     let outcome = match stat(storage, to)? {
         None => Outcome::Created,
         Some(_) if !overwrite => return Err(target_exists(to)),
         Some(dst) => {
+            let saved = acl::store::rows_of(storage, to)?;
             rm::remove(storage, &|| false, to, dst.is_dir())?;
+            acl::store::seal_for_rewrite(storage, &saved)?;
+            target_rows = Some(saved);
             Outcome::Replaced
         }
     };
-    let copied = if src.is_dir() && !deep {
+    let copied = copy_node(storage, from, to, src.is_dir() && !deep, between_steps);
+    // Even after a partial copy: what was written keeps the target's rows. Should that
+    // fail, the seal stays (ADMIN only), never the parent's permissions.
+    if let Some(saved) = target_rows {
+        let kept = acl::store::keep_where_rewritten(storage, to, saved);
+        match (&copied, kept) {
+            (Ok(()), Err(e)) => return Err(e),
+            (Err(_), Err(e)) => {
+                tracing::error!(to = %to.uri(), error = %e.message, "ACL rows of a WebDAV copy target not put back after a failed copy");
+            }
+            (_, Ok(())) => {}
+        }
+    }
+    match copied {
+        Ok(()) => Ok(outcome),
+        // Created between the look and the copy: never merged into.
+        Err(e) if e.code == ErrorCode::Conflict && !overwrite => Err(target_exists(to)),
+        Err(e) => Err(e),
+    }
+}
+
+/// The copy itself: a collection alone (`shallow`, Depth 0) or the whole node (`fs/cp`).
+fn copy_node(
+    storage: &dyn Storage,
+    from: &VikingUri,
+    to: &VikingUri,
+    shallow: bool,
+    between_steps: &dyn Fn(),
+) -> ServiceResult<()> {
+    if shallow {
         mkdir::make_dir(storage, to, None).and_then(|_| {
             props::copy_node(storage, from.store_path(), to.store_path())
                 .map_err(|e| StorageFail(to).map(e))
         })
     } else {
         cp::copy_entry(storage, from, to, true, between_steps).map(drop)
-    };
-    match copied {
-        Ok(()) => Ok(outcome),
-        // Created between the look and the copy: never merged into.
-        Err(e) if e.code == ErrorCode::Conflict && !overwrite => Err(target_exists(to)),
-        Err(e) => Err(e),
     }
 }
 
