@@ -85,7 +85,10 @@ impl PathFilter {
                 if !ex.is_empty() {
                     part.push((Occur::MustNot, set(ex)));
                 }
-                (Occur::Should, Box::new(BooleanQuery::new(part)) as Box<dyn Query>)
+                (
+                    Occur::Should,
+                    Box::new(BooleanQuery::new(part)) as Box<dyn Query>,
+                )
             })
             .collect();
         if readable.is_empty() {

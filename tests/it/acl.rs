@@ -1131,14 +1131,23 @@ fn webdav_copy_over_a_target_keeps_its_acl() {
         ];
         s.raw("COPY", &format!("/webdav/resources{from}"), &h, b"")
     };
-    let read = |key: &str, uri: &str| {
-        s.get(&format!("/api/v1/content/read?uri={}", q(uri)), Some(key))
-    };
+    let read =
+        |key: &str, uri: &str| s.get(&format!("/api/v1/content/read?uri={}", q(uri)), Some(key));
     // A file onto a restricted file.
     mkdir(&s, &a.alice, "viking://resources/open");
-    write(&s, &a.alice, "viking://resources/open/src.md", "from the source");
+    write(
+        &s,
+        &a.alice,
+        "viking://resources/open/src.md",
+        "from the source",
+    );
     write(&s, &a.alice, "viking://resources/open/t.md", "old target");
-    ok(&set_acl(&s, &a.alice, "viking://resources/open/t.md", only_carol.clone()));
+    ok(&set_acl(
+        &s,
+        &a.alice,
+        "viking://resources/open/t.md",
+        only_carol.clone(),
+    ));
     assert_eq!(copy("/open/src.md", "/open/t.md", "T").status, 204);
     assert_eq!(read_status(&s, &a.bob, "viking://resources/open/t.md"), 403);
     let r = read(&a.carol, "viking://resources/open/t.md");
@@ -1159,13 +1168,28 @@ fn webdav_copy_over_a_target_keeps_its_acl() {
     }
     assert_eq!(copy("/open/srcdir", "/open/tdir", "T").status, 204);
     assert_eq!(rows(&st), ["open/t.md", "open/tdir/x.md"]);
-    assert_eq!(read_status(&s, &a.bob, "viking://resources/open/tdir/x.md"), 403);
-    assert_eq!(read_status(&s, &a.carol, "viking://resources/open/tdir/x.md"), 200);
-    assert_eq!(read_status(&s, &a.bob, "viking://resources/open/tdir/y.md"), 200);
-    assert_eq!(read_status(&s, &a.alice, "viking://resources/open/tdir/z.md"), 404);
+    assert_eq!(
+        read_status(&s, &a.bob, "viking://resources/open/tdir/x.md"),
+        403
+    );
+    assert_eq!(
+        read_status(&s, &a.carol, "viking://resources/open/tdir/x.md"),
+        200
+    );
+    assert_eq!(
+        read_status(&s, &a.bob, "viking://resources/open/tdir/y.md"),
+        200
+    );
+    assert_eq!(
+        read_status(&s, &a.alice, "viking://resources/open/tdir/z.md"),
+        404
+    );
     // A new target starts from its parent's permissions.
     assert_eq!(copy("/open/t.md", "/open/new.md", "T").status, 201);
-    assert_eq!(read_status(&s, &a.bob, "viking://resources/open/new.md"), 200);
+    assert_eq!(
+        read_status(&s, &a.bob, "viking://resources/open/new.md"),
+        200
+    );
     assert_eq!(rows(&st), ["open/t.md", "open/tdir/x.md"]);
 }
 
