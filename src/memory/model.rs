@@ -8,7 +8,7 @@ use serde_json::{json, Map, Value};
 
 use crate::ingest::chat::{ChatFailure, ChatSession};
 
-use super::types::MemoryType;
+use super::types::{MemoryType, MergeOp, Shape};
 
 /// How one model call ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -92,40 +92,75 @@ pub struct Asked {
     pub unavailable: Option<ChatFailure>,
 }
 
-/// The JSON schema of an answer (sent to providers that accept one).
+/// Most operations one answer may hold, as the schema tells the provider: with no bound, a
+/// small model under a grammar keeps listing operations until `max_tokens` cuts it off inside
+/// the JSON (gemma3-270m did on every call). More than this per piece is never needed.
+const SCHEMA_MAX_OPERATIONS: u64 = 8;
+/// Character bounds the schema puts on values, for the same reason: a grammar-bound model that
+/// never ends a string never closes the object.
+const SCHEMA_MAX_SHORT: u64 = 300;
+const SCHEMA_MAX_TEXT: u64 = 2000;
+const SCHEMA_MAX_URI: u64 = 512;
+const SCHEMA_MAX_BLOCKS: u64 = 8;
+
+/// The JSON schema of an answer (sent to providers that accept one): one variant per memory
+/// type naming exactly that type's fields, every array and string bounded and no other keys,
+/// so a grammar-constrained provider can only produce a closed object of known fields. The
+/// answer is still validated by [`judge`]; the schema only keeps weak models on the rails.
 pub fn answer_schema(types: &[MemoryType], peers: &[String]) -> Value {
-    let names: Vec<&str> = types.iter().map(|t| t.name).collect();
+    let text = |max: u64| json!({"type": "string", "maxLength": max});
     let block = json!({"type": "object", "properties": {
-        "search": {"type": "string"}, "replace": {"type": "string"}, "delete": {"type": "string"}}});
-    let value = json!({"anyOf": [
-        {"type": "string"},
-        {"type": "object", "properties": {"blocks": {"type": "array", "items": block}},
-         "required": ["blocks"]}
+        "search": text(SCHEMA_MAX_TEXT), "replace": text(SCHEMA_MAX_TEXT),
+        "delete": text(SCHEMA_MAX_TEXT)}, "additionalProperties": false});
+    let patch_value = json!({"anyOf": [
+        text(SCHEMA_MAX_TEXT),
+        {"type": "object",
+         "properties": {"blocks": {"type": "array", "items": block,
+                                   "maxItems": SCHEMA_MAX_BLOCKS}},
+         "required": ["blocks"], "additionalProperties": false}
     ]});
-    let mut schema = json!({
+    let variants: Vec<Value> = types
+        .iter()
+        .map(|t| {
+            let fields: Map<String, Value> = t
+                .fields
+                .iter()
+                .map(|f| {
+                    let value = match (f.merge, f.shape) {
+                        (MergeOp::Patch, _) => patch_value.clone(),
+                        (_, Shape::Lines) => text(SCHEMA_MAX_TEXT),
+                        (_, Shape::Scalar) => text(SCHEMA_MAX_SHORT),
+                    };
+                    (f.name.to_string(), value)
+                })
+                .collect();
+            let mut variant = json!({
+                "type": "object",
+                "properties": {
+                    "op": {"type": "string", "enum": ["add", "update", "delete", "noop"]},
+                    "memory_type": {"type": "string", "enum": [t.name]},
+                    "uri": text(SCHEMA_MAX_URI),
+                    "fields": {"type": "object", "properties": fields,
+                               "additionalProperties": false}
+                },
+                "required": ["op", "memory_type"],
+                "additionalProperties": false
+            });
+            if !peers.is_empty() {
+                variant["properties"]["peer_id"] = json!({"type": "string", "enum": peers});
+            }
+            variant
+        })
+        .collect();
+    json!({
         "type": "object",
         "properties": {
-            "operations": {
-                "type": "array",
-                "items": {
-                    "type": "object",
-                    "properties": {
-                        "op": {"type": "string", "enum": ["add", "update", "delete", "noop"]},
-                        "memory_type": {"type": "string", "enum": names},
-                        "uri": {"type": "string"},
-                        "fields": {"type": "object", "additionalProperties": value}
-                    },
-                    "required": ["op", "memory_type"]
-                }
-            }
+            "operations": {"type": "array", "items": {"anyOf": variants},
+                           "maxItems": SCHEMA_MAX_OPERATIONS}
         },
-        "required": ["operations"]
-    });
-    if !peers.is_empty() {
-        schema["properties"]["operations"]["items"]["properties"]["peer_id"] =
-            json!({"type": "string", "enum": peers});
-    }
-    schema
+        "required": ["operations"],
+        "additionalProperties": false
+    })
 }
 
 fn instructions(types: &[MemoryType], peers: &[String]) -> String {
@@ -471,5 +506,61 @@ mod tests {
             judge(r#"{"operations":[{"op":"add","memory_type":"profile","fields":{"content":{"blocks":[{"search":"","replace":"b"}]}}}]}"#, &types, &[]).unwrap_err().0,
             OutcomeKind::SchemaError
         );
+    }
+
+    /// Every object in the schema is closed and every array and free string bounded: a
+    /// grammar-constrained provider can then only produce an answer that ends (an unbounded
+    /// schema let gemma3-270m list operations until max_tokens cut it off on every call).
+    #[test]
+    fn the_answer_schema_is_closed_and_bounded() {
+        fn walk(v: &Value, path: &str) {
+            match v.get("type").and_then(Value::as_str) {
+                Some("object") => {
+                    assert_eq!(v["additionalProperties"], json!(false), "{path} is open");
+                }
+                Some("array") => assert!(v["maxItems"].is_u64(), "{path} is unbounded"),
+                Some("string") => assert!(
+                    v["maxLength"].is_u64() || v["enum"].is_array(),
+                    "{path} is an unbounded string"
+                ),
+                _ => {}
+            }
+            if let Value::Object(map) = v {
+                for (k, child) in map {
+                    walk(child, &format!("{path}.{k}"));
+                }
+            }
+            if let Value::Array(items) = v {
+                for (i, child) in items.iter().enumerate() {
+                    walk(child, &format!("{path}[{i}]"));
+                }
+            }
+        }
+        let types = super::super::types::builtin();
+        let schema = answer_schema(&types, &["bob".to_string()]);
+        walk(&schema, "schema");
+        let variants = schema["properties"]["operations"]["items"]["anyOf"]
+            .as_array()
+            .unwrap();
+        assert_eq!(variants.len(), types.len());
+        for (t, v) in types.iter().zip(variants) {
+            assert_eq!(v["properties"]["memory_type"]["enum"], json!([t.name]));
+            let listed: Vec<&str> = v["properties"]["fields"]["properties"]
+                .as_object()
+                .unwrap()
+                .keys()
+                .map(String::as_str)
+                .collect();
+            let mut expected: Vec<&str> = t.fields.iter().map(|f| f.name).collect();
+            expected.sort_unstable();
+            let mut listed = listed;
+            listed.sort_unstable();
+            assert_eq!(listed, expected, "fields of {}", t.name);
+            assert_eq!(v["properties"]["peer_id"]["enum"], json!(["bob"]));
+        }
+        let without_peers = answer_schema(&types, &[]);
+        assert!(without_peers["properties"]["operations"]["items"]["anyOf"][0]["properties"]
+            .get("peer_id")
+            .is_none());
     }
 }
