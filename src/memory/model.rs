@@ -559,8 +559,10 @@ mod tests {
             assert_eq!(v["properties"]["peer_id"]["enum"], json!(["bob"]));
         }
         let without_peers = answer_schema(&types, &[]);
-        assert!(without_peers["properties"]["operations"]["items"]["anyOf"][0]["properties"]
-            .get("peer_id")
-            .is_none());
+        assert!(
+            without_peers["properties"]["operations"]["items"]["anyOf"][0]["properties"]
+                .get("peer_id")
+                .is_none()
+        );
     }
 }
