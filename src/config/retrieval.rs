@@ -121,6 +121,10 @@ pub struct DenseSettings {
     pub api_key: Option<String>,
     /// Vector length the model returns (0 = accept what it returns).
     pub dimension: usize,
+    /// OpenViking 0.5.2's `embedding.dense.input` (`"text"` or `"multimodal"`, its default).
+    /// Longship embeds text, for which both give the same vectors; the value is what .ovpack
+    /// vector snapshots declare and must match for vectors to be reused across servers.
+    pub input: String,
     /// Ceiling of texts per request (the batch adapts below it).
     pub batch_size: usize,
     /// Milliseconds allowed per text: a request of n texts times out after n × this (raised
@@ -136,6 +140,7 @@ impl Default for DenseSettings {
             model: String::new(),
             api_key: None,
             dimension: 0,
+            input: "multimodal".into(),
             batch_size: 32,
             timeout_ms: 2_000,
         }
@@ -151,6 +156,7 @@ impl std::fmt::Debug for DenseSettings {
             .field("model", &self.model)
             .field("api_key", &self.api_key.as_ref().map(|_| "********"))
             .field("dimension", &self.dimension)
+            .field("input", &self.input)
             .field("batch_size", &self.batch_size)
             .field("timeout_ms", &self.timeout_ms)
             .finish()
@@ -185,6 +191,9 @@ impl EmbeddingSettings {
         }
         if !(1..=600_000).contains(&self.dense.timeout_ms) {
             return bad("embedding.dense.timeout_ms must be between 1 and 600000".into());
+        }
+        if !matches!(self.dense.input.as_str(), "text" | "multimodal") {
+            return bad("embedding.dense.input must be \"text\" or \"multimodal\"".into());
         }
         if self.dense.dimension > 65_536 {
             return bad("embedding.dense.dimension must be at most 65536".into());

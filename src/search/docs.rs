@@ -230,6 +230,23 @@ pub fn placeholder_sidecar(body: &str) -> bool {
     })
 }
 
+/// The text indexed for file `name` whose (possibly cut) content is `bytes`: nothing for
+/// binary content, a sidecar's body without its front matter, the human text of a `.jsonl`
+/// archive, else the content.
+pub fn document_text(name: &str, bytes: &[u8]) -> String {
+    if bytes[..bytes.len().min(BINARY_PROBE)].contains(&0) {
+        return String::new();
+    }
+    let raw = String::from_utf8_lossy(bytes);
+    if level_of(name) < 2 {
+        okf::body(&raw).to_string()
+    } else if name.ends_with(".jsonl") {
+        jsonl_text(&raw)
+    } else {
+        raw.into_owned()
+    }
+}
+
 /// The document for the file at `path` whose (possibly cut) content is `bytes`; `None` for a
 /// placeholder sidecar (nothing to find).
 fn prepare(path: &StorePath, meta: &Meta, bytes: &[u8]) -> Option<DocSource> {
@@ -239,19 +256,7 @@ fn prepare(path: &StorePath, meta: &Meta, bytes: &[u8]) -> Option<DocSource> {
     let name = path.name();
     let level = level_of(name);
     let hash = hex::encode(Sha256::digest(bytes));
-    let binary = bytes[..bytes.len().min(BINARY_PROBE)].contains(&0);
-    let raw = if binary {
-        String::new()
-    } else {
-        String::from_utf8_lossy(bytes).into_owned()
-    };
-    let text = if level < 2 {
-        okf::body(&raw).to_string()
-    } else if name.ends_with(".jsonl") {
-        jsonl_text(&raw)
-    } else {
-        raw
-    };
+    let text = document_text(name, bytes);
     if level < 2 && placeholder_sidecar(&text) {
         return None;
     }

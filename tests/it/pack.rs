@@ -166,6 +166,82 @@ fn export_import_round_trip_is_byte_identical_with_tags() {
     }
 }
 
+/// The index records of a pack, one JSON object a line.
+fn records(pack: &[u8]) -> Vec<Value> {
+    let name = names(pack)
+        .into_iter()
+        .find(|n| n.ends_with("/_ovpack/index_records.jsonl"))
+        .unwrap();
+    let mut zip = zip::ZipArchive::new(std::io::Cursor::new(pack.to_vec())).unwrap();
+    let mut s = String::new();
+    zip.by_name(&name).unwrap().read_to_string(&mut s).unwrap();
+    s.lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// Every file gets a level-2 record carrying the abstract Longship's index holds for it, as
+/// 0.5.2 writes one per indexed file (0.5.2 importing a pack shows a file's abstract only
+/// from its record: without one its hits had none); a directory's record carries its
+/// summary's body as `abstract` (no front matter) and the whole sidecar as `text`.
+#[test]
+fn records_carry_the_abstracts_the_index_holds() {
+    let st = Storage::new();
+    let s = Server::start(&st, Opts::default());
+    let key = create_account(&s, "acme", "ann");
+    seed(&s, &key);
+    let recs = records(&export(&s, &key, "viking://resources/proj"));
+    let record = |path: &str, level: i64| {
+        recs.iter()
+            .find(|r| r["path"] == path && r["level"] == level)
+            .cloned()
+            .unwrap_or_else(|| panic!("no level-{level} record of {path:?}: {recs:?}"))
+    };
+    let readme = record("readme.md", 2);
+    assert_eq!(readme["kind"], "file");
+    assert_eq!(readme["scalars"]["context_type"], "resource");
+    assert_eq!(readme["scalars"]["level"], 2);
+    assert_eq!(readme["scalars"]["search_tags"], json!(["team=core"]));
+    // Untagged files, without vectors, have records too.
+    assert_eq!(record("docs/deep/x.txt", 2)["scalars"]["abstract"], "deep");
+    assert_eq!(
+        record("docs/guide.md", 2)["scalars"]["abstract"],
+        "guide ünïcode ✓"
+    );
+    // The abstract is the one Longship's own find shows for the file.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let shown = loop {
+        let r = s.post(
+            "/api/v1/search/find",
+            Some(&key),
+            json!({"query": "hello pack", "target_uri": "viking://resources/proj"}),
+        );
+        let hits = ok(&r)["resources"].as_array().cloned().unwrap_or_default();
+        if let Some(h) = hits
+            .iter()
+            .find(|h| h["uri"] == "viking://resources/proj/readme.md")
+        {
+            break h["abstract"].clone();
+        }
+        assert!(Instant::now() < deadline, "never findable: {:?}", r.body);
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(readme["scalars"]["abstract"], shown);
+    assert_eq!(shown, "# Proj hello pack");
+    let docs = record("docs", 0);
+    let text = docs["text"].as_str().unwrap();
+    let summary = docs["scalars"]["abstract"].as_str().unwrap();
+    assert!(text.starts_with("---\n"), "{text:?}");
+    assert!(
+        !summary.is_empty() && !summary.starts_with("---"),
+        "{summary:?}"
+    );
+    assert!(
+        text.trim_end().ends_with(summary.trim_end()),
+        "{text:?} / {summary:?}"
+    );
+}
+
 #[test]
 fn conflict_policies_apply_to_the_whole_root() {
     let st = Storage::new();
@@ -728,6 +804,11 @@ fn vectors_travel_and_are_reused_only_for_the_same_model() {
     assert_eq!(dense["dtype"], "float32");
     assert_eq!(dense["dimensions"], DIM);
     assert_eq!(dense["embedding"]["model"], VEC_MODEL);
+    // 0.5.2 compares provider, model, input and dimensions (it refused a snapshot without
+    // `input`: "embedding input mismatch").
+    assert_eq!(dense["embedding"]["provider"], "openai");
+    assert_eq!(dense["embedding"]["input"], "multimodal");
+    assert_eq!(dense["embedding"]["dimensions"], DIM);
     assert!(
         dense["count"].as_u64().unwrap() >= docs.len() as u64,
         "{dense}"
@@ -804,6 +885,100 @@ fn vectors_travel_and_are_reused_only_for_the_same_model() {
     });
     assert!(recomputed.is_some(), "{}", embedding_status(&c));
     assert!(!st_c.exists(&stored_vector("acme", VEC_MODEL, DIM, docs[0].1)));
+
+    // D: the same model declared with another input mode (0.5.2's `embedding.dense.input`):
+    // 0.5.2's rule refuses the vectors as incompatible, naming the field.
+    let st_d = Storage::new();
+    let d = Server::start(
+        &st_d,
+        embedder_opts(&dead_api_base(), VEC_MODEL, DIM)
+            .env("LONGSHIP_EMBEDDING__DENSE__INPUT", "text"),
+    );
+    let key_d = create_account(&d, "acme", "ann");
+    let r = import(
+        &d,
+        &key_d,
+        &pack,
+        json!({"parent": "viking://resources", "vector_mode": "require"}),
+    );
+    assert_eq!(r.status, 400, "{:?}", r.body);
+    assert_eq!(
+        r.body["error"]["details"]["reason"], "embedding input mismatch",
+        "{:?}",
+        r.body
+    );
+    assert!(!st_d.exists("acme/resources/vec"));
+}
+
+/// A pack exported by a real OpenViking 0.5.2 with vectors (tests/fixtures/ov052-vectors.ovpack,
+/// written by `tests/compat/pack_0_5_2.py --fixture`: one tagged file under two directories
+/// with 0.5.2's L0/L1, `embedding` {provider openai, model standin-embed, input multimodal,
+/// 64 dimensions}) imports byte-identical, and with that model configured (its provider down:
+/// only the pack can supply vectors) `require` stores the pack's vectors under the files'
+/// content hashes — a directory's L0/L1 under its sidecars'.
+#[test]
+fn a_pack_exported_by_openviking_0_5_2_imports_with_its_vectors() {
+    let pack = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/ov052-vectors.ovpack"
+    ))
+    .unwrap();
+    let mut zip = zip::ZipArchive::new(std::io::Cursor::new(pack.clone())).unwrap();
+    let mut member = |name: &str| {
+        let mut data = Vec::new();
+        zip.by_name(name).unwrap().read_to_end(&mut data).unwrap();
+        data
+    };
+    let dense = member("ov052/_ovpack/dense.f32");
+    let records = String::from_utf8(member("ov052/_ovpack/index_records.jsonl")).unwrap();
+    let packed_files: Vec<(String, Vec<u8>)> = names(&pack)
+        .into_iter()
+        .filter_map(|n| {
+            let rel = n.strip_prefix("ov052/files/")?.to_string();
+            (!rel.is_empty() && !rel.ends_with('/')).then(|| (rel, member(&n)))
+        })
+        .collect();
+    assert_eq!(packed_files.len(), 7, "{packed_files:?}");
+
+    let st = Storage::new();
+    let s = Server::start(&st, embedder_opts(&dead_api_base(), "standin-embed", 64));
+    let key = create_account(&s, "acme", "ann");
+    let r = import(
+        &s,
+        &key,
+        &pack,
+        json!({"parent": "viking://resources", "vector_mode": "require"}),
+    );
+    assert_eq!(ok(&r)["uri"], "viking://resources/ov052");
+    for (rel, data) in &packed_files {
+        let got = st.at(&format!("acme/resources/ov052/{rel}")).read().ok();
+        assert_eq!(got.as_deref(), Some(&data[..]), "{rel}");
+    }
+    let content = |rel: &str| {
+        let (_, d) = packed_files.iter().find(|(r, _)| r == rel).unwrap();
+        String::from_utf8(d.clone()).unwrap()
+    };
+    for (path, level, file) in [
+        ("guide/intro/intro.md", 2, "guide/intro/intro.md"),
+        ("guide", 0, "guide/.abstract.md"),
+        ("guide", 1, "guide/.overview.md"),
+    ] {
+        let rec: Value = records
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .find(|r| r["path"] == path && r["level"] == level)
+            .unwrap_or_else(|| panic!("no record {path} {level}: {records}"));
+        let off = rec["vector"]["dense"]["offset"].as_u64().unwrap() as usize * 4;
+        let stored = st
+            .at(&stored_vector("acme", "standin-embed", 64, &content(file)))
+            .read()
+            .ok();
+        assert_eq!(
+            stored.as_deref(),
+            Some(&dense[off..off + 64 * 4]),
+            "vector of {file} not reused"
+        );
+    }
 }
 
 /// Fill `dir` (created) with `n` files named `<prefix>NNNN.md` holding `body` + index.

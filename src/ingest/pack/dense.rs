@@ -2,12 +2,14 @@
 //! little-endian `f32`s in one file; an index record points at its run
 //! (`"vector": {"dense": {"offset": <floats>, "dimensions": n}}`), and the manifest's
 //! `index.dense` names the file, its count, dimension, digest and the model that made them
-//! (`embedding`: provider, model, dimensions).
+//! (`embedding`: provider, model, input, dimensions — 0.5.2's fields).
 //!
 //! Longship keys a stored vector by the sha256 of the document's bytes (the first
 //! `max_doc_bytes`) and the model. Export reads the vectors of the exported files; import
 //! stores them under the imported files' hashes before the tree is published — only when
-//! the pack's model (name and dimension) is the configured one — so the indexer loads them
+//! the pack's embedding metadata matches the configured model field by field, as 0.5.2
+//! compares it (provider, model, input, query/document params, dimensions) — so the indexer
+//! loads them
 //! instead of asking the provider. Otherwise the indexer recomputes them in the background
 //! like any write.
 
@@ -114,12 +116,7 @@ impl<'a> DenseSpool<'a> {
         self.file
             .seek(SeekFrom::Start(0))
             .map_err(ServiceError::internal)?;
-        let mut embedding = Map::new();
-        if let Some(p) = self.embedder.provider_name() {
-            embedding.insert("provider".into(), json!(p));
-        }
-        embedding.insert("model".into(), json!(self.embedder.model()));
-        embedding.insert("dimensions".into(), json!(dimensions));
+        let embedding = embedding_metadata(self.embedder, dimensions);
         let info = json!({
             "path": DENSE_PATH,
             "count": self.count,
@@ -131,6 +128,20 @@ impl<'a> DenseSpool<'a> {
         });
         Ok(Some((info, self.file)))
     }
+}
+
+/// The `embedding` object of a dense snapshot made by `embedder` with vectors of
+/// `dimensions`, as 0.5.2 writes it: `provider`, `model`, `input`, `dimensions` (0.5.2's
+/// `query_param` / `document_param` are absent: Longship sends neither).
+pub fn embedding_metadata(embedder: &Embedder, dimensions: usize) -> Map<String, Value> {
+    let mut embedding = Map::new();
+    if let Some(p) = embedder.provider_name() {
+        embedding.insert("provider".into(), json!(p));
+    }
+    embedding.insert("model".into(), json!(embedder.model()));
+    embedding.insert("input".into(), json!(embedder.input_mode()));
+    embedding.insert("dimensions".into(), json!(dimensions));
+    embedding
 }
 
 /// One record's reference into the dense file.
@@ -196,8 +207,8 @@ pub struct DenseInfo {
     pub count: u64,
     pub dimensions: u64,
     pub sha256: String,
-    pub model: Option<String>,
-    pub model_dimensions: Option<u64>,
+    /// The `embedding` object (the model that made the vectors), when present.
+    pub embedding: Option<Map<String, Value>>,
 }
 
 pub fn parse_info(index: &Value) -> ServiceResult<Option<DenseInfo>> {
@@ -231,18 +242,11 @@ pub fn parse_info(index: &Value) -> ServiceResult<Option<DenseInfo>> {
         .filter(|s| s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit()))
         .ok_or_else(|| invalid("Invalid ovpack index.dense.sha256"))?
         .to_ascii_lowercase();
-    let embedding = dense.get("embedding").and_then(Value::as_object);
     Ok(Some(DenseInfo {
         count,
         dimensions,
         sha256,
-        model: embedding
-            .and_then(|e| e.get("model"))
-            .and_then(Value::as_str)
-            .map(str::to_string),
-        model_dimensions: embedding
-            .and_then(|e| e.get("dimensions"))
-            .and_then(Value::as_u64),
+        embedding: dense.get("embedding").and_then(Value::as_object).cloned(),
     }))
 }
 
@@ -293,15 +297,39 @@ pub fn check_refs(
     Ok(())
 }
 
-/// Why the pack's vectors cannot be reused by `embedder` (`None`: they can).
-pub fn incompatibility(info: &DenseInfo, embedder: &Embedder) -> Option<&'static str> {
-    if info.model.as_deref() != Some(embedder.model()) {
-        return Some("embedding model mismatch");
+/// The embedding fields 0.5.2 compares before reusing a snapshot's vectors, in its order.
+const COMPARED_FIELDS: [&str; 6] = [
+    "provider",
+    "model",
+    "input",
+    "query_param",
+    "document_param",
+    "dimensions",
+];
+
+/// Why the pack's vectors cannot be reused by `embedder` (`None`: they can): 0.5.2's rule,
+/// every compared field of the pack's `embedding` equal to the configured model's (a field
+/// absent on one side and present on the other differs). A configured dimension of 0
+/// ("whatever the model returns") takes the snapshot's.
+pub fn incompatibility(info: &DenseInfo, embedder: &Embedder) -> Option<String> {
+    let configured = match embedder.dimension() {
+        0 => info.dimensions as usize,
+        d => d,
+    };
+    incompatibility_with(info, &embedding_metadata(embedder, configured))
+}
+
+fn incompatibility_with(info: &DenseInfo, current: &Map<String, Value>) -> Option<String> {
+    let Some(packed) = info.embedding.as_ref() else {
+        return Some("missing embedding metadata".into());
+    };
+    for field in COMPARED_FIELDS {
+        if packed.get(field) != current.get(field) {
+            return Some(format!("embedding {field} mismatch"));
+        }
     }
-    let configured = embedder.dimension() as u64;
-    let packed = info.model_dimensions.unwrap_or(info.dimensions);
-    if packed != info.dimensions || (configured != 0 && configured != info.dimensions) {
-        return Some("embedding dimensions mismatch");
+    if packed.get("dimensions").and_then(Value::as_u64) != Some(info.dimensions) {
+        return Some("embedding dimensions mismatch".into());
     }
     None
 }
@@ -341,8 +369,7 @@ mod tests {
             count: 2,
             dimensions: 2,
             sha256: String::new(),
-            model: None,
-            model_dimensions: None,
+            embedding: None,
         };
         assert!(check_refs(Some(&info), &[r(2, 2), r(0, 2)], Some(16)).is_ok());
         assert!(check_refs(Some(&info), &[r(0, 2), r(3, 2)], Some(16)).is_err());
@@ -351,6 +378,57 @@ mod tests {
         assert!(check_refs(None, &[r(0, 2)], None).is_err());
         assert!(check_refs(Some(&info), &[], Some(0)).is_err());
         assert!(check_refs(None, &[], None).is_ok());
+    }
+
+    /// The `embedding` object of a dense snapshot exported by OpenViking 0.5.2 (provider
+    /// openai, input at its default) is reusable only by a model equal in every field
+    /// 0.5.2 compares; Longship's own metadata carries `input` (without it 0.5.2 refused
+    /// Longship's vectors with "embedding input mismatch").
+    #[test]
+    fn reuse_follows_upstream_field_comparison() {
+        let upstream = serde_json::json!({
+            "dimensions": 64, "input": "multimodal", "model": "m", "provider": "openai"
+        });
+        let info = |embedding: &Value| DenseInfo {
+            count: 1,
+            dimensions: 64,
+            sha256: String::new(),
+            embedding: embedding.as_object().cloned(),
+        };
+        let current = |input: &str, dims: u64| {
+            serde_json::json!({"provider": "openai", "model": "m", "input": input, "dimensions": dims})
+                .as_object()
+                .cloned()
+                .unwrap()
+        };
+        assert_eq!(
+            incompatibility_with(&info(&upstream), &current("multimodal", 64)),
+            None
+        );
+        assert_eq!(
+            incompatibility_with(&info(&upstream), &current("text", 64)).as_deref(),
+            Some("embedding input mismatch")
+        );
+        assert_eq!(
+            incompatibility_with(&info(&upstream), &current("multimodal", 32)).as_deref(),
+            Some("embedding dimensions mismatch")
+        );
+        let mut asymmetric = upstream.clone();
+        asymmetric["document_param"] = json!("passage");
+        assert_eq!(
+            incompatibility_with(&info(&asymmetric), &current("multimodal", 64)).as_deref(),
+            Some("embedding document_param mismatch")
+        );
+        let mut no_input = upstream.clone();
+        no_input.as_object_mut().unwrap().remove("input");
+        assert_eq!(
+            incompatibility_with(&info(&no_input), &current("multimodal", 64)).as_deref(),
+            Some("embedding input mismatch")
+        );
+        assert_eq!(
+            incompatibility_with(&info(&Value::Null), &current("multimodal", 64)).as_deref(),
+            Some("missing embedding metadata")
+        );
     }
 
     #[test]

@@ -15,11 +15,12 @@ use super::dense::{DenseSpool, DocHasher};
 use super::format::{self, BACKUP_NAME, EXCLUDED_NAMES, FILES_DIR, FORMAT_VERSION, KIND};
 use crate::error::{ServiceError, ServiceResult};
 use crate::identity::Identity;
+use crate::search::docs;
 use crate::search::embed::Embedder;
 use crate::storage::acl::{AclView, Level};
 use crate::storage::fs::entry::{ABSTRACT_FILE, OVERVIEW_FILE};
 use crate::storage::uri::{self, VikingUri};
-use crate::storage::{is_internal_name, tags, EntryKind, Storage, StorageError, StorePath};
+use crate::storage::{is_internal_name, okf, tags, EntryKind, Storage, StorageError, StorePath};
 
 /// Files up to this size are read in one call; larger ones in pieces of this size.
 const PIECE_BYTES: u64 = 4 * 1024 * 1024;
@@ -247,7 +248,9 @@ impl<W: Write + Send> Walk<'_, W> {
             let mut scalars = Map::new();
             scalars.insert("context_type".into(), json!(ctx));
             scalars.insert("level".into(), json!(level));
-            scalars.insert("abstract".into(), json!(abstract_text));
+            // What an index record holds (0.5.2's and Longship's): the summary's body, not
+            // its front matter; `text` keeps the whole file.
+            scalars.insert("abstract".into(), json!(okf::body(&abstract_text)));
             if has_tags {
                 scalars.insert("search_tags".into(), json!(dir_tags));
             }
@@ -273,8 +276,9 @@ impl<W: Write + Send> Walk<'_, W> {
         Ok(())
     }
 
-    /// Copy one file into the ZIP; returns its sidecar text when small enough to carry, and
-    /// its stored vector when vectors are carried and it has one.
+    /// Copy one file into the ZIP; returns its sidecar text when small enough to carry (a
+    /// sidecar), else its abstract as the search index writes it (from the first piece),
+    /// and its stored vector when vectors are carried and it has one.
     fn add_file(
         &mut self,
         rel: &str,
@@ -282,6 +286,10 @@ impl<W: Write + Send> Walk<'_, W> {
         size: u64,
         keep_text: bool,
     ) -> ServiceResult<(Option<String>, Option<Vec<f32>>)> {
+        let abstract_of = |data: &[u8]| {
+            let name = rel.rsplit('/').next().unwrap_or(rel);
+            Some(docs::abstract_of(&docs::document_text(name, data))).filter(|a| !a.is_empty())
+        };
         self.zip
             .start_file(self.zip_path(rel), file_options(size))
             .map_err(io_err)?;
@@ -299,6 +307,8 @@ impl<W: Write + Send> Walk<'_, W> {
             written = data.len() as u64;
             if keep_text && written <= MAX_RECORD_TEXT {
                 text = Some(String::from_utf8_lossy(&data).into_owned());
+            } else if !keep_text {
+                text = abstract_of(&data);
             }
         } else {
             loop {
@@ -309,6 +319,9 @@ impl<W: Write + Send> Walk<'_, W> {
                 hasher.update(&piece);
                 if let Some(h) = doc_hash.as_mut() {
                     h.update(&piece);
+                }
+                if written == 0 && !keep_text {
+                    text = abstract_of(&piece);
                 }
                 self.zip.write_all(&piece).map_err(io_err)?;
                 written += piece.len() as u64;
@@ -363,30 +376,33 @@ impl<W: Write + Send> Walk<'_, W> {
                 child.meta.size,
                 sidecar.is_some(),
             )?;
-            // A sidecar's vector rides on its directory's record.
-            let vector = match sidecar {
+            // A sidecar's text and vector ride on its directory's records.
+            let (file_abstract, vector) = match sidecar {
                 Some(level) => {
                     texts[level] = text;
                     sidecar_vectors[level] = vector;
-                    None
+                    (None, None)
                 }
-                None => vector,
+                None => (text, vector),
             };
             if is_session_path(&self.root_segs, &child_rel) {
                 continue;
             }
+            // A file's record (as 0.5.2 writes one for every indexed file): its abstract,
+            // which an importer shows for it (0.5.2 shows no other), tags and vector.
             let tags = child_tags.get(&child.name).filter(|t| !t.is_empty());
-            if tags.is_some() || vector.is_some() {
+            if file_abstract.is_some() || tags.is_some() || vector.is_some() {
                 let mut scalars = Map::new();
+                scalars.insert(
+                    "context_type".into(),
+                    json!(context_type(&self.root_segs, &child_rel)),
+                );
+                scalars.insert("level".into(), json!(2));
+                if let Some(a) = file_abstract {
+                    scalars.insert("abstract".into(), json!(a));
+                }
                 if let Some(t) = tags {
                     scalars.insert("search_tags".into(), json!(t));
-                }
-                if vector.is_some() {
-                    scalars.insert(
-                        "context_type".into(),
-                        json!(context_type(&self.root_segs, &child_rel)),
-                    );
-                    scalars.insert("level".into(), json!(2));
                 }
                 self.push_record(&child_rel, false, 2, None, scalars, vector.as_deref())?;
             }

@@ -841,7 +841,7 @@ fn vectors_to_reuse(
             .detail("reason", reason));
         }
         tracing::info!(
-            reason,
+            reason = %reason,
             "pack import: vectors recomputed (the snapshot's model differs)"
         );
         return Ok(BTreeMap::new());

@@ -147,6 +147,11 @@ impl Embedder {
         self.cfg.dense.dimension
     }
 
+    /// The input mode vector snapshots declare (0.5.2's `embedding.dense.input`).
+    pub fn input_mode(&self) -> &str {
+        &self.cfg.dense.input
+    }
+
     /// The configured provider's name (`openai`, …).
     pub fn provider_name(&self) -> Option<&str> {
         self.cfg.dense.provider.as_deref()
