@@ -1,8 +1,11 @@
 """Shared helpers for Longship benchmarks: start release binaries, drive wrk, percentiles."""
+import atexit
+import http.client
 import json
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -130,6 +133,58 @@ def wrk(url, seconds=10, connections=32, threads=2, headers=None):
             "errors": int(errs.group(1)) if errs else 0, "raw": out}
 
 
+def _probe_health(port, stop, out, started, every):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    samples = []
+    while not stop.is_set():
+        t = time.perf_counter()
+        try:
+            conn.request("GET", "/health")
+            conn.getresponse().read()
+        except (OSError, http.client.HTTPException):
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            continue
+        samples.append((t - started, (time.perf_counter() - t) * 1000))
+        time.sleep(every)
+    out.put(samples)
+
+
+class HealthProbe:
+    """GET /health every `every` s on one keep-alive connection, from a separate process (so
+    the script's own work does not delay it). `now()` is the probe's clock; `stats(start,
+    end)` gives the latencies of the requests started in that window."""
+
+    def __init__(self, port, every=0.005):
+        import multiprocessing as mp
+        self.started = time.perf_counter()
+        self._stop, self._out = mp.Event(), mp.Queue()
+        self._proc = mp.Process(target=_probe_health,
+                                args=(port, self._stop, self._out, self.started, every))
+        self._proc.start()
+        self.samples = None
+
+    def now(self):
+        return time.perf_counter() - self.started
+
+    def finish(self):
+        if self.samples is None:
+            self._stop.set()
+            self.samples = self._out.get(timeout=60)
+            self._proc.join()
+        return self
+
+    def kill(self):
+        if self.samples is None and self._proc.is_alive():
+            self._proc.terminate()
+            self._proc.join()
+
+    def stats(self, start, end):
+        v = [ms for t, ms in self.samples if start <= t <= end]
+        if not v:
+            return {"n": 0, "p50": float("nan"), "p99": float("nan"), "max": float("nan")}
+        return {"n": len(v), "p50": percentile(v, 50), "p99": percentile(v, 99), "max": max(v)}
+
+
 def percentile(values, p):
     if not values:
         return float("nan")
@@ -138,8 +193,33 @@ def percentile(values, p):
     return s[k]
 
 
-def temp_dir():
-    return tempfile.mkdtemp(prefix="longship-bench-")
+_TEMP_DIRS = []
+
+
+def _remove_temp_dirs():
+    # Only in the process that made them (a forked helper process must not remove them).
+    for pid, d in _TEMP_DIRS:
+        if pid == os.getpid():
+            shutil.rmtree(d, ignore_errors=True)
+
+
+def _exit_on_signal(signum, _frame):
+    # SIGTERM/SIGHUP end the script through SystemExit, so `finally` blocks stop the servers
+    # and the atexit hook removes the temp dirs (a plain default-action kill would leave them).
+    raise SystemExit(128 + signum)
+
+
+atexit.register(_remove_temp_dirs)
+for _sig in (signal.SIGTERM, signal.SIGHUP):
+    if signal.getsignal(_sig) == signal.SIG_DFL:
+        signal.signal(_sig, _exit_on_signal)
+
+
+def temp_dir(prefix="longship-bench-"):
+    """A temp dir removed when the script ends (normally, by an exception, Ctrl-C or SIGTERM)."""
+    d = tempfile.mkdtemp(prefix=prefix)
+    _TEMP_DIRS.append((os.getpid(), d))
+    return d
 
 
 def multipart(filename, data):
@@ -148,6 +228,40 @@ def multipart(filename, data):
             f"filename=\"{filename}\"\r\nContent-Type: application/octet-stream\r\n\r\n").encode()
     body += data + f"\r\n--{boundary}--\r\n".encode()
     return f"multipart/form-data; boundary={boundary}", body
+
+
+def upload_file(url, key, filename, path, timeout=3600):
+    """temp_upload of the file at `path`, streamed from disk (multipart, Content-Length known,
+    the file never held whole): (status, body)."""
+    boundary = "bench" + uuid.uuid4().hex
+    head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; "
+            f"filename=\"{filename}\"\r\nContent-Type: application/octet-stream\r\n\r\n").encode()
+    tail = f"\r\n--{boundary}--\r\n".encode()
+    size = os.path.getsize(path)
+    host, port = url.split("//", 1)[1].split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=timeout)
+    try:
+        conn.putrequest("POST", "/api/v1/resources/temp_upload")
+        conn.putheader("X-API-Key", key)
+        conn.putheader("Content-Type", f"multipart/form-data; boundary={boundary}")
+        conn.putheader("Content-Length", str(len(head) + size + len(tail)))
+        conn.endheaders()
+        conn.send(head)
+        with open(path, "rb") as f:
+            while True:
+                chunk = f.read(1 << 20)
+                if not chunk:
+                    break
+                conn.send(chunk)
+        conn.send(tail)
+        resp = conn.getresponse()
+        raw = resp.read()
+        try:
+            return resp.status, json.loads(raw)
+        except ValueError:
+            return resp.status, raw
+    finally:
+        conn.close()
 
 
 def upload(url, key, filename, data, timeout=120):

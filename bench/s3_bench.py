@@ -15,6 +15,7 @@ data directory, and prefill 600,000 messages (43 MB per session live file), whic
 re-upload the growing file on every batch; section 1 measures those operations at a size S3 can
 run. Prints a Markdown section for bench/REPORT.md.
 """
+import atexit
 import http.client
 import json
 import os
@@ -25,7 +26,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 
 from common import Server, call, percentile, temp_dir
@@ -60,7 +60,7 @@ class SeaweedFs:
     """`weed server -s3` on free loopback ports over a temp dir (as tests/it/seaweed.rs)."""
 
     def __init__(self, binary):
-        self.dir = tempfile.mkdtemp(prefix="longship-bench-seaweed-")
+        self.dir = temp_dir(prefix="longship-bench-seaweed-")
         master, master_grpc, volume, volume_grpc, filer, filer_grpc, s3, s3_grpc = free_ports(8)
         self.ports = (master_grpc, volume_grpc, filer_grpc, s3_grpc)
         self.endpoint = f"http://127.0.0.1:{s3}"
@@ -83,6 +83,8 @@ class SeaweedFs:
             "-s3", f"-s3.port={s3}", f"-s3.port.grpc={s3_grpc}", "-s3.port.iceberg=0",
             "-s3.port.lance=0", f"-s3.config={config}",
         ], stdout=self.log, stderr=self.log, stdin=subprocess.DEVNULL)
+        # However the script ends, weed does not outlive it (its dir goes with temp_dir's).
+        atexit.register(self.stop)
 
     def env(self):
         return {
@@ -119,7 +121,8 @@ class SeaweedFs:
             shutil.rmtree(d, ignore_errors=True)
 
     def stop(self):
-        self.proc.send_signal(signal.SIGKILL)
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
         self.proc.wait()
         self.log.close()
         for port in self.ports:

@@ -6,17 +6,22 @@ content), commits again, and reports for each commit: wall time, objects and byt
 repository files written (objects, the ref and stat-cache shards, measured on disk by
 mtime), and a no-change commit. Bytes
 written must follow the change, not the tree. Dev mode, loopback, one client, local backend.
+Before each commit the server is left to settle (under 15 % of one core over 3 s: the startup
+index build of the planted tree is done), so a commit's time is its own. During each commit
+GET /health is probed every 5 ms from another process (p50/p99/max per commit) and the
+server's peak RSS is taken (VmHWM, reset before each commit).
 The binary is $LONGSHIP_BIN (default target/release/longship); the report states which.
 Usage: python3 bench/snapshot_bench.py [files] [dirs] [changed_pct]
 """
 import json
 import os
 import shutil
+import subprocess
 import sys
 import time
 import urllib.request
 
-from common import BIN, Server, temp_dir
+from common import BIN, HealthProbe, Server, temp_dir
 
 FILES = int(sys.argv[1]) if len(sys.argv) > 1 else 10000
 DIRS = int(sys.argv[2]) if len(sys.argv) > 2 else 100
@@ -46,6 +51,36 @@ def written_since(repo_dir, since):
     return count, size
 
 
+def cpu_seconds(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def settle(pid, deadline_s=1800):
+    """Wait until the server is idle: under 15 % of one core over 3 s."""
+    deadline = time.time() + deadline_s
+    while time.time() < deadline:
+        c0 = cpu_seconds(pid)
+        time.sleep(3)
+        if cpu_seconds(pid) - c0 < 0.45:
+            return
+    raise RuntimeError("the server did not settle")
+
+
+def reset_peak(pid):
+    with open(f"/proc/{pid}/clear_refs", "w") as f:
+        f.write("5")
+
+
+def peak_mib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
 def content(i, generation):
     line = f"file {i} generation {generation} " + "lorem ipsum dolor sit amet " * 4 + "\n"
     return (line * 8).encode()
@@ -65,16 +100,29 @@ def main():
     repo = os.path.join(data_dir, "viking", ACCOUNT, "_system", "snapshots")
     server = Server(data_dir, root_key=None)
     rows = []
+    health = None
+    loads = []
     try:
+        pid = server.proc.pid
+        settle(pid)
+        health = HealthProbe(server.port)
+        time.sleep(3)
+        windows = [("idle", (0.0, health.now()))]
+
         def commit(label):
+            settle(pid)
+            reset_peak(pid)
             since = time.time() - 0.01
+            start = health.now()
             t = time.perf_counter()
             res = post(server.url, "/api/v1/snapshot/commit",
                        {"message": label, "paths": ["viking://resources/sb"]})
             took = time.perf_counter() - t
+            windows.append((label, (start, health.now())))
+            loads.append(os.getloadavg()[0])
             files, size = written_since(repo, since)
             rows.append((label, took, files, size, len(res.get("changed") or []),
-                         res["result"]))
+                         res["result"], peak_mib(pid)))
 
         commit("first commit (whole tree)")
         changed = max(1, int(FILES * CHANGED_PCT / 100))
@@ -85,17 +133,30 @@ def main():
                 f.write(content(i, 1))
         commit(f"after {changed} files changed ({CHANGED_PCT:g} %)")
         commit("no change")
+        health.finish()
     finally:
+        if health is not None:
+            health.kill()
         server.stop()
         shutil.rmtree(data_dir, ignore_errors=True)
+    rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                         text=True, cwd=os.path.dirname(os.path.abspath(__file__))).stdout.strip()
 
     print(f"## Snapshots: {FILES} files in {DIRS} directories ({tree_bytes / 1e6:.1f} MB), "
           f"{CHANGED_PCT:g} % changed\n")
-    print(f"Binary: `{os.path.relpath(BIN)}`; local backend; dev mode; loopback; one client.\n")
-    print("| commit | time | files written (objects, ref, stat cache) | bytes written | changed paths | result |")
-    print("|---|---|---|---|---|---|")
-    for label, took, objs, size, n, result in rows:
-        print(f"| {label} | {took:.2f} s | {objs} | {size:,} | {n} | {result} |")
+    print(f"Binary: `{os.path.relpath(BIN)}`; commit {rev}; local backend; dev mode; loopback; "
+          f"one client; {os.cpu_count()} cores; 1-min load average after each commit: "
+          + ", ".join(f"{x:.2f}" for x in loads) + ".\n")
+    print("| commit | time | files written (objects, ref, stat cache) | bytes written | "
+          "changed paths | result | peak RSS MiB |")
+    print("|---|---|---|---|---|---|---|")
+    for label, took, objs, size, n, result, peak in rows:
+        print(f"| {label} | {took:.2f} s | {objs} | {size:,} | {n} | {result} | {peak:.0f} |")
+    print("\n| GET /health during | samples | p50 ms | p99 ms | max ms |")
+    print("|---|---|---|---|---|")
+    for label, (a, b) in windows:
+        h = health.stats(a, b)
+        print(f"| {label} | {h['n']} | {h['p50']:.2f} | {h['p99']:.2f} | {h['max']:.2f} |")
 
 
 if __name__ == "__main__":

@@ -523,12 +523,16 @@ async fn serve(
             memory: settings.memory.clone(),
         },
     );
+    let auth_published = Arc::new(crate::actors::auth::worker_cache::Published::new(
+        Duration::from_millis(settings.auth.refresh_interval_ms),
+    ));
     let auth = {
         let config = AuthConfig {
             root_key: settings.auth.root_api_key.clone(),
             refresh_interval: Duration::from_millis(settings.auth.refresh_interval_ms),
             sweep_interval: Duration::from_secs(settings.auth.sweep_interval_secs),
             configs: account_configs.clone(),
+            published: auth_published.clone(),
         };
         let pools = pools.clone();
         AuthActor::start_in_arbiter(&auth_arbiter.handle(), move |_| {
@@ -582,6 +586,7 @@ async fn serve(
     let state = AppState {
         pools: pools.clone(),
         auth: auth_for_state,
+        auth_published,
         mode,
         settings: settings.clone(),
         health,

@@ -41,6 +41,7 @@ use actix::Addr;
 use actix_web::{web, HttpResponse};
 use serde_json::Value;
 
+use crate::actors::auth::worker_cache::{self, KeyDigest};
 use crate::actors::auth::{AuthActor, AuthStatus, ResolveKey};
 use crate::actors::Pools;
 use crate::config::Settings;
@@ -53,6 +54,8 @@ use health::HealthMonitor;
 pub struct AppState {
     pub pools: Pools,
     pub auth: Addr<AuthActor>,
+    /// What the AuthActor publishes for resolving keys on the worker (`worker_cache`).
+    pub auth_published: Arc<worker_cache::Published>,
     pub mode: AuthMode,
     pub settings: Arc<Settings>,
     pub health: HealthMonitor,
@@ -110,7 +113,9 @@ impl MemoryRuntime {
 }
 
 impl AppState {
-    /// Ask the AuthActor who `key` belongs to, waiting at most `deadline`.
+    /// Who `key` belongs to: from this worker's cache while the AuthActor's map it came from
+    /// is unchanged and within the refresh bound, else asked of the actor, waiting at most
+    /// `deadline`.
     pub async fn resolve_key(
         &self,
         key: String,
@@ -122,8 +127,21 @@ impl AppState {
                     .retry_after(1),
             );
         }
+        let digest = KeyDigest::of(&key);
+        if let Some(identity) = worker_cache::lookup(&self.auth_published, &digest) {
+            return Ok(identity);
+        }
         match tokio::time::timeout(deadline, self.auth.send(ResolveKey { key })).await {
-            Ok(Ok(answer)) => answer,
+            Ok(Ok(answer)) => answer.map(|resolved| {
+                if let Some(epoch) = resolved.cacheable_at {
+                    let cached = worker_cache::CachedKey {
+                        identity: resolved.identity.clone(),
+                        hashed: resolved.hashed,
+                    };
+                    worker_cache::remember(&self.auth_published, digest, epoch, cached);
+                }
+                resolved.identity
+            }),
             Ok(Err(mailbox)) => {
                 Err(ServiceError::unavailable("auth", mailbox.to_string()).retry_after(1))
             }

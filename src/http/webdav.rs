@@ -14,15 +14,15 @@ use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::{Method, StatusCode};
 use actix_web::web::{self, Bytes};
 use actix_web::{HttpRequest, HttpResponse, ResponseError};
-use futures_util::StreamExt;
+use futures_util::{StreamExt, TryStreamExt};
 use percent_encoding::percent_decode_str;
 
 use crate::error::{ErrorCode, ServiceError};
 use crate::ingest::uploads;
 use crate::jobs::resources::{RemoveUpload, WriteUploadPart};
 use crate::jobs::webdav::{
-    CopyNode, DeleteNode, FetchFile, LockAction, LockNode, MakeCollection, MoveNode, PatchProps,
-    Patched, Propfind, PutFile, PutStaged, UnlockNode,
+    CopyNode, DeleteNode, FetchBody, FetchFile, LockAction, LockNode, MakeCollection, MoveNode,
+    PatchProps, Patched, Propfind, PutFile, PutStaged, ReadPiece, UnlockNode, GET_PIECE_BYTES,
 };
 use crate::storage::fs::write;
 use crate::storage::uri::{self, Access, VikingUri};
@@ -418,18 +418,65 @@ async fn fetch(
         b.insert_header((header::ETAG, tag));
     }
     match body {
-        Some(bytes) => {
+        FetchBody::Whole(bytes) => {
             let bytes = Bytes::from(bytes);
             let len = bytes.len() as u64;
             let chunks = futures_util::stream::iter(slices(bytes).map(Ok::<_, Infallible>));
             Ok(b.body(SizedStream::new(len, chunks)))
         }
+        FetchBody::Pieces => Ok(b.body(SizedStream::new(
+            meta.size,
+            file_pieces(state, uri, meta.size, meta.version),
+        ))),
         // HEAD: the length of the body a GET would send (actix sends no body for HEAD).
-        None => Ok(b.body(SizedStream::new(
+        FetchBody::None => Ok(b.body(SizedStream::new(
             meta.size,
             futures_util::stream::empty::<Result<Bytes, Infallible>>(),
         ))),
     }
+}
+
+/// The body of a large GET: one `ReadPiece` job per piece, run only when the client has
+/// taken the previous one (the response is polled for more), so memory holds one piece. A
+/// piece that fails (the file was replaced or removed meanwhile, or storage failed) ends the
+/// body short of its Content-Length: the client sees a cut-off transfer, never mixed bytes.
+fn file_pieces(
+    state: web::Data<AppState>,
+    uri: VikingUri,
+    size: u64,
+    version: Option<crate::storage::Version>,
+) -> impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> {
+    futures_util::stream::unfold(0u64, move |offset| {
+        let (state, uri, version) = (state.clone(), uri.clone(), version.clone());
+        async move {
+            if offset >= size {
+                return None;
+            }
+            let len = GET_PIECE_BYTES.min(size - offset);
+            let job = ReadPiece {
+                uri,
+                offset,
+                len,
+                version,
+            };
+            let failed = |e: String| {
+                tracing::warn!(error = %e, offset, "webdav GET ended early");
+                Some((Err(std::io::Error::other(e)), size))
+            };
+            match state.pools.storage().run(job).await {
+                Ok(Ok(piece)) if piece.len() as u64 == len => {
+                    let piece = Bytes::from(piece);
+                    let chunks =
+                        futures_util::stream::iter(slices(piece).map(Ok::<_, std::io::Error>));
+                    Some((Ok(chunks), offset + len))
+                }
+                Ok(Ok(piece)) => failed(format!("short read: {} of {len} bytes", piece.len())),
+                Ok(Err(e)) => failed(e.to_string()),
+                Err(e) => failed(e.to_string()),
+            }
+        }
+    })
+    .try_flatten()
 }
 
 /// PUT: any bytes, stored byte-exact by one atomic write. A body within

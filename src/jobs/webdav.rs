@@ -17,7 +17,7 @@ use crate::storage::uri::VikingUri;
 use crate::storage::webdav::locks::{self, Lock, LockRequest, Touched, WriteCheck};
 use crate::storage::webdav::xml::{PropChange, PropName, PropfindKind};
 use crate::storage::webdav::{self, multistatus, props, Outcome};
-use crate::storage::{Meta, StorePath};
+use crate::storage::{Meta, StorePath, Version};
 
 /// PROPFIND: the multistatus document, or `None` for a missing node.
 pub struct Propfind {
@@ -44,24 +44,64 @@ impl BlockingJob for Propfind {
     }
 }
 
-/// GET/HEAD: the node's metadata and, for a file on GET, its bytes.
+/// Files up to this size are read whole for a GET; larger ones are streamed in pieces of this
+/// size, each read by its own job as the client takes the previous one (`ReadPiece`), so a
+/// GET holds one piece however large the file.
+pub const GET_PIECE_BYTES: u64 = 4 * 1024 * 1024;
+
+/// What a GET/HEAD sends after the headers.
+pub enum FetchBody {
+    /// HEAD, or a collection (no body).
+    None,
+    /// A small file's bytes.
+    Whole(Vec<u8>),
+    /// A large file: stream it with `ReadPiece` (`Meta::version` pins the version).
+    Pieces,
+}
+
+/// GET/HEAD: the node's metadata and, for a small file on GET, its bytes.
 pub struct FetchFile {
     pub uri: VikingUri,
     pub with_body: bool,
 }
 
 impl BlockingJob for FetchFile {
-    type Output = ServiceResult<Option<(Meta, Option<Vec<u8>>)>>;
+    type Output = ServiceResult<Option<(Meta, FetchBody)>>;
 
     fn run(self, ctx: &JobContext<'_>) -> Self::Output {
         let Some(meta) = stat(ctx.storage, &self.uri)? else {
             return Ok(None);
         };
         if meta.is_dir() || !self.with_body {
-            return Ok(Some((meta, None)));
+            return Ok(Some((meta, FetchBody::None)));
+        }
+        if meta.size > GET_PIECE_BYTES {
+            return Ok(Some((meta, FetchBody::Pieces)));
         }
         let body = read::download(ctx.storage, &self.uri)?;
-        Ok(Some((meta, Some(body))))
+        Ok(Some((meta, FetchBody::Whole(body))))
+    }
+}
+
+/// One piece of a streamed GET (see `read::read_piece`).
+pub struct ReadPiece {
+    pub uri: VikingUri,
+    pub offset: u64,
+    pub len: u64,
+    pub version: Option<Version>,
+}
+
+impl BlockingJob for ReadPiece {
+    type Output = ServiceResult<Vec<u8>>;
+
+    fn run(self, ctx: &JobContext<'_>) -> Self::Output {
+        read::read_piece(
+            ctx.storage,
+            &self.uri,
+            self.offset,
+            self.len,
+            self.version.as_ref(),
+        )
     }
 }
 
@@ -146,6 +186,10 @@ pub struct MoveNode {
 impl BlockingJob for MoveNode {
     type Output = ServiceResult<Outcome>;
 
+    fn runs_in_steps(&self) -> bool {
+        true
+    }
+
     fn run(self, ctx: &JobContext<'_>) -> Self::Output {
         let touched = [&self.from, &self.to].map(|uri| Touched {
             node: uri.store_path(),
@@ -153,7 +197,13 @@ impl BlockingJob for MoveNode {
             membership: true,
         });
         self.check.enforce(ctx.storage, &touched)?;
-        let out = webdav::move_to(ctx.storage, &self.from, &self.to, self.overwrite);
+        let out = webdav::move_to(
+            ctx.storage,
+            &self.from,
+            &self.to,
+            self.overwrite,
+            ctx.yielder(),
+        );
         if out.is_ok() {
             // Locks stay where they were taken (RFC 4918 §9.9.4): the moved nodes lose theirs.
             locks::forget(ctx.storage, self.from.store_path())?;
@@ -185,6 +235,10 @@ pub struct CopyNode {
 
 impl BlockingJob for CopyNode {
     type Output = ServiceResult<Outcome>;
+
+    fn runs_in_steps(&self) -> bool {
+        self.deep
+    }
 
     fn run(self, ctx: &JobContext<'_>) -> Self::Output {
         self.check.enforce(

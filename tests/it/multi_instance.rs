@@ -539,3 +539,95 @@ fn unannounced_changes_are_found_by_probes_and_restart_resync() {
     assert_eq!(whoami(&a, &bob2).as_deref(), Some("bob"));
     assert_eq!(whoami(&a, &bob), None);
 }
+
+/// Warm `s`'s HTTP workers with `keys` until some requests are answered by their caches
+/// (requests that arrive after the last freshness check lapsed still go to the actor).
+fn warm_worker_caches(s: &Server, keys: &[(&str, &str)]) {
+    let hits = || counter(&auth_status(s), "worker_cache_hits");
+    let before = hits();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        for _ in 0..20 {
+            for (key, user) in keys {
+                assert_eq!(whoami(s, key).as_deref(), Some(*user));
+            }
+        }
+        // More than the status request's own (ROOT key) hit.
+        if hits() > before + 1 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no request was answered by a worker cache"
+        );
+    }
+}
+
+#[test]
+fn keys_cached_on_http_workers_die_within_the_refresh_bound() {
+    let st = Storage::new();
+    let a = Server::start(&st, Opts::default());
+    let b = Server::start(&st, Opts::default());
+    let alice = create_account(&a, "acme", "alice");
+    let bob = register(&a, &alice, "acme", "bob", "user");
+    let carl = register(&a, &alice, "acme", "carl", "user");
+    warm_worker_caches(&a, &[(&bob, "bob"), (&carl, "carl")]);
+    warm_worker_caches(&b, &[(&bob, "bob"), (&carl, "carl")]);
+
+    // Regenerated on A while B's workers hold the old key and keep being asked for it (every
+    // 5 ms): B refuses it within the refresh interval, and takes the new one at once.
+    let r = a.post(
+        &format!("{ACCOUNTS}/acme/users/bob/key"),
+        Some(&alice),
+        json!({}),
+    );
+    let since = Instant::now();
+    let bob2 = r.result()["user_key"].as_str().unwrap().to_string();
+    assert_eq!(
+        whoami(&a, &bob),
+        None,
+        "the writing instance refuses at once"
+    );
+    assert_eq!(whoami(&b, &bob2).as_deref(), Some("bob"));
+    let took = until_rejected(&b, &bob, since, Duration::from_secs(3));
+    assert!(
+        took <= Duration::from_millis(1500),
+        "old key accepted for {took:?}"
+    );
+
+    // Removed on A: refused on A by the very next request, on B within the interval.
+    assert_eq!(
+        a.delete(&format!("{ACCOUNTS}/acme/users/carl"), Some(&alice))
+            .status,
+        202
+    );
+    let since = Instant::now();
+    assert_eq!(whoami(&a, &carl), None);
+    let took = until_rejected(&b, &carl, since, Duration::from_secs(3));
+    assert!(
+        took <= Duration::from_millis(1500),
+        "removed key accepted for {took:?}"
+    );
+    assert_eq!(whoami(&b, &bob2).as_deref(), Some("bob"));
+}
+
+#[test]
+fn strict_mode_never_answers_from_worker_caches() {
+    let st = Storage::new();
+    let a = Server::start(&st, strict());
+    let b = Server::start(&st, strict());
+    let alice = create_account(&a, "acme", "alice");
+    let bob = register(&a, &alice, "acme", "bob", "user");
+    for _ in 0..20 {
+        assert_eq!(whoami(&b, &bob).as_deref(), Some("bob"));
+    }
+    assert_eq!(counter(&auth_status(&b), "worker_cache_hits"), 0);
+    let r = a.post(
+        &format!("{ACCOUNTS}/acme/users/bob/key"),
+        Some(&alice),
+        json!({}),
+    );
+    let bob2 = r.result()["user_key"].as_str().unwrap().to_string();
+    assert_eq!(whoami(&b, &bob), None);
+    assert_eq!(whoami(&b, &bob2).as_deref(), Some("bob"));
+}

@@ -93,6 +93,9 @@ impl AuthActor {
         };
         self.end_load();
         self.marker.finish(started, outcome);
+        // After the check's changes were applied (and the epoch bumped): workers' caches may
+        // answer from the map again until this start is a refresh interval old.
+        self.published.publish_check(started);
         self.pump_marker(ctx);
     }
 
@@ -119,7 +122,7 @@ impl AuthActor {
                 self.counters.reloads += 1;
                 self.counters.full_reloads += 1;
                 self.index.replace_all(snapshots, &touched);
-                self.map_epoch += 1;
+                self.map_changed();
                 redo.extend(touched);
             }
             Some(Reload::Partial(list)) => {
@@ -129,7 +132,7 @@ impl AuthActor {
                         redo.insert(id);
                     } else {
                         self.index.replace_account(&id, snap);
-                        self.map_epoch += 1;
+                        self.map_changed();
                     }
                 }
             }
@@ -154,7 +157,7 @@ impl AuthActor {
                         redo.insert(id);
                     } else {
                         act.index.replace_account(&id, snap);
-                        act.map_epoch += 1;
+                        act.map_changed();
                     }
                 }
                 act.end_load();
@@ -224,7 +227,7 @@ impl AuthActor {
                     self.reload_accounts(BTreeSet::from([id]), ctx);
                 } else {
                     self.index.replace_account(&id, snapshot.map(|b| *b));
-                    self.map_epoch += 1;
+                    self.map_changed();
                 }
                 Ok(())
             }
@@ -255,7 +258,7 @@ impl AuthActor {
             self.probes.remove(account);
         }
         self.index.replace_account(account, snapshot);
-        self.map_epoch += 1;
+        self.map_changed();
         // Our own bump directly follows what we loaded: nothing else changed in between.
         if self.loaded_generation + 1 == generation {
             self.loaded_generation = generation;
@@ -345,6 +348,6 @@ impl AuthActor {
         for (id, snap) in unannounced {
             self.index.replace_account(&id, snap);
         }
-        self.map_epoch += 1;
+        self.map_changed();
     }
 }

@@ -18,8 +18,10 @@ mod gate;
 pub mod index;
 mod resolve;
 pub mod sink;
+pub mod worker_cache;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -56,12 +58,17 @@ pub struct AuthConfig {
     pub sweep_interval: Duration,
     /// Where applied snapshots publish accounts' stored configuration.
     pub configs: crate::storage::account_config::AccountConfigs,
+    /// Where the actor publishes its map epoch and freshness for the HTTP workers' caches.
+    pub published: Arc<worker_cache::Published>,
 }
 
 /// Counters exposed through [`AuthStatus`] (observer `components.auth.status`).
 #[derive(Debug, Default, Clone, serde::Serialize)]
 pub struct Counters {
+    /// Keys resolved, by the actor or (see `worker_cache_hits`) by an HTTP worker's cache.
     pub resolves: u64,
+    /// Resolves answered by an HTTP worker's cache without asking the actor.
+    pub worker_cache_hits: u64,
     /// Freshness checks run (each one stat of the generation marker).
     pub freshness_checks: u64,
     /// Checks that found the marker moved and read it.
@@ -75,7 +82,8 @@ pub struct Counters {
     pub probes: u64,
     pub probe_reloads: u64,
     pub check_failures: u64,
-    /// Hashed keys answered from the verification cache / needing Argon2.
+    /// Hashed keys answered from a cache (the verification cache, or a worker's) / needing
+    /// Argon2.
     pub cache_hits: u64,
     pub cache_misses: u64,
     pub argon_verifications: u64,
@@ -105,9 +113,10 @@ pub struct AuthActor {
     argon_pending: HashMap<[u8; 32], Vec<oneshot::Sender<Option<Identity>>>>,
     counters: Counters,
     loaded: bool,
-    /// Bumped on every change of the map; a sweep that saw it move discards its result.
+    /// Bumped on every change of the map (published for the workers' caches).
     map_epoch: u64,
     sweeping: bool,
+    published: Arc<worker_cache::Published>,
 }
 
 impl AuthActor {
@@ -132,7 +141,14 @@ impl AuthActor {
             loaded: false,
             map_epoch: 0,
             sweeping: false,
+            published: config.published,
         }
+    }
+
+    /// Record a change of the in-memory map (call after changing it).
+    fn map_changed(&mut self) {
+        self.map_epoch += 1;
+        self.published.publish_epoch(self.map_epoch);
     }
 
     /// Submit `job` and call `done` on the actor with its flattened result.
@@ -164,6 +180,12 @@ impl AuthActor {
     }
 
     fn status(&self) -> serde_json::Value {
+        // Resolves answered by the workers' caches count as resolves (and hashed keys among
+        // them as verification-cache hits), as they did before the caches existed.
+        let mut counters = self.counters.clone();
+        counters.worker_cache_hits = self.published.worker_hits();
+        counters.resolves += counters.worker_cache_hits;
+        counters.cache_hits += self.published.worker_hashed_hits();
         json!({
             "root_key_configured": self.root_key.is_some(),
             "loaded": self.loaded,
@@ -174,7 +196,7 @@ impl AuthActor {
             "storage_ok": self.storage_error.is_none(),
             "storage_error": self.storage_error,
             "check_in_flight": self.marker.in_flight(),
-            "counters": self.counters,
+            "counters": counters,
         })
     }
 }
@@ -189,9 +211,19 @@ impl Actor for AuthActor {
 
 /// Resolve a presented API key to an identity (spec §2.4).
 #[derive(Message)]
-#[rtype(result = "ServiceResult<Identity>")]
+#[rtype(result = "ServiceResult<Resolved>")]
 pub struct ResolveKey {
     pub key: String,
+}
+
+/// A resolved key, and the map epoch it was looked up in if a worker may cache it
+/// ([`worker_cache`]).
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    pub identity: Identity,
+    pub cacheable_at: Option<u64>,
+    /// Answered from the Argon2 verification cache (the key is stored hashed).
+    pub hashed: bool,
 }
 
 /// Load the whole registry (startup, before serving).
@@ -218,7 +250,7 @@ impl Handler<InitialLoad> for AuthActor {
             let out = result?;
             if let Some(Reload::Full(snapshots)) = out.reload {
                 act.index.replace_all(snapshots, &[]);
-                act.map_epoch += 1;
+                act.map_changed();
             }
             act.loaded_generation = out.generation;
             act.marker_version = out.marker_version;

@@ -12,17 +12,17 @@ use crate::storage::keys::{self, KeyShape};
 
 use super::gate::{CheckResult, Gate};
 use super::index::Lookup;
-use super::{AuthActor, ResolveKey, MAX_ARGON_IN_FLIGHT};
+use super::{AuthActor, ResolveKey, Resolved, MAX_ARGON_IN_FLIGHT};
 use crate::jobs::auth as jobs;
 use crate::storage::keys::HashCandidate;
 
-type Answer = ResponseActFuture<AuthActor, ServiceResult<Identity>>;
+type Answer = ResponseActFuture<AuthActor, ServiceResult<Resolved>>;
 
 fn invalid() -> ServiceError {
     ServiceError::unauthenticated("Invalid API key")
 }
 
-fn answer(result: ServiceResult<Identity>) -> Answer {
+fn answer(result: ServiceResult<Resolved>) -> Answer {
     Box::pin(ready(result))
 }
 
@@ -47,7 +47,12 @@ impl Handler<ResolveKey> for AuthActor {
         self.counters.resolves += 1;
         if let Some(root) = &self.root_key {
             if keys::ct_eq(root, &msg.key) {
-                return answer(Ok(Identity::root()));
+                // Answered from configuration, never the map: cacheable at the current epoch.
+                return answer(Ok(Resolved {
+                    identity: Identity::root(),
+                    cacheable_at: Some(self.map_epoch),
+                    hashed: false,
+                }));
             }
         }
         let shape = keys::shape(&msg.key);
@@ -93,7 +98,13 @@ impl AuthActor {
                 if cached {
                     self.counters.cache_hits += 1;
                 }
-                answer(Ok(identity))
+                // Looked up in the map as it is now: a worker may keep it while this epoch
+                // holds and the map stays within the refresh bound.
+                answer(Ok(Resolved {
+                    identity,
+                    cacheable_at: Some(self.map_epoch),
+                    hashed: cached,
+                }))
             }
             Lookup::NeedsArgon(candidates) => self.verify(p, candidates, stage, ctx),
             Lookup::Miss => self.miss(p, stage, ctx),
@@ -202,7 +213,13 @@ impl AuthActor {
             }
         }
         Box::pin(wrap_future::<_, Self>(rx).then(move |r, act, ctx| match r {
-            Ok(Some(identity)) => answer(Ok(identity)),
+            // The epoch may have moved since the verification was recorded: not cached (the
+            // next request finds it in the verification cache and is cached then).
+            Ok(Some(identity)) => answer(Ok(Resolved {
+                identity,
+                cacheable_at: None,
+                hashed: true,
+            })),
             _ => act.miss(p, stage, ctx),
         }))
     }

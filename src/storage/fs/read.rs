@@ -8,7 +8,7 @@ use super::entry::{sidecar_text, ABSTRACT_FILE, OVERVIEW_FILE};
 use super::{dir_not_found, file_not_found, is_a_directory, lossy_string, stat, StorageFail};
 use crate::error::{ServiceError, ServiceResult};
 use crate::storage::uri::VikingUri;
-use crate::storage::{Storage, StorageError};
+use crate::storage::{Storage, StorageError, Version};
 
 /// Read a whole file, translating "missing" and "is a directory" (the latter worded by `dir_message`).
 fn read_file(
@@ -22,6 +22,32 @@ fn read_file(
             Err(file_not_found(uri))
         }
         Err(StorageError::IsADirectory(_)) => Err(is_a_directory(uri, dir_message(&uri.uri()))),
+        Err(e) => Err(StorageFail(uri).map(e)),
+    }
+}
+
+/// One piece of a file streamed in pieces: up to `len` bytes at `offset` of the version
+/// `expected` (its `stat` when the stream began). The version is checked after the read, so a
+/// piece that may come from a replacement is refused (409) and the stream ends short rather
+/// than splicing two versions.
+pub fn read_piece(
+    storage: &dyn Storage,
+    uri: &VikingUri,
+    offset: u64,
+    len: u64,
+    expected: Option<&Version>,
+) -> ServiceResult<Vec<u8>> {
+    let replaced = || ServiceError::conflict(format!("{uri} changed while it was being read"));
+    let piece = match storage.read_range(uri.store_path(), offset, len) {
+        Ok(piece) => piece,
+        Err(StorageError::NotFound(_)) | Err(StorageError::NotADirectory(_)) => {
+            return Err(replaced())
+        }
+        Err(e) => return Err(StorageFail(uri).map(e)),
+    };
+    match storage.stat(uri.store_path()) {
+        Ok(Some(meta)) if meta.version.as_ref() == expected => Ok(piece),
+        Ok(_) => Err(replaced()),
         Err(e) => Err(StorageFail(uri).map(e)),
     }
 }

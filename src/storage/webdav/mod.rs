@@ -158,12 +158,14 @@ fn target_exists(to: &VikingUri) -> ServiceError {
 /// `overwrite`: a file onto a file is one atomic write of the target (readers see the old or
 /// the new bytes, never neither), then the source is removed; otherwise the target is
 /// removed, then the source renamed. The caller has checked rights and that the two differ
-/// and do not contain each other.
+/// and do not contain each other. A tree that moves in many steps (S3) calls `between_steps`
+/// between them.
 pub fn move_to(
     storage: &dyn Storage,
     from: &VikingUri,
     to: &VikingUri,
     overwrite: bool,
+    between_steps: &dyn Fn(),
 ) -> ServiceResult<Outcome> {
     let Some(src) = stat(storage, from)? else {
         let shown = from.uri();
@@ -190,7 +192,7 @@ pub fn move_to(
     // ACL rows follow the node as with `fs mv` (0.5.2: a moved node keeps its own ACL and
     // inherits from its new parent): copied before the rename, the source's dropped after.
     acl::store::before_move(storage, from, to)?;
-    let renamed = storage.rename(from.store_path(), to.store_path());
+    let renamed = storage.rename_in_steps(from.store_path(), to.store_path(), between_steps);
     if let Err(e) = acl::store::after_move(storage, from, to, renamed.is_ok()) {
         tracing::error!(from = %from.uri(), to = %to.uri(), error = %e.message, "ACL rows not settled after a WebDAV move");
     }
@@ -363,17 +365,17 @@ mod tests {
         s.mkdir(u("").store_path()).unwrap();
         put_file(&s, &u("a.txt"), b"A", &q).unwrap();
         put_file(&s, &u("b.txt"), b"B", &q).unwrap();
-        let e = move_to(&s, &u("a.txt"), &u("b.txt"), false).unwrap_err();
+        let e = move_to(&s, &u("a.txt"), &u("b.txt"), false, &|| {}).unwrap_err();
         assert_eq!(e.code, ErrorCode::FailedPrecondition);
         assert_eq!(s.read(u("b.txt").store_path()).unwrap(), b"B");
         assert_eq!(
-            move_to(&s, &u("a.txt"), &u("b.txt"), true).unwrap(),
+            move_to(&s, &u("a.txt"), &u("b.txt"), true, &|| {}).unwrap(),
             Outcome::Replaced
         );
         assert_eq!(s.read(u("b.txt").store_path()).unwrap(), b"A");
         assert!(s.stat(u("a.txt").store_path()).unwrap().is_none());
         assert_eq!(
-            move_to(&s, &u("b.txt"), &u("c.txt"), false).unwrap(),
+            move_to(&s, &u("b.txt"), &u("c.txt"), false, &|| {}).unwrap(),
             Outcome::Created
         );
         make_collection(&s, &u("d")).unwrap();
@@ -387,7 +389,7 @@ mod tests {
         );
         // A file over a directory (overwrite): the directory goes.
         assert_eq!(
-            move_to(&s, &u("c.txt"), &u("d"), true).unwrap(),
+            move_to(&s, &u("c.txt"), &u("d"), true, &|| {}).unwrap(),
             Outcome::Replaced
         );
         assert!(!s.stat(u("d").store_path()).unwrap().unwrap().is_dir());
