@@ -13,7 +13,12 @@
 //!
 //! Long jobs call a yield point between bounded steps ([`crate::jobs::JobContext::yield_point`]):
 //! when another lane has a job waiting and no thread is free, that job runs right there, on the
-//! long job's thread, before the long job takes its next step.
+//! long job's thread, before the long job takes its next step. Only a job that is one bounded
+//! operation runs there: a job cut into steps (queued as *stepped*) may run long, and run
+//! inline it would hold the yielding job's thread for its whole length without yielding in
+//! turn (it cannot nest), so it waits for a free thread. A lane whose next job is stepped is
+//! passed over at a yield point rather than having a later job taken out of order: one
+//! account's jobs always start in the order they were queued.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -42,9 +47,14 @@ pub enum Refusal {
     LaneFull,
 }
 
-#[derive(Default)]
+/// A queued job and whether it is cut into steps (may run long).
+struct Queued<W> {
+    work: W,
+    stepped: bool,
+}
+
 struct LaneState<W> {
-    queue: VecDeque<W>,
+    queue: VecDeque<Queued<W>>,
     running: usize,
     /// Queued plus running.
     admitted: usize,
@@ -59,8 +69,9 @@ struct State<W> {
 /// The per-lane queues of one pool; `W` is the queued work.
 pub struct FairQueue<W> {
     state: Mutex<State<W>>,
-    /// Jobs queued in any lane (read without the lock by yield points).
-    queued: AtomicUsize,
+    /// Jobs that are not stepped queued in any lane (read without the lock by yield points,
+    /// the only jobs they may run).
+    queued_unstepped: AtomicUsize,
     max_running: usize,
     max_admitted: usize,
 }
@@ -74,7 +85,7 @@ impl<W> FairQueue<W> {
                 lanes: HashMap::new(),
                 turn: VecDeque::new(),
             }),
-            queued: AtomicUsize::new(0),
+            queued_unstepped: AtomicUsize::new(0),
             max_running: threads.saturating_sub(1).max(1),
             max_admitted: (capacity.saturating_mul(share_percent) / 100).max(1),
         }
@@ -96,8 +107,10 @@ impl<W> FairQueue<W> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Queue `work` in `lane`, or refuse it when the lane holds its share.
-    pub fn push(&self, lane: Lane, work: W) -> Result<(), (Refusal, W)> {
+    /// Queue `work` in `lane`, or refuse it when the lane holds its share. `stepped`: the job
+    /// is cut into steps with yield points (it may run long), so it never runs at another
+    /// job's yield point.
+    pub fn push(&self, lane: Lane, work: W, stepped: bool) -> Result<(), (Refusal, W)> {
         let mut state = self.lock();
         let entry = state
             .lanes
@@ -111,22 +124,34 @@ impl<W> FairQueue<W> {
             return Err((Refusal::LaneFull, work));
         }
         entry.admitted += 1;
-        entry.queue.push_back(work);
+        entry.queue.push_back(Queued { work, stepped });
         if entry.queue.len() == 1 {
             state.turn.push_back(lane);
         }
-        self.queued.fetch_add(1, Ordering::Release);
+        if !stepped {
+            self.queued_unstepped.fetch_add(1, Ordering::Release);
+        }
         Ok(())
     }
 
-    /// True when some lane has a job waiting (a hint: no lock taken).
-    pub fn has_waiting(&self) -> bool {
-        self.queued.load(Ordering::Acquire) > 0
+    /// True when some lane has a job waiting that a yield point may run (a hint: no lock).
+    pub fn has_unstepped_waiting(&self) -> bool {
+        self.queued_unstepped.load(Ordering::Acquire) > 0
     }
 
-    /// The next job in turn from a lane below its running cap, skipping `except`; the lane
+    /// The next job in turn from a lane below its running cap, for a free thread; the lane
     /// moves to the back of the turn. The caller must call [`FairQueue::finish`] after it ran.
-    pub fn pop(&self, except: Option<&Lane>) -> Option<(Lane, W)> {
+    pub fn pop(&self) -> Option<(Lane, W)> {
+        self.take(None)
+    }
+
+    /// Like [`FairQueue::pop`], for the yield point of a job of `yielding`: never that lane's
+    /// work, and only a lane whose next job is not stepped.
+    pub fn pop_at_yield(&self, yielding: &Lane) -> Option<(Lane, W)> {
+        self.take(Some(yielding))
+    }
+
+    fn take(&self, yielding: Option<&Lane>) -> Option<(Lane, W)> {
         let mut state = self.lock();
         let state = &mut *state;
         for _ in 0..state.turn.len() {
@@ -134,19 +159,24 @@ impl<W> FairQueue<W> {
             let Some(entry) = state.lanes.get_mut(&lane) else {
                 continue;
             };
-            if Some(&lane) == except || entry.running >= self.max_running {
+            let passed_over = yielding.is_some_and(|y| {
+                *y == lane || entry.queue.front().is_some_and(|next| next.stepped)
+            });
+            if passed_over || entry.running >= self.max_running {
                 state.turn.push_back(lane);
                 continue;
             }
-            let Some(work) = entry.queue.pop_front() else {
+            let Some(next) = entry.queue.pop_front() else {
                 continue;
             };
             entry.running += 1;
             if !entry.queue.is_empty() {
                 state.turn.push_back(lane.clone());
             }
-            self.queued.fetch_sub(1, Ordering::Release);
-            return Some((lane, work));
+            if !next.stepped {
+                self.queued_unstepped.fetch_sub(1, Ordering::Release);
+            }
+            return Some((lane, next.work));
         }
         None
     }
@@ -183,38 +213,60 @@ mod tests {
         assert_eq!((q.max_running(), q.max_admitted()), (2, 5));
         let (a, b) = (account("a"), account("b"));
         for i in 0..5 {
-            q.push(a.clone(), format!("a{i}")).unwrap();
+            q.push(a.clone(), format!("a{i}"), false).unwrap();
         }
         // The attacker's share is full; the victim is still admitted.
         assert_eq!(
-            q.push(a.clone(), "a5".into()).unwrap_err().0,
+            q.push(a.clone(), "a5".into(), false).unwrap_err().0,
             Refusal::LaneFull
         );
-        q.push(b.clone(), "b0".to_string()).unwrap();
+        q.push(b.clone(), "b0".to_string(), false).unwrap();
         // a runs two (its cap), then b goes next even though a queued first.
-        assert_eq!(q.pop(None).unwrap().1, "a0");
-        assert_eq!(q.pop(None).unwrap().1, "b0");
-        assert_eq!(q.pop(None).unwrap().1, "a1");
-        assert!(q.pop(None).is_none(), "a is at its running cap");
+        assert_eq!(q.pop().unwrap().1, "a0");
+        assert_eq!(q.pop().unwrap().1, "b0");
+        assert_eq!(q.pop().unwrap().1, "a1");
+        assert!(q.pop().is_none(), "a is at its running cap");
         q.finish(&a);
-        assert_eq!(q.pop(None).unwrap().1, "a2");
+        assert_eq!(q.pop().unwrap().1, "a2");
         // A yield point of a's job never runs a's own work.
-        q.push(b.clone(), "b1".into()).unwrap();
+        q.push(b.clone(), "b1".into(), false).unwrap();
         q.finish(&a);
-        assert_eq!(q.pop(Some(&b)).unwrap().1, "a3");
-        assert_eq!(q.pop(Some(&a)).unwrap().1, "b1");
-        assert!(q.has_waiting());
+        assert_eq!(q.pop_at_yield(&b).unwrap().1, "a3");
+        assert_eq!(q.pop_at_yield(&a).unwrap().1, "b1");
+        assert!(q.has_unstepped_waiting());
+    }
+
+    #[test]
+    fn a_yield_point_runs_only_unstepped_jobs_and_never_out_of_a_lanes_order() {
+        let q = FairQueue::new(4, 20, 100);
+        let (a, b, c) = (account("a"), account("b"), account("c"));
+        // b's next job is a long one cut into steps, then a short one; c has a short one.
+        q.push(b.clone(), "b-copy", true).unwrap();
+        q.push(b.clone(), "b-stat", false).unwrap();
+        q.push(c.clone(), "c-copy", true).unwrap();
+        assert!(q.has_unstepped_waiting());
+        // At a's yield point neither b's copy (stepped) nor b's stat (behind it) runs.
+        assert!(q.pop_at_yield(&a).is_none());
+        q.push(c.clone(), "c-stat", false).unwrap();
+        assert!(q.pop_at_yield(&a).is_none(), "c's stat is behind c's copy");
+        // A free thread takes them in each lane's order.
+        assert_eq!(q.pop().unwrap().1, "b-copy");
+        assert_eq!(q.pop().unwrap().1, "c-copy");
+        // Now both heads are short: a yield point may run them, in turn.
+        assert_eq!(q.pop_at_yield(&a).unwrap().1, "b-stat");
+        assert_eq!(q.pop_at_yield(&a).unwrap().1, "c-stat");
+        assert!(!q.has_unstepped_waiting());
     }
 
     #[test]
     fn one_thread_pools_still_run_jobs() {
         let q = FairQueue::new(1, 1, 10);
         assert_eq!((q.max_running(), q.max_admitted()), (1, 1));
-        q.push(Lane::System, 1).unwrap();
-        let (lane, job) = q.pop(None).unwrap();
+        q.push(Lane::System, 1, true).unwrap();
+        assert!(!q.has_unstepped_waiting());
+        let (lane, job) = q.pop().unwrap();
         assert_eq!((lane.clone(), job), (Lane::System, 1));
         q.finish(&lane);
         assert_eq!(q.active_lanes(), 0);
-        assert!(!q.has_waiting());
     }
 }

@@ -93,7 +93,7 @@ impl Handler<RunNext> for BlockingActor {
     /// a thread that finishes a job keeps taking jobs, so a job held back by its lane's running
     /// cap is run by the thread that frees the cap (no wake-up is lost).
     fn handle(&mut self, _msg: RunNext, _ctx: &mut Self::Context) {
-        while let Some((lane, work)) = self.shared.queue.pop(None) {
+        while let Some((lane, work)) = self.shared.queue.pop() {
             let shared = &self.shared;
             let storage = self.storage.as_ref();
             let yield_point = || run_other_lane(shared, storage, &lane);
@@ -110,13 +110,14 @@ impl Handler<RunNext> for BlockingActor {
     }
 }
 
-/// A long job of `lane` reached a step boundary: run one waiting job of another lane here (it
-/// cannot itself yield, so this never nests deeper).
+/// A long job of `lane` reached a step boundary: run one waiting job of another lane here. Only
+/// a job that is not itself cut into steps ([`BlockingJob::runs_in_steps`]): it cannot yield in
+/// turn (this never nests deeper), so it must be one bounded operation.
 fn run_other_lane(shared: &Shared, storage: &dyn Storage, lane: &Lane) {
-    if !shared.queue.has_waiting() {
+    if !shared.queue.has_unstepped_waiting() {
         return;
     }
-    if let Some((other, work)) = shared.queue.pop(Some(lane)) {
+    if let Some((other, work)) = shared.queue.pop_at_yield(lane) {
         run_work(
             shared,
             &other,
@@ -199,6 +200,7 @@ impl Pool {
         if !self.addr.connected() {
             return Err(PoolError::Stopped { pool: self.name });
         }
+        let stepped = job.runs_in_steps();
         let (tx, rx) = oneshot::channel();
         let request_id = crate::telemetry::request::current_id();
         let name = self.name;
@@ -229,7 +231,7 @@ impl Pool {
         });
         // Counted before it can be taken, so the gauge never goes below zero.
         stats.queued.fetch_add(1, Ordering::Relaxed);
-        if self.shared.queue.push(lane, work).is_err() {
+        if self.shared.queue.push(lane, work, stepped).is_err() {
             stats.queued.fetch_sub(1, Ordering::Relaxed);
             stats.rejected.fetch_add(1, Ordering::Relaxed);
             return Err(PoolError::Overloaded { pool: self.name });
@@ -430,6 +432,10 @@ mod tests {
     struct Steps(usize);
     impl BlockingJob for Steps {
         type Output = ();
+
+        fn runs_in_steps(&self) -> bool {
+            true
+        }
         fn run(self, ctx: &JobContext<'_>) {
             for _ in 0..self.0 {
                 std::thread::sleep(Duration::from_millis(10));
@@ -542,5 +548,26 @@ mod tests {
             started.elapsed()
         );
         long.await.unwrap().unwrap();
+    }
+
+    #[actix_rt::test]
+    async fn a_yield_point_leaves_another_lanes_long_job_for_a_free_thread() {
+        let (_dir, pools) = start(spec("storage", 1, 8));
+        let pool = pools.storage().clone();
+        let first = pool.submit_in(lane("attacker"), Steps(300)).unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        // Queued first: another account's long job. Run at the first job's yield point it
+        // would hold the only thread for its whole length, yielding to nobody.
+        let second = pool.submit_in(lane("other"), Steps(300)).unwrap();
+        let victim = pool.run_in(lane("victim"), Sleepy(Duration::ZERO)).await;
+        assert_eq!(victim.unwrap(), 7);
+        // Timing-independent: the victim was served while the second long job had not ended.
+        let mut second = second;
+        assert!(
+            second.try_recv().is_err(),
+            "the victim waited for the second long job"
+        );
+        first.await.unwrap().unwrap();
+        second.await.unwrap().unwrap();
     }
 }

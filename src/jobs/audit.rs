@@ -126,6 +126,10 @@ pub struct QueryAudit {
 impl BlockingJob for QueryAudit {
     type Output = ServiceResult<Value>;
 
+    fn runs_in_steps(&self) -> bool {
+        true
+    }
+
     fn run(self, ctx: &JobContext<'_>) -> Self::Output {
         audit::query(
             ctx.storage,
@@ -214,6 +218,10 @@ pub struct ContextCommits {
 
 impl BlockingJob for ContextCommits {
     type Output = ServiceResult<Value>;
+
+    fn runs_in_steps(&self) -> bool {
+        true
+    }
 
     fn run(self, ctx: &JobContext<'_>) -> Self::Output {
         let ops = [
@@ -342,6 +350,10 @@ pub struct TokenSeries {
 impl BlockingJob for TokenSeries {
     type Output = ServiceResult<Value>;
 
+    fn runs_in_steps(&self) -> bool {
+        true
+    }
+
     fn run(self, ctx: &JobContext<'_>) -> Self::Output {
         let (since, until) = day_window(&self.start, &self.end, &self.zone);
         let keep_going = || !ctx.is_abandoned();
@@ -425,6 +437,10 @@ pub struct DashboardSummary {
 
 impl BlockingJob for DashboardSummary {
     type Output = ServiceResult<Value>;
+
+    fn runs_in_steps(&self) -> bool {
+        true
+    }
 
     fn run(self, ctx: &JobContext<'_>) -> Self::Output {
         let keep_going = || !ctx.is_abandoned();

@@ -164,6 +164,10 @@ pub struct BatchWrite {
 impl BlockingJob for BatchWrite {
     type Output = ServiceResult<Value>;
 
+    fn runs_in_steps(&self) -> bool {
+        true
+    }
+
     fn run(self, ctx: &JobContext<'_>) -> Self::Output {
         match crate::storage::fs::stat(ctx.storage, &self.root)? {
             Some(m) if m.is_dir() => {}

@@ -25,6 +25,10 @@ pub struct CheckConsistency {
 impl BlockingJob for CheckConsistency {
     type Output = ServiceResult<Value>;
 
+    fn runs_in_steps(&self) -> bool {
+        true
+    }
+
     fn run(self, ctx: &JobContext<'_>) -> Self::Output {
         let uri = self.root.uri();
         consistency::check(&Check {

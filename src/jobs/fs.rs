@@ -53,6 +53,10 @@ pub struct ListTree {
 impl BlockingJob for ListTree {
     type Output = ServiceResult<Page>;
 
+    fn runs_in_steps(&self) -> bool {
+        true
+    }
+
     fn run(self, ctx: &JobContext<'_>) -> Self::Output {
         listing::tree(
             ctx.storage,
@@ -115,6 +119,10 @@ pub struct RemoveEntry {
 impl BlockingJob for RemoveEntry {
     type Output = ServiceResult<Value>;
 
+    fn runs_in_steps(&self) -> bool {
+        self.recursive
+    }
+
     fn run(self, ctx: &JobContext<'_>) -> Self::Output {
         let out = rm::remove(ctx.storage, ctx.abandoned(), &self.uri, self.recursive);
         // A failed recursive removal may have removed part of the tree.
@@ -142,8 +150,12 @@ pub struct MoveEntry {
 impl BlockingJob for MoveEntry {
     type Output = ServiceResult<Value>;
 
+    fn runs_in_steps(&self) -> bool {
+        true
+    }
+
     fn run(self, ctx: &JobContext<'_>) -> Self::Output {
-        let out = mv::move_entry(ctx.storage, &self.from, &self.to);
+        let out = mv::move_entry(ctx.storage, &self.from, &self.to, ctx.yielder());
         let changed = [self.from.store_path().clone(), self.to.store_path().clone()];
         let kind = ChangeKind::Move;
         record_outcome(
@@ -168,6 +180,10 @@ pub struct CopyFiles {
 
 impl BlockingJob for CopyFiles {
     type Output = ServiceResult<Value>;
+
+    fn runs_in_steps(&self) -> bool {
+        self.recursive
+    }
 
     fn run(self, ctx: &JobContext<'_>) -> Self::Output {
         let out = cp::copy_entry(
@@ -202,6 +218,10 @@ pub struct GrepFiles {
 impl BlockingJob for GrepFiles {
     type Output = ServiceResult<Vec<u8>>;
 
+    fn runs_in_steps(&self) -> bool {
+        true
+    }
+
     fn run(self, ctx: &JobContext<'_>) -> Self::Output {
         grep::grep(
             ctx.storage,
@@ -228,6 +248,10 @@ pub struct GlobFiles {
 
 impl BlockingJob for GlobFiles {
     type Output = ServiceResult<Vec<u8>>;
+
+    fn runs_in_steps(&self) -> bool {
+        true
+    }
 
     fn run(self, ctx: &JobContext<'_>) -> Self::Output {
         glob::glob(

@@ -36,6 +36,14 @@ pub trait BlockingJob: Send + 'static {
 
     /// Runs on a pool thread; may block.
     fn run(self, ctx: &JobContext<'_>) -> Self::Output;
+
+    /// True for a job cut into bounded steps with yield points between them (a walk, a
+    /// recursive copy, a move of a tree): it may run long, so the pool starts it only on a
+    /// free thread, never at another job's yield point, where it would hold that thread for
+    /// its whole length. Jobs that are one bounded operation keep the default.
+    fn runs_in_steps(&self) -> bool {
+        false
+    }
 }
 
 /// What a job gets to work with.

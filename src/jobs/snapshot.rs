@@ -24,6 +24,10 @@ pub struct CommitSnapshot(pub CommitRequest);
 impl BlockingJob for CommitSnapshot {
     type Output = ServiceResult<Value>;
 
+    fn runs_in_steps(&self) -> bool {
+        true
+    }
+
     fn run(self, ctx: &JobContext<'_>) -> Self::Output {
         commit::commit(ctx.storage, &self.0, ctx.abandoned())
     }
@@ -40,6 +44,10 @@ pub struct RestoreSnapshot {
 
 impl BlockingJob for RestoreSnapshot {
     type Output = ServiceResult<Value>;
+
+    fn runs_in_steps(&self) -> bool {
+        true
+    }
 
     fn run(self, ctx: &JobContext<'_>) -> Self::Output {
         let out = staged_restore(ctx, &self.req, self.stale_after);
@@ -141,6 +149,10 @@ pub struct SnapshotLog {
 
 impl BlockingJob for SnapshotLog {
     type Output = ServiceResult<Vec<Value>>;
+
+    fn runs_in_steps(&self) -> bool {
+        true
+    }
 
     fn run(self, ctx: &JobContext<'_>) -> Self::Output {
         history::log(

@@ -39,6 +39,10 @@ pub struct SetTags {
 impl BlockingJob for SetTags {
     type Output = ServiceResult<Value>;
 
+    fn runs_in_steps(&self) -> bool {
+        true
+    }
+
     fn run(self, ctx: &JobContext<'_>) -> Self::Output {
         let out = attrs::set_tags(
             ctx.storage,

@@ -30,6 +30,10 @@ pub struct ListTasks {
 impl BlockingJob for ListTasks {
     type Output = ServiceResult<Vec<TaskRecord>>;
 
+    fn runs_in_steps(&self) -> bool {
+        true
+    }
+
     fn run(self, ctx: &JobContext<'_>) -> Self::Output {
         query::list(ctx.storage, ctx.abandoned(), &self.caller, &self.filter)
     }

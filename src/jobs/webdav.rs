@@ -186,6 +186,10 @@ pub struct MoveNode {
 impl BlockingJob for MoveNode {
     type Output = ServiceResult<Outcome>;
 
+    fn runs_in_steps(&self) -> bool {
+        true
+    }
+
     fn run(self, ctx: &JobContext<'_>) -> Self::Output {
         let touched = [&self.from, &self.to].map(|uri| Touched {
             node: uri.store_path(),
@@ -193,7 +197,13 @@ impl BlockingJob for MoveNode {
             membership: true,
         });
         self.check.enforce(ctx.storage, &touched)?;
-        let out = webdav::move_to(ctx.storage, &self.from, &self.to, self.overwrite);
+        let out = webdav::move_to(
+            ctx.storage,
+            &self.from,
+            &self.to,
+            self.overwrite,
+            ctx.yielder(),
+        );
         if out.is_ok() {
             // Locks stay where they were taken (RFC 4918 §9.9.4): the moved nodes lose theirs.
             locks::forget(ctx.storage, self.from.store_path())?;
@@ -225,6 +235,10 @@ pub struct CopyNode {
 
 impl BlockingJob for CopyNode {
     type Output = ServiceResult<Outcome>;
+
+    fn runs_in_steps(&self) -> bool {
+        self.deep
+    }
 
     fn run(self, ctx: &JobContext<'_>) -> Self::Output {
         self.check.enforce(

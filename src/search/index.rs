@@ -764,8 +764,8 @@ impl SearchIndex {
             ));
             clauses.push((Occur::Must, Box::new(ConstScoreQuery::new(q, 0.0))));
         }
-        if let Some(filter) = access {
-            clauses.push((Occur::Must, filter.query(f.anc)));
+        if let Some(denied) = access.and_then(|a| a.denied_query(f.anc)) {
+            clauses.push((Occur::MustNot, denied));
         }
         let query = BooleanQuery::new(clauses);
         let searcher = self.reader.searcher();

@@ -186,6 +186,19 @@ pub trait Storage: Send + Sync + 'static {
     /// Move a file or directory tree; fails with `AlreadyExists` if `to` exists.
     fn rename(&self, from: &StorePath, to: &StorePath) -> StorageResult<()>;
 
+    /// [`Storage::rename`] cut into bounded steps with `between_steps` called between them
+    /// (where no lock of the caller's is held: a pool lets other accounts' waiting jobs run
+    /// there), for a user's move of a tree. Same outcome and atomicity as `rename`. Backends
+    /// whose renames are one step keep this default.
+    fn rename_in_steps(
+        &self,
+        from: &StorePath,
+        to: &StorePath,
+        _between_steps: &dyn Fn(),
+    ) -> StorageResult<()> {
+        self.rename(from, to)
+    }
+
     /// Take a named cross-instance lock, waiting at most `timeout` (then `Busy`).
     fn lock(&self, name: &str, timeout: Duration) -> StorageResult<Box<dyn LockGuard>>;
 

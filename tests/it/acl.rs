@@ -1109,6 +1109,90 @@ fn acl_rows_follow_webdav_moves_restores_and_imports() {
     );
 }
 
+/// A WebDAV COPY with `Overwrite: T` keeps the target's ACL as 0.5.2's copy does: rows on
+/// the nodes the copy writes again stay (a restricted file stays restricted with the new
+/// bytes), rows of target nodes the copy does not recreate go, and a new target inherits.
+#[test]
+fn webdav_copy_over_a_target_keeps_its_acl() {
+    let st = Storage::new();
+    let s = Server::start(&st, Opts::default());
+    let a = acme(&s);
+    enable_acl(&s, &a.alice, "acme");
+    let only_carol = json!({"acl_mode": "restricted", "entries": [
+        {"principal": "user:carol", "level": "read"}
+    ]});
+    let host = format!("127.0.0.1:{}", s.port);
+    let copy = |from: &str, to: &str, overwrite: &str| {
+        let dest = format!("http://{host}/webdav/resources{to}");
+        let h = [
+            ("X-API-Key", a.alice.as_str()),
+            ("Destination", dest.as_str()),
+            ("Overwrite", overwrite),
+        ];
+        s.raw("COPY", &format!("/webdav/resources{from}"), &h, b"")
+    };
+    let read =
+        |key: &str, uri: &str| s.get(&format!("/api/v1/content/read?uri={}", q(uri)), Some(key));
+    // A file onto a restricted file.
+    mkdir(&s, &a.alice, "viking://resources/open");
+    write(
+        &s,
+        &a.alice,
+        "viking://resources/open/src.md",
+        "from the source",
+    );
+    write(&s, &a.alice, "viking://resources/open/t.md", "old target");
+    ok(&set_acl(
+        &s,
+        &a.alice,
+        "viking://resources/open/t.md",
+        only_carol.clone(),
+    ));
+    assert_eq!(copy("/open/src.md", "/open/t.md", "T").status, 204);
+    assert_eq!(read_status(&s, &a.bob, "viking://resources/open/t.md"), 403);
+    let r = read(&a.carol, "viking://resources/open/t.md");
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(r.body["result"], "from the source");
+    assert_eq!(
+        ok(&get_acl(&s, &a.alice, "viking://resources/open/t.md"))["acl_mode"],
+        "restricted"
+    );
+    // A directory onto a directory: x.md is written again and keeps its row; z.md exists
+    // only in the old target, so it and its row go; y.md is new and inherits.
+    for f in ["srcdir/x.md", "srcdir/y.md", "tdir/x.md", "tdir/z.md"] {
+        write(&s, &a.alice, &format!("viking://resources/open/{f}"), f);
+    }
+    for f in ["tdir/x.md", "tdir/z.md"] {
+        let uri = format!("viking://resources/open/{f}");
+        ok(&set_acl(&s, &a.alice, &uri, only_carol.clone()));
+    }
+    assert_eq!(copy("/open/srcdir", "/open/tdir", "T").status, 204);
+    assert_eq!(rows(&st), ["open/t.md", "open/tdir/x.md"]);
+    assert_eq!(
+        read_status(&s, &a.bob, "viking://resources/open/tdir/x.md"),
+        403
+    );
+    assert_eq!(
+        read_status(&s, &a.carol, "viking://resources/open/tdir/x.md"),
+        200
+    );
+    assert_eq!(
+        read_status(&s, &a.bob, "viking://resources/open/tdir/y.md"),
+        200
+    );
+    assert_eq!(
+        read_status(&s, &a.alice, "viking://resources/open/tdir/z.md"),
+        404
+    );
+    // A new target starts from its parent's permissions.
+    assert_eq!(copy("/open/t.md", "/open/new.md", "T").status, 201);
+    assert_eq!(
+        read_status(&s, &a.bob, "viking://resources/open/new.md"),
+        200
+    );
+    assert_eq!(rows(&st), ["open/t.md", "open/tdir/x.md"]);
+}
+
 /// Changes to acl.json, groups.json and setting.json written to storage but never announced
 /// (their writer died before bumping the registry marker) reach every instance through the
 /// registry sweep, like an unannounced key change: within the sweep interval plus one refresh.

@@ -18,7 +18,7 @@ use crate::error::{ServiceError, ServiceResult};
 use crate::storage::registry::store::{groups_path, read_doc, read_users, update_doc, Edit};
 use crate::storage::registry::{OpCtx, RegistrySink};
 use crate::storage::uri::VikingUri;
-use crate::storage::Storage;
+use crate::storage::{Storage, StorePath};
 
 pub use super::files::{acl_path, read_access};
 
@@ -520,6 +520,76 @@ pub fn take_rows(storage: &dyn Storage, uri: &VikingUri) -> ServiceResult<SavedR
         account: account_of(uri),
         rel: Some(rel),
         rows: saved,
+    })
+}
+
+/// The rows of `uri`'s subtree as they stand (nothing changes): what
+/// [`keep_where_rewritten`] gives back after the subtree is replaced by a copy.
+pub fn rows_of(storage: &dyn Storage, uri: &VikingUri) -> ServiceResult<SavedRows> {
+    let Some(rel) = rel_path(uri).filter(|r| !r.is_empty()) else {
+        return Ok(SavedRows::default());
+    };
+    let mut saved = Vec::new();
+    edit_table(storage, uri, |t| {
+        saved = rows_under(t, &rel)
+            .map(|k| (k.clone(), t.nodes[k].clone()))
+            .collect();
+        false
+    })?;
+    Ok(SavedRows {
+        account: account_of(uri),
+        rel: Some(rel),
+        rows: saved,
+    })
+}
+
+/// A copy is about to write `saved`'s subtree again (a WebDAV COPY onto an existing target,
+/// already removed): one seal row there (restricted, no grants: ADMIN only) until
+/// [`keep_where_rewritten`], so the new content is never readable under the parent's
+/// permissions by someone the kept rows refuse. Nothing to seal when the target had no rows.
+pub fn seal_for_rewrite(storage: &dyn Storage, saved: &SavedRows) -> ServiceResult<()> {
+    let Some(rel) = saved.rel.clone().filter(|_| !saved.rows.is_empty()) else {
+        return Ok(());
+    };
+    edit_account_table(storage, &saved.account, |t| {
+        let seal = NodeAcl {
+            acl_mode: Some(Mode::Restricted),
+            entries: Vec::new(),
+        };
+        t.nodes.insert(rel.clone(), seal);
+        true
+    })
+}
+
+/// After a copy replaced `to`'s subtree (whose rows were `saved`): the rows come back on the
+/// nodes the copy wrote again (0.5.2 keeps an overwritten copy target's ACL), the seal goes,
+/// and rows of nodes that are gone stay gone.
+pub fn keep_where_rewritten(
+    storage: &dyn Storage,
+    to: &VikingUri,
+    saved: SavedRows,
+) -> ServiceResult<()> {
+    let Some(rel) = saved.rel else {
+        return Ok(());
+    };
+    if saved.rows.is_empty() {
+        return Ok(());
+    }
+    let base = to.store_path().as_str();
+    let mut kept = Vec::new();
+    for (k, row) in saved.rows {
+        let node = StorePath::parse(&format!("{base}{}", &k[rel.len()..]))?;
+        if storage.stat(&node)?.is_some() {
+            kept.push((k, row));
+        }
+    }
+    edit_account_table(storage, &saved.account, |t| {
+        let stale: Vec<String> = rows_under(t, &rel).cloned().collect();
+        for k in stale {
+            t.nodes.remove(&k);
+        }
+        t.nodes.extend(kept.iter().cloned());
+        true
     })
 }
 

@@ -9,14 +9,20 @@ use crate::storage::uri::VikingUri;
 use crate::storage::{acl, tags, watches, webdav};
 use crate::storage::{Storage, StorageError};
 
-/// Move `from` to `to`; the handler has checked rights, identity and overlap.
-pub fn move_entry(storage: &dyn Storage, from: &VikingUri, to: &VikingUri) -> ServiceResult<Value> {
+/// Move `from` to `to`; the handler has checked rights, identity and overlap. A tree that
+/// moves in many steps (S3) calls `between_steps` between them; the move always runs to the end.
+pub fn move_entry(
+    storage: &dyn Storage,
+    from: &VikingUri,
+    to: &VikingUri,
+    between_steps: &dyn Fn(),
+) -> ServiceResult<Value> {
     let src = source_meta(storage, from)?;
     check_destination(storage, &src, to)?;
     // ACL rows reach the destination before the nodes do, so a moved node is never
     // readable there without its ACL (not even if this process dies mid-move).
     acl::store::before_move(storage, from, to)?;
-    let moved = storage.rename(from.store_path(), to.store_path());
+    let moved = storage.rename_in_steps(from.store_path(), to.store_path(), between_steps);
     if let Err(e) = acl::store::after_move(storage, from, to, moved.is_ok()) {
         tracing::error!(from = %from.uri(), to = %to.uri(), error = %e.message, "ACL rows not settled after a move");
     }

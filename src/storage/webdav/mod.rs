@@ -158,12 +158,14 @@ fn target_exists(to: &VikingUri) -> ServiceError {
 /// `overwrite`: a file onto a file is one atomic write of the target (readers see the old or
 /// the new bytes, never neither), then the source is removed; otherwise the target is
 /// removed, then the source renamed. The caller has checked rights and that the two differ
-/// and do not contain each other.
+/// and do not contain each other. A tree that moves in many steps (S3) calls `between_steps`
+/// between them.
 pub fn move_to(
     storage: &dyn Storage,
     from: &VikingUri,
     to: &VikingUri,
     overwrite: bool,
+    between_steps: &dyn Fn(),
 ) -> ServiceResult<Outcome> {
     let Some(src) = stat(storage, from)? else {
         let shown = from.uri();
@@ -190,7 +192,7 @@ pub fn move_to(
     // ACL rows follow the node as with `fs mv` (0.5.2: a moved node keeps its own ACL and
     // inherits from its new parent): copied before the rename, the source's dropped after.
     acl::store::before_move(storage, from, to)?;
-    let renamed = storage.rename(from.store_path(), to.store_path());
+    let renamed = storage.rename_in_steps(from.store_path(), to.store_path(), between_steps);
     if let Err(e) = acl::store::after_move(storage, from, to, renamed.is_ok()) {
         tracing::error!(from = %from.uri(), to = %to.uri(), error = %e.message, "ACL rows not settled after a WebDAV move");
     }
@@ -247,27 +249,56 @@ pub fn copy_to(
         ));
     };
     check_parent(storage, to)?;
+    // 0.5.2 keeps an overwritten copy target's ACL: the target's rows are saved, dropped
+    // with it, sealed while the copy writes, and come back on the nodes written again.
+    let mut target_rows = None;
     let outcome = match stat(storage, to)? {
         None => Outcome::Created,
         Some(_) if !overwrite => return Err(target_exists(to)),
         Some(dst) => {
+            let saved = acl::store::rows_of(storage, to)?;
             rm::remove(storage, &|| false, to, dst.is_dir())?;
+            acl::store::seal_for_rewrite(storage, &saved)?;
+            target_rows = Some(saved);
             Outcome::Replaced
         }
     };
-    let copied = if src.is_dir() && !deep {
+    let copied = copy_node(storage, from, to, src.is_dir() && !deep, between_steps);
+    // Even after a partial copy: what was written keeps the target's rows. Should that
+    // fail, the seal stays (ADMIN only), never the parent's permissions.
+    if let Some(saved) = target_rows {
+        let kept = acl::store::keep_where_rewritten(storage, to, saved);
+        match (&copied, kept) {
+            (Ok(()), Err(e)) => return Err(e),
+            (Err(_), Err(e)) => {
+                tracing::error!(to = %to.uri(), error = %e.message, "ACL rows of a WebDAV copy target not put back after a failed copy");
+            }
+            (_, Ok(())) => {}
+        }
+    }
+    match copied {
+        Ok(()) => Ok(outcome),
+        // Created between the look and the copy: never merged into.
+        Err(e) if e.code == ErrorCode::Conflict && !overwrite => Err(target_exists(to)),
+        Err(e) => Err(e),
+    }
+}
+
+/// The copy itself: a collection alone (`shallow`, Depth 0) or the whole node (`fs/cp`).
+fn copy_node(
+    storage: &dyn Storage,
+    from: &VikingUri,
+    to: &VikingUri,
+    shallow: bool,
+    between_steps: &dyn Fn(),
+) -> ServiceResult<()> {
+    if shallow {
         mkdir::make_dir(storage, to, None).and_then(|_| {
             props::copy_node(storage, from.store_path(), to.store_path())
                 .map_err(|e| StorageFail(to).map(e))
         })
     } else {
         cp::copy_entry(storage, from, to, true, between_steps).map(drop)
-    };
-    match copied {
-        Ok(()) => Ok(outcome),
-        // Created between the look and the copy: never merged into.
-        Err(e) if e.code == ErrorCode::Conflict && !overwrite => Err(target_exists(to)),
-        Err(e) => Err(e),
     }
 }
 
@@ -334,17 +365,17 @@ mod tests {
         s.mkdir(u("").store_path()).unwrap();
         put_file(&s, &u("a.txt"), b"A", &q).unwrap();
         put_file(&s, &u("b.txt"), b"B", &q).unwrap();
-        let e = move_to(&s, &u("a.txt"), &u("b.txt"), false).unwrap_err();
+        let e = move_to(&s, &u("a.txt"), &u("b.txt"), false, &|| {}).unwrap_err();
         assert_eq!(e.code, ErrorCode::FailedPrecondition);
         assert_eq!(s.read(u("b.txt").store_path()).unwrap(), b"B");
         assert_eq!(
-            move_to(&s, &u("a.txt"), &u("b.txt"), true).unwrap(),
+            move_to(&s, &u("a.txt"), &u("b.txt"), true, &|| {}).unwrap(),
             Outcome::Replaced
         );
         assert_eq!(s.read(u("b.txt").store_path()).unwrap(), b"A");
         assert!(s.stat(u("a.txt").store_path()).unwrap().is_none());
         assert_eq!(
-            move_to(&s, &u("b.txt"), &u("c.txt"), false).unwrap(),
+            move_to(&s, &u("b.txt"), &u("c.txt"), false, &|| {}).unwrap(),
             Outcome::Created
         );
         make_collection(&s, &u("d")).unwrap();
@@ -358,7 +389,7 @@ mod tests {
         );
         // A file over a directory (overwrite): the directory goes.
         assert_eq!(
-            move_to(&s, &u("c.txt"), &u("d"), true).unwrap(),
+            move_to(&s, &u("c.txt"), &u("d"), true, &|| {}).unwrap(),
             Outcome::Replaced
         );
         assert!(!s.stat(u("d").store_path()).unwrap().unwrap().is_dir());

@@ -804,11 +804,22 @@ impl Storage for S3Storage {
     }
 
     fn rename(&self, from: &StorePath, to: &StorePath) -> StorageResult<()> {
+        self.rename_in_steps(from, to, &|| {})
+    }
+
+    /// A directory moves object by object, so its copies and deletions are cut into batches
+    /// with `between_steps` after each (the move's lease renews on the runtime meanwhile).
+    fn rename_in_steps(
+        &self,
+        from: &StorePath,
+        to: &StorePath,
+        between_steps: &dyn Fn(),
+    ) -> StorageResult<()> {
         let src = self.block_on(self.inner.prepare_rename(from, to))?;
         if src.is_dir() {
             // Many calls, each within the per-operation deadline: a large tree takes as long
             // as it takes, a hung store still fails the move within one deadline.
-            moves::move_tree(self, from, to)
+            moves::move_tree(self, from, to, between_steps)
         } else {
             self.block_on(self.inner.move_file(from, to))
         }

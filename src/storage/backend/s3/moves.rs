@@ -97,12 +97,23 @@ enum Failed {
 }
 
 /// Objects copied per storage call: each call has the per-operation deadline, so a tree of
-/// any size moves as long as the store keeps answering.
-const COPY_BATCH: usize = 500;
+/// any size moves as long as the store keeps answering. Also one step of a move: the
+/// caller's `between_steps` runs after each batch, so a batch is kept short (a few rounds of
+/// [`FAN_OUT`] requests) to let other accounts' jobs in often.
+const COPY_BATCH: usize = 128;
+/// Sources deleted per step once the move committed (one batched delete request).
+const DELETE_BATCH: usize = 1000;
 
 /// Move the directory `from` to `to` (which must not exist), visible at `to` only once whole.
-/// Runs on the calling (blocking) thread, one storage call per step.
-pub fn move_tree(storage: &S3Storage, from: &StorePath, to: &StorePath) -> StorageResult<()> {
+/// Runs on the calling (blocking) thread, one storage call per step, with `between_steps`
+/// called between the batches of copies and of deletions (never while a step is in flight;
+/// the lease renews on the runtime meanwhile, and is checked before every copy batch).
+pub fn move_tree(
+    storage: &S3Storage,
+    from: &StorePath,
+    to: &StorePath,
+    between_steps: &dyn Fn(),
+) -> StorageResult<()> {
     let inner = &storage.inner;
     let Some(flag) = inner.keys.flag(to)? else {
         return Err(StorageError::InvalidPath("cannot move the root".into()));
@@ -124,7 +135,11 @@ pub fn move_tree(storage: &S3Storage, from: &StorePath, to: &StorePath) -> Stora
     let body = serde_json::to_vec(&intent)
         .map_err(|e| StorageError::Unavailable(format!("cannot encode a move intent: {e}")))?;
     storage.block_on(inner.put(&key, body.into(), PutMode::Overwrite, to))?;
-    let (result, settled) = match publish(storage, &lease, &id, from, to, &flag) {
+    let steps = Steps {
+        lease: &lease,
+        between: between_steps,
+    };
+    let (result, settled) = match publish(storage, &steps, &id, from, to, &flag) {
         Ok(settled) => (Ok(()), settled),
         Err(Failed::Settled(e)) => (Err(e), true),
         Err(Failed::Unsettled(e)) => (Err(e), false),
@@ -138,10 +153,16 @@ pub fn move_tree(storage: &S3Storage, from: &StorePath, to: &StorePath) -> Stora
     result
 }
 
+/// What a running move checks and calls between its steps.
+struct Steps<'a> {
+    lease: &'a lease::Lease,
+    between: &'a dyn Fn(),
+}
+
 /// Steps 3–7 of the module docs. `Ok(false)`: committed, but sources remain for recovery.
 fn publish(
     storage: &S3Storage,
-    lease: &lease::Lease,
+    steps: &Steps<'_>,
     id: &str,
     from: &StorePath,
     to: &StorePath,
@@ -160,7 +181,8 @@ fn publish(
             Err(_) => Err(Failed::Unsettled(already_exists(to)(e))),
         };
     }
-    let copied = copy_tree(storage, lease, from, to);
+    let lease = steps.lease;
+    let copied = copy_tree(storage, steps, from, to);
     let sources = match copied {
         Ok(sources) => sources,
         // A copy that failed for want of an answer may still land: leave the roll-back to
@@ -184,7 +206,7 @@ fn publish(
         .block_on(inner.delete_all(vec![flag.clone()], to))
         .map_err(Failed::Unsettled)?;
     // Committed: the move happened, whatever becomes of the sources now.
-    match storage.block_on(delete_tree(inner, from, sources)) {
+    match delete_sources(storage, steps.between, from, sources) {
         Ok(()) => Ok(true),
         Err(e) => {
             tracing::warn!(error = %e, %from, %to, "moved, but the sources remain; recovery removes them");
@@ -194,10 +216,11 @@ fn publish(
 }
 
 /// Copy every object under `from` (but its own marker: `to` was claimed) to the same place
-/// under `to`, [`COPY_BATCH`] per call. Returns the keys copied, for deletion after the commit.
+/// under `to`, [`COPY_BATCH`] per call and per step. Returns the keys copied, for deletion
+/// after the commit.
 fn copy_tree(
     storage: &S3Storage,
-    lease: &lease::Lease,
+    steps: &Steps<'_>,
     from: &StorePath,
     to: &StorePath,
 ) -> StorageResult<Vec<Path>> {
@@ -219,8 +242,11 @@ fn copy_tree(
             .map_err(|e| StorageError::InvalidPath(format!("{to}/{rest}: {e}")))?;
         copies.push((o.location, target));
     }
-    for batch in copies.chunks(COPY_BATCH) {
-        if !lease.held() {
+    for (n, batch) in copies.chunks(COPY_BATCH).enumerate() {
+        if n > 0 {
+            (steps.between)();
+        }
+        if !steps.lease.held() {
             // Recovery may be deleting this destination: copying on would refill it.
             return Err(StorageError::Unavailable(format!(
                 "the move of {from} to {to} stalled past its lease"
@@ -250,17 +276,45 @@ fn copy_tree(
     Ok(copies.into_iter().map(|(src, _)| src).collect())
 }
 
-/// Delete `keys` under `dir` (files first, then sub-directory markers), then `dir`'s own
-/// marker: an interrupted deletion leaves a directory that can be deleted again.
-async fn delete_tree(inner: &Inner, dir: &StorePath, keys: Vec<Path>) -> StorageResult<()> {
+/// Split `keys` under `dir` into its files, its sub-directory markers and its own marker.
+fn deletion_order(
+    inner: &Inner,
+    dir: &StorePath,
+    keys: Vec<Path>,
+) -> StorageResult<[Vec<Path>; 3]> {
     let own_marker = inner.keys.marker(dir)?;
     let (markers, files): (Vec<Path>, Vec<Path>) = keys
         .into_iter()
         .filter(|k| *k != own_marker)
         .partition(|k| Keys::name(k) == DIR_MARKER);
-    inner.delete_all(files, dir).await?;
-    inner.delete_all(markers, dir).await?;
-    inner.delete_all(vec![own_marker], dir).await
+    Ok([files, markers, vec![own_marker]])
+}
+
+/// [`delete_tree`] of a committed move's sources, [`DELETE_BATCH`] keys per step with
+/// `between_steps` after each (recovery finishes it if the process dies meanwhile).
+fn delete_sources(
+    storage: &S3Storage,
+    between_steps: &dyn Fn(),
+    dir: &StorePath,
+    keys: Vec<Path>,
+) -> StorageResult<()> {
+    let inner = &storage.inner;
+    for group in deletion_order(inner, dir, keys)? {
+        for batch in group.chunks(DELETE_BATCH) {
+            storage.block_on(inner.delete_all(batch.to_vec(), dir))?;
+            between_steps();
+        }
+    }
+    Ok(())
+}
+
+/// Delete `keys` under `dir` (files first, then sub-directory markers), then `dir`'s own
+/// marker: an interrupted deletion leaves a directory that can be deleted again.
+async fn delete_tree(inner: &Inner, dir: &StorePath, keys: Vec<Path>) -> StorageResult<()> {
+    for group in deletion_order(inner, dir, keys)? {
+        inner.delete_all(group, dir).await?;
+    }
+    Ok(())
 }
 
 /// Delete the (possibly partial) destination, then its flag: never the other way round.
