@@ -469,7 +469,10 @@ fn indexing_threads_run_at_the_pool_niceness() {
     let runner = own_nice();
     let http = thread_nices(s.pid(), "actix-rt");
     assert!(!http.is_empty());
-    assert!(http.iter().all(|(_, n)| *n == runner), "{http:?} vs runner {runner}");
+    assert!(
+        http.iter().all(|(_, n)| *n == runner),
+        "{http:?} vs runner {runner}"
+    );
 }
 
 /// This process's niceness (field 19 of /proc/self/stat).
